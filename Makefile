@@ -1,0 +1,153 @@
+# wren — one build. Outputs go under build/ (git-ignored).
+#
+#   make            libwren, wren-server, wren-worker, unit tests, benches
+#   make demo       the main job on a local cluster (2 shards, 4 workers)
+#   make test       unit tests, the ASan+UBSan run, fuzz smoke, integration
+#   make bench      kernel and transport benchmarks (FIGURE lines)
+#   make fuzz       every fuzz target for FUZZ_SECONDS (default 60) each
+#
+# File naming conventions the build relies on (so new files need no edits here):
+#   common/*.c            -> build/libwren.a; *_avx2.c and *_avx512.c get ISA flags
+#   server/*.c            -> build/bin/wren-server (server/main.c holds main)
+#   worker/*.c            -> build/bin/wren-worker (worker/main.c holds main)
+#   tests/unit/test_*.c   -> build/tests/test_*   (cmocka; linked with all libs)
+#   tests/bench/bench_*.c -> build/bench/bench_*
+#   tests/fuzz/fuzz_*.c   -> build/fuzz/fuzz_*    (clang libFuzzer), corpus in tests/fuzz/corpus/<name>/
+#   tests/integration/*.sh   run by `make test-integration`
+#   tests/tools/*.c       -> build/bin/* (perf tools etc.; linked with libwren)
+
+SHELL   := /bin/bash
+CC      ?= gcc
+CLANG   ?= clang
+BUILD   ?= build
+OPT     ?= -O2
+DEPS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+CFLAGS_BASE = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -fno-strict-aliasing -Icommon -Iserver -Iworker $(DEPS_CFLAGS)
+CFLAGS  ?=
+ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
+AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
+AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
+
+COMMON_SRC := $(wildcard common/*.c)
+SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
+WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+TOOL_SRC   := $(wildcard tests/tools/*.c)
+ITEST      := $(sort $(wildcard tests/integration/*.sh))
+
+# $(1) = build dir
+objs = $(patsubst %.c,$(1)/%.o,$(2))
+
+LIBWREN   = $(BUILD)/libwren.a
+LIBSERVER = $(BUILD)/libwrenserver.a
+LIBWORKER = $(BUILD)/libwrenworker.a
+LIBS      = $(LIBSERVER) $(LIBWORKER) $(LIBWREN)
+UNIT_BIN  = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+BENCH_BIN = $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(BENCH_SRC))
+TOOL_BIN  = $(patsubst tests/tools/%.c,$(BUILD)/bin/%,$(TOOL_SRC))
+FUZZ_BIN  = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+SERVER_BIN = $(BUILD)/bin/wren-server
+WORKER_BIN = $(BUILD)/bin/wren-worker
+PROGRAMS  = $(if $(wildcard server/main.c),$(SERVER_BIN)) $(if $(wildcard worker/main.c),$(WORKER_BIN))
+
+.PHONY: fuzz-libs all deps demo test unit asan fuzz fuzz-smoke test-integration bench bench-cluster clean
+.DEFAULT_GOAL := all
+
+all: deps $(LIBWREN) $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TOOL_BIN)
+
+# Installs missing Debian packages (quiet when all are present).
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+
+$(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(LIBSERVER): $(call objs,$(BUILD),$(SERVER_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+$(LIBWORKER): $(call objs,$(BUILD),$(WORKER_SRC))
+	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+
+$(SERVER_BIN): $(BUILD)/server/main.o $(LIBSERVER) $(LIBWREN)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+$(WORKER_BIN): $(BUILD)/worker/main.o $(LIBWORKER) $(LIBWREN)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ -lcmocka $(LDLIBS_ALL)
+$(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+$(BUILD)/bin/%: $(BUILD)/tests/tools/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+
+# ---- unit tests ---------------------------------------------------------
+unit: deps $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+# The same unit tests built with AddressSanitizer + UndefinedBehaviorSanitizer.
+ASAN_BUILD = $(BUILD)/asan
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	  $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(UNIT_BIN))
+	@set -e; for t in $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(UNIT_BIN)); do echo "== asan $$t"; \
+	  WREN_TEST_QUICK=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $$t; done
+
+# ---- fuzzing (clang libFuzzer) -------------------------------------------
+# The libraries are rebuilt with clang and the sanitizers under build/fuzzlib,
+# each file with its own ISA flags, then each target links against them.
+FUZZ_BUILD = $(BUILD)/fuzzlib
+FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz-libs: deps
+	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(CLANG) OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+	  $(FUZZ_BUILD)/libwrenserver.a $(FUZZ_BUILD)/libwrenworker.a $(FUZZ_BUILD)/libwren.a
+$(BUILD)/fuzz/%: tests/fuzz/%.c fuzz-libs
+	@mkdir -p $(dir $@)
+	$(CLANG) $(CFLAGS_BASE) -O1 -fsanitize=fuzzer $(FUZZ_SAN) $< \
+	  $(FUZZ_BUILD)/libwrenserver.a $(FUZZ_BUILD)/libwrenworker.a $(FUZZ_BUILD)/libwren.a -o $@ $(LDLIBS_ALL)
+
+FUZZ_SECONDS ?= 60
+fuzz: deps $(FUZZ_BIN)
+	@set -e -o pipefail; for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p $(BUILD)/fuzz-corpus/$$n; \
+	  echo "== $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz-corpus/$$n tests/fuzz/corpus/$$n 2>&1 | tail -n 12; \
+	  done
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+
+# ---- integration tests (real processes, real sockets) --------------------
+test-integration: all
+	@set -e; for t in $(ITEST); do echo "== $$t"; BUILD=$(BUILD) bash $$t; done
+
+test: deps all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory test-integration
+	@echo "== make test: all passed"
+
+# ---- benchmarks ------------------------------------------------------------
+bench: deps all
+	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
+
+bench-cluster: deps all
+	@scripts/bench-cluster
+
+demo: deps all
+	@scripts/wren-local --demo
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,50 @@
+// cpu.c — ISA detection. AVX-512 here means F+BW+DQ+VL (+VPOPCNTDQ), which
+// is what the *_avx512.c kernels are compiled for; AVX2 means AVX2+FMA+F16C+BMI2.
+#include "cpu.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int g_max = -1;    // detected
+static int g_force = -1;  // wr_cpu_force_level
+static int g_env = -2;    // WREN_SIMD, -2 = not read yet
+
+const char *wr_isa_name(enum wr_isa isa) {
+    switch (isa) {
+    case WR_ISA_AVX512: return "avx512";
+    case WR_ISA_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+enum wr_isa wr_cpu_max_level(void) {
+    if (g_max < 0) {
+        __builtin_cpu_init();
+        int lvl = WR_ISA_SCALAR;
+        if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+            __builtin_cpu_supports("bmi2"))
+            lvl = WR_ISA_AVX2;
+        if (lvl == WR_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
+            __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
+            lvl = WR_ISA_AVX512;
+        g_max = lvl;
+    }
+    return (enum wr_isa)g_max;
+}
+
+enum wr_isa wr_cpu_level(void) {
+    int lvl = wr_cpu_max_level();
+    if (g_env == -2) {
+        const char *e = getenv("WREN_SIMD");
+        g_env = -1;
+        if (e && strcmp(e, "scalar") == 0) g_env = WR_ISA_SCALAR;
+        if (e && strcmp(e, "avx2") == 0) g_env = WR_ISA_AVX2;
+        if (e && strcmp(e, "avx512") == 0) g_env = WR_ISA_AVX512;
+    }
+    if (g_env >= 0 && g_env < lvl) lvl = g_env;
+    if (g_force >= 0 && g_force < lvl) lvl = g_force;
+    return (enum wr_isa)lvl;
+}
+
+void wr_cpu_force_level(int level) { g_force = level; }

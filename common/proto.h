@@ -1,0 +1,185 @@
+// proto.h — wren's wire protocol: message kinds, the header, validation.
+//
+// Each message is a ZeroMQ multipart message (see transport.h): frame 1 is a
+// msgpack map (the header, built and checked here), frame 2, when present, the
+// raw payload (packed bits as little-endian 64-bit words, bit-plane counts, or
+// fp32 little-endian). Bulk data is never msgpack-encoded element by element.
+// docs/PROTOCOL.md is the reference for every kind and field.
+//
+// Receipt: wr_proto_decode checks every field (types, ranges, the payload
+// length against element count and encoding, and with an expectation also job,
+// epoch and step) and either fills a wr_pmsg completely or returns WR_EPROTO
+// with a typed reason (wr_perr) and a one-line text; never a partial result.
+#ifndef WR_PROTO_H
+#define WR_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wr_common.h"
+
+#define WR_PROTO_VERSION 1
+#define WR_MAX_SHARDS 1024
+#define WR_MAX_WORKERS 4096
+#define WR_ADDR_MAX 256
+#define WR_HOST_MAX 64
+#define WR_REASON_MAX 256
+#define WR_MAX_STATS 64
+#define WR_MAX_CONFIG 256   // key=value pairs carried in a cluster map
+
+enum wr_msg_type {
+    WR_MT_REGISTER = 1,  // shard|worker -> coordinator: role, advertised address, host, group
+    WR_MT_CLUSTER_MAP,   // coordinator -> all: epoch, shard ranges+addresses, workers, job config
+    WR_MT_PUSH,          // worker -> shard: step, encoded vector of the shard's range (payload)
+    WR_MT_BROADCAST,     // shard -> worker: step, aggregated update of the range (payload)
+    WR_MT_PULL,          // worker -> shard: ask for the current parameters of the range
+    WR_MT_PARAMS,        // shard -> worker: fp32 parameters of the range at `step` (payload)
+    WR_MT_HEARTBEAT,     // any -> coordinator (and back): liveness
+    WR_MT_BARRIER,       // -> coordinator: enter barrier `barrier_id`; coordinator -> all: release
+    WR_MT_JOIN,          // worker -> coordinator: join a running job (new epoch follows)
+    WR_MT_LEAVE,         // worker -> coordinator: leave at the next epoch boundary
+    WR_MT_STATS,         // any -> coordinator: named counters (name, value)
+    WR_MT_DIGEST,        // worker|shard -> coordinator: parameter digest at `step`
+    WR_MT_ERROR,         // any -> any: code + human-readable reason
+    WR_MT_SHUTDOWN,      // coordinator -> all (or a node -> coordinator): stop, with status
+    WR_MT_COUNT_
+};
+
+enum wr_role { WR_ROLE_COORDINATOR = 0, WR_ROLE_SHARD = 1, WR_ROLE_WORKER = 2 };
+
+// How a payload encodes n_elems values (ALGORITHMS.md 1.2, 1.3).
+enum wr_codec {
+    WR_CODEC_NONE = 0,   // no payload
+    WR_CODEC_BITS = 1,   // 1 bit per element, ceil(n/64) u64 words
+    WR_CODEC_PLANES = 2, // counts in [0, n_workers] as ceil(log2(n_workers+1)) bit-planes of ceil(n/64) words each
+    WR_CODEC_FP32 = 3,   // n x float32 LE
+};
+
+// Typed reasons a received message is refused.
+enum wr_perr {
+    WR_PERR_NONE = 0,
+    WR_PERR_MALFORMED,     // not a msgpack map, truncated, trailing bytes, nesting too deep
+    WR_PERR_VERSION,       // protocol version is not WR_PROTO_VERSION
+    WR_PERR_TYPE,          // unknown message type
+    WR_PERR_MISSING,       // a required field is absent
+    WR_PERR_FIELD_TYPE,    // a field has the wrong msgpack type
+    WR_PERR_RANGE,         // a field is out of its range (names the field)
+    WR_PERR_PAYLOAD,       // payload length does not match codec and element count, or unexpected payload
+    WR_PERR_JOB,           // job id differs from the expected one
+    WR_PERR_EPOCH,         // epoch differs from the expected one
+    WR_PERR_STEP,          // step outside the expected window
+    WR_PERR_COUNT_
+};
+const char *wr_perr_name(enum wr_perr e);
+const char *wr_msg_type_name(int type);
+
+// Error codes carried in WR_MT_ERROR.
+enum wr_error_code {
+    WR_EC_PROTOCOL = 1,   // your message failed validation (reason says how)
+    WR_EC_CONFIG,         // config conflict (e.g. job config mismatch)
+    WR_EC_REJECTED,       // registration refused (job full, duplicate, wrong role)
+    WR_EC_DIGEST,         // replicas diverged
+    WR_EC_INTERNAL,
+    WR_EC_TIMEOUT,
+};
+
+typedef struct {
+    uint64_t lo, hi;  // key range [lo, hi)
+    char addr[WR_ADDR_MAX];
+} wr_shard_info;
+
+typedef struct {
+    int32_t rank;
+    char host[WR_HOST_MAX];
+    int32_t group;
+} wr_worker_info;
+
+typedef struct {
+    char name[48];
+    double value;
+} wr_stat;
+
+// A decoded (or to-be-encoded) message header. Fields that a kind does not
+// use are zero. Arrays are heap-allocated by the decoder; wr_pmsg_clear frees them.
+typedef struct {
+    uint32_t version;  // WR_PROTO_VERSION
+    int type;          // enum wr_msg_type
+    uint64_t job_id;
+    uint64_t epoch;
+    uint64_t step;
+    int32_t shard;     // shard index, -1 when not applicable
+    int32_t rank;      // sender's worker rank, -1 when not applicable
+
+    // bulk payload description (PUSH, BROADCAST, PARAMS)
+    uint64_t offset;       // first key of the payload's range
+    uint64_t n_elems;      // elements in the payload
+    int codec;             // enum wr_codec
+    uint32_t n_workers;    // for PLANES: counts are in [0, n_workers]; for BROADCAST: contributors
+    uint64_t payload_len;  // bytes in frame 2 (checked against codec and n_elems)
+
+    // REGISTER / JOIN / LEAVE
+    int role;  // enum wr_role
+    char addr[WR_ADDR_MAX];
+    char host[WR_HOST_MAX];
+    int32_t group;
+
+    // CLUSTER_MAP
+    uint32_t n_shards;
+    wr_shard_info *shards;      // [n_shards]
+    uint32_t n_workers_map;
+    wr_worker_info *workers;    // [n_workers_map]
+    uint64_t n_params;          // total parameter count d
+    uint32_t n_config;
+    char **config;              // [n_config] "key=value" strings
+
+    // BARRIER
+    uint64_t barrier_id;
+
+    // DIGEST
+    uint64_t digest;
+
+    // STATS
+    uint32_t n_stats;
+    wr_stat stats[WR_MAX_STATS];
+
+    // ERROR / SHUTDOWN
+    int32_t code;  // enum wr_error_code for ERROR; exit status for SHUTDOWN
+    char reason[WR_REASON_MAX];
+} wr_pmsg;
+
+// Optional receiver context for epoch/step/job checks.
+typedef struct {
+    uint64_t job_id;       // 0 = do not check
+    int check_epoch;
+    uint64_t epoch;
+    int check_step;
+    uint64_t step_min, step_max;  // accepted window, inclusive
+} wr_proto_expect;
+
+// A growable byte buffer reused across messages (no malloc per message once warm).
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} wr_buf;
+void wr_buf_free(wr_buf *b);
+
+// Initialises m for sending: version, type, shard=-1, rank=-1, everything else zero.
+void wr_pmsg_init(wr_pmsg *m, int type);
+// Frees arrays owned by m (decoded or set by the caller with malloc) and zeroes it.
+void wr_pmsg_clear(wr_pmsg *m);
+
+// Bytes a payload of `codec` must have for n elements (n_workers for PLANES).
+uint64_t wr_proto_payload_bytes(int codec, uint64_t n_elems, uint32_t n_workers);
+
+// Encodes m's header into out (replacing its contents). Checks m as decode
+// would (so a sender cannot emit what a receiver refuses). WR_OK or WR_ERR.
+int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err);
+
+// Decodes and validates a header of hdr_len bytes that arrived with a payload
+// of payload_len bytes (0 = none). expect may be NULL. On WR_OK *out is
+// complete (free with wr_pmsg_clear); on WR_EPROTO *out is zeroed, *perr (if
+// not NULL) names the kind of failure and err the field.
+int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len,
+                    const wr_proto_expect *expect, wr_pmsg *out, enum wr_perr *perr, char *err);
+
+#endif

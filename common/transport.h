@@ -1,0 +1,126 @@
+// transport.h — moving messages between wren processes.
+//
+// A transport is a struct of function pointers (after nng's transports and
+// ps-lite's Van). It moves messages and knows no math and no protocol fields.
+// The implementation is chosen from the address scheme:
+//   tcp://host:port, ipc:///path, inproc://name   -> ZeroMQ (transport_zmq.c)
+//   rdma://host:port                              -> RDMA (later; fails clearly now)
+//
+// Roles: a *bound* endpoint (shard, coordinator: ZeroMQ ROUTER) talks to many
+// peers and addresses each by the peer id it received with the peer's message;
+// a *connected* endpoint (worker -> shard, anyone -> coordinator: DEALER) has
+// one peer and ignores peer ids.
+//
+// A message is up to two frames: the header (small, protocol bytes) and an
+// optional payload (bulk data: packed bits or fp32, sent without copying).
+#ifndef WR_TRANSPORT_H
+#define WR_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wr_common.h"
+
+#define WR_PEER_ID_MAX 32
+
+// Called exactly once when the transport no longer needs the bytes of a
+// zero-copy frame, possibly from a transport I/O thread (so it must be
+// thread-safe with respect to the owner's use of `hint`).
+typedef void (*wr_free_fn)(void *data, void *hint);
+
+typedef struct {
+    void *data;
+    size_t len;
+    wr_free_fn free_fn;  // NULL on send: the transport copies `data` (small frames)
+    void *hint;
+} wr_frame;
+
+typedef struct wr_msg {
+    uint8_t peer[WR_PEER_ID_MAX];  // routing id (bound endpoints only)
+    size_t peer_len;
+    wr_frame header;
+    wr_frame payload;  // len 0 and data NULL when absent
+    void *impl;        // transport-owned storage behind received frames
+} wr_msg;
+
+typedef struct wr_endpoint wr_endpoint;
+typedef struct wr_transport_ctx wr_transport_ctx;
+
+typedef struct {
+    int sndhwm;            // messages queued per peer before send blocks/fails (default 64)
+    int rcvhwm;            // default 64
+    int linger_ms;         // on close, how long unsent messages may still go out (default 1000)
+    int connect_timeout_ms;// tcp connect timeout (default 5000)
+    int heartbeat_ms;      // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
+    int sndbuf, rcvbuf;    // kernel socket buffers in bytes (0 = OS default)
+} wr_endpoint_opts;
+
+void wr_endpoint_opts_default(wr_endpoint_opts *o);
+
+typedef struct wr_transport_ops {
+    const char *name;  // "zmq", "rdma"
+
+    // bind: listens on `addr`. Non-blocking. On success *out is a new endpoint
+    // owned by the caller (release with close). Errors: address in use,
+    // malformed address (reason names it). tcp://*:0 picks a port: see last_endpoint.
+    int (*bind)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o,
+                wr_endpoint **out, char *err);
+
+    // connect: starts connecting to `addr` and returns at once (the connection
+    // completes in the background; sends queue up to sndhwm meanwhile).
+    // A peer that never appears shows up as a recv timeout, not a hang.
+    int (*connect)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o,
+                   wr_endpoint **out, char *err);
+
+    // send: queues msg. Blocks at most timeout_ms (-1 forever, 0 never) while
+    // the peer's queue is full. Ownership: the payload frame (if its free_fn is
+    // set) passes to the transport whatever the result: free_fn is called once,
+    // now or later. Header bytes and payloads without free_fn are copied before
+    // return. On a bound endpoint msg->peer selects the peer; an unknown or
+    // departed peer is WR_ECLOSED. Returns WR_OK, WR_ETIMEDOUT, WR_ECLOSED, WR_ERR.
+    int (*send)(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
+
+    // recv: waits at most timeout_ms (-1 forever) for one message. On WR_OK the
+    // frames in *msg point into transport storage (no copy), valid until
+    // msg_release(msg); a bound endpoint fills msg->peer. A message with more
+    // than two frames is dropped and reported as WR_EPROTO. Returns WR_OK,
+    // WR_ETIMEDOUT, WR_EPROTO, WR_ERR.
+    int (*recv)(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
+
+    // msg_release: gives back the storage of a received message. Idempotent.
+    void (*msg_release)(wr_msg *msg);
+
+    // poll: waits at most timeout_ms for any of eps[0..n) to have a message to
+    // receive; sets ready[i] = 1 for those that do. Returns the number ready
+    // (0 on timeout) or WR_ERR. All eps must belong to this transport.
+    int (*poll)(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err);
+
+    // last_endpoint: the address actually bound (after tcp://*:0), written to buf.
+    int (*last_endpoint)(wr_endpoint *ep, char *buf, size_t len);
+
+    // close: closes the endpoint, waiting at most linger_ms for queued
+    // messages. Safe on NULL.
+    void (*close)(wr_endpoint *ep);
+} wr_transport_ops;
+
+// One per process (ZeroMQ context: I/O threads; inproc endpoints must share it).
+wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err);
+void wr_transport_ctx_free(wr_transport_ctx *ctx);
+
+// Picks the transport for an address by its scheme; NULL with a reason naming
+// the scheme (and, for rdma:// without a device, the alternative) otherwise.
+const wr_transport_ops *wr_transport_for(const char *addr, char *err);
+
+// Convenience wrappers that select by scheme and remember the ops in the endpoint.
+int wr_bind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err);
+int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err);
+int wr_send(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
+int wr_recv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
+void wr_msg_release(wr_msg *msg);
+int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err);
+int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len);
+void wr_close(wr_endpoint *ep);
+
+extern const wr_transport_ops wr_transport_zmq;
+
+#endif
