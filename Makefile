@@ -23,7 +23,7 @@ BUILD   ?= build
 OPT     ?= -O2
 DEPS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 CFLAGS_BASE = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-              -fno-strict-aliasing -Icommon -Iserver -Iworker $(DEPS_CFLAGS)
+              -fno-strict-aliasing -ffp-contract=off -Icommon -Iserver -Iworker $(DEPS_CFLAGS)
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
