@@ -1,0 +1,87 @@
+// config.h — the job configuration: one source of truth held by the
+// coordinator and shipped to every node inside the cluster map as
+// "key=value" strings. docs/CONFIG.md documents every key.
+//
+// Files are lines of `key = value`; '#' starts a comment; blank lines are
+// ignored. Command-line overrides use the same setter. Unknown keys and bad
+// values are errors whose text names the key (and file:line for files).
+#ifndef WR_CONFIG_H
+#define WR_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "wr_common.h"
+
+#define WR_MODEL_SPEC_MAX 64
+#define WR_PATH_MAX 512
+
+enum wr_job_mode { WR_MODE_PS = 0, WR_MODE_ALLREDUCE = 1 };
+enum wr_job_codec { WR_JOB_CODEC_BIRDER = 0, WR_JOB_CODEC_FP32 = 1 };
+enum wr_bcast { WR_BCAST_1BIT = 0, WR_BCAST_EXACT = 1 };
+enum wr_optimizer { WR_OPT_ADAM = 0, WR_OPT_SGDM = 1 };
+enum wr_lr_schedule { WR_LR_CONSTANT = 0, WR_LR_COSINE = 1 };
+
+typedef struct {
+    uint64_t job_id;          // job_id: tags every message (default 1)
+    int mode;                 // mode = ps | allreduce (allreduce: later issue, refused for now)
+    int shards;               // shards = S (>= 1)
+    int workers;              // workers = n (>= 1)
+    char model[WR_MODEL_SPEC_MAX];  // model = mlp | cnn | synthetic:D
+    int codec;                // codec = birder | fp32
+    int broadcast;            // broadcast = 1bit | exact (birder only)
+    int hfp8;                 // hfp8 = on | off (HFP8 GEMMs in the workers)
+    int fp8_first_last;       // hfp8_first_last = fp32 | fp8 (precision of first and last layer)
+    float loss_scale;         // loss_scale = dynamic | <positive number>; 0 here means dynamic
+    int optimizer;            // optimizer = adam | sgdm (fp32 codec, shard side)
+    float lr;                 // lr
+    float wd;                 // wd (decoupled weight decay)
+    float beta;               // beta (Birder EMA of m and b)
+    float adam_beta1, adam_beta2, adam_eps;  // adam_beta1, adam_beta2, adam_eps
+    float momentum;           // momentum (sgdm)
+    int lr_schedule;          // lr_schedule = constant | cosine
+    int warmup_steps;         // warmup_steps (linear warm-up of lr)
+    int batch;                // batch = global batch size (split evenly over workers)
+    int epochs;               // epochs
+    int64_t steps;            // steps = stop after this many steps (0 = run all epochs)
+    uint64_t seed;            // seed
+    char data_dir[WR_PATH_MAX];  // data_dir (Fashion-MNIST idx.gz files)
+    int progress_every;       // progress_every = steps between progress lines
+    int digest_every;         // digest_every = steps between replica digest checks (0 = off)
+    int eval_every_epoch;     // eval = epoch | end | off  (1, 0 = end, -1 = off)
+    double register_timeout;  // register_timeout = seconds the coordinator waits for everyone
+    double step_timeout;      // step_timeout = seconds a node waits for a step's messages
+    double heartbeat_interval;// heartbeat_interval (s)
+    double heartbeat_timeout; // heartbeat_timeout (s): a node silent this long is declared dead
+} wr_job_config;
+
+void wr_config_defaults(wr_job_config *c);
+
+// Sets one key from its text value. WR_OK, or WR_ERR with err naming the key
+// and saying what values are accepted. Leaves c unchanged on error.
+int wr_config_set(wr_job_config *c, const char *key, const char *value, char *err);
+
+// Parses "key=value" or "key = value" (one override from a command line).
+int wr_config_set_kv(wr_job_config *c, const char *kv, char *err);
+
+// Parses a whole file / buffer of `key = value` lines. On error c is left
+// unchanged and err names source:line and the key. `source` names the buffer
+// in messages (a file path).
+int wr_config_parse_buffer(wr_job_config *c, const char *buf, size_t len, const char *source, char *err);
+int wr_config_load_file(wr_job_config *c, const char *path, char *err);
+
+// Cross-key checks (e.g. batch divisible by workers, model spec well formed,
+// mode supported). WR_OK or WR_ERR naming the keys involved.
+int wr_config_validate(const wr_job_config *c, char *err);
+
+// Serialises every key as "key=value" strings (heap; free with
+// wr_config_kv_free) for the cluster map; parsing them back with
+// wr_config_set_kv gives an identical config.
+int wr_config_to_kv(const wr_job_config *c, char ***kv, uint32_t *n);
+void wr_config_kv_free(char **kv, uint32_t n);
+
+// Prints every key = value (the effective config) to f.
+void wr_config_print(FILE *f, const wr_job_config *c);
+
+#endif
