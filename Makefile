@@ -56,6 +56,7 @@ PROGRAMS  = $(if $(wildcard server/main.c),$(SERVER_BIN)) $(if $(wildcard worker
 
 .PHONY: fuzz-libs all deps demo test unit asan fuzz fuzz-smoke test-integration bench bench-cluster clean
 .DEFAULT_GOAL := all
+.SECONDARY:
 
 all: deps $(LIBWREN) $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TOOL_BIN)
 
