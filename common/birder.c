@@ -1,0 +1,217 @@
+// birder.c — scalar reference definitions of the Birder codec and the run-time
+// dispatch to the AVX2 / AVX-512 versions. The arithmetic order written here is
+// the contract (birder.h): the vector files reproduce it op for op.
+#define WR_BIRDER_NO_SIMD 1  // until birder_avx2.c / birder_avx512.c land
+#include "birder.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "cpu.h"
+#include "wr_common.h"
+
+#define WR_BIRDER_MAX_WORKERS 65535
+
+int wr_birder_planes(int n_workers) {
+    WR_CHECK(n_workers >= 1 && n_workers <= WR_BIRDER_MAX_WORKERS);
+    int p = 0;
+    while ((1L << p) < (long)n_workers + 1) p++;
+    return p;
+}
+
+// Mask of the valid bits of word w of an n-element vector.
+static inline uint64_t tail_mask(size_t n, size_t w) {
+    size_t left = n - w * 64;
+    return left >= 64 ? ~0ull : ((1ull << left) - 1);
+}
+
+// Q's threshold for z = m/b (birder.h): T in [0, 2^24], P(+1) = T / 2^24.
+static inline uint32_t birder_threshold(float m, float b) {
+    float z = 0.0f;
+    if (b > 0.0f) {
+        z = m / b;
+        if (z != z) z = 0.0f;  // inf/inf
+        else if (z > 1.0f) z = 1.0f;
+        else if (z < -1.0f) z = -1.0f;
+    }
+    float t = 1.0f + z;
+    t = t * 8388608.0f;
+    return (uint32_t)t;
+}
+
+static inline uint32_t birder_r24(wr_rng_key key, uint64_t first_index, size_t j) {
+    return wr_rng_u32(key, (uint32_t)(first_index + j)) >> 8;
+}
+
+void wr_birder_encode_ref(const float *g, float *m, float *b, size_t n, float beta,
+                          wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+    WR_CHECK(first_index % 64 == 0);
+    const float omb = 1.0f - beta;
+    size_t nw = wr_birder_words(n);
+    for (size_t w = 0; w < nw; w++) {
+        size_t j0 = w * 64, j1 = WR_MIN(n, j0 + 64);
+        uint64_t word = 0;
+        for (size_t j = j0; j < j1; j++) {
+            float gj = g[j];
+            float t1 = beta * m[j];
+            float t2 = omb * gj;
+            float mj = t1 + t2;
+            t1 = beta * b[j];
+            t2 = omb * fabsf(gj);
+            float bj = t1 + t2;
+            m[j] = mj;
+            b[j] = bj;
+            uint32_t T = birder_threshold(mj, bj);
+            uint64_t bit = birder_r24(key, first_index, j) < T;
+            word |= bit << (j - j0);
+        }
+        bits[w] = word;
+    }
+}
+
+// Bit-sliced ripple-carry add of every worker's word into the planes: one word
+// (64 elements) at a time, a handful of ALU ops per worker.
+void wr_birder_count_planes_ref(const uint64_t *const *bits, int n_workers, size_t n,
+                                uint64_t *planes) {
+    int P = wr_birder_planes(n_workers);
+    size_t nw = wr_birder_words(n);
+    for (size_t w = 0; w < nw; w++) {
+        uint64_t mask = tail_mask(n, w);
+        uint64_t acc[16] = {0};
+        for (int i = 0; i < n_workers; i++) {
+            uint64_t carry = bits[i][w] & mask;
+            for (int p = 0; p < P && carry; p++) {
+                uint64_t t = acc[p] & carry;
+                acc[p] ^= carry;
+                carry = t;
+            }
+        }
+        for (int p = 0; p < P; p++) planes[(size_t)p * nw + w] = acc[p];
+    }
+}
+
+// Element by element: the plain definition the bit-sliced versions are tested against.
+void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n,
+                          uint16_t *counts) {
+    WR_CHECK(n_workers >= 1 && n_workers <= WR_BIRDER_MAX_WORKERS);
+    for (size_t j = 0; j < n; j++) {
+        unsigned c = 0;
+        for (int i = 0; i < n_workers; i++) c += (bits[i][j / 64] >> (j % 64)) & 1;
+        counts[j] = (uint16_t)c;
+    }
+}
+
+static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, size_t j) {
+    uint32_t c = 0;
+    for (int p = 0; p < P; p++)
+        c |= (uint32_t)((planes[(size_t)p * nw + j / 64] >> (j % 64)) & 1) << p;
+    return c;
+}
+
+void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n,
+                              wr_rng_key key, uint64_t first_index, uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    int P = wr_birder_planes(n_workers);
+    size_t nw = wr_birder_words(n);
+    memset(bits_out, 0, nw * sizeof(uint64_t));
+    for (size_t j = 0; j < n; j++) {
+        uint64_t c = plane_count(planes, P, nw, j);
+        uint64_t r = birder_r24(key, first_index, j);
+        uint64_t bit = r * (uint64_t)n_workers < (c << 24);
+        bits_out[j / 64] |= bit << (j % 64);
+    }
+}
+
+// u = (2c - n) / n, the one formula for the `exact` encoding.
+static inline float count_to_u(uint32_t c, int n_workers) {
+    float num = (float)(2 * (int32_t)c - n_workers);
+    return num / (float)n_workers;
+}
+
+static inline float apply_one(float x, float u, float lr, float wd) {
+    float t = wd * x;
+    t = u + t;
+    t = lr * t;
+    return x - t;
+}
+
+void wr_birder_apply_bits_ref(float *x, const uint64_t *bits, size_t n, float lr, float wd) {
+    for (size_t j = 0; j < n; j++) {
+        float u = ((bits[j / 64] >> (j % 64)) & 1) ? 1.0f : -1.0f;
+        x[j] = apply_one(x[j], u, lr, wd);
+    }
+}
+
+void wr_birder_apply_planes_ref(float *x, const uint64_t *planes, int n_workers, size_t n,
+                                float lr, float wd) {
+    int P = wr_birder_planes(n_workers);
+    size_t nw = wr_birder_words(n);
+    for (size_t j = 0; j < n; j++) {
+        float u = count_to_u(plane_count(planes, P, nw, j), n_workers);
+        x[j] = apply_one(x[j], u, lr, wd);
+    }
+}
+
+void wr_birder_decode_bits_ref(const uint64_t *bits, size_t n, float *u) {
+    for (size_t j = 0; j < n; j++) u[j] = ((bits[j / 64] >> (j % 64)) & 1) ? 1.0f : -1.0f;
+}
+
+void wr_birder_decode_planes_ref(const uint64_t *planes, int n_workers, size_t n, float *u) {
+    int P = wr_birder_planes(n_workers);
+    size_t nw = wr_birder_words(n);
+    for (size_t j = 0; j < n; j++) u[j] = count_to_u(plane_count(planes, P, nw, j), n_workers);
+}
+
+// ---- dispatch -------------------------------------------------------------------
+
+#ifndef WR_BIRDER_NO_SIMD
+#define WR_BIRDER_PICK(fn, ...)                                      \
+    do {                                                             \
+        switch (wr_cpu_level()) {                                    \
+        case WR_ISA_AVX512: fn##_avx512(__VA_ARGS__); return;        \
+        case WR_ISA_AVX2: fn##_avx2(__VA_ARGS__); return;            \
+        default: fn##_ref(__VA_ARGS__); return;                      \
+        }                                                            \
+    } while (0)
+#else
+#define WR_BIRDER_PICK(fn, ...) \
+    do {                        \
+        fn##_ref(__VA_ARGS__);  \
+    } while (0)
+#endif
+
+void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta,
+                      wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+    WR_BIRDER_PICK(wr_birder_encode, g, m, b, n, beta, key, first_index, bits);
+}
+
+void wr_birder_count_planes(const uint64_t *const *bits, int n_workers, size_t n,
+                            uint64_t *planes) {
+    WR_BIRDER_PICK(wr_birder_count_planes, bits, n_workers, n, planes);
+}
+
+void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts) {
+    wr_birder_counts_ref(bits, n_workers, n, counts);
+}
+
+void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                          uint64_t first_index, uint64_t *bits_out) {
+    WR_BIRDER_PICK(wr_birder_requantize, planes, n_workers, n, key, first_index, bits_out);
+}
+
+void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd) {
+    WR_BIRDER_PICK(wr_birder_apply_bits, x, bits, n, lr, wd);
+}
+
+void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n,
+                            float lr, float wd) {
+    WR_BIRDER_PICK(wr_birder_apply_planes, x, planes, n_workers, n, lr, wd);
+}
+
+void wr_birder_decode_bits(const uint64_t *bits, size_t n, float *u) {
+    WR_BIRDER_PICK(wr_birder_decode_bits, bits, n, u);
+}
+
+void wr_birder_decode_planes(const uint64_t *planes, int n_workers, size_t n, float *u) {
+    WR_BIRDER_PICK(wr_birder_decode_planes, planes, n_workers, n, u);
+}
