@@ -26,6 +26,14 @@
 #define WR_REASON_MAX 256
 #define WR_MAX_STATS 64
 #define WR_MAX_CONFIG 256   // key=value pairs carried in a cluster map
+// Added with proto.c (see docs/PROTOCOL.md):
+#define WR_CONFIG_STR_MAX 512          // bytes of one "key=value" string, NUL included
+#define WR_STAT_NAME_MAX 48            // bytes of a stat name, NUL included (= sizeof wr_stat.name)
+#define WR_MAX_ELEMS (1ULL << 32)      // elements in one payload (and in one shard range)
+#define WR_MAX_PARAMS (1ULL << 40)     // total parameter count d of a job
+#define WR_PROTO_MAX_HEADER (4u << 20) // bytes of one header frame
+#define WR_PROTO_MAX_KEYS 64           // entries in the header map (unknown keys included)
+#define WR_PROTO_MAX_DEPTH 8           // msgpack nesting (unknown keys may nest, known ones use 3)
 
 enum wr_msg_type {
     WR_MT_REGISTER = 1,  // shard|worker -> coordinator: role, advertised address, host, group
@@ -128,7 +136,7 @@ typedef struct {
     wr_shard_info *shards;      // [n_shards]
     uint32_t n_workers_map;
     wr_worker_info *workers;    // [n_workers_map]
-    uint64_t n_params;          // total parameter count d
+    uint64_t n_params;          // total parameter count d (also in a worker's second REGISTER; 0 in the first)
     uint32_t n_config;
     char **config;              // [n_config] "key=value" strings
 
