@@ -26,6 +26,7 @@ CFLAGS_BASE = -std=gnu11 $(OPT) -g -Wall -Wextra -Werror -Wshadow -Wno-unused-pa
               -fno-strict-aliasing -ffp-contract=off -Icommon -Iserver -Iworker $(DEPS_CFLAGS)
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
+Q = $(if $(V),,@)
 LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
@@ -54,51 +55,65 @@ SERVER_BIN = $(BUILD)/bin/wren-server
 WORKER_BIN = $(BUILD)/bin/wren-worker
 PROGRAMS  = $(if $(wildcard server/main.c),$(SERVER_BIN)) $(if $(wildcard worker/main.c),$(WORKER_BIN))
 
-.PHONY: fuzz-libs all deps demo test unit asan fuzz fuzz-smoke test-integration bench bench-cluster clean
+.PHONY: build-all fuzz-libs all deps demo test unit asan fuzz fuzz-smoke test-integration bench bench-cluster clean
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: deps $(LIBWREN) $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TOOL_BIN)
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-# Installs missing Debian packages (quiet when all are present).
+# Top-level targets first make sure the Debian packages are there (quiet when
+# they are), then build in parallel.
+all: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) build-all
+build-all: $(LIBWREN) $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN) $(TOOL_BIN)
+
 deps:
 	@scripts/install-deps.sh
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(Q)$(CC) $(ALL_CFLAGS) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(if $(Q),@echo "  CC    $@")
 
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+	$(if $(Q),@echo "  AR    $@")
 $(LIBSERVER): $(call objs,$(BUILD),$(SERVER_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+	$(if $(Q),@echo "  AR    $@")
 $(LIBWORKER): $(call objs,$(BUILD),$(WORKER_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
+	$(if $(Q),@echo "  AR    $@")
 
 $(SERVER_BIN): $(BUILD)/server/main.o $(LIBSERVER) $(LIBWREN)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(if $(Q),@echo "  LD    $@")
 $(WORKER_BIN): $(BUILD)/worker/main.o $(LIBWORKER) $(LIBWREN)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_CFLAGS) $^ -o $@ $(LDLIBS_ALL)
+	$(if $(Q),@echo "  LD    $@")
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ -lcmocka $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ -lcmocka $(LDLIBS_ALL)
+	$(if $(Q),@echo "  LD    $@")
 $(BUILD)/bench/%: $(BUILD)/tests/bench/%.o $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+	$(if $(Q),@echo "  LD    $@")
 $(BUILD)/bin/%: $(BUILD)/tests/tools/%.o $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+	$(Q)$(CC) $(ALL_CFLAGS) $< $(LIBS) -o $@ $(LDLIBS_ALL)
+	$(if $(Q),@echo "  LD    $@")
 
 # ---- unit tests ---------------------------------------------------------
-unit: deps $(UNIT_BIN)
+unit: all
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 # The same unit tests built with AddressSanitizer + UndefinedBehaviorSanitizer.
 ASAN_BUILD = $(BUILD)/asan
 asan: deps
-	@$(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) OPT=-O1 \
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(ASAN_BUILD) OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 	  $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(UNIT_BIN))
 	@set -e; for t in $(patsubst $(BUILD)/%,$(ASAN_BUILD)/%,$(UNIT_BIN)); do echo "== asan $$t"; \
@@ -110,7 +125,7 @@ asan: deps
 FUZZ_BUILD = $(BUILD)/fuzzlib
 FUZZ_SAN = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 fuzz-libs: deps
-	@$(MAKE) --no-print-directory BUILD=$(FUZZ_BUILD) CC=$(CLANG) OPT=-O1 \
+	@$(MAKE) --no-print-directory -j$(JOBS) BUILD=$(FUZZ_BUILD) CC=$(CLANG) OPT=-O1 \
 	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
 	  $(FUZZ_BUILD)/libwrenserver.a $(FUZZ_BUILD)/libwrenworker.a $(FUZZ_BUILD)/libwren.a
 $(BUILD)/fuzz/%: tests/fuzz/%.c fuzz-libs
@@ -131,7 +146,7 @@ fuzz-smoke:
 test-integration: all
 	@set -e; for t in $(ITEST); do echo "== $$t"; BUILD=$(BUILD) bash $$t; done
 
-test: deps all
+test: all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory fuzz-smoke
@@ -139,13 +154,13 @@ test: deps all
 	@echo "== make test: all passed"
 
 # ---- benchmarks ------------------------------------------------------------
-bench: deps all
+bench: all
 	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
 
-bench-cluster: deps all
+bench-cluster: all
 	@scripts/bench-cluster
 
-demo: deps all
+demo: all
 	@scripts/wren-local --demo
 
 clean:
