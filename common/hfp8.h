@@ -59,7 +59,8 @@ const char *wr_fp8_format_name(enum wr_fp8_format f);
 uint8_t wr_fp8_encode(float x, enum wr_fp8_format f);
 // fp32 -> code, stochastic rounding with the given 32 random bits r.
 uint8_t wr_fp8_encode_sr(float x, enum wr_fp8_format f, uint32_t r);
-// code -> fp32 (exact). E4M3-b11 0x80 and the E5M2 NaN codes give a quiet NaN.
+// code -> fp32 (exact). E4M3-b11 0x80 and the E5M2 NaN codes give the quiet
+// NaN 0x7FC00000 (so the fake-quantize kernels also return that NaN).
 float wr_fp8_decode(uint8_t code, enum wr_fp8_format f);
 // The 256-entry decode table of a format (static storage, never freed).
 const float *wr_fp8_decode_table(enum wr_fp8_format f);
@@ -91,5 +92,25 @@ void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_
 void wr_fp8_quantize_sr_inplace_ref(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
                                     uint64_t offset);
 float wr_fp8_amax_ref(const float *x, size_t n);
+
+// ---- internal: the ISA kernels behind the dispatchers (hfp8_avx2.c,
+// hfp8_avx512.c). Call the dispatching functions above instead: these need the
+// CPU feature. NaN from decode is always the quiet NaN 0x7FC00000.
+void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_decode_array_avx2(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_quantize_inplace_avx2(float *x, size_t n, enum wr_fp8_format f);
+void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
+                                 uint64_t seed, uint64_t offset);
+void wr_fp8_quantize_sr_inplace_avx2(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
+                                     uint64_t offset);
+float wr_fp8_amax_avx2(const float *x, size_t n);
+void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_decode_array_avx512(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_quantize_inplace_avx512(float *x, size_t n, enum wr_fp8_format f);
+void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n,
+                                   enum wr_fp8_format f, uint64_t seed, uint64_t offset);
+void wr_fp8_quantize_sr_inplace_avx512(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
+                                       uint64_t offset);
+float wr_fp8_amax_avx512(const float *x, size_t n);
 
 #endif
