@@ -1,0 +1,526 @@
+// config.c — the job configuration: defaults, strict parsing of `key = value`
+// text, cross-key validation and serialisation for the cluster map.
+//
+// One table (kKeys) lists every key with its parser and printer, so parsing,
+// printing, to_kv and docs/CONFIG.md stay in step. Every setter parses into a
+// local value first and only stores it when the whole value was accepted, so
+// an error never leaves a half-changed config.
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+// Longest text accepted for one value (a path is the longest thing we take).
+#define CFG_VALUE_MAX 1024
+#define CFG_KEY_MAX 64
+
+void wr_config_defaults(wr_job_config *c) {
+    memset(c, 0, sizeof *c);
+    c->job_id = 1;
+    c->mode = WR_MODE_PS;
+    c->shards = 2;
+    c->workers = 4;
+    snprintf(c->model, sizeof c->model, "mlp");
+    c->codec = WR_JOB_CODEC_BIRDER;
+    c->broadcast = WR_BCAST_1BIT;
+    c->hfp8 = 1;
+    c->fp8_first_last = 0;
+    c->loss_scale = 0.0f;  // dynamic
+    c->optimizer = WR_OPT_ADAM;
+    c->lr = 1e-3f;
+    c->wd = 0.0f;
+    c->beta = 0.9f;
+    c->adam_beta1 = 0.9f;
+    c->adam_beta2 = 0.999f;
+    c->adam_eps = 1e-8f;
+    c->momentum = 0.9f;
+    c->lr_schedule = WR_LR_CONSTANT;
+    c->warmup_steps = 0;
+    c->batch = 128;
+    c->epochs = 3;
+    c->steps = 0;
+    c->seed = 42;
+    snprintf(c->data_dir, sizeof c->data_dir, "/usr/share/datasets/fashion-mnist");
+    c->progress_every = 50;
+    c->digest_every = 50;
+    c->eval_every_epoch = 1;
+    c->register_timeout = 30.0;
+    c->step_timeout = 60.0;
+    c->heartbeat_interval = 1.0;
+    c->heartbeat_timeout = 10.0;
+}
+
+// ---- value parsers ---------------------------------------------------------
+
+// Copies `s` into out for quoting in a message: non-printable bytes become
+// '?', long text is cut with "...".
+static void quote_value(const char *s, char *out, size_t cap) {
+    size_t n = 0, lim = cap > 4 ? cap - 4 : 0;
+    for (; s[n] && n < lim; n++) out[n] = isprint((unsigned char)s[n]) ? s[n] : '?';
+    if (s[n]) {
+        out[n] = '.'; out[n + 1] = '.'; out[n + 2] = '.';
+        n += 3;
+    }
+    out[n] = 0;
+}
+
+static int bad_value(char *err, const char *key, const char *expected, const char *value) {
+    char q[72];
+    quote_value(value, q, sizeof q);
+    return wr_err(err, WR_ERR, "config key '%s': expected %s, got '%s'", key, expected, q);
+}
+
+static int parse_i64(const char *s, int64_t *out) {
+    if (!*s || isspace((unsigned char)*s)) return -1;
+    errno = 0;
+    char *end = NULL;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static int parse_u64(const char *s, uint64_t *out) {
+    // strtoull accepts "-1" (as 2^64-1): refuse signs explicitly.
+    if (!isdigit((unsigned char)*s)) return -1;
+    errno = 0;
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || *end) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int parse_double(const char *s, double *out) {
+    if (!*s || isspace((unsigned char)*s)) return -1;
+    errno = 0;
+    char *end = NULL;
+    double v = strtod(s, &end);
+    if (end == s || *end) return -1;
+    if (!isfinite(v)) return -1;                        // nan, inf, overflow
+    if (errno == ERANGE && fabs(v) > 1.0) return -1;    // overflow (underflow is checked by range)
+    *out = v;
+    return 0;
+}
+
+// ---- the key table ----------------------------------------------------------
+
+typedef enum { K_U64, K_INT, K_I64, K_FLOAT, K_DOUBLE, K_ENUM, K_STR, K_LOSS_SCALE } kind_t;
+
+typedef struct {
+    const char *name;
+    kind_t kind;
+    size_t off;
+    // numeric ranges (inclusive unless open_lo/open_hi)
+    double lo, hi;
+    int open_lo, open_hi;
+    const char *expected;          // wording for errors
+    const char *const *names;      // K_ENUM: names, index = stored value (mapped by vals)
+    const int *vals;               // K_ENUM: stored value for names[i]
+    int n_names;
+    size_t cap;                    // K_STR: buffer size
+    int (*check)(const char *v, char *why, size_t why_len);  // K_STR extra check
+} key_t_;
+
+static const char *const kModeNames[] = {"ps", "allreduce"};
+static const int kModeVals[] = {WR_MODE_PS, WR_MODE_ALLREDUCE};
+static const char *const kCodecNames[] = {"birder", "fp32"};
+static const int kCodecVals[] = {WR_JOB_CODEC_BIRDER, WR_JOB_CODEC_FP32};
+static const char *const kBcastNames[] = {"1bit", "exact"};
+static const int kBcastVals[] = {WR_BCAST_1BIT, WR_BCAST_EXACT};
+static const char *const kOnOffNames[] = {"off", "on"};
+static const int kOnOffVals[] = {0, 1};
+static const char *const kFirstLastNames[] = {"fp32", "fp8"};
+static const int kFirstLastVals[] = {0, 1};
+static const char *const kOptNames[] = {"adam", "sgdm"};
+static const int kOptVals[] = {WR_OPT_ADAM, WR_OPT_SGDM};
+static const char *const kSchedNames[] = {"constant", "cosine"};
+static const int kSchedVals[] = {WR_LR_CONSTANT, WR_LR_COSINE};
+static const char *const kEvalNames[] = {"epoch", "end", "off"};
+static const int kEvalVals[] = {1, 0, -1};
+
+static int check_model(const char *v, char *why, size_t why_len) {
+    if (!strcmp(v, "mlp") || !strcmp(v, "cnn")) return 0;
+    if (!strncmp(v, "synthetic:", 10)) {
+        uint64_t d;
+        if (parse_u64(v + 10, &d) == 0 && d >= 1 && d <= WR_MAX_PARAMS) return 0;
+        snprintf(why, why_len, "synthetic:D with D an integer in [1, %llu]",
+                 (unsigned long long)WR_MAX_PARAMS);
+        return -1;
+    }
+    snprintf(why, why_len, "one of mlp, cnn, synthetic:D");
+    return -1;
+}
+
+static int check_path(const char *v, char *why, size_t why_len) {
+    if (!*v) {
+        snprintf(why, why_len, "a non-empty directory path");
+        return -1;
+    }
+    return 0;
+}
+
+#define OFF(f) offsetof(wr_job_config, f)
+#define ENUM(tab) tab##Names, tab##Vals, (int)(sizeof tab##Names / sizeof tab##Names[0])
+
+// Every key, in the order they are printed and serialised.
+static const key_t_ kKeys[] = {
+    {"job_id", K_U64, OFF(job_id), 1, 18446744073709551615.0, 0, 0, "an integer >= 1", NULL, NULL, 0, 0, NULL},
+    {"mode", K_ENUM, OFF(mode), 0, 0, 0, 0, "one of ps, allreduce", ENUM(kMode), 0, NULL},
+    {"shards", K_INT, OFF(shards), 1, WR_MAX_SHARDS, 0, 0, "an integer in [1, 1024]", NULL, NULL, 0, 0, NULL},
+    {"workers", K_INT, OFF(workers), 1, WR_MAX_WORKERS, 0, 0, "an integer in [1, 4096]", NULL, NULL, 0, 0, NULL},
+    {"model", K_STR, OFF(model), 0, 0, 0, 0, "one of mlp, cnn, synthetic:D", NULL, NULL, 0,
+     WR_MODEL_SPEC_MAX, check_model},
+    {"codec", K_ENUM, OFF(codec), 0, 0, 0, 0, "one of birder, fp32", ENUM(kCodec), 0, NULL},
+    {"broadcast", K_ENUM, OFF(broadcast), 0, 0, 0, 0, "one of 1bit, exact", ENUM(kBcast), 0, NULL},
+    {"hfp8", K_ENUM, OFF(hfp8), 0, 0, 0, 0, "one of on, off", ENUM(kOnOff), 0, NULL},
+    {"hfp8_first_last", K_ENUM, OFF(fp8_first_last), 0, 0, 0, 0, "one of fp32, fp8", ENUM(kFirstLast), 0, NULL},
+    {"loss_scale", K_LOSS_SCALE, OFF(loss_scale), 0, 3.0e38, 1, 0, "'dynamic' or a positive number", NULL, NULL, 0, 0, NULL},
+    {"optimizer", K_ENUM, OFF(optimizer), 0, 0, 0, 0, "one of adam, sgdm", ENUM(kOpt), 0, NULL},
+    {"lr", K_FLOAT, OFF(lr), 0, 1e6, 1, 0, "a positive number", NULL, NULL, 0, 0, NULL},
+    {"wd", K_FLOAT, OFF(wd), 0, 1e6, 0, 0, "a number >= 0", NULL, NULL, 0, 0, NULL},
+    {"beta", K_FLOAT, OFF(beta), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
+    {"adam_beta1", K_FLOAT, OFF(adam_beta1), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
+    {"adam_beta2", K_FLOAT, OFF(adam_beta2), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
+    {"adam_eps", K_FLOAT, OFF(adam_eps), 0, 1, 1, 0, "a number in (0, 1]", NULL, NULL, 0, 0, NULL},
+    {"momentum", K_FLOAT, OFF(momentum), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
+    {"lr_schedule", K_ENUM, OFF(lr_schedule), 0, 0, 0, 0, "one of constant, cosine", ENUM(kSched), 0, NULL},
+    {"warmup_steps", K_INT, OFF(warmup_steps), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
+    {"batch", K_INT, OFF(batch), 1, 1048576, 0, 0, "an integer in [1, 1048576]", NULL, NULL, 0, 0, NULL},
+    {"epochs", K_INT, OFF(epochs), 1, 1000000, 0, 0, "an integer in [1, 1000000]", NULL, NULL, 0, 0, NULL},
+    {"steps", K_I64, OFF(steps), 0, 1099511627776.0, 0, 0, "an integer in [0, 2^40]", NULL, NULL, 0, 0, NULL},
+    {"seed", K_U64, OFF(seed), 0, 18446744073709551615.0, 0, 0, "an integer in [0, 2^64)", NULL, NULL, 0, 0, NULL},
+    {"data_dir", K_STR, OFF(data_dir), 0, 0, 0, 0, "a directory path", NULL, NULL, 0,
+     // the cluster map carries "data_dir=<path>" in WR_CONFIG_STR_MAX bytes
+     WR_CONFIG_STR_MAX - 9 < WR_PATH_MAX ? WR_CONFIG_STR_MAX - 9 : WR_PATH_MAX, check_path},
+    {"progress_every", K_INT, OFF(progress_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
+    {"digest_every", K_INT, OFF(digest_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
+    {"eval", K_ENUM, OFF(eval_every_epoch), 0, 0, 0, 0, "one of epoch, end, off", ENUM(kEval), 0, NULL},
+    {"register_timeout", K_DOUBLE, OFF(register_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
+    {"step_timeout", K_DOUBLE, OFF(step_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
+    {"heartbeat_interval", K_DOUBLE, OFF(heartbeat_interval), 0.001, 3600, 0, 0, "a number of seconds in [0.001, 3600]", NULL, NULL, 0, 0, NULL},
+    {"heartbeat_timeout", K_DOUBLE, OFF(heartbeat_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
+};
+#define N_KEYS ((int)(sizeof kKeys / sizeof kKeys[0]))
+
+static const key_t_ *find_key(const char *name) {
+    for (int i = 0; i < N_KEYS; i++)
+        if (!strcmp(kKeys[i].name, name)) return &kKeys[i];
+    return NULL;
+}
+
+static int in_range(const key_t_ *k, double v) {
+    if (k->open_lo ? !(v > k->lo) : !(v >= k->lo)) return 0;
+    if (k->open_hi ? !(v < k->hi) : !(v <= k->hi)) return 0;
+    return 1;
+}
+
+// Parses value for key k and stores it into c (only on success).
+static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *err) {
+    char *field = (char *)c + k->off;
+    switch (k->kind) {
+    case K_U64: {
+        uint64_t v;
+        if (parse_u64(value, &v) || (double)v < k->lo) return bad_value(err, k->name, k->expected, value);
+        memcpy(field, &v, sizeof v);
+        return WR_OK;
+    }
+    case K_INT: {
+        int64_t v;
+        if (parse_i64(value, &v) || !in_range(k, (double)v)) return bad_value(err, k->name, k->expected, value);
+        int iv = (int)v;
+        memcpy(field, &iv, sizeof iv);
+        return WR_OK;
+    }
+    case K_I64: {
+        int64_t v;
+        if (parse_i64(value, &v) || !in_range(k, (double)v)) return bad_value(err, k->name, k->expected, value);
+        memcpy(field, &v, sizeof v);
+        return WR_OK;
+    }
+    case K_LOSS_SCALE:
+        if (!strcmp(value, "dynamic")) {
+            float z = 0.0f;
+            memcpy(field, &z, sizeof z);
+            return WR_OK;
+        }
+        __attribute__((fallthrough));  // a fixed positive scale
+    case K_FLOAT: {
+        double v;
+        if (parse_double(value, &v)) return bad_value(err, k->name, k->expected, value);
+        float f = (float)v;
+        // Range is checked on the stored fp32 value, so a tiny positive that
+        // rounds to 0 is refused for keys that must be positive.
+        if (!isfinite(f) || !in_range(k, (double)f)) return bad_value(err, k->name, k->expected, value);
+        memcpy(field, &f, sizeof f);
+        return WR_OK;
+    }
+    case K_DOUBLE: {
+        double v;
+        if (parse_double(value, &v) || !in_range(k, v)) return bad_value(err, k->name, k->expected, value);
+        memcpy(field, &v, sizeof v);
+        return WR_OK;
+    }
+    case K_ENUM:
+        for (int i = 0; i < k->n_names; i++)
+            if (!strcmp(value, k->names[i])) {
+                int iv = k->vals[i];
+                memcpy(field, &iv, sizeof iv);
+                return WR_OK;
+            }
+        return bad_value(err, k->name, k->expected, value);
+    case K_STR: {
+        size_t n = strlen(value);
+        for (size_t i = 0; i < n; i++)
+            if (iscntrl((unsigned char)value[i]))
+                return bad_value(err, k->name, "text without control characters", value);
+        if (n >= k->cap) {
+            char exp[96];
+            snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
+            return bad_value(err, k->name, exp, value);
+        }
+        if (k->check) {
+            char why[96];
+            if (k->check(value, why, sizeof why)) return bad_value(err, k->name, why, value);
+        }
+        memcpy(field, value, n + 1);
+        return WR_OK;
+    }
+    }
+    return wr_err(err, WR_ERR, "config key '%s': internal error", k->name);
+}
+
+// Formats key k's value of c into buf.
+static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_t cap) {
+    const char *field = (const char *)c + k->off;
+    switch (k->kind) {
+    case K_U64: {
+        uint64_t v;
+        memcpy(&v, field, sizeof v);
+        snprintf(buf, cap, "%" PRIu64, v);
+        return;
+    }
+    case K_INT: {
+        int v;
+        memcpy(&v, field, sizeof v);
+        snprintf(buf, cap, "%d", v);
+        return;
+    }
+    case K_I64: {
+        int64_t v;
+        memcpy(&v, field, sizeof v);
+        snprintf(buf, cap, "%" PRId64, v);
+        return;
+    }
+    case K_LOSS_SCALE:
+    case K_FLOAT: {
+        float f;
+        memcpy(&f, field, sizeof f);
+        if (k->kind == K_LOSS_SCALE && f == 0.0f)
+            snprintf(buf, cap, "dynamic");
+        else
+            snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
+        return;
+    }
+    case K_DOUBLE: {
+        double v;
+        memcpy(&v, field, sizeof v);
+        snprintf(buf, cap, "%.17g", v);
+        return;
+    }
+    case K_ENUM: {
+        int v;
+        memcpy(&v, field, sizeof v);
+        for (int i = 0; i < k->n_names; i++)
+            if (k->vals[i] == v) {
+                snprintf(buf, cap, "%s", k->names[i]);
+                return;
+            }
+        snprintf(buf, cap, "%d", v);
+        return;
+    }
+    case K_STR:
+        snprintf(buf, cap, "%s", field);
+        return;
+    }
+}
+
+// ---- public API ---------------------------------------------------------------
+
+int wr_config_set(wr_job_config *c, const char *key, const char *value, char *err) {
+    if (!key || !value) return wr_err(err, WR_ERR, "config: missing key or value");
+    const key_t_ *k = find_key(key);
+    if (!k) {
+        char q[72];
+        quote_value(key, q, sizeof q);
+        return wr_err(err, WR_ERR, "unknown config key '%s'", q);
+    }
+    return set_key(c, k, value, err);
+}
+
+// Trims ASCII white space at both ends of [*b, *e).
+static void trim(const char **b, const char **e) {
+    while (*b < *e && isspace((unsigned char)**b)) (*b)++;
+    while (*e > *b && isspace((unsigned char)(*e)[-1])) (*e)--;
+}
+
+// Splits one "key = value" line (no newline, comment already cut) into key and
+// value buffers. Returns 0, or -1 with err describing the shape problem.
+static int split_kv(const char *b, const char *e, char *key, char *value, const char *where, char *err) {
+    const char *eq = memchr(b, '=', (size_t)(e - b));
+    if (!eq) {
+        char text[CFG_VALUE_MAX];
+        size_t n = WR_MIN((size_t)(e - b), sizeof text - 1);
+        memcpy(text, b, n);
+        text[n] = 0;
+        char q[72];
+        quote_value(text, q, sizeof q);
+        return wr_err(err, WR_ERR, "%sexpected 'key = value', got '%s'", where, q);
+    }
+    const char *kb = b, *ke = eq, *vb = eq + 1, *ve = e;
+    trim(&kb, &ke);
+    trim(&vb, &ve);
+    if (kb == ke) return wr_err(err, WR_ERR, "%sexpected 'key = value', the key is empty", where);
+    size_t kn = (size_t)(ke - kb), vn = (size_t)(ve - vb);
+    if (kn >= CFG_KEY_MAX) {
+        char q[72];
+        memcpy(key, kb, CFG_KEY_MAX - 1);
+        key[CFG_KEY_MAX - 1] = 0;
+        quote_value(key, q, sizeof q);
+        return wr_err(err, WR_ERR, "unknown config key '%s' (too long)%s", q, where);
+    }
+    memcpy(key, kb, kn);
+    key[kn] = 0;
+    if (vn >= CFG_VALUE_MAX) {
+        return wr_err(err, WR_ERR, "config key '%s': value longer than %d bytes%s", key,
+                      CFG_VALUE_MAX - 1, where);
+    }
+    memcpy(value, vb, vn);
+    value[vn] = 0;
+    return 0;
+}
+
+int wr_config_set_kv(wr_job_config *c, const char *kv, char *err) {
+    if (!kv) return wr_err(err, WR_ERR, "config: missing key=value");
+    char key[CFG_KEY_MAX], value[CFG_VALUE_MAX];
+    if (split_kv(kv, kv + strlen(kv), key, value, "", err)) return WR_ERR;
+    return wr_config_set(c, key, value, err);
+}
+
+int wr_config_parse_buffer(wr_job_config *c, const char *buf, size_t len, const char *source, char *err) {
+    if (!source) source = "<config>";
+    wr_job_config tmp = *c;
+    int line_of[N_KEYS];  // line where each key was set (duplicates are refused)
+    for (int i = 0; i < N_KEYS; i++) line_of[i] = 0;
+    size_t pos = 0;
+    int line = 0;
+    while (pos < len) {
+        line++;
+        const char *b = buf + pos;
+        const char *nl = memchr(b, '\n', len - pos);
+        const char *e = nl ? nl : buf + len;
+        pos = (size_t)(e - buf) + (nl ? 1 : 0);
+        if (memchr(b, '\0', (size_t)(e - b)))
+            return wr_err(err, WR_ERR, "%s:%d: line contains a NUL byte", source, line);
+        const char *hash = memchr(b, '#', (size_t)(e - b));
+        if (hash) e = hash;
+        const char *tb = b, *te = e;
+        trim(&tb, &te);
+        if (tb == te) continue;  // blank or comment-only
+        char where[WR_ERR_LEN / 2 + 16];
+        snprintf(where, sizeof where, " (%.*s:%d)", WR_ERR_LEN / 2, source, line);
+        char key[CFG_KEY_MAX], value[CFG_VALUE_MAX];
+        char shape_where[WR_ERR_LEN / 2 + 16];
+        snprintf(shape_where, sizeof shape_where, "%.*s:%d: ", WR_ERR_LEN / 2, source, line);
+        if (split_kv(tb, te, key, value, shape_where, err)) return WR_ERR;
+        const key_t_ *k = find_key(key);
+        if (!k) {
+            char q[72];
+            quote_value(key, q, sizeof q);
+            return wr_err(err, WR_ERR, "unknown config key '%s'%s", q, where);
+        }
+        int idx = (int)(k - kKeys);
+        if (line_of[idx])
+            return wr_err(err, WR_ERR, "config key '%s' set twice (%.*s:%d and line %d)", key,
+                          WR_ERR_LEN / 2, source, line_of[idx], line);
+        char e2[WR_ERR_LEN];
+        if (set_key(&tmp, k, value, e2)) {
+            return wr_err(err, WR_ERR, "%.*s%s", (int)(WR_ERR_LEN - strlen(where) - 1), e2, where);
+        }
+        line_of[idx] = line;
+    }
+    *c = tmp;
+    return WR_OK;
+}
+
+int wr_config_load_file(wr_job_config *c, const char *path, char *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return wr_err(err, WR_ERR, "cannot open config file '%s': %s", path, strerror(errno));
+    // Config files are small; refuse anything that is clearly not one.
+    const size_t max = 1u << 20;
+    char *buf = wr_malloc(max + 1);
+    size_t n = fread(buf, 1, max + 1, f);
+    int rerr = ferror(f);
+    fclose(f);
+    int rc;
+    if (rerr)
+        rc = wr_err(err, WR_ERR, "cannot read config file '%s'", path);
+    else if (n > max)
+        rc = wr_err(err, WR_ERR, "config file '%s' is larger than 1 MiB", path);
+    else
+        rc = wr_config_parse_buffer(c, buf, n, path, err);
+    free(buf);
+    return rc;
+}
+
+int wr_config_validate(const wr_job_config *c, char *err) {
+    if (c->mode == WR_MODE_ALLREDUCE)
+        return wr_err(err, WR_ERR, "config key 'mode': allreduce is not supported yet (use mode=ps)");
+    if (c->batch % c->workers != 0)
+        return wr_err(err, WR_ERR, "config keys 'batch' and 'workers': batch %d is not divisible by %d workers",
+                      c->batch, c->workers);
+    if (!(c->heartbeat_timeout > c->heartbeat_interval))
+        return wr_err(err, WR_ERR,
+                      "config keys 'heartbeat_timeout' and 'heartbeat_interval': the timeout (%g s) must be "
+                      "longer than the interval (%g s)", c->heartbeat_timeout, c->heartbeat_interval);
+    if (c->steps == 0 && c->batch > 60000 && strncmp(c->model, "synthetic:", 10) != 0)
+        return wr_err(err, WR_ERR, "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
+                      "training images, so an epoch has no steps", c->batch);
+    return WR_OK;
+}
+
+int wr_config_to_kv(const wr_job_config *c, char ***kv, uint32_t *n) {
+    char **out = wr_calloc((size_t)N_KEYS, sizeof *out);
+    for (int i = 0; i < N_KEYS; i++) {
+        char val[CFG_VALUE_MAX];
+        format_key(c, &kKeys[i], val, sizeof val);
+        size_t len = strlen(kKeys[i].name) + 1 + strlen(val) + 1;
+        out[i] = wr_malloc(len);
+        snprintf(out[i], len, "%s=%s", kKeys[i].name, val);
+    }
+    *kv = out;
+    *n = (uint32_t)N_KEYS;
+    return WR_OK;
+}
+
+void wr_config_kv_free(char **kv, uint32_t n) {
+    if (!kv) return;
+    for (uint32_t i = 0; i < n; i++) free(kv[i]);
+    free(kv);
+}
+
+void wr_config_print(FILE *f, const wr_job_config *c) {
+    for (int i = 0; i < N_KEYS; i++) {
+        char val[CFG_VALUE_MAX];
+        format_key(c, &kKeys[i], val, sizeof val);
+        fprintf(f, "%s = %s\n", kKeys[i].name, val);
+    }
+}
