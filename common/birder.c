@@ -1,7 +1,6 @@
 // birder.c — scalar reference definitions of the Birder codec and the run-time
 // dispatch to the AVX2 / AVX-512 versions. The arithmetic order written here is
 // the contract (birder.h): the vector files reproduce it op for op.
-#define WR_BIRDER_NO_SIMD 1  // until birder_avx2.c / birder_avx512.c land
 #include "birder.h"
 
 #include <math.h>
@@ -164,21 +163,14 @@ void wr_birder_decode_planes_ref(const uint64_t *planes, int n_workers, size_t n
 
 // ---- dispatch -------------------------------------------------------------------
 
-#ifndef WR_BIRDER_NO_SIMD
-#define WR_BIRDER_PICK(fn, ...)                                      \
-    do {                                                             \
-        switch (wr_cpu_level()) {                                    \
-        case WR_ISA_AVX512: fn##_avx512(__VA_ARGS__); return;        \
-        case WR_ISA_AVX2: fn##_avx2(__VA_ARGS__); return;            \
-        default: fn##_ref(__VA_ARGS__); return;                      \
-        }                                                            \
+#define WR_BIRDER_PICK(fn, ...)                               \
+    do {                                                      \
+        switch (wr_cpu_level()) {                             \
+        case WR_ISA_AVX512: fn##_avx512(__VA_ARGS__); return; \
+        case WR_ISA_AVX2: fn##_avx2(__VA_ARGS__); return;     \
+        default: fn##_ref(__VA_ARGS__); return;               \
+        }                                                     \
     } while (0)
-#else
-#define WR_BIRDER_PICK(fn, ...) \
-    do {                        \
-        fn##_ref(__VA_ARGS__);  \
-    } while (0)
-#endif
 
 void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta,
                       wr_rng_key key, uint64_t first_index, uint64_t *bits) {
