@@ -1,0 +1,887 @@
+// proto.c — wren's wire protocol: msgpack header encode, decode and validation.
+//
+// Encoding packs straight into a reused wr_buf (msgpack_packer with a write
+// callback), so steady-state headers cost no malloc. Decoding runs in three
+// stages, each of which can refuse the input with a typed reason:
+//   1. a structural pre-scan of the raw bytes (ours): truncation, trailing
+//      bytes, nesting depth, and every array/map count bounded by the bytes
+//      left, so that msgpack-c never allocates more than ~24x the header size
+//      however absurd the counts a peer writes;
+//   2. msgpack-c parses into a per-thread zone that is cleared, not freed,
+//      after each message (no malloc per message once warm);
+//   3. the fields are read by key into a wr_pmsg and the whole message is
+//      checked by the same function the encoder uses (check_msg).
+// Keys and ranges are documented in docs/PROTOCOL.md.
+#include "proto.h"
+
+#include <math.h>
+#include <msgpack.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <string.h>
+
+// ---- names -----------------------------------------------------------------
+
+const char *wr_perr_name(enum wr_perr e) {
+    static const char *const names[WR_PERR_COUNT_] = {
+        [WR_PERR_NONE] = "none",          [WR_PERR_MALFORMED] = "malformed",
+        [WR_PERR_VERSION] = "version",    [WR_PERR_TYPE] = "type",
+        [WR_PERR_MISSING] = "missing",    [WR_PERR_FIELD_TYPE] = "field-type",
+        [WR_PERR_RANGE] = "range",        [WR_PERR_PAYLOAD] = "payload",
+        [WR_PERR_JOB] = "job",            [WR_PERR_EPOCH] = "epoch",
+        [WR_PERR_STEP] = "step",
+    };
+    if ((int)e < 0 || e >= WR_PERR_COUNT_) return "unknown";
+    return names[e];
+}
+
+const char *wr_msg_type_name(int type) {
+    static const char *const names[WR_MT_COUNT_] = {
+        [WR_MT_REGISTER] = "REGISTER",   [WR_MT_CLUSTER_MAP] = "CLUSTER_MAP",
+        [WR_MT_PUSH] = "PUSH",           [WR_MT_BROADCAST] = "BROADCAST",
+        [WR_MT_PULL] = "PULL",           [WR_MT_PARAMS] = "PARAMS",
+        [WR_MT_HEARTBEAT] = "HEARTBEAT", [WR_MT_BARRIER] = "BARRIER",
+        [WR_MT_JOIN] = "JOIN",           [WR_MT_LEAVE] = "LEAVE",
+        [WR_MT_STATS] = "STATS",         [WR_MT_DIGEST] = "DIGEST",
+        [WR_MT_ERROR] = "ERROR",         [WR_MT_SHUTDOWN] = "SHUTDOWN",
+    };
+    if (type <= 0 || type >= WR_MT_COUNT_) return "UNKNOWN";
+    return names[type];
+}
+
+// ---- fields and which kind carries which -----------------------------------
+
+enum fid {
+    F_V, F_T, F_J, F_E, F_S, F_SH, F_R, F_O, F_N, F_C, F_NW, F_PL, F_RO, F_A, F_H, F_G,
+    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_COUNT
+};
+
+static const struct {
+    const char *key;   // on the wire
+    uint8_t key_len;
+    const char *name;  // in error texts
+} fields[F_COUNT] = {
+#define FLD(id, k, n) [id] = {k, sizeof(k) - 1, n}
+    FLD(F_V, "v", "version"),       FLD(F_T, "t", "type"),        FLD(F_J, "j", "job_id"),
+    FLD(F_E, "e", "epoch"),         FLD(F_S, "s", "step"),        FLD(F_SH, "sh", "shard"),
+    FLD(F_R, "r", "rank"),          FLD(F_O, "o", "offset"),      FLD(F_N, "n", "n_elems"),
+    FLD(F_C, "c", "codec"),         FLD(F_NW, "nw", "n_workers"), FLD(F_PL, "pl", "payload_len"),
+    FLD(F_RO, "ro", "role"),        FLD(F_A, "a", "addr"),        FLD(F_H, "h", "host"),
+    FLD(F_G, "g", "group"),         FLD(F_SM, "sm", "shards"),    FLD(F_WM, "wm", "workers"),
+    FLD(F_NP, "np", "n_params"),    FLD(F_CF, "cf", "config"),    FLD(F_B, "b", "barrier_id"),
+    FLD(F_D, "d", "digest"),        FLD(F_ST, "st", "stats"),     FLD(F_EC, "ec", "code"),
+    FLD(F_RS, "rs", "reason"),
+#undef FLD
+};
+
+#define B(f) (1u << (f))
+#define COMMON_REQ (B(F_V) | B(F_T) | B(F_J) | B(F_E) | B(F_S))
+#define COMMON_OPT (B(F_SH) | B(F_R))
+#define BULK (B(F_SH) | B(F_O) | B(F_N) | B(F_C) | B(F_PL))
+
+// Required and optional keys per kind (beyond COMMON_REQ / COMMON_OPT). A key
+// outside both sets is ignored like an unknown key; the encoder writes req|opt.
+static const struct {
+    uint32_t req, opt;
+} kinds[WR_MT_COUNT_] = {
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G)},
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), 0},
+    [WR_MT_PUSH] = {BULK | B(F_R), 0},
+    [WR_MT_BROADCAST] = {BULK | B(F_NW), 0},
+    [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N)},
+    [WR_MT_PARAMS] = {BULK, 0},
+    [WR_MT_HEARTBEAT] = {0, B(F_RO)},
+    [WR_MT_BARRIER] = {B(F_B), 0},
+    [WR_MT_JOIN] = {B(F_RO) | B(F_H), B(F_A) | B(F_G)},
+    [WR_MT_LEAVE] = {B(F_R), 0},
+    [WR_MT_STATS] = {B(F_ST), 0},
+    [WR_MT_DIGEST] = {B(F_D), 0},
+    [WR_MT_ERROR] = {B(F_EC) | B(F_RS), 0},
+    [WR_MT_SHUTDOWN] = {B(F_EC), B(F_RS)},
+};
+
+static int has_payload(int type) {
+    return type == WR_MT_PUSH || type == WR_MT_BROADCAST || type == WR_MT_PARAMS;
+}
+
+static int codec_ok(int type, int codec) {
+    switch (type) {
+    case WR_MT_PUSH: return codec == WR_CODEC_BITS || codec == WR_CODEC_FP32;
+    case WR_MT_BROADCAST: return codec == WR_CODEC_BITS || codec == WR_CODEC_PLANES || codec == WR_CODEC_FP32;
+    case WR_MT_PARAMS: return codec == WR_CODEC_FP32;
+    default: return codec == WR_CODEC_NONE;
+    }
+}
+
+static const char *codec_name(int codec) {
+    switch (codec) {
+    case WR_CODEC_NONE: return "none";
+    case WR_CODEC_BITS: return "bits";
+    case WR_CODEC_PLANES: return "planes";
+    case WR_CODEC_FP32: return "fp32";
+    default: return "invalid";
+    }
+}
+
+// ---- small helpers -------------------------------------------------------------
+
+static int fail(enum wr_perr *perr, enum wr_perr kind, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int fail(enum wr_perr *perr, enum wr_perr kind, char *err, const char *fmt, ...) {
+    if (perr) *perr = kind;
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, WR_ERR_LEN, fmt, ap);
+        va_end(ap);
+    }
+    return WR_EPROTO;
+}
+
+void wr_buf_free(wr_buf *b) {
+    if (!b) return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+static void buf_reserve(wr_buf *b, size_t need) {
+    if (need <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need) cap *= 2;
+    uint8_t *p = realloc(b->data, cap);
+    WR_CHECK(p != NULL);
+    b->data = p;
+    b->cap = cap;
+}
+
+static int buf_write(void *data, const char *src, size_t len) {
+    wr_buf *b = data;
+    buf_reserve(b, b->len + len);
+    memcpy(b->data + b->len, src, len);
+    b->len += len;
+    return 0;
+}
+
+void wr_pmsg_init(wr_pmsg *m, int type) {
+    memset(m, 0, sizeof *m);
+    m->version = WR_PROTO_VERSION;
+    m->type = type;
+    m->shard = -1;
+    m->rank = -1;
+}
+
+void wr_pmsg_clear(wr_pmsg *m) {
+    if (!m) return;
+    free(m->shards);
+    free(m->workers);
+    if (m->config) {
+        for (uint32_t i = 0; i < m->n_config; i++) free(m->config[i]);
+        free(m->config);
+    }
+    memset(m, 0, sizeof *m);
+}
+
+uint64_t wr_proto_payload_bytes(int codec, uint64_t n_elems, uint32_t n_workers) {
+    uint64_t words = (n_elems + 63) / 64;
+    switch (codec) {
+    case WR_CODEC_BITS: return words * 8;
+    case WR_CODEC_PLANES: {
+        if (n_workers == 0) return 0;
+        uint64_t planes = 64 - (uint64_t)__builtin_clzll(n_workers);  // ceil(log2(n+1))
+        return planes * words * 8;
+    }
+    case WR_CODEC_FP32: return n_elems * 4;
+    default: return 0;
+    }
+}
+
+// A C string held in a fixed array of `max` bytes is valid when it ends
+// inside the array (the wire string is then < max bytes and NUL-free).
+static int str_ok(const char *s, size_t max) { return memchr(s, 0, max) != NULL; }
+
+// ---- the one validator (encoder and decoder) -----------------------------------
+
+static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *perr, char *err) {
+    if (m->version != WR_PROTO_VERSION)
+        return fail(perr, WR_PERR_VERSION, err, "field 'v' (version): %u, this build speaks %d",
+                    m->version, WR_PROTO_VERSION);
+    if (m->type <= 0 || m->type >= WR_MT_COUNT_)
+        return fail(perr, WR_PERR_TYPE, err, "field 't' (type): unknown message type %d", m->type);
+    const char *tn = wr_msg_type_name(m->type);
+    if (m->shard < -1 || m->shard >= WR_MAX_SHARDS)
+        return fail(perr, WR_PERR_RANGE, err, "%s field 'sh' (shard): %d not in [-1, %d)", tn, m->shard,
+                    WR_MAX_SHARDS);
+    if (m->rank < -1 || m->rank >= WR_MAX_WORKERS)
+        return fail(perr, WR_PERR_RANGE, err, "%s field 'r' (rank): %d not in [-1, %d)", tn, m->rank,
+                    WR_MAX_WORKERS);
+
+    switch (m->type) {
+    case WR_MT_REGISTER:
+    case WR_MT_JOIN:
+        if (m->type == WR_MT_REGISTER ? (m->role != WR_ROLE_SHARD && m->role != WR_ROLE_WORKER)
+                                      : m->role != WR_ROLE_WORKER)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'ro' (role): %d is not a role that may %s", tn,
+                        m->role, m->type == WR_MT_JOIN ? "join (worker)" : "register (shard, worker)");
+        if (!str_ok(m->addr, WR_ADDR_MAX))
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'a' (addr): longer than %d bytes", tn, WR_ADDR_MAX - 1);
+        if (m->role == WR_ROLE_SHARD && m->addr[0] == 0)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'a' (addr): a shard must advertise an address", tn);
+        if (!str_ok(m->host, WR_HOST_MAX))
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'h' (host): longer than %d bytes", tn, WR_HOST_MAX - 1);
+        if (m->group < -1 || m->group >= WR_MAX_WORKERS)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'g' (group): %d not in [-1, %d)", tn, m->group,
+                        WR_MAX_WORKERS);
+        break;
+    case WR_MT_CLUSTER_MAP: {
+        if (m->n_params < 1 || m->n_params > WR_MAX_PARAMS)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'np' (n_params): %llu not in [1, 2^40]",
+                        (unsigned long long)m->n_params);
+        if (m->n_shards > WR_MAX_SHARDS)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'sm' (shards): %u entries, at most %d",
+                        m->n_shards, WR_MAX_SHARDS);
+        if (m->n_workers_map > WR_MAX_WORKERS)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): %u entries, at most %d",
+                        m->n_workers_map, WR_MAX_WORKERS);
+        if (m->n_config > WR_MAX_CONFIG)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'cf' (config): %u entries, at most %d",
+                        m->n_config, WR_MAX_CONFIG);
+        if ((m->n_shards && !m->shards) || (m->n_workers_map && !m->workers) || (m->n_config && !m->config))
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP: an array count is set but its array is NULL");
+        uint64_t next = 0;
+        for (uint32_t i = 0; i < m->n_shards; i++) {
+            const wr_shard_info *s = &m->shards[i];
+            if (s->lo != next || s->lo % 64 || s->hi <= s->lo || s->hi - s->lo > WR_MAX_ELEMS ||
+                s->hi > m->n_params || (i + 1 == m->n_shards && s->hi != m->n_params))
+                return fail(perr, WR_PERR_RANGE, err,
+                            "CLUSTER_MAP field 'sm' (shards): shard %u range [%llu, %llu) is not the next "
+                            "64-aligned, non-empty (<= 2^32) range starting at %llu of [0, n_params=%llu)",
+                            i, (unsigned long long)s->lo, (unsigned long long)s->hi, (unsigned long long)next,
+                            (unsigned long long)m->n_params);
+            if (!str_ok(s->addr, WR_ADDR_MAX) || s->addr[0] == 0)
+                return fail(perr, WR_PERR_RANGE, err,
+                            "CLUSTER_MAP field 'sm' (shards): shard %u address empty or longer than %d bytes", i,
+                            WR_ADDR_MAX - 1);
+            next = s->hi;
+        }
+        uint64_t seen[WR_MAX_WORKERS / 64] = {0};
+        for (uint32_t i = 0; i < m->n_workers_map; i++) {
+            const wr_worker_info *w = &m->workers[i];
+            if (w->rank < 0 || w->rank >= WR_MAX_WORKERS)
+                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u rank %d not in [0, %d)",
+                            i, w->rank, WR_MAX_WORKERS);
+            if (seen[w->rank / 64] >> (w->rank % 64) & 1)
+                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): rank %d appears twice",
+                            w->rank);
+            seen[w->rank / 64] |= 1ULL << (w->rank % 64);
+            if (!str_ok(w->host, WR_HOST_MAX))
+                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u host longer than %d bytes",
+                            i, WR_HOST_MAX - 1);
+            if (w->group < -1 || w->group >= WR_MAX_WORKERS)
+                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u group %d not in [-1, %d)",
+                            i, w->group, WR_MAX_WORKERS);
+        }
+        for (uint32_t i = 0; i < m->n_config; i++) {
+            const char *c = m->config[i];
+            size_t len = c ? strnlen(c, WR_CONFIG_STR_MAX) : 0;
+            const char *eq = c ? memchr(c, '=', len) : NULL;
+            if (!c || len >= WR_CONFIG_STR_MAX || !eq || eq == c)
+                return fail(perr, WR_PERR_RANGE, err,
+                            "CLUSTER_MAP field 'cf' (config): entry %u is not \"key=value\" (non-empty key, < %d bytes)",
+                            i, WR_CONFIG_STR_MAX);
+        }
+        break;
+    }
+    case WR_MT_PUSH:
+    case WR_MT_BROADCAST:
+    case WR_MT_PARAMS:
+    case WR_MT_PULL:
+        if (m->shard < 0)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'sh' (shard): %d, must name a shard", tn, m->shard);
+        if (m->type == WR_MT_PUSH && m->rank < 0)
+            return fail(perr, WR_PERR_RANGE, err, "PUSH field 'r' (rank): %d, must name the sender", m->rank);
+        if (m->offset % 64)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
+                        (unsigned long long)m->offset);
+        if ((m->type != WR_MT_PULL && m->n_elems == 0) || m->n_elems > WR_MAX_ELEMS)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'n' (n_elems): %llu not in [%d, 2^32]", tn,
+                        (unsigned long long)m->n_elems, m->type == WR_MT_PULL ? 0 : 1);
+        if (m->offset > WR_MAX_PARAMS || m->n_elems > WR_MAX_PARAMS - m->offset)
+            return fail(perr, WR_PERR_RANGE, err, "%s fields 'o'+'n' (offset+n_elems): %llu+%llu beyond 2^40", tn,
+                        (unsigned long long)m->offset, (unsigned long long)m->n_elems);
+        if (m->type == WR_MT_PULL) break;
+        if (!codec_ok(m->type, m->codec))
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'c' (codec): %d (%s) is not valid for this kind", tn,
+                        m->codec, codec_name(m->codec));
+        if (m->type == WR_MT_BROADCAST && (m->n_workers < 1 || m->n_workers > WR_MAX_WORKERS))
+            return fail(perr, WR_PERR_RANGE, err, "BROADCAST field 'nw' (n_workers): %u not in [1, %d]",
+                        m->n_workers, WR_MAX_WORKERS);
+        {
+            uint64_t want = wr_proto_payload_bytes(m->codec, m->n_elems, m->n_workers);
+            if (m->payload_len != want)
+                return fail(perr, WR_PERR_PAYLOAD, err,
+                            "%s field 'pl' (payload_len): %llu bytes, but %llu %s elements%s need %llu", tn,
+                            (unsigned long long)m->payload_len, (unsigned long long)m->n_elems,
+                            codec_name(m->codec), m->codec == WR_CODEC_PLANES ? " (as planes)" : "",
+                            (unsigned long long)want);
+            if (actual_payload != want)
+                return fail(perr, WR_PERR_PAYLOAD, err, "%s payload frame: %llu bytes, header says %llu", tn,
+                            (unsigned long long)actual_payload, (unsigned long long)want);
+        }
+        break;
+    case WR_MT_HEARTBEAT:
+        if (m->role < 0 || m->role > WR_ROLE_WORKER)
+            return fail(perr, WR_PERR_RANGE, err, "HEARTBEAT field 'ro' (role): %d is not a role", m->role);
+        break;
+    case WR_MT_LEAVE:
+        if (m->rank < 0)
+            return fail(perr, WR_PERR_RANGE, err, "LEAVE field 'r' (rank): %d, must name the leaving worker",
+                        m->rank);
+        break;
+    case WR_MT_STATS:
+        if (m->n_stats > WR_MAX_STATS)
+            return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): %u entries, at most %d", m->n_stats,
+                        WR_MAX_STATS);
+        for (uint32_t i = 0; i < m->n_stats; i++) {
+            if (!str_ok(m->stats[i].name, WR_STAT_NAME_MAX) || m->stats[i].name[0] == 0)
+                return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): entry %u name empty or longer than %d bytes",
+                            i, WR_STAT_NAME_MAX - 1);
+            if (!isfinite(m->stats[i].value))
+                return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): entry %u ('%s') value is not finite", i,
+                            m->stats[i].name);
+        }
+        break;
+    case WR_MT_ERROR:
+    case WR_MT_SHUTDOWN:
+        if (m->type == WR_MT_ERROR && (m->code < WR_EC_PROTOCOL || m->code > WR_EC_TIMEOUT))
+            return fail(perr, WR_PERR_RANGE, err, "ERROR field 'ec' (code): %d not in [%d, %d]", m->code,
+                        WR_EC_PROTOCOL, WR_EC_TIMEOUT);
+        if (m->type == WR_MT_SHUTDOWN && (m->code < 0 || m->code > 255))
+            return fail(perr, WR_PERR_RANGE, err, "SHUTDOWN field 'ec' (code): exit status %d not in [0, 255]",
+                        m->code);
+        if (!str_ok(m->reason, WR_REASON_MAX))
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'rs' (reason): longer than %d bytes", tn,
+                        WR_REASON_MAX - 1);
+        break;
+    default:
+        break;
+    }
+    if (!has_payload(m->type) && (actual_payload != 0 || m->payload_len != 0))
+        return fail(perr, WR_PERR_PAYLOAD, err, "%s carries no payload, got %llu bytes", tn,
+                    (unsigned long long)(actual_payload ? actual_payload : m->payload_len));
+    return WR_OK;
+}
+
+// ---- encode ----------------------------------------------------------------------
+
+static void pack_key(msgpack_packer *pk, enum fid f) {
+    msgpack_pack_str(pk, fields[f].key_len);
+    msgpack_pack_str_body(pk, fields[f].key, fields[f].key_len);
+}
+
+static void pack_cstr(msgpack_packer *pk, const char *s) {
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
+    char why[WR_ERR_LEN];
+    if (check_msg(m, has_payload(m->type) ? m->payload_len : 0, NULL, why) != WR_OK)
+        return wr_err(err, WR_ERR, "refusing to encode: %s", why);
+    uint32_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
+    if (m->shard >= 0) set |= B(F_SH);
+    if (m->rank >= 0) set |= B(F_R);
+
+    out->len = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, buf_write);
+    msgpack_pack_map(&pk, (size_t)__builtin_popcount(set));
+    for (int f = 0; f < F_COUNT; f++) {
+        if (!(set & B(f))) continue;
+        pack_key(&pk, (enum fid)f);
+        switch ((enum fid)f) {
+        case F_V: msgpack_pack_uint32(&pk, m->version); break;
+        case F_T: msgpack_pack_int32(&pk, m->type); break;
+        case F_J: msgpack_pack_uint64(&pk, m->job_id); break;
+        case F_E: msgpack_pack_uint64(&pk, m->epoch); break;
+        case F_S: msgpack_pack_uint64(&pk, m->step); break;
+        case F_SH: msgpack_pack_int32(&pk, m->shard); break;
+        case F_R: msgpack_pack_int32(&pk, m->rank); break;
+        case F_O: msgpack_pack_uint64(&pk, m->offset); break;
+        case F_N: msgpack_pack_uint64(&pk, m->n_elems); break;
+        case F_C: msgpack_pack_int32(&pk, m->codec); break;
+        case F_NW: msgpack_pack_uint32(&pk, m->n_workers); break;
+        case F_PL: msgpack_pack_uint64(&pk, m->payload_len); break;
+        case F_RO: msgpack_pack_int32(&pk, m->role); break;
+        case F_A: pack_cstr(&pk, m->addr); break;
+        case F_H: pack_cstr(&pk, m->host); break;
+        case F_G: msgpack_pack_int32(&pk, m->group); break;
+        case F_NP: msgpack_pack_uint64(&pk, m->n_params); break;
+        case F_B: msgpack_pack_uint64(&pk, m->barrier_id); break;
+        case F_D: msgpack_pack_uint64(&pk, m->digest); break;
+        case F_EC: msgpack_pack_int32(&pk, m->code); break;
+        case F_RS: pack_cstr(&pk, m->reason); break;
+        case F_SM:
+            msgpack_pack_array(&pk, m->n_shards);
+            for (uint32_t i = 0; i < m->n_shards; i++) {
+                msgpack_pack_array(&pk, 3);
+                msgpack_pack_uint64(&pk, m->shards[i].lo);
+                msgpack_pack_uint64(&pk, m->shards[i].hi);
+                pack_cstr(&pk, m->shards[i].addr);
+            }
+            break;
+        case F_WM:
+            msgpack_pack_array(&pk, m->n_workers_map);
+            for (uint32_t i = 0; i < m->n_workers_map; i++) {
+                msgpack_pack_array(&pk, 3);
+                msgpack_pack_int32(&pk, m->workers[i].rank);
+                pack_cstr(&pk, m->workers[i].host);
+                msgpack_pack_int32(&pk, m->workers[i].group);
+            }
+            break;
+        case F_CF:
+            msgpack_pack_array(&pk, m->n_config);
+            for (uint32_t i = 0; i < m->n_config; i++) pack_cstr(&pk, m->config[i]);
+            break;
+        case F_ST:
+            msgpack_pack_array(&pk, m->n_stats);
+            for (uint32_t i = 0; i < m->n_stats; i++) {
+                msgpack_pack_array(&pk, 2);
+                pack_cstr(&pk, m->stats[i].name);
+                msgpack_pack_double(&pk, m->stats[i].value);
+            }
+            break;
+        case F_COUNT: break;
+        }
+    }
+    return WR_OK;
+}
+
+// ---- decode stage 1: structural pre-scan ------------------------------------------
+
+static int rd_be(const uint8_t *p, size_t len, size_t *pos, int nbytes, uint64_t *v) {
+    if (len - *pos < (size_t)nbytes) return -1;
+    uint64_t x = 0;
+    for (int i = 0; i < nbytes; i++) x = x << 8 | p[*pos + (size_t)i];
+    *pos += (size_t)nbytes;
+    *v = x;
+    return 0;
+}
+
+static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) {
+    uint64_t left[WR_PROTO_MAX_DEPTH + 1];
+    int d = 0;
+    left[0] = 1;  // the one top-level object
+    size_t pos = 0;
+    for (;;) {
+        while (d >= 0 && left[d] == 0) d--;
+        if (d < 0) break;
+        left[d]--;
+        if (pos >= len) return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+        uint8_t b = p[pos++];
+        uint64_t skip = 0, count = 0, n = 0;
+        int cont = 0, lenbytes = 0, extra = 0;
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            skip = 0;
+        } else if (b <= 0x8f) {
+            cont = 1, count = 2u * (b & 15u);
+        } else if (b <= 0x9f) {
+            cont = 1, count = b & 15u;
+        } else if (b <= 0xbf) {
+            skip = b & 31u;
+        } else {
+            switch (b) {
+            case 0xc4: case 0xd9: lenbytes = 1; break;  // bin8, str8
+            case 0xc5: case 0xda: lenbytes = 2; break;
+            case 0xc6: case 0xdb: lenbytes = 4; break;
+            case 0xc7: lenbytes = 1, extra = 1; break;  // ext: length + type byte
+            case 0xc8: lenbytes = 2, extra = 1; break;
+            case 0xc9: lenbytes = 4, extra = 1; break;
+            case 0xca: skip = 4; break;
+            case 0xcb: skip = 8; break;
+            case 0xcc: case 0xd0: skip = 1; break;
+            case 0xcd: case 0xd1: skip = 2; break;
+            case 0xce: case 0xd2: skip = 4; break;
+            case 0xcf: case 0xd3: skip = 8; break;
+            case 0xd4: skip = 2; break;  // fixext: type + data
+            case 0xd5: skip = 3; break;
+            case 0xd6: skip = 5; break;
+            case 0xd7: skip = 9; break;
+            case 0xd8: skip = 17; break;
+            case 0xdc: cont = 1, lenbytes = 2; break;
+            case 0xdd: cont = 1, lenbytes = 4; break;
+            case 0xde: cont = 2, lenbytes = 2; break;
+            case 0xdf: cont = 2, lenbytes = 4; break;
+            default:  // 0xc1 is never used
+                return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
+            }
+            if (lenbytes) {
+                if (rd_be(p, len, &pos, lenbytes, &n) != 0)
+                    return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+                if (cont) count = n * (uint64_t)cont;
+                else skip = n + (uint64_t)extra;
+            }
+        }
+        if (cont) {
+            // Every element takes at least one byte: a count beyond the bytes
+            // left is a lie (and would make msgpack-c allocate for it).
+            if (count > len - pos)
+                return fail(perr, WR_PERR_MALFORMED, err,
+                            "header: container at byte %zu claims %llu entries, only %zu bytes follow",
+                            pos, (unsigned long long)count, len - pos);
+            if (d + 1 > WR_PROTO_MAX_DEPTH)
+                return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d", WR_PROTO_MAX_DEPTH);
+            left[++d] = count;
+        } else {
+            if (skip > len - pos)
+                return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+            pos += skip;
+        }
+    }
+    if (pos != len)
+        return fail(perr, WR_PERR_MALFORMED, err, "header: %zu trailing bytes after the map", len - pos);
+    return WR_OK;
+}
+
+// ---- decode stage 2: per-thread zone ------------------------------------------------
+
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static __thread msgpack_zone *tl_zone;
+
+static void zone_destroy(void *z) { msgpack_zone_free(z); }
+static void zone_key_init(void) { WR_CHECK(pthread_key_create(&zone_key, zone_destroy) == 0); }
+
+static msgpack_zone *thread_zone(void) {
+    if (!tl_zone) {
+        pthread_once(&zone_once, zone_key_init);
+        tl_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        WR_CHECK(tl_zone != NULL);
+        pthread_setspecific(zone_key, tl_zone);  // freed at thread exit
+    }
+    return tl_zone;
+}
+
+// ---- decode stage 3: fields -----------------------------------------------------------
+
+typedef struct {
+    enum wr_perr *perr;
+    char *err;
+    const char *tn;  // message type name for texts
+} dctx;
+
+static int ftype(dctx *c, enum fid f, const char *what) {
+    return fail(c->perr, WR_PERR_FIELD_TYPE, c->err, "%s field '%s' (%s): expected %s", c->tn, fields[f].key,
+                fields[f].name, what);
+}
+
+static int get_u64(dctx *c, enum fid f, const msgpack_object *o, uint64_t max, uint64_t *v) {
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(c, f, "an unsigned integer");
+    if (o->via.u64 > max)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s): %llu exceeds %llu", c->tn, fields[f].key,
+                    fields[f].name, (unsigned long long)o->via.u64, (unsigned long long)max);
+    *v = o->via.u64;
+    return WR_OK;
+}
+
+// Signed fields are int32 on our side; anything outside is a range error.
+static int obj_i32(const msgpack_object *o, int32_t *v, int *range_bad) {
+    *range_bad = 0;
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (o->via.u64 > INT32_MAX) return *range_bad = 1, -1;
+        *v = (int32_t)o->via.u64;
+        return 0;
+    }
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+        if (o->via.i64 < INT32_MIN) return *range_bad = 1, -1;
+        *v = (int32_t)o->via.i64;
+        return 0;
+    }
+    return -1;
+}
+
+static int get_i32(dctx *c, enum fid f, const msgpack_object *o, int32_t *v) {
+    int bad;
+    if (obj_i32(o, v, &bad) == 0) return WR_OK;
+    if (bad)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s): does not fit in 32 bits", c->tn,
+                    fields[f].key, fields[f].name);
+    return ftype(c, f, "an integer");
+}
+
+// Copies a wire string into dst[max] (NUL included); sub names an array entry.
+static int copy_str(dctx *c, enum fid f, const char *sub, const msgpack_object *o, char *dst, size_t max) {
+    if (o->type != MSGPACK_OBJECT_STR) {
+        char what[64];
+        snprintf(what, sizeof what, "a string%s", sub);
+        return ftype(c, f, what);
+    }
+    uint32_t n = o->via.str.size;
+    if (n >= max)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s)%s: %u bytes, at most %zu", c->tn,
+                    fields[f].key, fields[f].name, sub, n, max - 1);
+    if (n && memchr(o->via.str.ptr, 0, n))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s)%s: contains a NUL byte", c->tn,
+                    fields[f].key, fields[f].name, sub);
+    memcpy(dst, o->via.str.ptr, n);
+    dst[n] = 0;
+    return WR_OK;
+}
+
+static int get_array(dctx *c, enum fid f, const msgpack_object *o, uint32_t max, uint32_t *n) {
+    if (o->type != MSGPACK_OBJECT_ARRAY) return ftype(c, f, "an array");
+    if (o->via.array.size > max)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s): %u entries, at most %u", c->tn,
+                    fields[f].key, fields[f].name, o->via.array.size, max);
+    *n = o->via.array.size;
+    return WR_OK;
+}
+
+static const msgpack_object *tuple(const msgpack_object *o, uint32_t n) {
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != n) return NULL;
+    return o->via.array.ptr;
+}
+
+static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
+    uint64_t u = 0;
+    int rc = WR_OK;
+    char sub[48];
+    switch (f) {
+    case F_V: rc = get_u64(c, f, o, UINT32_MAX, &u); m->version = (uint32_t)u; break;
+    case F_T: rc = get_u64(c, f, o, INT32_MAX, &u); m->type = (int)u; break;
+    case F_J: rc = get_u64(c, f, o, UINT64_MAX, &m->job_id); break;
+    case F_E: rc = get_u64(c, f, o, UINT64_MAX, &m->epoch); break;
+    case F_S: rc = get_u64(c, f, o, UINT64_MAX, &m->step); break;
+    case F_SH: rc = get_i32(c, f, o, &m->shard); break;
+    case F_R: rc = get_i32(c, f, o, &m->rank); break;
+    case F_O: rc = get_u64(c, f, o, UINT64_MAX, &m->offset); break;
+    case F_N: rc = get_u64(c, f, o, UINT64_MAX, &m->n_elems); break;
+    case F_C: rc = get_u64(c, f, o, INT32_MAX, &u); m->codec = (int)u; break;
+    case F_NW: rc = get_u64(c, f, o, UINT32_MAX, &u); m->n_workers = (uint32_t)u; break;
+    case F_PL: rc = get_u64(c, f, o, UINT64_MAX, &m->payload_len); break;
+    case F_RO: rc = get_u64(c, f, o, INT32_MAX, &u); m->role = (int)u; break;
+    case F_A: rc = copy_str(c, f, "", o, m->addr, WR_ADDR_MAX); break;
+    case F_H: rc = copy_str(c, f, "", o, m->host, WR_HOST_MAX); break;
+    case F_G: rc = get_i32(c, f, o, &m->group); break;
+    case F_NP: rc = get_u64(c, f, o, UINT64_MAX, &m->n_params); break;
+    case F_B: rc = get_u64(c, f, o, UINT64_MAX, &m->barrier_id); break;
+    case F_D: rc = get_u64(c, f, o, UINT64_MAX, &m->digest); break;
+    case F_EC: rc = get_i32(c, f, o, &m->code); break;
+    case F_RS: rc = copy_str(c, f, "", o, m->reason, WR_REASON_MAX); break;
+    case F_SM: {
+        uint32_t n;
+        if ((rc = get_array(c, f, o, WR_MAX_SHARDS, &n)) != WR_OK) break;
+        if (n) m->shards = wr_calloc(n, sizeof *m->shards);
+        m->n_shards = n;
+        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
+            const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
+            snprintf(sub, sizeof sub, " entry %u", i);
+            if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+                snprintf(sub, sizeof sub, "[lo, hi, addr] arrays (entry %u)", i);
+                rc = ftype(c, f, sub);
+                break;
+            }
+            m->shards[i].lo = t[0].via.u64;
+            m->shards[i].hi = t[1].via.u64;
+            rc = copy_str(c, f, sub, &t[2], m->shards[i].addr, WR_ADDR_MAX);
+        }
+        break;
+    }
+    case F_WM: {
+        uint32_t n;
+        if ((rc = get_array(c, f, o, WR_MAX_WORKERS, &n)) != WR_OK) break;
+        if (n) m->workers = wr_calloc(n, sizeof *m->workers);
+        m->n_workers_map = n;
+        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
+            const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
+            int bad1 = 0, bad2 = 0;
+            snprintf(sub, sizeof sub, " entry %u", i);
+            if (!t || obj_i32(&t[0], &m->workers[i].rank, &bad1) != 0 ||
+                obj_i32(&t[2], &m->workers[i].group, &bad2) != 0) {
+                if (bad1 || bad2) {
+                    rc = fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits",
+                              c->tn, i);
+                } else {
+                    snprintf(sub, sizeof sub, "[rank, host, group] arrays (entry %u)", i);
+                    rc = ftype(c, f, sub);
+                }
+                break;
+            }
+            rc = copy_str(c, f, sub, &t[1], m->workers[i].host, WR_HOST_MAX);
+        }
+        break;
+    }
+    case F_CF: {
+        uint32_t n;
+        if ((rc = get_array(c, f, o, WR_MAX_CONFIG, &n)) != WR_OK) break;
+        if (n) m->config = wr_calloc(n, sizeof *m->config);
+        m->n_config = n;
+        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
+            snprintf(sub, sizeof sub, " entry %u", i);
+            const msgpack_object *s = &o->via.array.ptr[i];
+            if (s->type != MSGPACK_OBJECT_STR) {
+                rc = ftype(c, f, "strings");
+                break;
+            }
+            if (s->via.str.size >= WR_CONFIG_STR_MAX) {
+                rc = fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d",
+                          c->tn, i, s->via.str.size, WR_CONFIG_STR_MAX - 1);
+                break;
+            }
+            // Only what the string needs: a map may carry 256 of them.
+            m->config[i] = wr_malloc(s->via.str.size + 1u);
+            rc = copy_str(c, f, sub, s, m->config[i], s->via.str.size + 1u);
+        }
+        break;
+    }
+    case F_ST: {
+        uint32_t n;
+        if ((rc = get_array(c, f, o, WR_MAX_STATS, &n)) != WR_OK) break;
+        m->n_stats = n;
+        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
+            const msgpack_object *t = tuple(&o->via.array.ptr[i], 2);
+            snprintf(sub, sizeof sub, " entry %u", i);
+            double v;
+            if (!t) {
+                snprintf(sub, sizeof sub, "[name, value] arrays (entry %u)", i);
+                rc = ftype(c, f, sub);
+                break;
+            }
+            switch (t[1].type) {
+            case MSGPACK_OBJECT_FLOAT32:
+            case MSGPACK_OBJECT_FLOAT64: v = t[1].via.f64; break;
+            case MSGPACK_OBJECT_POSITIVE_INTEGER: v = (double)t[1].via.u64; break;
+            case MSGPACK_OBJECT_NEGATIVE_INTEGER: v = (double)t[1].via.i64; break;
+            default:
+                snprintf(sub, sizeof sub, "a number as value of entry %u", i);
+                rc = ftype(c, f, sub);
+                continue;
+            }
+            m->stats[i].value = v;
+            rc = copy_str(c, f, sub, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
+        }
+        break;
+    }
+    case F_COUNT: break;
+    }
+    return rc;
+}
+
+static int lookup_key(const char *k, uint32_t n) {
+    if (n == 0 || n > 2) return -1;
+    for (int f = 0; f < F_COUNT; f++)
+        if (fields[f].key_len == n && memcmp(fields[f].key, k, n) == 0) return f;
+    return -1;
+}
+
+static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect, wr_pmsg *m,
+                      enum wr_perr *perr, char *err) {
+    if (root->type != MSGPACK_OBJECT_MAP)
+        return fail(perr, WR_PERR_MALFORMED, err, "header is not a msgpack map");
+    uint32_t nkv = root->via.map.size;
+    const msgpack_object_kv *kv = root->via.map.ptr;
+    if (nkv > WR_PROTO_MAX_KEYS)
+        return fail(perr, WR_PERR_MALFORMED, err, "header map has %u entries, at most %d", nkv, WR_PROTO_MAX_KEYS);
+
+    // Index the keys: known ones by field id, duplicates refused (also among unknown keys).
+    const msgpack_object *val[F_COUNT] = {0};
+    uint32_t present = 0;
+    uint32_t unknown[WR_PROTO_MAX_KEYS];
+    uint32_t n_unknown = 0;
+    for (uint32_t i = 0; i < nkv; i++) {
+        const msgpack_object *k = &kv[i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return fail(perr, WR_PERR_MALFORMED, err, "header map key %u is not a string", i);
+        int f = lookup_key(k->via.str.ptr, k->via.str.size);
+        if (f >= 0) {
+            if (present & B(f))
+                return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%s' (%s)", fields[f].key, fields[f].name);
+            present |= B(f);
+            val[f] = &kv[i].val;
+        } else {
+            for (uint32_t j = 0; j < n_unknown; j++) {
+                const msgpack_object *o = &kv[unknown[j]].key;
+                if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                    return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'",
+                                (int)WR_MIN(k->via.str.size, 32u), k->via.str.ptr);
+            }
+            unknown[n_unknown++] = i;
+        }
+    }
+
+    dctx c = {perr, err, "header"};
+    wr_pmsg_init(m, 0);
+    m->version = 0;
+    // Version first: a peer of another version may lay out everything else differently.
+    if (!val[F_V]) return fail(perr, WR_PERR_MISSING, err, "missing field 'v' (version)");
+    int rc = decode_field(&c, F_V, val[F_V], m);
+    if (rc != WR_OK) return rc;
+    if (m->version != WR_PROTO_VERSION)
+        return fail(perr, WR_PERR_VERSION, err, "field 'v' (version): %u, this build speaks %d", m->version,
+                    WR_PROTO_VERSION);
+    if (!val[F_T]) return fail(perr, WR_PERR_MISSING, err, "missing field 't' (type)");
+    if (val[F_T]->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(&c, F_T, "an unsigned integer");
+    if (val[F_T]->via.u64 == 0 || val[F_T]->via.u64 >= WR_MT_COUNT_)
+        return fail(perr, WR_PERR_TYPE, err, "field 't' (type): unknown message type %llu",
+                    (unsigned long long)val[F_T]->via.u64);
+    m->type = (int)val[F_T]->via.u64;
+    c.tn = wr_msg_type_name(m->type);
+
+    uint32_t req = COMMON_REQ | kinds[m->type].req, opt = COMMON_OPT | kinds[m->type].opt;
+    for (int f = 0; f < F_COUNT; f++) {
+        if (f == F_V || f == F_T) continue;
+        if (!val[f]) {
+            if (req & B(f))
+                return fail(perr, WR_PERR_MISSING, err, "%s: missing field '%s' (%s)", c.tn, fields[f].key,
+                            fields[f].name);
+            continue;
+        }
+        if (!((req | opt) & B(f))) continue;  // not used by this kind: ignored like unknown keys
+        if ((rc = decode_field(&c, (enum fid)f, val[f], m)) != WR_OK) return rc;
+    }
+    if ((rc = check_msg(m, payload_len, perr, err)) != WR_OK) return rc;
+
+    if (expect) {
+        if (expect->job_id && m->job_id != expect->job_id)
+            return fail(perr, WR_PERR_JOB, err, "%s field 'j' (job_id): %llu, this job is %llu", c.tn,
+                        (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
+        if (expect->check_epoch && m->epoch != expect->epoch)
+            return fail(perr, WR_PERR_EPOCH, err, "%s field 'e' (epoch): %llu, current epoch is %llu", c.tn,
+                        (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
+        if (expect->check_step && (m->step < expect->step_min || m->step > expect->step_max))
+            return fail(perr, WR_PERR_STEP, err, "%s field 's' (step): %llu outside the accepted window [%llu, %llu]",
+                        c.tn, (unsigned long long)m->step, (unsigned long long)expect->step_min,
+                        (unsigned long long)expect->step_max);
+    }
+    return WR_OK;
+}
+
+int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len, const wr_proto_expect *expect,
+                    wr_pmsg *out, enum wr_perr *perr, char *err) {
+    memset(out, 0, sizeof *out);
+    if (perr) *perr = WR_PERR_NONE;
+    if (!hdr || hdr_len == 0) return fail(perr, WR_PERR_MALFORMED, err, "empty header");
+    if (hdr_len > WR_PROTO_MAX_HEADER)
+        return fail(perr, WR_PERR_MALFORMED, err, "header of %zu bytes exceeds %u", hdr_len, WR_PROTO_MAX_HEADER);
+    int rc = prescan(hdr, hdr_len, perr, err);
+    if (rc != WR_OK) return rc;
+
+    msgpack_zone *z = thread_zone();
+    msgpack_object root;
+    size_t off = 0;
+    msgpack_unpack_return ur = msgpack_unpack(hdr, hdr_len, &off, z, &root);
+    if (ur == MSGPACK_UNPACK_SUCCESS) {
+        rc = decode_map(&root, payload_len, expect, out, perr, err);
+    } else {
+        rc = fail(perr, WR_PERR_MALFORMED, err, "header is not valid msgpack (%s)",
+                  ur == MSGPACK_UNPACK_CONTINUE      ? "truncated"
+                  : ur == MSGPACK_UNPACK_EXTRA_BYTES ? "trailing bytes"
+                  : ur == MSGPACK_UNPACK_NOMEM_ERROR ? "out of memory"
+                                                     : "parse error");
+    }
+    msgpack_zone_clear(z);
+    if (rc != WR_OK) wr_pmsg_clear(out);
+    return rc;
+}
