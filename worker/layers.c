@@ -1,0 +1,352 @@
+// layers.c — linear, conv2d (im2col), max-pool, softmax-xent; fp32 and HFP8 (layers.h).
+#include "layers.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "hfp8.h"
+#include "wr_common.h"
+
+#define QCHUNK 4096  // scale + round in L1-sized pieces: one pass over memory
+
+static float *alloc_f(size_t n) { return wr_alloc_vec((n ? n : 1) * sizeof(float)); }
+
+float wr_layer_pow2_scale(float amax) {
+    if (!(amax > 0.0f) || !isfinite(amax)) return 1.0f;
+    int e;
+    frexpf(amax, &e);  // amax = m 2^e, m in [0.5, 1): amax 2^(4-e) in [8, 16)
+    int k = 4 - e;
+    if (k > 100) k = 100;
+    if (k < -100) k = -100;
+    return ldexpf(1.0f, k);
+}
+
+float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
+    float s = wr_layer_pow2_scale(wr_fp8_amax(x, n));
+    for (size_t off = 0; off < n; off += QCHUNK) {
+        size_t m = WR_MIN((size_t)QCHUNK, n - off);
+        const float *xs = x + off;
+        float *qs = q + off;
+        for (size_t i = 0; i < m; i++) qs[i] = xs[i] * s;
+        wr_fp8_quantize_inplace(qs, m, WR_FP8_E4M3B11);
+    }
+    return s;
+}
+
+static void common_init(wr_layer *l, int kind, int relu, int fp8, int need_dx, int max_batch) {
+    memset(l, 0, sizeof *l);
+    WR_CHECK(max_batch > 0);
+    l->kind = kind;
+    l->relu = relu;
+    l->fp8 = fp8;
+    l->need_dx = need_dx;
+    l->max_batch = max_batch;
+    l->sx = l->sw = 1.0f;
+}
+
+void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx,
+                          int max_batch) {
+    WR_CHECK(in > 0 && out > 0);
+    common_init(l, WR_LAYER_LINEAR, relu, fp8, need_dx, max_batch);
+    l->in_size = in;
+    l->out_size = out;
+    l->n_w = (size_t)in * out;
+    l->n_b = (size_t)out;
+    size_t B = (size_t)max_batch;
+    l->y = alloc_f(B * out);
+    l->dz = alloc_f(B * out);
+    if (need_dx) l->dx = alloc_f(B * in);
+    if (fp8) {
+        l->xq = alloc_f(B * in);
+        l->wq = alloc_f(l->n_w);
+    }
+}
+
+void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
+                        int need_dx, int max_batch) {
+    WR_CHECK(H > 0 && W > 0 && C > 0 && O > 0 && k > 0 && pad >= 0);
+    WR_CHECK(H + 2 * pad >= k && W + 2 * pad >= k);
+    common_init(l, WR_LAYER_CONV, relu, fp8, need_dx, max_batch);
+    l->H = H;
+    l->W = W;
+    l->C = C;
+    l->O = O;
+    l->k = k;
+    l->pad = pad;
+    l->OH = H + 2 * pad - k + 1;
+    l->OW = W + 2 * pad - k + 1;
+    l->in_size = H * W * C;
+    l->out_size = l->OH * l->OW * O;
+    size_t K = (size_t)k * k * C, rows = (size_t)max_batch * l->OH * l->OW;
+    l->n_w = K * O;
+    l->n_b = (size_t)O;
+    l->y = alloc_f((size_t)max_batch * l->out_size);
+    l->dz = alloc_f((size_t)max_batch * l->out_size);
+    l->col = alloc_f(rows * K);
+    if (need_dx) {
+        l->dx = alloc_f((size_t)max_batch * l->in_size);
+        l->dcol = alloc_f(rows * K);
+    }
+    if (fp8) {
+        l->xq = alloc_f((size_t)max_batch * l->in_size);
+        l->wq = alloc_f(l->n_w);
+    }
+}
+
+void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch) {
+    WR_CHECK(H >= 2 && W >= 2 && C > 0);
+    common_init(l, WR_LAYER_POOL, 0, 0, need_dx, max_batch);
+    l->H = H;
+    l->W = W;
+    l->C = C;
+    l->OH = H / 2;
+    l->OW = W / 2;
+    l->in_size = H * W * C;
+    l->out_size = l->OH * l->OW * C;
+    l->y = alloc_f((size_t)max_batch * l->out_size);
+    l->arg = wr_alloc_vec((size_t)max_batch * l->out_size * sizeof(int32_t));
+    if (need_dx) l->dx = alloc_f((size_t)max_batch * l->in_size);
+}
+
+void wr_layer_free(wr_layer *l) {
+    if (!l) return;
+    free(l->y);
+    free(l->dx);
+    free(l->xq);
+    free(l->col);
+    free(l->wq);
+    free(l->dz);
+    free(l->dcol);
+    free(l->arg);
+    memset(l, 0, sizeof *l);
+}
+
+size_t wr_layer_bind(wr_layer *l, float *params, float *grads) {
+    if (l->n_w + l->n_b == 0) return 0;
+    l->w = params;
+    l->b = params + l->n_w;
+    l->dw = grads;
+    l->db = grads + l->n_w;
+    return l->n_w + l->n_b;
+}
+
+// y[r, j] = y[r, j] + b[j], then ReLU if asked.
+static void bias_act(float *y, const float *b, size_t rows, int cols, int relu) {
+    for (size_t r = 0; r < rows; r++) {
+        float *yr = y + r * (size_t)cols;
+        if (relu) {
+            for (int j = 0; j < cols; j++) {
+                float v = yr[j] + b[j];
+                yr[j] = v > 0.0f ? v : 0.0f;
+            }
+        } else {
+            for (int j = 0; j < cols; j++) yr[j] += b[j];
+        }
+    }
+}
+
+// col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside).
+static void im2col(const wr_layer *l, const float *x, float *col, int B) {
+    const int C = l->C, k = l->k, pad = l->pad;
+    const size_t K = (size_t)k * k * C;
+    float *dst = col;
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * l->in_size;
+        for (int oh = 0; oh < l->OH; oh++)
+            for (int ow = 0; ow < l->OW; ow++, dst += K) {
+                float *d = dst;
+                for (int kh = 0; kh < k; kh++) {
+                    int ih = oh + kh - pad;
+                    if (ih < 0 || ih >= l->H) {
+                        memset(d, 0, sizeof(float) * (size_t)k * C);
+                        d += (size_t)k * C;
+                        continue;
+                    }
+                    for (int kw = 0; kw < k; kw++, d += C) {
+                        int iw = ow + kw - pad;
+                        if (iw < 0 || iw >= l->W)
+                            memset(d, 0, sizeof(float) * C);
+                        else
+                            memcpy(d, xb + ((size_t)ih * l->W + iw) * C, sizeof(float) * C);
+                    }
+                }
+            }
+    }
+}
+
+// dx = sum of the col entries that read each input element (the adjoint of im2col).
+static void col2im(const wr_layer *l, const float *dcol, float *dx, int B) {
+    const int C = l->C, k = l->k, pad = l->pad;
+    const size_t K = (size_t)k * k * C;
+    memset(dx, 0, sizeof(float) * (size_t)B * l->in_size);
+    const float *src = dcol;
+    for (int b = 0; b < B; b++) {
+        float *xb = dx + (size_t)b * l->in_size;
+        for (int oh = 0; oh < l->OH; oh++)
+            for (int ow = 0; ow < l->OW; ow++, src += K) {
+                const float *s = src;
+                for (int kh = 0; kh < k; kh++) {
+                    int ih = oh + kh - pad;
+                    if (ih < 0 || ih >= l->H) {
+                        s += (size_t)k * C;
+                        continue;
+                    }
+                    for (int kw = 0; kw < k; kw++, s += C) {
+                        int iw = ow + kw - pad;
+                        if (iw < 0 || iw >= l->W) continue;
+                        float *d = xb + ((size_t)ih * l->W + iw) * C;
+                        for (int c = 0; c < C; c++) d[c] += s[c];
+                    }
+                }
+            }
+    }
+}
+
+static void pool_forward(wr_layer *l, const float *x, int B) {
+    const int C = l->C, W = l->W;
+    for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * l->in_size;
+        float *yb = l->y + (size_t)b * l->out_size;
+        int32_t *ab = l->arg + (size_t)b * l->out_size;
+        for (int oh = 0; oh < l->OH; oh++)
+            for (int ow = 0; ow < l->OW; ow++)
+                for (int c = 0; c < C; c++) {
+                    int32_t o00 = (int32_t)(((2 * oh) * W + 2 * ow) * C + c);
+                    int32_t offs[4] = {o00, o00 + C, o00 + W * C, o00 + W * C + C};
+                    int32_t best = offs[0];
+                    float v = xb[best];
+                    for (int i = 1; i < 4; i++)
+                        if (xb[offs[i]] > v) {  // first maximum wins; NaN never wins
+                            v = xb[offs[i]];
+                            best = offs[i];
+                        }
+                    size_t o = ((size_t)oh * l->OW + ow) * C + c;
+                    yb[o] = v;
+                    ab[o] = best;
+                }
+    }
+}
+
+static void pool_backward(wr_layer *l, const float *dy, int B) {
+    memset(l->dx, 0, sizeof(float) * (size_t)B * l->in_size);
+    for (int b = 0; b < B; b++) {
+        float *xb = l->dx + (size_t)b * l->in_size;
+        const float *db = dy + (size_t)b * l->out_size;
+        const int32_t *ab = l->arg + (size_t)b * l->out_size;
+        for (int o = 0; o < l->out_size; o++) xb[ab[o]] += db[o];
+    }
+}
+
+void wr_layer_forward(wr_layer *l, const float *x, int B) {
+    WR_CHECK(B >= 1 && B <= l->max_batch);
+    l->x = x;
+    if (l->kind == WR_LAYER_POOL) {
+        pool_forward(l, x, B);
+        return;
+    }
+    const float *xin = x, *w = l->w;
+    float alpha = 1.0f;
+    if (l->fp8) {
+        l->sw = wr_layer_quantize_e4m3(l->w, l->wq, l->n_w);
+        l->sx = wr_layer_quantize_e4m3(x, l->xq, (size_t)B * l->in_size);
+        xin = l->xq;
+        w = l->wq;
+        alpha = 1.0f / (l->sx * l->sw);
+    }
+    if (l->kind == WR_LAYER_LINEAR) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, alpha,
+                    xin, l->in_size, w, l->out_size, 0.0f, l->y, l->out_size);
+        bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
+    } else {
+        int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
+        im2col(l, xin, l->col, B);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, alpha, l->col, K, w,
+                    l->O, 0.0f, l->y, l->O);
+        bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
+    }
+}
+
+int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
+    WR_CHECK(B >= 1 && B <= l->max_batch);
+    if (l->kind == WR_LAYER_POOL) {
+        if (l->need_dx) pool_backward(l, dy, B);
+        return 0;
+    }
+    const int cols = l->kind == WR_LAYER_LINEAR ? l->out_size : l->O;
+    const size_t rows = (size_t)B * l->out_size / (size_t)cols;
+    const float inv_s = 1.0f / loss_scale;
+    // dZ = dY masked by the ReLU (y > 0 iff the pre-activation was > 0); db = colsum(dZ)/S.
+    float *dz = l->dz, *db = l->db;
+    memset(db, 0, sizeof(float) * (size_t)cols);
+    for (size_t r = 0; r < rows; r++) {
+        const float *dyr = dy + r * cols, *yr = l->y + r * cols;
+        float *dzr = dz + r * cols;
+        if (l->relu)
+            for (int j = 0; j < cols; j++) dzr[j] = yr[j] > 0.0f ? dyr[j] : 0.0f;
+        else
+            memcpy(dzr, dyr, sizeof(float) * (size_t)cols);
+        for (int j = 0; j < cols; j++) db[j] += dzr[j];
+    }
+    for (int j = 0; j < cols; j++) db[j] *= inv_s;
+    const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x, *w = l->w;
+    float alpha_w = inv_s, alpha_x = 1.0f;
+    if (l->fp8) {
+        size_t n = rows * (size_t)cols;
+        float amax = wr_fp8_amax(dz, n);
+        if (!(amax <= WR_FP8_E5M2_MAX)) return 1;  // overflow, inf or NaN
+        wr_fp8_quantize_inplace(dz, n, WR_FP8_E5M2);
+        if (l->kind == WR_LAYER_LINEAR) xin = l->xq;  // conv: col already holds rounded input
+        w = l->wq;
+        alpha_w = inv_s / l->sx;
+        alpha_x = 1.0f / l->sw;
+    }
+    const int K = l->kind == WR_LAYER_LINEAR ? l->in_size : l->k * l->k * l->C;
+    // dW = X^T dZ (K x cols), over the `rows` rows.
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, alpha_w, xin, K, dz,
+                cols, 0.0f, l->dw, cols);
+    if (!l->need_dx) return 0;
+    // dX = dZ W^T (rows x K); conv then folds the columns back (col2im).
+    float *dst = l->kind == WR_LAYER_LINEAR ? l->dx : l->dcol;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, alpha_x, dz, cols, w,
+                cols, 0.0f, dst, K);
+    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);
+    return 0;
+}
+
+float wr_softmax_xent(const float *logits, const uint8_t *labels, int B, int C, float grad_scale,
+                      float *dlogits, int *correct) {
+    double loss = 0.0;
+    int hits = 0;
+    const float g = grad_scale / (float)B;
+    for (int b = 0; b < B; b++) {
+        const float *z = logits + (size_t)b * C;
+        float *dz = dlogits ? dlogits + (size_t)b * C : NULL;
+        int am = 0;
+        float mx = z[0];
+        for (int c = 1; c < C; c++)
+            if (z[c] > mx) {
+                mx = z[c];
+                am = c;
+            }
+        hits += am == labels[b];
+        float sum = 0.0f;
+        for (int c = 0; c < C; c++) sum += expf(z[c] - mx);
+        float lse = logf(sum);
+        loss += (double)(lse - (z[labels[b]] - mx));
+        if (dz) {
+            float inv = 1.0f / sum;
+            for (int c = 0; c < C; c++) dz[c] = g * (expf(z[c] - mx) * inv - (c == labels[b]));
+        }
+    }
+    if (correct) *correct = hits;
+    return (float)(loss / B);
+}
+
+void wr_relu_forward(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void wr_relu_backward(const float *y, const float *dy, float *dx, size_t n) {
+    for (size_t i = 0; i < n; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}

@@ -1,0 +1,104 @@
+// layers.h — the layers of the worker's models, fp32 and HFP8 (ALGORITHMS.md 2.2).
+//
+// Layout: a batch is B samples, each `in_size` floats; images and feature maps
+// are NHWC (so "flatten" is a no-op view: a (B, H, W, C) map is the (B, H*W*C)
+// matrix the next linear layer reads). Weights of a linear layer are (in, out)
+// row-major, of a conv layer (k*k*C, O) with rows ordered (kh, kw, c).
+//
+// Kinds: linear (+ optional fused ReLU), conv2d k x k stride 1 zero padding
+// `pad` (im2col + one GEMM for the whole batch, + optional fused ReLU), max-pool
+// 2x2 stride 2. Softmax + cross-entropy and a stand-alone ReLU are functions.
+//
+// HFP8 (fp8 = 1): how the FP8 GEMMs run. A forward GEMM input t (weights once
+// per forward, activations) is multiplied by a power-of-two s_t = 2^k chosen
+// from its amax so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its
+// min subnormal 2^-13, so unscaled weights of ~1e-2 would sit near the bottom of
+// the range), then rounded to E4M3-b11 (RNE, saturating). The backward error dZ
+// (already multiplied by the loss scale S) is rounded to E5M2 unscaled. The
+// rounded values are kept as fp32 numbers (every FP8 value is exact in fp32, and
+// so is every product of two of them: 4 x 4 significand bits), and the GEMM is
+// OpenBLAS sgemm on them, with fp32 accumulation and output, the scales folded
+// into alpha (Y = 1/(s_x s_w) Xq Wq; dW = 1/(S s_x) Xq^T dZq; dX = 1/s_w dZq Wq^T).
+// This is exactly what common/fp8_gemm.h's wr_fp8_gemm computes on the codes
+// (it decodes blocks and calls sgemm) minus the decode step; tests compare the two.
+// Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
+// pre-activation), pooling and the loss are fp32.
+//
+// Buffers: everything a layer needs for batches up to max_batch is allocated by
+// its init; forward/backward never allocate. Not thread-safe per layer.
+#ifndef WR_LAYERS_H
+#define WR_LAYERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum wr_layer_kind { WR_LAYER_LINEAR = 0, WR_LAYER_CONV = 1, WR_LAYER_POOL = 2 };
+
+typedef struct {
+    int kind;
+    int in_size, out_size;  // floats per sample
+    int H, W, C;            // conv/pool input geometry (NHWC)
+    int O, k, pad;          // conv: output channels, kernel size, padding
+    int OH, OW;             // conv/pool output geometry
+    int relu;               // fused ReLU on the output
+    int fp8;                // HFP8 GEMMs
+    int need_dx;            // backward computes dL/dx (0 for a first layer)
+    int max_batch;
+    size_t n_w, n_b;        // parameter counts (0 for pool)
+    float *w, *b;           // parameters (bound by wr_layer_bind; not owned)
+    float *dw, *db;         // their gradients (bound; not owned)
+    const float *x;         // input of the last forward (the caller keeps it alive)
+    float *y;               // (max_batch, out_size) output, owned
+    float *dx;              // (max_batch, in_size) backward output (need_dx), owned
+    // work buffers (owned; NULL where unused)
+    float *xq;              // fp8: scaled, rounded input (max_batch, in_size)
+    float *col;             // conv: im2col of the (rounded) input
+    float *wq;              // fp8: scaled, rounded weights
+    float *dz;              // (max_batch, out_size) error after the ReLU mask
+    float *dcol;            // conv: gradient w.r.t. col
+    int32_t *arg;           // pool: input offset of each output's max
+    float sx, sw;           // fp8: power-of-two scales of xq and wq
+} wr_layer;
+
+// Initialisers: validate the geometry (WR_CHECK: these come from the model's
+// own constants) and allocate the buffers for max_batch samples.
+void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx,
+                          int max_batch);
+void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
+                        int need_dx, int max_batch);
+void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);
+void wr_layer_free(wr_layer *l);
+
+// Points the layer's w, b at params and dw, db at grads (w first, then b).
+// Returns the number of floats used (n_w + n_b).
+size_t wr_layer_bind(wr_layer *l, float *params, float *grads);
+
+// Forward on B <= max_batch samples of x (B x in_size), into l->y. x must stay
+// unchanged until the backward of this step.
+void wr_layer_forward(wr_layer *l, const float *x, int B);
+
+// Backward from dy = dL/dy (B x out_size; for the whole batch, already
+// multiplied by the loss scale S). Writes dw, db divided by S (the true
+// gradient) and, if need_dx, l->dx = dL/dx still multiplied by S. dy is not
+// modified. Returns 1 if an E5M2 input overflowed (|S dZ| past 57344, or
+// inf/NaN) — the gradients are then garbage and the step must be skipped — else 0.
+int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale);
+
+// Softmax + cross-entropy over C classes in fp32. logits (B x C), labels < C.
+// dlogits = grad_scale * (softmax - onehot) / B. Returns the mean loss;
+// *correct (if not NULL) = number of rows whose argmax is the label (first
+// maximum wins).
+float wr_softmax_xent(const float *logits, const uint8_t *labels, int B, int C, float grad_scale,
+                      float *dlogits, int *correct);
+
+// Stand-alone ReLU: y = max(x, 0); dx = dy where y > 0, else 0. (The layers fuse it.)
+void wr_relu_forward(const float *x, float *y, size_t n);
+void wr_relu_backward(const float *y, const float *dy, float *dx, size_t n);
+
+// Power-of-two scale s with amax*s in [8, 16) (1 when amax is 0 or not finite).
+float wr_layer_pow2_scale(float amax);
+
+// q = E4M3-b11 rounding of x * s with s = wr_layer_pow2_scale(amax(x)); returns s.
+float wr_layer_quantize_e4m3(const float *x, float *q, size_t n);
+
+#endif
