@@ -1,0 +1,71 @@
+# common.bash — helpers for tests/integration/*.sh (sourced, not run).
+# Each test gets its own temp dir ($T), kills what it started in an EXIT trap
+# and fails with a clear message through `fail`.
+set -u -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+BUILD=${BUILD:-build}
+case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
+BIN=$BUILD/bin
+export BUILD
+TEST_NAME=$(basename "$0" .sh)
+T=$(mktemp -d "${TMPDIR:-/tmp}/wren-itest-$TEST_NAME.XXXXXX")
+STARTED=()   # pids of what this test started in the background
+
+cleanup_test() {
+    local pid
+    for pid in "${STARTED[@]+"${STARTED[@]}"}"; do kill -TERM "$pid" 2>/dev/null; done
+    sleep 0.2
+    for pid in "${STARTED[@]+"${STARTED[@]}"}"; do kill -KILL "$pid" 2>/dev/null; done
+    if [ "${KEEP_T:-0}" = 1 ]; then echo "($TEST_NAME: files kept in $T)"; else rm -rf "$T"; fi
+}
+trap cleanup_test EXIT
+
+fail() {
+    echo "FAIL $TEST_NAME: $*" >&2
+    local f
+    for f in "$T"/logs/*.log "$T"/*.out "$T"/*.err; do
+        [ -f "$f" ] || continue
+        echo "---- last lines of $f" >&2
+        tail -n 15 "$f" >&2
+    done
+    exit 1
+}
+pass() { echo "PASS $TEST_NAME: $*"; }
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# json_get FILE KEY -> the value of KEY in a summary JSON
+json_get() { python3 -c 'import json,sys; v=json.load(open(sys.argv[1])).get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
+
+# float comparison: fge A B -> true when A >= B
+fge() { python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) else 1)' "$1" "$2"; }
+
+for b in wren-server wren-worker; do
+    [ -x "$BIN/$b" ] || fail "$BIN/$b is missing (build first: make -j2 $BIN/$b)"
+done
+
+# run_local NAME args... : runs scripts/wren-local with logs and summaries in $T,
+# stdout+stderr into $T/NAME.out; sets RC.
+run_local() {
+    local name=$1
+    shift
+    mkdir -p "$T/logs" "$T/sum"
+    TMPDIR=$T "$ROOT/scripts/wren-local" --log-dir "$T/logs" --summary-dir "$T/sum" "$@" \
+        >"$T/$name.out" 2>&1
+    RC=$?
+}
+
+# The coordinator's end-of-job digest line: "digest checks: N passed, M failed".
+check_digests() {
+    local line n m
+    line=$(grep -ho 'digest checks: [0-9]* passed, [0-9]* failed' "$T/logs/coordinator.log" | tail -n 1)
+    [ -n "$line" ] || fail "the coordinator logged no 'digest checks: N passed, M failed' line"
+    n=$(echo "$line" | sed -E 's/digest checks: ([0-9]+) passed.*/\1/')
+    m=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) failed/\1/')
+    [ "$n" -ge 1 ] || fail "no digest check happened ($line)"
+    [ "$m" = 0 ] || fail "replica digests disagreed ($line)"
+    DIGESTS_PASSED=$n
+}
