@@ -85,13 +85,13 @@ static const struct {
 static const struct {
     uint32_t req, opt;
 } kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G)},
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP)},  // np: a worker's d (second REGISTER)
     [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), 0},
     [WR_MT_PUSH] = {BULK | B(F_R), 0},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0},
     [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N)},
     [WR_MT_PARAMS] = {BULK, 0},
-    [WR_MT_HEARTBEAT] = {0, B(F_RO)},
+    [WR_MT_HEARTBEAT] = {0, B(F_RO) | B(F_H)},
     [WR_MT_BARRIER] = {B(F_B), 0},
     [WR_MT_JOIN] = {B(F_RO) | B(F_H), B(F_A) | B(F_G)},
     [WR_MT_LEAVE] = {B(F_R), 0},
@@ -233,11 +233,15 @@ static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *pe
         if (m->group < -1 || m->group >= WR_MAX_WORKERS)
             return fail(perr, WR_PERR_RANGE, err, "%s field 'g' (group): %d not in [-1, %d)", tn, m->group,
                         WR_MAX_WORKERS);
+        if (m->n_params > WR_MAX_PARAMS)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'np' (n_params): %llu exceeds 2^40", tn,
+                        (unsigned long long)m->n_params);
         break;
     case WR_MT_CLUSTER_MAP: {
-        if (m->n_params < 1 || m->n_params > WR_MAX_PARAMS)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'np' (n_params): %llu not in [1, 2^40]",
-                        (unsigned long long)m->n_params);
+        // n_params 0 only in a map without shards (the welcome of ARCHITECTURE.md).
+        if ((m->n_shards > 0 && m->n_params < 1) || m->n_params > WR_MAX_PARAMS)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
+                        (unsigned long long)m->n_params, m->n_shards > 0);
         if (m->n_shards > WR_MAX_SHARDS)
             return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'sm' (shards): %u entries, at most %d",
                         m->n_shards, WR_MAX_SHARDS);
@@ -333,6 +337,8 @@ static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *pe
     case WR_MT_HEARTBEAT:
         if (m->role < 0 || m->role > WR_ROLE_WORKER)
             return fail(perr, WR_PERR_RANGE, err, "HEARTBEAT field 'ro' (role): %d is not a role", m->role);
+        if (!str_ok(m->host, WR_HOST_MAX))
+            return fail(perr, WR_PERR_RANGE, err, "HEARTBEAT field 'h' (host): longer than %d bytes", WR_HOST_MAX - 1);
         break;
     case WR_MT_LEAVE:
         if (m->rank < 0)

@@ -29,6 +29,7 @@ static void fill(wr_pmsg *m, int type) {
     switch (type) {
     case WR_MT_REGISTER:
         m->role = WR_ROLE_SHARD;
+        m->n_params = 0;  // a worker's second REGISTER carries d here
         strcpy(m->addr, "tcp://10.0.0.2:5555");
         strcpy(m->host, "node-a");
         m->group = 1;
@@ -79,6 +80,7 @@ static void fill(wr_pmsg *m, int type) {
     case WR_MT_HEARTBEAT:
         m->role = WR_ROLE_WORKER;
         m->rank = 3;
+        strcpy(m->host, "node-b");
         break;
     case WR_MT_BARRIER:
         m->barrier_id = 99;
@@ -173,6 +175,23 @@ static void test_roundtrip_every_kind(void **state) {
         wr_pmsg_clear(&m);
         assert_true(is_zero(&m));
     }
+    wr_buf_free(&buf);
+}
+
+// Two-phase registration (ARCHITECTURE.md): a worker's second REGISTER carries d.
+static void test_register_with_d(void **state) {
+    (void)state;
+    wr_buf buf = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg m, d;
+    fill(&m, WR_MT_REGISTER);
+    m.role = WR_ROLE_WORKER;
+    m.addr[0] = 0;
+    m.n_params = 669706;
+    assert_int_equal(wr_proto_encode(&m, &buf, err), WR_OK);
+    assert_int_equal(wr_proto_decode(buf.data, buf.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_true(d.n_params == 669706);
+    assert_same(&m, &d);
     wr_buf_free(&buf);
 }
 
@@ -442,6 +461,9 @@ static void test_ranges(void **state) {
     expect_mut(WR_MT_ERROR, "ec", REPLACE, v_u99, WR_PERR_RANGE, "code");
     expect_mut(WR_MT_SHUTDOWN, "ec", REPLACE, v_m1, WR_PERR_RANGE, "exit status");
     expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_u0, WR_PERR_RANGE, "n_params");
+    expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_huge, WR_PERR_RANGE, "n_params");
+    expect_mut(WR_MT_REGISTER, "np", REPLACE, v_huge, WR_PERR_RANGE, "n_params");
+    expect_mut(WR_MT_HEARTBEAT, "h", REPLACE, v_long64, WR_PERR_RANGE, "host");
     expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_u99, WR_PERR_RANGE, "shards");  // ranges no longer cover [0,np)
 }
 
@@ -530,6 +552,15 @@ static void test_cluster_map_ranges(void **state) {
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
     assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
     wr_pmsg_clear(&d);
+    // the welcome map: no shards, no workers, n_params 0, config only
+    m.n_params = 0;
+    m.n_workers_map = 0;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_int_equal(d.n_params, 0);
+    assert_int_equal(d.n_config, 2);
+    wr_pmsg_clear(&d);
+    m.n_workers_map = 3;
     m.n_shards = 2;
     m.n_params = 1000;
     m.shards[1].hi = 1000;
@@ -958,6 +989,7 @@ static void test_write_corpus(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_kind),
+        cmocka_unit_test(test_register_with_d),
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_payload_bytes),
         cmocka_unit_test(test_buffer_reused),
