@@ -1,0 +1,91 @@
+// shard.h — the shard role: the step logic (pure, no sockets; testable) and
+// the process loop (shard_node.c) that drives it from the wire.
+//
+// A shard owns the key range [lo, hi) of the flat parameter vector. For each
+// step t it collects one PUSH per worker rank, aggregates, re-encodes, and
+// returns the BROADCAST payload, applying to its fp32 master copy exactly the
+// update every worker applies from that payload (replicas stay bit-identical):
+//   codec birder, broadcast 1bit:  planes = count(bits); out = requantize(planes,
+//       key(seed, 0xB0000000 + shard, t), counter = lo + j); x = apply_bits(out)
+//   codec birder, broadcast exact: out = planes = count(bits); x = apply_planes(out)
+//   codec fp32: g = (g_0 + g_1 + ... + g_{n-1}) / n   (fp32, rank order)
+//       adam: m = b1 m + (1-b1) g; v = b2 v + (1-b2) g g;
+//             x -= lr_t * ((m / bc1) / (sqrt(v / bc2) + eps) + wd x), bc = 1 - beta^t
+//       sgdm: p = mu p + g; x -= lr_t * (p + wd x)
+//       out = the new x[lo:hi) as fp32
+// with lr_t = wr_lr_at(cfg, t, total_steps) (common/schedule.h).
+#ifndef WR_SHARD_H
+#define WR_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "proto.h"
+
+// ---- key ranges ------------------------------------------------------------------
+
+// Splits [0, d) into n_shards contiguous ranges with 64-aligned starts, sizes
+// balanced in whole 64-element blocks (block counts differ by at most 1; the
+// last range ends at d). Writes lo[i], hi[i]. WR_ERR (err says why) when a
+// shard would be empty (n_shards > ceil(d/64)), d is 0 or beyond 2^40, a range
+// exceeds 2^32 elements, or n_shards is out of [1, WR_MAX_SHARDS].
+int wr_shard_ranges(uint64_t d, int n_shards, uint64_t *lo, uint64_t *hi, char *err);
+
+// ---- the step logic ------------------------------------------------------------------
+
+typedef struct wr_shard_core wr_shard_core;
+
+// Creates the state of shard `shard` owning [lo, hi) for a job of n_workers
+// workers and total_steps steps. Allocates the master copy (zero until
+// wr_shard_core_set_params), optimizer state and work buffers once. NULL with
+// err on bad arguments (empty range, lo not 64-aligned, n_workers out of
+// [1, min(WR_MAX_WORKERS, 65535)]).
+wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi,
+                                 int n_workers, int64_t total_steps, char *err);
+void wr_shard_core_free(wr_shard_core *c);
+
+// Installs the initial parameters (the PARAMS step 0 from worker rank 0).
+// h must be a decoded PARAMS (codec FP32) whose offset/n_elems equal the range;
+// payload its FP32 bytes. WR_OK, or WR_EPROTO with err (wrong range, step not
+// 0, parameters already set) leaving the state unchanged.
+int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
+                             char *err);
+int wr_shard_core_has_params(const wr_shard_core *c);
+
+// Offers one decoded PUSH. Accepted (WR_OK) when: parameters are set, step is
+// the next step (last completed + 1), rank in [0, n_workers) and not yet seen
+// this step, shard/offset/n_elems match the range, codec matches the job
+// (BITS for birder, FP32 for fp32) and len is the payload size. Otherwise
+// WR_EPROTO with err saying which, and nothing changes.
+// Ownership: the payload is REFERENCED (not copied) when it is 8-byte aligned,
+// so the caller keeps it valid until wr_shard_core_finish returns (or the
+// push is refused); misaligned payloads are copied into a per-rank buffer.
+int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
+                       char *err);
+
+// Number of pushes held for the current step; 1 when all n_workers are in.
+int wr_shard_core_pending(const wr_shard_core *c);
+int wr_shard_core_ready(const wr_shard_core *c);
+// Rank bitmap helper: 1 if rank has pushed the step being collected.
+int wr_shard_core_has_rank(const wr_shard_core *c, int rank);
+
+// Bytes of a BROADCAST payload of this shard (fixed for the job).
+size_t wr_shard_core_bcast_bytes(const wr_shard_core *c);
+
+// Completes the step once ready: aggregates, writes the broadcast payload to
+// out (wr_shard_core_bcast_bytes bytes, 8-byte aligned) and its header fields
+// into *bh (type BROADCAST, step, shard, offset, n_elems, codec, n_workers,
+// payload_len; job_id/epoch left to the caller), applies the same update to
+// the master copy, forgets the pushes and advances the step. WR_ERR when not
+// ready. Never fails half-way.
+int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err);
+
+// Last completed step (0 after set_params).
+uint64_t wr_shard_core_step(const wr_shard_core *c);
+// The master copy x[lo:hi) (n = hi - lo floats) and its digest (wr_digest64).
+const float *wr_shard_core_params(const wr_shard_core *c);
+size_t wr_shard_core_n(const wr_shard_core *c);
+uint64_t wr_shard_core_digest(const wr_shard_core *c);
+
+#endif
