@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "summary.h"
 
 typedef struct {
     const char *coordinator;  // address of the coordinator (tcp://host:port, ipc://path)
@@ -28,25 +29,5 @@ void wr_worker_opts_default(wr_worker_opts *o);
 // the job down with that status; 6 no reply from the coordinator within
 // connect_timeout. On non-zero, err holds a one-line reason (already logged).
 int wr_ps_worker_run(const wr_worker_opts *o, char *err);
-
-// ---- training statistics shared by the cluster worker and its summary ------------
-
-typedef struct {
-    double seconds;            // training wall time (after initial parameters, evaluations included)
-    int64_t steps;             // steps done
-    int64_t global_batch;
-    double test_accuracy;      // last evaluation (-1 if none)
-    double best_accuracy;      // best evaluation (-1 if none)
-    double tta88_seconds;      // seconds when test accuracy first reached 0.88, -1 if never
-    double final_loss;         // mean train loss over the last progress window
-    double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
-    double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
-} wr_train_stats;
-
-// Writes the summary JSON object of a finished run to path (atomic: temp file
-// + rename). `mode` is "ps" or "standalone"; rank/n_workers/n_shards describe the
-// node (-1/0 when not applicable). WR_OK or WR_ERR naming the path.
-int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank,
-                     int n_workers, int n_shards, const wr_train_stats *s, char *err);
 
 #endif

@@ -1,0 +1,35 @@
+// summary.h — the JSON summary a training run leaves behind (wren-worker
+// --summary FILE). scripts/wren-local --demo and scripts/bench-cluster parse
+// it; the keys are listed at the end of this file.
+#ifndef WR_SUMMARY_H
+#define WR_SUMMARY_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct {
+    double seconds;            // training wall time (after initial parameters, evaluations included)
+    int64_t steps;             // steps done
+    int64_t global_batch;
+    double test_accuracy;      // last evaluation (-1 if none)
+    double best_accuracy;      // best evaluation (-1 if none)
+    double tta88_seconds;      // seconds when test accuracy first reached 0.88, -1 if never
+    double final_loss;         // mean train loss over the last progress window
+    double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
+    double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
+} wr_train_stats;
+
+// Writes the summary JSON object of a finished run to path (atomic: temp file
+// + rename). `mode` is "ps" or "standalone"; rank/n_workers/n_shards describe the
+// node (-1/0 when not applicable). WR_OK or WR_ERR naming the path.
+int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank,
+                     int n_workers, int n_shards, const wr_train_stats *s, char *err);
+
+// Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
+// steps, accuracy (last test accuracy), best_accuracy, final_loss, seconds,
+// samples_per_s (global), bytes_sent_per_step, bytes_recv_per_step,
+// tta88_seconds (-1 = not reached), step_ms, compute_ms_per_step,
+// encode_ms_per_step, comm_ms_per_step, comm_share, eval_seconds. Non-finite
+// numbers are written as null.
+#endif
