@@ -1,0 +1,432 @@
+// test_layers.c — fp32 layers against double-precision references and finite
+// differences; HFP8 layers against fp32 within bounds that follow from the
+// formats; the emulated FP8 GEMM against common/fp8_gemm.h; overflow detection.
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp8_gemm.h"
+#include "hfp8.h"
+#include "layers.h"
+#include "rng.h"
+#include "wr_common.h"
+
+static uint32_t g_ctr;
+static float urand(float lo, float hi) {  // deterministic uniform
+    uint32_t r = wr_rng_u32(wr_rng_key_make(7, 1, 2), g_ctr++);
+    return lo + (hi - lo) * (float)(r >> 8) * (1.0f / 16777216.0f);
+}
+static void fill(float *a, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) a[i] = urand(lo, hi);
+}
+
+// ---- double-precision references of the forward passes ------------------------
+typedef struct {
+    int kind, in, out, H, W, C, O, k, pad, relu;
+} geom;
+
+static void ref_forward(const geom *g, const double *x, const double *w, const double *b, int B,
+                        double *y) {
+    if (g->kind == WR_LAYER_LINEAR) {
+        for (int s = 0; s < B; s++)
+            for (int j = 0; j < g->out; j++) {
+                double acc = b[j];
+                for (int i = 0; i < g->in; i++) acc += x[s * g->in + i] * w[i * g->out + j];
+                y[s * g->out + j] = g->relu && acc < 0 ? 0 : acc;
+            }
+    } else if (g->kind == WR_LAYER_CONV) {
+        int OH = g->H + 2 * g->pad - g->k + 1, OW = g->W + 2 * g->pad - g->k + 1;
+        for (int s = 0; s < B; s++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++)
+                    for (int o = 0; o < g->O; o++) {
+                        double acc = b[o];
+                        for (int kh = 0; kh < g->k; kh++)
+                            for (int kw = 0; kw < g->k; kw++)
+                                for (int c = 0; c < g->C; c++) {
+                                    int ih = oh + kh - g->pad, iw = ow + kw - g->pad;
+                                    if (ih < 0 || iw < 0 || ih >= g->H || iw >= g->W) continue;
+                                    acc += x[((s * g->H + ih) * g->W + iw) * g->C + c] *
+                                           w[((kh * g->k + kw) * g->C + c) * g->O + o];
+                                }
+                        y[((s * OH + oh) * OW + ow) * g->O + o] = g->relu && acc < 0 ? 0 : acc;
+                    }
+    } else {
+        int OH = g->H / 2, OW = g->W / 2;
+        for (int s = 0; s < B; s++)
+            for (int oh = 0; oh < OH; oh++)
+                for (int ow = 0; ow < OW; ow++)
+                    for (int c = 0; c < g->C; c++) {
+                        double m = -INFINITY;
+                        for (int i = 0; i < 2; i++)
+                            for (int j = 0; j < 2; j++) {
+                                double v = x[((s * g->H + 2 * oh + i) * g->W + 2 * ow + j) * g->C + c];
+                                m = v > m ? v : m;
+                            }
+                        y[((s * OH + oh) * OW + ow) * g->C + c] = m;
+                    }
+    }
+}
+
+static void make_layer(wr_layer *l, const geom *g, int fp8, int need_dx, int B) {
+    if (g->kind == WR_LAYER_LINEAR)
+        wr_layer_linear_init(l, g->in, g->out, g->relu, fp8, need_dx, B);
+    else if (g->kind == WR_LAYER_CONV)
+        wr_layer_conv_init(l, g->H, g->W, g->C, g->O, g->k, g->pad, g->relu, fp8, need_dx, B);
+    else
+        wr_layer_pool_init(l, g->H, g->W, g->C, need_dx, B);
+}
+
+static double ref_loss(const geom *g, const double *xd, const double *wd, const double *bd, int B,
+                       double *yd, const float *R, size_t ny) {
+    ref_forward(g, xd, wd, bd, B, yd);
+    double s = 0;
+    for (size_t q = 0; q < ny; q++) s += (double)R[q] * yd[q];
+    return s;
+}
+
+// L = sum(R . y). Checks y against the double reference and dw, db, dx against
+// central differences of the double reference (h = 1e-6).
+static void grad_check(const geom *g, int B) {
+    wr_layer l;
+    make_layer(&l, g, 0, 1, B);
+    size_t np = l.n_w + l.n_b, nx = (size_t)B * l.in_size, ny = (size_t)B * l.out_size;
+    float *p = wr_alloc_vec((np + 1) * 4), *gr = wr_alloc_vec((np + 1) * 4);
+    float *x = wr_alloc_vec(nx * 4), *R = wr_alloc_vec(ny * 4), *dy = wr_alloc_vec(ny * 4);
+    wr_layer_bind(&l, p, gr);
+    fill(p, np, -0.5f, 0.5f);
+    fill(x, nx, -1.0f, 1.0f);
+    fill(R, ny, -1.0f, 1.0f);
+    const float S = 8.0f;  // a loss scale: dw, db come back divided by it, dx not
+    for (size_t i = 0; i < ny; i++) dy[i] = R[i] * S;
+    wr_layer_forward(&l, x, B);
+    assert_int_equal(wr_layer_backward(&l, dy, B, S), 0);
+
+    double *xd = malloc(nx * 8), *pd = malloc((np + 1) * 8), *yd = malloc(ny * 8);
+    for (size_t i = 0; i < nx; i++) xd[i] = x[i];
+    for (size_t i = 0; i < np; i++) pd[i] = p[i];
+    double *wd = pd, *bd = pd + l.n_w;
+    ref_forward(g, xd, wd, bd, B, yd);
+    for (size_t i = 0; i < ny; i++) {
+        double tol = 1e-5 * (1.0 + fabs(yd[i])) * (g->kind == WR_LAYER_POOL ? 0.0 : 1.0);
+        if (fabs(l.y[i] - yd[i]) > tol) fail_msg("y[%zu] = %g, reference %g", i, l.y[i], yd[i]);
+    }
+    const double h = 1e-6;
+    for (size_t i = 0; i < np; i++) {
+        double keep = pd[i], lp, lm;
+        pd[i] = keep + h;
+        lp = ref_loss(g, xd, wd, bd, B, yd, R, ny);
+        pd[i] = keep - h;
+        lm = ref_loss(g, xd, wd, bd, B, yd, R, ny);
+        pd[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(gr[i] - fd) > 1e-4 * (1.0 + fabs(fd)))
+            fail_msg("kind %d param %zu: analytic %g, finite difference %g", g->kind, i, gr[i], fd);
+    }
+    for (size_t i = 0; i < nx; i++) {
+        double keep = xd[i], lp, lm;
+        xd[i] = keep + h;
+        lp = ref_loss(g, xd, wd, bd, B, yd, R, ny);
+        xd[i] = keep - h;
+        lm = ref_loss(g, xd, wd, bd, B, yd, R, ny);
+        xd[i] = keep;
+        double fd = (lp - lm) / (2 * h);
+        if (fabs(l.dx[i] / S - fd) > 1e-4 * (1.0 + fabs(fd)))
+            fail_msg("kind %d dx[%zu]: analytic %g, finite difference %g", g->kind, i, l.dx[i] / S,
+                     fd);
+    }
+    wr_layer_free(&l);
+    free(p), free(gr), free(x), free(R), free(dy), free(xd), free(pd), free(yd);
+}
+
+static void test_grad_linear(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_LINEAR, 13, 7, 0, 0, 0, 0, 0, 0, 0};
+    grad_check(&a, 5);
+    a.relu = 1;
+    grad_check(&a, 5);
+}
+
+static void test_grad_conv(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_CONV, 0, 0, 6, 5, 3, 4, 3, 1, 1};  // 6x5x3 -> 6x5x4, pad 1, ReLU
+    grad_check(&a, 2);
+    geom b = {WR_LAYER_CONV, 0, 0, 7, 7, 2, 3, 5, 2, 0};  // 5x5 pad 2 like the cnn, no ReLU
+    grad_check(&b, 2);
+    geom c = {WR_LAYER_CONV, 0, 0, 6, 6, 1, 2, 3, 0, 0};  // no padding: 4x4 output
+    grad_check(&c, 3);
+}
+
+static void test_grad_pool(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_POOL, 0, 0, 6, 4, 3, 0, 0, 0, 0};
+    grad_check(&a, 3);
+    geom b = {WR_LAYER_POOL, 0, 0, 5, 5, 2, 0, 0, 0, 0};  // odd size: last row/col unused
+    grad_check(&b, 2);
+}
+
+static void test_softmax_xent(void **st) {
+    (void)st;
+    const int B = 4, C = 10;
+    float z[40], dz[40];
+    uint8_t lab[4] = {0, 3, 9, 3};
+    fill(z, 40, -3.0f, 3.0f);
+    z[10 + 7] = 50.0f;  // large logit: no overflow thanks to the max shift
+    int correct;
+    float L = wr_softmax_xent(z, lab, B, C, 2.0f, dz, &correct);
+    double Ld = 0;
+    int hits = 0;
+    double zd[40];
+    for (int i = 0; i < 40; i++) zd[i] = z[i];
+#define XENT(out) ({ double t_ = 0; for (int b_ = 0; b_ < B; b_++) { double m_ = -1e300, s_ = 0; \
+    for (int c_ = 0; c_ < C; c_++) m_ = fmax(m_, zd[b_ * C + c_]); \
+    for (int c_ = 0; c_ < C; c_++) s_ += exp(zd[b_ * C + c_] - m_); \
+    t_ += log(s_) + m_ - zd[b_ * C + lab[b_]]; } out = t_ / B; })
+    XENT(Ld);
+    assert_true(fabs(L - Ld) < 1e-5 * (1 + Ld));
+    for (int b = 0; b < B; b++) {
+        int am = 0;
+        for (int c = 1; c < C; c++)
+            if (z[b * C + c] > z[b * C + am]) am = c;
+        hits += am == lab[b];
+    }
+    assert_int_equal(correct, hits);
+    for (int i = 0; i < 40; i++) {
+        double keep = zd[i], lp, lm;
+        zd[i] = keep + 1e-6;
+        XENT(lp);
+        zd[i] = keep - 1e-6;
+        XENT(lm);
+        zd[i] = keep;
+        double fd = (lp - lm) / 2e-6;
+        if (fabs(dz[i] / 2.0 - fd) > 1e-5) fail_msg("dlogit %d: %g vs %g", i, dz[i] / 2.0, fd);
+    }
+#undef XENT
+    // NULL gradient is allowed
+    float L2 = wr_softmax_xent(z, lab, B, C, 1.0f, NULL, NULL);
+    assert_true(L2 == L);
+}
+
+static void test_relu(void **st) {
+    (void)st;
+    float x[6] = {-1, 0, 2, -0.0f, 3, -5}, y[6], dy[6] = {1, 2, 3, 4, 5, 6}, dx[6];
+    wr_relu_forward(x, y, 6);
+    wr_relu_backward(y, dy, dx, 6);
+    float ey[6] = {0, 0, 2, 0, 3, 0}, edx[6] = {0, 0, 3, 0, 5, 0};
+    assert_memory_equal(y, ey, sizeof ey);
+    assert_memory_equal(dx, edx, sizeof edx);
+}
+
+static void test_pow2_scale(void **st) {
+    (void)st;
+    assert_true(wr_layer_pow2_scale(1.0f) == 8.0f);
+    assert_true(wr_layer_pow2_scale(0.0f) == 1.0f);
+    assert_true(wr_layer_pow2_scale(INFINITY) == 1.0f);
+    assert_true(wr_layer_pow2_scale(NAN) == 1.0f);
+    for (int i = 0; i < 1000; i++) {
+        float a = ldexpf(urand(0.5f, 1.0f), (int)urand(-40, 40));
+        float s = wr_layer_pow2_scale(a);
+        int e;
+        assert_true(frexpf(s, &e) == 0.5f);  // a power of two
+        assert_true(a * s >= 8.0f && a * s < 16.0f);
+    }
+    // quantize: values are E4M3 codes of x*s, and the scale is returned
+    float x[5] = {0.01f, -0.02f, 0.003f, 0.0f, 1e-9f}, q[5];
+    float s = wr_layer_quantize_e4m3(x, q, 5);
+    assert_true(s == 512.0f);  // 0.02 * 512 = 10.24
+    for (int i = 0; i < 5; i++)
+        assert_true(q[i] == wr_fp8_decode(wr_fp8_encode(x[i] * s, WR_FP8_E4M3B11), WR_FP8_E4M3B11));
+    assert_true(q[4] == 0.0f);  // 1e-9 * 512 is below E4M3's min subnormal
+}
+
+// Error bound of one rounding to a format with `mbits` mantissa bits, relative.
+#define REL(mbits) ldexp(1.0, -(mbits) - 1)
+
+// HFP8 forward/backward vs fp32 on the same weights; bounds from the formats:
+// each E4M3 rounding moves a value by <= 2^-4 relative (+ half the subnormal
+// step 2^-14/s absolute), each E5M2 rounding by <= 2^-3 relative + 2^-17 absolute.
+static void hfp8_vs_fp32(const geom *g, int B) {
+    wr_layer a, q;
+    make_layer(&a, g, 0, 1, B);
+    make_layer(&q, g, 1, 1, B);
+    size_t np = a.n_w + a.n_b, nx = (size_t)B * a.in_size, ny = (size_t)B * a.out_size;
+    float *p = wr_alloc_vec(np * 4), *ga = wr_alloc_vec(np * 4), *gq = wr_alloc_vec(np * 4);
+    float *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    wr_layer_bind(&a, p, ga);
+    wr_layer_bind(&q, p, gq);
+    fill(p, a.n_w, -0.1f, 0.1f);
+    fill(p + a.n_w, a.n_b, -0.1f, 0.1f);
+    fill(x, nx, 0.0f, 2.0f);
+    const float S = 4096.0f;
+    fill(dy, ny, -0.01f, 0.01f);
+    for (size_t i = 0; i < ny; i++) dy[i] *= S;
+    wr_layer_forward(&a, x, B);
+    wr_layer_forward(&q, x, B);
+    assert_int_equal(wr_layer_backward(&a, dy, B, S), 0);
+    assert_int_equal(wr_layer_backward(&q, dy, B, S), 0);
+    // forward: |y8 - y32| <= sum_k |x||w| (2 REL(3) + REL(3)^2) + abs terms (pre-ReLU; ReLU is 1-Lipschitz)
+    const double ex = ldexp(1.0, -14) / q.sx, ew = ldexp(1.0, -14) / q.sw;
+    int K = g->kind == WR_LAYER_LINEAR ? g->in : g->k * g->k * g->C;
+    int cols = g->kind == WR_LAYER_LINEAR ? g->out : g->O;
+    size_t rows = ny / cols;
+    // |x| <= 2 and |w| <= 0.1: a per-output bound from the sum of magnitudes
+    int differ = 0;
+    for (size_t r = 0; r < rows; r++)
+        for (int j = 0; j < cols; j++) {
+            double sxw = 0, sw = 0, sx = 0;
+            // gather the inputs that feed this output through the layer's own col/x buffers
+            const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : a.col + r * K;
+            for (int k = 0; k < K; k++) {
+                sxw += fabs(xin[k]) * fabs(p[k * cols + j]);
+                sw += fabs(p[k * cols + j]);
+                sx += fabs(xin[k]);
+            }
+            double tol = sxw * (2 * REL(3) + REL(3) * REL(3)) + sw * ex + sx * ew + 1e-6;
+            double diff = fabs(q.y[r * cols + j] - a.y[r * cols + j]);
+            if (diff > tol) fail_msg("y[%zu,%d]: fp8 %g fp32 %g tol %g", r, j, q.y[r * cols + j], a.y[r * cols + j], tol);
+            differ += diff > 0;
+        }
+    assert_true(differ > 0);  // the FP8 path does round
+    if (g->relu) goto done;  // ReLU masks may differ where |y| is within the bound of 0
+    // dW: sum over rows of |x||dz|, with dz rounded to E5M2 and x to E4M3
+    const double edz = ldexp(1.0, -17) / S;
+    for (int k = 0; k < K; k++)
+        for (int j = 0; j < cols; j++) {
+            double sxd = 0, sd = 0, sx = 0;
+            for (size_t r = 0; r < rows; r++) {
+                const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : a.col + r * K;
+                double dzv = fabs(a.dz[r * cols + j]) / S;
+                sxd += fabs(xin[k]) * dzv;
+                sd += dzv;
+                sx += fabs(xin[k]);
+            }
+            double tol = sxd * (REL(2) + REL(3) + REL(2) * REL(3)) + sd * ex + sx * edz + 1e-7;
+            double diff = fabs(gq[(size_t)k * cols + j] - ga[(size_t)k * cols + j]);
+            if (diff > tol) fail_msg("dW[%d,%d]: fp8 %g fp32 %g tol %g", k, j, gq[(size_t)k * cols + j], ga[(size_t)k * cols + j], tol);
+        }
+    // dx (linear: exact bound; conv: dcol summed by col2im, checked through the sum)
+    if (g->kind == WR_LAYER_LINEAR) {
+        for (int b = 0; b < B; b++)
+            for (int k = 0; k < K; k++) {
+                double sdw = 0, sd = 0, sw = 0;
+                for (int j = 0; j < cols; j++) {
+                    double dzv = fabs(a.dz[b * cols + j]);
+                    sdw += dzv * fabs(p[k * cols + j]);
+                    sd += dzv;
+                    sw += fabs(p[k * cols + j]);
+                }
+                double tol = sdw * (REL(2) + REL(3) + REL(2) * REL(3)) + sd * ew + sw * ldexp(1.0, -17) + 1e-6;
+                double diff = fabs(q.dx[b * K + k] - a.dx[b * K + k]);
+                if (diff > tol) fail_msg("dx[%d,%d]: fp8 %g fp32 %g tol %g", b, k, q.dx[b * K + k], a.dx[b * K + k], tol);
+            }
+    } else {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nx; i++) {
+            num += fabs(q.dx[i] - a.dx[i]);
+            den += fabs(a.dx[i]);
+        }
+        assert_true(num <= (REL(2) + REL(3) + 0.01) * den);
+    }
+    // biases are fp32 from the unrounded error: identical
+    assert_memory_equal(gq + a.n_w, ga + a.n_w, a.n_b * 4);
+done:
+    wr_layer_free(&a);
+    wr_layer_free(&q);
+    free(p), free(ga), free(gq), free(x), free(dy);
+}
+
+static void test_hfp8_linear(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_LINEAR, 100, 30, 0, 0, 0, 0, 0, 0, 0};
+    hfp8_vs_fp32(&a, 16);
+    a.relu = 1;
+    hfp8_vs_fp32(&a, 16);
+}
+
+static void test_hfp8_conv(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_CONV, 0, 0, 8, 8, 3, 5, 5, 2, 0};
+    hfp8_vs_fp32(&a, 3);
+    a.relu = 1;
+    hfp8_vs_fp32(&a, 3);
+}
+
+// The layer's emulated FP8 GEMM equals wr_fp8_gemm on the codes (up to fp32
+// rounding of the sums) in all three GEMMs.
+static void test_matches_fp8_gemm(void **st) {
+    (void)st;
+    const int B = 9, IN = 40, OUT = 12;
+    wr_layer l;
+    wr_layer_linear_init(&l, IN, OUT, 0, 1, 1, B);
+    size_t np = (size_t)IN * OUT + OUT;
+    float *p = wr_alloc_vec(np * 4), *gr = wr_alloc_vec(np * 4), *x = wr_alloc_vec(B * IN * 4);
+    float *dy = wr_alloc_vec(B * OUT * 4);
+    wr_layer_bind(&l, p, gr);
+    fill(p, (size_t)IN * OUT, -0.2f, 0.2f);
+    memset(p + IN * OUT, 0, OUT * 4);
+    fill(x, (size_t)B * IN, 0.0f, 3.0f);
+    const float S = 1024;
+    fill(dy, (size_t)B * OUT, -0.05f * S, 0.05f * S);
+    wr_layer_forward(&l, x, B);
+    assert_int_equal(wr_layer_backward(&l, dy, B, S), 0);
+    uint8_t *xc = malloc(B * IN), *wc = malloc(IN * OUT), *dc = malloc(B * OUT);
+    float *tmp = malloc(sizeof(float) * IN * OUT);
+    for (int i = 0; i < B * IN; i++) tmp[i] = x[i] * l.sx;
+    wr_fp8_encode_array(tmp, xc, (size_t)B * IN, WR_FP8_E4M3B11);
+    for (int i = 0; i < IN * OUT; i++) tmp[i] = p[i] * l.sw;
+    wr_fp8_encode_array(tmp, wc, (size_t)IN * OUT, WR_FP8_E4M3B11);
+    wr_fp8_encode_array(dy, dc, (size_t)B * OUT, WR_FP8_E5M2);
+    float *y = malloc(sizeof(float) * B * OUT), *dw = malloc(sizeof(float) * IN * OUT),
+          *dx = malloc(sizeof(float) * B * IN);
+    wr_fp8_gemm(0, 0, B, OUT, IN, 1.0f / (l.sx * l.sw), xc, WR_FP8_E4M3B11, IN, wc, WR_FP8_E4M3B11,
+                OUT, 0.0f, y, OUT);
+    wr_fp8_gemm(1, 0, IN, OUT, B, 1.0f / (S * l.sx), xc, WR_FP8_E4M3B11, IN, dc, WR_FP8_E5M2, OUT,
+                0.0f, dw, OUT);
+    wr_fp8_gemm(0, 1, B, IN, OUT, 1.0f / l.sw, dc, WR_FP8_E5M2, OUT, wc, WR_FP8_E4M3B11, OUT, 0.0f,
+                dx, IN);
+    for (int i = 0; i < B * OUT; i++) assert_true(fabsf(y[i] - l.y[i]) <= 1e-5f * (1 + fabsf(y[i])));
+    for (int i = 0; i < IN * OUT; i++) assert_true(fabsf(dw[i] - gr[i]) <= 1e-5f * (1 + fabsf(dw[i])));
+    for (int i = 0; i < B * IN; i++) assert_true(fabsf(dx[i] - l.dx[i]) <= 1e-5f * (1 + fabsf(dx[i])));
+    wr_layer_free(&l);
+    free(p), free(gr), free(x), free(dy), free(xc), free(wc), free(dc), free(tmp), free(y), free(dw), free(dx);
+}
+
+static void test_overflow(void **st) {
+    (void)st;
+    const int B = 4, IN = 8, OUT = 5;
+    wr_layer l;
+    wr_layer_linear_init(&l, IN, OUT, 0, 1, 1, B);
+    float p[45], gr[45], x[32], dy[20];
+    wr_layer_bind(&l, p, gr);
+    fill(p, 45, -0.3f, 0.3f);
+    fill(x, 32, 0.0f, 1.0f);
+    fill(dy, 20, -1.0f, 1.0f);
+    wr_layer_forward(&l, x, B);
+    assert_int_equal(wr_layer_backward(&l, dy, B, 1.0f), 0);
+    dy[7] = 60000.0f;  // past the E5M2 max
+    assert_int_equal(wr_layer_backward(&l, dy, B, 1.0f), 1);
+    dy[7] = NAN;
+    assert_int_equal(wr_layer_backward(&l, dy, B, 1.0f), 1);
+    dy[7] = INFINITY;
+    assert_int_equal(wr_layer_backward(&l, dy, B, 1.0f), 1);
+    dy[7] = 57344.0f;  // the max itself is fine
+    assert_int_equal(wr_layer_backward(&l, dy, B, 1.0f), 0);
+    wr_layer_free(&l);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_linear),  cmocka_unit_test(test_grad_conv),
+        cmocka_unit_test(test_grad_pool),    cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_relu),         cmocka_unit_test(test_pow2_scale),
+        cmocka_unit_test(test_hfp8_linear),  cmocka_unit_test(test_hfp8_conv),
+        cmocka_unit_test(test_matches_fp8_gemm), cmocka_unit_test(test_overflow),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
