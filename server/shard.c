@@ -269,4 +269,5 @@ int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
 uint64_t wr_shard_core_step(const wr_shard_core *c) { return c->step; }
 const float *wr_shard_core_params(const wr_shard_core *c) { return c->x; }
 size_t wr_shard_core_n(const wr_shard_core *c) { return c->n; }
+uint64_t wr_shard_core_lo(const wr_shard_core *c) { return c->lo; }
 uint64_t wr_shard_core_digest(const wr_shard_core *c) { return wr_digest64(c->x, c->n * sizeof(float)); }

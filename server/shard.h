@@ -86,6 +86,28 @@ uint64_t wr_shard_core_step(const wr_shard_core *c);
 // The master copy x[lo:hi) (n = hi - lo floats) and its digest (wr_digest64).
 const float *wr_shard_core_params(const wr_shard_core *c);
 size_t wr_shard_core_n(const wr_shard_core *c);
+uint64_t wr_shard_core_lo(const wr_shard_core *c);
 uint64_t wr_shard_core_digest(const wr_shard_core *c);
+
+// ---- the shard process (shard_node.c) ------------------------------------------------
+
+typedef struct {
+    const char *coordinator;  // coordinator address (required)
+    const char *bind;         // address of the workers' ROUTER (default tcp://*:0)
+    const char *advertise;    // address given to workers; NULL = derived from the bound one
+    const char *host;         // host name reported; NULL = gethostname
+    double connect_timeout;   // seconds to wait for the coordinator's welcome (exit 6)
+    int io_threads;           // transport I/O threads (0 = 1)
+} wr_shard_opts;
+
+void wr_shard_opts_default(wr_shard_opts *o);
+
+// Runs one shard until the coordinator's SHUTDOWN (or a fatal error). Blocking
+// (the whole job). Returns the exit status of docs/ARCHITECTURE.md: the
+// SHUTDOWN status (0 at a normal end), 1 runtime error (bind failure, lost
+// coordinator, a step incomplete after step_timeout — the message names the
+// missing ranks), 2 config refused or registration rejected, 6 no welcome
+// from the coordinator within connect_timeout.
+int wr_shard_run(const wr_shard_opts *o);
 
 #endif

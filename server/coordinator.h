@@ -1,0 +1,43 @@
+// coordinator.h — the coordinator role: rendezvous, cluster map, barriers,
+// heartbeats, replica digest checks, statistics, shutdown. The wire contract is
+// docs/ARCHITECTURE.md ("Job life cycle").
+#ifndef WR_COORDINATOR_H
+#define WR_COORDINATOR_H
+
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct {
+    const char *bind;       // address to bind (e.g. tcp://*:7000, ipc:///tmp/x)
+    const char *advertise;  // address printed for peers; NULL = derived from bind
+    wr_job_config cfg;      // the validated job config
+    int io_threads;         // transport I/O threads (0 = 1)
+} wr_coord_opts;
+
+// Runs the coordinator until the job ends. Blocking (the whole job). Returns
+// the process exit status of docs/ARCHITECTURE.md: 0 ok, 1 runtime error
+// (bind failure, a node reported an error), 2 config (workers disagree on d,
+// too many shards for d, a worker refused the config), 3 registration
+// timeout, 4 replica digest mismatch, 5 a node died. SIGINT/SIGTERM stop the
+// job (SHUTDOWN{1} to everyone, status 1). Everything is logged.
+int wr_coordinator_run(const wr_coord_opts *o);
+
+// ---- digest bookkeeping (pure; exposed for tests) ------------------------------------
+// Collects the n_workers + 1 digests of each (step, shard) and compares them
+// when complete. Slot n_workers is the shard's master copy, slots 0..n-1 the
+// workers' replicas.
+typedef struct wr_digest_book wr_digest_book;
+wr_digest_book *wr_digest_book_new(int n_workers, int n_shards);
+void wr_digest_book_free(wr_digest_book *b);
+// Records one digest. Returns 0 (recorded, (step, shard) still incomplete),
+// 1 (complete and all equal: one check passed), 2 (complete and different:
+// `report` describes who agrees and who differs), -1 (refused: shard or slot
+// out of range or a duplicate; report says why).
+int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
+                       char *report, size_t report_len);
+uint64_t wr_digest_book_passed(const wr_digest_book *b);
+uint64_t wr_digest_book_failed(const wr_digest_book *b);
+int wr_digest_book_incomplete(const wr_digest_book *b);
+
+#endif

@@ -1,0 +1,206 @@
+// main.c — wren-server: dispatches the role (coordinator | shard) and parses
+// its command line. Exit codes: docs/ARCHITECTURE.md (2 = bad command line or config).
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "coordinator.h"
+#include "log.h"
+#include "shard.h"
+#include "transport.h"
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "usage: wren-server ROLE [options]\n"
+            "\n"
+            "roles:\n"
+            "  coordinator   the job's rendezvous point: holds the config, forms the cluster,\n"
+            "                checks replica digests and liveness\n"
+            "  shard         owns a key range of the parameters; aggregates and broadcasts\n"
+            "\n"
+            "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
+            "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
+            "mismatch, 5 a node died, 6 coordinator unreachable.\n");
+}
+
+static void usage_coordinator(FILE *f) {
+    fprintf(f,
+            "usage: wren-server coordinator [--config FILE] [--bind ADDR] [--advertise ADDR]\n"
+            "                               [--log-level L] [--print-config] [key=value ...]\n"
+            "\n"
+            "  --config FILE     job config file (`key = value` lines; docs/CONFIG.md)\n"
+            "  --bind ADDR       address to listen on (default tcp://*:7000; ipc:///path works too)\n"
+            "  --advertise ADDR  address to print for the nodes (default: the bound address with\n"
+            "                    * replaced by this host's address, or 127.0.0.1)\n"
+            "  --log-level L     error | warn | info | debug (default info, or $WREN_LOG)\n"
+            "  --io-threads N    transport I/O threads (default 1)\n"
+            "  --print-config    print the effective job config and exit\n"
+            "  key=value         overrides applied after the file, in order\n"
+            "  -h, --help        this text\n");
+}
+
+static void usage_shard(FILE *f) {
+    fprintf(f,
+            "usage: wren-server shard --coordinator ADDR [--bind ADDR] [--advertise ADDR]\n"
+            "                         [--host NAME] [--connect-timeout S] [--log-level L]\n"
+            "\n"
+            "  --coordinator ADDR    the coordinator's address (required)\n"
+            "  --bind ADDR           address the workers connect to (default tcp://*:0 = any port)\n"
+            "  --advertise ADDR      address given to the workers (default: the bound address with\n"
+            "                        * replaced by this host's address, or 127.0.0.1)\n"
+            "  --host NAME           host name to report (default: gethostname)\n"
+            "  --connect-timeout S   seconds to wait for the coordinator's first reply (default 30; exit 6)\n"
+            "  --log-level L         error | warn | info | debug\n"
+            "  --io-threads N        transport I/O threads (default 1)\n"
+            "  -h, --help            this text\n");
+}
+
+static int set_log_level(const char *v) {
+    int l = wr_log_parse_level(v);
+    if (l < 0) {
+        fprintf(stderr, "wren-server: --log-level: expected error, warn, info or debug, got '%s'\n", v);
+        return -1;
+    }
+    wr_log_set_level((enum wr_log_level)l);
+    return 0;
+}
+
+static int parse_positive(const char *opt, const char *v, double lo, double hi, double *out) {
+    char *end = NULL;
+    double d = strtod(v, &end);
+    if (!*v || *end || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "wren-server: %s: expected a number in [%g, %g], got '%s'\n", opt, lo, hi, v);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+static int run_coordinator(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},   {"bind", required_argument, NULL, 'b'},
+        {"advertise", required_argument, NULL, 'a'}, {"log-level", required_argument, NULL, 'l'},
+        {"io-threads", required_argument, NULL, 'i'}, {"print-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+    };
+    wr_coord_opts co;
+    memset(&co, 0, sizeof co);
+    co.bind = "tcp://*:7000";
+    co.io_threads = 1;
+    const char *config_file = NULL;
+    int print = 0;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        double d;
+        switch (c) {
+        case 'c': config_file = optarg; break;
+        case 'b': co.bind = optarg; break;
+        case 'a': co.advertise = optarg; break;
+        case 'l':
+            if (set_log_level(optarg)) return 2;
+            break;
+        case 'i':
+            if (parse_positive("--io-threads", optarg, 1, 64, &d)) return 2;
+            co.io_threads = (int)d;
+            break;
+        case 'p': print = 1; break;
+        case 'h': usage_coordinator(stdout); return 0;
+        default: usage_coordinator(stderr); return 2;
+        }
+    }
+    char err[WR_ERR_LEN];
+    wr_config_defaults(&co.cfg);
+    if (config_file && wr_config_load_file(&co.cfg, config_file, err) != WR_OK) {
+        fprintf(stderr, "wren-server coordinator: %s\n", err);
+        return 2;
+    }
+    for (int i = optind; i < argc; i++) {
+        if (!strchr(argv[i], '=')) {
+            fprintf(stderr, "wren-server coordinator: unexpected argument '%s' (overrides are key=value)\n", argv[i]);
+            return 2;
+        }
+        if (wr_config_set_kv(&co.cfg, argv[i], err) != WR_OK) {
+            fprintf(stderr, "wren-server coordinator: %s (command line)\n", err);
+            return 2;
+        }
+    }
+    if (wr_config_validate(&co.cfg, err) != WR_OK) {
+        fprintf(stderr, "wren-server coordinator: %s\n", err);
+        return 2;
+    }
+    if (print) {
+        wr_config_print(stdout, &co.cfg);
+        return 0;
+    }
+    wr_log_set_name("coordinator");
+    wr_transport_tune_malloc();
+    return wr_coordinator_run(&co);
+}
+
+static int run_shard(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"coordinator", required_argument, NULL, 'C'}, {"bind", required_argument, NULL, 'b'},
+        {"advertise", required_argument, NULL, 'a'},   {"host", required_argument, NULL, 'H'},
+        {"connect-timeout", required_argument, NULL, 't'}, {"log-level", required_argument, NULL, 'l'},
+        {"io-threads", required_argument, NULL, 'i'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    wr_shard_opts so;
+    wr_shard_opts_default(&so);
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        double d;
+        switch (c) {
+        case 'C': so.coordinator = optarg; break;
+        case 'b': so.bind = optarg; break;
+        case 'a': so.advertise = optarg; break;
+        case 'H': so.host = optarg; break;
+        case 't':
+            if (parse_positive("--connect-timeout", optarg, 0.001, 86400, &so.connect_timeout)) return 2;
+            break;
+        case 'l':
+            if (set_log_level(optarg)) return 2;
+            break;
+        case 'i':
+            if (parse_positive("--io-threads", optarg, 1, 64, &d)) return 2;
+            so.io_threads = (int)d;
+            break;
+        case 'h': usage_shard(stdout); return 0;
+        default: usage_shard(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "wren-server shard: unexpected argument '%s' (the job config comes from the coordinator)\n",
+                argv[optind]);
+        return 2;
+    }
+    if (!so.coordinator) {
+        fprintf(stderr, "wren-server shard: --coordinator ADDR is required\n");
+        usage_shard(stderr);
+        return 2;
+    }
+    wr_log_set_name("shard");
+    wr_transport_tune_malloc();
+    return wr_shard_run(&so);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *role = argv[1];
+    if (!strcmp(role, "-h") || !strcmp(role, "--help") || !strcmp(role, "help")) {
+        usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(role, "coordinator")) return run_coordinator(argc - 1, argv + 1);
+    if (!strcmp(role, "shard")) return run_shard(argc - 1, argv + 1);
+    fprintf(stderr, "wren-server: unknown role '%s' (coordinator or shard)\n", role);
+    usage_main(stderr);
+    return 2;
+}

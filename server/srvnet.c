@@ -1,0 +1,165 @@
+// srvnet.c — shared server helpers (see srvnet.h).
+#include "srvnet.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+
+int wr_srv_send(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
+                const void *payload, size_t len, wr_free_fn free_fn, void *hint, int timeout_ms,
+                wr_buf *scratch, char *err) {
+    wr_pmsg hh = *h;
+    hh.payload_len = len;
+    if (wr_proto_encode(&hh, scratch, err) != WR_OK) {
+        if (free_fn) free_fn((void *)payload, hint);
+        return WR_ERR;
+    }
+    wr_msg m;
+    memset(&m, 0, sizeof m);
+    if (peer && peer_len) {
+        WR_CHECK(peer_len <= WR_PEER_ID_MAX);
+        memcpy(m.peer, peer, peer_len);
+        m.peer_len = peer_len;
+    }
+    m.header.data = scratch->data;
+    m.header.len = scratch->len;
+    if (len) {
+        m.payload.data = (void *)payload;
+        m.payload.len = len;
+        m.payload.free_fn = free_fn;
+        m.payload.hint = hint;
+    }
+    return wr_send(ep, &m, timeout_ms, err);
+}
+
+void wr_srv_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
+                       uint64_t epoch, int code, const char *reason, wr_buf *scratch) {
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_ERROR);
+    h.job_id = job_id;
+    h.epoch = epoch;
+    h.code = code;
+    snprintf(h.reason, sizeof h.reason, "%s", reason);
+    char err[WR_ERR_LEN];
+    int rc = wr_srv_send(ep, peer, peer_len, &h, NULL, 0, NULL, NULL, 0, scratch, err);
+    if (rc != WR_OK) wr_debug("could not send ERROR: %s", err);
+}
+
+void wr_srv_hostname(char *buf, size_t len) {
+    if (gethostname(buf, len) != 0 || !buf[0]) snprintf(buf, len, "localhost");
+    buf[len - 1] = 0;
+}
+
+static void host_ipv4(char *out, size_t len) {
+    char host[256];
+    wr_srv_hostname(host, sizeof host);
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    snprintf(out, len, "127.0.0.1");
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return;
+    for (struct addrinfo *a = res; a; a = a->ai_next) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)a->ai_addr;
+        char ip[INET_ADDRSTRLEN];
+        if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip)) {
+            snprintf(out, len, "%s", ip);
+            break;
+        }
+    }
+    freeaddrinfo(res);
+}
+
+void wr_srv_advertise(const char *bound, const char *advertise, char *out, size_t len) {
+    if (advertise && advertise[0]) {
+        snprintf(out, len, "%s", advertise);
+        return;
+    }
+    if (strncmp(bound, "tcp://", 6) != 0) {
+        snprintf(out, len, "%s", bound);
+        return;
+    }
+    const char *hp = bound + 6;
+    const char *colon = strrchr(hp, ':');
+    size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
+    int wild = (hl == 1 && hp[0] == '*') || (hl == 7 && !strncmp(hp, "0.0.0.0", 7)) ||
+               (hl == 4 && !strncmp(hp, "[::]", 4)) || (hl == 3 && !strncmp(hp, "::", 3));
+    if (!wild) {
+        snprintf(out, len, "%s", bound);
+        return;
+    }
+    char ip[64];
+    host_ipv4(ip, sizeof ip);
+    snprintf(out, len, "tcp://%s%s", ip, colon ? colon : "");
+}
+
+void wr_srv_refused(wr_srv_refusals *r, int kind, const char *who, const char *reason) {
+    if (kind < 0 || kind > WR_PERR_COUNT_) kind = WR_PERR_COUNT_;
+    r->total++;
+    if (r->count[kind]++ == 0)
+        wr_warn("refused a message from %s: %s (further refusals of this kind are logged at debug level)",
+                who, reason);
+    else
+        wr_debug("refused a message from %s: %s", who, reason);
+}
+
+// ---- buffer pool ------------------------------------------------------------------------
+
+struct wr_bufpool {
+    size_t bytes;
+    int max, n;
+    wr_pbuf *bufs;  // [max], fixed (callbacks hold pointers into it)
+};
+
+wr_bufpool *wr_bufpool_new(size_t bytes, int max_bufs) {
+    wr_bufpool *p = wr_calloc(1, sizeof *p);
+    p->bytes = bytes ? bytes : 8;
+    p->max = max_bufs;
+    p->bufs = wr_calloc((size_t)max_bufs, sizeof *p->bufs);
+    for (int i = 0; i < max_bufs; i++) {
+        atomic_init(&p->bufs[i].refs, 0);
+        p->bufs[i].pool = p;
+    }
+    return p;
+}
+
+wr_pbuf *wr_bufpool_get(wr_bufpool *p, int refs) {
+    for (int i = 0; i < p->n; i++)
+        if (atomic_load_explicit(&p->bufs[i].refs, memory_order_acquire) == 0) {
+            atomic_store_explicit(&p->bufs[i].refs, refs, memory_order_relaxed);
+            return &p->bufs[i];
+        }
+    if (p->n == p->max) return NULL;
+    wr_pbuf *b = &p->bufs[p->n++];
+    b->data = wr_alloc_vec(p->bytes);
+    atomic_store(&b->refs, refs);
+    return b;
+}
+
+void wr_bufpool_put(wr_pbuf *b) {
+    int old = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
+    WR_CHECK(old > 0);
+}
+
+void wr_bufpool_free_cb(void *data, void *hint) {
+    (void)data;
+    wr_bufpool_put((wr_pbuf *)hint);
+}
+
+int wr_bufpool_busy(wr_bufpool *p) {
+    int busy = 0;
+    for (int i = 0; i < p->n; i++) busy += atomic_load(&p->bufs[i].refs) != 0;
+    return busy;
+}
+
+void wr_bufpool_free(wr_bufpool *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) free(p->bufs[i].data);
+    free(p->bufs);
+    free(p);
+}
