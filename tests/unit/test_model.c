@@ -190,8 +190,7 @@ static void test_model_gradient(void **st) {
 // Adam on the mlp: clearly better than chance on held-out data. Runs reach
 // 0.85 on 2000 test images after 300 steps of 64 (0.835 after 150), hfp8 on or
 // off; 0.78 (0.75) leaves room for seed and format differences, while a broken
-// backward (chance 0.10, or a model stuck on a few classes; a model with a
-// frozen layer lands near 0.70 here) cannot pass.
+// backward (chance 0.10, or a model stuck on a few classes) cannot pass.
 static double train_mlp(int hfp8, int fp8_first_last, int steps) {
     char err[WR_ERR_LEN];
     wr_model *m;
