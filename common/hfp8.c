@@ -1,11 +1,24 @@
 // hfp8.c — scalar HFP8 conversions (the reference every vector kernel must
 // match bit for bit) and the run-time dispatch of the array kernels.
 //
-// The scalar encoder works on the integer significand of the fp32 input: it
-// finds how many low bits the target format cannot hold at this exponent
-// (more below the target's min normal, where the spacing is fixed), keeps the
-// rest, and rounds on the dropped part expressed as a 32-bit binary fraction.
-// The vector kernels use different (faster) tricks; the tests compare them.
+// Round to nearest even, on the fp32 bits of |x| (no branches on the data, so
+// the scalar loop is not bound by mispredictions on mixed-exponent data):
+//   - at or above the target's min normal, add the rounding bias
+//     (half - 1 + lowest kept bit) to the bits and cut the dropped low bits:
+//     a carry walks into the exponent exactly as a rounding should, and the
+//     cut bits minus the rebias are the code;
+//   - below it, add the float C = 2^(emin - mbits + 23), whose ulp is the
+//     target's subnormal spacing: the FPU's RNE (the default mode) rounds |x|
+//     once, at the right place, and the bits of the sum minus the bits of C
+//     count the steps;
+//   - then clamp to the largest finite code (saturation, inf included).
+// Stochastic rounding, the definition in hfp8.h: at or above the min normal
+// the random bits, shifted to the dropped width, are added in place of the
+// bias (the carry out of the dropped bits is exactly "f + r >= 2^32"); below
+// it the dropped width grows with the distance to the min normal, so explicit
+// shifts extract the kept steps and the dropped part as a 32-bit fraction.
+// The vector kernels implement the same definitions with the same tricks; the
+// unit test checks all of them against an independent exact reference.
 #include "hfp8.h"
 
 #include <math.h>
@@ -18,13 +31,15 @@
 typedef struct {
     int mbits;         // mantissa bits of the target
     int emin;          // exponent of the min normal (1 - bias)
-    int emax;          // exponent of the largest finite binade
     uint32_t maxcode;  // magnitude code of the largest finite value
+    uint32_t minnorm;  // fp32 bits of the min normal 2^emin
+    uint32_t rebias;   // (fp32 exponent field << mbits) - rebias = code
+    float magic;       // C above
 } fp8_params;
 
 static const fp8_params k_params[2] = {
-    [WR_FP8_E4M3B11] = {3, -10, 4, 0x7F},
-    [WR_FP8_E5M2] = {2, -14, 15, 0x7B},
+    [WR_FP8_E4M3B11] = {3, -10, 0x7F, (127 - 10) << 23, (127 - 10 - 1) << 3, 0x1p10f},
+    [WR_FP8_E5M2] = {2, -14, 0x7B, (127 - 14) << 23, (127 - 14 - 1) << 2, 0x1p7f},
 };
 
 static inline uint32_t f2u(float x) {
@@ -47,53 +62,58 @@ const char *wr_fp8_format_name(enum wr_fp8_format f) {
     return f == WR_FP8_E5M2 ? "e5m2" : "e4m3b11";
 }
 
-// sr = 0: round to nearest even; sr = 1: stochastic with random bits r.
-static inline uint8_t encode_one(float x, enum wr_fp8_format f, int sr, uint32_t r) {
-    const fp8_params *p = &k_params[f == WR_FP8_E5M2];
-    uint32_t bits = f2u(x);
-    uint32_t sign = bits >> 31;
-    uint32_t a = bits & 0x7FFFFFFFu;
-    if (a > 0x7F800000u) return f == WR_FP8_E5M2 ? (uint8_t)((sign << 7) | WR_FP8_E5M2_NAN)
-                                                 : (uint8_t)WR_FP8_E4M3B11_NAN;
-    int e;
-    uint32_t sig;
-    if (a >= 0x00800000u) {
-        e = (int)(a >> 23) - 127;
-        sig = (a & 0x007FFFFFu) | 0x00800000u;
-    } else {  // fp32 subnormal or zero: no implicit bit
-        e = -126;
-        sig = a;
-    }
-    uint32_t mag;
-    if (e > p->emax) {
-        mag = p->maxcode;  // >= 2^(emax+1): past the overflow threshold, inf too
+// Magnitude code of |x| (bits a, not NaN), nearest even, saturated.
+static inline __attribute__((always_inline)) uint32_t mag_rne(uint32_t a, const fp8_params *p) {
+    int d0 = 23 - p->mbits;
+    uint32_t t = a + ((1u << (d0 - 1)) - 1) + ((a >> d0) & 1);
+    uint32_t cn = (t >> d0) - p->rebias;
+    uint32_t cs = f2u(u2f(a) + p->magic) - f2u(p->magic);
+    uint32_t sel = 0u - (uint32_t)(a >= p->minnorm);  // select without a branch
+    uint32_t c = (cn & sel) | (cs & ~sel);
+    return c > p->maxcode ? p->maxcode : c;
+}
+
+// Magnitude code of |x| (bits a, not NaN), stochastic with random bits r, saturated.
+static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_t r, const fp8_params *p) {
+    int d0 = 23 - p->mbits;
+    uint32_t c;
+    if (a >= p->minnorm) {
+        c = ((a + (r >> (32 - d0))) >> d0) - p->rebias;
     } else {
-        int sub = e < p->emin ? p->emin - e : 0;  // extra dropped bits below min normal
-        int d = 23 - p->mbits + sub;              // dropped low bits of sig, >= 20
-        uint32_t kept = d >= 32 ? 0 : sig >> d;
-        uint32_t frac;  // the dropped bits as a 32-bit binary fraction
-        if (d <= 32)
-            frac = (uint32_t)((uint64_t)sig << (32 - d));
-        else
-            frac = d - 32 >= 32 ? 0 : sig >> (d - 32);  // only far below min subnormal
-        uint32_t up;
-        if (sr)
-            up = (uint32_t)(frac + r) < frac;  // carry out of 32 bits
-        else
-            up = frac > 0x80000000u || (frac == 0x80000000u && (kept & 1));
-        int ebin = e < p->emin ? p->emin : e;
-        mag = ((uint32_t)(ebin - p->emin) << p->mbits) + kept + up;
-        if (mag > p->maxcode) mag = p->maxcode;
+        uint32_t E = a >> 23;  // 0 for fp32 subnormals (no implicit bit)
+        uint32_t sig = (a & 0x007FFFFFu) | (E ? 0x00800000u : 0);
+        int d = d0 + 127 + p->emin - (int)(E ? E : 1);  // dropped bits, > d0
+        uint32_t kept = d < 32 ? sig >> d : 0;
+        uint32_t frac = d <= 32 ? (uint32_t)((uint64_t)sig << (32 - d))
+                                : (d < 64 ? sig >> (d - 32) : 0);  // truncated, far below
+        c = kept + ((uint32_t)(frac + r) < frac);  // carry out of 32 bits
     }
-    if (f == WR_FP8_E5M2) return (uint8_t)((sign << 7) | mag);
-    return mag == 0 ? 0 : (uint8_t)((sign << 7) | mag);  // no -0 in E4M3-b11
+    return c > p->maxcode ? p->maxcode : c;
 }
 
-uint8_t wr_fp8_encode(float x, enum wr_fp8_format f) { return encode_one(x, f, 0, 0); }
-
-uint8_t wr_fp8_encode_sr(float x, enum wr_fp8_format f, uint32_t r) {
-    return encode_one(x, f, 1, r);
+// Sign, NaN and zero rules around a magnitude code.
+static inline __attribute__((always_inline)) uint8_t finish(uint32_t bits, uint32_t mag, enum wr_fp8_format f) {
+    uint32_t sign = bits >> 31;
+    int isnan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    if (f == WR_FP8_E5M2) return (uint8_t)((sign << 7) | (isnan ? WR_FP8_E5M2_NAN : mag));
+    if (isnan) return (uint8_t)WR_FP8_E4M3B11_NAN;
+    return (uint8_t)(((mag != 0) & sign) << 7 | mag);  // no -0 in E4M3-b11
 }
+
+static inline __attribute__((always_inline)) uint8_t enc_rne(float x, enum wr_fp8_format f) {
+    uint32_t b = f2u(x);
+    return finish(b, mag_rne(b & 0x7FFFFFFFu, &k_params[f == WR_FP8_E5M2]), f);
+}
+
+static inline __attribute__((always_inline)) uint8_t enc_sr(float x, enum wr_fp8_format f,
+                                                            uint32_t r) {
+    uint32_t b = f2u(x);
+    return finish(b, mag_sr(b & 0x7FFFFFFFu, r, &k_params[f == WR_FP8_E5M2]), f);
+}
+
+uint8_t wr_fp8_encode(float x, enum wr_fp8_format f) { return enc_rne(x, f); }
+
+uint8_t wr_fp8_encode_sr(float x, enum wr_fp8_format f, uint32_t r) { return enc_sr(x, f, r); }
 
 static float decode_formula(uint8_t c, enum wr_fp8_format f) {
     int neg = c >> 7;
@@ -132,8 +152,21 @@ float wr_fp8_decode(uint8_t code, enum wr_fp8_format f) { return decode_formula(
 
 // ---- scalar array references -------------------------------------------------
 
+// The loops below are instantiated per format (FMT_SWITCH), so the format's
+// constants fold into the code.
+#define FMT_SWITCH(f, body)              \
+    do {                                 \
+        if ((f) == WR_FP8_E5M2) {        \
+            const enum wr_fp8_format ff = WR_FP8_E5M2; \
+            body;                        \
+        } else {                         \
+            const enum wr_fp8_format ff = WR_FP8_E4M3B11; \
+            body;                        \
+        }                                \
+    } while (0)
+
 void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
-    for (size_t i = 0; i < n; i++) out[i] = encode_one(x[i], f, 0, 0);
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) out[i] = enc_rne(x[i], ff));
 }
 
 void wr_fp8_decode_array_ref(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f) {
@@ -143,22 +176,22 @@ void wr_fp8_decode_array_ref(const uint8_t *in, float *out, size_t n, enum wr_fp
 
 void wr_fp8_quantize_inplace_ref(float *x, size_t n, enum wr_fp8_format f) {
     const float *t = wr_fp8_decode_table(f);
-    for (size_t i = 0; i < n; i++) x[i] = t[encode_one(x[i], f, 0, 0)];
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) x[i] = t[enc_rne(x[i], ff)]);
 }
 
 void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
                                 uint64_t seed, uint64_t offset) {
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    for (size_t i = 0; i < n; i++)
-        out[i] = encode_one(x[i], f, 1, wr_rng_u32(key, (uint32_t)(offset + i)));
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
+                      out[i] = enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i))));
 }
 
 void wr_fp8_quantize_sr_inplace_ref(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
                                     uint64_t offset) {
     const float *t = wr_fp8_decode_table(f);
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    for (size_t i = 0; i < n; i++)
-        x[i] = t[encode_one(x[i], f, 1, wr_rng_u32(key, (uint32_t)(offset + i)))];
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
+                      x[i] = t[enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i)))]);
 }
 
 float wr_fp8_amax_ref(const float *x, size_t n) {

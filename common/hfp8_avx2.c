@@ -94,9 +94,10 @@ INL __m256i enc_sr8(__m256 x, __m256i r, const int e5) {
     __m256i t = _mm256_add_epi32(a, _mm256_srli_epi32(r, 32 - D0(e5)));
     __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(t, D0(e5)),
                                   set1((127 + EMIN(e5) - 1) << MB(e5)));
-    __m256i cs = sr_sub_steps(a, r, e5);
     __m256i is_sub = _mm256_cmpgt_epi32(set1((127 + EMIN(e5)) << 23), a);
-    __m256i c = _mm256_blendv_epi8(cn, cs, is_sub);
+    __m256i c = cn;
+    if (!_mm256_testz_si256(is_sub, is_sub))  // rare when the data is scaled to the format
+        c = _mm256_blendv_epi8(cn, sr_sub_steps(a, r, e5), is_sub);
     c = _mm256_min_epu32(c, set1(MAXCODE(e5)));
     return enc_finish(c, xb, a, e5);
 }
@@ -129,10 +130,13 @@ INL __m256 q_sr8(__m256 x, __m256i r, const int e5) {
     __m256i a = _mm256_and_si256(xb, set1(0x7FFFFFFF));
     __m256i t = _mm256_add_epi32(a, _mm256_srli_epi32(r, 32 - D0(e5)));
     __m256i vn = _mm256_and_si256(t, set1((int)~((1u << D0(e5)) - 1)));
-    __m256 vs = _mm256_mul_ps(_mm256_cvtepi32_ps(sr_sub_steps(a, r, e5)),
-                              _mm256_set1_ps(pow2f(EMIN(e5) - MB(e5))));
     __m256i is_sub = _mm256_cmpgt_epi32(set1((127 + EMIN(e5)) << 23), a);
-    __m256 v = _mm256_blendv_ps(_mm256_castsi256_ps(vn), vs, _mm256_castsi256_ps(is_sub));
+    __m256 v = _mm256_castsi256_ps(vn);
+    if (!_mm256_testz_si256(is_sub, is_sub)) {
+        __m256 vs = _mm256_mul_ps(_mm256_cvtepi32_ps(sr_sub_steps(a, r, e5)),
+                                  _mm256_set1_ps(pow2f(EMIN(e5) - MB(e5))));
+        v = _mm256_blendv_ps(v, vs, _mm256_castsi256_ps(is_sub));
+    }
     v = _mm256_min_ps(v, _mm256_set1_ps(MAXV(e5)));
     return q_finish(_mm256_castps_si256(v), xb, a, e5);
 }

@@ -77,7 +77,8 @@ INL __m512i enc_sr16(__m512 x, __m512i r, const int e5) {
     __m512i cn = _mm512_sub_epi32(_mm512_srli_epi32(t, D0(e5)),
                                   set1((127 + EMIN(e5) - 1) << MB(e5)));
     __mmask16 is_sub = _mm512_cmplt_epu32_mask(a, set1((127 + EMIN(e5)) << 23));
-    __m512i c = _mm512_mask_mov_epi32(cn, is_sub, sr_sub_steps(a, r, e5));
+    __m512i c = cn;
+    if (is_sub) c = _mm512_mask_mov_epi32(cn, is_sub, sr_sub_steps(a, r, e5));  // rare when scaled
     c = _mm512_min_epu32(c, set1(MAXCODE(e5)));
     return enc_finish(c, xb, a, e5);
 }
@@ -109,10 +110,13 @@ INL __m512 q_sr16(__m512 x, __m512i r, const int e5) {
     __m512i a = _mm512_and_si512(xb, set1(0x7FFFFFFF));
     __m512i t = _mm512_add_epi32(a, _mm512_srli_epi32(r, 32 - D0(e5)));
     __m512i vn = _mm512_and_si512(t, set1((int)~((1u << D0(e5)) - 1)));
-    __m512 vs = _mm512_mul_ps(_mm512_cvtepi32_ps(sr_sub_steps(a, r, e5)),
-                              _mm512_set1_ps(pow2f(EMIN(e5) - MB(e5))));
     __mmask16 is_sub = _mm512_cmplt_epu32_mask(a, set1((127 + EMIN(e5)) << 23));
-    __m512 v = _mm512_mask_mov_ps(_mm512_castsi512_ps(vn), is_sub, vs);
+    __m512 v = _mm512_castsi512_ps(vn);
+    if (is_sub) {
+        __m512 vs = _mm512_mul_ps(_mm512_cvtepi32_ps(sr_sub_steps(a, r, e5)),
+                                  _mm512_set1_ps(pow2f(EMIN(e5) - MB(e5))));
+        v = _mm512_mask_mov_ps(v, is_sub, vs);
+    }
     v = _mm512_min_ps(v, _mm512_set1_ps(MAXV(e5)));
     return q_finish(_mm512_castps_si512(v), xb, a, e5);
 }
