@@ -53,6 +53,10 @@ typedef struct {
     int connect_timeout_ms;// tcp connect timeout (default 5000)
     int heartbeat_ms;      // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
     int sndbuf, rcvbuf;    // kernel socket buffers in bytes (0 = OS default)
+    // Added with transport_zmq.c (see docs/PROTOCOL.md, "Transport"):
+    int immediate;         // connect side: 1 = queue only to completed connections (ZMQ_IMMEDIATE);
+                           // default 0, so sends queue while the connection is still being made
+    int64_t max_msg_size;  // largest frame accepted or sent, bytes (ZMQ_MAXMSGSIZE; default 4 GiB + 64 KiB)
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);
@@ -77,14 +81,20 @@ typedef struct wr_transport_ops {
     // set) passes to the transport whatever the result: free_fn is called once,
     // now or later. Header bytes and payloads without free_fn are copied before
     // return. On a bound endpoint msg->peer selects the peer; an unknown or
-    // departed peer is WR_ECLOSED. Returns WR_OK, WR_ETIMEDOUT, WR_ECLOSED, WR_ERR.
+    // departed peer is WR_ECLOSED; so is a connected endpoint whose connection
+    // was lost (it reconnects in the background: retry later). A payload longer
+    // than max_msg_size is WR_ERR. Returns WR_OK, WR_ETIMEDOUT, WR_ECLOSED, WR_ERR.
     int (*send)(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 
     // recv: waits at most timeout_ms (-1 forever) for one message. On WR_OK the
     // frames in *msg point into transport storage (no copy), valid until
     // msg_release(msg); a bound endpoint fills msg->peer. A message with more
     // than two frames is dropped and reported as WR_EPROTO. Returns WR_OK,
-    // WR_ETIMEDOUT, WR_EPROTO, WR_ERR.
+    // WR_ETIMEDOUT, WR_EPROTO, WR_ERR, and (added) WR_ECLOSED on a connected
+    // tcp/ipc endpoint whose established connection dropped (peer exited or
+    // missed heartbeats) and has not come back, once queued messages are read:
+    // a dead peer ends even a recv with timeout -1. *msg must be zeroed or
+    // released before recv (recv does not release what it held).
     int (*recv)(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 
     // msg_release: gives back the storage of a received message. Idempotent.
@@ -93,6 +103,8 @@ typedef struct wr_transport_ops {
     // poll: waits at most timeout_ms for any of eps[0..n) to have a message to
     // receive; sets ready[i] = 1 for those that do. Returns the number ready
     // (0 on timeout) or WR_ERR. All eps must belong to this transport.
+    // A connected endpoint whose connection was lost counts as ready (its
+    // recv returns WR_ECLOSED at once), so a poll loop notices a dead peer.
     int (*poll)(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err);
 
     // last_endpoint: the address actually bound (after tcp://*:0), written to buf.
@@ -105,7 +117,16 @@ typedef struct wr_transport_ops {
 
 // One per process (ZeroMQ context: I/O threads; inproc endpoints must share it).
 wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err);
+// Terminates the context. Close every endpoint first: ZeroMQ waits for them
+// (and for each one's linger) before returning.
 void wr_transport_ctx_free(wr_transport_ctx *ctx);
+// The ZeroMQ context underneath (for raw-ZeroMQ comparisons in the perf tools).
+void *wr_transport_ctx_zmq(wr_transport_ctx *ctx);
+
+// Makes glibc keep freed large blocks (message buffers) instead of returning
+// them to the OS and faulting them in again per message (MACHINE.md: ~1.6x on
+// large messages). Call once at program start, before threads. Idempotent.
+void wr_transport_tune_malloc(void);
 
 // Picks the transport for an address by its scheme; NULL with a reason naming
 // the scheme (and, for rdma:// without a device, the alternative) otherwise.

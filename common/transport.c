@@ -1,0 +1,96 @@
+// transport.c — picks a transport by address scheme; the wr_* wrappers;
+// endpoint defaults; glibc malloc tuning for large messages.
+//
+// Every transport's endpoint struct and received-message storage (msg->impl)
+// start with a `const wr_transport_ops *` naming their transport, so these
+// wrappers can dispatch without knowing the layout behind it.
+#include "transport.h"
+
+#include <malloc.h>
+#include <string.h>
+
+void wr_endpoint_opts_default(wr_endpoint_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->sndhwm = 64;
+    o->rcvhwm = 64;
+    o->linger_ms = 1000;
+    o->connect_timeout_ms = 5000;
+    o->heartbeat_ms = 1000;
+    o->sndbuf = 0;
+    o->rcvbuf = 0;
+    o->immediate = 0;
+    o->max_msg_size = (INT64_C(1) << 32) + (64 << 10);
+}
+
+const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
+    if (!addr || !*addr) return wr_err(err, WR_ERR, "empty address"), NULL;
+    if (!strncmp(addr, "tcp://", 6) || !strncmp(addr, "ipc://", 6) || !strncmp(addr, "inproc://", 9))
+        return &wr_transport_zmq;
+    if (!strncmp(addr, "rdma://", 7)) {
+        wr_err(err, WR_ERR, "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
+        return NULL;
+    }
+    const char *sep = strstr(addr, "://");
+    if (!sep) {
+        wr_err(err, WR_ERR, "address '%.128s' has no scheme (expected tcp://host:port, ipc:///path or inproc://name)",
+               addr);
+    } else {
+        wr_err(err, WR_ERR, "address '%.128s': unknown scheme '%.*s' (expected tcp://, ipc:// or inproc://)", addr,
+               (int)WR_MIN(sep - addr, 32), addr);
+    }
+    return NULL;
+}
+
+static const wr_transport_ops *ep_ops(wr_endpoint *ep) { return *(const wr_transport_ops *const *)ep; }
+
+int wr_bind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err) {
+    *out = NULL;
+    const wr_transport_ops *t = wr_transport_for(addr, err);
+    if (!t) return WR_ERR;
+    return t->bind(ctx, addr, o, out, err);
+}
+
+int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err) {
+    *out = NULL;
+    const wr_transport_ops *t = wr_transport_for(addr, err);
+    if (!t) return WR_ERR;
+    return t->connect(ctx, addr, o, out, err);
+}
+
+int wr_send(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    return ep_ops(ep)->send(ep, msg, timeout_ms, err);
+}
+
+int wr_recv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    return ep_ops(ep)->recv(ep, msg, timeout_ms, err);
+}
+
+void wr_msg_release(wr_msg *msg) {
+    if (!msg || !msg->impl) return;
+    (*(const wr_transport_ops *const *)msg->impl)->msg_release(msg);
+}
+
+int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    if (n <= 0) return wr_err(err, WR_ERR, "poll: no endpoints");
+    const wr_transport_ops *t = ep_ops(eps[0]);
+    for (int i = 1; i < n; i++)
+        if (ep_ops(eps[i]) != t)
+            return wr_err(err, WR_ERR, "poll: endpoints of different transports (%s, %s)", t->name, ep_ops(eps[i])->name);
+    return t->poll(eps, n, ready, timeout_ms, err);
+}
+
+int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len) { return ep_ops(ep)->last_endpoint(ep, buf, len); }
+
+void wr_close(wr_endpoint *ep) {
+    if (ep) ep_ops(ep)->close(ep);
+}
+
+void wr_transport_tune_malloc(void) {
+    // Blocks up to 32 MiB (glibc's ceiling for this threshold on 64-bit) come
+    // from the heap instead of a fresh mmap each, and freed memory is kept
+    // (no trim below 1 GiB) so the next message of the same size reuses warm
+    // pages instead of faulting them in again. Larger blocks are still mapped.
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);
+    mallopt(M_TOP_PAD, 64 << 20);
+}

@@ -1,0 +1,529 @@
+// transport_zmq.c — the ZeroMQ transport: ROUTER for bound endpoints, DEALER
+// for connected ones, over tcp://, ipc:// and inproc://.
+//
+// Wire framing (after the ROUTER's routing-id frame): [header][payload]?
+// - The payload frame is sent without copying (zmq_msg_init_data with the
+//   frame's free_fn, which ZeroMQ calls once it is done with the bytes) and
+//   received without copying (the zmq_msg_t stays alive in msg->impl).
+// - Socket options, and why (docs/PROTOCOL.md "Transport" has the table):
+//   SNDHWM/RCVHWM        bounded queues: a slow peer blocks senders, no unbounded memory
+//   LINGER               close does not hang forever on a dead peer
+//   ROUTER_MANDATORY     sending to an unknown or departed peer is an error, not a silent drop
+//   HEARTBEAT_IVL/TIMEOUT/TTL  a silent or vanished peer's connection is dropped within ~3 intervals
+//   CONNECT_TIMEOUT      a tcp connect to a black hole gives up and retries
+//   IMMEDIATE (opt-in)   connect side queues only to live connections
+//   SNDBUF/RCVBUF        kernel buffers, when the caller sets them
+//   MAXMSGSIZE           a peer cannot make us allocate for an absurd frame
+// - A connected tcp/ipc endpoint watches its connection with a socket
+//   monitor: once an established connection drops, recv/send/poll report
+//   WR_ECLOSED instead of waiting for a peer that is gone.
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "transport.h"
+
+struct wr_transport_ctx {
+    void *z;
+    atomic_uint mon_seq;  // unique inproc names for the monitors
+};
+
+enum { PEER_NEVER = 0, PEER_UP, PEER_LOST };
+
+struct wr_endpoint {
+    const wr_transport_ops *ops;  // first: transport.c dispatches through it
+    wr_transport_ctx *ctx;
+    void *sock;
+    void *mon;        // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
+    int router;       // bound (ROUTER) vs connected (DEALER)
+    int peer_state;   // DEALER with monitor: PEER_*
+    int sndtimeo;     // value last set on the socket (avoid a setsockopt per send)
+    int64_t max_msg;
+    char addr[256];
+};
+
+typedef struct {
+    const wr_transport_ops *ops;  // first: wr_msg_release dispatches through it
+    zmq_msg_t hdr, pay;
+    int has_pay;
+} zmsg_impl;
+
+wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err) {
+    void *z = zmq_ctx_new();
+    if (!z) return wr_err(err, WR_ERR, "zmq_ctx_new: %s", zmq_strerror(errno)), NULL;
+    if (zmq_ctx_set(z, ZMQ_IO_THREADS, io_threads < 1 ? 1 : io_threads) != 0) {
+        wr_err(err, WR_ERR, "zmq io_threads=%d: %s", io_threads, zmq_strerror(errno));
+        zmq_ctx_term(z);
+        return NULL;
+    }
+    wr_transport_ctx *c = wr_calloc(1, sizeof *c);
+    c->z = z;
+    atomic_init(&c->mon_seq, 0);
+    return c;
+}
+
+void wr_transport_ctx_free(wr_transport_ctx *ctx) {
+    if (!ctx) return;
+    while (zmq_ctx_term(ctx->z) != 0 && errno == EINTR) {
+    }
+    free(ctx);
+}
+
+void *wr_transport_ctx_zmq(wr_transport_ctx *ctx) { return ctx->z; }
+
+// ---- options ----------------------------------------------------------------
+
+static int setopt_int(wr_endpoint *ep, int opt, int v, const char *name, char *err) {
+    if (zmq_setsockopt(ep->sock, opt, &v, sizeof v) != 0)
+        return wr_err(err, WR_ERR, "%s: setting %s=%d: %s", ep->addr, name, v, zmq_strerror(errno));
+    return WR_OK;
+}
+
+static int apply_opts(wr_endpoint *ep, const wr_endpoint_opts *o, char *err) {
+    int rc = WR_OK;
+#define SET(opt, v) \
+    if (rc == WR_OK) rc = setopt_int(ep, opt, (v), #opt, err)
+    SET(ZMQ_SNDHWM, o->sndhwm);
+    SET(ZMQ_RCVHWM, o->rcvhwm);
+    SET(ZMQ_LINGER, o->linger_ms);
+    if (o->heartbeat_ms > 0) {
+        int hb = o->heartbeat_ms, to = o->heartbeat_ms * 3;
+        SET(ZMQ_HEARTBEAT_IVL, hb);
+        SET(ZMQ_HEARTBEAT_TIMEOUT, to);
+        SET(ZMQ_HEARTBEAT_TTL, WR_MIN(to, 6553500));  // the peer drops us after this silence
+    }
+    if (o->sndbuf > 0) SET(ZMQ_SNDBUF, o->sndbuf);
+    if (o->rcvbuf > 0) SET(ZMQ_RCVBUF, o->rcvbuf);
+    if (ep->router) {
+        SET(ZMQ_ROUTER_MANDATORY, 1);
+    } else {
+        SET(ZMQ_CONNECT_TIMEOUT, o->connect_timeout_ms);
+        SET(ZMQ_IMMEDIATE, o->immediate ? 1 : 0);
+    }
+#undef SET
+    if (rc == WR_OK && o->max_msg_size > 0) {
+        int64_t v = o->max_msg_size;
+        if (zmq_setsockopt(ep->sock, ZMQ_MAXMSGSIZE, &v, sizeof v) != 0)
+            rc = wr_err(err, WR_ERR, "%s: setting ZMQ_MAXMSGSIZE: %s", ep->addr, zmq_strerror(errno));
+    }
+    ep->max_msg = o->max_msg_size > 0 ? o->max_msg_size : INT64_MAX;
+    ep->sndtimeo = -1;
+    return rc;
+}
+
+static const char *addr_errno_text(int e) {
+    switch (e) {
+    case EADDRINUSE: return "address in use";
+    case EADDRNOTAVAIL: return "address not available on this host";
+    case EINVAL: return "malformed address";
+    case EPROTONOSUPPORT: return "protocol not supported";
+    case ENOCOMPATPROTO: return "protocol not compatible with the socket type";
+    case ENODEV: return "no such network interface";
+    case ENAMETOOLONG: return "path too long for an ipc socket";
+    default: return zmq_strerror(e);
+    }
+}
+
+static wr_endpoint *ep_new(wr_transport_ctx *ctx, const char *addr, int router, char *err) {
+    if (strlen(addr) >= sizeof ((wr_endpoint *)0)->addr)
+        return wr_err(err, WR_ERR, "address '%.64s...' too long", addr), NULL;
+    wr_endpoint *ep = wr_calloc(1, sizeof *ep);
+    ep->ops = &wr_transport_zmq;
+    ep->ctx = ctx;
+    ep->router = router;
+    strcpy(ep->addr, addr);
+    ep->sock = zmq_socket(ctx->z, router ? ZMQ_ROUTER : ZMQ_DEALER);
+    if (!ep->sock) {
+        wr_err(err, WR_ERR, "%s: zmq_socket: %s", addr, zmq_strerror(errno));
+        free(ep);
+        return NULL;
+    }
+    return ep;
+}
+
+static void ep_destroy(wr_endpoint *ep) {
+    if (ep->mon) {
+        zmq_socket_monitor(ep->sock, NULL, 0);
+        int zero = 0;
+        zmq_setsockopt(ep->mon, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(ep->mon);
+    }
+    zmq_close(ep->sock);
+    free(ep);
+}
+
+static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                 char *err) {
+    *out = NULL;
+    wr_endpoint_opts def;
+    if (!o) wr_endpoint_opts_default(&def), o = &def;
+    wr_endpoint *ep = ep_new(ctx, addr, 1, err);
+    if (!ep) return WR_ERR;
+    if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
+    if (zmq_bind(ep->sock, addr) != 0) {
+        int e = errno;
+        ep_destroy(ep);
+        return wr_err(err, WR_ERR, "bind %s: %s", addr, addr_errno_text(e));
+    }
+    *out = ep;
+    return WR_OK;
+}
+
+static int zconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                    char *err) {
+    *out = NULL;
+    wr_endpoint_opts def;
+    if (!o) wr_endpoint_opts_default(&def), o = &def;
+    wr_endpoint *ep = ep_new(ctx, addr, 0, err);
+    if (!ep) return WR_ERR;
+    if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
+    if (strncmp(addr, "inproc://", 9) != 0) {
+        // inproc has no connections to watch; tcp and ipc do.
+        char name[64];
+        snprintf(name, sizeof name, "inproc://wr-mon-%u", atomic_fetch_add(&ctx->mon_seq, 1));
+        if (zmq_socket_monitor(ep->sock, name, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+            !(ep->mon = zmq_socket(ctx->z, ZMQ_PAIR)) || zmq_connect(ep->mon, name) != 0) {
+            int e = errno;
+            ep_destroy(ep);
+            return wr_err(err, WR_ERR, "connect %s: socket monitor: %s", addr, zmq_strerror(e));
+        }
+    }
+    if (zmq_connect(ep->sock, addr) != 0) {
+        int e = errno;
+        ep_destroy(ep);
+        return wr_err(err, WR_ERR, "connect %s: %s", addr, addr_errno_text(e));
+    }
+    *out = ep;
+    return WR_OK;
+}
+
+static void zclose(wr_endpoint *ep) {
+    if (ep) ep_destroy(ep);
+}
+
+static int zlast_endpoint(wr_endpoint *ep, char *buf, size_t len) {
+    size_t n = len;
+    if (!buf || len == 0) return WR_ERR;
+    if (zmq_getsockopt(ep->sock, ZMQ_LAST_ENDPOINT, buf, &n) != 0) return WR_ERR;
+    return WR_OK;
+}
+
+// Reads pending monitor events (never blocks) and updates peer_state.
+static void drain_monitor(wr_endpoint *ep) {
+    if (!ep->mon) return;
+    for (;;) {
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, ep->mon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            if (errno == EINTR) continue;
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        while (more) {  // second frame: the endpoint address
+            zmq_msg_init(&ev);
+            if (zmq_msg_recv(&ev, ep->mon, 0) < 0 && errno == EINTR) {
+                zmq_msg_close(&ev);
+                continue;
+            }
+            more = zmq_msg_more(&ev);
+            zmq_msg_close(&ev);
+        }
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ep->peer_state = PEER_UP;
+        else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) ep->peer_state = PEER_LOST;
+    }
+}
+
+static int remaining_ms(double deadline, int timeout_ms) {
+    if (timeout_ms < 0) return -1;
+    double left = (deadline - wr_now()) * 1e3;
+    return left <= 0 ? 0 : (int)(left + 0.999);
+}
+
+// ---- send -----------------------------------------------------------------------
+
+static void give_back(wr_frame *f) {
+    if (f->free_fn) f->free_fn(f->data, f->hint);
+    f->free_fn = NULL;
+}
+
+static int set_sndtimeo(wr_endpoint *ep, int t) {
+    if (ep->sndtimeo == t) return 0;
+    if (zmq_setsockopt(ep->sock, ZMQ_SNDTIMEO, &t, sizeof t) != 0) return -1;
+    ep->sndtimeo = t;
+    return 0;
+}
+
+// Sends one copied frame, retrying on EINTR within the deadline; returns 0 or errno.
+static int send_copy(wr_endpoint *ep, const void *data, size_t len, int flags, double deadline, int timeout_ms) {
+    for (;;) {
+        if (set_sndtimeo(ep, remaining_ms(deadline, timeout_ms)) != 0) return errno;
+        if (zmq_send(ep->sock, data, len, flags) >= 0) return 0;
+        if (errno != EINTR) return errno;
+    }
+}
+
+static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
+    switch (e) {
+    case EAGAIN:
+        if (!ep->router) drain_monitor(ep);
+        if (ep->peer_state == PEER_LOST)
+            return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
+        return wr_err(err, WR_ETIMEDOUT, "send on %s: peer queue full (hwm) until timeout", ep->addr);
+    case EHOSTUNREACH:
+        return wr_err(err, WR_ECLOSED, "send on %s: peer (id of %zu bytes) unknown or gone", ep->addr,
+                      msg->peer_len);
+    case ETERM: return wr_err(err, WR_ECLOSED, "send on %s: context terminated", ep->addr);
+    default: return wr_err(err, WR_ERR, "send on %s: %s", ep->addr, zmq_strerror(e));
+    }
+}
+
+static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    wr_frame *pay = &msg->payload;
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    int has_pay = pay->len > 0;
+    if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
+    if (has_pay && !pay->data) {
+        give_back(pay);
+        return wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay->len);
+    }
+    if ((int64_t)msg->header.len > ep->max_msg || (int64_t)pay->len > ep->max_msg) {
+        give_back(pay);
+        return wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
+                      WR_MAX(msg->header.len, pay->len), (long long)ep->max_msg);
+    }
+    if (ep->router && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX)) {
+        give_back(pay);
+        return wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
+                      msg->peer_len);
+    }
+    if (!ep->router) {
+        drain_monitor(ep);
+        if (ep->peer_state == PEER_LOST) {
+            give_back(pay);
+            return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
+        }
+    }
+
+    // First frame: waits (up to the timeout) for room; ROUTER_MANDATORY makes
+    // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
+    int e;
+    int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
+    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, deadline, timeout_ms);
+    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, deadline, timeout_ms);
+    if (e) {
+        give_back(pay);
+        return send_errno(ep, e, msg, err);
+    }
+    if (ep->router && (e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, deadline, timeout_ms))) {
+        give_back(pay);
+        return send_errno(ep, e, msg, err);
+    }
+    if (!has_pay) return WR_OK;
+
+    zmq_msg_t zm;
+    if (pay->free_fn) {
+        if (zmq_msg_init_data(&zm, pay->data, pay->len, pay->free_fn, pay->hint) != 0) {
+            give_back(pay);
+            return wr_err(err, WR_ERR, "send on %s: zmq_msg_init_data: %s", ep->addr, zmq_strerror(errno));
+        }
+        pay->free_fn = NULL;  // ZeroMQ owns the call now (zmq_msg_close below on failure)
+    } else {
+        if (zmq_msg_init_size(&zm, pay->len) != 0)
+            return wr_err(err, WR_ERR, "send on %s: zmq_msg_init_size(%zu): %s", ep->addr, pay->len,
+                          zmq_strerror(errno));
+        memcpy(zmq_msg_data(&zm), pay->data, pay->len);
+    }
+    for (;;) {
+        if (zmq_msg_send(&zm, ep->sock, 0) >= 0) return WR_OK;
+        if (errno != EINTR) break;
+    }
+    e = errno;
+    zmq_msg_close(&zm);  // calls free_fn of an unsent zero-copy payload
+    return send_errno(ep, e, msg, err);
+}
+
+// ---- recv -----------------------------------------------------------------------
+
+static void zmsg_release(wr_msg *msg) {
+    if (!msg || !msg->impl) return;
+    zmsg_impl *im = msg->impl;
+    zmq_msg_close(&im->hdr);
+    if (im->has_pay) zmq_msg_close(&im->pay);
+    free(im);
+    msg->impl = NULL;
+    memset(&msg->header, 0, sizeof msg->header);
+    memset(&msg->payload, 0, sizeof msg->payload);
+}
+
+// Receives one part (blocking; the rest of a message is already queued once
+// its first part arrived). Returns 0 or errno.
+static int recv_part(wr_endpoint *ep, zmq_msg_t *m) {
+    for (;;) {
+        if (zmq_msg_recv(m, ep->sock, 0) >= 0) return 0;
+        if (errno != EINTR) return errno;
+    }
+}
+
+static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    msg->impl = NULL;
+    msg->peer_len = 0;
+    memset(&msg->header, 0, sizeof msg->header);
+    memset(&msg->payload, 0, sizeof msg->payload);
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+
+    zmq_msg_t first;
+    zmq_msg_init(&first);
+    for (;;) {
+        if (zmq_msg_recv(&first, ep->sock, ZMQ_DONTWAIT) >= 0) break;
+        int e = errno;
+        if (e == EINTR) continue;
+        if (e == ETERM) return zmq_msg_close(&first), wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
+        if (e != EAGAIN) return zmq_msg_close(&first), wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+        drain_monitor(ep);
+        if (ep->peer_state == PEER_LOST)
+            return zmq_msg_close(&first), wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
+        int left = remaining_ms(deadline, timeout_ms);
+        if (timeout_ms == 0 || (timeout_ms > 0 && left == 0))
+            return zmq_msg_close(&first), wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+        zmq_pollitem_t it[2] = {{ep->sock, 0, ZMQ_POLLIN, 0}, {ep->mon, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(it, ep->mon ? 2 : 1, left) < 0 && errno != EINTR) {
+            e = errno;
+            zmq_msg_close(&first);
+            return wr_err(err, e == ETERM ? WR_ECLOSED : WR_ERR, "recv on %s: poll: %s", ep->addr, zmq_strerror(e));
+        }
+    }
+
+    zmsg_impl *im = wr_malloc(sizeof *im);
+    im->ops = &wr_transport_zmq;
+    im->has_pay = 0;
+    zmq_msg_init(&im->pay);
+    int more = zmq_msg_more(&first);
+    int bad_peer = 0;
+    if (ep->router) {
+        // First part is the routing id, the header follows.
+        size_t n = zmq_msg_size(&first);
+        if (n == 0 || n > WR_PEER_ID_MAX) bad_peer = 1;
+        else memcpy(msg->peer, zmq_msg_data(&first), n), msg->peer_len = n;
+        zmq_msg_close(&first);
+        zmq_msg_init(&im->hdr);
+        if (!more) {  // an id with no message: cannot come from a ZMTP peer, but check
+            zmsg_release(&(wr_msg){.impl = im});
+            return wr_err(err, WR_EPROTO, "recv on %s: message without a header frame dropped", ep->addr);
+        }
+        int e = recv_part(ep, &im->hdr);
+        if (e) {
+            zmq_msg_close(&im->hdr), zmq_msg_close(&im->pay), free(im);
+            return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+        }
+        more = zmq_msg_more(&im->hdr);
+    } else {
+        zmq_msg_init(&im->hdr);
+        zmq_msg_move(&im->hdr, &first);
+        zmq_msg_close(&first);
+    }
+    int parts = 1;
+    if (more) {
+        int e = recv_part(ep, &im->pay);
+        if (e) {
+            zmq_msg_close(&im->hdr), zmq_msg_close(&im->pay), free(im);
+            return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+        }
+        im->has_pay = 1;
+        parts = 2;
+        more = zmq_msg_more(&im->pay);
+    }
+    while (more) {  // a third part or more: read the rest of the message and drop it
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        if (recv_part(ep, &extra) != 0) {
+            zmq_msg_close(&extra);
+            break;
+        }
+        more = zmq_msg_more(&extra);
+        zmq_msg_close(&extra);
+        parts++;
+    }
+    if (parts > 2 || bad_peer) {
+        wr_msg tmp = {.impl = im};
+        zmsg_release(&tmp);
+        msg->peer_len = 0;
+        if (bad_peer)
+            return wr_err(err, WR_EPROTO, "recv on %s: peer id longer than %d bytes, message dropped", ep->addr,
+                          WR_PEER_ID_MAX);
+        return wr_err(err, WR_EPROTO, "recv on %s: message of %d frames dropped (at most 2: header, payload)",
+                      ep->addr, parts);
+    }
+    msg->impl = im;
+    msg->header.data = zmq_msg_data(&im->hdr);
+    msg->header.len = zmq_msg_size(&im->hdr);
+    if (im->has_pay) {
+        msg->payload.data = zmq_msg_data(&im->pay);
+        msg->payload.len = zmq_msg_size(&im->pay);
+    }
+    return WR_OK;
+}
+
+// ---- poll -------------------------------------------------------------------------
+
+#define POLL_MAX 256
+
+static int zpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    if (n <= 0 || n > POLL_MAX) return wr_err(err, WR_ERR, "poll: %d endpoints (1..%d)", n, POLL_MAX);
+    zmq_pollitem_t it[2 * POLL_MAX];
+    int owner[2 * POLL_MAX];
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    for (;;) {
+        int k = 0, nready = 0;
+        for (int i = 0; i < n; i++) {
+            drain_monitor(eps[i]);
+            ready[i] = eps[i]->peer_state == PEER_LOST;  // recv will say WR_ECLOSED at once
+            nready += ready[i];
+            it[k] = (zmq_pollitem_t){eps[i]->sock, 0, ZMQ_POLLIN, 0};
+            owner[k++] = i;
+            if (eps[i]->mon) {
+                it[k] = (zmq_pollitem_t){eps[i]->mon, 0, ZMQ_POLLIN, 0};
+                owner[k++] = -1 - i;
+            }
+        }
+        int left = nready ? 0 : remaining_ms(deadline, timeout_ms);
+        int rc = zmq_poll(it, k, left);
+        if (rc < 0) {
+            if (errno == EINTR) continue;
+            return wr_err(err, WR_ERR, "poll: %s", zmq_strerror(errno));
+        }
+        int mon_only = 0;
+        for (int j = 0; j < k; j++) {
+            if (!(it[j].revents & ZMQ_POLLIN)) continue;
+            if (owner[j] >= 0) {
+                if (!ready[owner[j]]) ready[owner[j]] = 1, nready++;
+            } else {
+                int i = -1 - owner[j];
+                drain_monitor(eps[i]);
+                if (eps[i]->peer_state == PEER_LOST && !ready[i]) ready[i] = 1, nready++;
+                else mon_only = 1;
+            }
+        }
+        if (nready || timeout_ms == 0) return nready;
+        if (!mon_only && rc == 0) return 0;  // timed out
+        if (timeout_ms > 0 && remaining_ms(deadline, timeout_ms) == 0) return 0;
+        // only a monitor event (e.g. connected): keep waiting
+    }
+}
+
+const wr_transport_ops wr_transport_zmq = {
+    .name = "zmq",
+    .bind = zbind,
+    .connect = zconnect,
+    .send = zsend,
+    .recv = zrecv,
+    .msg_release = zmsg_release,
+    .poll = zpoll,
+    .last_endpoint = zlast_endpoint,
+    .close = zclose,
+};
