@@ -15,18 +15,42 @@ static inline __m512i mix16(__m512i x) {
     return x;
 }
 
-// wr_rng_u32(key, ctr0 + lane) >> 8 for the 16 lanes.
-static inline __m512i r24_16(wr_rng_key key, uint32_t ctr0) {
+// wr_rng_u32(key, base + lane) >> 8 for 16 lanes, with base a multiple of 16 (so
+// base + lane == base ^ lane). The key-only parts are folded into constants: the
+// first xorshift of (base ^ lane ^ k0) distributes over the xors, so it costs one
+// broadcast of a scalar and one xor; the k1 xor merges into a three-way xor.
+typedef struct {
+    __m512i c1;  // (lane ^ k0) ^ ((lane ^ k0) >> 16)
+    __m512i k1;
+} rng16;
+
+static inline rng16 rng16_make(wr_rng_key key) {
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m512i x = _mm512_add_epi32(_mm512_set1_epi32((int)ctr0), iota);
-    x = mix16(_mm512_xor_si512(x, _mm512_set1_epi32((int)key.k0)));
-    x = mix16(_mm512_xor_si512(x, _mm512_set1_epi32((int)key.k1)));
+    rng16 r;
+    __m512i c = _mm512_xor_si512(iota, _mm512_set1_epi32((int)key.k0));
+    r.c1 = _mm512_xor_si512(c, _mm512_srli_epi32(c, 16));
+    r.k1 = _mm512_set1_epi32((int)key.k1);
+    return r;
+}
+
+static inline __m512i r24_16(const rng16 *r, uint32_t base) {
+    const __m512i m1 = _mm512_set1_epi32((int)WR_RNG_M1), m2 = _mm512_set1_epi32((int)WR_RNG_M2);
+    __m512i x = _mm512_xor_si512(_mm512_set1_epi32((int)(base ^ (base >> 16))), r->c1);
+    x = _mm512_mullo_epi32(x, m1);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, m2);
+    x = _mm512_ternarylogic_epi32(x, _mm512_srli_epi32(x, 16), r->k1, 0x96);  // end of round 1, ^ k1
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
+    x = _mm512_mullo_epi32(x, m1);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
+    x = _mm512_mullo_epi32(x, m2);
+    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
     return _mm512_srli_epi32(x, 8);
 }
 
 // One 16-element chunk of the fused encode; returns its 16 bits.
 static inline __mmask16 encode16(const float *g, float *m, float *b, __m512 vbeta, __m512 vomb,
-                                 wr_rng_key key, uint32_t ctr0) {
+                                 const rng16 *rng, uint32_t ctr0) {
     const __m512 one = _mm512_set1_ps(1.0f), neg1 = _mm512_set1_ps(-1.0f);
     __m512 gv = _mm512_loadu_ps(g);
     __m512 mv = _mm512_add_ps(_mm512_mul_ps(vbeta, _mm512_loadu_ps(m)), _mm512_mul_ps(vomb, gv));
@@ -41,21 +65,22 @@ static inline __mmask16 encode16(const float *g, float *m, float *b, __m512 vbet
     z = _mm512_maskz_mov_ps(ok, z);
     __m512 t = _mm512_mul_ps(_mm512_add_ps(one, z), _mm512_set1_ps(8388608.0f));
     __m512i T = _mm512_cvttps_epi32(t);  // t in [0, 2^24]: exact as uint32 truncation
-    return _mm512_cmplt_epu32_mask(r24_16(key, ctr0), T);
+    return _mm512_cmplt_epu32_mask(r24_16(rng, ctr0), T);
 }
 
 void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float beta,
                              wr_rng_key key, uint64_t first_index, uint64_t *bits) {
     WR_CHECK(first_index % 64 == 0);
     const __m512 vbeta = _mm512_set1_ps(beta), vomb = _mm512_set1_ps(1.0f - beta);
+    const rng16 rng = rng16_make(key);
     size_t full = n / 64;
     for (size_t w = 0; w < full; w++) {
         size_t j = w * 64;
         uint32_t c = (uint32_t)(first_index + j);
-        uint64_t k0 = encode16(g + j, m + j, b + j, vbeta, vomb, key, c);
-        uint64_t k1 = encode16(g + j + 16, m + j + 16, b + j + 16, vbeta, vomb, key, c + 16);
-        uint64_t k2 = encode16(g + j + 32, m + j + 32, b + j + 32, vbeta, vomb, key, c + 32);
-        uint64_t k3 = encode16(g + j + 48, m + j + 48, b + j + 48, vbeta, vomb, key, c + 48);
+        uint64_t k0 = encode16(g + j, m + j, b + j, vbeta, vomb, &rng, c);
+        uint64_t k1 = encode16(g + j + 16, m + j + 16, b + j + 16, vbeta, vomb, &rng, c + 16);
+        uint64_t k2 = encode16(g + j + 32, m + j + 32, b + j + 32, vbeta, vomb, &rng, c + 32);
+        uint64_t k3 = encode16(g + j + 48, m + j + 48, b + j + 48, vbeta, vomb, &rng, c + 48);
         bits[w] = k0 | k1 << 16 | k2 << 32 | k3 << 48;
     }
     if (n % 64) {
@@ -64,43 +89,130 @@ void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float
     }
 }
 
-// Bit-sliced ripple-carry adder over 8 words (512 elements) per step; only the planes
-// that the running count can reach are touched.
-void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, size_t n,
-                                   uint64_t *planes) {
-    int P = wr_birder_planes(n_workers);
-    size_t nw = wr_birder_words(n);
-    uint64_t tail = (n % 64) ? (1ull << (n % 64)) - 1 : ~0ull;
-    for (size_t w = 0; w < nw; w += 8) {
-        size_t cnt = WR_MIN((size_t)8, nw - w);
-        __mmask8 k = (__mmask8)((1u << cnt) - 1);
-        __m512i valid = _mm512_set1_epi64(-1);
-        if (w + cnt == nw) valid = _mm512_mask_set1_epi64(valid, (__mmask8)(1u << (cnt - 1)),
-                                                          (long long)tail);
-        __m512i acc[16];
-        for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
-        int lim = 1;  // planes reachable after adding worker i: planes(i + 1)
-        for (int i = 0; i < n_workers; i++) {
-            if (i + 1 >= (1 << lim)) lim++;
-            __m512i carry = _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
-            for (int p = 0; p < lim; p++) {
-                __m512i t = _mm512_and_si512(acc[p], carry);
-                acc[p] = _mm512_xor_si512(acc[p], carry);
-                carry = t;
-            }
+// Bit-sliced counting, 8 words (512 elements) per zmm. Workers are taken 7 at a
+// time through a carry-save tree (4 full adders, 8 vpternlog) into a 3-bit partial
+// count, which a ripple of full adders adds into the P accumulator planes. P is a
+// compile-time constant in each instance so the planes stay in registers.
+#ifndef WR_BIRDER_PF
+#define WR_BIRDER_PF 64
+#endif
+#define XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
+#define MAJ3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0xE8)
+
+static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *const *bits,
+                                                               int n_workers, int i, size_t w,
+                                                               int masked, __mmask8 k,
+                                                               __m512i valid) {
+    if (i >= n_workers) return _mm512_setzero_si512();
+    if (!masked) {
+        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T0);
+        return _mm512_loadu_si512(bits[i] + w);
+    }
+    return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
+}
+
+static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits,
+                                                              int n_workers, const int P,
+                                                              size_t nw, size_t w, int masked,
+                                                              __mmask8 k, __m512i valid,
+                                                              uint64_t *planes) {
+    __m512i acc[16];
+    for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
+    for (int i = 0; i < n_workers; i += 7) {
+        __m512i x0 = load_bits(bits, n_workers, i, w, masked, k, valid);
+        __m512i x1 = load_bits(bits, n_workers, i + 1, w, masked, k, valid);
+        __m512i x2 = load_bits(bits, n_workers, i + 2, w, masked, k, valid);
+        __m512i x3 = load_bits(bits, n_workers, i + 3, w, masked, k, valid);
+        __m512i x4 = load_bits(bits, n_workers, i + 4, w, masked, k, valid);
+        __m512i x5 = load_bits(bits, n_workers, i + 5, w, masked, k, valid);
+        __m512i x6 = load_bits(bits, n_workers, i + 6, w, masked, k, valid);
+        __m512i s1 = XOR3(x0, x1, x2), c1 = MAJ3(x0, x1, x2);
+        __m512i s2 = XOR3(s1, x3, x4), c2 = MAJ3(s1, x3, x4);
+        __m512i b0 = XOR3(s2, x5, x6), c3 = MAJ3(s2, x5, x6);
+        __m512i b1 = XOR3(c1, c2, c3), b2 = MAJ3(c1, c2, c3);
+        // acc += b2:b1:b0 (the running total never exceeds n_workers < 2^P)
+        __m512i carry = _mm512_and_si512(acc[0], b0);
+        acc[0] = _mm512_xor_si512(acc[0], b0);
+        if (P > 1) {
+            __m512i t = MAJ3(acc[1], b1, carry);
+            acc[1] = XOR3(acc[1], b1, carry);
+            carry = t;
+        } else {
+            carry = _mm512_setzero_si512();
         }
-        for (int p = 0; p < P; p++) _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
+        if (P > 2) {
+            __m512i t = MAJ3(acc[2], b2, carry);
+            acc[2] = XOR3(acc[2], b2, carry);
+            carry = t;
+        }
+        for (int p = 3; p < P; p++) {
+            __m512i t = _mm512_and_si512(acc[p], carry);
+            acc[p] = _mm512_xor_si512(acc[p], carry);
+            carry = t;
+        }
+    }
+    for (int p = 0; p < P; p++) {
+        if (masked) _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
+        else _mm512_storeu_si512(planes + (size_t)p * nw + w, acc[p]);
     }
 }
 
-// Counts of the 16 elements starting at element 16*q of word w.
-static inline __m512i counts16(const uint64_t *planes, int P, size_t nw, size_t w, int q) {
-    __m512i c = _mm512_setzero_si512();
-    for (int p = 0; p < P; p++) {
-        __mmask16 kp = (__mmask16)(planes[(size_t)p * nw + w] >> (16 * q));
-        c = _mm512_mask_or_epi32(c, kp, c, _mm512_set1_epi32(1 << p));
+static inline __attribute__((always_inline)) void count_planes_p(const uint64_t *const *bits,
+                                                                 int n_workers, const int P,
+                                                                 size_t n, uint64_t *planes) {
+    size_t nw = wr_birder_words(n);
+    size_t full = n / 512 * 8;  // words in blocks of 8 with no tail bits
+    const __m512i ones = _mm512_set1_epi64(-1);
+    for (size_t w = 0; w < full; w += 8)
+        count_block(bits, n_workers, P, nw, w, 0, 0xff, ones, planes);
+    if (full < nw) {
+        size_t cnt = nw - full;
+        __m512i valid = ones;
+        if (n % 64)
+            valid = _mm512_mask_set1_epi64(ones, (__mmask8)(1u << (cnt - 1)),
+                                           (long long)((1ull << (n % 64)) - 1));
+        count_block(bits, n_workers, P, nw, full, 1, (__mmask8)((1u << cnt) - 1), valid, planes);
     }
-    return c;
+}
+
+void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, size_t n,
+                                   uint64_t *planes) {
+    switch (wr_birder_planes(n_workers)) {
+#define WR_CASE(P) \
+    case P: count_planes_p(bits, n_workers, P, n, planes); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7) WR_CASE(8)
+        WR_CASE(9) WR_CASE(10) WR_CASE(11) WR_CASE(12) WR_CASE(13) WR_CASE(14) WR_CASE(15)
+        WR_CASE(16)
+#undef WR_CASE
+    default: WR_CHECK(0);
+    }
+}
+
+// Counts of the 64 elements of word w as four vectors of 16 uint32: one masked
+// byte add (P <= 8) or two word adds per plane cover all 64 elements, then widen.
+static inline void counts64(const uint64_t *planes, int P, size_t nw, size_t w, __m512i c[4]) {
+    if (P <= 8) {
+        __m512i c8 = _mm512_setzero_si512();
+        for (int p = 0; p < P; p++)
+            c8 = _mm512_mask_add_epi8(c8, _cvtu64_mask64(planes[(size_t)p * nw + w]), c8,
+                                      _mm512_set1_epi8((char)(1 << p)));
+        c[0] = _mm512_cvtepu8_epi32(_mm512_castsi512_si128(c8));
+        c[1] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(c8, 1));
+        c[2] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(c8, 2));
+        c[3] = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(c8, 3));
+    } else {
+        __m512i lo = _mm512_setzero_si512(), hi = _mm512_setzero_si512();
+        for (int p = 0; p < P; p++) {
+            uint64_t word = planes[(size_t)p * nw + w];
+            __m512i bit = _mm512_set1_epi16((short)(1 << p));
+            lo = _mm512_mask_add_epi16(lo, _cvtu32_mask32((uint32_t)word), lo, bit);
+            hi = _mm512_mask_add_epi16(hi, _cvtu32_mask32((uint32_t)(word >> 32)), hi, bit);
+        }
+        c[0] = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(lo));
+        c[1] = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(lo, 1));
+        c[2] = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(hi));
+        c[3] = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(hi, 1));
+    }
 }
 
 // r24 * n < c << 24 in 64-bit lanes, 8 at a time (the birder.h threshold).
@@ -130,15 +242,23 @@ void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n
                      ? (1u << 24) + (c > (uint32_t)n_workers)
                      : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
     const __m512i tlo = _mm512_loadu_si512(tab), thi = _mm512_loadu_si512(tab + 16);
+    const rng16 rng = rng16_make(key);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
+        __m512i c[4];
+        counts64(planes, P, nw, w, c);
         uint64_t word = 0;
-        for (int q = 0; q < 4; q++) {
-            __m512i c = counts16(planes, P, nw, w, q);
-            __m512i r = r24_16(key, ctr + 16 * (uint32_t)q);
-            __mmask16 k = small ? _mm512_cmplt_epu32_mask(r, _mm512_permutex2var_epi32(tlo, c, thi))
-                                : requant_cmp64(r, c, n_workers);
-            word |= (uint64_t)k << (16 * q);
+        if (small) {
+            for (int q = 0; q < 4; q++) {
+                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
+                __m512i T = _mm512_permutex2var_epi32(tlo, c[q], thi);
+                word |= (uint64_t)_mm512_cmplt_epu32_mask(r, T) << (16 * q);
+            }
+        } else {
+            for (int q = 0; q < 4; q++) {
+                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
+                word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
+            }
         }
         if (w == nw - 1 && n % 64) word &= (1ull << (n % 64)) - 1;
         bits_out[w] = word;
@@ -212,11 +332,16 @@ void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_worke
     size_t nw = wr_birder_words(n);
     u_table t = u_table_make(n_workers);
     const __m512 vlr = _mm512_set1_ps(lr), vwd = _mm512_set1_ps(wd);
-    for (size_t j = 0; j < n; j += 16) {
-        __mmask16 em = chunk_mask(n, j);
-        __m512 u = u16(&t, counts16(planes, P, nw, j / 64, (int)(j % 64) / 16));
-        __m512 xv = _mm512_maskz_loadu_ps(em, x + j);
-        _mm512_mask_storeu_ps(x + j, em, apply16(xv, u, vlr, vwd));
+    for (size_t w = 0; w < nw; w++) {
+        __m512i c[4];
+        counts64(planes, P, nw, w, c);
+        for (int q = 0; q < 4; q++) {
+            size_t j = w * 64 + 16 * (size_t)q;
+            if (j >= n) break;
+            __mmask16 em = chunk_mask(n, j);
+            __m512 xv = _mm512_maskz_loadu_ps(em, x + j);
+            _mm512_mask_storeu_ps(x + j, em, apply16(xv, u16(&t, c[q]), vlr, vwd));
+        }
     }
 }
 
@@ -225,8 +350,13 @@ void wr_birder_decode_planes_avx512(const uint64_t *planes, int n_workers, size_
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     u_table t = u_table_make(n_workers);
-    for (size_t j = 0; j < n; j += 16) {
-        __m512 uv = u16(&t, counts16(planes, P, nw, j / 64, (int)(j % 64) / 16));
-        _mm512_mask_storeu_ps(u + j, chunk_mask(n, j), uv);
+    for (size_t w = 0; w < nw; w++) {
+        __m512i c[4];
+        counts64(planes, P, nw, w, c);
+        for (int q = 0; q < 4; q++) {
+            size_t j = w * 64 + 16 * (size_t)q;
+            if (j >= n) break;
+            _mm512_mask_storeu_ps(u + j, chunk_mask(n, j), u16(&t, c[q]));
+        }
     }
 }
