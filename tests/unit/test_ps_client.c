@@ -1,0 +1,407 @@
+// test_ps_client.c — the worker's cluster client (worker/ps_client.c) against a
+// scripted coordinator and two shards in threads of this process, over ipc
+// sockets in a temp dir. The shards run the real shard step logic
+// (server/shard.h), so the replicas must stay bit-identical: the worker's
+// DIGESTs must equal the shards' master digests. Scenarios that real servers
+// rarely produce check the worker's failure paths: a shard that stays silent
+// (step_timeout naming the shard), a SHUTDOWN in the middle of training (exit
+// with its status), a broadcast of the wrong step (refused, exit 1), and a
+// cluster map whose n_params disagrees with the model (exit 2).
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "digest.h"
+#include "proto.h"
+#include "ps_client.h"
+#include "shard.h"
+#include "transport.h"
+
+enum scenario { SC_OK, SC_SILENT_SHARD, SC_SHUTDOWN, SC_WRONG_STEP, SC_BAD_NPARAMS };
+
+#define D 4096
+#define STEPS 20
+#define N_SHARDS 2
+
+typedef struct {
+    enum scenario sc;
+    char dir[64];
+    char coord_addr[128], shard_addr[N_SHARDS][128];
+    wr_transport_ctx *ctx;
+    wr_endpoint *coord_ep, *shard_ep[N_SHARDS];
+    wr_job_config cfg;
+    atomic_int stop;
+    // results seen by the fake coordinator
+    uint64_t worker_digest[STEPS + 1][N_SHARDS];
+    uint64_t shard_digest[STEPS + 1][N_SHARDS];
+    int digests_seen, heartbeats, leaves, stats;
+    atomic_int thread_errors;  // checks that failed inside the fake nodes' threads
+} fake;
+
+// cmocka's asserts must not run outside the test's thread: the fake nodes
+// count failed checks and the test asserts the count is 0.
+#define T_CHECK(f, cond)                                                          \
+    do {                                                                         \
+        if (!(cond)) {                                                           \
+            fprintf(stderr, "%s:%d: fake node check failed: %s\n", __FILE__, __LINE__, #cond); \
+            atomic_fetch_add(&(f)->thread_errors, 1);                            \
+        }                                                                        \
+    } while (0)
+
+static void send_to(fake *f, wr_endpoint *ep, const wr_msg *from, wr_pmsg *h, const void *payload, size_t len) {
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    h->payload_len = len;
+    if (wr_proto_encode(h, &b, err) != WR_OK) {
+        fprintf(stderr, "encode: %s\n", err);
+        atomic_fetch_add(&f->thread_errors, 1);
+        wr_buf_free(&b);
+        return;
+    }
+    wr_msg m;
+    memset(&m, 0, sizeof m);
+    memcpy(m.peer, from->peer, from->peer_len);
+    m.peer_len = from->peer_len;
+    m.header.data = b.data;
+    m.header.len = b.len;
+    if (len) {
+        m.payload.data = (void *)payload;
+        m.payload.len = len;
+    }
+    wr_send(ep, &m, 1000, err);
+    wr_buf_free(&b);
+}
+
+// ---- the coordinator -------------------------------------------------------------
+
+static void *coord_main(void *arg) {
+    fake *f = arg;
+    char err[WR_ERR_LEN];
+    char **kv;
+    uint32_t nkv;
+    wr_config_to_kv(&f->cfg, &kv, &nkv);
+    while (!atomic_load(&f->stop)) {
+        wr_msg msg;
+        memset(&msg, 0, sizeof msg);
+        if (wr_recv(f->coord_ep, &msg, 50, err) != WR_OK) continue;
+        wr_pmsg h;
+        if (wr_proto_decode(msg.header.data, msg.header.len, msg.payload.len, NULL, &h, NULL, err) !=
+            WR_OK) {
+            wr_msg_release(&msg);
+            continue;
+        }
+        if (h.type == WR_MT_REGISTER) {
+            wr_pmsg r;
+            wr_pmsg_init(&r, WR_MT_CLUSTER_MAP);
+            r.job_id = f->cfg.job_id;
+            r.config = kv;
+            r.n_config = nkv;
+            wr_shard_info si[N_SHARDS];
+            wr_worker_info wi = {.rank = 0, .group = 0};
+            if (h.n_params == 0) {
+                r.epoch = 0;  // the welcome: config only
+            } else {
+                r.epoch = 1;
+                r.rank = 0;
+                r.n_params = f->sc == SC_BAD_NPARAMS ? D + 64 : D;
+                uint64_t lo[N_SHARDS], hi[N_SHARDS];
+                T_CHECK(f, wr_shard_ranges(r.n_params, N_SHARDS, lo, hi, err) == WR_OK);
+                for (int s = 0; s < N_SHARDS; s++) {
+                    si[s].lo = lo[s];
+                    si[s].hi = hi[s];
+                    snprintf(si[s].addr, sizeof si[s].addr, "%s", f->shard_addr[s]);
+                }
+                r.shards = si;
+                r.n_shards = N_SHARDS;
+                r.workers = &wi;
+                r.n_workers_map = 1;
+            }
+            send_to(f, f->coord_ep, &msg, &r, NULL, 0);
+        } else if (h.type == WR_MT_DIGEST) {
+            if (h.step <= STEPS && h.shard >= 0 && h.shard < N_SHARDS) {
+                f->worker_digest[h.step][h.shard] = h.digest;
+                f->digests_seen++;
+                if (f->sc == SC_SHUTDOWN && h.step == 10) {
+                    wr_pmsg r;
+                    wr_pmsg_init(&r, WR_MT_SHUTDOWN);
+                    r.job_id = f->cfg.job_id;
+                    r.epoch = 1;
+                    r.code = 5;
+                    snprintf(r.reason, sizeof r.reason, "worker 7 is dead (test)");
+                    send_to(f, f->coord_ep, &msg, &r, NULL, 0);
+                }
+            }
+        } else if (h.type == WR_MT_HEARTBEAT) {
+            f->heartbeats++;
+        } else if (h.type == WR_MT_LEAVE) {
+            f->leaves++;
+        } else if (h.type == WR_MT_STATS) {
+            f->stats++;
+        }
+        wr_pmsg_clear(&h);
+        wr_msg_release(&msg);
+    }
+    wr_config_kv_free(kv, nkv);
+    return NULL;
+}
+
+// ---- the shards (both served by one thread) -----------------------------------------
+
+static void *shards_main(void *arg) {
+    fake *f = arg;
+    char err[WR_ERR_LEN];
+    wr_shard_core *core[N_SHARDS] = {0};
+    uint64_t lo[N_SHARDS], hi[N_SHARDS];
+    T_CHECK(f, wr_shard_ranges(D, N_SHARDS, lo, hi, err) == WR_OK);
+    for (int s = 0; s < N_SHARDS; s++) {
+        core[s] = wr_shard_core_new(&f->cfg, s, lo[s], hi[s], 1, STEPS, err);
+        if (!core[s]) {
+            fprintf(stderr, "shard core: %s\n", err);
+            atomic_fetch_add(&f->thread_errors, 1);
+            return NULL;
+        }
+    }
+    void *out = aligned_alloc(64, 64 * 1024);
+    while (!atomic_load(&f->stop)) {
+        int ready[N_SHARDS] = {0};
+        if (wr_poll(f->shard_ep, N_SHARDS, ready, 50, err) <= 0) continue;
+        for (int s = 0; s < N_SHARDS; s++) {
+            if (!ready[s]) continue;
+            wr_msg msg;
+            memset(&msg, 0, sizeof msg);
+            if (wr_recv(f->shard_ep[s], &msg, 0, err) != WR_OK) continue;
+            wr_pmsg h;
+            if (wr_proto_decode(msg.header.data, msg.header.len, msg.payload.len, NULL, &h, NULL, err) !=
+                WR_OK) {
+                wr_msg_release(&msg);
+                continue;
+            }
+            if (h.type == WR_MT_PARAMS) {
+                T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) == WR_OK);
+            } else if (h.type == WR_MT_PULL) {
+                T_CHECK(f, wr_shard_core_has_params(core[s]));  // one worker: PARAMS came first
+                wr_pmsg r;
+                wr_pmsg_init(&r, WR_MT_PARAMS);
+                r.job_id = f->cfg.job_id;
+                r.epoch = 1;
+                r.shard = s;
+                r.offset = lo[s];
+                r.n_elems = hi[s] - lo[s];
+                r.codec = WR_CODEC_FP32;
+                send_to(f, f->shard_ep[s], &msg, &r, wr_shard_core_params(core[s]), r.n_elems * 4);
+            } else if (h.type == WR_MT_PUSH) {
+                int ok = wr_shard_core_push(core[s], &h, msg.payload.data, msg.payload.len, err) == WR_OK;
+                T_CHECK(f, ok);
+                wr_pmsg bh;
+                ok = ok && wr_shard_core_finish(core[s], out, &bh, err) == WR_OK;
+                T_CHECK(f, ok);
+                if (!ok) {
+                    wr_pmsg_clear(&h);
+                    wr_msg_release(&msg);
+                    continue;
+                }
+                bh.job_id = f->cfg.job_id;
+                bh.epoch = 1;
+                uint64_t t = bh.step;
+                if (t <= STEPS) f->shard_digest[t][s] = wr_shard_core_digest(core[s]);
+                int silent = f->sc == SC_SILENT_SHARD && s == 1 && t == 3;
+                if (f->sc == SC_WRONG_STEP && s == 0 && t == 3) bh.step = 4;
+                if (!silent) send_to(f, f->shard_ep[s], &msg, &bh, out, bh.payload_len);
+            }
+            wr_pmsg_clear(&h);
+            wr_msg_release(&msg);
+        }
+    }
+    free(out);
+    for (int s = 0; s < N_SHARDS; s++) wr_shard_core_free(core[s]);
+    return NULL;
+}
+
+// ---- harness ------------------------------------------------------------------------
+
+static int run_worker(fake *f, const char *summary, char *err) {
+    char e2[WR_ERR_LEN];
+    snprintf(f->dir, sizeof f->dir, "/tmp/wren-tpsc-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->coord_addr, sizeof f->coord_addr, "ipc://%s/coord", f->dir);
+    f->ctx = wr_transport_ctx_new(1, e2);
+    assert_non_null(f->ctx);
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    eo.linger_ms = 0;
+    assert_int_equal(wr_bind(f->ctx, f->coord_addr, &eo, &f->coord_ep, e2), WR_OK);
+    for (int s = 0; s < N_SHARDS; s++) {
+        snprintf(f->shard_addr[s], sizeof f->shard_addr[s], "ipc://%s/shard%d", f->dir, s);
+        assert_int_equal(wr_bind(f->ctx, f->shard_addr[s], &eo, &f->shard_ep[s], e2), WR_OK);
+    }
+    pthread_t tc, ts;
+    atomic_init(&f->stop, 0);
+    atomic_init(&f->thread_errors, 0);
+    pthread_create(&tc, NULL, coord_main, f);
+    pthread_create(&ts, NULL, shards_main, f);
+
+    wr_worker_opts o;
+    wr_worker_opts_default(&o);
+    o.coordinator = f->coord_addr;
+    o.host = "testhost";
+    o.summary_path = summary;
+    o.connect_timeout = 5;
+    int st = wr_ps_worker_run(&o, err);
+
+    atomic_store(&f->stop, 1);
+    pthread_join(tc, NULL);
+    pthread_join(ts, NULL);
+    wr_close(f->coord_ep);
+    for (int s = 0; s < N_SHARDS; s++) wr_close(f->shard_ep[s]);
+    wr_transport_ctx_free(f->ctx);
+    char path[160];
+    snprintf(path, sizeof path, "%s/coord", f->dir);
+    unlink(path);
+    for (int s = 0; s < N_SHARDS; s++) {
+        snprintf(path, sizeof path, "%s/shard%d", f->dir, s);
+        unlink(path);
+    }
+    rmdir(f->dir);
+    assert_int_equal(atomic_load(&f->thread_errors), 0);
+    return st;
+}
+
+static fake *new_fake(enum scenario sc, int codec, int bcast) {
+    fake *f = calloc(1, sizeof *f);
+    f->sc = sc;
+    wr_config_defaults(&f->cfg);
+    char err[WR_ERR_LEN];
+    char model[32];
+    snprintf(model, sizeof model, "model=synthetic:%d", D);
+    assert_int_equal(wr_config_set_kv(&f->cfg, model, err), WR_OK);
+    f->cfg.shards = N_SHARDS;
+    f->cfg.workers = 1;
+    f->cfg.batch = 8;
+    f->cfg.steps = STEPS;
+    f->cfg.digest_every = 5;
+    f->cfg.progress_every = 0;
+    f->cfg.step_timeout = 1.0;
+    f->cfg.heartbeat_interval = 0.05;
+    f->cfg.codec = codec;
+    f->cfg.broadcast = bcast;
+    f->cfg.eval_every_epoch = -1;
+    return f;
+}
+
+static void check_ok_run(int codec, int bcast) {
+    fake *f = new_fake(SC_OK, codec, bcast);
+    char summary[] = "/tmp/wren-tpsc-summary-XXXXXX";
+    int fd = mkstemp(summary);
+    close(fd);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, summary, err);
+    if (st) fprintf(stderr, "worker: %s\n", err);
+    assert_int_equal(st, 0);
+    // Digests after steps 5, 10, 15, 20 for both shards, each equal to the shard's.
+    assert_int_equal(f->digests_seen, (STEPS / 5) * N_SHARDS);
+    for (int t = 5; t <= STEPS; t += 5)
+        for (int s = 0; s < N_SHARDS; s++) {
+            assert_true(f->worker_digest[t][s] != 0);
+            assert_true(f->worker_digest[t][s] == f->shard_digest[t][s]);
+        }
+    assert_int_equal(f->leaves, 1);
+    assert_int_equal(f->stats, 1);
+    assert_int_equal(access(summary, R_OK), 0);
+    unlink(summary);
+    free(f);
+}
+
+static void test_birder_1bit_replicas_agree(void **state) {
+    (void)state;
+    check_ok_run(WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+}
+
+static void test_birder_exact_replicas_agree(void **state) {
+    (void)state;
+    check_ok_run(WR_JOB_CODEC_BIRDER, WR_BCAST_EXACT);
+}
+
+static void test_fp32_replicas_agree(void **state) {
+    (void)state;
+    check_ok_run(WR_JOB_CODEC_FP32, WR_BCAST_1BIT);
+}
+
+static void test_silent_shard_is_named(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_SILENT_SHARD, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, 1);
+    assert_non_null(strstr(err, "step 3"));
+    assert_non_null(strstr(err, "shard 1"));
+    assert_non_null(strstr(err, f->shard_addr[1]));
+    assert_non_null(strstr(err, "step_timeout"));
+    free(f);
+}
+
+static void test_shutdown_stops_with_status(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_SHUTDOWN, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, 5);
+    assert_non_null(strstr(err, "worker 7 is dead (test)"));
+    assert_int_equal(f->leaves, 0);
+    free(f);
+}
+
+static void test_wrong_step_refused(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_WRONG_STEP, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, 1);
+    assert_non_null(strstr(err, "shard 0"));
+    assert_non_null(strstr(err, "step"));
+    free(f);
+}
+
+static void test_nparams_mismatch(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_BAD_NPARAMS, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, 2);
+    assert_non_null(strstr(err, "n_params"));
+    free(f);
+}
+
+static void test_no_coordinator(void **state) {
+    (void)state;
+    wr_worker_opts o;
+    wr_worker_opts_default(&o);
+    o.coordinator = "ipc:///tmp/wren-tpsc-nobody-here";
+    o.connect_timeout = 0.3;
+    char err[WR_ERR_LEN] = "";
+    assert_int_equal(wr_ps_worker_run(&o, err), 6);
+    assert_non_null(strstr(err, "no reply from coordinator at ipc:///tmp/wren-tpsc-nobody-here within 0.3 s"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_birder_1bit_replicas_agree),
+        cmocka_unit_test(test_birder_exact_replicas_agree),
+        cmocka_unit_test(test_fp32_replicas_agree),
+        cmocka_unit_test(test_silent_shard_is_named),
+        cmocka_unit_test(test_shutdown_stops_with_status),
+        cmocka_unit_test(test_wrong_step_refused),
+        cmocka_unit_test(test_nparams_mismatch),
+        cmocka_unit_test(test_no_coordinator),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,168 @@
+// main.c — wren-worker: one worker of a cluster job (--coordinator), or the
+// single-process baseline without any cluster (--standalone).
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "ps_client.h"
+#include "standalone.h"
+#include "wr_common.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: wren-worker --coordinator ADDR [--host NAME] [--group G] [--summary FILE]\n"
+            "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
+            "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
+            "                   [--log-level L] [--threads N]\n"
+            "\n"
+            "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
+            "ipc:///path), receives the job config and its rank in the cluster map, and\n"
+            "trains until the job ends. The job config comes from the coordinator only.\n"
+            "Standalone mode: trains the same model on the same data in this process,\n"
+            "without shards (the baseline); config from FILE and key=value overrides\n"
+            "(docs/CONFIG.md).\n"
+            "\n"
+            "  --coordinator ADDR     coordinator address (cluster mode)\n"
+            "  --host NAME            host name to report (default: gethostname)\n"
+            "  --group G              node group, reported in the cluster map (default 0)\n"
+            "  --summary FILE         write a JSON summary of the run to FILE at the end\n"
+            "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
+            "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
+            "  --connect-timeout S    seconds to wait for the coordinator's reply (default 10)\n"
+            "  --standalone           single-process training, no cluster\n"
+            "  --config FILE          job config file (standalone mode)\n"
+            "  -h, --help             this text\n"
+            "\n"
+            "Exit status: 0 ok; 1 runtime error; 2 bad command line or config; 3 registration\n"
+            "timeout; 4 replica digest mismatch; 5 a node died; 6 coordinator unreachable.\n");
+}
+
+static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        fprintf(stderr, "wren-worker: %s: '%s' is not an integer in [%ld, %ld]\n", opt, s, lo, hi);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    enum { O_HOST = 256, O_GROUP, O_SUMMARY, O_LOG, O_THREADS, O_CTO, O_STANDALONE, O_CONFIG };
+    static const struct option longopts[] = {
+        {"coordinator", required_argument, NULL, 'c'},
+        {"host", required_argument, NULL, O_HOST},
+        {"group", required_argument, NULL, O_GROUP},
+        {"summary", required_argument, NULL, O_SUMMARY},
+        {"log-level", required_argument, NULL, O_LOG},
+        {"threads", required_argument, NULL, O_THREADS},
+        {"connect-timeout", required_argument, NULL, O_CTO},
+        {"standalone", no_argument, NULL, O_STANDALONE},
+        {"config", required_argument, NULL, O_CONFIG},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    wr_worker_opts o;
+    wr_worker_opts_default(&o);
+    int standalone = 0;
+    const char *config_path = NULL;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': o.coordinator = optarg; break;
+        case O_HOST: o.host = optarg; break;
+        case O_GROUP:
+            if (parse_int("--group", optarg, 0, 1 << 30, &o.group)) return 2;
+            break;
+        case O_SUMMARY: o.summary_path = optarg; break;
+        case O_LOG: {
+            int l = wr_log_parse_level(optarg);
+            if (l < 0) {
+                fprintf(stderr, "wren-worker: --log-level: '%s' is not one of error, warn, info, debug\n", optarg);
+                return 2;
+            }
+            wr_log_set_level((enum wr_log_level)l);
+            break;
+        }
+        case O_THREADS:
+            if (parse_int("--threads", optarg, 0, 256, &o.threads)) return 2;
+            break;
+        case O_CTO: {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end || !(v > 0) || v > 86400) {
+                fprintf(stderr, "wren-worker: --connect-timeout: '%s' is not a number of seconds in (0, 86400]\n", optarg);
+                return 2;
+            }
+            o.connect_timeout = v;
+            break;
+        }
+        case O_STANDALONE: standalone = 1; break;
+        case O_CONFIG: config_path = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default:
+            if (optopt && optopt < 256)
+                fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);
+            else
+                fprintf(stderr, "wren-worker: unknown option or missing argument: %s\n", argv[optind - 1]);
+            fprintf(stderr, "try 'wren-worker --help'\n");
+            return 2;
+        }
+    }
+
+    if (standalone) {
+        if (o.coordinator) {
+            fprintf(stderr, "wren-worker: --standalone and --coordinator exclude each other\n");
+            return 2;
+        }
+        wr_job_config cfg;
+        wr_config_defaults(&cfg);
+        char err[WR_ERR_LEN];
+        if (config_path && wr_config_load_file(&cfg, config_path, err) != WR_OK) {
+            fprintf(stderr, "wren-worker: %s\n", err);
+            return 2;
+        }
+        for (int i = optind; i < argc; i++) {
+            if (!strchr(argv[i], '=')) {
+                fprintf(stderr, "wren-worker: '%s' is not a key=value override\n", argv[i]);
+                return 2;
+            }
+            if (wr_config_set_kv(&cfg, argv[i], err) != WR_OK) {
+                fprintf(stderr, "wren-worker: %s\n", err);
+                return 2;
+            }
+        }
+        if (wr_config_validate(&cfg, err) != WR_OK) {
+            fprintf(stderr, "wren-worker: %s\n", err);
+            return 2;
+        }
+        wr_log_set_name("standalone");
+        int rc = wr_standalone_train(&cfg, o.summary_path, err);
+        if (rc != WR_OK) {
+            wr_error("%s", err);
+            return 1;
+        }
+        return 0;
+    }
+
+    if (!o.coordinator) {
+        fprintf(stderr, "wren-worker: --coordinator ADDR is required (or --standalone); try --help\n");
+        return 2;
+    }
+    if (config_path || optind < argc) {
+        fprintf(stderr,
+                "wren-worker: the job config comes from the coordinator; --config and key=value "
+                "are for --standalone (got '%s')\n",
+                config_path ? config_path : argv[optind]);
+        return 2;
+    }
+    char err[WR_ERR_LEN] = "";
+    return wr_ps_worker_run(&o, err);
+}
