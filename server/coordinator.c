@@ -393,15 +393,20 @@ static void registration_report(coord *c, double waited, char *out, size_t len) 
     if (miss_s > 0) APPEND(" %d of %d shards", miss_s, c->cfg.shards);
     APPEND("; registered:");
     if (c->n_nodes == 0) APPEND(" nobody");
-    for (int i = 0; i < c->n_nodes; i++) {
-        node *n = &c->nodes[i];
-        if (n->role == WR_ROLE_SHARD)
-            APPEND("%s shard %d from host %s (%s)", i ? "," : "", n->index, n->host, n->addr);
-        else if (n->registered)
-            APPEND("%s worker from host %s", i ? "," : "", n->host);
-        else
-            APPEND("%s worker from host %s (config sent, model size never reported)", i ? "," : "", n->host);
-    }
+    int first = 1;
+    for (int pass = 0; pass < 2; pass++)  // shards first, then workers
+        for (int i = 0; i < c->n_nodes; i++) {
+            node *n = &c->nodes[i];
+            if ((pass == 0) != (n->role == WR_ROLE_SHARD)) continue;
+            if (n->role == WR_ROLE_SHARD)
+                APPEND("%s shard %d from host %s (%s)", first ? "" : ",", n->index, n->host, n->addr);
+            else if (n->registered)
+                APPEND("%s worker from host %s", first ? "" : ",", n->host);
+            else
+                APPEND("%s worker from host %s (config sent, model size never reported)", first ? "" : ",",
+                       n->host);
+            first = 0;
+        }
 #undef APPEND
 }
 

@@ -117,7 +117,7 @@ static int finish_step(shard_node *s) {
     }
     wr_pmsg bh;
     if (wr_shard_core_finish(s->core, buf->data, &bh, err) != WR_OK) {
-        wr_error("shard %d: %s", s->index, err);
+        wr_error("%s", err);
         return 1;
     }
     for (int r = 0; r < s->n_workers; r++) wr_msg_release(&s->held[r]);
@@ -165,8 +165,7 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
         if (wr_shard_core_set_params(s->core, &h, m->payload.data, m->payload.len, err) != WR_OK) {
             refuse(s, m, WR_PERR_COUNT_, err);
         } else {
-            wr_info("shard %d: initial parameters received from rank %d; answering %d queued pulls", s->index,
-                    h.rank, s->n_pulls);
+            wr_info("initial parameters received from rank %d; answering %d queued pulls", h.rank, s->n_pulls);
             for (int i = 0; i < s->n_pulls; i++) send_params(s, s->pulls[i].id, s->pulls[i].len);
             s->n_pulls = 0;
         }

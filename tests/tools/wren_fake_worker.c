@@ -1,0 +1,382 @@
+// wren_fake_worker.c — a minimal worker that speaks the mode=ps wire protocol
+// (docs/ARCHITECTURE.md "Job life cycle") with cheap synthetic gradients, to
+// drive a coordinator + shards without the real model: registration in two
+// phases, initial PARAMS/PULL, PUSH/BROADCAST steps with the Birder codec (or
+// fp32), digests, STATS, LEAVE. Fault injection for tests: --corrupt-at STEP
+// perturbs this replica after STEP (digest mismatch), --die-at STEP exits
+// silently before STEP (dead node), --bad-push sends malformed and duplicate
+// pushes first (they must be refused without harm).
+//
+//   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--corrupt-at T]
+//                    [--die-at T] [--bad-push] [--log-level L]
+// Exit: 0 ok; the SHUTDOWN status when the coordinator stops the job; 1 error;
+// 6 coordinator unreachable.
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "birder.h"
+#include "config.h"
+#include "digest.h"
+#include "heartbeat.h"
+#include "log.h"
+#include "proto.h"
+#include "rng.h"
+#include "schedule.h"
+#include "srvnet.h"
+#include "transport.h"
+
+typedef struct {
+    uint64_t lo, hi;
+    char addr[WR_ADDR_MAX];
+    wr_endpoint *ep;
+} sh_t;
+
+static const char *g_coord;
+static wr_transport_ctx *g_ctx;
+static wr_endpoint *g_cep;
+static wr_buf g_hb;
+static wr_job_config g_cfg;
+static int g_rank = -1;
+
+static int send_c(wr_pmsg *h, const void *payload, size_t len) {
+    char err[WR_ERR_LEN];
+    h->job_id = g_cfg.job_id;
+    h->rank = g_rank;
+    h->role = WR_ROLE_WORKER;
+    int rc = wr_srv_send(g_cep, NULL, 0, h, payload, len, NULL, NULL, 1000, &g_hb, err);
+    if (rc != WR_OK) wr_warn("send %s: %s", wr_msg_type_name(h->type), err);
+    return rc;
+}
+
+// Receives one decoded message from ep within timeout_ms. 0 ok (payload copied
+// into *pl if pl), -1 timeout, exit status > 0 on SHUTDOWN / failure.
+static int recv_one(wr_endpoint *ep, int timeout_ms, wr_pmsg *h, void *pl, size_t pl_cap) {
+    wr_msg m;
+    memset(&m, 0, sizeof m);
+    char err[WR_ERR_LEN];
+    int rc = wr_recv(ep, &m, timeout_ms, err);
+    if (rc == WR_ETIMEDOUT) return -1;
+    if (rc != WR_OK) {
+        wr_error("recv: %s", err);
+        return 1;
+    }
+    rc = wr_proto_decode(m.header.data, m.header.len, m.payload.len, NULL, h, NULL, err);
+    if (rc != WR_OK) {
+        wr_msg_release(&m);
+        wr_error("bad message: %s", err);
+        return 1;
+    }
+    if (pl && m.payload.len) {
+        if (m.payload.len > pl_cap) {
+            wr_msg_release(&m);
+            wr_pmsg_clear(h);
+            wr_error("payload too large");
+            return 1;
+        }
+        memcpy(pl, m.payload.data, m.payload.len);
+    }
+    wr_msg_release(&m);
+    if (h->type == WR_MT_SHUTDOWN) {
+        wr_info("SHUTDOWN %d: %s", h->code, h->reason);
+        int st = h->code ? h->code : 0;
+        wr_pmsg_clear(h);
+        return st ? st : 256;
+    }
+    return 0;
+}
+
+static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
+    double t0 = wr_now();
+    while (wr_now() - t0 < timeout) {
+        int rc = recv_one(g_cep, 100, h, NULL, 0);
+        if (rc > 0) return rc;
+        if (rc < 0) continue;
+        if (h->type == type && h->epoch == epoch) return 0;
+        if (h->type == WR_MT_ERROR) wr_warn("coordinator: ERROR %d %s", h->code, h->reason);
+        wr_pmsg_clear(h);
+    }
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
+        {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
+        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'},
+        {"log-level", required_argument, NULL, 'l'},   {NULL, 0, NULL, 0},
+    };
+    uint64_t d = 0;
+    const char *host = "fakehost";
+    long corrupt_at = -1, die_at = -1;
+    int bad_push = 0, c;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'C': g_coord = optarg; break;
+        case 'd': d = strtoull(optarg, NULL, 10); break;
+        case 'H': host = optarg; break;
+        case 'x': corrupt_at = atol(optarg); break;
+        case 'k': die_at = atol(optarg); break;
+        case 'b': bad_push = 1; break;
+        case 'l': wr_log_set_level((enum wr_log_level)wr_log_parse_level(optarg)); break;
+        default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
+        }
+    }
+    if (!g_coord || d == 0) {
+        fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n");
+        return 2;
+    }
+    wr_log_set_name("fakeworker");
+    char err[WR_ERR_LEN];
+    g_ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    eo.sndhwm = eo.rcvhwm = 100000;
+    eo.linger_ms = 1000;
+    if (wr_connect(g_ctx, g_coord, &eo, &g_cep, err) != WR_OK) {
+        wr_error("%s", err);
+        return 1;
+    }
+    wr_config_defaults(&g_cfg);
+    g_cfg.job_id = 0;
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_REGISTER);
+    snprintf(h.host, sizeof h.host, "%s", host);
+    h.group = 0;
+    send_c(&h, NULL, 0);
+    int st = wait_coord(WR_MT_CLUSTER_MAP, 0, 10, &h);
+    if (st) return st < 0 ? 6 : st == 256 ? 0 : st;
+    for (uint32_t i = 0; i < h.n_config; i++)
+        if (wr_config_set_kv(&g_cfg, h.config[i], err) != WR_OK) {
+            wr_error("config: %s", err);
+            return 2;
+        }
+    wr_pmsg_clear(&h);
+    wr_pmsg_init(&h, WR_MT_REGISTER);
+    snprintf(h.host, sizeof h.host, "%s", host);
+    h.n_params = d;
+    send_c(&h, NULL, 0);
+    st = wait_coord(WR_MT_CLUSTER_MAP, 1, g_cfg.register_timeout + 10, &h);
+    if (st) return st < 0 ? 1 : st == 256 ? 0 : st;
+    g_rank = h.rank;
+    int S = (int)h.n_shards, W = (int)h.n_workers_map;
+    sh_t *sh = wr_calloc((size_t)S, sizeof *sh);
+    for (int s = 0; s < S; s++) {
+        sh[s].lo = h.shards[s].lo;
+        sh[s].hi = h.shards[s].hi;
+        snprintf(sh[s].addr, sizeof sh[s].addr, "%s", h.shards[s].addr);
+        if (wr_connect(g_ctx, sh[s].addr, &eo, &sh[s].ep, err) != WR_OK) {
+            wr_error("shard %d: %s", s, err);
+            return 1;
+        }
+    }
+    wr_pmsg_clear(&h);
+    char name[32];
+    snprintf(name, sizeof name, "fakeworker %d", g_rank);
+    wr_log_set_name(name);
+    // heartbeats
+    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
+    h.job_id = g_cfg.job_id;
+    h.epoch = 1;
+    h.rank = g_rank;
+    h.role = WR_ROLE_WORKER;
+    snprintf(h.host, sizeof h.host, "%s", host);
+    wr_heartbeat *hb = wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, err);
+
+    float *x = wr_alloc_vec(d * 4), *m = wr_alloc_vec(d * 4), *b = wr_alloc_vec(d * 4), *g = wr_alloc_vec(d * 4);
+    uint64_t maxn = 0;
+    for (int s = 0; s < S; s++) maxn = WR_MAX(maxn, sh[s].hi - sh[s].lo);
+    size_t cap = maxn * 4 + (size_t)wr_birder_planes(W) * wr_birder_words(maxn) * 8 + 64;
+    uint64_t *bits = wr_alloc_vec(cap), *rbuf = wr_alloc_vec(cap);
+    wr_rng_key ik = wr_rng_key_make(g_cfg.seed, 777, 0);
+    for (uint64_t j = 0; j < d; j++) x[j] = ((float)(wr_rng_u32(ik, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) * 0.1f;
+    if (g_rank == 0)
+        for (int s = 0; s < S; s++) {
+            wr_pmsg p;
+            wr_pmsg_init(&p, WR_MT_PARAMS);
+            p.epoch = 1;
+            p.shard = s;
+            p.offset = sh[s].lo;
+            p.n_elems = sh[s].hi - sh[s].lo;
+            p.codec = WR_CODEC_FP32;
+            g_rank = 0;
+            p.job_id = g_cfg.job_id;
+            p.rank = 0;
+            wr_srv_send(sh[s].ep, NULL, 0, &p, x + sh[s].lo, p.n_elems * 4, NULL, NULL, 1000, &g_hb, err);
+        }
+    for (int s = 0; s < S; s++) {
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_PULL);
+        p.job_id = g_cfg.job_id;
+        p.epoch = 1;
+        p.rank = g_rank;
+        p.shard = s;
+        p.offset = sh[s].lo;
+        p.n_elems = sh[s].hi - sh[s].lo;
+        wr_srv_send(sh[s].ep, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
+        wr_pmsg r;
+        st = -1;
+        double t0 = wr_now();
+        while (st < 0 && wr_now() - t0 < 30) st = recv_one(sh[s].ep, 100, &r, x + sh[s].lo, p.n_elems * 4);
+        if (st) {
+            wr_error("no PARAMS from shard %d", s);
+            return 1;
+        }
+        if (r.type != WR_MT_PARAMS) {
+            wr_error("expected PARAMS from shard %d, got %s", s, wr_msg_type_name(r.type));
+            return 1;
+        }
+        wr_pmsg_clear(&r);
+    }
+    int64_t total = wr_total_steps(&g_cfg, WR_FASHION_TRAIN);
+    int birder = g_cfg.codec == WR_JOB_CODEC_BIRDER;
+    double t_start = wr_now();
+    int status = 0;
+    if (bad_push) {
+        // Wrong step, then garbage header: both must come back as ERROR.
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_PUSH);
+        p.job_id = g_cfg.job_id;
+        p.epoch = 1;
+        p.rank = g_rank;
+        p.shard = 0;
+        p.step = 999;
+        p.offset = sh[0].lo;
+        p.n_elems = sh[0].hi - sh[0].lo;
+        p.codec = birder ? WR_CODEC_BITS : WR_CODEC_FP32;
+        size_t len = birder ? wr_birder_words(p.n_elems) * 8 : p.n_elems * 4;
+        memset(bits, 0, len);
+        wr_srv_send(sh[0].ep, NULL, 0, &p, bits, len, NULL, NULL, 1000, &g_hb, err);
+        wr_msg gm;
+        memset(&gm, 0, sizeof gm);
+        static const char junk[] = "\x93\x01\x02\x03 not a header";
+        gm.header.data = (void *)junk;
+        gm.header.len = sizeof junk;
+        wr_send(sh[0].ep, &gm, 1000, err);
+        for (int k = 0; k < 2; k++) {
+            wr_pmsg r;
+            st = -1;
+            double t0 = wr_now();
+            while (st < 0 && wr_now() - t0 < 10) st = recv_one(sh[0].ep, 100, &r, NULL, 0);
+            if (st || r.type != WR_MT_ERROR) {
+                wr_error("bad push %d: no ERROR reply", k);
+                return 1;
+            }
+            wr_info("bad push %d refused: %s", k, r.reason);
+            wr_pmsg_clear(&r);
+        }
+    }
+    for (int64_t t = 1; t <= total && status == 0; t++) {
+        if (die_at == t) {
+            wr_info("dying before step %lld as asked", (long long)t);
+            _exit(9);
+        }
+        wr_rng_key gk = wr_rng_key_make(g_cfg.seed ^ 0x5555, (uint64_t)g_rank, (uint64_t)t);
+        for (uint64_t j = 0; j < d; j++)
+            g[j] = ((float)(wr_rng_u32(gk, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) + 0.5f * x[j];
+        for (int s = 0; s < S; s++) {
+            wr_pmsg p;
+            wr_pmsg_init(&p, WR_MT_PUSH);
+            p.job_id = g_cfg.job_id;
+            p.epoch = 1;
+            p.rank = g_rank;
+            p.shard = s;
+            p.step = (uint64_t)t;
+            p.offset = sh[s].lo;
+            p.n_elems = sh[s].hi - sh[s].lo;
+            const void *pl;
+            size_t len;
+            if (birder) {
+                wr_birder_encode(g + sh[s].lo, m + sh[s].lo, b + sh[s].lo, p.n_elems, g_cfg.beta,
+                                 wr_rng_key_make(g_cfg.seed, (uint64_t)g_rank, (uint64_t)t), sh[s].lo, bits);
+                p.codec = WR_CODEC_BITS;
+                pl = bits;
+                len = wr_birder_words(p.n_elems) * 8;
+            } else {
+                p.codec = WR_CODEC_FP32;
+                pl = g + sh[s].lo;
+                len = p.n_elems * 4;
+            }
+            if (wr_srv_send(sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) != WR_OK) {
+                wr_error("PUSH to shard %d: %s", s, err);
+                status = 1;
+            }
+        }
+        float lr_t = wr_lr_at(&g_cfg, t, total);
+        for (int s = 0; s < S && status == 0; s++) {
+            wr_pmsg r;
+            st = -1;
+            double t0 = wr_now();
+            while (st < 0 && wr_now() - t0 < g_cfg.step_timeout) {
+                st = recv_one(sh[s].ep, 100, &r, rbuf, cap);
+                if (st < 0) {
+                    wr_pmsg cm;
+                    int cs = recv_one(g_cep, 0, &cm, NULL, 0);
+                    if (cs > 0) {
+                        status = cs == 256 ? 0 : cs;
+                        st = 1;
+                    } else if (cs == 0) {
+                        wr_pmsg_clear(&cm);
+                    }
+                }
+            }
+            if (status) break;
+            if (st) {
+                wr_error("step %lld: no BROADCAST from shard %d", (long long)t, s);
+                status = 1;
+                break;
+            }
+            if (r.type != WR_MT_BROADCAST || r.step != (uint64_t)t) {
+                wr_error("step %lld: shard %d sent %s step %llu", (long long)t, s, wr_msg_type_name(r.type),
+                         (unsigned long long)r.step);
+                status = 1;
+                wr_pmsg_clear(&r);
+                break;
+            }
+            size_t n = r.n_elems;
+            if (r.codec == WR_CODEC_BITS)
+                wr_birder_apply_bits(x + sh[s].lo, rbuf, n, lr_t, g_cfg.wd);
+            else if (r.codec == WR_CODEC_PLANES)
+                wr_birder_apply_planes(x + sh[s].lo, rbuf, (int)r.n_workers, n, lr_t, g_cfg.wd);
+            else
+                memcpy(x + sh[s].lo, rbuf, n * 4);
+            wr_pmsg_clear(&r);
+        }
+        if (status) break;
+        if (corrupt_at == t) x[sh[S - 1].lo] += 1.0f;
+        if (g_cfg.digest_every > 0 && t % g_cfg.digest_every == 0)
+            for (int s = 0; s < S; s++) {
+                wr_pmsg p;
+                wr_pmsg_init(&p, WR_MT_DIGEST);
+                p.epoch = 1;
+                p.step = (uint64_t)t;
+                p.shard = s;
+                p.digest = wr_digest64(x + sh[s].lo, (sh[s].hi - sh[s].lo) * 4);
+                send_c(&p, NULL, 0);
+            }
+    }
+    double el = wr_now() - t_start;
+    if (status == 0) {
+        wr_info("%lld steps in %.2f s: %.1f steps/s", (long long)total, el, (double)total / el);
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_STATS);
+        p.epoch = 1;
+        p.n_stats = 2;
+        snprintf(p.stats[0].name, sizeof p.stats[0].name, "steps");
+        p.stats[0].value = (double)total;
+        snprintf(p.stats[1].name, sizeof p.stats[1].name, "steps_per_s");
+        p.stats[1].value = (double)total / el;
+        send_c(&p, NULL, 0);
+        wr_pmsg_init(&p, WR_MT_LEAVE);
+        p.epoch = 1;
+        send_c(&p, NULL, 0);
+    }
+    wr_heartbeat_stop(hb);
+    for (int s = 0; s < S; s++) wr_close(sh[s].ep);
+    wr_close(g_cep);
+    wr_transport_ctx_free(g_ctx);
+    return status;
+}
