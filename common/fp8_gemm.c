@@ -1,15 +1,17 @@
 // fp8_gemm.c — FP8 GEMM as OpenBLAS sgemm over exactly decoded fp32 blocks.
 //
-// Decoding is O(MK + KN) against O(MNK) for the product, so it only has to be
-// done once per element: K is cut into blocks, and for each block the A columns
-// (M x kb) and B rows (kb x N) are decoded with the vector kernel into the
-// calling thread's scratch and handed to sgemm, the first block with the
-// caller's beta and the others with beta = 1. With the default budget the whole
-// problem is one block up to M + N = 16384 at K = 1024, so the usual layer
-// sizes decode every code exactly once and call sgemm once; only C is re-read
-// per extra block, which is negligible next to kb >= 256 multiply-adds.
-// A hand kernel would have to beat OpenBLAS' own blocking and micro-kernels;
-// decode-then-sgemm keeps the ratio to sgemm near 1 instead (see bench_fp8_gemm).
+// Decoding is O(MK + KN) against O(MNK) for the product, so it is done once
+// per element wherever the scratch budget allows: with the default budget
+// (16 Mi floats = 64 MiB) any problem with K (M + N) <= 16 Mi — every size up to
+// M = N = K = 2048 and the usual layer shapes — decodes A and B whole with the
+// vector kernel and makes a single sgemm call. Larger problems are cut into
+// K blocks (only when K itself is huge), N panels of op(B) and M panels of
+// op(A): each B panel is decoded once per K block and each A panel once per
+// (K block, N panel) pair, and a panel is at least thousands wide in the
+// default budget, so the extra decoding stays a small fraction of the
+// multiply-adds. K blocks after the first accumulate into C with beta = 1.
+// A hand kernel would have to beat OpenBLAS' own packing and micro-kernels;
+// decode-then-sgemm keeps the ratio to sgemm near 1 instead (bench_fp8_gemm).
 #include "fp8_gemm.h"
 
 #include <cblas.h>
@@ -18,9 +20,14 @@
 
 #include "wr_common.h"
 
-// Scratch budget in floats (64 MiB); a block is never thinner than WR_KB_MIN in K.
-#define WR_SCRATCH_FLOATS ((size_t)16 << 20)
-#define WR_KB_MIN 256
+#define WR_SCRATCH_FLOATS_DEFAULT ((size_t)16 << 20)
+#define WR_PANEL_MIN 16
+
+static size_t g_budget = WR_SCRATCH_FLOATS_DEFAULT;
+
+void wr_fp8_gemm_set_scratch_budget(size_t floats) {
+    g_budget = floats ? floats : WR_SCRATCH_FLOATS_DEFAULT;
+}
 
 static __thread float *t_scratch;
 static __thread size_t t_cap;  // in floats
@@ -77,36 +84,47 @@ void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
     }
     WR_CHECK(A != NULL && B != NULL && C != NULL);
 
-    size_t mn = (size_t)M + (size_t)N;
-    size_t kb = (size_t)K;
-    if (kb * mn > WR_SCRATCH_FLOATS) {
-        kb = WR_SCRATCH_FLOATS / mn;
-        kb = kb < WR_KB_MIN ? WR_KB_MIN : kb & ~(size_t)15;
-        if (kb > (size_t)K) kb = (size_t)K;
+    // Block sizes: everything at once if it fits the budget; otherwise full K
+    // (unless K alone is huge), an N panel of half the budget, M panels of the rest.
+    const size_t budget = g_budget, Ms = (size_t)M, Ns = (size_t)N, Ks = (size_t)K;
+    size_t kb = Ks, nb = Ns, mb = Ms;
+    if (Ks * (Ms + Ns) > budget) {
+        size_t kmax = WR_MAX(budget / (4 * WR_PANEL_MIN), (size_t)WR_PANEL_MIN);
+        kb = WR_MIN(Ks, kmax);
+        nb = WR_MIN(Ns, WR_MAX(budget / 2 / kb, (size_t)WR_PANEL_MIN));
+        mb = WR_MIN(Ms, WR_MAX((budget - WR_MIN(budget, kb * nb)) / kb, (size_t)WR_PANEL_MIN));
     }
-    size_t a_floats = WR_DIV_UP((size_t)M * kb, 16) * 16;  // B part stays 64-byte aligned
-    float *sa = scratch_get(a_floats + kb * (size_t)N);
-    float *sb = sa + a_floats;
+    size_t b_floats = WR_DIV_UP(kb * nb, 16) * 16;  // A part stays 64-byte aligned
+    float *sb = scratch_get(b_floats + kb * mb);
+    float *sa = sb + b_floats;
 
-    for (size_t k0 = 0; k0 < (size_t)K; k0 += kb) {
-        int k = (int)WR_MIN(kb, (size_t)K - k0);
-        int lda_blk, ldb_blk;
-        if (!trans_a) {  // A is M x K: columns k0.. of every row
-            decode_block(A + k0, lda, M, k, fa, sa);
-            lda_blk = k;
-        } else {  // A is K x M: rows k0..
-            decode_block(A + k0 * (size_t)lda, lda, k, M, fa, sa);
-            lda_blk = M;
+    for (size_t k0 = 0; k0 < Ks; k0 += kb) {
+        int k = (int)WR_MIN(kb, Ks - k0);
+        float beta_k = k0 == 0 ? beta : 1.0f;
+        for (size_t n0 = 0; n0 < Ns; n0 += nb) {
+            int n = (int)WR_MIN(nb, Ns - n0);
+            int ldb_blk;
+            if (!trans_b) {  // B is K x N: rows k0.., columns n0..
+                decode_block(B + k0 * (size_t)ldb + n0, ldb, k, n, fb, sb);
+                ldb_blk = n;
+            } else {  // B is N x K: rows n0.., columns k0..
+                decode_block(B + n0 * (size_t)ldb + k0, ldb, n, k, fb, sb);
+                ldb_blk = k;
+            }
+            for (size_t m0 = 0; m0 < Ms; m0 += mb) {
+                int m = (int)WR_MIN(mb, Ms - m0);
+                int lda_blk;
+                if (!trans_a) {  // A is M x K: rows m0.., columns k0..
+                    decode_block(A + m0 * (size_t)lda + k0, lda, m, k, fa, sa);
+                    lda_blk = k;
+                } else {  // A is K x M: rows k0.., columns m0..
+                    decode_block(A + k0 * (size_t)lda + m0, lda, k, m, fa, sa);
+                    lda_blk = m;
+                }
+                cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, sa, lda_blk,
+                            sb, ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);
+            }
         }
-        if (!trans_b) {  // B is K x N: rows k0..
-            decode_block(B + k0 * (size_t)ldb, ldb, k, N, fb, sb);
-            ldb_blk = N;
-        } else {  // B is N x K: columns k0.. of every row
-            decode_block(B + k0, ldb, N, k, fb, sb);
-            ldb_blk = k;
-        }
-        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                    trans_b ? CblasTrans : CblasNoTrans, M, N, k, alpha, sa, lda_blk, sb,
-                    ldb_blk, k0 == 0 ? beta : 1.0f, C, ldc);
     }
 }

@@ -2,6 +2,7 @@
 #ifndef WR_FP8_GEMM_H
 #define WR_FP8_GEMM_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "hfp8.h"
@@ -19,13 +20,20 @@
 // Blocking: synchronous; uses OpenBLAS threads (openblas_set_num_threads).
 // Memory: decoded blocks go to scratch owned by the calling thread, grown on
 // demand and reused by later calls (no allocation per call once warm; at most
-// about 64 MiB per thread plus what small K needs). Invalid dimensions or
-// strides are programming errors (abort through WR_CHECK).
+// the scratch budget, 64 MiB by default, per thread — slightly more only for
+// degenerate shapes where a 16-wide panel does not fit). Invalid dimensions
+// or strides are programming errors (abort through WR_CHECK).
 // Thread safety: callable from several threads at once (scratch is per thread).
 void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const uint8_t *A, enum wr_fp8_format fa, int lda,
                  const uint8_t *B, enum wr_fp8_format fb, int ldb,
                  float beta, float *C, int ldc);
+
+// Sets the scratch budget in floats for all threads (0 restores the default,
+// 16 Mi floats). Smaller budgets cut the problem into more blocks (more
+// decoding, same results up to fp32 summation order). Not synchronised: call
+// it before any thread uses wr_fp8_gemm (tests use it to exercise blocking).
+void wr_fp8_gemm_set_scratch_budget(size_t floats);
 
 // Frees the calling thread's scratch (optional: e.g. before a thread exits, or
 // in tests under a leak checker). The next wr_fp8_gemm call re-allocates.

@@ -1,7 +1,8 @@
 // test_fp8_gemm.c — wr_fp8_gemm against a double-precision product of the
 // decoded inputs (and against sgemm of the dequantized inputs), for all four
 // transpose combinations, all format pairs, odd sizes, padded strides,
-// alpha/beta, the K-blocked path, degenerate sizes, and concurrent callers.
+// alpha/beta, the blocked paths (K blocks, N and M panels), degenerate sizes,
+// and concurrent callers.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -56,7 +57,16 @@ typedef struct {
 // Element of op(X) at (i, k) from codes stored row-major with stride ld.
 static double opel(const uint8_t *X, int trans, int ld, int i, int k, enum wr_fp8_format f) {
     size_t idx = trans ? (size_t)k * (size_t)ld + (size_t)i : (size_t)i * (size_t)ld + (size_t)k;
-    return (double)wr_fp8_decode(X[idx], f);
+    static float tab[2][256];
+    static int init;
+    if (!init) {
+        for (int c = 0; c < 256; c++) {
+            tab[0][c] = wr_fp8_decode((uint8_t)c, WR_FP8_E4M3B11);
+            tab[1][c] = wr_fp8_decode((uint8_t)c, WR_FP8_E5M2);
+        }
+        init = 1;
+    }
+    return (double)tab[f == WR_FP8_E5M2][X[idx]];
 }
 
 // Runs one case; returns the largest error relative to its bound (must be <= 1).
@@ -149,16 +159,40 @@ static void test_all_combinations(void **state) {
     print_message("fp8 gemm: %d cases checked\n", ncase);
 }
 
-// K large enough against M + N that the K-blocked path runs (several sgemm calls
-// with beta then 1).
-static void test_k_blocked(void **state) {
+// Small scratch budgets force K blocks (beta then 1), N panels and M panels with
+// odd remainders, on every transpose/format combination.
+static void test_blocked_small_budget(void **state) {
     (void)state;
-    int N = quick() ? 9000 : 17000, K = quick() ? 2100 : 1300;  // K * (M + N) > 16M floats
+    const int sizes[][3] = {{129, 67, 301}, {33, 17, 65}, {250, 1, 77}, {1, 300, 500}, {70, 90, 1}};
+    const size_t budgets[] = {4096, 1000, 50000};
+    const enum wr_fp8_format fm[2] = {WR_FP8_E4M3B11, WR_FP8_E5M2};
+    for (size_t bi = 0; bi < sizeof budgets / sizeof budgets[0]; bi++) {
+        wr_fp8_gemm_set_scratch_budget(budgets[bi]);
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+            for (int ta = 0; ta < 2; ta++)
+                for (int tb = 0; tb < 2; tb++) {
+                    int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
+                    gcase g = {ta, tb, M, N, K, (ta ? M : K) + 3, (tb ? K : N) + 1, N + 2,
+                               fm[(si + (size_t)ta) % 2], fm[(si + (size_t)tb + 1) % 2],
+                               0.75f, (si % 2) ? -0.5f : 0.0f};
+                    run_case(&g, 1);
+                }
+    }
+    wr_fp8_gemm_set_scratch_budget(0);
+}
+
+// Past the default budget with real sizes: wide (N panels) and tall (M panels).
+static void test_default_budget_panels(void **state) {
+    (void)state;
+    int big = quick() ? 9000 : 28000, K = quick() ? 2000 : 600;  // K * (M + N) > 16 Mi
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            gcase g = {ta, tb, 2, N, K, ta ? 2 : K, tb ? K : N, N, WR_FP8_E4M3B11, WR_FP8_E5M2,
-                       0.75f, -0.5f};
-            run_case(&g, 0);
+            gcase w = {ta, tb, 2, big, K, ta ? 2 : K, tb ? K : big, big, WR_FP8_E4M3B11,
+                       WR_FP8_E5M2, 0.75f, -0.5f};
+            run_case(&w, 0);
+            gcase t = {ta, tb, big, 3, K, ta ? big : K, tb ? K : 3, 3, WR_FP8_E5M2,
+                       WR_FP8_E4M3B11, 1.0f, 1.0f};
+            run_case(&t, 0);
         }
 }
 
@@ -233,7 +267,8 @@ static void test_concurrent_callers(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_combinations),
-        cmocka_unit_test(test_k_blocked),
+        cmocka_unit_test(test_blocked_small_budget),
+        cmocka_unit_test(test_default_budget_panels),
         cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_concurrent_callers),
     };
