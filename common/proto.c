@@ -631,7 +631,7 @@ static int copy_str(dctx *c, enum fid f, const char *sub, const msgpack_object *
     if (n && memchr(o->via.str.ptr, 0, n))
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s)%s: contains a NUL byte", c->tn,
                     fields[f].key, fields[f].name, sub);
-    memcpy(dst, o->via.str.ptr, n);
+    if (n) memcpy(dst, o->via.str.ptr, n);  // an empty string's ptr may be NULL
     dst[n] = 0;
     return WR_OK;
 }
@@ -809,9 +809,11 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
         } else {
             for (uint32_t j = 0; j < n_unknown; j++) {
                 const msgpack_object *o = &kv[unknown[j]].key;
-                if (o->via.str.size == k->via.str.size && memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0)
+                // msgpack-c gives an empty string a NULL pointer: compare sizes first
+                if (o->via.str.size == k->via.str.size &&
+                    (k->via.str.size == 0 || memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
                     return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'",
-                                (int)WR_MIN(k->via.str.size, 32u), k->via.str.ptr);
+                                (int)WR_MIN(k->via.str.size, 32u), k->via.str.size ? k->via.str.ptr : "");
             }
             unknown[n_unknown++] = i;
         }

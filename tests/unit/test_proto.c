@@ -725,6 +725,11 @@ static void test_malformed(void **state) {
     assert_int_equal(wr_proto_decode(deep, n, 0, NULL, &d, &pe, err), WR_EPROTO);
     assert_int_equal(pe, WR_PERR_MALFORMED);
     assert_non_null(strstr(err, "nesting"));
+    // two empty keys (msgpack-c gives empty strings a NULL pointer)
+    const uint8_t empty2[] = {0x82, 0xa0, 0xc0, 0xa0, 0xc0};
+    assert_int_equal(wr_proto_decode(empty2, sizeof empty2, 0, NULL, &d, &pe, err), WR_EPROTO);
+    assert_int_equal(pe, WR_PERR_MALFORMED);
+    assert_non_null(strstr(err, "duplicate"));
     // a non-string key
     const uint8_t intkey[] = {0x81, 0x01, 0x01};
     assert_int_equal(wr_proto_decode(intkey, sizeof intkey, 0, NULL, &d, &pe, err), WR_EPROTO);
