@@ -378,5 +378,7 @@ int main(int argc, char **argv) {
     for (int s = 0; s < S; s++) wr_close(sh[s].ep);
     wr_close(g_cep);
     wr_transport_ctx_free(g_ctx);
+    free(x), free(m), free(b), free(g), free(bits), free(rbuf), free(sh);
+    wr_buf_free(&g_hb);
     return status;
 }
