@@ -14,11 +14,36 @@ static inline __m256i mix8(__m256i x) {
     return x;
 }
 
-// wr_rng_u32(key, ctr0 + lane) >> 8 for the 8 lanes.
-static inline __m256i r24_8(wr_rng_key key, uint32_t ctr0) {
-    __m256i x = _mm256_add_epi32(_mm256_set1_epi32((int)ctr0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    x = mix8(_mm256_xor_si256(x, _mm256_set1_epi32((int)key.k0)));
-    x = mix8(_mm256_xor_si256(x, _mm256_set1_epi32((int)key.k1)));
+// wr_rng_u32(key, base + lane) >> 8 for 8 lanes, base a multiple of 8 (so base + lane
+// == base ^ lane): the first xorshift of (base ^ lane ^ k0) distributes over the
+// xors, so the lane/key part is a constant and the base part one broadcast scalar.
+typedef struct {
+    __m256i c1;  // (lane ^ k0) ^ ((lane ^ k0) >> 16)
+    __m256i k1;
+} rng8;
+
+static inline rng8 rng8_make(wr_rng_key key) {
+    rng8 r;
+    __m256i c = _mm256_xor_si256(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                                 _mm256_set1_epi32((int)key.k0));
+    r.c1 = _mm256_xor_si256(c, _mm256_srli_epi32(c, 16));
+    r.k1 = _mm256_set1_epi32((int)key.k1);
+    return r;
+}
+
+static inline __m256i r24_8(const rng8 *r, uint32_t base) {
+    const __m256i m1 = _mm256_set1_epi32((int)WR_RNG_M1), m2 = _mm256_set1_epi32((int)WR_RNG_M2);
+    __m256i x = _mm256_xor_si256(_mm256_set1_epi32((int)(base ^ (base >> 16))), r->c1);
+    x = _mm256_mullo_epi32(x, m1);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, m2);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_xor_si256(x, r->k1);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, m1);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
+    x = _mm256_mullo_epi32(x, m2);
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
     return _mm256_srli_epi32(x, 8);
 }
 
@@ -29,7 +54,7 @@ static inline __m256i byte_to_lanes(uint32_t byte) {
 }
 
 static inline uint64_t encode8(const float *g, float *m, float *b, __m256 vbeta, __m256 vomb,
-                               wr_rng_key key, uint32_t ctr0) {
+                               const rng8 *rng, uint32_t ctr0) {
     const __m256 one = _mm256_set1_ps(1.0f), neg1 = _mm256_set1_ps(-1.0f);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 gv = _mm256_loadu_ps(g);
@@ -45,7 +70,7 @@ static inline uint64_t encode8(const float *g, float *m, float *b, __m256 vbeta,
     z = _mm256_and_ps(z, ok);  // NaN or b <= 0 -> +0
     __m256 t = _mm256_mul_ps(_mm256_add_ps(one, z), _mm256_set1_ps(8388608.0f));
     __m256i T = _mm256_cvttps_epi32(t);  // in [0, 2^24]; signed compare is exact below 2^31
-    __m256i lt = _mm256_cmpgt_epi32(T, r24_8(key, ctr0));
+    __m256i lt = _mm256_cmpgt_epi32(T, r24_8(rng, ctr0));
     return (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
 }
 
@@ -53,6 +78,7 @@ void wr_birder_encode_avx2(const float *g, float *m, float *b, size_t n, float b
                            wr_rng_key key, uint64_t first_index, uint64_t *bits) {
     WR_CHECK(first_index % 64 == 0);
     const __m256 vbeta = _mm256_set1_ps(beta), vomb = _mm256_set1_ps(1.0f - beta);
+    const rng8 rng = rng8_make(key);
     size_t full = n / 64;
     for (size_t w = 0; w < full; w++) {
         size_t j = w * 64;
@@ -60,7 +86,7 @@ void wr_birder_encode_avx2(const float *g, float *m, float *b, size_t n, float b
         uint64_t word = 0;
         for (int q = 0; q < 8; q++) {
             size_t o = j + 8 * (size_t)q;
-            word |= encode8(g + o, m + o, b + o, vbeta, vomb, key, c + 8 * (uint32_t)q) << (8 * q);
+            word |= encode8(g + o, m + o, b + o, vbeta, vomb, &rng, c + 8 * (uint32_t)q) << (8 * q);
         }
         bits[w] = word;
     }
@@ -75,46 +101,122 @@ static inline __m256i first_lanes64(size_t cnt) {
     return _mm256_cmpgt_epi64(_mm256_set1_epi64x((long long)cnt), _mm256_setr_epi64x(0, 1, 2, 3));
 }
 
-void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, size_t n,
-                                 uint64_t *planes) {
-    int P = wr_birder_planes(n_workers);
-    size_t nw = wr_birder_words(n);
-    uint64_t tail = (n % 64) ? (1ull << (n % 64)) - 1 : ~0ull;
-    for (size_t w = 0; w < nw; w += 4) {
-        size_t cnt = WR_MIN((size_t)4, nw - w);
-        __m256i k = first_lanes64(cnt);
-        __m256i valid = _mm256_set1_epi64x(-1);
-        if (w + cnt == nw) {
-            long long v[4] = {-1, -1, -1, -1};
-            v[cnt - 1] = (long long)tail;
-            valid = _mm256_loadu_si256((const __m256i *)v);
+// Bit-sliced counting, 4 words (256 elements) per ymm: workers 7 at a time through a
+// carry-save tree of full adders into a 3-bit partial count, then a ripple into the P
+// accumulator planes (P constant per instance so the planes stay in registers).
+#define FULL_ADD(a, b, c, sum, carry)                                          \
+    do {                                                                       \
+        __m256i ab_ = _mm256_xor_si256((a), (b));                              \
+        __m256i c_ = (c);                                                      \
+        (carry) = _mm256_or_si256(_mm256_and_si256((a), (b)), _mm256_and_si256(ab_, c_)); \
+        (sum) = _mm256_xor_si256(ab_, c_);                                     \
+    } while (0)
+
+static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *const *bits,
+                                                                int n_workers, int i, size_t w,
+                                                                int masked, __m256i k,
+                                                                __m256i valid) {
+    if (i >= n_workers) return _mm256_setzero_si256();
+    if (!masked) return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
+    return _mm256_and_si256(_mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
+}
+
+static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits,
+                                                               int n_workers, const int P,
+                                                               size_t nw, size_t w, int masked,
+                                                               __m256i k, __m256i valid,
+                                                               uint64_t *planes) {
+    __m256i acc[16];
+    for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
+    for (int i = 0; i < n_workers; i += 7) {
+        __m256i x[7];
+        for (int t = 0; t < 7; t++) x[t] = load_bits4(bits, n_workers, i + t, w, masked, k, valid);
+        __m256i s1, c1, s2, c2, b0, c3, b1, b2;
+        FULL_ADD(x[0], x[1], x[2], s1, c1);
+        FULL_ADD(s1, x[3], x[4], s2, c2);
+        FULL_ADD(s2, x[5], x[6], b0, c3);
+        FULL_ADD(c1, c2, c3, b1, b2);
+        __m256i carry = _mm256_and_si256(acc[0], b0);
+        acc[0] = _mm256_xor_si256(acc[0], b0);
+        if (P > 1) FULL_ADD(acc[1], b1, carry, acc[1], carry);
+        if (P > 2) FULL_ADD(acc[2], b2, carry, acc[2], carry);
+        for (int p = 3; p < P; p++) {
+            __m256i t = _mm256_and_si256(acc[p], carry);
+            acc[p] = _mm256_xor_si256(acc[p], carry);
+            carry = t;
         }
-        __m256i acc[16];
-        for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
-        int lim = 1;
-        for (int i = 0; i < n_workers; i++) {
-            if (i + 1 >= (1 << lim)) lim++;
-            __m256i carry = _mm256_and_si256(
-                _mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
-            for (int p = 0; p < lim; p++) {
-                __m256i t = _mm256_and_si256(acc[p], carry);
-                acc[p] = _mm256_xor_si256(acc[p], carry);
-                carry = t;
-            }
-        }
-        for (int p = 0; p < P; p++)
-            _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
+    }
+    for (int p = 0; p < P; p++) {
+        if (masked) _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
+        else _mm256_storeu_si256((__m256i *)(planes + (size_t)p * nw + w), acc[p]);
     }
 }
 
-// Counts of the 8 elements starting at element j.
-static inline __m256i counts8(const uint64_t *planes, int P, size_t nw, size_t j) {
-    __m256i c = _mm256_setzero_si256();
-    for (int p = 0; p < P; p++) {
-        uint32_t byte = (uint32_t)(planes[(size_t)p * nw + j / 64] >> (j % 64)) & 0xff;
-        c = _mm256_or_si256(c, _mm256_and_si256(byte_to_lanes(byte), _mm256_set1_epi32(1 << p)));
+static inline __attribute__((always_inline)) void count_planes_p4(const uint64_t *const *bits,
+                                                                  int n_workers, const int P,
+                                                                  size_t n, uint64_t *planes) {
+    size_t nw = wr_birder_words(n);
+    size_t full = n / 256 * 4;  // words in blocks of 4 with no tail bits
+    const __m256i ones = _mm256_set1_epi64x(-1);
+    for (size_t w = 0; w < full; w += 4)
+        count_block4(bits, n_workers, P, nw, w, 0, ones, ones, planes);
+    if (full < nw) {
+        size_t cnt = nw - full;
+        long long v[4] = {-1, -1, -1, -1};
+        if (n % 64) v[cnt - 1] = (long long)((1ull << (n % 64)) - 1);
+        count_block4(bits, n_workers, P, nw, full, 1, first_lanes64(cnt),
+                     _mm256_loadu_si256((const __m256i *)v), planes);
     }
-    return c;
+}
+
+void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, size_t n,
+                                 uint64_t *planes) {
+    switch (wr_birder_planes(n_workers)) {
+#define WR_CASE(P) \
+    case P: count_planes_p4(bits, n_workers, P, n, planes); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7) WR_CASE(8)
+        WR_CASE(9) WR_CASE(10) WR_CASE(11) WR_CASE(12) WR_CASE(13) WR_CASE(14) WR_CASE(15)
+        WR_CASE(16)
+#undef WR_CASE
+    default: WR_CHECK(0);
+    }
+}
+
+// 32 bytes of 0xff where bit k of x is set (byte k).
+static inline __m256i bits_to_bytes(uint32_t x) {
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
+                                          2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), pick);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
+}
+
+// Counts of the 64 elements of word w as eight vectors of 8 uint32.
+static inline void counts64(const uint64_t *planes, int P, size_t nw, size_t w, __m256i c[8]) {
+    if (P <= 8) {  // byte counts, 32 elements per vector and plane
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int p = 0; p < P; p++) {
+            uint64_t word = planes[(size_t)p * nw + w];
+            __m256i bit = _mm256_set1_epi8((char)(1 << p));
+            lo = _mm256_or_si256(lo, _mm256_and_si256(bits_to_bytes((uint32_t)word), bit));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(bits_to_bytes((uint32_t)(word >> 32)), bit));
+        }
+        __m128i q[4] = {_mm256_castsi256_si128(lo), _mm256_extracti128_si256(lo, 1),
+                        _mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1)};
+        for (int k = 0; k < 4; k++) {
+            c[2 * k] = _mm256_cvtepu8_epi32(q[k]);
+            c[2 * k + 1] = _mm256_cvtepu8_epi32(_mm_srli_si128(q[k], 8));
+        }
+        return;
+    }
+    for (int k = 0; k < 8; k++) c[k] = _mm256_setzero_si256();
+    for (int p = 0; p < P; p++) {
+        uint64_t word = planes[(size_t)p * nw + w];
+        const __m256i bit = _mm256_set1_epi32(1 << p);
+        for (int k = 0; k < 8; k++)
+            c[k] = _mm256_or_si256(
+                c[k], _mm256_and_si256(byte_to_lanes((uint32_t)(word >> (8 * k)) & 0xff), bit));
+    }
 }
 
 // r24 * n < c << 24 in 64-bit lanes (all values below 2^41, so signed compares work).
@@ -136,13 +238,31 @@ void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n,
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
+    const rng8 rng = rng8_make(key);
+    // For n <= 7 the threshold is an 8-entry table: r24 < ceil(c * 2^24 / n) is the same
+    // predicate as r24 * n < c << 24 for integer r24; counts past n always give +1.
+    int small = n_workers <= 7;
+    uint32_t tab[8];
+    for (uint32_t c = 0; c < 8; c++)
+        tab[c] = c >= (uint32_t)n_workers
+                     ? (1u << 24) + 1
+                     : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+    const __m256i tv = _mm256_loadu_si256((const __m256i *)tab);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
+        __m256i c[8];
+        counts64(planes, P, nw, w, c);
         uint64_t word = 0;
         for (int q = 0; q < 8; q++) {
-            size_t j = w * 64 + 8 * (size_t)q;
-            word |= requant8(r24_8(key, ctr + 8 * (uint32_t)q), counts8(planes, P, nw, j), n_workers)
-                    << (8 * q);
+            __m256i r = r24_8(&rng, ctr + 8 * (uint32_t)q);
+            uint64_t k;
+            if (small) {
+                __m256i lt = _mm256_cmpgt_epi32(_mm256_permutevar8x32_epi32(tv, c[q]), r);
+                k = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
+            } else {
+                k = requant8(r, c[q], n_workers);
+            }
+            word |= k << (8 * q);
         }
         if (w == nw - 1 && n % 64) word &= (1ull << (n % 64)) - 1;
         bits_out[w] = word;
@@ -191,24 +311,41 @@ void wr_birder_decode_bits_avx2(const uint64_t *bits, size_t n, float *u) {
     }
 }
 
-// u = (float)(2c - n) / (float)n, the division itself (as exact as the reference's).
-static inline __m256 u8(__m256i c, int n_workers) {
+// u = (float)(2c - n) / (float)n: an 8-entry table of exactly these values for small
+// n, the division itself otherwise (as exact as the reference's).
+static inline __m256 u8(__m256i c, int n_workers, __m256 tab) {
+    if (n_workers <= 7) return _mm256_permutevar8x32_ps(tab, c);
     __m256i num = _mm256_sub_epi32(_mm256_add_epi32(c, c), _mm256_set1_epi32(n_workers));
     return _mm256_div_ps(_mm256_cvtepi32_ps(num), _mm256_set1_ps((float)n_workers));
+}
+
+static inline __m256 u_table8(int n_workers) {
+    float tab[8];
+    for (int c = 0; c < 8; c++) {
+        float num = (float)(2 * c - n_workers);
+        tab[c] = num / (float)n_workers;
+    }
+    return _mm256_loadu_ps(tab);
 }
 
 void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n,
                                  float lr, float wd) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    const __m256 vlr = _mm256_set1_ps(lr), vwd = _mm256_set1_ps(wd);
-    for (size_t j = 0; j < n; j += 8) {
-        __m256 u = u8(counts8(planes, P, nw, j), n_workers);
-        if (j + 8 <= n) {
-            _mm256_storeu_ps(x + j, apply8(_mm256_loadu_ps(x + j), u, vlr, vwd));
-        } else {
-            __m256i em = chunk_mask8(n, j);
-            _mm256_maskstore_ps(x + j, em, apply8(_mm256_maskload_ps(x + j, em), u, vlr, vwd));
+    const __m256 vlr = _mm256_set1_ps(lr), vwd = _mm256_set1_ps(wd), tab = u_table8(n_workers);
+    for (size_t w = 0; w < nw; w++) {
+        __m256i c[8];
+        counts64(planes, P, nw, w, c);
+        for (int q = 0; q < 8; q++) {
+            size_t j = w * 64 + 8 * (size_t)q;
+            if (j >= n) break;
+            __m256 u = u8(c[q], n_workers, tab);
+            if (j + 8 <= n) {
+                _mm256_storeu_ps(x + j, apply8(_mm256_loadu_ps(x + j), u, vlr, vwd));
+            } else {
+                __m256i em = chunk_mask8(n, j);
+                _mm256_maskstore_ps(x + j, em, apply8(_mm256_maskload_ps(x + j, em), u, vlr, vwd));
+            }
         }
     }
 }
@@ -216,9 +353,16 @@ void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers
 void wr_birder_decode_planes_avx2(const uint64_t *planes, int n_workers, size_t n, float *u) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    for (size_t j = 0; j < n; j += 8) {
-        __m256 uv = u8(counts8(planes, P, nw, j), n_workers);
-        if (j + 8 <= n) _mm256_storeu_ps(u + j, uv);
-        else _mm256_maskstore_ps(u + j, chunk_mask8(n, j), uv);
+    const __m256 tab = u_table8(n_workers);
+    for (size_t w = 0; w < nw; w++) {
+        __m256i c[8];
+        counts64(planes, P, nw, w, c);
+        for (int q = 0; q < 8; q++) {
+            size_t j = w * 64 + 8 * (size_t)q;
+            if (j >= n) break;
+            __m256 uv = u8(c[q], n_workers, tab);
+            if (j + 8 <= n) _mm256_storeu_ps(u + j, uv);
+            else _mm256_maskstore_ps(u + j, chunk_mask8(n, j), uv);
+        }
     }
 }

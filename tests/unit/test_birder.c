@@ -426,7 +426,11 @@ static void check_aggregation(int n_workers, size_t n, const int *levels, int nl
     size_t nw = wr_birder_words(n);
     int P = wr_birder_planes(n_workers);
     uint64_t **vecs = malloc(sizeof(uint64_t *) * (size_t)n_workers);
-    for (int i = 0; i < n_workers; i++) vecs[i] = random_bits(n, 1);
+    for (int i = 0; i < n_workers; i++) {
+        vecs[i] = random_bits(n, 1);
+        vecs[i][0] = ~0ull;  // c = n_workers on word 0 (every plane used), c = 0 on word 1
+        if (nw > 1) vecs[i][1] = 0;
+    }
     const uint64_t *const *in = (const uint64_t *const *)vecs;
     uint16_t *counts = malloc(n * 2);
     uint64_t *pr = wr_alloc_vec((size_t)P * nw * 8), *pv = wr_alloc_vec((size_t)P * nw * 8);
@@ -532,12 +536,14 @@ static void check_aggregation(int n_workers, size_t n, const int *levels, int nl
 static void test_aggregation_roundtrip_all_levels(void **state) {
     (void)state;
     int levels[3], nl = levels_available(levels);
-    static const int workers[] = {1, 2, 3, 4, 7, 8, 16, 31, 32, 64, 255};
+    // 300 and 1100 exercise more than 8 planes (16-bit count paths).
+    static const int workers[] = {1, 2, 3, 4, 7, 8, 16, 31, 32, 64, 255, 300, 1100};
     for (size_t k = 0; k < sizeof workers / sizeof workers[0]; k++)
         for (size_t s = 0; s < sizeof eq_sizes / sizeof eq_sizes[0]; s++) {
             size_t n = eq_sizes[s];
             // Keep the big sweep moderate: 255 vectors of 1M bits is 32 MB.
             if (n > 100000 && (quick() || workers[k] > 64)) n = 100003;
+            if (n > 5000 && workers[k] > 255) n = 4099;
             check_aggregation(workers[k], n, levels, nl);
         }
 }
