@@ -5,7 +5,8 @@
 // fp32), digests, STATS, LEAVE. Fault injection for tests: --corrupt-at STEP
 // perturbs this replica after STEP (digest mismatch), --die-at STEP exits
 // silently before STEP (dead node), --bad-push sends malformed and duplicate
-// pushes first (they must be refused without harm).
+// pushes first (they must be refused without harm). --fixed-grad draws the
+// gradient once (to time the communication, not the generator).
 //
 //   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--corrupt-at T]
 //                    [--die-at T] [--bad-push] [--log-level L]
@@ -106,13 +107,13 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
         {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
-        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'},
+        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'}, {"fixed-grad", no_argument, NULL, 'f'},
         {"log-level", required_argument, NULL, 'l'},   {NULL, 0, NULL, 0},
     };
     uint64_t d = 0;
     const char *host = "fakehost";
     long corrupt_at = -1, die_at = -1;
-    int bad_push = 0, c;
+    int bad_push = 0, fixed_grad = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'C': g_coord = optarg; break;
@@ -121,6 +122,7 @@ int main(int argc, char **argv) {
         case 'x': corrupt_at = atol(optarg); break;
         case 'k': die_at = atol(optarg); break;
         case 'b': bad_push = 1; break;
+        case 'f': fixed_grad = 1; break;
         case 'l': wr_log_set_level((enum wr_log_level)wr_log_parse_level(optarg)); break;
         default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
         }
@@ -275,6 +277,7 @@ int main(int argc, char **argv) {
             _exit(9);
         }
         wr_rng_key gk = wr_rng_key_make(g_cfg.seed ^ 0x5555, (uint64_t)g_rank, (uint64_t)t);
+        if (!fixed_grad || t == 1)
         for (uint64_t j = 0; j < d; j++)
             g[j] = ((float)(wr_rng_u32(gk, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) + 0.5f * x[j];
         for (int s = 0; s < S; s++) {
