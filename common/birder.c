@@ -112,7 +112,7 @@ void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n,
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    memset(bits_out, 0, nw * sizeof(uint64_t));
+    if (nw) memset(bits_out, 0, nw * sizeof(uint64_t));
     for (size_t j = 0; j < n; j++) {
         uint64_t c = plane_count(planes, P, nw, j);
         uint64_t r = birder_r24(key, first_index, j);

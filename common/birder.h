@@ -8,7 +8,9 @@
 // the `*_ref` scalar twins define the results, and every version gives exactly
 // the same bits and floats (replicas on CPUs with different ISA levels must stay
 // bit-identical). Arguments are trusted (sizes come from the caller's own
-// validated configuration); broken invariants abort via WR_CHECK.
+// validated configuration); broken invariants abort via WR_CHECK. n may be 0 (then
+// no memory is touched). Kernels read and write exactly the documented words and
+// floats (masked vector tails), never past them. Thread-safe: no shared state.
 //
 // ---- Bit layout (ALGORITHMS.md 1.2) -------------------------------------------
 // Bit 1 means +1. Element j -> 64-bit word j/64, bit j%64 (LSB first). A vector
@@ -82,9 +84,11 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
                           uint64_t first_index, uint64_t *bits_out);
 
 // x -= lr * (u + wd * x) from the broadcast encoding without materialising u.
+// In place; identical floats at every ISA level (the formula in the header comment).
 // apply_bits: u = +1 where the bit is set, -1 elsewhere.
 void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd);
-// apply_planes: u = (2c - n_workers) / n_workers from the bit-planes.
+// apply_planes: u = (2c - n_workers) / n_workers from the bit-planes. The planes are
+// any bits (a count above n_workers, which count_planes never writes, just gives u > 1).
 void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n,
                             float lr, float wd);
 

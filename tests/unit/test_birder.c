@@ -354,6 +354,24 @@ static int levels_available(int *levels) {
     return k;
 }
 
+// n = 0 touches no memory at any level (NULL pointers are fine).
+static void test_empty(void **state) {
+    (void)state;
+    int levels[3], nl = levels_available(levels);
+    for (int l = 0; l < nl; l++) {
+        wr_cpu_force_level(levels[l]);
+        wr_birder_encode(NULL, NULL, NULL, 0, 0.9f, wr_rng_key_make(1, 1, 1), 0, NULL);
+        wr_birder_count_planes(NULL, 3, 0, NULL);
+        wr_birder_counts(NULL, 3, 0, NULL);
+        wr_birder_requantize(NULL, 3, 0, wr_rng_key_make(1, 1, 1), 0, NULL);
+        wr_birder_apply_bits(NULL, NULL, 0, 0.1f, 0.1f);
+        wr_birder_apply_planes(NULL, NULL, 3, 0, 0.1f, 0.1f);
+        wr_birder_decode_bits(NULL, 0, NULL);
+        wr_birder_decode_planes(NULL, 3, 0, NULL);
+        wr_cpu_force_level(-1);
+    }
+}
+
 static void test_encode_vector_equals_scalar(void **state) {
     (void)state;
     int levels[3], nl = levels_available(levels);
@@ -558,6 +576,7 @@ int main(void) {
         cmocka_unit_test(test_unbiased_grid),
         cmocka_unit_test(test_keys_and_independence),
         cmocka_unit_test(test_bit_layout),
+        cmocka_unit_test(test_empty),
         cmocka_unit_test(test_encode_vector_equals_scalar),
         cmocka_unit_test(test_aggregation_roundtrip_all_levels),
     };
