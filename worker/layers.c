@@ -8,6 +8,12 @@
 #include "hfp8.h"
 #include "wr_common.h"
 
+// The element loops here are plain C written so that gcc vectorizes them
+// (restrict, no branches); -O2's default "very cheap" cost model refuses loops
+// that need a remainder, hence the attribute. Vectorized or not, every element
+// gets the same fp32 operations, so results do not depend on it.
+#define WR_VEC __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+
 #define QCHUNK 4096  // scale + round in L1-sized pieces: one pass over memory
 
 static float *alloc_f(size_t n) { return wr_alloc_vec((n ? n : 1) * sizeof(float)); }
@@ -22,7 +28,7 @@ float wr_layer_pow2_scale(float amax) {
     return ldexpf(1.0f, k);
 }
 
-float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
+WR_VEC float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
     float s = wr_layer_pow2_scale(wr_fp8_amax(x, n));
     for (size_t off = 0; off < n; off += QCHUNK) {
         size_t m = WR_MIN((size_t)QCHUNK, n - off);
@@ -132,72 +138,89 @@ size_t wr_layer_bind(wr_layer *l, float *params, float *grads) {
 }
 
 // y[r, j] = y[r, j] + b[j], then ReLU if asked.
-static void bias_act(float *y, const float *b, size_t rows, int cols, int relu) {
+WR_VEC static void bias_act(float *restrict y, const float *restrict b, size_t rows, int cols,
+                            int relu) {
     for (size_t r = 0; r < rows; r++) {
-        float *yr = y + r * (size_t)cols;
+        float *restrict yr = y + r * (size_t)cols;
         if (relu) {
             for (int j = 0; j < cols; j++) {
                 float v = yr[j] + b[j];
                 yr[j] = v > 0.0f ? v : 0.0f;
             }
         } else {
-            for (int j = 0; j < cols; j++) yr[j] += b[j];
+            for (int j = 0; j < cols; j++) yr[j] = yr[j] + b[j];
         }
     }
 }
 
-// col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside).
-static void im2col(const wr_layer *l, const float *x, float *col, int B) {
-    const int C = l->C, k = l->k, pad = l->pad;
-    const size_t K = (size_t)k * k * C;
-    float *dst = col;
+// dz = dy masked by the ReLU (y > 0 iff the pre-activation was > 0), and the
+// column sums of dz into db (zeroed here).
+WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y,
+                               float *restrict dz, float *restrict db, size_t rows, int cols,
+                               int relu) {
+    for (int j = 0; j < cols; j++) db[j] = 0.0f;
+    for (size_t r = 0; r < rows; r++) {
+        const float *restrict dyr = dy + r * (size_t)cols, *restrict yr = y + r * (size_t)cols;
+        float *restrict dzr = dz + r * (size_t)cols;
+        if (relu)
+            for (int j = 0; j < cols; j++) {
+                float d = dyr[j];  // loaded unconditionally: a select, not a branch
+                dzr[j] = yr[j] > 0.0f ? d : 0.0f;
+            }
+        else
+            for (int j = 0; j < cols; j++) dzr[j] = dyr[j];
+        for (int j = 0; j < cols; j++) db[j] = db[j] + dzr[j];
+    }
+}
+
+// col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside). In NHWC
+// the k*C values of one kernel row are one contiguous span of x (clipped at the
+// borders), so each (row, kh) is one short copy.
+WR_VEC static void im2col(const wr_layer *l, const float *restrict x, float *restrict col, int B) {
+    const int C = l->C, k = l->k, pad = l->pad, kC = k * C;
+    const size_t K = (size_t)k * kC;
+    float *restrict dst = col;
     for (int b = 0; b < B; b++) {
         const float *xb = x + (size_t)b * l->in_size;
         for (int oh = 0; oh < l->OH; oh++)
             for (int ow = 0; ow < l->OW; ow++, dst += K) {
-                float *d = dst;
+                int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);
                 for (int kh = 0; kh < k; kh++) {
+                    float *restrict d = dst + (size_t)kh * kC;
                     int ih = oh + kh - pad;
-                    if (ih < 0 || ih >= l->H) {
-                        memset(d, 0, sizeof(float) * (size_t)k * C);
-                        d += (size_t)k * C;
+                    if (ih < 0 || ih >= l->H || kw1 <= kw0) {
+                        for (int i = 0; i < kC; i++) d[i] = 0.0f;
                         continue;
                     }
-                    for (int kw = 0; kw < k; kw++, d += C) {
-                        int iw = ow + kw - pad;
-                        if (iw < 0 || iw >= l->W)
-                            memset(d, 0, sizeof(float) * C);
-                        else
-                            memcpy(d, xb + ((size_t)ih * l->W + iw) * C, sizeof(float) * C);
-                    }
+                    const float *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;
+                    for (int i = 0; i < kw0 * C; i++) d[i] = 0.0f;
+                    int n = (kw1 - kw0) * C;
+                    for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];
+                    for (int i = kw1 * C; i < kC; i++) d[i] = 0.0f;
                 }
             }
     }
 }
 
 // dx = sum of the col entries that read each input element (the adjoint of im2col).
-static void col2im(const wr_layer *l, const float *dcol, float *dx, int B) {
-    const int C = l->C, k = l->k, pad = l->pad;
-    const size_t K = (size_t)k * k * C;
+WR_VEC static void col2im(const wr_layer *l, const float *restrict dcol, float *restrict dx, int B) {
+    const int C = l->C, k = l->k, pad = l->pad, kC = k * C;
+    const size_t K = (size_t)k * kC;
     memset(dx, 0, sizeof(float) * (size_t)B * l->in_size);
-    const float *src = dcol;
+    const float *restrict src = dcol;
     for (int b = 0; b < B; b++) {
         float *xb = dx + (size_t)b * l->in_size;
         for (int oh = 0; oh < l->OH; oh++)
             for (int ow = 0; ow < l->OW; ow++, src += K) {
-                const float *s = src;
+                int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);
+                if (kw1 <= kw0) continue;
+                int n = (kw1 - kw0) * C;
                 for (int kh = 0; kh < k; kh++) {
                     int ih = oh + kh - pad;
-                    if (ih < 0 || ih >= l->H) {
-                        s += (size_t)k * C;
-                        continue;
-                    }
-                    for (int kw = 0; kw < k; kw++, s += C) {
-                        int iw = ow + kw - pad;
-                        if (iw < 0 || iw >= l->W) continue;
-                        float *d = xb + ((size_t)ih * l->W + iw) * C;
-                        for (int c = 0; c < C; c++) d[c] += s[c];
-                    }
+                    if (ih < 0 || ih >= l->H) continue;
+                    const float *restrict s = src + (size_t)kh * kC + kw0 * C;
+                    float *restrict d = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;
+                    for (int i = 0; i < n; i++) d[i] = d[i] + s[i];
                 }
             }
     }
@@ -276,18 +299,8 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     const int cols = l->kind == WR_LAYER_LINEAR ? l->out_size : l->O;
     const size_t rows = (size_t)B * l->out_size / (size_t)cols;
     const float inv_s = 1.0f / loss_scale;
-    // dZ = dY masked by the ReLU (y > 0 iff the pre-activation was > 0); db = colsum(dZ)/S.
     float *dz = l->dz, *db = l->db;
-    memset(db, 0, sizeof(float) * (size_t)cols);
-    for (size_t r = 0; r < rows; r++) {
-        const float *dyr = dy + r * cols, *yr = l->y + r * cols;
-        float *dzr = dz + r * cols;
-        if (l->relu)
-            for (int j = 0; j < cols; j++) dzr[j] = yr[j] > 0.0f ? dyr[j] : 0.0f;
-        else
-            memcpy(dzr, dyr, sizeof(float) * (size_t)cols);
-        for (int j = 0; j < cols; j++) db[j] += dzr[j];
-    }
+    mask_colsum(dy, l->y, dz, db, rows, cols, l->relu);
     for (int j = 0; j < cols; j++) db[j] *= inv_s;
     const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x, *w = l->w;
     float alpha_w = inv_s, alpha_x = 1.0f;
