@@ -5,15 +5,6 @@
 #include "birder.h"
 #include "wr_common.h"
 
-static inline __m256i mix8(__m256i x) {
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)WR_RNG_M1));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 15));
-    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)WR_RNG_M2));
-    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
-    return x;
-}
-
 // wr_rng_u32(key, base + lane) >> 8 for 8 lanes, base a multiple of 8 (so base + lane
 // == base ^ lane): the first xorshift of (base ^ lane ^ k0) distributes over the
 // xors, so the lane/key part is a constant and the base part one broadcast scalar.

@@ -6,15 +6,6 @@
 #include "birder.h"
 #include "wr_common.h"
 
-static inline __m512i mix16(__m512i x) {
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)WR_RNG_M1));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 15));
-    x = _mm512_mullo_epi32(x, _mm512_set1_epi32((int)WR_RNG_M2));
-    x = _mm512_xor_si512(x, _mm512_srli_epi32(x, 16));
-    return x;
-}
-
 // wr_rng_u32(key, base + lane) >> 8 for 16 lanes, with base a multiple of 16 (so
 // base + lane == base ^ lane). The key-only parts are folded into constants: the
 // first xorshift of (base ^ lane ^ k0) distributes over the xors, so it costs one
