@@ -23,6 +23,7 @@
 
 #include "hfp8.h"
 #include "rng.h"
+#include "wr_common.h"
 
 #define INL static inline __attribute__((always_inline))
 
@@ -30,6 +31,9 @@
 #define EMIN(e5) ((e5) ? -14 : -10)
 #define D0(e5) (23 - MB(e5))
 #define MAXCODE(e5) ((e5) ? 0x7B : 0x7F)
+#define REBIAS(e5) ((127 + EMIN(e5) - 1) << MB(e5))
+#define RNE_K(e5) ((int)((1u << (D0(e5) - 1)) - 1u - ((uint32_t)REBIAS(e5) << D0(e5))))
+#define FMT(e5) ((e5) ? WR_FP8_E5M2 : WR_FP8_E4M3B11)
 #define MAXV(e5) ((e5) ? WR_FP8_E5M2_MAX : WR_FP8_E4M3B11_MAX)
 
 INL float pow2f(int e) {
@@ -57,10 +61,11 @@ INL __m256i enc_finish(__m256i c, __m256i xb, __m256i a, const int e5) {
 INL __m256i enc_rne8(__m256 x, const int e5) {
     __m256i xb = _mm256_castps_si256(x);
     __m256i a = _mm256_and_si256(xb, set1(0x7FFFFFFF));
+    // Bias and rebias in one constant: (a + lsb + half - 1 - (rebias << d0)) >> d0.
+    // It wraps for lanes below the min normal, which take the other path.
     __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(a, D0(e5)), set1(1));
-    __m256i t = _mm256_add_epi32(a, _mm256_add_epi32(set1((1 << (D0(e5) - 1)) - 1), lsb));
-    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(t, D0(e5)),
-                                  set1((127 + EMIN(e5) - 1) << MB(e5)));
+    __m256i t = _mm256_add_epi32(_mm256_add_epi32(a, lsb), set1(RNE_K(e5)));
+    __m256i cn = _mm256_srli_epi32(t, D0(e5));
     __m256 magic = _mm256_set1_ps(pow2f(EMIN(e5) - MB(e5) + 23));
     __m256 s = _mm256_add_ps(_mm256_castsi256_ps(a), magic);
     __m256i cs = _mm256_sub_epi32(_mm256_castps_si256(s), _mm256_castps_si256(magic));
@@ -92,8 +97,7 @@ INL __m256i enc_sr8(__m256 x, __m256i r, const int e5) {
     __m256i xb = _mm256_castps_si256(x);
     __m256i a = _mm256_and_si256(xb, set1(0x7FFFFFFF));
     __m256i t = _mm256_add_epi32(a, _mm256_srli_epi32(r, 32 - D0(e5)));
-    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(t, D0(e5)),
-                                  set1((127 + EMIN(e5) - 1) << MB(e5)));
+    __m256i cn = _mm256_sub_epi32(_mm256_srli_epi32(t, D0(e5)), set1(REBIAS(e5)));
     __m256i is_sub = _mm256_cmpgt_epi32(set1((127 + EMIN(e5)) << 23), a);
     __m256i c = cn;
     if (!_mm256_testz_si256(is_sub, is_sub))  // rare when the data is scaled to the format
@@ -166,12 +170,29 @@ INL void dec16(const uint8_t *in, float *out, const int e5) {
 }
 
 // Four vectors of 32-bit codes -> 32 bytes in order.
-INL void store32(uint8_t *out, __m256i c0, __m256i c1, __m256i c2, __m256i c3) {
+INL __m256i pack32(__m256i c0, __m256i c1, __m256i c2, __m256i c3) {
     __m256i p01 = _mm256_packus_epi32(c0, c1);
     __m256i p23 = _mm256_packus_epi32(c2, c3);
     __m256i b = _mm256_packus_epi16(p01, p23);
-    b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256((__m256i *)out, b);
+    return _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Outputs at least this long (8 Mi codes, past every cache here) are written
+// with non-temporal stores: such arrays are not read back soon, and streaming
+// saves the read-for-ownership of every output line (~1/6 of the traffic).
+#define WR_NT_MIN ((size_t)1 << 23)
+
+// Elements before the first 32-byte boundary of out when streaming (done by the caller).
+static inline size_t nt_head(const uint8_t *out, size_t n) {
+    size_t h = (32 - ((uintptr_t)out & 31)) & 31;
+    return n >= WR_NT_MIN ? WR_MIN(h, n) : 0;
+}
+
+INL void store32(uint8_t *out, __m256i b, int nt) {
+    if (nt)
+        _mm256_stream_si256((__m256i *)out, b);
+    else
+        _mm256_storeu_si256((__m256i *)out, b);
 }
 
 INL __m256i rng8(__m256i ctr, __m256i k0, __m256i k1) {
@@ -190,13 +211,17 @@ INL __m256i rng8(__m256i ctr, __m256i k0, __m256i k1) {
 // ---- loops --------------------------------------------------------------------
 
 INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
-    size_t i = 0;
+    size_t i = nt_head(out, n);
+    const int nt = n >= WR_NT_MIN;
+    wr_fp8_encode_array_ref(x, out, i, FMT(e5));
     for (; i + 32 <= n; i += 32)
-        store32(out + i, enc_rne8(_mm256_loadu_ps(x + i), e5),
-                enc_rne8(_mm256_loadu_ps(x + i + 8), e5),
-                enc_rne8(_mm256_loadu_ps(x + i + 16), e5),
-                enc_rne8(_mm256_loadu_ps(x + i + 24), e5));
-    wr_fp8_encode_array_ref(x + i, out + i, n - i, e5 ? WR_FP8_E5M2 : WR_FP8_E4M3B11);
+        store32(out + i,
+                pack32(enc_rne8(_mm256_loadu_ps(x + i), e5), enc_rne8(_mm256_loadu_ps(x + i + 8), e5),
+                       enc_rne8(_mm256_loadu_ps(x + i + 16), e5),
+                       enc_rne8(_mm256_loadu_ps(x + i + 24), e5)),
+                nt);
+    if (nt) _mm_sfence();
+    wr_fp8_encode_array_ref(x + i, out + i, n - i, FMT(e5));
 }
 
 void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
@@ -211,7 +236,9 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
     __m256i k0 = set1((int)key.k0), k1 = set1((int)key.k1);
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    size_t i = 0;
+    size_t i = nt_head(out, n);
+    const int nt = n >= WR_NT_MIN;
+    wr_fp8_encode_sr_array_ref(x, out, i, FMT(e5), seed, offset);
     for (; i + 32 <= n; i += 32) {
         __m256i ctr = _mm256_add_epi32(set1((int)(uint32_t)(offset + i)), lane);
         __m256i c[4];
@@ -219,10 +246,10 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
             __m256i r = rng8(_mm256_add_epi32(ctr, set1(8 * j)), k0, k1);
             c[j] = enc_sr8(_mm256_loadu_ps(x + i + 8 * j), r, e5);
         }
-        store32(out + i, c[0], c[1], c[2], c[3]);
+        store32(out + i, pack32(c[0], c[1], c[2], c[3]), nt);
     }
-    wr_fp8_encode_sr_array_ref(x + i, out + i, n - i, e5 ? WR_FP8_E5M2 : WR_FP8_E4M3B11, seed,
-                               offset + i);
+    if (nt) _mm_sfence();
+    wr_fp8_encode_sr_array_ref(x + i, out + i, n - i, FMT(e5), seed, offset + i);
 }
 
 void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
@@ -236,7 +263,7 @@ void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr
 INL void decode_loop(const uint8_t *in, float *out, size_t n, const int e5) {
     size_t i = 0;
     for (; i + 16 <= n; i += 16) dec16(in + i, out + i, e5);
-    wr_fp8_decode_array_ref(in + i, out + i, n - i, e5 ? WR_FP8_E5M2 : WR_FP8_E4M3B11);
+    wr_fp8_decode_array_ref(in + i, out + i, n - i, FMT(e5));
 }
 
 void wr_fp8_decode_array_avx2(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f) {
@@ -252,7 +279,7 @@ INL void quantize_loop(float *x, size_t n, const int e5) {
         _mm256_storeu_ps(x + i, q_rne8(_mm256_loadu_ps(x + i), e5));
         _mm256_storeu_ps(x + i + 8, q_rne8(_mm256_loadu_ps(x + i + 8), e5));
     }
-    wr_fp8_quantize_inplace_ref(x + i, n - i, e5 ? WR_FP8_E5M2 : WR_FP8_E4M3B11);
+    wr_fp8_quantize_inplace_ref(x + i, n - i, FMT(e5));
 }
 
 void wr_fp8_quantize_inplace_avx2(float *x, size_t n, enum wr_fp8_format f) {
@@ -271,7 +298,7 @@ INL void quantize_sr_loop(float *x, size_t n, uint64_t seed, uint64_t offset, co
         __m256i r = rng8(_mm256_add_epi32(set1((int)(uint32_t)(offset + i)), lane), k0, k1);
         _mm256_storeu_ps(x + i, q_sr8(_mm256_loadu_ps(x + i), r, e5));
     }
-    wr_fp8_quantize_sr_inplace_ref(x + i, n - i, e5 ? WR_FP8_E5M2 : WR_FP8_E4M3B11, seed,
+    wr_fp8_quantize_sr_inplace_ref(x + i, n - i, FMT(e5), seed,
                                    offset + i);
 }
 

@@ -4,6 +4,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "wr_common.h"
+
 #include "hfp8.h"
 #include "rng.h"
 
@@ -14,6 +16,8 @@
 #define D0(e5) (23 - MB(e5))
 #define MAXCODE(e5) ((e5) ? 0x7B : 0x7F)
 #define MAXV(e5) ((e5) ? WR_FP8_E5M2_MAX : WR_FP8_E4M3B11_MAX)
+#define REBIAS(e5) ((127 + EMIN(e5) - 1) << MB(e5))
+#define RNE_K(e5) ((int)((1u << (D0(e5) - 1)) - 1u - ((uint32_t)REBIAS(e5) << D0(e5))))
 #define FMT(e5) ((e5) ? WR_FP8_E5M2 : WR_FP8_E4M3B11)
 
 INL float pow2f(int e) {
@@ -27,24 +31,26 @@ INL __m512i set1(int v) { return _mm512_set1_epi32(v); }
 
 // Sign, NaN and zero rules on magnitude codes c (<= maxcode).
 INL __m512i enc_finish(__m512i c, __m512i xb, __m512i a, const int e5) {
-    __m512i sign8 = _mm512_and_si512(_mm512_srli_epi32(xb, 24), set1(0x80));
+    // c | (xb >> 24 & 0x80) in one ternary-logic op (A | (B & C) = 0xF8).
+    __m512i top = _mm512_srli_epi32(xb, 24);
     __mmask16 isnan = _mm512_cmpgt_epu32_mask(a, set1(0x7F800000));
     if (e5) {
-        __m512i r = _mm512_or_si512(c, sign8);
-        return _mm512_mask_or_epi32(r, isnan, sign8, set1(0x7F));
+        __m512i nanc = _mm512_mask_mov_epi32(c, isnan, set1(0x7F));
+        return _mm512_ternarylogic_epi32(nanc, top, set1(0x80), 0xF8);
     }
-    __mmask16 nz = _mm512_test_epi32_mask(c, c);
-    __m512i r = _mm512_mask_or_epi32(c, nz, c, sign8);
+    __mmask16 nz = _mm512_test_epi32_mask(c, c);  // no -0
+    __m512i r = _mm512_mask_ternarylogic_epi32(c, nz, top, set1(0x80), 0xF8);
     return _mm512_mask_mov_epi32(r, isnan, set1(0x80));
 }
 
 INL __m512i enc_rne16(__m512 x, const int e5) {
     __m512i xb = _mm512_castps_si512(x);
     __m512i a = _mm512_and_si512(xb, set1(0x7FFFFFFF));
+    // Bias and rebias in one constant: (a + lsb + half - 1 - (rebias << d0)) >> d0.
+    // It wraps for lanes below the min normal, which take the other path.
     __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(a, D0(e5)), set1(1));
-    __m512i t = _mm512_add_epi32(a, _mm512_add_epi32(set1((1 << (D0(e5) - 1)) - 1), lsb));
-    __m512i cn = _mm512_sub_epi32(_mm512_srli_epi32(t, D0(e5)),
-                                  set1((127 + EMIN(e5) - 1) << MB(e5)));
+    __m512i t = _mm512_add_epi32(_mm512_add_epi32(a, lsb), set1(RNE_K(e5)));
+    __m512i cn = _mm512_srli_epi32(t, D0(e5));
     __m512 magic = _mm512_set1_ps(pow2f(EMIN(e5) - MB(e5) + 23));
     __m512 s = _mm512_add_ps(_mm512_castsi512_ps(a), magic);
     __m512i cs = _mm512_sub_epi32(_mm512_castps_si512(s), _mm512_castps_si512(magic));
@@ -74,8 +80,7 @@ INL __m512i enc_sr16(__m512 x, __m512i r, const int e5) {
     __m512i xb = _mm512_castps_si512(x);
     __m512i a = _mm512_and_si512(xb, set1(0x7FFFFFFF));
     __m512i t = _mm512_add_epi32(a, _mm512_srli_epi32(r, 32 - D0(e5)));
-    __m512i cn = _mm512_sub_epi32(_mm512_srli_epi32(t, D0(e5)),
-                                  set1((127 + EMIN(e5) - 1) << MB(e5)));
+    __m512i cn = _mm512_sub_epi32(_mm512_srli_epi32(t, D0(e5)), set1(REBIAS(e5)));
     __mmask16 is_sub = _mm512_cmplt_epu32_mask(a, set1((127 + EMIN(e5)) << 23));
     __m512i c = cn;
     if (is_sub) c = _mm512_mask_mov_epi32(cn, is_sub, sr_sub_steps(a, r, e5));  // rare when scaled
@@ -161,17 +166,38 @@ INL __m512i rng16(__m512i ctr, __m512i k0, __m512i k1) {
 
 // ---- loops --------------------------------------------------------------------
 
+// Outputs at least this long (8 Mi codes, past every cache here) are written
+// with non-temporal stores: such arrays are not read back soon, and streaming
+// saves the read-for-ownership of every output line (~1/6 of the traffic).
+#define WR_NT_MIN ((size_t)1 << 23)
+
+INL __m512i pack64(__m512i c0, __m512i c1, __m512i c2, __m512i c3) {
+    __m256i lo = _mm256_set_m128i(_mm512_cvtepi32_epi8(c1), _mm512_cvtepi32_epi8(c0));
+    __m256i hi = _mm256_set_m128i(_mm512_cvtepi32_epi8(c3), _mm512_cvtepi32_epi8(c2));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Elements before the first 64-byte boundary of out when streaming (done by the caller).
+static inline size_t nt_head(const uint8_t *out, size_t n) {
+    size_t h = (64 - ((uintptr_t)out & 63)) & 63;
+    return n >= WR_NT_MIN ? WR_MIN(h, n) : 0;
+}
+
 INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
-    size_t i = 0;
+    size_t i = nt_head(out, n);
+    const int nt = n >= WR_NT_MIN;
+    wr_fp8_encode_array_ref(x, out, i, FMT(e5));
     for (; i + 64 <= n; i += 64) {
-        __m128i b0 = _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i), e5));
-        __m128i b1 = _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i + 16), e5));
-        __m128i b2 = _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i + 32), e5));
-        __m128i b3 = _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i + 48), e5));
-        __m512i b = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_set_m128i(b1, b0)), _mm256_set_m128i(b3, b2), 1);
-        _mm512_storeu_si512((void *)(out + i), b);
+        __m512i b = pack64(enc_rne16(_mm512_loadu_ps(x + i), e5),
+                           enc_rne16(_mm512_loadu_ps(x + i + 16), e5),
+                           enc_rne16(_mm512_loadu_ps(x + i + 32), e5),
+                           enc_rne16(_mm512_loadu_ps(x + i + 48), e5));
+        if (nt)
+            _mm512_stream_si512((void *)(out + i), b);
+        else
+            _mm512_storeu_si512((void *)(out + i), b);
     }
+    if (nt) _mm_sfence();
     for (; i + 16 <= n; i += 16)
         _mm_storeu_si128((__m128i *)(out + i),
                          _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i), e5)));
@@ -190,7 +216,23 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
     __m512i k0 = set1((int)key.k0), k1 = set1((int)key.k1);
     __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    size_t i = 0;
+    size_t i = nt_head(out, n);
+    const int nt = n >= WR_NT_MIN;
+    wr_fp8_encode_sr_array_ref(x, out, i, FMT(e5), seed, offset);
+    for (; i + 64 <= n; i += 64) {
+        __m512i ctr = _mm512_add_epi32(set1((int)(uint32_t)(offset + i)), lane);
+        __m512i c[4];
+        for (int j = 0; j < 4; j++) {
+            __m512i r = rng16(_mm512_add_epi32(ctr, set1(16 * j)), k0, k1);
+            c[j] = enc_sr16(_mm512_loadu_ps(x + i + 16 * j), r, e5);
+        }
+        __m512i b = pack64(c[0], c[1], c[2], c[3]);
+        if (nt)
+            _mm512_stream_si512((void *)(out + i), b);
+        else
+            _mm512_storeu_si512((void *)(out + i), b);
+    }
+    if (nt) _mm_sfence();
     for (; i + 16 <= n; i += 16) {
         __m512i r = rng16(_mm512_add_epi32(set1((int)(uint32_t)(offset + i)), lane), k0, k1);
         _mm_storeu_si128((__m128i *)(out + i),

@@ -60,10 +60,6 @@ int main(void) {
     printf("bench_hfp8: CPU level %s, %zu elements (%zu MiB fp32 in), one thread\n",
            wr_isa_name(wr_cpu_level()), n, bytes >> 20);
 
-    double bw = wr_bench_mem_bw_copy(bytes);
-    printf("memory copy bandwidth (256 MiB arrays, read+write): %.2f GB/s\n", bw);
-    wr_figure("mem_bw_copy", bw, "GB/s");
-
     float *x = wr_alloc_vec(bytes), *y = wr_alloc_vec(bytes);
     uint8_t *c = wr_alloc_vec(n);
     // Gradient-like data: log-uniform magnitudes over ~2^-20..2^8, random signs.
@@ -72,24 +68,39 @@ int main(void) {
         float m = 1.0f + (float)((s >> 40) & 0xFFFF) / 65536.0f;
         x[i] = ((s >> 63) ? -1.0f : 1.0f) * ldexpf(m, (int)((s >> 24) % 28) - 20);
     }
-    // Typical data after per-tensor amax scaling: roughly normal, sigma = max/8,
-    // so few values fall below the formats' min normal (the vector SR kernels
+    // Typical data after per-tensor amax scaling: roughly normal with sd 2, so
+    // few values fall below the formats' min normal (the vector SR kernels
     // skip their subnormal path for blocks without such values).
     float *xs = wr_alloc_vec(bytes);
     for (size_t i = 0; i < n; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
         float u = (float)((s >> 16) & 0xFFFF) + (float)((s >> 32) & 0xFFFF) +
                   (float)((s >> 48) & 0xFFFF) - 1.5f * 65536.0f;  // ~ normal, sd 32768
-        xs[i] = u / 32768.0f * 2.0f;  // sd ~ 1.1 (fine for both formats' range)
+        xs[i] = u / 32768.0f * 2.0f;
     }
     memset(c, 0, n);
     memset(y, 0, bytes);
 
     const enum wr_fp8_format fmts[2] = {WR_FP8_E4M3B11, WR_FP8_E5M2};
     const char *names[2] = {"e4m3", "e5m2"};
+    // The bound and the vector encoders are measured in alternation, best of
+    // each, so load from other processes on this shared machine hits both alike.
+    double bw = 0, enc_best[2] = {0, 0};
+    for (int round = 0; round < 3; round++) {
+        double b = wr_bench_mem_bw_copy(bytes);
+        if (b > bw) bw = b;
+        for (int k = 0; k < 2; k++) {
+            arg_t a = {x, y, c, n, fmts[k], 0};
+            double e = rate(&a, ENC);
+            if (e > enc_best[k]) enc_best[k] = e;
+        }
+    }
+    printf("memory copy bandwidth (256 MiB arrays, read+write, best of 3 x 5): %.2f GB/s\n", bw);
+    wr_figure("mem_bw_copy", bw, "GB/s");
+
     for (int k = 0; k < 2; k++) {
         arg_t a = {x, y, c, n, fmts[k], 0};
-        double enc_ref = rate(&a, ENC_REF), enc = rate(&a, ENC);
+        double enc_ref = rate(&a, ENC_REF), enc = enc_best[k];
         double frac = enc * 5.0 / bw, frac_ref = enc_ref * 5.0 / bw;
         printf("fp32 -> %s encode: scalar %.3f G elem/s (%.0f%% of bound), vector %.3f G elem/s "
                "(%.0f%% of bound), vector/scalar %.2fx\n",

@@ -522,6 +522,40 @@ static void test_vector_equals_scalar(void **state) {
     free(x), free(q0), free(q1), free(d0), free(d1), free(c0), free(c1), free(codes);
 }
 
+// Arrays of >= 2^23 elements take the non-temporal store path (with a scalar
+// head up to the alignment boundary): same bits as the scalar reference.
+static void test_large_arrays_streaming(void **state) {
+    (void)state;
+    const size_t n = ((size_t)1 << 23) + 77;
+    float *x = wr_alloc_vec(n * 4);
+    uint8_t *c0 = wr_alloc_vec(n + 64), *c1 = wr_alloc_vec(n + 64);
+    fill_inputs(x, n);
+    for (int k = 0; k < 2; k++) {
+        enum wr_fp8_format f = k_fmts[k];
+        for (size_t mis = 0; mis < 3; mis++) {  // output start 0, 1 or 2 bytes past alignment
+            size_t m = n - mis;
+            wr_fp8_encode_array_ref(x + mis, c0 + mis, m, f);
+            for (int lvl = 1; lvl <= max_level(); lvl++) {
+                wr_cpu_force_level(lvl);
+                memset(c1, 0xAA, n + 64);
+                wr_fp8_encode_array(x + mis, c1 + mis, m, f);
+                assert_codes_equal(c1 + mis, c0 + mis, m, x + mis, "encode (streaming)", f, lvl);
+            }
+            wr_cpu_force_level(-1);
+            wr_fp8_encode_sr_array_ref(x + mis, c0 + mis, m, f, 31, 5 + mis);
+            for (int lvl = 1; lvl <= max_level(); lvl++) {
+                wr_cpu_force_level(lvl);
+                memset(c1, 0xAA, n + 64);
+                wr_fp8_encode_sr_array(x + mis, c1 + mis, m, f, 31, 5 + mis);
+                assert_codes_equal(c1 + mis, c0 + mis, m, x + mis, "encode_sr (streaming)", f, lvl);
+                assert_int_equal(c1[n], 0xAA);  // nothing written past the end
+            }
+            wr_cpu_force_level(-1);
+        }
+    }
+    free(x), free(c0), free(c1);
+}
+
 // ---- stochastic rounding ------------------------------------------------------------
 
 typedef struct {
@@ -663,6 +697,7 @@ int main(void) {
         cmocka_unit_test(test_sweep_vs_independent_reference),
         cmocka_unit_test(test_sr_scalar_vs_reference),
         cmocka_unit_test(test_vector_equals_scalar),
+        cmocka_unit_test(test_large_arrays_streaming),
         cmocka_unit_test(test_sr_probability),
         cmocka_unit_test(test_sr_reproducible_and_keyed),
         cmocka_unit_test(test_amax),
