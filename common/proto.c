@@ -156,10 +156,19 @@ static void buf_reserve(wr_buf *b, size_t need) {
     b->cap = cap;
 }
 
+// msgpack writes 1..9-byte tokens: constant-size copies (inlined) for those.
 static int buf_write(void *data, const char *src, size_t len) {
     wr_buf *b = data;
-    buf_reserve(b, b->len + len);
-    memcpy(b->data + b->len, src, len);
+    if (__builtin_expect(b->cap - b->len < len, 0)) buf_reserve(b, b->len + len);
+    uint8_t *d = b->data + b->len;
+    switch (len) {
+    case 1: d[0] = (uint8_t)src[0]; break;
+    case 2: memcpy(d, src, 2); break;
+    case 3: memcpy(d, src, 3); break;
+    case 5: memcpy(d, src, 5); break;
+    case 9: memcpy(d, src, 9); break;
+    default: memcpy(d, src, len); break;
+    }
     b->len += len;
     return 0;
 }
@@ -775,11 +784,42 @@ static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m
     return rc;
 }
 
+// Keys are one or two ASCII bytes: a switch on them instead of string compares.
 static int lookup_key(const char *k, uint32_t n) {
-    if (n == 0 || n > 2) return -1;
-    for (int f = 0; f < F_COUNT; f++)
-        if (fields[f].key_len == n && memcmp(fields[f].key, k, n) == 0) return f;
-    return -1;
+    if (n == 1) {
+        switch (k[0]) {
+        case 'v': return F_V;
+        case 't': return F_T;
+        case 'j': return F_J;
+        case 'e': return F_E;
+        case 's': return F_S;
+        case 'r': return F_R;
+        case 'o': return F_O;
+        case 'n': return F_N;
+        case 'c': return F_C;
+        case 'a': return F_A;
+        case 'h': return F_H;
+        case 'g': return F_G;
+        case 'b': return F_B;
+        case 'd': return F_D;
+        default: return -1;
+        }
+    }
+    if (n != 2) return -1;
+    switch ((uint8_t)k[0] << 8 | (uint8_t)k[1]) {
+    case 's' << 8 | 'h': return F_SH;
+    case 'n' << 8 | 'w': return F_NW;
+    case 'p' << 8 | 'l': return F_PL;
+    case 'r' << 8 | 'o': return F_RO;
+    case 's' << 8 | 'm': return F_SM;
+    case 'w' << 8 | 'm': return F_WM;
+    case 'n' << 8 | 'p': return F_NP;
+    case 'c' << 8 | 'f': return F_CF;
+    case 's' << 8 | 't': return F_ST;
+    case 'e' << 8 | 'c': return F_EC;
+    case 'r' << 8 | 's': return F_RS;
+    default: return -1;
+    }
 }
 
 static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect, wr_pmsg *m,
@@ -820,8 +860,8 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
     }
 
     dctx c = {perr, err, "header"};
-    wr_pmsg_init(m, 0);
-    m->version = 0;
+    m->shard = -1;  // *m was zeroed by wr_proto_decode
+    m->rank = -1;
     // Version first: a peer of another version may lay out everything else differently.
     if (!val[F_V]) return fail(perr, WR_PERR_MISSING, err, "missing field 'v' (version)");
     int rc = decode_field(&c, F_V, val[F_V], m);

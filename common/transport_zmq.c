@@ -259,12 +259,16 @@ static int set_sndtimeo(wr_endpoint *ep, int t) {
     return 0;
 }
 
-// Sends one copied frame, retrying on EINTR within the deadline; returns 0 or errno.
-static int send_copy(wr_endpoint *ep, const void *data, size_t len, int flags, double deadline, int timeout_ms) {
+// Sends one copied frame; returns 0 or errno. The clock is read only after an
+// EINTR (a signal): the wait then resumes with what is left of the timeout,
+// counted from the interruption (so at worst ~2x the timeout in total).
+static int send_copy(wr_endpoint *ep, const void *data, size_t len, int flags, int timeout_ms, double *deadline) {
     for (;;) {
-        if (set_sndtimeo(ep, remaining_ms(deadline, timeout_ms)) != 0) return errno;
+        int t = *deadline > 0 ? remaining_ms(*deadline, timeout_ms) : timeout_ms;
+        if (set_sndtimeo(ep, t) != 0) return errno;
         if (zmq_send(ep->sock, data, len, flags) >= 0) return 0;
         if (errno != EINTR) return errno;
+        if (timeout_ms > 0 && *deadline == 0) *deadline = wr_now() + timeout_ms * 1e-3;
     }
 }
 
@@ -285,7 +289,7 @@ static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
 
 static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     wr_frame *pay = &msg->payload;
-    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    double deadline = 0;  // set lazily by send_copy
     int has_pay = pay->len > 0;
     if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
     if (has_pay && !pay->data) {
@@ -314,13 +318,13 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
     int e;
     int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
-    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, deadline, timeout_ms);
-    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, deadline, timeout_ms);
+    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
+    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
     if (e) {
         give_back(pay);
         return send_errno(ep, e, msg, err);
     }
-    if (ep->router && (e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, deadline, timeout_ms))) {
+    if (ep->router && (e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline))) {
         give_back(pay);
         return send_errno(ep, e, msg, err);
     }
@@ -375,7 +379,7 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     msg->peer_len = 0;
     memset(&msg->header, 0, sizeof msg->header);
     memset(&msg->payload, 0, sizeof msg->payload);
-    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    double deadline = 0;  // read the clock only once we have to wait
 
     zmq_msg_t first;
     zmq_msg_init(&first);
@@ -388,6 +392,7 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         drain_monitor(ep);
         if (ep->peer_state == PEER_LOST)
             return zmq_msg_close(&first), wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
+        if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
         int left = remaining_ms(deadline, timeout_ms);
         if (timeout_ms == 0 || (timeout_ms > 0 && left == 0))
             return zmq_msg_close(&first), wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
