@@ -7,7 +7,7 @@
 //   apply_bits / apply_planes (every replica): read+write x plus the encoding
 //
 // Figures (FIGURE lines; "vector" = the best ISA level this CPU has, capped by WREN_SIMD):
-//   birder_mem_bw_copy_gbs
+//   birder_mem_bw_copy_gbs (best of a measurement at the start and one at the end)
 //   birder_encode_gelems_{1M,16M,110M}, birder_encode_bw_fraction_{1M,16M,110M}   (vector)
 //   birder_encode_scalar_gelems_{1M,16M,110M}, birder_encode_avx2_gelems_16M
 //   birder_stream_only_gelems_{...}: the same memory traffic without the codec's
@@ -82,6 +82,21 @@ static uint64_t rnd(void) {
 }
 static float rnd_float(void) { return (float)(rnd() >> 40) / 8388608.0f - 1.0f; }  // [-1,1)
 
+// bw-fraction figures are printed at the end, against the best copy bandwidth seen at
+// the start and the end of the run (the machine is shared: the bound is the best).
+static struct {
+    char name[96];
+    double gbs;  // achieved bytes/s of the kernel, in GB/s
+} fracs[32];
+static int n_fracs;
+
+static void defer_fraction(const char *name, double gbs) {
+    if (n_fracs < 32) {
+        snprintf(fracs[n_fracs].name, sizeof fracs[n_fracs].name, "%s", name);
+        fracs[n_fracs++].gbs = gbs;
+    }
+}
+
 static const char *size_name(size_t n) {
     return n >= 100000000 ? "110M" : n >= 10000000 ? "16M" : "1M";
 }
@@ -99,7 +114,6 @@ int main(void) {
     printf("birder codec benchmark, one thread; vector level = %s\n", wr_isa_name(vec));
     double bw = wr_bench_mem_bw_copy((size_t)256 << 20);
     printf("copy bandwidth (256 MiB, read+write): %.2f GB/s\n", bw);
-    wr_figure("birder_mem_bw_copy_gbs", bw, "GB/s");
 
     // ---- worker fused encode ----
     static const size_t sizes[] = {1u << 20, 16u << 20, 110000000u};
@@ -138,7 +152,7 @@ int main(void) {
                 snprintf(name, sizeof name, "birder_encode_gelems_%s", sn);
                 wr_figure(name, ge, "Gelem/s");
                 snprintf(name, sizeof name, "birder_encode_bw_fraction_%s", sn);
-                wr_figure(name, frac, "fraction");
+                defer_fraction(name, ge * 20.125);
                 if (stream_ge > 0) {
                     snprintf(name, sizeof name, "birder_encode_vs_stream_%s", sn);
                     wr_figure(name, ge / stream_ge, "fraction");
@@ -198,7 +212,7 @@ int main(void) {
         snprintf(name, sizeof name, "birder_apply_bits%s_gelems", suf);
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_bits%s_bw_fraction", suf);
-        wr_figure(name, fr, "fraction");
+        defer_fraction(name, ge * 8.125);
         ge = gelems(run_apply_planes, &a, lvl, 10);
         double bpe = 8.0 + wr_birder_planes(16) / 8.0;
         fr = ge * bpe / bw;
@@ -207,12 +221,18 @@ int main(void) {
         snprintf(name, sizeof name, "birder_apply_planes_n16%s_gelems", suf);
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_planes_n16%s_bw_fraction", suf);
-        wr_figure(name, fr, "fraction");
+        defer_fraction(name, ge * bpe);
         if (lvl == 0) break;
     }
     for (int i = 0; i < 16; i++) free(vecs[i]);
     free(a.planes);
     free(a.out);
     free(a.x);
+
+    double bw2 = wr_bench_mem_bw_copy((size_t)256 << 20);
+    printf("copy bandwidth again at the end: %.2f GB/s; bound used: the better of the two\n", bw2);
+    if (bw2 > bw) bw = bw2;
+    wr_figure("birder_mem_bw_copy_gbs", bw, "GB/s");
+    for (int i = 0; i < n_fracs; i++) wr_figure(fracs[i].name, fracs[i].gbs / bw, "fraction");
     return 0;
 }
