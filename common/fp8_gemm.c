@@ -122,8 +122,8 @@ void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                     lda_blk = m;
                 }
                 cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, sa, lda_blk,
-                            sb, ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);
+                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, sa, lda_blk, sb,
+                            ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);
             }
         }
     }

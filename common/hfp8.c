@@ -29,12 +29,12 @@
 #include "rng.h"
 
 typedef struct {
-    int mbits;         // mantissa bits of the target
-    int emin;          // exponent of the min normal (1 - bias)
+    int mbits;  // mantissa bits of the target
+    int emin;  // exponent of the min normal (1 - bias)
     uint32_t maxcode;  // magnitude code of the largest finite value
     uint32_t minnorm;  // fp32 bits of the min normal 2^emin
-    uint32_t rebias;   // (fp32 exponent field << mbits) - rebias = code
-    float magic;       // C above
+    uint32_t rebias;  // (fp32 exponent field << mbits) - rebias = code
+    float magic;  // C above
 } fp8_params;
 
 static const fp8_params k_params[2] = {
@@ -74,7 +74,8 @@ static inline __attribute__((always_inline)) uint32_t mag_rne(uint32_t a, const 
 }
 
 // Magnitude code of |x| (bits a, not NaN), stochastic with random bits r, saturated.
-static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_t r, const fp8_params *p) {
+static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_t r,
+                                                             const fp8_params *p) {
     int d0 = 23 - p->mbits;
     uint32_t c;
     if (a >= p->minnorm) {
@@ -92,11 +93,12 @@ static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_
 }
 
 // Sign, NaN and zero rules around a magnitude code.
-static inline __attribute__((always_inline)) uint8_t finish(uint32_t bits, uint32_t mag, enum wr_fp8_format f) {
+static inline __attribute__((always_inline)) uint8_t finish(uint32_t bits, uint32_t mag,
+                                                            enum wr_fp8_format f) {
     uint32_t sign = bits >> 31;
-    int isnan = (bits & 0x7FFFFFFFu) > 0x7F800000u;
-    if (f == WR_FP8_E5M2) return (uint8_t)((sign << 7) | (isnan ? WR_FP8_E5M2_NAN : mag));
-    if (isnan) return (uint8_t)WR_FP8_E4M3B11_NAN;
+    int nan_in = (bits & 0x7FFFFFFFu) > 0x7F800000u;
+    if (f == WR_FP8_E5M2) return (uint8_t)((sign << 7) | (nan_in ? WR_FP8_E5M2_NAN : mag));
+    if (nan_in) return (uint8_t)WR_FP8_E4M3B11_NAN;
     return (uint8_t)(((mag != 0) & sign) << 7 | mag);  // no -0 in E4M3-b11
 }
 
@@ -154,15 +156,15 @@ float wr_fp8_decode(uint8_t code, enum wr_fp8_format f) { return decode_formula(
 
 // The loops below are instantiated per format (FMT_SWITCH), so the format's
 // constants fold into the code.
-#define FMT_SWITCH(f, body)              \
-    do {                                 \
-        if ((f) == WR_FP8_E5M2) {        \
-            const enum wr_fp8_format ff = WR_FP8_E5M2; \
-            body;                        \
-        } else {                         \
-            const enum wr_fp8_format ff = WR_FP8_E4M3B11; \
-            body;                        \
-        }                                \
+#define FMT_SWITCH(f, body)                                                                        \
+    do {                                                                                           \
+        if ((f) == WR_FP8_E5M2) {                                                                  \
+            const enum wr_fp8_format ff = WR_FP8_E5M2;                                             \
+            body;                                                                                  \
+        } else {                                                                                   \
+            const enum wr_fp8_format ff = WR_FP8_E4M3B11;                                          \
+            body;                                                                                  \
+        }                                                                                          \
     } while (0)
 
 void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
@@ -182,16 +184,16 @@ void wr_fp8_quantize_inplace_ref(float *x, size_t n, enum wr_fp8_format f) {
 void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
                                 uint64_t seed, uint64_t offset) {
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
-                      out[i] = enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i))));
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) out[i] =
+                      enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i))));
 }
 
 void wr_fp8_quantize_sr_inplace_ref(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
                                     uint64_t offset) {
     const float *t = wr_fp8_decode_table(f);
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
-                      x[i] = t[enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i)))]);
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) x[i] =
+                      t[enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i)))]);
 }
 
 float wr_fp8_amax_ref(const float *x, size_t n) {

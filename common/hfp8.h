@@ -46,7 +46,7 @@ enum wr_fp8_format { WR_FP8_E4M3B11, WR_FP8_E5M2 };
 #define WR_FP8_E4M3B11_MAX 30.0f
 #define WR_FP8_E5M2_MAX 57344.0f
 #define WR_FP8_E4M3B11_NAN 0x80u  // the only NaN code of E4M3-b11
-#define WR_FP8_E5M2_NAN 0x7Fu     // canonical positive E5M2 NaN (negative NaN: 0xFF)
+#define WR_FP8_E5M2_NAN 0x7Fu  // canonical positive E5M2 NaN (negative NaN: 0xFF)
 
 // Largest finite magnitude of the format (30 or 57344).
 float wr_fp8_max(enum wr_fp8_format f);
@@ -107,8 +107,8 @@ float wr_fp8_amax_avx2(const float *x, size_t n);
 void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
 void wr_fp8_decode_array_avx512(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 void wr_fp8_quantize_inplace_avx512(float *x, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n,
-                                   enum wr_fp8_format f, uint64_t seed, uint64_t offset);
+void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
+                                   uint64_t seed, uint64_t offset);
 void wr_fp8_quantize_sr_inplace_avx512(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
                                        uint64_t offset);
 float wr_fp8_amax_avx512(const float *x, size_t n);

@@ -83,7 +83,7 @@ INL __m256i sr_sub_steps(__m256i a, __m256i r, const int e5) {
                                   _mm256_and_si256(has_e, set1(0x00800000)));
     __m256i eeff = _mm256_max_epi32(E, set1(1));
     __m256i d = _mm256_sub_epi32(set1(D0(e5) + 127 + EMIN(e5)), eeff);  // > d0
-    __m256i kept = _mm256_srlv_epi32(sig, d);                            // 0 when d >= 32
+    __m256i kept = _mm256_srlv_epi32(sig, d);  // 0 when d >= 32
     // Shift counts >= 32 (or "negative") give 0, so one of the two terms is the
     // fraction and the other is 0 (both equal sig when d == 32).
     __m256i frac = _mm256_or_si256(_mm256_sllv_epi32(sig, _mm256_sub_epi32(set1(32), d)),
@@ -216,7 +216,8 @@ INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
     wr_fp8_encode_array_ref(x, out, i, FMT(e5));
     for (; i + 32 <= n; i += 32)
         store32(out + i,
-                pack32(enc_rne8(_mm256_loadu_ps(x + i), e5), enc_rne8(_mm256_loadu_ps(x + i + 8), e5),
+                pack32(enc_rne8(_mm256_loadu_ps(x + i), e5),
+                       enc_rne8(_mm256_loadu_ps(x + i + 8), e5),
                        enc_rne8(_mm256_loadu_ps(x + i + 16), e5),
                        enc_rne8(_mm256_loadu_ps(x + i + 24), e5)),
                 nt);
@@ -231,8 +232,8 @@ void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp
         encode_loop(x, out, n, 0);
 }
 
-INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
-                        uint64_t offset, const int e5) {
+INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, uint64_t offset,
+                        const int e5) {
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
     __m256i k0 = set1((int)key.k0), k1 = set1((int)key.k1);
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
@@ -298,8 +299,7 @@ INL void quantize_sr_loop(float *x, size_t n, uint64_t seed, uint64_t offset, co
         __m256i r = rng8(_mm256_add_epi32(set1((int)(uint32_t)(offset + i)), lane), k0, k1);
         _mm256_storeu_ps(x + i, q_sr8(_mm256_loadu_ps(x + i), r, e5));
     }
-    wr_fp8_quantize_sr_inplace_ref(x + i, n - i, FMT(e5), seed,
-                                   offset + i);
+    wr_fp8_quantize_sr_inplace_ref(x + i, n - i, FMT(e5), seed, offset + i);
 }
 
 void wr_fp8_quantize_sr_inplace_avx2(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
@@ -315,10 +315,14 @@ float wr_fp8_amax_avx2(const float *x, size_t n) {
     __m256i abs = set1(0x7FFFFFFF);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        m0 = _mm256_max_epu32(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), abs));
-        m1 = _mm256_max_epu32(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 8)), abs));
-        m2 = _mm256_max_epu32(m2, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 16)), abs));
-        m3 = _mm256_max_epu32(m3, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 24)), abs));
+        m0 = _mm256_max_epu32(m0,
+                              _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), abs));
+        m1 = _mm256_max_epu32(
+            m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 8)), abs));
+        m2 = _mm256_max_epu32(
+            m2, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 16)), abs));
+        m3 = _mm256_max_epu32(
+            m3, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 24)), abs));
     }
     m0 = _mm256_max_epu32(_mm256_max_epu32(m0, m1), _mm256_max_epu32(m2, m3));
     uint32_t lanes[8];

@@ -91,7 +91,8 @@ INL __m512i enc_sr16(__m512 x, __m512i r, const int e5) {
 // Sign, NaN and zero rules on rounded magnitudes v (fp32 bits, <= max).
 INL __m512 q_finish(__m512i v, __m512i xb, __m512i a, const int e5) {
     __m512i sign = _mm512_and_si512(xb, set1((int)0x80000000u));
-    __m512i r = e5 ? _mm512_or_si512(v, sign) : _mm512_mask_or_epi32(v, _mm512_test_epi32_mask(v, v), v, sign);
+    __m512i r = e5 ? _mm512_or_si512(v, sign)
+                   : _mm512_mask_or_epi32(v, _mm512_test_epi32_mask(v, v), v, sign);
     __mmask16 isnan = _mm512_cmpgt_epu32_mask(a, set1(0x7F800000));
     return _mm512_castsi512_ps(_mm512_mask_mov_epi32(r, isnan, set1(0x7FC00000)));
 }
@@ -188,10 +189,9 @@ INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
     const int nt = n >= WR_NT_MIN;
     wr_fp8_encode_array_ref(x, out, i, FMT(e5));
     for (; i + 64 <= n; i += 64) {
-        __m512i b = pack64(enc_rne16(_mm512_loadu_ps(x + i), e5),
-                           enc_rne16(_mm512_loadu_ps(x + i + 16), e5),
-                           enc_rne16(_mm512_loadu_ps(x + i + 32), e5),
-                           enc_rne16(_mm512_loadu_ps(x + i + 48), e5));
+        __m512i b = pack64(
+            enc_rne16(_mm512_loadu_ps(x + i), e5), enc_rne16(_mm512_loadu_ps(x + i + 16), e5),
+            enc_rne16(_mm512_loadu_ps(x + i + 32), e5), enc_rne16(_mm512_loadu_ps(x + i + 48), e5));
         if (nt)
             _mm512_stream_si512((void *)(out + i), b);
         else
@@ -211,8 +211,8 @@ void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_
         encode_loop(x, out, n, 0);
 }
 
-INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
-                        uint64_t offset, const int e5) {
+INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, uint64_t offset,
+                        const int e5) {
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
     __m512i k0 = set1((int)key.k0), k1 = set1((int)key.k1);
     __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -241,8 +241,8 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed,
     wr_fp8_encode_sr_array_ref(x + i, out + i, n - i, FMT(e5), seed, offset + i);
 }
 
-void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n,
-                                   enum wr_fp8_format f, uint64_t seed, uint64_t offset) {
+void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
+                                   uint64_t seed, uint64_t offset) {
     if (f == WR_FP8_E5M2)
         encode_sr_loop(x, out, n, seed, offset, 1);
     else

@@ -23,15 +23,15 @@ typedef struct {
 
 static void run_sgemm(void *p) {
     garg *g = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->n, g->n, g->n, 1.0f, g->a, g->n,
-                g->b, g->n, 0.0f, g->c, g->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->n, g->n, g->n, 1.0f, g->a, g->n, g->b,
+                g->n, 0.0f, g->c, g->n);
 }
 
 static void run_fp8(void *p) {
     garg *g = p;
     // Forward-pass shape: activations E4M3-b11 times weights E4M3-b11.
-    wr_fp8_gemm(0, 0, g->n, g->n, g->n, 1.0f, g->qa, WR_FP8_E4M3B11, g->n, g->qb,
-                WR_FP8_E4M3B11, g->n, 0.0f, g->c, g->n);
+    wr_fp8_gemm(0, 0, g->n, g->n, g->n, 1.0f, g->qa, WR_FP8_E4M3B11, g->n, g->qb, WR_FP8_E4M3B11,
+                g->n, 0.0f, g->c, g->n);
 }
 
 static double time_once(void (*fn)(void *), void *arg) {

@@ -109,17 +109,20 @@ static double run_case(const gcase *g, int check_sgemm) {
             }
             double s = 0, sa = 0;
             for (int k = 0; k < g->K; k++) {
-                double p = opel(A, g->ta, g->lda, i, k, g->fa) * opel(B, g->tb, g->ldb, k, j, g->fb);
+                double p =
+                    opel(A, g->ta, g->lda, i, k, g->fa) * opel(B, g->tb, g->ldb, k, j, g->fb);
                 s += p;
                 sa += fabs(p);
             }
             double cb = g->beta == 0.0f ? 0.0 : (double)g->beta * (double)C0[idx];
             double want = (double)g->alpha * s + cb;
             // fp32 rounding of K products/sums, the alpha and beta products and the final add.
-            double bound = (double)(g->K + 4) * u * (fabs((double)g->alpha) * sa + fabs(cb)) + 1e-30;
+            double bound =
+                (double)(g->K + 4) * u * (fabs((double)g->alpha) * sa + fabs(cb)) + 1e-30;
             double err = fabs((double)C[idx] - want);
             if (!(err <= bound)) {
-                print_error("ta=%d tb=%d M=%d N=%d K=%d %s*%s alpha=%g beta=%g: C[%d][%d]=%.9g want %.9g (bound %.3g)\n",
+                print_error("ta=%d tb=%d M=%d N=%d K=%d %s*%s alpha=%g beta=%g: C[%d][%d]=%.9g "
+                            "want %.9g (bound %.3g)\n",
                             g->ta, g->tb, g->M, g->N, g->K, wr_fp8_format_name(g->fa),
                             wr_fp8_format_name(g->fb), (double)g->alpha, (double)g->beta, i, j,
                             (double)C[idx], want, bound);
@@ -138,7 +141,7 @@ static double run_case(const gcase *g, int check_sgemm) {
 
 static void test_all_combinations(void **state) {
     (void)state;
-    const int sizes[][3] = {{1, 1, 1}, {7, 13, 5}, {33, 17, 65}, {64, 64, 64},
+    const int sizes[][3] = {{1, 1, 1},      {7, 13, 5},  {33, 17, 65}, {64, 64, 64},
                             {129, 67, 301}, {5, 200, 3}, {250, 1, 77}};
     const float ab[][2] = {{1.0f, 0.0f}, {0.5f, -1.25f}, {-2.0f, 1.0f}, {1.0f, 1.0f}};
     const enum wr_fp8_format fm[2] = {WR_FP8_E4M3B11, WR_FP8_E5M2};
@@ -151,8 +154,18 @@ static void test_all_combinations(void **state) {
                         int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
                         int pad = (int)(xs64() % 3) * 5;  // sometimes padded strides
                         const float *s = ab[(size_t)ncase % 4];
-                        gcase g = {ta, tb, M, N, K, (ta ? M : K) + pad, (tb ? K : N) + pad,
-                                   N + pad, fm[fa], fm[fb], s[0], s[1]};
+                        gcase g = {ta,
+                                   tb,
+                                   M,
+                                   N,
+                                   K,
+                                   (ta ? M : K) + pad,
+                                   (tb ? K : N) + pad,
+                                   N + pad,
+                                   fm[fa],
+                                   fm[fb],
+                                   s[0],
+                                   s[1]};
                         run_case(&g, 1);
                         ncase++;
                     }
@@ -172,9 +185,18 @@ static void test_blocked_small_budget(void **state) {
             for (int ta = 0; ta < 2; ta++)
                 for (int tb = 0; tb < 2; tb++) {
                     int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
-                    gcase g = {ta, tb, M, N, K, (ta ? M : K) + 3, (tb ? K : N) + 1, N + 2,
-                               fm[(si + (size_t)ta) % 2], fm[(si + (size_t)tb + 1) % 2],
-                               0.75f, (si % 2) ? -0.5f : 0.0f};
+                    gcase g = {ta,
+                               tb,
+                               M,
+                               N,
+                               K,
+                               (ta ? M : K) + 3,
+                               (tb ? K : N) + 1,
+                               N + 2,
+                               fm[(si + (size_t)ta) % 2],
+                               fm[(si + (size_t)tb + 1) % 2],
+                               0.75f,
+                               (si % 2) ? -0.5f : 0.0f};
                     run_case(&g, 1);
                 }
     }
@@ -187,11 +209,13 @@ static void test_default_budget_panels(void **state) {
     int big = quick() ? 9000 : 28000, K = quick() ? 2000 : 600;  // K * (M + N) > 16 Mi
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            gcase w = {ta, tb, 2, big, K, ta ? 2 : K, tb ? K : big, big, WR_FP8_E4M3B11,
-                       WR_FP8_E5M2, 0.75f, -0.5f};
+            gcase w = {
+                ta,          tb,    2,    big, K, ta ? 2 : K, tb ? K : big, big, WR_FP8_E4M3B11,
+                WR_FP8_E5M2, 0.75f, -0.5f};
             run_case(&w, 0);
-            gcase t = {ta, tb, big, 3, K, ta ? big : K, tb ? K : 3, 3, WR_FP8_E5M2,
-                       WR_FP8_E4M3B11, 1.0f, 1.0f};
+            gcase t = {ta,           tb,         big, 3,           K,
+                       ta ? big : K, tb ? K : 3, 3,   WR_FP8_E5M2, WR_FP8_E4M3B11,
+                       1.0f,         1.0f};
             run_case(&t, 0);
         }
 }
@@ -259,17 +283,16 @@ static void test_concurrent_callers(void **state) {
     (void)state;
     pthread_t th[2];
     int ok[2] = {0, 1};
-    for (int t = 0; t < 2; t++) assert_int_equal(pthread_create(&th[t], NULL, thread_main, &ok[t]), 0);
+    for (int t = 0; t < 2; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, thread_main, &ok[t]), 0);
     for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
     assert_true(ok[0] == 1 && ok[1] == 1);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_combinations),
-        cmocka_unit_test(test_blocked_small_budget),
-        cmocka_unit_test(test_default_budget_panels),
-        cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_all_combinations),      cmocka_unit_test(test_blocked_small_budget),
+        cmocka_unit_test(test_default_budget_panels), cmocka_unit_test(test_degenerate),
         cmocka_unit_test(test_concurrent_callers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
