@@ -39,7 +39,9 @@
 //     gives +1, c = 0 always -1. (E[Q(u)] = u for u = (2c-n)/n.)
 // apply (decoupled weight decay), per element with u as above:
 //     t = wd * x;  t = u + t;  t = lr * t;  x = x - t      four separate fp32 ops
-// Counters are 32-bit (wr_rng.h): element indices wrap modulo 2^32.
+// Counters are 32-bit (rng.h): element indices wrap modulo 2^32.
+// Scalar and vector code both follow MXCSR; replicas must run with the default
+// (round to nearest, FTZ/DAZ off), which nothing in wren changes.
 #ifndef WR_BIRDER_H
 #define WR_BIRDER_H
 
