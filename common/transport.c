@@ -86,10 +86,17 @@ void wr_close(wr_endpoint *ep) {
 }
 
 void wr_transport_tune_malloc(void) {
-    // Blocks up to 32 MiB (glibc's ceiling for this threshold on 64-bit) come
-    // from the heap instead of a fresh mmap each, and freed memory is kept
-    // (no trim below 1 GiB) so the next message of the same size reuses warm
-    // pages instead of faulting them in again. Larger blocks are still mapped.
+    // Message buffers (ZeroMQ allocates one per received frame, on its I/O
+    // thread) should be reused warm instead of mapped, faulted in and unmapped
+    // per message. glibc caps M_MMAP_THRESHOLD at 32 MiB and a thread arena's
+    // heap at 64 MiB, so for larger frames the only way to keep them is one
+    // arena (the main one, which grows with brk) and no mmap for big blocks.
+    // Freed memory stays in the process (no trim below 1 GiB): RSS stays at
+    // its peak, which is what a long-running server wants. Measured in
+    // docs/PROTOCOL.md section 7 (wren-perf --no-malloc-tune shows the other side).
+    // If brk cannot grow, glibc still falls back to mmap.
+    mallopt(M_ARENA_MAX, 1);
+    mallopt(M_MMAP_MAX, 0);
     mallopt(M_MMAP_THRESHOLD, 32 << 20);
     mallopt(M_TRIM_THRESHOLD, 1 << 30);
     mallopt(M_TOP_PAD, 64 << 20);
