@@ -247,6 +247,20 @@ static void test_degenerate(void **state) {
     memset(B, 0x7B, sizeof B);  // 57344
     wr_fp8_gemm(0, 0, 4, 4, 4, 1.0f, A, WR_FP8_E4M3B11, 4, B, WR_FP8_E5M2, 4, 0.0f, C, 4);
     for (int i = 0; i < 16; i++) assert_true(C[i] == 4.0f * 30.0f * 57344.0f);
+    // Specials pass through as IEEE arithmetic does: an E5M2 NaN code in row 1
+    // of A makes row 1 of C NaN; inf in row 2 gives inf (all B values are > 0).
+    memset(A, 0x3C, sizeof A);  // 1.0 in E5M2
+    memset(B, 0x58, sizeof B);  // 1.0 in E4M3-b11
+    A[1 * 4 + 2] = 0x7E;        // NaN
+    A[2 * 4 + 0] = 0x7C;        // +inf
+    wr_fp8_gemm(0, 0, 4, 4, 4, 1.0f, A, WR_FP8_E5M2, 4, B, WR_FP8_E4M3B11, 4, 0.0f, C, 4);
+    for (int j = 0; j < 4; j++) {
+        assert_true(C[0 * 4 + j] == 4.0f && C[3 * 4 + j] == 4.0f);
+        assert_true(isnan(C[1 * 4 + j]));
+        assert_true(isinf(C[2 * 4 + j]) && C[2 * 4 + j] > 0);
+    }
+    memset(A, 0x7F, sizeof A);
+    memset(B, 0x7B, sizeof B);
     // Scratch can be released and is re-created on demand.
     wr_fp8_gemm_release_scratch();
     wr_fp8_gemm(0, 0, 4, 4, 4, 1.0f, A, WR_FP8_E4M3B11, 4, B, WR_FP8_E5M2, 4, 0.0f, C, 4);
