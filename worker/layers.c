@@ -11,8 +11,13 @@
 // The element loops here are plain C written so that gcc vectorizes them
 // (restrict, no branches); -O2's default "very cheap" cost model refuses loops
 // that need a remainder, hence the attribute. Vectorized or not, every element
-// gets the same fp32 operations, so results do not depend on it.
+// gets the same fp32 operations, so results do not depend on it. (clang has no
+// such attribute and vectorizes these at -O2 anyway.)
+#if defined(__clang__)
+#define WR_VEC
+#else
 #define WR_VEC __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
+#endif
 
 #define QCHUNK 4096  // scale + round in L1-sized pieces: one pass over memory
 
