@@ -39,7 +39,9 @@ struct wr_endpoint {
     void *mon;        // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
     int router;       // bound (ROUTER) vs connected (DEALER)
     int peer_state;   // DEALER with monitor: PEER_*
-    int sndtimeo;     // value last set on the socket (avoid a setsockopt per send)
+    int sndtimeo;     // values last set on the socket (avoid a setsockopt per call)
+    int rcvtimeo;
+    unsigned sends;   // DEALER: the monitor is read every 16 sends (and on trouble)
     int64_t max_msg;
     char addr[256];
 };
@@ -110,6 +112,7 @@ static int apply_opts(wr_endpoint *ep, const wr_endpoint_opts *o, char *err) {
     }
     ep->max_msg = o->max_msg_size > 0 ? o->max_msg_size : INT64_MAX;
     ep->sndtimeo = -1;
+    ep->rcvtimeo = -1;
     return rc;
 }
 
@@ -307,7 +310,9 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
                       msg->peer_len);
     }
     if (!ep->router) {
-        drain_monitor(ep);
+        // A lost connection is sticky until the monitor reports a new one;
+        // reading the monitor costs a little, so not on every send.
+        if ((ep->sends++ & 15) == 0 || ep->peer_state == PEER_LOST) drain_monitor(ep);
         if (ep->peer_state == PEER_LOST) {
             give_back(pay);
             return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
@@ -383,6 +388,26 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
 
     zmq_msg_t first;
     zmq_msg_init(&first);
+    // Without a monitor to watch (bound endpoints, inproc): a plain blocking
+    // receive with a timeout, as cheap as raw ZeroMQ.
+    while (!ep->mon) {
+        int t = deadline > 0 ? remaining_ms(deadline, timeout_ms) : timeout_ms;
+        if (ep->rcvtimeo != t) {
+            if (zmq_setsockopt(ep->sock, ZMQ_RCVTIMEO, &t, sizeof t) != 0)
+                return zmq_msg_close(&first), wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(errno));
+            ep->rcvtimeo = t;
+        }
+        if (zmq_msg_recv(&first, ep->sock, 0) >= 0) goto got_first;
+        int e = errno;
+        if (e == EINTR) {
+            if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
+            continue;
+        }
+        zmq_msg_close(&first);
+        if (e == EAGAIN) return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+        if (e == ETERM) return wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
+        return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+    }
     for (;;) {
         if (zmq_msg_recv(&first, ep->sock, ZMQ_DONTWAIT) >= 0) break;
         int e = errno;
@@ -404,6 +429,7 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         }
     }
 
+got_first:;
     zmsg_impl *im = wr_malloc(sizeof *im);
     im->ops = &wr_transport_zmq;
     im->has_pay = 0;
