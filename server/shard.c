@@ -2,6 +2,7 @@
 // re-encoding, optimizer and master copy. No sockets here (see shard_node.c).
 #include "shard.h"
 
+#include <emmintrin.h>
 #include <math.h>
 #include <string.h>
 
@@ -59,7 +60,6 @@ struct wr_shard_core {
     uint64_t *planes_buf;   // 1bit: counts before requantization
     // fp32 codec state
     float *m, *v;           // adam moments (or sgdm momentum in m)
-    float *g;               // the averaged gradient
 };
 
 wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi,
@@ -97,7 +97,6 @@ wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t l
     } else {
         c->m = wr_alloc_vec(c->n * sizeof(float));
         if (cfg->optimizer == WR_OPT_ADAM) c->v = wr_alloc_vec(c->n * sizeof(float));
-        c->g = wr_alloc_vec(c->n * sizeof(float));
     }
     return c;
 }
@@ -111,7 +110,6 @@ void wr_shard_core_free(wr_shard_core *c) {
     free(c->planes_buf);
     free(c->m);
     free(c->v);
-    free(c->g);
     free(c);
 }
 
@@ -190,40 +188,91 @@ size_t wr_shard_core_bcast_bytes(const wr_shard_core *c) {
     return (c->exact ? (size_t)c->planes : 1) * c->words * 8;
 }
 
-// fp32 codec: average in rank order, then Adam or SGDM on the master copy.
-static void fp32_step(wr_shard_core *c, uint64_t t, float lr_t) {
-    const size_t n = c->n;
-    const float nf = (float)c->n_workers;
-    float *g = c->g;
-    memcpy(g, c->src[0], n * sizeof(float));
-    for (int r = 1; r < c->n_workers; r++) {
-        const float *gr = c->src[r];
-        for (size_t j = 0; j < n; j++) g[j] = g[j] + gr[j];
-    }
-    for (size_t j = 0; j < n; j++) g[j] = g[j] / nf;
-    const float wd = c->cfg.wd;
-    float *x = c->x, *m = c->m;
-    if (c->cfg.optimizer == WR_OPT_ADAM) {
-        const float b1 = c->cfg.adam_beta1, b2 = c->cfg.adam_beta2, eps = c->cfg.adam_eps;
-        const float omb1 = 1.0f - b1, omb2 = 1.0f - b2;
-        const float bc1 = (float)(1.0 - pow((double)b1, (double)t));
-        const float bc2 = (float)(1.0 - pow((double)b2, (double)t));
-        float *v = c->v;
-        for (size_t j = 0; j < n; j++) {
-            float gj = g[j];
-            m[j] = b1 * m[j] + omb1 * gj;
-            v[j] = b2 * v[j] + omb2 * (gj * gj);
-            float mh = m[j] / bc1, vh = v[j] / bc2;
-            float u = mh / (sqrtf(vh) + eps);
-            x[j] = x[j] - lr_t * (u + wd * x[j]);
+// ---- fp32 codec update ----------------------------------------------------------------
+// One fused pass per element j (same operation order in both versions, so the
+// SSE2 one gives the scalar reference's bits: IEEE add/mul/div/sqrt, no FMA):
+//   s = g_0[j]; s = s + g_1[j]; ...; s = s / n
+//   adam: m = b1*m + (1-b1)*s; v = b2*v + (1-b2)*(s*s); u = (m/bc1) / (sqrt(v/bc2) + eps)
+//   sgdm: m = mu*m + s; u = m
+//   x = x - lr*(u + wd*x); out[j] = x
+
+void wr_shard_fp32_update_ref(float *x, float *m, float *v, const float *const *g, int n_workers, size_t n,
+                              const wr_fp32_opt *o, float *out) {
+    const float nf = (float)n_workers, omb1 = 1.0f - o->b1, omb2 = 1.0f - o->b2;
+    for (size_t j = 0; j < n; j++) {
+        float s = g[0][j];
+        for (int r = 1; r < n_workers; r++) s = s + g[r][j];
+        s = s / nf;
+        float u;
+        if (o->adam) {
+            m[j] = o->b1 * m[j] + omb1 * s;
+            v[j] = o->b2 * v[j] + omb2 * (s * s);
+            float mh = m[j] / o->bc1, vh = v[j] / o->bc2;
+            u = mh / (sqrtf(vh) + o->eps);
+        } else {
+            m[j] = o->mu * m[j] + s;
+            u = m[j];
         }
-    } else {
-        const float mu = c->cfg.momentum;
-        for (size_t j = 0; j < n; j++) {
-            m[j] = mu * m[j] + g[j];
-            x[j] = x[j] - lr_t * (m[j] + wd * x[j]);
-        }
+        x[j] = x[j] - o->lr * (u + o->wd * x[j]);
+        out[j] = x[j];
     }
+}
+
+void wr_shard_fp32_update(float *x, float *m, float *v, const float *const *g, int n_workers, size_t n,
+                          const wr_fp32_opt *o, float *out) {
+    // SSE2 is part of x86-64: no dispatch needed, 4 lanes.
+    const __m128 nf = _mm_set1_ps((float)n_workers), b1 = _mm_set1_ps(o->b1), b2 = _mm_set1_ps(o->b2),
+                 omb1 = _mm_set1_ps(1.0f - o->b1), omb2 = _mm_set1_ps(1.0f - o->b2), bc1 = _mm_set1_ps(o->bc1),
+                 bc2 = _mm_set1_ps(o->bc2), eps = _mm_set1_ps(o->eps), mu = _mm_set1_ps(o->mu),
+                 lr = _mm_set1_ps(o->lr), wd = _mm_set1_ps(o->wd);
+    size_t j = 0;
+    for (; j + 4 <= n; j += 4) {
+        __m128 s = _mm_loadu_ps(g[0] + j);
+        for (int r = 1; r < n_workers; r++) s = _mm_add_ps(s, _mm_loadu_ps(g[r] + j));
+        s = _mm_div_ps(s, nf);
+        __m128 mj = _mm_loadu_ps(m + j), u;
+        if (o->adam) {
+            __m128 vj = _mm_loadu_ps(v + j);
+            mj = _mm_add_ps(_mm_mul_ps(b1, mj), _mm_mul_ps(omb1, s));
+            vj = _mm_add_ps(_mm_mul_ps(b2, vj), _mm_mul_ps(omb2, _mm_mul_ps(s, s)));
+            _mm_storeu_ps(v + j, vj);
+            __m128 mh = _mm_div_ps(mj, bc1), vh = _mm_div_ps(vj, bc2);
+            u = _mm_div_ps(mh, _mm_add_ps(_mm_sqrt_ps(vh), eps));
+        } else {
+            mj = _mm_add_ps(_mm_mul_ps(mu, mj), s);
+            u = mj;
+        }
+        _mm_storeu_ps(m + j, mj);
+        __m128 xj = _mm_loadu_ps(x + j);
+        xj = _mm_sub_ps(xj, _mm_mul_ps(lr, _mm_add_ps(u, _mm_mul_ps(wd, xj))));
+        _mm_storeu_ps(x + j, xj);
+        _mm_storeu_ps(out + j, xj);
+    }
+    if (j < n) {  // tail: the reference on offset pointers
+        const float *stack[WR_SHARD_FP32_MAX_TAIL_WORKERS] = {0};
+        const float **gt = n_workers <= WR_SHARD_FP32_MAX_TAIL_WORKERS ? stack
+                                                                      : wr_malloc((size_t)n_workers * sizeof *gt);
+        for (int r = 0; r < n_workers; r++) gt[r] = g[r] + j;
+        wr_shard_fp32_update_ref(x + j, m + j, v ? v + j : NULL, gt, n_workers, n - j, o, out + j);
+        if (gt != stack) free((void *)gt);
+    }
+}
+
+// fp32 codec: average in rank order, then Adam or SGDM on the master copy; the
+// new x goes to out.
+static void fp32_step(wr_shard_core *c, uint64_t t, float lr_t, float *out) {
+    wr_fp32_opt o;
+    memset(&o, 0, sizeof o);
+    o.adam = c->cfg.optimizer == WR_OPT_ADAM;
+    o.lr = lr_t;
+    o.wd = c->cfg.wd;
+    o.b1 = c->cfg.adam_beta1;
+    o.b2 = c->cfg.adam_beta2;
+    o.eps = c->cfg.adam_eps;
+    o.bc1 = (float)(1.0 - pow((double)o.b1, (double)t));
+    o.bc2 = (float)(1.0 - pow((double)o.b2, (double)t));
+    o.mu = c->cfg.momentum;
+    wr_shard_fp32_update(c->x, c->m, c->v, (const float *const *)c->src, c->n_workers, c->n, &o, out);
 }
 
 int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
@@ -250,8 +299,7 @@ int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
             bh->codec = WR_CODEC_BITS;
         }
     } else {
-        fp32_step(c, t, lr_t);
-        memcpy(out, c->x, c->n * sizeof(float));
+        fp32_step(c, t, lr_t, out);
         bh->codec = WR_CODEC_FP32;
     }
     bh->step = t;

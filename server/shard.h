@@ -89,6 +89,26 @@ size_t wr_shard_core_n(const wr_shard_core *c);
 uint64_t wr_shard_core_lo(const wr_shard_core *c);
 uint64_t wr_shard_core_digest(const wr_shard_core *c);
 
+// ---- fp32 codec update (exposed for tests and benchmarks) ----------------------------
+typedef struct {
+    int adam;            // 1 adam, 0 sgdm
+    float lr, wd;        // lr_t and decoupled weight decay
+    float b1, b2, eps;   // adam
+    float bc1, bc2;      // adam bias corrections 1 - b1^t, 1 - b2^t
+    float mu;            // sgdm momentum
+} wr_fp32_opt;
+#define WR_SHARD_FP32_MAX_TAIL_WORKERS 64
+
+// Averages g[0..n_workers) (summed in rank order, then / n) and applies one
+// Adam or SGDM step to x (m, v: optimizer state; v unused for sgdm and may be
+// NULL), writing the new x also to out. The default version uses SSE2 and
+// gives exactly the bits of the scalar _ref (same IEEE operations in the same
+// order, no FMA). Pure, no allocation except for > 64 workers in the tail.
+void wr_shard_fp32_update(float *x, float *m, float *v, const float *const *g, int n_workers, size_t n,
+                          const wr_fp32_opt *o, float *out);
+void wr_shard_fp32_update_ref(float *x, float *m, float *v, const float *const *g, int n_workers, size_t n,
+                              const wr_fp32_opt *o, float *out);
+
 // ---- the shard process (shard_node.c) ------------------------------------------------
 
 typedef struct {

@@ -326,6 +326,51 @@ static void test_fp32_deterministic_order(void **state) {
     wr_shard_core_free(b);
 }
 
+// The SSE2 fp32 update gives the scalar reference's bits (every size tail,
+// worker counts including the heap path for > 64, both optimizers).
+static void test_fp32_update_sse2_equals_ref(void **state) {
+    (void)state;
+    const size_t sizes[] = {1, 3, 4, 5, 67, 1000};
+    const int workers[] = {1, 2, 3, 5, 70};
+    wr_rng_key k = wr_rng_key_make(3, 4, 5);
+    uint32_t ctr = 0;
+#define RNDF(scale) (((float)(wr_rng_u32(k, ctr++) >> 8) / 16777216.0f - 0.5f) * (scale))
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+        for (size_t wi = 0; wi < sizeof workers / sizeof workers[0]; wi++)
+            for (int adam = 0; adam <= 1; adam++) {
+                size_t n = sizes[si];
+                int nw = workers[wi];
+                float **g = malloc(sizeof *g * (size_t)nw);
+                for (int r = 0; r < nw; r++) {
+                    g[r] = malloc(n * 4);
+                    for (size_t j = 0; j < n; j++) g[r][j] = RNDF(2.0f) * (j % 7 == 0 ? 1e4f : 1.0f);
+                }
+                float *x[2], *m[2], *v[2], *out[2];
+                for (int c = 0; c < 2; c++) {
+                    x[c] = malloc(n * 4), m[c] = malloc(n * 4), v[c] = malloc(n * 4), out[c] = malloc(n * 4);
+                }
+                for (size_t j = 0; j < n; j++) {
+                    x[0][j] = x[1][j] = RNDF(1.0f);
+                    m[0][j] = m[1][j] = RNDF(0.1f);
+                    v[0][j] = v[1][j] = fabsf(RNDF(0.01f));
+                }
+                wr_fp32_opt o = {adam, 0.01f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00299f, 0.8f};
+                for (int rep = 0; rep < 3; rep++) {
+                    wr_shard_fp32_update_ref(x[0], m[0], adam ? v[0] : NULL, (const float *const *)g, nw, n, &o, out[0]);
+                    wr_shard_fp32_update(x[1], m[1], adam ? v[1] : NULL, (const float *const *)g, nw, n, &o, out[1]);
+                }
+                assert_memory_equal(x[0], x[1], n * 4);
+                assert_memory_equal(m[0], m[1], n * 4);
+                if (adam) assert_memory_equal(v[0], v[1], n * 4);
+                assert_memory_equal(out[0], out[1], n * 4);
+                assert_memory_equal(out[0], x[0], n * 4);
+                for (int c = 0; c < 2; c++) free(x[c]), free(m[c]), free(v[c]), free(out[c]);
+                for (int r = 0; r < nw; r++) free(g[r]);
+                free(g);
+            }
+#undef RNDF
+}
+
 // ---- refusals --------------------------------------------------------------------------
 
 static void test_refused_pushes(void **state) {
@@ -429,6 +474,7 @@ int main(void) {
         cmocka_unit_test(test_fp32_adam),
         cmocka_unit_test(test_fp32_sgdm_wd),
         cmocka_unit_test(test_fp32_deterministic_order),
+        cmocka_unit_test(test_fp32_update_sse2_equals_ref),
         cmocka_unit_test(test_refused_pushes),
         cmocka_unit_test(test_core_new_errors),
     };
