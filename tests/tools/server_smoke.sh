@@ -38,7 +38,8 @@ run() {
   sleep 0.5
   local extra=""
   case $expect in
-    0) grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$d/coord.log" || extra=" (no passing digest line)";;
+    0) grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$d/coord.log" || extra=" (no passing digest line)"
+       if grep -q -- --barrier <<< "$wspec" && [ "$(cat "$d"/w*.log | grep -c 'barrier 7 released')" != "$nw" ]; then extra="$extra (barrier not released to all)"; fi;;
     4) grep -q "REPLICAS DIVERGED" "$d/coord.log" || extra=" (no divergence report)";;
     5) grep -q "is dead" "$d/coord.log" || extra=" (no dead-node report)";;
     3) grep -q "missing 1 of 3 workers" "$d/coord.log" || extra=" (no 'missing' report)";;
@@ -52,7 +53,7 @@ run() {
 }
 
 D=100000
-run birder_1bit_ipc 0 ipc 2 "--d $D|--d $D --bad-push" steps=100 model=synthetic:$D digest_every=10
+run birder_1bit_ipc 0 ipc 2 "--d $D --barrier|--d $D --bad-push --barrier" steps=100 model=synthetic:$D digest_every=10
 run birder_1bit_tcp 0 tcp 3 "--d $D|--d $D|--d $D|--d $D" steps=60 batch=128 model=synthetic:$D digest_every=7
 run birder_exact 0 ipc 2 "--d $D|--d $D|--d $D" steps=50 batch=129 model=synthetic:$D broadcast=exact digest_every=5
 run fp32_adam 0 ipc 2 "--d $D|--d $D" steps=50 model=synthetic:$D codec=fp32 digest_every=5

@@ -6,7 +6,8 @@
 // perturbs this replica after STEP (digest mismatch), --die-at STEP exits
 // silently before STEP (dead node), --bad-push sends malformed and duplicate
 // pushes first (they must be refused without harm). --fixed-grad draws the
-// gradient once (to time the communication, not the generator).
+// gradient once (to time the communication, not the generator). --barrier
+// enters BARRIER 7 before the first step and waits for its release.
 //
 //   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--corrupt-at T]
 //                    [--die-at T] [--bad-push] [--log-level L]
@@ -107,13 +108,13 @@ int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
         {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
-        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'}, {"fixed-grad", no_argument, NULL, 'f'},
+        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'}, {"fixed-grad", no_argument, NULL, 'f'}, {"barrier", no_argument, NULL, 'B'},
         {"log-level", required_argument, NULL, 'l'},   {NULL, 0, NULL, 0},
     };
     uint64_t d = 0;
     const char *host = "fakehost";
     long corrupt_at = -1, die_at = -1;
-    int bad_push = 0, fixed_grad = 0, c;
+    int bad_push = 0, fixed_grad = 0, barrier = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'C': g_coord = optarg; break;
@@ -123,6 +124,7 @@ int main(int argc, char **argv) {
         case 'k': die_at = atol(optarg); break;
         case 'b': bad_push = 1; break;
         case 'f': fixed_grad = 1; break;
+        case 'B': barrier = 1; break;
         case 'l': wr_log_set_level((enum wr_log_level)wr_log_parse_level(optarg)); break;
         default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
         }
@@ -270,6 +272,22 @@ int main(int argc, char **argv) {
             wr_info("bad push %d refused: %s", k, r.reason);
             wr_pmsg_clear(&r);
         }
+    }
+    if (barrier) {
+        // BARRIER 7 before the first step: released only when every worker entered.
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_BARRIER);
+        p.epoch = 1;
+        p.barrier_id = 7;
+        double t0 = wr_now();
+        send_c(&p, NULL, 0);
+        st = wait_coord(WR_MT_BARRIER, 1, 30, &p);
+        if (st) {
+            wr_error("barrier 7 not released");
+            return 1;
+        }
+        wr_info("barrier %llu released after %.3f s", (unsigned long long)p.barrier_id, wr_now() - t0);
+        wr_pmsg_clear(&p);
     }
     for (int64_t t = 1; t <= total && status == 0; t++) {
         if (die_at == t) {
