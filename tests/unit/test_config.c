@@ -342,6 +342,35 @@ static void test_schedule(void **state) {
     }
 }
 
+// docs/CONFIG.md documents every key: each key of wr_config_to_kv appears as
+// a table row "| key |". (Run from the repository root, as make does.)
+static void test_every_key_documented(void **state) {
+    (void)state;
+    const char *paths[] = {"docs/CONFIG.md", "../docs/CONFIG.md", "../../docs/CONFIG.md"};
+    FILE *f = NULL;
+    for (size_t i = 0; i < 3 && !f; i++) f = fopen(paths[i], "r");
+    if (!f) {
+        print_message("docs/CONFIG.md not found from the working directory; run from the repository root\n");
+        skip();
+    }
+    static char doc[65536];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    wr_job_config c;
+    wr_config_defaults(&c);
+    char **kv;
+    uint32_t nk;
+    wr_config_to_kv(&c, &kv, &nk);
+    for (uint32_t i = 0; i < nk; i++) {
+        char row[96];
+        const char *eq = strchr(kv[i], '=');
+        snprintf(row, sizeof row, "\n| %.*s |", (int)(eq - kv[i]), kv[i]);
+        if (!strstr(doc, row)) fail_msg("docs/CONFIG.md has no row for key '%.*s'", (int)(eq - kv[i]), kv[i]);
+    }
+    wr_config_kv_free(kv, nk);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),      cmocka_unit_test(test_every_key_parses),
@@ -349,6 +378,7 @@ int main(void) {
         cmocka_unit_test(test_parse_buffer),  cmocka_unit_test(test_file_errors),
         cmocka_unit_test(test_load_file),     cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_validate),      cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_every_key_documented),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
