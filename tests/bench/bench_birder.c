@@ -5,6 +5,7 @@
 //       20.125 bytes per element; bw fraction = Gelem/s * 20.125 / copy GB/s
 //   aggregate (shard): count_planes of n vectors + requantize, G elements/s
 //   apply_bits / apply_planes (every replica): read+write x plus the encoding
+//   (aggregate and apply at d = 64M, well past the 32 MiB L3)
 //
 // Figures (FIGURE lines; "vector" = the best ISA level this CPU has, capped by WREN_SIMD):
 //   birder_mem_bw_copy_gbs (best of a measurement at the start and one at the end)
@@ -168,8 +169,8 @@ int main(void) {
         free(a.bits);
     }
 
-    // ---- shard aggregation and the replicas' update, d = 16M ----
-    size_t n = 16u << 20, nw = wr_birder_words(n);
+    // ---- shard aggregation and the replicas' update, d = 64M (x is 256 MB, 8x the L3) ----
+    size_t n = 64u << 20, nw = wr_birder_words(n);
     static const int workers[] = {4, 16};
     uint64_t *vecs[16];
     for (int i = 0; i < 16; i++) {
@@ -189,7 +190,7 @@ int main(void) {
         // bytes: read n vectors, write + read P planes, write the 1-bit output
         double bytes = (a.n_workers + 2.0 * P + 1.0) / 8.0;
         for (int lvl = vec; lvl >= 0; lvl -= (vec > 0 ? vec : 1)) {
-            double ge = gelems(run_aggregate, &a, lvl, 10);
+            double ge = gelems(run_aggregate, &a, lvl, lvl == vec ? 10 : 2);
             printf("aggregate n=%-2d %-7s %6.3f Gelem/s  (%.2f of copy bw at %.3f B/elem)\n",
                    a.n_workers, wr_isa_name(lvl), ge, ge * bytes / bw, bytes);
             char name[96];
@@ -205,7 +206,7 @@ int main(void) {
     for (int lvl = vec; lvl >= 0; lvl -= (vec > 0 ? vec : 1)) {
         const char *suf = lvl == vec ? "" : "_scalar";
         char name[96];
-        double ge = gelems(run_apply_bits, &a, lvl, 10);
+        double ge = gelems(run_apply_bits, &a, lvl, lvl == vec ? 10 : 2);
         double fr = ge * 8.125 / bw;
         printf("apply_bits      %-7s %6.3f Gelem/s  %.2f of copy bw (8.125 B/elem)\n",
                wr_isa_name(lvl), ge, fr);
@@ -213,7 +214,7 @@ int main(void) {
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_bits%s_bw_fraction", suf);
         defer_fraction(name, ge * 8.125);
-        ge = gelems(run_apply_planes, &a, lvl, 10);
+        ge = gelems(run_apply_planes, &a, lvl, lvl == vec ? 10 : 2);
         double bpe = 8.0 + wr_birder_planes(16) / 8.0;
         fr = ge * bpe / bw;
         printf("apply_planes n=16 %-7s %6.3f Gelem/s  %.2f of copy bw (%.3f B/elem)\n",
