@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -326,6 +328,63 @@ static void test_peer_gone(void **state) {
     }
 }
 
+// A peer that hangs (stopped, connection still open): ZMTP heartbeats notice
+// it and the connected side's recv says WR_ECLOSED instead of waiting forever.
+// The peer is a forked child (no ZeroMQ threads exist in this process while
+// forking: every earlier test freed its context).
+static void test_peer_hangs_heartbeat(void **state) {
+    (void)state;
+    for (int k = K_IPC; k <= K_TCP; k++) {
+        char a[256], err[WR_ERR_LEN];
+        int pfd[2];
+        assert_int_equal(pipe(pfd), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {  // child: an echo server on a fresh context
+            close(pfd[0]);
+            wr_transport_ctx *c = wr_transport_ctx_new(1, err);
+            wr_endpoint *srv;
+            make_addr(k, a, sizeof a);
+            if (!c || wr_bind(c, a, NULL, &srv, err) != WR_OK) _exit(3);
+            wr_last_endpoint(srv, a, sizeof a);
+            if (write(pfd[1], a, sizeof a) != (ssize_t)sizeof a) _exit(4);
+            for (;;) {
+                wr_msg m = {0};
+                if (wr_recv(srv, &m, 10000, err) != WR_OK) _exit(0);
+                wr_msg r = {0};
+                memcpy(r.peer, m.peer, m.peer_len);
+                r.peer_len = m.peer_len;
+                r.header = (wr_frame){"pong", 4, NULL, NULL};
+                wr_send(srv, &r, 1000, err);
+                wr_msg_release(&m);
+            }
+        }
+        close(pfd[1]);
+        assert_int_equal(read(pfd[0], a, sizeof a), (ssize_t)sizeof a);
+        close(pfd[0]);
+        wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+        wr_endpoint_opts o;
+        wr_endpoint_opts_default(&o);
+        o.heartbeat_ms = 100;  // dead within ~300 ms
+        o.linger_ms = 0;
+        wr_endpoint *cli;
+        assert_int_equal(wr_connect(ctx, a, &o, &cli, err), WR_OK);
+        wr_msg m = {0};
+        m.header = (wr_frame){"ping", 4, NULL, NULL};
+        assert_int_equal(wr_send(cli, &m, 5000, err), WR_OK);
+        recv_ok(cli, &m);
+        assert_memory_equal(m.header.data, "pong", 4);
+        wr_msg_release(&m);
+        kill(pid, SIGSTOP);  // alive, connected, silent
+        int rc = wr_recv(cli, &m, 30000, err);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (rc != WR_ECLOSED) fail_msg("%s: recv from a hung peer gave %d (%s), want WR_ECLOSED", kind_name[k], rc, err);
+        wr_close(cli);
+        wr_transport_ctx_free(ctx);
+    }
+}
+
 static void test_poll_several(void **state) {
     (void)state;
     pair_t p[K_COUNT];
@@ -524,7 +583,6 @@ static int teardown(void **state) {
 }
 
 int main(void) {
-    (void)kind_name;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scheme_dispatch),
         cmocka_unit_test(test_bind_errors),
@@ -535,6 +593,7 @@ int main(void) {
         cmocka_unit_test(test_no_peer_hwm),
         cmocka_unit_test(test_router_by_id_and_unknown_peer),
         cmocka_unit_test(test_peer_gone),
+        cmocka_unit_test(test_peer_hangs_heartbeat),
         cmocka_unit_test(test_poll_several),
         cmocka_unit_test(test_three_frames_rejected),
         cmocka_unit_test(test_large_payload),
