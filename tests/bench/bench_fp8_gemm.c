@@ -66,7 +66,7 @@ int main(void) {
             wr_fp8_decode_array(qa, a, e, WR_FP8_E4M3B11);  // sgemm gets the same values
             wr_fp8_decode_array(qb, b, e, WR_FP8_E4M3B11);
             garg g = {n, a, b, qa, qb, c};
-            int reps = n <= 512 ? 30 : n == 1024 ? 12 : 5;
+            int reps = n <= 512 ? 30 : n == 1024 ? 20 : 8;
             double ts = 1e30, tf = 1e30;
             run_sgemm(&g);
             run_fp8(&g);
