@@ -895,10 +895,11 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
         if (expect->job_id && m->job_id != expect->job_id)
             return fail(perr, WR_PERR_JOB, err, "%s field 'j' (job_id): %llu, this job is %llu", c.tn,
                         (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
-        if (expect->check_epoch && m->epoch != expect->epoch)
+        int always = m->type == WR_MT_ERROR || m->type == WR_MT_SHUTDOWN;
+        if (expect->check_epoch && !always && m->epoch != expect->epoch)
             return fail(perr, WR_PERR_EPOCH, err, "%s field 'e' (epoch): %llu, current epoch is %llu", c.tn,
                         (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
-        if (expect->check_step && (m->step < expect->step_min || m->step > expect->step_max))
+        if (expect->check_step && has_payload(m->type) && (m->step < expect->step_min || m->step > expect->step_max))
             return fail(perr, WR_PERR_STEP, err, "%s field 's' (step): %llu outside the accepted window [%llu, %llu]",
                         c.tn, (unsigned long long)m->step, (unsigned long long)expect->step_min,
                         (unsigned long long)expect->step_max);

@@ -155,7 +155,10 @@ typedef struct {
     char reason[WR_REASON_MAX];
 } wr_pmsg;
 
-// Optional receiver context for epoch/step/job checks.
+// Optional receiver context for epoch/step/job checks. The job check applies
+// to every kind; the epoch check to every kind but ERROR and SHUTDOWN (a peer
+// must always be able to tell us it is stopping or what went wrong); the step
+// window only to the step-stamped data kinds PUSH, BROADCAST and PARAMS.
 typedef struct {
     uint64_t job_id;       // 0 = do not check
     int check_epoch;
