@@ -475,9 +475,16 @@ static int initial_params(worker *w, char *err) {
             wr_pmsg h;
             int rc = recv_decode(w->poll_eps[i], 0, &ex, &msg, &h, e2);
             if (rc == WR_ETIMEDOUT) continue;
-            if (rc != WR_OK) {
+            if (rc == WR_EPROTO) {
                 wr_warn("%s %d: %s", i < w->n_shards ? "shard" : "coordinator", i, e2);
                 continue;
+            }
+            if (rc != WR_OK) {
+                // A dropped connection may have lost messages: the job cannot go on.
+                if (i < w->n_shards)
+                    return wr_err(err, rc, "waiting for initial parameters from shard %d (%s): %s", i,
+                                  w->sh[i].addr, e2);
+                return wr_err(err, rc, "coordinator at %s: %s", w->o->coordinator, e2);
             }
             if (i == w->n_shards) {
                 wr_msg_release(&msg);
@@ -607,7 +614,13 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                     return wr_err(err, WR_EPROTO, "step %lld: from shard %d (%s): %s",
                                   (long long)t, i, w->sh[i].addr, e2), 1;
                 }
-                if (rc != WR_OK) return wr_err(err, rc, "receive: %s", e2), 1;
+                if (rc != WR_OK) {
+                    if (i < w->n_shards)
+                        return wr_err(err, rc, "step %lld: shard %d (%s): %s", (long long)t, i,
+                                      w->sh[i].addr, e2), 1;
+                    return wr_err(err, rc, "step %lld: coordinator at %s: %s", (long long)t,
+                                  w->o->coordinator, e2), 1;
+                }
                 if (i == w->n_shards) {
                     wr_msg_release(&msg);
                     int st = coord_message(w, &h, err);
@@ -902,6 +915,12 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
     wr_endpoint_opts so;
     wr_endpoint_opts_default(&so);
     so.linger_ms = 2000;
+    // No ZMTP heartbeats on the data sockets: libzmq counts only whole messages
+    // as traffic, so one big frame (fp32 ranges of 100M+ parameters) that takes
+    // longer than the heartbeat timeout to cross a busy machine would drop the
+    // connection. A dead shard still shows up as a closed connection (monitor),
+    // a hung one as step_timeout, and liveness is the coordinator's heartbeats.
+    so.heartbeat_ms = 0;
     for (int s = 0; s < w->n_shards; s++) {
         if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK) {
             wr_err(err, WR_ERR, "shard %d address %s: %s", s, w->sh[s].addr, e2);
