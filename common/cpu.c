@@ -1,9 +1,18 @@
 // cpu.c — ISA detection. AVX-512 here means F+BW+DQ+VL (+VPOPCNTDQ), which
-// is what the *_avx512.c kernels are compiled for; AVX2 means AVX2+FMA+F16C+BMI2.
+// is what the *_avx512.c kernels are compiled for; AVX2 means AVX2+FMA+F16C+BMI2 (the flags *_avx2.c is built with).
 #include "cpu.h"
 
+#include <cpuid.h>
 #include <stdlib.h>
 #include <string.h>
+
+// F16C (CPUID.1:ECX bit 29) is read directly: clang 14's
+// __builtin_cpu_supports does not know the name.
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    return (c >> 29) & 1;
+}
 
 static int g_max = -1;    // detected
 static int g_force = -1;  // wr_cpu_force_level
@@ -22,7 +31,7 @@ enum wr_isa wr_cpu_max_level(void) {
         __builtin_cpu_init();
         int lvl = WR_ISA_SCALAR;
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-            __builtin_cpu_supports("bmi2"))
+            __builtin_cpu_supports("bmi2") && has_f16c())
             lvl = WR_ISA_AVX2;
         if (lvl == WR_ISA_AVX2 && __builtin_cpu_supports("avx512f") &&
             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
