@@ -168,6 +168,7 @@ typedef struct {
     char **kv;
     uint32_t n_kv;
     double t_start;
+    double next_probe;
 } coord;
 
 static volatile sig_atomic_t g_stop_signal = 0;
@@ -410,6 +411,35 @@ static void registration_report(coord *c, double waited, char *out, size_t len) 
 #undef APPEND
 }
 
+// Connection probe: a HEARTBEAT{role coordinator} to every node still in the
+// job (nodes ignore it). The ROUTER refuses a send to a peer whose connection
+// closed, so a crashed process is noticed within one heartbeat interval, and
+// before blaming the node that reported the resulting error. Returns the index
+// of the first node found gone, or -1.
+static int probe_nodes(coord *c) {
+    wr_pmsg h;
+    init_hdr(c, &h, WR_MT_HEARTBEAT);
+    char err[WR_ERR_LEN];
+    for (int i = 0; i < c->n_nodes; i++) {
+        node *n = &c->nodes[i];
+        if (n->left) continue;
+        int rc = wr_srv_send(c->ep, n->peer, n->peer_len, &h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
+        if (rc == WR_ECLOSED) return i;
+    }
+    return -1;
+}
+
+// Stops the job because node i is gone (status 5); `why` adds context.
+static int node_gone(coord *c, int i, const char *why) {
+    node *n = &c->nodes[i];
+    char who[WR_ADDR_MAX + 96], r[WR_ADDR_MAX + WR_REASON_MAX + 256];
+    describe(c, n, who, sizeof who);
+    snprintf(r, sizeof r, "%s is dead: its connection to the coordinator closed%s%s", who, why ? "; " : "",
+             why ? why : "");
+    n->left = 1;
+    return stop_job(c, 5, r);
+}
+
 // Returns 0 or an exit status.
 static int on_message(coord *c, wr_msg *m) {
     wr_pmsg h;
@@ -469,7 +499,10 @@ static int on_message(coord *c, wr_msg *m) {
         snprintf(r, sizeof r, "%s reported an error (%s): %s", who,
                  h.code == WR_EC_CONFIG ? "config" : h.code == WR_EC_TIMEOUT ? "timeout" : "error", h.reason);
         n->left = 1;  // it stops on its own
-        st = stop_job(c, h.code == WR_EC_CONFIG ? 2 : 1, r);
+        // Often the cause is another node that died (a worker losing its shard):
+        // name that one, with status 5.
+        int gone = c->formed ? probe_nodes(c) : -1;
+        st = gone >= 0 ? node_gone(c, gone, r) : stop_job(c, h.code == WR_EC_CONFIG ? 2 : 1, r);
         break;
     }
     case WR_MT_SHUTDOWN: {
@@ -693,6 +726,11 @@ int wr_coordinator_run(const wr_coord_opts *o) {
                 break;
             }
             int st = check_liveness(c, now);
+            if (!st && now >= c->next_probe) {
+                c->next_probe = now + c->cfg.heartbeat_interval;
+                int gone = probe_nodes(c);
+                if (gone >= 0) st = node_gone(c, gone, NULL);
+            }
             if (st) status = st;
         }
     }
