@@ -258,6 +258,51 @@ static void test_evaluate_matches_step(void **st) {
     wr_model_free(m);
 }
 
+// Two workers' batch-mean gradients (sharded iterator, rank 0 and 1 of 2,
+// local batch 32) average to the gradient of the global batch of 64 (fp32 path,
+// up to fp32 rounding of the sums): what the cluster's averaging relies on.
+static void test_sharded_gradient_average(void **st) {
+    (void)st;
+    char err[WR_ERR_LEN];
+    wr_model *one, *w0, *w1;
+    wr_model_opts o = opts(0, 64);
+    assert_int_equal(wr_model_create("mlp", &o, &one, err), WR_OK);
+    o.max_batch = 32;
+    assert_int_equal(wr_model_create("mlp", &o, &w0, err), WR_OK);
+    assert_int_equal(wr_model_create("mlp", &o, &w1, err), WR_OK);
+    wr_batch_iter i1, i2a, i2b;
+    assert_int_equal(wr_batch_iter_init(&i1, &g_train, 64, 0, 1, 9, err), WR_OK);
+    assert_int_equal(wr_batch_iter_init(&i2a, &g_train, 64, 0, 2, 9, err), WR_OK);
+    assert_int_equal(wr_batch_iter_init(&i2b, &g_train, 64, 1, 2, 9, err), WR_OK);
+    const float *x;
+    const uint8_t *y;
+    float l1, la, lb;
+    int c1, ca, cb;
+    wr_batch_iter_next(&i1, &x, &y, NULL, NULL);
+    assert_int_equal(wr_model_step(one, x, y, 64, &l1, &c1, NULL, err), WR_OK);
+    wr_batch_iter_next(&i2a, &x, &y, NULL, NULL);
+    assert_int_equal(wr_model_step(w0, x, y, 32, &la, &ca, NULL, err), WR_OK);
+    wr_batch_iter_next(&i2b, &x, &y, NULL, NULL);
+    assert_int_equal(wr_model_step(w1, x, y, 32, &lb, &cb, NULL, err), WR_OK);
+    assert_int_equal(c1, ca + cb);
+    assert_true(fabsf(l1 - 0.5f * (la + lb)) < 1e-5f * l1);
+    size_t d = wr_model_num_params(one);
+    const float *g = wr_model_grads(one), *ga = wr_model_grads(w0), *gb = wr_model_grads(w1);
+    float gmax = 0;
+    for (size_t i = 0; i < d; i++) gmax = fmaxf(gmax, fabsf(g[i]));
+    for (size_t i = 0; i < d; i++) {
+        float avg = 0.5f * (ga[i] + gb[i]);
+        if (fabsf(avg - g[i]) > 1e-4f * gmax + 1e-4f * fabsf(g[i]))
+            fail_msg("param %zu: global-batch gradient %g, average of the shards %g", i, g[i], avg);
+    }
+    wr_batch_iter_free(&i1);
+    wr_batch_iter_free(&i2a);
+    wr_batch_iter_free(&i2b);
+    wr_model_free(one);
+    wr_model_free(w0);
+    wr_model_free(w1);
+}
+
 static int all_zero(const float *g, size_t d) {
     for (size_t i = 0; i < d; i++)
         if (g[i] != 0.0f) return 0;
@@ -500,7 +545,7 @@ int main(void) {
         cmocka_unit_test(test_mlp_trains),      cmocka_unit_test(test_evaluate_matches_step),
         cmocka_unit_test(test_loss_scaling),    cmocka_unit_test(test_hfp8_grad_close),
         cmocka_unit_test(test_synthetic),       cmocka_unit_test(test_optim_ref),
-        cmocka_unit_test(test_standalone),
+        cmocka_unit_test(test_standalone),      cmocka_unit_test(test_sharded_gradient_average),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
