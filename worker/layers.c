@@ -97,7 +97,7 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     l->col = alloc_f(rows * K);
     if (need_dx) {
         l->dx = alloc_f((size_t)max_batch * l->in_size);
-        l->dcol = alloc_f(rows * K);
+        l->dcol = l->col;  // dW has consumed col by the time dX overwrites it
     }
     if (fp8) {
         l->xq = alloc_f((size_t)max_batch * l->in_size);
@@ -128,7 +128,6 @@ void wr_layer_free(wr_layer *l) {
     free(l->col);
     free(l->wq);
     free(l->dz);
-    free(l->dcol);
     free(l->arg);
     memset(l, 0, sizeof *l);
 }

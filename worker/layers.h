@@ -55,7 +55,8 @@ typedef struct {
     float *col;             // conv: im2col of the (rounded) input
     float *wq;              // fp8: scaled, rounded weights
     float *dz;              // (max_batch, out_size) error after the ReLU mask
-    float *dcol;            // conv: gradient w.r.t. col
+    float *dcol;            // conv: gradient w.r.t. col (shares col's memory: the
+                            // backward reads col for dW before writing dcol)
     int32_t *arg;           // pool: input offset of each output's max
     float sx, sw;           // fp8: power-of-two scales of xq and wq
 } wr_layer;
@@ -80,7 +81,8 @@ void wr_layer_forward(wr_layer *l, const float *x, int B);
 // Backward from dy = dL/dy (B x out_size; for the whole batch, already
 // multiplied by the loss scale S). Writes dw, db divided by S (the true
 // gradient) and, if need_dx, l->dx = dL/dx still multiplied by S. dy is not
-// modified. Returns 1 if an E5M2 input overflowed (|S dZ| past 57344, or
+// modified. At most one backward per forward for conv layers (their dX
+// overwrites the im2col buffer dW reads). Returns 1 if an E5M2 input overflowed (|S dZ| past 57344, or
 // inf/NaN) — the gradients are then garbage and the step must be skipped — else 0.
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale);
 

@@ -268,6 +268,13 @@ static void hfp8_vs_fp32(const geom *g, int B) {
     for (size_t i = 0; i < ny; i++) dy[i] *= S;
     wr_layer_forward(&a, x, B);
     wr_layer_forward(&q, x, B);
+    // conv: keep the fp32 im2col (the backward reuses its memory for dcol)
+    float *col = NULL;
+    if (g->kind == WR_LAYER_CONV) {
+        size_t nc = (size_t)B * a.OH * a.OW * g->k * g->k * g->C;
+        col = malloc(nc * 4);
+        memcpy(col, a.col, nc * 4);
+    }
     assert_int_equal(wr_layer_backward(&a, dy, B, S), 0);
     assert_int_equal(wr_layer_backward(&q, dy, B, S), 0);
     // forward: |y8 - y32| <= sum_k |x||w| (2 REL(3) + REL(3)^2) + abs terms (pre-ReLU; ReLU is 1-Lipschitz)
@@ -281,7 +288,7 @@ static void hfp8_vs_fp32(const geom *g, int B) {
         for (int j = 0; j < cols; j++) {
             double sxw = 0, sw = 0, sx = 0;
             // gather the inputs that feed this output through the layer's own col/x buffers
-            const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : a.col + r * K;
+            const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : col + r * K;
             for (int k = 0; k < K; k++) {
                 sxw += fabs(xin[k]) * fabs(p[k * cols + j]);
                 sw += fabs(p[k * cols + j]);
@@ -300,7 +307,7 @@ static void hfp8_vs_fp32(const geom *g, int B) {
         for (int j = 0; j < cols; j++) {
             double sxd = 0, sd = 0, sx = 0;
             for (size_t r = 0; r < rows; r++) {
-                const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : a.col + r * K;
+                const float *xin = g->kind == WR_LAYER_LINEAR ? x + r * K : col + r * K;
                 double dzv = fabs(a.dz[r * cols + j]) / S;
                 sxd += fabs(xin[k]) * dzv;
                 sd += dzv;
@@ -336,6 +343,7 @@ static void hfp8_vs_fp32(const geom *g, int B) {
     // biases are fp32 from the unrounded error: identical
     assert_memory_equal(gq + a.n_w, ga + a.n_w, a.n_b * 4);
 done:
+    free(col);
     wr_layer_free(&a);
     wr_layer_free(&q);
     free(p), free(ga), free(gq), free(x), free(dy);
