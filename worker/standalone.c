@@ -155,8 +155,9 @@ int wr_standalone_train(const wr_job_config *cfg, const char *summary_path, char
                 r.epoch_acc[n_eacc++] = test_acc;
                 double el = wr_now() - t_start;
                 if (tta < 0 && test_acc >= 0.88) tta = el;
-                wr_info("epoch %d done: test accuracy %.4f after %.2f s%s", epochs_run, test_acc,
-                        el, tta == el ? " (reached 0.88)" : "");
+                wr_info("epoch %d %s: test accuracy %.4f after %.2f s%s", epochs_run,
+                        t % spe == 0 ? "done" : "(partial, end of run)", test_acc, el,
+                        tta == el ? " (reached 0.88)" : "");
             }
         }
     }
