@@ -195,6 +195,52 @@ static void test_register_with_d(void **state) {
     wr_buf_free(&buf);
 }
 
+// The largest cluster map the limits allow: 1024 shards with 255-byte
+// addresses, 4096 workers with 63-byte hosts, 256 config strings of 511 bytes.
+static void test_max_cluster_map(void **state) {
+    (void)state;
+    wr_pmsg m, d;
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    fill(&m, WR_MT_CLUSTER_MAP);
+    wr_pmsg_clear(&m);
+    wr_pmsg_init(&m, WR_MT_CLUSTER_MAP);
+    m.n_shards = WR_MAX_SHARDS;
+    m.n_params = (uint64_t)WR_MAX_SHARDS * WR_MAX_ELEMS;  // 2^42 > 2^40: too many
+    m.shards = calloc(WR_MAX_SHARDS, sizeof *m.shards);
+    uint64_t per = WR_MAX_PARAMS / WR_MAX_SHARDS;  // 2^30, 64-aligned
+    for (int i = 0; i < WR_MAX_SHARDS; i++) {
+        m.shards[i].lo = per * (uint64_t)i;
+        m.shards[i].hi = per * (uint64_t)(i + 1);
+        memset(m.shards[i].addr, 'a' + i % 26, WR_ADDR_MAX - 1);
+    }
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);  // n_params beyond 2^40
+    m.n_params = WR_MAX_PARAMS;
+    m.n_workers_map = WR_MAX_WORKERS;
+    m.workers = calloc(WR_MAX_WORKERS, sizeof *m.workers);
+    for (int i = 0; i < WR_MAX_WORKERS; i++) {
+        m.workers[i].rank = WR_MAX_WORKERS - 1 - i;
+        m.workers[i].group = i % 7 - 1;
+        memset(m.workers[i].host, 'h', WR_HOST_MAX - 1);
+    }
+    m.n_config = WR_MAX_CONFIG;
+    m.config = calloc(WR_MAX_CONFIG, sizeof(char *));
+    for (int i = 0; i < WR_MAX_CONFIG; i++) {
+        m.config[i] = malloc(WR_CONFIG_STR_MAX);
+        memset(m.config[i], 'v', WR_CONFIG_STR_MAX - 1);
+        m.config[i][WR_CONFIG_STR_MAX - 1] = 0;
+        snprintf(m.config[i], 16, "key%03d", i);
+        m.config[i][strlen(m.config[i])] = '=';
+    }
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_true(b.len < WR_PROTO_MAX_HEADER);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_same(&m, &d);
+    wr_pmsg_clear(&d);
+    wr_pmsg_clear(&m);
+    wr_buf_free(&b);
+}
+
 static void test_codecs_roundtrip(void **state) {
     (void)state;
     wr_buf buf = {0};
@@ -1017,6 +1063,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_kind),
         cmocka_unit_test(test_register_with_d),
+        cmocka_unit_test(test_max_cluster_map),
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_payload_bytes),
         cmocka_unit_test(test_buffer_reused),

@@ -451,6 +451,19 @@ static void test_three_frames_rejected(void **state) {
         recv_ok(srv, &m);
         assert_int_equal(m.header.len, 2);
         assert_memory_equal(m.header.data, "ok", 2);
+        // a routing id longer than WR_PEER_ID_MAX: dropped and reported
+        void *longid = zmq_socket(wr_transport_ctx_zmq(ctx), ZMQ_DEALER);
+        char rid[40];
+        memset(rid, 'R', sizeof rid);
+        assert_int_equal(zmq_setsockopt(longid, ZMQ_ROUTING_ID, rid, sizeof rid), 0);
+        assert_int_equal(zmq_connect(longid, a), 0);
+        assert_int_equal(zmq_send(longid, "hdr", 3, 0), 3);
+        assert_int_equal(wr_recv(srv, &m, 5000, err), WR_EPROTO);
+        assert_non_null(strstr(err, "peer id longer"));
+        assert_int_equal(m.peer_len, 0);
+        int zero0 = 0;
+        zmq_setsockopt(longid, ZMQ_LINGER, &zero0, sizeof zero0);
+        zmq_close(longid);
         // the other direction: a bound raw ROUTER sends three frames to our DEALER
         uint8_t id[256];
         size_t idlen = m.peer_len;
