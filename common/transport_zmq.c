@@ -291,7 +291,8 @@ static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
 }
 
 static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
-    wr_frame *pay = &msg->payload;
+    wr_frame pay_copy = msg->payload;  // the caller's msg is left as it was
+    wr_frame *pay = &pay_copy;
     double deadline = 0;  // set lazily by send_copy
     int has_pay = pay->len > 0;
     if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
