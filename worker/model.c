@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hfp8.h"
 #include "layers.h"
@@ -157,6 +158,16 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
     m->dynamic = o->hfp8 && o->loss_scale == 0.0f;
     m->scale = !o->hfp8 ? 1.0f : (o->loss_scale > 0.0f ? o->loss_scale : SCALE_INIT);
     if (kind == KIND_SYNTH) {
+        // x and g are touched in full: refuse what cannot fit in RAM rather than
+        // let the OOM killer end the process later.
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        double need = 2.0 * 4.0 * (double)D, have = (double)pages * (double)psz;
+        if (pages > 0 && psz > 0 && need > 0.9 * have) {
+            wr_model_free(m);
+            return wr_err(err, WR_ERR,
+                          "model '%s': x and g need %.1f GiB, more than this machine's %.1f GiB",
+                          spec, need / 1073741824.0, have / 1073741824.0);
+        }
         m->d = (size_t)D;
         m->x = alloc_or_null(m->d * sizeof(float));
         m->g = alloc_or_null(m->d * sizeof(float));

@@ -87,6 +87,16 @@ static void test_specs(void **st) {
         wr_model_free(m);
     }
     wr_model_free(NULL);
+    // a synthetic model larger than the machine's memory is refused, not OOM-killed
+    // (4294967295 parameters need 32 GiB for x and g; checked where RAM is smaller)
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (ram < 32.0 * 1073741824.0) {
+        o = opts(0, 1);
+        assert_int_equal(wr_model_create("synthetic:4294967295", &o, &m, err), WR_ERR);
+        assert_non_null(strstr(err, "GiB"));
+        assert_non_null(strstr(err, "'synthetic:4294967295'"));
+        assert_null(m);
+    }
 }
 
 static void test_step_errors(void **st) {
