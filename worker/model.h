@@ -61,7 +61,9 @@ typedef struct {
 } wr_model_opts;
 
 // Builds the model and its buffers (all memory is allocated here; steps do not
-// allocate). WR_OK, or WR_ERR with err naming the bad spec / option (out = NULL).
+// allocate). WR_OK, or WR_ERR with err naming the bad spec / option (out = NULL);
+// a synthetic:D whose x and g (8 D bytes) exceed 90% of the machine's RAM is
+// refused the same way.
 int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, char *err);
 void wr_model_free(wr_model *m);  // NULL is fine
 
