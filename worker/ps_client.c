@@ -62,6 +62,14 @@ static int zc_wait(zc_buf *b, double timeout_s) {
     return WR_OK;
 }
 
+// Steps whose durations are kept for the median step time (4 MiB at most).
+#define WR_STEP_LOG (1 << 20)
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
 // ---- the worker's state --------------------------------------------------------
 
 typedef struct {
@@ -95,6 +103,8 @@ typedef struct {
     int data_model;
     wr_batch_iter it;
     float *m, *b;            // Birder state over the whole vector
+    float *step_ms;          // duration of each step (the first WR_STEP_LOG), for the median
+    int64_t n_step_ms;
 
     // heartbeat thread
     pthread_t hb_thread;
@@ -234,6 +244,7 @@ static const uint64_t *aligned_words(worker *w, const void *p, size_t len) {
     if (((uintptr_t)p & 7) == 0) return p;
     if (w->align_cap < len) {
         free(w->align_scratch);
+    free(w->step_ms);
         w->align_scratch = wr_alloc_vec(len);
         w->align_cap = len;
     }
@@ -743,6 +754,9 @@ static int train(worker *w, char *err) {
                 : "",
             w->cfg.hfp8 ? "on" : "off");
 
+    int64_t keep = total < WR_STEP_LOG ? total : WR_STEP_LOG;
+    w->step_ms = wr_malloc((size_t)(keep > 0 ? keep : 1) * sizeof(float));
+    w->n_step_ms = 0;
     double t_train0 = wr_now();
     double win_t0 = t_train0, win_loss = 0, win_comp = 0, win_enc = 0, win_all = 0;
     double win_sent0 = 0, win_recv0 = 0;
@@ -774,6 +788,7 @@ static int train(worker *w, char *err) {
         double ts2 = wr_now();
         w->st.steps = t;
         double comp = ts1 - ts0, all = ts2 - ts0;
+        if (w->n_step_ms < keep) w->step_ms[w->n_step_ms++] = (float)(all * 1e3);
         w->st.t_compute += comp;
         w->st.t_encode += t_codec;
         w->st.t_comm += all - comp - t_codec;
@@ -812,6 +827,10 @@ static int train(worker *w, char *err) {
     }
     if (w->data_model && w->cfg.eval_every_epoch >= 0) evaluate(w, t_train0, (total + spe - 1) / spe);
     w->st.seconds = wr_now() - t_train0;
+    if (w->n_step_ms > 0) {
+        qsort(w->step_ms, (size_t)w->n_step_ms, sizeof(float), cmp_float);
+        w->st.step_ms_median = w->step_ms[w->n_step_ms / 2];
+    }
     return 0;
 }
 
@@ -828,7 +847,7 @@ static void send_stats_and_leave(worker *w) {
     } kv[] = {
         {"test_accuracy", s->test_accuracy},
         {"seconds", s->seconds},
-        {"samples_per_s", s->seconds > 0 ? (double)s->global_batch * (double)s->steps / s->seconds : 0},
+        {"samples_per_s", wr_train_samples_per_s(s)},
         {"bytes_sent_per_step", s->bytes_sent / steps},
         {"bytes_recv_per_step", s->bytes_recv / steps},
         {"steps", (double)s->steps},
@@ -867,6 +886,7 @@ static void cleanup(worker *w) {
     free(w->m);
     free(w->b);
     free(w->align_scratch);
+    free(w->step_ms);
     wr_buf_free(&w->hbuf);
     if (w->data_model) wr_batch_iter_free(&w->it);
     wr_dataset_free(&w->train);
@@ -949,7 +969,7 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
         double steps = w->st.steps > 0 ? (double)w->st.steps : 1;
         wr_info("done: %lld steps in %.1f s, test accuracy %.4f, %.0f samples/s, sent %.0f B/step, recv %.0f B/step",
                 (long long)w->st.steps, w->st.seconds, w->st.test_accuracy,
-                w->st.seconds > 0 ? (double)w->st.global_batch * (double)w->st.steps / w->st.seconds : 0,
+                wr_train_samples_per_s(&w->st),
                 w->st.bytes_sent / steps, w->st.bytes_recv / steps);
     }
     if (o->summary_path) {

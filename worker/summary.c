@@ -6,6 +6,11 @@
 
 #include "wr_common.h"
 
+double wr_train_samples_per_s(const wr_train_stats *s) {
+    double t = s->seconds - s->t_eval;
+    return t > 0 && s->steps > 0 ? (double)s->global_batch * (double)s->steps / t : 0;
+}
+
 static void json_num(FILE *f, const char *key, double v, int last) {
     if (isfinite(v))
         fprintf(f, "  \"%s\": %.10g%s\n", key, v, last ? "" : ",");
@@ -37,11 +42,12 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     json_num(f, "best_accuracy", s->best_accuracy, 0);
     json_num(f, "final_loss", s->final_loss, 0);
     json_num(f, "seconds", s->seconds, 0);
-    json_num(f, "samples_per_s", s->seconds > 0 ? (double)s->global_batch * (double)s->steps / s->seconds : 0, 0);
+    json_num(f, "samples_per_s", wr_train_samples_per_s(s), 0);
     json_num(f, "bytes_sent_per_step", s->bytes_sent / steps, 0);
     json_num(f, "bytes_recv_per_step", s->bytes_recv / steps, 0);
     json_num(f, "tta88_seconds", s->tta88_seconds, 0);
     json_num(f, "step_ms", step_time / steps * 1e3, 0);
+    json_num(f, "step_ms_median", s->step_ms_median > 0 ? s->step_ms_median : NAN, 0);
     json_num(f, "compute_ms_per_step", s->t_compute / steps * 1e3, 0);
     json_num(f, "encode_ms_per_step", s->t_encode / steps * 1e3, 0);
     json_num(f, "comm_ms_per_step", s->t_comm / steps * 1e3, 0);

@@ -18,7 +18,12 @@ typedef struct {
     double final_loss;         // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
     double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
+    double step_ms_median;     // median step time (ms; steady state, unlike the mean); 0 = unknown
 } wr_train_stats;
+
+// Global samples per second of the training steps: global_batch * steps /
+// (seconds - t_eval) — evaluations excluded. 0 when nothing ran.
+double wr_train_samples_per_s(const wr_train_stats *s);
 
 // Writes the summary JSON object of a finished run to path (atomic: temp file
 // + rename). `mode` is "ps" or "standalone"; rank/n_workers/n_shards describe the
@@ -28,8 +33,9 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
 
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
 // steps, accuracy (last test accuracy), best_accuracy, final_loss, seconds,
-// samples_per_s (global), bytes_sent_per_step, bytes_recv_per_step,
-// tta88_seconds (-1 = not reached), step_ms, compute_ms_per_step,
+// samples_per_s (global, training steps only), bytes_sent_per_step,
+// bytes_recv_per_step, tta88_seconds (-1 = not reached), step_ms (mean),
+// step_ms_median, compute_ms_per_step,
 // encode_ms_per_step, comm_ms_per_step, comm_share, eval_seconds. Non-finite
 // numbers are written as null.
 #endif

@@ -50,6 +50,7 @@ static void fill(wr_train_stats *s) {
     s->t_encode = 2;
     s->t_comm = 4;
     s->t_eval = 1.5;
+    s->step_ms_median = 15.5;
 }
 
 static void test_summary_keys_and_values(void **state) {
@@ -73,7 +74,9 @@ static void test_summary_keys_and_values(void **state) {
     assert_float_equal(json_num(j, "accuracy"), 0.875, 1e-12);
     assert_float_equal(json_num(j, "best_accuracy"), 0.88, 1e-12);
     assert_float_equal(json_num(j, "seconds"), 20.0, 1e-12);
-    assert_float_equal(json_num(j, "samples_per_s"), 128.0 * 1000 / 20.0, 1e-9);
+    // evaluation time (1.5 s) is not training time
+    assert_float_equal(json_num(j, "samples_per_s"), 128.0 * 1000 / 18.5, 1e-6);
+    assert_float_equal(json_num(j, "step_ms_median"), 15.5, 1e-9);
     assert_float_equal(json_num(j, "bytes_sent_per_step"), 67000, 1e-9);
     assert_float_equal(json_num(j, "bytes_recv_per_step"), 67100, 1e-9);
     assert_float_equal(json_num(j, "tta88_seconds"), 12.5, 1e-12);
@@ -102,10 +105,12 @@ static void test_summary_non_finite_is_null(void **state) {
     wr_train_stats s;
     fill(&s);
     s.final_loss = 0.0 / 0.0;
+    s.step_ms_median = 0;  // unknown
     char err[WR_ERR_LEN];
     assert_int_equal(wr_write_summary(path, "standalone", &cfg, -1, 1, 0, &s, err), WR_OK);
     char *j = slurp(path);
     assert_non_null(strstr(j, "\"final_loss\": null"));
+    assert_non_null(strstr(j, "\"step_ms_median\": null"));
     assert_null(strstr(j, "nan"));
     unlink(path);
 }
