@@ -151,7 +151,10 @@ static void send_error(worker *w, int code, const char *reason) {
     wr_pmsg h;
     init_hdr(w, &h, WR_MT_ERROR);
     h.code = code;
-    snprintf(h.reason, sizeof h.reason, "worker %d on %s: %s", w->rank, w->host, reason);
+    if (w->rank >= 0)
+        snprintf(h.reason, sizeof h.reason, "worker %d on %s: %s", w->rank, w->host, reason);
+    else
+        snprintf(h.reason, sizeof h.reason, "worker on %s: %s", w->host, reason);
     char e2[WR_ERR_LEN];
     send_hdr(w, w->coord, &h, NULL, 0, NULL, NULL, 100, NULL, e2);
 }
