@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     const char *config_path = NULL;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+c:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': o.coordinator = optarg; break;
         case O_HOST: o.host = optarg; break;

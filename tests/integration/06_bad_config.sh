@@ -25,4 +25,9 @@ grep -q "$T/nowhere" "$T/d.err" || fail "missing data: the message does not name
 "$BIN/wren-worker" --frobnicate >"$T/o.out" 2>"$T/o.err"
 rc=$?
 [ "$rc" = 2 ] || fail "unknown option gave status $rc (expected 2)"
+# And a good standalone command line (options after key=value too) works.
+"$BIN/wren-worker" --standalone model=mlp steps=5 eval=off --summary "$T/ok.json" >"$T/ok.out" 2>"$T/ok.err"
+rc=$?
+[ "$rc" = 0 ] || fail "a valid standalone run gave status $rc: $(tail -n 3 "$T/ok.err")"
+[ "$(json_get "$T/ok.json" steps)" = 5 ] || fail "the standalone summary does not say 5 steps"
 pass "unknown key, bad value, standalone key, missing data and unknown option refused clearly"
