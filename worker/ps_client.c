@@ -710,7 +710,7 @@ static void progress_line(worker *w, int64_t t, int64_t total, int64_t epoch, do
            tenc * 1e3, tcomm * 1e3);
 }
 
-static void evaluate(worker *w, double t_train0, int64_t epoch) {
+static void evaluate(worker *w, double t_train0, int64_t epoch, int64_t step) {
     double t0 = wr_now();
     double acc = wr_model_evaluate(w->model, &w->test);
     double now = wr_now();
@@ -720,7 +720,10 @@ static void evaluate(worker *w, double t_train0, int64_t epoch) {
     double el = now - t_train0;
     // Only rank 0 evaluates every epoch; another rank's single evaluation at
     // the end says nothing about when 0.88 was first reached.
-    if (acc >= 0.88 && w->st.tta88_seconds < 0 && w->rank == 0) w->st.tta88_seconds = el;
+    if (acc >= 0.88 && w->st.tta88_seconds < 0 && w->rank == 0) {
+        w->st.tta88_seconds = el;
+        w->st.tta88_step = step;
+    }
     wr_log(w->rank == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
            "eval epoch %lld test accuracy %.4f at %.1f s", (long long)epoch, acc, el);
 }
@@ -826,9 +829,9 @@ static int train(worker *w, char *err) {
         // evaluate once at the end).
         if (w->data_model && w->cfg.eval_every_epoch == 1 && w->rank == 0 && t % spe == 0 &&
             t != total)
-            evaluate(w, t_train0, t / spe);
+            evaluate(w, t_train0, t / spe, t);
     }
-    if (w->data_model && w->cfg.eval_every_epoch >= 0) evaluate(w, t_train0, (total + spe - 1) / spe);
+    if (w->data_model && w->cfg.eval_every_epoch >= 0) evaluate(w, t_train0, (total + spe - 1) / spe, total);
     w->st.seconds = wr_now() - t_train0;
     if (w->n_step_ms > 0) {
         qsort(w->step_ms, (size_t)w->n_step_ms, sizeof(float), cmp_float);

@@ -46,6 +46,7 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     json_num(f, "bytes_sent_per_step", s->bytes_sent / steps, 0);
     json_num(f, "bytes_recv_per_step", s->bytes_recv / steps, 0);
     json_num(f, "tta88_seconds", s->tta88_seconds, 0);
+    fprintf(f, "  \"tta88_step\": %lld,\n", (long long)s->tta88_step);
     json_num(f, "step_ms", step_time / steps * 1e3, 0);
     json_num(f, "step_ms_median", s->step_ms_median > 0 ? s->step_ms_median : NAN, 0);
     json_num(f, "compute_ms_per_step", s->t_compute / steps * 1e3, 0);

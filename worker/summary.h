@@ -15,6 +15,7 @@ typedef struct {
     double test_accuracy;      // last evaluation (-1 if none)
     double best_accuracy;      // best evaluation (-1 if none)
     double tta88_seconds;      // seconds when test accuracy first reached 0.88, -1 if never
+    int64_t tta88_step;        // the step of that evaluation (0 if never)
     double final_loss;         // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
     double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
@@ -34,7 +35,8 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
 // steps, accuracy (last test accuracy), best_accuracy, final_loss, seconds,
 // samples_per_s (global, training steps only), bytes_sent_per_step,
-// bytes_recv_per_step, tta88_seconds (-1 = not reached), step_ms (mean),
+// bytes_recv_per_step, tta88_seconds (-1 = not reached), tta88_step,
+// step_ms (mean),
 // step_ms_median, compute_ms_per_step,
 // encode_ms_per_step, comm_ms_per_step, comm_share, eval_seconds. Non-finite
 // numbers are written as null.

@@ -43,6 +43,7 @@ static void fill(wr_train_stats *s) {
     s->test_accuracy = 0.875;
     s->best_accuracy = 0.88;
     s->tta88_seconds = 12.5;
+    s->tta88_step = 936;
     s->final_loss = 0.33;
     s->bytes_sent = 1000.0 * 67000;
     s->bytes_recv = 1000.0 * 67100;
@@ -80,6 +81,7 @@ static void test_summary_keys_and_values(void **state) {
     assert_float_equal(json_num(j, "bytes_sent_per_step"), 67000, 1e-9);
     assert_float_equal(json_num(j, "bytes_recv_per_step"), 67100, 1e-9);
     assert_float_equal(json_num(j, "tta88_seconds"), 12.5, 1e-12);
+    assert_float_equal(json_num(j, "tta88_step"), 936, 0);
     assert_float_equal(json_num(j, "step_ms"), 16.0, 1e-9);
     assert_float_equal(json_num(j, "compute_ms_per_step"), 10.0, 1e-9);
     assert_float_equal(json_num(j, "encode_ms_per_step"), 2.0, 1e-9);
