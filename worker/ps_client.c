@@ -247,7 +247,6 @@ static const uint64_t *aligned_words(worker *w, const void *p, size_t len) {
     if (((uintptr_t)p & 7) == 0) return p;
     if (w->align_cap < len) {
         free(w->align_scratch);
-    free(w->step_ms);
         w->align_scratch = wr_alloc_vec(len);
         w->align_cap = len;
     }
