@@ -69,10 +69,59 @@ static void scale_c(int M, int N, float beta, float *C, int ldc) {
     }
 }
 
+void wr_fp8_cache_init(wr_fp8_cache *c, size_t floats) {
+    memset(c, 0, sizeof *c);
+    if (floats) {
+        c->buf = wr_alloc_vec(floats * sizeof(float));
+        c->cap = floats;
+    }
+}
+
+void wr_fp8_cache_free(wr_fp8_cache *c) {
+    if (!c) return;
+    free(c->buf);
+    memset(c, 0, sizeof *c);
+}
+
+void wr_fp8_cache_invalidate(wr_fp8_cache *c) { c->valid = 0; }
+
+// Returns the dense decoding (rows x cols) of the stored operand, from the
+// cache when its key matches, else decoding into it first.
+static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen,
+                              enum wr_fp8_format f, int rows, int cols, int ld) {
+    if (c->valid && c->src == src && c->gen == gen && c->fmt == (int)f && c->rows == rows &&
+        c->cols == cols && c->ld == ld)
+        return c->buf;
+    size_t n = (size_t)rows * (size_t)cols;
+    if (n > c->cap) {
+        free(c->buf);
+        c->buf = wr_alloc_vec(n * sizeof(float));
+        c->cap = n;
+    }
+    decode_block(src, ld, rows, cols, f, c->buf);
+    c->src = src;
+    c->gen = gen;
+    c->fmt = (int)f;
+    c->rows = rows;
+    c->cols = cols;
+    c->ld = ld;
+    c->valid = 1;
+    c->decodes++;
+    return c->buf;
+}
+
 void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const uint8_t *A, enum wr_fp8_format fa, int lda,
                  const uint8_t *B, enum wr_fp8_format fb, int ldb,
                  float beta, float *C, int ldc) {
+    wr_fp8_gemm_cached(trans_a, trans_b, M, N, K, alpha, A, fa, lda, NULL, 0, B, fb, ldb, NULL, 0,
+                       beta, C, ldc);
+}
+
+void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alpha,
+                        const uint8_t *A, enum wr_fp8_format fa, int lda, wr_fp8_cache *ca,
+                        uint64_t gen_a, const uint8_t *B, enum wr_fp8_format fb, int ldb,
+                        wr_fp8_cache *cb, uint64_t gen_b, float beta, float *C, int ldc) {
     WR_CHECK(M >= 0 && N >= 0 && K >= 0);
     WR_CHECK(ldc >= WR_MAX(1, N));
     WR_CHECK(lda >= WR_MAX(1, trans_a ? M : K));
@@ -84,19 +133,35 @@ void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
     }
     WR_CHECK(A != NULL && B != NULL && C != NULL);
 
-    // Block sizes: everything at once if it fits the budget; otherwise full K
-    // (unless K alone is huge), an N panel of half the budget, M panels of the rest.
+    // Cached operands are decoded whole (dense, stride = stored columns) and
+    // blocks point into them; only the others go through the scratch.
+    const float *fa_all = NULL, *fb_all = NULL;
+    if (ca)
+        fa_all = trans_a ? cache_get(ca, A, gen_a, fa, K, M, lda)
+                         : cache_get(ca, A, gen_a, fa, M, K, lda);
+    if (cb)
+        fb_all = trans_b ? cache_get(cb, B, gen_b, fb, N, K, ldb)
+                         : cache_get(cb, B, gen_b, fb, K, N, ldb);
+
+    // Block sizes: everything at once if the uncached operands fit the budget;
+    // otherwise full K (unless K alone is huge), an N panel of half the budget,
+    // M panels of the rest (a cached operand is never cut).
     const size_t budget = g_budget, Ms = (size_t)M, Ns = (size_t)N, Ks = (size_t)K;
     size_t kb = Ks, nb = Ns, mb = Ms;
-    if (Ks * (Ms + Ns) > budget) {
+    if (Ks * ((ca ? 0 : Ms) + (cb ? 0 : Ns)) > budget) {
         size_t kmax = WR_MAX(budget / (4 * WR_PANEL_MIN), (size_t)WR_PANEL_MIN);
         kb = WR_MIN(Ks, kmax);
         nb = WR_MIN(Ns, WR_MAX(budget / 2 / kb, (size_t)WR_PANEL_MIN));
         mb = WR_MIN(Ms, WR_MAX((budget - WR_MIN(budget, kb * nb)) / kb, (size_t)WR_PANEL_MIN));
+        if (ca) mb = Ms;
+        if (cb) nb = Ns;
     }
-    size_t b_floats = WR_DIV_UP(kb * nb, 16) * 16;  // A part stays 64-byte aligned
-    float *sb = scratch_get(b_floats + kb * mb);
-    float *sa = sb + b_floats;
+    size_t b_floats = cb ? 0 : WR_DIV_UP(kb * nb, 16) * 16;  // A part stays 64-byte aligned
+    float *sb = NULL, *sa = NULL;
+    if (!ca || !cb) {
+        sb = scratch_get(b_floats + (ca ? 0 : kb * mb));
+        sa = sb + b_floats;
+    }
 
     for (size_t k0 = 0; k0 < Ks; k0 += kb) {
         int k = (int)WR_MIN(kb, Ks - k0);
@@ -104,25 +169,51 @@ void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
         for (size_t n0 = 0; n0 < Ns; n0 += nb) {
             int n = (int)WR_MIN(nb, Ns - n0);
             int ldb_blk;
+            const float *pb;
             if (!trans_b) {  // B is K x N: rows k0.., columns n0..
-                decode_block(B + k0 * (size_t)ldb + n0, ldb, k, n, fb, sb);
-                ldb_blk = n;
+                if (fb_all) {
+                    pb = fb_all + k0 * Ns + n0;
+                    ldb_blk = N;
+                } else {
+                    decode_block(B + k0 * (size_t)ldb + n0, ldb, k, n, fb, sb);
+                    pb = sb;
+                    ldb_blk = n;
+                }
             } else {  // B is N x K: rows n0.., columns k0..
-                decode_block(B + n0 * (size_t)ldb + k0, ldb, n, k, fb, sb);
-                ldb_blk = k;
+                if (fb_all) {
+                    pb = fb_all + n0 * Ks + k0;
+                    ldb_blk = K;
+                } else {
+                    decode_block(B + n0 * (size_t)ldb + k0, ldb, n, k, fb, sb);
+                    pb = sb;
+                    ldb_blk = k;
+                }
             }
             for (size_t m0 = 0; m0 < Ms; m0 += mb) {
                 int m = (int)WR_MIN(mb, Ms - m0);
                 int lda_blk;
+                const float *pa;
                 if (!trans_a) {  // A is M x K: rows m0.., columns k0..
-                    decode_block(A + m0 * (size_t)lda + k0, lda, m, k, fa, sa);
-                    lda_blk = k;
+                    if (fa_all) {
+                        pa = fa_all + m0 * Ks + k0;
+                        lda_blk = K;
+                    } else {
+                        decode_block(A + m0 * (size_t)lda + k0, lda, m, k, fa, sa);
+                        pa = sa;
+                        lda_blk = k;
+                    }
                 } else {  // A is K x M: rows k0.., columns m0..
-                    decode_block(A + k0 * (size_t)lda + m0, lda, k, m, fa, sa);
-                    lda_blk = m;
+                    if (fa_all) {
+                        pa = fa_all + k0 * Ms + m0;
+                        lda_blk = M;
+                    } else {
+                        decode_block(A + k0 * (size_t)lda + m0, lda, k, m, fa, sa);
+                        pa = sa;
+                        lda_blk = m;
+                    }
                 }
                 cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, sa, lda_blk, sb,
+                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, pa, lda_blk, pb,
                             ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);
             }
         }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "fp8_gemm.h"
 #include "hfp8.h"
 #include "wr_common.h"
 
@@ -33,16 +34,46 @@ float wr_layer_pow2_scale(float amax) {
     return ldexpf(1.0f, k);
 }
 
-WR_VEC float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
+WR_VEC static void scale_chunk(const float *restrict x, float *restrict q, size_t m, float s) {
+    for (size_t i = 0; i < m; i++) q[i] = x[i] * s;
+}
+
+float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
     float s = wr_layer_pow2_scale(wr_fp8_amax(x, n));
     for (size_t off = 0; off < n; off += QCHUNK) {
         size_t m = WR_MIN((size_t)QCHUNK, n - off);
-        const float *xs = x + off;
-        float *qs = q + off;
-        for (size_t i = 0; i < m; i++) qs[i] = xs[i] * s;
-        wr_fp8_quantize_inplace(qs, m, WR_FP8_E4M3B11);
+        scale_chunk(x + off, q + off, m, s);
+        wr_fp8_quantize_inplace(q + off, m, WR_FP8_E4M3B11);
     }
     return s;
+}
+
+// Scaled encode in L1-sized pieces: x * s into a stack chunk, then the vector
+// encoder; the same fp32 product and RNE as the fake quantizer above, so
+// decode(codes) equals its output bit for bit.
+float wr_layer_encode_e4m3(const float *x, uint8_t *codes, size_t n) {
+    float s = wr_layer_pow2_scale(wr_fp8_amax(x, n));
+    float tmp[QCHUNK] __attribute__((aligned(64)));
+    for (size_t off = 0; off < n; off += QCHUNK) {
+        size_t m = WR_MIN((size_t)QCHUNK, n - off);
+        scale_chunk(x + off, tmp, m, s);
+        wr_fp8_encode_array(tmp, codes + off, m, WR_FP8_E4M3B11);
+    }
+    return s;
+}
+
+// Codes, caches (sized for the largest operands: no allocation per step) of an
+// fp8 layer whose X operand (x, or conv's col) has xrows x K entries.
+static void fp8_init(wr_layer *l, size_t xrows, size_t K) {
+    size_t B = (size_t)l->max_batch;
+    l->xc = wr_alloc_vec(B * l->in_size);
+    l->wc = wr_alloc_vec(l->n_w);
+    l->dzc = wr_alloc_vec(B * l->out_size);
+    if (l->kind == WR_LAYER_CONV) l->colc = wr_alloc_vec(xrows * K);
+    l->fp8_cache = 1;
+    wr_fp8_cache_init(&l->cx, xrows * K);
+    wr_fp8_cache_init(&l->cw, l->n_w);
+    wr_fp8_cache_init(&l->cdz, B * l->out_size);
 }
 
 static void common_init(wr_layer *l, int kind, int relu, int fp8, int need_dx, int max_batch) {
@@ -68,10 +99,7 @@ void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int n
     l->y = alloc_f(B * out);
     l->dz = alloc_f(B * out);
     if (need_dx) l->dx = alloc_f(B * in);
-    if (fp8) {
-        l->xq = alloc_f(B * in);
-        l->wq = alloc_f(l->n_w);
-    }
+    if (fp8) fp8_init(l, B, (size_t)in);
 }
 
 void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
@@ -94,15 +122,12 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     l->n_b = (size_t)O;
     l->y = alloc_f((size_t)max_batch * l->out_size);
     l->dz = alloc_f((size_t)max_batch * l->out_size);
-    l->col = alloc_f(rows * K);
+    if (!fp8 || need_dx) l->col = alloc_f(rows * K);  // fp8: only as dcol
     if (need_dx) {
         l->dx = alloc_f((size_t)max_batch * l->in_size);
         l->dcol = l->col;  // dW has consumed col by the time dX overwrites it
     }
-    if (fp8) {
-        l->xq = alloc_f((size_t)max_batch * l->in_size);
-        l->wq = alloc_f(l->n_w);
-    }
+    if (fp8) fp8_init(l, rows, K);
 }
 
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch) {
@@ -124,11 +149,16 @@ void wr_layer_free(wr_layer *l) {
     if (!l) return;
     free(l->y);
     free(l->dx);
-    free(l->xq);
     free(l->col);
-    free(l->wq);
     free(l->dz);
     free(l->arg);
+    free(l->xc);
+    free(l->colc);
+    free(l->wc);
+    free(l->dzc);
+    wr_fp8_cache_free(&l->cx);
+    wr_fp8_cache_free(&l->cw);
+    wr_fp8_cache_free(&l->cdz);
     memset(l, 0, sizeof *l);
 }
 
@@ -179,32 +209,37 @@ WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y
 
 // col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside). In NHWC
 // the k*C values of one kernel row are one contiguous span of x (clipped at the
-// borders), so each (row, kh) is one short copy.
-WR_VEC static void im2col(const wr_layer *l, const float *restrict x, float *restrict col, int B) {
-    const int C = l->C, k = l->k, pad = l->pad, kC = k * C;
-    const size_t K = (size_t)k * kC;
-    float *restrict dst = col;
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * l->in_size;
-        for (int oh = 0; oh < l->OH; oh++)
-            for (int ow = 0; ow < l->OW; ow++, dst += K) {
-                int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);
-                for (int kh = 0; kh < k; kh++) {
-                    float *restrict d = dst + (size_t)kh * kC;
-                    int ih = oh + kh - pad;
-                    if (ih < 0 || ih >= l->H || kw1 <= kw0) {
-                        for (int i = 0; i < kC; i++) d[i] = 0.0f;
-                        continue;
-                    }
-                    const float *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;
-                    for (int i = 0; i < kw0 * C; i++) d[i] = 0.0f;
-                    int n = (kw1 - kw0) * C;
-                    for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];
-                    for (int i = kw1 * C; i < kC; i++) d[i] = 0.0f;
-                }
-            }
+// borders), so each (row, kh) is one short copy. One body for fp32 values and
+// for FP8 codes (the code 0x00 is 0.0 in both formats).
+#define WR_IM2COL(NAME, T)                                                                      \
+    WR_VEC static void NAME(const wr_layer *l, const T *restrict x, T *restrict col, int B) {   \
+        const int C = l->C, k = l->k, pad = l->pad, kC = k * C;                                 \
+        const size_t K = (size_t)k * kC;                                                        \
+        T *restrict dst = col;                                                                  \
+        for (int b = 0; b < B; b++) {                                                           \
+            const T *xb = x + (size_t)b * l->in_size;                                           \
+            for (int oh = 0; oh < l->OH; oh++)                                                  \
+                for (int ow = 0; ow < l->OW; ow++, dst += K) {                                  \
+                    int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);            \
+                    for (int kh = 0; kh < k; kh++) {                                            \
+                        T *restrict d = dst + (size_t)kh * kC;                                  \
+                        int ih = oh + kh - pad;                                                 \
+                        if (ih < 0 || ih >= l->H || kw1 <= kw0) {                               \
+                            for (int i = 0; i < kC; i++) d[i] = 0;                              \
+                            continue;                                                           \
+                        }                                                                       \
+                        const T *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;  \
+                        for (int i = 0; i < kw0 * C; i++) d[i] = 0;                             \
+                        int n = (kw1 - kw0) * C;                                                \
+                        for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];                      \
+                        for (int i = kw1 * C; i < kC; i++) d[i] = 0;                            \
+                    }                                                                           \
+                }                                                                               \
+        }                                                                                       \
     }
-}
+WR_IM2COL(im2col, float)
+WR_IM2COL(im2col_u8, uint8_t)
+#undef WR_IM2COL
 
 // dx = sum of the col entries that read each input element (the adjoint of im2col).
 WR_VEC static void col2im(const wr_layer *l, const float *restrict dcol, float *restrict dx, int B) {
@@ -265,6 +300,29 @@ static void pool_backward(wr_layer *l, const float *dy, int B) {
     }
 }
 
+// The HFP8 forward: codes of sw*w and sx*x (conv: im2col of the codes), one
+// FP8 GEMM with the scales in alpha.
+static void fp8_forward(wr_layer *l, const float *x, int B) {
+    l->fwd_gen++;
+    l->sw = wr_layer_encode_e4m3(l->w, l->wc, l->n_w);
+    l->sx = wr_layer_encode_e4m3(x, l->xc, (size_t)B * l->in_size);
+    const float alpha = 1.0f / (l->sx * l->sw);
+    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
+    const enum wr_fp8_format E4 = WR_FP8_E4M3B11;
+    if (l->kind == WR_LAYER_LINEAR) {
+        wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx,
+                           l->fwd_gen, l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y,
+                           l->out_size);
+        bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
+    } else {
+        int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
+        im2col_u8(l, l->xc, l->colc, B);
+        wr_fp8_gemm_cached(0, 0, rows, l->O, K, alpha, l->colc, E4, K, cx, l->fwd_gen, l->wc, E4,
+                           l->O, cw, l->fwd_gen, 0.0f, l->y, l->O);
+        bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
+    }
+}
+
 void wr_layer_forward(wr_layer *l, const float *x, int B) {
     WR_CHECK(B >= 1 && B <= l->max_batch);
     l->x = x;
@@ -272,24 +330,19 @@ void wr_layer_forward(wr_layer *l, const float *x, int B) {
         pool_forward(l, x, B);
         return;
     }
-    const float *xin = x, *w = l->w;
-    float alpha = 1.0f;
     if (l->fp8) {
-        l->sw = wr_layer_quantize_e4m3(l->w, l->wq, l->n_w);
-        l->sx = wr_layer_quantize_e4m3(x, l->xq, (size_t)B * l->in_size);
-        xin = l->xq;
-        w = l->wq;
-        alpha = 1.0f / (l->sx * l->sw);
+        fp8_forward(l, x, B);
+        return;
     }
     if (l->kind == WR_LAYER_LINEAR) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, alpha,
-                    xin, l->in_size, w, l->out_size, 0.0f, l->y, l->out_size);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f,
+                    x, l->in_size, l->w, l->out_size, 0.0f, l->y, l->out_size);
         bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
     } else {
         int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
-        im2col(l, xin, l->col, B);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, alpha, l->col, K, w,
-                    l->O, 0.0f, l->y, l->O);
+        im2col(l, x, l->col, B);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, 1.0f, l->col, K,
+                    l->w, l->O, 0.0f, l->y, l->O);
         bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
     }
 }
@@ -301,33 +354,41 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
         return 0;
     }
     const int cols = l->kind == WR_LAYER_LINEAR ? l->out_size : l->O;
+    const int K = l->kind == WR_LAYER_LINEAR ? l->in_size : l->k * l->k * l->C;
     const size_t rows = (size_t)B * l->out_size / (size_t)cols;
     const float inv_s = 1.0f / loss_scale;
     float *dz = l->dz, *db = l->db;
+    float *dst = l->kind == WR_LAYER_LINEAR ? l->dx : l->dcol;  // dX GEMM output
     mask_colsum(dy, l->y, dz, db, rows, cols, l->relu);
     for (int j = 0; j < cols; j++) db[j] *= inv_s;
-    const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x, *w = l->w;
-    float alpha_w = inv_s, alpha_x = 1.0f;
     if (l->fp8) {
         size_t n = rows * (size_t)cols;
         float amax = wr_fp8_amax(dz, n);
         if (!(amax <= WR_FP8_E5M2_MAX)) return 1;  // overflow, inf or NaN
-        wr_fp8_quantize_inplace(dz, n, WR_FP8_E5M2);
-        if (l->kind == WR_LAYER_LINEAR) xin = l->xq;  // conv: col already holds rounded input
-        w = l->wq;
-        alpha_w = inv_s / l->sx;
-        alpha_x = 1.0f / l->sw;
+        l->bwd_gen++;
+        wr_fp8_encode_array(dz, l->dzc, n, WR_FP8_E5M2);
+        wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
+        wr_fp8_cache *cdz = l->fp8_cache ? &l->cdz : NULL;
+        const enum wr_fp8_format E4 = WR_FP8_E4M3B11, E5 = WR_FP8_E5M2;
+        const uint8_t *xin = l->kind == WR_LAYER_CONV ? l->colc : l->xc;
+        // dW = 1/(S sx) Xq^T dZq (K x cols), over the `rows` rows.
+        wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, xin, E4, K, cx, l->fwd_gen,
+                           l->dzc, E5, cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
+        if (!l->need_dx) return 0;
+        // dX = 1/sw dZq Wq^T (rows x K)
+        wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz,
+                           l->bwd_gen, l->wc, E4, cols, cw, l->fwd_gen, 0.0f, dst, K);
+    } else {
+        const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x;
+        // dW = X^T dZ (K x cols), over the `rows` rows.
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, xin, K, dz,
+                    cols, 0.0f, l->dw, cols);
+        if (!l->need_dx) return 0;
+        // dX = dZ W^T (rows x K)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols,
+                    l->w, cols, 0.0f, dst, K);
     }
-    const int K = l->kind == WR_LAYER_LINEAR ? l->in_size : l->k * l->k * l->C;
-    // dW = X^T dZ (K x cols), over the `rows` rows.
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, alpha_w, xin, K, dz,
-                cols, 0.0f, l->dw, cols);
-    if (!l->need_dx) return 0;
-    // dX = dZ W^T (rows x K); conv then folds the columns back (col2im).
-    float *dst = l->kind == WR_LAYER_LINEAR ? l->dx : l->dcol;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, alpha_x, dz, cols, w,
-                cols, 0.0f, dst, K);
-    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);
+    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);  // fold the columns back
     return 0;
 }
 

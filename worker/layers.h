@@ -9,18 +9,24 @@
 // `pad` (im2col + one GEMM for the whole batch, + optional fused ReLU), max-pool
 // 2x2 stride 2. Softmax + cross-entropy and a stand-alone ReLU are functions.
 //
-// HFP8 (fp8 = 1): how the FP8 GEMMs run. A forward GEMM input t (weights once
-// per forward, activations) is multiplied by a power-of-two s_t = 2^k chosen
-// from its amax so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its
-// min subnormal 2^-13, so unscaled weights of ~1e-2 would sit near the bottom of
-// the range), then rounded to E4M3-b11 (RNE, saturating). The backward error dZ
-// (already multiplied by the loss scale S) is rounded to E5M2 unscaled. The
-// rounded values are kept as fp32 numbers (every FP8 value is exact in fp32, and
-// so is every product of two of them: 4 x 4 significand bits), and the GEMM is
-// OpenBLAS sgemm on them, with fp32 accumulation and output, the scales folded
-// into alpha (Y = 1/(s_x s_w) Xq Wq; dW = 1/(S s_x) Xq^T dZq; dX = 1/s_w dZq Wq^T).
-// This is exactly what common/fp8_gemm.h's wr_fp8_gemm computes on the codes
-// (it decodes blocks and calls sgemm) minus the decode step; tests compare the two.
+// HFP8 (fp8 = 1): every GEMM of the layer (forward, dW, dX) is a
+// common/fp8_gemm.h wr_fp8_gemm(_cached) call on uint8 FP8 codes, with fp32
+// accumulation and output. A forward GEMM input t (weights once per forward,
+// activations) is multiplied by a power-of-two s_t = 2^k chosen from its amax
+// so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its min subnormal
+// 2^-13, so unscaled weights of ~1e-2 would sit near the bottom of the range),
+// then encoded to E4M3-b11 (RNE, saturating): codes xc, wc (conv: im2col runs
+// on the codes, 0x00 being 0.0, into colc). The backward error dZ (already
+// multiplied by the loss scale S) is encoded to E5M2 unscaled: codes dzc. The
+// scales are folded into alpha: Y = 1/(s_x s_w) Xq Wq; dW = 1/(S s_x) Xq^T dZq;
+// dX = 1/s_w dZq Wq^T, the transposes through the GEMM's trans flags. Every
+// FP8 value and every product of two is exact in fp32, so this equals sgemm of
+// the fake-quantized values (the emulation the layers used before) up to fp32
+// summation order. Each operand's codes are decoded once per step: the layer
+// owns one wr_fp8_cache per operand (X, W, dZ), keyed by a generation bumped
+// at every re-encode (fwd_gen by the forward, bwd_gen by the backward), so W's
+// forward decoding serves dX, X's serves dW, dZ's dW decoding serves dX. Set
+// fp8_cache = 0 after init to decode in every call instead (same bits).
 // Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
 // pre-activation), pooling and the loss are fp32.
 //
@@ -31,6 +37,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "fp8_gemm.h"
 
 enum wr_layer_kind { WR_LAYER_LINEAR = 0, WR_LAYER_CONV = 1, WR_LAYER_POOL = 2 };
 
@@ -51,14 +59,20 @@ typedef struct {
     float *y;               // (max_batch, out_size) output, owned
     float *dx;              // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
-    float *xq;              // fp8: scaled, rounded input (max_batch, in_size)
-    float *col;             // conv: im2col of the (rounded) input
-    float *wq;              // fp8: scaled, rounded weights
+    float *col;             // conv: im2col of the input (fp32 path), dcol's memory
     float *dz;              // (max_batch, out_size) error after the ReLU mask
     float *dcol;            // conv: gradient w.r.t. col (shares col's memory: the
-                            // backward reads col for dW before writing dcol)
+                            // fp32 backward reads col for dW before writing dcol)
     int32_t *arg;           // pool: input offset of each output's max
-    float sx, sw;           // fp8: power-of-two scales of xq and wq
+    // fp8 only: codes (owned) and the scales folded into alpha
+    uint8_t *xc;            // E4M3-b11 codes of sx * x (max_batch, in_size)
+    uint8_t *colc;          // conv: im2col of xc (max_batch * OH * OW, k*k*C)
+    uint8_t *wc;            // E4M3-b11 codes of sw * w (n_w)
+    uint8_t *dzc;           // E5M2 codes of dz (max_batch, out_size)
+    float sx, sw;           // power-of-two scales of xc and wc
+    int fp8_cache;          // 1 (init): decode each operand once per step
+    uint64_t fwd_gen, bwd_gen;        // generations of xc/colc + wc, and of dzc
+    wr_fp8_cache cx, cw, cdz;         // decoded X (conv: colc), W, dZ
 } wr_layer;
 
 // Initialisers: validate the geometry (WR_CHECK: these come from the model's
@@ -102,5 +116,9 @@ float wr_layer_pow2_scale(float amax);
 
 // q = E4M3-b11 rounding of x * s with s = wr_layer_pow2_scale(amax(x)); returns s.
 float wr_layer_quantize_e4m3(const float *x, float *q, size_t n);
+
+// codes = E4M3-b11 codes of x * s with s = wr_layer_pow2_scale(amax(x)); returns
+// s. decode(codes[i]) == q[i] of wr_layer_quantize_e4m3, bit for bit.
+float wr_layer_encode_e4m3(const float *x, uint8_t *codes, size_t n);
 
 #endif

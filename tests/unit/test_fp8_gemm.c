@@ -2,7 +2,9 @@
 // decoded inputs (and against sgemm of the dequantized inputs), for all four
 // transpose combinations, all format pairs, odd sizes, padded strides,
 // alpha/beta, the blocked paths (K blocks, N and M panels), degenerate sizes,
-// and concurrent callers.
+// concurrent callers, and wr_fp8_gemm_cached: the cached paths through the same
+// checks, bit equality with the uncached call, and the cache key (hits, misses
+// on every key field, growth).
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -69,6 +71,12 @@ static double opel(const uint8_t *X, int trans, int ld, int i, int k, enum wr_fp
     return (double)tab[f == WR_FP8_E5M2][X[idx]];
 }
 
+// run_case's operand caches: bit 0 caches A, bit 1 caches B (wr_fp8_gemm_cached);
+// each call uses a fresh generation, so every call decodes into the cache.
+static int g_cache_mode;
+static wr_fp8_cache g_ca, g_cb;
+static uint64_t g_gen;
+
 // Runs one case; returns the largest error relative to its bound (must be <= 1).
 static double run_case(const gcase *g, int check_sgemm) {
     size_t arows = g->ta ? (size_t)g->K : (size_t)g->M;
@@ -80,8 +88,15 @@ static double run_case(const gcase *g, int check_sgemm) {
     float *C0 = wr_malloc((csz ? csz : 1) * sizeof(float));
     for (size_t i = 0; i < csz; i++) C0[i] = (float)((int)(xs64() % 2001) - 1000) / 64.0f;
     memcpy(C, C0, csz * sizeof(float));
-    wr_fp8_gemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, g->fa, g->lda, B, g->fb, g->ldb,
-                g->beta, C, g->ldc);
+    if (g_cache_mode) {
+        g_gen++;
+        wr_fp8_gemm_cached(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, g->fa, g->lda,
+                           (g_cache_mode & 1) ? &g_ca : NULL, g_gen, B, g->fb, g->ldb,
+                           (g_cache_mode & 2) ? &g_cb : NULL, g_gen, g->beta, C, g->ldc);
+    } else {
+        wr_fp8_gemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, g->fa, g->lda, B, g->fb, g->ldb,
+                    g->beta, C, g->ldc);
+    }
 
     float *Cs = NULL;
     if (check_sgemm) {  // sgemm of the dequantized inputs
@@ -220,6 +235,116 @@ static void test_default_budget_panels(void **state) {
         }
 }
 
+// The cached paths (A, B or both from caches, the rest through the scratch)
+// through the same double-precision checks, unblocked and under small budgets.
+static void test_cached_paths(void **state) {
+    (void)state;
+    const int sizes[][3] = {{7, 13, 5}, {129, 67, 301}, {250, 1, 77}, {1, 300, 500}};
+    const size_t budgets[] = {0, 4096, 1000};
+    for (size_t bi = 0; bi < sizeof budgets / sizeof budgets[0]; bi++) {
+        wr_fp8_gemm_set_scratch_budget(budgets[bi]);
+        for (int mode = 1; mode <= 3; mode++)
+            for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
+                for (int ta = 0; ta < 2; ta++)
+                    for (int tb = 0; tb < 2; tb++) {
+                        int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
+                        gcase g = {ta, tb, M, N, K, (ta ? M : K) + 3, (tb ? K : N) + 1, N + 2,
+                                   (si % 2) ? WR_FP8_E5M2 : WR_FP8_E4M3B11,
+                                   (ta + tb) % 2 ? WR_FP8_E5M2 : WR_FP8_E4M3B11, 0.75f,
+                                   (si % 2) ? -0.5f : 0.0f};
+                        g_cache_mode = mode;
+                        run_case(&g, 1);
+                    }
+    }
+    g_cache_mode = 0;
+    wr_fp8_gemm_set_scratch_budget(0);
+    wr_fp8_cache_free(&g_ca);
+    wr_fp8_cache_free(&g_cb);
+}
+
+// Cache semantics: bit-equal to wr_fp8_gemm; a key match skips the decode (seen
+// through the decode counter and, since the contract says same generation =
+// same codes, through codes changed behind the cache's back); any change of
+// pointer, generation, format, shape or stride decodes again; buf grows.
+static void test_cache_key(void **state) {
+    (void)state;
+    const int M = 37, N = 29, K = 53;
+    uint8_t *A = rand_codes((size_t)M * K + 64, WR_FP8_E4M3B11);
+    uint8_t *B = rand_codes((size_t)K * N + 64, WR_FP8_E5M2);
+    float *C0 = wr_malloc(sizeof(float) * M * N), *C1 = wr_malloc(sizeof(float) * M * N);
+    wr_fp8_cache ca, cb;
+    wr_fp8_cache_init(&ca, 10);  // too small: the first use grows it
+    wr_fp8_cache_init(&cb, 0);
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            int lda = ta ? M : K, ldb = tb ? K : N;
+            wr_fp8_cache_invalidate(&ca);
+            wr_fp8_cache_invalidate(&cb);
+            uint64_t da = ca.decodes, db = cb.decodes;
+            wr_fp8_gemm(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, B, WR_FP8_E5M2, ldb, 0.0f,
+                        C0, N);
+            for (int rep = 0; rep < 3; rep++) {
+                wr_fp8_gemm_cached(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, &ca, 5, B,
+                                   WR_FP8_E5M2, ldb, &cb, 9, 0.0f, C1, N);
+                assert_memory_equal(C0, C1, sizeof(float) * M * N);
+            }
+            assert_true(ca.decodes == da + 1 && cb.decodes == db + 1);
+            assert_true(ca.cap >= (size_t)M * K);
+        }
+    // Same key, codes changed without a new generation: the stale decoding is
+    // used (the documented contract); a new generation picks the change up.
+    int lda = K, ldb = N;
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb,
+                       &cb, 1, 0.0f, C0, N);
+    uint8_t keep = A[0];
+    A[0] = 0x58;  // a nonzero E4M3-b11 value, different from before for at least row 0
+    if (keep == 0x58) A[0] = 0x50;
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb,
+                       &cb, 1, 0.0f, C1, N);
+    assert_memory_equal(C0, C1, sizeof(float) * M * N);
+    uint64_t da = ca.decodes;
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2, ldb,
+                       &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == da + 1);
+    float *C2 = wr_malloc(sizeof(float) * M * N);
+    wr_fp8_gemm(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, B, WR_FP8_E5M2, ldb, 0.0f, C2, N);
+    assert_memory_equal(C1, C2, sizeof(float) * M * N);
+    assert_true(memcmp(C0, C1, sizeof(float) * N) != 0);  // row 0 did change
+    // Each other key field: pointer, format, shape, stride.
+    da = ca.decodes;
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2,
+                       ldb, &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == ++da);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2, ldb,
+                       &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == ++da);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2,
+                       ldb, &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == ++da);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B,
+                       WR_FP8_E5M2, ldb, &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == ++da);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B,
+                       WR_FP8_E5M2, ldb, &cb, 1, 0.0f, C1, N);
+    assert_true(ca.decodes == da);  // and the same again hits
+    // The key is the stored array, not its use: A (M x K stored) decoded as
+    // op(A) = A serves a later call that uses it as op(B) = A^T, no decode.
+    float *E = wr_malloc(sizeof(float) * N * M), *E2 = wr_malloc(sizeof(float) * N * M);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, K, &ca, 7, B, WR_FP8_E5M2, N, &cb,
+                       7, 0.0f, C1, N);
+    da = ca.decodes;
+    wr_fp8_gemm_cached(1, 1, N, M, K, 1.0f, B, WR_FP8_E5M2, N, NULL, 0, A, WR_FP8_E4M3B11, K, &ca,
+                       7, 0.0f, E, M);
+    assert_true(ca.decodes == da);
+    wr_fp8_gemm(1, 1, N, M, K, 1.0f, B, WR_FP8_E5M2, N, A, WR_FP8_E4M3B11, K, 0.0f, E2, M);
+    assert_memory_equal(E, E2, sizeof(float) * N * M);
+    free(E), free(E2);
+    wr_fp8_cache_free(&ca);
+    wr_fp8_cache_free(&cb);
+    wr_fp8_cache_free(NULL);
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
 static void test_degenerate(void **state) {
     (void)state;
     uint8_t A[64] = {0x58}, B[64] = {0x3C};
@@ -307,7 +432,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_combinations),      cmocka_unit_test(test_blocked_small_budget),
         cmocka_unit_test(test_default_budget_panels), cmocka_unit_test(test_degenerate),
-        cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_concurrent_callers),    cmocka_unit_test(test_cached_paths),
+        cmocka_unit_test(test_cache_key),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     wr_fp8_gemm_release_scratch();

@@ -1,11 +1,15 @@
 // test_layers.c — fp32 layers against double-precision references and finite
 // differences; HFP8 layers against fp32 within bounds that follow from the
-// formats; the emulated FP8 GEMM against common/fp8_gemm.h; overflow detection.
+// formats; the layer's codes and FP8 GEMMs against wr_fp8_gemm on codes encoded
+// here and against the fake-quantize emulation (sgemm / double on rounded fp32
+// values); the decoded-operand caches (same bits as without, one decode per
+// operand per step, invalidated by new weights); overflow detection.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <cblas.h>
 
 #include <math.h>
 #include <stdlib.h>
@@ -365,8 +369,10 @@ static void test_hfp8_conv(void **st) {
     hfp8_vs_fp32(&a, 3);
 }
 
-// The layer's emulated FP8 GEMM equals wr_fp8_gemm on the codes (up to fp32
-// rounding of the sums) in all three GEMMs.
+// The layer's codes are the E4M3-b11 / E5M2 encodings of sx x, sw w and dz, and
+// its three GEMMs are wr_fp8_gemm on them, bit for bit (same single sgemm on the
+// same decoded values, the same power-of-two alphas). They also equal sgemm on
+// the fake-quantized fp32 values (the former emulation) up to summation order.
 static void test_matches_fp8_gemm(void **st) {
     (void)st;
     const int B = 9, IN = 40, OUT = 12;
@@ -389,7 +395,10 @@ static void test_matches_fp8_gemm(void **st) {
     wr_fp8_encode_array(tmp, xc, (size_t)B * IN, WR_FP8_E4M3B11);
     for (int i = 0; i < IN * OUT; i++) tmp[i] = p[i] * l.sw;
     wr_fp8_encode_array(tmp, wc, (size_t)IN * OUT, WR_FP8_E4M3B11);
-    wr_fp8_encode_array(dy, dc, (size_t)B * OUT, WR_FP8_E5M2);
+    wr_fp8_encode_array(dy, dc, (size_t)B * OUT, WR_FP8_E5M2);  // no ReLU: dz = dy
+    assert_memory_equal(l.xc, xc, (size_t)B * IN);
+    assert_memory_equal(l.wc, wc, (size_t)IN * OUT);
+    assert_memory_equal(l.dzc, dc, (size_t)B * OUT);
     float *y = malloc(sizeof(float) * B * OUT), *dw = malloc(sizeof(float) * IN * OUT),
           *dx = malloc(sizeof(float) * B * IN);
     wr_fp8_gemm(0, 0, B, OUT, IN, 1.0f / (l.sx * l.sw), xc, WR_FP8_E4M3B11, IN, wc, WR_FP8_E4M3B11,
@@ -398,11 +407,109 @@ static void test_matches_fp8_gemm(void **st) {
                 0.0f, dw, OUT);
     wr_fp8_gemm(0, 1, B, IN, OUT, 1.0f / l.sw, dc, WR_FP8_E5M2, OUT, wc, WR_FP8_E4M3B11, OUT, 0.0f,
                 dx, IN);
+    assert_memory_equal(y, l.y, sizeof(float) * B * OUT);  // biases are 0
+    assert_memory_equal(dw, gr, sizeof(float) * IN * OUT);
+    assert_memory_equal(dx, l.dx, sizeof(float) * B * IN);
+    // The emulation: sgemm on fake-quantized fp32 values, same alphas.
+    float *xq = malloc(sizeof(float) * B * IN), *wq = malloc(sizeof(float) * IN * OUT),
+          *dq = malloc(sizeof(float) * B * OUT);
+    assert_true(wr_layer_quantize_e4m3(x, xq, (size_t)B * IN) == l.sx);
+    assert_true(wr_layer_quantize_e4m3(p, wq, (size_t)IN * OUT) == l.sw);
+    memcpy(dq, dy, sizeof(float) * B * OUT);
+    wr_fp8_quantize_inplace(dq, (size_t)B * OUT, WR_FP8_E5M2);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, OUT, IN, 1.0f / (l.sx * l.sw), xq, IN,
+                wq, OUT, 0.0f, y, OUT);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IN, OUT, B, 1.0f / (S * l.sx), xq, IN, dq,
+                OUT, 0.0f, dw, OUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, IN, OUT, 1.0f / l.sw, dq, OUT, wq, OUT,
+                0.0f, dx, IN);
     for (int i = 0; i < B * OUT; i++) assert_true(fabsf(y[i] - l.y[i]) <= 1e-5f * (1 + fabsf(y[i])));
     for (int i = 0; i < IN * OUT; i++) assert_true(fabsf(dw[i] - gr[i]) <= 1e-5f * (1 + fabsf(dw[i])));
     for (int i = 0; i < B * IN; i++) assert_true(fabsf(dx[i] - l.dx[i]) <= 1e-5f * (1 + fabsf(dx[i])));
     wr_layer_free(&l);
     free(p), free(gr), free(x), free(dy), free(xc), free(wc), free(dc), free(tmp), free(y), free(dw), free(dx);
+    free(xq), free(wq), free(dq);
+}
+
+// conv HFP8 forward (im2col on the codes, padding = code 0) against the double
+// product of the fake-quantized input and weights, within fp32 summation error.
+static void test_conv_fp8_matches_emulation(void **st) {
+    (void)st;
+    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 0};
+    const int B = 2;
+    wr_layer l;
+    make_layer(&l, &g, 1, 1, B);
+    size_t np = l.n_w + l.n_b, nx = (size_t)B * l.in_size, ny = (size_t)B * l.out_size;
+    float *p = wr_alloc_vec(np * 4), *gr = wr_alloc_vec(np * 4), *x = wr_alloc_vec(nx * 4);
+    float *xq = malloc(nx * 4), *wq = malloc(l.n_w * 4);
+    wr_layer_bind(&l, p, gr);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, nx, -1.0f, 2.0f);
+    wr_layer_forward(&l, x, B);
+    float sx = wr_layer_quantize_e4m3(x, xq, nx), sw = wr_layer_quantize_e4m3(p, wq, l.n_w);
+    assert_true(sx == l.sx && sw == l.sw);
+    double *xd = calloc(nx, 8), *wd = calloc(l.n_w, 8), *bd = calloc(l.n_b, 8), *yd = malloc(ny * 8),
+           *ad = malloc(ny * 8), *one = malloc(nx * 8);
+    for (size_t i = 0; i < nx; i++) xd[i] = xq[i], one[i] = fabs(xq[i]);
+    for (size_t i = 0; i < l.n_w; i++) wd[i] = wq[i];
+    ref_forward(&g, xd, wd, bd, B, yd);  // sum of exact products
+    for (size_t i = 0; i < l.n_w; i++) wd[i] = fabs(wq[i]);
+    ref_forward(&g, one, wd, bd, B, ad);  // sum of |products|
+    const int K = g.k * g.k * g.C, O = g.O;
+    for (size_t i = 0; i < ny; i++) {
+        double want = yd[i] / ((double)sx * sw) + p[l.n_w + i % O];
+        double tol = (K + 4) * 0x1p-24 * (ad[i] / ((double)sx * sw) + fabs(p[l.n_w + i % O])) + 1e-30;
+        if (!(fabs(l.y[i] - want) <= tol)) fail_msg("y[%zu] = %.9g, emulation %.9g", i, l.y[i], want);
+    }
+    wr_layer_free(&l);
+    free(p), free(gr), free(x), free(xq), free(wq), free(xd), free(wd), free(bd), free(yd), free(ad),
+        free(one);
+}
+
+// The decoded-operand caches: two steps with new weights and new inputs in
+// between give the same bits with fp8_cache on and off (so stale decodings are
+// never used), and each operand (X or col, W, dZ) is decoded once per step.
+static void cache_case(const geom *g, int B) {
+    wr_layer a, c;  // a: caches off, c: caches on
+    make_layer(&a, g, 1, 1, B);
+    make_layer(&c, g, 1, 1, B);
+    a.fp8_cache = 0;
+    size_t np = a.n_w + a.n_b, nx = (size_t)B * a.in_size, ny = (size_t)B * a.out_size;
+    float *p = wr_alloc_vec(np * 4), *ga = wr_alloc_vec(np * 4), *gc = wr_alloc_vec(np * 4);
+    float *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    wr_layer_bind(&a, p, ga);
+    wr_layer_bind(&c, p, gc);
+    for (int step = 0; step < 3; step++) {
+        fill(p, np, -0.2f, 0.2f);  // an optimizer step in place: same pointer
+        fill(x, nx, 0.0f, 2.0f);
+        fill(dy, ny, -50.0f, 50.0f);
+        uint64_t d0[3] = {c.cx.decodes, c.cw.decodes, c.cdz.decodes};
+        wr_layer_forward(&a, x, B);
+        wr_layer_forward(&c, x, B);
+        assert_memory_equal(a.y, c.y, ny * 4);
+        assert_int_equal(wr_layer_backward(&a, dy, B, 64.0f), 0);
+        assert_int_equal(wr_layer_backward(&c, dy, B, 64.0f), 0);
+        assert_memory_equal(ga, gc, np * 4);
+        assert_memory_equal(a.dx, c.dx, nx * 4);
+        assert_true(c.cx.decodes == d0[0] + 1 && c.cw.decodes == d0[1] + 1 &&
+                    c.cdz.decodes == d0[2] + 1);
+        assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
+    }
+    // A smaller batch changes the X/dZ shapes: decoded again, still equal.
+    wr_layer_forward(&a, x, B - 1);
+    wr_layer_forward(&c, x, B - 1);
+    assert_memory_equal(a.y, c.y, (size_t)(B - 1) * a.out_size * 4);
+    wr_layer_free(&a);
+    wr_layer_free(&c);
+    free(p), free(ga), free(gc), free(x), free(dy);
+}
+
+static void test_fp8_cache(void **st) {
+    (void)st;
+    geom a = {WR_LAYER_LINEAR, 70, 33, 0, 0, 0, 0, 0, 0, 1};
+    cache_case(&a, 11);
+    geom b = {WR_LAYER_CONV, 0, 0, 8, 7, 3, 4, 3, 1, 1};
+    cache_case(&b, 3);
 }
 
 static void test_overflow(void **st) {
@@ -434,7 +541,8 @@ int main(void) {
         cmocka_unit_test(test_grad_pool),    cmocka_unit_test(test_softmax_xent),
         cmocka_unit_test(test_relu),         cmocka_unit_test(test_pow2_scale),
         cmocka_unit_test(test_hfp8_linear),  cmocka_unit_test(test_hfp8_conv),
-        cmocka_unit_test(test_matches_fp8_gemm), cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_matches_fp8_gemm), cmocka_unit_test(test_conv_fp8_matches_emulation),
+        cmocka_unit_test(test_fp8_cache),    cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
