@@ -12,6 +12,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +34,18 @@ void wr_worker_opts_default(wr_worker_opts *o) {
     o->group = 0;
     o->threads = 1;
     o->connect_timeout = 10.0;
+}
+
+// Formats the reason into err and returns the exit status to stop with.
+static int stop_with(char *err, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int stop_with(char *err, int status, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, WR_ERR_LEN, fmt, ap);
+        va_end(ap);
+    }
+    return status;
 }
 
 // ---- a zero-copy send buffer ---------------------------------------------------
@@ -437,6 +450,7 @@ static int register_and_build(worker *w, char *err) {
 
 // ---- initial parameters --------------------------------------------------------
 
+// Returns 0, or the exit status to stop with (err says why).
 static int initial_params(worker *w, char *err) {
     char e2[WR_ERR_LEN];
     float *x = wr_model_params(w->model);
@@ -452,7 +466,7 @@ static int initial_params(worker *w, char *err) {
             // Copied (free_fn NULL): once per job, and x changes right after.
             if (send_hdr(w, w->sh[s].ep, &h, x + w->sh[s].lo, h.n_elems * 4, NULL, NULL,
                          (int)(w->cfg.step_timeout * 1000), NULL, e2) != WR_OK)
-                return wr_err(err, WR_ERR, "sending initial parameters to shard %d (%s): %s", s,
+                return stop_with(err, 1, "sending initial parameters to shard %d (%s): %s", s,
                               w->sh[s].addr, e2);
         }
     }
@@ -463,7 +477,7 @@ static int initial_params(worker *w, char *err) {
         h.offset = w->sh[s].lo;
         h.n_elems = w->sh[s].hi - w->sh[s].lo;
         if (send_hdr(w, w->sh[s].ep, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
-            return wr_err(err, WR_ERR, "sending PULL to shard %d (%s): %s", s, w->sh[s].addr, e2);
+            return stop_with(err, 1, "sending PULL to shard %d (%s): %s", s, w->sh[s].addr, e2);
         w->sh[s].pending = 1;
     }
     wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1};
@@ -476,12 +490,12 @@ static int initial_params(worker *w, char *err) {
         if (rem <= 0) {
             for (int s = 0; s < w->n_shards; s++)
                 if (w->sh[s].pending)
-                    return wr_err(err, WR_ETIMEDOUT,
+                    return stop_with(err, 1,
                                   "no initial parameters from shard %d (%s) within %g s", s,
                                   w->sh[s].addr, timeout);
         }
         int n = wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2);
-        if (n < 0) return wr_err(err, WR_ERR, "poll: %s", e2);
+        if (n < 0) return stop_with(err, 1, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;
             wr_msg msg;
@@ -495,9 +509,9 @@ static int initial_params(worker *w, char *err) {
             if (rc != WR_OK) {
                 // A dropped connection may have lost messages: the job cannot go on.
                 if (i < w->n_shards)
-                    return wr_err(err, rc, "waiting for initial parameters from shard %d (%s): %s", i,
+                    return stop_with(err, 1, "waiting for initial parameters from shard %d (%s): %s", i,
                                   w->sh[i].addr, e2);
-                return wr_err(err, rc, "coordinator at %s: %s", w->o->coordinator, e2);
+                return stop_with(err, 1, "coordinator at %s: %s", w->o->coordinator, e2);
             }
             if (i == w->n_shards) {
                 wr_msg_release(&msg);
@@ -574,8 +588,8 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
             zc_buf *zb = &sc->push[sc->cur];
             sc->cur ^= 1;
             if (zc_wait(zb, w->cfg.step_timeout) != WR_OK)
-                return wr_err(err, WR_ETIMEDOUT, "step %lld: push buffer for shard %d (%s) never released",
-                              (long long)t, s, sc->addr), 1;
+                return stop_with(err, 1, "step %lld: push buffer for shard %d (%s) never released",
+                              (long long)t, s, sc->addr);
             double t0 = wr_now();
             wr_birder_encode(g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key,
                              sc->lo, zb->data);
@@ -591,8 +605,8 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                           (int)(w->cfg.step_timeout * 1000), &w->st.bytes_sent, e2);
         }
         if (rc != WR_OK)
-            return wr_err(err, rc, "step %lld: PUSH to shard %d (%s): %s", (long long)t, s,
-                          sc->addr, e2), 1;
+            return stop_with(err, 1, "step %lld: PUSH to shard %d (%s): %s", (long long)t, s,
+                          sc->addr, e2);
         sc->pending = 1;
     }
 
@@ -605,12 +619,12 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
         if (rem <= 0) {
             for (int s = 0; s < w->n_shards; s++)
                 if (w->sh[s].pending)
-                    return wr_err(err, WR_ETIMEDOUT,
-                                  "step %lld: no BROADCAST from shard %d (%s) within step_timeout %g s",
-                                  (long long)t, s, w->sh[s].addr, w->cfg.step_timeout), 1;
+                    return stop_with(err, 1,
+                                     "step %lld: no BROADCAST from shard %d (%s) within step_timeout %g s",
+                                     (long long)t, s, w->sh[s].addr, w->cfg.step_timeout);
         }
         int nr = wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2);
-        if (nr < 0) return wr_err(err, WR_ERR, "poll: %s", e2), 1;
+        if (nr < 0) return stop_with(err, 1, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;
             // Drain what is queued on this socket (0 timeout: never block here).
@@ -624,15 +638,15 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                         wr_warn("from coordinator: %s", e2);
                         break;
                     }
-                    return wr_err(err, WR_EPROTO, "step %lld: from shard %d (%s): %s",
-                                  (long long)t, i, w->sh[i].addr, e2), 1;
+                    return stop_with(err, 1, "step %lld: from shard %d (%s): %s",
+                                  (long long)t, i, w->sh[i].addr, e2);
                 }
                 if (rc != WR_OK) {
                     if (i < w->n_shards)
-                        return wr_err(err, rc, "step %lld: shard %d (%s): %s", (long long)t, i,
-                                      w->sh[i].addr, e2), 1;
-                    return wr_err(err, rc, "step %lld: coordinator at %s: %s", (long long)t,
-                                  w->o->coordinator, e2), 1;
+                        return stop_with(err, 1, "step %lld: shard %d (%s): %s", (long long)t, i,
+                                      w->sh[i].addr, e2);
+                    return stop_with(err, 1, "step %lld: coordinator at %s: %s", (long long)t,
+                                  w->o->coordinator, e2);
                 }
                 if (i == w->n_shards) {
                     wr_msg_release(&msg);
@@ -681,8 +695,8 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                 wr_msg_release(&msg);
                 if (bad) {
                     wr_pmsg_clear(&h);
-                    return wr_err(err, WR_EPROTO, "step %lld: shard %d sent codec %d, not what codec=%s expects",
-                                  (long long)t, i, h.codec, birder ? "birder" : "fp32"), 1;
+                    return stop_with(err, 1, "step %lld: shard %d sent codec %d, not what codec=%s expects",
+                                  (long long)t, i, h.codec, birder ? "birder" : "fp32");
                 }
                 wr_pmsg_clear(&h);
                 sc->pending = 0;
@@ -736,7 +750,7 @@ static int train(worker *w, char *err) {
         char e2[WR_ERR_LEN];
         if (wr_batch_iter_init(&w->it, &w->train, w->cfg.batch, w->rank, w->n_workers, w->cfg.seed,
                                e2) != WR_OK)
-            return wr_err(err, WR_ERR, "batches: %s", e2), 2;
+            return stop_with(err, 2, "batches: %s", e2);
     }
     if (w->cfg.codec == WR_JOB_CODEC_BIRDER) {
         w->m = wr_alloc_vec(w->d * sizeof(float));
@@ -783,7 +797,7 @@ static int train(worker *w, char *err) {
         int correct = 0, overflow = 0;
         char e2[WR_ERR_LEN];
         if (wr_model_step(w->model, xb, yb, local_batch, &loss, &correct, &overflow, e2) != WR_OK)
-            return wr_err(err, WR_ERR, "step %lld: model: %s", (long long)t, e2), 1;
+            return stop_with(err, 1, "step %lld: model: %s", (long long)t, e2);
         double ts1 = wr_now();
         if (overflow) wr_debug("step %lld: loss-scale overflow, zero gradient", (long long)t);
         double t_codec = 0;
@@ -959,7 +973,6 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
     if (pthread_create(&w->hb_thread, NULL, hb_main, w) == 0) w->hb_started = 1;
 
     st = initial_params(w, err);
-    if (st < 0) st = 1;
     if (st) {
         if (st == 1) send_error(w, WR_EC_TIMEOUT, err);
         goto out;
