@@ -8,6 +8,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "proto.h"
 #include "ps_client.h"
 #include "standalone.h"
 #include "wr_common.h"
@@ -77,9 +78,15 @@ int main(int argc, char **argv) {
     while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': o.coordinator = optarg; break;
-        case O_HOST: o.host = optarg; break;
+        case O_HOST:
+            if (strlen(optarg) >= WR_HOST_MAX) {
+                fprintf(stderr, "wren-worker: --host: '%s' is longer than %d bytes\n", optarg, WR_HOST_MAX - 1);
+                return 2;
+            }
+            o.host = optarg;
+            break;
         case O_GROUP:
-            if (parse_int("--group", optarg, 0, 1 << 30, &o.group)) return 2;
+            if (parse_int("--group", optarg, 0, WR_MAX_WORKERS - 1, &o.group)) return 2;
             break;
         case O_SUMMARY: o.summary_path = optarg; break;
         case O_LOG: {
