@@ -792,7 +792,17 @@ static int train(worker *w, char *err) {
             epoch = (t - 1) / spe;
         }
         // fp32 codec pushes straight from g: the previous step's frames must be gone.
-        while (atomic_load_explicit(&w->fp32_busy, memory_order_acquire) > 0) sched_yield();
+        // (Every shard has answered, so it has read our push: this is immediate
+        // in practice; the bound only turns a transport bug into an error.)
+        if (atomic_load_explicit(&w->fp32_busy, memory_order_acquire) > 0) {
+            double tw = wr_now();
+            while (atomic_load_explicit(&w->fp32_busy, memory_order_acquire) > 0) {
+                if (wr_now() - tw > w->cfg.step_timeout)
+                    return stop_with(err, 1, "step %lld: the transport never released the previous PUSH",
+                                     (long long)t);
+                sched_yield();
+            }
+        }
         float loss = 0;
         int correct = 0, overflow = 0;
         char e2[WR_ERR_LEN];
