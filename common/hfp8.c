@@ -171,6 +171,11 @@ void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8
     FMT_SWITCH(f, for (size_t i = 0; i < n; i++) out[i] = enc_rne(x[i], ff));
 }
 
+void wr_fp8_encode_scaled_array_ref(const float *x, uint8_t *out, size_t n, float scale,
+                                    enum wr_fp8_format f) {
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) out[i] = enc_rne(x[i] * scale, ff));
+}
+
 void wr_fp8_decode_array_ref(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f) {
     const float *t = wr_fp8_decode_table(f);
     for (size_t i = 0; i < n; i++) out[i] = t[in[i]];
@@ -214,6 +219,15 @@ void wr_fp8_encode_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_for
     case WR_ISA_AVX512: wr_fp8_encode_array_avx512(x, out, n, f); break;
     case WR_ISA_AVX2: wr_fp8_encode_array_avx2(x, out, n, f); break;
     default: wr_fp8_encode_array_ref(x, out, n, f);
+    }
+}
+
+void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale,
+                                enum wr_fp8_format f) {
+    switch (wr_cpu_level()) {
+    case WR_ISA_AVX512: wr_fp8_encode_scaled_array_avx512(x, out, n, scale, f); break;
+    case WR_ISA_AVX2: wr_fp8_encode_scaled_array_avx2(x, out, n, scale, f); break;
+    default: wr_fp8_encode_scaled_array_ref(x, out, n, scale, f);
     }
 }
 

@@ -69,6 +69,11 @@ const float *wr_fp8_decode_table(enum wr_fp8_format f);
 
 // out[i] = wr_fp8_encode(x[i], f), i < n.
 void wr_fp8_encode_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+// out[i] = wr_fp8_encode(x[i] * scale, f), i < n: the fp32 product (one IEEE
+// multiply, as a separate x*s loop would do) and the encode in one pass, for
+// tensors scaled by a per-tensor factor (the layers' power-of-two scales).
+void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale,
+                                enum wr_fp8_format f);
 // out[i] = wr_fp8_decode(in[i], f), i < n.
 void wr_fp8_decode_array(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 // "Fake quantize": x[i] = decode(encode(x[i])) in place, round to nearest even.
@@ -85,6 +90,8 @@ float wr_fp8_amax(const float *x, size_t n);
 
 // ---- scalar references (same results, plain loops; for tests and benches) -----
 void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_encode_scaled_array_ref(const float *x, uint8_t *out, size_t n, float scale,
+                                    enum wr_fp8_format f);
 void wr_fp8_decode_array_ref(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 void wr_fp8_quantize_inplace_ref(float *x, size_t n, enum wr_fp8_format f);
 void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
@@ -97,6 +104,8 @@ float wr_fp8_amax_ref(const float *x, size_t n);
 // hfp8_avx512.c). Call the dispatching functions above instead: these need the
 // CPU feature. NaN from decode is always the quiet NaN 0x7FC00000.
 void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_encode_scaled_array_avx2(const float *x, uint8_t *out, size_t n, float scale,
+                                     enum wr_fp8_format f);
 void wr_fp8_decode_array_avx2(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 void wr_fp8_quantize_inplace_avx2(float *x, size_t n, enum wr_fp8_format f);
 void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
@@ -105,6 +114,8 @@ void wr_fp8_quantize_sr_inplace_avx2(float *x, size_t n, enum wr_fp8_format f, u
                                      uint64_t offset);
 float wr_fp8_amax_avx2(const float *x, size_t n);
 void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
+void wr_fp8_encode_scaled_array_avx512(const float *x, uint8_t *out, size_t n, float scale,
+                                       enum wr_fp8_format f);
 void wr_fp8_decode_array_avx512(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 void wr_fp8_quantize_inplace_avx512(float *x, size_t n, enum wr_fp8_format f);
 void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,

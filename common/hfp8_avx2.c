@@ -210,26 +210,42 @@ INL __m256i rng8(__m256i ctr, __m256i k0, __m256i k1) {
 
 // ---- loops --------------------------------------------------------------------
 
-INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
+// The RNE encode loop; `scaled` (a constant at each call site) multiplies each
+// input by s first, as wr_fp8_encode_scaled_array_ref does.
+INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled,
+                     const int e5) {
+    const __m256 vs = _mm256_set1_ps(s);
+#define LD8(p) (scaled ? _mm256_mul_ps(_mm256_loadu_ps(p), vs) : _mm256_loadu_ps(p))
+#define REF(xp, op, m) \
+    (scaled ? wr_fp8_encode_scaled_array_ref(xp, op, m, s, FMT(e5)) \
+            : wr_fp8_encode_array_ref(xp, op, m, FMT(e5)))
     size_t i = nt_head(out, n);
     const int nt = n >= WR_NT_MIN;
-    wr_fp8_encode_array_ref(x, out, i, FMT(e5));
+    REF(x, out, i);
     for (; i + 32 <= n; i += 32)
         store32(out + i,
-                pack32(enc_rne8(_mm256_loadu_ps(x + i), e5),
-                       enc_rne8(_mm256_loadu_ps(x + i + 8), e5),
-                       enc_rne8(_mm256_loadu_ps(x + i + 16), e5),
-                       enc_rne8(_mm256_loadu_ps(x + i + 24), e5)),
+                pack32(enc_rne8(LD8(x + i), e5), enc_rne8(LD8(x + i + 8), e5),
+                       enc_rne8(LD8(x + i + 16), e5), enc_rne8(LD8(x + i + 24), e5)),
                 nt);
     if (nt) _mm_sfence();
-    wr_fp8_encode_array_ref(x + i, out + i, n - i, FMT(e5));
+    REF(x + i, out + i, n - i);
+#undef LD8
+#undef REF
 }
 
 void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
     if (f == WR_FP8_E5M2)
-        encode_loop(x, out, n, 1);
+        encode_loop(x, out, n, 1.0f, 0, 1);
     else
-        encode_loop(x, out, n, 0);
+        encode_loop(x, out, n, 1.0f, 0, 0);
+}
+
+void wr_fp8_encode_scaled_array_avx2(const float *x, uint8_t *out, size_t n, float scale,
+                                     enum wr_fp8_format f) {
+    if (f == WR_FP8_E5M2)
+        encode_loop(x, out, n, scale, 1, 1);
+    else
+        encode_loop(x, out, n, scale, 1, 0);
 }
 
 INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, uint64_t offset,

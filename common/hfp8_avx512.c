@@ -184,14 +184,21 @@ static inline size_t nt_head(const uint8_t *out, size_t n) {
     return n >= WR_NT_MIN ? WR_MIN(h, n) : 0;
 }
 
-INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
+// The RNE encode loop; `scaled` (a constant at each call site) multiplies each
+// input by s first, as wr_fp8_encode_scaled_array_ref does.
+INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled,
+                     const int e5) {
+    const __m512 vs = _mm512_set1_ps(s);
+#define LD16(p) (scaled ? _mm512_mul_ps(_mm512_loadu_ps(p), vs) : _mm512_loadu_ps(p))
+#define REF(xp, op, m) \
+    (scaled ? wr_fp8_encode_scaled_array_ref(xp, op, m, s, FMT(e5)) \
+            : wr_fp8_encode_array_ref(xp, op, m, FMT(e5)))
     size_t i = nt_head(out, n);
     const int nt = n >= WR_NT_MIN;
-    wr_fp8_encode_array_ref(x, out, i, FMT(e5));
+    REF(x, out, i);
     for (; i + 64 <= n; i += 64) {
-        __m512i b = pack64(
-            enc_rne16(_mm512_loadu_ps(x + i), e5), enc_rne16(_mm512_loadu_ps(x + i + 16), e5),
-            enc_rne16(_mm512_loadu_ps(x + i + 32), e5), enc_rne16(_mm512_loadu_ps(x + i + 48), e5));
+        __m512i b = pack64(enc_rne16(LD16(x + i), e5), enc_rne16(LD16(x + i + 16), e5),
+                           enc_rne16(LD16(x + i + 32), e5), enc_rne16(LD16(x + i + 48), e5));
         if (nt)
             _mm512_stream_si512((void *)(out + i), b);
         else
@@ -199,16 +206,25 @@ INL void encode_loop(const float *x, uint8_t *out, size_t n, const int e5) {
     }
     if (nt) _mm_sfence();
     for (; i + 16 <= n; i += 16)
-        _mm_storeu_si128((__m128i *)(out + i),
-                         _mm512_cvtepi32_epi8(enc_rne16(_mm512_loadu_ps(x + i), e5)));
-    wr_fp8_encode_array_ref(x + i, out + i, n - i, FMT(e5));
+        _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(enc_rne16(LD16(x + i), e5)));
+    REF(x + i, out + i, n - i);
+#undef LD16
+#undef REF
 }
 
 void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
     if (f == WR_FP8_E5M2)
-        encode_loop(x, out, n, 1);
+        encode_loop(x, out, n, 1.0f, 0, 1);
     else
-        encode_loop(x, out, n, 0);
+        encode_loop(x, out, n, 1.0f, 0, 0);
+}
+
+void wr_fp8_encode_scaled_array_avx512(const float *x, uint8_t *out, size_t n, float scale,
+                                       enum wr_fp8_format f) {
+    if (f == WR_FP8_E5M2)
+        encode_loop(x, out, n, scale, 1, 1);
+    else
+        encode_loop(x, out, n, scale, 1, 0);
 }
 
 INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, uint64_t offset,

@@ -48,17 +48,12 @@ float wr_layer_quantize_e4m3(const float *x, float *q, size_t n) {
     return s;
 }
 
-// Scaled encode in L1-sized pieces: x * s into a stack chunk, then the vector
-// encoder; the same fp32 product and RNE as the fake quantizer above, so
-// decode(codes) equals its output bit for bit.
+// One pass over x for the codes (the scale multiply fused into the encoder):
+// the same fp32 product and RNE as the fake quantizer above, so decode(codes)
+// equals its output bit for bit.
 float wr_layer_encode_e4m3(const float *x, uint8_t *codes, size_t n) {
     float s = wr_layer_pow2_scale(wr_fp8_amax(x, n));
-    float tmp[QCHUNK] __attribute__((aligned(64)));
-    for (size_t off = 0; off < n; off += QCHUNK) {
-        size_t m = WR_MIN((size_t)QCHUNK, n - off);
-        scale_chunk(x + off, tmp, m, s);
-        wr_fp8_encode_array(tmp, codes + off, m, WR_FP8_E4M3B11);
-    }
+    wr_fp8_encode_scaled_array(x, codes, n, s, WR_FP8_E4M3B11);
     return s;
 }
 

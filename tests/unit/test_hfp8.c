@@ -517,6 +517,25 @@ static void test_vector_equals_scalar(void **state) {
                     wr_fp8_encode_array_ref(xs, c1, m, f);
                     assert_codes_equal(c1, c0, m, xs, "encode_ref", f, lvl);
 
+                    // Scaled encode == encode of the fp32 products, every level
+                    // (powers of two up and down, overflowing to inf, a non-power).
+                    static const float scales[] = {1.0f, 0x1p-7f, 0x1p9f, 0x1p100f, 3.0f};
+                    for (size_t si = 0; si < sizeof scales / sizeof scales[0]; si++) {
+                        const float sc = scales[si];
+                        for (size_t i = 0; i < m; i++) q0[i] = xs[i] * sc;
+                        wr_fp8_encode_array_ref(q0, c0, m, f);
+                        wr_fp8_encode_scaled_array_ref(xs, c1, m, sc, f);
+                        assert_codes_equal(c1, c0, m, q0, "encode_scaled_ref", f, lvl);
+                        wr_cpu_force_level(lvl);
+                        wr_fp8_encode_scaled_array(xs, c1, m, sc, f);
+                        assert_codes_equal(c1, c0, m, q0, "encode_scaled", f, lvl);
+                        wr_cpu_force_level(0);
+                        wr_fp8_encode_scaled_array(xs, c1, m, sc, f);
+                        assert_codes_equal(c1, c0, m, q0, "encode_scaled (level 0)", f, lvl);
+                    }
+                    wr_cpu_force_level(lvl);
+                    wr_fp8_encode_array_ref(xs, c0, m, f);
+
                     memcpy(q0, xs, m * 4);
                     memcpy(q1, xs, m * 4);
                     wr_fp8_quantize_inplace_ref(q0, m, f);
@@ -575,6 +594,19 @@ static void test_large_arrays_streaming(void **state) {
                 assert_codes_equal(c1 + mis, c0 + mis, m, x + mis, "encode (streaming)", f, lvl);
             }
             wr_cpu_force_level(-1);
+            // scaled: == encode of the products (x * 2^-3 here)
+            float *xsc = wr_alloc_vec(m * 4);
+            for (size_t i = 0; i < m; i++) xsc[i] = x[mis + i] * 0.125f;
+            wr_fp8_encode_array_ref(xsc, c0 + mis, m, f);
+            for (int lvl = 0; lvl <= max_level(); lvl++) {
+                wr_cpu_force_level(lvl);
+                memset(c1, 0xAA, n + 64);
+                wr_fp8_encode_scaled_array(x + mis, c1 + mis, m, 0.125f, f);
+                assert_codes_equal(c1 + mis, c0 + mis, m, xsc, "encode_scaled (streaming)", f, lvl);
+                assert_int_equal(c1[n], 0xAA);
+            }
+            wr_cpu_force_level(-1);
+            free(xsc);
             wr_fp8_encode_sr_array_ref(x + mis, c0 + mis, m, f, 31, 5 + mis);
             for (int lvl = 1; lvl <= max_level(); lvl++) {
                 wr_cpu_force_level(lvl);
