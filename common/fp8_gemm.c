@@ -12,6 +12,9 @@
 // multiply-adds. K blocks after the first accumulate into C with beta = 1.
 // A hand kernel would have to beat OpenBLAS' own packing and micro-kernels;
 // decode-then-sgemm keeps the ratio to sgemm near 1 instead (bench_fp8_gemm).
+// wr_fp8_gemm_cached lets a caller that multiplies the same codes in several
+// GEMMs (a layer's forward and backward) keep their decoding in a cache it
+// owns: a cached operand is decoded whole once and the blocks point into it.
 #include "fp8_gemm.h"
 
 #include <cblas.h>

@@ -117,12 +117,17 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     l->n_b = (size_t)O;
     l->y = alloc_f((size_t)max_batch * l->out_size);
     l->dz = alloc_f((size_t)max_batch * l->out_size);
-    if (!fp8 || need_dx) l->col = alloc_f(rows * K);  // fp8: only as dcol
-    if (need_dx) {
-        l->dx = alloc_f((size_t)max_batch * l->in_size);
+    if (need_dx) l->dx = alloc_f((size_t)max_batch * l->in_size);
+    if (!fp8) {
+        l->col = alloc_f(rows * K);
         l->dcol = l->col;  // dW has consumed col by the time dX overwrites it
+    } else {
+        fp8_init(l, rows, K);
+        // The decoded col (cache cx, sized rows x K for max_batch, never
+        // regrown) has served the dW GEMM by the time dX is written: dcol
+        // reuses its memory, and the backward then invalidates cx.
+        l->dcol = l->cx.buf;
     }
-    if (fp8) fp8_init(l, rows, K);
 }
 
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch) {
@@ -383,6 +388,7 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols,
                     l->w, cols, 0.0f, dst, K);
     }
+    if (l->fp8 && l->kind == WR_LAYER_CONV) wr_fp8_cache_invalidate(&l->cx);  // dcol wrote it
     if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);  // fold the columns back
     return 0;
 }

@@ -59,10 +59,10 @@ typedef struct {
     float *y;               // (max_batch, out_size) output, owned
     float *dx;              // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
-    float *col;             // conv: im2col of the input (fp32 path), dcol's memory
+    float *col;             // conv, fp32 path: im2col of the input
     float *dz;              // (max_batch, out_size) error after the ReLU mask
-    float *dcol;            // conv: gradient w.r.t. col (shares col's memory: the
-                            // fp32 backward reads col for dW before writing dcol)
+    float *dcol;            // conv: gradient w.r.t. col, in col's memory (fp32) or
+                            // cx's (fp8): the backward reads it for dW first
     int32_t *arg;           // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;            // E4M3-b11 codes of sx * x (max_batch, in_size)
