@@ -54,7 +54,7 @@ const char *wr_msg_type_name(int type) {
 
 enum fid {
     F_V, F_T, F_J, F_E, F_S, F_SH, F_R, F_O, F_N, F_C, F_NW, F_PL, F_RO, F_A, F_H, F_G,
-    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_COUNT
+    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_NT, F_TS, F_COUNT
 };
 
 static const struct {
@@ -71,7 +71,7 @@ static const struct {
     FLD(F_G, "g", "group"),         FLD(F_SM, "sm", "shards"),    FLD(F_WM, "wm", "workers"),
     FLD(F_NP, "np", "n_params"),    FLD(F_CF, "cf", "config"),    FLD(F_B, "b", "barrier_id"),
     FLD(F_D, "d", "digest"),        FLD(F_ST, "st", "stats"),     FLD(F_EC, "ec", "code"),
-    FLD(F_RS, "rs", "reason"),
+    FLD(F_RS, "rs", "reason"),      FLD(F_NT, "nt", "train_examples"), FLD(F_TS, "ts", "total_steps"),
 #undef FLD
 };
 
@@ -85,8 +85,8 @@ static const struct {
 static const struct {
     uint32_t req, opt;
 } kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP)},  // np: a worker's d (second REGISTER)
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), 0},
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT)},  // np, nt: a worker's d and data size
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS)},
     [WR_MT_PUSH] = {BULK | B(F_R), 0},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0},
     [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N)},
@@ -245,12 +245,18 @@ static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *pe
         if (m->n_params > WR_MAX_PARAMS)
             return fail(perr, WR_PERR_RANGE, err, "%s field 'np' (n_params): %llu exceeds 2^40", tn,
                         (unsigned long long)m->n_params);
+        if (m->train_examples > WR_MAX_TRAIN_EXAMPLES)
+            return fail(perr, WR_PERR_RANGE, err, "%s field 'nt' (train_examples): %llu exceeds 2^40", tn,
+                        (unsigned long long)m->train_examples);
         break;
     case WR_MT_CLUSTER_MAP: {
         // n_params 0 only in a map without shards (the welcome of ARCHITECTURE.md).
         if ((m->n_shards > 0 && m->n_params < 1) || m->n_params > WR_MAX_PARAMS)
             return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
                         (unsigned long long)m->n_params, m->n_shards > 0);
+        if (m->total_steps > WR_MAX_TOTAL_STEPS)
+            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'ts' (total_steps): %llu exceeds 2^48",
+                        (unsigned long long)m->total_steps);
         if (m->n_shards > WR_MAX_SHARDS)
             return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'sm' (shards): %u entries, at most %d",
                         m->n_shards, WR_MAX_SHARDS);
@@ -434,6 +440,8 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
         case F_H: pack_cstr(&pk, m->host); break;
         case F_G: msgpack_pack_int32(&pk, m->group); break;
         case F_NP: msgpack_pack_uint64(&pk, m->n_params); break;
+        case F_NT: msgpack_pack_uint64(&pk, m->train_examples); break;
+        case F_TS: msgpack_pack_uint64(&pk, m->total_steps); break;
         case F_B: msgpack_pack_uint64(&pk, m->barrier_id); break;
         case F_D: msgpack_pack_uint64(&pk, m->digest); break;
         case F_EC: msgpack_pack_int32(&pk, m->code); break;
@@ -681,6 +689,8 @@ static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m
     case F_H: rc = copy_str(c, f, "", o, m->host, WR_HOST_MAX); break;
     case F_G: rc = get_i32(c, f, o, &m->group); break;
     case F_NP: rc = get_u64(c, f, o, UINT64_MAX, &m->n_params); break;
+    case F_NT: rc = get_u64(c, f, o, UINT64_MAX, &m->train_examples); break;
+    case F_TS: rc = get_u64(c, f, o, UINT64_MAX, &m->total_steps); break;
     case F_B: rc = get_u64(c, f, o, UINT64_MAX, &m->barrier_id); break;
     case F_D: rc = get_u64(c, f, o, UINT64_MAX, &m->digest); break;
     case F_EC: rc = get_i32(c, f, o, &m->code); break;

@@ -32,6 +32,11 @@
 #define WR_MAX_ELEMS (1ULL << 32)      // elements in one payload (and in one shard range)
 #define WR_MAX_PARAMS (1ULL << 40)     // total parameter count d of a job
 #define WR_PROTO_MAX_HEADER (4u << 20) // bytes of one header frame
+// Largest frame a control socket (the coordinator's, and every socket to it)
+// accepts: control messages have no payload, so a header plus slack.
+#define WR_PROTO_MAX_CONTROL_MSG ((int64_t)WR_PROTO_MAX_HEADER + (64 << 10))
+#define WR_MAX_TRAIN_EXAMPLES (1ULL << 40)  // REGISTER 'nt'
+#define WR_MAX_TOTAL_STEPS (1ULL << 48)     // CLUSTER_MAP 'ts'
 #define WR_PROTO_MAX_KEYS 64           // entries in the header map (unknown keys included)
 #define WR_PROTO_MAX_DEPTH 8           // msgpack nesting (unknown keys may nest, known ones use 3)
 
@@ -130,6 +135,7 @@ typedef struct {
     char addr[WR_ADDR_MAX];
     char host[WR_HOST_MAX];
     int32_t group;
+    uint64_t train_examples;  // REGISTER (optional 'nt'): a worker's training-set size, 0 = not reported
 
     // CLUSTER_MAP
     uint32_t n_shards;
@@ -139,6 +145,7 @@ typedef struct {
     uint64_t n_params;          // total parameter count d (also in a worker's second REGISTER; 0 in the first)
     uint32_t n_config;
     char **config;              // [n_config] "key=value" strings
+    uint64_t total_steps;       // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
 
     // BARRIER
     uint64_t barrier_id;

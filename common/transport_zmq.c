@@ -503,12 +503,29 @@ got_first:;
 
 // ---- poll -------------------------------------------------------------------------
 
-#define POLL_MAX 256
+// Small polls (the common case) use the stack; larger ones allocate once per
+// call, so any number of endpoints works (a worker polls one per shard, up to
+// WR_MAX_SHARDS).
+#define POLL_STACK 64
+
+static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq_pollitem_t *it, int *owner,
+                       char *err);
 
 static int zpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
-    if (n <= 0 || n > POLL_MAX) return wr_err(err, WR_ERR, "poll: %d endpoints (1..%d)", n, POLL_MAX);
-    zmq_pollitem_t it[2 * POLL_MAX];
-    int owner[2 * POLL_MAX];
+    if (n <= 0) return wr_err(err, WR_ERR, "poll: %d endpoints (need at least 1)", n);
+    zmq_pollitem_t it_stack[2 * POLL_STACK];
+    int owner_stack[2 * POLL_STACK];
+    if (n <= POLL_STACK) return zpoll_items(eps, n, ready, timeout_ms, it_stack, owner_stack, err);
+    zmq_pollitem_t *it = wr_malloc(2 * (size_t)n * sizeof *it);
+    int *owner = wr_malloc(2 * (size_t)n * sizeof *owner);
+    int rc = zpoll_items(eps, n, ready, timeout_ms, it, owner, err);
+    free(it);
+    free(owner);
+    return rc;
+}
+
+static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq_pollitem_t *it, int *owner,
+                       char *err) {
     double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
     for (;;) {
         int k = 0, nready = 0;

@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "proto.h"
+#include "schedule.h"
 #include "shard.h"
 #include "srvnet.h"
 #include "transport.h"
@@ -31,14 +32,27 @@ struct wr_digest_book {
     int n_workers, n_shards;
     dentry *e;
     int n, cap;
-    uint64_t passed, failed;
+    uint64_t passed, failed, refused;
+    uint64_t every;      // accepted steps are multiples of this (0: any step >= 1)
+    uint64_t window;     // ... within window * every of last_done
+    int max_open;        // open (step, shard) entries at most
+    uint64_t last_done;  // highest step of a completed check (0 before the first)
 };
 
 wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
     wr_digest_book *b = wr_calloc(1, sizeof *b);
     b->n_workers = n_workers;
     b->n_shards = n_shards;
+    b->every = 0;
+    b->window = WR_DIGEST_WINDOW;
+    b->max_open = n_shards * WR_DIGEST_OPEN_PER_SHARD;
     return b;
+}
+
+void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open) {
+    b->every = every;
+    b->window = window ? window : 1;
+    b->max_open = max_open > 0 ? max_open : 1;
 }
 
 static void dentry_free(dentry *d) {
@@ -75,6 +89,32 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
     for (i = 0; i < b->n; i++)
         if (b->e[i].step == step && b->e[i].shard == shard) break;
     if (i == b->n) {
+        // A new (step, shard): only steps the job digests, near the checks
+        // already done, and a bounded number open, so a peer cannot make the
+        // book grow without limit.
+        uint64_t span = (b->every ? b->every : 1) * b->window;
+        if (step == 0 || (b->every && step % b->every != 0)) {
+            b->refused++;
+            snprintf(report, report_len, "DIGEST for step %llu: digests are taken every %llu steps (from step %llu)",
+                     (unsigned long long)step, (unsigned long long)b->every,
+                     (unsigned long long)(b->every ? b->every : 1));
+            return -1;
+        }
+        if (step > b->last_done + span || step + span < b->last_done) {
+            b->refused++;
+            snprintf(report, report_len,
+                     "DIGEST for step %llu: outside the accepted window [%llu, %llu] around the last completed "
+                     "check (step %llu)",
+                     (unsigned long long)step, (unsigned long long)(b->last_done > span ? b->last_done - span : 1),
+                     (unsigned long long)(b->last_done + span), (unsigned long long)b->last_done);
+            return -1;
+        }
+        if (b->n >= b->max_open) {
+            b->refused++;
+            snprintf(report, report_len, "DIGEST for step %llu shard %d: %d checks already open (the limit)",
+                     (unsigned long long)step, shard, b->n);
+            return -1;
+        }
         if (b->n == b->cap) {
             b->cap = b->cap ? 2 * b->cap : 16;
             dentry *ne = wr_calloc((size_t)b->cap, sizeof *ne);
@@ -99,6 +139,7 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
     d->got[slot] = 1;
     d->vals[slot] = digest;
     if (++d->have < b->n_workers + 1) return 0;
+    if (step > b->last_done) b->last_done = step;
     // Complete: compare everyone with the shard's master copy.
     uint64_t ref = d->vals[b->n_workers];
     int bad = 0;
@@ -128,6 +169,28 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
 uint64_t wr_digest_book_passed(const wr_digest_book *b) { return b->passed; }
 uint64_t wr_digest_book_failed(const wr_digest_book *b) { return b->failed; }
 int wr_digest_book_incomplete(const wr_digest_book *b) { return b->n; }
+uint64_t wr_digest_book_refused(const wr_digest_book *b) { return b->refused; }
+
+void wr_digest_book_describe_open(const wr_digest_book *b, char *out, size_t len) {
+    size_t at = 0;
+    if (len) out[0] = 0;
+    for (int i = 0; i < b->n && at < len; i++) {
+        const dentry *d = &b->e[i];
+        int w = snprintf(out + at, len - at, "%s(step %llu, shard %d: missing", i ? "; " : "",
+                         (unsigned long long)d->step, d->shard);
+        if (w > 0) at += (size_t)w;
+        for (int slot = 0; slot <= b->n_workers && at < len; slot++) {
+            if (d->got[slot]) continue;
+            char nm[32];
+            w = snprintf(out + at, len - at, " %s", slot_name(b, slot, nm, sizeof nm));
+            if (w > 0) at += (size_t)w;
+        }
+        if (at < len) {
+            w = snprintf(out + at, len - at, ")");
+            if (w > 0) at += (size_t)w;
+        }
+    }
+}
 
 // ---- the coordinator ------------------------------------------------------------------
 
@@ -169,6 +232,15 @@ typedef struct {
     uint32_t n_kv;
     double t_start;
     double next_probe;
+    uint64_t nt;          // training-set size the workers reported (REGISTER 'nt'; 0 = not reported)
+    int nt_set;
+    uint64_t total_steps; // sent in the epoch-1 map ('ts')
+    // A node reported an ERROR: its cause may be another node that died (a
+    // worker that lost its shard). Liveness decides for up to pend_until.
+    int pend_status;
+    double pend_until;
+    char pend_reason[WR_REASON_MAX + WR_ADDR_MAX + 128];
+    double end_wait_t0;   // all workers left; waiting for the last digest checks since
 } coord;
 
 static volatile sig_atomic_t g_stop_signal = 0;
@@ -251,6 +323,19 @@ static void send_welcome(coord *c, const node *n) {
 static int form_job(coord *c) {
     char err[WR_ERR_LEN];
     int S = c->cfg.shards, W = c->cfg.workers;
+    // The one source of the total step count (lr schedule) for shards and
+    // workers: steps, else epochs over the training-set size the workers
+    // reported (the Fashion-MNIST size for workers that do not say).
+    int64_t nt = c->nt ? (int64_t)c->nt : WR_FASHION_TRAIN;
+    int64_t ts = wr_total_steps(&c->cfg, nt);
+    if (ts < 1 || (uint64_t)ts > WR_MAX_TOTAL_STEPS) {
+        char why[256];
+        snprintf(why, sizeof why,
+                 "no training steps: epochs = %d over a training set of %lld examples with batch %d gives %lld steps",
+                 c->cfg.epochs, (long long)nt, c->cfg.batch, (long long)ts);
+        return stop_job(c, 2, why);
+    }
+    c->total_steps = (uint64_t)ts;
     c->lo = wr_calloc((size_t)S, sizeof *c->lo);
     c->hi = wr_calloc((size_t)S, sizeof *c->hi);
     if (wr_shard_ranges(c->d, S, c->lo, c->hi, err) != WR_OK) {
@@ -286,6 +371,7 @@ static int form_job(coord *c) {
     }
     h.n_config = c->n_kv;
     h.config = c->kv;
+    h.total_steps = c->total_steps;
     c->formed = 1;
     double now = wr_now();
     for (int i = 0; i < c->n_nodes; i++) {
@@ -298,9 +384,12 @@ static int form_job(coord *c) {
     free(h.shards);
     free(h.workers);
     c->book = wr_digest_book_new(W, S);
+    wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
+                              WR_DIGEST_WINDOW, S * WR_DIGEST_OPEN_PER_SHARD);
     c->barrier_in = wr_calloc((size_t)W, 1);
-    wr_info("job formed: %d shards, %d workers, d = %llu parameters, codec %s; cluster map epoch 1 sent", S, W,
-            (unsigned long long)c->d, c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
+    wr_info("job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 sent",
+            S, W, (unsigned long long)c->d, (unsigned long long)c->total_steps,
+            c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
     for (int s = 0; s < S; s++) {
         node *n = &c->nodes[c->shard_node[s]];
         wr_info("  shard %d: [%llu, %llu) at %s (host %s)", s, (unsigned long long)c->lo[s],
@@ -365,6 +454,17 @@ static int on_register(coord *c, const wr_msg *m, const wr_pmsg *h) {
             reply_error(c, m, WR_EC_CONFIG, r);
             return stop_job(c, 2, r);
         }
+        if (c->nt_set && h->train_examples != c->nt) {
+            char r[WR_ERR_LEN];
+            snprintf(r, sizeof r,
+                     "worker on host %s reports a training set of %llu examples, the other workers %llu: "
+                     "all workers must load the same data set (it sets the total step count)",
+                     n->host, (unsigned long long)h->train_examples, (unsigned long long)c->nt);
+            reply_error(c, m, WR_EC_CONFIG, r);
+            return stop_job(c, 2, r);
+        }
+        c->nt = h->train_examples;
+        c->nt_set = 1;
         c->d = h->n_params;
         n->d = h->n_params;
         n->registered = 1;
@@ -499,10 +599,22 @@ static int on_message(coord *c, wr_msg *m) {
         snprintf(r, sizeof r, "%s reported an error (%s): %s", who,
                  h.code == WR_EC_CONFIG ? "config" : h.code == WR_EC_TIMEOUT ? "timeout" : "error", h.reason);
         n->left = 1;  // it stops on its own
-        // Often the cause is another node that died (a worker losing its shard):
-        // name that one, with status 5.
+        int status = h.code == WR_EC_CONFIG ? 2 : 1;
+        // Often the cause is another node that died (a worker losing its
+        // shard), and the error can arrive before its connection is seen
+        // closed: name that one, with status 5, if liveness finds it within
+        // ~2 heartbeat intervals (checked every tick); else stop with `status`.
         int gone = c->formed ? probe_nodes(c) : -1;
-        st = gone >= 0 ? node_gone(c, gone, r) : stop_job(c, h.code == WR_EC_CONFIG ? 2 : 1, r);
+        if (gone >= 0) {
+            st = node_gone(c, gone, r);
+        } else if (!c->formed || status == 2) {
+            st = stop_job(c, status, r);
+        } else if (!c->pend_status) {
+            c->pend_status = status;
+            c->pend_until = wr_now() + WR_MAX(2.0 * c->cfg.heartbeat_interval, 0.5);
+            snprintf(c->pend_reason, sizeof c->pend_reason, "%s", r);
+            wr_info("%s; checking whether another node died first", r);
+        }
         break;
     }
     case WR_MT_SHUTDOWN: {
@@ -627,7 +739,11 @@ static void finish_report(coord *c) {
     wr_info("digest checks: %llu passed, %llu failed", (unsigned long long)p, (unsigned long long)f);
     if (c->book && wr_digest_book_incomplete(c->book))
         wr_warn("%d digest checks incomplete (not every replica reported)", wr_digest_book_incomplete(c->book));
+    if (c->book && wr_digest_book_refused(c->book))
+        wr_warn("%llu digests refused (step not digested, outside the window, or too many open checks)",
+                (unsigned long long)wr_digest_book_refused(c->book));
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
+    wr_info("peak RSS %.1f MiB", wr_srv_peak_rss_mib());
 }
 
 int wr_coordinator_run(const wr_coord_opts *o) {
@@ -646,6 +762,9 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     eo.sndhwm = 100000;
     eo.rcvhwm = 100000;
     eo.linger_ms = 2000;
+    // Control messages only (no payloads): frames beyond the header bound
+    // are refused by ZeroMQ before it allocates for them.
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
     if (wr_bind(ctx, o->bind, &eo, &c->ep, err) != WR_OK) {
         wr_error("cannot bind %s: %s", o->bind, err);
         wr_transport_ctx_free(ctx);
@@ -715,7 +834,26 @@ int wr_coordinator_run(const wr_coord_opts *o) {
                 status = 3;
             }
         } else {
-            if (c->n_left == c->cfg.workers) {
+            if (c->n_left == c->cfg.workers && c->book && wr_digest_book_incomplete(c->book) > 0) {
+                // A shard's last DIGEST can arrive after the last LEAVE: wait
+                // for the open checks (bounded by step_timeout); a check that
+                // never completes fails the job, it does not pass silently.
+                if (c->end_wait_t0 == 0) {
+                    c->end_wait_t0 = now;
+                    wr_info("all workers done; waiting up to %g s for %d open digest checks", c->cfg.step_timeout,
+                            wr_digest_book_incomplete(c->book));
+                } else if (now - c->end_wait_t0 > c->cfg.step_timeout) {
+                    char open[1024], r[WR_REASON_MAX];
+                    wr_digest_book_describe_open(c->book, open, sizeof open);
+                    wr_error("digest checks still incomplete %g s after the last worker left: %s", c->cfg.step_timeout,
+                             open);
+                    snprintf(r, sizeof r, "%d digest checks incomplete at the end of the job",
+                             wr_digest_book_incomplete(c->book));
+                    status = stop_job(c, 1, r);
+                    break;
+                }
+            }
+            if (c->n_left == c->cfg.workers && !(c->book && wr_digest_book_incomplete(c->book) > 0)) {
                 wr_pmsg h;
                 init_hdr(c, &h, WR_MT_SHUTDOWN);
                 h.code = 0;
@@ -726,11 +864,12 @@ int wr_coordinator_run(const wr_coord_opts *o) {
                 break;
             }
             int st = check_liveness(c, now);
-            if (!st && now >= c->next_probe) {
+            if (!st && (now >= c->next_probe || c->pend_status)) {
                 c->next_probe = now + c->cfg.heartbeat_interval;
                 int gone = probe_nodes(c);
-                if (gone >= 0) st = node_gone(c, gone, NULL);
+                if (gone >= 0) st = node_gone(c, gone, c->pend_status ? c->pend_reason : NULL);
             }
+            if (!st && c->pend_status && now >= c->pend_until) st = stop_job(c, c->pend_status, c->pend_reason);
             if (st) status = st;
         }
     }

@@ -54,6 +54,7 @@ wr_heartbeat *wr_heartbeat_start(wr_transport_ctx *ctx, const char *coord_addr, 
     wr_endpoint_opts eo;
     wr_endpoint_opts_default(&eo);
     eo.linger_ms = 0;
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // the coordinator sends nothing here; bound it anyway
     if (wr_connect(ctx, coord_addr, &eo, &hb->ep, err) != WR_OK) {
         wr_buf_free(&hb->hdr);
         free(hb);

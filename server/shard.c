@@ -319,3 +319,8 @@ const float *wr_shard_core_params(const wr_shard_core *c) { return c->x; }
 size_t wr_shard_core_n(const wr_shard_core *c) { return c->n; }
 uint64_t wr_shard_core_lo(const wr_shard_core *c) { return c->lo; }
 uint64_t wr_shard_core_digest(const wr_shard_core *c) { return wr_digest64(c->x, c->n * sizeof(float)); }
+
+int64_t wr_shard_data_max_msg(uint64_t n) {
+    int64_t b = (int64_t)n * 4 + (64 << 10);
+    return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
+}

@@ -32,6 +32,12 @@
 // exceeds 2^32 elements, or n_shards is out of [1, WR_MAX_SHARDS].
 int wr_shard_ranges(uint64_t d, int n_shards, uint64_t *lo, uint64_t *hi, char *err);
 
+// Frame bound (ZMQ_MAXMSGSIZE) of a shard's data socket for a range of n
+// elements: the largest legitimate payload (fp32 of the range: PARAMS, fp32
+// PUSH) plus 64 KiB, and never below the header bound
+// (WR_PROTO_MAX_CONTROL_MSG). Pure.
+int64_t wr_shard_data_max_msg(uint64_t n);
+
 // ---- the step logic ------------------------------------------------------------------
 
 typedef struct wr_shard_core wr_shard_core;

@@ -3,7 +3,9 @@
 // from pooled buffers, PULL/PARAMS, digests, heartbeats (own thread/socket).
 // The step arithmetic lives in shard.c (wr_shard_core).
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "heartbeat.h"
@@ -29,6 +31,20 @@ typedef struct {
     size_t len;
 } peer_t;
 
+// One PARAMS reply the transport still holds (PULL answers are zero-copy from
+// a shared snapshot). `busy` is cleared by the transport's free callback,
+// possibly on its I/O thread.
+typedef struct {
+    peer_t peer;
+    atomic_int busy;
+    wr_pbuf *snap;
+} pull_slot;
+
+// Snapshots of the master copy for PULL replies: all replies of one step share
+// one, and at most this many exist (bounds the reply memory to this many
+// ranges, whatever the peers send).
+#define SNAP_MAX 2
+
 typedef struct {
     const wr_shard_opts *o;
     wr_job_config cfg;
@@ -44,6 +60,12 @@ typedef struct {
     peer_t *pulls;     // PULLs waiting for the initial parameters
     int n_pulls, cap_pulls;
     wr_bufpool *pool;
+    pull_slot *slots;  // [n_slots] PARAMS replies in flight
+    int n_slots;
+    wr_bufpool *snaps;  // SNAP_MAX snapshots of the range (fp32)
+    wr_pbuf *snap;      // snapshot of the current step (one owner reference), or NULL
+    uint64_t snap_step;
+    char bind_addr[WR_ADDR_MAX];  // concrete address to bind after the map (see setup_and_register)
     double step_t0;
     wr_srv_refusals refused;
     uint64_t send_failures;
@@ -53,11 +75,6 @@ typedef struct {
 
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_signal(int sig) { g_stop_signal = sig; }
-
-static void free_cb(void *data, void *hint) {
-    (void)hint;
-    free(data);
-}
 
 static void refuse(shard_node *s, const wr_msg *m, int kind, const char *reason) {
     wr_srv_refused(&s->refused, kind, "a worker connection", reason);
@@ -74,12 +91,76 @@ static void send_coord(shard_node *s, wr_pmsg *h) {
         wr_warn("cannot send %s to the coordinator: %s", wr_msg_type_name(h->type), err);
 }
 
+static int recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h);
+
+// A signal stops the shard: tell the coordinator (SHUTDOWN{1}), status 1.
+static int stop_by_signal(shard_node *s) {
+    wr_error("stopped by signal %d", (int)g_stop_signal);
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_SHUTDOWN);
+    h.code = 1;
+    snprintf(h.reason, sizeof h.reason, "shard %d stopped by signal %d", s->index, (int)g_stop_signal);
+    send_coord(s, &h);
+    return 1;
+}
+
+static void pull_done_cb(void *data, void *hint) {
+    (void)data;
+    pull_slot *sl = hint;
+    wr_bufpool_put(sl->snap);
+    atomic_store_explicit(&sl->busy, 0, memory_order_release);
+}
+
+static void drop_snapshot(shard_node *s) {
+    if (s->snap) wr_bufpool_put(s->snap);
+    s->snap = NULL;
+}
+
+// Answers a PULL with PARAMS of the whole range. Zero-copy from a snapshot of
+// the master copy shared by every reply of the same step (the master copy
+// changes at the next step while the transport may still hold the bytes). A
+// peer with a reply still in flight, more replies in flight than slots, or no
+// free snapshot (SNAP_MAX older ones still held by slow peers) is refused
+// with ERROR: memory stays bounded whatever a peer sends.
 static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
     size_t n = wr_shard_core_n(s->core);
-    // A copy: the master copy changes at the next step while the transport may
-    // still hold these bytes. Once per worker per job, so a malloc is fine.
-    float *copy = wr_malloc(n * sizeof(float));
-    memcpy(copy, wr_shard_core_params(s->core), n * sizeof(float));
+    char err[WR_ERR_LEN];
+    pull_slot *free_slot = NULL;
+    for (int i = 0; i < s->n_slots; i++) {
+        pull_slot *sl = &s->slots[i];
+        if (!atomic_load_explicit(&sl->busy, memory_order_acquire)) {
+            if (!free_slot) free_slot = sl;
+        } else if (sl->peer.len == peer_len && !memcmp(sl->peer.id, peer, peer_len)) {
+            snprintf(err, sizeof err, "PULL while the PARAMS reply to this connection's last PULL is still in flight");
+            wr_srv_refused(&s->refused, WR_PERR_COUNT_, "a worker connection", err);
+            wr_srv_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_PROTOCOL, err, &s->scratch);
+            return;
+        }
+    }
+    const char *why = NULL;
+    if (!free_slot) why = "too many PARAMS replies in flight (workers not draining); retry later";
+    uint64_t step = wr_shard_core_step(s->core);
+    if (!why && (!s->snap || s->snap_step != step)) {
+        drop_snapshot(s);
+        wr_pbuf *b = wr_bufpool_get(s->snaps, 1);
+        if (!b) {
+            why = "every parameter snapshot is still held by earlier PARAMS replies; retry later";
+        } else {
+            memcpy(b->data, wr_shard_core_params(s->core), n * sizeof(float));
+            s->snap = b;
+            s->snap_step = step;
+        }
+    }
+    if (why) {
+        wr_srv_refused(&s->refused, WR_PERR_COUNT_, "a worker connection", why);
+        wr_srv_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_INTERNAL, why, &s->scratch);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->snap->refs, 1, memory_order_relaxed);
+    memcpy(free_slot->peer.id, peer, peer_len);
+    free_slot->peer.len = peer_len;
+    free_slot->snap = s->snap;
+    atomic_store_explicit(&free_slot->busy, 1, memory_order_relaxed);
     wr_pmsg h;
     wr_pmsg_init(&h, WR_MT_PARAMS);
     h.job_id = s->cfg.job_id;
@@ -89,9 +170,9 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
     h.offset = wr_shard_core_lo(s->core);
     h.n_elems = n;
     h.codec = WR_CODEC_FP32;
-    char err[WR_ERR_LEN];
-    if (wr_srv_send(s->router, peer, peer_len, &h, copy, n * sizeof(float), free_cb, NULL, 0, &s->scratch, err) !=
-        WR_OK) {
+    // The callback runs exactly once whatever the result (it frees the slot).
+    if (wr_srv_send(s->router, peer, peer_len, &h, s->snap->data, n * sizeof(float), pull_done_cb, free_slot, 0,
+                    &s->scratch, err) != WR_OK) {
         s->send_failures++;
         wr_warn("cannot send PARAMS to a worker: %s", err);
     }
@@ -104,7 +185,8 @@ static int finish_step(shard_node *s) {
     wr_pbuf *buf = wr_bufpool_get(s->pool, s->n_workers + 1);
     if (!buf) {
         // Every pooled buffer is still held by the transport (a peer is slow to
-        // drain): wait for one, bounded by step_timeout.
+        // drain): wait for one, bounded by step_timeout. The coordinator can
+        // still stop us meanwhile (SHUTDOWN), and so can a signal.
         double t0 = wr_now();
         while (!(buf = wr_bufpool_get(s->pool, s->n_workers + 1))) {
             if (wr_now() - t0 > s->cfg.step_timeout) {
@@ -112,8 +194,20 @@ static int finish_step(shard_node *s) {
                          s->cfg.step_timeout);
                 return 1;
             }
-            struct timespec ts = {0, 200 * 1000};
-            nanosleep(&ts, NULL);
+            if (g_stop_signal) return stop_by_signal(s);
+            // The free callbacks come from the transport's I/O thread without a
+            // wake-up, so poll the coordinator socket with a short timeout.
+            wr_endpoint *cep = s->coord;
+            int rdy = 0;
+            if (wr_poll(&cep, 1, &rdy, 1, err) > 0 && rdy) {
+                wr_pmsg h;
+                int rc = recv_coord(s, 0, &h);
+                if (rc > 0) return rc;
+                if (rc == 0) {
+                    wr_debug("ignoring %s from the coordinator", wr_msg_type_name(h.type));
+                    wr_pmsg_clear(&h);
+                }
+            }
         }
     }
     wr_pmsg bh;
@@ -157,6 +251,7 @@ static int finish_step(shard_node *s) {
         }
     }
     wr_bufpool_put(buf);
+    drop_snapshot(s);  // a new step: the next PULL takes a new snapshot
     s->t_send += wr_now() - t1;
     uint64_t t = bh.step;
     if (t == 1) s->t_first_step = wr_now();
@@ -167,6 +262,12 @@ static int finish_step(shard_node *s) {
         d.digest = wr_shard_core_digest(s->core);
         send_coord(s, &d);
     }
+    return 0;
+}
+
+static int pull_queued(const shard_node *s, const uint8_t *peer, size_t peer_len) {
+    for (int i = 0; i < s->n_pulls; i++)
+        if (s->pulls[i].len == peer_len && !memcmp(s->pulls[i].id, peer, peer_len)) return 1;
     return 0;
 }
 
@@ -188,6 +289,7 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
             refuse(s, m, WR_PERR_COUNT_, err);
         } else {
             wr_info("initial parameters received from rank %d; answering %d queued pulls", h.rank, s->n_pulls);
+            drop_snapshot(s);
             for (int i = 0; i < s->n_pulls; i++) send_params(s, s->pulls[i].id, s->pulls[i].len);
             s->n_pulls = 0;
         }
@@ -199,6 +301,8 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
             refuse(s, m, WR_PERR_COUNT_, err);
         } else if (wr_shard_core_has_params(s->core)) {
             send_params(s, m->peer, m->peer_len);
+        } else if (pull_queued(s, m->peer, m->peer_len)) {
+            refuse(s, m, WR_PERR_COUNT_, "PULL from a connection whose earlier PULL is already queued");
         } else if (s->n_pulls < s->cap_pulls) {
             memcpy(s->pulls[s->n_pulls].id, m->peer, m->peer_len);
             s->pulls[s->n_pulls].len = m->peer_len;
@@ -301,6 +405,53 @@ static int wait_map(shard_node *s, uint64_t epoch, double timeout_s, wr_pmsg *h)
     }
 }
 
+// After closing an ipc probe listener, ZeroMQ unlinks its socket file on its
+// I/O thread; binding the same path before that would have the new file
+// removed under us. Waits (bounded) until the file is gone.
+static void wait_ipc_gone(const char *addr) {
+    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@') return;
+    struct stat st;
+    for (int i = 0; i < 200 && stat(addr + 6, &st) == 0; i++) {
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+// Binds the workers' ROUTER at the concrete address found at start, with
+// frames bounded by the range's largest legitimate payload (fp32 of n
+// elements) plus slack (at least the header bound). Retries for up to 2 s
+// while the probe listener's port is still being released. 0 or status 1.
+static int bind_data_socket(shard_node *s, uint64_t n) {
+    char err[WR_ERR_LEN];
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    // Bounded queues: outbound per worker a step's broadcast (at most the
+    // pool's 8 buffers), one PARAMS reply and a few ERRORs; inbound a step's
+    // push and a PULL. Refusal ERRORs are sent with timeout 0 and dropped
+    // when a peer does not read.
+    eo.sndhwm = 1000;
+    eo.rcvhwm = 1000;
+    eo.linger_ms = 1000;
+    // No ZMTP heartbeats on the data socket (ARCHITECTURE.md, "Data
+    // sockets"): libzmq counts only whole messages as traffic, so a large
+    // frame in transit would drop the connection. Liveness comes from the
+    // coordinator's heartbeats and step_timeout.
+    eo.heartbeat_ms = 0;
+    eo.max_msg_size = wr_shard_data_max_msg(n);
+    double t0 = wr_now();
+    for (;;) {
+        if (wr_bind(s->ctx, s->bind_addr, &eo, &s->router, err) == WR_OK) break;
+        if (wr_now() - t0 > 2.0) {
+            wr_error("cannot bind the data socket at %s (address checked at start): %s", s->bind_addr, err);
+            return 1;
+        }
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    wr_debug("data socket bound at %s (frames up to %lld bytes)", s->bind_addr, (long long)eo.max_msg_size);
+    return 0;
+}
+
 static int setup_and_register(shard_node *s) {
     char err[WR_ERR_LEN];
     const wr_shard_opts *o = s->o;
@@ -309,25 +460,32 @@ static int setup_and_register(shard_node *s) {
         wr_error("transport: %s", err);
         return 1;
     }
+    // The data socket's frame bound (max_msg_size) is the range's fp32 size,
+    // known only from the cluster map, and ZeroMQ fixes it per listener at
+    // bind time. So: bind once now to check the address and learn the port
+    // (tcp://*:0), close that probe socket (nobody connects to it: workers
+    // learn the address from the map), and bind for real at the concrete
+    // address right after the map (bind_data_socket).
     wr_endpoint_opts eo;
     wr_endpoint_opts_default(&eo);
-    // A step puts at most a few messages per worker in flight; a large HWM means
-    // a send with timeout 0 never fails on a slow worker.
-    eo.sndhwm = 100000;
-    eo.rcvhwm = 100000;
-    eo.linger_ms = 1000;
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
+    eo.linger_ms = 0;
     const char *bind = o->bind ? o->bind : "tcp://*:0";
-    if (wr_bind(s->ctx, bind, &eo, &s->router, err) != WR_OK) {
+    wr_endpoint *probe = NULL;
+    if (wr_bind(s->ctx, bind, &eo, &probe, err) != WR_OK) {
         wr_error("cannot bind %s: %s", bind, err);
         return 1;
     }
-    char bound[WR_ADDR_MAX];
-    if (wr_last_endpoint(s->router, bound, sizeof bound) != WR_OK) snprintf(bound, sizeof bound, "%s", bind);
-    wr_srv_advertise(bound, o->advertise, s->adv, sizeof s->adv);
+    if (wr_last_endpoint(probe, s->bind_addr, sizeof s->bind_addr) != WR_OK)
+        snprintf(s->bind_addr, sizeof s->bind_addr, "%s", bind);
+    wr_close(probe);
+    wait_ipc_gone(s->bind_addr);
+    wr_srv_advertise(s->bind_addr, o->advertise, s->adv, sizeof s->adv);
     wr_info("listening on %s", s->adv);
     wr_endpoint_opts co;
     wr_endpoint_opts_default(&co);
     co.linger_ms = 1000;
+    co.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // control messages only
     if (wr_connect(s->ctx, o->coordinator, &co, &s->coord, err) != WR_OK) {
         wr_error("cannot connect to the coordinator at %s: %s", o->coordinator, err);
         return 2;
@@ -375,13 +533,21 @@ static int setup_and_register(shard_node *s) {
     s->index = map.shard;
     s->n_workers = (int)map.n_workers_map;
     uint64_t lo = map.shards[s->index].lo, hi = map.shards[s->index].hi;
-    wr_pmsg_clear(&map);
-    int64_t total = wr_total_steps(&s->cfg, WR_FASHION_TRAIN);
+    // The coordinator is the one source of the total step count (lr
+    // schedule); a map without it (older coordinator) falls back to steps /
+    // epochs over the Fashion-MNIST size.
+    int64_t total = map.total_steps > 0 ? (int64_t)map.total_steps : wr_total_steps(&s->cfg, WR_FASHION_TRAIN);
+    if ((st = bind_data_socket(s, hi - lo)) != 0) {
+        wr_pmsg_clear(&map);
+        return st;
+    }
     s->core = wr_shard_core_new(&s->cfg, s->index, lo, hi, s->n_workers, total, err);
     if (!s->core) {
+        wr_pmsg_clear(&map);
         wr_error("%s", err);
         return 1;
     }
+    wr_pmsg_clear(&map);
     char name[32];
     snprintf(name, sizeof name, "shard %d", s->index);
     wr_log_set_name(name);
@@ -390,6 +556,10 @@ static int setup_and_register(shard_node *s) {
     s->cap_pulls = 2 * s->n_workers + 8;
     s->pulls = wr_calloc((size_t)s->cap_pulls, sizeof *s->pulls);
     s->pool = wr_bufpool_new(wr_shard_core_bcast_bytes(s->core), 8);
+    s->n_slots = 2 * s->n_workers + 8;
+    s->slots = wr_calloc((size_t)s->n_slots, sizeof *s->slots);
+    for (int i = 0; i < s->n_slots; i++) atomic_init(&s->slots[i].busy, 0);
+    s->snaps = wr_bufpool_new((hi - lo) * sizeof(float), SNAP_MAX);
     wr_info("range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s", (unsigned long long)lo,
             (unsigned long long)hi, (unsigned long long)(hi - lo), s->n_workers, (long long)total,
             s->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32",
@@ -468,13 +638,7 @@ int wr_shard_run(const wr_shard_opts *o) {
             }
         }
         if (g_stop_signal) {
-            wr_error("stopped by signal %d", (int)g_stop_signal);
-            wr_pmsg h;
-            wr_pmsg_init(&h, WR_MT_SHUTDOWN);
-            h.code = 1;
-            snprintf(h.reason, sizeof h.reason, "shard %d stopped by signal %d", s->index, (int)g_stop_signal);
-            send_coord(s, &h);
-            status = 1;
+            status = stop_by_signal(s);
             break;
         }
         int pending = wr_shard_core_pending(s->core);
@@ -505,17 +669,20 @@ int wr_shard_run(const wr_shard_opts *o) {
         uint64_t steps = wr_shard_core_step(s->core);
         double per = steps ? 1e3 / (double)steps : 0;
         wr_info("%llu steps, %.1f MB broadcast in %.1f s; per step: aggregate+apply %.3f ms, sends %.3f ms; "
-                "%llu messages refused, %llu sends failed",
+                "%llu messages refused, %llu sends failed; peak RSS %.1f MiB",
                 (unsigned long long)steps, s->bytes_out / 1e6, el, s->t_finish * per, s->t_send * per,
-                (unsigned long long)s->refused.total, (unsigned long long)s->send_failures);
+                (unsigned long long)s->refused.total, (unsigned long long)s->send_failures, wr_srv_peak_rss_mib());
     }
     wr_heartbeat_stop(hb);
     if (s->held)
         for (int r = 0; r < s->n_workers; r++) wr_msg_release(&s->held[r]);
+    drop_snapshot(s);
     wr_close(s->router);
     wr_close(s->coord);
     if (s->ctx) wr_transport_ctx_free(s->ctx);
     wr_bufpool_free(s->pool);  // after the context: every free callback has run
+    wr_bufpool_free(s->snaps);
+    free(s->slots);
     wr_shard_core_free(s->core);
     wr_buf_free(&s->scratch);
     free(s->held);

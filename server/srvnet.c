@@ -4,6 +4,8 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,6 +50,20 @@ void wr_srv_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, ui
     char err[WR_ERR_LEN];
     int rc = wr_srv_send(ep, peer, peer_len, &h, NULL, 0, NULL, NULL, 0, scratch, err);
     if (rc != WR_OK) wr_debug("could not send ERROR: %s", err);
+}
+
+double wr_srv_peak_rss_mib(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    double kib = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "VmHWM:", 6)) {
+            kib = strtod(line + 6, NULL);
+            break;
+        }
+    fclose(f);
+    return kib / 1024.0;
 }
 
 void wr_srv_hostname(char *buf, size_t len) {

@@ -24,6 +24,10 @@ int wr_srv_send(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_
 void wr_srv_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
                        uint64_t epoch, int code, const char *reason, wr_buf *scratch);
 
+// Peak resident set size of this process in MiB (VmHWM of /proc/self/status;
+// 0 if unknown). For the end-of-job log lines the tests check memory bounds with.
+double wr_srv_peak_rss_mib(void);
+
 // Fills buf with this machine's host name (or "localhost").
 void wr_srv_hostname(char *buf, size_t len);
 

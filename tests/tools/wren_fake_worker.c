@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "birder.h"
@@ -91,6 +92,32 @@ static int recv_one(wr_endpoint *ep, int timeout_ms, wr_pmsg *h, void *pl, size_
     return 0;
 }
 
+// Sends one frame of `mib` MiB to addr on its own socket (a peer trying to make
+// the receiver allocate); the receiver's frame bound must drop it.
+static void send_big_frame(const char *addr, long mib, const char *who) {
+    char err[WR_ERR_LEN];
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    o.linger_ms = 2000;
+    o.heartbeat_ms = 0;
+    wr_endpoint *ep = NULL;
+    if (wr_connect(g_ctx, addr, &o, &ep, err) != WR_OK) {
+        wr_warn("big frame: %s", err);
+        return;
+    }
+    size_t len = (size_t)mib << 20;
+    char *buf = calloc(1, len);
+    buf[0] = (char)0x81;  // looks like a msgpack map
+    wr_msg m;
+    memset(&m, 0, sizeof m);
+    m.header.data = buf;
+    m.header.len = len;
+    int rc = wr_send(ep, &m, 2000, err);
+    wr_info("big frame of %ld MiB to %s: %s", mib, who, rc == WR_OK ? "queued" : err);
+    wr_close(ep);  // lingers up to 2 s while the bytes go out
+    free(buf);
+}
+
 static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
     double t0 = wr_now();
     while (wr_now() - t0 < timeout) {
@@ -109,8 +136,15 @@ int main(int argc, char **argv) {
         {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
         {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
         {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'}, {"fixed-grad", no_argument, NULL, 'f'}, {"barrier", no_argument, NULL, 'B'},
-        {"log-level", required_argument, NULL, 'l'},   {NULL, 0, NULL, 0},
+        {"log-level", required_argument, NULL, 'l'},   {"nt", required_argument, NULL, 'n'},
+        {"pull-flood", required_argument, NULL, 'P'},  {"big-frame", required_argument, NULL, 'F'},
+        {"bad-digest", no_argument, NULL, 'D'},        {"skip-last-digest", no_argument, NULL, 'S'},
+        {"late-digest", required_argument, NULL, 'L'}, {NULL, 0, NULL, 0},
     };
+    uint64_t nt = 60000;
+    long pull_flood = 0, big_frame_mib = 0;
+    int bad_digest = 0, skip_last_digest = 0;
+    double late_digest = 0;
     uint64_t d = 0;
     const char *host = "fakehost";
     long corrupt_at = -1, die_at = -1;
@@ -126,6 +160,12 @@ int main(int argc, char **argv) {
         case 'f': fixed_grad = 1; break;
         case 'B': barrier = 1; break;
         case 'l': wr_log_set_level((enum wr_log_level)wr_log_parse_level(optarg)); break;
+        case 'n': nt = strtoull(optarg, NULL, 10); break;
+        case 'P': pull_flood = atol(optarg); break;
+        case 'F': big_frame_mib = atol(optarg); break;
+        case 'D': bad_digest = 1; break;
+        case 'S': skip_last_digest = 1; break;
+        case 'L': late_digest = atof(optarg); break;
         default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
         }
     }
@@ -144,6 +184,7 @@ int main(int argc, char **argv) {
         wr_error("%s", err);
         return 1;
     }
+    if (big_frame_mib > 0) send_big_frame(g_coord, big_frame_mib, "the coordinator");
     wr_config_defaults(&g_cfg);
     g_cfg.job_id = 0;
     wr_pmsg h;
@@ -162,10 +203,13 @@ int main(int argc, char **argv) {
     wr_pmsg_init(&h, WR_MT_REGISTER);
     snprintf(h.host, sizeof h.host, "%s", host);
     h.n_params = d;
+    h.train_examples = nt;
     send_c(&h, NULL, 0);
     st = wait_coord(WR_MT_CLUSTER_MAP, 1, g_cfg.register_timeout + 10, &h);
     if (st) return st < 0 ? 1 : st == 256 ? 0 : st;
     g_rank = h.rank;
+    // The coordinator's total step count (older ones: computed here).
+    int64_t total = h.total_steps > 0 ? (int64_t)h.total_steps : wr_total_steps(&g_cfg, WR_FASHION_TRAIN);
     int S = (int)h.n_shards, W = (int)h.n_workers_map;
     sh_t *sh = wr_calloc((size_t)S, sizeof *sh);
     for (int s = 0; s < S; s++) {
@@ -235,7 +279,6 @@ int main(int argc, char **argv) {
         }
         wr_pmsg_clear(&r);
     }
-    int64_t total = wr_total_steps(&g_cfg, WR_FASHION_TRAIN);
     int birder = g_cfg.codec == WR_JOB_CODEC_BIRDER;
     double t_start = wr_now();
     int status = 0;
@@ -271,6 +314,52 @@ int main(int argc, char **argv) {
             }
             wr_info("bad push %d refused: %s", k, r.reason);
             wr_pmsg_clear(&r);
+        }
+    }
+    wr_endpoint *flood = NULL;
+    if (pull_flood > 0) {
+        // N PULLs to shard 0 on a socket that never reads the replies: the
+        // shard must answer one, refuse the rest, and keep its memory bounded.
+        wr_endpoint_opts fo;
+        wr_endpoint_opts_default(&fo);
+        fo.heartbeat_ms = 0;
+        fo.rcvhwm = 1;
+        fo.sndhwm = 100000;
+        fo.linger_ms = 0;
+        if (wr_connect(g_ctx, sh[0].addr, &fo, &flood, err) != WR_OK) {
+            wr_error("pull flood: %s", err);
+            return 1;
+        }
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_PULL);
+        p.job_id = g_cfg.job_id;
+        p.epoch = 1;
+        p.rank = g_rank;
+        p.shard = 0;
+        long sent = 0;
+        for (; sent < pull_flood; sent++)
+            if (wr_srv_send(flood, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err) != WR_OK) break;
+        wr_info("pull flood: sent %ld PULLs to shard 0 and will not read the replies", sent);
+    }
+    if (big_frame_mib > 0) send_big_frame(sh[0].addr, big_frame_mib, "shard 0");
+    if (bad_digest && g_cfg.digest_every > 1) {
+        // DIGESTs the book must refuse (ERROR back): a step that is not
+        // digested, and one far beyond the window.
+        uint64_t steps[2] = {1, (uint64_t)g_cfg.digest_every * 1000000};
+        for (int k = 0; k < 2; k++) {
+            wr_pmsg p;
+            wr_pmsg_init(&p, WR_MT_DIGEST);
+            p.epoch = 1;
+            p.step = steps[k];
+            p.shard = 0;
+            send_c(&p, NULL, 0);
+            st = wait_coord(WR_MT_ERROR, 1, 10, &p);
+            if (st) {
+                wr_error("bad digest for step %llu: no ERROR reply", (unsigned long long)steps[k]);
+                return 1;
+            }
+            wr_info("bad digest %d refused: %s", k, p.reason);
+            wr_pmsg_clear(&p);
         }
     }
     if (barrier) {
@@ -368,7 +457,8 @@ int main(int argc, char **argv) {
         }
         if (status) break;
         if (corrupt_at == t) x[sh[S - 1].lo] += 1.0f;
-        if (g_cfg.digest_every > 0 && t % g_cfg.digest_every == 0)
+        int last = t == total && (skip_last_digest || late_digest > 0);
+        if (g_cfg.digest_every > 0 && t % g_cfg.digest_every == 0 && !last)
             for (int s = 0; s < S; s++) {
                 wr_pmsg p;
                 wr_pmsg_init(&p, WR_MT_DIGEST);
@@ -394,7 +484,23 @@ int main(int argc, char **argv) {
         wr_pmsg_init(&p, WR_MT_LEAVE);
         p.epoch = 1;
         send_c(&p, NULL, 0);
+        if (late_digest > 0 && g_cfg.digest_every > 0 && total % g_cfg.digest_every == 0) {
+            // The last digest after LEAVE (as a slow shard's can arrive): the
+            // coordinator must wait for it, not finish without the check.
+            struct timespec ts = {(time_t)late_digest, (long)((late_digest - (double)(time_t)late_digest) * 1e9)};
+            nanosleep(&ts, NULL);
+            for (int s = 0; s < S; s++) {
+                wr_pmsg_init(&p, WR_MT_DIGEST);
+                p.epoch = 1;
+                p.step = (uint64_t)total;
+                p.shard = s;
+                p.digest = wr_digest64(x + sh[s].lo, (sh[s].hi - sh[s].lo) * 4);
+                send_c(&p, NULL, 0);
+            }
+            wr_info("sent the last digests %.1f s after LEAVE", late_digest);
+        }
     }
+    wr_close(flood);
     wr_heartbeat_stop(hb);
     for (int s = 0; s < S; s++) wr_close(sh[s].ep);
     wr_close(g_cep);
