@@ -818,6 +818,8 @@ static int lookup_key(const char *k, uint32_t n) {
     if (n != 2) return -1;
     switch ((uint8_t)k[0] << 8 | (uint8_t)k[1]) {
     case 's' << 8 | 'h': return F_SH;
+    case 'n' << 8 | 't': return F_NT;
+    case 't' << 8 | 's': return F_TS;
     case 'n' << 8 | 'w': return F_NW;
     case 'p' << 8 | 'l': return F_PL;
     case 'r' << 8 | 'o': return F_RO;

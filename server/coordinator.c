@@ -8,6 +8,7 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 
+#include <limits.h>
 #include <signal.h>
 #include <string.h>
 
@@ -44,8 +45,8 @@ wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
     b->n_workers = n_workers;
     b->n_shards = n_shards;
     b->every = 0;
-    b->window = WR_DIGEST_WINDOW;
-    b->max_open = n_shards * WR_DIGEST_OPEN_PER_SHARD;
+    b->window = 0;  // no limits until wr_digest_book_set_limits
+    b->max_open = INT_MAX;
     return b;
 }
 
@@ -92,7 +93,7 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
         // A new (step, shard): only steps the job digests, near the checks
         // already done, and a bounded number open, so a peer cannot make the
         // book grow without limit.
-        uint64_t span = (b->every ? b->every : 1) * b->window;
+        uint64_t span = b->window ? (b->every ? b->every : 1) * b->window : UINT64_MAX / 2;
         if (step == 0 || (b->every && step % b->every != 0)) {
             b->refused++;
             snprintf(report, report_len, "DIGEST for step %llu: digests are taken every %llu steps (from step %llu)",

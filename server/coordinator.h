@@ -36,11 +36,12 @@ void wr_digest_book_free(wr_digest_book *b);
 // out of range or a duplicate; report says why).
 int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
                        char *report, size_t report_len);
-// Limits on new (step, shard) entries (defaults: every 0 = any step >= 1,
-// window WR_DIGEST_WINDOW, max_open n_shards * WR_DIGEST_OPEN_PER_SHARD): a
-// digest opening a new entry is refused (-1, counted in _refused) unless its
-// step is a positive multiple of `every` within window * every steps of the
-// highest completed step, and fewer than max_open entries are open.
+// Limits on new (step, shard) entries; a new book has none (any step >= 1).
+// The coordinator sets every = digest_every, window = WR_DIGEST_WINDOW,
+// max_open = n_shards * WR_DIGEST_OPEN_PER_SHARD. Then a digest opening a new
+// entry is refused (-1, counted in _refused, report says why) unless its step
+// is a positive multiple of `every` (0: any) within window * every steps of
+// the highest completed step, and fewer than max_open entries are open.
 #define WR_DIGEST_WINDOW 64
 #define WR_DIGEST_OPEN_PER_SHARD 8
 void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open);

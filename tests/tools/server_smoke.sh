@@ -24,6 +24,7 @@ run() {
   for ((s = 0; s < ns; s++)); do
     local sb; if [ "$tr" = ipc ]; then sb="ipc://$d/s$s"; else sb="tcp://127.0.0.1:0"; fi
     "$B/wren-server" shard --coordinator "$ca" --bind "$sb" --connect-timeout 10 > "$d/s$s.log" 2>&1 &
+    [ $s = 0 ] && local s0pid=$!
   done
   local i=0
   for w in "${ws[@]}"; do
@@ -32,6 +33,9 @@ run() {
     "$B/wren_fake_worker" --coordinator "$ca" $w > "$d/w$i.log" 2>&1 &
     i=$((i+1))
   done
+  if [ -n "${KILL_SHARD_AFTER:-}" ]; then
+    (sleep "$KILL_SHARD_AFTER"; kill -KILL "$s0pid" 2>/dev/null || true) &
+  fi
   local rc=0
   for _ in $(seq 600); do kill -0 $cp 2>/dev/null || break; sleep 0.1; done
   if kill -0 $cp 2>/dev/null; then kill $cp; rc=124; else wait $cp; rc=$?; fi
@@ -39,9 +43,12 @@ run() {
   local extra=""
   case $expect in
     0) grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$d/coord.log" || extra=" (no passing digest line)"
+       grep -q "incomplete" "$d/coord.log" && extra="$extra (digest checks incomplete)"
        if grep -q -- --barrier <<< "$wspec" && [ "$(cat "$d"/w*.log | grep -c 'barrier 7 released')" != "$nw" ]; then extra="$extra (barrier not released to all)"; fi;;
     4) grep -q "REPLICAS DIVERGED" "$d/coord.log" || extra=" (no divergence report)";;
-    5) grep -q "is dead" "$d/coord.log" || extra=" (no dead-node report)";;
+    5) grep -q "is dead" "$d/coord.log" || extra=" (no dead-node report)"
+       [ -n "${DEAD:-}" ] && ! grep -q "$DEAD" "$d/coord.log" && extra="$extra (dead node is not '$DEAD')";;
+    1) [ -n "${EXPECT_LOG:-}" ] && ! grep -q "$EXPECT_LOG" "$d/coord.log" && extra=" (no '$EXPECT_LOG' in the log)";;
     3) grep -q "missing 1 of 3 workers" "$d/coord.log" || extra=" (no 'missing' report)";;
   esac
   if [ "$rc" = "$expect" ] && [ -z "$extra" ]; then
@@ -49,7 +56,15 @@ run() {
   else
     echo "FAIL $name: exit $rc, expected $expect$extra"; tail -n 8 "$d"/*.log; fail=1
   fi
+  LAST=$d
   wait 2>/dev/null
+}
+
+# peak_rss NAME LOG MAX_MIB: the role's end-of-job "peak RSS X MiB" is at most MAX_MIB.
+peak_rss() {
+  local v; v=$(grep -o "peak RSS [0-9.]* MiB" "$2" | tail -1 | awk '{print $3}')
+  if [ -n "$v" ] && awk -v v="$v" -v m="$3" 'BEGIN{exit !(v <= m)}'; then echo "ok   $1 (peak RSS $v MiB <= $3)"
+  else echo "FAIL $1: peak RSS '${v:-?}' MiB, bound $3"; fail=1; fi
 }
 
 D=100000
@@ -63,6 +78,28 @@ run dead_worker 5 ipc 2 "--d $D|--d $D --die-at 30" steps=100000 model=synthetic
 run register_timeout 3 ipc 2 "--d $D|--d $D|none" register_timeout=2 model=synthetic:$D batch=120
 run d_mismatch 2 ipc 1 "--d $D|--d 5000" model=synthetic:$D register_timeout=5
 run too_many_shards 2 ipc 3 "--d 100" model=synthetic:100 register_timeout=5
+# Review fixes (each a regression test; docs/ARCHITECTURE.md "Hardening"):
+# PULL flood from a socket that never reads: one reply, the rest refused, memory bounded.
+run pull_flood 0 ipc 1 "--d 1000000 --pull-flood 20000|--d 1000000" steps=30 model=synthetic:1000000 digest_every=5
+peak_rss pull_flood_shard_rss "$LAST/s0.log" 200
+# Oversized frames to the coordinator and a shard: dropped by the frame bound, not allocated.
+run big_frame 0 tcp 1 "--d $D --big-frame 192|--d $D" steps=30 model=synthetic:$D digest_every=5
+peak_rss big_frame_coord_rss "$LAST/coord.log" 120
+peak_rss big_frame_shard_rss "$LAST/s0.log" 120
+# Digests the book must refuse (step not digested, far outside the window).
+run bad_digest 0 ipc 2 "--d $D --bad-digest|--d $D" steps=30 model=synthetic:$D digest_every=5
+# The last digest arrives after the last LEAVE: waited for, checked, exit 0.
+run late_digest 0 ipc 2 "--d $D --late-digest 1.5|--d $D" steps=30 model=synthetic:$D digest_every=5
+# A check that never completes fails the job (status 1), not a silent pass.
+EXPECT_LOG="digest checks incomplete" run missing_digest 1 ipc 1 "--d $D --skip-last-digest|--d $D" steps=30 model=synthetic:$D digest_every=5 step_timeout=2
+# Total steps from the coordinator: epochs over the workers' training-set size (nt = 1000, batch 100 -> 20 steps).
+run total_steps_nt 0 ipc 2 "--d 1000 --nt 1000|--d 1000 --nt 1000" epochs=2 batch=100 model=synthetic:1000 codec=fp32 lr_schedule=cosine warmup_steps=3 digest_every=4
+grep -q ", 20 steps," "$LAST/coord.log" && echo "ok   total_steps_nt_is_20" || { echo "FAIL total_steps_nt: coordinator did not compute 20 steps"; fail=1; }
+run nt_mismatch 2 ipc 1 "--d 1000 --nt 1000|--d 1000 --nt 2000" model=synthetic:1000 register_timeout=5
+# A killed shard is always status 5 naming the shard, even when a worker's error arrives first.
+for k in 1 2 3; do
+  DEAD="shard 0 on host" KILL_SHARD_AFTER=2 run "kill_shard_$k" 5 ipc 2 "--d $D|--d $D" steps=10000000 model=synthetic:$D heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=60
+done
 "$B/wren-server" coordinator lr=abc >/dev/null 2>&1; rc=$?
 [ $rc = 2 ] && echo "ok   bad_config (exit 2)" || { echo "FAIL bad_config: exit $rc"; fail=1; }
 exit $fail

@@ -470,6 +470,16 @@ int main(int argc, char **argv) {
             }
     }
     double el = wr_now() - t_start;
+    if (status == 1) {
+        // Like the real worker: tell the coordinator (often a shard died and
+        // the coordinator must name it, status 5).
+        wr_pmsg p;
+        wr_pmsg_init(&p, WR_MT_ERROR);
+        p.epoch = 1;
+        p.code = WR_EC_INTERNAL;
+        snprintf(p.reason, sizeof p.reason, "fake worker %d: training step failed (lost a shard?)", g_rank);
+        send_c(&p, NULL, 0);
+    }
     if (status == 0) {
         wr_info("%lld steps in %.2f s: %.1f steps/s", (long long)total, el, (double)total / el);
         wr_pmsg p;

@@ -90,8 +90,61 @@ static void test_many_open(void **state) {
     wr_digest_book_free(b);
 }
 
+// The book only opens entries for digested steps near the completed ones and
+// at most max_open of them; refusals are counted and say why.
+static void test_limits(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(1, 2);
+    wr_digest_book_set_limits(b, 10, 4, 3);
+    char rep[512];
+    assert_int_equal(wr_digest_book_add(b, 7, 0, 0, 1, rep, sizeof rep), -1);  // not a multiple of 10
+    assert_non_null(strstr(rep, "every 10 steps"));
+    assert_int_equal(wr_digest_book_add(b, 0, 0, 0, 1, rep, sizeof rep), -1);  // step 0
+    assert_int_equal(wr_digest_book_add(b, 50, 0, 0, 1, rep, sizeof rep), -1);  // beyond 0 + 4 * 10
+    assert_non_null(strstr(rep, "window"));
+    assert_int_equal(wr_digest_book_refused(b), 3);
+    assert_int_equal(wr_digest_book_incomplete(b), 0);
+    // three open entries allowed, the fourth refused
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 0, 1, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 1, 0, 1, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 0, 1, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 1, 0, 1, rep, sizeof rep), -1);
+    assert_non_null(strstr(rep, "open"));
+    assert_int_equal(wr_digest_book_refused(b), 4);
+    // an existing entry still takes its other reports at the limit
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 1, 1, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_add(b, 10, 1, 1, 1, rep, sizeof rep), 1);
+    // the window moved with the completed step 10: 50 is in, 60 is out
+    assert_int_equal(wr_digest_book_add(b, 50, 0, 1, 1, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 60, 0, 1, 1, rep, sizeof rep), -1);
+    // the open checks are described with who is missing
+    wr_digest_book_describe_open(b, rep, sizeof rep);
+    assert_non_null(strstr(rep, "step 20, shard 0: missing shard master"));
+    assert_non_null(strstr(rep, "step 50, shard 0: missing worker 0"));
+    assert_int_equal(wr_digest_book_incomplete(b), 2);
+    wr_digest_book_free(b);
+}
+
+// A long job keeps the book bounded: the window follows the completed checks.
+static void test_window_follows(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(2, 1);
+    wr_digest_book_set_limits(b, 5, 2, 8);
+    char rep[512];
+    for (uint64_t t = 5; t <= 5000; t += 5)
+        for (int slot = 0; slot <= 2; slot++)
+            assert_int_equal(wr_digest_book_add(b, t, 0, slot, t, rep, sizeof rep), slot == 2 ? 1 : 0);
+    assert_int_equal(wr_digest_book_passed(b), 1000);
+    assert_int_equal(wr_digest_book_add(b, 4990, 0, 0, 1, rep, sizeof rep), 0);   // within 2 * 5 behind
+    assert_int_equal(wr_digest_book_add(b, 4985, 0, 0, 1, rep, sizeof rep), -1);  // too old
+    assert_int_equal(wr_digest_book_refused(b), 1);
+    wr_digest_book_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_window_follows),
         cmocka_unit_test(test_all_agree),
         cmocka_unit_test(test_mismatch_report),
         cmocka_unit_test(test_refusals),

@@ -432,6 +432,58 @@ static void v_nested(msgpack_packer *pk) {
     msgpack_pack_nil(pk);
 }
 
+// REGISTER 'nt' (a worker's training-set size) and CLUSTER_MAP 'ts' (total
+// steps): round trip, optional (absent = 0, old senders), range-checked and
+// wrong types refused with a text naming the key.
+static void v_2p40p1(msgpack_packer *pk) { msgpack_pack_uint64(pk, (1ULL << 40) + 1); }
+static void v_2p48p1(msgpack_packer *pk) { msgpack_pack_uint64(pk, (1ULL << 48) + 1); }
+static void test_train_examples_total_steps(void **state) {
+    (void)state;
+    wr_buf buf = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg m, d;
+    fill(&m, WR_MT_REGISTER);
+    m.role = WR_ROLE_WORKER;
+    m.addr[0] = 0;
+    m.n_params = 1000;
+    m.train_examples = 50000;
+    assert_int_equal(wr_proto_encode(&m, &buf, err), WR_OK);
+    assert_int_equal(wr_proto_decode(buf.data, buf.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_true(d.train_examples == 50000);
+    m.train_examples = WR_MAX_TRAIN_EXAMPLES + 1;
+    assert_int_equal(wr_proto_encode(&m, &buf, err), WR_ERR);
+    assert_non_null(strstr(err, "'nt'"));
+    wr_pmsg_clear(&m);
+    fill(&m, WR_MT_CLUSTER_MAP);
+    m.total_steps = 1200;
+    assert_int_equal(wr_proto_encode(&m, &buf, err), WR_OK);
+    assert_int_equal(wr_proto_decode(buf.data, buf.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_true(d.total_steps == 1200);
+    wr_pmsg_clear(&d);
+    m.total_steps = WR_MAX_TOTAL_STEPS + 1;
+    assert_int_equal(wr_proto_encode(&m, &buf, err), WR_ERR);
+    assert_non_null(strstr(err, "'ts'"));
+    wr_pmsg_clear(&m);
+    wr_buf_free(&buf);
+    // absent: 0 (a sender that does not know the key)
+    wr_buf b2 = {0};
+    size_t pl;
+    mutate(WR_MT_REGISTER, "nt", DROP, NULL, &b2, &pl);
+    assert_int_equal(wr_proto_decode(b2.data, b2.len, pl, NULL, &d, NULL, err), WR_OK);
+    assert_true(d.train_examples == 0);
+    wr_pmsg_clear(&d);
+    mutate(WR_MT_CLUSTER_MAP, "ts", DROP, NULL, &b2, &pl);
+    assert_int_equal(wr_proto_decode(b2.data, b2.len, pl, NULL, &d, NULL, err), WR_OK);
+    assert_true(d.total_steps == 0);
+    wr_pmsg_clear(&d);
+    wr_buf_free(&b2);
+    expect_mut(WR_MT_REGISTER, "nt", REPLACE, v_2p40p1, WR_PERR_RANGE, "train_examples");
+    expect_mut(WR_MT_REGISTER, "nt", REPLACE, v_str, WR_PERR_FIELD_TYPE, "train_examples");
+    expect_mut(WR_MT_REGISTER, "nt", REPLACE, v_m1, WR_PERR_FIELD_TYPE, "train_examples");
+    expect_mut(WR_MT_CLUSTER_MAP, "ts", REPLACE, v_2p48p1, WR_PERR_RANGE, "total_steps");
+    expect_mut(WR_MT_CLUSTER_MAP, "ts", REPLACE, v_str, WR_PERR_FIELD_TYPE, "total_steps");
+}
+
 static void test_version_type_missing(void **state) {
     (void)state;
     expect_mut(WR_MT_PUSH, "v", REPLACE, v_u2, WR_PERR_VERSION, "'v'");
@@ -1063,6 +1115,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_kind),
         cmocka_unit_test(test_register_with_d),
+        cmocka_unit_test(test_train_examples_total_steps),
         cmocka_unit_test(test_max_cluster_map),
         cmocka_unit_test(test_codecs_roundtrip),
         cmocka_unit_test(test_payload_bytes),

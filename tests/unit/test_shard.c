@@ -465,6 +465,16 @@ static void test_core_new_errors(void **state) {
     assert_null(wr_shard_core_new(&cfg, 0, 0, 64, 0, 10, err));
 }
 
+// The data socket's frame bound: the fp32 range plus 64 KiB, never below the
+// header bound (a tiny range still accepts any valid header).
+static void test_data_max_msg(void **state) {
+    (void)state;
+    assert_int_equal(wr_shard_data_max_msg(64), WR_PROTO_MAX_CONTROL_MSG);
+    assert_int_equal(wr_shard_data_max_msg(1000000), 4000000 + 65536);
+    assert_int_equal(wr_shard_data_max_msg(WR_MAX_ELEMS), (int64_t)WR_MAX_ELEMS * 4 + 65536);
+    assert_true(wr_shard_data_max_msg(1000000) < (INT64_C(1) << 32));  // far below the old 4 GiB default
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges),
@@ -477,6 +487,7 @@ int main(void) {
         cmocka_unit_test(test_fp32_update_sse2_equals_ref),
         cmocka_unit_test(test_refused_pushes),
         cmocka_unit_test(test_core_new_errors),
+        cmocka_unit_test(test_data_max_msg),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

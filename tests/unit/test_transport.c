@@ -563,6 +563,53 @@ static void test_max_msg_size(void **state) {
     assert_int_equal(atomic_load(&freed), 2);
 }
 
+// wr_poll takes any number of endpoints (a worker polls one per shard, up to
+// WR_MAX_SHARDS = 1024; the stack array covers 64): 300 inproc DEALERs, the
+// ROUTER answers one of them, poll finds exactly that one.
+static void test_poll_many(void **state) {
+    (void)state;
+    enum { N = 300 };
+    char err[WR_ERR_LEN], a[256];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    assert_non_null(ctx);
+    make_addr(K_INPROC, a, sizeof a);
+    wr_endpoint *srv;
+    assert_int_equal(wr_bind(ctx, a, NULL, &srv, err), WR_OK);
+    wr_endpoint **cli = calloc(N, sizeof *cli);
+    int *ready = calloc(N, sizeof *ready);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(wr_connect(ctx, a, NULL, &cli[i], err), WR_OK);
+        char id[8];
+        snprintf(id, sizeof id, "%d", i);
+        wr_msg m = {0};
+        m.header = (wr_frame){id, strlen(id) + 1, NULL, NULL};
+        assert_int_equal(wr_send(cli[i], &m, 5000, err), WR_OK);
+    }
+    assert_int_equal(wr_poll(cli, N, ready, 10, err), 0);
+    for (int i = 0; i < N; i++) {
+        wr_msg r = {0};
+        recv_ok(srv, &r);
+        if (atoi((const char *)r.header.data) == 290) {
+            wr_msg m = {0};
+            memcpy(m.peer, r.peer, r.peer_len);
+            m.peer_len = r.peer_len;
+            m.header = (wr_frame){"x", 1, NULL, NULL};
+            assert_int_equal(wr_send(srv, &m, 5000, err), WR_OK);
+        }
+        wr_msg_release(&r);
+    }
+    assert_int_equal(wr_poll(cli, N, ready, 5000, err), 1);
+    for (int i = 0; i < N; i++) assert_int_equal(ready[i], i == 290);
+    // the 64-entry stack path still works and sees nothing
+    assert_int_equal(wr_poll(cli, 64, ready, 0, err), 0);
+    assert_true(wr_poll(cli, 0, ready, 0, err) < 0);
+    for (int i = 0; i < N; i++) wr_close(cli[i]);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+    free(cli);
+    free(ready);
+}
+
 static void test_defaults_and_malloc(void **state) {
     (void)state;
     wr_endpoint_opts o;
@@ -608,6 +655,7 @@ int main(void) {
         cmocka_unit_test(test_three_frames_rejected),
         cmocka_unit_test(test_large_payload),
         cmocka_unit_test(test_max_msg_size),
+        cmocka_unit_test(test_poll_many),
         cmocka_unit_test(test_defaults_and_malloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
