@@ -470,7 +470,8 @@ static void test_core_new_errors(void **state) {
 static void test_data_max_msg(void **state) {
     (void)state;
     assert_int_equal(wr_shard_data_max_msg(64), WR_PROTO_MAX_CONTROL_MSG);
-    assert_int_equal(wr_shard_data_max_msg(1000000), 4000000 + 65536);
+    assert_int_equal(wr_shard_data_max_msg(1000000), WR_PROTO_MAX_CONTROL_MSG);  // 4 MB range < header bound
+    assert_int_equal(wr_shard_data_max_msg(2000000), 8000000 + 65536);
     assert_int_equal(wr_shard_data_max_msg(WR_MAX_ELEMS), (int64_t)WR_MAX_ELEMS * 4 + 65536);
     assert_true(wr_shard_data_max_msg(1000000) < (INT64_C(1) << 32));  // far below the old 4 GiB default
 }
