@@ -579,7 +579,7 @@ static void test_poll_many(void **state) {
     int *ready = calloc(N, sizeof *ready);
     for (int i = 0; i < N; i++) {
         assert_int_equal(wr_connect(ctx, a, NULL, &cli[i], err), WR_OK);
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "%d", i);
         wr_msg m = {0};
         m.header = (wr_frame){id, strlen(id) + 1, NULL, NULL};
