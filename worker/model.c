@@ -2,17 +2,18 @@
 #include "model.h"
 
 #include <cblas.h>
-#include <emmintrin.h>
 #include <errno.h>
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "hfp8.h"
 #include "layers.h"
 #include "rng.h"
+#include "synth.h"
 #include "wr_common.h"
 
 #define MAX_LAYERS 8
@@ -20,8 +21,8 @@
 #define SCALE_MAX 16777216.0f
 #define SCALE_GROW_AFTER 1000
 #define SYNTH_MAX 4294967295ull
-#define SYNTH_TABLE 65536u  // power of two
-#define SYNTH_PAD 16u       // table copy past the end: one 16-wide read never wraps
+#define SYNTH_TABLE WR_SYNTH_TABLE
+#define SYNTH_PAD WR_SYNTH_PAD
 
 enum { KIND_MLP = 0, KIND_CNN = 1, KIND_SYNTH = 2 };
 
@@ -126,8 +127,19 @@ static void synth_init(float *x, size_t d, uint64_t seed) {
     }
 }
 
+// Synthetic x and g: large blocks are 2 MiB-aligned and asked to be backed by
+// transparent huge pages (before the first touch): every step streams them in
+// full, and 4 KiB pages cost a TLB miss (a nested page walk in a VM) every 4 KiB
+// of each stream, plus 512x more page faults on first touch. Best effort: where
+// THP is off the advice is ignored.
 static void *alloc_or_null(size_t bytes) {
     void *p = NULL;
+    const size_t huge = (size_t)2 << 20;
+    if (bytes >= 2 * huge) {
+        if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+        madvise(p, bytes - bytes % huge, MADV_HUGEPAGE);
+        return p;
+    }
     if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
     return p;
 }
@@ -235,64 +247,16 @@ const char *wr_model_kind(const wr_model *m) {
 }
 
 // g_j = 0.01 x_j + 0.01 u_j. The noise u comes from a table of SYNTH_TABLE
-// values uniform in [-1, 1) (drawn once from the seed, L2-resident, padded with
-// a copy of its first SYNTH_PAD values so a 16-wide read never wraps), read at
+// values uniform in [-1, 1) (drawn once from the seed, L2-resident), read at
 // j + o, o a 32-bit offset drawn from (seed, rank, step): one pass over x and g
-// with no hashing per element. SSE2 (baseline x86-64), four independent
-// accumulators flushed to a double every block (a float sum of 10^8 squares
-// would stall), and streaming stores for g when it cannot stay in cache (g is
-// read back in full by the codec anyway; this saves the read-for-ownership
-// pass). Same floats as the scalar formula (two products, one add, no FMA).
+// with no hashing per element (synth.h: vector kernel, streaming stores).
 // Returns mean(g^2).
-#define SYNTH_STREAM_BYTES (32u << 20)
 static float synth_step(wr_model *m) {
     wr_rng_key key = wr_rng_key_make(m->o.seed ^ 0x5E5E5E5Eull, 0x5E000000u + (uint64_t)m->rank,
                                      m->step);
     const uint32_t o = wr_rng_u32(key, 0) & (SYNTH_TABLE - 1);
-    const float *restrict x = m->x, *restrict tab = m->noise;
-    float *restrict g = m->g;
-    const size_t d = m->d;
-    const int stream = d * sizeof(float) > SYNTH_STREAM_BYTES && ((uintptr_t)g & 15) == 0;
-    const __m128 c = _mm_set1_ps(0.01f);
-    double total = 0.0;
-    size_t j = 0;
-    while (j + 16 <= d) {
-        // Up to 4096 iterations per block: each float lane sums <= 4096 squares.
-        size_t end = WR_MIN(d - d % 16, j + 16 * 4096);
-        __m128 a0 = _mm_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (; j < end; j += 16) {
-            const float *u = tab + ((j + o) & (SYNTH_TABLE - 1));
-            __m128 v0 = _mm_add_ps(_mm_mul_ps(c, _mm_loadu_ps(x + j)), _mm_mul_ps(c, _mm_loadu_ps(u)));
-            __m128 v1 = _mm_add_ps(_mm_mul_ps(c, _mm_loadu_ps(x + j + 4)), _mm_mul_ps(c, _mm_loadu_ps(u + 4)));
-            __m128 v2 = _mm_add_ps(_mm_mul_ps(c, _mm_loadu_ps(x + j + 8)), _mm_mul_ps(c, _mm_loadu_ps(u + 8)));
-            __m128 v3 = _mm_add_ps(_mm_mul_ps(c, _mm_loadu_ps(x + j + 12)), _mm_mul_ps(c, _mm_loadu_ps(u + 12)));
-            if (stream) {
-                _mm_stream_ps(g + j, v0);
-                _mm_stream_ps(g + j + 4, v1);
-                _mm_stream_ps(g + j + 8, v2);
-                _mm_stream_ps(g + j + 12, v3);
-            } else {
-                _mm_storeu_ps(g + j, v0);
-                _mm_storeu_ps(g + j + 4, v1);
-                _mm_storeu_ps(g + j + 8, v2);
-                _mm_storeu_ps(g + j + 12, v3);
-            }
-            a0 = _mm_add_ps(a0, _mm_mul_ps(v0, v0));
-            a1 = _mm_add_ps(a1, _mm_mul_ps(v1, v1));
-            a2 = _mm_add_ps(a2, _mm_mul_ps(v2, v2));
-            a3 = _mm_add_ps(a3, _mm_mul_ps(v3, v3));
-        }
-        float acc[4];
-        _mm_storeu_ps(acc, _mm_add_ps(_mm_add_ps(a0, a1), _mm_add_ps(a2, a3)));
-        total += (double)acc[0] + (double)acc[1] + (double)acc[2] + (double)acc[3];
-    }
-    if (stream) _mm_sfence();  // the streamed g is visible before the codec reads it
-    for (; j < d; j++) {
-        float v = 0.01f * x[j] + 0.01f * tab[(j + o) & (SYNTH_TABLE - 1)];
-        g[j] = v;
-        total += (double)(v * v);
-    }
-    return (float)(total / (double)d);
+    double total = wr_synth_grad(m->x, m->noise, o, m->d, m->g);
+    return (float)(total / (double)m->d);
 }
 
 static void forward(wr_model *m, const float *x, int B) {
