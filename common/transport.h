@@ -57,6 +57,9 @@ typedef struct {
     int immediate;         // connect side: 1 = queue only to completed connections (ZMQ_IMMEDIATE);
                            // default 0, so sends queue while the connection is still being made
     int64_t max_msg_size;  // largest frame accepted or sent, bytes (ZMQ_MAXMSGSIZE; default 4 GiB + 64 KiB)
+    int peer_events;       // bound tcp/ipc side: 1 = count connection events for wr_peer_events (default 0).
+                           // The owner must then call wr_poll or wr_peer_events regularly: ZeroMQ's I/O
+                           // thread waits when more than ~1000 unread events pile up.
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);
@@ -141,6 +144,15 @@ void wr_msg_release(wr_msg *msg);
 int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err);
 int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len);
 void wr_close(wr_endpoint *ep);
+
+// Connection events of a bound tcp/ipc endpoint opened with peer_events = 1,
+// since the last call (wr_poll also collects them): peers
+// that connected (accepted) and connections that closed (a peer exited, or
+// its connection broke). The transport does not say which peer (ZeroMQ's
+// monitor names only the socket). Never blocks. WR_ERR (counts 0) for
+// connected or inproc endpoints, or without peer_events. Call from the
+// endpoint's thread.
+int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed);
 
 extern const wr_transport_ops wr_transport_zmq;
 

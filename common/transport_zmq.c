@@ -37,6 +37,8 @@ struct wr_endpoint {
     wr_transport_ctx *ctx;
     void *sock;
     void *mon;        // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
+    void *rmon;       // bound tcp/ipc ROUTER: PAIR counting accepted/closed connections
+    unsigned long ev_accepted, ev_closed;  // not yet reported by wr_peer_events
     int router;       // bound (ROUTER) vs connected (DEALER)
     int peer_state;   // DEALER with monitor: PEER_*
     int sndtimeo;     // values last set on the socket (avoid a setsockopt per call)
@@ -147,6 +149,12 @@ static wr_endpoint *ep_new(wr_transport_ctx *ctx, const char *addr, int router, 
 }
 
 static void ep_destroy(wr_endpoint *ep) {
+    if (ep->rmon) {
+        zmq_socket_monitor(ep->sock, NULL, 0);
+        int zero = 0;
+        zmq_setsockopt(ep->rmon, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close(ep->rmon);
+    }
     if (ep->mon) {
         zmq_socket_monitor(ep->sock, NULL, 0);
         int zero = 0;
@@ -165,6 +173,18 @@ static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     wr_endpoint *ep = ep_new(ctx, addr, 1, err);
     if (!ep) return WR_ERR;
     if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
+    if (o->peer_events && strncmp(addr, "inproc://", 9) != 0) {
+        // Only counted (wr_peer_events): a ROUTER has many peers, and the
+        // monitor does not say which one an event belongs to.
+        char name[64];
+        snprintf(name, sizeof name, "inproc://wr-rmon-%u", atomic_fetch_add(&ctx->mon_seq, 1));
+        if (zmq_socket_monitor(ep->sock, name, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
+            !(ep->rmon = zmq_socket(ctx->z, ZMQ_PAIR)) || zmq_connect(ep->rmon, name) != 0) {
+            int e = errno;
+            ep_destroy(ep);
+            return wr_err(err, WR_ERR, "bind %s: socket monitor: %s", addr, zmq_strerror(e));
+        }
+    }
     if (zmq_bind(ep->sock, addr) != 0) {
         int e = errno;
         ep_destroy(ep);
@@ -240,6 +260,45 @@ static void drain_monitor(wr_endpoint *ep) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ep->peer_state = PEER_UP;
         else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) ep->peer_state = PEER_LOST;
     }
+}
+
+// Bound endpoints: counts accepted and closed connections (never blocks).
+static void drain_rmon(wr_endpoint *ep) {
+    if (!ep->rmon) return;
+    for (;;) {
+        zmq_msg_t ev;
+        zmq_msg_init(&ev);
+        if (zmq_msg_recv(&ev, ep->rmon, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&ev);
+            if (errno == EINTR) continue;
+            return;
+        }
+        uint16_t event = 0;
+        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        int more = zmq_msg_more(&ev);
+        zmq_msg_close(&ev);
+        while (more) {
+            zmq_msg_init(&ev);
+            if (zmq_msg_recv(&ev, ep->rmon, 0) < 0 && errno == EINTR) {
+                zmq_msg_close(&ev);
+                continue;
+            }
+            more = zmq_msg_more(&ev);
+            zmq_msg_close(&ev);
+        }
+        if (event == ZMQ_EVENT_ACCEPTED) ep->ev_accepted++;
+        else if (event == ZMQ_EVENT_DISCONNECTED) ep->ev_closed++;
+    }
+}
+
+int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
+    *accepted = *closed = 0;
+    if (!ep || ep->ops != &wr_transport_zmq || !ep->rmon) return WR_ERR;
+    drain_rmon(ep);
+    *accepted = ep->ev_accepted;
+    *closed = ep->ev_closed;
+    ep->ev_accepted = ep->ev_closed = 0;
+    return WR_OK;
 }
 
 static int remaining_ms(double deadline, int timeout_ms) {
@@ -531,6 +590,7 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
         int k = 0, nready = 0;
         for (int i = 0; i < n; i++) {
             drain_monitor(eps[i]);
+            drain_rmon(eps[i]);
             ready[i] = eps[i]->peer_state == PEER_LOST;  // recv will say WR_ECLOSED at once
             nready += ready[i];
             it[k] = (zmq_pollitem_t){eps[i]->sock, 0, ZMQ_POLLIN, 0};

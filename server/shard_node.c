@@ -65,7 +65,8 @@ typedef struct {
     wr_bufpool *snaps;  // SNAP_MAX snapshots of the range (fp32)
     wr_pbuf *snap;      // snapshot of the current step (one owner reference), or NULL
     uint64_t snap_step;
-    char bind_addr[WR_ADDR_MAX];  // concrete address to bind after the map (see setup_and_register)
+    char bind_addr[WR_ADDR_MAX];
+    long conns;  // open worker connections (wr_peer_events)  // concrete address to bind after the map (see setup_and_register)
     double step_t0;
     wr_srv_refusals refused;
     uint64_t send_failures;
@@ -438,6 +439,7 @@ static int bind_data_socket(shard_node *s, uint64_t n) {
     // coordinator's heartbeats and step_timeout.
     eo.heartbeat_ms = 0;
     eo.max_msg_size = wr_shard_data_max_msg(n);
+    eo.peer_events = 1;  // a worker's dropped connection is logged (main loop)
     double t0 = wr_now();
     for (;;) {
         if (wr_bind(s->ctx, s->bind_addr, &eo, &s->router, err) == WR_OK) break;
@@ -640,6 +642,15 @@ int wr_shard_run(const wr_shard_opts *o) {
         if (g_stop_signal) {
             status = stop_by_signal(s);
             break;
+        }
+        unsigned long acc, closed;
+        if (wr_peer_events(s->router, &acc, &closed) == WR_OK) {
+            s->conns += (long)acc - (long)closed;
+            if (closed)
+                wr_info("%lu worker connection(s) closed (%ld open now, %d workers in the job)", closed, s->conns,
+                        s->n_workers);
+            else if (acc)
+                wr_debug("%lu worker connection(s) accepted (%ld open)", acc, s->conns);
         }
         int pending = wr_shard_core_pending(s->core);
         if (pending > 0 && wr_now() - s->step_t0 > s->cfg.step_timeout) {

@@ -610,6 +610,52 @@ static void test_poll_many(void **state) {
     free(ready);
 }
 
+// A bound endpoint opened with peer_events counts connections accepted and
+// closed (the shard logs a worker's dropped connection from this); without
+// the option, and on connected endpoints, wr_peer_events says WR_ERR.
+static void test_peer_events(void **state) {
+    (void)state;
+    for (int k = K_IPC; k < K_COUNT; k++) {
+        wr_endpoint_opts o;
+        wr_endpoint_opts_default(&o);
+        o.peer_events = 1;
+        pair_t p;
+        pair_open(&p, k, &o);
+        char err[WR_ERR_LEN];
+        wr_msg m = {0};
+        m.header = (wr_frame){"h", 1, NULL, NULL};
+        assert_int_equal(wr_send(p.cli, &m, 5000, err), WR_OK);
+        wr_msg r = {0};
+        recv_ok(p.srv, &r);
+        wr_msg_release(&r);
+        unsigned long acc = 0, closed = 0, a1, c1;
+        for (int i = 0; i < 5000 && acc < 1; i++) {
+            assert_int_equal(wr_peer_events(p.srv, &a1, &c1), WR_OK);
+            acc += a1, closed += c1;
+            if (acc < 1) usleep(1000);
+        }
+        assert_int_equal(acc, 1);
+        assert_int_equal(closed, 0);
+        wr_close(p.cli);
+        p.cli = NULL;
+        int ready = 0;
+        for (int i = 0; i < 5000 && closed < 1; i++) {
+            wr_poll(&p.srv, 1, &ready, 1, err);  // poll collects the events too
+            assert_int_equal(wr_peer_events(p.srv, &a1, &c1), WR_OK);
+            acc += a1, closed += c1;
+        }
+        assert_int_equal(closed, 1);
+        assert_int_equal(acc, 1);
+        assert_int_equal(wr_peer_events(p.srv, &a1, &c1), WR_OK);  // reported once
+        assert_int_equal(a1 + c1, 0);
+        pair_close(&p);
+        pair_open(&p, k, NULL);  // option off
+        assert_int_equal(wr_peer_events(p.srv, &a1, &c1), WR_ERR);
+        assert_int_equal(wr_peer_events(p.cli, &a1, &c1), WR_ERR);
+        pair_close(&p);
+    }
+}
+
 static void test_defaults_and_malloc(void **state) {
     (void)state;
     wr_endpoint_opts o;
@@ -656,6 +702,7 @@ int main(void) {
         cmocka_unit_test(test_large_payload),
         cmocka_unit_test(test_max_msg_size),
         cmocka_unit_test(test_poll_many),
+        cmocka_unit_test(test_peer_events),
         cmocka_unit_test(test_defaults_and_malloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
