@@ -5,7 +5,11 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "heartbeat.h"
@@ -406,13 +410,47 @@ static int wait_map(shard_node *s, uint64_t epoch, double timeout_s, wr_pmsg *h)
     }
 }
 
-// After closing an ipc probe listener, ZeroMQ unlinks its socket file on its
-// I/O thread; binding the same path before that would have the new file
-// removed under us. Waits (bounded) until the file is gone.
+// ipc:///path probe without ZeroMQ: bind an AF_UNIX socket at the path (as
+// ZeroMQ does: a stale file is replaced), then close and unlink it, all
+// synchronously. 1 = handled (ok, or *err set), 0 = not a plain ipc path.
+static int probe_ipc(const char *addr, char *err, int *ok) {
+    *ok = 0;
+    if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@' || !strcmp(addr + 6, "*")) return 0;
+    const char *path = addr + 6;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof sa.sun_path) {
+        snprintf(err, WR_ERR_LEN, "bind %s: path too long for an ipc socket (at most %zu bytes)", addr,
+                 sizeof sa.sun_path - 1);
+        return 1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) {
+        snprintf(err, WR_ERR_LEN, "bind %s: socket: %s", addr, strerror(errno));
+        return 1;
+    }
+    unlink(path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        snprintf(err, WR_ERR_LEN, "bind %s: %s", addr, strerror(errno));
+        close(fd);
+        return 1;
+    }
+    close(fd);
+    unlink(path);
+    *ok = 1;
+    return 1;
+}
+
+// After closing a ZeroMQ ipc probe listener (wildcard or abstract paths),
+// some libzmq versions unlink its socket file on their I/O thread; binding
+// the same path before that would have the new file removed under us. Waits
+// (bounded, 1 s) until the file is gone.
 static void wait_ipc_gone(const char *addr) {
     if (strncmp(addr, "ipc://", 6) != 0 || addr[6] == '@') return;
     struct stat st;
-    for (int i = 0; i < 200 && stat(addr + 6, &st) == 0; i++) {
+    for (int i = 0; i < 100 && stat(addr + 6, &st) == 0; i++) {
         struct timespec ts = {0, 10 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
@@ -473,15 +511,24 @@ static int setup_and_register(shard_node *s) {
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
     eo.linger_ms = 0;
     const char *bind = o->bind ? o->bind : "tcp://*:0";
-    wr_endpoint *probe = NULL;
-    if (wr_bind(s->ctx, bind, &eo, &probe, err) != WR_OK) {
-        wr_error("cannot bind %s: %s", bind, err);
-        return 1;
-    }
-    if (wr_last_endpoint(probe, s->bind_addr, sizeof s->bind_addr) != WR_OK)
+    int ipc_ok = 0;
+    if (probe_ipc(bind, err, &ipc_ok)) {
+        if (!ipc_ok) {
+            wr_error("cannot %s", err);
+            return 1;
+        }
         snprintf(s->bind_addr, sizeof s->bind_addr, "%s", bind);
-    wr_close(probe);
-    wait_ipc_gone(s->bind_addr);
+    } else {
+        wr_endpoint *probe = NULL;
+        if (wr_bind(s->ctx, bind, &eo, &probe, err) != WR_OK) {
+            wr_error("cannot bind %s: %s", bind, err);
+            return 1;
+        }
+        if (wr_last_endpoint(probe, s->bind_addr, sizeof s->bind_addr) != WR_OK)
+            snprintf(s->bind_addr, sizeof s->bind_addr, "%s", bind);
+        wr_close(probe);
+        wait_ipc_gone(s->bind_addr);
+    }
     wr_srv_advertise(s->bind_addr, o->advertise, s->adv, sizeof s->adv);
     wr_info("listening on %s", s->adv);
     wr_endpoint_opts co;
