@@ -956,6 +956,10 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
 
     int st = 0;
     char e2[WR_ERR_LEN];
+    // Received frames (BROADCAST ranges: 220 MB each for fp32 at 110M) are
+    // malloc'd by the transport per message: keep them warm in the heap instead
+    // of mapping, zeroing and unmapping fresh pages every step (as the server does).
+    wr_transport_tune_malloc();
     w->ctx = wr_transport_ctx_new(1, e2);
     if (!w->ctx) {
         wr_err(err, WR_ERR, "transport: %s", e2);
