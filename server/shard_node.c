@@ -193,6 +193,8 @@ static int finish_step(shard_node *s) {
         // drain): wait for one, bounded by step_timeout. The coordinator can
         // still stop us meanwhile (SHUTDOWN), and so can a signal.
         double t0 = wr_now();
+        wr_info("step %llu: every broadcast buffer is still held by the transport (a worker is not reading); "
+                "waiting up to %g s", (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout);
         while (!(buf = wr_bufpool_get(s->pool, s->n_workers + 1))) {
             if (wr_now() - t0 > s->cfg.step_timeout) {
                 wr_error("shard %d: no free broadcast buffer for %g s (workers not draining)", s->index,

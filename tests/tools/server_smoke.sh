@@ -102,6 +102,35 @@ run nt_mismatch 2 ipc 1 "--d 1000 --nt 1000|--d 1000 --nt 2000" model=synthetic:
 for k in 1 2 3; do
   DEAD="/s0) is dead" KILL_SHARD_AFTER=1 run "kill_shard_$k" 5 ipc 2 "--d $D|--d $D" steps=10000000 model=synthetic:$D heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=60
 done
+# A worker that does not read its broadcasts makes the shard wait for a free
+# broadcast buffer; a SHUTDOWN from the coordinator (SIGTERM to it) or a
+# SIGTERM to the shard must still stop the shard within seconds, not after
+# step_timeout (60 s here).
+stall_case() {
+  local name=$1 target=$2 d="$T/$1"; mkdir -p "$d"
+  "$B/wren-server" coordinator --bind "ipc://$d/c" shards=1 workers=2 model=synthetic:2000000 codec=fp32 \
+      steps=100000 digest_every=0 step_timeout=60 > "$d/coord.log" 2>&1 &
+  local cp=$!
+  "$B/wren-server" shard --coordinator "ipc://$d/c" --bind "ipc://$d/s0" --connect-timeout 10 > "$d/s0.log" 2>&1 &
+  local sp=$!
+  "$B/wren_fake_worker" --coordinator "ipc://$d/c" --d 2000000 --stall-reads > "$d/w0.log" 2>&1 &
+  "$B/wren_fake_worker" --coordinator "ipc://$d/c" --d 2000000 > "$d/w1.log" 2>&1 &
+  local i waited=""
+  for i in $(seq 300); do grep -q "broadcast buffer is still held" "$d/s0.log" && { waited=1; break; }; sleep 0.1; done
+  if [ -z "$waited" ]; then echo "FAIL $name: the shard never waited for a broadcast buffer"; fail=1; tail -n 5 "$d"/*.log
+    kill $cp $sp 2>/dev/null; wait 2>/dev/null; return; fi
+  if [ "$target" = coordinator ]; then kill -TERM $cp; else kill -TERM $sp; fi
+  local gone=""
+  for i in $(seq 50); do kill -0 $sp 2>/dev/null || { gone=1; break; }; sleep 0.1; done
+  if [ -n "$gone" ]; then wait $sp; local rc=$?
+    if [ $rc = 1 ]; then echo "ok   $name (shard stopped within $((i / 10)).$((i % 10)) s, exit 1)"
+    else echo "FAIL $name: shard exit $rc, expected 1"; fail=1; fi
+  else echo "FAIL $name: shard still waiting 5 s after SIGTERM to the $target"; fail=1; kill -KILL $sp; fi
+  kill $cp 2>/dev/null; wait 2>/dev/null
+}
+stall_case stall_shutdown coordinator
+stall_case stall_signal shard
+
 "$B/wren-server" coordinator lr=abc >/dev/null 2>&1; rc=$?
 [ $rc = 2 ] && echo "ok   bad_config (exit 2)" || { echo "FAIL bad_config: exit $rc"; fail=1; }
 exit $fail

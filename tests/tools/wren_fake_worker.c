@@ -139,11 +139,12 @@ int main(int argc, char **argv) {
         {"log-level", required_argument, NULL, 'l'},   {"nt", required_argument, NULL, 'n'},
         {"pull-flood", required_argument, NULL, 'P'},  {"big-frame", required_argument, NULL, 'F'},
         {"bad-digest", no_argument, NULL, 'D'},        {"skip-last-digest", no_argument, NULL, 'S'},
-        {"late-digest", required_argument, NULL, 'L'}, {NULL, 0, NULL, 0},
+        {"late-digest", required_argument, NULL, 'L'}, {"stall-reads", no_argument, NULL, 'R'},
+        {NULL, 0, NULL, 0},
     };
     uint64_t nt = 60000;
     long pull_flood = 0, big_frame_mib = 0;
-    int bad_digest = 0, skip_last_digest = 0;
+    int bad_digest = 0, skip_last_digest = 0, stall_reads = 0;
     double late_digest = 0;
     uint64_t d = 0;
     const char *host = "fakehost";
@@ -166,6 +167,7 @@ int main(int argc, char **argv) {
         case 'D': bad_digest = 1; break;
         case 'S': skip_last_digest = 1; break;
         case 'L': late_digest = atof(optarg); break;
+        case 'R': stall_reads = 1; break;
         default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
         }
     }
@@ -378,6 +380,25 @@ int main(int argc, char **argv) {
         wr_info("barrier %llu released after %.3f s", (unsigned long long)p.barrier_id, wr_now() - t0);
         wr_pmsg_clear(&p);
     }
+    wr_endpoint **qep = NULL, **pep = NULL;
+    if (stall_reads) {
+        // Pushes go out on the shard sockets, whose BROADCASTs are never read,
+        // so the shards' broadcast buffers stay held by the transport; the
+        // step a shard completed is learnt from PULL replies on a second
+        // socket per shard (PARAMS carries the step).
+        qep = wr_calloc((size_t)S, sizeof *qep);
+        pep = wr_calloc((size_t)S, sizeof *pep);
+        wr_endpoint_opts po = eo;
+        po.rcvhwm = 1;  // nothing piles up on our side: the shard keeps the broadcasts
+        po.linger_ms = 0;
+        for (int s = 0; s < S; s++)
+            if (wr_connect(g_ctx, sh[s].addr, &eo, &qep[s], err) != WR_OK ||
+                wr_connect(g_ctx, sh[s].addr, &po, &pep[s], err) != WR_OK) {
+                wr_error("stall: %s", err);
+                return 1;
+            }
+        wr_info("stall mode: pushing without reading broadcasts");
+    }
     for (int64_t t = 1; t <= total && status == 0; t++) {
         if (die_at == t) {
             wr_info("dying before step %lld as asked", (long long)t);
@@ -387,6 +408,40 @@ int main(int argc, char **argv) {
         if (!fixed_grad || t == 1)
         for (uint64_t j = 0; j < d; j++)
             g[j] = ((float)(wr_rng_u32(gk, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) + 0.5f * x[j];
+        for (int s = 0; s < S && stall_reads && status == 0; s++) {
+            for (;;) {  // until shard s completed step t - 1
+                wr_pmsg p, r;
+                wr_pmsg_init(&p, WR_MT_PULL);
+                p.job_id = g_cfg.job_id;
+                p.epoch = 1;
+                p.rank = g_rank;
+                p.shard = s;
+                wr_srv_send(qep[s], NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
+                st = -1;
+                for (int k = 0; k < 100 && st < 0; k++) {
+                    st = recv_one(qep[s], 100, &r, NULL, 0);
+                    if (st < 0) {
+                        wr_pmsg cm;
+                        int cs = recv_one(g_cep, 0, &cm, NULL, 0);
+                        if (cs > 0) {
+                            status = cs == 256 ? 0 : cs;
+                            break;
+                        }
+                        if (cs == 0) wr_pmsg_clear(&cm);
+                    }
+                }
+                if (status || st) {
+                    if (!status) status = 1;
+                    break;
+                }
+                uint64_t done = r.type == WR_MT_PARAMS ? r.step : 0;
+                wr_pmsg_clear(&r);
+                if (done + 1 >= (uint64_t)t) break;
+                struct timespec ts = {0, 20 * 1000 * 1000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        if (status) break;
         for (int s = 0; s < S; s++) {
             wr_pmsg p;
             wr_pmsg_init(&p, WR_MT_PUSH);
@@ -410,13 +465,14 @@ int main(int argc, char **argv) {
                 pl = g + sh[s].lo;
                 len = p.n_elems * 4;
             }
-            if (wr_srv_send(sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) != WR_OK) {
+            if (wr_srv_send(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) !=
+                WR_OK) {
                 wr_error("PUSH to shard %d: %s", s, err);
                 status = 1;
             }
         }
         float lr_t = wr_lr_at(&g_cfg, t, total);
-        for (int s = 0; s < S && status == 0; s++) {
+        for (int s = 0; s < S && status == 0 && !stall_reads; s++) {
             wr_pmsg r;
             st = -1;
             double t0 = wr_now();
@@ -511,6 +567,9 @@ int main(int argc, char **argv) {
         }
     }
     wr_close(flood);
+    for (int s = 0; s < S && qep; s++) wr_close(qep[s]), wr_close(pep[s]);
+    free(qep);
+    free(pep);
     wr_heartbeat_stop(hb);
     for (int s = 0; s < S; s++) wr_close(sh[s].ep);
     wr_close(g_cep);
