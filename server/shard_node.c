@@ -27,7 +27,9 @@ void wr_shard_opts_default(wr_shard_opts *o) {
     memset(o, 0, sizeof *o);
     o->bind = "tcp://*:0";
     o->connect_timeout = 30.0;
-    o->io_threads = 1;
+    // Two I/O threads: a step ends with n large BROADCAST sends (and starts with
+    // n PUSH receives) whose kernel copies then run on both cores.
+    o->io_threads = 2;
 }
 
 typedef struct {
