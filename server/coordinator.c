@@ -470,7 +470,8 @@ static int on_register(coord *c, const wr_msg *m, const wr_pmsg *h) {
         n->d = h->n_params;
         n->registered = 1;
         n->index = c->n_workers_reg++;
-        wr_info("worker %d registered from host %s (d = %llu)", n->index, n->host, (unsigned long long)n->d);
+        wr_info("worker %d registered from host %s (d = %llu, training set %llu)", n->index, n->host,
+                (unsigned long long)n->d, (unsigned long long)h->train_examples);
     } else if (!c->formed) {
         send_welcome(c, n);  // first REGISTER (or a repeat): the config
     }

@@ -104,6 +104,7 @@ typedef struct {
     int cfg_ok;
     int rank, n_workers, n_shards;
     uint64_t d;
+    int64_t total_steps;  // the job's total steps from the cluster map ('ts'); 0 = not sent
     shard_conn *sh;
     wr_endpoint **poll_eps;  // shards..., coordinator last
     int *ready;
@@ -181,6 +182,7 @@ static void *hb_main(void *arg) {
     wr_endpoint_opts eo;
     wr_endpoint_opts_default(&eo);
     eo.linger_ms = 0;
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // control messages only (docs/PROTOCOL.md section 7)
     wr_endpoint *ep = NULL;
     if (wr_connect(w->ctx, w->o->coordinator, &eo, &ep, err) != WR_OK) {
         wr_warn("heartbeat socket: %s", err);
@@ -289,6 +291,10 @@ static int send_register(worker *w, uint64_t n_params, char *err) {
     snprintf(h.host, sizeof h.host, "%s", w->host);
     h.group = w->o->group;
     h.n_params = n_params;
+    // The training-set size (second REGISTER): the coordinator computes the
+    // job's total step count from it (CLUSTER_MAP 'ts'). 0 for the synthetic
+    // model: the coordinator then counts 60000 examples, as train() does.
+    h.train_examples = n_params > 0 && w->data_model ? (uint64_t)w->train.n : 0;
     return send_hdr(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, err);
 }
 
@@ -433,6 +439,7 @@ static int register_and_build(worker *w, char *err) {
         return bad;
     }
     w->rank = map.rank;
+    w->total_steps = (int64_t)map.total_steps;  // 0 from an older coordinator
     w->n_workers = (int)map.n_workers_map;
     w->n_shards = (int)map.n_shards;
     w->sh = wr_calloc((size_t)w->n_shards, sizeof *w->sh);
@@ -762,7 +769,8 @@ static void evaluate(worker *w, double t_train0, int64_t epoch, int64_t step) {
 static int train(worker *w, char *err) {
     int64_t spe = w->data_model ? w->train.n / w->cfg.batch : WR_FASHION_TRAIN / w->cfg.batch;
     if (spe < 1) spe = 1;
-    int64_t total = wr_total_steps(&w->cfg, spe * w->cfg.batch);
+    // The coordinator's count (CLUSTER_MAP 'ts') is the one the shards use too.
+    int64_t total = w->total_steps > 0 ? w->total_steps : wr_total_steps(&w->cfg, spe * w->cfg.batch);
     int local_batch = w->cfg.batch / w->n_workers;
     if (w->data_model) {
         char e2[WR_ERR_LEN];
@@ -972,6 +980,7 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
     // unreachable one does not hold the exit back long.
     eo.linger_ms = 1000;
     eo.sndhwm = eo.rcvhwm = 1000;
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // control messages only (docs/PROTOCOL.md section 7)
     if (wr_connect(w->ctx, o->coordinator, &eo, &w->coord, e2) != WR_OK) {
         wr_err(err, WR_ERR, "coordinator address %s: %s", o->coordinator, e2);
         st = 2;
