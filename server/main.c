@@ -53,7 +53,7 @@ static void usage_shard(FILE *f) {
             "  --host NAME           host name to report (default: gethostname)\n"
             "  --connect-timeout S   seconds to wait for the coordinator's first reply (default 30; exit 6)\n"
             "  --log-level L         error | warn | info | debug\n"
-            "  --io-threads N        transport I/O threads (default 1)\n"
+            "  --io-threads N        transport I/O threads (default 2)\n"
             "  -h, --help            this text\n");
 }
 

@@ -30,6 +30,11 @@
 #include "schedule.h"
 #include "transport.h"
 
+int64_t wr_worker_shard_max_msg(uint64_t n) {
+    int64_t b = (int64_t)n * 4 + (64 << 10);
+    return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
+}
+
 void wr_worker_opts_default(wr_worker_opts *o) {
     memset(o, 0, sizeof *o);
     o->group = 0;
@@ -62,18 +67,6 @@ typedef struct {
 static void zc_release(void *data, void *hint) {
     (void)data;
     atomic_store_explicit(&((zc_buf *)hint)->busy, 0, memory_order_release);
-}
-
-// Waits (spinning, then yielding) until the transport released b. Normally
-// immediate: the broadcast of a step arrives only after our push was read.
-static int zc_wait(zc_buf *b, double timeout_s) {
-    if (!atomic_load_explicit(&b->busy, memory_order_acquire)) return WR_OK;
-    double t0 = wr_now();
-    while (atomic_load_explicit(&b->busy, memory_order_acquire)) {
-        if (wr_now() - t0 > timeout_s) return WR_ETIMEDOUT;
-        sched_yield();
-    }
-    return WR_OK;
 }
 
 // Steps whose durations are kept for the median step time (4 MiB at most).
@@ -127,7 +120,30 @@ typedef struct {
     atomic_int hb_stop;
 
     wr_train_stats st;
+    // WR_EC_* to report to the coordinator when this worker stops with an
+    // error; 0 = the coordinator stopped us, send nothing back.
+    int ec;
 } worker;
+
+// Formats the reason, records the WR_EC_* code for the coordinator and returns
+// the exit status to stop with.
+static int fail(worker *w, int ec, int status, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail(worker *w, int ec, int status, char *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, WR_ERR_LEN, fmt, ap);
+        va_end(ap);
+    }
+    w->ec = ec;
+    return status;
+}
+
+// WR_EC_* for a failed send or receive: a timeout is WR_EC_TIMEOUT; anything
+// else (lost connection, transport error) is WR_EC_INTERNAL, and the reason
+// text says which.
+static int ec_of(int rc) { return rc == WR_ETIMEDOUT ? WR_EC_TIMEOUT : WR_EC_INTERNAL; }
 
 // Sends a header (copied) with an optional payload. zero-copy when free_fn is
 // set (ownership passes to the transport whatever the result).
@@ -240,6 +256,7 @@ static int recv_decode(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *e
 // Handles a SHUTDOWN or ERROR from the coordinator; returns the exit status
 // the worker should stop with (>0), or 0 if the message is harmless.
 static int coord_message(worker *w, const wr_pmsg *h, char *err) {
+    if (h->type == WR_MT_SHUTDOWN || h->type == WR_MT_ERROR) w->ec = 0;
     if (h->type == WR_MT_SHUTDOWN) {
         int st = h->code > 0 ? h->code : 0;
         if (st)
@@ -268,6 +285,53 @@ static const uint64_t *aligned_words(worker *w, const void *p, size_t len) {
     }
     memcpy(w->align_scratch, p, len);
     return w->align_scratch;
+}
+
+// Waits until the transport released a zero-copy PUSH (*busy drops to 0; its
+// free callback may run on the I/O thread). Normally immediate: a step's
+// broadcast arrives only after our push was read. Otherwise it sleeps with a
+// doubling backoff from 20 us (no spinning core), then polls the coordinator
+// socket in 1 ms slices, so a SHUTDOWN still stops a long wait. Bounded by
+// step_timeout. Returns 0, or the exit status (err says why; `what` names the
+// buffer).
+static int wait_released(worker *w, atomic_int *busy, int64_t t, const char *what, char *err) {
+    if (atomic_load_explicit(busy, memory_order_acquire) <= 0) return 0;
+    double t0 = wr_now();
+    long ns = 20 * 1000;
+    while (atomic_load_explicit(busy, memory_order_acquire) > 0) {
+        if (wr_now() - t0 > w->cfg.step_timeout)
+            return fail(w, WR_EC_TIMEOUT, 1, err,
+                        "step %lld: the transport never released %s within step_timeout %g s",
+                        (long long)t, what, w->cfg.step_timeout);
+        if (ns < 1000 * 1000) {
+            struct timespec ts = {0, ns};
+            nanosleep(&ts, NULL);
+            ns *= 2;
+            continue;
+        }
+        int ready = 0;
+        char e2[WR_ERR_LEN];
+        wr_endpoint *ce = w->coord;
+        if (wr_poll(&ce, 1, &ready, 1, e2) < 0)
+            return fail(w, WR_EC_INTERNAL, 1, err, "step %lld: poll: %s", (long long)t, e2);
+        if (!ready) continue;
+        wr_msg msg;
+        wr_pmsg h;
+        int rc = recv_decode(ce, 0, NULL, &msg, &h, e2);
+        if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) continue;
+        if (rc == WR_EPROTO) {
+            wr_warn("from coordinator: %s", e2);
+            continue;
+        }
+        if (rc != WR_OK)
+            return fail(w, WR_EC_INTERNAL, 1, err, "step %lld: lost connection to coordinator at %s: %s",
+                        (long long)t, w->o->coordinator, e2);
+        wr_msg_release(&msg);
+        int st = coord_message(w, &h, err);
+        wr_pmsg_clear(&h);
+        if (st) return st;
+    }
+    return 0;
 }
 
 // ---- registration --------------------------------------------------------------
@@ -388,6 +452,20 @@ static int register_and_build(worker *w, char *err) {
             return 2;
         }
     }
+    // The batch checks of wr_batch_iter_init, done now with the configured
+    // worker count, so that a job this data cannot feed fails before it forms.
+    if (w->cfg.workers < 1 || w->cfg.batch < 1 || w->cfg.batch % w->cfg.workers != 0) {
+        wr_err(err, WR_ERR, "batch %d must be a positive multiple of the %d workers", w->cfg.batch,
+               w->cfg.workers);
+        send_error(w, WR_EC_CONFIG, err);
+        return 2;
+    }
+    if (w->data_model && (int64_t)w->cfg.batch > (int64_t)w->train.n) {
+        wr_err(err, WR_ERR, "batch %d exceeds the %lld training examples in %s", w->cfg.batch,
+               (long long)w->train.n, w->cfg.data_dir);
+        send_error(w, WR_EC_CONFIG, err);
+        return 2;
+    }
     wr_info("model %s: d = %llu parameters; registering", w->cfg.model,
             (unsigned long long)w->d);
     if (send_register(w, w->d, e2) != WR_OK) {
@@ -472,10 +550,11 @@ static int initial_params(worker *w, char *err) {
             h.n_elems = w->sh[s].hi - w->sh[s].lo;
             h.codec = WR_CODEC_FP32;
             // Copied (free_fn NULL): once per job, and x changes right after.
-            if (send_hdr(w, w->sh[s].ep, &h, x + w->sh[s].lo, h.n_elems * 4, NULL, NULL,
-                         (int)(w->cfg.step_timeout * 1000), NULL, e2) != WR_OK)
-                return stop_with(err, 1, "sending initial parameters to shard %d (%s): %s", s,
-                              w->sh[s].addr, e2);
+            int rc = send_hdr(w, w->sh[s].ep, &h, x + w->sh[s].lo, h.n_elems * 4, NULL, NULL,
+                              (int)(w->cfg.step_timeout * 1000), NULL, e2);
+            if (rc != WR_OK)
+                return fail(w, ec_of(rc), 1, err, "sending initial parameters to shard %d (%s): %s", s,
+                            w->sh[s].addr, e2);
         }
     }
     for (int s = 0; s < w->n_shards; s++) {
@@ -484,8 +563,9 @@ static int initial_params(worker *w, char *err) {
         h.shard = s;
         h.offset = w->sh[s].lo;
         h.n_elems = w->sh[s].hi - w->sh[s].lo;
-        if (send_hdr(w, w->sh[s].ep, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
-            return stop_with(err, 1, "sending PULL to shard %d (%s): %s", s, w->sh[s].addr, e2);
+        int rc = send_hdr(w, w->sh[s].ep, &h, NULL, 0, NULL, NULL, 1000, NULL, e2);
+        if (rc != WR_OK)
+            return fail(w, ec_of(rc), 1, err, "sending PULL to shard %d (%s): %s", s, w->sh[s].addr, e2);
         w->sh[s].pending = 1;
     }
     wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1};
@@ -498,12 +578,12 @@ static int initial_params(worker *w, char *err) {
         if (rem <= 0) {
             for (int s = 0; s < w->n_shards; s++)
                 if (w->sh[s].pending)
-                    return stop_with(err, 1,
+                    return fail(w, WR_EC_TIMEOUT, 1, err,
                                   "no initial parameters from shard %d (%s) within %g s", s,
                                   w->sh[s].addr, timeout);
         }
         int n = wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2);
-        if (n < 0) return stop_with(err, 1, "poll: %s", e2);
+        if (n < 0) return fail(w, WR_EC_INTERNAL, 1, err, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;
             wr_msg msg;
@@ -517,9 +597,11 @@ static int initial_params(worker *w, char *err) {
             if (rc != WR_OK) {
                 // A dropped connection may have lost messages: the job cannot go on.
                 if (i < w->n_shards)
-                    return stop_with(err, 1, "waiting for initial parameters from shard %d (%s): %s", i,
-                                  w->sh[i].addr, e2);
-                return stop_with(err, 1, "coordinator at %s: %s", w->o->coordinator, e2);
+                    return fail(w, WR_EC_INTERNAL, 1, err,
+                                "lost connection to shard %d (%s) while waiting for initial parameters: %s",
+                                i, w->sh[i].addr, e2);
+                return fail(w, WR_EC_INTERNAL, 1, err, "lost connection to coordinator at %s: %s",
+                            w->o->coordinator, e2);
             }
             if (i == w->n_shards) {
                 wr_msg_release(&msg);
@@ -536,6 +618,7 @@ static int initial_params(worker *w, char *err) {
                 left--;
             } else if (h.type == WR_MT_ERROR) {
                 wr_err(err, WR_ERR, "shard %d (%s) refused: %s", i, sc->addr, h.reason);
+                w->ec = h.code >= WR_EC_PROTOCOL && h.code <= WR_EC_TIMEOUT ? h.code : WR_EC_INTERNAL;
                 wr_msg_release(&msg);
                 wr_pmsg_clear(&h);
                 return 1;
@@ -595,9 +678,10 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
         if (birder) {
             zc_buf *zb = &sc->push[sc->cur];
             sc->cur ^= 1;
-            if (zc_wait(zb, w->cfg.step_timeout) != WR_OK)
-                return stop_with(err, 1, "step %lld: push buffer for shard %d (%s) never released",
-                              (long long)t, s, sc->addr);
+            char what[WR_ADDR_MAX + 64];
+            snprintf(what, sizeof what, "the push buffer for shard %d (%s)", s, sc->addr);
+            int st = wait_released(w, &zb->busy, t, what, err);
+            if (st) return st;
             double t0 = wr_now();
             wr_birder_encode(g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key,
                              sc->lo, zb->data);
@@ -613,7 +697,7 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                           (int)(w->cfg.step_timeout * 1000), &w->st.bytes_sent, e2);
         }
         if (rc != WR_OK)
-            return stop_with(err, 1, "step %lld: PUSH to shard %d (%s): %s", (long long)t, s,
+            return fail(w, ec_of(rc), 1, err, "step %lld: PUSH to shard %d (%s): %s", (long long)t, s,
                           sc->addr, e2);
         sc->pending = 1;
     }
@@ -627,7 +711,7 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
         if (rem <= 0) {
             for (int s = 0; s < w->n_shards; s++)
                 if (w->sh[s].pending)
-                    return stop_with(err, 1,
+                    return fail(w, WR_EC_TIMEOUT, 1, err,
                                      "step %lld: no BROADCAST from shard %d (%s) within step_timeout %g s",
                                      (long long)t, s, w->sh[s].addr, w->cfg.step_timeout);
         }
@@ -651,10 +735,10 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
                 }
                 if (rc != WR_OK) {
                     if (i < w->n_shards)
-                        return stop_with(err, 1, "step %lld: shard %d (%s): %s", (long long)t, i,
-                                      w->sh[i].addr, e2);
-                    return stop_with(err, 1, "step %lld: coordinator at %s: %s", (long long)t,
-                                  w->o->coordinator, e2);
+                        return fail(w, WR_EC_INTERNAL, 1, err, "step %lld: lost connection to shard %d (%s): %s",
+                                    (long long)t, i, w->sh[i].addr, e2);
+                    return fail(w, WR_EC_INTERNAL, 1, err, "step %lld: lost connection to coordinator at %s: %s",
+                                (long long)t, w->o->coordinator, e2);
                 }
                 if (i == w->n_shards) {
                     wr_msg_release(&msg);
@@ -776,7 +860,7 @@ static int train(worker *w, char *err) {
         char e2[WR_ERR_LEN];
         if (wr_batch_iter_init(&w->it, &w->train, w->cfg.batch, w->rank, w->n_workers, w->cfg.seed,
                                e2) != WR_OK)
-            return stop_with(err, 2, "batches: %s", e2);
+            return fail(w, WR_EC_CONFIG, 2, err, "batches: %s", e2);
     }
     if (w->cfg.codec == WR_JOB_CODEC_BIRDER) {
         w->m = alloc_state(w->d * sizeof(float));
@@ -820,15 +904,8 @@ static int train(worker *w, char *err) {
         // fp32 codec pushes straight from g: the previous step's frames must be gone.
         // (Every shard has answered, so it has read our push: this is immediate
         // in practice; the bound only turns a transport bug into an error.)
-        if (atomic_load_explicit(&w->fp32_busy, memory_order_acquire) > 0) {
-            double tw = wr_now();
-            while (atomic_load_explicit(&w->fp32_busy, memory_order_acquire) > 0) {
-                if (wr_now() - tw > w->cfg.step_timeout)
-                    return stop_with(err, 1, "step %lld: the transport never released the previous PUSH",
-                                     (long long)t);
-                sched_yield();
-            }
-        }
+        int wst = wait_released(w, &w->fp32_busy, t, "the previous PUSH", err);
+        if (wst) return wst;
         float loss = 0;
         int correct = 0, overflow = 0;
         char e2[WR_ERR_LEN];
@@ -1002,6 +1079,10 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
     // a hung one as step_timeout, and liveness is the coordinator's heartbeats.
     so.heartbeat_ms = 0;
     for (int s = 0; s < w->n_shards; s++) {
+        // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
+        // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
+        // a bigger one drops the connection instead of being allocated.
+        so.max_msg_size = wr_worker_shard_max_msg(w->sh[s].hi - w->sh[s].lo);
         if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK) {
             wr_err(err, WR_ERR, "shard %d address %s: %s", s, w->sh[s].addr, e2);
             send_error(w, WR_EC_INTERNAL, err);
@@ -1013,14 +1094,13 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
     w->poll_eps[w->n_shards] = w->coord;
     if (pthread_create(&w->hb_thread, NULL, hb_main, w) == 0) w->hb_started = 1;
 
+    // Failures below record their WR_EC_* code in w->ec (0 when the
+    // coordinator itself stopped the job: nothing to report back).
+    w->ec = WR_EC_INTERNAL;
     st = initial_params(w, err);
+    if (!st) st = train(w, err);
     if (st) {
-        if (st == 1) send_error(w, WR_EC_TIMEOUT, err);
-        goto out;
-    }
-    st = train(w, err);
-    if (st) {
-        if (st == 1 || st == 2) send_error(w, WR_EC_INTERNAL, err);
+        if (w->ec) send_error(w, w->ec, err);
         goto out;
     }
     send_stats_and_leave(w);

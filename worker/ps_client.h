@@ -22,6 +22,11 @@ typedef struct {
 
 void wr_worker_opts_default(wr_worker_opts *o);
 
+// The frame size limit of the worker's socket to a shard holding n parameters:
+// max(4n + 64 KiB, WR_PROTO_MAX_CONTROL_MSG), room for an fp32 PARAMS or
+// BROADCAST of the whole range. Pure.
+int64_t wr_worker_shard_max_msg(uint64_t n);
+
 // Runs one worker of a job until the job ends. Blocking (minutes). Returns the
 // process exit status of docs/ARCHITECTURE.md: 0 ok; 1 runtime error (a shard
 // silent past step_timeout, a refused message, I/O); 2 config the worker cannot
