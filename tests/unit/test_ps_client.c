@@ -6,7 +6,11 @@
 // rarely produce check the worker's failure paths: a shard that stays silent
 // (step_timeout naming the shard), a SHUTDOWN in the middle of training (exit
 // with its status), a broadcast of the wrong step (refused, exit 1), and a
-// cluster map whose n_params disagrees with the model (exit 2).
+// cluster map whose n_params disagrees with the model (exit 2), a shard that
+// sends a frame larger than its range allows (not taken: the connection is
+// dropped and the shard named), and a training set smaller than the batch
+// (exit 2 and WR_EC_CONFIG before the second REGISTER). The fake coordinator
+// records the code of the worker's ERROR so the tests check it.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,7 +31,7 @@
 #include "shard.h"
 #include "transport.h"
 
-enum scenario { SC_OK, SC_SILENT_SHARD, SC_SHUTDOWN, SC_WRONG_STEP, SC_BAD_NPARAMS };
+enum scenario { SC_OK, SC_SILENT_SHARD, SC_SHUTDOWN, SC_WRONG_STEP, SC_BAD_NPARAMS, SC_OVERSIZE, SC_SMALL_DATA };
 
 #define D 4096
 #define STEPS 20
@@ -45,6 +49,9 @@ typedef struct {
     uint64_t worker_digest[STEPS + 1][N_SHARDS];
     uint64_t shard_digest[STEPS + 1][N_SHARDS];
     int digests_seen, heartbeats, leaves, stats;
+    int registers_full;  // REGISTERs with n_params > 0 (the second one)
+    int errors, error_code;  // ERRORs from the worker, code of the last one
+    atomic_int oversize_sent;
     atomic_int thread_errors;  // checks that failed inside the fake nodes' threads
 } fake;
 
@@ -100,7 +107,11 @@ static void *coord_main(void *arg) {
             wr_msg_release(&msg);
             continue;
         }
-        if (h.type == WR_MT_REGISTER) {
+        if (h.type == WR_MT_ERROR) {
+            f->errors++;
+            f->error_code = h.code;
+        } else if (h.type == WR_MT_REGISTER) {
+            if (h.n_params > 0) f->registers_full++;
             wr_pmsg r;
             wr_pmsg_init(&r, WR_MT_CLUSTER_MAP);
             r.job_id = f->cfg.job_id;
@@ -188,6 +199,22 @@ static void *shards_main(void *arg) {
             }
             if (h.type == WR_MT_PARAMS) {
                 T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) == WR_OK);
+            } else if (h.type == WR_MT_PULL && f->sc == SC_OVERSIZE && s == 1) {
+                // A PARAMS frame 4 KiB over the worker's bound for this range.
+                size_t len = (size_t)wr_worker_shard_max_msg(hi[s] - lo[s]) + 4096;
+                len -= len % 4;
+                void *big = calloc(1, len);
+                wr_pmsg r;
+                wr_pmsg_init(&r, WR_MT_PARAMS);
+                r.job_id = f->cfg.job_id;
+                r.epoch = 1;
+                r.shard = s;
+                r.offset = lo[s];
+                r.n_elems = len / 4;
+                r.codec = WR_CODEC_FP32;
+                send_to(f, f->shard_ep[s], &msg, &r, big, len);
+                free(big);
+                atomic_store(&f->oversize_sent, 1);
             } else if (h.type == WR_MT_PULL) {
                 T_CHECK(f, wr_shard_core_has_params(core[s]));  // one worker: PARAMS came first
                 wr_pmsg r;
@@ -247,6 +274,7 @@ static int run_worker(fake *f, const char *summary, char *err) {
     pthread_t tc, ts;
     atomic_init(&f->stop, 0);
     atomic_init(&f->thread_errors, 0);
+    atomic_init(&f->oversize_sent, 0);
     pthread_create(&tc, NULL, coord_main, f);
     pthread_create(&ts, NULL, shards_main, f);
 
@@ -381,6 +409,85 @@ static void test_nparams_mismatch(void **state) {
     free(f);
 }
 
+static void test_silent_shard_reports_timeout(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_SILENT_SHARD, WR_JOB_CODEC_FP32, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    assert_int_equal(run_worker(f, NULL, err), 1);
+    assert_int_equal(f->errors, 1);
+    assert_int_equal(f->error_code, WR_EC_TIMEOUT);
+    free(f);
+}
+
+static void test_shard_max_msg(void **state) {
+    (void)state;
+    assert_true(wr_worker_shard_max_msg(0) == WR_PROTO_MAX_CONTROL_MSG);
+    assert_true(wr_worker_shard_max_msg(2048) == WR_PROTO_MAX_CONTROL_MSG);
+    uint64_t n = 110000000ull / 4;
+    assert_true(wr_worker_shard_max_msg(n) == (int64_t)(4 * n + (64 << 10)));
+}
+
+// Shard 1 answers the PULL with a frame over the bound: the worker must not
+// take it (without the bound it would, warn "unexpected PARAMS" and time out);
+// it loses the connection and stops naming shard 1, reporting no timeout.
+static void test_oversized_frame_not_taken(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_OVERSIZE, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    f->cfg.register_timeout = 2;
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, 1);
+    assert_int_equal(atomic_load(&f->oversize_sent), 1);
+    assert_non_null(strstr(err, "shard 1"));
+    assert_non_null(strstr(err, f->shard_addr[1]));
+    assert_non_null(strstr(err, "lost connection"));
+    assert_int_equal(f->errors, 1);
+    assert_int_equal(f->error_code, WR_EC_INTERNAL);
+    free(f);
+}
+
+// idx file of n zero images (28x28) or labels, uncompressed (zlib reads it as is).
+static void write_idx(const char *dir, const char *name, int images, uint32_t n) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    uint8_t hdr[16] = {0, 0, 8, images ? 3 : 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
+                       (uint8_t)(n >> 8), (uint8_t)n, 0, 0, 0, 28, 0, 0, 0, 28};
+    assert_int_equal(fwrite(hdr, 1, images ? 16 : 8, fp), images ? 16 : 8);
+    size_t body = images ? (size_t)n * 784 : n;
+    for (size_t i = 0; i < body; i++) fputc(images ? 0 : (int)(i % 10), fp);
+    fclose(fp);
+}
+
+static void test_small_training_set_fails_before_forming(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_SMALL_DATA, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char ddir[] = "/tmp/wren-tpsc-data-XXXXXX";
+    assert_non_null(mkdtemp(ddir));
+    const char *names[4] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                            "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+    for (int i = 0; i < 4; i++) write_idx(ddir, names[i], i % 2 == 0, 4);
+    char err[WR_ERR_LEN] = "";
+    assert_int_equal(wr_config_set_kv(&f->cfg, "model=mlp", err), WR_OK);
+    snprintf(f->cfg.data_dir, sizeof f->cfg.data_dir, "%s", ddir);
+    f->cfg.batch = 8;
+    int st = run_worker(f, NULL, err);
+    for (int i = 0; i < 4; i++) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/%s", ddir, names[i]);
+        unlink(path);
+    }
+    rmdir(ddir);
+    if (st != 2) fprintf(stderr, "worker: %s\n", err);
+    assert_int_equal(st, 2);
+    assert_non_null(strstr(err, "batch 8 exceeds the 4 training examples"));
+    assert_int_equal(f->registers_full, 0);
+    assert_int_equal(f->errors, 1);
+    assert_int_equal(f->error_code, WR_EC_CONFIG);
+    free(f);
+}
+
 static void test_no_coordinator(void **state) {
     (void)state;
     wr_worker_opts o;
@@ -401,6 +508,10 @@ int main(void) {
         cmocka_unit_test(test_shutdown_stops_with_status),
         cmocka_unit_test(test_wrong_step_refused),
         cmocka_unit_test(test_nparams_mismatch),
+        cmocka_unit_test(test_silent_shard_reports_timeout),
+        cmocka_unit_test(test_shard_max_msg),
+        cmocka_unit_test(test_oversized_frame_not_taken),
+        cmocka_unit_test(test_small_training_set_fails_before_forming),
         cmocka_unit_test(test_no_coordinator),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
