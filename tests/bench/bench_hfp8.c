@@ -97,6 +97,9 @@ int main(void) {
     }
     printf("memory copy bandwidth (256 MiB arrays, read+write, best of 3 x 5): %.2f GB/s\n", bw);
     wr_figure("mem_bw_copy", bw, "GB/s");
+    double bw_read = wr_bench_mem_bw_read(bytes);
+    printf("memory read bandwidth, one thread (256 MiB, read only): %.2f GB/s\n", bw_read);
+    wr_figure("mem_bw_read_1t", bw_read, "GB/s");
 
     for (int k = 0; k < 2; k++) {
         arg_t a = {x, y, c, n, fmts[k], 0};
@@ -112,6 +115,11 @@ int main(void) {
         wr_figure(nm, enc, "Gelem/s");
         snprintf(nm, sizeof nm, "fp8_encode_%s_bw_fraction", names[k]);
         wr_figure(nm, frac, "");
+        // The same rate against the read-only bound of one thread (4 B read per element).
+        printf("  %s encode reads %.1f GB/s = %.0f%% of one thread's read bandwidth\n", names[k],
+               enc * 4.0, 100 * enc * 4.0 / bw_read);
+        snprintf(nm, sizeof nm, "fp8_encode_%s_read_bw_fraction", names[k]);
+        wr_figure(nm, enc * 4.0 / bw_read, "");
 
         double sr_ref = rate(&a, SR_REF), sr = rate(&a, SR);
         arg_t as = a;
