@@ -165,6 +165,19 @@ static void ep_destroy(wr_endpoint *ep) {
     free(ep);
 }
 
+// Attaches a ZeroMQ socket monitor for `events` to ep's socket and connects
+// a PAIR socket (*pair) to read them. On failure the reason names `what` and
+// addr; the caller destroys ep (which closes a partly set up *pair).
+static int attach_monitor(wr_transport_ctx *ctx, wr_endpoint *ep, const char *what, const char *addr,
+                          const char *prefix, int events, void **pair, char *err) {
+    char name[64];
+    snprintf(name, sizeof name, "inproc://%s-%u", prefix, atomic_fetch_add(&ctx->mon_seq, 1));
+    if (zmq_socket_monitor(ep->sock, name, events) != 0 || !(*pair = zmq_socket(ctx->z, ZMQ_PAIR)) ||
+        zmq_connect(*pair, name) != 0)
+        return wr_err(err, WR_ERR, "%s %s: socket monitor: %s", what, addr, zmq_strerror(errno));
+    return WR_OK;
+}
+
 static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
                  char *err) {
     *out = NULL;
@@ -173,18 +186,12 @@ static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     wr_endpoint *ep = ep_new(ctx, addr, 1, err);
     if (!ep) return WR_ERR;
     if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
-    if (o->peer_events && strncmp(addr, "inproc://", 9) != 0) {
-        // Only counted (wr_peer_events): a ROUTER has many peers, and the
-        // monitor does not say which one an event belongs to.
-        char name[64];
-        snprintf(name, sizeof name, "inproc://wr-rmon-%u", atomic_fetch_add(&ctx->mon_seq, 1));
-        if (zmq_socket_monitor(ep->sock, name, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-            !(ep->rmon = zmq_socket(ctx->z, ZMQ_PAIR)) || zmq_connect(ep->rmon, name) != 0) {
-            int e = errno;
-            ep_destroy(ep);
-            return wr_err(err, WR_ERR, "bind %s: socket monitor: %s", addr, zmq_strerror(e));
-        }
-    }
+    // Only counted (wr_peer_events): a ROUTER has many peers, and the
+    // monitor does not say which one an event belongs to.
+    if (o->peer_events && strncmp(addr, "inproc://", 9) != 0 &&
+        attach_monitor(ctx, ep, "bind", addr, "wr-rmon", ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED,
+                       &ep->rmon, err) != WR_OK)
+        return ep_destroy(ep), WR_ERR;
     if (zmq_bind(ep->sock, addr) != 0) {
         int e = errno;
         ep_destroy(ep);
@@ -202,17 +209,11 @@ static int zconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_o
     wr_endpoint *ep = ep_new(ctx, addr, 0, err);
     if (!ep) return WR_ERR;
     if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
-    if (strncmp(addr, "inproc://", 9) != 0) {
-        // inproc has no connections to watch; tcp and ipc do.
-        char name[64];
-        snprintf(name, sizeof name, "inproc://wr-mon-%u", atomic_fetch_add(&ctx->mon_seq, 1));
-        if (zmq_socket_monitor(ep->sock, name, ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED) != 0 ||
-            !(ep->mon = zmq_socket(ctx->z, ZMQ_PAIR)) || zmq_connect(ep->mon, name) != 0) {
-            int e = errno;
-            ep_destroy(ep);
-            return wr_err(err, WR_ERR, "connect %s: socket monitor: %s", addr, zmq_strerror(e));
-        }
-    }
+    // inproc has no connections to watch; tcp and ipc do.
+    if (strncmp(addr, "inproc://", 9) != 0 &&
+        attach_monitor(ctx, ep, "connect", addr, "wr-mon",
+                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED, &ep->mon, err) != WR_OK)
+        return ep_destroy(ep), WR_ERR;
     if (zmq_connect(ep->sock, addr) != 0) {
         int e = errno;
         ep_destroy(ep);
