@@ -1108,6 +1108,22 @@ static void test_write_corpus(void **state) {
         snprintf(name, sizeof name, "bcast_%s_1M", i == 0 ? "bits" : i == 1 ? "planes" : "fp32");
         write_seed(dir, name, &b, m.payload_len, 0);
     }
+    // The second REGISTER of a worker (d and training-set size) and the
+    // epoch-1 map with the total step count: the optional keys 'np', 'nt', 'ts'.
+    wr_pmsg m;
+    fill(&m, WR_MT_REGISTER);
+    m.role = WR_ROLE_WORKER;
+    m.addr[0] = 0;
+    m.n_params = 535818;
+    m.train_examples = 60000;
+    assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
+    write_seed(dir, "register_worker_d_nt", &b, 0, 0);
+    wr_pmsg_clear(&m);
+    fill(&m, WR_MT_CLUSTER_MAP);
+    m.total_steps = 3744;
+    assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
+    write_seed(dir, "cluster_map_ts", &b, m.payload_len, 0);
+    wr_pmsg_clear(&m);
     wr_buf_free(&b);
 }
 
