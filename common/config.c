@@ -52,6 +52,7 @@ void wr_config_defaults(wr_job_config *c) {
     c->progress_every = 50;
     c->digest_every = 50;
     c->eval_every_epoch = 1;
+    c->eval_every = 0;
     c->register_timeout = 30.0;
     c->step_timeout = 60.0;
     c->heartbeat_interval = 1.0;
@@ -204,6 +205,7 @@ static const key_t_ kKeys[] = {
     {"progress_every", K_INT, OFF(progress_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
     {"digest_every", K_INT, OFF(digest_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
     {"eval", K_ENUM, OFF(eval_every_epoch), 0, 0, 0, 0, "one of epoch, end, off", ENUM(kEval), 0, NULL},
+    {"eval_every", K_INT, OFF(eval_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
     {"register_timeout", K_DOUBLE, OFF(register_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
     {"step_timeout", K_DOUBLE, OFF(step_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
     {"heartbeat_interval", K_DOUBLE, OFF(heartbeat_interval), 0.001, 3600, 0, 0, "a number of seconds in [0.001, 3600]", NULL, NULL, 0, 0, NULL},

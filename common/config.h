@@ -50,6 +50,9 @@ typedef struct {
     int progress_every;       // progress_every = steps between progress lines
     int digest_every;         // digest_every = steps between replica digest checks (0 = off)
     int eval_every_epoch;     // eval = epoch | end | off  (1, 0 = end, -1 = off)
+    int eval_every;           // eval_every = steps between test evaluations (0 = follow eval;
+                              // > 0 replaces eval=epoch|end's schedule, plus one at the end;
+                              // eval=off still turns evaluation off)
     double register_timeout;  // register_timeout = seconds the coordinator waits for everyone
     double step_timeout;      // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;// heartbeat_interval (s)

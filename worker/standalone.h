@@ -20,14 +20,18 @@
 // Logs (info) a progress line every cfg->progress_every steps (epoch, step,
 // loss and accuracy averaged since the last line, samples/s, loss scale), the
 // test accuracy after each epoch (cfg->eval_every_epoch = 1; 0: only at the end;
-// -1: never), and `time_to_88` (wall seconds from the first step until the test
-// accuracy first reached 0.88 at an evaluation, or -1).
+// -1: never; cfg->eval_every > 0: every eval_every steps and at the end instead,
+// unless eval_every_epoch = -1), and `time_to_88` (training seconds — wall time
+// from the first step minus earlier evaluations — until the test accuracy first
+// reached 0.88 at an evaluation, or -1).
 // If summary_path is not NULL, writes one JSON object there at the end:
 //   {"mode":"standalone","model":..,"codec":..,"optimizer":..,"hfp8":..,
 //    "fp8_first_last":..,"batch":..,"lr":..,"steps":..,"epochs_run":..,
 //    "test_accuracy":..,"epoch_accuracy":[..],"seconds":..,"train_seconds":..,
-//    "samples_per_s":..,"tta88_seconds":..,"final_loss":..,"overflows":..,
-//    "loss_scale":..}
+//    "samples_per_s":..,"tta88_seconds":..,"tta88_step":..,"eval_every":..,
+//    "evals":..,"eval_seconds":..,"final_loss":..,"overflows":..,"loss_scale":..}
+// (epoch_accuracy holds every evaluation in order — per epoch, or every
+// eval_every steps; evals is their count; tta88_step 0 if 0.88 not reached)
 // (test_accuracy -1 when evaluation is off; synthetic models train without data
 // and report accuracy 0; seconds = wall time of the training loop including
 // evaluations, samples_per_s = samples / train_seconds, training steps only.)

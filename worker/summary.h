@@ -14,7 +14,8 @@ typedef struct {
     int64_t global_batch;
     double test_accuracy;      // last evaluation (-1 if none)
     double best_accuracy;      // best evaluation (-1 if none)
-    double tta88_seconds;      // seconds when test accuracy first reached 0.88, -1 if never
+    double tta88_seconds;      // training seconds (wall time minus earlier evaluations) when the
+                               // test accuracy first reached 0.88 at an evaluation, -1 if never
     int64_t tta88_step;        // the step of that evaluation (0 if never)
     double final_loss;         // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)

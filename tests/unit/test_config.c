@@ -36,6 +36,7 @@ static void test_defaults(void **state) {
     assert_int_equal(c.progress_every, 50);
     assert_int_equal(c.digest_every, 50);
     assert_int_equal(c.eval_every_epoch, 1);
+    assert_int_equal(c.eval_every, 0);
     assert_true(c.register_timeout == 30.0);
     assert_true(c.step_timeout == 60.0);
     assert_true(c.heartbeat_interval == 1.0);
@@ -56,7 +57,7 @@ static void test_every_key_parses(void **state) {
         "optimizer=sgdm", "lr=0.5", "wd=1e-4", "beta=0", "adam_beta1=0.8", "adam_beta2=0.99",
         "adam_eps=1e-6", "momentum=0.5", "lr_schedule=cosine", "warmup_steps=10", "batch=64",
         "epochs=5", "steps=100", "seed=18446744073709551615", "data_dir=/tmp/x y",
-        "progress_every=0", "digest_every=7", "eval=off", "register_timeout=2.5",
+        "progress_every=0", "digest_every=7", "eval=off", "eval_every=100", "register_timeout=2.5",
         "step_timeout=0.5", "heartbeat_interval = 0.25", "  heartbeat_timeout= 3 ",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -90,6 +91,7 @@ static void test_every_key_parses(void **state) {
     assert_int_equal(c.progress_every, 0);
     assert_int_equal(c.digest_every, 7);
     assert_int_equal(c.eval_every_epoch, -1);
+    assert_int_equal(c.eval_every, 100);
     assert_true(c.register_timeout == 2.5);
     assert_true(c.step_timeout == 0.5);
     assert_true(c.heartbeat_interval == 0.25);
@@ -122,7 +124,8 @@ static void test_bad_values(void **state) {
         {"warmup_steps", "-1"}, {"warmup_steps", "3000000000"}, {"batch", "0"}, {"batch", "2000000"},
         {"epochs", "0"}, {"steps", "-1"}, {"steps", "1e3"}, {"seed", "-3"}, {"seed", "0x10"},
         {"data_dir", ""}, {"data_dir", "a\tb"}, {"progress_every", "-1"}, {"digest_every", "x"},
-        {"eval", "never"}, {"register_timeout", "0"}, {"register_timeout", "1e9"},
+        {"eval", "never"}, {"eval_every", "-1"}, {"eval_every", "1.5"}, {"eval_every", "3000000000"},
+        {"eval_every", ""}, {"register_timeout", "0"}, {"register_timeout", "1e9"},
         {"step_timeout", "-2"}, {"heartbeat_interval", "0"}, {"heartbeat_timeout", "inf"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {

@@ -530,6 +530,46 @@ static void test_standalone(void **st) {
         assert_non_null(strstr(j, "\"tta88_seconds\":-1.000"));  // too short to reach 0.88
         free(j);
     }
+    // eval_every: an evaluation every eval_every steps plus one at the end
+    // (none twice when the last step is a multiple), tta88_step reported.
+    const int every[] = {7, 10}, want[] = {3, 2};
+    for (int i = 0; i < 2; i++) {
+        wr_job_config c;
+        wr_config_defaults(&c);
+        c.steps = 20;
+        c.batch = 64;
+        c.progress_every = 1000;
+        c.eval_every = every[i];
+        assert_int_equal(wr_standalone_train(&c, path, err), WR_OK);
+        char *j = slurp(path);
+        assert_non_null(j);
+        const char *p = strstr(j, "\"epoch_accuracy\":[");
+        assert_non_null(p);
+        int n = 1;
+        for (p += 18; *p && *p != ']'; p++) n += *p == ',';
+        assert_int_equal(n, want[i]);
+        char key[32];
+        snprintf(key, sizeof key, "\"evals\":%d,", want[i]);
+        assert_non_null(strstr(j, key));
+        assert_non_null(strstr(j, "\"tta88_step\":0,"));  // 20 steps do not reach 0.88
+        free(j);
+    }
+    // eval=off wins over eval_every: no evaluation at all
+    {
+        wr_job_config c;
+        wr_config_defaults(&c);
+        c.steps = 20;
+        c.batch = 64;
+        c.progress_every = 1000;
+        c.eval_every = 5;
+        c.eval_every_epoch = -1;
+        assert_int_equal(wr_standalone_train(&c, path, err), WR_OK);
+        char *j = slurp(path);
+        assert_non_null(j);
+        assert_non_null(strstr(j, "\"epoch_accuracy\":[]"));
+        assert_non_null(strstr(j, "\"evals\":0,"));
+        free(j);
+    }
     // errors: bad model, bad data dir, unwritable summary
     wr_job_config c;
     wr_config_defaults(&c);
