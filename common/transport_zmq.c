@@ -234,30 +234,39 @@ static int zlast_endpoint(wr_endpoint *ep, char *buf, size_t len) {
     return WR_OK;
 }
 
-// Reads pending monitor events (never blocks) and updates peer_state.
-static void drain_monitor(wr_endpoint *ep) {
-    if (!ep->mon) return;
+// Reads one event from a monitor PAIR socket without blocking: its event id,
+// or -1 when none is pending. The second frame (the endpoint address) is
+// read and dropped.
+static int next_monitor_event(void *pair) {
     for (;;) {
         zmq_msg_t ev;
         zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, ep->mon, ZMQ_DONTWAIT) < 0) {
+        if (zmq_msg_recv(&ev, pair, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&ev);
             if (errno == EINTR) continue;
-            return;
+            return -1;
         }
         uint16_t event = 0;
         if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
         int more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
-        while (more) {  // second frame: the endpoint address
+        while (more) {
             zmq_msg_init(&ev);
-            if (zmq_msg_recv(&ev, ep->mon, 0) < 0 && errno == EINTR) {
+            if (zmq_msg_recv(&ev, pair, 0) < 0 && errno == EINTR) {
                 zmq_msg_close(&ev);
                 continue;
             }
             more = zmq_msg_more(&ev);
             zmq_msg_close(&ev);
         }
+        return event;
+    }
+}
+
+// Reads pending monitor events (never blocks) and updates peer_state.
+static void drain_monitor(wr_endpoint *ep) {
+    if (!ep->mon) return;
+    for (int event; (event = next_monitor_event(ep->mon)) >= 0;) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ep->peer_state = PEER_UP;
         else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) ep->peer_state = PEER_LOST;
     }
@@ -266,27 +275,7 @@ static void drain_monitor(wr_endpoint *ep) {
 // Bound endpoints: counts accepted and closed connections (never blocks).
 static void drain_rmon(wr_endpoint *ep) {
     if (!ep->rmon) return;
-    for (;;) {
-        zmq_msg_t ev;
-        zmq_msg_init(&ev);
-        if (zmq_msg_recv(&ev, ep->rmon, ZMQ_DONTWAIT) < 0) {
-            zmq_msg_close(&ev);
-            if (errno == EINTR) continue;
-            return;
-        }
-        uint16_t event = 0;
-        if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
-        int more = zmq_msg_more(&ev);
-        zmq_msg_close(&ev);
-        while (more) {
-            zmq_msg_init(&ev);
-            if (zmq_msg_recv(&ev, ep->rmon, 0) < 0 && errno == EINTR) {
-                zmq_msg_close(&ev);
-                continue;
-            }
-            more = zmq_msg_more(&ev);
-            zmq_msg_close(&ev);
-        }
+    for (int event; (event = next_monitor_event(ep->rmon)) >= 0;) {
         if (event == ZMQ_EVENT_ACCEPTED) ep->ev_accepted++;
         else if (event == ZMQ_EVENT_DISCONNECTED) ep->ev_closed++;
     }
