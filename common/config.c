@@ -526,3 +526,16 @@ void wr_config_print(FILE *f, const wr_job_config *c) {
         fprintf(f, "%s = %s\n", kKeys[i].name, val);
     }
 }
+
+int wr_config_from_args(wr_job_config *c, const char *path, char *const *args, int n, char *err) {
+    wr_config_defaults(c);
+    if (path && wr_config_load_file(c, path, err) != WR_OK) return WR_ERR;
+    for (int i = 0; i < n; i++) {
+        if (!strchr(args[i], '='))
+            return wr_err(err, WR_ERR, "'%s' is not a key=value override", args[i]);
+        char e2[WR_ERR_LEN];
+        if (wr_config_set_kv(c, args[i], e2) != WR_OK)
+            return wr_err(err, WR_ERR, "%s (command line)", e2);
+    }
+    return wr_config_validate(c, err);
+}

@@ -84,6 +84,12 @@ int wr_config_validate(const wr_job_config *c, char *err);
 int wr_config_to_kv(const wr_job_config *c, char ***kv, uint32_t *n);
 void wr_config_kv_free(char **kv, uint32_t n);
 
+// A config from a command line: defaults, then the file `path` (NULL =
+// none), then each of args[0..n) as a key=value override, then
+// wr_config_validate. WR_OK or WR_ERR with err naming the file:line, the
+// override or the keys involved.
+int wr_config_from_args(wr_job_config *c, const char *path, char *const *args, int n, char *err);
+
 // Prints every key = value (the effective config) to f.
 void wr_config_print(FILE *f, const wr_job_config *c);
 

@@ -24,16 +24,21 @@
 // ---- names -----------------------------------------------------------------
 
 const char *wr_perr_name(enum wr_perr e) {
-    static const char *const names[WR_PERR_COUNT_] = {
+    static const char *const names[WR_PERR_KINDS] = {
         [WR_PERR_NONE] = "none",          [WR_PERR_MALFORMED] = "malformed",
         [WR_PERR_VERSION] = "version",    [WR_PERR_TYPE] = "type",
         [WR_PERR_MISSING] = "missing",    [WR_PERR_FIELD_TYPE] = "field-type",
         [WR_PERR_RANGE] = "range",        [WR_PERR_PAYLOAD] = "payload",
         [WR_PERR_JOB] = "job",            [WR_PERR_EPOCH] = "epoch",
-        [WR_PERR_STEP] = "step",
+        [WR_PERR_STEP] = "step",          [WR_PERR_ROLE] = "role",
     };
-    if ((int)e < 0 || e >= WR_PERR_COUNT_) return "unknown";
+    if ((int)e < 0 || e >= WR_PERR_KINDS) return "unknown";
     return names[e];
+}
+
+int64_t wr_proto_data_frame_max(uint64_t n_elems) {
+    int64_t b = (int64_t)n_elems * 4 + (64 << 10);
+    return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
 }
 
 const char *wr_msg_type_name(int type) {

@@ -35,6 +35,10 @@
 // Largest frame a control socket (the coordinator's, and every socket to it)
 // accepts: control messages have no payload, so a header plus slack.
 #define WR_PROTO_MAX_CONTROL_MSG ((int64_t)WR_PROTO_MAX_HEADER + (64 << 10))
+// Largest frame a data socket carrying a range of n elements accepts: the
+// range as fp32 (the largest legitimate payload) plus header slack, never
+// below the control bound.
+int64_t wr_proto_data_frame_max(uint64_t n_elems);
 #define WR_MAX_TRAIN_EXAMPLES (1ULL << 40)  // REGISTER 'nt'
 #define WR_MAX_TOTAL_STEPS (1ULL << 48)     // CLUSTER_MAP 'ts'
 #define WR_PROTO_MAX_KEYS 64           // entries in the header map (unknown keys included)
@@ -81,8 +85,10 @@ enum wr_perr {
     WR_PERR_JOB,           // job id differs from the expected one
     WR_PERR_EPOCH,         // epoch differs from the expected one
     WR_PERR_STEP,          // step outside the expected window
-    WR_PERR_COUNT_
+    WR_PERR_ROLE,          // well formed, but not acceptable to the receiver now
+                           // (wrong sender, duplicate, unexpected kind; reason says which)
 };
+#define WR_PERR_KINDS (WR_PERR_ROLE + 1)  // number of wr_perr values, for tables
 const char *wr_perr_name(enum wr_perr e);
 const char *wr_msg_type_name(int type);
 

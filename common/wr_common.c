@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 int wr_err(char *err, int code, const char *fmt, ...) {
@@ -48,4 +49,42 @@ double wr_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void *wr_try_alloc_huge(size_t bytes) {
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes < 2 * huge) {
+        size_t rounded = WR_DIV_UP(bytes ? bytes : 1, 64) * 64;
+        if (posix_memalign(&p, 64, rounded) != 0) return NULL;
+        memset(p, 0, rounded);
+        return p;
+    }
+    if (posix_memalign(&p, huge, bytes) != 0) return NULL;
+    madvise(p, bytes - bytes % huge, MADV_HUGEPAGE);  // before the first touch
+    memset(p, 0, bytes);
+    return p;
+}
+
+void *wr_alloc_huge_at(size_t bytes, const char *file, int line) {
+    void *p = wr_try_alloc_huge(bytes);
+    if (!p) {
+        fprintf(stderr, "%s:%d: out of memory allocating %zu bytes of state\n", file, line, bytes);
+        abort();
+    }
+    return p;
+}
+
+const char *wr_exit_name(int status) {
+    static const char *const names[WR_EXIT_STATUSES] = {
+        [WR_EXIT_OK] = "ok",
+        [WR_EXIT_FAILURE] = "failure",
+        [WR_EXIT_CONFIG] = "config",
+        [WR_EXIT_REGISTER_TIMEOUT] = "register-timeout",
+        [WR_EXIT_DIVERGED] = "diverged",
+        [WR_EXIT_NODE_LOST] = "node-lost",
+        [WR_EXIT_NO_COORDINATOR] = "no-coordinator",
+    };
+    if (status < 0 || status >= WR_EXIT_STATUSES) return "unknown";
+    return names[status];
 }

@@ -15,8 +15,9 @@
 #include "log.h"
 #include "proto.h"
 #include "schedule.h"
+#include "cluster.h"
 #include "shard.h"
-#include "srvnet.h"
+#include "node.h"
 #include "transport.h"
 
 // ---- digest book ---------------------------------------------------------------------
@@ -228,7 +229,7 @@ typedef struct {
     uint8_t *barrier_in;
     int barrier_count;
     int n_left;
-    wr_srv_refusals refused;
+    wr_refusals refused;
     char **kv;
     uint32_t n_kv;
     double t_start;
@@ -277,7 +278,7 @@ static void init_hdr(const coord *c, wr_pmsg *h, int type) {
 
 static int send_to(coord *c, const node *n, const wr_pmsg *h) {
     char err[WR_ERR_LEN];
-    int rc = wr_srv_send(c->ep, n->peer, n->peer_len, h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
+    int rc = wr_send_pmsg(c->ep, n->peer, n->peer_len, h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
     if (rc != WR_OK) {
         char who[WR_ADDR_MAX + 96];
         describe(c, n, who, sizeof who);
@@ -296,7 +297,7 @@ static void send_shutdown_all(coord *c, int status, const char *reason) {
 }
 
 static void reply_error(coord *c, const wr_msg *m, int code, const char *reason) {
-    wr_srv_send_error(c->ep, m->peer, m->peer_len, c->cfg.job_id, c->formed ? 1 : 0, code, reason, &c->scratch);
+    wr_send_error(c->ep, m->peer, m->peer_len, c->cfg.job_id, c->formed ? 1 : 0, code, reason, &c->scratch);
 }
 
 // Stops the job: logs, SHUTDOWN{status} to everyone still there, returns status.
@@ -405,7 +406,7 @@ static int on_register(coord *c, const wr_msg *m, const wr_pmsg *h) {
         char r[128];
         snprintf(r, sizeof r, "REGISTER for job %llu, this coordinator runs job %llu", (unsigned long long)h->job_id,
                  (unsigned long long)c->cfg.job_id);
-        wr_srv_refused(&c->refused, WR_PERR_JOB, "a registering node", r);
+        wr_refused(&c->refused, WR_PERR_JOB, "a registering node", r);
         reply_error(c, m, WR_EC_REJECTED, r);
         return 0;
     }
@@ -525,7 +526,7 @@ static int probe_nodes(coord *c) {
     for (int i = 0; i < c->n_nodes; i++) {
         node *n = &c->nodes[i];
         if (n->left) continue;
-        int rc = wr_srv_send(c->ep, n->peer, n->peer_len, &h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
+        int rc = wr_send_pmsg(c->ep, n->peer, n->peer_len, &h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
         if (rc == WR_ECLOSED) return i;
     }
     return -1;
@@ -555,7 +556,7 @@ static int on_message(coord *c, wr_msg *m) {
         snprintf(who, sizeof who, "an unregistered peer");
     int rc = wr_proto_decode(m->header.data, m->header.len, m->payload.len, NULL, &h, &perr, err);
     if (rc != WR_OK) {
-        wr_srv_refused(&c->refused, perr, who, err);
+        wr_refused(&c->refused, perr, who, err);
         reply_error(c, m, WR_EC_PROTOCOL, err);
         return 0;
     }
@@ -569,7 +570,7 @@ static int on_message(coord *c, wr_msg *m) {
     if (h.job_id != c->cfg.job_id) {
         snprintf(err, sizeof err, "%s for job %llu, this coordinator runs job %llu", wr_msg_type_name(h.type),
                  (unsigned long long)h.job_id, (unsigned long long)c->cfg.job_id);
-        wr_srv_refused(&c->refused, WR_PERR_JOB, who, err);
+        wr_refused(&c->refused, WR_PERR_JOB, who, err);
         reply_error(c, m, WR_EC_PROTOCOL, err);
         wr_pmsg_clear(&h);
         return 0;
@@ -589,7 +590,7 @@ static int on_message(coord *c, wr_msg *m) {
     }
     if (!n) {
         snprintf(err, sizeof err, "%s from a peer that has not registered", wr_msg_type_name(h.type));
-        wr_srv_refused(&c->refused, WR_PERR_COUNT_, who, err);
+        wr_refused(&c->refused, WR_PERR_ROLE, who, err);
         reply_error(c, m, WR_EC_PROTOCOL, err);
         wr_pmsg_clear(&h);
         return 0;
@@ -634,14 +635,14 @@ static int on_message(coord *c, wr_msg *m) {
         int slot = n->role == WR_ROLE_SHARD ? c->cfg.workers : n->index;
         if (n->role == WR_ROLE_SHARD && h.shard != n->index) {
             snprintf(err, sizeof err, "DIGEST for shard %d from shard %d", h.shard, n->index);
-            wr_srv_refused(&c->refused, WR_PERR_COUNT_, who, err);
+            wr_refused(&c->refused, WR_PERR_ROLE, who, err);
             reply_error(c, m, WR_EC_PROTOCOL, err);
             break;
         }
         char report[2048];
         int r = wr_digest_book_add(c->book, h.step, h.shard, slot, h.digest, report, sizeof report);
         if (r < 0) {
-            wr_srv_refused(&c->refused, WR_PERR_COUNT_, who, report);
+            wr_refused(&c->refused, WR_PERR_ROLE, who, report);
             reply_error(c, m, WR_EC_PROTOCOL, report);
         } else if (r == 2) {
             wr_error("==================== REPLICAS DIVERGED ====================");
@@ -710,7 +711,7 @@ static int on_message(coord *c, wr_msg *m) {
         break;
     default:
         snprintf(err, sizeof err, "unexpected %s at the coordinator", wr_msg_type_name(h.type));
-        wr_srv_refused(&c->refused, WR_PERR_COUNT_, who, err);
+        wr_refused(&c->refused, WR_PERR_ROLE, who, err);
         reply_error(c, m, WR_EC_PROTOCOL, err);
         break;
     }
@@ -745,7 +746,7 @@ static void finish_report(coord *c) {
         wr_warn("%llu digests refused (step not digested, outside the window, or too many open checks)",
                 (unsigned long long)wr_digest_book_refused(c->book));
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
-    wr_info("peak RSS %.1f MiB", wr_srv_peak_rss_mib());
+    wr_info("peak RSS %.1f MiB", wr_peak_rss_mib());
 }
 
 int wr_coordinator_run(const wr_coord_opts *o) {
@@ -774,7 +775,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     }
     char bound[WR_ADDR_MAX];
     if (wr_last_endpoint(c->ep, bound, sizeof bound) != WR_OK) snprintf(bound, sizeof bound, "%s", o->bind);
-    wr_srv_advertise(bound, o->advertise, c->adv, sizeof c->adv);
+    wr_advertised_addr(bound, o->advertise, c->adv, sizeof c->adv);
     wr_info("listening on %s", c->adv);
     wr_info("job %llu: waiting up to %g s for %d shards and %d workers", (unsigned long long)c->cfg.job_id,
             c->cfg.register_timeout, c->cfg.shards, c->cfg.workers);
@@ -804,7 +805,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
             int rc = wr_recv(c->ep, &m, 0, err);
             if (rc == WR_ETIMEDOUT) break;
             if (rc == WR_EPROTO) {
-                wr_srv_refused(&c->refused, WR_PERR_MALFORMED, "a peer", err);
+                wr_refused(&c->refused, WR_PERR_MALFORMED, "a peer", err);
                 continue;
             }
             if (rc != WR_OK) {

@@ -112,24 +112,9 @@ static int run_coordinator(int argc, char **argv) {
         }
     }
     char err[WR_ERR_LEN];
-    wr_config_defaults(&co.cfg);
-    if (config_file && wr_config_load_file(&co.cfg, config_file, err) != WR_OK) {
+    if (wr_config_from_args(&co.cfg, config_file, argv + optind, argc - optind, err) != WR_OK) {
         fprintf(stderr, "wren-server coordinator: %s\n", err);
-        return 2;
-    }
-    for (int i = optind; i < argc; i++) {
-        if (!strchr(argv[i], '=')) {
-            fprintf(stderr, "wren-server coordinator: unexpected argument '%s' (overrides are key=value)\n", argv[i]);
-            return 2;
-        }
-        if (wr_config_set_kv(&co.cfg, argv[i], err) != WR_OK) {
-            fprintf(stderr, "wren-server coordinator: %s (command line)\n", err);
-            return 2;
-        }
-    }
-    if (wr_config_validate(&co.cfg, err) != WR_OK) {
-        fprintf(stderr, "wren-server coordinator: %s\n", err);
-        return 2;
+        return WR_EXIT_CONFIG;
     }
     if (print) {
         wr_config_print(stdout, &co.cfg);

@@ -6,41 +6,11 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "birder.h"
 #include "digest.h"
 #include "rng.h"
 #include "schedule.h"
-
-int wr_shard_ranges(uint64_t d, int n_shards, uint64_t *lo, uint64_t *hi, char *err) {
-    if (n_shards < 1 || n_shards > WR_MAX_SHARDS)
-        return wr_err(err, WR_ERR, "shards = %d: must be in [1, %d]", n_shards, WR_MAX_SHARDS);
-    if (d == 0 || d > WR_MAX_PARAMS)
-        return wr_err(err, WR_ERR, "model size d = %llu parameters: must be in [1, 2^40]",
-                      (unsigned long long)d);
-    uint64_t blocks = (d + 63) / 64;
-    if ((uint64_t)n_shards > blocks)
-        return wr_err(err, WR_ERR,
-                      "shards = %d is more than the %llu 64-element blocks of d = %llu parameters: "
-                      "a shard would own nothing (use shards <= %llu)",
-                      n_shards, (unsigned long long)blocks, (unsigned long long)d,
-                      (unsigned long long)blocks);
-    uint64_t base = blocks / (uint64_t)n_shards, extra = blocks % (uint64_t)n_shards;
-    uint64_t at = 0;
-    for (int i = 0; i < n_shards; i++) {
-        uint64_t nb = base + ((uint64_t)i < extra ? 1 : 0);
-        lo[i] = at;
-        at += nb * 64;
-        hi[i] = at < d ? at : d;
-        if (hi[i] - lo[i] > WR_MAX_ELEMS)
-            return wr_err(err, WR_ERR,
-                          "d = %llu over %d shards gives ranges of %llu elements, more than 2^32: "
-                          "use more shards", (unsigned long long)d, n_shards,
-                          (unsigned long long)(hi[i] - lo[i]));
-    }
-    return WR_OK;
-}
 
 struct wr_shard_core {
     wr_job_config cfg;
@@ -64,19 +34,6 @@ struct wr_shard_core {
     float *m, *v;           // adam moments (or sgdm momentum in m)
 };
 
-// Zeroed vectors streamed in full every step (master copy, optimizer state):
-// large ones 2 MiB-aligned and advised onto transparent huge pages before the
-// first touch (fewer TLB misses — nested page walks in a VM — and page
-// faults). Aborts on out of memory like wr_alloc_vec; the advice is best effort.
-static void *alloc_state(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < 2 * huge) return wr_alloc_vec(bytes);
-    void *p = NULL;
-    WR_CHECK(posix_memalign(&p, huge, bytes) == 0);
-    madvise(p, bytes - bytes % huge, MADV_HUGEPAGE);
-    memset(p, 0, bytes);
-    return p;
-}
 
 wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi,
                                  int n_workers, int64_t total_steps, char *err) {
@@ -105,14 +62,14 @@ wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t l
     c->birder = cfg->codec == WR_JOB_CODEC_BIRDER;
     c->exact = c->birder && cfg->broadcast == WR_BCAST_EXACT;
     c->planes = wr_birder_planes(n_workers);
-    c->x = alloc_state(c->n * sizeof(float));
+    c->x = wr_alloc_huge(c->n * sizeof(float));
     c->src = wr_calloc((size_t)n_workers, sizeof *c->src);
     c->copy = wr_calloc((size_t)n_workers, sizeof *c->copy);
     if (c->birder) {
         if (!c->exact) c->planes_buf = wr_alloc_vec((size_t)c->planes * c->words * 8);
     } else {
-        c->m = alloc_state(c->n * sizeof(float));
-        if (cfg->optimizer == WR_OPT_ADAM) c->v = alloc_state(c->n * sizeof(float));
+        c->m = wr_alloc_huge(c->n * sizeof(float));
+        if (cfg->optimizer == WR_OPT_ADAM) c->v = wr_alloc_huge(c->n * sizeof(float));
     }
     return c;
 }
@@ -336,7 +293,3 @@ size_t wr_shard_core_n(const wr_shard_core *c) { return c->n; }
 uint64_t wr_shard_core_lo(const wr_shard_core *c) { return c->lo; }
 uint64_t wr_shard_core_digest(const wr_shard_core *c) { return wr_digest64(c->x, c->n * sizeof(float)); }
 
-int64_t wr_shard_data_max_msg(uint64_t n) {
-    int64_t b = (int64_t)n * 4 + (64 << 10);
-    return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
-}

@@ -23,20 +23,7 @@
 #include "config.h"
 #include "proto.h"
 
-// ---- key ranges ------------------------------------------------------------------
 
-// Splits [0, d) into n_shards contiguous ranges with 64-aligned starts, sizes
-// balanced in whole 64-element blocks (block counts differ by at most 1; the
-// last range ends at d). Writes lo[i], hi[i]. WR_ERR (err says why) when a
-// shard would be empty (n_shards > ceil(d/64)), d is 0 or beyond 2^40, a range
-// exceeds 2^32 elements, or n_shards is out of [1, WR_MAX_SHARDS].
-int wr_shard_ranges(uint64_t d, int n_shards, uint64_t *lo, uint64_t *hi, char *err);
-
-// Frame bound (ZMQ_MAXMSGSIZE) of a shard's data socket for a range of n
-// elements: the largest legitimate payload (fp32 of the range: PARAMS, fp32
-// PUSH) plus 64 KiB, and never below the header bound
-// (WR_PROTO_MAX_CONTROL_MSG). Pure.
-int64_t wr_shard_data_max_msg(uint64_t n);
 
 // ---- the step logic ------------------------------------------------------------------
 

@@ -16,7 +16,8 @@
 #include "log.h"
 #include "schedule.h"
 #include "shard.h"
-#include "srvnet.h"
+#include "bufpool.h"
+#include "node.h"
 #include "transport.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -74,7 +75,7 @@ typedef struct {
     char bind_addr[WR_ADDR_MAX];
     long conns;  // open worker connections (wr_peer_events)  // concrete address to bind after the map (see setup_and_register)
     double step_t0;
-    wr_srv_refusals refused;
+    wr_refusals refused;
     uint64_t send_failures;
     double t_first_step, bytes_out;
     double t_finish, t_send;  // seconds in aggregation+apply and in the n sends
@@ -84,8 +85,8 @@ static volatile sig_atomic_t g_stop_signal = 0;
 static void on_signal(int sig) { g_stop_signal = sig; }
 
 static void refuse(shard_node *s, const wr_msg *m, int kind, const char *reason) {
-    wr_srv_refused(&s->refused, kind, "a worker connection", reason);
-    wr_srv_send_error(s->router, m->peer, m->peer_len, s->cfg.job_id, 1, WR_EC_PROTOCOL, reason, &s->scratch);
+    wr_refused(&s->refused, kind, "a worker connection", reason);
+    wr_send_error(s->router, m->peer, m->peer_len, s->cfg.job_id, 1, WR_EC_PROTOCOL, reason, &s->scratch);
 }
 
 static void send_coord(shard_node *s, wr_pmsg *h) {
@@ -94,7 +95,7 @@ static void send_coord(shard_node *s, wr_pmsg *h) {
     h->epoch = s->core ? 1 : 0;
     h->shard = s->core ? s->index : -1;
     h->role = WR_ROLE_SHARD;
-    if (wr_srv_send(s->coord, NULL, 0, h, NULL, 0, NULL, NULL, 100, &s->scratch, err) != WR_OK)
+    if (wr_send_pmsg(s->coord, NULL, 0, h, NULL, 0, NULL, NULL, 100, &s->scratch, err) != WR_OK)
         wr_warn("cannot send %s to the coordinator: %s", wr_msg_type_name(h->type), err);
 }
 
@@ -139,8 +140,8 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
             if (!free_slot) free_slot = sl;
         } else if (sl->peer.len == peer_len && !memcmp(sl->peer.id, peer, peer_len)) {
             snprintf(err, sizeof err, "PULL while the PARAMS reply to this connection's last PULL is still in flight");
-            wr_srv_refused(&s->refused, WR_PERR_COUNT_, "a worker connection", err);
-            wr_srv_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_PROTOCOL, err, &s->scratch);
+            wr_refused(&s->refused, WR_PERR_ROLE, "a worker connection", err);
+            wr_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_PROTOCOL, err, &s->scratch);
             return;
         }
     }
@@ -159,8 +160,8 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
         }
     }
     if (why) {
-        wr_srv_refused(&s->refused, WR_PERR_COUNT_, "a worker connection", why);
-        wr_srv_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_INTERNAL, why, &s->scratch);
+        wr_refused(&s->refused, WR_PERR_ROLE, "a worker connection", why);
+        wr_send_error(s->router, peer, peer_len, s->cfg.job_id, 1, WR_EC_INTERNAL, why, &s->scratch);
         return;
     }
     atomic_fetch_add_explicit(&s->snap->refs, 1, memory_order_relaxed);
@@ -178,7 +179,7 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
     h.n_elems = n;
     h.codec = WR_CODEC_FP32;
     // The callback runs exactly once whatever the result (it frees the slot).
-    if (wr_srv_send(s->router, peer, peer_len, &h, s->snap->data, n * sizeof(float), pull_done_cb, free_slot, 0,
+    if (wr_send_pmsg(s->router, peer, peer_len, &h, s->snap->data, n * sizeof(float), pull_done_cb, free_slot, 0,
                     &s->scratch, err) != WR_OK) {
         s->send_failures++;
         wr_warn("cannot send PARAMS to a worker: %s", err);
@@ -295,7 +296,7 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
     switch (h.type) {
     case WR_MT_PARAMS:
         if (wr_shard_core_set_params(s->core, &h, m->payload.data, m->payload.len, err) != WR_OK) {
-            refuse(s, m, WR_PERR_COUNT_, err);
+            refuse(s, m, WR_PERR_ROLE, err);
         } else {
             wr_info("initial parameters received from rank %d; answering %d queued pulls", h.rank, s->n_pulls);
             drop_snapshot(s);
@@ -307,23 +308,23 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
     case WR_MT_PULL:
         if (h.shard != s->index) {
             snprintf(err, sizeof err, "PULL for shard %d sent to shard %d", h.shard, s->index);
-            refuse(s, m, WR_PERR_COUNT_, err);
+            refuse(s, m, WR_PERR_ROLE, err);
         } else if (wr_shard_core_has_params(s->core)) {
             send_params(s, m->peer, m->peer_len);
         } else if (pull_queued(s, m->peer, m->peer_len)) {
-            refuse(s, m, WR_PERR_COUNT_, "PULL from a connection whose earlier PULL is already queued");
+            refuse(s, m, WR_PERR_ROLE, "PULL from a connection whose earlier PULL is already queued");
         } else if (s->n_pulls < s->cap_pulls) {
             memcpy(s->pulls[s->n_pulls].id, m->peer, m->peer_len);
             s->pulls[s->n_pulls].len = m->peer_len;
             s->n_pulls++;
         } else {
-            refuse(s, m, WR_PERR_COUNT_, "too many PULLs waiting for the initial parameters");
+            refuse(s, m, WR_PERR_ROLE, "too many PULLs waiting for the initial parameters");
         }
         wr_msg_release(m);
         break;
     case WR_MT_PUSH:
         if (wr_shard_core_push(s->core, &h, m->payload.data, m->payload.len, err) != WR_OK) {
-            refuse(s, m, WR_PERR_COUNT_, err);
+            refuse(s, m, WR_PERR_ROLE, err);
             wr_msg_release(m);
             break;
         }
@@ -337,7 +338,7 @@ static int on_worker_msg(shard_node *s, wr_msg *m) {
         break;
     default:
         snprintf(err, sizeof err, "unexpected %s at a shard", wr_msg_type_name(h.type));
-        refuse(s, m, WR_PERR_COUNT_, err);
+        refuse(s, m, WR_PERR_ROLE, err);
         wr_msg_release(m);
         break;
     }
@@ -365,7 +366,7 @@ static int recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
     rc = wr_proto_decode(m.header.data, m.header.len, m.payload.len, NULL, h, &perr, err);
     wr_msg_release(&m);
     if (rc != WR_OK) {
-        wr_srv_refused(&s->refused, perr, "the coordinator", err);
+        wr_refused(&s->refused, perr, "the coordinator", err);
         return -1;
     }
     if (h->type == WR_MT_SHUTDOWN) {
@@ -480,7 +481,7 @@ static int bind_data_socket(shard_node *s, uint64_t n) {
     // frame in transit would drop the connection. Liveness comes from the
     // coordinator's heartbeats and step_timeout.
     eo.heartbeat_ms = 0;
-    eo.max_msg_size = wr_shard_data_max_msg(n);
+    eo.max_msg_size = wr_proto_data_frame_max(n);
     eo.peer_events = 1;  // a worker's dropped connection is logged (main loop)
     double t0 = wr_now();
     for (;;) {
@@ -533,7 +534,7 @@ static int setup_and_register(shard_node *s) {
         wr_close(probe);
         wait_ipc_gone(s->bind_addr);
     }
-    wr_srv_advertise(s->bind_addr, o->advertise, s->adv, sizeof s->adv);
+    wr_advertised_addr(s->bind_addr, o->advertise, s->adv, sizeof s->adv);
     wr_info("listening on %s", s->adv);
     wr_endpoint_opts co;
     wr_endpoint_opts_default(&co);
@@ -551,7 +552,7 @@ static int setup_and_register(shard_node *s) {
     h.group = -1;
     h.job_id = 0;
     h.epoch = 0;
-    if (wr_srv_send(s->coord, NULL, 0, &h, NULL, 0, NULL, NULL, 1000, &s->scratch, err) != WR_OK) {
+    if (wr_send_pmsg(s->coord, NULL, 0, &h, NULL, 0, NULL, NULL, 1000, &s->scratch, err) != WR_OK) {
         wr_error("cannot send REGISTER to the coordinator at %s: %s", o->coordinator, err);
         return 6;
     }
@@ -628,7 +629,7 @@ int wr_shard_run(const wr_shard_opts *o) {
     if (o->host && o->host[0])
         snprintf(s->host, sizeof s->host, "%s", o->host);
     else
-        wr_srv_hostname(s->host, sizeof s->host);
+        wr_hostname(s->host, sizeof s->host);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
@@ -666,7 +667,7 @@ int wr_shard_run(const wr_shard_opts *o) {
                 int rc = wr_recv(s->router, &m, 0, err);
                 if (rc == WR_ETIMEDOUT) break;
                 if (rc == WR_EPROTO) {
-                    wr_srv_refused(&s->refused, WR_PERR_MALFORMED, "a worker connection", err);
+                    wr_refused(&s->refused, WR_PERR_MALFORMED, "a worker connection", err);
                     continue;
                 }
                 if (rc != WR_OK) {
@@ -733,7 +734,7 @@ int wr_shard_run(const wr_shard_opts *o) {
         wr_info("%llu steps, %.1f MB broadcast in %.1f s; per step: aggregate+apply %.3f ms, sends %.3f ms; "
                 "%llu messages refused, %llu sends failed; peak RSS %.1f MiB",
                 (unsigned long long)steps, s->bytes_out / 1e6, el, s->t_finish * per, s->t_send * per,
-                (unsigned long long)s->refused.total, (unsigned long long)s->send_failures, wr_srv_peak_rss_mib());
+                (unsigned long long)s->refused.total, (unsigned long long)s->send_failures, wr_peak_rss_mib());
     }
     wr_heartbeat_stop(hb);
     if (s->held)

@@ -130,25 +130,10 @@ int main(int argc, char **argv) {
             return 2;
         }
         wr_job_config cfg;
-        wr_config_defaults(&cfg);
         char err[WR_ERR_LEN];
-        if (config_path && wr_config_load_file(&cfg, config_path, err) != WR_OK) {
+        if (wr_config_from_args(&cfg, config_path, argv + optind, argc - optind, err) != WR_OK) {
             fprintf(stderr, "wren-worker: %s\n", err);
-            return 2;
-        }
-        for (int i = optind; i < argc; i++) {
-            if (!strchr(argv[i], '=')) {
-                fprintf(stderr, "wren-worker: '%s' is not a key=value override\n", argv[i]);
-                return 2;
-            }
-            if (wr_config_set_kv(&cfg, argv[i], err) != WR_OK) {
-                fprintf(stderr, "wren-worker: %s\n", err);
-                return 2;
-            }
-        }
-        if (wr_config_validate(&cfg, err) != WR_OK) {
-            fprintf(stderr, "wren-worker: %s\n", err);
-            return 2;
+            return WR_EXIT_CONFIG;
         }
         wr_log_set_name("standalone");
         int rc = wr_standalone_train(&cfg, o.summary_path, err);

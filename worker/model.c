@@ -7,7 +7,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include "hfp8.h"
@@ -127,22 +126,6 @@ static void synth_init(float *x, size_t d, uint64_t seed) {
     }
 }
 
-// Synthetic x and g: large blocks are 2 MiB-aligned and asked to be backed by
-// transparent huge pages (before the first touch): every step streams them in
-// full, and 4 KiB pages cost a TLB miss (a nested page walk in a VM) every 4 KiB
-// of each stream, plus 512x more page faults on first touch. Best effort: where
-// THP is off the advice is ignored.
-static void *alloc_or_null(size_t bytes) {
-    void *p = NULL;
-    const size_t huge = (size_t)2 << 20;
-    if (bytes >= 2 * huge) {
-        if (posix_memalign(&p, huge, bytes) != 0) return NULL;
-        madvise(p, bytes - bytes % huge, MADV_HUGEPAGE);
-        return p;
-    }
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
-    return p;
-}
 
 int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, char *err) {
     *out = NULL;
@@ -175,8 +158,8 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
                           spec, need / 1073741824.0, have / 1073741824.0);
         }
         m->d = (size_t)D;
-        m->x = alloc_or_null(m->d * sizeof(float));
-        m->g = alloc_or_null(m->d * sizeof(float));
+        m->x = wr_try_alloc_huge(m->d * sizeof(float));
+        m->g = wr_try_alloc_huge(m->d * sizeof(float));
         if (!m->x || !m->g) {
             wr_model_free(m);
             return wr_err(err, WR_ERR, "model '%s': cannot allocate 2 x %zu floats", spec,

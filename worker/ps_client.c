@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,10 +29,6 @@
 #include "schedule.h"
 #include "transport.h"
 
-int64_t wr_worker_shard_max_msg(uint64_t n) {
-    int64_t b = (int64_t)n * 4 + (64 << 10);
-    return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
-}
 
 void wr_worker_opts_default(wr_worker_opts *o) {
     memset(o, 0, sizeof *o);
@@ -802,22 +797,6 @@ static int push_and_apply(worker *w, int64_t t, float lr_t, double *t_codec, cha
 
 // ---- the run -------------------------------------------------------------------
 
-// Zeroed Birder state (m, b), streamed in full every step: large vectors are
-// 2 MiB-aligned and advised onto transparent huge pages before the first touch
-// (fewer TLB misses, nested page walks in a VM, and page faults). Aborts on
-// out of memory like wr_alloc_vec; the advice is best effort.
-static float *alloc_state(size_t bytes) {
-    const size_t huge = (size_t)2 << 20;
-    if (bytes < 2 * huge) return wr_alloc_vec(bytes);
-    void *p = NULL;
-    if (posix_memalign(&p, huge, bytes) != 0) {
-        wr_error("out of memory allocating %zu bytes of Birder state", bytes);
-        abort();
-    }
-    madvise(p, bytes - bytes % huge, MADV_HUGEPAGE);
-    memset(p, 0, bytes);
-    return p;
-}
 
 static void progress_line(worker *w, int64_t t, int64_t total, int64_t epoch, double loss,
                           double acc, double sps, double sent, double recv, double tcomp,
@@ -866,8 +845,8 @@ static int train(worker *w, char *err) {
             return fail(w, WR_EC_CONFIG, 2, err, "batches: %s", e2);
     }
     if (w->cfg.codec == WR_JOB_CODEC_BIRDER) {
-        w->m = alloc_state(w->d * sizeof(float));
-        w->b = alloc_state(w->d * sizeof(float));
+        w->m = wr_alloc_huge(w->d * sizeof(float));
+        w->b = wr_alloc_huge(w->d * sizeof(float));
         for (int s = 0; s < w->n_shards; s++)
             for (int k = 0; k < 2; k++) {
                 size_t bytes = wr_birder_words((size_t)(w->sh[s].hi - w->sh[s].lo)) * 8;
@@ -1086,7 +1065,7 @@ int wr_ps_worker_run(const wr_worker_opts *o, char *err) {
         // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
         // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
         // a bigger one drops the connection instead of being allocated.
-        so.max_msg_size = wr_worker_shard_max_msg(w->sh[s].hi - w->sh[s].lo);
+        so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
         if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK) {
             wr_err(err, WR_ERR, "shard %d address %s: %s", s, w->sh[s].addr, e2);
             send_error(w, WR_EC_INTERNAL, err);

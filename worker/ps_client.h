@@ -22,10 +22,6 @@ typedef struct {
 
 void wr_worker_opts_default(wr_worker_opts *o);
 
-// The frame size limit of the worker's socket to a shard holding n parameters:
-// max(4n + 64 KiB, WR_PROTO_MAX_CONTROL_MSG), room for an fp32 PARAMS or
-// BROADCAST of the whole range. Pure.
-int64_t wr_worker_shard_max_msg(uint64_t n);
 
 // Runs one worker of a job until the job ends. Blocking (minutes). Returns the
 // process exit status of docs/ARCHITECTURE.md: 0 ok; 1 runtime error (a shard

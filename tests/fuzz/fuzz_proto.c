@@ -53,7 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     memcpy(hdr, data + 4, hlen);
 
     wr_pmsg m;
-    enum wr_perr pe = WR_PERR_COUNT_;
+    enum wr_perr pe = WR_PERR_KINDS;
     char err[WR_ERR_LEN] = "";
     int rc = wr_proto_decode(hdr, hlen, payload, (flags & 28) ? &ex : NULL, &m, &pe, err);
     if (rc == WR_OK) {
@@ -68,7 +68,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         wr_pmsg_clear(&m);
     } else {
         static const wr_pmsg zero;
-        if (rc != WR_EPROTO || pe <= WR_PERR_NONE || pe >= WR_PERR_COUNT_ || !err[0]) abort();
+        if (rc != WR_EPROTO || pe <= WR_PERR_NONE || pe >= WR_PERR_KINDS || !err[0]) abort();
         if (memcmp(&m, &zero, sizeof m) != 0) abort();
     }
     free(hdr);

@@ -29,7 +29,7 @@
 #include "proto.h"
 #include "rng.h"
 #include "schedule.h"
-#include "srvnet.h"
+#include "node.h"
 #include "transport.h"
 
 typedef struct {
@@ -50,7 +50,7 @@ static int send_c(wr_pmsg *h, const void *payload, size_t len) {
     h->job_id = g_cfg.job_id;
     h->rank = g_rank;
     h->role = WR_ROLE_WORKER;
-    int rc = wr_srv_send(g_cep, NULL, 0, h, payload, len, NULL, NULL, 1000, &g_hb, err);
+    int rc = wr_send_pmsg(g_cep, NULL, 0, h, payload, len, NULL, NULL, 1000, &g_hb, err);
     if (rc != WR_OK) wr_warn("send %s: %s", wr_msg_type_name(h->type), err);
     return rc;
 }
@@ -255,7 +255,7 @@ int main(int argc, char **argv) {
             g_rank = 0;
             p.job_id = g_cfg.job_id;
             p.rank = 0;
-            wr_srv_send(sh[s].ep, NULL, 0, &p, x + sh[s].lo, p.n_elems * 4, NULL, NULL, 1000, &g_hb, err);
+            wr_send_pmsg(sh[s].ep, NULL, 0, &p, x + sh[s].lo, p.n_elems * 4, NULL, NULL, 1000, &g_hb, err);
         }
     for (int s = 0; s < S; s++) {
         wr_pmsg p;
@@ -266,7 +266,7 @@ int main(int argc, char **argv) {
         p.shard = s;
         p.offset = sh[s].lo;
         p.n_elems = sh[s].hi - sh[s].lo;
-        wr_srv_send(sh[s].ep, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
+        wr_send_pmsg(sh[s].ep, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
         wr_pmsg r;
         st = -1;
         double t0 = wr_now();
@@ -298,7 +298,7 @@ int main(int argc, char **argv) {
         p.codec = birder ? WR_CODEC_BITS : WR_CODEC_FP32;
         size_t len = birder ? wr_birder_words(p.n_elems) * 8 : p.n_elems * 4;
         memset(bits, 0, len);
-        wr_srv_send(sh[0].ep, NULL, 0, &p, bits, len, NULL, NULL, 1000, &g_hb, err);
+        wr_send_pmsg(sh[0].ep, NULL, 0, &p, bits, len, NULL, NULL, 1000, &g_hb, err);
         wr_msg gm;
         memset(&gm, 0, sizeof gm);
         static const char junk[] = "\x93\x01\x02\x03 not a header";
@@ -340,7 +340,7 @@ int main(int argc, char **argv) {
         p.shard = 0;
         long sent = 0;
         for (; sent < pull_flood; sent++)
-            if (wr_srv_send(flood, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err) != WR_OK) break;
+            if (wr_send_pmsg(flood, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err) != WR_OK) break;
         wr_info("pull flood: sent %ld PULLs to shard 0 and will not read the replies", sent);
     }
     if (big_frame_mib > 0) send_big_frame(sh[0].addr, big_frame_mib, "shard 0");
@@ -416,7 +416,7 @@ int main(int argc, char **argv) {
                 p.epoch = 1;
                 p.rank = g_rank;
                 p.shard = s;
-                wr_srv_send(qep[s], NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
+                wr_send_pmsg(qep[s], NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
                 st = -1;
                 for (int k = 0; k < 100 && st < 0; k++) {
                     st = recv_one(qep[s], 100, &r, NULL, 0);
@@ -465,7 +465,7 @@ int main(int argc, char **argv) {
                 pl = g + sh[s].lo;
                 len = p.n_elems * 4;
             }
-            if (wr_srv_send(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) !=
+            if (wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) !=
                 WR_OK) {
                 wr_error("PUSH to shard %d: %s", s, err);
                 status = 1;

@@ -166,7 +166,7 @@ static void test_roundtrip_every_kind(void **state) {
         wr_pmsg m, d;
         fill(&m, t);
         assert_int_equal(wr_proto_encode(&m, &buf, err), WR_OK);
-        enum wr_perr pe = WR_PERR_COUNT_;
+        enum wr_perr pe = WR_PERR_KINDS;
         int rc = wr_proto_decode(buf.data, buf.len, plen(&m), NULL, &d, &pe, err);
         if (rc != WR_OK) fail_msg("%s: %s", wr_msg_type_name(t), err);
         assert_int_equal(pe, WR_PERR_NONE);
@@ -1001,7 +1001,7 @@ static void test_encode_refuses(void **state) {
     wr_pmsg_clear(&m);
     wr_buf_free(&b);
     assert_string_equal(wr_perr_name(WR_PERR_STEP), "step");
-    assert_string_equal(wr_perr_name(WR_PERR_COUNT_), "unknown");
+    assert_string_equal(wr_perr_name(WR_PERR_KINDS), "unknown");
     assert_string_equal(wr_msg_type_name(WR_MT_PUSH), "PUSH");
     assert_string_equal(wr_msg_type_name(99), "UNKNOWN");
 }
@@ -1047,7 +1047,7 @@ static void test_random_mutations(void **state) {
             wr_pmsg_clear(&d);
         } else {
             assert_int_equal(rc, WR_EPROTO);
-            assert_true(pe > WR_PERR_NONE && pe < WR_PERR_COUNT_);
+            assert_true(pe > WR_PERR_NONE && pe < WR_PERR_KINDS);
             assert_true(is_zero(&d));
         }
         wr_pmsg_clear(&m);

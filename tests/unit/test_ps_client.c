@@ -28,6 +28,7 @@
 #include "digest.h"
 #include "proto.h"
 #include "ps_client.h"
+#include "cluster.h"
 #include "shard.h"
 #include "transport.h"
 
@@ -201,7 +202,7 @@ static void *shards_main(void *arg) {
                 T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) == WR_OK);
             } else if (h.type == WR_MT_PULL && f->sc == SC_OVERSIZE && s == 1) {
                 // A PARAMS frame 4 KiB over the worker's bound for this range.
-                size_t len = (size_t)wr_worker_shard_max_msg(hi[s] - lo[s]) + 4096;
+                size_t len = (size_t)wr_proto_data_frame_max(hi[s] - lo[s]) + 4096;
                 len -= len % 4;
                 void *big = calloc(1, len);
                 wr_pmsg r;
@@ -421,10 +422,10 @@ static void test_silent_shard_reports_timeout(void **state) {
 
 static void test_shard_max_msg(void **state) {
     (void)state;
-    assert_true(wr_worker_shard_max_msg(0) == WR_PROTO_MAX_CONTROL_MSG);
-    assert_true(wr_worker_shard_max_msg(2048) == WR_PROTO_MAX_CONTROL_MSG);
+    assert_true(wr_proto_data_frame_max(0) == WR_PROTO_MAX_CONTROL_MSG);
+    assert_true(wr_proto_data_frame_max(2048) == WR_PROTO_MAX_CONTROL_MSG);
     uint64_t n = 110000000ull / 4;
-    assert_true(wr_worker_shard_max_msg(n) == (int64_t)(4 * n + (64 << 10)));
+    assert_true(wr_proto_data_frame_max(n) == (int64_t)(4 * n + (64 << 10)));
 }
 
 // Shard 1 answers the PULL with a frame over the bound: the worker must not

@@ -1,5 +1,5 @@
-// srvnet.c — shared server helpers (see srvnet.h).
-#include "srvnet.h"
+// node.c — plumbing every node shares (see node.h).
+#include "node.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -12,7 +12,7 @@
 
 #include "log.h"
 
-int wr_srv_send(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
+int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
                 const void *payload, size_t len, wr_free_fn free_fn, void *hint, int timeout_ms,
                 wr_buf *scratch, char *err) {
     wr_pmsg hh = *h;
@@ -39,7 +39,7 @@ int wr_srv_send(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_
     return wr_send(ep, &m, timeout_ms, err);
 }
 
-void wr_srv_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
+void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
                        uint64_t epoch, int code, const char *reason, wr_buf *scratch) {
     wr_pmsg h;
     wr_pmsg_init(&h, WR_MT_ERROR);
@@ -48,11 +48,11 @@ void wr_srv_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, ui
     h.code = code;
     snprintf(h.reason, sizeof h.reason, "%s", reason);
     char err[WR_ERR_LEN];
-    int rc = wr_srv_send(ep, peer, peer_len, &h, NULL, 0, NULL, NULL, 0, scratch, err);
+    int rc = wr_send_pmsg(ep, peer, peer_len, &h, NULL, 0, NULL, NULL, 0, scratch, err);
     if (rc != WR_OK) wr_debug("could not send ERROR: %s", err);
 }
 
-double wr_srv_peak_rss_mib(void) {
+double wr_peak_rss_mib(void) {
     FILE *f = fopen("/proc/self/status", "r");
     if (!f) return 0;
     char line[256];
@@ -66,14 +66,14 @@ double wr_srv_peak_rss_mib(void) {
     return kib / 1024.0;
 }
 
-void wr_srv_hostname(char *buf, size_t len) {
+void wr_hostname(char *buf, size_t len) {
     if (gethostname(buf, len) != 0 || !buf[0]) snprintf(buf, len, "localhost");
     buf[len - 1] = 0;
 }
 
 static void host_ipv4(char *out, size_t len) {
     char host[256];
-    wr_srv_hostname(host, sizeof host);
+    wr_hostname(host, sizeof host);
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_INET;
@@ -91,7 +91,7 @@ static void host_ipv4(char *out, size_t len) {
     freeaddrinfo(res);
 }
 
-void wr_srv_advertise(const char *bound, const char *advertise, char *out, size_t len) {
+void wr_advertised_addr(const char *bound, const char *advertise, char *out, size_t len) {
     if (advertise && advertise[0]) {
         snprintf(out, len, "%s", advertise);
         return;
@@ -114,68 +114,12 @@ void wr_srv_advertise(const char *bound, const char *advertise, char *out, size_
     snprintf(out, len, "tcp://%s%s", ip, colon ? colon : "");
 }
 
-void wr_srv_refused(wr_srv_refusals *r, int kind, const char *who, const char *reason) {
-    if (kind < 0 || kind > WR_PERR_COUNT_) kind = WR_PERR_COUNT_;
+void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason) {
+    if (kind < 0 || kind >= WR_PERR_KINDS) kind = WR_PERR_ROLE;
     r->total++;
     if (r->count[kind]++ == 0)
         wr_warn("refused a message from %s: %s (further refusals of this kind are logged at debug level)",
                 who, reason);
     else
         wr_debug("refused a message from %s: %s", who, reason);
-}
-
-// ---- buffer pool ------------------------------------------------------------------------
-
-struct wr_bufpool {
-    size_t bytes;
-    int max, n;
-    wr_pbuf *bufs;  // [max], fixed (callbacks hold pointers into it)
-};
-
-wr_bufpool *wr_bufpool_new(size_t bytes, int max_bufs) {
-    wr_bufpool *p = wr_calloc(1, sizeof *p);
-    p->bytes = bytes ? bytes : 8;
-    p->max = max_bufs;
-    p->bufs = wr_calloc((size_t)max_bufs, sizeof *p->bufs);
-    for (int i = 0; i < max_bufs; i++) {
-        atomic_init(&p->bufs[i].refs, 0);
-        p->bufs[i].pool = p;
-    }
-    return p;
-}
-
-wr_pbuf *wr_bufpool_get(wr_bufpool *p, int refs) {
-    for (int i = 0; i < p->n; i++)
-        if (atomic_load_explicit(&p->bufs[i].refs, memory_order_acquire) == 0) {
-            atomic_store_explicit(&p->bufs[i].refs, refs, memory_order_relaxed);
-            return &p->bufs[i];
-        }
-    if (p->n == p->max) return NULL;
-    wr_pbuf *b = &p->bufs[p->n++];
-    b->data = wr_alloc_vec(p->bytes);
-    atomic_store(&b->refs, refs);
-    return b;
-}
-
-void wr_bufpool_put(wr_pbuf *b) {
-    int old = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
-    WR_CHECK(old > 0);
-}
-
-void wr_bufpool_free_cb(void *data, void *hint) {
-    (void)data;
-    wr_bufpool_put((wr_pbuf *)hint);
-}
-
-int wr_bufpool_busy(wr_bufpool *p) {
-    int busy = 0;
-    for (int i = 0; i < p->n; i++) busy += atomic_load(&p->bufs[i].refs) != 0;
-    return busy;
-}
-
-void wr_bufpool_free(wr_bufpool *p) {
-    if (!p) return;
-    for (int i = 0; i < p->n; i++) free(p->bufs[i].data);
-    free(p->bufs);
-    free(p);
 }

@@ -1,4 +1,4 @@
-// test_srvnet.c — server helpers: the advertised address derived from a bound
+// test_node.c — node plumbing: the advertised address derived from a bound
 // one, the zero-copy buffer pool's reference counting and reuse, and the
 // refusal counter.
 #include <setjmp.h>
@@ -8,23 +8,24 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "srvnet.h"
+#include "node.h"
+#include "bufpool.h"
 
 static void test_advertise(void **state) {
     (void)state;
     char out[256];
-    wr_srv_advertise("tcp://0.0.0.0:7000", "tcp://10.1.2.3:7000", out, sizeof out);
+    wr_advertised_addr("tcp://0.0.0.0:7000", "tcp://10.1.2.3:7000", out, sizeof out);
     assert_string_equal(out, "tcp://10.1.2.3:7000");
-    wr_srv_advertise("tcp://127.0.0.1:5555", NULL, out, sizeof out);
+    wr_advertised_addr("tcp://127.0.0.1:5555", NULL, out, sizeof out);
     assert_string_equal(out, "tcp://127.0.0.1:5555");
-    wr_srv_advertise("ipc:///tmp/x/shard0", NULL, out, sizeof out);
+    wr_advertised_addr("ipc:///tmp/x/shard0", NULL, out, sizeof out);
     assert_string_equal(out, "ipc:///tmp/x/shard0");
-    wr_srv_advertise("inproc://c", "", out, sizeof out);
+    wr_advertised_addr("inproc://c", "", out, sizeof out);
     assert_string_equal(out, "inproc://c");
     // wildcards become a concrete IPv4 address with the same port
     const char *wild[] = {"tcp://0.0.0.0:4321", "tcp://*:4321"};
     for (int i = 0; i < 2; i++) {
-        wr_srv_advertise(wild[i], NULL, out, sizeof out);
+        wr_advertised_addr(wild[i], NULL, out, sizeof out);
         assert_int_equal(strncmp(out, "tcp://", 6), 0);
         assert_non_null(strstr(out, ":4321"));
         assert_null(strchr(out, '*'));
@@ -62,14 +63,15 @@ static void test_bufpool(void **state) {
 
 static void test_refusals(void **state) {
     (void)state;
-    wr_srv_refusals r;
+    wr_refusals r;
     memset(&r, 0, sizeof r);
-    wr_srv_refused(&r, WR_PERR_STEP, "peer", "step 9 not in [1, 1]");
-    wr_srv_refused(&r, WR_PERR_STEP, "peer", "step 9 not in [1, 1]");
-    wr_srv_refused(&r, 999, "peer", "other");  // out-of-range kinds land in the last slot
+    wr_refused(&r, WR_PERR_STEP, "peer", "step 9 not in [1, 1]");
+    wr_refused(&r, WR_PERR_STEP, "peer", "step 9 not in [1, 1]");
+    wr_refused(&r, WR_PERR_ROLE, "peer", "not from the worker of that rank");
+    wr_refused(&r, 999, "peer", "other");  // out-of-range kinds count as role refusals
     assert_int_equal(r.count[WR_PERR_STEP], 2);
-    assert_int_equal(r.count[WR_PERR_COUNT_], 1);
-    assert_int_equal(r.total, 3);
+    assert_int_equal(r.count[WR_PERR_ROLE], 2);
+    assert_int_equal(r.total, 4);
 }
 
 int main(void) {

@@ -1,0 +1,49 @@
+// node.h — plumbing every node (coordinator, shard, worker) shares:
+// encode-and-send of a protocol message, ERROR replies, the advertised
+// address, the host name, peak memory and counted refusals.
+#ifndef WR_NODE_H
+#define WR_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto.h"
+#include "transport.h"
+
+// Encodes h (scratch is a reused header buffer) and sends it on ep to `peer`
+// (bound endpoints; peer NULL for connected ones) with an optional payload.
+// The payload passes to the transport when free_fn is set (called once,
+// whatever the result), else it is copied. Returns the wr_send code, or WR_ERR
+// when h does not encode (err says why).
+int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
+                const void *payload, size_t len, wr_free_fn free_fn, void *hint, int timeout_ms,
+                wr_buf *scratch, char *err);
+
+// Sends ERROR{code, reason} to peer (best effort, timeout 0).
+void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
+                       uint64_t epoch, int code, const char *reason, wr_buf *scratch);
+
+// Peak resident set size of this process in MiB (VmHWM of /proc/self/status;
+// 0 if unknown). For the end-of-job log lines the tests check memory bounds with.
+double wr_peak_rss_mib(void);
+
+// Fills buf with this machine's host name (or "localhost").
+void wr_hostname(char *buf, size_t len);
+
+// The address peers should use for a bound endpoint: `advertise` when given,
+// else `bound` (as reported by wr_last_endpoint) with a wildcard host (*,
+// 0.0.0.0, [::]) replaced by this host's IPv4 address, or 127.0.0.1 when the
+// host name does not resolve. ipc:// and inproc:// are returned as they are.
+void wr_advertised_addr(const char *bound, const char *advertise, char *out, size_t len);
+
+// Counts refused messages per reason and logs the first of each kind at warn
+// level (later ones at debug) so a misbehaving peer cannot flood the log.
+// Kinds are enum wr_perr (WR_PERR_ROLE for refusals by the role logic);
+// an out-of-range kind counts as WR_PERR_ROLE.
+typedef struct {
+    uint64_t count[WR_PERR_KINDS];
+    uint64_t total;
+} wr_refusals;
+void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason);
+
+#endif
