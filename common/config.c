@@ -152,9 +152,9 @@ static int check_model(const char *v, char *why, size_t why_len) {
     if (!strcmp(v, "mlp") || !strcmp(v, "cnn")) return 0;
     if (!strncmp(v, "synthetic:", 10)) {
         uint64_t d;
-        if (parse_u64(v + 10, &d) == 0 && d >= 1 && d <= WR_MAX_PARAMS) return 0;
+        if (parse_u64(v + 10, &d) == 0 && d >= 1 && d <= WR_MAX_SYNTH_PARAMS) return 0;
         snprintf(why, why_len, "synthetic:D with D an integer in [1, %llu]",
-                 (unsigned long long)WR_MAX_PARAMS);
+                 (unsigned long long)WR_MAX_SYNTH_PARAMS);
         return -1;
     }
     snprintf(why, why_len, "one of mlp, cnn, synthetic:D");

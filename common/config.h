@@ -16,6 +16,9 @@
 
 #define WR_MODEL_SPEC_MAX 64
 #define WR_PATH_MAX 512
+// The largest D of model = synthetic:D, checked by the config and the model
+// alike: the random counter of a parameter is its 32-bit index.
+#define WR_MAX_SYNTH_PARAMS 4294967295ull
 
 enum wr_job_mode { WR_MODE_PS = 0, WR_MODE_ALLREDUCE = 1 };
 enum wr_job_codec { WR_JOB_CODEC_BIRDER = 0, WR_JOB_CODEC_FP32 = 1 };

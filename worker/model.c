@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "hfp8.h"
 #include "layers.h"
 #include "rng.h"
@@ -19,7 +20,6 @@
 #define SCALE_INIT 32768.0f
 #define SCALE_MAX 16777216.0f
 #define SCALE_GROW_AFTER 1000
-#define SYNTH_MAX 4294967295ull
 #define SYNTH_TABLE WR_SYNTH_TABLE
 #define SYNTH_PAD WR_SYNTH_PAD
 
@@ -58,12 +58,12 @@ static int parse_spec(const char *spec, int *kind, uint64_t *D, char *err) {
         int nd = 0;
         for (; *p >= '0' && *p <= '9'; p++, nd++) {
             v = v * 10 + (uint64_t)(*p - '0');
-            if (v > SYNTH_MAX) break;
+            if (v > WR_MAX_SYNTH_PARAMS) break;
         }
-        if (nd == 0 || *p != '\0' || v < 1 || v > SYNTH_MAX)
+        if (nd == 0 || *p != '\0' || v < 1 || v > WR_MAX_SYNTH_PARAMS)
             return wr_err(err, WR_ERR,
                           "model spec '%s': synthetic:D needs D a decimal integer in [1, %llu]",
-                          spec, (unsigned long long)SYNTH_MAX);
+                          spec, (unsigned long long)WR_MAX_SYNTH_PARAMS);
         *kind = KIND_SYNTH;
         *D = v;
         return WR_OK;

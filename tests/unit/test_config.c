@@ -113,7 +113,7 @@ static void test_bad_values(void **state) {
         {"mode", "ring"}, {"shards", "0"}, {"shards", "1025"}, {"shards", "2.5"}, {"shards", ""},
         {"workers", "0"}, {"workers", "4097"}, {"workers", " 4"},
         {"model", "resnet"}, {"model", "synthetic:"}, {"model", "synthetic:0"},
-        {"model", "synthetic:-5"}, {"model", "synthetic:10x"}, {"model", "synthetic:99999999999999"},
+        {"model", "synthetic:-5"}, {"model", "synthetic:10x"}, {"model", "synthetic:99999999999999"}, {"model", "synthetic:4294967296"},
         {"model", "mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp"},
         {"codec", "onebit"}, {"broadcast", "2bit"}, {"hfp8", "yes please"}, {"hfp8_first_last", "bf16"},
         {"loss_scale", "0"}, {"loss_scale", "-1"}, {"loss_scale", "static"}, {"loss_scale", "inf"},
