@@ -86,7 +86,7 @@ typedef struct {
     coord_barrier barrier;
     double next_probe;
     coord_blame blame;
-    double end_wait_t0;  // all workers left; waiting for the last digest checks since
+    double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
 } coord;
 
 // One received message on its way to its handler.

@@ -248,8 +248,8 @@ static int pull_queued(const shard_node *s, const uint8_t *peer, size_t peer_len
 
 // PARAMS now, or queued until the initial parameters arrive (bounded).
 static int on_pull(shard_node *s, wr_msg *m, const wr_pmsg *h) {
-    char err[WR_ERR_LEN];
     if (h->shard != s->index) {
+        char err[WR_ERR_LEN];
         snprintf(err, sizeof err, "PULL for shard %d sent to shard %d", h->shard, s->index);
         refuse(s, m, WR_PERR_ROLE, err);
     } else if (wr_shard_core_has_params(s->core)) {
