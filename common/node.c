@@ -123,3 +123,21 @@ void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason) {
     else
         wr_debug("refused a message from %s: %s", who, reason);
 }
+
+int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused,
+             const char *who, char *err) {
+    for (int k = 0; k < max; k++) {
+        wr_msg m;
+        memset(&m, 0, sizeof m);
+        int rc = wr_recv(ep, &m, 0, err);
+        if (rc == WR_ETIMEDOUT) return 0;
+        if (rc == WR_EPROTO) {
+            wr_refused(refused, WR_PERR_MALFORMED, who, err);
+            continue;
+        }
+        if (rc != WR_OK) return rc;
+        int st = fn(arg, &m);
+        if (st > 0) return st;
+    }
+    return 0;
+}

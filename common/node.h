@@ -46,4 +46,17 @@ typedef struct {
 } wr_refusals;
 void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason);
 
+// A handler for wr_drain: takes one received message (it releases m, or keeps
+// the frames and zeroes *m) and returns 0 to go on, anything > 0 to stop.
+typedef int (*wr_msg_handler)(void *arg, wr_msg *m);
+
+// Receives without waiting up to `max` queued messages from ep and hands each
+// to fn (a bounded drain, so a busy socket cannot starve the caller's other
+// work). A frame the transport refuses as malformed (WR_EPROTO) is counted in
+// `refused` as WR_PERR_MALFORMED from `who` and skipped. Returns 0 when the
+// queue is empty or `max` messages were handled, the first result > 0 of fn,
+// or the negative wr_recv code of a transport failure (err says why).
+int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused,
+             const char *who, char *err);
+
 #endif

@@ -1,10 +1,9 @@
 // coordinator.h — the coordinator role: rendezvous, cluster map, barriers,
 // heartbeats, replica digest checks, statistics, shutdown. The wire contract is
-// docs/ARCHITECTURE.md ("Job life cycle").
+// docs/ARCHITECTURE.md ("Job life cycle"); coord_internal.h says which file
+// owns which concern.
 #ifndef WR_COORDINATOR_H
 #define WR_COORDINATOR_H
-
-#include <stdint.h>
 
 #include "config.h"
 
@@ -16,40 +15,13 @@ typedef struct {
 } wr_coord_opts;
 
 // Runs the coordinator until the job ends. Blocking (the whole job). Returns
-// the process exit status of docs/ARCHITECTURE.md: 0 ok, 1 runtime error
-// (bind failure, a node reported an error), 2 config (workers disagree on d,
-// too many shards for d, a worker refused the config), 3 registration
-// timeout, 4 replica digest mismatch, 5 a node died. SIGINT/SIGTERM stop the
-// job (SHUTDOWN{1} to everyone, status 1). Everything is logged.
+// the job's exit status (enum wr_exit_status): WR_EXIT_OK; WR_EXIT_FAILURE
+// (bind failure, a node reported an error, digest checks left incomplete);
+// WR_EXIT_CONFIG (workers disagree on d or nt, too many shards for d, a
+// worker refused the config); WR_EXIT_REGISTER_TIMEOUT; WR_EXIT_DIVERGED
+// (replica digest mismatch); WR_EXIT_NODE_LOST (a node died). A node's
+// SHUTDOWN{k} ends the job with k. SIGINT/SIGTERM stop the job (SHUTDOWN
+// {WR_EXIT_FAILURE} to everyone). Everything is logged.
 int wr_coordinator_run(const wr_coord_opts *o);
-
-// ---- digest bookkeeping (pure; exposed for tests) ------------------------------------
-// Collects the n_workers + 1 digests of each (step, shard) and compares them
-// when complete. Slot n_workers is the shard's master copy, slots 0..n-1 the
-// workers' replicas.
-typedef struct wr_digest_book wr_digest_book;
-wr_digest_book *wr_digest_book_new(int n_workers, int n_shards);
-void wr_digest_book_free(wr_digest_book *b);
-// Records one digest. Returns 0 (recorded, (step, shard) still incomplete),
-// 1 (complete and all equal: one check passed), 2 (complete and different:
-// `report` describes who agrees and who differs), -1 (refused: shard or slot
-// out of range or a duplicate; report says why).
-int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
-                       char *report, size_t report_len);
-// Limits on new (step, shard) entries; a new book has none (any step >= 1).
-// The coordinator sets every = digest_every, window = WR_DIGEST_WINDOW,
-// max_open = n_shards * WR_DIGEST_OPEN_PER_SHARD. Then a digest opening a new
-// entry is refused (-1, counted in _refused, report says why) unless its step
-// is a positive multiple of `every` (0: any) within window * every steps of
-// the highest completed step, and fewer than max_open entries are open.
-#define WR_DIGEST_WINDOW 64
-#define WR_DIGEST_OPEN_PER_SHARD 8
-void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open);
-uint64_t wr_digest_book_refused(const wr_digest_book *b);
-// Writes the open (incomplete) checks and who has not reported, for logs.
-void wr_digest_book_describe_open(const wr_digest_book *b, char *out, size_t len);
-uint64_t wr_digest_book_passed(const wr_digest_book *b);
-uint64_t wr_digest_book_failed(const wr_digest_book *b);
-int wr_digest_book_incomplete(const wr_digest_book *b);
 
 #endif

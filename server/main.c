@@ -1,5 +1,6 @@
 // main.c — wren-server: dispatches the role (coordinator | shard) and parses
-// its command line. Exit codes: docs/ARCHITECTURE.md (2 = bad command line or config).
+// its command line. Exit statuses: enum wr_exit_status (common/wr_common.h),
+// docs/ARCHITECTURE.md; a bad command line or config is WR_EXIT_CONFIG.
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -78,6 +79,17 @@ static int parse_positive(const char *opt, const char *v, double lo, double hi, 
     return 0;
 }
 
+// The options every role takes: --log-level (l) and --io-threads (i).
+// 1 handled, 0 not one of them, -1 a bad value (reported).
+static int common_option(int opt, int *io_threads) {
+    double d;
+    if (opt == 'l') return set_log_level(optarg) ? -1 : 1;
+    if (opt != 'i') return 0;
+    if (parse_positive("--io-threads", optarg, 1, 64, &d)) return -1;
+    *io_threads = (int)d;
+    return 1;
+}
+
 static int run_coordinator(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},   {"bind", required_argument, NULL, 'b'},
@@ -94,21 +106,16 @@ static int run_coordinator(int argc, char **argv) {
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        double d;
-        switch (c) {
-        case 'c': config_file = optarg; break;
-        case 'b': co.bind = optarg; break;
-        case 'a': co.advertise = optarg; break;
-        case 'l':
-            if (set_log_level(optarg)) return 2;
-            break;
-        case 'i':
-            if (parse_positive("--io-threads", optarg, 1, 64, &d)) return 2;
-            co.io_threads = (int)d;
-            break;
-        case 'p': print = 1; break;
-        case 'h': usage_coordinator(stdout); return 0;
-        default: usage_coordinator(stderr); return 2;
+        int common = common_option(c, &co.io_threads);
+        if (common < 0) return WR_EXIT_CONFIG;
+        if (common) continue;
+        if (c == 'c') config_file = optarg;
+        else if (c == 'b') co.bind = optarg;
+        else if (c == 'a') co.advertise = optarg;
+        else if (c == 'p') print = 1;
+        else {
+            usage_coordinator(c == 'h' ? stdout : stderr);
+            return c == 'h' ? WR_EXIT_OK : WR_EXIT_CONFIG;
         }
     }
     char err[WR_ERR_LEN];
@@ -118,14 +125,15 @@ static int run_coordinator(int argc, char **argv) {
     }
     if (print) {
         wr_config_print(stdout, &co.cfg);
-        return 0;
+        return WR_EXIT_OK;
     }
     wr_log_set_name("coordinator");
     wr_transport_tune_malloc();
     return wr_coordinator_run(&co);
 }
 
-static int run_shard(int argc, char **argv) {
+// The shard's options into so. -1 to go on, else the exit status.
+static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
     static const struct option opts[] = {
         {"coordinator", required_argument, NULL, 'C'}, {"bind", required_argument, NULL, 'b'},
         {"advertise", required_argument, NULL, 'a'},   {"host", required_argument, NULL, 'H'},
@@ -133,41 +141,42 @@ static int run_shard(int argc, char **argv) {
         {"io-threads", required_argument, NULL, 'i'},  {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    wr_shard_opts so;
-    wr_shard_opts_default(&so);
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        double d;
-        switch (c) {
-        case 'C': so.coordinator = optarg; break;
-        case 'b': so.bind = optarg; break;
-        case 'a': so.advertise = optarg; break;
-        case 'H': so.host = optarg; break;
-        case 't':
-            if (parse_positive("--connect-timeout", optarg, 0.001, 86400, &so.connect_timeout)) return 2;
-            break;
-        case 'l':
-            if (set_log_level(optarg)) return 2;
-            break;
-        case 'i':
-            if (parse_positive("--io-threads", optarg, 1, 64, &d)) return 2;
-            so.io_threads = (int)d;
-            break;
-        case 'h': usage_shard(stdout); return 0;
-        default: usage_shard(stderr); return 2;
+        int common = common_option(c, &so->io_threads);
+        if (common < 0) return WR_EXIT_CONFIG;
+        if (common) continue;
+        if (c == 'C') so->coordinator = optarg;
+        else if (c == 'b') so->bind = optarg;
+        else if (c == 'a') so->advertise = optarg;
+        else if (c == 'H') so->host = optarg;
+        else if (c == 't') {
+            if (parse_positive("--connect-timeout", optarg, 0.001, 86400, &so->connect_timeout))
+                return WR_EXIT_CONFIG;
+        } else {
+            usage_shard(c == 'h' ? stdout : stderr);
+            return c == 'h' ? WR_EXIT_OK : WR_EXIT_CONFIG;
         }
     }
     if (optind < argc) {
         fprintf(stderr, "wren-server shard: unexpected argument '%s' (the job config comes from the coordinator)\n",
                 argv[optind]);
-        return 2;
+        return WR_EXIT_CONFIG;
     }
-    if (!so.coordinator) {
+    if (!so->coordinator) {
         fprintf(stderr, "wren-server shard: --coordinator ADDR is required\n");
         usage_shard(stderr);
-        return 2;
+        return WR_EXIT_CONFIG;
     }
+    return -1;
+}
+
+static int run_shard(int argc, char **argv) {
+    wr_shard_opts so;
+    wr_shard_opts_default(&so);
+    int st = parse_shard(argc, argv, &so);
+    if (st >= 0) return st;
     wr_log_set_name("shard");
     wr_transport_tune_malloc();
     return wr_shard_run(&so);
@@ -176,16 +185,16 @@ static int run_shard(int argc, char **argv) {
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage_main(stderr);
-        return 2;
+        return WR_EXIT_CONFIG;
     }
     const char *role = argv[1];
     if (!strcmp(role, "-h") || !strcmp(role, "--help") || !strcmp(role, "help")) {
         usage_main(stdout);
-        return 0;
+        return WR_EXIT_OK;
     }
     if (!strcmp(role, "coordinator")) return run_coordinator(argc - 1, argv + 1);
     if (!strcmp(role, "shard")) return run_shard(argc - 1, argv + 1);
     fprintf(stderr, "wren-server: unknown role '%s' (coordinator or shard)\n", role);
     usage_main(stderr);
-    return 2;
+    return WR_EXIT_CONFIG;
 }

@@ -77,13 +77,9 @@ wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t l
 void wr_shard_core_free(wr_shard_core *c) {
     if (!c) return;
     for (int r = 0; r < c->n_workers; r++) free(c->copy[r]);
-    free(c->copy);
-    free(c->src);
-    free(c->x);
-    free(c->planes_buf);
-    free(c->m);
-    free(c->v);
-    free(c);
+    // wr_alloc_huge, wr_alloc_vec and wr_calloc memory all goes back with free.
+    void *owned[] = {c->copy, (void *)c->src, c->x, c->planes_buf, c->m, c->v, c};
+    for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(owned[i]);
 }
 
 static int check_range(const wr_shard_core *c, const wr_pmsg *h, const char *kind, char *err) {

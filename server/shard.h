@@ -1,5 +1,6 @@
-// shard.h — the shard role: the step logic (pure, no sockets; testable) and
-// the process loop (shard_node.c) that drives it from the wire.
+// shard.h — the shard role: the step logic (shard.c: pure, no sockets;
+// testable) and the process (shard_node.c, shard_join.c, shard_data.c; see
+// shard_internal.h) that drives it from the wire.
 //
 // A shard owns the key range [lo, hi) of the flat parameter vector. For each
 // step t it collects one PUSH per worker rank, aggregates, re-encodes, and
@@ -22,8 +23,6 @@
 
 #include "config.h"
 #include "proto.h"
-
-
 
 // ---- the step logic ------------------------------------------------------------------
 
@@ -109,18 +108,20 @@ typedef struct {
     const char *bind;         // address of the workers' ROUTER (default tcp://*:0)
     const char *advertise;    // address given to workers; NULL = derived from the bound one
     const char *host;         // host name reported; NULL = gethostname
-    double connect_timeout;   // seconds to wait for the coordinator's welcome (exit 6)
+    double connect_timeout;   // seconds to wait for the coordinator's welcome (WR_EXIT_NO_COORDINATOR)
     int io_threads;           // transport I/O threads (0 = 1)
 } wr_shard_opts;
 
 void wr_shard_opts_default(wr_shard_opts *o);
 
 // Runs one shard until the coordinator's SHUTDOWN (or a fatal error). Blocking
-// (the whole job). Returns the exit status of docs/ARCHITECTURE.md: the
-// SHUTDOWN status (0 at a normal end), 1 runtime error (bind failure, lost
-// coordinator, a step incomplete after step_timeout — the message names the
-// missing ranks), 2 config refused or registration rejected, 6 no welcome
-// from the coordinator within connect_timeout.
+// (the whole job). Returns the exit status (enum wr_exit_status): the
+// SHUTDOWN's status (WR_EXIT_OK at a normal end); WR_EXIT_FAILURE (bind
+// failure, lost coordinator, no map after registering, a step incomplete
+// after step_timeout: the message names the missing ranks, a signal);
+// WR_EXIT_CONFIG (bad coordinator address, config refused, registration
+// rejected); WR_EXIT_NO_COORDINATOR (REGISTER not sent, or no welcome within
+// connect_timeout).
 int wr_shard_run(const wr_shard_opts *o);
 
 #endif

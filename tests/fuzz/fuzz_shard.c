@@ -1,7 +1,7 @@
 // fuzz_shard.c — libFuzzer target over the shard's handling of worker
 // messages: a stream of (header, payload) frames is decoded with
 // wr_proto_decode and offered to a shard core (PARAMS, PUSH), completing steps
-// as they fill, the way shard_node.c does. Oracles beyond "no crash": a
+// as they fill, the way shard_data.c does. Oracles beyond "no crash": a
 // refused message changes nothing (pending count, step, master digest), a step
 // completes exactly when all ranks pushed, and the broadcast header always
 // re-encodes (the shard never emits what a worker would refuse).

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "coordinator.h"
+#include "digest_book.h"
 
 static void test_all_agree(void **state) {
     (void)state;

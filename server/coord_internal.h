@@ -1,0 +1,134 @@
+// coord_internal.h — the coordinator's shared state and the calls its files
+// make on each other. Private to the coordinator:
+//   coordinator.c  the event loop: receive, decode, dispatch by message type,
+//                  the periodic tick, DIGEST/STATS/SHUTDOWN, stopping the job
+//   membership.c   registration, the welcome, forming the job (cluster map),
+//                  the registration deadline, workers leaving
+//   barrier.c      BARRIER
+//   liveness.c     heartbeats, connection probes, dead nodes, who to blame
+//                  for a reported ERROR
+//   digest_book.c  the replica digest checks (pure)
+#ifndef WR_COORD_INTERNAL_H
+#define WR_COORD_INTERNAL_H
+
+#include <stdint.h>
+
+#include "cluster.h"
+#include "coordinator.h"
+#include "digest_book.h"
+#include "node.h"
+#include "proto.h"
+#include "transport.h"
+
+// coord.status while the job runs; once it ends, the job's exit status
+// (enum wr_exit_status), set by coord_end.
+#define COORD_RUNNING (-1)
+
+// "worker 1 on host b", "shard 0 on host a (tcp://...)".
+#define COORD_WHO_MAX (WR_ADDR_MAX + 96)
+// A reason that quotes a node's own reason.
+#define COORD_REASON_MAX (WR_REASON_MAX + WR_ADDR_MAX + 128)
+
+typedef struct {
+    int role;
+    uint8_t peer[WR_PEER_ID_MAX];
+    size_t peer_len;
+    char host[WR_HOST_MAX];
+    char addr[WR_ADDR_MAX];
+    int group;
+    int registered;  // shard: on REGISTER; worker: once it reported d
+    uint64_t d;
+    int index;       // shard index / worker rank, -1 until assigned
+    double last_seen;
+    int left;
+} coord_node;
+
+// The open barrier (one at a time).
+typedef struct {
+    int active;
+    uint64_t id;
+    uint8_t *in;  // [workers] entered
+    int count;
+} coord_barrier;
+
+// A node reported an ERROR: its cause may be another node that died (a worker
+// that lost its shard). Liveness decides for up to `until`.
+typedef struct {
+    int status;  // the ERROR's status; 0 when nothing is pending
+    double until;
+    char reason[COORD_REASON_MAX];
+} coord_blame;
+
+typedef struct {
+    const wr_coord_opts *o;
+    wr_job_config cfg;
+    int status;  // COORD_RUNNING, then the exit status
+    wr_endpoint *ep;
+    wr_buf scratch;
+    char adv[WR_ADDR_MAX];
+    char **kv;  // the job config as key=value, sent in every map
+    uint32_t n_kv;
+    double t_start;
+    wr_refusals refused;
+    // membership
+    coord_node *nodes;
+    int n_nodes, max_nodes;
+    int n_shards_reg, n_workers_reg, n_workers_seen;
+    int formed;
+    uint64_t d;
+    uint64_t nt;  // training-set size the workers reported (REGISTER 'nt'; 0 = not reported)
+    int nt_set;
+    wr_cluster map;                 // the epoch-1 map, once formed
+    int *shard_node, *worker_node;  // index -> node
+    int n_left;
+    // the rest of the job
+    wr_digest_book *book;
+    coord_barrier barrier;
+    double next_probe;
+    coord_blame blame;
+    double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
+} coord;
+
+// One received message on its way to its handler.
+typedef struct {
+    const wr_msg *m;   // the frames (peer, for replies)
+    wr_pmsg h;         // decoded header
+    coord_node *n;     // the sender, NULL when it has not registered
+    char who[COORD_WHO_MAX];
+} coord_in;
+
+// A message type's handler. It ends the job, if it must, with coord_stop_job.
+typedef void (*coord_handler)(coord *c, coord_in *in);
+
+// coordinator.c: sending and stopping
+const char *coord_role_name(int role);
+void coord_describe(const coord_node *n, char *buf, size_t len);
+coord_node *coord_find_peer(coord *c, const wr_msg *m);
+void coord_init_hdr(const coord *c, wr_pmsg *h, int type);
+int coord_send_to(coord *c, const coord_node *n, const wr_pmsg *h);
+void coord_send_shutdown_all(coord *c, int status, const char *reason);
+void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason);
+// Counts a refusal of kind `kind` from in->who and replies ERROR{protocol}.
+void coord_refuse(coord *c, const coord_in *in, int kind, const char *reason);
+// Ends the job with `status` (the first end wins). No message sent.
+void coord_end(coord *c, int status);
+// Ends the job: logs, SHUTDOWN{status} to everyone still there.
+void coord_stop_job(coord *c, int status, const char *reason);
+
+// membership.c
+void coord_on_register(coord *c, coord_in *in);
+void coord_on_leave(coord *c, coord_in *in);
+// Before the job formed: ends it (registration timeout) past register_timeout.
+void coord_registration_tick(coord *c, double now);
+void coord_membership_free(coord *c);
+
+// barrier.c
+void coord_on_barrier(coord *c, coord_in *in);
+
+// liveness.c
+void coord_on_heartbeat(coord *c, coord_in *in);
+void coord_on_error(coord *c, coord_in *in);
+// Once formed: silence, connection probes, a pending ERROR's blame.
+void coord_liveness_tick(coord *c, double now);
+
+#endif

@@ -1,0 +1,189 @@
+// digest_book.c — the replica digest checks (see digest_book.h).
+#include "digest_book.h"
+
+// Reports are cut to their buffers on purpose.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wr_common.h"
+
+typedef struct {
+    uint64_t step;
+    int shard;
+    int have;
+    uint64_t *vals;  // [n_workers + 1]
+    uint8_t *got;    // [n_workers + 1]
+} dentry;
+
+struct wr_digest_book {
+    int n_workers, n_shards;
+    dentry *e;
+    int n, cap;
+    uint64_t passed, failed, refused;
+    uint64_t every;      // accepted steps are multiples of this (0: any step >= 1)
+    uint64_t window;     // ... within window * every of last_done (0: no limit)
+    int max_open;        // open (step, shard) entries at most
+    uint64_t last_done;  // highest step of a completed check (0 before the first)
+};
+
+wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
+    wr_digest_book *b = wr_calloc(1, sizeof *b);
+    b->n_workers = n_workers;
+    b->n_shards = n_shards;
+    b->max_open = INT_MAX;
+    return b;
+}
+
+void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open) {
+    b->every = every;
+    b->window = window ? window : 1;
+    b->max_open = max_open > 0 ? max_open : 1;
+}
+
+static void dentry_free(dentry *d) {
+    free(d->vals);
+    free(d->got);
+}
+
+void wr_digest_book_free(wr_digest_book *b) {
+    if (!b) return;
+    for (int i = 0; i < b->n; i++) dentry_free(&b->e[i]);
+    free(b->e);
+    free(b);
+}
+
+static const char *slot_name(const wr_digest_book *b, int slot, char *buf, size_t len) {
+    if (slot == b->n_workers)
+        snprintf(buf, len, "shard master");
+    else
+        snprintf(buf, len, "worker %d", slot);
+    return buf;
+}
+
+// A new (step, shard) is accepted only for steps the job digests, near the
+// checks already done, and while few are open, so a peer cannot make the
+// book grow without limit. 0 or -1 (refused, report says why).
+static int admit_step(wr_digest_book *b, uint64_t step, int shard, char *report, size_t report_len) {
+    uint64_t every = b->every ? b->every : 1;
+    uint64_t span = b->window ? every * b->window : UINT64_MAX / 2;
+    if (step == 0 || step % every != 0)
+        snprintf(report, report_len, "DIGEST for step %llu: digests are taken every %llu steps (from step %llu)",
+                 (unsigned long long)step, (unsigned long long)b->every, (unsigned long long)every);
+    else if (step > b->last_done + span || step + span < b->last_done)
+        snprintf(report, report_len,
+                 "DIGEST for step %llu: outside the accepted window [%llu, %llu] around the last completed "
+                 "check (step %llu)",
+                 (unsigned long long)step, (unsigned long long)(b->last_done > span ? b->last_done - span : 1),
+                 (unsigned long long)(b->last_done + span), (unsigned long long)b->last_done);
+    else if (b->n >= b->max_open)
+        snprintf(report, report_len, "DIGEST for step %llu shard %d: %d checks already open (the limit)",
+                 (unsigned long long)step, shard, b->n);
+    else
+        return 0;
+    b->refused++;
+    return -1;
+}
+
+// The entry of (step, shard), opened if admitted; -1 (report says why) if not.
+static int find_or_open(wr_digest_book *b, uint64_t step, int shard, char *report, size_t report_len) {
+    for (int i = 0; i < b->n; i++)
+        if (b->e[i].step == step && b->e[i].shard == shard) return i;
+    if (admit_step(b, step, shard, report, report_len) != 0) return -1;
+    if (b->n == b->cap) {
+        b->cap = b->cap ? 2 * b->cap : 16;
+        dentry *ne = wr_calloc((size_t)b->cap, sizeof *ne);
+        if (b->n) memcpy(ne, b->e, (size_t)b->n * sizeof *ne);
+        free(b->e);
+        b->e = ne;
+    }
+    dentry *d = &b->e[b->n];
+    d->step = step;
+    d->shard = shard;
+    d->have = 0;  // the slot may hold a closed entry's counts
+    d->vals = wr_calloc((size_t)b->n_workers + 1, sizeof *d->vals);
+    d->got = wr_calloc((size_t)b->n_workers + 1, 1);
+    return b->n++;
+}
+
+// Compares everyone with the shard's master copy: 1 all agree, 2 (report
+// names who differs) otherwise.
+static int compare(wr_digest_book *b, const dentry *d, char *report, size_t report_len) {
+    uint64_t ref = d->vals[b->n_workers];
+    int bad = 0;
+    for (int s = 0; s < b->n_workers; s++) bad += d->vals[s] != ref;
+    if (!bad) {
+        b->passed++;
+        return 1;
+    }
+    b->failed++;
+    int w = snprintf(report, report_len, "replica digest mismatch at step %llu, shard %d: shard master %016llx",
+                     (unsigned long long)d->step, d->shard, (unsigned long long)ref);
+    size_t at = w > 0 ? (size_t)w : 0;
+    for (int s = 0; s < b->n_workers && at < report_len; s++) {
+        w = snprintf(report + at, report_len - at, "; worker %d %s (%016llx)", s,
+                     d->vals[s] == ref ? "agrees" : "DIFFERS", (unsigned long long)d->vals[s]);
+        if (w > 0) at += (size_t)w;
+    }
+    return 2;
+}
+
+int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
+                       char *report, size_t report_len) {
+    if (shard < 0 || shard >= b->n_shards) {
+        snprintf(report, report_len, "DIGEST for shard %d: the job has shards 0..%d", shard, b->n_shards - 1);
+        return -1;
+    }
+    if (slot < 0 || slot > b->n_workers) {
+        snprintf(report, report_len, "DIGEST from rank %d: the job has ranks 0..%d", slot, b->n_workers - 1);
+        return -1;
+    }
+    int i = find_or_open(b, step, shard, report, report_len);
+    if (i < 0) return -1;
+    dentry *d = &b->e[i];
+    if (d->got[slot]) {
+        char nm[32];
+        snprintf(report, report_len, "duplicate DIGEST for step %llu shard %d from %s", (unsigned long long)step,
+                 shard, slot_name(b, slot, nm, sizeof nm));
+        return -1;
+    }
+    d->got[slot] = 1;
+    d->vals[slot] = digest;
+    if (++d->have < b->n_workers + 1) return 0;
+    if (step > b->last_done) b->last_done = step;
+    int rc = compare(b, d, report, report_len);
+    dentry_free(d);
+    b->e[i] = b->e[--b->n];
+    return rc;
+}
+
+uint64_t wr_digest_book_passed(const wr_digest_book *b) { return b->passed; }
+uint64_t wr_digest_book_failed(const wr_digest_book *b) { return b->failed; }
+int wr_digest_book_incomplete(const wr_digest_book *b) { return b->n; }
+uint64_t wr_digest_book_refused(const wr_digest_book *b) { return b->refused; }
+
+void wr_digest_book_describe_open(const wr_digest_book *b, char *out, size_t len) {
+    size_t at = 0;
+    if (len) out[0] = 0;
+    for (int i = 0; i < b->n && at < len; i++) {
+        const dentry *d = &b->e[i];
+        int w = snprintf(out + at, len - at, "%s(step %llu, shard %d: missing", i ? "; " : "",
+                         (unsigned long long)d->step, d->shard);
+        if (w > 0) at += (size_t)w;
+        for (int slot = 0; slot <= b->n_workers && at < len; slot++) {
+            if (d->got[slot]) continue;
+            char nm[32];
+            w = snprintf(out + at, len - at, " %s", slot_name(b, slot, nm, sizeof nm));
+            if (w > 0) at += (size_t)w;
+        }
+        if (at < len) {
+            w = snprintf(out + at, len - at, ")");
+            if (w > 0) at += (size_t)w;
+        }
+    }
+}

@@ -1,0 +1,114 @@
+// liveness.c — whether every node is still there (docs/ARCHITECTURE.md,
+// "Liveness"): heartbeats, silence beyond heartbeat_timeout, connection
+// probes, and which node to blame when one reports an ERROR.
+#include "coord_internal.h"
+
+// Messages are cut to their buffers on purpose.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wformat-truncation"
+#endif
+
+#include <stdio.h>
+
+#include "log.h"
+
+// Heartbeats come on their own socket: the node is identified by (role,
+// rank|shard), not by peer id. No reply.
+void coord_on_heartbeat(coord *c, coord_in *in) {
+    const wr_pmsg *h = &in->h;
+    if (!c->formed) return;
+    if (h->role == WR_ROLE_SHARD && h->shard >= 0 && h->shard < c->cfg.shards)
+        c->nodes[c->shard_node[h->shard]].last_seen = wr_now();
+    else if (h->role == WR_ROLE_WORKER && h->rank >= 0 && h->rank < c->cfg.workers)
+        c->nodes[c->worker_node[h->rank]].last_seen = wr_now();
+    else
+        wr_debug("heartbeat from unknown %s %d", coord_role_name(h->role),
+                 h->role == WR_ROLE_SHARD ? h->shard : h->rank);
+}
+
+// Connection probe: a HEARTBEAT{role coordinator} to every node still in the
+// job (nodes ignore it). The ROUTER refuses a send to a peer whose connection
+// closed, so a crashed process is noticed within one heartbeat interval, and
+// before blaming the node that reported the resulting error. Returns the index
+// of the first node found gone, or -1.
+static int probe_nodes(coord *c) {
+    wr_pmsg h;
+    coord_init_hdr(c, &h, WR_MT_HEARTBEAT);
+    char err[WR_ERR_LEN];
+    for (int i = 0; i < c->n_nodes; i++) {
+        const coord_node *n = &c->nodes[i];
+        if (n->left) continue;
+        int rc = wr_send_pmsg(c->ep, n->peer, n->peer_len, &h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
+        if (rc == WR_ECLOSED) return i;
+    }
+    return -1;
+}
+
+// Stops the job because node i is gone; `why` (may be NULL) adds context.
+static void node_gone(coord *c, int i, const char *why) {
+    coord_node *n = &c->nodes[i];
+    char who[COORD_WHO_MAX], r[WR_ADDR_MAX + WR_REASON_MAX + 256];
+    coord_describe(n, who, sizeof who);
+    snprintf(r, sizeof r, "%s is dead: its connection to the coordinator closed%s%s", who, why ? "; " : "",
+             why ? why : "");
+    n->left = 1;
+    coord_stop_job(c, WR_EXIT_NODE_LOST, r);
+}
+
+// A node reports an ERROR and stops on its own. Often the cause is another
+// node that died (a worker losing its shard), and the error can arrive before
+// that node's connection is seen closed: name that one (node lost) if the
+// probes find it within ~2 heartbeat intervals (checked every tick), else
+// stop with the ERROR's status.
+void coord_on_error(coord *c, coord_in *in) {
+    const wr_pmsg *h = &in->h;
+    char r[COORD_REASON_MAX];
+    snprintf(r, sizeof r, "%s reported an error (%s): %s", in->who,
+             h->code == WR_EC_CONFIG ? "config" : h->code == WR_EC_TIMEOUT ? "timeout" : "error", h->reason);
+    in->n->left = 1;
+    int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
+    int gone = c->formed ? probe_nodes(c) : -1;
+    if (gone >= 0)
+        node_gone(c, gone, r);
+    else if (!c->formed || status == WR_EXIT_CONFIG)
+        coord_stop_job(c, status, r);
+    else if (!c->blame.status) {
+        c->blame.status = status;
+        c->blame.until = wr_now() + WR_MAX(2.0 * c->cfg.heartbeat_interval, 0.5);
+        snprintf(c->blame.reason, sizeof c->blame.reason, "%s", r);
+        wr_info("%s; checking whether another node died first", r);
+    }
+}
+
+// A node silent for longer than heartbeat_timeout is dead: ends the job
+// (node lost). 1 if it did, else 0.
+static int check_silence(coord *c, double now) {
+    for (int i = 0; i < c->n_nodes; i++) {
+        coord_node *n = &c->nodes[i];
+        if (n->left) continue;
+        double silent = now - n->last_seen;
+        if (silent > c->cfg.heartbeat_timeout) {
+            char who[COORD_WHO_MAX], r[WR_ADDR_MAX + 256];
+            coord_describe(n, who, sizeof who);
+            snprintf(r, sizeof r, "%s is dead: no heartbeat for %.1f s (heartbeat_timeout %g s)", who, silent,
+                     c->cfg.heartbeat_timeout);
+            n->left = 1;  // do not send it anything
+            coord_stop_job(c, WR_EXIT_NODE_LOST, r);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void coord_liveness_tick(coord *c, double now) {
+    if (check_silence(c, now)) return;
+    if (now >= c->next_probe || c->blame.status) {
+        c->next_probe = now + c->cfg.heartbeat_interval;
+        int gone = probe_nodes(c);
+        if (gone >= 0) {
+            node_gone(c, gone, c->blame.status ? c->blame.reason : NULL);
+            return;
+        }
+    }
+    if (c->blame.status && now >= c->blame.until) coord_stop_job(c, c->blame.status, c->blame.reason);
+}

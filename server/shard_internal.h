@@ -1,0 +1,114 @@
+// shard_internal.h — the shard process's shared state and the calls its
+// files make on each other. Private to the shard process:
+//   shard_node.c  the event loop: poll, drain, the periodic tick, the end
+//   shard_join.c  startup and the coordinator side: the data address,
+//                 registration, the maps, the coordinator's messages
+//   shard_data.c  the workers' side: the data socket, PARAMS/PULL/PUSH
+//                 handlers, broadcasts, snapshots, the step timeout
+//   shard.c       the step arithmetic (wr_shard_core, no sockets)
+#ifndef WR_SHARD_INTERNAL_H
+#define WR_SHARD_INTERNAL_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "bufpool.h"
+#include "heartbeat.h"
+#include "node.h"
+#include "shard.h"
+#include "transport.h"
+
+// Results of the shard's handlers and receive helpers. Beside these, a
+// result is the process's exit status (enum wr_exit_status, > 0).
+enum {
+    SHARD_GO_ON = 0,     // the job goes on (shard_recv_coord: a message is in *h)
+    SHARD_NOTHING = -1,  // shard_recv_coord: nothing received, or refused
+    // SHUTDOWN{0}, the end of a good job. SHARD_GO_ON already means "go on",
+    // so this clean stop needs a value of its own, beyond every exit status
+    // (0..255); the loop maps it to WR_EXIT_OK.
+    SHARD_DONE = 256,
+};
+
+typedef struct {
+    uint8_t id[WR_PEER_ID_MAX];
+    size_t len;
+} shard_peer;
+
+// One PARAMS reply the transport still holds (PULL answers are zero-copy from
+// a shared snapshot). `busy` is cleared by the transport's free callback,
+// possibly on its I/O thread.
+typedef struct {
+    shard_peer peer;
+    atomic_int busy;
+    wr_pbuf *snap;
+} pull_slot;
+
+typedef struct {
+    const wr_shard_opts *o;
+    wr_job_config cfg;
+    wr_transport_ctx *ctx;
+    wr_endpoint *router, *coord;
+    wr_heartbeat *hb;
+    wr_buf scratch;
+    char adv[WR_ADDR_MAX], host[WR_HOST_MAX];
+    char bind_addr[WR_ADDR_MAX];  // concrete address to bind after the map (shard_join.c)
+    int index;
+    wr_shard_core *core;
+    int n_workers;
+    wr_msg *held;       // [n_workers] pushes of the current step (released after finish)
+    shard_peer *peers;  // [n_workers] where each rank's push came from
+    shard_peer *pulls;  // PULLs waiting for the initial parameters
+    int n_pulls, cap_pulls;
+    wr_bufpool *pool;   // broadcast buffers
+    pull_slot *slots;   // [n_slots] PARAMS replies in flight
+    int n_slots;
+    wr_bufpool *snaps;  // snapshots of the range (fp32) for PARAMS replies
+    wr_pbuf *snap;      // snapshot of the current step (one owner reference), or NULL
+    uint64_t snap_step;
+    long conns;         // open worker connections (wr_peer_events)
+    double step_t0;     // when the step's first push came
+    wr_refusals refused;
+    uint64_t send_failures;
+    double t_first_step, bytes_out;
+    double t_finish, t_send;  // seconds in aggregation+apply and in the n sends
+} shard_node;
+
+// The signal that stops the shard (0: none), set by its handler.
+extern volatile sig_atomic_t shard_stop_signal;
+
+// shard_join.c
+// Startup to a formed job: transport, the data address, REGISTER, the
+// welcome's config, the epoch-1 map, the data socket, the core, heartbeats.
+// SHARD_GO_ON or an exit status (logged).
+int shard_join(shard_node *s);
+void shard_send_coord(shard_node *s, wr_pmsg *h);
+// Receives one coordinator message within timeout_ms and handles SHUTDOWN and
+// ERROR. SHARD_GO_ON (another message in *h, the caller clears it),
+// SHARD_NOTHING, SHARD_DONE or an exit status.
+int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h);
+// A ready coordinator socket in the loop: one message, others than SHUTDOWN
+// and ERROR ignored. SHARD_GO_ON, SHARD_DONE or an exit status.
+int shard_on_coord_ready(shard_node *s);
+// SHUTDOWN{failure} to the coordinator for the caught signal; the status.
+int shard_stop_by_signal(shard_node *s);
+
+// shard_data.c
+// Binds the workers' ROUTER at s->bind_addr for a range of n elements.
+// SHARD_GO_ON or WR_EXIT_FAILURE (logged).
+int shard_bind_data(shard_node *s, uint64_t n);
+// Allocates the per-worker state, pools and slots once the core exists.
+void shard_data_init(shard_node *s);
+// Before the transport context goes: releases the held pushes and snapshot.
+void shard_data_release(shard_node *s);
+// After the transport context is gone (every free callback has run).
+void shard_data_free(shard_node *s);
+// wr_drain handler for the data socket (arg: the shard_node).
+int shard_on_worker_msg(void *arg, wr_msg *m);
+// Step incomplete for step_timeout: ERROR{timeout} naming the missing ranks
+// to the coordinator. SHARD_GO_ON or WR_EXIT_FAILURE.
+int shard_check_step_timeout(shard_node *s);
+// Logs worker connections accepted and closed since the last call.
+void shard_log_peer_events(shard_node *s);
+
+#endif
