@@ -23,36 +23,24 @@
 
 // ---- names -----------------------------------------------------------------
 
+// Names in enum order (the enums count from 0 and 1 without gaps).
+static const char *const perr_names[] = {"none", "malformed", "version", "type", "missing", "field-type",
+                                         "range", "payload", "job", "epoch", "step", "role"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH", "BROADCAST",
+                                         "PULL", "PARAMS", "HEARTBEAT", "BARRIER", "JOIN", "LEAVE",
+                                         "STATS", "DIGEST", "ERROR", "SHUTDOWN"};
+_Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
+_Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
+
 const char *wr_perr_name(enum wr_perr e) {
-    static const char *const names[WR_PERR_KINDS] = {
-        [WR_PERR_NONE] = "none",          [WR_PERR_MALFORMED] = "malformed",
-        [WR_PERR_VERSION] = "version",    [WR_PERR_TYPE] = "type",
-        [WR_PERR_MISSING] = "missing",    [WR_PERR_FIELD_TYPE] = "field-type",
-        [WR_PERR_RANGE] = "range",        [WR_PERR_PAYLOAD] = "payload",
-        [WR_PERR_JOB] = "job",            [WR_PERR_EPOCH] = "epoch",
-        [WR_PERR_STEP] = "step",          [WR_PERR_ROLE] = "role",
-    };
-    if ((int)e < 0 || e >= WR_PERR_KINDS) return "unknown";
-    return names[e];
+    return (int)e < 0 || e >= WR_PERR_KINDS ? "unknown" : perr_names[e];
 }
+
+const char *wr_msg_type_name(int type) { return type <= 0 || type >= WR_MT_COUNT_ ? "UNKNOWN" : type_names[type]; }
 
 int64_t wr_proto_data_frame_max(uint64_t n_elems) {
     int64_t b = (int64_t)n_elems * 4 + (64 << 10);
     return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
-}
-
-const char *wr_msg_type_name(int type) {
-    static const char *const names[WR_MT_COUNT_] = {
-        [WR_MT_REGISTER] = "REGISTER",   [WR_MT_CLUSTER_MAP] = "CLUSTER_MAP",
-        [WR_MT_PUSH] = "PUSH",           [WR_MT_BROADCAST] = "BROADCAST",
-        [WR_MT_PULL] = "PULL",           [WR_MT_PARAMS] = "PARAMS",
-        [WR_MT_HEARTBEAT] = "HEARTBEAT", [WR_MT_BARRIER] = "BARRIER",
-        [WR_MT_JOIN] = "JOIN",           [WR_MT_LEAVE] = "LEAVE",
-        [WR_MT_STATS] = "STATS",         [WR_MT_DIGEST] = "DIGEST",
-        [WR_MT_ERROR] = "ERROR",         [WR_MT_SHUTDOWN] = "SHUTDOWN",
-    };
-    if (type <= 0 || type >= WR_MT_COUNT_) return "UNKNOWN";
-    return names[type];
 }
 
 // ---- small helpers -------------------------------------------------------------
@@ -184,30 +172,36 @@ typedef struct {
     const char *tn;  // message type name for texts
 } dctx;
 
-typedef int (*decode_fn)(dctx *c, const msgpack_object *o, wr_pmsg *m);
-typedef void (*pack_fn)(msgpack_packer *pk, const wr_pmsg *m);
+// Array fields: each entry is read and written by the field's own pair.
+typedef int (*decode_entry_fn)(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+typedef void (*pack_entry_fn)(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 
-static int decode_shards(dctx *c, const msgpack_object *o, wr_pmsg *m);
-static int decode_workers(dctx *c, const msgpack_object *o, wr_pmsg *m);
-static int decode_config(dctx *c, const msgpack_object *o, wr_pmsg *m);
-static int decode_stats(dctx *c, const msgpack_object *o, wr_pmsg *m);
-static void pack_shards(msgpack_packer *pk, const wr_pmsg *m);
-static void pack_workers(msgpack_packer *pk, const wr_pmsg *m);
-static void pack_config(msgpack_packer *pk, const wr_pmsg *m);
-static void pack_stats(msgpack_packer *pk, const wr_pmsg *m);
+static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 
 static const struct field {
     const char *key;  // on the wire
     uint8_t key_len;
     uint8_t kind;      // enum fkind
     const char *name;  // in error texts
-    size_t off, size;  // scalars: the member of wr_pmsg
-    decode_fn decode;  // FK_ARRAY
-    pack_fn pack;      // FK_ARRAY
+    size_t off, size;  // the member of wr_pmsg (arrays: the uint32_t entry count)
+    // FK_ARRAY only:
+    uint32_t max;       // entries at most
+    size_t ptr_off;     // the member pointing to the entries (elem > 0: allocated by the decoder)
+    size_t elem;        // bytes of one entry, 0 = entries stored inside wr_pmsg
+    decode_entry_fn decode;
+    pack_entry_fn pack;
 } fields[F_COUNT] = {
-#define FLD(id, k, n, kind, member) \
-    [id] = {k, sizeof(k) - 1, kind, n, offsetof(wr_pmsg, member), sizeof(((wr_pmsg *)0)->member), NULL, NULL}
-#define ARR(id, k, n, what) [id] = {k, sizeof(k) - 1, FK_ARRAY, n, 0, 0, decode_##what, pack_##what}
+#define FLD(id, k, n, kind, member) [id] = {k, sizeof(k) - 1, kind, n, offsetof(wr_pmsg, member), \
+                                            sizeof(((wr_pmsg *)0)->member), 0, 0, 0, NULL, NULL}
+#define ARR(id, k, n, count, max, ptr, elem, what) [id] = {k, sizeof(k) - 1, FK_ARRAY, n, \
+        offsetof(wr_pmsg, count), sizeof(uint32_t), max, offsetof(wr_pmsg, ptr), elem, decode_##what, pack_##what}
     FLD(F_V, "v", "version", FK_U32, version),       FLD(F_T, "t", "type", FK_UINT, type),
     FLD(F_J, "j", "job_id", FK_U64, job_id),         FLD(F_E, "e", "epoch", FK_U64, epoch),
     FLD(F_S, "s", "step", FK_U64, step),             FLD(F_SH, "sh", "shard", FK_I32, shard),
@@ -216,12 +210,14 @@ static const struct field {
     FLD(F_NW, "nw", "n_workers", FK_U32, n_workers), FLD(F_PL, "pl", "payload_len", FK_U64, payload_len),
     FLD(F_RO, "ro", "role", FK_UINT, role),          FLD(F_A, "a", "addr", FK_STR, addr),
     FLD(F_H, "h", "host", FK_STR, host),             FLD(F_G, "g", "group", FK_I32, group),
-    ARR(F_SM, "sm", "shards", shards),               ARR(F_WM, "wm", "workers", workers),
-    FLD(F_NP, "np", "n_params", FK_U64, n_params),   ARR(F_CF, "cf", "config", config),
-    FLD(F_B, "b", "barrier_id", FK_U64, barrier_id), FLD(F_D, "d", "digest", FK_U64, digest),
-    ARR(F_ST, "st", "stats", stats),                 FLD(F_EC, "ec", "code", FK_I32, code),
+    FLD(F_NP, "np", "n_params", FK_U64, n_params),   FLD(F_B, "b", "barrier_id", FK_U64, barrier_id),
+    FLD(F_D, "d", "digest", FK_U64, digest),         FLD(F_EC, "ec", "code", FK_I32, code),
     FLD(F_RS, "rs", "reason", FK_STR, reason),       FLD(F_NT, "nt", "train_examples", FK_U64, train_examples),
     FLD(F_TS, "ts", "total_steps", FK_U64, total_steps),
+    ARR(F_SM, "sm", "shards", n_shards, WR_MAX_SHARDS, shards, sizeof(wr_shard_info), shard),
+    ARR(F_WM, "wm", "workers", n_workers_map, WR_MAX_WORKERS, workers, sizeof(wr_worker_info), worker),
+    ARR(F_CF, "cf", "config", n_config, WR_MAX_CONFIG, config, sizeof(char *), config),
+    ARR(F_ST, "st", "stats", n_stats, WR_MAX_STATS, stats, 0, stat),
 #undef ARR
 #undef FLD
 };
@@ -300,9 +296,6 @@ static int get_array(dctx *c, enum fid f, const msgpack_object *o, uint32_t max,
     return WR_OK;
 }
 
-// Zeroed storage for n decoded entries (none for n = 0).
-static void *alloc_entries(uint32_t n, size_t size) { return n ? wr_calloc(n, size) : NULL; }
-
 static const msgpack_object *tuple(const msgpack_object *o, uint32_t n) {
     if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != n) return NULL;
     return o->via.array.ptr;
@@ -315,78 +308,74 @@ static int bad_entry(dctx *c, enum fid f, const char *shape, uint32_t i) {
     return ftype(c, f, what);
 }
 
-static int decode_shards(dctx *c, const msgpack_object *o, wr_pmsg *m) {
-    int rc = get_array(c, F_SM, o, WR_MAX_SHARDS, &m->n_shards);
-    m->shards = alloc_entries(m->n_shards, sizeof *m->shards);
-    char sub[48];
-    for (uint32_t i = 0; i < m->n_shards && rc == WR_OK; i++) {
-        const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
-        if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            return bad_entry(c, F_SM, "[lo, hi, addr]", i);
-        m->shards[i].lo = t[0].via.u64;
-        m->shards[i].hi = t[1].via.u64;
-        snprintf(sub, sizeof sub, " entry %u", i);
-        rc = copy_str(c, F_SM, sub, &t[2], m->shards[i].addr, WR_ADDR_MAX);
-    }
-    return rc;
+// Copies entry i's string into dst[max].
+static int entry_str(dctx *c, enum fid f, uint32_t i, const msgpack_object *o, char *dst, size_t max) {
+    char sub[32];
+    snprintf(sub, sizeof sub, " entry %u", i);
+    return copy_str(c, f, sub, o, dst, max);
 }
 
-static int decode_workers(dctx *c, const msgpack_object *o, wr_pmsg *m) {
-    int rc = get_array(c, F_WM, o, WR_MAX_WORKERS, &m->n_workers_map);
-    m->workers = alloc_entries(m->n_workers_map, sizeof *m->workers);
-    char sub[48];
-    for (uint32_t i = 0; i < m->n_workers_map && rc == WR_OK; i++) {
-        const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
-        wr_worker_info *w = &m->workers[i];
-        int bad1 = 0, bad2 = 0;
-        if (!t || obj_i32(&t[0], &w->rank, &bad1) != 0 || obj_i32(&t[2], &w->group, &bad2) != 0) {
-            if (bad1 || bad2)
-                return fail(c->perr, WR_PERR_RANGE, c->err,
-                            "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits", c->tn, i);
-            return bad_entry(c, F_WM, "[rank, host, group]", i);
-        }
-        snprintf(sub, sizeof sub, " entry %u", i);
-        rc = copy_str(c, F_WM, sub, &t[1], w->host, WR_HOST_MAX);
-    }
-    return rc;
+static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 3);
+    if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return bad_entry(c, F_SM, "[lo, hi, addr]", i);
+    m->shards[i].lo = t[0].via.u64;
+    m->shards[i].hi = t[1].via.u64;
+    return entry_str(c, F_SM, i, &t[2], m->shards[i].addr, WR_ADDR_MAX);
 }
 
-static int decode_config(dctx *c, const msgpack_object *o, wr_pmsg *m) {
-    int rc = get_array(c, F_CF, o, WR_MAX_CONFIG, &m->n_config);
-    m->config = alloc_entries(m->n_config, sizeof *m->config);
-    char sub[48];
-    for (uint32_t i = 0; i < m->n_config && rc == WR_OK; i++) {
-        const msgpack_object *s = &o->via.array.ptr[i];
-        if (s->type != MSGPACK_OBJECT_STR) return ftype(c, F_CF, "strings");
-        if (s->via.str.size >= WR_CONFIG_STR_MAX)
-            return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d",
-                        c->tn, i, s->via.str.size, WR_CONFIG_STR_MAX - 1);
-        // Only what the string needs: a map may carry 256 of them.
-        m->config[i] = wr_malloc(s->via.str.size + 1u);
-        snprintf(sub, sizeof sub, " entry %u", i);
-        rc = copy_str(c, F_CF, sub, s, m->config[i], s->via.str.size + 1u);
+static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 3);
+    wr_worker_info *w = &m->workers[i];
+    int bad1 = 0, bad2 = 0;
+    if (!t || obj_i32(&t[0], &w->rank, &bad1) != 0 || obj_i32(&t[2], &w->group, &bad2) != 0) {
+        if (bad1 || bad2)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits", c->tn, i);
+        return bad_entry(c, F_WM, "[rank, host, group]", i);
     }
-    return rc;
+    return entry_str(c, F_WM, i, &t[1], w->host, WR_HOST_MAX);
 }
 
-static int decode_stats(dctx *c, const msgpack_object *o, wr_pmsg *m) {
-    int rc = get_array(c, F_ST, o, WR_MAX_STATS, &m->n_stats);
-    char sub[48];
-    for (uint32_t i = 0; i < m->n_stats && rc == WR_OK; i++) {
-        const msgpack_object *t = tuple(&o->via.array.ptr[i], 2);
-        if (!t) return bad_entry(c, F_ST, "[name, value]", i);
-        switch (t[1].type) {
-        case MSGPACK_OBJECT_FLOAT32:
-        case MSGPACK_OBJECT_FLOAT64: m->stats[i].value = t[1].via.f64; break;
-        case MSGPACK_OBJECT_POSITIVE_INTEGER: m->stats[i].value = (double)t[1].via.u64; break;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: m->stats[i].value = (double)t[1].via.i64; break;
-        default:
-            snprintf(sub, sizeof sub, "a number as value of entry %u", i);
-            return ftype(c, F_ST, sub);
-        }
-        snprintf(sub, sizeof sub, " entry %u", i);
-        rc = copy_str(c, F_ST, sub, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
+static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    if (e->type != MSGPACK_OBJECT_STR) return ftype(c, F_CF, "strings");
+    if (e->via.str.size >= WR_CONFIG_STR_MAX)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d", c->tn,
+                    i, e->via.str.size, WR_CONFIG_STR_MAX - 1);
+    // Only what the string needs: a map may carry 256 of them.
+    m->config[i] = wr_malloc(e->via.str.size + 1u);
+    return entry_str(c, F_CF, i, e, m->config[i], e->via.str.size + 1u);
+}
+
+static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 2);
+    if (!t) return bad_entry(c, F_ST, "[name, value]", i);
+    switch (t[1].type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: m->stats[i].value = t[1].via.f64; break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: m->stats[i].value = (double)t[1].via.u64; break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: m->stats[i].value = (double)t[1].via.i64; break;
+    default: {
+        char what[48];
+        snprintf(what, sizeof what, "a number as value of entry %u", i);
+        return ftype(c, F_ST, what);
     }
+    }
+    return entry_str(c, F_ST, i, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
+}
+
+// An array field: the count, the storage for the entries, then each entry.
+static int decode_array(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
+    const struct field *fd = &fields[f];
+    uint32_t n = 0;
+    int rc = get_array(c, f, o, fd->max, &n);
+    if (rc != WR_OK) return rc;
+    if (fd->elem && n) {
+        void *entries = wr_calloc(n, fd->elem);
+        memcpy((char *)m + fd->ptr_off, &entries, sizeof entries);
+    }
+    memcpy((char *)m + fd->off, &n, sizeof n);
+    for (uint32_t i = 0; i < n && rc == WR_OK; i++) rc = fd->decode(c, &o->via.array.ptr[i], m, i);
     return rc;
 }
 
@@ -408,7 +397,7 @@ static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m
         return rc;
     case FK_I32: return get_i32(c, f, o, (int32_t *)p);
     case FK_STR: return copy_str(c, f, "", o, p, fd->size);
-    default: return fd->decode(c, o, m);
+    default: return decode_array(c, f, o, m);
     }
 }
 
@@ -420,38 +409,26 @@ static void pack_cstr(msgpack_packer *pk, const char *s) {
     msgpack_pack_str_body(pk, s, n);
 }
 
-static void pack_shards(msgpack_packer *pk, const wr_pmsg *m) {
-    msgpack_pack_array(pk, m->n_shards);
-    for (uint32_t i = 0; i < m->n_shards; i++) {
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_uint64(pk, m->shards[i].lo);
-        msgpack_pack_uint64(pk, m->shards[i].hi);
-        pack_cstr(pk, m->shards[i].addr);
-    }
+static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_uint64(pk, m->shards[i].lo);
+    msgpack_pack_uint64(pk, m->shards[i].hi);
+    pack_cstr(pk, m->shards[i].addr);
 }
 
-static void pack_workers(msgpack_packer *pk, const wr_pmsg *m) {
-    msgpack_pack_array(pk, m->n_workers_map);
-    for (uint32_t i = 0; i < m->n_workers_map; i++) {
-        msgpack_pack_array(pk, 3);
-        msgpack_pack_int32(pk, m->workers[i].rank);
-        pack_cstr(pk, m->workers[i].host);
-        msgpack_pack_int32(pk, m->workers[i].group);
-    }
+static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_int32(pk, m->workers[i].rank);
+    pack_cstr(pk, m->workers[i].host);
+    msgpack_pack_int32(pk, m->workers[i].group);
 }
 
-static void pack_config(msgpack_packer *pk, const wr_pmsg *m) {
-    msgpack_pack_array(pk, m->n_config);
-    for (uint32_t i = 0; i < m->n_config; i++) pack_cstr(pk, m->config[i]);
-}
+static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->config[i]); }
 
-static void pack_stats(msgpack_packer *pk, const wr_pmsg *m) {
-    msgpack_pack_array(pk, m->n_stats);
-    for (uint32_t i = 0; i < m->n_stats; i++) {
-        msgpack_pack_array(pk, 2);
-        pack_cstr(pk, m->stats[i].name);
-        msgpack_pack_double(pk, m->stats[i].value);
-    }
+static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 2);
+    pack_cstr(pk, m->stats[i].name);
+    msgpack_pack_double(pk, m->stats[i].value);
 }
 
 // Writes field f of m as key and value.
@@ -466,7 +443,13 @@ static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
     case FK_UINT: msgpack_pack_int32(pk, *(const int *)p); break;
     case FK_I32: msgpack_pack_int32(pk, *(const int32_t *)p); break;
     case FK_STR: pack_cstr(pk, p); break;
-    default: fd->pack(pk, m); break;
+    default: {
+        uint32_t n;
+        memcpy(&n, p, sizeof n);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) fd->pack(pk, m, i);
+        break;
+    }
     }
 }
 
@@ -855,44 +838,21 @@ static msgpack_zone *thread_zone(void) {
 
 // ---- decode stage 3: fields -----------------------------------------------------------
 
-// Keys are one or two ASCII bytes: a switch on them instead of string compares.
+// Keys are one or two ASCII bytes: a table indexed by them (built once from
+// fields[]) instead of string compares. [c][0] holds the one-byte key "c".
+static int8_t key_ids[128][128];  // field id + 1, 0 = not a key of ours
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void key_ids_init(void) {
+    for (int f = 0; f < F_COUNT; f++)
+        key_ids[(uint8_t)fields[f].key[0]][fields[f].key_len == 2 ? (uint8_t)fields[f].key[1] : 0] = (int8_t)(f + 1);
+}
+
 static int lookup_key(const char *k, uint32_t n) {
-    if (n == 1) {
-        switch (k[0]) {
-        case 'v': return F_V;
-        case 't': return F_T;
-        case 'j': return F_J;
-        case 'e': return F_E;
-        case 's': return F_S;
-        case 'r': return F_R;
-        case 'o': return F_O;
-        case 'n': return F_N;
-        case 'c': return F_C;
-        case 'a': return F_A;
-        case 'h': return F_H;
-        case 'g': return F_G;
-        case 'b': return F_B;
-        case 'd': return F_D;
-        default: return -1;
-        }
-    }
-    if (n != 2) return -1;
-    switch ((uint8_t)k[0] << 8 | (uint8_t)k[1]) {
-    case 's' << 8 | 'h': return F_SH;
-    case 'n' << 8 | 't': return F_NT;
-    case 't' << 8 | 's': return F_TS;
-    case 'n' << 8 | 'w': return F_NW;
-    case 'p' << 8 | 'l': return F_PL;
-    case 'r' << 8 | 'o': return F_RO;
-    case 's' << 8 | 'm': return F_SM;
-    case 'w' << 8 | 'm': return F_WM;
-    case 'n' << 8 | 'p': return F_NP;
-    case 'c' << 8 | 'f': return F_CF;
-    case 's' << 8 | 't': return F_ST;
-    case 'e' << 8 | 'c': return F_EC;
-    case 'r' << 8 | 's': return F_RS;
-    default: return -1;
-    }
+    if (n == 0 || n > 2) return -1;
+    uint8_t k0 = (uint8_t)k[0], k1 = n == 2 ? (uint8_t)k[1] : 0;
+    if (k0 >= 128 || k1 >= 128 || (n == 2 && k1 == 0)) return -1;
+    return key_ids[k0][k1] - 1;
 }
 
 // An unknown key that stands twice is refused like a known one.
@@ -980,6 +940,7 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
                       enum wr_perr *perr, char *err) {
     const msgpack_object *val[F_COUNT] = {0};
     uint32_t present;
+    pthread_once(&key_once, key_ids_init);
     int rc = index_keys(root, val, &present, perr, err);
     if (rc != WR_OK) return rc;
 
