@@ -9,7 +9,17 @@
 
 #include "proto.h"
 
-// Fills m (after wr_pmsg_init) with the example of `type`; free with wr_pmsg_clear.
+// The range and payload fields of a data message.
+static inline void bulk(wr_pmsg *m, int32_t shard, uint64_t offset, uint64_t n, int codec, uint32_t n_workers) {
+    m->shard = shard;
+    m->offset = offset;
+    m->n_elems = n;
+    m->codec = codec;
+    m->n_workers = n_workers;
+    m->payload_len = wr_proto_payload_bytes(codec, n, n_workers);
+}
+
+// Initialises m as the example of `type` (it owns heap arrays: free with wr_pmsg_clear).
 static inline void fill(wr_pmsg *m, int type) {
     wr_pmsg_init(m, type);
     m->job_id = 7;
@@ -40,32 +50,15 @@ static inline void fill(wr_pmsg *m, int type) {
         m->config[1] = strdup("codec=1bit");
         break;
     case WR_MT_PUSH:
-        m->shard = 1;
+        bulk(m, 1, 512, 488, WR_CODEC_BITS, 0);
         m->rank = 2;
-        m->offset = 512;
-        m->n_elems = 488;
-        m->codec = WR_CODEC_BITS;
-        m->payload_len = wr_proto_payload_bytes(WR_CODEC_BITS, 488, 0);
         break;
-    case WR_MT_BROADCAST:
-        m->shard = 0;
-        m->offset = 0;
-        m->n_elems = 512;
-        m->codec = WR_CODEC_PLANES;
-        m->n_workers = 3;
-        m->payload_len = wr_proto_payload_bytes(WR_CODEC_PLANES, 512, 3);
-        break;
+    case WR_MT_BROADCAST: bulk(m, 0, 0, 512, WR_CODEC_PLANES, 3); break;
     case WR_MT_PULL:
         m->shard = 1;
         m->rank = 4;
         break;
-    case WR_MT_PARAMS:
-        m->shard = 1;
-        m->offset = 512;
-        m->n_elems = 488;
-        m->codec = WR_CODEC_FP32;
-        m->payload_len = 488 * 4;
-        break;
+    case WR_MT_PARAMS: bulk(m, 1, 512, 488, WR_CODEC_FP32, 0); break;
     case WR_MT_HEARTBEAT:
         m->role = WR_ROLE_WORKER;
         m->rank = 3;
