@@ -6,8 +6,12 @@
 // transport.c):
 //   tcp://host:port, ipc:///path, inproc://name   -> ZeroMQ (transport_zmq.c)
 //   rdma://host:port                              -> RDMA (later; fails clearly now)
-// A transport keeps its per-process state in the wr_transport_ctx (ctx_init,
-// ctx_free); a new one is its own file plus a line in the scheme table.
+// A new transport is its own file plus its lines in the scheme table. It
+// provides a wr_transport_ops (below); keeps its per-process state in the
+// wr_transport_ctx (ctx_init/ctx_free; its endpoints fetch it with
+// wr_transport_state when they open); and begins its endpoint struct and its
+// received-message storage (msg->impl) with a `const wr_transport_ops *`, so
+// the wr_* wrappers can dispatch on them.
 //
 // Roles: a *bound* endpoint (shard, coordinator: ZeroMQ ROUTER) talks to many
 // peers and addresses each by the peer id it received with the peer's message;
@@ -72,8 +76,8 @@ typedef struct wr_transport_ops {
 
     // ctx_init: creates this transport's state for one wr_transport_ctx (its
     // threads, library context, devices). Called by wr_transport_state the
-    // first time an endpoint of this transport is opened in that ctx, at most
-    // once per ctx (serialized by the ctx). io_threads is the value given to
+    // first time an endpoint of this transport is opened in that ctx, and
+    // again only if that failed (calls are serialized by the ctx). io_threads is the value given to
     // wr_transport_ctx_new. WR_OK with *state set, or WR_ERR with a reason.
     int (*ctx_init)(int io_threads, void **state, char *err);
 
@@ -138,8 +142,9 @@ typedef struct wr_transport_ops {
 // A transport context: one per process. It holds, per transport, that
 // transport's own state (for ZeroMQ the library context with its I/O
 // threads, which inproc endpoints must share), created on first use by the
-// transport's ctx_init. io_threads is passed on to each transport. NULL with
-// a reason only if the context itself cannot be made.
+// transport's ctx_init. io_threads is passed on to each transport. A
+// transport that cannot start says so at the first bind or connect that
+// needs it (the reason from its ctx_init); err is for the context itself.
 wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err);
 // Ends every transport's state (ctx_free) and the context. Close every
 // endpoint first: ZeroMQ waits for them (and for each one's linger) before
