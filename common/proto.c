@@ -742,6 +742,58 @@ static int rd_be(const uint8_t *p, size_t len, size_t *pos, int nbytes, uint64_t
     return 0;
 }
 
+// What a msgpack type byte announces: a container of `count` elements (a
+// map's entries count twice), a value of `skip` more bytes, or a big-endian
+// length in the next `lenbytes` bytes that is a container's element count
+// (times `cont`: 1 array, 2 map) or a value's byte count (plus `extra`).
+typedef struct {
+    uint64_t skip, count;
+    int cont, lenbytes, extra;
+} token;
+
+// Classifies type byte b into *t; -1 for the byte msgpack never uses.
+static int classify(uint8_t b, token *t) {
+    *t = (token){0};
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;  // fixint, nil, bool
+    if (b <= 0x8f) {  // fixmap
+        t->cont = 1, t->count = 2u * (b & 15u);
+        return 0;
+    }
+    if (b <= 0x9f) {  // fixarray
+        t->cont = 1, t->count = b & 15u;
+        return 0;
+    }
+    if (b <= 0xbf) {  // fixstr
+        t->skip = b & 31u;
+        return 0;
+    }
+    switch (b) {
+    case 0xc4: case 0xd9: t->lenbytes = 1; break;  // bin8, str8
+    case 0xc5: case 0xda: t->lenbytes = 2; break;
+    case 0xc6: case 0xdb: t->lenbytes = 4; break;
+    case 0xc7: t->lenbytes = 1, t->extra = 1; break;  // ext: length + type byte
+    case 0xc8: t->lenbytes = 2, t->extra = 1; break;
+    case 0xc9: t->lenbytes = 4, t->extra = 1; break;
+    case 0xca: t->skip = 4; break;
+    case 0xcb: t->skip = 8; break;
+    case 0xcc: case 0xd0: t->skip = 1; break;
+    case 0xcd: case 0xd1: t->skip = 2; break;
+    case 0xce: case 0xd2: t->skip = 4; break;
+    case 0xcf: case 0xd3: t->skip = 8; break;
+    case 0xd4: t->skip = 2; break;  // fixext: type + data
+    case 0xd5: t->skip = 3; break;
+    case 0xd6: t->skip = 5; break;
+    case 0xd7: t->skip = 9; break;
+    case 0xd8: t->skip = 17; break;
+    case 0xdc: t->cont = 1, t->lenbytes = 2; break;
+    case 0xdd: t->cont = 1, t->lenbytes = 4; break;
+    case 0xde: t->cont = 2, t->lenbytes = 2; break;
+    case 0xdf: t->cont = 2, t->lenbytes = 4; break;
+    default: return -1;  // 0xc1 is never used
+    }
+    return 0;
+}
+
 static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) {
     uint64_t left[WR_PROTO_MAX_DEPTH + 1];
     int d = 0;
@@ -753,63 +805,30 @@ static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) 
         left[d]--;
         if (pos >= len) return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
         uint8_t b = p[pos++];
-        uint64_t skip = 0, count = 0, n = 0;
-        int cont = 0, lenbytes = 0, extra = 0;
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            skip = 0;
-        } else if (b <= 0x8f) {
-            cont = 1, count = 2u * (b & 15u);
-        } else if (b <= 0x9f) {
-            cont = 1, count = b & 15u;
-        } else if (b <= 0xbf) {
-            skip = b & 31u;
-        } else {
-            switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;  // bin8, str8
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1, extra = 1; break;  // ext: length + type byte
-            case 0xc8: lenbytes = 2, extra = 1; break;
-            case 0xc9: lenbytes = 4, extra = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;  // fixext: type + data
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: cont = 1, lenbytes = 2; break;
-            case 0xdd: cont = 1, lenbytes = 4; break;
-            case 0xde: cont = 2, lenbytes = 2; break;
-            case 0xdf: cont = 2, lenbytes = 4; break;
-            default:  // 0xc1 is never used
-                return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
-            }
-            if (lenbytes) {
-                if (rd_be(p, len, &pos, lenbytes, &n) != 0)
-                    return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-                if (cont) count = n * (uint64_t)cont;
-                else skip = n + (uint64_t)extra;
-            }
+        token t;
+        if (classify(b, &t) != 0)
+            return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
+        if (t.lenbytes) {
+            uint64_t n;
+            if (rd_be(p, len, &pos, t.lenbytes, &n) != 0)
+                return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+            if (t.cont) t.count = n * (uint64_t)t.cont;
+            else t.skip = n + (uint64_t)t.extra;
         }
-        if (cont) {
+        if (t.cont) {
             // Every element takes at least one byte: a count beyond the bytes
             // left is a lie (and would make msgpack-c allocate for it).
-            if (count > len - pos)
+            if (t.count > len - pos)
                 return fail(perr, WR_PERR_MALFORMED, err,
                             "header: container at byte %zu claims %llu entries, only %zu bytes follow",
-                            pos, (unsigned long long)count, len - pos);
+                            pos, (unsigned long long)t.count, len - pos);
             if (d + 1 > WR_PROTO_MAX_DEPTH)
                 return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d", WR_PROTO_MAX_DEPTH);
-            left[++d] = count;
+            left[++d] = t.count;
         } else {
-            if (skip > len - pos)
+            if (t.skip > len - pos)
                 return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-            pos += skip;
+            pos += t.skip;
         }
     }
     if (pos != len)
