@@ -341,52 +341,30 @@ static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
     }
 }
 
-static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
-    wr_frame pay_copy = msg->payload;  // the caller's msg is left as it was
-    wr_frame *pay = &pay_copy;
-    double deadline = 0;  // set lazily by send_copy
-    int has_pay = pay->len > 0;
-    if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
-    if (has_pay && !pay->data) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay->len);
-    }
-    if ((int64_t)msg->header.len > ep->max_msg || (int64_t)pay->len > ep->max_msg) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
-                      WR_MAX(msg->header.len, pay->len), (long long)ep->max_msg);
-    }
-    if (ep->router && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX)) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
-                      msg->peer_len);
-    }
-    if (!ep->router) {
+// Checks msg before anything is queued: a refused message gives its
+// zero-copy payload back at once. WR_OK or the error.
+static int send_check(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *err) {
+    int rc = WR_OK;
+    if (pay->len > 0 && !pay->data)
+        rc = wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay->len);
+    else if ((int64_t)msg->header.len > ep->max_msg || (int64_t)pay->len > ep->max_msg)
+        rc = wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
+                    WR_MAX(msg->header.len, pay->len), (long long)ep->max_msg);
+    else if (ep->router && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX))
+        rc = wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
+                    msg->peer_len);
+    if (rc == WR_OK && !ep->router) {
         // A lost connection is sticky until the monitor reports a new one;
         // reading the monitor costs a little, so not on every send.
         if ((ep->sends++ & 15) == 0 || ep->peer_state == PEER_LOST) drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST) {
-            give_back(pay);
-            return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
-        }
+        if (ep->peer_state == PEER_LOST) rc = wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
     }
+    if (rc != WR_OK) give_back(pay);
+    return rc;
+}
 
-    // First frame: waits (up to the timeout) for room; ROUTER_MANDATORY makes
-    // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
-    int e;
-    int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
-    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
-    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
-    if (e) {
-        give_back(pay);
-        return send_errno(ep, e, msg, err);
-    }
-    if (ep->router && (e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline))) {
-        give_back(pay);
-        return send_errno(ep, e, msg, err);
-    }
-    if (!has_pay) return WR_OK;
-
+// Sends the payload frame (the last part), zero-copy when it has a free_fn.
+static int send_payload(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *err) {
     zmq_msg_t zm;
     if (pay->free_fn) {
         if (zmq_msg_init_data(&zm, pay->data, pay->len, pay->free_fn, pay->hint) != 0) {
@@ -404,9 +382,32 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         if (zmq_msg_send(&zm, ep->sock, 0) >= 0) return WR_OK;
         if (errno != EINTR) break;
     }
-    e = errno;
+    int e = errno;
     zmq_msg_close(&zm);  // calls free_fn of an unsent zero-copy payload
     return send_errno(ep, e, msg, err);
+}
+
+static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    wr_frame pay_copy = msg->payload;  // the caller's msg is left as it was
+    wr_frame *pay = &pay_copy;
+    double deadline = 0;  // set lazily by send_copy
+    int has_pay = pay->len > 0;
+    if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
+    int rc = send_check(ep, msg, pay, err);
+    if (rc != WR_OK) return rc;
+
+    // First frame: waits (up to the timeout) for room; ROUTER_MANDATORY makes
+    // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
+    int e;
+    int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
+    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
+    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (!e && ep->router) e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (e) {
+        give_back(pay);
+        return send_errno(ep, e, msg, err);
+    }
+    return has_pay ? send_payload(ep, msg, pay, err) : WR_OK;
 }
 
 // ---- recv -----------------------------------------------------------------------
