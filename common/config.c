@@ -233,6 +233,24 @@ static int in_range(const key_t_ *k, double v) {
     return 1;
 }
 
+// K_STR: text without control characters that fits k->cap, passing k->check.
+static int set_str(char *field, const key_t_ *k, const char *value, char *err) {
+    size_t n = strlen(value);
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)value[i])) return bad_value(err, k->name, "text without control characters", value);
+    if (n >= k->cap) {
+        char exp[96];
+        snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
+        return bad_value(err, k->name, exp, value);
+    }
+    if (k->check) {
+        char why[96];
+        if (k->check(value, why, sizeof why)) return bad_value(err, k->name, why, value);
+    }
+    memcpy(field, value, n + 1);
+    return WR_OK;
+}
+
 // Parses value for key k and stores it into c (only on success).
 static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *err) {
     char *field = (char *)c + k->off;
@@ -282,23 +300,7 @@ static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *e
                 return WR_OK;
             }
         return bad_value(err, k->name, k->expected, value);
-    case K_STR: {
-        size_t n = strlen(value);
-        for (size_t i = 0; i < n; i++)
-            if (iscntrl((unsigned char)value[i]))
-                return bad_value(err, k->name, "text without control characters", value);
-        if (n >= k->cap) {
-            char exp[96];
-            snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
-            return bad_value(err, k->name, exp, value);
-        }
-        if (k->check) {
-            char why[96];
-            if (k->check(value, why, sizeof why)) return bad_value(err, k->name, why, value);
-        }
-        memcpy(field, value, n + 1);
-        return WR_OK;
-    }
+    case K_STR: return set_str(field, k, value, err);
     }
     return wr_err(err, WR_ERR, "config key '%s': internal error", k->name);
 }
