@@ -22,42 +22,21 @@
 #define CFG_VALUE_MAX 1024
 #define CFG_KEY_MAX 64
 
-void wr_config_defaults(wr_job_config *c) {
-    memset(c, 0, sizeof *c);
-    c->job_id = 1;
-    c->mode = WR_MODE_PS;
-    c->shards = 2;
-    c->workers = 4;
-    snprintf(c->model, sizeof c->model, "mlp");
-    c->codec = WR_JOB_CODEC_BIRDER;
-    c->broadcast = WR_BCAST_1BIT;
-    c->hfp8 = 1;
-    c->fp8_first_last = 0;
-    c->loss_scale = 0.0f;  // dynamic
-    c->optimizer = WR_OPT_ADAM;
-    c->lr = 1e-3f;
-    c->wd = 0.0f;
-    c->beta = 0.9f;
-    c->adam_beta1 = 0.9f;
-    c->adam_beta2 = 0.999f;
-    c->adam_eps = 1e-8f;
-    c->momentum = 0.9f;
-    c->lr_schedule = WR_LR_CONSTANT;
-    c->warmup_steps = 0;
-    c->batch = 128;
-    c->epochs = 3;
-    c->steps = 0;
-    c->seed = 42;
-    snprintf(c->data_dir, sizeof c->data_dir, "/usr/share/datasets/fashion-mnist");
-    c->progress_every = 50;
-    c->digest_every = 50;
-    c->eval_every_epoch = 1;
-    c->eval_every = 0;
-    c->register_timeout = 30.0;
-    c->step_timeout = 60.0;
-    c->heartbeat_interval = 1.0;
-    c->heartbeat_timeout = 10.0;
-}
+// Static storage: the padding is zero too, so a copy is byte-for-byte the
+// same every time (fuzz_config compares configs with memcmp).
+static const wr_job_config kDefaults = {
+    .job_id = 1, .mode = WR_MODE_PS, .shards = 2, .workers = 4, .model = "mlp",
+    .codec = WR_JOB_CODEC_BIRDER, .broadcast = WR_BCAST_1BIT, .hfp8 = 1, .fp8_first_last = 0,
+    .loss_scale = 0.0f,  // dynamic
+    .optimizer = WR_OPT_ADAM, .lr = 1e-3f, .wd = 0.0f, .beta = 0.9f,
+    .adam_beta1 = 0.9f, .adam_beta2 = 0.999f, .adam_eps = 1e-8f, .momentum = 0.9f,
+    .lr_schedule = WR_LR_CONSTANT, .warmup_steps = 0, .batch = 128, .epochs = 3, .steps = 0, .seed = 42,
+    .data_dir = "/usr/share/datasets/fashion-mnist",
+    .progress_every = 50, .digest_every = 50, .eval_every_epoch = 1, .eval_every = 0,
+    .register_timeout = 30.0, .step_timeout = 60.0, .heartbeat_interval = 1.0, .heartbeat_timeout = 10.0,
+};
+
+void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
 
 // ---- value parsers ---------------------------------------------------------
 
