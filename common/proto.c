@@ -161,7 +161,7 @@ enum fkind {
     FK_UINT,   // int holding an unsigned value up to INT32_MAX (type, codec, role), sent as int32
     FK_I32,    // int32_t, msgpack integer
     FK_STR,    // char[size], msgpack string of fewer than size bytes
-    FK_ARRAY,  // its own decode and pack functions
+    FK_ARRAY,  // uint32_t count; entries through the field's decode/pack pair
 };
 
 // Error texts name the message kind (tn) and the field; the decoder and the
