@@ -100,45 +100,23 @@ void wr_birder_decode_planes(const uint64_t *planes, int n_workers, size_t n, fl
 
 // ---- Implementation variants (for tests and benchmarks; same contracts) -------
 // *_ref: the scalar definitions. *_avx2 / *_avx512: only call them when
-// wr_cpu_max_level() reports that level.
-void wr_birder_encode_ref(const float *g, float *m, float *b, size_t n, float beta,
-                          wr_rng_key key, uint64_t first_index, uint64_t *bits);
-void wr_birder_count_planes_ref(const uint64_t *const *bits, int n_workers, size_t n,
-                                uint64_t *planes);
-void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n,
-                          uint16_t *counts);
-void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n,
-                              wr_rng_key key, uint64_t first_index, uint64_t *bits_out);
-void wr_birder_apply_bits_ref(float *x, const uint64_t *bits, size_t n, float lr, float wd);
-void wr_birder_apply_planes_ref(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                float lr, float wd);
-void wr_birder_decode_bits_ref(const uint64_t *bits, size_t n, float *u);
-void wr_birder_decode_planes_ref(const uint64_t *planes, int n_workers, size_t n, float *u);
+// wr_cpu_max_level() reports that level. One list, declared per suffix.
+#define WR_BIRDER_VARIANTS(sfx)                                                                        \
+    void wr_birder_encode##sfx(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key, \
+                               uint64_t first_index, uint64_t *bits);                                  \
+    void wr_birder_count_planes##sfx(const uint64_t *const *bits, int n_workers, size_t n,             \
+                                     uint64_t *planes);                                                \
+    void wr_birder_requantize##sfx(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,    \
+                                   uint64_t first_index, uint64_t *bits_out);                          \
+    void wr_birder_apply_bits##sfx(float *x, const uint64_t *bits, size_t n, float lr, float wd);      \
+    void wr_birder_apply_planes##sfx(float *x, const uint64_t *planes, int n_workers, size_t n,        \
+                                     float lr, float wd);                                              \
+    void wr_birder_decode_bits##sfx(const uint64_t *bits, size_t n, float *u);                         \
+    void wr_birder_decode_planes##sfx(const uint64_t *planes, int n_workers, size_t n, float *u);
 
-void wr_birder_encode_avx2(const float *g, float *m, float *b, size_t n, float beta,
-                           wr_rng_key key, uint64_t first_index, uint64_t *bits);
-void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, size_t n,
-                                 uint64_t *planes);
-void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n,
-                               wr_rng_key key, uint64_t first_index, uint64_t *bits_out);
-void wr_birder_apply_bits_avx2(float *x, const uint64_t *bits, size_t n, float lr, float wd);
-void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                 float lr, float wd);
-void wr_birder_decode_bits_avx2(const uint64_t *bits, size_t n, float *u);
-void wr_birder_decode_planes_avx2(const uint64_t *planes, int n_workers, size_t n, float *u);
-
-void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float beta,
-                             wr_rng_key key, uint64_t first_index, uint64_t *bits);
-void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, size_t n,
-                                   uint64_t *planes);
-void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n,
-                                 wr_rng_key key, uint64_t first_index, uint64_t *bits_out);
-void wr_birder_apply_bits_avx512(float *x, const uint64_t *bits, size_t n, float lr,
-                                 float wd);
-void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                   float lr, float wd);
-void wr_birder_decode_bits_avx512(const uint64_t *bits, size_t n, float *u);
-void wr_birder_decode_planes_avx512(const uint64_t *planes, int n_workers, size_t n,
-                                    float *u);
+WR_BIRDER_VARIANTS(_ref)
+WR_BIRDER_VARIANTS(_avx2)
+WR_BIRDER_VARIANTS(_avx512)
+void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts);
 
 #endif

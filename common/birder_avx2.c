@@ -319,8 +319,11 @@ static inline __m256 u_table8(int n_workers) {
     return _mm256_loadu_ps(tab);
 }
 
-void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                 float lr, float wd) {
+// Every 8-element chunk's u from the planes, either applied to dst (apply:
+// dst = x, x -= lr * (u + wd * x)) or stored into it (dst = u). Inlined with a
+// constant `apply`, so each caller gets its own loop with no test in it.
+static inline __attribute__((always_inline)) void planes_to(float *dst, int apply, const uint64_t *planes,
+                                                            int n_workers, size_t n, float lr, float wd) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     const __m256 vlr = _mm256_set1_ps(lr), vwd = _mm256_set1_ps(wd), tab = u_table8(n_workers);
@@ -332,28 +335,20 @@ void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers
             if (j >= n) break;
             __m256 u = u8(c[q], n_workers, tab);
             if (j + 8 <= n) {
-                _mm256_storeu_ps(x + j, apply8(_mm256_loadu_ps(x + j), u, vlr, vwd));
+                _mm256_storeu_ps(dst + j, apply ? apply8(_mm256_loadu_ps(dst + j), u, vlr, vwd) : u);
             } else {
                 __m256i em = chunk_mask8(n, j);
-                _mm256_maskstore_ps(x + j, em, apply8(_mm256_maskload_ps(x + j, em), u, vlr, vwd));
+                _mm256_maskstore_ps(dst + j, em, apply ? apply8(_mm256_maskload_ps(dst + j, em), u, vlr, vwd) : u);
             }
         }
     }
 }
 
+void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n,
+                                 float lr, float wd) {
+    planes_to(x, 1, planes, n_workers, n, lr, wd);
+}
+
 void wr_birder_decode_planes_avx2(const uint64_t *planes, int n_workers, size_t n, float *u) {
-    int P = wr_birder_planes(n_workers);
-    size_t nw = wr_birder_words(n);
-    const __m256 tab = u_table8(n_workers);
-    for (size_t w = 0; w < nw; w++) {
-        __m256i c[8];
-        counts64(planes, P, nw, w, c);
-        for (int q = 0; q < 8; q++) {
-            size_t j = w * 64 + 8 * (size_t)q;
-            if (j >= n) break;
-            __m256 uv = u8(c[q], n_workers, tab);
-            if (j + 8 <= n) _mm256_storeu_ps(u + j, uv);
-            else _mm256_maskstore_ps(u + j, chunk_mask8(n, j), uv);
-        }
-    }
+    planes_to(u, 0, planes, n_workers, n, 0.0f, 0.0f);
 }

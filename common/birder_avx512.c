@@ -317,8 +317,11 @@ static inline __m512 u16(const u_table *t, __m512i c) {
     return _mm512_div_ps(num, t->nf);
 }
 
-void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                   float lr, float wd) {
+// Every 16-element chunk's u from the planes, either applied to dst (apply:
+// dst = x, x -= lr * (u + wd * x)) or stored into it (dst = u). Inlined with a
+// constant `apply`, so each caller gets its own loop with no test in it.
+static inline __attribute__((always_inline)) void planes_to(float *dst, int apply, const uint64_t *planes,
+                                                            int n_workers, size_t n, float lr, float wd) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     u_table t = u_table_make(n_workers);
@@ -330,24 +333,18 @@ void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_worke
             size_t j = w * 64 + 16 * (size_t)q;
             if (j >= n) break;
             __mmask16 em = chunk_mask(n, j);
-            __m512 xv = _mm512_maskz_loadu_ps(em, x + j);
-            _mm512_mask_storeu_ps(x + j, em, apply16(xv, u16(&t, c[q]), vlr, vwd));
+            __m512 u = u16(&t, c[q]);
+            if (apply) u = apply16(_mm512_maskz_loadu_ps(em, dst + j), u, vlr, vwd);
+            _mm512_mask_storeu_ps(dst + j, em, u);
         }
     }
 }
 
-void wr_birder_decode_planes_avx512(const uint64_t *planes, int n_workers, size_t n,
-                                    float *u) {
-    int P = wr_birder_planes(n_workers);
-    size_t nw = wr_birder_words(n);
-    u_table t = u_table_make(n_workers);
-    for (size_t w = 0; w < nw; w++) {
-        __m512i c[4];
-        counts64(planes, P, nw, w, c);
-        for (int q = 0; q < 4; q++) {
-            size_t j = w * 64 + 16 * (size_t)q;
-            if (j >= n) break;
-            _mm512_mask_storeu_ps(u + j, chunk_mask(n, j), u16(&t, c[q]));
-        }
-    }
+void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_workers, size_t n,
+                                   float lr, float wd) {
+    planes_to(x, 1, planes, n_workers, n, lr, wd);
+}
+
+void wr_birder_decode_planes_avx512(const uint64_t *planes, int n_workers, size_t n, float *u) {
+    planes_to(u, 0, planes, n_workers, n, 0.0f, 0.0f);
 }

@@ -22,42 +22,21 @@
 #define CFG_VALUE_MAX 1024
 #define CFG_KEY_MAX 64
 
-void wr_config_defaults(wr_job_config *c) {
-    memset(c, 0, sizeof *c);
-    c->job_id = 1;
-    c->mode = WR_MODE_PS;
-    c->shards = 2;
-    c->workers = 4;
-    snprintf(c->model, sizeof c->model, "mlp");
-    c->codec = WR_JOB_CODEC_BIRDER;
-    c->broadcast = WR_BCAST_1BIT;
-    c->hfp8 = 1;
-    c->fp8_first_last = 0;
-    c->loss_scale = 0.0f;  // dynamic
-    c->optimizer = WR_OPT_ADAM;
-    c->lr = 1e-3f;
-    c->wd = 0.0f;
-    c->beta = 0.9f;
-    c->adam_beta1 = 0.9f;
-    c->adam_beta2 = 0.999f;
-    c->adam_eps = 1e-8f;
-    c->momentum = 0.9f;
-    c->lr_schedule = WR_LR_CONSTANT;
-    c->warmup_steps = 0;
-    c->batch = 128;
-    c->epochs = 3;
-    c->steps = 0;
-    c->seed = 42;
-    snprintf(c->data_dir, sizeof c->data_dir, "/usr/share/datasets/fashion-mnist");
-    c->progress_every = 50;
-    c->digest_every = 50;
-    c->eval_every_epoch = 1;
-    c->eval_every = 0;
-    c->register_timeout = 30.0;
-    c->step_timeout = 60.0;
-    c->heartbeat_interval = 1.0;
-    c->heartbeat_timeout = 10.0;
-}
+// Static storage: the padding is zero too, so a copy is byte-for-byte the
+// same every time (fuzz_config compares configs with memcmp).
+static const wr_job_config kDefaults = {
+    .job_id = 1, .mode = WR_MODE_PS, .shards = 2, .workers = 4, .model = "mlp",
+    .codec = WR_JOB_CODEC_BIRDER, .broadcast = WR_BCAST_1BIT, .hfp8 = 1, .fp8_first_last = 0,
+    .loss_scale = 0.0f,  // dynamic
+    .optimizer = WR_OPT_ADAM, .lr = 1e-3f, .wd = 0.0f, .beta = 0.9f,
+    .adam_beta1 = 0.9f, .adam_beta2 = 0.999f, .adam_eps = 1e-8f, .momentum = 0.9f,
+    .lr_schedule = WR_LR_CONSTANT, .warmup_steps = 0, .batch = 128, .epochs = 3, .steps = 0, .seed = 42,
+    .data_dir = "/usr/share/datasets/fashion-mnist",
+    .progress_every = 50, .digest_every = 50, .eval_every_epoch = 1, .eval_every = 0,
+    .register_timeout = 30.0, .step_timeout = 60.0, .heartbeat_interval = 1.0, .heartbeat_timeout = 10.0,
+};
+
+void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
 
 // ---- value parsers ---------------------------------------------------------
 
@@ -171,45 +150,53 @@ static int check_path(const char *v, char *why, size_t why_len) {
 
 #define OFF(f) offsetof(wr_job_config, f)
 #define ENUM(tab) tab##Names, tab##Vals, (int)(sizeof tab##Names / sizeof tab##Names[0])
+// One row shape per kind: the ranges each kind needs, the rest zero.
+#define U64(name, f, lo, exp) {name, K_U64, OFF(f), lo, 18446744073709551615.0, 0, 0, exp, NULL, NULL, 0, 0, NULL}
+#define INT(name, f, lo, hi, exp) {name, K_INT, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL}
+#define I64(name, f, lo, hi, exp) {name, K_I64, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL}
+#define FLT(name, f, lo, hi, open_lo, open_hi, exp) \
+    {name, K_FLOAT, OFF(f), lo, hi, open_lo, open_hi, exp, NULL, NULL, 0, 0, NULL}
+#define DBL(name, f, lo, hi, open_lo, exp) {name, K_DOUBLE, OFF(f), lo, hi, open_lo, 0, exp, NULL, NULL, 0, 0, NULL}
+#define ENUMK(name, f, exp, tab) {name, K_ENUM, OFF(f), 0, 0, 0, 0, exp, ENUM(tab), 0, NULL}
 
 // Every key, in the order they are printed and serialised.
 static const key_t_ kKeys[] = {
-    {"job_id", K_U64, OFF(job_id), 1, 18446744073709551615.0, 0, 0, "an integer >= 1", NULL, NULL, 0, 0, NULL},
-    {"mode", K_ENUM, OFF(mode), 0, 0, 0, 0, "one of ps, allreduce", ENUM(kMode), 0, NULL},
-    {"shards", K_INT, OFF(shards), 1, WR_MAX_SHARDS, 0, 0, "an integer in [1, 1024]", NULL, NULL, 0, 0, NULL},
-    {"workers", K_INT, OFF(workers), 1, WR_MAX_WORKERS, 0, 0, "an integer in [1, 4096]", NULL, NULL, 0, 0, NULL},
+    U64("job_id", job_id, 1, "an integer >= 1"),
+    ENUMK("mode", mode, "one of ps, allreduce", kMode),
+    INT("shards", shards, 1, WR_MAX_SHARDS, "an integer in [1, 1024]"),
+    INT("workers", workers, 1, WR_MAX_WORKERS, "an integer in [1, 4096]"),
     {"model", K_STR, OFF(model), 0, 0, 0, 0, "one of mlp, cnn, synthetic:D", NULL, NULL, 0,
      WR_MODEL_SPEC_MAX, check_model},
-    {"codec", K_ENUM, OFF(codec), 0, 0, 0, 0, "one of birder, fp32", ENUM(kCodec), 0, NULL},
-    {"broadcast", K_ENUM, OFF(broadcast), 0, 0, 0, 0, "one of 1bit, exact", ENUM(kBcast), 0, NULL},
-    {"hfp8", K_ENUM, OFF(hfp8), 0, 0, 0, 0, "one of on, off", ENUM(kOnOff), 0, NULL},
-    {"hfp8_first_last", K_ENUM, OFF(fp8_first_last), 0, 0, 0, 0, "one of fp32, fp8", ENUM(kFirstLast), 0, NULL},
+    ENUMK("codec", codec, "one of birder, fp32", kCodec),
+    ENUMK("broadcast", broadcast, "one of 1bit, exact", kBcast),
+    ENUMK("hfp8", hfp8, "one of on, off", kOnOff),
+    ENUMK("hfp8_first_last", fp8_first_last, "one of fp32, fp8", kFirstLast),
     {"loss_scale", K_LOSS_SCALE, OFF(loss_scale), 0, 3.0e38, 1, 0, "'dynamic' or a positive number", NULL, NULL, 0, 0, NULL},
-    {"optimizer", K_ENUM, OFF(optimizer), 0, 0, 0, 0, "one of adam, sgdm", ENUM(kOpt), 0, NULL},
-    {"lr", K_FLOAT, OFF(lr), 0, 1e6, 1, 0, "a positive number", NULL, NULL, 0, 0, NULL},
-    {"wd", K_FLOAT, OFF(wd), 0, 1e6, 0, 0, "a number >= 0", NULL, NULL, 0, 0, NULL},
-    {"beta", K_FLOAT, OFF(beta), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
-    {"adam_beta1", K_FLOAT, OFF(adam_beta1), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
-    {"adam_beta2", K_FLOAT, OFF(adam_beta2), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
-    {"adam_eps", K_FLOAT, OFF(adam_eps), 0, 1, 1, 0, "a number in (0, 1]", NULL, NULL, 0, 0, NULL},
-    {"momentum", K_FLOAT, OFF(momentum), 0, 1, 0, 1, "a number in [0, 1)", NULL, NULL, 0, 0, NULL},
-    {"lr_schedule", K_ENUM, OFF(lr_schedule), 0, 0, 0, 0, "one of constant, cosine", ENUM(kSched), 0, NULL},
-    {"warmup_steps", K_INT, OFF(warmup_steps), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
-    {"batch", K_INT, OFF(batch), 1, 1048576, 0, 0, "an integer in [1, 1048576]", NULL, NULL, 0, 0, NULL},
-    {"epochs", K_INT, OFF(epochs), 1, 1000000, 0, 0, "an integer in [1, 1000000]", NULL, NULL, 0, 0, NULL},
-    {"steps", K_I64, OFF(steps), 0, 1099511627776.0, 0, 0, "an integer in [0, 2^40]", NULL, NULL, 0, 0, NULL},
-    {"seed", K_U64, OFF(seed), 0, 18446744073709551615.0, 0, 0, "an integer in [0, 2^64)", NULL, NULL, 0, 0, NULL},
+    ENUMK("optimizer", optimizer, "one of adam, sgdm", kOpt),
+    FLT("lr", lr, 0, 1e6, 1, 0, "a positive number"),
+    FLT("wd", wd, 0, 1e6, 0, 0, "a number >= 0"),
+    FLT("beta", beta, 0, 1, 0, 1, "a number in [0, 1)"),
+    FLT("adam_beta1", adam_beta1, 0, 1, 0, 1, "a number in [0, 1)"),
+    FLT("adam_beta2", adam_beta2, 0, 1, 0, 1, "a number in [0, 1)"),
+    FLT("adam_eps", adam_eps, 0, 1, 1, 0, "a number in (0, 1]"),
+    FLT("momentum", momentum, 0, 1, 0, 1, "a number in [0, 1)"),
+    ENUMK("lr_schedule", lr_schedule, "one of constant, cosine", kSched),
+    INT("warmup_steps", warmup_steps, 0, INT_MAX, "an integer >= 0"),
+    INT("batch", batch, 1, 1048576, "an integer in [1, 1048576]"),
+    INT("epochs", epochs, 1, 1000000, "an integer in [1, 1000000]"),
+    I64("steps", steps, 0, 1099511627776.0, "an integer in [0, 2^40]"),
+    U64("seed", seed, 0, "an integer in [0, 2^64)"),
     {"data_dir", K_STR, OFF(data_dir), 0, 0, 0, 0, "a directory path", NULL, NULL, 0,
      // the cluster map carries "data_dir=<path>" in WR_CONFIG_STR_MAX bytes
      WR_CONFIG_STR_MAX - 9 < WR_PATH_MAX ? WR_CONFIG_STR_MAX - 9 : WR_PATH_MAX, check_path},
-    {"progress_every", K_INT, OFF(progress_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
-    {"digest_every", K_INT, OFF(digest_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
-    {"eval", K_ENUM, OFF(eval_every_epoch), 0, 0, 0, 0, "one of epoch, end, off", ENUM(kEval), 0, NULL},
-    {"eval_every", K_INT, OFF(eval_every), 0, INT_MAX, 0, 0, "an integer >= 0", NULL, NULL, 0, 0, NULL},
-    {"register_timeout", K_DOUBLE, OFF(register_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
-    {"step_timeout", K_DOUBLE, OFF(step_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
-    {"heartbeat_interval", K_DOUBLE, OFF(heartbeat_interval), 0.001, 3600, 0, 0, "a number of seconds in [0.001, 3600]", NULL, NULL, 0, 0, NULL},
-    {"heartbeat_timeout", K_DOUBLE, OFF(heartbeat_timeout), 0, 86400, 1, 0, "a number of seconds in (0, 86400]", NULL, NULL, 0, 0, NULL},
+    INT("progress_every", progress_every, 0, INT_MAX, "an integer >= 0"),
+    INT("digest_every", digest_every, 0, INT_MAX, "an integer >= 0"),
+    ENUMK("eval", eval_every_epoch, "one of epoch, end, off", kEval),
+    INT("eval_every", eval_every, 0, INT_MAX, "an integer >= 0"),
+    DBL("register_timeout", register_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    DBL("step_timeout", step_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
+    DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
 };
 #define N_KEYS ((int)(sizeof kKeys / sizeof kKeys[0]))
 
@@ -225,6 +212,24 @@ static int in_range(const key_t_ *k, double v) {
     return 1;
 }
 
+// K_STR: text without control characters that fits k->cap, passing k->check.
+static int set_str(char *field, const key_t_ *k, const char *value, char *err) {
+    size_t n = strlen(value);
+    for (size_t i = 0; i < n; i++)
+        if (iscntrl((unsigned char)value[i])) return bad_value(err, k->name, "text without control characters", value);
+    if (n >= k->cap) {
+        char exp[96];
+        snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
+        return bad_value(err, k->name, exp, value);
+    }
+    if (k->check) {
+        char why[96];
+        if (k->check(value, why, sizeof why)) return bad_value(err, k->name, why, value);
+    }
+    memcpy(field, value, n + 1);
+    return WR_OK;
+}
+
 // Parses value for key k and stores it into c (only on success).
 static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *err) {
     char *field = (char *)c + k->off;
@@ -235,17 +240,12 @@ static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *e
         memcpy(field, &v, sizeof v);
         return WR_OK;
     }
-    case K_INT: {
-        int64_t v;
-        if (parse_i64(value, &v) || !in_range(k, (double)v)) return bad_value(err, k->name, k->expected, value);
-        int iv = (int)v;
-        memcpy(field, &iv, sizeof iv);
-        return WR_OK;
-    }
+    case K_INT:
     case K_I64: {
         int64_t v;
         if (parse_i64(value, &v) || !in_range(k, (double)v)) return bad_value(err, k->name, k->expected, value);
-        memcpy(field, &v, sizeof v);
+        if (k->kind == K_INT) *(int *)field = (int)v;
+        else *(int64_t *)field = v;
         return WR_OK;
     }
     case K_LOSS_SCALE:
@@ -279,68 +279,28 @@ static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *e
                 return WR_OK;
             }
         return bad_value(err, k->name, k->expected, value);
-    case K_STR: {
-        size_t n = strlen(value);
-        for (size_t i = 0; i < n; i++)
-            if (iscntrl((unsigned char)value[i]))
-                return bad_value(err, k->name, "text without control characters", value);
-        if (n >= k->cap) {
-            char exp[96];
-            snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
-            return bad_value(err, k->name, exp, value);
-        }
-        if (k->check) {
-            char why[96];
-            if (k->check(value, why, sizeof why)) return bad_value(err, k->name, why, value);
-        }
-        memcpy(field, value, n + 1);
-        return WR_OK;
-    }
+    case K_STR: return set_str(field, k, value, err);
     }
     return wr_err(err, WR_ERR, "config key '%s': internal error", k->name);
 }
 
 // Formats key k's value of c into buf.
 static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_t cap) {
-    const char *field = (const char *)c + k->off;
+    const void *field = (const char *)c + k->off;
     switch (k->kind) {
-    case K_U64: {
-        uint64_t v;
-        memcpy(&v, field, sizeof v);
-        snprintf(buf, cap, "%" PRIu64, v);
-        return;
-    }
-    case K_INT: {
-        int v;
-        memcpy(&v, field, sizeof v);
-        snprintf(buf, cap, "%d", v);
-        return;
-    }
-    case K_I64: {
-        int64_t v;
-        memcpy(&v, field, sizeof v);
-        snprintf(buf, cap, "%" PRId64, v);
-        return;
-    }
+    case K_U64: snprintf(buf, cap, "%" PRIu64, *(const uint64_t *)field); return;
+    case K_INT: snprintf(buf, cap, "%d", *(const int *)field); return;
+    case K_I64: snprintf(buf, cap, "%" PRId64, *(const int64_t *)field); return;
     case K_LOSS_SCALE:
     case K_FLOAT: {
-        float f;
-        memcpy(&f, field, sizeof f);
-        if (k->kind == K_LOSS_SCALE && f == 0.0f)
-            snprintf(buf, cap, "dynamic");
-        else
-            snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
+        float f = *(const float *)field;
+        if (k->kind == K_LOSS_SCALE && f == 0.0f) snprintf(buf, cap, "dynamic");
+        else snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
         return;
     }
-    case K_DOUBLE: {
-        double v;
-        memcpy(&v, field, sizeof v);
-        snprintf(buf, cap, "%.17g", v);
-        return;
-    }
+    case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)field); return;
     case K_ENUM: {
-        int v;
-        memcpy(&v, field, sizeof v);
+        int v = *(const int *)field;
         for (int i = 0; i < k->n_names; i++)
             if (k->vals[i] == v) {
                 snprintf(buf, cap, "%s", k->names[i]);
@@ -349,9 +309,7 @@ static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_
         snprintf(buf, cap, "%d", v);
         return;
     }
-    case K_STR:
-        snprintf(buf, cap, "%s", field);
-        return;
+    case K_STR: snprintf(buf, cap, "%s", (const char *)field); return;
     }
 }
 

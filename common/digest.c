@@ -14,6 +14,8 @@ static inline uint64_t lane(uint64_t acc, uint64_t w) {
     return acc * P1;
 }
 
+static inline uint64_t xorshift_mul(uint64_t h, int shift, uint64_t mul) { return (h ^ (h >> shift)) * mul; }
+
 static inline uint64_t load64(const uint8_t *p) {
     uint64_t w;
     memcpy(&w, p, 8);  // x86-64 is little-endian: the wire and memory order agree
@@ -34,10 +36,6 @@ uint64_t wr_digest64(const void *data, size_t n) {
     h ^= (uint64_t)n * P1;
     for (; i + 8 <= n; i += 8) h = rotl(h ^ lane(0, load64(p + i)), 27) * P1 + P2;
     for (; i < n; i++) h = rotl(h ^ (p[i] * P1), 11) * P2;
-    h ^= h >> 33;
-    h *= P2;
-    h ^= h >> 29;
-    h *= P1;
-    h ^= h >> 32;
-    return h;
+    h = xorshift_mul(xorshift_mul(h, 33, P2), 29, P1);  // final avalanche
+    return h ^ (h >> 32);
 }

@@ -113,6 +113,20 @@ static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen,
     return c->buf;
 }
 
+// Rows r0.. and columns c0.. (rows x cols) of a stored row-major operand X:
+// a pointer into its whole decoding `all` (row stride all_cols) for a cached
+// operand, else decoded into the scratch s (row stride cols). *ld = the stride.
+static const float *operand_block(const uint8_t *X, int ldx, enum wr_fp8_format f, const float *all,
+                                  size_t all_cols, size_t r0, size_t c0, int rows, int cols, float *s, int *ld) {
+    if (all) {
+        *ld = (int)all_cols;
+        return all + r0 * all_cols + c0;
+    }
+    decode_block(X + r0 * (size_t)ldx + c0, ldx, rows, cols, f, s);
+    *ld = cols;
+    return s;
+}
+
 void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
                  const uint8_t *A, enum wr_fp8_format fa, int lda,
                  const uint8_t *B, enum wr_fp8_format fb, int ldb,
@@ -172,49 +186,13 @@ void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alp
         for (size_t n0 = 0; n0 < Ns; n0 += nb) {
             int n = (int)WR_MIN(nb, Ns - n0);
             int ldb_blk;
-            const float *pb;
-            if (!trans_b) {  // B is K x N: rows k0.., columns n0..
-                if (fb_all) {
-                    pb = fb_all + k0 * Ns + n0;
-                    ldb_blk = N;
-                } else {
-                    decode_block(B + k0 * (size_t)ldb + n0, ldb, k, n, fb, sb);
-                    pb = sb;
-                    ldb_blk = n;
-                }
-            } else {  // B is N x K: rows n0.., columns k0..
-                if (fb_all) {
-                    pb = fb_all + n0 * Ks + k0;
-                    ldb_blk = K;
-                } else {
-                    decode_block(B + n0 * (size_t)ldb + k0, ldb, n, k, fb, sb);
-                    pb = sb;
-                    ldb_blk = k;
-                }
-            }
+            const float *pb = trans_b ? operand_block(B, ldb, fb, fb_all, Ks, n0, k0, n, k, sb, &ldb_blk)   // N x K
+                                      : operand_block(B, ldb, fb, fb_all, Ns, k0, n0, k, n, sb, &ldb_blk);  // K x N
             for (size_t m0 = 0; m0 < Ms; m0 += mb) {
                 int m = (int)WR_MIN(mb, Ms - m0);
                 int lda_blk;
-                const float *pa;
-                if (!trans_a) {  // A is M x K: rows m0.., columns k0..
-                    if (fa_all) {
-                        pa = fa_all + m0 * Ks + k0;
-                        lda_blk = K;
-                    } else {
-                        decode_block(A + m0 * (size_t)lda + k0, lda, m, k, fa, sa);
-                        pa = sa;
-                        lda_blk = k;
-                    }
-                } else {  // A is K x M: rows k0.., columns m0..
-                    if (fa_all) {
-                        pa = fa_all + k0 * Ms + m0;
-                        lda_blk = M;
-                    } else {
-                        decode_block(A + k0 * (size_t)lda + m0, lda, k, m, fa, sa);
-                        pa = sa;
-                        lda_blk = m;
-                    }
-                }
+                const float *pa = trans_a ? operand_block(A, lda, fa, fa_all, Ms, k0, m0, k, m, sa, &lda_blk)   // K x M
+                                          : operand_block(A, lda, fa, fa_all, Ks, m0, k0, m, k, sa, &lda_blk);  // M x K
                 cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                             trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, pa, lda_blk, pb,
                             ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);

@@ -88,40 +88,25 @@ void wr_fp8_quantize_sr_inplace(float *x, size_t n, enum wr_fp8_format f, uint64
 // loss scaler sees overflow). Exact and independent of order.
 float wr_fp8_amax(const float *x, size_t n);
 
-// ---- scalar references (same results, plain loops; for tests and benches) -----
-void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_scaled_array_ref(const float *x, uint8_t *out, size_t n, float scale,
-                                    enum wr_fp8_format f);
-void wr_fp8_decode_array_ref(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_quantize_inplace_ref(float *x, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                                uint64_t seed, uint64_t offset);
-void wr_fp8_quantize_sr_inplace_ref(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
-                                    uint64_t offset);
-float wr_fp8_amax_ref(const float *x, size_t n);
+// ---- variants of the array kernels, one list declared per suffix -------------
+// *_ref: the scalar references (same results, plain loops; for tests and
+// benches). *_avx2 / *_avx512: the ISA kernels behind the dispatchers
+// (hfp8_avx2.c, hfp8_avx512.c); call the dispatching functions above instead:
+// these need the CPU feature. NaN from decode is always the quiet NaN 0x7FC00000.
+#define WR_FP8_VARIANTS(sfx)                                                                           \
+    void wr_fp8_encode_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);       \
+    void wr_fp8_encode_scaled_array##sfx(const float *x, uint8_t *out, size_t n, float scale,          \
+                                         enum wr_fp8_format f);                                        \
+    void wr_fp8_decode_array##sfx(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);      \
+    void wr_fp8_quantize_inplace##sfx(float *x, size_t n, enum wr_fp8_format f);                       \
+    void wr_fp8_encode_sr_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,     \
+                                     uint64_t seed, uint64_t offset);                                  \
+    void wr_fp8_quantize_sr_inplace##sfx(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,      \
+                                         uint64_t offset);                                             \
+    float wr_fp8_amax##sfx(const float *x, size_t n);
 
-// ---- internal: the ISA kernels behind the dispatchers (hfp8_avx2.c,
-// hfp8_avx512.c). Call the dispatching functions above instead: these need the
-// CPU feature. NaN from decode is always the quiet NaN 0x7FC00000.
-void wr_fp8_encode_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_scaled_array_avx2(const float *x, uint8_t *out, size_t n, float scale,
-                                     enum wr_fp8_format f);
-void wr_fp8_decode_array_avx2(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_quantize_inplace_avx2(float *x, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                                 uint64_t seed, uint64_t offset);
-void wr_fp8_quantize_sr_inplace_avx2(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
-                                     uint64_t offset);
-float wr_fp8_amax_avx2(const float *x, size_t n);
-void wr_fp8_encode_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_scaled_array_avx512(const float *x, uint8_t *out, size_t n, float scale,
-                                       enum wr_fp8_format f);
-void wr_fp8_decode_array_avx512(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
-void wr_fp8_quantize_inplace_avx512(float *x, size_t n, enum wr_fp8_format f);
-void wr_fp8_encode_sr_array_avx512(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                                   uint64_t seed, uint64_t offset);
-void wr_fp8_quantize_sr_inplace_avx512(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
-                                       uint64_t offset);
-float wr_fp8_amax_avx512(const float *x, size_t n);
+WR_FP8_VARIANTS(_ref)
+WR_FP8_VARIANTS(_avx2)
+WR_FP8_VARIANTS(_avx512)
 
 #endif

@@ -17,132 +17,40 @@
 #include <math.h>
 #include <msgpack.h>
 #include <pthread.h>
-#include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <string.h>
 
 // ---- names -----------------------------------------------------------------
 
+// Names in enum order (the enums count from 0 and 1 without gaps).
+static const char *const perr_names[] = {"none", "malformed", "version", "type", "missing", "field-type",
+                                         "range", "payload", "job", "epoch", "step", "role"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH", "BROADCAST",
+                                         "PULL", "PARAMS", "HEARTBEAT", "BARRIER", "JOIN", "LEAVE",
+                                         "STATS", "DIGEST", "ERROR", "SHUTDOWN"};
+_Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
+_Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
+
 const char *wr_perr_name(enum wr_perr e) {
-    static const char *const names[WR_PERR_KINDS] = {
-        [WR_PERR_NONE] = "none",          [WR_PERR_MALFORMED] = "malformed",
-        [WR_PERR_VERSION] = "version",    [WR_PERR_TYPE] = "type",
-        [WR_PERR_MISSING] = "missing",    [WR_PERR_FIELD_TYPE] = "field-type",
-        [WR_PERR_RANGE] = "range",        [WR_PERR_PAYLOAD] = "payload",
-        [WR_PERR_JOB] = "job",            [WR_PERR_EPOCH] = "epoch",
-        [WR_PERR_STEP] = "step",          [WR_PERR_ROLE] = "role",
-    };
-    if ((int)e < 0 || e >= WR_PERR_KINDS) return "unknown";
-    return names[e];
+    return (int)e < 0 || e >= WR_PERR_KINDS ? "unknown" : perr_names[e];
 }
+
+const char *wr_msg_type_name(int type) { return type <= 0 || type >= WR_MT_COUNT_ ? "UNKNOWN" : type_names[type]; }
 
 int64_t wr_proto_data_frame_max(uint64_t n_elems) {
     int64_t b = (int64_t)n_elems * 4 + (64 << 10);
     return b < WR_PROTO_MAX_CONTROL_MSG ? WR_PROTO_MAX_CONTROL_MSG : b;
 }
 
-const char *wr_msg_type_name(int type) {
-    static const char *const names[WR_MT_COUNT_] = {
-        [WR_MT_REGISTER] = "REGISTER",   [WR_MT_CLUSTER_MAP] = "CLUSTER_MAP",
-        [WR_MT_PUSH] = "PUSH",           [WR_MT_BROADCAST] = "BROADCAST",
-        [WR_MT_PULL] = "PULL",           [WR_MT_PARAMS] = "PARAMS",
-        [WR_MT_HEARTBEAT] = "HEARTBEAT", [WR_MT_BARRIER] = "BARRIER",
-        [WR_MT_JOIN] = "JOIN",           [WR_MT_LEAVE] = "LEAVE",
-        [WR_MT_STATS] = "STATS",         [WR_MT_DIGEST] = "DIGEST",
-        [WR_MT_ERROR] = "ERROR",         [WR_MT_SHUTDOWN] = "SHUTDOWN",
-    };
-    if (type <= 0 || type >= WR_MT_COUNT_) return "UNKNOWN";
-    return names[type];
-}
-
-// ---- fields and which kind carries which -----------------------------------
-
-enum fid {
-    F_V, F_T, F_J, F_E, F_S, F_SH, F_R, F_O, F_N, F_C, F_NW, F_PL, F_RO, F_A, F_H, F_G,
-    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_NT, F_TS, F_COUNT
-};
-
-static const struct {
-    const char *key;   // on the wire
-    uint8_t key_len;
-    const char *name;  // in error texts
-} fields[F_COUNT] = {
-#define FLD(id, k, n) [id] = {k, sizeof(k) - 1, n}
-    FLD(F_V, "v", "version"),       FLD(F_T, "t", "type"),        FLD(F_J, "j", "job_id"),
-    FLD(F_E, "e", "epoch"),         FLD(F_S, "s", "step"),        FLD(F_SH, "sh", "shard"),
-    FLD(F_R, "r", "rank"),          FLD(F_O, "o", "offset"),      FLD(F_N, "n", "n_elems"),
-    FLD(F_C, "c", "codec"),         FLD(F_NW, "nw", "n_workers"), FLD(F_PL, "pl", "payload_len"),
-    FLD(F_RO, "ro", "role"),        FLD(F_A, "a", "addr"),        FLD(F_H, "h", "host"),
-    FLD(F_G, "g", "group"),         FLD(F_SM, "sm", "shards"),    FLD(F_WM, "wm", "workers"),
-    FLD(F_NP, "np", "n_params"),    FLD(F_CF, "cf", "config"),    FLD(F_B, "b", "barrier_id"),
-    FLD(F_D, "d", "digest"),        FLD(F_ST, "st", "stats"),     FLD(F_EC, "ec", "code"),
-    FLD(F_RS, "rs", "reason"),      FLD(F_NT, "nt", "train_examples"), FLD(F_TS, "ts", "total_steps"),
-#undef FLD
-};
-
-#define B(f) (1u << (f))
-#define COMMON_REQ (B(F_V) | B(F_T) | B(F_J) | B(F_E) | B(F_S))
-#define COMMON_OPT (B(F_SH) | B(F_R))
-#define BULK (B(F_SH) | B(F_O) | B(F_N) | B(F_C) | B(F_PL))
-
-// Required and optional keys per kind (beyond COMMON_REQ / COMMON_OPT). A key
-// outside both sets is ignored like an unknown key; the encoder writes req|opt.
-static const struct {
-    uint32_t req, opt;
-} kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT)},  // np, nt: a worker's d and data size
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS)},
-    [WR_MT_PUSH] = {BULK | B(F_R), 0},
-    [WR_MT_BROADCAST] = {BULK | B(F_NW), 0},
-    [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N)},
-    [WR_MT_PARAMS] = {BULK, 0},
-    [WR_MT_HEARTBEAT] = {0, B(F_RO) | B(F_H)},
-    [WR_MT_BARRIER] = {B(F_B), 0},
-    [WR_MT_JOIN] = {B(F_RO) | B(F_H), B(F_A) | B(F_G)},
-    [WR_MT_LEAVE] = {B(F_R), 0},
-    [WR_MT_STATS] = {B(F_ST), 0},
-    [WR_MT_DIGEST] = {B(F_D), 0},
-    [WR_MT_ERROR] = {B(F_EC) | B(F_RS), 0},
-    [WR_MT_SHUTDOWN] = {B(F_EC), B(F_RS)},
-};
-
-static int has_payload(int type) {
-    return type == WR_MT_PUSH || type == WR_MT_BROADCAST || type == WR_MT_PARAMS;
-}
-
-static int codec_ok(int type, int codec) {
-    switch (type) {
-    case WR_MT_PUSH: return codec == WR_CODEC_BITS || codec == WR_CODEC_FP32;
-    case WR_MT_BROADCAST: return codec == WR_CODEC_BITS || codec == WR_CODEC_PLANES || codec == WR_CODEC_FP32;
-    case WR_MT_PARAMS: return codec == WR_CODEC_FP32;
-    default: return codec == WR_CODEC_NONE;
-    }
-}
-
-static const char *codec_name(int codec) {
-    switch (codec) {
-    case WR_CODEC_NONE: return "none";
-    case WR_CODEC_BITS: return "bits";
-    case WR_CODEC_PLANES: return "planes";
-    case WR_CODEC_FP32: return "fp32";
-    default: return "invalid";
-    }
-}
-
 // ---- small helpers -------------------------------------------------------------
 
-static int fail(enum wr_perr *perr, enum wr_perr kind, char *err, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static int fail(enum wr_perr *perr, enum wr_perr kind, char *err, const char *fmt, ...) {
+static void set_perr(enum wr_perr *perr, enum wr_perr kind) {
     if (perr) *perr = kind;
-    if (err) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, WR_ERR_LEN, fmt, ap);
-        va_end(ap);
-    }
-    return WR_EPROTO;
 }
+
+// Refuses with a typed reason: *perr = kind (when perr is set), text into err.
+#define fail(perr, kind, err, ...) (set_perr((perr), (kind)), wr_err((err), WR_EPROTO, __VA_ARGS__))
 
 void wr_buf_free(wr_buf *b) {
     if (!b) return;
@@ -215,390 +123,111 @@ uint64_t wr_proto_payload_bytes(int codec, uint64_t n_elems, uint32_t n_workers)
 // inside the array (the wire string is then < max bytes and NUL-free).
 static int str_ok(const char *s, size_t max) { return memchr(s, 0, max) != NULL; }
 
-// ---- the one validator (encoder and decoder) -----------------------------------
+static int has_payload(int type) {
+    return type == WR_MT_PUSH || type == WR_MT_BROADCAST || type == WR_MT_PARAMS;
+}
 
-static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *perr, char *err) {
-    if (m->version != WR_PROTO_VERSION)
-        return fail(perr, WR_PERR_VERSION, err, "field 'v' (version): %u, this build speaks %d",
-                    m->version, WR_PROTO_VERSION);
-    if (m->type <= 0 || m->type >= WR_MT_COUNT_)
-        return fail(perr, WR_PERR_TYPE, err, "field 't' (type): unknown message type %d", m->type);
-    const char *tn = wr_msg_type_name(m->type);
-    if (m->shard < -1 || m->shard >= WR_MAX_SHARDS)
-        return fail(perr, WR_PERR_RANGE, err, "%s field 'sh' (shard): %d not in [-1, %d)", tn, m->shard,
-                    WR_MAX_SHARDS);
-    if (m->rank < -1 || m->rank >= WR_MAX_WORKERS)
-        return fail(perr, WR_PERR_RANGE, err, "%s field 'r' (rank): %d not in [-1, %d)", tn, m->rank,
-                    WR_MAX_WORKERS);
-
-    switch (m->type) {
-    case WR_MT_REGISTER:
-    case WR_MT_JOIN:
-        if (m->type == WR_MT_REGISTER ? (m->role != WR_ROLE_SHARD && m->role != WR_ROLE_WORKER)
-                                      : m->role != WR_ROLE_WORKER)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'ro' (role): %d is not a role that may %s", tn,
-                        m->role, m->type == WR_MT_JOIN ? "join (worker)" : "register (shard, worker)");
-        if (!str_ok(m->addr, WR_ADDR_MAX))
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'a' (addr): longer than %d bytes", tn, WR_ADDR_MAX - 1);
-        if (m->role == WR_ROLE_SHARD && m->addr[0] == 0)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'a' (addr): a shard must advertise an address", tn);
-        if (!str_ok(m->host, WR_HOST_MAX))
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'h' (host): longer than %d bytes", tn, WR_HOST_MAX - 1);
-        if (m->group < -1 || m->group >= WR_MAX_WORKERS)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'g' (group): %d not in [-1, %d)", tn, m->group,
-                        WR_MAX_WORKERS);
-        if (m->n_params > WR_MAX_PARAMS)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'np' (n_params): %llu exceeds 2^40", tn,
-                        (unsigned long long)m->n_params);
-        if (m->train_examples > WR_MAX_TRAIN_EXAMPLES)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'nt' (train_examples): %llu exceeds 2^40", tn,
-                        (unsigned long long)m->train_examples);
-        break;
-    case WR_MT_CLUSTER_MAP: {
-        // n_params 0 only in a map without shards (the welcome of ARCHITECTURE.md).
-        if ((m->n_shards > 0 && m->n_params < 1) || m->n_params > WR_MAX_PARAMS)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
-                        (unsigned long long)m->n_params, m->n_shards > 0);
-        if (m->total_steps > WR_MAX_TOTAL_STEPS)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'ts' (total_steps): %llu exceeds 2^48",
-                        (unsigned long long)m->total_steps);
-        if (m->n_shards > WR_MAX_SHARDS)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'sm' (shards): %u entries, at most %d",
-                        m->n_shards, WR_MAX_SHARDS);
-        if (m->n_workers_map > WR_MAX_WORKERS)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): %u entries, at most %d",
-                        m->n_workers_map, WR_MAX_WORKERS);
-        if (m->n_config > WR_MAX_CONFIG)
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'cf' (config): %u entries, at most %d",
-                        m->n_config, WR_MAX_CONFIG);
-        if ((m->n_shards && !m->shards) || (m->n_workers_map && !m->workers) || (m->n_config && !m->config))
-            return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP: an array count is set but its array is NULL");
-        uint64_t next = 0;
-        for (uint32_t i = 0; i < m->n_shards; i++) {
-            const wr_shard_info *s = &m->shards[i];
-            if (s->lo != next || s->lo % 64 || s->hi <= s->lo || s->hi - s->lo > WR_MAX_ELEMS ||
-                s->hi > m->n_params || (i + 1 == m->n_shards && s->hi != m->n_params))
-                return fail(perr, WR_PERR_RANGE, err,
-                            "CLUSTER_MAP field 'sm' (shards): shard %u range [%llu, %llu) is not the next "
-                            "64-aligned, non-empty (<= 2^32) range starting at %llu of [0, n_params=%llu)",
-                            i, (unsigned long long)s->lo, (unsigned long long)s->hi, (unsigned long long)next,
-                            (unsigned long long)m->n_params);
-            if (!str_ok(s->addr, WR_ADDR_MAX) || s->addr[0] == 0)
-                return fail(perr, WR_PERR_RANGE, err,
-                            "CLUSTER_MAP field 'sm' (shards): shard %u address empty or longer than %d bytes", i,
-                            WR_ADDR_MAX - 1);
-            next = s->hi;
-        }
-        uint64_t seen[WR_MAX_WORKERS / 64] = {0};
-        for (uint32_t i = 0; i < m->n_workers_map; i++) {
-            const wr_worker_info *w = &m->workers[i];
-            if (w->rank < 0 || w->rank >= WR_MAX_WORKERS)
-                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u rank %d not in [0, %d)",
-                            i, w->rank, WR_MAX_WORKERS);
-            if (seen[w->rank / 64] >> (w->rank % 64) & 1)
-                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): rank %d appears twice",
-                            w->rank);
-            seen[w->rank / 64] |= 1ULL << (w->rank % 64);
-            if (!str_ok(w->host, WR_HOST_MAX))
-                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u host longer than %d bytes",
-                            i, WR_HOST_MAX - 1);
-            if (w->group < -1 || w->group >= WR_MAX_WORKERS)
-                return fail(perr, WR_PERR_RANGE, err, "CLUSTER_MAP field 'wm' (workers): entry %u group %d not in [-1, %d)",
-                            i, w->group, WR_MAX_WORKERS);
-        }
-        for (uint32_t i = 0; i < m->n_config; i++) {
-            const char *c = m->config[i];
-            size_t len = c ? strnlen(c, WR_CONFIG_STR_MAX) : 0;
-            const char *eq = c ? memchr(c, '=', len) : NULL;
-            if (!c || len >= WR_CONFIG_STR_MAX || !eq || eq == c)
-                return fail(perr, WR_PERR_RANGE, err,
-                            "CLUSTER_MAP field 'cf' (config): entry %u is not \"key=value\" (non-empty key, < %d bytes)",
-                            i, WR_CONFIG_STR_MAX);
-        }
-        break;
+static int codec_ok(int type, int codec) {
+    switch (type) {
+    case WR_MT_PUSH: return codec == WR_CODEC_BITS || codec == WR_CODEC_FP32;
+    case WR_MT_BROADCAST: return codec == WR_CODEC_BITS || codec == WR_CODEC_PLANES || codec == WR_CODEC_FP32;
+    case WR_MT_PARAMS: return codec == WR_CODEC_FP32;
+    default: return codec == WR_CODEC_NONE;
     }
-    case WR_MT_PUSH:
-    case WR_MT_BROADCAST:
-    case WR_MT_PARAMS:
-    case WR_MT_PULL:
-        if (m->shard < 0)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'sh' (shard): %d, must name a shard", tn, m->shard);
-        if (m->type == WR_MT_PUSH && m->rank < 0)
-            return fail(perr, WR_PERR_RANGE, err, "PUSH field 'r' (rank): %d, must name the sender", m->rank);
-        if (m->offset % 64)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
-                        (unsigned long long)m->offset);
-        if ((m->type != WR_MT_PULL && m->n_elems == 0) || m->n_elems > WR_MAX_ELEMS)
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'n' (n_elems): %llu not in [%d, 2^32]", tn,
-                        (unsigned long long)m->n_elems, m->type == WR_MT_PULL ? 0 : 1);
-        if (m->offset > WR_MAX_PARAMS || m->n_elems > WR_MAX_PARAMS - m->offset)
-            return fail(perr, WR_PERR_RANGE, err, "%s fields 'o'+'n' (offset+n_elems): %llu+%llu beyond 2^40", tn,
-                        (unsigned long long)m->offset, (unsigned long long)m->n_elems);
-        if (m->type == WR_MT_PULL) break;
-        if (!codec_ok(m->type, m->codec))
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'c' (codec): %d (%s) is not valid for this kind", tn,
-                        m->codec, codec_name(m->codec));
-        if (m->type == WR_MT_BROADCAST && (m->n_workers < 1 || m->n_workers > WR_MAX_WORKERS))
-            return fail(perr, WR_PERR_RANGE, err, "BROADCAST field 'nw' (n_workers): %u not in [1, %d]",
-                        m->n_workers, WR_MAX_WORKERS);
-        {
-            uint64_t want = wr_proto_payload_bytes(m->codec, m->n_elems, m->n_workers);
-            if (m->payload_len != want)
-                return fail(perr, WR_PERR_PAYLOAD, err,
-                            "%s field 'pl' (payload_len): %llu bytes, but %llu %s elements%s need %llu", tn,
-                            (unsigned long long)m->payload_len, (unsigned long long)m->n_elems,
-                            codec_name(m->codec), m->codec == WR_CODEC_PLANES ? " (as planes)" : "",
-                            (unsigned long long)want);
-            if (actual_payload != want)
-                return fail(perr, WR_PERR_PAYLOAD, err, "%s payload frame: %llu bytes, header says %llu", tn,
-                            (unsigned long long)actual_payload, (unsigned long long)want);
-        }
-        break;
-    case WR_MT_HEARTBEAT:
-        if (m->role < 0 || m->role > WR_ROLE_WORKER)
-            return fail(perr, WR_PERR_RANGE, err, "HEARTBEAT field 'ro' (role): %d is not a role", m->role);
-        if (!str_ok(m->host, WR_HOST_MAX))
-            return fail(perr, WR_PERR_RANGE, err, "HEARTBEAT field 'h' (host): longer than %d bytes", WR_HOST_MAX - 1);
-        break;
-    case WR_MT_LEAVE:
-        if (m->rank < 0)
-            return fail(perr, WR_PERR_RANGE, err, "LEAVE field 'r' (rank): %d, must name the leaving worker",
-                        m->rank);
-        break;
-    case WR_MT_STATS:
-        if (m->n_stats > WR_MAX_STATS)
-            return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): %u entries, at most %d", m->n_stats,
-                        WR_MAX_STATS);
-        for (uint32_t i = 0; i < m->n_stats; i++) {
-            if (!str_ok(m->stats[i].name, WR_STAT_NAME_MAX) || m->stats[i].name[0] == 0)
-                return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): entry %u name empty or longer than %d bytes",
-                            i, WR_STAT_NAME_MAX - 1);
-            if (!isfinite(m->stats[i].value))
-                return fail(perr, WR_PERR_RANGE, err, "STATS field 'st' (stats): entry %u ('%s') value is not finite", i,
-                            m->stats[i].name);
-        }
-        break;
-    case WR_MT_ERROR:
-    case WR_MT_SHUTDOWN:
-        if (m->type == WR_MT_ERROR && (m->code < WR_EC_PROTOCOL || m->code > WR_EC_TIMEOUT))
-            return fail(perr, WR_PERR_RANGE, err, "ERROR field 'ec' (code): %d not in [%d, %d]", m->code,
-                        WR_EC_PROTOCOL, WR_EC_TIMEOUT);
-        if (m->type == WR_MT_SHUTDOWN && (m->code < 0 || m->code > 255))
-            return fail(perr, WR_PERR_RANGE, err, "SHUTDOWN field 'ec' (code): exit status %d not in [0, 255]",
-                        m->code);
-        if (!str_ok(m->reason, WR_REASON_MAX))
-            return fail(perr, WR_PERR_RANGE, err, "%s field 'rs' (reason): longer than %d bytes", tn,
-                        WR_REASON_MAX - 1);
-        break;
-    default:
-        break;
+}
+
+static const char *codec_name(int codec) {
+    switch (codec) {
+    case WR_CODEC_NONE: return "none";
+    case WR_CODEC_BITS: return "bits";
+    case WR_CODEC_PLANES: return "planes";
+    case WR_CODEC_FP32: return "fp32";
+    default: return "invalid";
     }
-    if (!has_payload(m->type) && (actual_payload != 0 || m->payload_len != 0))
-        return fail(perr, WR_PERR_PAYLOAD, err, "%s carries no payload, got %llu bytes", tn,
-                    (unsigned long long)(actual_payload ? actual_payload : m->payload_len));
-    return WR_OK;
 }
 
-// ---- encode ----------------------------------------------------------------------
+// ---- fields: one descriptor each -----------------------------------------------
 
-static void pack_key(msgpack_packer *pk, enum fid f) {
-    msgpack_pack_str(pk, fields[f].key_len);
-    msgpack_pack_str_body(pk, fields[f].key, fields[f].key_len);
-}
+enum fid {
+    F_V, F_T, F_J, F_E, F_S, F_SH, F_R, F_O, F_N, F_C, F_NW, F_PL, F_RO, F_A, F_H, F_G,
+    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_NT, F_TS, F_COUNT
+};
 
-static void pack_cstr(msgpack_packer *pk, const char *s) {
-    size_t n = strlen(s);
-    msgpack_pack_str(pk, n);
-    msgpack_pack_str_body(pk, s, n);
-}
+// How a field sits in wr_pmsg and on the wire. The scalar kinds are read and
+// written by one generic function each; an array field has its own pair.
+enum fkind {
+    FK_U64,    // uint64_t, msgpack unsigned
+    FK_U32,    // uint32_t, msgpack unsigned up to UINT32_MAX
+    FK_UINT,   // int holding an unsigned value up to INT32_MAX (type, codec, role), sent as int32
+    FK_I32,    // int32_t, msgpack integer
+    FK_STR,    // char[size], msgpack string of fewer than size bytes
+    FK_ARRAY,  // uint32_t count; entries through the field's decode/pack pair
+};
 
-int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
-    char why[WR_ERR_LEN];
-    if (check_msg(m, has_payload(m->type) ? m->payload_len : 0, NULL, why) != WR_OK)
-        return wr_err(err, WR_ERR, "refusing to encode: %s", why);
-    uint32_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
-    if (m->shard >= 0) set |= B(F_SH);
-    if (m->rank >= 0) set |= B(F_R);
-
-    out->len = 0;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, out, buf_write);
-    msgpack_pack_map(&pk, (size_t)__builtin_popcount(set));
-    for (int f = 0; f < F_COUNT; f++) {
-        if (!(set & B(f))) continue;
-        pack_key(&pk, (enum fid)f);
-        switch ((enum fid)f) {
-        case F_V: msgpack_pack_uint32(&pk, m->version); break;
-        case F_T: msgpack_pack_int32(&pk, m->type); break;
-        case F_J: msgpack_pack_uint64(&pk, m->job_id); break;
-        case F_E: msgpack_pack_uint64(&pk, m->epoch); break;
-        case F_S: msgpack_pack_uint64(&pk, m->step); break;
-        case F_SH: msgpack_pack_int32(&pk, m->shard); break;
-        case F_R: msgpack_pack_int32(&pk, m->rank); break;
-        case F_O: msgpack_pack_uint64(&pk, m->offset); break;
-        case F_N: msgpack_pack_uint64(&pk, m->n_elems); break;
-        case F_C: msgpack_pack_int32(&pk, m->codec); break;
-        case F_NW: msgpack_pack_uint32(&pk, m->n_workers); break;
-        case F_PL: msgpack_pack_uint64(&pk, m->payload_len); break;
-        case F_RO: msgpack_pack_int32(&pk, m->role); break;
-        case F_A: pack_cstr(&pk, m->addr); break;
-        case F_H: pack_cstr(&pk, m->host); break;
-        case F_G: msgpack_pack_int32(&pk, m->group); break;
-        case F_NP: msgpack_pack_uint64(&pk, m->n_params); break;
-        case F_NT: msgpack_pack_uint64(&pk, m->train_examples); break;
-        case F_TS: msgpack_pack_uint64(&pk, m->total_steps); break;
-        case F_B: msgpack_pack_uint64(&pk, m->barrier_id); break;
-        case F_D: msgpack_pack_uint64(&pk, m->digest); break;
-        case F_EC: msgpack_pack_int32(&pk, m->code); break;
-        case F_RS: pack_cstr(&pk, m->reason); break;
-        case F_SM:
-            msgpack_pack_array(&pk, m->n_shards);
-            for (uint32_t i = 0; i < m->n_shards; i++) {
-                msgpack_pack_array(&pk, 3);
-                msgpack_pack_uint64(&pk, m->shards[i].lo);
-                msgpack_pack_uint64(&pk, m->shards[i].hi);
-                pack_cstr(&pk, m->shards[i].addr);
-            }
-            break;
-        case F_WM:
-            msgpack_pack_array(&pk, m->n_workers_map);
-            for (uint32_t i = 0; i < m->n_workers_map; i++) {
-                msgpack_pack_array(&pk, 3);
-                msgpack_pack_int32(&pk, m->workers[i].rank);
-                pack_cstr(&pk, m->workers[i].host);
-                msgpack_pack_int32(&pk, m->workers[i].group);
-            }
-            break;
-        case F_CF:
-            msgpack_pack_array(&pk, m->n_config);
-            for (uint32_t i = 0; i < m->n_config; i++) pack_cstr(&pk, m->config[i]);
-            break;
-        case F_ST:
-            msgpack_pack_array(&pk, m->n_stats);
-            for (uint32_t i = 0; i < m->n_stats; i++) {
-                msgpack_pack_array(&pk, 2);
-                pack_cstr(&pk, m->stats[i].name);
-                msgpack_pack_double(&pk, m->stats[i].value);
-            }
-            break;
-        case F_COUNT: break;
-        }
-    }
-    return WR_OK;
-}
-
-// ---- decode stage 1: structural pre-scan ------------------------------------------
-
-static int rd_be(const uint8_t *p, size_t len, size_t *pos, int nbytes, uint64_t *v) {
-    if (len - *pos < (size_t)nbytes) return -1;
-    uint64_t x = 0;
-    for (int i = 0; i < nbytes; i++) x = x << 8 | p[*pos + (size_t)i];
-    *pos += (size_t)nbytes;
-    *v = x;
-    return 0;
-}
-
-static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) {
-    uint64_t left[WR_PROTO_MAX_DEPTH + 1];
-    int d = 0;
-    left[0] = 1;  // the one top-level object
-    size_t pos = 0;
-    for (;;) {
-        while (d >= 0 && left[d] == 0) d--;
-        if (d < 0) break;
-        left[d]--;
-        if (pos >= len) return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-        uint8_t b = p[pos++];
-        uint64_t skip = 0, count = 0, n = 0;
-        int cont = 0, lenbytes = 0, extra = 0;
-        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
-            skip = 0;
-        } else if (b <= 0x8f) {
-            cont = 1, count = 2u * (b & 15u);
-        } else if (b <= 0x9f) {
-            cont = 1, count = b & 15u;
-        } else if (b <= 0xbf) {
-            skip = b & 31u;
-        } else {
-            switch (b) {
-            case 0xc4: case 0xd9: lenbytes = 1; break;  // bin8, str8
-            case 0xc5: case 0xda: lenbytes = 2; break;
-            case 0xc6: case 0xdb: lenbytes = 4; break;
-            case 0xc7: lenbytes = 1, extra = 1; break;  // ext: length + type byte
-            case 0xc8: lenbytes = 2, extra = 1; break;
-            case 0xc9: lenbytes = 4, extra = 1; break;
-            case 0xca: skip = 4; break;
-            case 0xcb: skip = 8; break;
-            case 0xcc: case 0xd0: skip = 1; break;
-            case 0xcd: case 0xd1: skip = 2; break;
-            case 0xce: case 0xd2: skip = 4; break;
-            case 0xcf: case 0xd3: skip = 8; break;
-            case 0xd4: skip = 2; break;  // fixext: type + data
-            case 0xd5: skip = 3; break;
-            case 0xd6: skip = 5; break;
-            case 0xd7: skip = 9; break;
-            case 0xd8: skip = 17; break;
-            case 0xdc: cont = 1, lenbytes = 2; break;
-            case 0xdd: cont = 1, lenbytes = 4; break;
-            case 0xde: cont = 2, lenbytes = 2; break;
-            case 0xdf: cont = 2, lenbytes = 4; break;
-            default:  // 0xc1 is never used
-                return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
-            }
-            if (lenbytes) {
-                if (rd_be(p, len, &pos, lenbytes, &n) != 0)
-                    return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-                if (cont) count = n * (uint64_t)cont;
-                else skip = n + (uint64_t)extra;
-            }
-        }
-        if (cont) {
-            // Every element takes at least one byte: a count beyond the bytes
-            // left is a lie (and would make msgpack-c allocate for it).
-            if (count > len - pos)
-                return fail(perr, WR_PERR_MALFORMED, err,
-                            "header: container at byte %zu claims %llu entries, only %zu bytes follow",
-                            pos, (unsigned long long)count, len - pos);
-            if (d + 1 > WR_PROTO_MAX_DEPTH)
-                return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d", WR_PROTO_MAX_DEPTH);
-            left[++d] = count;
-        } else {
-            if (skip > len - pos)
-                return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-            pos += skip;
-        }
-    }
-    if (pos != len)
-        return fail(perr, WR_PERR_MALFORMED, err, "header: %zu trailing bytes after the map", len - pos);
-    return WR_OK;
-}
-
-// ---- decode stage 2: per-thread zone ------------------------------------------------
-
-static pthread_key_t zone_key;
-static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
-static __thread msgpack_zone *tl_zone;
-
-static void zone_destroy(void *z) { msgpack_zone_free(z); }
-static void zone_key_init(void) { WR_CHECK(pthread_key_create(&zone_key, zone_destroy) == 0); }
-
-static msgpack_zone *thread_zone(void) {
-    if (!tl_zone) {
-        pthread_once(&zone_once, zone_key_init);
-        tl_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-        WR_CHECK(tl_zone != NULL);
-        pthread_setspecific(zone_key, tl_zone);  // freed at thread exit
-    }
-    return tl_zone;
-}
-
-// ---- decode stage 3: fields -----------------------------------------------------------
-
+// Error texts name the message kind (tn) and the field; the decoder and the
+// validator report through the same context.
 typedef struct {
     enum wr_perr *perr;
     char *err;
     const char *tn;  // message type name for texts
 } dctx;
+
+// Array fields: each entry is read and written by the field's own pair.
+typedef int (*decode_entry_fn)(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+typedef void (*pack_entry_fn)(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+
+static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+
+static const struct field {
+    const char *key;  // on the wire
+    uint8_t key_len;
+    uint8_t kind;      // enum fkind
+    const char *name;  // in error texts
+    size_t off, size;  // the member of wr_pmsg (arrays: the uint32_t entry count)
+    // FK_ARRAY only:
+    uint32_t max;       // entries at most
+    size_t ptr_off;     // the member pointing to the entries (elem > 0: allocated by the decoder)
+    size_t elem;        // bytes of one entry, 0 = entries stored inside wr_pmsg
+    decode_entry_fn decode;
+    pack_entry_fn pack;
+} fields[F_COUNT] = {
+#define FLD(id, k, n, kind, member) [id] = {k, sizeof(k) - 1, kind, n, offsetof(wr_pmsg, member), \
+                                            sizeof(((wr_pmsg *)0)->member), 0, 0, 0, NULL, NULL}
+#define ARR(id, k, n, count, max, ptr, elem, what) [id] = {k, sizeof(k) - 1, FK_ARRAY, n, \
+        offsetof(wr_pmsg, count), sizeof(uint32_t), max, offsetof(wr_pmsg, ptr), elem, decode_##what, pack_##what}
+    FLD(F_V, "v", "version", FK_U32, version),       FLD(F_T, "t", "type", FK_UINT, type),
+    FLD(F_J, "j", "job_id", FK_U64, job_id),         FLD(F_E, "e", "epoch", FK_U64, epoch),
+    FLD(F_S, "s", "step", FK_U64, step),             FLD(F_SH, "sh", "shard", FK_I32, shard),
+    FLD(F_R, "r", "rank", FK_I32, rank),             FLD(F_O, "o", "offset", FK_U64, offset),
+    FLD(F_N, "n", "n_elems", FK_U64, n_elems),       FLD(F_C, "c", "codec", FK_UINT, codec),
+    FLD(F_NW, "nw", "n_workers", FK_U32, n_workers), FLD(F_PL, "pl", "payload_len", FK_U64, payload_len),
+    FLD(F_RO, "ro", "role", FK_UINT, role),          FLD(F_A, "a", "addr", FK_STR, addr),
+    FLD(F_H, "h", "host", FK_STR, host),             FLD(F_G, "g", "group", FK_I32, group),
+    FLD(F_NP, "np", "n_params", FK_U64, n_params),   FLD(F_B, "b", "barrier_id", FK_U64, barrier_id),
+    FLD(F_D, "d", "digest", FK_U64, digest),         FLD(F_EC, "ec", "code", FK_I32, code),
+    FLD(F_RS, "rs", "reason", FK_STR, reason),       FLD(F_NT, "nt", "train_examples", FK_U64, train_examples),
+    FLD(F_TS, "ts", "total_steps", FK_U64, total_steps),
+    ARR(F_SM, "sm", "shards", n_shards, WR_MAX_SHARDS, shards, sizeof(wr_shard_info), shard),
+    ARR(F_WM, "wm", "workers", n_workers_map, WR_MAX_WORKERS, workers, sizeof(wr_worker_info), worker),
+    ARR(F_CF, "cf", "config", n_config, WR_MAX_CONFIG, config, sizeof(char *), config),
+    ARR(F_ST, "st", "stats", n_stats, WR_MAX_STATS, stats, 0, stat),
+#undef ARR
+#undef FLD
+};
+
+#define B(f) (1u << (f))
+#define COMMON_REQ (B(F_V) | B(F_T) | B(F_J) | B(F_E) | B(F_S))
+#define COMMON_OPT (B(F_SH) | B(F_R))
+#define BULK (B(F_SH) | B(F_O) | B(F_N) | B(F_C) | B(F_PL))
+
+// ---- decoding one field -----------------------------------------------------------
 
 static int ftype(dctx *c, enum fid f, const char *what) {
     return fail(c->perr, WR_PERR_FIELD_TYPE, c->err, "%s field '%s' (%s): expected %s", c->tn, fields[f].key,
@@ -672,174 +301,596 @@ static const msgpack_object *tuple(const msgpack_object *o, uint32_t n) {
     return o->via.array.ptr;
 }
 
-static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
-    uint64_t u = 0;
-    int rc = WR_OK;
-    char sub[48];
-    switch (f) {
-    case F_V: rc = get_u64(c, f, o, UINT32_MAX, &u); m->version = (uint32_t)u; break;
-    case F_T: rc = get_u64(c, f, o, INT32_MAX, &u); m->type = (int)u; break;
-    case F_J: rc = get_u64(c, f, o, UINT64_MAX, &m->job_id); break;
-    case F_E: rc = get_u64(c, f, o, UINT64_MAX, &m->epoch); break;
-    case F_S: rc = get_u64(c, f, o, UINT64_MAX, &m->step); break;
-    case F_SH: rc = get_i32(c, f, o, &m->shard); break;
-    case F_R: rc = get_i32(c, f, o, &m->rank); break;
-    case F_O: rc = get_u64(c, f, o, UINT64_MAX, &m->offset); break;
-    case F_N: rc = get_u64(c, f, o, UINT64_MAX, &m->n_elems); break;
-    case F_C: rc = get_u64(c, f, o, INT32_MAX, &u); m->codec = (int)u; break;
-    case F_NW: rc = get_u64(c, f, o, UINT32_MAX, &u); m->n_workers = (uint32_t)u; break;
-    case F_PL: rc = get_u64(c, f, o, UINT64_MAX, &m->payload_len); break;
-    case F_RO: rc = get_u64(c, f, o, INT32_MAX, &u); m->role = (int)u; break;
-    case F_A: rc = copy_str(c, f, "", o, m->addr, WR_ADDR_MAX); break;
-    case F_H: rc = copy_str(c, f, "", o, m->host, WR_HOST_MAX); break;
-    case F_G: rc = get_i32(c, f, o, &m->group); break;
-    case F_NP: rc = get_u64(c, f, o, UINT64_MAX, &m->n_params); break;
-    case F_NT: rc = get_u64(c, f, o, UINT64_MAX, &m->train_examples); break;
-    case F_TS: rc = get_u64(c, f, o, UINT64_MAX, &m->total_steps); break;
-    case F_B: rc = get_u64(c, f, o, UINT64_MAX, &m->barrier_id); break;
-    case F_D: rc = get_u64(c, f, o, UINT64_MAX, &m->digest); break;
-    case F_EC: rc = get_i32(c, f, o, &m->code); break;
-    case F_RS: rc = copy_str(c, f, "", o, m->reason, WR_REASON_MAX); break;
-    case F_SM: {
-        uint32_t n;
-        if ((rc = get_array(c, f, o, WR_MAX_SHARDS, &n)) != WR_OK) break;
-        if (n) m->shards = wr_calloc(n, sizeof *m->shards);
-        m->n_shards = n;
-        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
-            const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
-            snprintf(sub, sizeof sub, " entry %u", i);
-            if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
-                snprintf(sub, sizeof sub, "[lo, hi, addr] arrays (entry %u)", i);
-                rc = ftype(c, f, sub);
-                break;
-            }
-            m->shards[i].lo = t[0].via.u64;
-            m->shards[i].hi = t[1].via.u64;
-            rc = copy_str(c, f, sub, &t[2], m->shards[i].addr, WR_ADDR_MAX);
-        }
-        break;
+// A malformed entry of an array of tuples: names the expected shape.
+static int bad_entry(dctx *c, enum fid f, const char *shape, uint32_t i) {
+    char what[64];
+    snprintf(what, sizeof what, "%s arrays (entry %u)", shape, i);
+    return ftype(c, f, what);
+}
+
+// Copies entry i's string into dst[max].
+static int entry_str(dctx *c, enum fid f, uint32_t i, const msgpack_object *o, char *dst, size_t max) {
+    char sub[32];
+    snprintf(sub, sizeof sub, " entry %u", i);
+    return copy_str(c, f, sub, o, dst, max);
+}
+
+static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 3);
+    if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return bad_entry(c, F_SM, "[lo, hi, addr]", i);
+    m->shards[i].lo = t[0].via.u64;
+    m->shards[i].hi = t[1].via.u64;
+    return entry_str(c, F_SM, i, &t[2], m->shards[i].addr, WR_ADDR_MAX);
+}
+
+static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 3);
+    wr_worker_info *w = &m->workers[i];
+    int bad1 = 0, bad2 = 0;
+    if (!t || obj_i32(&t[0], &w->rank, &bad1) != 0 || obj_i32(&t[2], &w->group, &bad2) != 0) {
+        if (bad1 || bad2)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits", c->tn, i);
+        return bad_entry(c, F_WM, "[rank, host, group]", i);
     }
-    case F_WM: {
-        uint32_t n;
-        if ((rc = get_array(c, f, o, WR_MAX_WORKERS, &n)) != WR_OK) break;
-        if (n) m->workers = wr_calloc(n, sizeof *m->workers);
-        m->n_workers_map = n;
-        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
-            const msgpack_object *t = tuple(&o->via.array.ptr[i], 3);
-            int bad1 = 0, bad2 = 0;
-            snprintf(sub, sizeof sub, " entry %u", i);
-            if (!t || obj_i32(&t[0], &m->workers[i].rank, &bad1) != 0 ||
-                obj_i32(&t[2], &m->workers[i].group, &bad2) != 0) {
-                if (bad1 || bad2) {
-                    rc = fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits",
-                              c->tn, i);
-                } else {
-                    snprintf(sub, sizeof sub, "[rank, host, group] arrays (entry %u)", i);
-                    rc = ftype(c, f, sub);
-                }
-                break;
-            }
-            rc = copy_str(c, f, sub, &t[1], m->workers[i].host, WR_HOST_MAX);
-        }
-        break;
+    return entry_str(c, F_WM, i, &t[1], w->host, WR_HOST_MAX);
+}
+
+static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    if (e->type != MSGPACK_OBJECT_STR) return ftype(c, F_CF, "strings");
+    if (e->via.str.size >= WR_CONFIG_STR_MAX)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d", c->tn,
+                    i, e->via.str.size, WR_CONFIG_STR_MAX - 1);
+    // Only what the string needs: a map may carry 256 of them.
+    m->config[i] = wr_malloc(e->via.str.size + 1u);
+    return entry_str(c, F_CF, i, e, m->config[i], e->via.str.size + 1u);
+}
+
+static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 2);
+    if (!t) return bad_entry(c, F_ST, "[name, value]", i);
+    switch (t[1].type) {
+    case MSGPACK_OBJECT_FLOAT32:
+    case MSGPACK_OBJECT_FLOAT64: m->stats[i].value = t[1].via.f64; break;
+    case MSGPACK_OBJECT_POSITIVE_INTEGER: m->stats[i].value = (double)t[1].via.u64; break;
+    case MSGPACK_OBJECT_NEGATIVE_INTEGER: m->stats[i].value = (double)t[1].via.i64; break;
+    default: {
+        char what[48];
+        snprintf(what, sizeof what, "a number as value of entry %u", i);
+        return ftype(c, F_ST, what);
     }
-    case F_CF: {
-        uint32_t n;
-        if ((rc = get_array(c, f, o, WR_MAX_CONFIG, &n)) != WR_OK) break;
-        if (n) m->config = wr_calloc(n, sizeof *m->config);
-        m->n_config = n;
-        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
-            snprintf(sub, sizeof sub, " entry %u", i);
-            const msgpack_object *s = &o->via.array.ptr[i];
-            if (s->type != MSGPACK_OBJECT_STR) {
-                rc = ftype(c, f, "strings");
-                break;
-            }
-            if (s->via.str.size >= WR_CONFIG_STR_MAX) {
-                rc = fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d",
-                          c->tn, i, s->via.str.size, WR_CONFIG_STR_MAX - 1);
-                break;
-            }
-            // Only what the string needs: a map may carry 256 of them.
-            m->config[i] = wr_malloc(s->via.str.size + 1u);
-            rc = copy_str(c, f, sub, s, m->config[i], s->via.str.size + 1u);
-        }
-        break;
     }
-    case F_ST: {
-        uint32_t n;
-        if ((rc = get_array(c, f, o, WR_MAX_STATS, &n)) != WR_OK) break;
-        m->n_stats = n;
-        for (uint32_t i = 0; i < n && rc == WR_OK; i++) {
-            const msgpack_object *t = tuple(&o->via.array.ptr[i], 2);
-            snprintf(sub, sizeof sub, " entry %u", i);
-            double v;
-            if (!t) {
-                snprintf(sub, sizeof sub, "[name, value] arrays (entry %u)", i);
-                rc = ftype(c, f, sub);
-                break;
-            }
-            switch (t[1].type) {
-            case MSGPACK_OBJECT_FLOAT32:
-            case MSGPACK_OBJECT_FLOAT64: v = t[1].via.f64; break;
-            case MSGPACK_OBJECT_POSITIVE_INTEGER: v = (double)t[1].via.u64; break;
-            case MSGPACK_OBJECT_NEGATIVE_INTEGER: v = (double)t[1].via.i64; break;
-            default:
-                snprintf(sub, sizeof sub, "a number as value of entry %u", i);
-                rc = ftype(c, f, sub);
-                continue;
-            }
-            m->stats[i].value = v;
-            rc = copy_str(c, f, sub, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
-        }
-        break;
+    return entry_str(c, F_ST, i, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
+}
+
+// An array field: the count, the storage for the entries, then each entry.
+static int decode_array(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
+    const struct field *fd = &fields[f];
+    uint32_t n = 0;
+    int rc = get_array(c, f, o, fd->max, &n);
+    if (rc != WR_OK) return rc;
+    if (fd->elem && n) {
+        void *entries = wr_calloc(n, fd->elem);
+        memcpy((char *)m + fd->ptr_off, &entries, sizeof entries);
     }
-    case F_COUNT: break;
-    }
+    memcpy((char *)m + fd->off, &n, sizeof n);
+    for (uint32_t i = 0; i < n && rc == WR_OK; i++) rc = fd->decode(c, &o->via.array.ptr[i], m, i);
     return rc;
 }
 
-// Keys are one or two ASCII bytes: a switch on them instead of string compares.
-static int lookup_key(const char *k, uint32_t n) {
-    if (n == 1) {
-        switch (k[0]) {
-        case 'v': return F_V;
-        case 't': return F_T;
-        case 'j': return F_J;
-        case 'e': return F_E;
-        case 's': return F_S;
-        case 'r': return F_R;
-        case 'o': return F_O;
-        case 'n': return F_N;
-        case 'c': return F_C;
-        case 'a': return F_A;
-        case 'h': return F_H;
-        case 'g': return F_G;
-        case 'b': return F_B;
-        case 'd': return F_D;
-        default: return -1;
-        }
-    }
-    if (n != 2) return -1;
-    switch ((uint8_t)k[0] << 8 | (uint8_t)k[1]) {
-    case 's' << 8 | 'h': return F_SH;
-    case 'n' << 8 | 't': return F_NT;
-    case 't' << 8 | 's': return F_TS;
-    case 'n' << 8 | 'w': return F_NW;
-    case 'p' << 8 | 'l': return F_PL;
-    case 'r' << 8 | 'o': return F_RO;
-    case 's' << 8 | 'm': return F_SM;
-    case 'w' << 8 | 'm': return F_WM;
-    case 'n' << 8 | 'p': return F_NP;
-    case 'c' << 8 | 'f': return F_CF;
-    case 's' << 8 | 't': return F_ST;
-    case 'e' << 8 | 'c': return F_EC;
-    case 'r' << 8 | 's': return F_RS;
-    default: return -1;
+// Reads field f from o into its member of m, checking type and range.
+static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
+    const struct field *fd = &fields[f];
+    char *p = (char *)m + fd->off;
+    uint64_t u = 0;
+    int rc;
+    switch (fd->kind) {
+    case FK_U64: return get_u64(c, f, o, UINT64_MAX, (uint64_t *)p);
+    case FK_U32:
+        rc = get_u64(c, f, o, UINT32_MAX, &u);
+        *(uint32_t *)p = (uint32_t)u;
+        return rc;
+    case FK_UINT:
+        rc = get_u64(c, f, o, INT32_MAX, &u);
+        *(int *)p = (int)u;
+        return rc;
+    case FK_I32: return get_i32(c, f, o, (int32_t *)p);
+    case FK_STR: return copy_str(c, f, "", o, p, fd->size);
+    default: return decode_array(c, f, o, m);
     }
 }
 
-static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect, wr_pmsg *m,
+// ---- packing -------------------------------------------------------------------
+
+static void pack_cstr(msgpack_packer *pk, const char *s) {
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_uint64(pk, m->shards[i].lo);
+    msgpack_pack_uint64(pk, m->shards[i].hi);
+    pack_cstr(pk, m->shards[i].addr);
+}
+
+static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 3);
+    msgpack_pack_int32(pk, m->workers[i].rank);
+    pack_cstr(pk, m->workers[i].host);
+    msgpack_pack_int32(pk, m->workers[i].group);
+}
+
+static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->config[i]); }
+
+static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_array(pk, 2);
+    pack_cstr(pk, m->stats[i].name);
+    msgpack_pack_double(pk, m->stats[i].value);
+}
+
+// Writes field f of m as key and value.
+static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
+    const struct field *fd = &fields[f];
+    const char *p = (const char *)m + fd->off;
+    msgpack_pack_str(pk, fd->key_len);
+    msgpack_pack_str_body(pk, fd->key, fd->key_len);
+    switch (fd->kind) {
+    case FK_U64: msgpack_pack_uint64(pk, *(const uint64_t *)p); break;
+    case FK_U32: msgpack_pack_uint32(pk, *(const uint32_t *)p); break;
+    case FK_UINT: msgpack_pack_int32(pk, *(const int *)p); break;
+    case FK_I32: msgpack_pack_int32(pk, *(const int32_t *)p); break;
+    case FK_STR: pack_cstr(pk, p); break;
+    default: {
+        uint32_t n;
+        memcpy(&n, p, sizeof n);
+        msgpack_pack_array(pk, n);
+        for (uint32_t i = 0; i < n; i++) fd->pack(pk, m, i);
+        break;
+    }
+    }
+}
+
+// ---- the one validator (encoder and decoder): a check per kind --------------------
+
+// REGISTER and JOIN: who may, where it is reachable, what it reports.
+static int check_join(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    const char *tn = c->tn;
+    if (m->type == WR_MT_REGISTER ? (m->role != WR_ROLE_SHARD && m->role != WR_ROLE_WORKER)
+                                  : m->role != WR_ROLE_WORKER)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'ro' (role): %d is not a role that may %s", tn,
+                    m->role, m->type == WR_MT_JOIN ? "join (worker)" : "register (shard, worker)");
+    if (!str_ok(m->addr, WR_ADDR_MAX))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): longer than %d bytes", tn, WR_ADDR_MAX - 1);
+    if (m->role == WR_ROLE_SHARD && m->addr[0] == 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): a shard must advertise an address", tn);
+    if (!str_ok(m->host, WR_HOST_MAX))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'h' (host): longer than %d bytes", tn, WR_HOST_MAX - 1);
+    if (m->group < -1 || m->group >= WR_MAX_WORKERS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'g' (group): %d not in [-1, %d)", tn, m->group,
+                    WR_MAX_WORKERS);
+    if (m->n_params > WR_MAX_PARAMS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'np' (n_params): %llu exceeds 2^40", tn,
+                    (unsigned long long)m->n_params);
+    if (m->train_examples > WR_MAX_TRAIN_EXAMPLES)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'nt' (train_examples): %llu exceeds 2^40", tn,
+                    (unsigned long long)m->train_examples);
+    return WR_OK;
+}
+
+static int check_map_counts(dctx *c, const wr_pmsg *m) {
+    // n_params 0 only in a map without shards (the welcome of ARCHITECTURE.md).
+    if ((m->n_shards > 0 && m->n_params < 1) || m->n_params > WR_MAX_PARAMS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
+                    (unsigned long long)m->n_params, m->n_shards > 0);
+    if (m->total_steps > WR_MAX_TOTAL_STEPS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'ts' (total_steps): %llu exceeds 2^48",
+                    (unsigned long long)m->total_steps);
+    const struct {
+        enum fid f;
+        uint32_t n, max;
+    } counts[] = {{F_SM, m->n_shards, WR_MAX_SHARDS},
+                  {F_WM, m->n_workers_map, WR_MAX_WORKERS},
+                  {F_CF, m->n_config, WR_MAX_CONFIG}};
+    for (size_t i = 0; i < sizeof counts / sizeof *counts; i++)
+        if (counts[i].n > counts[i].max)
+            return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field '%s' (%s): %u entries, at most %u",
+                        fields[counts[i].f].key, fields[counts[i].f].name, counts[i].n, counts[i].max);
+    if ((m->n_shards && !m->shards) || (m->n_workers_map && !m->workers) || (m->n_config && !m->config))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP: an array count is set but its array is NULL");
+    return WR_OK;
+}
+
+// The shard ranges tile [0, n_params) in order, 64-aligned, each non-empty.
+static int check_map_shards(dctx *c, const wr_pmsg *m) {
+    uint64_t next = 0;
+    for (uint32_t i = 0; i < m->n_shards; i++) {
+        const wr_shard_info *s = &m->shards[i];
+        if (s->lo != next || s->lo % 64 || s->hi <= s->lo || s->hi - s->lo > WR_MAX_ELEMS ||
+            s->hi > m->n_params || (i + 1 == m->n_shards && s->hi != m->n_params))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'sm' (shards): shard %u range [%llu, %llu) is not the next "
+                        "64-aligned, non-empty (<= 2^32) range starting at %llu of [0, n_params=%llu)",
+                        i, (unsigned long long)s->lo, (unsigned long long)s->hi, (unsigned long long)next,
+                        (unsigned long long)m->n_params);
+        if (!str_ok(s->addr, WR_ADDR_MAX) || s->addr[0] == 0)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'sm' (shards): shard %u address empty or longer than %d bytes", i,
+                        WR_ADDR_MAX - 1);
+        next = s->hi;
+    }
+    return WR_OK;
+}
+
+static int check_map_workers(dctx *c, const wr_pmsg *m) {
+    uint64_t seen[WR_MAX_WORKERS / 64] = {0};
+    for (uint32_t i = 0; i < m->n_workers_map; i++) {
+        const wr_worker_info *w = &m->workers[i];
+        if (w->rank < 0 || w->rank >= WR_MAX_WORKERS)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): entry %u rank %d not in [0, %d)", i, w->rank,
+                        WR_MAX_WORKERS);
+        if (seen[w->rank / 64] >> (w->rank % 64) & 1)
+            return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'wm' (workers): rank %d appears twice",
+                        w->rank);
+        seen[w->rank / 64] |= 1ULL << (w->rank % 64);
+        if (!str_ok(w->host, WR_HOST_MAX))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): entry %u host longer than %d bytes", i, WR_HOST_MAX - 1);
+        if (w->group < -1 || w->group >= WR_MAX_WORKERS)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): entry %u group %d not in [-1, %d)", i, w->group,
+                        WR_MAX_WORKERS);
+    }
+    return WR_OK;
+}
+
+static int check_map_config(dctx *c, const wr_pmsg *m) {
+    for (uint32_t i = 0; i < m->n_config; i++) {
+        const char *s = m->config[i];
+        size_t len = s ? strnlen(s, WR_CONFIG_STR_MAX) : 0;
+        const char *eq = s ? memchr(s, '=', len) : NULL;
+        if (!s || len >= WR_CONFIG_STR_MAX || !eq || eq == s)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'cf' (config): entry %u is not \"key=value\" (non-empty key, < %d bytes)",
+                        i, WR_CONFIG_STR_MAX);
+    }
+    return WR_OK;
+}
+
+static int check_map(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    int rc = check_map_counts(c, m);
+    if (rc == WR_OK) rc = check_map_shards(c, m);
+    if (rc == WR_OK) rc = check_map_workers(c, m);
+    if (rc == WR_OK) rc = check_map_config(c, m);
+    return rc;
+}
+
+// PULL, and the range part of PUSH, BROADCAST, PARAMS: which shard, which keys.
+static int check_range(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    const char *tn = c->tn;
+    if (m->shard < 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'sh' (shard): %d, must name a shard", tn, m->shard);
+    if (m->type == WR_MT_PUSH && m->rank < 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "PUSH field 'r' (rank): %d, must name the sender", m->rank);
+    if (m->offset % 64)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
+                    (unsigned long long)m->offset);
+    if ((m->type != WR_MT_PULL && m->n_elems == 0) || m->n_elems > WR_MAX_ELEMS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'n' (n_elems): %llu not in [%d, 2^32]", tn,
+                    (unsigned long long)m->n_elems, m->type == WR_MT_PULL ? 0 : 1);
+    if (m->offset > WR_MAX_PARAMS || m->n_elems > WR_MAX_PARAMS - m->offset)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s fields 'o'+'n' (offset+n_elems): %llu+%llu beyond 2^40", tn,
+                    (unsigned long long)m->offset, (unsigned long long)m->n_elems);
+    return WR_OK;
+}
+
+// PUSH, BROADCAST, PARAMS: the range, the codec, and the payload it implies.
+static int check_bulk(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    const char *tn = c->tn;
+    int rc = check_range(c, m, payload);
+    if (rc != WR_OK) return rc;
+    if (!codec_ok(m->type, m->codec))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'c' (codec): %d (%s) is not valid for this kind", tn,
+                    m->codec, codec_name(m->codec));
+    if (m->type == WR_MT_BROADCAST && (m->n_workers < 1 || m->n_workers > WR_MAX_WORKERS))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "BROADCAST field 'nw' (n_workers): %u not in [1, %d]",
+                    m->n_workers, WR_MAX_WORKERS);
+    uint64_t want = wr_proto_payload_bytes(m->codec, m->n_elems, m->n_workers);
+    if (m->payload_len != want)
+        return fail(c->perr, WR_PERR_PAYLOAD, c->err,
+                    "%s field 'pl' (payload_len): %llu bytes, but %llu %s elements%s need %llu", tn,
+                    (unsigned long long)m->payload_len, (unsigned long long)m->n_elems, codec_name(m->codec),
+                    m->codec == WR_CODEC_PLANES ? " (as planes)" : "", (unsigned long long)want);
+    if (payload != want)
+        return fail(c->perr, WR_PERR_PAYLOAD, c->err, "%s payload frame: %llu bytes, header says %llu", tn,
+                    (unsigned long long)payload, (unsigned long long)want);
+    return WR_OK;
+}
+
+static int check_heartbeat(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    if (m->role < 0 || m->role > WR_ROLE_WORKER)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "HEARTBEAT field 'ro' (role): %d is not a role", m->role);
+    if (!str_ok(m->host, WR_HOST_MAX))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "HEARTBEAT field 'h' (host): longer than %d bytes",
+                    WR_HOST_MAX - 1);
+    return WR_OK;
+}
+
+static int check_leave(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    if (m->rank < 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "LEAVE field 'r' (rank): %d, must name the leaving worker",
+                    m->rank);
+    return WR_OK;
+}
+
+static int check_stats(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    if (m->n_stats > WR_MAX_STATS)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "STATS field 'st' (stats): %u entries, at most %d", m->n_stats,
+                    WR_MAX_STATS);
+    for (uint32_t i = 0; i < m->n_stats; i++) {
+        if (!str_ok(m->stats[i].name, WR_STAT_NAME_MAX) || m->stats[i].name[0] == 0)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATS field 'st' (stats): entry %u name empty or longer than %d bytes", i,
+                        WR_STAT_NAME_MAX - 1);
+        if (!isfinite(m->stats[i].value))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATS field 'st' (stats): entry %u ('%s') value is not finite", i, m->stats[i].name);
+    }
+    return WR_OK;
+}
+
+// ERROR and SHUTDOWN: a code (error code or exit status) and a reason.
+static int check_stop(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    (void)payload;
+    if (m->type == WR_MT_ERROR && (m->code < WR_EC_PROTOCOL || m->code > WR_EC_TIMEOUT))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "ERROR field 'ec' (code): %d not in [%d, %d]", m->code,
+                    WR_EC_PROTOCOL, WR_EC_TIMEOUT);
+    if (m->type == WR_MT_SHUTDOWN && (m->code < 0 || m->code > 255))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "SHUTDOWN field 'ec' (code): exit status %d not in [0, 255]",
+                    m->code);
+    if (!str_ok(m->reason, WR_REASON_MAX))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'rs' (reason): longer than %d bytes", c->tn,
+                    WR_REASON_MAX - 1);
+    return WR_OK;
+}
+
+typedef int (*check_fn)(dctx *c, const wr_pmsg *m, uint64_t payload);
+
+// Per kind: required and optional keys (beyond COMMON_REQ / COMMON_OPT) and
+// the kind's own checks (NULL: none beyond the common ones). A key outside
+// req|opt is ignored like an unknown key; the encoder writes req|opt.
+static const struct {
+    uint32_t req, opt;
+    check_fn check;
+} kinds[WR_MT_COUNT_] = {
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT), check_join},  // np, nt: a worker's d and data size
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS), check_map},
+    [WR_MT_PUSH] = {BULK | B(F_R), 0, check_bulk},
+    [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
+    [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N), check_range},
+    [WR_MT_PARAMS] = {BULK, 0, check_bulk},
+    [WR_MT_HEARTBEAT] = {0, B(F_RO) | B(F_H), check_heartbeat},
+    [WR_MT_BARRIER] = {B(F_B), 0, NULL},
+    [WR_MT_JOIN] = {B(F_RO) | B(F_H), B(F_A) | B(F_G), check_join},
+    [WR_MT_LEAVE] = {B(F_R), 0, check_leave},
+    [WR_MT_STATS] = {B(F_ST), 0, check_stats},
+    [WR_MT_DIGEST] = {B(F_D), 0, NULL},
+    [WR_MT_ERROR] = {B(F_EC) | B(F_RS), 0, check_stop},
+    [WR_MT_SHUTDOWN] = {B(F_EC), B(F_RS), check_stop},
+};
+
+// Checks a whole message (a decoded one, or one about to be encoded) that
+// comes with actual_payload bytes of payload.
+static int check_msg(const wr_pmsg *m, uint64_t actual_payload, enum wr_perr *perr, char *err) {
+    if (m->version != WR_PROTO_VERSION)
+        return fail(perr, WR_PERR_VERSION, err, "field 'v' (version): %u, this build speaks %d", m->version,
+                    WR_PROTO_VERSION);
+    if (m->type <= 0 || m->type >= WR_MT_COUNT_)
+        return fail(perr, WR_PERR_TYPE, err, "field 't' (type): unknown message type %d", m->type);
+    dctx c = {perr, err, wr_msg_type_name(m->type)};
+    if (m->shard < -1 || m->shard >= WR_MAX_SHARDS)
+        return fail(perr, WR_PERR_RANGE, err, "%s field 'sh' (shard): %d not in [-1, %d)", c.tn, m->shard,
+                    WR_MAX_SHARDS);
+    if (m->rank < -1 || m->rank >= WR_MAX_WORKERS)
+        return fail(perr, WR_PERR_RANGE, err, "%s field 'r' (rank): %d not in [-1, %d)", c.tn, m->rank,
+                    WR_MAX_WORKERS);
+    check_fn check = kinds[m->type].check;
+    int rc = check ? check(&c, m, actual_payload) : WR_OK;
+    if (rc != WR_OK) return rc;
+    if (!has_payload(m->type) && (actual_payload != 0 || m->payload_len != 0))
+        return fail(perr, WR_PERR_PAYLOAD, err, "%s carries no payload, got %llu bytes", c.tn,
+                    (unsigned long long)(actual_payload ? actual_payload : m->payload_len));
+    return WR_OK;
+}
+
+// ---- encode ----------------------------------------------------------------------
+
+int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
+    char why[WR_ERR_LEN];
+    if (check_msg(m, has_payload(m->type) ? m->payload_len : 0, NULL, why) != WR_OK)
+        return wr_err(err, WR_ERR, "refusing to encode: %s", why);
+    uint32_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
+    if (m->shard >= 0) set |= B(F_SH);
+    if (m->rank >= 0) set |= B(F_R);
+
+    out->len = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, buf_write);
+    msgpack_pack_map(&pk, (size_t)__builtin_popcount(set));
+    for (int f = 0; f < F_COUNT; f++)
+        if (set & B(f)) pack_field(&pk, m, (enum fid)f);
+    return WR_OK;
+}
+
+// ---- decode stage 1: structural pre-scan ------------------------------------------
+
+static int rd_be(const uint8_t *p, size_t len, size_t *pos, int nbytes, uint64_t *v) {
+    if (len - *pos < (size_t)nbytes) return -1;
+    uint64_t x = 0;
+    for (int i = 0; i < nbytes; i++) x = x << 8 | p[*pos + (size_t)i];
+    *pos += (size_t)nbytes;
+    *v = x;
+    return 0;
+}
+
+// What a msgpack type byte announces: a container of `count` elements (a
+// map's entries count twice), a value of `skip` more bytes, or a big-endian
+// length in the next `lenbytes` bytes that is a container's element count
+// (times `cont`: 1 array, 2 map) or a value's byte count (plus `extra`).
+typedef struct {
+    uint64_t skip, count;
+    int cont, lenbytes, extra;
+} token;
+
+// Classifies type byte b into *t; -1 for the byte msgpack never uses.
+static int classify(uint8_t b, token *t) {
+    *t = (token){0};
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;  // fixint, nil, bool
+    if (b <= 0x8f) {  // fixmap
+        t->cont = 1, t->count = 2u * (b & 15u);
+        return 0;
+    }
+    if (b <= 0x9f) {  // fixarray
+        t->cont = 1, t->count = b & 15u;
+        return 0;
+    }
+    if (b <= 0xbf) {  // fixstr
+        t->skip = b & 31u;
+        return 0;
+    }
+    switch (b) {
+    case 0xc4: case 0xd9: t->lenbytes = 1; break;  // bin8, str8
+    case 0xc5: case 0xda: t->lenbytes = 2; break;
+    case 0xc6: case 0xdb: t->lenbytes = 4; break;
+    case 0xc7: t->lenbytes = 1, t->extra = 1; break;  // ext: length + type byte
+    case 0xc8: t->lenbytes = 2, t->extra = 1; break;
+    case 0xc9: t->lenbytes = 4, t->extra = 1; break;
+    case 0xca: t->skip = 4; break;
+    case 0xcb: t->skip = 8; break;
+    case 0xcc: case 0xd0: t->skip = 1; break;
+    case 0xcd: case 0xd1: t->skip = 2; break;
+    case 0xce: case 0xd2: t->skip = 4; break;
+    case 0xcf: case 0xd3: t->skip = 8; break;
+    case 0xd4: t->skip = 2; break;  // fixext: type + data
+    case 0xd5: t->skip = 3; break;
+    case 0xd6: t->skip = 5; break;
+    case 0xd7: t->skip = 9; break;
+    case 0xd8: t->skip = 17; break;
+    case 0xdc: t->cont = 1, t->lenbytes = 2; break;
+    case 0xdd: t->cont = 1, t->lenbytes = 4; break;
+    case 0xde: t->cont = 2, t->lenbytes = 2; break;
+    case 0xdf: t->cont = 2, t->lenbytes = 4; break;
+    default: return -1;  // 0xc1 is never used
+    }
+    return 0;
+}
+
+static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) {
+    uint64_t left[WR_PROTO_MAX_DEPTH + 1];
+    int d = 0;
+    left[0] = 1;  // the one top-level object
+    size_t pos = 0;
+    for (;;) {
+        while (d >= 0 && left[d] == 0) d--;
+        if (d < 0) break;
+        left[d]--;
+        if (pos >= len) return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+        uint8_t b = p[pos++];
+        token t;
+        if (classify(b, &t) != 0)
+            return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
+        if (t.lenbytes) {
+            uint64_t n;
+            if (rd_be(p, len, &pos, t.lenbytes, &n) != 0)
+                return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+            if (t.cont) t.count = n * (uint64_t)t.cont;
+            else t.skip = n + (uint64_t)t.extra;
+        }
+        if (t.cont) {
+            // Every element takes at least one byte: a count beyond the bytes
+            // left is a lie (and would make msgpack-c allocate for it).
+            if (t.count > len - pos)
+                return fail(perr, WR_PERR_MALFORMED, err,
+                            "header: container at byte %zu claims %llu entries, only %zu bytes follow",
+                            pos, (unsigned long long)t.count, len - pos);
+            if (d + 1 > WR_PROTO_MAX_DEPTH)
+                return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d", WR_PROTO_MAX_DEPTH);
+            left[++d] = t.count;
+        } else {
+            if (t.skip > len - pos)
+                return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+            pos += t.skip;
+        }
+    }
+    if (pos != len)
+        return fail(perr, WR_PERR_MALFORMED, err, "header: %zu trailing bytes after the map", len - pos);
+    return WR_OK;
+}
+
+// ---- decode stage 2: per-thread zone ------------------------------------------------
+
+static pthread_key_t zone_key;
+static pthread_once_t zone_once = PTHREAD_ONCE_INIT;
+static __thread msgpack_zone *tl_zone;
+
+static void zone_destroy(void *z) { msgpack_zone_free(z); }
+static void zone_key_init(void) { WR_CHECK(pthread_key_create(&zone_key, zone_destroy) == 0); }
+
+static msgpack_zone *thread_zone(void) {
+    if (!tl_zone) {
+        pthread_once(&zone_once, zone_key_init);
+        tl_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+        WR_CHECK(tl_zone != NULL);
+        pthread_setspecific(zone_key, tl_zone);  // freed at thread exit
+    }
+    return tl_zone;
+}
+
+// ---- decode stage 3: fields -----------------------------------------------------------
+
+// Keys are one or two ASCII bytes: a table indexed by them (built once from
+// fields[]) instead of string compares. [c][0] holds the one-byte key "c".
+static int8_t key_ids[128][128];  // field id + 1, 0 = not a key of ours
+static pthread_once_t key_once = PTHREAD_ONCE_INIT;
+
+static void key_ids_init(void) {
+    for (int f = 0; f < F_COUNT; f++)
+        key_ids[(uint8_t)fields[f].key[0]][fields[f].key_len == 2 ? (uint8_t)fields[f].key[1] : 0] = (int8_t)(f + 1);
+}
+
+static int lookup_key(const char *k, uint32_t n) {
+    if (n == 0 || n > 2) return -1;
+    uint8_t k0 = (uint8_t)k[0], k1 = n == 2 ? (uint8_t)k[1] : 0;
+    if (k0 >= 128 || k1 >= 128 || (n == 2 && k1 == 0)) return -1;
+    return key_ids[k0][k1] - 1;
+}
+
+// An unknown key that stands twice is refused like a known one.
+static int unknown_dup(const msgpack_object_kv *kv, const uint32_t *unknown, uint32_t n_unknown,
+                       const msgpack_object *k, enum wr_perr *perr, char *err) {
+    for (uint32_t j = 0; j < n_unknown; j++) {
+        const msgpack_object *o = &kv[unknown[j]].key;
+        // msgpack-c gives an empty string a NULL pointer: compare sizes first
+        if (o->via.str.size == k->via.str.size &&
+            (k->via.str.size == 0 || memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
+            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'", (int)WR_MIN(k->via.str.size, 32u),
+                        k->via.str.size ? k->via.str.ptr : "");
+    }
+    return WR_OK;
+}
+
+// Indexes the header map's values by field id into val[]; refuses a map that
+// is not one, is too large, has a non-string key or a key twice.
+static int index_keys(const msgpack_object *root, const msgpack_object **val, uint32_t *present,
                       enum wr_perr *perr, char *err) {
     if (root->type != MSGPACK_OBJECT_MAP)
         return fail(perr, WR_PERR_MALFORMED, err, "header is not a msgpack map");
@@ -847,53 +898,75 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
     const msgpack_object_kv *kv = root->via.map.ptr;
     if (nkv > WR_PROTO_MAX_KEYS)
         return fail(perr, WR_PERR_MALFORMED, err, "header map has %u entries, at most %d", nkv, WR_PROTO_MAX_KEYS);
-
-    // Index the keys: known ones by field id, duplicates refused (also among unknown keys).
-    const msgpack_object *val[F_COUNT] = {0};
-    uint32_t present = 0;
     uint32_t unknown[WR_PROTO_MAX_KEYS];
     uint32_t n_unknown = 0;
+    *present = 0;
     for (uint32_t i = 0; i < nkv; i++) {
         const msgpack_object *k = &kv[i].key;
         if (k->type != MSGPACK_OBJECT_STR)
             return fail(perr, WR_PERR_MALFORMED, err, "header map key %u is not a string", i);
         int f = lookup_key(k->via.str.ptr, k->via.str.size);
-        if (f >= 0) {
-            if (present & B(f))
-                return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%s' (%s)", fields[f].key, fields[f].name);
-            present |= B(f);
-            val[f] = &kv[i].val;
-        } else {
-            for (uint32_t j = 0; j < n_unknown; j++) {
-                const msgpack_object *o = &kv[unknown[j]].key;
-                // msgpack-c gives an empty string a NULL pointer: compare sizes first
-                if (o->via.str.size == k->via.str.size &&
-                    (k->via.str.size == 0 || memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
-                    return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'",
-                                (int)WR_MIN(k->via.str.size, 32u), k->via.str.size ? k->via.str.ptr : "");
-            }
+        if (f < 0) {
+            if (unknown_dup(kv, unknown, n_unknown, k, perr, err) != WR_OK) return WR_EPROTO;
             unknown[n_unknown++] = i;
+        } else if (*present & B(f)) {
+            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%s' (%s)", fields[f].key, fields[f].name);
+        } else {
+            *present |= B(f);
+            val[f] = &kv[i].val;
         }
     }
+    return WR_OK;
+}
 
-    dctx c = {perr, err, "header"};
-    m->shard = -1;  // *m was zeroed by wr_proto_decode
-    m->rank = -1;
-    // Version first: a peer of another version may lay out everything else differently.
-    if (!val[F_V]) return fail(perr, WR_PERR_MISSING, err, "missing field 'v' (version)");
-    int rc = decode_field(&c, F_V, val[F_V], m);
+// Version and type come first: a peer of another version may lay out
+// everything else differently, and the type says which fields follow.
+static int decode_version_type(dctx *c, const msgpack_object **val, wr_pmsg *m) {
+    if (!val[F_V]) return fail(c->perr, WR_PERR_MISSING, c->err, "missing field 'v' (version)");
+    int rc = decode_field(c, F_V, val[F_V], m);
     if (rc != WR_OK) return rc;
     if (m->version != WR_PROTO_VERSION)
-        return fail(perr, WR_PERR_VERSION, err, "field 'v' (version): %u, this build speaks %d", m->version,
+        return fail(c->perr, WR_PERR_VERSION, c->err, "field 'v' (version): %u, this build speaks %d", m->version,
                     WR_PROTO_VERSION);
-    if (!val[F_T]) return fail(perr, WR_PERR_MISSING, err, "missing field 't' (type)");
-    if (val[F_T]->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(&c, F_T, "an unsigned integer");
+    if (!val[F_T]) return fail(c->perr, WR_PERR_MISSING, c->err, "missing field 't' (type)");
+    if (val[F_T]->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(c, F_T, "an unsigned integer");
     if (val[F_T]->via.u64 == 0 || val[F_T]->via.u64 >= WR_MT_COUNT_)
-        return fail(perr, WR_PERR_TYPE, err, "field 't' (type): unknown message type %llu",
+        return fail(c->perr, WR_PERR_TYPE, c->err, "field 't' (type): unknown message type %llu",
                     (unsigned long long)val[F_T]->via.u64);
     m->type = (int)val[F_T]->via.u64;
-    c.tn = wr_msg_type_name(m->type);
+    c->tn = wr_msg_type_name(m->type);
+    return WR_OK;
+}
 
+// Job, epoch and step against what the receiver expects.
+static int check_expect(const dctx *c, const wr_pmsg *m, const wr_proto_expect *expect) {
+    if (expect->job_id && m->job_id != expect->job_id)
+        return fail(c->perr, WR_PERR_JOB, c->err, "%s field 'j' (job_id): %llu, this job is %llu", c->tn,
+                    (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
+    int always = m->type == WR_MT_ERROR || m->type == WR_MT_SHUTDOWN;
+    if (expect->check_epoch && !always && m->epoch != expect->epoch)
+        return fail(c->perr, WR_PERR_EPOCH, c->err, "%s field 'e' (epoch): %llu, current epoch is %llu", c->tn,
+                    (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
+    if (expect->check_step && has_payload(m->type) && (m->step < expect->step_min || m->step > expect->step_max))
+        return fail(c->perr, WR_PERR_STEP, c->err,
+                    "%s field 's' (step): %llu outside the accepted window [%llu, %llu]", c->tn,
+                    (unsigned long long)m->step, (unsigned long long)expect->step_min,
+                    (unsigned long long)expect->step_max);
+    return WR_OK;
+}
+
+static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect, wr_pmsg *m,
+                      enum wr_perr *perr, char *err) {
+    const msgpack_object *val[F_COUNT] = {0};
+    uint32_t present;
+    pthread_once(&key_once, key_ids_init);
+    int rc = index_keys(root, val, &present, perr, err);
+    if (rc != WR_OK) return rc;
+
+    dctx c = {perr, err, "header"};
+    m->shard = -1;  // *m is zeroed by wr_proto_decode
+    m->rank = -1;
+    if ((rc = decode_version_type(&c, val, m)) != WR_OK) return rc;
     uint32_t req = COMMON_REQ | kinds[m->type].req, opt = COMMON_OPT | kinds[m->type].opt;
     for (int f = 0; f < F_COUNT; f++) {
         if (f == F_V || f == F_T) continue;
@@ -907,21 +980,7 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
         if ((rc = decode_field(&c, (enum fid)f, val[f], m)) != WR_OK) return rc;
     }
     if ((rc = check_msg(m, payload_len, perr, err)) != WR_OK) return rc;
-
-    if (expect) {
-        if (expect->job_id && m->job_id != expect->job_id)
-            return fail(perr, WR_PERR_JOB, err, "%s field 'j' (job_id): %llu, this job is %llu", c.tn,
-                        (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
-        int always = m->type == WR_MT_ERROR || m->type == WR_MT_SHUTDOWN;
-        if (expect->check_epoch && !always && m->epoch != expect->epoch)
-            return fail(perr, WR_PERR_EPOCH, err, "%s field 'e' (epoch): %llu, current epoch is %llu", c.tn,
-                        (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
-        if (expect->check_step && has_payload(m->type) && (m->step < expect->step_min || m->step > expect->step_max))
-            return fail(perr, WR_PERR_STEP, err, "%s field 's' (step): %llu outside the accepted window [%llu, %llu]",
-                        c.tn, (unsigned long long)m->step, (unsigned long long)expect->step_min,
-                        (unsigned long long)expect->step_max);
-    }
-    return WR_OK;
+    return expect ? check_expect(&c, m, expect) : WR_OK;
 }
 
 int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len, const wr_proto_expect *expect,

@@ -1,5 +1,8 @@
-// schedule.h — the per-step learning rate lr_t, in ONE place: shards and
-// workers must compute bit-identical lr_t or their replicas diverge.
+// schedule.h — the per-step learning rate lr_t and the job's step count, in
+// ONE place: shards and workers (and the standalone trainer) must compute
+// bit-identical lr_t or their replicas diverge. In a cluster the coordinator
+// computes total_steps once (wr_total_steps over the training-set size the
+// workers report) and sends it in the map ('ts'); every node uses that value.
 //
 // Steps are numbered 1..total_steps (step 0 is the initial parameters).
 //   warm-up (t <= warmup_steps):  f = t / warmup_steps
@@ -23,7 +26,8 @@ static inline int64_t wr_total_steps(const wr_job_config *c, int64_t train_examp
     return (int64_t)c->epochs * (train_examples / c->batch);
 }
 
-// Steps of the Fashion-MNIST training set (60,000 images).
+// Training examples of Fashion-MNIST (60,000 images): the training-set size
+// assumed where none is known (synthetic models, a map without 'ts').
 #define WR_FASHION_TRAIN 60000
 
 // cos(x) for x in [0, pi], deterministic: Taylor series on [0, pi/2] (error

@@ -1,5 +1,6 @@
-// transport.c — picks a transport by address scheme; the wr_* wrappers;
-// endpoint defaults; glibc malloc tuning for large messages.
+// transport.c — the transport context (each transport's state, made on first
+// use); picks a transport by address scheme; the wr_* wrappers; endpoint
+// defaults; glibc malloc tuning for large messages.
 //
 // Every transport's endpoint struct and received-message storage (msg->impl)
 // start with a `const wr_transport_ops *` naming their transport, so these
@@ -7,25 +8,76 @@
 #include "transport.h"
 
 #include <malloc.h>
+#include <pthread.h>
 #include <string.h>
 
+#include "transport_zmq.h"
+
+// The scheme table: which transport serves which address prefix. A new
+// transport adds its lines here and nothing else outside its own file.
+static const struct {
+    const char *prefix;
+    const wr_transport_ops *(*ops)(void);
+} schemes[] = {
+    {"tcp://", wr_transport_zmq},
+    {"ipc://", wr_transport_zmq},
+    {"inproc://", wr_transport_zmq},
+};
+
+#define N_SCHEMES (sizeof schemes / sizeof *schemes)
+
+struct wr_transport_ctx {
+    int io_threads;
+    pthread_mutex_t mu;  // guards the slots (taken only when endpoints open)
+    struct {
+        const wr_transport_ops *ops;
+        void *state;
+    } slot[N_SCHEMES];  // one per transport in use, filled in order of first use
+    size_t n_slots;
+};
+
+wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err) {
+    (void)err;  // nothing here can fail: each transport starts on first use
+    wr_transport_ctx *ctx = wr_calloc(1, sizeof *ctx);
+    ctx->io_threads = io_threads;
+    WR_CHECK(pthread_mutex_init(&ctx->mu, NULL) == 0);
+    return ctx;
+}
+
+void wr_transport_ctx_free(wr_transport_ctx *ctx) {
+    if (!ctx) return;
+    for (size_t i = ctx->n_slots; i-- > 0;) ctx->slot[i].ops->ctx_free(ctx->slot[i].state);
+    pthread_mutex_destroy(&ctx->mu);
+    free(ctx);
+}
+
+void *wr_transport_state(wr_transport_ctx *ctx, const wr_transport_ops *t, char *err) {
+    void *state = NULL;
+    pthread_mutex_lock(&ctx->mu);
+    size_t i = 0;
+    while (i < ctx->n_slots && ctx->slot[i].ops != t) i++;
+    if (i < ctx->n_slots) {
+        state = ctx->slot[i].state;
+    } else if (i == N_SCHEMES) {
+        wr_err(err, WR_ERR, "transport %s: no room in the context", t->name);  // not in the scheme table
+    } else if (t->ctx_init(ctx->io_threads, &state, err) == WR_OK) {
+        ctx->slot[i].ops = t;
+        ctx->slot[i].state = state;
+        ctx->n_slots++;
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    return state;
+}
+
 void wr_endpoint_opts_default(wr_endpoint_opts *o) {
-    memset(o, 0, sizeof *o);
-    o->sndhwm = 64;
-    o->rcvhwm = 64;
-    o->linger_ms = 1000;
-    o->connect_timeout_ms = 5000;
-    o->heartbeat_ms = 1000;
-    o->sndbuf = 0;
-    o->rcvbuf = 0;
-    o->immediate = 0;
-    o->max_msg_size = (INT64_C(1) << 32) + (64 << 10);
+    *o = (wr_endpoint_opts){.sndhwm = 64, .rcvhwm = 64, .linger_ms = 1000, .connect_timeout_ms = 5000,
+                            .heartbeat_ms = 1000, .max_msg_size = (INT64_C(1) << 32) + (64 << 10)};
 }
 
 const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
     if (!addr || !*addr) return wr_err(err, WR_ERR, "empty address"), NULL;
-    if (!strncmp(addr, "tcp://", 6) || !strncmp(addr, "ipc://", 6) || !strncmp(addr, "inproc://", 9))
-        return &wr_transport_zmq;
+    for (size_t i = 0; i < N_SCHEMES; i++)
+        if (!strncmp(addr, schemes[i].prefix, strlen(schemes[i].prefix))) return schemes[i].ops();
     if (!strncmp(addr, "rdma://", 7)) {
         wr_err(err, WR_ERR, "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
         return NULL;
@@ -83,6 +135,12 @@ int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len) { return ep_ops(ep)
 
 void wr_close(wr_endpoint *ep) {
     if (ep) ep_ops(ep)->close(ep);
+}
+
+int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
+    *accepted = *closed = 0;
+    if (!ep || !ep_ops(ep)->peer_events) return WR_ERR;
+    return ep_ops(ep)->peer_events(ep, accepted, closed);
 }
 
 void wr_transport_tune_malloc(void) {

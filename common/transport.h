@@ -2,9 +2,16 @@
 //
 // A transport is a struct of function pointers (after nng's transports and
 // ps-lite's Van). It moves messages and knows no math and no protocol fields.
-// The implementation is chosen from the address scheme:
+// The implementation is chosen from the address scheme (the scheme table in
+// transport.c):
 //   tcp://host:port, ipc:///path, inproc://name   -> ZeroMQ (transport_zmq.c)
 //   rdma://host:port                              -> RDMA (later; fails clearly now)
+// A new transport is its own file plus its lines in the scheme table. It
+// provides a wr_transport_ops (below); keeps its per-process state in the
+// wr_transport_ctx (ctx_init/ctx_free; its endpoints fetch it with
+// wr_transport_state when they open); and begins its endpoint struct and its
+// received-message storage (msg->impl) with a `const wr_transport_ops *`, so
+// the wr_* wrappers can dispatch on them.
 //
 // Roles: a *bound* endpoint (shard, coordinator: ZeroMQ ROUTER) talks to many
 // peers and addresses each by the peer id it received with the peer's message;
@@ -53,7 +60,7 @@ typedef struct {
     int connect_timeout_ms;// tcp connect timeout (default 5000)
     int heartbeat_ms;      // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
     int sndbuf, rcvbuf;    // kernel socket buffers in bytes (0 = OS default)
-    // Added with transport_zmq.c (see docs/PROTOCOL.md, "Transport"):
+    // Further ZeroMQ socket options (see docs/PROTOCOL.md, "Transport"):
     int immediate;         // connect side: 1 = queue only to completed connections (ZMQ_IMMEDIATE);
                            // default 0, so sends queue while the connection is still being made
     int64_t max_msg_size;  // largest frame accepted or sent, bytes (ZMQ_MAXMSGSIZE; default 4 GiB + 64 KiB)
@@ -66,6 +73,17 @@ void wr_endpoint_opts_default(wr_endpoint_opts *o);
 
 typedef struct wr_transport_ops {
     const char *name;  // "zmq", "rdma"
+
+    // ctx_init: creates this transport's state for one wr_transport_ctx (its
+    // threads, library context, devices). Called by wr_transport_state the
+    // first time an endpoint of this transport is opened in that ctx, and
+    // again only if that failed (calls are serialized by the ctx). io_threads is the value given to
+    // wr_transport_ctx_new. WR_OK with *state set, or WR_ERR with a reason.
+    int (*ctx_init)(int io_threads, void **state, char *err);
+
+    // ctx_free: ends what ctx_init created, from wr_transport_ctx_free, after
+    // the caller closed every endpoint of the ctx.
+    void (*ctx_free)(void *state);
 
     // bind: listens on `addr`. Non-blocking. On success *out is a new endpoint
     // owned by the caller (release with close). Errors: address in use,
@@ -93,7 +111,7 @@ typedef struct wr_transport_ops {
     // frames in *msg point into transport storage (no copy), valid until
     // msg_release(msg); a bound endpoint fills msg->peer. A message with more
     // than two frames is dropped and reported as WR_EPROTO. Returns WR_OK,
-    // WR_ETIMEDOUT, WR_EPROTO, WR_ERR, and (added) WR_ECLOSED on a connected
+    // WR_ETIMEDOUT, WR_EPROTO, WR_ERR, and WR_ECLOSED on a connected
     // tcp/ipc endpoint whose established connection dropped (peer exited or
     // missed heartbeats) and has not come back, once queued messages are read:
     // a dead peer ends even a recv with timeout -1. *msg must be zeroed or
@@ -116,15 +134,27 @@ typedef struct wr_transport_ops {
     // close: closes the endpoint, waiting at most linger_ms for queued
     // messages. Safe on NULL.
     void (*close)(wr_endpoint *ep);
+
+    // peer_events (optional, NULL = not supported): see wr_peer_events.
+    int (*peer_events)(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed);
 } wr_transport_ops;
 
-// One per process (ZeroMQ context: I/O threads; inproc endpoints must share it).
+// A transport context: one per process. It holds, per transport, that
+// transport's own state (for ZeroMQ the library context with its I/O
+// threads, which inproc endpoints must share), created on first use by the
+// transport's ctx_init. io_threads is passed on to each transport. A
+// transport that cannot start says so at the first bind or connect that
+// needs it (the reason from its ctx_init); err is for the context itself.
 wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err);
-// Terminates the context. Close every endpoint first: ZeroMQ waits for them
-// (and for each one's linger) before returning.
+// Ends every transport's state (ctx_free) and the context. Close every
+// endpoint first: ZeroMQ waits for them (and for each one's linger) before
+// returning.
 void wr_transport_ctx_free(wr_transport_ctx *ctx);
-// The ZeroMQ context underneath (for raw-ZeroMQ comparisons in the perf tools).
-void *wr_transport_ctx_zmq(wr_transport_ctx *ctx);
+
+// For transport implementations: transport t's state in ctx, made by
+// t->ctx_init on the first call (thread-safe), the same pointer after that.
+// NULL with the reason from ctx_init when it failed (tried again next call).
+void *wr_transport_state(wr_transport_ctx *ctx, const wr_transport_ops *t, char *err);
 
 // Makes glibc keep freed large blocks (message buffers) instead of returning
 // them to the OS and faulting them in again per message (MACHINE.md: ~1.6x on
@@ -150,10 +180,8 @@ void wr_close(wr_endpoint *ep);
 // that connected (accepted) and connections that closed (a peer exited, or
 // its connection broke). The transport does not say which peer (ZeroMQ's
 // monitor names only the socket). Never blocks. WR_ERR (counts 0) for
-// connected or inproc endpoints, or without peer_events. Call from the
-// endpoint's thread.
+// connected or inproc endpoints, without peer_events, or on a transport
+// without the operation. Call from the endpoint's thread.
 int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed);
-
-extern const wr_transport_ops wr_transport_zmq;
 
 #endif

@@ -23,18 +23,19 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "transport.h"
+#include "transport_zmq.h"
 
-struct wr_transport_ctx {
-    void *z;
+// This transport's state in a wr_transport_ctx (see ctx_init in transport.h).
+typedef struct {
+    void *z;              // the ZeroMQ context: I/O threads; inproc endpoints must share it
     atomic_uint mon_seq;  // unique inproc names for the monitors
-};
+} zctx;
 
 enum { PEER_NEVER = 0, PEER_UP, PEER_LOST };
 
 struct wr_endpoint {
     const wr_transport_ops *ops;  // first: transport.c dispatches through it
-    wr_transport_ctx *ctx;
+    zctx *zc;
     void *sock;
     void *mon;        // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
     void *rmon;       // bound tcp/ipc ROUTER: PAIR counting accepted/closed connections
@@ -54,28 +55,36 @@ typedef struct {
     int has_pay;
 } zmsg_impl;
 
-wr_transport_ctx *wr_transport_ctx_new(int io_threads, char *err) {
+static const wr_transport_ops zmq_ops;
+
+static int zctx_init(int io_threads, void **state, char *err) {
     void *z = zmq_ctx_new();
-    if (!z) return wr_err(err, WR_ERR, "zmq_ctx_new: %s", zmq_strerror(errno)), NULL;
+    if (!z) return wr_err(err, WR_ERR, "zmq_ctx_new: %s", zmq_strerror(errno));
     if (zmq_ctx_set(z, ZMQ_IO_THREADS, io_threads < 1 ? 1 : io_threads) != 0) {
         wr_err(err, WR_ERR, "zmq io_threads=%d: %s", io_threads, zmq_strerror(errno));
         zmq_ctx_term(z);
-        return NULL;
+        return WR_ERR;
     }
-    wr_transport_ctx *c = wr_calloc(1, sizeof *c);
-    c->z = z;
-    atomic_init(&c->mon_seq, 0);
-    return c;
+    zctx *zc = wr_calloc(1, sizeof *zc);
+    zc->z = z;
+    atomic_init(&zc->mon_seq, 0);
+    *state = zc;
+    return WR_OK;
 }
 
-void wr_transport_ctx_free(wr_transport_ctx *ctx) {
-    if (!ctx) return;
-    while (zmq_ctx_term(ctx->z) != 0 && errno == EINTR) {
+static void zctx_free(void *state) {
+    zctx *zc = state;
+    while (zmq_ctx_term(zc->z) != 0 && errno == EINTR) {
     }
-    free(ctx);
+    free(zc);
 }
 
-void *wr_transport_ctx_zmq(wr_transport_ctx *ctx) { return ctx->z; }
+const wr_transport_ops *wr_transport_zmq(void) { return &zmq_ops; }
+
+void *wr_transport_ctx_zmq(wr_transport_ctx *ctx) {
+    zctx *zc = wr_transport_state(ctx, &zmq_ops, NULL);
+    return zc ? zc->z : NULL;
+}
 
 // ---- options ----------------------------------------------------------------
 
@@ -134,12 +143,14 @@ static const char *addr_errno_text(int e) {
 static wr_endpoint *ep_new(wr_transport_ctx *ctx, const char *addr, int router, char *err) {
     if (strlen(addr) >= sizeof ((wr_endpoint *)0)->addr)
         return wr_err(err, WR_ERR, "address '%.64s...' too long", addr), NULL;
+    zctx *zc = wr_transport_state(ctx, &zmq_ops, err);
+    if (!zc) return NULL;
     wr_endpoint *ep = wr_calloc(1, sizeof *ep);
-    ep->ops = &wr_transport_zmq;
-    ep->ctx = ctx;
+    ep->ops = &zmq_ops;
+    ep->zc = zc;
     ep->router = router;
     strcpy(ep->addr, addr);
-    ep->sock = zmq_socket(ctx->z, router ? ZMQ_ROUTER : ZMQ_DEALER);
+    ep->sock = zmq_socket(zc->z, router ? ZMQ_ROUTER : ZMQ_DEALER);
     if (!ep->sock) {
         wr_err(err, WR_ERR, "%s: zmq_socket: %s", addr, zmq_strerror(errno));
         free(ep);
@@ -148,19 +159,17 @@ static wr_endpoint *ep_new(wr_transport_ctx *ctx, const char *addr, int router, 
     return ep;
 }
 
+static void close_monitor(wr_endpoint *ep, void *pair) {
+    if (!pair) return;
+    zmq_socket_monitor(ep->sock, NULL, 0);
+    int zero = 0;
+    zmq_setsockopt(pair, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_close(pair);
+}
+
 static void ep_destroy(wr_endpoint *ep) {
-    if (ep->rmon) {
-        zmq_socket_monitor(ep->sock, NULL, 0);
-        int zero = 0;
-        zmq_setsockopt(ep->rmon, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(ep->rmon);
-    }
-    if (ep->mon) {
-        zmq_socket_monitor(ep->sock, NULL, 0);
-        int zero = 0;
-        zmq_setsockopt(ep->mon, ZMQ_LINGER, &zero, sizeof zero);
-        zmq_close(ep->mon);
-    }
+    close_monitor(ep, ep->rmon);
+    close_monitor(ep, ep->mon);
     zmq_close(ep->sock);
     free(ep);
 }
@@ -168,59 +177,53 @@ static void ep_destroy(wr_endpoint *ep) {
 // Attaches a ZeroMQ socket monitor for `events` to ep's socket and connects
 // a PAIR socket (*pair) to read them. On failure the reason names `what` and
 // addr; the caller destroys ep (which closes a partly set up *pair).
-static int attach_monitor(wr_transport_ctx *ctx, wr_endpoint *ep, const char *what, const char *addr,
-                          const char *prefix, int events, void **pair, char *err) {
+static int attach_monitor(wr_endpoint *ep, const char *what, const char *addr, const char *prefix, int events,
+                          void **pair, char *err) {
     char name[64];
-    snprintf(name, sizeof name, "inproc://%s-%u", prefix, atomic_fetch_add(&ctx->mon_seq, 1));
-    if (zmq_socket_monitor(ep->sock, name, events) != 0 || !(*pair = zmq_socket(ctx->z, ZMQ_PAIR)) ||
+    snprintf(name, sizeof name, "inproc://%s-%u", prefix, atomic_fetch_add(&ep->zc->mon_seq, 1));
+    if (zmq_socket_monitor(ep->sock, name, events) != 0 || !(*pair = zmq_socket(ep->zc->z, ZMQ_PAIR)) ||
         zmq_connect(*pair, name) != 0)
         return wr_err(err, WR_ERR, "%s %s: socket monitor: %s", what, addr, zmq_strerror(errno));
     return WR_OK;
 }
 
-static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
-                 char *err) {
+// Opens a bound (ROUTER) or connected (DEALER) endpoint: socket options, the
+// monitor of a tcp/ipc endpoint (inproc has no connections to watch), then
+// bind or connect. A DEALER's monitor tracks its one connection; a ROUTER's
+// only counts connections (wr_peer_events, when asked for): it has many
+// peers, and the monitor does not say which one an event belongs to.
+static int zopen(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, int router,
+                 wr_endpoint **out, char *err) {
     *out = NULL;
     wr_endpoint_opts def;
     if (!o) wr_endpoint_opts_default(&def), o = &def;
-    wr_endpoint *ep = ep_new(ctx, addr, 1, err);
+    const char *what = router ? "bind" : "connect";
+    wr_endpoint *ep = ep_new(ctx, addr, router, err);
     if (!ep) return WR_ERR;
     if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
-    // Only counted (wr_peer_events): a ROUTER has many peers, and the
-    // monitor does not say which one an event belongs to.
-    if (o->peer_events && strncmp(addr, "inproc://", 9) != 0 &&
-        attach_monitor(ctx, ep, "bind", addr, "wr-rmon", ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED,
-                       &ep->rmon, err) != WR_OK)
+    int watch = strncmp(addr, "inproc://", 9) != 0 && (!router || o->peer_events);
+    int events = router ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
+                        : ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED;
+    if (watch && attach_monitor(ep, what, addr, router ? "wr-rmon" : "wr-mon", events,
+                                router ? &ep->rmon : &ep->mon, err) != WR_OK)
         return ep_destroy(ep), WR_ERR;
-    if (zmq_bind(ep->sock, addr) != 0) {
+    if ((router ? zmq_bind(ep->sock, addr) : zmq_connect(ep->sock, addr)) != 0) {
         int e = errno;
         ep_destroy(ep);
-        return wr_err(err, WR_ERR, "bind %s: %s", addr, addr_errno_text(e));
+        return wr_err(err, WR_ERR, "%s %s: %s", what, addr, addr_errno_text(e));
     }
     *out = ep;
     return WR_OK;
 }
 
+static int zbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                 char *err) {
+    return zopen(ctx, addr, o, 1, out, err);
+}
+
 static int zconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
                     char *err) {
-    *out = NULL;
-    wr_endpoint_opts def;
-    if (!o) wr_endpoint_opts_default(&def), o = &def;
-    wr_endpoint *ep = ep_new(ctx, addr, 0, err);
-    if (!ep) return WR_ERR;
-    if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
-    // inproc has no connections to watch; tcp and ipc do.
-    if (strncmp(addr, "inproc://", 9) != 0 &&
-        attach_monitor(ctx, ep, "connect", addr, "wr-mon",
-                       ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED, &ep->mon, err) != WR_OK)
-        return ep_destroy(ep), WR_ERR;
-    if (zmq_connect(ep->sock, addr) != 0) {
-        int e = errno;
-        ep_destroy(ep);
-        return wr_err(err, WR_ERR, "connect %s: %s", addr, addr_errno_text(e));
-    }
-    *out = ep;
-    return WR_OK;
+    return zopen(ctx, addr, o, 0, out, err);
 }
 
 static void zclose(wr_endpoint *ep) {
@@ -281,9 +284,8 @@ static void drain_rmon(wr_endpoint *ep) {
     }
 }
 
-int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
-    *accepted = *closed = 0;
-    if (!ep || ep->ops != &wr_transport_zmq || !ep->rmon) return WR_ERR;
+static int zpeer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
+    if (!ep->rmon) return WR_ERR;
     drain_rmon(ep);
     *accepted = ep->ev_accepted;
     *closed = ep->ev_closed;
@@ -339,52 +341,30 @@ static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
     }
 }
 
-static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
-    wr_frame pay_copy = msg->payload;  // the caller's msg is left as it was
-    wr_frame *pay = &pay_copy;
-    double deadline = 0;  // set lazily by send_copy
-    int has_pay = pay->len > 0;
-    if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
-    if (has_pay && !pay->data) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay->len);
-    }
-    if ((int64_t)msg->header.len > ep->max_msg || (int64_t)pay->len > ep->max_msg) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
-                      WR_MAX(msg->header.len, pay->len), (long long)ep->max_msg);
-    }
-    if (ep->router && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX)) {
-        give_back(pay);
-        return wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
-                      msg->peer_len);
-    }
-    if (!ep->router) {
+// Checks msg before anything is queued: a refused message gives its
+// zero-copy payload back at once. WR_OK or the error.
+static int send_check(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *err) {
+    int rc = WR_OK;
+    if (pay->len > 0 && !pay->data)
+        rc = wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay->len);
+    else if ((int64_t)msg->header.len > ep->max_msg || (int64_t)pay->len > ep->max_msg)
+        rc = wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
+                    WR_MAX(msg->header.len, pay->len), (long long)ep->max_msg);
+    else if (ep->router && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX))
+        rc = wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
+                    msg->peer_len);
+    if (rc == WR_OK && !ep->router) {
         // A lost connection is sticky until the monitor reports a new one;
         // reading the monitor costs a little, so not on every send.
         if ((ep->sends++ & 15) == 0 || ep->peer_state == PEER_LOST) drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST) {
-            give_back(pay);
-            return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
-        }
+        if (ep->peer_state == PEER_LOST) rc = wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
     }
+    if (rc != WR_OK) give_back(pay);
+    return rc;
+}
 
-    // First frame: waits (up to the timeout) for room; ROUTER_MANDATORY makes
-    // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
-    int e;
-    int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
-    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
-    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
-    if (e) {
-        give_back(pay);
-        return send_errno(ep, e, msg, err);
-    }
-    if (ep->router && (e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline))) {
-        give_back(pay);
-        return send_errno(ep, e, msg, err);
-    }
-    if (!has_pay) return WR_OK;
-
+// Sends the payload frame (the last part), zero-copy when it has a free_fn.
+static int send_payload(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *err) {
     zmq_msg_t zm;
     if (pay->free_fn) {
         if (zmq_msg_init_data(&zm, pay->data, pay->len, pay->free_fn, pay->hint) != 0) {
@@ -402,19 +382,45 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         if (zmq_msg_send(&zm, ep->sock, 0) >= 0) return WR_OK;
         if (errno != EINTR) break;
     }
-    e = errno;
+    int e = errno;
     zmq_msg_close(&zm);  // calls free_fn of an unsent zero-copy payload
     return send_errno(ep, e, msg, err);
 }
 
+static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    wr_frame pay_copy = msg->payload;  // the caller's msg is left as it was
+    wr_frame *pay = &pay_copy;
+    double deadline = 0;  // set lazily by send_copy
+    int has_pay = pay->len > 0;
+    if (!has_pay) give_back(pay);  // an empty zero-copy payload is done with at once
+    int rc = send_check(ep, msg, pay, err);
+    if (rc != WR_OK) return rc;
+
+    // First frame: waits (up to the timeout) for room; ROUTER_MANDATORY makes
+    // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
+    int e;
+    int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
+    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
+    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (!e && ep->router) e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (e) {
+        give_back(pay);
+        return send_errno(ep, e, msg, err);
+    }
+    return has_pay ? send_payload(ep, msg, pay, err) : WR_OK;
+}
+
 // ---- recv -----------------------------------------------------------------------
+
+static void im_free(zmsg_impl *im) {
+    zmq_msg_close(&im->hdr);
+    zmq_msg_close(&im->pay);
+    free(im);
+}
 
 static void zmsg_release(wr_msg *msg) {
     if (!msg || !msg->impl) return;
-    zmsg_impl *im = msg->impl;
-    zmq_msg_close(&im->hdr);
-    if (im->has_pay) zmq_msg_close(&im->pay);
-    free(im);
+    im_free(msg->impl);
     msg->impl = NULL;
     memset(&msg->header, 0, sizeof msg->header);
     memset(&msg->payload, 0, sizeof msg->payload);
@@ -429,97 +435,84 @@ static int recv_part(wr_endpoint *ep, zmq_msg_t *m) {
     }
 }
 
-static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
-    msg->impl = NULL;
-    msg->peer_len = 0;
-    memset(&msg->header, 0, sizeof msg->header);
-    memset(&msg->payload, 0, sizeof msg->payload);
-    double deadline = 0;  // read the clock only once we have to wait
+static int recv_errno(wr_endpoint *ep, int e, int timeout_ms, char *err) {
+    if (e == EAGAIN) return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+    if (e == ETERM) return wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
+    return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+}
 
-    zmq_msg_t first;
-    zmq_msg_init(&first);
-    // Without a monitor to watch (bound endpoints, inproc): a plain blocking
-    // receive with a timeout, as cheap as raw ZeroMQ.
-    while (!ep->mon) {
+// Waits for the first part of a message where there is no monitor to watch
+// (bound endpoints, inproc): a plain blocking receive with a timeout, as cheap
+// as raw ZeroMQ. The clock is read only after a signal interrupted the wait.
+static int recv_first_plain(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms, char *err) {
+    double deadline = 0;
+    for (;;) {
         int t = deadline > 0 ? remaining_ms(deadline, timeout_ms) : timeout_ms;
         if (ep->rcvtimeo != t) {
             if (zmq_setsockopt(ep->sock, ZMQ_RCVTIMEO, &t, sizeof t) != 0)
-                return zmq_msg_close(&first), wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(errno));
+                return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(errno));
             ep->rcvtimeo = t;
         }
-        if (zmq_msg_recv(&first, ep->sock, 0) >= 0) goto got_first;
+        if (zmq_msg_recv(first, ep->sock, 0) >= 0) return WR_OK;
         int e = errno;
-        if (e == EINTR) {
-            if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
-            continue;
-        }
-        zmq_msg_close(&first);
-        if (e == EAGAIN) return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
-        if (e == ETERM) return wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
-        return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+        if (e != EINTR) return recv_errno(ep, e, timeout_ms, err);
+        if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
     }
+}
+
+// The same for a connected endpoint with a monitor: polls the socket and the
+// monitor, so that a lost connection ends the wait with WR_ECLOSED.
+static int recv_first_watched(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms, char *err) {
+    double deadline = 0;
     for (;;) {
-        if (zmq_msg_recv(&first, ep->sock, ZMQ_DONTWAIT) >= 0) break;
+        if (zmq_msg_recv(first, ep->sock, ZMQ_DONTWAIT) >= 0) return WR_OK;
         int e = errno;
         if (e == EINTR) continue;
-        if (e == ETERM) return zmq_msg_close(&first), wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
-        if (e != EAGAIN) return zmq_msg_close(&first), wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+        if (e != EAGAIN) return recv_errno(ep, e, timeout_ms, err);
         drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST)
-            return zmq_msg_close(&first), wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
+        if (ep->peer_state == PEER_LOST) return wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
         if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
         int left = remaining_ms(deadline, timeout_ms);
-        if (timeout_ms == 0 || (timeout_ms > 0 && left == 0))
-            return zmq_msg_close(&first), wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+        if (timeout_ms == 0 || (timeout_ms > 0 && left == 0)) return recv_errno(ep, EAGAIN, timeout_ms, err);
         zmq_pollitem_t it[2] = {{ep->sock, 0, ZMQ_POLLIN, 0}, {ep->mon, 0, ZMQ_POLLIN, 0}};
-        if (zmq_poll(it, ep->mon ? 2 : 1, left) < 0 && errno != EINTR) {
+        if (zmq_poll(it, 2, left) < 0 && errno != EINTR) {
             e = errno;
-            zmq_msg_close(&first);
             return wr_err(err, e == ETERM ? WR_ECLOSED : WR_ERR, "recv on %s: poll: %s", ep->addr, zmq_strerror(e));
         }
     }
+}
 
-got_first:;
-    zmsg_impl *im = wr_malloc(sizeof *im);
-    im->ops = &wr_transport_zmq;
-    im->has_pay = 0;
-    zmq_msg_init(&im->pay);
-    int more = zmq_msg_more(&first);
-    int bad_peer = 0;
-    if (ep->router) {
-        // First part is the routing id, the header follows.
-        size_t n = zmq_msg_size(&first);
-        if (n == 0 || n > WR_PEER_ID_MAX) bad_peer = 1;
-        else memcpy(msg->peer, zmq_msg_data(&first), n), msg->peer_len = n;
-        zmq_msg_close(&first);
-        zmq_msg_init(&im->hdr);
-        if (!more) {  // an id with no message: cannot come from a ZMTP peer, but check
-            zmsg_release(&(wr_msg){.impl = im});
-            return wr_err(err, WR_EPROTO, "recv on %s: message without a header frame dropped", ep->addr);
-        }
-        int e = recv_part(ep, &im->hdr);
-        if (e) {
-            zmq_msg_close(&im->hdr), zmq_msg_close(&im->pay), free(im);
-            return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
-        }
-        more = zmq_msg_more(&im->hdr);
-    } else {
-        zmq_msg_init(&im->hdr);
-        zmq_msg_move(&im->hdr, &first);
-        zmq_msg_close(&first);
+// Moves the header into im->hdr: on a bound endpoint `first` is the routing
+// id (copied to msg->peer; *bad_peer when it does not fit) and the header
+// follows. *more says whether a further part follows the header.
+static int take_header(wr_endpoint *ep, wr_msg *msg, zmq_msg_t *first, zmsg_impl *im, int *bad_peer, int *more,
+                       char *err) {
+    *more = zmq_msg_more(first);
+    if (!ep->router) {
+        zmq_msg_move(&im->hdr, first);
+        return WR_OK;
     }
-    int parts = 1;
-    if (more) {
-        int e = recv_part(ep, &im->pay);
-        if (e) {
-            zmq_msg_close(&im->hdr), zmq_msg_close(&im->pay), free(im);
-            return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
-        }
-        im->has_pay = 1;
-        parts = 2;
-        more = zmq_msg_more(&im->pay);
-    }
-    while (more) {  // a third part or more: read the rest of the message and drop it
+    size_t n = zmq_msg_size(first);
+    if (n == 0 || n > WR_PEER_ID_MAX) *bad_peer = 1;
+    else memcpy(msg->peer, zmq_msg_data(first), n), msg->peer_len = n;
+    if (!*more)  // an id with no message: cannot come from a ZMTP peer, but check
+        return wr_err(err, WR_EPROTO, "recv on %s: message without a header frame dropped", ep->addr);
+    int e = recv_part(ep, &im->hdr);
+    if (e) return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
+    *more = zmq_msg_more(&im->hdr);
+    return WR_OK;
+}
+
+// Reads the payload part when one follows the header, and reads and drops
+// any further parts. Returns the number of parts after the routing id, or -1
+// (reason in err) when the payload could not be read.
+static int take_rest(wr_endpoint *ep, zmsg_impl *im, int more, char *err) {
+    if (!more) return 1;
+    int e = recv_part(ep, &im->pay);
+    if (e) return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e)), -1;
+    im->has_pay = 1;
+    int parts = 2;
+    for (more = zmq_msg_more(&im->pay); more; parts++) {
         zmq_msg_t extra;
         zmq_msg_init(&extra);
         if (recv_part(ep, &extra) != 0) {
@@ -528,11 +521,32 @@ got_first:;
         }
         more = zmq_msg_more(&extra);
         zmq_msg_close(&extra);
-        parts++;
     }
+    return parts;
+}
+
+static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    msg->impl = NULL;
+    msg->peer_len = 0;
+    memset(&msg->header, 0, sizeof msg->header);
+    memset(&msg->payload, 0, sizeof msg->payload);
+    zmq_msg_t first;
+    zmq_msg_init(&first);
+    int rc = ep->mon ? recv_first_watched(ep, &first, timeout_ms, err) : recv_first_plain(ep, &first, timeout_ms, err);
+    if (rc != WR_OK) return zmq_msg_close(&first), rc;
+
+    zmsg_impl *im = wr_malloc(sizeof *im);
+    im->ops = &zmq_ops;
+    im->has_pay = 0;
+    zmq_msg_init(&im->hdr);
+    zmq_msg_init(&im->pay);
+    int bad_peer = 0, more = 0;
+    rc = take_header(ep, msg, &first, im, &bad_peer, &more, err);
+    zmq_msg_close(&first);
+    int parts = rc == WR_OK ? take_rest(ep, im, more, err) : -1;
+    if (parts < 0) return im_free(im), rc == WR_OK ? WR_ERR : rc;
     if (parts > 2 || bad_peer) {
-        wr_msg tmp = {.impl = im};
-        zmsg_release(&tmp);
+        im_free(im);
         msg->peer_len = 0;
         if (bad_peer)
             return wr_err(err, WR_EPROTO, "recv on %s: peer id longer than %d bytes, message dropped", ep->addr,
@@ -615,8 +629,10 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
     }
 }
 
-const wr_transport_ops wr_transport_zmq = {
+static const wr_transport_ops zmq_ops = {
     .name = "zmq",
+    .ctx_init = zctx_init,
+    .ctx_free = zctx_free,
     .bind = zbind,
     .connect = zconnect,
     .send = zsend,
@@ -625,4 +641,5 @@ const wr_transport_ops wr_transport_zmq = {
     .poll = zpoll,
     .last_endpoint = zlast_endpoint,
     .close = zclose,
+    .peer_events = zpeer_events,
 };

@@ -23,6 +23,7 @@
 
 #include "proto.h"
 #include "transport.h"
+#include "transport_zmq.h"
 
 // ---- a pool of reused payload buffers -----------------------------------------
 

@@ -3,8 +3,8 @@
 // Input: byte 0 flags — bits 0-1 payload mode, bit 2 expect job 7, bit 3
 // expect epoch 3, bit 4 expect step in [10, 20]; bytes 1-3 a little-endian
 // u24 n; payload_len = 0, n, n<<8, n<<16 for modes 0-3. The rest is the
-// header. Seeds (tests/fuzz/corpus/fuzz_proto/) come from test_proto with
-// WREN_WRITE_CORPUS set.
+// header. Seeds (tests/fuzz/corpus/fuzz_proto/) are written by
+// build/bin/wren-proto-corpus (tests/tools/wren-proto-corpus.c).
 //
 // Oracle beyond "no crash, no leak": a refused header leaves the output
 // zeroed with a typed reason and a text; an accepted one re-encodes, and the

@@ -1,9 +1,7 @@
 // test_proto.c — wire protocol: round trips of every kind, every typed error,
-// truncation at every byte, hostile counts, and random mutations.
-//
-// With WREN_WRITE_CORPUS=<dir> set, it also writes one fuzz seed per message
-// kind (and variants) into <dir> in the fuzz_proto input format (see
-// tests/fuzz/fuzz_proto.c): that is how tests/fuzz/corpus/fuzz_proto/ was made.
+// truncation at every byte, hostile counts, and random mutations. The
+// examples of every kind (proto_examples.h) are also the fuzz seeds that
+// build/bin/wren-proto-corpus writes into tests/fuzz/corpus/fuzz_proto/.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,103 +14,9 @@
 #include <string.h>
 
 #include "proto.h"
+#include "proto_examples.h"
 
 static int quick(void) { return getenv("WREN_TEST_QUICK") != NULL; }
-
-// ---- valid examples of every kind ---------------------------------------------
-
-static void fill(wr_pmsg *m, int type) {
-    wr_pmsg_init(m, type);
-    m->job_id = 7;
-    m->epoch = 3;
-    m->step = 12;
-    switch (type) {
-    case WR_MT_REGISTER:
-        m->role = WR_ROLE_SHARD;
-        m->n_params = 0;  // a worker's second REGISTER carries d here
-        strcpy(m->addr, "tcp://10.0.0.2:5555");
-        strcpy(m->host, "node-a");
-        m->group = 1;
-        break;
-    case WR_MT_CLUSTER_MAP:
-        m->n_params = 1000;
-        m->n_shards = 2;
-        m->shards = calloc(2, sizeof *m->shards);
-        m->shards[0] = (wr_shard_info){0, 512, "tcp://h1:1"};
-        m->shards[1] = (wr_shard_info){512, 1000, "ipc:///tmp/s1"};
-        m->n_workers_map = 3;
-        m->workers = calloc(3, sizeof *m->workers);
-        m->workers[0] = (wr_worker_info){0, "node-a", 0};
-        m->workers[1] = (wr_worker_info){2, "node-b", 1};
-        m->workers[2] = (wr_worker_info){1, "node-a", 0};
-        m->n_config = 2;
-        m->config = calloc(2, sizeof(char *));
-        m->config[0] = strdup("lr=0.001");
-        m->config[1] = strdup("codec=1bit");
-        break;
-    case WR_MT_PUSH:
-        m->shard = 1;
-        m->rank = 2;
-        m->offset = 512;
-        m->n_elems = 488;
-        m->codec = WR_CODEC_BITS;
-        m->payload_len = wr_proto_payload_bytes(WR_CODEC_BITS, 488, 0);
-        break;
-    case WR_MT_BROADCAST:
-        m->shard = 0;
-        m->offset = 0;
-        m->n_elems = 512;
-        m->codec = WR_CODEC_PLANES;
-        m->n_workers = 3;
-        m->payload_len = wr_proto_payload_bytes(WR_CODEC_PLANES, 512, 3);
-        break;
-    case WR_MT_PULL:
-        m->shard = 1;
-        m->rank = 4;
-        break;
-    case WR_MT_PARAMS:
-        m->shard = 1;
-        m->offset = 512;
-        m->n_elems = 488;
-        m->codec = WR_CODEC_FP32;
-        m->payload_len = 488 * 4;
-        break;
-    case WR_MT_HEARTBEAT:
-        m->role = WR_ROLE_WORKER;
-        m->rank = 3;
-        strcpy(m->host, "node-b");
-        break;
-    case WR_MT_BARRIER:
-        m->barrier_id = 99;
-        m->rank = 1;
-        break;
-    case WR_MT_JOIN:
-        m->role = WR_ROLE_WORKER;
-        strcpy(m->host, "node-c");
-        m->group = -1;
-        break;
-    case WR_MT_LEAVE: m->rank = 5; break;
-    case WR_MT_STATS:
-        m->n_stats = 2;
-        strcpy(m->stats[0].name, "samples_per_s");
-        m->stats[0].value = 1234.5;
-        strcpy(m->stats[1].name, "loss");
-        m->stats[1].value = -0.25;
-        break;
-    case WR_MT_DIGEST:
-        m->digest = 0xdeadbeefcafef00dULL;
-        m->shard = 0;
-        break;
-    case WR_MT_ERROR:
-        m->code = WR_EC_PROTOCOL;
-        strcpy(m->reason, "PUSH field 'o' (offset): 65 is not a multiple of 64");
-        break;
-    case WR_MT_SHUTDOWN:
-        m->code = 0;
-        strcpy(m->reason, "job done");
-        break;
-    }
-}
 
 static size_t plen(const wr_pmsg *m) { return (size_t)m->payload_len; }
 
@@ -1057,76 +961,6 @@ static void test_random_mutations(void **state) {
     wr_buf_free(&re);
 }
 
-// ---- fuzz seed corpus ------------------------------------------------------------
-
-// Input format of fuzz_proto: byte 0 flags (bits 0-1 payload mode, bit 2 expect
-// job 7, bit 3 expect epoch 3, bit 4 expect step in [10, 20]); bytes 1-3 a
-// little-endian u24 n; payload_len = 0, n, n<<8 or n<<16 for modes 0-3.
-static void write_seed(const char *dir, const char *name, const wr_buf *b, uint64_t payload, uint8_t flags) {
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    uint8_t mode = 0;
-    uint32_t n = 0;
-    if (payload == 0) mode = 0;
-    else if (payload < (1u << 24)) mode = 1, n = (uint32_t)payload;
-    else if (payload % 256 == 0 && payload >> 8 < (1u << 24)) mode = 2, n = (uint32_t)(payload >> 8);
-    else if (payload % 65536 == 0 && payload >> 16 < (1u << 24)) mode = 3, n = (uint32_t)(payload >> 16);
-    else fail_msg("seed payload %llu not representable", (unsigned long long)payload);
-    uint8_t hdr[4] = {(uint8_t)(flags | mode), (uint8_t)n, (uint8_t)(n >> 8), (uint8_t)(n >> 16)};
-    assert_int_equal(fwrite(hdr, 1, 4, f), 4);
-    assert_int_equal(fwrite(b->data, 1, b->len, f), b->len);
-    fclose(f);
-}
-
-static void test_write_corpus(void **state) {
-    (void)state;
-    const char *dir = getenv("WREN_WRITE_CORPUS");
-    if (!dir) return;  // only when asked to (re)generate tests/fuzz/corpus/fuzz_proto
-    wr_buf b = {0};
-    char name[64];
-    for (int t = 1; t < WR_MT_COUNT_; t++) {
-        wr_pmsg m;
-        fill(&m, t);
-        assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
-        snprintf(name, sizeof name, "%02d_%s", t, wr_msg_type_name(t));
-        write_seed(dir, name, &b, m.payload_len, 0);
-        snprintf(name, sizeof name, "%02d_%s_expect", t, wr_msg_type_name(t));
-        write_seed(dir, name, &b, m.payload_len, 0x1c);
-        wr_pmsg_clear(&m);
-    }
-    const int codecs[] = {WR_CODEC_BITS, WR_CODEC_PLANES, WR_CODEC_FP32};
-    for (int i = 0; i < 3; i++) {
-        wr_pmsg m;
-        fill(&m, WR_MT_BROADCAST);
-        m.codec = codecs[i];
-        m.n_elems = 1u << 20;
-        m.n_workers = 5;
-        m.payload_len = wr_proto_payload_bytes(m.codec, m.n_elems, m.n_workers);
-        assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
-        snprintf(name, sizeof name, "bcast_%s_1M", i == 0 ? "bits" : i == 1 ? "planes" : "fp32");
-        write_seed(dir, name, &b, m.payload_len, 0);
-    }
-    // The second REGISTER of a worker (d and training-set size) and the
-    // epoch-1 map with the total step count: the optional keys 'np', 'nt', 'ts'.
-    wr_pmsg m;
-    fill(&m, WR_MT_REGISTER);
-    m.role = WR_ROLE_WORKER;
-    m.addr[0] = 0;
-    m.n_params = 535818;
-    m.train_examples = 60000;
-    assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
-    write_seed(dir, "register_worker_d_nt", &b, 0, 0);
-    wr_pmsg_clear(&m);
-    fill(&m, WR_MT_CLUSTER_MAP);
-    m.total_steps = 3744;
-    assert_int_equal(wr_proto_encode(&m, &b, NULL), WR_OK);
-    write_seed(dir, "cluster_map_ts", &b, m.payload_len, 0);
-    wr_pmsg_clear(&m);
-    wr_buf_free(&b);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_every_kind),
@@ -1149,7 +983,6 @@ int main(void) {
         cmocka_unit_test(test_array_maxima),
         cmocka_unit_test(test_encode_refuses),
         cmocka_unit_test(test_random_mutations),
-        cmocka_unit_test(test_write_corpus),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,99 @@
+// proto_examples.h — one valid message of every kind, shared by test_proto.c
+// and the fuzz-corpus writer (tests/tools/wren-proto-corpus.c), so the seeds
+// are exactly the messages the unit tests round-trip.
+#ifndef WR_TEST_PROTO_EXAMPLES_H
+#define WR_TEST_PROTO_EXAMPLES_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto.h"
+
+// The range and payload fields of a data message.
+static inline void bulk(wr_pmsg *m, int32_t shard, uint64_t offset, uint64_t n, int codec, uint32_t n_workers) {
+    m->shard = shard;
+    m->offset = offset;
+    m->n_elems = n;
+    m->codec = codec;
+    m->n_workers = n_workers;
+    m->payload_len = wr_proto_payload_bytes(codec, n, n_workers);
+}
+
+// Initialises m as the example of `type` (it owns heap arrays: free with wr_pmsg_clear).
+static inline void fill(wr_pmsg *m, int type) {
+    wr_pmsg_init(m, type);
+    m->job_id = 7;
+    m->epoch = 3;
+    m->step = 12;
+    switch (type) {
+    case WR_MT_REGISTER:
+        m->role = WR_ROLE_SHARD;
+        m->n_params = 0;  // a worker's second REGISTER carries d here
+        strcpy(m->addr, "tcp://10.0.0.2:5555");
+        strcpy(m->host, "node-a");
+        m->group = 1;
+        break;
+    case WR_MT_CLUSTER_MAP:
+        m->n_params = 1000;
+        m->n_shards = 2;
+        m->shards = calloc(2, sizeof *m->shards);
+        m->shards[0] = (wr_shard_info){0, 512, "tcp://h1:1"};
+        m->shards[1] = (wr_shard_info){512, 1000, "ipc:///tmp/s1"};
+        m->n_workers_map = 3;
+        m->workers = calloc(3, sizeof *m->workers);
+        m->workers[0] = (wr_worker_info){0, "node-a", 0};
+        m->workers[1] = (wr_worker_info){2, "node-b", 1};
+        m->workers[2] = (wr_worker_info){1, "node-a", 0};
+        m->n_config = 2;
+        m->config = calloc(2, sizeof(char *));
+        m->config[0] = strdup("lr=0.001");
+        m->config[1] = strdup("codec=1bit");
+        break;
+    case WR_MT_PUSH:
+        bulk(m, 1, 512, 488, WR_CODEC_BITS, 0);
+        m->rank = 2;
+        break;
+    case WR_MT_BROADCAST: bulk(m, 0, 0, 512, WR_CODEC_PLANES, 3); break;
+    case WR_MT_PULL:
+        m->shard = 1;
+        m->rank = 4;
+        break;
+    case WR_MT_PARAMS: bulk(m, 1, 512, 488, WR_CODEC_FP32, 0); break;
+    case WR_MT_HEARTBEAT:
+        m->role = WR_ROLE_WORKER;
+        m->rank = 3;
+        strcpy(m->host, "node-b");
+        break;
+    case WR_MT_BARRIER:
+        m->barrier_id = 99;
+        m->rank = 1;
+        break;
+    case WR_MT_JOIN:
+        m->role = WR_ROLE_WORKER;
+        strcpy(m->host, "node-c");
+        m->group = -1;
+        break;
+    case WR_MT_LEAVE: m->rank = 5; break;
+    case WR_MT_STATS:
+        m->n_stats = 2;
+        strcpy(m->stats[0].name, "samples_per_s");
+        m->stats[0].value = 1234.5;
+        strcpy(m->stats[1].name, "loss");
+        m->stats[1].value = -0.25;
+        break;
+    case WR_MT_DIGEST:
+        m->digest = 0xdeadbeefcafef00dULL;
+        m->shard = 0;
+        break;
+    case WR_MT_ERROR:
+        m->code = WR_EC_PROTOCOL;
+        strcpy(m->reason, "PUSH field 'o' (offset): 65 is not a multiple of 64");
+        break;
+    case WR_MT_SHUTDOWN:
+        m->code = 0;
+        strcpy(m->reason, "job done");
+        break;
+    }
+}
+
+#endif
