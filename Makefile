@@ -161,6 +161,10 @@ check-layering:
 	  INC_common="$(call inc_for,common/x.c)" INC_server="$(call inc_for,server/x.c)" \
 	  INC_worker="$(call inc_for,worker/x.c)" scripts/check-layering
 
+# shellcheck over every shell script (scripts/check-shell says which files).
+check-shell: deps
+	@scripts/check-shell
+
 # ---- fuzzing (clang libFuzzer) -------------------------------------------
 # The libraries are rebuilt with clang and the sanitizers under build/fuzzlib,
 # each file with its own ISA flags, then each target links against them.
