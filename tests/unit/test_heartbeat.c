@@ -19,9 +19,6 @@
 #include "proto.h"
 #include "transport.h"
 
-static char tmpdir[64];
-static int seq;
-
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -41,19 +38,22 @@ static void beat_msg(wr_pmsg *h) {
 typedef struct {
     wr_transport_ctx *ctx;
     wr_endpoint *srv;  // the "coordinator": a bound endpoint
+    char dir[64];      // its socket's temp dir
     char addr[256];
 } coord_t;
 
-// Binds the fake coordinator on an ipc address in tmpdir (inproc shares the
-// context the same way; ipc also reports the heartbeat's disconnection).
+// Binds the fake coordinator on ipc in a temp dir of its own (ipc, unlike
+// inproc, reports the heartbeat's connection closing as a peer event).
 static void coord_open(coord_t *c) {
     char err[WR_ERR_LEN];
+    snprintf(c->dir, sizeof c->dir, "/tmp/wren-hb-XXXXXX");
+    assert_non_null(mkdtemp(c->dir));
     c->ctx = wr_transport_ctx_new(1, err);
     assert_non_null(c->ctx);
     wr_endpoint_opts o;
     wr_endpoint_opts_default(&o);
     o.peer_events = 1;
-    snprintf(c->addr, sizeof c->addr, "ipc://%s/hb%d", tmpdir, ++seq);
+    snprintf(c->addr, sizeof c->addr, "ipc://%s/coord", c->dir);
     if (wr_bind(c->ctx, c->addr, &o, &c->srv, err) != WR_OK) fail_msg("bind %s: %s", c->addr, err);
 }
 
@@ -64,6 +64,10 @@ static void coord_close(coord_t *c) {
     alarm(20);
     wr_transport_ctx_free(c->ctx);
     alarm(0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/coord", c->dir);
+    unlink(path);  // normally gone with the listener already
+    rmdir(c->dir);
     memset(c, 0, sizeof *c);
 }
 
@@ -89,19 +93,26 @@ static int recv_beat(coord_t *c, int timeout_ms) {
     return 1;
 }
 
+// Starts a heartbeat to c at `interval` and receives its first beat, which
+// is sent at once.
+static wr_heartbeat *start_beats(coord_t *c, double interval) {
+    char err[WR_ERR_LEN];
+    wr_pmsg h;
+    beat_msg(&h);
+    wr_heartbeat *hb = wr_heartbeat_start(c->ctx, c->addr, &h, interval, err);
+    if (!hb) fail_msg("start: %s", err);
+    wr_pmsg_clear(&h);  // the thread keeps its own copy
+    assert_true(recv_beat(c, 5000));
+    return hb;
+}
+
 // Beats arrive at roughly the interval: one at once, then one per interval.
 static void test_beats_at_interval(void **state) {
     (void)state;
     coord_t c;
     coord_open(&c);
-    char err[WR_ERR_LEN];
-    wr_pmsg h;
-    beat_msg(&h);
     const double interval = 0.05;
-    wr_heartbeat *hb = wr_heartbeat_start(c.ctx, c.addr, &h, interval, err);
-    if (!hb) fail_msg("start: %s", err);
-    wr_pmsg_clear(&h);  // the thread keeps its own copy
-    assert_true(recv_beat(&c, 5000));  // the first beat is sent at once
+    wr_heartbeat *hb = start_beats(&c, interval);
     int beats = 0;
     double t0 = now_s(), el;
     while ((el = now_s() - t0) < 1.0) beats += recv_beat(&c, 100);
@@ -118,18 +129,13 @@ static void test_stop_prompt_and_closes(void **state) {
     (void)state;
     coord_t c;
     coord_open(&c);
-    char err[WR_ERR_LEN];
-    wr_pmsg h;
-    beat_msg(&h);
-    wr_heartbeat *hb = wr_heartbeat_start(c.ctx, c.addr, &h, 30.0, err);
-    if (!hb) fail_msg("start: %s", err);
-    wr_pmsg_clear(&h);
-    assert_true(recv_beat(&c, 5000));
+    wr_heartbeat *hb = start_beats(&c, 30.0);
     double t0 = now_s();
     wr_heartbeat_stop(hb);
     double took = now_s() - t0;
     if (took > 5.0) fail_msg("stop took %.2f s with a 30 s interval", took);
     // The connection's close reaches the bound side as a peer event.
+    char err[WR_ERR_LEN];
     unsigned long closed = 0, a, cl;
     for (int i = 0; i < 100 && closed == 0; i++) {
         int ready = 0;
@@ -164,27 +170,12 @@ static void test_start_errors(void **state) {
     assert_true(strlen(err) > 0);
     h.type = -1;  // not a message type
     err[0] = '\0';
-    char addr[128];
-    snprintf(addr, sizeof addr, "ipc://%s/hb-none", tmpdir);
-    assert_null(wr_heartbeat_start(ctx, addr, &h, 0.1, err));
+    assert_null(wr_heartbeat_start(ctx, "inproc://hb-none", &h, 0.1, err));
     assert_true(strlen(err) > 0);
     wr_pmsg_clear(&h);
     alarm(20);
     wr_transport_ctx_free(ctx);  // nothing left open by the failed starts
     alarm(0);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/wren-hb-XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 int main(void) {
@@ -194,5 +185,5 @@ int main(void) {
         cmocka_unit_test(test_stop_null),
         cmocka_unit_test(test_start_errors),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
