@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package wren needs to build, test, benchmark and run.
+# (ThreadSanitizer's runtime, libtsan2, comes with gcc through libgcc-12-dev;
+# build-essential pulls it in.)
 # Idempotent: prints nothing and exits 0 when everything is present.
 # Usage: scripts/install-deps.sh [--check]   (--check: only report, exit 1 if missing)
 set -euo pipefail
@@ -10,6 +12,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev
   libcmocka-dev zlib1g-dev
   clang libclang-rt-dev
+  shellcheck clang-format
   dataset-fashion-mnist
   iproute2 python3
 )

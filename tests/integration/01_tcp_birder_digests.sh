@@ -8,7 +8,7 @@ source "$(dirname "$0")/lib/common.bash"
 
 run_local run -S 2 -n 2 --transport tcp model=mlp codec=birder broadcast=1bit hfp8=on \
     batch=128 steps=300 lr=0.001 digest_every=50 progress_every=100 eval=end
-[ "$RC" = 0 ] || fail "wren-local exited with $RC (expected 0)"
+[ "$RC" = "$WR_EXIT_OK" ] || fail "wren-local exited with $RC (expected $WR_EXIT_OK)"
 check_digests
 acc=$(json_get "$T/sum/worker-0.json" accuracy)
 [ -n "$acc" ] || fail "no accuracy in the summary of worker 0"

@@ -26,13 +26,13 @@ for sig in INT TERM; do
     kill -0 "$pid" 2>/dev/null && fail "wren-local still running 15 s after SIG$sig"
     wait "$pid"
     rc=$?
-    [ "$rc" != 0 ] || fail "wren-local exited 0 after SIG$sig"
+    [ "$rc" != "$WR_EXIT_OK" ] || fail "wren-local exited $rc after SIG$sig"
     sleep 0.5
-    left=$(ours)
-    if [ -n "$left" ]; then
-        ps -o pid,args -p $(echo $left | tr ' ' ,) >&2
-        kill -KILL $left 2>/dev/null
-        fail "processes left running after SIG$sig of wren-local: $left"
+    mapfile -t left < <(ours)
+    if [ ${#left[@]} -gt 0 ]; then
+        ps -o pid,args -p "$(IFS=,; echo "${left[*]}")" >&2
+        kill -KILL "${left[@]}" 2>/dev/null
+        fail "processes left running after SIG$sig of wren-local: ${left[*]}"
     fi
     echo "  SIG$sig: wren-local exited $rc, no process left"
 done

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# A worker that dies in the middle of training stops the job with status 5:
+# A worker that dies in the middle of training stops the job with status 5
+# (WR_EXIT_NODE_LOST):
 #  - SIGKILL (its connections close): the coordinator notices at once;
 #  - SIGSTOP (hung: connections stay open, heartbeats stop): the coordinator
 #    declares it dead after heartbeat_timeout (3 s here).
 # Each time the coordinator names the dead worker, the surviving workers stop
 # on the coordinator's SHUTDOWN (not on their own step_timeout of 120 s), and
-# wren-local exits 5 with nothing left running.
+# wren-local exits with that status and nothing left running.
 source "$(dirname "$0")/lib/common.bash"
 
 pat='\[(error|warn)\].*(dead|died|silent)'
@@ -34,13 +35,14 @@ for sig in KILL STOP; do
     wait "$pid"
     rc=$?
     t1=$(date +%s)
-    [ "$rc" = 5 ] || fail "SIG$sig: wren-local exited with $rc (expected 5, a node died)"
+    [ "$rc" = "$WR_EXIT_NODE_LOST" ] ||
+        fail "SIG$sig: wren-local exited with $rc (expected $WR_EXIT_NODE_LOST, a node died)"
     grep -Eqi "$pat" "$L/coordinator.log" || fail "SIG$sig: the coordinator does not say (as an error) that a node died"
     grep -Ei "$pat" "$L/coordinator.log" | grep -Eq 'worker [0-9]' ||
         fail "SIG$sig: the coordinator's message does not name the worker"
     grep -q 'step_timeout' "$L/"worker*.log && fail "SIG$sig: a surviving worker waited for its step_timeout instead of the SHUTDOWN"
     left=$(pgrep -f -- "ipc://$T/" || true)
     [ -z "$left" ] || fail "SIG$sig: processes left running: $left"
-    echo "  SIG$sig: status 5 after $((t1 - t0)) s: $(grep -Ei "$pat" "$L/coordinator.log" | head -n 1)"
+    echo "  SIG$sig: status $rc after $((t1 - t0)) s: $(grep -Ei "$pat" "$L/coordinator.log" | head -n 1)"
 done
-pass "a killed or hung worker stops the job with status 5, named"
+pass "a killed or hung worker stops the job with status $WR_EXIT_NODE_LOST, named"

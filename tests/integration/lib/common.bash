@@ -1,9 +1,11 @@
 # common.bash — helpers for tests/integration/*.sh (sourced, not run).
 # Each test gets its own temp dir ($T), kills what it started in an EXIT trap
-# and fails with a clear message through `fail`.
+# and fails with a clear message through `fail`. The wren exit statuses are
+# checked by name (WR_EXIT_*, scripts/lib/exit-status.sh).
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)
+source "$ROOT/scripts/lib/exit-status.sh"
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 BIN=$BUILD/bin
@@ -48,13 +50,14 @@ for b in wren-server wren-worker; do
 done
 
 # run_local NAME args... : runs scripts/wren-local with logs and summaries in $T,
-# stdout+stderr into $T/NAME.out; sets RC.
+# stdout+stderr into $T/NAME.out; sets RC (wren-local's exit status).
 run_local() {
     local name=$1
     shift
     mkdir -p "$T/logs" "$T/sum"
     TMPDIR=$T "$ROOT/scripts/wren-local" --log-dir "$T/logs" --summary-dir "$T/sum" "$@" \
         >"$T/$name.out" 2>&1
+    # shellcheck disable=SC2034  # RC is read by the test that sourced this file
     RC=$?
 }
 
@@ -67,5 +70,6 @@ check_digests() {
     m=$(echo "$line" | sed -E 's/.*passed, ([0-9]+) failed/\1/')
     [ "$n" -ge 1 ] || fail "no digest check happened ($line)"
     [ "$m" = 0 ] || fail "replica digests disagreed ($line)"
+    # shellcheck disable=SC2034  # DIGESTS_PASSED is read by the test that sourced this file
     DIGESTS_PASSED=$n
 }
