@@ -3,6 +3,7 @@
 #include "cpu.h"
 
 #include <cpuid.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,9 +15,15 @@ static int has_f16c(void) {
     return (c >> 29) & 1;
 }
 
-static int g_max = -1;    // detected
-static int g_force = -1;  // wr_cpu_force_level
-static int g_env = -2;    // WREN_SIMD, -2 = not read yet
+// Cached on first use by whichever thread asks first (a shard and a worker
+// in one test process may ask at once): every thread computes the same
+// value, so relaxed atomics suffice; they make the race a non-race.
+static atomic_int g_max = -1;    // detected
+static atomic_int g_force = -1;  // wr_cpu_force_level
+static atomic_int g_env = -2;    // WREN_SIMD, -2 = not read yet
+
+static int load(atomic_int *v) { return atomic_load_explicit(v, memory_order_relaxed); }
+static void store(atomic_int *v, int x) { atomic_store_explicit(v, x, memory_order_relaxed); }
 
 const char *wr_isa_name(enum wr_isa isa) {
     switch (isa) {
@@ -27,7 +34,7 @@ const char *wr_isa_name(enum wr_isa isa) {
 }
 
 enum wr_isa wr_cpu_max_level(void) {
-    if (g_max < 0) {
+    if (load(&g_max) < 0) {
         __builtin_cpu_init();
         int lvl = WR_ISA_SCALAR;
         if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
@@ -37,23 +44,25 @@ enum wr_isa wr_cpu_max_level(void) {
             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq") &&
             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vpopcntdq"))
             lvl = WR_ISA_AVX512;
-        g_max = lvl;
+        store(&g_max, lvl);
     }
-    return (enum wr_isa)g_max;
+    return (enum wr_isa)load(&g_max);
 }
 
 enum wr_isa wr_cpu_level(void) {
     int lvl = wr_cpu_max_level();
-    if (g_env == -2) {
+    if (load(&g_env) == -2) {
         const char *e = getenv("WREN_SIMD");
-        g_env = -1;
-        if (e && strcmp(e, "scalar") == 0) g_env = WR_ISA_SCALAR;
-        if (e && strcmp(e, "avx2") == 0) g_env = WR_ISA_AVX2;
-        if (e && strcmp(e, "avx512") == 0) g_env = WR_ISA_AVX512;
+        int env = -1;
+        if (e && strcmp(e, "scalar") == 0) env = WR_ISA_SCALAR;
+        if (e && strcmp(e, "avx2") == 0) env = WR_ISA_AVX2;
+        if (e && strcmp(e, "avx512") == 0) env = WR_ISA_AVX512;
+        store(&g_env, env);
     }
-    if (g_env >= 0 && g_env < lvl) lvl = g_env;
-    if (g_force >= 0 && g_force < lvl) lvl = g_force;
+    int env = load(&g_env), force = load(&g_force);
+    if (env >= 0 && env < lvl) lvl = env;
+    if (force >= 0 && force < lvl) lvl = force;
     return (enum wr_isa)lvl;
 }
 
-void wr_cpu_force_level(int level) { g_force = level; }
+void wr_cpu_force_level(int level) { store(&g_force, level); }
