@@ -28,7 +28,7 @@ enum wr_lr_schedule { WR_LR_CONSTANT = 0, WR_LR_COSINE = 1 };
 
 typedef struct {
     uint64_t job_id;          // job_id: tags every message (default 1)
-    int mode;                 // mode = ps | allreduce (allreduce: later issue, refused for now)
+    int mode;                 // mode = ps | allreduce (allreduce is refused until that exchange exists)
     int shards;               // shards = S (>= 1)
     int workers;              // workers = n (>= 1)
     char model[WR_MODEL_SPEC_MAX];  // model = mlp | cnn | synthetic:D

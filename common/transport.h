@@ -157,7 +157,7 @@ void wr_transport_ctx_free(wr_transport_ctx *ctx);
 void *wr_transport_state(wr_transport_ctx *ctx, const wr_transport_ops *t, char *err);
 
 // Makes glibc keep freed large blocks (message buffers) instead of returning
-// them to the OS and faulting them in again per message (MACHINE.md: ~1.6x on
+// them to the OS and faulting them in again per message (measured here: ~1.6x on
 // large messages). Call once at program start, before threads. Idempotent.
 void wr_transport_tune_malloc(void);
 

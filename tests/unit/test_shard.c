@@ -474,7 +474,7 @@ static void test_data_max_msg(void **state) {
     assert_int_equal(wr_proto_data_frame_max(1000000), WR_PROTO_MAX_CONTROL_MSG);  // 4 MB range < header bound
     assert_int_equal(wr_proto_data_frame_max(2000000), 8000000 + 65536);
     assert_int_equal(wr_proto_data_frame_max(WR_MAX_ELEMS), (int64_t)WR_MAX_ELEMS * 4 + 65536);
-    assert_true(wr_proto_data_frame_max(1000000) < (INT64_C(1) << 32));  // far below the old 4 GiB default
+    assert_true(wr_proto_data_frame_max(1000000) < (INT64_C(1) << 32));  // far below the transport's 4 GiB default
 }
 
 int main(void) {
