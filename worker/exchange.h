@@ -8,18 +8,23 @@
 //                                    Birder with n = 1, Adam or SGDM applied here
 //   ps     (ps_join.c, ps_step.c)    the cluster client of mode=ps: PUSH each
 //                                    shard's range, apply each shard's BROADCAST
-//   allreduce (later: allreduce.c)   mode=allreduce (ALGORITHMS.md 1.4): joins
-//                                    through the coordinator like ps (its join
-//                                    reads the same cluster map), exchanges
-//                                    bit-planes with the other workers of its
-//                                    group in step, applies like ps; no new
-//                                    operation is needed
+//   allreduce (to come: allreduce_join.c, allreduce_step.c beside the ps
+//                                    files) mode=allreduce (hierarchical 1-bit
+//                                    all-reduce, ALGORITHMS.md 1.4): config and
+//                                    join through the coordinator as ps does (the
+//                                    same cluster map, workers grouped by the
+//                                    `group` they register with); its step
+//                                    counts and requantizes bit-planes with the
+//                                    other workers (wr_birder_count_planes,
+//                                    wr_birder_requantize) and applies them
+//                                    itself; it needs no new operation, and
+//                                    main.c picks it by the config's mode
 //
 // An exchange owns all state it needs (optimizer or Birder state, sockets,
 // threads); the loop owns the job (wr_train_job: config, model, data). Call
 // order: config, join, step (t = 1 .. total_steps, with digests after steps
-// that are due), leave, free. leave follows the run and any failure after
-// config; free always comes last.
+// that are due), leave, free. leave comes after the run or after the first
+// failure (the exchange's or the loop's, from config on); free comes last.
 //
 // Return values of config, join and step: WR_EXIT_OK, or the process exit
 // status to stop with (enum wr_exit_status) with err holding a one-line

@@ -27,6 +27,14 @@ typedef struct {
     int64_t overflows; // steps skipped so far
 } local;
 
+static void local_free(void *self) {
+    local *l = self;
+    free(l->s1);
+    free(l->s2);
+    free(l->bits);
+    free(l);
+}
+
 static int local_config(void *self, wr_train_job *job, char *err) {
     local *l = self;
     wr_log_set_name("standalone");
@@ -85,22 +93,9 @@ static int local_step(void *self, wr_exchange_step *s, char *err) {
 
 static void local_leave(void *self, int status, const char *reason, const wr_train_stats *st) {}
 
-static void local_free(void *self) {
-    local *l = self;
-    free(l->s1);
-    free(l->s2);
-    free(l->bits);
-    free(l);
-}
-
 static const wr_exchange_ops local_ops = {
-    .mode = "standalone",
-    .config = local_config,
-    .join = local_join,
-    .step = local_step,
-    .digests = NULL,
-    .leave = local_leave,
-    .free = local_free,
+    .mode = "standalone", .config = local_config, .join = local_join, .step = local_step,
+    .digests = NULL, .leave = local_leave, .free = local_free,
 };
 
 wr_exchange wr_exchange_local(const wr_job_config *cfg) {

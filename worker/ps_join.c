@@ -500,13 +500,8 @@ static void ps_free(void *self) {
 }
 
 static const wr_exchange_ops ps_ops = {
-    .mode = "ps",
-    .config = ps_config,
-    .join = ps_join,
-    .step = wr_ps_step,
-    .digests = wr_ps_digests,
-    .leave = ps_leave,
-    .free = ps_free,
+    .mode = "ps", .config = ps_config, .join = ps_join, .step = wr_ps_step,
+    .digests = wr_ps_digests, .leave = ps_leave, .free = ps_free,
 };
 
 wr_exchange wr_exchange_ps(const wr_ps_opts *o) {
