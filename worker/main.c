@@ -1,5 +1,6 @@
-// main.c — wren-worker: one worker of a cluster job (--coordinator), or the
-// single-process baseline without any cluster (--standalone).
+// main.c — wren-worker: one worker of a cluster job (--coordinator, the ps
+// exchange), or the single-process baseline without any cluster
+// (--standalone, the local exchange); both run the loop of train.h.
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -9,8 +10,8 @@
 #include "config.h"
 #include "log.h"
 #include "proto.h"
-#include "ps_client.h"
-#include "standalone.h"
+#include "exchange.h"
+#include "train.h"
 #include "wr_common.h"
 
 static void usage(FILE *f) {
@@ -42,6 +43,7 @@ static void usage(FILE *f) {
             "timeout; 4 replica digest mismatch; 5 a node died; 6 coordinator unreachable.\n");
 }
 
+// Returns 0, or -1 after saying what is wrong.
 static int parse_int(const char *opt, const char *s, long lo, long hi, int *out) {
     char *end;
     errno = 0;
@@ -54,107 +56,131 @@ static int parse_int(const char *opt, const char *s, long lo, long hi, int *out)
     return 0;
 }
 
-int main(int argc, char **argv) {
-    enum { O_HOST = 256, O_GROUP, O_SUMMARY, O_LOG, O_THREADS, O_CTO, O_STANDALONE, O_CONFIG };
-    static const struct option longopts[] = {
-        {"coordinator", required_argument, NULL, 'c'},
-        {"host", required_argument, NULL, O_HOST},
-        {"group", required_argument, NULL, O_GROUP},
-        {"summary", required_argument, NULL, O_SUMMARY},
-        {"log-level", required_argument, NULL, O_LOG},
-        {"threads", required_argument, NULL, O_THREADS},
-        {"connect-timeout", required_argument, NULL, O_CTO},
-        {"standalone", no_argument, NULL, O_STANDALONE},
-        {"config", required_argument, NULL, O_CONFIG},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    wr_worker_opts o;
-    wr_worker_opts_default(&o);
-    int standalone = 0;
-    const char *config_path = NULL;
+// The command line.
+typedef struct {
+    wr_ps_opts ps;
+    wr_train_opts train;
+    int standalone;
+    const char *config_path;
+} cli;
+
+enum { O_HOST = 256, O_GROUP, O_SUMMARY, O_LOG, O_THREADS, O_CTO, O_STANDALONE, O_CONFIG };
+
+static const struct option longopts[] = {
+    {"coordinator", required_argument, NULL, 'c'},
+    {"host", required_argument, NULL, O_HOST},
+    {"group", required_argument, NULL, O_GROUP},
+    {"summary", required_argument, NULL, O_SUMMARY},
+    {"log-level", required_argument, NULL, O_LOG},
+    {"threads", required_argument, NULL, O_THREADS},
+    {"connect-timeout", required_argument, NULL, O_CTO},
+    {"standalone", no_argument, NULL, O_STANDALONE},
+    {"config", required_argument, NULL, O_CONFIG},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+// Takes one option of getopt_long's (c, optarg). Returns -1 to go on, else
+// the exit status to stop with at once.
+static int take_option(cli *o, int c, char **argv) {
+    switch (c) {
+    case 'c': o->ps.coordinator = optarg; break;
+    case O_HOST:
+        if (strlen(optarg) >= WR_HOST_MAX) {
+            fprintf(stderr, "wren-worker: --host: '%s' is longer than %d bytes\n", optarg, WR_HOST_MAX - 1);
+            return WR_EXIT_CONFIG;
+        }
+        o->ps.host = optarg;
+        break;
+    case O_GROUP:
+        if (parse_int("--group", optarg, 0, WR_MAX_WORKERS - 1, &o->ps.group)) return WR_EXIT_CONFIG;
+        break;
+    case O_SUMMARY: o->train.summary_path = optarg; break;
+    case O_LOG: {
+        int l = wr_log_parse_level(optarg);
+        if (l < 0) {
+            fprintf(stderr, "wren-worker: --log-level: '%s' is not one of error, warn, info, debug\n", optarg);
+            return WR_EXIT_CONFIG;
+        }
+        wr_log_set_level((enum wr_log_level)l);
+        break;
+    }
+    case O_THREADS:
+        if (parse_int("--threads", optarg, 0, 256, &o->train.threads)) return WR_EXIT_CONFIG;
+        break;
+    case O_CTO: {
+        char *end;
+        double v = strtod(optarg, &end);
+        if (end == optarg || *end || !(v > 0) || v > 86400) {
+            fprintf(stderr, "wren-worker: --connect-timeout: '%s' is not a number of seconds in (0, 86400]\n", optarg);
+            return WR_EXIT_CONFIG;
+        }
+        o->ps.connect_timeout = v;
+        break;
+    }
+    case O_STANDALONE: o->standalone = 1; break;
+    case O_CONFIG: o->config_path = optarg; break;
+    case 'h': usage(stdout); return WR_EXIT_OK;
+    default:
+        if (optopt && optopt < 256)
+            fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);
+        else
+            fprintf(stderr, "wren-worker: unknown option or missing argument: %s\n", argv[optind - 1]);
+        fprintf(stderr, "try 'wren-worker --help'\n");
+        return WR_EXIT_CONFIG;
+    }
+    return -1;
+}
+
+// Parses the options into o (key=value arguments are left at argv[optind..]).
+// Returns -1 to go on, else the exit status to stop with.
+static int parse_options(cli *o, int argc, char **argv) {
+    memset(o, 0, sizeof *o);
+    wr_ps_opts_default(&o->ps);
+    o->train.threads = 1;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'c': o.coordinator = optarg; break;
-        case O_HOST:
-            if (strlen(optarg) >= WR_HOST_MAX) {
-                fprintf(stderr, "wren-worker: --host: '%s' is longer than %d bytes\n", optarg, WR_HOST_MAX - 1);
-                return 2;
-            }
-            o.host = optarg;
-            break;
-        case O_GROUP:
-            if (parse_int("--group", optarg, 0, WR_MAX_WORKERS - 1, &o.group)) return 2;
-            break;
-        case O_SUMMARY: o.summary_path = optarg; break;
-        case O_LOG: {
-            int l = wr_log_parse_level(optarg);
-            if (l < 0) {
-                fprintf(stderr, "wren-worker: --log-level: '%s' is not one of error, warn, info, debug\n", optarg);
-                return 2;
-            }
-            wr_log_set_level((enum wr_log_level)l);
-            break;
-        }
-        case O_THREADS:
-            if (parse_int("--threads", optarg, 0, 256, &o.threads)) return 2;
-            break;
-        case O_CTO: {
-            char *end;
-            double v = strtod(optarg, &end);
-            if (end == optarg || *end || !(v > 0) || v > 86400) {
-                fprintf(stderr, "wren-worker: --connect-timeout: '%s' is not a number of seconds in (0, 86400]\n", optarg);
-                return 2;
-            }
-            o.connect_timeout = v;
-            break;
-        }
-        case O_STANDALONE: standalone = 1; break;
-        case O_CONFIG: config_path = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default:
-            if (optopt && optopt < 256)
-                fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);
-            else
-                fprintf(stderr, "wren-worker: unknown option or missing argument: %s\n", argv[optind - 1]);
-            fprintf(stderr, "try 'wren-worker --help'\n");
-            return 2;
-        }
+        int st = take_option(o, c, argv);
+        if (st >= 0) return st;
     }
+    return -1;
+}
 
-    if (standalone) {
-        if (o.coordinator) {
-            fprintf(stderr, "wren-worker: --standalone and --coordinator exclude each other\n");
-            return 2;
-        }
-        wr_job_config cfg;
-        char err[WR_ERR_LEN];
-        if (wr_config_from_args(&cfg, config_path, argv + optind, argc - optind, err) != WR_OK) {
-            fprintf(stderr, "wren-worker: %s\n", err);
-            return WR_EXIT_CONFIG;
-        }
-        wr_log_set_name("standalone");
-        int rc = wr_standalone_train(&cfg, o.summary_path, err);
-        if (rc != WR_OK) {
-            wr_error("%s", err);
-            return 1;
-        }
-        return 0;
+static int run_standalone(const cli *o, char **kv, int n_kv) {
+    if (o->ps.coordinator) {
+        fprintf(stderr, "wren-worker: --standalone and --coordinator exclude each other\n");
+        return WR_EXIT_CONFIG;
     }
+    wr_job_config cfg;
+    char err[WR_ERR_LEN];
+    if (wr_config_from_args(&cfg, o->config_path, kv, n_kv, err) != WR_OK) {
+        fprintf(stderr, "wren-worker: %s\n", err);
+        return WR_EXIT_CONFIG;
+    }
+    return wr_train_run(wr_exchange_local(&cfg), &o->train, NULL, err);
+}
 
-    if (!o.coordinator) {
+static int run_cluster(const cli *o, char **kv, int n_kv) {
+    if (!o->ps.coordinator) {
         fprintf(stderr, "wren-worker: --coordinator ADDR is required (or --standalone); try --help\n");
-        return 2;
+        return WR_EXIT_CONFIG;
     }
-    if (config_path || optind < argc) {
+    if (o->config_path || n_kv > 0) {
         fprintf(stderr,
                 "wren-worker: the job config comes from the coordinator; --config and key=value "
                 "are for --standalone (got '%s')\n",
-                config_path ? config_path : argv[optind]);
-        return 2;
+                o->config_path ? o->config_path : kv[0]);
+        return WR_EXIT_CONFIG;
     }
     char err[WR_ERR_LEN] = "";
-    return wr_ps_worker_run(&o, err);
+    return wr_train_run(wr_exchange_ps(&o->ps), &o->train, NULL, err);
+}
+
+int main(int argc, char **argv) {
+    cli o;
+    int st = parse_options(&o, argc, argv);
+    if (st >= 0) return st;
+    if (o.standalone) return run_standalone(&o, argv + optind, argc - optind);
+    return run_cluster(&o, argv + optind, argc - optind);
 }

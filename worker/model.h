@@ -7,10 +7,11 @@
 //                  FC 1568->128, ReLU; FC 128->10             d = 215,370
 //   "synthetic:D"  D parameters (1 <= D <= 2^32-1), no data: wr_model_step
 //                  generates g_j = 0.01*x_j + 0.01*u_j, u_j in [-1, 1): u is read
-//                  from a 65536-entry table of uniform values (drawn once from the
-//                  seed) at index (j + o) mod 65536, the offset o drawn from the
-//                  counter rng keyed by (seed, rank, step) — one memory-bound pass
-//                  (~50 ms at D = 110M), different noise per worker and step. It
+//                  from a 65536-entry table of uniform values (entry i from key
+//                  (seed, 0x5E000001, 0), counter i) at index (j + o) mod 65536,
+//                  the offset o from key (seed ^ 0x5E5E5E5E, 0x5E000000 + rank,
+//                  step), counter 0 (synth.h) — one memory-bound pass (~50 ms
+//                  at D = 110M), different noise per worker and step. It
 //                  reports loss = mean(g^2), correct = 0. wr_model_evaluate
 //                  returns 0 accuracy for it.
 // Parameters of a layer are W then b, layers in order; W of a linear layer is
@@ -20,7 +21,8 @@
 // Initialisation (deterministic from opts->seed, identical on every worker):
 // W uniform in [-sqrt(6/fan_in), +sqrt(6/fan_in)] (He/Kaiming uniform), b = 0,
 // from wr_rng_u32(wr_rng_key_make(seed, 0x1A7E0000 + layer, 0), index).
-// Synthetic: x_j uniform in [-0.01, 0.01) from key (seed, 0x5E000000, j >> 32).
+// Synthetic: x_j uniform in [-0.01, 0.01) from key (seed, 0x5E000000, 0),
+// counter j.
 //
 // HFP8 (opts->hfp8, ALGORITHMS.md 2.2): forward GEMM inputs (weights once per
 // step, activations) are rounded to E4M3-b11 after a per-tensor power-of-two

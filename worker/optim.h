@@ -1,4 +1,4 @@
-// optim.h — fp32 optimizers over one flat vector (the standalone trainer's; the
+// optim.h — fp32 optimizers over one flat vector (the local exchange's, exchange_local.c; the
 // shard's fp32 codec may copy these semantics).
 //
 // Adam (bias-corrected, decoupled weight decay as AdamW), step t = 1, 2, ...:

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
 
 #include "wr_common.h"
 
@@ -38,7 +39,6 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     fprintf(f, "  \"batch\": %lld,\n", (long long)s->global_batch);
     fprintf(f, "  \"steps\": %lld,\n", (long long)s->steps);
     json_num(f, "accuracy", s->test_accuracy, 0);
-    json_num(f, "test_accuracy", s->test_accuracy, 0);  // the standalone summary's name
     json_num(f, "best_accuracy", s->best_accuracy, 0);
     json_num(f, "final_loss", s->final_loss, 0);
     json_num(f, "seconds", s->seconds, 0);
@@ -55,7 +55,8 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     json_num(f, "comm_share", step_time > 0 ? s->t_comm / step_time : 0, 0);
     json_num(f, "eval_seconds", s->t_eval, 1);
     fprintf(f, "}\n");
-    int bad = ferror(f);
+    // On disk before the rename: a crash leaves the old summary or the new one.
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0 || ferror(f);
     if (fclose(f) != 0 || bad) {
         remove(tmp);
         return wr_err(err, WR_ERR, "summary %s: write failed", path);

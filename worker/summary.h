@@ -1,6 +1,7 @@
-// summary.h — the JSON summary a training run leaves behind (wren-worker
-// --summary FILE). scripts/wren-local --demo and scripts/bench-cluster parse
-// it; the keys are listed at the end of this file.
+// summary.h — the figures of a training run and the JSON summary it leaves
+// behind (wren-worker --summary FILE), one schema for every mode (train.c
+// writes it). scripts/wren-local --demo and scripts/bench-cluster parse it;
+// the keys are listed at the end of this file.
 #ifndef WR_SUMMARY_H
 #define WR_SUMMARY_H
 
@@ -9,7 +10,7 @@
 #include "config.h"
 
 typedef struct {
-    double seconds;            // training wall time (after initial parameters, evaluations included)
+    double seconds;            // training wall time from the first step, evaluations included
     int64_t steps;             // steps done
     int64_t global_batch;
     double test_accuracy;      // last evaluation (-1 if none)
@@ -20,6 +21,7 @@ typedef struct {
     double final_loss;         // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
     double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
+    int64_t evals;             // test evaluations done
     double step_ms_median;     // median step time (ms; steady state, unlike the mean); 0 = unknown
 } wr_train_stats;
 
@@ -27,18 +29,19 @@ typedef struct {
 // (seconds - t_eval) — evaluations excluded. 0 when nothing ran.
 double wr_train_samples_per_s(const wr_train_stats *s);
 
-// Writes the summary JSON object of a finished run to path (atomic: temp file
-// + rename). `mode` is "ps" or "standalone"; rank/n_workers/n_shards describe the
-// node (-1/0 when not applicable). WR_OK or WR_ERR naming the path.
+// Writes the summary JSON object of a finished run to path atomically (temp
+// file, fsync, rename: readers see the old file or the whole new one).
+// `mode` is the exchange's ("ps", "standalone"); rank, n_workers and
+// n_shards describe the worker in its job (standalone: rank 0 of 1, 0
+// shards). Blocking file I/O. WR_OK or WR_ERR naming the path.
 int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank,
                      int n_workers, int n_shards, const wr_train_stats *s, char *err);
 
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
-// steps, accuracy (last test accuracy), best_accuracy, final_loss, seconds,
-// samples_per_s (global, training steps only), bytes_sent_per_step,
-// bytes_recv_per_step, tta88_seconds (-1 = not reached), tta88_step,
-// step_ms (mean),
-// step_ms_median, compute_ms_per_step,
+// steps, accuracy (last test accuracy, -1 = none), best_accuracy,
+// final_loss, seconds, samples_per_s (global, training steps only),
+// bytes_sent_per_step, bytes_recv_per_step, tta88_seconds (-1 = not
+// reached), tta88_step, step_ms (mean), step_ms_median, compute_ms_per_step,
 // encode_ms_per_step, comm_ms_per_step, comm_share, eval_seconds. Non-finite
 // numbers are written as null.
 #endif

@@ -1,4 +1,5 @@
-// test_ps_client.c — the worker's cluster client (worker/ps_client.c) against a
+// test_exchange_ps.c — the worker's ps exchange (worker/ps_join.c,
+// ps_step.c) driven by the training loop (worker/train.c) against a
 // scripted coordinator and two shards in threads of this process, over ipc
 // sockets in a temp dir. The shards run the real shard step logic
 // (server/shard.h), so the replicas must stay bit-identical: the worker's
@@ -27,7 +28,8 @@
 #include "config.h"
 #include "digest.h"
 #include "proto.h"
-#include "ps_client.h"
+#include "exchange.h"
+#include "train.h"
 #include "cluster.h"
 #include "shard.h"
 #include "transport.h"
@@ -148,7 +150,7 @@ static void *coord_main(void *arg) {
                     wr_pmsg_init(&r, WR_MT_SHUTDOWN);
                     r.job_id = f->cfg.job_id;
                     r.epoch = 1;
-                    r.code = 5;
+                    r.code = WR_EXIT_NODE_LOST;
                     snprintf(r.reason, sizeof r.reason, "worker 7 is dead (test)");
                     send_to(f, f->coord_ep, &msg, &r, NULL, 0);
                 }
@@ -279,13 +281,13 @@ static int run_worker(fake *f, const char *summary, char *err) {
     pthread_create(&tc, NULL, coord_main, f);
     pthread_create(&ts, NULL, shards_main, f);
 
-    wr_worker_opts o;
-    wr_worker_opts_default(&o);
+    wr_ps_opts o;
+    wr_ps_opts_default(&o);
     o.coordinator = f->coord_addr;
     o.host = "testhost";
-    o.summary_path = summary;
     o.connect_timeout = 5;
-    int st = wr_ps_worker_run(&o, err);
+    wr_train_opts to = {.summary_path = summary, .threads = 1};
+    int st = wr_train_run(wr_exchange_ps(&o), &to, NULL, err);
 
     atomic_store(&f->stop, 1);
     pthread_join(tc, NULL);
@@ -335,7 +337,7 @@ static void check_ok_run(int codec, int bcast) {
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, summary, err);
     if (st) fprintf(stderr, "worker: %s\n", err);
-    assert_int_equal(st, 0);
+    assert_int_equal(st, WR_EXIT_OK);
     // Digests after steps 5, 10, 15, 20 for both shards, each equal to the shard's.
     assert_int_equal(f->digests_seen, (STEPS / 5) * N_SHARDS);
     for (int t = 5; t <= STEPS; t += 5)
@@ -370,7 +372,7 @@ static void test_silent_shard_is_named(void **state) {
     fake *f = new_fake(SC_SILENT_SHARD, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, NULL, err);
-    assert_int_equal(st, 1);
+    assert_int_equal(st, WR_EXIT_FAILURE);
     assert_non_null(strstr(err, "step 3"));
     assert_non_null(strstr(err, "shard 1"));
     assert_non_null(strstr(err, f->shard_addr[1]));
@@ -383,7 +385,7 @@ static void test_shutdown_stops_with_status(void **state) {
     fake *f = new_fake(SC_SHUTDOWN, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, NULL, err);
-    assert_int_equal(st, 5);
+    assert_int_equal(st, WR_EXIT_NODE_LOST);
     assert_non_null(strstr(err, "worker 7 is dead (test)"));
     assert_int_equal(f->leaves, 0);
     free(f);
@@ -394,7 +396,7 @@ static void test_wrong_step_refused(void **state) {
     fake *f = new_fake(SC_WRONG_STEP, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, NULL, err);
-    assert_int_equal(st, 1);
+    assert_int_equal(st, WR_EXIT_FAILURE);
     assert_non_null(strstr(err, "shard 0"));
     assert_non_null(strstr(err, "step"));
     free(f);
@@ -405,7 +407,7 @@ static void test_nparams_mismatch(void **state) {
     fake *f = new_fake(SC_BAD_NPARAMS, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, NULL, err);
-    assert_int_equal(st, 2);
+    assert_int_equal(st, WR_EXIT_CONFIG);
     assert_non_null(strstr(err, "n_params"));
     free(f);
 }
@@ -414,7 +416,7 @@ static void test_silent_shard_reports_timeout(void **state) {
     (void)state;
     fake *f = new_fake(SC_SILENT_SHARD, WR_JOB_CODEC_FP32, WR_BCAST_1BIT);
     char err[WR_ERR_LEN] = "";
-    assert_int_equal(run_worker(f, NULL, err), 1);
+    assert_int_equal(run_worker(f, NULL, err), WR_EXIT_FAILURE);
     assert_int_equal(f->errors, 1);
     assert_int_equal(f->error_code, WR_EC_TIMEOUT);
     free(f);
@@ -437,7 +439,7 @@ static void test_oversized_frame_not_taken(void **state) {
     f->cfg.register_timeout = 2;
     char err[WR_ERR_LEN] = "";
     int st = run_worker(f, NULL, err);
-    assert_int_equal(st, 1);
+    assert_int_equal(st, WR_EXIT_FAILURE);
     assert_int_equal(atomic_load(&f->oversize_sent), 1);
     assert_non_null(strstr(err, "shard 1"));
     assert_non_null(strstr(err, f->shard_addr[1]));
@@ -480,8 +482,8 @@ static void test_small_training_set_fails_before_forming(void **state) {
         unlink(path);
     }
     rmdir(ddir);
-    if (st != 2) fprintf(stderr, "worker: %s\n", err);
-    assert_int_equal(st, 2);
+    if (st != WR_EXIT_CONFIG) fprintf(stderr, "worker: %s\n", err);
+    assert_int_equal(st, WR_EXIT_CONFIG);
     assert_non_null(strstr(err, "batch 8 exceeds the 4 training examples"));
     assert_int_equal(f->registers_full, 0);
     assert_int_equal(f->errors, 1);
@@ -491,12 +493,13 @@ static void test_small_training_set_fails_before_forming(void **state) {
 
 static void test_no_coordinator(void **state) {
     (void)state;
-    wr_worker_opts o;
-    wr_worker_opts_default(&o);
+    wr_ps_opts o;
+    wr_ps_opts_default(&o);
     o.coordinator = "ipc:///tmp/wren-tpsc-nobody-here";
     o.connect_timeout = 0.3;
+    wr_train_opts to = {.threads = 1};
     char err[WR_ERR_LEN] = "";
-    assert_int_equal(wr_ps_worker_run(&o, err), 6);
+    assert_int_equal(wr_train_run(wr_exchange_ps(&o), &to, NULL, err), WR_EXIT_NO_COORDINATOR);
     assert_non_null(strstr(err, "no reply from coordinator at ipc:///tmp/wren-tpsc-nobody-here within 0.3 s"));
 }
 

@@ -1,0 +1,125 @@
+// exchange.h — what differs between the worker's training modes: how a step's
+// gradient becomes the update applied to the replica, and how the worker
+// becomes part of a job and leaves it. The step loop (train.c) is the same
+// for every mode; it drives an exchange through the operations below.
+//
+// Implementations:
+//   local  (exchange_local.c)        one process, no cluster (`--standalone`):
+//                                    Birder with n = 1, Adam or SGDM applied here
+//   ps     (ps_join.c, ps_step.c)    the cluster client of mode=ps: PUSH each
+//                                    shard's range, apply each shard's BROADCAST
+//   allreduce (to come: allreduce_join.c, allreduce_step.c beside the ps
+//                                    files) mode=allreduce (hierarchical 1-bit
+//                                    all-reduce, ALGORITHMS.md 1.4): config and
+//                                    join through the coordinator as ps does (the
+//                                    same cluster map, workers grouped by the
+//                                    `group` they register with); its step
+//                                    counts and requantizes bit-planes with the
+//                                    other workers (wr_birder_count_planes,
+//                                    wr_birder_requantize) and applies them
+//                                    itself; it needs no new operation, and
+//                                    main.c picks it by the config's mode
+//
+// An exchange owns all state it needs (optimizer or Birder state, sockets,
+// threads); the loop owns the job (wr_train_job: config, model, data). Call
+// order: config, join, step (t = 1 .. total_steps, with digests after steps
+// that are due), leave, free. leave comes after the run or after the first
+// failure (the exchange's or the loop's, from config on); free comes last.
+//
+// Return values of config, join and step: WR_EXIT_OK, or the process exit
+// status to stop with (enum wr_exit_status) with err holding a one-line
+// reason. An exchange that has already told its peers why it stops (or was
+// stopped by them) remembers it, so leave does not tell them again.
+#ifndef WR_EXCHANGE_H
+#define WR_EXCHANGE_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "summary.h"
+
+// The job a worker takes part in (train.h).
+typedef struct wr_train_job wr_train_job;
+
+typedef struct {
+    int64_t t;       // step, 1 .. job->total_steps (the step number on the wire)
+    float lr;        // lr_t = wr_lr_at(cfg, t, total_steps)
+    int overflow;    // the loss scale overflowed: g is zero this step
+    double t_codec;  // out: seconds of codec work (encode + apply) within step
+    double bytes_sent, bytes_recv;  // out: bytes of the step's messages (headers + payloads)
+} wr_exchange_step;
+
+typedef struct {
+    const char *mode;  // the summary's "mode": "standalone", "ps"
+
+    // config: fills job->cfg (local: the command line's; ps: connects,
+    // REGISTERs without a model and reads the config of the coordinator's
+    // welcome) and job->max_batch (the model's largest batch: evaluation
+    // batches too). Blocks up to the connect timeout (ps). Errors: the job
+    // config cannot be had or honoured (WR_EXIT_CONFIG), no coordinator
+    // (WR_EXIT_NO_COORDINATOR), the coordinator's SHUTDOWN status.
+    int (*config)(void *self, wr_train_job *job, char *err);
+
+    // join: becomes part of the job once the loop built job->model and loaded
+    // the data (both stay the loop's). Fills job->rank, n_workers, n_shards
+    // and total_steps, and sets the initial parameters in the model (local:
+    // as initialised; ps: REGISTERs with d, waits for the cluster map,
+    // connects to the shards, starts the heartbeat thread, rank 0 sends the
+    // parameters to the shards and every rank PULLs them). Blocks up to the
+    // registration timeout (ps). Errors: a job this worker cannot take part
+    // in (WR_EXIT_CONFIG), a map or shard it cannot use, the heartbeat thread
+    // not starting, a shard silent past step_timeout (WR_EXIT_FAILURE), the
+    // coordinator's SHUTDOWN status.
+    int (*join)(void *self, wr_train_job *job, char *err);
+
+    // step: the model's gradient of step s->t is in wr_model_grads; exchanges
+    // it and applies the step's update to wr_model_params (the same update on
+    // every replica). On return the exchange no longer reads the gradient
+    // (the next model step may overwrite it). Blocks until the update is
+    // applied, at most step_timeout per wait (ps). Errors: a peer silent past
+    // step_timeout, a lost connection, a refused message (WR_EXIT_FAILURE),
+    // the coordinator's SHUTDOWN status.
+    int (*step)(void *self, wr_exchange_step *s, char *err);
+
+    // digests: reports the digest of each parameter range after step t (the
+    // loop calls it every digest_every steps). Best effort: a send that fails
+    // is logged. NULL when there are no replicas to compare (local).
+    void (*digests)(void *self, int64_t t);
+
+    // leave: status WR_EXIT_OK: the run finished; st holds its figures (ps:
+    // STATS, then LEAVE). Otherwise the run stops with that status and reason
+    // (ps: ERROR to the coordinator with the code of what failed, unless the
+    // coordinator stopped the job or was told already). Best effort, blocks
+    // about a second at most; sockets stay open until free.
+    void (*leave)(void *self, int status, const char *reason, const wr_train_stats *st);
+
+    // free: stops threads, closes sockets (flushing what is queued, up to
+    // their linger) and releases self.
+    void (*free)(void *self);
+} wr_exchange_ops;
+
+// An exchange: its operations and its state (owned by whoever runs it:
+// wr_train_run frees it).
+typedef struct {
+    const wr_exchange_ops *ops;
+    void *self;
+} wr_exchange;
+
+// The single-process exchange over cfg (copied). Never fails.
+wr_exchange wr_exchange_local(const wr_job_config *cfg);
+
+// Options of the ps exchange (one worker of a cluster job).
+typedef struct {
+    const char *coordinator;  // address of the coordinator (tcp://host:port, ipc://path)
+    const char *host;         // name this worker reports (NULL = gethostname)
+    int group;                // node group (for all-reduce topologies; reported only)
+    double connect_timeout;   // seconds to wait for the coordinator's first reply
+} wr_ps_opts;
+
+void wr_ps_opts_default(wr_ps_opts *o);
+
+// The cluster client of mode=ps; o (and its strings) must outlive the
+// exchange. Never fails: errors show in config.
+wr_exchange wr_exchange_ps(const wr_ps_opts *o);
+
+#endif

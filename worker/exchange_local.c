@@ -1,0 +1,105 @@
+// exchange_local.c — the single-process exchange (exchange.h): the
+// `single_process` baseline of the time-to-accuracy experiment. No cluster,
+// no sockets: the update of a 1-worker job applied here. By cfg->codec:
+//   fp32:   cfg->optimizer: Adam (adam_beta1/2, adam_eps) or SGD-momentum
+//           (momentum), decoupled weight decay cfg->wd (optim.h);
+//   birder: Birder with n = 1: m, b EMAs with cfg->beta, x -= lr_t (Q(m/b) +
+//           wd x), the random bits keyed (seed, rank 0, step t), counter =
+//           index: the update a 1-worker cluster applies.
+// A step whose loss scale overflowed changes nothing (Adam's step count skips it).
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "birder.h"
+#include "log.h"
+#include "optim.h"
+#include "schedule.h"
+#include "train.h"
+#include "wr_common.h"
+
+typedef struct {
+    wr_job_config cfg;
+    float *x;
+    const float *g;
+    size_t d;
+    float *s1, *s2;    // Adam m, v / SGDM momentum / Birder m, b
+    uint64_t *bits;    // Birder: this step's sign bits
+    int64_t overflows; // steps skipped so far
+} local;
+
+static void local_free(void *self) {
+    local *l = self;
+    free(l->s1);
+    free(l->s2);
+    free(l->bits);
+    free(l);
+}
+
+static int local_config(void *self, wr_train_job *job, char *err) {
+    local *l = self;
+    wr_log_set_name("standalone");
+    job->cfg = l->cfg;
+    job->max_batch = l->cfg.batch;
+    return WR_EXIT_OK;
+}
+
+static const char *update_name(const wr_job_config *c) {
+    if (c->codec == WR_JOB_CODEC_BIRDER) return "birder (n = 1)";
+    return c->optimizer == WR_OPT_ADAM ? "adam" : "sgdm";
+}
+
+static int local_join(void *self, wr_train_job *job, char *err) {
+    local *l = self;
+    const wr_job_config *c = &l->cfg;
+    l->x = wr_model_params(job->model);
+    l->g = wr_model_grads(job->model);
+    l->d = wr_model_num_params(job->model);
+    l->s1 = wr_alloc_vec(l->d * sizeof(float));
+    l->s2 = wr_alloc_vec(l->d * sizeof(float));
+    if (c->codec == WR_JOB_CODEC_BIRDER) l->bits = wr_alloc_vec(wr_birder_words(l->d) * sizeof(uint64_t));
+    job->rank = 0;
+    job->n_workers = 1;
+    job->n_shards = 0;
+    int64_t spe = wr_train_steps_per_epoch(job);
+    job->total_steps = wr_total_steps(c, spe * c->batch);
+    wr_info("standalone: model %s (d = %zu), %s, hfp8 %s%s, batch %d, %lld steps (%lld epochs of "
+            "%lld), lr %g",
+            c->model, l->d, update_name(c), c->hfp8 ? "on" : "off",
+            c->hfp8 ? (c->fp8_first_last ? " (all layers)" : " (first/last fp32)") : "", c->batch,
+            (long long)job->total_steps, (long long)((job->total_steps + spe - 1) / spe),
+            (long long)spe, (double)c->lr);
+    return WR_EXIT_OK;
+}
+
+static int local_step(void *self, wr_exchange_step *s, char *err) {
+    local *l = self;
+    const wr_job_config *c = &l->cfg;
+    double t0 = wr_now();
+    if (s->overflow) {
+        l->overflows++;
+    } else if (c->codec == WR_JOB_CODEC_BIRDER) {
+        wr_birder_encode(l->g, l->s1, l->s2, l->d, c->beta, wr_rng_key_make(c->seed, 0, (uint64_t)s->t),
+                         0, l->bits);
+        wr_birder_apply_bits(l->x, l->bits, l->d, s->lr, c->wd);
+    } else if (c->optimizer == WR_OPT_ADAM) {
+        wr_adam_update(l->x, l->s1, l->s2, l->g, l->d, s->t - l->overflows, s->lr, c->adam_beta1,
+                       c->adam_beta2, c->adam_eps, c->wd);
+    } else {
+        wr_sgdm_update(l->x, l->s1, l->g, l->d, s->lr, c->momentum, c->wd);
+    }
+    s->t_codec = wr_now() - t0;
+    return WR_EXIT_OK;
+}
+
+static void local_leave(void *self, int status, const char *reason, const wr_train_stats *st) {}
+
+static const wr_exchange_ops local_ops = {
+    .mode = "standalone", .config = local_config, .join = local_join, .step = local_step,
+    .digests = NULL, .leave = local_leave, .free = local_free,
+};
+
+wr_exchange wr_exchange_local(const wr_job_config *cfg) {
+    local *l = wr_calloc(1, sizeof *l);
+    l->cfg = *cfg;
+    return (wr_exchange){&local_ops, l};
+}

@@ -1,0 +1,102 @@
+// ps.h — private to the ps exchange (exchange.h): the state ps_join.c and
+// ps_step.c share, and their messaging helpers. The wire contract is
+// docs/ARCHITECTURE.md ("Job life cycle"); the numerics are the model
+// (model.h) and the Birder codec (birder.h).
+//
+//   ps_join.c   config (first REGISTER, the welcome's config), join (second
+//               REGISTER, the cluster map, shard connections, heartbeat
+//               thread, initial parameters), leave (STATS/LEAVE or ERROR),
+//               free; the helpers below
+//   ps_step.c   one step (PUSH every range, apply every BROADCAST), digests
+#ifndef WR_PS_H
+#define WR_PS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "exchange.h"
+#include "heartbeat.h"
+#include "proto.h"
+#include "transport.h"
+
+// A zero-copy send buffer: the transport calls its free callback once it no
+// longer reads the bytes (maybe from its I/O thread); until then the buffer
+// must not be rewritten.
+typedef struct {
+    void *data;
+    size_t cap;
+    atomic_int busy;
+} wr_ps_zc_buf;
+
+typedef struct {
+    uint64_t lo, hi;
+    char addr[WR_ADDR_MAX];
+    wr_endpoint *ep;
+    wr_ps_zc_buf push[2];  // alternating PUSH payload buffers (birder: bits; fp32: unused)
+    int cur;
+    int pending;           // the reply this shard owes (PARAMS, BROADCAST) not yet taken
+} wr_ps_shard;
+
+typedef struct {
+    const wr_ps_opts *o;
+    char host[WR_HOST_MAX];
+    wr_transport_ctx *ctx;
+    wr_endpoint *coord;
+    wr_job_config cfg;
+    int cfg_ok;
+    int rank, n_workers, n_shards;
+    uint64_t d;
+    wr_ps_shard *sh;
+    wr_endpoint **poll_eps;   // shards..., coordinator last
+    int *ready;
+    wr_buf hbuf;              // reused header buffer
+    uint64_t *align_scratch;  // for payloads that arrive unaligned
+    size_t align_cap;
+    atomic_int fp32_busy;     // fp32 codec: PUSH frames still pointing into g
+    float *x;                 // the model's parameters (the replica) and gradient
+    const float *g;
+    float *m, *b;             // Birder state over the whole vector
+    wr_heartbeat *hb;
+    // The WR_EC_* code to tell the coordinator when this worker stops with
+    // an error: -1 = not the exchange's failure (leave derives it from the
+    // exit status), 0 = nothing to send (the coordinator stopped the job, or
+    // there is no one to tell).
+    int ec;
+} wr_ps;
+
+// Formats the reason into err, records the WR_EC_* code for leave (0: send
+// nothing) and returns the exit status to stop with.
+int wr_ps_fail(wr_ps *w, int ec, int status, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+// WR_EC_* for a failed send or receive: WR_EC_TIMEOUT for a timeout, else
+// WR_EC_INTERNAL (the reason text says which).
+int wr_ps_ec_of(int rc);
+
+// A header of `type` from this worker (job id once the config is known,
+// epoch 1 and rank once the map is).
+void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type);
+
+// Sends h (with an optional payload, zero-copy when free_fn is set: see
+// wr_send_pmsg) on ep; adds the bytes sent to *bytes when not NULL. Returns
+// the wr_send code.
+int wr_ps_send(wr_ps *w, wr_endpoint *ep, const wr_pmsg *h, const void *payload, size_t len,
+               wr_free_fn free_fn, void *hint, int timeout_ms, double *bytes, char *err);
+
+// Receives one message from ep within timeout_ms and decodes its header.
+// WR_OK: *h is filled and *msg holds the frames (release both). Timeout ->
+// WR_ETIMEDOUT; refused header -> WR_EPROTO with err saying why.
+int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_msg *msg, wr_pmsg *h,
+               char *err);
+
+// A SHUTDOWN or ERROR from the coordinator: the exit status to stop with
+// (err says why; nothing is sent back), or 0 for a harmless message.
+int wr_ps_coord_message(wr_ps *w, const wr_pmsg *h, char *err);
+
+// The step exchange and digests (ps_step.c).
+int wr_ps_step(void *self, wr_exchange_step *s, char *err);
+void wr_ps_digests(void *self, int64_t t);
+// Allocates the Birder state and push buffers once the ranges are known.
+void wr_ps_step_init(wr_ps *w);
+
+#endif

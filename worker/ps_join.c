@@ -1,0 +1,519 @@
+// ps_join.c — the ps exchange (exchange.h, ps.h): joining a mode=ps job
+// and leaving it, and the messaging helpers of ps_step.c.
+//
+// Registration is two-phase (docs/ARCHITECTURE.md, "Job life cycle"): a
+// REGISTER without a model gets the welcome map carrying the job config
+// (config); once the loop built the model, a REGISTER with d and the
+// training-set size gets the cluster map of the formed job (join).
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "log.h"
+#include "node.h"
+#include "ps.h"
+#include "schedule.h"
+#include "train.h"
+#include "wr_common.h"
+
+void wr_ps_opts_default(wr_ps_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->group = 0;
+    o->connect_timeout = 10.0;
+}
+
+// ---- messaging helpers (ps.h) --------------------------------------------------
+
+int wr_ps_fail(wr_ps *w, int ec, int status, char *err, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, WR_ERR_LEN, fmt, ap);
+    va_end(ap);
+    w->ec = ec;
+    return status;
+}
+
+int wr_ps_ec_of(int rc) { return rc == WR_ETIMEDOUT ? WR_EC_TIMEOUT : WR_EC_INTERNAL; }
+
+void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type) {
+    wr_pmsg_init(h, type);
+    if (w->cfg_ok) h->job_id = w->cfg.job_id;
+    h->epoch = w->rank >= 0 ? 1 : 0;
+    h->rank = w->rank;
+    h->role = WR_ROLE_WORKER;
+}
+
+int wr_ps_send(wr_ps *w, wr_endpoint *ep, const wr_pmsg *h, const void *payload, size_t len,
+               wr_free_fn free_fn, void *hint, int timeout_ms, double *bytes, char *err) {
+    int rc = wr_send_pmsg(ep, NULL, 0, h, payload, len, free_fn, hint, timeout_ms, &w->hbuf, err);
+    if (bytes) *bytes += (double)(w->hbuf.len + len);
+    return rc;
+}
+
+int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_msg *msg, wr_pmsg *h,
+               char *err) {
+    memset(msg, 0, sizeof *msg);
+    int rc = wr_recv(ep, msg, timeout_ms, err);
+    if (rc != WR_OK) return rc;
+    enum wr_perr pe;
+    char e2[WR_ERR_LEN];
+    rc = wr_proto_decode(msg->header.data, msg->header.len, msg->payload.len, ex, h, &pe, e2);
+    if (rc != WR_OK) {
+        wr_msg_release(msg);
+        return wr_err(err, WR_EPROTO, "refused message (%s): %s", wr_perr_name(pe), e2);
+    }
+    return WR_OK;
+}
+
+int wr_ps_coord_message(wr_ps *w, const wr_pmsg *h, char *err) {
+    const char *sep = h->reason[0] ? ": " : "";
+    if (h->type == WR_MT_SHUTDOWN) {
+        int st = h->code > 0 ? h->code : 0;
+        if (st)
+            return wr_ps_fail(w, 0, st, err, "coordinator shut the job down with status %d%s%s", st,
+                              sep, h->reason);
+        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep,
+                          h->reason);
+    }
+    if (h->type == WR_MT_ERROR)
+        return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
+                          "coordinator refused: %s", h->reason);
+    return WR_EXIT_OK;
+}
+
+// Tells the coordinator why this worker stops (best effort, never blocks long).
+static void send_error(wr_ps *w, int code, const char *reason) {
+    if (!w->coord) return;
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_ERROR);
+    h.code = code;
+    if (w->rank >= 0)
+        snprintf(h.reason, sizeof h.reason, "worker %d on %s: %s", w->rank, w->host, reason);
+    else
+        snprintf(h.reason, sizeof h.reason, "worker on %s: %s", w->host, reason);
+    char e2[WR_ERR_LEN];
+    wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 100, NULL, e2);
+}
+
+// ---- registration ----------------------------------------------------------------
+
+// REGISTER without a model (n_params 0) or with d and the training-set size,
+// from which the coordinator counts the job's steps (CLUSTER_MAP 'ts'; 0 for
+// the synthetic model: the coordinator then counts 60000 examples).
+static int send_register(wr_ps *w, uint64_t n_params, int64_t train_examples, char *err) {
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_REGISTER);
+    h.rank = -1;
+    snprintf(h.host, sizeof h.host, "%s", w->host);
+    h.group = w->o->group;
+    h.n_params = n_params;
+    h.train_examples = train_examples > 0 ? (uint64_t)train_examples : 0;
+    return wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, err);
+}
+
+// Waits for a CLUSTER_MAP of `epoch` from the coordinator. Returns 0 with *map
+// filled (caller clears), or the exit status to stop with.
+static int wait_map(wr_ps *w, uint64_t epoch, double timeout_s, int first, wr_pmsg *map, char *err) {
+    double t0 = wr_now();
+    for (;;) {
+        double left = timeout_s - (wr_now() - t0);
+        if (left <= 0 && first)
+            return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err,
+                              "no reply from coordinator at %s within %g s", w->o->coordinator, timeout_s);
+        if (left <= 0)
+            return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err,
+                              "no cluster map from coordinator at %s within %g s after registering",
+                              w->o->coordinator, timeout_s);
+        wr_msg msg;
+        char e2[WR_ERR_LEN];
+        int rc = wr_ps_recv(w->coord, (int)(left * 1000) + 1, NULL, &msg, map, e2);
+        if (rc == WR_ETIMEDOUT) continue;
+        if (rc == WR_EPROTO) {
+            wr_warn("from coordinator: %s", e2);
+            continue;
+        }
+        if (rc != WR_OK)
+            return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "receiving from coordinator at %s: %s",
+                              w->o->coordinator, e2);
+        wr_msg_release(&msg);
+        int st = wr_ps_coord_message(w, map, err);
+        if (st) {
+            wr_pmsg_clear(map);
+            return st;
+        }
+        if (map->type == WR_MT_CLUSTER_MAP && map->epoch == epoch) return WR_EXIT_OK;
+        wr_debug("ignoring %s (epoch %llu) while waiting for the epoch-%llu map",
+                 wr_msg_type_name(map->type), (unsigned long long)map->epoch,
+                 (unsigned long long)epoch);
+        wr_pmsg_clear(map);
+    }
+}
+
+static int connect_coordinator(wr_ps *w, char *err) {
+    char e2[WR_ERR_LEN];
+    // Received frames (BROADCAST ranges: 220 MB each for fp32 at 110M) are
+    // malloc'd by the transport per message: keep them warm in the heap instead
+    // of mapping, zeroing and unmapping fresh pages every step.
+    wr_transport_tune_malloc();
+    w->ctx = wr_transport_ctx_new(1, e2);
+    if (!w->ctx) return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "transport: %s", e2);
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    // Enough for STATS and LEAVE to reach a live coordinator; short so that an
+    // unreachable one does not hold the exit back long.
+    eo.linger_ms = 1000;
+    eo.sndhwm = eo.rcvhwm = 1000;
+    eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // control messages only (docs/PROTOCOL.md section 7)
+    if (wr_connect(w->ctx, w->o->coordinator, &eo, &w->coord, e2) != WR_OK)
+        return wr_ps_fail(w, 0, WR_EXIT_CONFIG, err, "coordinator address %s: %s", w->o->coordinator, e2);
+    return WR_EXIT_OK;
+}
+
+// config: the job config of the coordinator's welcome.
+static int ps_config(void *self, wr_train_job *job, char *err) {
+    wr_ps *w = self;
+    int st = connect_coordinator(w, err);
+    if (st) return st;
+    char e2[WR_ERR_LEN];
+    if (send_register(w, 0, 0, e2) != WR_OK)
+        return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err, "cannot send REGISTER to %s: %s",
+                          w->o->coordinator, e2);
+    wr_pmsg map;
+    st = wait_map(w, 0, w->o->connect_timeout, 1, &map, err);
+    if (st) return st;
+    int rc = wr_cluster_config(&map, &w->cfg, err);
+    wr_pmsg_clear(&map);
+    if (rc != WR_OK) {
+        w->ec = WR_EC_CONFIG;
+        return WR_EXIT_CONFIG;
+    }
+    w->cfg_ok = 1;
+    if (w->cfg.mode != WR_MODE_PS)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "mode: only mode=ps is supported by this worker");
+    job->cfg = w->cfg;
+    job->max_batch = w->cfg.batch > 1000 ? w->cfg.batch : 1000;  // evaluation batches too
+    return WR_EXIT_OK;
+}
+
+// The batch checks of wr_batch_iter_init, done now with the configured worker
+// count, so that a job this data cannot feed fails before it forms.
+static int check_batch(wr_ps *w, char *err) {
+    const wr_job_config *c = &w->cfg;
+    if (c->workers < 1 || c->batch < 1 || c->batch % c->workers != 0)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "batch %d must be a positive multiple of the %d workers", c->batch, c->workers);
+    return WR_EXIT_OK;
+}
+
+// Checks the epoch-1 map (it sizes every buffer) and takes this worker's
+// rank and the shard ranges from it.
+static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
+    if (map->n_params != w->d)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "cluster map has n_params %llu but model %s has %llu",
+                          (unsigned long long)map->n_params, w->cfg.model, (unsigned long long)w->d);
+    wr_cluster c;
+    if (wr_cluster_from_map(&c, map, WR_ROLE_WORKER, err) != WR_OK) {
+        w->ec = WR_EC_PROTOCOL;
+        return WR_EXIT_FAILURE;
+    }
+    if (w->cfg.batch % c.n_workers != 0) {
+        wr_cluster_free(&c);
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "batch %d is not divisible by the %d workers", w->cfg.batch, c.n_workers);
+    }
+    w->rank = job->rank = c.my_rank;
+    w->n_workers = job->n_workers = c.n_workers;
+    w->n_shards = job->n_shards = c.n_shards;
+    job->total_steps = c.total_steps;
+    w->sh = wr_calloc((size_t)w->n_shards, sizeof *w->sh);
+    for (int s = 0; s < w->n_shards; s++) {
+        w->sh[s].lo = c.shards[s].lo;
+        w->sh[s].hi = c.shards[s].hi;
+        snprintf(w->sh[s].addr, sizeof w->sh[s].addr, "%s", c.shards[s].addr);
+    }
+    wr_cluster_free(&c);
+    char name[64];
+    snprintf(name, sizeof name, "worker %d", w->rank);
+    wr_log_set_name(name);
+    return WR_EXIT_OK;
+}
+
+// Registers with d and waits for the map of the formed job.
+static int register_model(wr_ps *w, wr_train_job *job, char *err) {
+    w->d = wr_model_num_params(job->model);
+    int st = check_batch(w, err);
+    if (st) return st;
+    wr_info("model %s: d = %llu parameters; registering", w->cfg.model, (unsigned long long)w->d);
+    char e2[WR_ERR_LEN];
+    if (send_register(w, w->d, job->data_model ? job->train.n : 0, e2) != WR_OK)
+        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s",
+                          w->o->coordinator, e2);
+    // The coordinator waits up to register_timeout for everyone, then either
+    // sends the map or SHUTDOWN{3}; leave it some slack beyond that.
+    wr_pmsg map;
+    st = wait_map(w, 1, w->cfg.register_timeout + w->o->connect_timeout + 5.0, 0, &map, err);
+    if (st) return st;
+    st = take_map(w, &map, job, err);
+    wr_pmsg_clear(&map);
+    if (st) return st;
+    // The coordinator's count (the shards use it too); a map without one: ours.
+    if (job->total_steps <= 0)
+        job->total_steps = wr_total_steps(&w->cfg, wr_train_steps_per_epoch(job) * w->cfg.batch);
+    return WR_EXIT_OK;
+}
+
+// One DEALER per shard; the coordinator socket is polled last.
+static int connect_shards(wr_ps *w, char *err) {
+    w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
+    w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
+    wr_endpoint_opts so;
+    wr_endpoint_opts_default(&so);
+    so.linger_ms = 2000;
+    // No ZMTP heartbeats on the data sockets: libzmq counts only whole messages
+    // as traffic, so one big frame (fp32 ranges of 100M+ parameters) that takes
+    // longer than the heartbeat timeout to cross a busy machine would drop the
+    // connection. A dead shard still shows up as a closed connection (monitor),
+    // a hung one as step_timeout, and liveness is the coordinator's heartbeats.
+    so.heartbeat_ms = 0;
+    char e2[WR_ERR_LEN];
+    for (int s = 0; s < w->n_shards; s++) {
+        // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
+        // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
+        // a bigger one drops the connection instead of being allocated.
+        so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
+        if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
+                              w->sh[s].addr, e2);
+        w->poll_eps[s] = w->sh[s].ep;
+    }
+    w->poll_eps[w->n_shards] = w->coord;
+    return WR_EXIT_OK;
+}
+
+static int start_heartbeat(wr_ps *w, char *err) {
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_HEARTBEAT);
+    snprintf(h.host, sizeof h.host, "%s", w->host);
+    double interval = w->cfg.heartbeat_interval > 0 ? w->cfg.heartbeat_interval : 1.0;
+    char e2[WR_ERR_LEN];
+    w->hb = wr_heartbeat_start(w->ctx, w->o->coordinator, &h, interval, e2);
+    if (!w->hb) return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "heartbeat: %s", e2);
+    return WR_EXIT_OK;
+}
+
+// ---- initial parameters --------------------------------------------------------
+
+// Rank 0 sends its initialised x range by range; every rank PULLs each range.
+static int send_initial(wr_ps *w, char *err) {
+    char e2[WR_ERR_LEN];
+    for (int s = 0; s < w->n_shards && w->rank == 0; s++) {
+        wr_pmsg h;
+        wr_ps_hdr(w, &h, WR_MT_PARAMS);
+        h.step = 0;
+        h.shard = s;
+        h.offset = w->sh[s].lo;
+        h.n_elems = w->sh[s].hi - w->sh[s].lo;
+        h.codec = WR_CODEC_FP32;
+        // Copied (free_fn NULL): once per job, and x changes right after.
+        int rc = wr_ps_send(w, w->sh[s].ep, &h, w->x + w->sh[s].lo, h.n_elems * 4, NULL, NULL,
+                            (int)(w->cfg.step_timeout * 1000), NULL, e2);
+        if (rc != WR_OK)
+            return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err,
+                              "sending initial parameters to shard %d (%s): %s", s, w->sh[s].addr, e2);
+    }
+    for (int s = 0; s < w->n_shards; s++) {
+        wr_pmsg h;
+        wr_ps_hdr(w, &h, WR_MT_PULL);
+        h.shard = s;
+        h.offset = w->sh[s].lo;
+        h.n_elems = w->sh[s].hi - w->sh[s].lo;
+        int rc = wr_ps_send(w, w->sh[s].ep, &h, NULL, 0, NULL, NULL, 1000, NULL, e2);
+        if (rc != WR_OK)
+            return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err, "sending PULL to shard %d (%s): %s",
+                              s, w->sh[s].addr, e2);
+        w->sh[s].pending = 1;
+    }
+    return WR_EXIT_OK;
+}
+
+// A shard's reply to PULL: its range of x, or an ERROR. Returns 1 when the
+// range was taken, 0 when the message was not it, or -(exit status).
+static int take_params(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, char *err) {
+    wr_ps_shard *sc = &w->sh[i];
+    if (h->type == WR_MT_PARAMS && h->offset == sc->lo && h->n_elems == sc->hi - sc->lo &&
+        h->codec == WR_CODEC_FP32 && sc->pending) {
+        memcpy(w->x + sc->lo, msg->payload.data, (size_t)h->n_elems * 4);
+        sc->pending = 0;
+        return 1;
+    }
+    if (h->type == WR_MT_ERROR) {
+        int ec = h->code >= WR_EC_PROTOCOL && h->code <= WR_EC_TIMEOUT ? h->code : WR_EC_INTERNAL;
+        return -wr_ps_fail(w, ec, WR_EXIT_FAILURE, err, "shard %d (%s) refused: %s", i, sc->addr, h->reason);
+    }
+    wr_warn("shard %d: unexpected %s while waiting for PARAMS", i, wr_msg_type_name(h->type));
+    return 0;
+}
+
+// Receives what endpoint i holds while waiting for the initial parameters:
+// 1 = a range taken, 0 = nothing for us, or -(exit status).
+static int recv_initial(wr_ps *w, int i, const wr_proto_expect *ex, char *err) {
+    wr_msg msg;
+    wr_pmsg h;
+    char e2[WR_ERR_LEN];
+    int rc = wr_ps_recv(w->poll_eps[i], 0, ex, &msg, &h, e2);
+    if (rc == WR_ETIMEDOUT) return 0;
+    if (rc == WR_EPROTO) {
+        wr_warn("%s %d: %s", i < w->n_shards ? "shard" : "coordinator", i, e2);
+        return 0;
+    }
+    // A dropped connection may have lost messages: the job cannot go on.
+    if (rc != WR_OK && i < w->n_shards)
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                           "lost connection to shard %d (%s) while waiting for initial parameters: %s",
+                           i, w->sh[i].addr, e2);
+    if (rc != WR_OK)
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "lost connection to coordinator at %s: %s",
+                           w->o->coordinator, e2);
+    int got = i == w->n_shards ? -wr_ps_coord_message(w, &h, err) : take_params(w, i, &h, &msg, err);
+    wr_msg_release(&msg);
+    wr_pmsg_clear(&h);
+    return got;
+}
+
+// Returns 0, or the exit status to stop with (err says why).
+static int initial_params(wr_ps *w, char *err) {
+    int st = send_initial(w, err);
+    if (st) return st;
+    wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1};
+    // Rank 0 may still be building its model: allow the registration timeout too.
+    double timeout = w->cfg.step_timeout + w->cfg.register_timeout;
+    double t0 = wr_now();
+    char e2[WR_ERR_LEN];
+    for (int left = w->n_shards; left > 0;) {
+        double rem = timeout - (wr_now() - t0);
+        for (int s = 0; s < w->n_shards && rem <= 0; s++)
+            if (w->sh[s].pending)
+                return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
+                                  "no initial parameters from shard %d (%s) within %g s", s,
+                                  w->sh[s].addr, timeout);
+        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2) < 0)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
+        for (int i = 0; i <= w->n_shards; i++) {
+            if (!w->ready[i]) continue;
+            int got = recv_initial(w, i, &ex, err);
+            if (got < 0) return -got;
+            left -= got;
+        }
+    }
+    return WR_EXIT_OK;
+}
+
+// ---- join, leave, free -------------------------------------------------------------
+
+static int ps_join(void *self, wr_train_job *job, char *err) {
+    wr_ps *w = self;
+    w->x = wr_model_params(job->model);
+    w->g = wr_model_grads(job->model);
+    int st = register_model(w, job, err);
+    if (!st) st = connect_shards(w, err);
+    if (!st) st = start_heartbeat(w, err);
+    if (!st) st = initial_params(w, err);
+    if (st) return st;
+    wr_ps_step_init(w);
+    const wr_job_config *c = &w->cfg;
+    int birder = c->codec == WR_JOB_CODEC_BIRDER;
+    wr_info("rank %d of %d workers, %d shards, %lld steps (%lld per epoch), local batch %d, codec %s%s, hfp8 %s",
+            w->rank, w->n_workers, w->n_shards, (long long)job->total_steps,
+            (long long)wr_train_steps_per_epoch(job), c->batch / w->n_workers, birder ? "birder" : "fp32",
+            birder ? (c->broadcast == WR_BCAST_EXACT ? " (exact broadcast)" : " (1bit broadcast)") : "",
+            c->hfp8 ? "on" : "off");
+    return WR_EXIT_OK;
+}
+
+static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
+    char e2[WR_ERR_LEN];
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_STATS);
+    h.step = (uint64_t)s->steps;
+    double steps = s->steps > 0 ? (double)s->steps : 1;
+    struct {
+        const char *name;
+        double v;
+    } kv[] = {
+        {"test_accuracy", s->test_accuracy},
+        {"seconds", s->seconds},
+        {"samples_per_s", wr_train_samples_per_s(s)},
+        {"bytes_sent_per_step", s->bytes_sent / steps},
+        {"bytes_recv_per_step", s->bytes_recv / steps},
+        {"steps", (double)s->steps},
+        {"tta88_seconds", s->tta88_seconds},
+    };
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+        snprintf(h.stats[i].name, sizeof h.stats[i].name, "%s", kv[i].name);
+        h.stats[i].value = kv[i].v;
+    }
+    h.n_stats = (uint32_t)(sizeof kv / sizeof kv[0]);
+    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
+        wr_warn("STATS: %s", e2);
+    wr_ps_hdr(w, &h, WR_MT_LEAVE);
+    snprintf(h.host, sizeof h.host, "%s", w->host);
+    h.step = (uint64_t)s->steps;
+    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
+        wr_warn("LEAVE: %s", e2);
+}
+
+static void ps_leave(void *self, int status, const char *reason, const wr_train_stats *st) {
+    wr_ps *w = self;
+    if (status == WR_EXIT_OK) {
+        send_stats_and_leave(w, st);
+        return;
+    }
+    int code = w->ec;
+    if (code < 0) code = status == WR_EXIT_CONFIG ? WR_EC_CONFIG : WR_EC_INTERNAL;
+    if (code) send_error(w, code, reason);
+}
+
+static void ps_free(void *self) {
+    wr_ps *w = self;
+    wr_heartbeat_stop(w->hb);
+    if (w->sh) {
+        for (int s = 0; s < w->n_shards; s++) wr_close(w->sh[s].ep);
+        // Closing flushed the sockets: every zero-copy frame is released now.
+        for (int s = 0; s < w->n_shards; s++)
+            for (int k = 0; k < 2; k++) free(w->sh[s].push[k].data);
+        free(w->sh);
+    }
+    wr_close(w->coord);
+    if (w->ctx) wr_transport_ctx_free(w->ctx);
+    free(w->poll_eps);
+    free(w->ready);
+    free(w->m);
+    free(w->b);
+    free(w->align_scratch);
+    wr_buf_free(&w->hbuf);
+    free(w);
+}
+
+static const wr_exchange_ops ps_ops = {
+    .mode = "ps", .config = ps_config, .join = ps_join, .step = wr_ps_step,
+    .digests = wr_ps_digests, .leave = ps_leave, .free = ps_free,
+};
+
+wr_exchange wr_exchange_ps(const wr_ps_opts *o) {
+    wr_ps *w = wr_calloc(1, sizeof *w);
+    w->o = o;
+    w->rank = -1;
+    w->ec = -1;
+    atomic_init(&w->fp32_busy, 0);
+    if (o->host && o->host[0])
+        snprintf(w->host, sizeof w->host, "%s", o->host);
+    else
+        wr_hostname(w->host, sizeof w->host);
+    wr_log_set_name("worker");
+    return (wr_exchange){&ps_ops, w};
+}

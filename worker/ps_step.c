@@ -1,0 +1,278 @@
+// ps_step.c — one step of the ps exchange (exchange.h, ps.h), and digests.
+//
+// Step path (no allocation, no sleeps, no info-level log lines): for each
+// shard s, Birder-encode g[lo_s:hi_s) into one of two reused per-shard
+// buffers and PUSH it zero-copy (the transport's free callback marks the
+// buffer reusable; fp32: PUSH the gradient range itself); then poll every
+// shard socket (and the coordinator's, for SHUTDOWN) and apply each BROADCAST
+// as it arrives.
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "birder.h"
+#include "digest.h"
+#include "log.h"
+#include "ps.h"
+#include "wr_common.h"
+
+void wr_ps_step_init(wr_ps *w) {
+    if (w->cfg.codec != WR_JOB_CODEC_BIRDER) return;
+    w->m = wr_alloc_huge(w->d * sizeof(float));
+    w->b = wr_alloc_huge(w->d * sizeof(float));
+    for (int s = 0; s < w->n_shards; s++)
+        for (int k = 0; k < 2; k++) {
+            size_t bytes = wr_birder_words((size_t)(w->sh[s].hi - w->sh[s].lo)) * 8;
+            w->sh[s].push[k].data = wr_alloc_vec(bytes ? bytes : 64);
+            w->sh[s].push[k].cap = bytes;
+        }
+}
+
+static void zc_release(void *data, void *hint) {
+    (void)data;
+    atomic_store_explicit(&((wr_ps_zc_buf *)hint)->busy, 0, memory_order_release);
+}
+
+static void fp32_release(void *data, void *hint) {
+    (void)data;
+    atomic_fetch_sub_explicit((atomic_int *)hint, 1, memory_order_release);
+}
+
+// Payload bytes as uint64 words: zmq frames are malloc'd (aligned) except very
+// small ones; copy those into scratch so the kernels read aligned words.
+static const uint64_t *aligned_words(wr_ps *w, const void *p, size_t len) {
+    if (((uintptr_t)p & 7) == 0) return p;
+    if (w->align_cap < len) {
+        free(w->align_scratch);
+        w->align_scratch = wr_alloc_vec(len);
+        w->align_cap = len;
+    }
+    memcpy(w->align_scratch, p, len);
+    return w->align_scratch;
+}
+
+// One look at the coordinator socket while waiting: the exit status of a
+// SHUTDOWN or ERROR there, else 0.
+static int poll_coordinator(wr_ps *w, int64_t t, char *err) {
+    int ready = 0;
+    char e2[WR_ERR_LEN];
+    wr_endpoint *ce = w->coord;
+    if (wr_poll(&ce, 1, &ready, 1, e2) < 0)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: poll: %s", (long long)t, e2);
+    if (!ready) return WR_EXIT_OK;
+    wr_msg msg;
+    wr_pmsg h;
+    int rc = wr_ps_recv(ce, 0, NULL, &msg, &h, e2);
+    if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) return WR_EXIT_OK;
+    if (rc == WR_EPROTO) {
+        wr_warn("from coordinator: %s", e2);
+        return WR_EXIT_OK;
+    }
+    if (rc != WR_OK)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                          "step %lld: lost connection to coordinator at %s: %s", (long long)t,
+                          w->o->coordinator, e2);
+    wr_msg_release(&msg);
+    int st = wr_ps_coord_message(w, &h, err);
+    wr_pmsg_clear(&h);
+    return st;
+}
+
+// Waits until the transport released a zero-copy PUSH (*busy drops to 0; its
+// free callback may run on the I/O thread). Normally immediate: a step's
+// broadcast arrives only after our push was read. Otherwise it sleeps with a
+// doubling backoff from 20 us (no spinning core), then polls the coordinator
+// socket in 1 ms slices, so a SHUTDOWN still stops a long wait. Bounded by
+// step_timeout. Returns 0, or the exit status (err says why; `what` names the
+// buffer).
+static int wait_released(wr_ps *w, atomic_int *busy, int64_t t, const char *what, char *err) {
+    double t0 = wr_now();
+    long ns = 20 * 1000;
+    while (atomic_load_explicit(busy, memory_order_acquire) > 0) {
+        if (wr_now() - t0 > w->cfg.step_timeout)
+            return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
+                              "step %lld: the transport never released %s within step_timeout %g s",
+                              (long long)t, what, w->cfg.step_timeout);
+        if (ns < 1000 * 1000) {
+            struct timespec ts = {0, ns};
+            nanosleep(&ts, NULL);
+            ns *= 2;
+            continue;
+        }
+        int st = poll_coordinator(w, t, err);
+        if (st) return st;
+    }
+    return WR_EXIT_OK;
+}
+
+// ---- pushing -------------------------------------------------------------------------
+
+// PUSH of shard s's range of step t: Birder bits from a free push buffer, or
+// the fp32 gradient range itself. Both zero-copy.
+static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
+    wr_ps_shard *sc = &w->sh[s];
+    size_t n = (size_t)(sc->hi - sc->lo);
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_PUSH);
+    h.step = (uint64_t)st->t;
+    h.shard = s;
+    h.offset = sc->lo;
+    h.n_elems = n;
+    int timeout = (int)(w->cfg.step_timeout * 1000), rc;
+    char e2[WR_ERR_LEN];
+    if (w->cfg.codec == WR_JOB_CODEC_BIRDER) {
+        wr_ps_zc_buf *zb = &sc->push[sc->cur];
+        sc->cur ^= 1;
+        char what[WR_ADDR_MAX + 64];
+        snprintf(what, sizeof what, "the push buffer for shard %d (%s)", s, sc->addr);
+        int ws = wait_released(w, &zb->busy, st->t, what, err);
+        if (ws) return ws;
+        double t0 = wr_now();
+        wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
+        wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo,
+                         zb->data);
+        st->t_codec += wr_now() - t0;
+        h.codec = WR_CODEC_BITS;
+        atomic_store_explicit(&zb->busy, 1, memory_order_relaxed);
+        rc = wr_ps_send(w, sc->ep, &h, zb->data, wr_birder_words(n) * 8, zc_release, zb, timeout,
+                        &st->bytes_sent, e2);
+    } else {
+        h.codec = WR_CODEC_FP32;
+        atomic_fetch_add_explicit(&w->fp32_busy, 1, memory_order_relaxed);
+        rc = wr_ps_send(w, sc->ep, &h, w->g + sc->lo, n * 4, fp32_release, &w->fp32_busy, timeout,
+                        &st->bytes_sent, e2);
+    }
+    if (rc != WR_OK)
+        return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err, "step %lld: PUSH to shard %d (%s): %s",
+                          (long long)st->t, s, sc->addr, e2);
+    sc->pending = 1;
+    return WR_EXIT_OK;
+}
+
+// ---- applying ------------------------------------------------------------------------
+
+// Applies shard i's BROADCAST of the step to its range of x. Returns 1, or
+// -(exit status) for a message that is not the broadcast owed.
+static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, wr_exchange_step *st,
+                          char *err) {
+    wr_ps_shard *sc = &w->sh[i];
+    size_t n = (size_t)(sc->hi - sc->lo);
+    long long t = (long long)st->t;
+    if (h->type == WR_MT_ERROR)
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: shard %d (%s) reports: %s",
+                           t, i, sc->addr, h->reason);
+    if (h->type != WR_MT_BROADCAST || !sc->pending || h->offset != sc->lo || h->n_elems != n)
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                           "step %lld: unexpected %s from shard %d (%s) (offset %llu, %llu elements)", t,
+                           wr_msg_type_name(h->type), i, sc->addr, (unsigned long long)h->offset,
+                           (unsigned long long)h->n_elems);
+    st->bytes_recv += (double)(msg->header.len + msg->payload.len);
+    double t0 = wr_now();
+    int birder = w->cfg.codec == WR_JOB_CODEC_BIRDER;
+    float *x = w->x + sc->lo;
+    if (birder && h->codec == WR_CODEC_BITS)
+        wr_birder_apply_bits(x, aligned_words(w, msg->payload.data, msg->payload.len), n, st->lr, w->cfg.wd);
+    else if (birder && h->codec == WR_CODEC_PLANES && h->n_workers >= 1 && h->n_workers <= 65535)
+        wr_birder_apply_planes(x, aligned_words(w, msg->payload.data, msg->payload.len), (int)h->n_workers,
+                               n, st->lr, w->cfg.wd);
+    else if (!birder && h->codec == WR_CODEC_FP32)
+        memcpy(x, msg->payload.data, n * 4);
+    else
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                           "step %lld: shard %d sent codec %d, not what codec=%s expects", t, i, h->codec,
+                           birder ? "birder" : "fp32");
+    st->t_codec += wr_now() - t0;
+    sc->pending = 0;
+    return 1;
+}
+
+// Drains what is queued on endpoint i (0 timeout: never blocks). Returns the
+// number of broadcasts applied, or -(exit status).
+static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *st, char *err) {
+    int coord = i == w->n_shards, applied = 0;
+    long long t = (long long)st->t;
+    for (;;) {
+        wr_msg msg;
+        wr_pmsg h;
+        char e2[WR_ERR_LEN];
+        int rc = wr_ps_recv(w->poll_eps[i], 0, coord ? NULL : ex, &msg, &h, e2);
+        if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) return applied;
+        if (rc == WR_EPROTO && coord) {
+            wr_warn("from coordinator: %s", e2);
+            return applied;
+        }
+        if (rc == WR_EPROTO)
+            return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: from shard %d (%s): %s",
+                               t, i, w->sh[i].addr, e2);
+        if (rc != WR_OK && !coord)
+            return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                               "step %lld: lost connection to shard %d (%s): %s", t, i, w->sh[i].addr, e2);
+        if (rc != WR_OK)
+            return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                               "step %lld: lost connection to coordinator at %s: %s", t,
+                               w->o->coordinator, e2);
+        int got = coord ? -wr_ps_coord_message(w, &h, err) : take_broadcast(w, i, &h, &msg, st, err);
+        wr_msg_release(&msg);
+        wr_pmsg_clear(&h);
+        if (got < 0) return got;
+        applied += got;
+    }
+}
+
+// Waits for every shard's broadcast of the step, applying each as it arrives.
+static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
+    wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1,
+                          .check_step = 1, .step_min = (uint64_t)st->t, .step_max = (uint64_t)st->t};
+    double t_start = wr_now();
+    char e2[WR_ERR_LEN];
+    for (int left = w->n_shards; left > 0;) {
+        double rem = w->cfg.step_timeout - (wr_now() - t_start);
+        for (int s = 0; s < w->n_shards && rem <= 0; s++)
+            if (w->sh[s].pending)
+                return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
+                                  "step %lld: no BROADCAST from shard %d (%s) within step_timeout %g s",
+                                  (long long)st->t, s, w->sh[s].addr, w->cfg.step_timeout);
+        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2) < 0)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
+        for (int i = 0; i <= w->n_shards; i++) {
+            if (!w->ready[i]) continue;
+            int got = drain(w, i, &ex, st, err);
+            if (got < 0) return -got;
+            left -= got;
+        }
+    }
+    return WR_EXIT_OK;
+}
+
+int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
+    wr_ps *w = self;
+    for (int s = 0; s < w->n_shards; s++) {
+        int rc = push_range(w, s, st, err);
+        if (rc) return rc;
+    }
+    int rc = apply_broadcasts(w, st, err);
+    if (rc) return rc;
+    // fp32 pushes point into g, which the next model step overwrites: their
+    // frames must be gone. (Every shard has answered, so it has read our push:
+    // this is immediate in practice; the bound only turns a transport bug into
+    // an error.)
+    return wait_released(w, &w->fp32_busy, st->t, "this step's fp32 PUSH", err);
+}
+
+void wr_ps_digests(void *self, int64_t t) {
+    wr_ps *w = self;
+    char e2[WR_ERR_LEN];
+    for (int s = 0; s < w->n_shards; s++) {
+        wr_pmsg h;
+        wr_ps_hdr(w, &h, WR_MT_DIGEST);
+        h.step = (uint64_t)t;
+        h.shard = s;
+        h.offset = w->sh[s].lo;
+        h.n_elems = w->sh[s].hi - w->sh[s].lo;
+        h.digest = wr_digest64(w->x + w->sh[s].lo, (size_t)h.n_elems * 4);
+        if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
+            wr_warn("DIGEST of step %lld shard %d: %s", (long long)t, s, e2);
+    }
+}
