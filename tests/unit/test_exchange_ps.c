@@ -245,8 +245,11 @@ static void *shards_main(void *arg) {
                 uint64_t t = bh.step;
                 if (t <= STEPS) f->shard_digest[t][s] = wr_shard_core_digest(core[s]);
                 int silent = f->sc == SC_SILENT_SHARD && s == 1 && t == 3;
+                // SHUTDOWN follows step 10's digest: hold later broadcasts so
+                // that a fast worker cannot finish every step before it arrives.
+                int held = f->sc == SC_SHUTDOWN && t > 10;
                 if (f->sc == SC_WRONG_STEP && s == 0 && t == 3) bh.step = 4;
-                if (!silent) send_to(f, f->shard_ep[s], &msg, &bh, out, bh.payload_len);
+                if (!silent && !held) send_to(f, f->shard_ep[s], &msg, &bh, out, bh.payload_len);
             }
             wr_pmsg_clear(&h);
             wr_msg_release(&msg);
