@@ -69,7 +69,7 @@ SERVER_BIN = $(BUILD)/bin/wren-server
 WORKER_BIN = $(BUILD)/bin/wren-worker
 PROGRAMS  = $(if $(wildcard server/main.c),$(SERVER_BIN)) $(if $(wildcard worker/main.c),$(WORKER_BIN))
 
-.PHONY: build-all fuzz-libs all deps demo test unit asan tsan check-layering check-shell fuzz fuzz-smoke \
+.PHONY: build-all fuzz-libs all deps demo test unit asan tsan check-layering check-shell format check-format fuzz fuzz-smoke \
         test-integration bench bench-cluster clean
 .DEFAULT_GOAL := all
 .SECONDARY:
@@ -165,6 +165,16 @@ check-layering:
 check-shell: deps
 	@scripts/check-shell
 
+# The C sources are kept in .clang-format's style: `make format` applies it,
+# `make check-format` (in make test) fails naming the files that drift.
+FORMAT_SRC = $(sort $(wildcard common/*.[ch] server/*.[ch] worker/*.[ch] tests/*/*.[ch]))
+format: deps
+	@clang-format -i $(FORMAT_SRC)
+check-format: deps
+	@bad=$$(for f in $(FORMAT_SRC); do clang-format --dry-run -Werror "$$f" >/dev/null 2>&1 || echo "$$f"; done); \
+	  if [ -n "$$bad" ]; then echo "check-format: not in .clang-format's style (run make format):"; \
+	  echo "$$bad" | sed 's/^/  /'; exit 1; fi; echo "check-format: passed"
+
 # ---- fuzzing (clang libFuzzer) -------------------------------------------
 # The libraries are rebuilt with clang and the sanitizers under build/fuzzlib,
 # each file with its own ISA flags, then each target links against them.
@@ -198,6 +208,7 @@ test: all
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory check-layering
 	@$(MAKE) --no-print-directory check-shell
+	@$(MAKE) --no-print-directory check-format
 	@$(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-integration
 	@echo "== make test: all passed"

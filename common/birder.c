@@ -29,9 +29,12 @@ static inline uint32_t birder_threshold(float m, float b) {
     float z = 0.0f;
     if (b > 0.0f) {
         z = m / b;
-        if (z != z) z = 0.0f;  // inf/inf
-        else if (z > 1.0f) z = 1.0f;
-        else if (z < -1.0f) z = -1.0f;
+        if (z != z)
+            z = 0.0f;  // inf/inf
+        else if (z > 1.0f)
+            z = 1.0f;
+        else if (z < -1.0f)
+            z = -1.0f;
     }
     float t = 1.0f + z;
     t = t * 8388608.0f;
@@ -42,8 +45,8 @@ static inline uint32_t birder_r24(wr_rng_key key, uint64_t first_index, size_t j
     return wr_rng_u32(key, (uint32_t)(first_index + j)) >> 8;
 }
 
-void wr_birder_encode_ref(const float *g, float *m, float *b, size_t n, float beta,
-                          wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+void wr_birder_encode_ref(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,
+                          uint64_t first_index, uint64_t *bits) {
     WR_CHECK(first_index % 64 == 0);
     const float omb = 1.0f - beta;
     size_t nw = wr_birder_words(n);
@@ -70,8 +73,7 @@ void wr_birder_encode_ref(const float *g, float *m, float *b, size_t n, float be
 
 // Bit-sliced ripple-carry add of every worker's word into the planes: one word
 // (64 elements) at a time, a handful of ALU ops per worker.
-void wr_birder_count_planes_ref(const uint64_t *const *bits, int n_workers, size_t n,
-                                uint64_t *planes) {
+void wr_birder_count_planes_ref(const uint64_t *const *bits, int n_workers, size_t n, uint64_t *planes) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     for (size_t w = 0; w < nw; w++) {
@@ -90,8 +92,7 @@ void wr_birder_count_planes_ref(const uint64_t *const *bits, int n_workers, size
 }
 
 // Element by element: the plain definition the bit-sliced versions are tested against.
-void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n,
-                          uint16_t *counts) {
+void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts) {
     WR_CHECK(n_workers >= 1 && n_workers <= WR_BIRDER_MAX_WORKERS);
     for (size_t j = 0; j < n; j++) {
         unsigned c = 0;
@@ -102,13 +103,12 @@ void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n,
 
 static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, size_t j) {
     uint32_t c = 0;
-    for (int p = 0; p < P; p++)
-        c |= (uint32_t)((planes[(size_t)p * nw + j / 64] >> (j % 64)) & 1) << p;
+    for (int p = 0; p < P; p++) c |= (uint32_t)((planes[(size_t)p * nw + j / 64] >> (j % 64)) & 1) << p;
     return c;
 }
 
-void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n,
-                              wr_rng_key key, uint64_t first_index, uint64_t *bits_out) {
+void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                              uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
@@ -141,8 +141,8 @@ void wr_birder_apply_bits_ref(float *x, const uint64_t *bits, size_t n, float lr
     }
 }
 
-void wr_birder_apply_planes_ref(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                float lr, float wd) {
+void wr_birder_apply_planes_ref(float *x, const uint64_t *planes, int n_workers, size_t n, float lr,
+                                float wd) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     for (size_t j = 0; j < n; j++) {
@@ -172,13 +172,12 @@ void wr_birder_decode_planes_ref(const uint64_t *planes, int n_workers, size_t n
         }                                                     \
     } while (0)
 
-void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta,
-                      wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,
+                      uint64_t first_index, uint64_t *bits) {
     WR_BIRDER_PICK(wr_birder_encode, g, m, b, n, beta, key, first_index, bits);
 }
 
-void wr_birder_count_planes(const uint64_t *const *bits, int n_workers, size_t n,
-                            uint64_t *planes) {
+void wr_birder_count_planes(const uint64_t *const *bits, int n_workers, size_t n, uint64_t *planes) {
     WR_BIRDER_PICK(wr_birder_count_planes, bits, n_workers, n, planes);
 }
 
@@ -195,8 +194,7 @@ void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, fl
     WR_BIRDER_PICK(wr_birder_apply_bits, x, bits, n, lr, wd);
 }
 
-void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n,
-                            float lr, float wd) {
+void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n, float lr, float wd) {
     WR_BIRDER_PICK(wr_birder_apply_planes, x, planes, n_workers, n, lr, wd);
 }
 

@@ -60,8 +60,8 @@ static inline size_t wr_birder_words(size_t n) { return (n + 63) / 64; }
 // bits: wr_birder_words(n) words written (tail bits zero). first_index must be a
 // multiple of 64 (shard ranges are 64-aligned) so local and global layout agree
 // (aborts otherwise). m and b are updated in place; g, m, b, bits must not overlap.
-void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta,
-                      wr_rng_key key, uint64_t first_index, uint64_t *bits);
+void wr_birder_encode(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,
+                      uint64_t first_index, uint64_t *bits);
 
 // ceil(log2(n_workers + 1)): bit-planes needed for counts in [0, n_workers].
 // 1 -> 1, 2..3 -> 2, 4..7 -> 3, ..., 255 -> 8. n_workers must be in [1, 65535].
@@ -71,8 +71,7 @@ int wr_birder_planes(int n_workers);
 // wr_birder_words(n) words; their tail bits are ignored) and writes the counts as
 // bit-planes: wr_birder_planes(n_workers) * wr_birder_words(n) words, plane-major,
 // tail bits zero. 1 <= n_workers <= 65535.
-void wr_birder_count_planes(const uint64_t *const *bits, int n_workers, size_t n,
-                            uint64_t *planes);
+void wr_birder_count_planes(const uint64_t *const *bits, int n_workers, size_t n, uint64_t *planes);
 
 // The counts as uint16 (n values), for tests and debugging.
 void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts);
@@ -91,8 +90,7 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
 void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd);
 // apply_planes: u = (2c - n_workers) / n_workers from the bit-planes. The planes are
 // any bits (a count above n_workers, which count_planes never writes, just gives u > 1).
-void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n,
-                            float lr, float wd);
+void wr_birder_apply_planes(float *x, const uint64_t *planes, int n_workers, size_t n, float lr, float wd);
 
 // Decoders: bits -> u in {-1.0f, +1.0f}; planes -> u = (float)(2c-n)/(float)n.
 void wr_birder_decode_bits(const uint64_t *bits, size_t n, float *u);
@@ -101,17 +99,17 @@ void wr_birder_decode_planes(const uint64_t *planes, int n_workers, size_t n, fl
 // ---- Implementation variants (for tests and benchmarks; same contracts) -------
 // *_ref: the scalar definitions. *_avx2 / *_avx512: only call them when
 // wr_cpu_max_level() reports that level. One list, declared per suffix.
-#define WR_BIRDER_VARIANTS(sfx)                                                                        \
-    void wr_birder_encode##sfx(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key, \
-                               uint64_t first_index, uint64_t *bits);                                  \
-    void wr_birder_count_planes##sfx(const uint64_t *const *bits, int n_workers, size_t n,             \
-                                     uint64_t *planes);                                                \
-    void wr_birder_requantize##sfx(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,    \
-                                   uint64_t first_index, uint64_t *bits_out);                          \
-    void wr_birder_apply_bits##sfx(float *x, const uint64_t *bits, size_t n, float lr, float wd);      \
-    void wr_birder_apply_planes##sfx(float *x, const uint64_t *planes, int n_workers, size_t n,        \
-                                     float lr, float wd);                                              \
-    void wr_birder_decode_bits##sfx(const uint64_t *bits, size_t n, float *u);                         \
+#define WR_BIRDER_VARIANTS(sfx)                                                                           \
+    void wr_birder_encode##sfx(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,  \
+                               uint64_t first_index, uint64_t *bits);                                     \
+    void wr_birder_count_planes##sfx(const uint64_t *const *bits, int n_workers, size_t n,                \
+                                     uint64_t *planes);                                                   \
+    void wr_birder_requantize##sfx(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,       \
+                                   uint64_t first_index, uint64_t *bits_out);                             \
+    void wr_birder_apply_bits##sfx(float *x, const uint64_t *bits, size_t n, float lr, float wd);         \
+    void wr_birder_apply_planes##sfx(float *x, const uint64_t *planes, int n_workers, size_t n, float lr, \
+                                     float wd);                                                           \
+    void wr_birder_decode_bits##sfx(const uint64_t *bits, size_t n, float *u);                            \
     void wr_birder_decode_planes##sfx(const uint64_t *planes, int n_workers, size_t n, float *u);
 
 WR_BIRDER_VARIANTS(_ref)

@@ -15,8 +15,7 @@ typedef struct {
 
 static inline rng8 rng8_make(wr_rng_key key) {
     rng8 r;
-    __m256i c = _mm256_xor_si256(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
-                                 _mm256_set1_epi32((int)key.k0));
+    __m256i c = _mm256_xor_si256(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)key.k0));
     r.c1 = _mm256_xor_si256(c, _mm256_srli_epi32(c, 16));
     r.k1 = _mm256_set1_epi32((int)key.k1);
     return r;
@@ -44,8 +43,8 @@ static inline __m256i byte_to_lanes(uint32_t byte) {
     return _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)byte), lane), lane);
 }
 
-static inline uint64_t encode8(const float *g, float *m, float *b, __m256 vbeta, __m256 vomb,
-                               const rng8 *rng, uint32_t ctr0) {
+static inline uint64_t encode8(const float *g, float *m, float *b, __m256 vbeta, __m256 vomb, const rng8 *rng,
+                               uint32_t ctr0) {
     const __m256 one = _mm256_set1_ps(1.0f), neg1 = _mm256_set1_ps(-1.0f);
     const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
     __m256 gv = _mm256_loadu_ps(g);
@@ -65,8 +64,8 @@ static inline uint64_t encode8(const float *g, float *m, float *b, __m256 vbeta,
     return (uint64_t)(uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
 }
 
-void wr_birder_encode_avx2(const float *g, float *m, float *b, size_t n, float beta,
-                           wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+void wr_birder_encode_avx2(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,
+                           uint64_t first_index, uint64_t *bits) {
     WR_CHECK(first_index % 64 == 0);
     const __m256 vbeta = _mm256_set1_ps(beta), vomb = _mm256_set1_ps(1.0f - beta);
     const rng8 rng = rng8_make(key);
@@ -95,28 +94,25 @@ static inline __m256i first_lanes64(size_t cnt) {
 // Bit-sliced counting, 4 words (256 elements) per ymm: workers 7 at a time through a
 // carry-save tree of full adders into a 3-bit partial count, then a ripple into the P
 // accumulator planes (P constant per instance so the planes stay in registers).
-#define FULL_ADD(a, b, c, sum, carry)                                          \
-    do {                                                                       \
-        __m256i ab_ = _mm256_xor_si256((a), (b));                              \
-        __m256i c_ = (c);                                                      \
+#define FULL_ADD(a, b, c, sum, carry)                                                     \
+    do {                                                                                  \
+        __m256i ab_ = _mm256_xor_si256((a), (b));                                         \
+        __m256i c_ = (c);                                                                 \
         (carry) = _mm256_or_si256(_mm256_and_si256((a), (b)), _mm256_and_si256(ab_, c_)); \
-        (sum) = _mm256_xor_si256(ab_, c_);                                     \
+        (sum) = _mm256_xor_si256(ab_, c_);                                                \
     } while (0)
 
-static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *const *bits,
-                                                                int n_workers, int i, size_t w,
-                                                                int masked, __m256i k,
+static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *const *bits, int n_workers,
+                                                                int i, size_t w, int masked, __m256i k,
                                                                 __m256i valid) {
     if (i >= n_workers) return _mm256_setzero_si256();
     if (!masked) return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
     return _mm256_and_si256(_mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
 }
 
-static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits,
-                                                               int n_workers, const int P,
-                                                               size_t nw, size_t w, int masked,
-                                                               __m256i k, __m256i valid,
-                                                               uint64_t *planes) {
+static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits, int n_workers,
+                                                               const int P, size_t nw, size_t w, int masked,
+                                                               __m256i k, __m256i valid, uint64_t *planes) {
     __m256i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
     for (int i = 0; i < n_workers; i += 7) {
@@ -138,19 +134,19 @@ static inline __attribute__((always_inline)) void count_block4(const uint64_t *c
         }
     }
     for (int p = 0; p < P; p++) {
-        if (masked) _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
-        else _mm256_storeu_si256((__m256i *)(planes + (size_t)p * nw + w), acc[p]);
+        if (masked)
+            _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
+        else
+            _mm256_storeu_si256((__m256i *)(planes + (size_t)p * nw + w), acc[p]);
     }
 }
 
-static inline __attribute__((always_inline)) void count_planes_p4(const uint64_t *const *bits,
-                                                                  int n_workers, const int P,
-                                                                  size_t n, uint64_t *planes) {
+static inline __attribute__((always_inline)) void count_planes_p4(const uint64_t *const *bits, int n_workers,
+                                                                  const int P, size_t n, uint64_t *planes) {
     size_t nw = wr_birder_words(n);
     size_t full = n / 256 * 4;  // words in blocks of 4 with no tail bits
     const __m256i ones = _mm256_set1_epi64x(-1);
-    for (size_t w = 0; w < full; w += 4)
-        count_block4(bits, n_workers, P, nw, w, 0, ones, ones, planes);
+    for (size_t w = 0; w < full; w += 4) count_block4(bits, n_workers, P, nw, w, 0, ones, ones, planes);
     if (full < nw) {
         size_t cnt = nw - full;
         long long v[4] = {-1, -1, -1, -1};
@@ -160,8 +156,9 @@ static inline __attribute__((always_inline)) void count_planes_p4(const uint64_t
     }
 }
 
-void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, size_t n,
-                                 uint64_t *planes) {
+void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, size_t n, uint64_t *planes) {
+    // One case per plane count, so P is a constant in each kernel call.
+    // clang-format off
     switch (wr_birder_planes(n_workers)) {
 #define WR_CASE(P) \
     case P: count_planes_p4(bits, n_workers, P, n, planes); break;
@@ -171,12 +168,13 @@ void wr_birder_count_planes_avx2(const uint64_t *const *bits, int n_workers, siz
 #undef WR_CASE
     default: WR_CHECK(0);
     }
+    // clang-format on
 }
 
 // 32 bytes of 0xff where bit k of x is set (byte k).
 static inline __m256i bits_to_bytes(uint32_t x) {
-    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2,
-                                          2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2,
+                                          2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), pick);
     return _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel);
@@ -205,8 +203,8 @@ static inline void counts64(const uint64_t *planes, int P, size_t nw, size_t w, 
         uint64_t word = planes[(size_t)p * nw + w];
         const __m256i bit = _mm256_set1_epi32(1 << p);
         for (int k = 0; k < 8; k++)
-            c[k] = _mm256_or_si256(
-                c[k], _mm256_and_si256(byte_to_lanes((uint32_t)(word >> (8 * k)) & 0xff), bit));
+            c[k] = _mm256_or_si256(c[k],
+                                   _mm256_and_si256(byte_to_lanes((uint32_t)(word >> (8 * k)) & 0xff), bit));
     }
 }
 
@@ -224,8 +222,8 @@ static inline uint64_t requant8(__m256i r, __m256i c, int n_workers) {
     return ml | mh << 4;
 }
 
-void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n,
-                               wr_rng_key key, uint64_t first_index, uint64_t *bits_out) {
+void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                               uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
@@ -297,8 +295,10 @@ void wr_birder_apply_bits_avx2(float *x, const uint64_t *bits, size_t n, float l
 void wr_birder_decode_bits_avx2(const uint64_t *bits, size_t n, float *u) {
     for (size_t j = 0; j < n; j += 8) {
         __m256 uv = sign8((uint32_t)(bits[j / 64] >> (j % 64)) & 0xff);
-        if (j + 8 <= n) _mm256_storeu_ps(u + j, uv);
-        else _mm256_maskstore_ps(u + j, chunk_mask8(n, j), uv);
+        if (j + 8 <= n)
+            _mm256_storeu_ps(u + j, uv);
+        else
+            _mm256_maskstore_ps(u + j, chunk_mask8(n, j), uv);
     }
 }
 
@@ -338,14 +338,15 @@ static inline __attribute__((always_inline)) void planes_to(float *dst, int appl
                 _mm256_storeu_ps(dst + j, apply ? apply8(_mm256_loadu_ps(dst + j), u, vlr, vwd) : u);
             } else {
                 __m256i em = chunk_mask8(n, j);
-                _mm256_maskstore_ps(dst + j, em, apply ? apply8(_mm256_maskload_ps(dst + j, em), u, vlr, vwd) : u);
+                _mm256_maskstore_ps(dst + j, em,
+                                    apply ? apply8(_mm256_maskload_ps(dst + j, em), u, vlr, vwd) : u);
             }
         }
     }
 }
 
-void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                 float lr, float wd) {
+void wr_birder_apply_planes_avx2(float *x, const uint64_t *planes, int n_workers, size_t n, float lr,
+                                 float wd) {
     planes_to(x, 1, planes, n_workers, n, lr, wd);
 }
 

@@ -59,8 +59,8 @@ static inline __mmask16 encode16(const float *g, float *m, float *b, __m512 vbet
     return _mm512_cmplt_epu32_mask(r24_16(rng, ctr0), T);
 }
 
-void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float beta,
-                             wr_rng_key key, uint64_t first_index, uint64_t *bits) {
+void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float beta, wr_rng_key key,
+                             uint64_t first_index, uint64_t *bits) {
     WR_CHECK(first_index % 64 == 0);
     const __m512 vbeta = _mm512_set1_ps(beta), vomb = _mm512_set1_ps(1.0f - beta);
     const rng16 rng = rng16_make(key);
@@ -90,9 +90,8 @@ void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float
 #define XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
 #define MAJ3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0xE8)
 
-static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *const *bits,
-                                                               int n_workers, int i, size_t w,
-                                                               int masked, __mmask8 k,
+static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *const *bits, int n_workers,
+                                                               int i, size_t w, int masked, __mmask8 k,
                                                                __m512i valid) {
     if (i >= n_workers) return _mm512_setzero_si512();
     if (!masked) {
@@ -102,11 +101,9 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
     return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
 }
 
-static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits,
-                                                              int n_workers, const int P,
-                                                              size_t nw, size_t w, int masked,
-                                                              __mmask8 k, __m512i valid,
-                                                              uint64_t *planes) {
+static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
+                                                              const int P, size_t nw, size_t w, int masked,
+                                                              __mmask8 k, __m512i valid, uint64_t *planes) {
     __m512i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
     for (int i = 0; i < n_workers; i += 7) {
@@ -143,19 +140,19 @@ static inline __attribute__((always_inline)) void count_block(const uint64_t *co
         }
     }
     for (int p = 0; p < P; p++) {
-        if (masked) _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
-        else _mm512_storeu_si512(planes + (size_t)p * nw + w, acc[p]);
+        if (masked)
+            _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
+        else
+            _mm512_storeu_si512(planes + (size_t)p * nw + w, acc[p]);
     }
 }
 
-static inline __attribute__((always_inline)) void count_planes_p(const uint64_t *const *bits,
-                                                                 int n_workers, const int P,
-                                                                 size_t n, uint64_t *planes) {
+static inline __attribute__((always_inline)) void count_planes_p(const uint64_t *const *bits, int n_workers,
+                                                                 const int P, size_t n, uint64_t *planes) {
     size_t nw = wr_birder_words(n);
     size_t full = n / 512 * 8;  // words in blocks of 8 with no tail bits
     const __m512i ones = _mm512_set1_epi64(-1);
-    for (size_t w = 0; w < full; w += 8)
-        count_block(bits, n_workers, P, nw, w, 0, 0xff, ones, planes);
+    for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 0xff, ones, planes);
     if (full < nw) {
         size_t cnt = nw - full;
         __m512i valid = ones;
@@ -166,8 +163,9 @@ static inline __attribute__((always_inline)) void count_planes_p(const uint64_t 
     }
 }
 
-void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, size_t n,
-                                   uint64_t *planes) {
+void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, size_t n, uint64_t *planes) {
+    // One case per plane count, so P is a constant in each kernel call.
+    // clang-format off
     switch (wr_birder_planes(n_workers)) {
 #define WR_CASE(P) \
     case P: count_planes_p(bits, n_workers, P, n, planes); break;
@@ -177,6 +175,7 @@ void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, s
 #undef WR_CASE
     default: WR_CHECK(0);
     }
+    // clang-format on
 }
 
 // Counts of the 64 elements of word w as four vectors of 16 uint32: one masked
@@ -218,8 +217,8 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
     return (__mmask16)((unsigned)lo | (unsigned)hi << 8);
 }
 
-void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n,
-                                 wr_rng_key key, uint64_t first_index, uint64_t *bits_out) {
+void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                 uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
@@ -272,8 +271,7 @@ static inline __mmask16 chunk_mask(size_t n, size_t j) {
     return n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
 }
 
-void wr_birder_apply_bits_avx512(float *x, const uint64_t *bits, size_t n, float lr,
-                                 float wd) {
+void wr_birder_apply_bits_avx512(float *x, const uint64_t *bits, size_t n, float lr, float wd) {
     const __m512 vlr = _mm512_set1_ps(lr), vwd = _mm512_set1_ps(wd);
     for (size_t j = 0; j < n; j += 16) {
         __mmask16 em = chunk_mask(n, j);
@@ -340,8 +338,8 @@ static inline __attribute__((always_inline)) void planes_to(float *dst, int appl
     }
 }
 
-void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_workers, size_t n,
-                                   float lr, float wd) {
+void wr_birder_apply_planes_avx512(float *x, const uint64_t *planes, int n_workers, size_t n, float lr,
+                                   float wd) {
     planes_to(x, 1, planes, n_workers, n, lr, wd);
 }
 

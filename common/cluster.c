@@ -26,8 +26,8 @@ int wr_shard_ranges(uint64_t d, int n_shards, uint64_t *lo, uint64_t *hi, char *
         if (hi[i] - lo[i] > WR_MAX_ELEMS)
             return wr_err(err, WR_ERR,
                           "d = %llu over %d shards gives ranges of %llu elements, more than 2^32: "
-                          "use more shards", (unsigned long long)d, n_shards,
-                          (unsigned long long)(hi[i] - lo[i]));
+                          "use more shards",
+                          (unsigned long long)d, n_shards, (unsigned long long)(hi[i] - lo[i]));
     }
     return WR_OK;
 }
@@ -53,11 +53,9 @@ static int check_ranges(const wr_pmsg *m, char *err) {
 
 static int check_recipient(const wr_pmsg *m, int role, char *err) {
     if (role == WR_ROLE_SHARD && (m->shard < 0 || (uint32_t)m->shard >= m->n_shards))
-        return wr_err(err, WR_ERR, "cluster map: my shard index %d is not in [0, %u)", m->shard,
-                      m->n_shards);
+        return wr_err(err, WR_ERR, "cluster map: my shard index %d is not in [0, %u)", m->shard, m->n_shards);
     if (role == WR_ROLE_WORKER && (m->rank < 0 || (uint32_t)m->rank >= m->n_workers_map))
-        return wr_err(err, WR_ERR, "cluster map: my rank %d is not in [0, %u)", m->rank,
-                      m->n_workers_map);
+        return wr_err(err, WR_ERR, "cluster map: my rank %d is not in [0, %u)", m->rank, m->n_workers_map);
     return WR_OK;
 }
 

@@ -15,14 +15,14 @@
 #include "proto.h"
 
 typedef struct {
-    uint64_t epoch;        // >= 1 once the job formed
-    uint64_t n_params;     // d
-    int64_t total_steps;   // the job's optimizer steps (lr schedule); 0 = not sent
+    uint64_t epoch;       // >= 1 once the job formed
+    uint64_t n_params;    // d
+    int64_t total_steps;  // the job's optimizer steps (lr schedule); 0 = not sent
     int n_shards, n_workers;
     wr_shard_info *shards;    // [n_shards]: range [lo, hi) and address (owned)
     wr_worker_info *workers;  // [n_workers]: rank, host, group (owned)
-    int my_shard;          // the recipient's shard index (shards), else -1
-    int my_rank;           // the recipient's worker rank (workers), else -1
+    int my_shard;             // the recipient's shard index (shards), else -1
+    int my_rank;              // the recipient's worker rank (workers), else -1
 } wr_cluster;
 
 // Splits [0, d) into n_shards contiguous ranges with 64-aligned starts, sizes

@@ -25,15 +25,39 @@
 // Static storage: the padding is zero too, so a copy is byte-for-byte the
 // same every time (fuzz_config compares configs with memcmp).
 static const wr_job_config kDefaults = {
-    .job_id = 1, .mode = WR_MODE_PS, .shards = 2, .workers = 4, .model = "mlp",
-    .codec = WR_JOB_CODEC_BIRDER, .broadcast = WR_BCAST_1BIT, .hfp8 = 1, .fp8_first_last = 0,
+    .job_id = 1,
+    .mode = WR_MODE_PS,
+    .shards = 2,
+    .workers = 4,
+    .model = "mlp",
+    .codec = WR_JOB_CODEC_BIRDER,
+    .broadcast = WR_BCAST_1BIT,
+    .hfp8 = 1,
+    .fp8_first_last = 0,
     .loss_scale = 0.0f,  // dynamic
-    .optimizer = WR_OPT_ADAM, .lr = 1e-3f, .wd = 0.0f, .beta = 0.9f,
-    .adam_beta1 = 0.9f, .adam_beta2 = 0.999f, .adam_eps = 1e-8f, .momentum = 0.9f,
-    .lr_schedule = WR_LR_CONSTANT, .warmup_steps = 0, .batch = 128, .epochs = 3, .steps = 0, .seed = 42,
+    .optimizer = WR_OPT_ADAM,
+    .lr = 1e-3f,
+    .wd = 0.0f,
+    .beta = 0.9f,
+    .adam_beta1 = 0.9f,
+    .adam_beta2 = 0.999f,
+    .adam_eps = 1e-8f,
+    .momentum = 0.9f,
+    .lr_schedule = WR_LR_CONSTANT,
+    .warmup_steps = 0,
+    .batch = 128,
+    .epochs = 3,
+    .steps = 0,
+    .seed = 42,
     .data_dir = "/usr/share/datasets/fashion-mnist",
-    .progress_every = 50, .digest_every = 50, .eval_every_epoch = 1, .eval_every = 0,
-    .register_timeout = 30.0, .step_timeout = 60.0, .heartbeat_interval = 1.0, .heartbeat_timeout = 10.0,
+    .progress_every = 50,
+    .digest_every = 50,
+    .eval_every_epoch = 1,
+    .eval_every = 0,
+    .register_timeout = 30.0,
+    .step_timeout = 60.0,
+    .heartbeat_interval = 1.0,
+    .heartbeat_timeout = 10.0,
 };
 
 void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
@@ -46,7 +70,9 @@ static void quote_value(const char *s, char *out, size_t cap) {
     size_t n = 0, lim = cap > 4 ? cap - 4 : 0;
     for (; s[n] && n < lim; n++) out[n] = isprint((unsigned char)s[n]) ? s[n] : '?';
     if (s[n]) {
-        out[n] = '.'; out[n + 1] = '.'; out[n + 2] = '.';
+        out[n] = '.';
+        out[n + 1] = '.';
+        out[n + 2] = '.';
         n += 3;
     }
     out[n] = 0;
@@ -85,8 +111,8 @@ static int parse_double(const char *s, double *out) {
     char *end = NULL;
     double v = strtod(s, &end);
     if (end == s || *end) return -1;
-    if (!isfinite(v)) return -1;                        // nan, inf, overflow
-    if (errno == ERANGE && fabs(v) > 1.0) return -1;    // overflow (underflow is checked by range)
+    if (!isfinite(v)) return -1;                      // nan, inf, overflow
+    if (errno == ERANGE && fabs(v) > 1.0) return -1;  // overflow (underflow is checked by range)
     *out = v;
     return 0;
 }
@@ -102,11 +128,11 @@ typedef struct {
     // numeric ranges (inclusive unless open_lo/open_hi)
     double lo, hi;
     int open_lo, open_hi;
-    const char *expected;          // wording for errors
-    const char *const *names;      // K_ENUM: names, index = stored value (mapped by vals)
-    const int *vals;               // K_ENUM: stored value for names[i]
+    const char *expected;      // wording for errors
+    const char *const *names;  // K_ENUM: names, index = stored value (mapped by vals)
+    const int *vals;           // K_ENUM: stored value for names[i]
     int n_names;
-    size_t cap;                    // K_STR: buffer size
+    size_t cap;                                              // K_STR: buffer size
     int (*check)(const char *v, char *why, size_t why_len);  // K_STR extra check
 } key_t_;
 
@@ -151,13 +177,18 @@ static int check_path(const char *v, char *why, size_t why_len) {
 #define OFF(f) offsetof(wr_job_config, f)
 #define ENUM(tab) tab##Names, tab##Vals, (int)(sizeof tab##Names / sizeof tab##Names[0])
 // One row shape per kind: the ranges each kind needs, the rest zero.
-#define U64(name, f, lo, exp) {name, K_U64, OFF(f), lo, 18446744073709551615.0, 0, 0, exp, NULL, NULL, 0, 0, NULL}
-#define INT(name, f, lo, hi, exp) {name, K_INT, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL}
-#define I64(name, f, lo, hi, exp) {name, K_I64, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL}
+#define U64(name, f, lo, exp) \
+    { name, K_U64, OFF(f), lo, 18446744073709551615.0, 0, 0, exp, NULL, NULL, 0, 0, NULL }
+#define INT(name, f, lo, hi, exp) \
+    { name, K_INT, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL }
+#define I64(name, f, lo, hi, exp) \
+    { name, K_I64, OFF(f), lo, hi, 0, 0, exp, NULL, NULL, 0, 0, NULL }
 #define FLT(name, f, lo, hi, open_lo, open_hi, exp) \
-    {name, K_FLOAT, OFF(f), lo, hi, open_lo, open_hi, exp, NULL, NULL, 0, 0, NULL}
-#define DBL(name, f, lo, hi, open_lo, exp) {name, K_DOUBLE, OFF(f), lo, hi, open_lo, 0, exp, NULL, NULL, 0, 0, NULL}
-#define ENUMK(name, f, exp, tab) {name, K_ENUM, OFF(f), 0, 0, 0, 0, exp, ENUM(tab), 0, NULL}
+    { name, K_FLOAT, OFF(f), lo, hi, open_lo, open_hi, exp, NULL, NULL, 0, 0, NULL }
+#define DBL(name, f, lo, hi, open_lo, exp) \
+    { name, K_DOUBLE, OFF(f), lo, hi, open_lo, 0, exp, NULL, NULL, 0, 0, NULL }
+#define ENUMK(name, f, exp, tab) \
+    { name, K_ENUM, OFF(f), 0, 0, 0, 0, exp, ENUM(tab), 0, NULL }
 
 // Every key, in the order they are printed and serialised.
 static const key_t_ kKeys[] = {
@@ -165,13 +196,14 @@ static const key_t_ kKeys[] = {
     ENUMK("mode", mode, "one of ps, allreduce", kMode),
     INT("shards", shards, 1, WR_MAX_SHARDS, "an integer in [1, 1024]"),
     INT("workers", workers, 1, WR_MAX_WORKERS, "an integer in [1, 4096]"),
-    {"model", K_STR, OFF(model), 0, 0, 0, 0, "one of mlp, cnn, synthetic:D", NULL, NULL, 0,
-     WR_MODEL_SPEC_MAX, check_model},
+    {"model", K_STR, OFF(model), 0, 0, 0, 0, "one of mlp, cnn, synthetic:D", NULL, NULL, 0, WR_MODEL_SPEC_MAX,
+     check_model},
     ENUMK("codec", codec, "one of birder, fp32", kCodec),
     ENUMK("broadcast", broadcast, "one of 1bit, exact", kBcast),
     ENUMK("hfp8", hfp8, "one of on, off", kOnOff),
     ENUMK("hfp8_first_last", fp8_first_last, "one of fp32, fp8", kFirstLast),
-    {"loss_scale", K_LOSS_SCALE, OFF(loss_scale), 0, 3.0e38, 1, 0, "'dynamic' or a positive number", NULL, NULL, 0, 0, NULL},
+    {"loss_scale", K_LOSS_SCALE, OFF(loss_scale), 0, 3.0e38, 1, 0, "'dynamic' or a positive number", NULL,
+     NULL, 0, 0, NULL},
     ENUMK("optimizer", optimizer, "one of adam, sgdm", kOpt),
     FLT("lr", lr, 0, 1e6, 1, 0, "a positive number"),
     FLT("wd", wd, 0, 1e6, 0, 0, "a number >= 0"),
@@ -216,7 +248,8 @@ static int in_range(const key_t_ *k, double v) {
 static int set_str(char *field, const key_t_ *k, const char *value, char *err) {
     size_t n = strlen(value);
     for (size_t i = 0; i < n; i++)
-        if (iscntrl((unsigned char)value[i])) return bad_value(err, k->name, "text without control characters", value);
+        if (iscntrl((unsigned char)value[i]))
+            return bad_value(err, k->name, "text without control characters", value);
     if (n >= k->cap) {
         char exp[96];
         snprintf(exp, sizeof exp, "at most %zu bytes", k->cap - 1);
@@ -243,9 +276,12 @@ static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *e
     case K_INT:
     case K_I64: {
         int64_t v;
-        if (parse_i64(value, &v) || !in_range(k, (double)v)) return bad_value(err, k->name, k->expected, value);
-        if (k->kind == K_INT) *(int *)field = (int)v;
-        else *(int64_t *)field = v;
+        if (parse_i64(value, &v) || !in_range(k, (double)v))
+            return bad_value(err, k->name, k->expected, value);
+        if (k->kind == K_INT)
+            *(int *)field = (int)v;
+        else
+            *(int64_t *)field = v;
         return WR_OK;
     }
     case K_LOSS_SCALE:
@@ -294,8 +330,10 @@ static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_
     case K_LOSS_SCALE:
     case K_FLOAT: {
         float f = *(const float *)field;
-        if (k->kind == K_LOSS_SCALE && f == 0.0f) snprintf(buf, cap, "dynamic");
-        else snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
+        if (k->kind == K_LOSS_SCALE && f == 0.0f)
+            snprintf(buf, cap, "dynamic");
+        else
+            snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
         return;
     }
     case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)field); return;
@@ -360,8 +398,8 @@ static int split_kv(const char *b, const char *e, char *key, char *value, const 
     memcpy(key, kb, kn);
     key[kn] = 0;
     if (vn >= CFG_VALUE_MAX) {
-        return wr_err(err, WR_ERR, "config key '%s': value longer than %d bytes%s", key,
-                      CFG_VALUE_MAX - 1, where);
+        return wr_err(err, WR_ERR, "config key '%s': value longer than %d bytes%s", key, CFG_VALUE_MAX - 1,
+                      where);
     }
     memcpy(value, vb, vn);
     value[vn] = 0;
@@ -409,8 +447,8 @@ int wr_config_parse_buffer(wr_job_config *c, const char *buf, size_t len, const 
         }
         int idx = (int)(k - kKeys);
         if (line_of[idx])
-            return wr_err(err, WR_ERR, "config key '%s' set twice (%.*s:%d and line %d)", key,
-                          WR_ERR_LEN / 2, source, line_of[idx], line);
+            return wr_err(err, WR_ERR, "config key '%s' set twice (%.*s:%d and line %d)", key, WR_ERR_LEN / 2,
+                          source, line_of[idx], line);
         char e2[WR_ERR_LEN];
         if (set_key(&tmp, k, value, e2)) {
             return wr_err(err, WR_ERR, "%.*s%s", (int)(WR_ERR_LEN - strlen(where) - 1), e2, where);
@@ -445,15 +483,19 @@ int wr_config_validate(const wr_job_config *c, char *err) {
     if (c->mode == WR_MODE_ALLREDUCE)
         return wr_err(err, WR_ERR, "config key 'mode': allreduce is not supported yet (use mode=ps)");
     if (c->batch % c->workers != 0)
-        return wr_err(err, WR_ERR, "config keys 'batch' and 'workers': batch %d is not divisible by %d workers",
-                      c->batch, c->workers);
+        return wr_err(err, WR_ERR,
+                      "config keys 'batch' and 'workers': batch %d is not divisible by %d workers", c->batch,
+                      c->workers);
     if (!(c->heartbeat_timeout > c->heartbeat_interval))
         return wr_err(err, WR_ERR,
                       "config keys 'heartbeat_timeout' and 'heartbeat_interval': the timeout (%g s) must be "
-                      "longer than the interval (%g s)", c->heartbeat_timeout, c->heartbeat_interval);
+                      "longer than the interval (%g s)",
+                      c->heartbeat_timeout, c->heartbeat_interval);
     if (c->steps == 0 && c->batch > 60000 && strncmp(c->model, "synthetic:", 10) != 0)
-        return wr_err(err, WR_ERR, "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
-                      "training images, so an epoch has no steps", c->batch);
+        return wr_err(err, WR_ERR,
+                      "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
+                      "training images, so an epoch has no steps",
+                      c->batch);
     return WR_OK;
 }
 
@@ -489,11 +531,9 @@ int wr_config_from_args(wr_job_config *c, const char *path, char *const *args, i
     wr_config_defaults(c);
     if (path && wr_config_load_file(c, path, err) != WR_OK) return WR_ERR;
     for (int i = 0; i < n; i++) {
-        if (!strchr(args[i], '='))
-            return wr_err(err, WR_ERR, "'%s' is not a key=value override", args[i]);
+        if (!strchr(args[i], '=')) return wr_err(err, WR_ERR, "'%s' is not a key=value override", args[i]);
         char e2[WR_ERR_LEN];
-        if (wr_config_set_kv(c, args[i], e2) != WR_OK)
-            return wr_err(err, WR_ERR, "%s (command line)", e2);
+        if (wr_config_set_kv(c, args[i], e2) != WR_OK) return wr_err(err, WR_ERR, "%s (command line)", e2);
     }
     return wr_config_validate(c, err);
 }

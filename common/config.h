@@ -27,39 +27,39 @@ enum wr_optimizer { WR_OPT_ADAM = 0, WR_OPT_SGDM = 1 };
 enum wr_lr_schedule { WR_LR_CONSTANT = 0, WR_LR_COSINE = 1 };
 
 typedef struct {
-    uint64_t job_id;          // job_id: tags every message (default 1)
-    int mode;                 // mode = ps | allreduce (allreduce is refused until that exchange exists)
-    int shards;               // shards = S (>= 1)
-    int workers;              // workers = n (>= 1)
+    uint64_t job_id;                // job_id: tags every message (default 1)
+    int mode;                       // mode = ps | allreduce (allreduce is refused until that exchange exists)
+    int shards;                     // shards = S (>= 1)
+    int workers;                    // workers = n (>= 1)
     char model[WR_MODEL_SPEC_MAX];  // model = mlp | cnn | synthetic:D
-    int codec;                // codec = birder | fp32
-    int broadcast;            // broadcast = 1bit | exact (birder only)
-    int hfp8;                 // hfp8 = on | off (HFP8 GEMMs in the workers)
-    int fp8_first_last;       // hfp8_first_last = fp32 | fp8 (precision of first and last layer)
-    float loss_scale;         // loss_scale = dynamic | <positive number>; 0 here means dynamic
-    int optimizer;            // optimizer = adam | sgdm (fp32 codec, shard side)
-    float lr;                 // lr
-    float wd;                 // wd (decoupled weight decay)
-    float beta;               // beta (Birder EMA of m and b)
+    int codec;                      // codec = birder | fp32
+    int broadcast;                  // broadcast = 1bit | exact (birder only)
+    int hfp8;                       // hfp8 = on | off (HFP8 GEMMs in the workers)
+    int fp8_first_last;             // hfp8_first_last = fp32 | fp8 (precision of first and last layer)
+    float loss_scale;               // loss_scale = dynamic | <positive number>; 0 here means dynamic
+    int optimizer;                  // optimizer = adam | sgdm (fp32 codec, shard side)
+    float lr;                       // lr
+    float wd;                       // wd (decoupled weight decay)
+    float beta;                     // beta (Birder EMA of m and b)
     float adam_beta1, adam_beta2, adam_eps;  // adam_beta1, adam_beta2, adam_eps
-    float momentum;           // momentum (sgdm)
-    int lr_schedule;          // lr_schedule = constant | cosine
-    int warmup_steps;         // warmup_steps (linear warm-up of lr)
-    int batch;                // batch = global batch size (split evenly over workers)
-    int epochs;               // epochs
-    int64_t steps;            // steps = stop after this many steps (0 = run all epochs)
-    uint64_t seed;            // seed
-    char data_dir[WR_PATH_MAX];  // data_dir (Fashion-MNIST idx.gz files)
-    int progress_every;       // progress_every = steps between progress lines
-    int digest_every;         // digest_every = steps between replica digest checks (0 = off)
-    int eval_every_epoch;     // eval = epoch | end | off  (1, 0 = end, -1 = off)
-    int eval_every;           // eval_every = steps between test evaluations (0 = follow eval;
-                              // > 0 replaces eval=epoch|end's schedule, plus one at the end;
-                              // eval=off still turns evaluation off)
-    double register_timeout;  // register_timeout = seconds the coordinator waits for everyone
-    double step_timeout;      // step_timeout = seconds a node waits for a step's messages
-    double heartbeat_interval;// heartbeat_interval (s)
-    double heartbeat_timeout; // heartbeat_timeout (s): a node silent this long is declared dead
+    float momentum;                          // momentum (sgdm)
+    int lr_schedule;                         // lr_schedule = constant | cosine
+    int warmup_steps;                        // warmup_steps (linear warm-up of lr)
+    int batch;                               // batch = global batch size (split evenly over workers)
+    int epochs;                              // epochs
+    int64_t steps;                           // steps = stop after this many steps (0 = run all epochs)
+    uint64_t seed;                           // seed
+    char data_dir[WR_PATH_MAX];              // data_dir (Fashion-MNIST idx.gz files)
+    int progress_every;                      // progress_every = steps between progress lines
+    int digest_every;                        // digest_every = steps between replica digest checks (0 = off)
+    int eval_every_epoch;                    // eval = epoch | end | off  (1, 0 = end, -1 = off)
+    int eval_every;                          // eval_every = steps between test evaluations (0 = follow eval;
+                                             // > 0 replaces eval=epoch|end's schedule, plus one at the end;
+                                             // eval=off still turns evaluation off)
+    double register_timeout;                 // register_timeout = seconds the coordinator waits for everyone
+    double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
+    double heartbeat_interval;               // heartbeat_interval (s)
+    double heartbeat_timeout;  // heartbeat_timeout (s): a node silent this long is declared dead
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);

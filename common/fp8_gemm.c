@@ -28,9 +28,7 @@
 
 static size_t g_budget = WR_SCRATCH_FLOATS_DEFAULT;
 
-void wr_fp8_gemm_set_scratch_budget(size_t floats) {
-    g_budget = floats ? floats : WR_SCRATCH_FLOATS_DEFAULT;
-}
+void wr_fp8_gemm_set_scratch_budget(size_t floats) { g_budget = floats ? floats : WR_SCRATCH_FLOATS_DEFAULT; }
 
 static __thread float *t_scratch;
 static __thread size_t t_cap;  // in floats
@@ -51,15 +49,13 @@ void wr_fp8_gemm_release_scratch(void) {
 }
 
 // Decodes rows x cols codes (row stride ld) into a dense rows x cols array.
-static void decode_block(const uint8_t *src, int ld, int rows, int cols, enum wr_fp8_format f,
-                         float *dst) {
+static void decode_block(const uint8_t *src, int ld, int rows, int cols, enum wr_fp8_format f, float *dst) {
     if (ld == cols) {
         wr_fp8_decode_array(src, dst, (size_t)rows * (size_t)cols, f);
         return;
     }
     for (int r = 0; r < rows; r++)
-        wr_fp8_decode_array(src + (size_t)r * (size_t)ld, dst + (size_t)r * (size_t)cols,
-                            (size_t)cols, f);
+        wr_fp8_decode_array(src + (size_t)r * (size_t)ld, dst + (size_t)r * (size_t)cols, (size_t)cols, f);
 }
 
 static void scale_c(int M, int N, float beta, float *C, int ldc) {
@@ -90,8 +86,8 @@ void wr_fp8_cache_invalidate(wr_fp8_cache *c) { c->valid = 0; }
 
 // Returns the dense decoding (rows x cols) of the stored operand, from the
 // cache when its key matches, else decoding into it first.
-static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen,
-                              enum wr_fp8_format f, int rows, int cols, int ld) {
+static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen, enum wr_fp8_format f,
+                              int rows, int cols, int ld) {
     if (c->valid && c->src == src && c->gen == gen && c->fmt == (int)f && c->rows == rows &&
         c->cols == cols && c->ld == ld)
         return c->buf;
@@ -113,11 +109,23 @@ static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen,
     return c->buf;
 }
 
-// Rows r0.. and columns c0.. (rows x cols) of a stored row-major operand X:
-// a pointer into its whole decoding `all` (row stride all_cols) for a cached
-// operand, else decoded into the scratch s (row stride cols). *ld = the stride.
+// Rows r0.. and columns c0.. (rows x cols) of an operand as the GEMM reads
+// it untransposed; when `trans` is set X is stored transposed, so the block
+// is columns r0.. and rows c0.. of X. Returns a pointer into the operand's
+// whole decoding `all` (row stride: X's column count, cols_plain or
+// cols_trans) for a cached operand, else decodes into the scratch s (row
+// stride: the block's width). *ld = that stride.
 static const float *operand_block(const uint8_t *X, int ldx, enum wr_fp8_format f, const float *all,
-                                  size_t all_cols, size_t r0, size_t c0, int rows, int cols, float *s, int *ld) {
+                                  int trans, size_t cols_plain, size_t cols_trans, size_t r0, size_t c0,
+                                  int rows, int cols, float *s, int *ld) {
+    size_t all_cols = cols_plain;
+    if (trans) {
+        size_t t0 = r0;
+        int t = rows;
+        r0 = c0, c0 = t0;
+        rows = cols, cols = t;
+        all_cols = cols_trans;
+    }
     if (all) {
         *ld = (int)all_cols;
         return all + r0 * all_cols + c0;
@@ -127,18 +135,17 @@ static const float *operand_block(const uint8_t *X, int ldx, enum wr_fp8_format 
     return s;
 }
 
-void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                 const uint8_t *A, enum wr_fp8_format fa, int lda,
-                 const uint8_t *B, enum wr_fp8_format fb, int ldb,
-                 float beta, float *C, int ldc) {
-    wr_fp8_gemm_cached(trans_a, trans_b, M, N, K, alpha, A, fa, lda, NULL, 0, B, fb, ldb, NULL, 0,
-                       beta, C, ldc);
+void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint8_t *A,
+                 enum wr_fp8_format fa, int lda, const uint8_t *B, enum wr_fp8_format fb, int ldb, float beta,
+                 float *C, int ldc) {
+    wr_fp8_gemm_cached(trans_a, trans_b, M, N, K, alpha, A, fa, lda, NULL, 0, B, fb, ldb, NULL, 0, beta, C,
+                       ldc);
 }
 
-void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const uint8_t *A, enum wr_fp8_format fa, int lda, wr_fp8_cache *ca,
-                        uint64_t gen_a, const uint8_t *B, enum wr_fp8_format fb, int ldb,
-                        wr_fp8_cache *cb, uint64_t gen_b, float beta, float *C, int ldc) {
+void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint8_t *A,
+                        enum wr_fp8_format fa, int lda, wr_fp8_cache *ca, uint64_t gen_a, const uint8_t *B,
+                        enum wr_fp8_format fb, int ldb, wr_fp8_cache *cb, uint64_t gen_b, float beta,
+                        float *C, int ldc) {
     WR_CHECK(M >= 0 && N >= 0 && K >= 0);
     WR_CHECK(ldc >= WR_MAX(1, N));
     WR_CHECK(lda >= WR_MAX(1, trans_a ? M : K));
@@ -154,11 +161,9 @@ void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alp
     // blocks point into them; only the others go through the scratch.
     const float *fa_all = NULL, *fb_all = NULL;
     if (ca)
-        fa_all = trans_a ? cache_get(ca, A, gen_a, fa, K, M, lda)
-                         : cache_get(ca, A, gen_a, fa, M, K, lda);
+        fa_all = trans_a ? cache_get(ca, A, gen_a, fa, K, M, lda) : cache_get(ca, A, gen_a, fa, M, K, lda);
     if (cb)
-        fb_all = trans_b ? cache_get(cb, B, gen_b, fb, N, K, ldb)
-                         : cache_get(cb, B, gen_b, fb, K, N, ldb);
+        fb_all = trans_b ? cache_get(cb, B, gen_b, fb, N, K, ldb) : cache_get(cb, B, gen_b, fb, K, N, ldb);
 
     // Block sizes: everything at once if the uncached operands fit the budget;
     // otherwise full K (unless K alone is huge), an N panel of half the budget,
@@ -186,16 +191,17 @@ void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alp
         for (size_t n0 = 0; n0 < Ns; n0 += nb) {
             int n = (int)WR_MIN(nb, Ns - n0);
             int ldb_blk;
-            const float *pb = trans_b ? operand_block(B, ldb, fb, fb_all, Ks, n0, k0, n, k, sb, &ldb_blk)   // N x K
-                                      : operand_block(B, ldb, fb, fb_all, Ns, k0, n0, k, n, sb, &ldb_blk);  // K x N
+            // B is K x N (stored N x K when trans_b)
+            const float *pb = operand_block(B, ldb, fb, fb_all, trans_b, Ns, Ks, k0, n0, k, n, sb, &ldb_blk);
             for (size_t m0 = 0; m0 < Ms; m0 += mb) {
                 int m = (int)WR_MIN(mb, Ms - m0);
                 int lda_blk;
-                const float *pa = trans_a ? operand_block(A, lda, fa, fa_all, Ms, k0, m0, k, m, sa, &lda_blk)   // K x M
-                                          : operand_block(A, lda, fa, fa_all, Ks, m0, k0, m, k, sa, &lda_blk);  // M x K
+                // A is M x K (stored K x M when trans_a)
+                const float *pa = operand_block(A, lda, fa, fa_all, trans_a, Ks, Ms, m0, k0, m, k, sa,
+                                                &lda_blk);
                 cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, pa, lda_blk, pb,
-                            ldb_blk, beta_k, C + m0 * (size_t)ldc + n0, ldc);
+                            trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, pa, lda_blk, pb, ldb_blk,
+                            beta_k, C + m0 * (size_t)ldc + n0, ldc);
             }
         }
     }

@@ -24,10 +24,9 @@
 // degenerate shapes where a 16-wide panel does not fit). Invalid dimensions
 // or strides are programming errors (abort through WR_CHECK).
 // Thread safety: callable from several threads at once (scratch is per thread).
-void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                 const uint8_t *A, enum wr_fp8_format fa, int lda,
-                 const uint8_t *B, enum wr_fp8_format fb, int ldb,
-                 float beta, float *C, int ldc);
+void wr_fp8_gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint8_t *A,
+                 enum wr_fp8_format fa, int lda, const uint8_t *B, enum wr_fp8_format fb, int ldb, float beta,
+                 float *C, int ldc);
 
 // Sets the scratch budget in floats for all threads (0 restores the default,
 // 16 Mi floats). Smaller budgets cut the problem into more blocks (more
@@ -52,7 +51,7 @@ typedef struct {
     uint64_t gen;
     int fmt, rows, cols, ld;
     int valid;
-    uint64_t decodes;    // statistics: times the operand was (re)decoded
+    uint64_t decodes;  // statistics: times the operand was (re)decoded
 } wr_fp8_cache;
 
 // Zeroes c and, if floats > 0, allocates buf for that many floats up front (so
@@ -71,10 +70,10 @@ void wr_fp8_cache_invalidate(wr_fp8_cache *c);
 // the problem fits the scratch budget (same single sgemm call on the same
 // values); otherwise equal up to fp32 summation order. The caches must not be
 // shared between threads without locking; everything else as wr_fp8_gemm.
-void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alpha,
-                        const uint8_t *A, enum wr_fp8_format fa, int lda, wr_fp8_cache *ca,
-                        uint64_t gen_a, const uint8_t *B, enum wr_fp8_format fb, int ldb,
-                        wr_fp8_cache *cb, uint64_t gen_b, float beta, float *C, int ldc);
+void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alpha, const uint8_t *A,
+                        enum wr_fp8_format fa, int lda, wr_fp8_cache *ca, uint64_t gen_a, const uint8_t *B,
+                        enum wr_fp8_format fb, int ldb, wr_fp8_cache *cb, uint64_t gen_b, float beta,
+                        float *C, int ldc);
 
 // Frees the calling thread's scratch (optional: e.g. before a thread exits, or
 // in tests under a leak checker). The next wr_fp8_gemm call re-allocates.

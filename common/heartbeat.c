@@ -36,8 +36,7 @@ static void *hb_main(void *arg) {
         double s = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9 + hb->interval;
         ts.tv_sec = (time_t)s;
         ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-        while (!hb->stop && pthread_cond_timedwait(&hb->cv, &hb->mu, &ts) != ETIMEDOUT) {
-        }
+        while (!hb->stop && pthread_cond_timedwait(&hb->cv, &hb->mu, &ts) != ETIMEDOUT) {}
     }
     pthread_mutex_unlock(&hb->mu);
     return NULL;

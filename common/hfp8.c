@@ -29,12 +29,12 @@
 #include "rng.h"
 
 typedef struct {
-    int mbits;  // mantissa bits of the target
-    int emin;  // exponent of the min normal (1 - bias)
+    int mbits;         // mantissa bits of the target
+    int emin;          // exponent of the min normal (1 - bias)
     uint32_t maxcode;  // magnitude code of the largest finite value
     uint32_t minnorm;  // fp32 bits of the min normal 2^emin
-    uint32_t rebias;  // (fp32 exponent field << mbits) - rebias = code
-    float magic;  // C above
+    uint32_t rebias;   // (fp32 exponent field << mbits) - rebias = code
+    float magic;       // C above
 } fp8_params;
 
 static const fp8_params k_params[2] = {
@@ -54,13 +54,9 @@ static inline float u2f(uint32_t u) {
     return x;
 }
 
-float wr_fp8_max(enum wr_fp8_format f) {
-    return f == WR_FP8_E5M2 ? WR_FP8_E5M2_MAX : WR_FP8_E4M3B11_MAX;
-}
+float wr_fp8_max(enum wr_fp8_format f) { return f == WR_FP8_E5M2 ? WR_FP8_E5M2_MAX : WR_FP8_E4M3B11_MAX; }
 
-const char *wr_fp8_format_name(enum wr_fp8_format f) {
-    return f == WR_FP8_E5M2 ? "e5m2" : "e4m3b11";
-}
+const char *wr_fp8_format_name(enum wr_fp8_format f) { return f == WR_FP8_E5M2 ? "e5m2" : "e4m3b11"; }
 
 // Magnitude code of |x| (bits a, not NaN), nearest even, saturated.
 static inline __attribute__((always_inline)) uint32_t mag_rne(uint32_t a, const fp8_params *p) {
@@ -74,8 +70,7 @@ static inline __attribute__((always_inline)) uint32_t mag_rne(uint32_t a, const 
 }
 
 // Magnitude code of |x| (bits a, not NaN), stochastic with random bits r, saturated.
-static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_t r,
-                                                             const fp8_params *p) {
+static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_t r, const fp8_params *p) {
     int d0 = 23 - p->mbits;
     uint32_t c;
     if (a >= p->minnorm) {
@@ -87,7 +82,7 @@ static inline __attribute__((always_inline)) uint32_t mag_sr(uint32_t a, uint32_
         uint32_t kept = d < 32 ? sig >> d : 0;
         uint32_t frac = d <= 32 ? (uint32_t)((uint64_t)sig << (32 - d))
                                 : (d < 64 ? sig >> (d - 32) : 0);  // truncated, far below
-        c = kept + ((uint32_t)(frac + r) < frac);  // carry out of 32 bits
+        c = kept + ((uint32_t)(frac + r) < frac);                  // carry out of 32 bits
     }
     return c > p->maxcode ? p->maxcode : c;
 }
@@ -107,8 +102,7 @@ static inline __attribute__((always_inline)) uint8_t enc_rne(float x, enum wr_fp
     return finish(b, mag_rne(b & 0x7FFFFFFFu, &k_params[f == WR_FP8_E5M2]), f);
 }
 
-static inline __attribute__((always_inline)) uint8_t enc_sr(float x, enum wr_fp8_format f,
-                                                            uint32_t r) {
+static inline __attribute__((always_inline)) uint8_t enc_sr(float x, enum wr_fp8_format f, uint32_t r) {
     uint32_t b = f2u(x);
     return finish(b, mag_sr(b & 0x7FFFFFFFu, r, &k_params[f == WR_FP8_E5M2]), f);
 }
@@ -141,8 +135,7 @@ static pthread_once_t g_table_once = PTHREAD_ONCE_INIT;
 
 static void table_init(void) {
     for (int f = 0; f < 2; f++)
-        for (int c = 0; c < 256; c++)
-            g_table[f][c] = decode_formula((uint8_t)c, (enum wr_fp8_format)f);
+        for (int c = 0; c < 256; c++) g_table[f][c] = decode_formula((uint8_t)c, (enum wr_fp8_format)f);
 }
 
 const float *wr_fp8_decode_table(enum wr_fp8_format f) {
@@ -156,15 +149,15 @@ float wr_fp8_decode(uint8_t code, enum wr_fp8_format f) { return decode_formula(
 
 // The loops below are instantiated per format (FMT_SWITCH), so the format's
 // constants fold into the code.
-#define FMT_SWITCH(f, body)                                                                        \
-    do {                                                                                           \
-        if ((f) == WR_FP8_E5M2) {                                                                  \
-            const enum wr_fp8_format ff = WR_FP8_E5M2;                                             \
-            body;                                                                                  \
-        } else {                                                                                   \
-            const enum wr_fp8_format ff = WR_FP8_E4M3B11;                                          \
-            body;                                                                                  \
-        }                                                                                          \
+#define FMT_SWITCH(f, body)                               \
+    do {                                                  \
+        if ((f) == WR_FP8_E5M2) {                         \
+            const enum wr_fp8_format ff = WR_FP8_E5M2;    \
+            body;                                         \
+        } else {                                          \
+            const enum wr_fp8_format ff = WR_FP8_E4M3B11; \
+            body;                                         \
+        }                                                 \
     } while (0)
 
 void wr_fp8_encode_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f) {
@@ -186,19 +179,19 @@ void wr_fp8_quantize_inplace_ref(float *x, size_t n, enum wr_fp8_format f) {
     FMT_SWITCH(f, for (size_t i = 0; i < n; i++) x[i] = t[enc_rne(x[i], ff)]);
 }
 
-void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                                uint64_t seed, uint64_t offset) {
+void wr_fp8_encode_sr_array_ref(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f, uint64_t seed,
+                                uint64_t offset) {
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) out[i] =
-                      enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i))));
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
+                      out[i] = enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i))));
 }
 
 void wr_fp8_quantize_sr_inplace_ref(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
                                     uint64_t offset) {
     const float *t = wr_fp8_decode_table(f);
     wr_rng_key key = wr_rng_key_make(seed, 0, 0);
-    FMT_SWITCH(f, for (size_t i = 0; i < n; i++) x[i] =
-                      t[enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i)))]);
+    FMT_SWITCH(f, for (size_t i = 0; i < n; i++)
+                      x[i] = t[enc_sr(x[i], ff, wr_rng_u32(key, (uint32_t)(offset + i)))]);
 }
 
 float wr_fp8_amax_ref(const float *x, size_t n) {
@@ -222,8 +215,7 @@ void wr_fp8_encode_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_for
     }
 }
 
-void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale,
-                                enum wr_fp8_format f) {
+void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale, enum wr_fp8_format f) {
     switch (wr_cpu_level()) {
     case WR_ISA_AVX512: wr_fp8_encode_scaled_array_avx512(x, out, n, scale, f); break;
     case WR_ISA_AVX2: wr_fp8_encode_scaled_array_avx2(x, out, n, scale, f); break;
@@ -247,8 +239,8 @@ void wr_fp8_quantize_inplace(float *x, size_t n, enum wr_fp8_format f) {
     }
 }
 
-void wr_fp8_encode_sr_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                            uint64_t seed, uint64_t offset) {
+void wr_fp8_encode_sr_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f, uint64_t seed,
+                            uint64_t offset) {
     switch (wr_cpu_level()) {
     case WR_ISA_AVX512: wr_fp8_encode_sr_array_avx512(x, out, n, f, seed, offset); break;
     case WR_ISA_AVX2: wr_fp8_encode_sr_array_avx2(x, out, n, f, seed, offset); break;
@@ -256,8 +248,7 @@ void wr_fp8_encode_sr_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_
     }
 }
 
-void wr_fp8_quantize_sr_inplace(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
-                                uint64_t offset) {
+void wr_fp8_quantize_sr_inplace(float *x, size_t n, enum wr_fp8_format f, uint64_t seed, uint64_t offset) {
     switch (wr_cpu_level()) {
     case WR_ISA_AVX512: wr_fp8_quantize_sr_inplace_avx512(x, n, f, seed, offset); break;
     case WR_ISA_AVX2: wr_fp8_quantize_sr_inplace_avx2(x, n, f, seed, offset); break;

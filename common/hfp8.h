@@ -46,7 +46,7 @@ enum wr_fp8_format { WR_FP8_E4M3B11, WR_FP8_E5M2 };
 #define WR_FP8_E4M3B11_MAX 30.0f
 #define WR_FP8_E5M2_MAX 57344.0f
 #define WR_FP8_E4M3B11_NAN 0x80u  // the only NaN code of E4M3-b11
-#define WR_FP8_E5M2_NAN 0x7Fu  // canonical positive E5M2 NaN (negative NaN: 0xFF)
+#define WR_FP8_E5M2_NAN 0x7Fu     // canonical positive E5M2 NaN (negative NaN: 0xFF)
 
 // Largest finite magnitude of the format (30 or 57344).
 float wr_fp8_max(enum wr_fp8_format f);
@@ -72,18 +72,16 @@ void wr_fp8_encode_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_for
 // out[i] = wr_fp8_encode(x[i] * scale, f), i < n: the fp32 product (one IEEE
 // multiply, as a separate x*s loop would do) and the encode in one pass, for
 // tensors scaled by a per-tensor factor (the layers' power-of-two scales).
-void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale,
-                                enum wr_fp8_format f);
+void wr_fp8_encode_scaled_array(const float *x, uint8_t *out, size_t n, float scale, enum wr_fp8_format f);
 // out[i] = wr_fp8_decode(in[i], f), i < n.
 void wr_fp8_decode_array(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);
 // "Fake quantize": x[i] = decode(encode(x[i])) in place, round to nearest even.
 void wr_fp8_quantize_inplace(float *x, size_t n, enum wr_fp8_format f);
 // out[i] = wr_fp8_encode_sr(x[i], f, r_i) with r_i the bits of element offset+i (above).
-void wr_fp8_encode_sr_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                            uint64_t seed, uint64_t offset);
+void wr_fp8_encode_sr_array(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f, uint64_t seed,
+                            uint64_t offset);
 // x[i] = decode(encode_sr(x[i])) in place, same random bits as wr_fp8_encode_sr_array.
-void wr_fp8_quantize_sr_inplace(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,
-                                uint64_t offset);
+void wr_fp8_quantize_sr_inplace(float *x, size_t n, enum wr_fp8_format f, uint64_t seed, uint64_t offset);
 // Largest |x[i]|, i < n (0 for n = 0). inf if any +-inf; NaN if any NaN (so a
 // loss scaler sees overflow). Exact and independent of order.
 float wr_fp8_amax(const float *x, size_t n);
@@ -93,16 +91,16 @@ float wr_fp8_amax(const float *x, size_t n);
 // benches). *_avx2 / *_avx512: the ISA kernels behind the dispatchers
 // (hfp8_avx2.c, hfp8_avx512.c); call the dispatching functions above instead:
 // these need the CPU feature. NaN from decode is always the quiet NaN 0x7FC00000.
-#define WR_FP8_VARIANTS(sfx)                                                                           \
-    void wr_fp8_encode_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);       \
-    void wr_fp8_encode_scaled_array##sfx(const float *x, uint8_t *out, size_t n, float scale,          \
-                                         enum wr_fp8_format f);                                        \
-    void wr_fp8_decode_array##sfx(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);      \
-    void wr_fp8_quantize_inplace##sfx(float *x, size_t n, enum wr_fp8_format f);                       \
-    void wr_fp8_encode_sr_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,     \
-                                     uint64_t seed, uint64_t offset);                                  \
-    void wr_fp8_quantize_sr_inplace##sfx(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,      \
-                                         uint64_t offset);                                             \
+#define WR_FP8_VARIANTS(sfx)                                                                       \
+    void wr_fp8_encode_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f);   \
+    void wr_fp8_encode_scaled_array##sfx(const float *x, uint8_t *out, size_t n, float scale,      \
+                                         enum wr_fp8_format f);                                    \
+    void wr_fp8_decode_array##sfx(const uint8_t *in, float *out, size_t n, enum wr_fp8_format f);  \
+    void wr_fp8_quantize_inplace##sfx(float *x, size_t n, enum wr_fp8_format f);                   \
+    void wr_fp8_encode_sr_array##sfx(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f, \
+                                     uint64_t seed, uint64_t offset);                              \
+    void wr_fp8_quantize_sr_inplace##sfx(float *x, size_t n, enum wr_fp8_format f, uint64_t seed,  \
+                                         uint64_t offset);                                         \
     float wr_fp8_amax##sfx(const float *x, size_t n);
 
 WR_FP8_VARIANTS(_ref)

@@ -83,7 +83,7 @@ INL __m256i sr_sub_steps(__m256i a, __m256i r, const int e5) {
                                   _mm256_and_si256(has_e, set1(0x00800000)));
     __m256i eeff = _mm256_max_epi32(E, set1(1));
     __m256i d = _mm256_sub_epi32(set1(D0(e5) + 127 + EMIN(e5)), eeff);  // > d0
-    __m256i kept = _mm256_srlv_epi32(sig, d);  // 0 when d >= 32
+    __m256i kept = _mm256_srlv_epi32(sig, d);                           // 0 when d >= 32
     // Shift counts >= 32 (or "negative") give 0, so one of the two terms is the
     // fraction and the other is 0 (both equal sig when d == 32).
     __m256i frac = _mm256_or_si256(_mm256_sllv_epi32(sig, _mm256_sub_epi32(set1(32), d)),
@@ -151,8 +151,7 @@ INL void dec16(const uint8_t *in, float *out, const int e5) {
     __m256i h, isnan;
     if (e5) {
         h = _mm256_slli_epi16(w, 8);
-        isnan = _mm256_cmpgt_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7F)),
-                                   _mm256_set1_epi16(0x7C));
+        isnan = _mm256_cmpgt_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7F)), _mm256_set1_epi16(0x7C));
     } else {
         h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x80)), 8),
                             _mm256_slli_epi16(_mm256_and_si256(w, _mm256_set1_epi16(0x7F)), 7));
@@ -212,11 +211,10 @@ INL __m256i rng8(__m256i ctr, __m256i k0, __m256i k1) {
 
 // The RNE encode loop; `scaled` (a constant at each call site) multiplies each
 // input by s first, as wr_fp8_encode_scaled_array_ref does.
-INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled,
-                     const int e5) {
+INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled, const int e5) {
     const __m256 vs = _mm256_set1_ps(s);
 #define LD8(p) (scaled ? _mm256_mul_ps(_mm256_loadu_ps(p), vs) : _mm256_loadu_ps(p))
-#define REF(xp, op, m) \
+#define REF(xp, op, m)                                              \
     (scaled ? wr_fp8_encode_scaled_array_ref(xp, op, m, s, FMT(e5)) \
             : wr_fp8_encode_array_ref(xp, op, m, FMT(e5)))
     size_t i = nt_head(out, n);
@@ -224,8 +222,8 @@ INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int 
     REF(x, out, i);
     for (; i + 32 <= n; i += 32)
         store32(out + i,
-                pack32(enc_rne8(LD8(x + i), e5), enc_rne8(LD8(x + i + 8), e5),
-                       enc_rne8(LD8(x + i + 16), e5), enc_rne8(LD8(x + i + 24), e5)),
+                pack32(enc_rne8(LD8(x + i), e5), enc_rne8(LD8(x + i + 8), e5), enc_rne8(LD8(x + i + 16), e5),
+                       enc_rne8(LD8(x + i + 24), e5)),
                 nt);
     if (nt) _mm_sfence();
     REF(x + i, out + i, n - i);
@@ -269,8 +267,8 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, u
     wr_fp8_encode_sr_array_ref(x + i, out + i, n - i, FMT(e5), seed, offset + i);
 }
 
-void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f,
-                                 uint64_t seed, uint64_t offset) {
+void wr_fp8_encode_sr_array_avx2(const float *x, uint8_t *out, size_t n, enum wr_fp8_format f, uint64_t seed,
+                                 uint64_t offset) {
     if (f == WR_FP8_E5M2)
         encode_sr_loop(x, out, n, seed, offset, 1);
     else
@@ -331,14 +329,10 @@ float wr_fp8_amax_avx2(const float *x, size_t n) {
     __m256i abs = set1(0x7FFFFFFF);
     size_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        m0 = _mm256_max_epu32(m0,
-                              _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), abs));
-        m1 = _mm256_max_epu32(
-            m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 8)), abs));
-        m2 = _mm256_max_epu32(
-            m2, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 16)), abs));
-        m3 = _mm256_max_epu32(
-            m3, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 24)), abs));
+        m0 = _mm256_max_epu32(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i)), abs));
+        m1 = _mm256_max_epu32(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 8)), abs));
+        m2 = _mm256_max_epu32(m2, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 16)), abs));
+        m3 = _mm256_max_epu32(m3, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + i + 24)), abs));
     }
     m0 = _mm256_max_epu32(_mm256_max_epu32(m0, m1), _mm256_max_epu32(m2, m3));
     uint32_t lanes[8];

@@ -186,11 +186,10 @@ static inline size_t nt_head(const uint8_t *out, size_t n) {
 
 // The RNE encode loop; `scaled` (a constant at each call site) multiplies each
 // input by s first, as wr_fp8_encode_scaled_array_ref does.
-INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled,
-                     const int e5) {
+INL void encode_loop(const float *x, uint8_t *out, size_t n, float s, const int scaled, const int e5) {
     const __m512 vs = _mm512_set1_ps(s);
 #define LD16(p) (scaled ? _mm512_mul_ps(_mm512_loadu_ps(p), vs) : _mm512_loadu_ps(p))
-#define REF(xp, op, m) \
+#define REF(xp, op, m)                                              \
     (scaled ? wr_fp8_encode_scaled_array_ref(xp, op, m, s, FMT(e5)) \
             : wr_fp8_encode_array_ref(xp, op, m, FMT(e5)))
     size_t i = nt_head(out, n);
@@ -251,8 +250,7 @@ INL void encode_sr_loop(const float *x, uint8_t *out, size_t n, uint64_t seed, u
     if (nt) _mm_sfence();
     for (; i + 16 <= n; i += 16) {
         __m512i r = rng16(_mm512_add_epi32(set1((int)(uint32_t)(offset + i)), lane), k0, k1);
-        _mm_storeu_si128((__m128i *)(out + i),
-                         _mm512_cvtepi32_epi8(enc_sr16(_mm512_loadu_ps(x + i), r, e5)));
+        _mm_storeu_si128((__m128i *)(out + i), _mm512_cvtepi32_epi8(enc_sr16(_mm512_loadu_ps(x + i), r, e5)));
     }
     wr_fp8_encode_sr_array_ref(x + i, out + i, n - i, FMT(e5), seed, offset + i);
 }

@@ -22,9 +22,7 @@ int wr_log_parse_level(const char *name) {
 
 void wr_log_set_level(enum wr_log_level lvl) { g_level = (int)lvl; }
 
-void wr_log_set_name(const char *name) {
-    snprintf(g_name, sizeof g_name, "%s", name ? name : "wren");
-}
+void wr_log_set_name(const char *name) { snprintf(g_name, sizeof g_name, "%s", name ? name : "wren"); }
 
 void wr_log(enum wr_log_level lvl, const char *fmt, ...) {
     if (g_level < 0) {
@@ -38,8 +36,8 @@ void wr_log(enum wr_log_level lvl, const char *fmt, ...) {
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
     localtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %s [%s] ", tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, g_name, level_names[lvl]);
+    int n = snprintf(line, sizeof line, "%02d:%02d:%02d.%03ld %s [%s] ", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, g_name, level_names[lvl]);
     va_list ap;
     va_start(ap, fmt);
     if (n > 0 && (size_t)n < sizeof line) n += vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);

@@ -12,9 +12,8 @@
 
 #include "log.h"
 
-int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
-                const void *payload, size_t len, wr_free_fn free_fn, void *hint, int timeout_ms,
-                wr_buf *scratch, char *err) {
+int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h, const void *payload,
+                 size_t len, wr_free_fn free_fn, void *hint, int timeout_ms, wr_buf *scratch, char *err) {
     wr_pmsg hh = *h;
     hh.payload_len = len;
     if (wr_proto_encode(&hh, scratch, err) != WR_OK) {
@@ -39,8 +38,8 @@ int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr
     return wr_send(ep, &m, timeout_ms, err);
 }
 
-void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
-                       uint64_t epoch, int code, const char *reason, wr_buf *scratch) {
+void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id, uint64_t epoch,
+                   int code, const char *reason, wr_buf *scratch) {
     wr_pmsg h;
     wr_pmsg_init(&h, WR_MT_ERROR);
     h.job_id = job_id;
@@ -124,8 +123,8 @@ void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason) {
         wr_debug("refused a message from %s: %s", who, reason);
 }
 
-int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused,
-             const char *who, char *err) {
+int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused, const char *who,
+             char *err) {
     for (int k = 0; k < max; k++) {
         wr_msg m;
         memset(&m, 0, sizeof m);

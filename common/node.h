@@ -15,13 +15,12 @@
 // The payload passes to the transport when free_fn is set (called once,
 // whatever the result), else it is copied. Returns the wr_send code, or WR_ERR
 // when h does not encode (err says why).
-int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h,
-                const void *payload, size_t len, wr_free_fn free_fn, void *hint, int timeout_ms,
-                wr_buf *scratch, char *err);
+int wr_send_pmsg(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, const wr_pmsg *h, const void *payload,
+                 size_t len, wr_free_fn free_fn, void *hint, int timeout_ms, wr_buf *scratch, char *err);
 
 // Sends ERROR{code, reason} to peer (best effort, timeout 0).
-void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id,
-                       uint64_t epoch, int code, const char *reason, wr_buf *scratch);
+void wr_send_error(wr_endpoint *ep, const uint8_t *peer, size_t peer_len, uint64_t job_id, uint64_t epoch,
+                   int code, const char *reason, wr_buf *scratch);
 
 // Peak resident set size of this process in MiB (VmHWM of /proc/self/status;
 // 0 if unknown). For the end-of-job log lines the tests check memory bounds with.
@@ -56,7 +55,7 @@ typedef int (*wr_msg_handler)(void *arg, wr_msg *m);
 // `refused` as WR_PERR_MALFORMED from `who` and skipped. Returns 0 when the
 // queue is empty or `max` messages were handled, the first result > 0 of fn,
 // or the negative wr_recv code of a transport failure (err says why).
-int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused,
-             const char *who, char *err);
+int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals *refused, const char *who,
+             char *err);
 
 #endif

@@ -24,11 +24,11 @@
 // ---- names -----------------------------------------------------------------
 
 // Names in enum order (the enums count from 0 and 1 without gaps).
-static const char *const perr_names[] = {"none", "malformed", "version", "type", "missing", "field-type",
-                                         "range", "payload", "job", "epoch", "step", "role"};
-static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH", "BROADCAST",
-                                         "PULL", "PARAMS", "HEARTBEAT", "BARRIER", "JOIN", "LEAVE",
-                                         "STATS", "DIGEST", "ERROR", "SHUTDOWN"};
+static const char *const perr_names[] = {"none",  "malformed", "version", "type",  "missing", "field-type",
+                                         "range", "payload",   "job",     "epoch", "step",    "role"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
+                                         "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
+                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -36,7 +36,9 @@ const char *wr_perr_name(enum wr_perr e) {
     return (int)e < 0 || e >= WR_PERR_KINDS ? "unknown" : perr_names[e];
 }
 
-const char *wr_msg_type_name(int type) { return type <= 0 || type >= WR_MT_COUNT_ ? "UNKNOWN" : type_names[type]; }
+const char *wr_msg_type_name(int type) {
+    return type <= 0 || type >= WR_MT_COUNT_ ? "UNKNOWN" : type_names[type];
+}
 
 int64_t wr_proto_data_frame_max(uint64_t n_elems) {
     int64_t b = (int64_t)n_elems * 4 + (64 << 10);
@@ -149,8 +151,34 @@ static const char *codec_name(int codec) {
 // ---- fields: one descriptor each -----------------------------------------------
 
 enum fid {
-    F_V, F_T, F_J, F_E, F_S, F_SH, F_R, F_O, F_N, F_C, F_NW, F_PL, F_RO, F_A, F_H, F_G,
-    F_SM, F_WM, F_NP, F_CF, F_B, F_D, F_ST, F_EC, F_RS, F_NT, F_TS, F_COUNT
+    F_V,
+    F_T,
+    F_J,
+    F_E,
+    F_S,
+    F_SH,
+    F_R,
+    F_O,
+    F_N,
+    F_C,
+    F_NW,
+    F_PL,
+    F_RO,
+    F_A,
+    F_H,
+    F_G,
+    F_SM,
+    F_WM,
+    F_NP,
+    F_CF,
+    F_B,
+    F_D,
+    F_ST,
+    F_EC,
+    F_RS,
+    F_NT,
+    F_TS,
+    F_COUNT
 };
 
 // How a field sits in wr_pmsg and on the wire. The scalar kinds are read and
@@ -192,27 +220,49 @@ static const struct field {
     const char *name;  // in error texts
     size_t off, size;  // the member of wr_pmsg (arrays: the uint32_t entry count)
     // FK_ARRAY only:
-    uint32_t max;       // entries at most
-    size_t ptr_off;     // the member pointing to the entries (elem > 0: allocated by the decoder)
-    size_t elem;        // bytes of one entry, 0 = entries stored inside wr_pmsg
+    uint32_t max;    // entries at most
+    size_t ptr_off;  // the member pointing to the entries (elem > 0: allocated by the decoder)
+    size_t elem;     // bytes of one entry, 0 = entries stored inside wr_pmsg
     decode_entry_fn decode;
     pack_entry_fn pack;
 } fields[F_COUNT] = {
-#define FLD(id, k, n, kind, member) [id] = {k, sizeof(k) - 1, kind, n, offsetof(wr_pmsg, member), \
-                                            sizeof(((wr_pmsg *)0)->member), 0, 0, 0, NULL, NULL}
-#define ARR(id, k, n, count, max, ptr, elem, what) [id] = {k, sizeof(k) - 1, FK_ARRAY, n, \
-        offsetof(wr_pmsg, count), sizeof(uint32_t), max, offsetof(wr_pmsg, ptr), elem, decode_##what, pack_##what}
-    FLD(F_V, "v", "version", FK_U32, version),       FLD(F_T, "t", "type", FK_UINT, type),
-    FLD(F_J, "j", "job_id", FK_U64, job_id),         FLD(F_E, "e", "epoch", FK_U64, epoch),
-    FLD(F_S, "s", "step", FK_U64, step),             FLD(F_SH, "sh", "shard", FK_I32, shard),
-    FLD(F_R, "r", "rank", FK_I32, rank),             FLD(F_O, "o", "offset", FK_U64, offset),
-    FLD(F_N, "n", "n_elems", FK_U64, n_elems),       FLD(F_C, "c", "codec", FK_UINT, codec),
-    FLD(F_NW, "nw", "n_workers", FK_U32, n_workers), FLD(F_PL, "pl", "payload_len", FK_U64, payload_len),
-    FLD(F_RO, "ro", "role", FK_UINT, role),          FLD(F_A, "a", "addr", FK_STR, addr),
-    FLD(F_H, "h", "host", FK_STR, host),             FLD(F_G, "g", "group", FK_I32, group),
-    FLD(F_NP, "np", "n_params", FK_U64, n_params),   FLD(F_B, "b", "barrier_id", FK_U64, barrier_id),
-    FLD(F_D, "d", "digest", FK_U64, digest),         FLD(F_EC, "ec", "code", FK_I32, code),
-    FLD(F_RS, "rs", "reason", FK_STR, reason),       FLD(F_NT, "nt", "train_examples", FK_U64, train_examples),
+#define FLD(id, k, n, kind, member)                                                                     \
+    [id] = {k, sizeof(k) - 1, kind, n, offsetof(wr_pmsg, member), sizeof(((wr_pmsg *)0)->member), 0, 0, \
+            0, NULL,          NULL}
+#define ARR(id, k, n, count, max, ptr, elem, what) \
+    [id] = {k,                                     \
+            sizeof(k) - 1,                         \
+            FK_ARRAY,                              \
+            n,                                     \
+            offsetof(wr_pmsg, count),              \
+            sizeof(uint32_t),                      \
+            max,                                   \
+            offsetof(wr_pmsg, ptr),                \
+            elem,                                  \
+            decode_##what,                         \
+            pack_##what}
+    FLD(F_V, "v", "version", FK_U32, version),
+    FLD(F_T, "t", "type", FK_UINT, type),
+    FLD(F_J, "j", "job_id", FK_U64, job_id),
+    FLD(F_E, "e", "epoch", FK_U64, epoch),
+    FLD(F_S, "s", "step", FK_U64, step),
+    FLD(F_SH, "sh", "shard", FK_I32, shard),
+    FLD(F_R, "r", "rank", FK_I32, rank),
+    FLD(F_O, "o", "offset", FK_U64, offset),
+    FLD(F_N, "n", "n_elems", FK_U64, n_elems),
+    FLD(F_C, "c", "codec", FK_UINT, codec),
+    FLD(F_NW, "nw", "n_workers", FK_U32, n_workers),
+    FLD(F_PL, "pl", "payload_len", FK_U64, payload_len),
+    FLD(F_RO, "ro", "role", FK_UINT, role),
+    FLD(F_A, "a", "addr", FK_STR, addr),
+    FLD(F_H, "h", "host", FK_STR, host),
+    FLD(F_G, "g", "group", FK_I32, group),
+    FLD(F_NP, "np", "n_params", FK_U64, n_params),
+    FLD(F_B, "b", "barrier_id", FK_U64, barrier_id),
+    FLD(F_D, "d", "digest", FK_U64, digest),
+    FLD(F_EC, "ec", "code", FK_I32, code),
+    FLD(F_RS, "rs", "reason", FK_STR, reason),
+    FLD(F_NT, "nt", "train_examples", FK_U64, train_examples),
     FLD(F_TS, "ts", "total_steps", FK_U64, total_steps),
     ARR(F_SM, "sm", "shards", n_shards, WR_MAX_SHARDS, shards, sizeof(wr_shard_info), shard),
     ARR(F_WM, "wm", "workers", n_workers_map, WR_MAX_WORKERS, workers, sizeof(wr_worker_info), worker),
@@ -237,8 +287,8 @@ static int ftype(dctx *c, enum fid f, const char *what) {
 static int get_u64(dctx *c, enum fid f, const msgpack_object *o, uint64_t max, uint64_t *v) {
     if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(c, f, "an unsigned integer");
     if (o->via.u64 > max)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s): %llu exceeds %llu", c->tn, fields[f].key,
-                    fields[f].name, (unsigned long long)o->via.u64, (unsigned long long)max);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field '%s' (%s): %llu exceeds %llu", c->tn,
+                    fields[f].key, fields[f].name, (unsigned long long)o->via.u64, (unsigned long long)max);
     *v = o->via.u64;
     return WR_OK;
 }
@@ -340,8 +390,8 @@ static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t 
 static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
     if (e->type != MSGPACK_OBJECT_STR) return ftype(c, F_CF, "strings");
     if (e->via.str.size >= WR_CONFIG_STR_MAX)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d", c->tn,
-                    i, e->via.str.size, WR_CONFIG_STR_MAX - 1);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'cf' (config) entry %u: %u bytes, at most %d",
+                    c->tn, i, e->via.str.size, WR_CONFIG_STR_MAX - 1);
     // Only what the string needs: a map may carry 256 of them.
     m->config[i] = wr_malloc(e->via.str.size + 1u);
     return entry_str(c, F_CF, i, e, m->config[i], e->via.str.size + 1u);
@@ -464,11 +514,14 @@ static int check_join(dctx *c, const wr_pmsg *m, uint64_t payload) {
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'ro' (role): %d is not a role that may %s", tn,
                     m->role, m->type == WR_MT_JOIN ? "join (worker)" : "register (shard, worker)");
     if (!str_ok(m->addr, WR_ADDR_MAX))
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): longer than %d bytes", tn, WR_ADDR_MAX - 1);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): longer than %d bytes", tn,
+                    WR_ADDR_MAX - 1);
     if (m->role == WR_ROLE_SHARD && m->addr[0] == 0)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): a shard must advertise an address", tn);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'a' (addr): a shard must advertise an address",
+                    tn);
     if (!str_ok(m->host, WR_HOST_MAX))
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'h' (host): longer than %d bytes", tn, WR_HOST_MAX - 1);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'h' (host): longer than %d bytes", tn,
+                    WR_HOST_MAX - 1);
     if (m->group < -1 || m->group >= WR_MAX_WORKERS)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'g' (group): %d not in [-1, %d)", tn, m->group,
                     WR_MAX_WORKERS);
@@ -484,7 +537,8 @@ static int check_join(dctx *c, const wr_pmsg *m, uint64_t payload) {
 static int check_map_counts(dctx *c, const wr_pmsg *m) {
     // n_params 0 only in a map without shards (the welcome of ARCHITECTURE.md).
     if ((m->n_shards > 0 && m->n_params < 1) || m->n_params > WR_MAX_PARAMS)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "CLUSTER_MAP field 'np' (n_params): %llu not in [%d, 2^40]",
                     (unsigned long long)m->n_params, m->n_shards > 0);
     if (m->total_steps > WR_MAX_TOTAL_STEPS)
         return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'ts' (total_steps): %llu exceeds 2^48",
@@ -500,7 +554,8 @@ static int check_map_counts(dctx *c, const wr_pmsg *m) {
             return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field '%s' (%s): %u entries, at most %u",
                         fields[counts[i].f].key, fields[counts[i].f].name, counts[i].n, counts[i].max);
     if ((m->n_shards && !m->shards) || (m->n_workers_map && !m->workers) || (m->n_config && !m->config))
-        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP: an array count is set but its array is NULL");
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "CLUSTER_MAP: an array count is set but its array is NULL");
     return WR_OK;
 }
 
@@ -534,12 +589,13 @@ static int check_map_workers(dctx *c, const wr_pmsg *m) {
                         "CLUSTER_MAP field 'wm' (workers): entry %u rank %d not in [0, %d)", i, w->rank,
                         WR_MAX_WORKERS);
         if (seen[w->rank / 64] >> (w->rank % 64) & 1)
-            return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP field 'wm' (workers): rank %d appears twice",
-                        w->rank);
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): rank %d appears twice", w->rank);
         seen[w->rank / 64] |= 1ULL << (w->rank % 64);
         if (!str_ok(w->host, WR_HOST_MAX))
             return fail(c->perr, WR_PERR_RANGE, c->err,
-                        "CLUSTER_MAP field 'wm' (workers): entry %u host longer than %d bytes", i, WR_HOST_MAX - 1);
+                        "CLUSTER_MAP field 'wm' (workers): entry %u host longer than %d bytes", i,
+                        WR_HOST_MAX - 1);
         if (w->group < -1 || w->group >= WR_MAX_WORKERS)
             return fail(c->perr, WR_PERR_RANGE, c->err,
                         "CLUSTER_MAP field 'wm' (workers): entry %u group %d not in [-1, %d)", i, w->group,
@@ -554,9 +610,10 @@ static int check_map_config(dctx *c, const wr_pmsg *m) {
         size_t len = s ? strnlen(s, WR_CONFIG_STR_MAX) : 0;
         const char *eq = s ? memchr(s, '=', len) : NULL;
         if (!s || len >= WR_CONFIG_STR_MAX || !eq || eq == s)
-            return fail(c->perr, WR_PERR_RANGE, c->err,
-                        "CLUSTER_MAP field 'cf' (config): entry %u is not \"key=value\" (non-empty key, < %d bytes)",
-                        i, WR_CONFIG_STR_MAX);
+            return fail(
+                c->perr, WR_PERR_RANGE, c->err,
+                "CLUSTER_MAP field 'cf' (config): entry %u is not \"key=value\" (non-empty key, < %d bytes)",
+                i, WR_CONFIG_STR_MAX);
     }
     return WR_OK;
 }
@@ -575,9 +632,11 @@ static int check_range(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
     const char *tn = c->tn;
     if (m->shard < 0)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'sh' (shard): %d, must name a shard", tn, m->shard);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'sh' (shard): %d, must name a shard", tn,
+                    m->shard);
     if (m->type == WR_MT_PUSH && m->rank < 0)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "PUSH field 'r' (rank): %d, must name the sender", m->rank);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "PUSH field 'r' (rank): %d, must name the sender",
+                    m->rank);
     if (m->offset % 64)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
                     (unsigned long long)m->offset);
@@ -585,7 +644,8 @@ static int check_range(dctx *c, const wr_pmsg *m, uint64_t payload) {
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'n' (n_elems): %llu not in [%d, 2^32]", tn,
                     (unsigned long long)m->n_elems, m->type == WR_MT_PULL ? 0 : 1);
     if (m->offset > WR_MAX_PARAMS || m->n_elems > WR_MAX_PARAMS - m->offset)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s fields 'o'+'n' (offset+n_elems): %llu+%llu beyond 2^40", tn,
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "%s fields 'o'+'n' (offset+n_elems): %llu+%llu beyond 2^40", tn,
                     (unsigned long long)m->offset, (unsigned long long)m->n_elems);
     return WR_OK;
 }
@@ -596,8 +656,9 @@ static int check_bulk(dctx *c, const wr_pmsg *m, uint64_t payload) {
     int rc = check_range(c, m, payload);
     if (rc != WR_OK) return rc;
     if (!codec_ok(m->type, m->codec))
-        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'c' (codec): %d (%s) is not valid for this kind", tn,
-                    m->codec, codec_name(m->codec));
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "%s field 'c' (codec): %d (%s) is not valid for this kind", tn, m->codec,
+                    codec_name(m->codec));
     if (m->type == WR_MT_BROADCAST && (m->n_workers < 1 || m->n_workers > WR_MAX_WORKERS))
         return fail(c->perr, WR_PERR_RANGE, c->err, "BROADCAST field 'nw' (n_workers): %u not in [1, %d]",
                     m->n_workers, WR_MAX_WORKERS);
@@ -626,16 +687,16 @@ static int check_heartbeat(dctx *c, const wr_pmsg *m, uint64_t payload) {
 static int check_leave(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
     if (m->rank < 0)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "LEAVE field 'r' (rank): %d, must name the leaving worker",
-                    m->rank);
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "LEAVE field 'r' (rank): %d, must name the leaving worker", m->rank);
     return WR_OK;
 }
 
 static int check_stats(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
     if (m->n_stats > WR_MAX_STATS)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "STATS field 'st' (stats): %u entries, at most %d", m->n_stats,
-                    WR_MAX_STATS);
+        return fail(c->perr, WR_PERR_RANGE, c->err, "STATS field 'st' (stats): %u entries, at most %d",
+                    m->n_stats, WR_MAX_STATS);
     for (uint32_t i = 0; i < m->n_stats; i++) {
         if (!str_ok(m->stats[i].name, WR_STAT_NAME_MAX) || m->stats[i].name[0] == 0)
             return fail(c->perr, WR_PERR_RANGE, c->err,
@@ -655,8 +716,8 @@ static int check_stop(dctx *c, const wr_pmsg *m, uint64_t payload) {
         return fail(c->perr, WR_PERR_RANGE, c->err, "ERROR field 'ec' (code): %d not in [%d, %d]", m->code,
                     WR_EC_PROTOCOL, WR_EC_TIMEOUT);
     if (m->type == WR_MT_SHUTDOWN && (m->code < 0 || m->code > 255))
-        return fail(c->perr, WR_PERR_RANGE, c->err, "SHUTDOWN field 'ec' (code): exit status %d not in [0, 255]",
-                    m->code);
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "SHUTDOWN field 'ec' (code): exit status %d not in [0, 255]", m->code);
     if (!str_ok(m->reason, WR_REASON_MAX))
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'rs' (reason): longer than %d bytes", c->tn,
                     WR_REASON_MAX - 1);
@@ -672,7 +733,8 @@ static const struct {
     uint32_t req, opt;
     check_fn check;
 } kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT), check_join},  // np, nt: a worker's d and data size
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
+                        check_join},  // np, nt: a worker's d and data size
     [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS), check_map},
     [WR_MT_PUSH] = {BULK | B(F_R), 0, check_bulk},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
@@ -755,7 +817,7 @@ typedef struct {
 static int classify(uint8_t b, token *t) {
     *t = (token){0};
     if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 0;  // fixint, nil, bool
-    if (b <= 0x8f) {  // fixmap
+    if (b <= 0x8f) {                                                              // fixmap
         t->cont = 1, t->count = 2u * (b & 15u);
         return 0;
     }
@@ -768,18 +830,25 @@ static int classify(uint8_t b, token *t) {
         return 0;
     }
     switch (b) {
-    case 0xc4: case 0xd9: t->lenbytes = 1; break;  // bin8, str8
-    case 0xc5: case 0xda: t->lenbytes = 2; break;
-    case 0xc6: case 0xdb: t->lenbytes = 4; break;
+    case 0xc4:
+    case 0xd9: t->lenbytes = 1; break;  // bin8, str8
+    case 0xc5:
+    case 0xda: t->lenbytes = 2; break;
+    case 0xc6:
+    case 0xdb: t->lenbytes = 4; break;
     case 0xc7: t->lenbytes = 1, t->extra = 1; break;  // ext: length + type byte
     case 0xc8: t->lenbytes = 2, t->extra = 1; break;
     case 0xc9: t->lenbytes = 4, t->extra = 1; break;
     case 0xca: t->skip = 4; break;
     case 0xcb: t->skip = 8; break;
-    case 0xcc: case 0xd0: t->skip = 1; break;
-    case 0xcd: case 0xd1: t->skip = 2; break;
-    case 0xce: case 0xd2: t->skip = 4; break;
-    case 0xcf: case 0xd3: t->skip = 8; break;
+    case 0xcc:
+    case 0xd0: t->skip = 1; break;
+    case 0xcd:
+    case 0xd1: t->skip = 2; break;
+    case 0xce:
+    case 0xd2: t->skip = 4; break;
+    case 0xcf:
+    case 0xd3: t->skip = 8; break;
     case 0xd4: t->skip = 2; break;  // fixext: type + data
     case 0xd5: t->skip = 3; break;
     case 0xd6: t->skip = 5; break;
@@ -803,27 +872,32 @@ static int prescan(const uint8_t *p, size_t len, enum wr_perr *perr, char *err) 
         while (d >= 0 && left[d] == 0) d--;
         if (d < 0) break;
         left[d]--;
-        if (pos >= len) return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
+        if (pos >= len)
+            return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
         uint8_t b = p[pos++];
         token t;
         if (classify(b, &t) != 0)
-            return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b, pos - 1);
+            return fail(perr, WR_PERR_MALFORMED, err, "header: invalid msgpack byte 0x%02x at %zu", b,
+                        pos - 1);
         if (t.lenbytes) {
             uint64_t n;
             if (rd_be(p, len, &pos, t.lenbytes, &n) != 0)
                 return fail(perr, WR_PERR_MALFORMED, err, "header truncated at byte %zu of %zu", pos, len);
-            if (t.cont) t.count = n * (uint64_t)t.cont;
-            else t.skip = n + (uint64_t)t.extra;
+            if (t.cont)
+                t.count = n * (uint64_t)t.cont;
+            else
+                t.skip = n + (uint64_t)t.extra;
         }
         if (t.cont) {
             // Every element takes at least one byte: a count beyond the bytes
             // left is a lie (and would make msgpack-c allocate for it).
             if (t.count > len - pos)
                 return fail(perr, WR_PERR_MALFORMED, err,
-                            "header: container at byte %zu claims %llu entries, only %zu bytes follow",
-                            pos, (unsigned long long)t.count, len - pos);
+                            "header: container at byte %zu claims %llu entries, only %zu bytes follow", pos,
+                            (unsigned long long)t.count, len - pos);
             if (d + 1 > WR_PROTO_MAX_DEPTH)
-                return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d", WR_PROTO_MAX_DEPTH);
+                return fail(perr, WR_PERR_MALFORMED, err, "header: nesting deeper than %d",
+                            WR_PROTO_MAX_DEPTH);
             left[++d] = t.count;
         } else {
             if (t.skip > len - pos)
@@ -864,7 +938,8 @@ static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 
 static void key_ids_init(void) {
     for (int f = 0; f < F_COUNT; f++)
-        key_ids[(uint8_t)fields[f].key[0]][fields[f].key_len == 2 ? (uint8_t)fields[f].key[1] : 0] = (int8_t)(f + 1);
+        key_ids[(uint8_t)fields[f].key[0]][fields[f].key_len == 2 ? (uint8_t)fields[f].key[1] : 0] =
+            (int8_t)(f + 1);
 }
 
 static int lookup_key(const char *k, uint32_t n) {
@@ -882,8 +957,8 @@ static int unknown_dup(const msgpack_object_kv *kv, const uint32_t *unknown, uin
         // msgpack-c gives an empty string a NULL pointer: compare sizes first
         if (o->via.str.size == k->via.str.size &&
             (k->via.str.size == 0 || memcmp(o->via.str.ptr, k->via.str.ptr, k->via.str.size) == 0))
-            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'", (int)WR_MIN(k->via.str.size, 32u),
-                        k->via.str.size ? k->via.str.ptr : "");
+            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%.*s'",
+                        (int)WR_MIN(k->via.str.size, 32u), k->via.str.size ? k->via.str.ptr : "");
     }
     return WR_OK;
 }
@@ -897,7 +972,8 @@ static int index_keys(const msgpack_object *root, const msgpack_object **val, ui
     uint32_t nkv = root->via.map.size;
     const msgpack_object_kv *kv = root->via.map.ptr;
     if (nkv > WR_PROTO_MAX_KEYS)
-        return fail(perr, WR_PERR_MALFORMED, err, "header map has %u entries, at most %d", nkv, WR_PROTO_MAX_KEYS);
+        return fail(perr, WR_PERR_MALFORMED, err, "header map has %u entries, at most %d", nkv,
+                    WR_PROTO_MAX_KEYS);
     uint32_t unknown[WR_PROTO_MAX_KEYS];
     uint32_t n_unknown = 0;
     *present = 0;
@@ -910,7 +986,8 @@ static int index_keys(const msgpack_object *root, const msgpack_object **val, ui
             if (unknown_dup(kv, unknown, n_unknown, k, perr, err) != WR_OK) return WR_EPROTO;
             unknown[n_unknown++] = i;
         } else if (*present & B(f)) {
-            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%s' (%s)", fields[f].key, fields[f].name);
+            return fail(perr, WR_PERR_MALFORMED, err, "duplicate key '%s' (%s)", fields[f].key,
+                        fields[f].name);
         } else {
             *present |= B(f);
             val[f] = &kv[i].val;
@@ -926,8 +1003,8 @@ static int decode_version_type(dctx *c, const msgpack_object **val, wr_pmsg *m) 
     int rc = decode_field(c, F_V, val[F_V], m);
     if (rc != WR_OK) return rc;
     if (m->version != WR_PROTO_VERSION)
-        return fail(c->perr, WR_PERR_VERSION, c->err, "field 'v' (version): %u, this build speaks %d", m->version,
-                    WR_PROTO_VERSION);
+        return fail(c->perr, WR_PERR_VERSION, c->err, "field 'v' (version): %u, this build speaks %d",
+                    m->version, WR_PROTO_VERSION);
     if (!val[F_T]) return fail(c->perr, WR_PERR_MISSING, c->err, "missing field 't' (type)");
     if (val[F_T]->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(c, F_T, "an unsigned integer");
     if (val[F_T]->via.u64 == 0 || val[F_T]->via.u64 >= WR_MT_COUNT_)
@@ -945,9 +1022,10 @@ static int check_expect(const dctx *c, const wr_pmsg *m, const wr_proto_expect *
                     (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
     int always = m->type == WR_MT_ERROR || m->type == WR_MT_SHUTDOWN;
     if (expect->check_epoch && !always && m->epoch != expect->epoch)
-        return fail(c->perr, WR_PERR_EPOCH, c->err, "%s field 'e' (epoch): %llu, current epoch is %llu", c->tn,
-                    (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
-    if (expect->check_step && has_payload(m->type) && (m->step < expect->step_min || m->step > expect->step_max))
+        return fail(c->perr, WR_PERR_EPOCH, c->err, "%s field 'e' (epoch): %llu, current epoch is %llu",
+                    c->tn, (unsigned long long)m->epoch, (unsigned long long)expect->epoch);
+    if (expect->check_step && has_payload(m->type) &&
+        (m->step < expect->step_min || m->step > expect->step_max))
         return fail(c->perr, WR_PERR_STEP, c->err,
                     "%s field 's' (step): %llu outside the accepted window [%llu, %llu]", c->tn,
                     (unsigned long long)m->step, (unsigned long long)expect->step_min,
@@ -955,8 +1033,8 @@ static int check_expect(const dctx *c, const wr_pmsg *m, const wr_proto_expect *
     return WR_OK;
 }
 
-static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect, wr_pmsg *m,
-                      enum wr_perr *perr, char *err) {
+static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect,
+                      wr_pmsg *m, enum wr_perr *perr, char *err) {
     const msgpack_object *val[F_COUNT] = {0};
     uint32_t present;
     pthread_once(&key_once, key_ids_init);
@@ -989,7 +1067,8 @@ int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len, const w
     if (perr) *perr = WR_PERR_NONE;
     if (!hdr || hdr_len == 0) return fail(perr, WR_PERR_MALFORMED, err, "empty header");
     if (hdr_len > WR_PROTO_MAX_HEADER)
-        return fail(perr, WR_PERR_MALFORMED, err, "header of %zu bytes exceeds %u", hdr_len, WR_PROTO_MAX_HEADER);
+        return fail(perr, WR_PERR_MALFORMED, err, "header of %zu bytes exceeds %u", hdr_len,
+                    WR_PROTO_MAX_HEADER);
     int rc = prescan(hdr, hdr_len, perr, err);
     if (rc != WR_OK) return rc;
 

@@ -25,13 +25,13 @@
 #define WR_HOST_MAX 64
 #define WR_REASON_MAX 256
 #define WR_MAX_STATS 64
-#define WR_MAX_CONFIG 256   // key=value pairs carried in a cluster map
+#define WR_MAX_CONFIG 256  // key=value pairs carried in a cluster map
 // Wire limits (see docs/PROTOCOL.md):
-#define WR_CONFIG_STR_MAX 512          // bytes of one "key=value" string, NUL included
-#define WR_STAT_NAME_MAX 48            // bytes of a stat name, NUL included (= sizeof wr_stat.name)
-#define WR_MAX_ELEMS (1ULL << 32)      // elements in one payload (and in one shard range)
-#define WR_MAX_PARAMS (1ULL << 40)     // total parameter count d of a job
-#define WR_PROTO_MAX_HEADER (4u << 20) // bytes of one header frame
+#define WR_CONFIG_STR_MAX 512           // bytes of one "key=value" string, NUL included
+#define WR_STAT_NAME_MAX 48             // bytes of a stat name, NUL included (= sizeof wr_stat.name)
+#define WR_MAX_ELEMS (1ULL << 32)       // elements in one payload (and in one shard range)
+#define WR_MAX_PARAMS (1ULL << 40)      // total parameter count d of a job
+#define WR_PROTO_MAX_HEADER (4u << 20)  // bytes of one header frame
 // Largest frame a control socket (the coordinator's, and every socket to it)
 // accepts: control messages have no payload, so a header plus slack.
 #define WR_PROTO_MAX_CONTROL_MSG ((int64_t)WR_PROTO_MAX_HEADER + (64 << 10))
@@ -41,8 +41,8 @@
 int64_t wr_proto_data_frame_max(uint64_t n_elems);
 #define WR_MAX_TRAIN_EXAMPLES (1ULL << 40)  // REGISTER 'nt'
 #define WR_MAX_TOTAL_STEPS (1ULL << 48)     // CLUSTER_MAP 'ts'
-#define WR_PROTO_MAX_KEYS 64           // entries in the header map (unknown keys included)
-#define WR_PROTO_MAX_DEPTH 8           // msgpack nesting (unknown keys may nest, known ones use 3)
+#define WR_PROTO_MAX_KEYS 64                // entries in the header map (unknown keys included)
+#define WR_PROTO_MAX_DEPTH 8                // msgpack nesting (unknown keys may nest, known ones use 3)
 
 enum wr_msg_type {
     WR_MT_REGISTER = 1,  // shard|worker -> coordinator: role, advertised address, host, group
@@ -66,27 +66,28 @@ enum wr_role { WR_ROLE_COORDINATOR = 0, WR_ROLE_SHARD = 1, WR_ROLE_WORKER = 2 };
 
 // How a payload encodes n_elems values (ALGORITHMS.md 1.2, 1.3).
 enum wr_codec {
-    WR_CODEC_NONE = 0,   // no payload
-    WR_CODEC_BITS = 1,   // 1 bit per element, ceil(n/64) u64 words
-    WR_CODEC_PLANES = 2, // counts in [0, n_workers] as ceil(log2(n_workers+1)) bit-planes of ceil(n/64) words each
-    WR_CODEC_FP32 = 3,   // n x float32 LE
+    WR_CODEC_NONE = 0,  // no payload
+    WR_CODEC_BITS = 1,  // 1 bit per element, ceil(n/64) u64 words
+    WR_CODEC_PLANES =
+        2,  // counts in [0, n_workers] as ceil(log2(n_workers+1)) bit-planes of ceil(n/64) words each
+    WR_CODEC_FP32 = 3,  // n x float32 LE
 };
 
 // Typed reasons a received message is refused.
 enum wr_perr {
     WR_PERR_NONE = 0,
-    WR_PERR_MALFORMED,     // not a msgpack map, truncated, trailing bytes, nesting too deep
-    WR_PERR_VERSION,       // protocol version is not WR_PROTO_VERSION
-    WR_PERR_TYPE,          // unknown message type
-    WR_PERR_MISSING,       // a required field is absent
-    WR_PERR_FIELD_TYPE,    // a field has the wrong msgpack type
-    WR_PERR_RANGE,         // a field is out of its range (names the field)
-    WR_PERR_PAYLOAD,       // payload length does not match codec and element count, or unexpected payload
-    WR_PERR_JOB,           // job id differs from the expected one
-    WR_PERR_EPOCH,         // epoch differs from the expected one
-    WR_PERR_STEP,          // step outside the expected window
-    WR_PERR_ROLE,          // well formed, but not acceptable to the receiver now
-                           // (wrong sender, duplicate, unexpected kind; reason says which)
+    WR_PERR_MALFORMED,   // not a msgpack map, truncated, trailing bytes, nesting too deep
+    WR_PERR_VERSION,     // protocol version is not WR_PROTO_VERSION
+    WR_PERR_TYPE,        // unknown message type
+    WR_PERR_MISSING,     // a required field is absent
+    WR_PERR_FIELD_TYPE,  // a field has the wrong msgpack type
+    WR_PERR_RANGE,       // a field is out of its range (names the field)
+    WR_PERR_PAYLOAD,     // payload length does not match codec and element count, or unexpected payload
+    WR_PERR_JOB,         // job id differs from the expected one
+    WR_PERR_EPOCH,       // epoch differs from the expected one
+    WR_PERR_STEP,        // step outside the expected window
+    WR_PERR_ROLE,        // well formed, but not acceptable to the receiver now
+                         // (wrong sender, duplicate, unexpected kind; reason says which)
 };
 #define WR_PERR_KINDS (WR_PERR_ROLE + 1)  // number of wr_perr values, for tables
 const char *wr_perr_name(enum wr_perr e);
@@ -94,10 +95,10 @@ const char *wr_msg_type_name(int type);
 
 // Error codes carried in WR_MT_ERROR.
 enum wr_error_code {
-    WR_EC_PROTOCOL = 1,   // your message failed validation (reason says how)
-    WR_EC_CONFIG,         // config conflict (e.g. job config mismatch)
-    WR_EC_REJECTED,       // registration refused (job full, duplicate, wrong role)
-    WR_EC_DIGEST,         // replicas diverged
+    WR_EC_PROTOCOL = 1,  // your message failed validation (reason says how)
+    WR_EC_CONFIG,        // config conflict (e.g. job config mismatch)
+    WR_EC_REJECTED,      // registration refused (job full, duplicate, wrong role)
+    WR_EC_DIGEST,        // replicas diverged
     WR_EC_INTERNAL,
     WR_EC_TIMEOUT,
 };
@@ -126,8 +127,8 @@ typedef struct {
     uint64_t job_id;
     uint64_t epoch;
     uint64_t step;
-    int32_t shard;     // shard index, -1 when not applicable
-    int32_t rank;      // sender's worker rank, -1 when not applicable
+    int32_t shard;  // shard index, -1 when not applicable
+    int32_t rank;   // sender's worker rank, -1 when not applicable
 
     // bulk payload description (PUSH, BROADCAST, PARAMS)
     uint64_t offset;       // first key of the payload's range
@@ -145,13 +146,13 @@ typedef struct {
 
     // CLUSTER_MAP
     uint32_t n_shards;
-    wr_shard_info *shards;      // [n_shards]
+    wr_shard_info *shards;  // [n_shards]
     uint32_t n_workers_map;
-    wr_worker_info *workers;    // [n_workers_map]
-    uint64_t n_params;          // total parameter count d (also in a worker's second REGISTER; 0 in the first)
+    wr_worker_info *workers;  // [n_workers_map]
+    uint64_t n_params;        // total parameter count d (also in a worker's second REGISTER; 0 in the first)
     uint32_t n_config;
-    char **config;              // [n_config] "key=value" strings
-    uint64_t total_steps;       // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
+    char **config;         // [n_config] "key=value" strings
+    uint64_t total_steps;  // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
 
     // BARRIER
     uint64_t barrier_id;
@@ -173,7 +174,7 @@ typedef struct {
 // must always be able to tell us it is stopping or what went wrong); the step
 // window only to the step-stamped data kinds PUSH, BROADCAST and PARAMS.
 typedef struct {
-    uint64_t job_id;       // 0 = do not check
+    uint64_t job_id;  // 0 = do not check
     int check_epoch;
     uint64_t epoch;
     int check_step;
@@ -203,7 +204,7 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err);
 // of payload_len bytes (0 = none). expect may be NULL. On WR_OK *out is
 // complete (free with wr_pmsg_clear); on WR_EPROTO *out is zeroed, *perr (if
 // not NULL) names the kind of failure and err the field.
-int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len,
-                    const wr_proto_expect *expect, wr_pmsg *out, enum wr_perr *perr, char *err);
+int wr_proto_decode(const void *hdr, size_t hdr_len, size_t payload_len, const wr_proto_expect *expect,
+                    wr_pmsg *out, enum wr_perr *perr, char *err);
 
 #endif

@@ -70,8 +70,12 @@ void *wr_transport_state(wr_transport_ctx *ctx, const wr_transport_ops *t, char 
 }
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o) {
-    *o = (wr_endpoint_opts){.sndhwm = 64, .rcvhwm = 64, .linger_ms = 1000, .connect_timeout_ms = 5000,
-                            .heartbeat_ms = 1000, .max_msg_size = (INT64_C(1) << 32) + (64 << 10)};
+    *o = (wr_endpoint_opts){.sndhwm = 64,
+                            .rcvhwm = 64,
+                            .linger_ms = 1000,
+                            .connect_timeout_ms = 5000,
+                            .heartbeat_ms = 1000,
+                            .max_msg_size = (INT64_C(1) << 32) + (64 << 10)};
 }
 
 const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
@@ -79,30 +83,34 @@ const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
     for (size_t i = 0; i < N_SCHEMES; i++)
         if (!strncmp(addr, schemes[i].prefix, strlen(schemes[i].prefix))) return schemes[i].ops();
     if (!strncmp(addr, "rdma://", 7)) {
-        wr_err(err, WR_ERR, "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
+        wr_err(err, WR_ERR,
+               "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
         return NULL;
     }
     const char *sep = strstr(addr, "://");
     if (!sep) {
-        wr_err(err, WR_ERR, "address '%.128s' has no scheme (expected tcp://host:port, ipc:///path or inproc://name)",
+        wr_err(err, WR_ERR,
+               "address '%.128s' has no scheme (expected tcp://host:port, ipc:///path or inproc://name)",
                addr);
     } else {
-        wr_err(err, WR_ERR, "address '%.128s': unknown scheme '%.*s' (expected tcp://, ipc:// or inproc://)", addr,
-               (int)WR_MIN(sep - addr, 32), addr);
+        wr_err(err, WR_ERR, "address '%.128s': unknown scheme '%.*s' (expected tcp://, ipc:// or inproc://)",
+               addr, (int)WR_MIN(sep - addr, 32), addr);
     }
     return NULL;
 }
 
 static const wr_transport_ops *ep_ops(wr_endpoint *ep) { return *(const wr_transport_ops *const *)ep; }
 
-int wr_bind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err) {
+int wr_bind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+            char *err) {
     *out = NULL;
     const wr_transport_ops *t = wr_transport_for(addr, err);
     if (!t) return WR_ERR;
     return t->bind(ctx, addr, o, out, err);
 }
 
-int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err) {
+int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+               char *err) {
     *out = NULL;
     const wr_transport_ops *t = wr_transport_for(addr, err);
     if (!t) return WR_ERR;
@@ -127,11 +135,14 @@ int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
     const wr_transport_ops *t = ep_ops(eps[0]);
     for (int i = 1; i < n; i++)
         if (ep_ops(eps[i]) != t)
-            return wr_err(err, WR_ERR, "poll: endpoints of different transports (%s, %s)", t->name, ep_ops(eps[i])->name);
+            return wr_err(err, WR_ERR, "poll: endpoints of different transports (%s, %s)", t->name,
+                          ep_ops(eps[i])->name);
     return t->poll(eps, n, ready, timeout_ms, err);
 }
 
-int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len) { return ep_ops(ep)->last_endpoint(ep, buf, len); }
+int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len) {
+    return ep_ops(ep)->last_endpoint(ep, buf, len);
+}
 
 void wr_close(wr_endpoint *ep) {
     if (ep) ep_ops(ep)->close(ep);

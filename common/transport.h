@@ -54,12 +54,12 @@ typedef struct wr_endpoint wr_endpoint;
 typedef struct wr_transport_ctx wr_transport_ctx;
 
 typedef struct {
-    int sndhwm;            // messages queued per peer before send blocks/fails (default 64)
-    int rcvhwm;            // default 64
-    int linger_ms;         // on close, how long unsent messages may still go out (default 1000)
-    int connect_timeout_ms;// tcp connect timeout (default 5000)
-    int heartbeat_ms;      // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
-    int sndbuf, rcvbuf;    // kernel socket buffers in bytes (0 = OS default)
+    int sndhwm;              // messages queued per peer before send blocks/fails (default 64)
+    int rcvhwm;              // default 64
+    int linger_ms;           // on close, how long unsent messages may still go out (default 1000)
+    int connect_timeout_ms;  // tcp connect timeout (default 5000)
+    int heartbeat_ms;    // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
+    int sndbuf, rcvbuf;  // kernel socket buffers in bytes (0 = OS default)
     // Further ZeroMQ socket options (see docs/PROTOCOL.md, "Transport"):
     int immediate;         // connect side: 1 = queue only to completed connections (ZMQ_IMMEDIATE);
                            // default 0, so sends queue while the connection is still being made
@@ -88,14 +88,14 @@ typedef struct wr_transport_ops {
     // bind: listens on `addr`. Non-blocking. On success *out is a new endpoint
     // owned by the caller (release with close). Errors: address in use,
     // malformed address (reason names it). tcp://*:0 picks a port: see last_endpoint.
-    int (*bind)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o,
-                wr_endpoint **out, char *err);
+    int (*bind)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                char *err);
 
     // connect: starts connecting to `addr` and returns at once (the connection
     // completes in the background; sends queue up to sndhwm meanwhile).
     // A peer that never appears shows up as a recv timeout, not a hang.
-    int (*connect)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o,
-                   wr_endpoint **out, char *err);
+    int (*connect)(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                   char *err);
 
     // send: queues msg. Blocks at most timeout_ms (-1 forever, 0 never) while
     // the peer's queue is full. Ownership: the payload frame (if its free_fn is
@@ -167,7 +167,8 @@ const wr_transport_ops *wr_transport_for(const char *addr, char *err);
 
 // Convenience wrappers that select by scheme and remember the ops in the endpoint.
 int wr_bind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err);
-int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out, char *err);
+int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+               char *err);
 int wr_send(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 int wr_recv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 void wr_msg_release(wr_msg *msg);

@@ -37,14 +37,14 @@ struct wr_endpoint {
     const wr_transport_ops *ops;  // first: transport.c dispatches through it
     zctx *zc;
     void *sock;
-    void *mon;        // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
-    void *rmon;       // bound tcp/ipc ROUTER: PAIR counting accepted/closed connections
+    void *mon;                             // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
+    void *rmon;                            // bound tcp/ipc ROUTER: PAIR counting accepted/closed connections
     unsigned long ev_accepted, ev_closed;  // not yet reported by wr_peer_events
-    int router;       // bound (ROUTER) vs connected (DEALER)
-    int peer_state;   // DEALER with monitor: PEER_*
-    int sndtimeo;     // values last set on the socket (avoid a setsockopt per call)
+    int router;                            // bound (ROUTER) vs connected (DEALER)
+    int peer_state;                        // DEALER with monitor: PEER_*
+    int sndtimeo;                          // values last set on the socket (avoid a setsockopt per call)
     int rcvtimeo;
-    unsigned sends;   // DEALER: the monitor is read every 16 sends (and on trouble)
+    unsigned sends;  // DEALER: the monitor is read every 16 sends (and on trouble)
     int64_t max_msg;
     char addr[256];
 };
@@ -74,8 +74,7 @@ static int zctx_init(int io_threads, void **state, char *err) {
 
 static void zctx_free(void *state) {
     zctx *zc = state;
-    while (zmq_ctx_term(zc->z) != 0 && errno == EINTR) {
-    }
+    while (zmq_ctx_term(zc->z) != 0 && errno == EINTR) {}
     free(zc);
 }
 
@@ -141,7 +140,7 @@ static const char *addr_errno_text(int e) {
 }
 
 static wr_endpoint *ep_new(wr_transport_ctx *ctx, const char *addr, int router, char *err) {
-    if (strlen(addr) >= sizeof ((wr_endpoint *)0)->addr)
+    if (strlen(addr) >= sizeof((wr_endpoint *)0)->addr)
         return wr_err(err, WR_ERR, "address '%.64s...' too long", addr), NULL;
     zctx *zc = wr_transport_state(ctx, &zmq_ops, err);
     if (!zc) return NULL;
@@ -270,8 +269,10 @@ static int next_monitor_event(void *pair) {
 static void drain_monitor(wr_endpoint *ep) {
     if (!ep->mon) return;
     for (int event; (event = next_monitor_event(ep->mon)) >= 0;) {
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ep->peer_state = PEER_UP;
-        else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) ep->peer_state = PEER_LOST;
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+            ep->peer_state = PEER_UP;
+        else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP)
+            ep->peer_state = PEER_LOST;
     }
 }
 
@@ -279,8 +280,10 @@ static void drain_monitor(wr_endpoint *ep) {
 static void drain_rmon(wr_endpoint *ep) {
     if (!ep->rmon) return;
     for (int event; (event = next_monitor_event(ep->rmon)) >= 0;) {
-        if (event == ZMQ_EVENT_ACCEPTED) ep->ev_accepted++;
-        else if (event == ZMQ_EVENT_DISCONNECTED) ep->ev_closed++;
+        if (event == ZMQ_EVENT_ACCEPTED)
+            ep->ev_accepted++;
+        else if (event == ZMQ_EVENT_DISCONNECTED)
+            ep->ev_closed++;
     }
 }
 
@@ -316,7 +319,8 @@ static int set_sndtimeo(wr_endpoint *ep, int t) {
 // Sends one copied frame; returns 0 or errno. The clock is read only after an
 // EINTR (a signal): the wait then resumes with what is left of the timeout,
 // counted from the interruption (so at worst ~2x the timeout in total).
-static int send_copy(wr_endpoint *ep, const void *data, size_t len, int flags, int timeout_ms, double *deadline) {
+static int send_copy(wr_endpoint *ep, const void *data, size_t len, int flags, int timeout_ms,
+                     double *deadline) {
     for (;;) {
         int t = *deadline > 0 ? remaining_ms(*deadline, timeout_ms) : timeout_ms;
         if (set_sndtimeo(ep, t) != 0) return errno;
@@ -357,7 +361,8 @@ static int send_check(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *e
         // A lost connection is sticky until the monitor reports a new one;
         // reading the monitor costs a little, so not on every send.
         if ((ep->sends++ & 15) == 0 || ep->peer_state == PEER_LOST) drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST) rc = wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
+        if (ep->peer_state == PEER_LOST)
+            rc = wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
     }
     if (rc != WR_OK) give_back(pay);
     return rc;
@@ -400,9 +405,12 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     // an unknown peer fail here with EHOSTUNREACH. The rest cannot block.
     int e;
     int hdr_flags = has_pay ? ZMQ_SNDMORE : 0;
-    if (ep->router) e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
-    else e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
-    if (!e && ep->router) e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (ep->router)
+        e = send_copy(ep, msg->peer, msg->peer_len, ZMQ_SNDMORE, timeout_ms, &deadline);
+    else
+        e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
+    if (!e && ep->router)
+        e = send_copy(ep, msg->header.data, msg->header.len, hdr_flags, timeout_ms, &deadline);
     if (e) {
         give_back(pay);
         return send_errno(ep, e, msg, err);
@@ -436,7 +444,8 @@ static int recv_part(wr_endpoint *ep, zmq_msg_t *m) {
 }
 
 static int recv_errno(wr_endpoint *ep, int e, int timeout_ms, char *err) {
-    if (e == EAGAIN) return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+    if (e == EAGAIN)
+        return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
     if (e == ETERM) return wr_err(err, WR_ECLOSED, "recv on %s: context terminated", ep->addr);
     return wr_err(err, WR_ERR, "recv on %s: %s", ep->addr, zmq_strerror(e));
 }
@@ -470,14 +479,16 @@ static int recv_first_watched(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms,
         if (e == EINTR) continue;
         if (e != EAGAIN) return recv_errno(ep, e, timeout_ms, err);
         drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST) return wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
+        if (ep->peer_state == PEER_LOST)
+            return wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
         if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
         int left = remaining_ms(deadline, timeout_ms);
         if (timeout_ms == 0 || (timeout_ms > 0 && left == 0)) return recv_errno(ep, EAGAIN, timeout_ms, err);
         zmq_pollitem_t it[2] = {{ep->sock, 0, ZMQ_POLLIN, 0}, {ep->mon, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, left) < 0 && errno != EINTR) {
             e = errno;
-            return wr_err(err, e == ETERM ? WR_ECLOSED : WR_ERR, "recv on %s: poll: %s", ep->addr, zmq_strerror(e));
+            return wr_err(err, e == ETERM ? WR_ECLOSED : WR_ERR, "recv on %s: poll: %s", ep->addr,
+                          zmq_strerror(e));
         }
     }
 }
@@ -485,16 +496,18 @@ static int recv_first_watched(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms,
 // Moves the header into im->hdr: on a bound endpoint `first` is the routing
 // id (copied to msg->peer; *bad_peer when it does not fit) and the header
 // follows. *more says whether a further part follows the header.
-static int take_header(wr_endpoint *ep, wr_msg *msg, zmq_msg_t *first, zmsg_impl *im, int *bad_peer, int *more,
-                       char *err) {
+static int take_header(wr_endpoint *ep, wr_msg *msg, zmq_msg_t *first, zmsg_impl *im, int *bad_peer,
+                       int *more, char *err) {
     *more = zmq_msg_more(first);
     if (!ep->router) {
         zmq_msg_move(&im->hdr, first);
         return WR_OK;
     }
     size_t n = zmq_msg_size(first);
-    if (n == 0 || n > WR_PEER_ID_MAX) *bad_peer = 1;
-    else memcpy(msg->peer, zmq_msg_data(first), n), msg->peer_len = n;
+    if (n == 0 || n > WR_PEER_ID_MAX)
+        *bad_peer = 1;
+    else
+        memcpy(msg->peer, zmq_msg_data(first), n), msg->peer_len = n;
     if (!*more)  // an id with no message: cannot come from a ZMTP peer, but check
         return wr_err(err, WR_EPROTO, "recv on %s: message without a header frame dropped", ep->addr);
     int e = recv_part(ep, &im->hdr);
@@ -532,7 +545,8 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     memset(&msg->payload, 0, sizeof msg->payload);
     zmq_msg_t first;
     zmq_msg_init(&first);
-    int rc = ep->mon ? recv_first_watched(ep, &first, timeout_ms, err) : recv_first_plain(ep, &first, timeout_ms, err);
+    int rc = ep->mon ? recv_first_watched(ep, &first, timeout_ms, err)
+                     : recv_first_plain(ep, &first, timeout_ms, err);
     if (rc != WR_OK) return zmq_msg_close(&first), rc;
 
     zmsg_impl *im = wr_malloc(sizeof *im);
@@ -549,8 +563,8 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         im_free(im);
         msg->peer_len = 0;
         if (bad_peer)
-            return wr_err(err, WR_EPROTO, "recv on %s: peer id longer than %d bytes, message dropped", ep->addr,
-                          WR_PEER_ID_MAX);
+            return wr_err(err, WR_EPROTO, "recv on %s: peer id longer than %d bytes, message dropped",
+                          ep->addr, WR_PEER_ID_MAX);
         return wr_err(err, WR_EPROTO, "recv on %s: message of %d frames dropped (at most 2: header, payload)",
                       ep->addr, parts);
     }
@@ -618,8 +632,10 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
             } else {
                 int i = -1 - owner[j];
                 drain_monitor(eps[i]);
-                if (eps[i]->peer_state == PEER_LOST && !ready[i]) ready[i] = 1, nready++;
-                else mon_only = 1;
+                if (eps[i]->peer_state == PEER_LOST && !ready[i])
+                    ready[i] = 1, nready++;
+                else
+                    mon_only = 1;
             }
         }
         if (nready || timeout_ms == 0) return nready;

@@ -12,12 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define WR_OK         0
-#define WR_ERR       -1   // generic failure, reason in err
-#define WR_ETIMEDOUT -2   // an operation with a timeout ran out of time
-#define WR_EPROTO    -3   // a peer sent a message that failed validation
-#define WR_ECLOSED   -4   // endpoint or peer went away
-#define WR_EAGAIN    -5   // would block (non-blocking operations only)
+#define WR_OK 0
+#define WR_ERR -1        // generic failure, reason in err
+#define WR_ETIMEDOUT -2  // an operation with a timeout ran out of time
+#define WR_EPROTO -3     // a peer sent a message that failed validation
+#define WR_ECLOSED -4    // endpoint or peer went away
+#define WR_EAGAIN -5     // would block (non-blocking operations only)
 
 #define WR_ERR_LEN 256
 
@@ -42,12 +42,12 @@ const char *wr_exit_name(int status);
 int wr_err(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // Aborts with file:line and the failed expression. For invariants, not for input.
-#define WR_CHECK(cond)                                                          \
-    do {                                                                        \
-        if (!(cond)) {                                                          \
+#define WR_CHECK(cond)                                                               \
+    do {                                                                             \
+        if (!(cond)) {                                                               \
             fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-            abort();                                                            \
-        }                                                                       \
+            abort();                                                                 \
+        }                                                                            \
     } while (0)
 
 // malloc/calloc/aligned alloc that abort with file:line on failure.
@@ -75,6 +75,6 @@ double wr_now(void);
 
 #define WR_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define WR_MAX(a, b) ((a) > (b) ? (a) : (b))
-#define WR_DIV_UP(a, b) (((a) + (b) - 1) / (b))
+#define WR_DIV_UP(a, b) (((a) + (b)-1) / (b))
 
 #endif

@@ -32,8 +32,8 @@ void coord_on_barrier(coord *c, coord_in *in) {
     }
     if (b->active && in->h.barrier_id != b->id) {
         char err[WR_ERR_LEN];
-        snprintf(err, sizeof err, "BARRIER %llu while barrier %llu is open", (unsigned long long)in->h.barrier_id,
-                 (unsigned long long)b->id);
+        snprintf(err, sizeof err, "BARRIER %llu while barrier %llu is open",
+                 (unsigned long long)in->h.barrier_id, (unsigned long long)b->id);
         coord_reply_error(c, in->m, WR_EC_PROTOCOL, err);
         return;
     }

@@ -38,7 +38,7 @@ typedef struct {
     int group;
     int registered;  // shard: on REGISTER; worker: once it reported d
     uint64_t d;
-    int index;       // shard index / worker rank, -1 until assigned
+    int index;  // shard index / worker rank, -1 until assigned
     double last_seen;
     int left;
 } coord_node;
@@ -91,9 +91,9 @@ typedef struct {
 
 // One received message on its way to its handler.
 typedef struct {
-    const wr_msg *m;   // the frames (peer, for replies)
-    wr_pmsg h;         // decoded header
-    coord_node *n;     // the sender, NULL when it has not registered
+    const wr_msg *m;  // the frames (peer, for replies)
+    wr_pmsg h;        // decoded header
+    coord_node *n;    // the sender, NULL when it has not registered
     char who[COORD_WHO_MAX];
 } coord_in;
 

@@ -173,8 +173,8 @@ static void dispatch(coord *c, coord_in *in) {
     coord_handler fn = h->type > 0 && h->type < WR_MT_COUNT_ ? handlers[h->type].fn : NULL;
     unsigned needs = fn ? handlers[h->type].needs : NEED_JOB | NEED_PEER;
     if ((needs & NEED_JOB) && h->job_id != c->cfg.job_id) {
-        snprintf(err, sizeof err, "%s for job %llu, this coordinator runs job %llu", wr_msg_type_name(h->type),
-                 (unsigned long long)h->job_id, (unsigned long long)c->cfg.job_id);
+        snprintf(err, sizeof err, "%s for job %llu, this coordinator runs job %llu",
+                 wr_msg_type_name(h->type), (unsigned long long)h->job_id, (unsigned long long)c->cfg.job_id);
         coord_refuse(c, in, WR_PERR_JOB, err);
         return;
     }
@@ -227,7 +227,8 @@ static void end_of_job(coord *c, double now) {
     } else if (open > 0 && now - c->end_wait_t0 > c->cfg.step_timeout) {
         char which[1024], r[WR_REASON_MAX];
         wr_digest_book_describe_open(c->book, which, sizeof which);
-        wr_error("digest checks still incomplete %g s after the last worker left: %s", c->cfg.step_timeout, which);
+        wr_error("digest checks still incomplete %g s after the last worker left: %s", c->cfg.step_timeout,
+                 which);
         snprintf(r, sizeof r, "%d digest checks incomplete at the end of the job", open);
         coord_stop_job(c, WR_EXIT_FAILURE, r);
     } else if (open == 0) {
@@ -287,7 +288,8 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
         return WR_ERR;
     }
     char bound[WR_ADDR_MAX];
-    if (wr_last_endpoint(c->ep, bound, sizeof bound) != WR_OK) snprintf(bound, sizeof bound, "%s", c->o->bind);
+    if (wr_last_endpoint(c->ep, bound, sizeof bound) != WR_OK)
+        snprintf(bound, sizeof bound, "%s", c->o->bind);
     wr_advertised_addr(bound, c->o->advertise, c->adv, sizeof c->adv);
     wr_info("listening on %s", c->adv);
     wr_info("job %llu: waiting up to %g s for %d shards and %d workers", (unsigned long long)c->cfg.job_id,
@@ -296,10 +298,12 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
 }
 
 static void finish_report(const coord *c) {
-    uint64_t p = c->book ? wr_digest_book_passed(c->book) : 0, f = c->book ? wr_digest_book_failed(c->book) : 0;
+    uint64_t p = c->book ? wr_digest_book_passed(c->book) : 0,
+             f = c->book ? wr_digest_book_failed(c->book) : 0;
     wr_info("digest checks: %llu passed, %llu failed", (unsigned long long)p, (unsigned long long)f);
     if (c->book && wr_digest_book_incomplete(c->book))
-        wr_warn("%d digest checks incomplete (not every replica reported)", wr_digest_book_incomplete(c->book));
+        wr_warn("%d digest checks incomplete (not every replica reported)",
+                wr_digest_book_incomplete(c->book));
     if (c->book && wr_digest_book_refused(c->book))
         wr_warn("%llu digests refused (step not digested, outside the window, or too many open checks)",
                 (unsigned long long)wr_digest_book_refused(c->book));

@@ -73,13 +73,15 @@ static int admit_step(wr_digest_book *b, uint64_t step, int shard, char *report,
     uint64_t every = b->every ? b->every : 1;
     uint64_t span = b->window ? every * b->window : UINT64_MAX / 2;
     if (step == 0 || step % every != 0)
-        snprintf(report, report_len, "DIGEST for step %llu: digests are taken every %llu steps (from step %llu)",
+        snprintf(report, report_len,
+                 "DIGEST for step %llu: digests are taken every %llu steps (from step %llu)",
                  (unsigned long long)step, (unsigned long long)b->every, (unsigned long long)every);
     else if (step > b->last_done + span || step + span < b->last_done)
         snprintf(report, report_len,
                  "DIGEST for step %llu: outside the accepted window [%llu, %llu] around the last completed "
                  "check (step %llu)",
-                 (unsigned long long)step, (unsigned long long)(b->last_done > span ? b->last_done - span : 1),
+                 (unsigned long long)step,
+                 (unsigned long long)(b->last_done > span ? b->last_done - span : 1),
                  (unsigned long long)(b->last_done + span), (unsigned long long)b->last_done);
     else if (b->n >= b->max_open)
         snprintf(report, report_len, "DIGEST for step %llu shard %d: %d checks already open (the limit)",
@@ -122,7 +124,8 @@ static int compare(wr_digest_book *b, const dentry *d, char *report, size_t repo
         return 1;
     }
     b->failed++;
-    int w = snprintf(report, report_len, "replica digest mismatch at step %llu, shard %d: shard master %016llx",
+    int w = snprintf(report, report_len,
+                     "replica digest mismatch at step %llu, shard %d: shard master %016llx",
                      (unsigned long long)d->step, d->shard, (unsigned long long)ref);
     size_t at = w > 0 ? (size_t)w : 0;
     for (int s = 0; s < b->n_workers && at < report_len; s++) {
@@ -133,8 +136,8 @@ static int compare(wr_digest_book *b, const dentry *d, char *report, size_t repo
     return 2;
 }
 
-int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
-                       char *report, size_t report_len) {
+int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest, char *report,
+                       size_t report_len) {
     if (shard < 0 || shard >= b->n_shards) {
         snprintf(report, report_len, "DIGEST for shard %d: the job has shards 0..%d", shard, b->n_shards - 1);
         return -1;
@@ -148,8 +151,8 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
     dentry *d = &b->e[i];
     if (d->got[slot]) {
         char nm[32];
-        snprintf(report, report_len, "duplicate DIGEST for step %llu shard %d from %s", (unsigned long long)step,
-                 shard, slot_name(b, slot, nm, sizeof nm));
+        snprintf(report, report_len, "duplicate DIGEST for step %llu shard %d from %s",
+                 (unsigned long long)step, shard, slot_name(b, slot, nm, sizeof nm));
         return -1;
     }
     d->got[slot] = 1;

@@ -19,8 +19,8 @@ void wr_digest_book_free(wr_digest_book *b);
 // 1 (complete and all equal: one check passed), 2 (complete and different:
 // `report` describes who agrees and who differs), -1 (refused: shard or slot
 // out of range or a duplicate; report says why).
-int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest,
-                       char *report, size_t report_len);
+int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest, char *report,
+                       size_t report_len);
 
 // Limits on new (step, shard) entries. The coordinator sets every =
 // digest_every, window = WR_DIGEST_WINDOW, max_open = n_shards *

@@ -64,7 +64,10 @@ void coord_on_error(coord *c, coord_in *in) {
     const wr_pmsg *h = &in->h;
     char r[COORD_REASON_MAX];
     snprintf(r, sizeof r, "%s reported an error (%s): %s", in->who,
-             h->code == WR_EC_CONFIG ? "config" : h->code == WR_EC_TIMEOUT ? "timeout" : "error", h->reason);
+             h->code == WR_EC_CONFIG    ? "config"
+             : h->code == WR_EC_TIMEOUT ? "timeout"
+                                        : "error",
+             h->reason);
     in->n->left = 1;
     int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
     int gone = c->formed ? probe_nodes(c) : -1;

@@ -13,33 +13,31 @@
 #include "transport.h"
 
 static void usage_main(FILE *f) {
-    fprintf(f,
-            "usage: wren-server ROLE [options]\n"
-            "\n"
-            "roles:\n"
-            "  coordinator   the job's rendezvous point: holds the config, forms the cluster,\n"
-            "                checks replica digests and liveness\n"
-            "  shard         owns a key range of the parameters; aggregates and broadcasts\n"
-            "\n"
-            "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
-            "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
-            "mismatch, 5 a node died, 6 coordinator unreachable.\n");
+    fprintf(f, "usage: wren-server ROLE [options]\n"
+               "\n"
+               "roles:\n"
+               "  coordinator   the job's rendezvous point: holds the config, forms the cluster,\n"
+               "                checks replica digests and liveness\n"
+               "  shard         owns a key range of the parameters; aggregates and broadcasts\n"
+               "\n"
+               "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
+               "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
+               "mismatch, 5 a node died, 6 coordinator unreachable.\n");
 }
 
 static void usage_coordinator(FILE *f) {
-    fprintf(f,
-            "usage: wren-server coordinator [--config FILE] [--bind ADDR] [--advertise ADDR]\n"
-            "                               [--log-level L] [--print-config] [key=value ...]\n"
-            "\n"
-            "  --config FILE     job config file (`key = value` lines; docs/CONFIG.md)\n"
-            "  --bind ADDR       address to listen on (default tcp://*:7000; ipc:///path works too)\n"
-            "  --advertise ADDR  address to print for the nodes (default: the bound address with\n"
-            "                    * replaced by this host's address, or 127.0.0.1)\n"
-            "  --log-level L     error | warn | info | debug (default info, or $WREN_LOG)\n"
-            "  --io-threads N    transport I/O threads (default 1)\n"
-            "  --print-config    print the effective job config and exit\n"
-            "  key=value         overrides applied after the file, in order\n"
-            "  -h, --help        this text\n");
+    fprintf(f, "usage: wren-server coordinator [--config FILE] [--bind ADDR] [--advertise ADDR]\n"
+               "                               [--log-level L] [--print-config] [key=value ...]\n"
+               "\n"
+               "  --config FILE     job config file (`key = value` lines; docs/CONFIG.md)\n"
+               "  --bind ADDR       address to listen on (default tcp://*:7000; ipc:///path works too)\n"
+               "  --advertise ADDR  address to print for the nodes (default: the bound address with\n"
+               "                    * replaced by this host's address, or 127.0.0.1)\n"
+               "  --log-level L     error | warn | info | debug (default info, or $WREN_LOG)\n"
+               "  --io-threads N    transport I/O threads (default 1)\n"
+               "  --print-config    print the effective job config and exit\n"
+               "  key=value         overrides applied after the file, in order\n"
+               "  -h, --help        this text\n");
 }
 
 static void usage_shard(FILE *f) {
@@ -92,10 +90,14 @@ static int common_option(int opt, int *io_threads) {
 
 static int run_coordinator(int argc, char **argv) {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},   {"bind", required_argument, NULL, 'b'},
-        {"advertise", required_argument, NULL, 'a'}, {"log-level", required_argument, NULL, 'l'},
-        {"io-threads", required_argument, NULL, 'i'}, {"print-config", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'},
+        {"bind", required_argument, NULL, 'b'},
+        {"advertise", required_argument, NULL, 'a'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"io-threads", required_argument, NULL, 'i'},
+        {"print-config", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     wr_coord_opts co;
     memset(&co, 0, sizeof co);
@@ -109,10 +111,14 @@ static int run_coordinator(int argc, char **argv) {
         int common = common_option(c, &co.io_threads);
         if (common < 0) return WR_EXIT_CONFIG;
         if (common) continue;
-        if (c == 'c') config_file = optarg;
-        else if (c == 'b') co.bind = optarg;
-        else if (c == 'a') co.advertise = optarg;
-        else if (c == 'p') print = 1;
+        if (c == 'c')
+            config_file = optarg;
+        else if (c == 'b')
+            co.bind = optarg;
+        else if (c == 'a')
+            co.advertise = optarg;
+        else if (c == 'p')
+            print = 1;
         else {
             usage_coordinator(c == 'h' ? stdout : stderr);
             return c == 'h' ? WR_EXIT_OK : WR_EXIT_CONFIG;
@@ -135,10 +141,14 @@ static int run_coordinator(int argc, char **argv) {
 // The shard's options into so. -1 to go on, else the exit status.
 static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
     static const struct option opts[] = {
-        {"coordinator", required_argument, NULL, 'C'}, {"bind", required_argument, NULL, 'b'},
-        {"advertise", required_argument, NULL, 'a'},   {"host", required_argument, NULL, 'H'},
-        {"connect-timeout", required_argument, NULL, 't'}, {"log-level", required_argument, NULL, 'l'},
-        {"io-threads", required_argument, NULL, 'i'},  {"help", no_argument, NULL, 'h'},
+        {"coordinator", required_argument, NULL, 'C'},
+        {"bind", required_argument, NULL, 'b'},
+        {"advertise", required_argument, NULL, 'a'},
+        {"host", required_argument, NULL, 'H'},
+        {"connect-timeout", required_argument, NULL, 't'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"io-threads", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     int c;
@@ -147,10 +157,14 @@ static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
         int common = common_option(c, &so->io_threads);
         if (common < 0) return WR_EXIT_CONFIG;
         if (common) continue;
-        if (c == 'C') so->coordinator = optarg;
-        else if (c == 'b') so->bind = optarg;
-        else if (c == 'a') so->advertise = optarg;
-        else if (c == 'H') so->host = optarg;
+        if (c == 'C')
+            so->coordinator = optarg;
+        else if (c == 'b')
+            so->bind = optarg;
+        else if (c == 'a')
+            so->advertise = optarg;
+        else if (c == 'H')
+            so->host = optarg;
         else if (c == 't') {
             if (parse_positive("--connect-timeout", optarg, 0.001, 86400, &so->connect_timeout))
                 return WR_EXIT_CONFIG;
@@ -160,7 +174,8 @@ static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "wren-server shard: unexpected argument '%s' (the job config comes from the coordinator)\n",
+        fprintf(stderr,
+                "wren-server shard: unexpected argument '%s' (the job config comes from the coordinator)\n",
                 argv[optind]);
         return WR_EXIT_CONFIG;
     }

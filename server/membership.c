@@ -36,9 +36,10 @@ static int set_total_steps(coord *c) {
     int64_t ts = wr_total_steps(&c->cfg, nt);
     if (ts < 1 || (uint64_t)ts > WR_MAX_TOTAL_STEPS) {
         char why[256];
-        snprintf(why, sizeof why,
-                 "no training steps: epochs = %d over a training set of %lld examples with batch %d gives %lld steps",
-                 c->cfg.epochs, (long long)nt, c->cfg.batch, (long long)ts);
+        snprintf(
+            why, sizeof why,
+            "no training steps: epochs = %d over a training set of %lld examples with batch %d gives %lld steps",
+            c->cfg.epochs, (long long)nt, c->cfg.batch, (long long)ts);
         coord_stop_job(c, WR_EXIT_CONFIG, why);
         return WR_ERR;
     }
@@ -118,9 +119,10 @@ static void form_job(coord *c) {
     wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
                               WR_DIGEST_WINDOW, S * WR_DIGEST_OPEN_PER_SHARD);
     c->barrier.in = wr_calloc((size_t)W, 1);
-    wr_info("job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 sent",
-            S, W, (unsigned long long)c->d, (unsigned long long)c->map.total_steps,
-            c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
+    wr_info(
+        "job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 sent",
+        S, W, (unsigned long long)c->d, (unsigned long long)c->map.total_steps,
+        c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
     for (int s = 0; s < S; s++) {
         const coord_node *n = &c->nodes[c->shard_node[s]];
         wr_info("  shard %d: [%llu, %llu) at %s (host %s)", s, (unsigned long long)c->map.shards[s].lo,
@@ -200,15 +202,16 @@ void coord_on_register(coord *c, coord_in *in) {
     const wr_pmsg *h = &in->h;
     if (h->job_id != 0 && h->job_id != c->cfg.job_id) {
         char r[128];
-        snprintf(r, sizeof r, "REGISTER for job %llu, this coordinator runs job %llu", (unsigned long long)h->job_id,
-                 (unsigned long long)c->cfg.job_id);
+        snprintf(r, sizeof r, "REGISTER for job %llu, this coordinator runs job %llu",
+                 (unsigned long long)h->job_id, (unsigned long long)c->cfg.job_id);
         wr_refused(&c->refused, WR_PERR_JOB, "a registering node", r);
         coord_reply_error(c, in->m, WR_EC_REJECTED, r);
         return;
     }
     coord_node *n = in->n;
     if (n && n->role != h->role) {
-        coord_reply_error(c, in->m, WR_EC_REJECTED, "REGISTER with a different role from the same connection");
+        coord_reply_error(c, in->m, WR_EC_REJECTED,
+                          "REGISTER with a different role from the same connection");
         return;
     }
     if (!n && !(n = admit(c, in))) return;
@@ -234,7 +237,8 @@ void coord_on_leave(coord *c, coord_in *in) {
 }
 
 // Appends printf-style text at *at of out[len] (cut at the end).
-static void appendf(char *out, size_t len, size_t *at, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void appendf(char *out, size_t len, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static void appendf(char *out, size_t len, size_t *at, const char *fmt, ...) {
     if (*at >= len) return;
     va_list ap;

@@ -19,24 +19,23 @@ struct wr_shard_core {
     size_t n, words;
     int n_workers;
     int64_t total_steps;
-    int birder;       // codec birder (else fp32)
-    int exact;        // broadcast exact (birder only)
-    int planes;       // bit-planes for counts in [0, n_workers]
-    float *x;         // master copy [n]
+    int birder;  // codec birder (else fp32)
+    int exact;   // broadcast exact (birder only)
+    int planes;  // bit-planes for counts in [0, n_workers]
+    float *x;    // master copy [n]
     int have_params;
-    uint64_t step;    // last completed step
+    uint64_t step;  // last completed step
     // pushes of the step being collected
-    const void **src;       // [n_workers] payload of each rank (NULL = not yet)
-    void **copy;            // [n_workers] lazily allocated copies of misaligned payloads
+    const void **src;  // [n_workers] payload of each rank (NULL = not yet)
+    void **copy;       // [n_workers] lazily allocated copies of misaligned payloads
     int n_got;
-    uint64_t *planes_buf;   // 1bit: counts before requantization
+    uint64_t *planes_buf;  // 1bit: counts before requantization
     // fp32 codec state
-    float *m, *v;           // adam moments (or sgdm momentum in m)
+    float *m, *v;  // adam moments (or sgdm momentum in m)
 };
 
-
-wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi,
-                                 int n_workers, int64_t total_steps, char *err) {
+wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi, int n_workers,
+                                 int64_t total_steps, char *err) {
     if (hi <= lo || lo % 64 || hi - lo > WR_MAX_ELEMS) {
         wr_err(err, WR_ERR, "shard %d: range [%llu, %llu) must be non-empty, 64-aligned and at most 2^32",
                shard, (unsigned long long)lo, (unsigned long long)hi);
@@ -92,8 +91,7 @@ static int check_range(const wr_shard_core *c, const wr_pmsg *h, const char *kin
     return WR_OK;
 }
 
-int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
-                             char *err) {
+int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len, char *err) {
     if (c->have_params)
         return wr_err(err, WR_EPROTO, "PARAMS: shard %d already holds parameters (step %llu)", c->shard,
                       (unsigned long long)c->step);
@@ -114,9 +112,9 @@ int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *pay
 
 int wr_shard_core_has_params(const wr_shard_core *c) { return c->have_params; }
 
-int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
-                       char *err) {
-    if (h->type != WR_MT_PUSH) return wr_err(err, WR_EPROTO, "expected PUSH, got %s", wr_msg_type_name(h->type));
+int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len, char *err) {
+    if (h->type != WR_MT_PUSH)
+        return wr_err(err, WR_EPROTO, "expected PUSH, got %s", wr_msg_type_name(h->type));
     if (!c->have_params)
         return wr_err(err, WR_EPROTO, "PUSH for step %llu from rank %d before the initial parameters",
                       (unsigned long long)h->step, h->rank);
@@ -124,10 +122,11 @@ int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, 
         return wr_err(err, WR_EPROTO, "PUSH for step %llu from rank %d: shard %d is collecting step %llu",
                       (unsigned long long)h->step, h->rank, c->shard, (unsigned long long)(c->step + 1));
     if (h->rank < 0 || h->rank >= c->n_workers)
-        return wr_err(err, WR_EPROTO, "PUSH from rank %d: the job has ranks 0..%d", h->rank, c->n_workers - 1);
+        return wr_err(err, WR_EPROTO, "PUSH from rank %d: the job has ranks 0..%d", h->rank,
+                      c->n_workers - 1);
     if (c->src[h->rank])
-        return wr_err(err, WR_EPROTO, "duplicate PUSH for step %llu from rank %d", (unsigned long long)h->step,
-                      h->rank);
+        return wr_err(err, WR_EPROTO, "duplicate PUSH for step %llu from rank %d",
+                      (unsigned long long)h->step, h->rank);
     if (check_range(c, h, "PUSH", err)) return WR_EPROTO;
     int want_codec = c->birder ? WR_CODEC_BITS : WR_CODEC_FP32;
     if (h->codec != want_codec)
@@ -135,7 +134,8 @@ int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, 
                       c->birder ? "birder" : "fp32", c->birder ? "BITS" : "FP32");
     size_t want = c->birder ? c->words * 8 : c->n * sizeof(float);
     if (len != want || !payload)
-        return wr_err(err, WR_EPROTO, "PUSH payload from rank %d is %zu bytes, expected %zu", h->rank, len, want);
+        return wr_err(err, WR_EPROTO, "PUSH payload from rank %d is %zu bytes, expected %zu", h->rank, len,
+                      want);
     if ((uintptr_t)payload % 8) {
         if (!c->copy[h->rank]) c->copy[h->rank] = wr_alloc_vec(want);
         memcpy(c->copy[h->rank], payload, want);
@@ -191,9 +191,9 @@ void wr_shard_fp32_update(float *x, float *m, float *v, const float *const *g, i
                           const wr_fp32_opt *o, float *out) {
     // SSE2 is part of x86-64: no dispatch needed, 4 lanes.
     const __m128 nf = _mm_set1_ps((float)n_workers), b1 = _mm_set1_ps(o->b1), b2 = _mm_set1_ps(o->b2),
-                 omb1 = _mm_set1_ps(1.0f - o->b1), omb2 = _mm_set1_ps(1.0f - o->b2), bc1 = _mm_set1_ps(o->bc1),
-                 bc2 = _mm_set1_ps(o->bc2), eps = _mm_set1_ps(o->eps), mu = _mm_set1_ps(o->mu),
-                 lr = _mm_set1_ps(o->lr), wd = _mm_set1_ps(o->wd);
+                 omb1 = _mm_set1_ps(1.0f - o->b1), omb2 = _mm_set1_ps(1.0f - o->b2),
+                 bc1 = _mm_set1_ps(o->bc1), bc2 = _mm_set1_ps(o->bc2), eps = _mm_set1_ps(o->eps),
+                 mu = _mm_set1_ps(o->mu), lr = _mm_set1_ps(o->lr), wd = _mm_set1_ps(o->wd);
     size_t j = 0;
     for (; j + 4 <= n; j += 4) {
         __m128 s = _mm_loadu_ps(g[0] + j);
@@ -219,8 +219,9 @@ void wr_shard_fp32_update(float *x, float *m, float *v, const float *const *g, i
     }
     if (j < n) {  // tail: the reference on offset pointers
         const float *stack[WR_SHARD_FP32_MAX_TAIL_WORKERS] = {0};
-        const float **gt = n_workers <= WR_SHARD_FP32_MAX_TAIL_WORKERS ? stack
-                                                                      : wr_malloc((size_t)n_workers * sizeof *gt);
+        const float **gt = n_workers <= WR_SHARD_FP32_MAX_TAIL_WORKERS
+                               ? stack
+                               : wr_malloc((size_t)n_workers * sizeof *gt);
         for (int r = 0; r < n_workers; r++) gt[r] = g[r] + j;
         wr_shard_fp32_update_ref(x + j, m + j, v ? v + j : NULL, gt, n_workers, n - j, o, out + j);
         if (gt != stack) free((void *)gt);
@@ -288,4 +289,3 @@ const float *wr_shard_core_params(const wr_shard_core *c) { return c->x; }
 size_t wr_shard_core_n(const wr_shard_core *c) { return c->n; }
 uint64_t wr_shard_core_lo(const wr_shard_core *c) { return c->lo; }
 uint64_t wr_shard_core_digest(const wr_shard_core *c) { return wr_digest64(c->x, c->n * sizeof(float)); }
-

@@ -33,16 +33,15 @@ typedef struct wr_shard_core wr_shard_core;
 // wr_shard_core_set_params), optimizer state and work buffers once. NULL with
 // err on bad arguments (empty range, lo not 64-aligned, n_workers out of
 // [1, min(WR_MAX_WORKERS, 65535)]).
-wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi,
-                                 int n_workers, int64_t total_steps, char *err);
+wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t lo, uint64_t hi, int n_workers,
+                                 int64_t total_steps, char *err);
 void wr_shard_core_free(wr_shard_core *c);
 
 // Installs the initial parameters (the PARAMS step 0 from worker rank 0).
 // h must be a decoded PARAMS (codec FP32) whose offset/n_elems equal the range;
 // payload its FP32 bytes. WR_OK, or WR_EPROTO with err (wrong range, step not
 // 0, parameters already set) leaving the state unchanged.
-int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
-                             char *err);
+int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len, char *err);
 int wr_shard_core_has_params(const wr_shard_core *c);
 
 // Offers one decoded PUSH. Accepted (WR_OK) when: parameters are set, step is
@@ -53,8 +52,7 @@ int wr_shard_core_has_params(const wr_shard_core *c);
 // Ownership: the payload is REFERENCED (not copied) when it is 8-byte aligned,
 // so the caller keeps it valid until wr_shard_core_finish returns (or the
 // push is refused); misaligned payloads are copied into a per-rank buffer.
-int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len,
-                       char *err);
+int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len, char *err);
 
 // Number of pushes held for the current step; 1 when all n_workers are in.
 int wr_shard_core_pending(const wr_shard_core *c);
@@ -83,11 +81,11 @@ uint64_t wr_shard_core_digest(const wr_shard_core *c);
 
 // ---- fp32 codec update (exposed for tests and benchmarks) ----------------------------
 typedef struct {
-    int adam;            // 1 adam, 0 sgdm
-    float lr, wd;        // lr_t and decoupled weight decay
-    float b1, b2, eps;   // adam
-    float bc1, bc2;      // adam bias corrections 1 - b1^t, 1 - b2^t
-    float mu;            // sgdm momentum
+    int adam;           // 1 adam, 0 sgdm
+    float lr, wd;       // lr_t and decoupled weight decay
+    float b1, b2, eps;  // adam
+    float bc1, bc2;     // adam bias corrections 1 - b1^t, 1 - b2^t
+    float mu;           // sgdm momentum
 } wr_fp32_opt;
 #define WR_SHARD_FP32_MAX_TAIL_WORKERS 64
 

@@ -139,7 +139,8 @@ static int bcast_buffer(shard_node *s, wr_pbuf **out) {
     if ((*out = wr_bufpool_get(s->pool, s->n_workers + 1))) return SHARD_GO_ON;
     double t0 = wr_now();
     wr_info("step %llu: every broadcast buffer is still held by the transport (a worker is not reading); "
-            "waiting up to %g s", (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout);
+            "waiting up to %g s",
+            (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout);
     while (!(*out = wr_bufpool_get(s->pool, s->n_workers + 1))) {
         if (wr_now() - t0 > s->cfg.step_timeout) {
             wr_error("shard %d: no free broadcast buffer for %g s (workers not draining)", s->index,
@@ -172,9 +173,10 @@ static void broadcast(shard_node *s, wr_pbuf *buf, const wr_pmsg *bh) {
         if (enc != WR_OK) {
             wr_bufpool_put(buf);  // the reference this send would have passed on
         } else {
-            wr_msg m = {.peer_len = s->peers[r].len,
-                        .header = {.data = s->scratch.data, .len = s->scratch.len},
-                        .payload = {.data = buf->data, .len = bytes, .free_fn = wr_bufpool_free_cb, .hint = buf}};
+            wr_msg m = {
+                .peer_len = s->peers[r].len,
+                .header = {.data = s->scratch.data, .len = s->scratch.len},
+                .payload = {.data = buf->data, .len = bytes, .free_fn = wr_bufpool_free_cb, .hint = buf}};
             memcpy(m.peer, s->peers[r].id, s->peers[r].len);
             rc = wr_send(s->router, &m, 0, err);
         }
@@ -330,10 +332,11 @@ int shard_check_step_timeout(shard_node *s) {
     wr_pmsg e;
     wr_pmsg_init(&e, WR_MT_ERROR);
     e.code = WR_EC_TIMEOUT;
-    snprintf(e.reason, sizeof e.reason,
-             "shard %d: step %llu incomplete after %g s (step_timeout): %d of %d pushes, waiting for rank(s) %s",
-             s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
-             s->n_workers, missing);
+    snprintf(
+        e.reason, sizeof e.reason,
+        "shard %d: step %llu incomplete after %g s (step_timeout): %d of %d pushes, waiting for rank(s) %s",
+        s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
+        s->n_workers, missing);
     wr_error("%s", e.reason);
     shard_send_coord(s, &e);
     return WR_EXIT_FAILURE;

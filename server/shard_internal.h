@@ -60,14 +60,14 @@ typedef struct {
     shard_peer *peers;  // [n_workers] where each rank's push came from
     shard_peer *pulls;  // PULLs waiting for the initial parameters
     int n_pulls, cap_pulls;
-    wr_bufpool *pool;   // broadcast buffers
-    pull_slot *slots;   // [n_slots] PARAMS replies in flight
+    wr_bufpool *pool;  // broadcast buffers
+    pull_slot *slots;  // [n_slots] PARAMS replies in flight
     int n_slots;
     wr_bufpool *snaps;  // snapshots of the range (fp32) for PARAMS replies
     wr_pbuf *snap;      // snapshot of the current step (one owner reference), or NULL
     uint64_t snap_step;
-    long conns;         // open worker connections (wr_peer_events)
-    double step_t0;     // when the step's first push came
+    long conns;      // open worker connections (wr_peer_events)
+    double step_t0;  // when the step's first push came
     wr_refusals refused;
     uint64_t send_failures;
     double t_first_step, bytes_out;

@@ -123,8 +123,8 @@ static int wait_map(shard_node *s, uint64_t epoch, double timeout_s, wr_pmsg *h)
             return WR_EXIT_NO_COORDINATOR;
         }
         if (left <= 0) {
-            wr_error("no cluster map from the coordinator at %s within %g s after registering", s->o->coordinator,
-                     timeout_s);
+            wr_error("no cluster map from the coordinator at %s within %g s after registering",
+                     s->o->coordinator, timeout_s);
             return WR_EXIT_FAILURE;
         }
         int rc = shard_recv_coord(s, left > 0.1 ? 100 : (int)(left * 1000) + 1, h);
@@ -268,8 +268,8 @@ static int read_welcome(shard_node *s) {
         shard_send_coord(s, &e);
         return WR_EXIT_CONFIG;
     }
-    wr_info("registered with the coordinator at %s (job %llu); waiting for the cluster map", s->o->coordinator,
-            (unsigned long long)s->cfg.job_id);
+    wr_info("registered with the coordinator at %s (job %llu); waiting for the cluster map",
+            s->o->coordinator, (unsigned long long)s->cfg.job_id);
     return SHARD_GO_ON;
 }
 
@@ -296,9 +296,12 @@ static int take_range(shard_node *s, const wr_cluster *cl) {
     wr_log_set_name(name);
     shard_data_init(s);
     int birder = s->cfg.codec == WR_JOB_CODEC_BIRDER;
-    wr_info("range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s", (unsigned long long)lo,
-            (unsigned long long)hi, (unsigned long long)(hi - lo), s->n_workers, (long long)total,
-            birder ? "birder" : "fp32", !birder ? "" : s->cfg.broadcast == WR_BCAST_EXACT ? " (exact)" : " (1bit)");
+    wr_info("range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s",
+            (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)(hi - lo), s->n_workers,
+            (long long)total, birder ? "birder" : "fp32",
+            !birder                              ? ""
+            : s->cfg.broadcast == WR_BCAST_EXACT ? " (exact)"
+                                                 : " (1bit)");
     return SHARD_GO_ON;
 }
 

@@ -38,7 +38,8 @@ static int poll_once(shard_node *s) {
     if (n < 0 && !shard_stop_signal) wr_debug("poll: %s", err);
     if (n <= 0) return SHARD_GO_ON;
     if (ready[0]) {
-        int st = wr_drain(s->router, drain_max(s), shard_on_worker_msg, s, &s->refused, "a worker connection", err);
+        int st = wr_drain(s->router, drain_max(s), shard_on_worker_msg, s, &s->refused, "a worker connection",
+                          err);
         if (st < 0) {
             wr_error("receive: %s", err);
             return WR_EXIT_FAILURE;

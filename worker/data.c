@@ -18,14 +18,12 @@ static uint32_t be32(const uint8_t *p) {
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
 }
 
-int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *name, wr_idx *out,
-                 char *err) {
+int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *name, wr_idx *out, char *err) {
     if (!name) name = "idx";
     if (expect_ndim < 1 || expect_ndim > 3)
         return wr_err(err, WR_ERR, "%s: internal: expected ndim %d unsupported", name, expect_ndim);
     if (len < 4)
-        return wr_err(err, WR_ERR, "%s: truncated: %zu bytes, shorter than the 4-byte idx magic",
-                      name, len);
+        return wr_err(err, WR_ERR, "%s: truncated: %zu bytes, shorter than the 4-byte idx magic", name, len);
     if (buf[0] != 0 || buf[1] != 0 || buf[2] != 0x08 || buf[3] != (uint8_t)expect_ndim)
         return wr_err(err, WR_ERR,
                       "%s: bad magic %02x %02x %02x %02x (expected 00 00 08 %02x: unsigned-byte "
@@ -33,25 +31,22 @@ int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *na
                       name, buf[0], buf[1], buf[2], buf[3], expect_ndim, expect_ndim,
                       expect_ndim > 1 ? "s" : "");
     size_t hdr = 4 + 4 * (size_t)expect_ndim;
-    if (len < hdr)
-        return wr_err(err, WR_ERR, "%s: truncated header: %zu bytes, need %zu", name, len, hdr);
+    if (len < hdr) return wr_err(err, WR_ERR, "%s: truncated header: %zu bytes, need %zu", name, len, hdr);
     wr_idx r;
     memset(&r, 0, sizeof r);
     r.ndim = expect_ndim;
     uint64_t count = 1;
     for (int i = 0; i < expect_ndim; i++) {
         r.dims[i] = be32(buf + 4 + 4 * i);
-        if (r.dims[i] == 0)
-            return wr_err(err, WR_ERR, "%s: dimension %d is 0", name, i);
+        if (r.dims[i] == 0) return wr_err(err, WR_ERR, "%s: dimension %d is 0", name, i);
         count *= r.dims[i];
         if (count > IDX_MAX_ITEMS)
-            return wr_err(err, WR_ERR, "%s: dimensions too large (more than %u items)", name,
-                          IDX_MAX_ITEMS);
+            return wr_err(err, WR_ERR, "%s: dimensions too large (more than %u items)", name, IDX_MAX_ITEMS);
     }
     size_t payload = len - hdr;
     if (payload < count)
-        return wr_err(err, WR_ERR, "%s: truncated: payload %zu bytes, header says %llu", name,
-                      payload, (unsigned long long)count);
+        return wr_err(err, WR_ERR, "%s: truncated: payload %zu bytes, header says %llu", name, payload,
+                      (unsigned long long)count);
     if (payload > count)
         return wr_err(err, WR_ERR, "%s: %zu trailing bytes after the %llu-byte payload", name,
                       payload - (size_t)count, (unsigned long long)count);
@@ -61,20 +56,18 @@ int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *na
     return WR_OK;
 }
 
-int wr_dataset_from_buffers(const uint8_t *img, size_t img_len, const char *img_name,
-                            const uint8_t *lab, size_t lab_len, const char *lab_name,
-                            wr_dataset *out, char *err) {
+int wr_dataset_from_buffers(const uint8_t *img, size_t img_len, const char *img_name, const uint8_t *lab,
+                            size_t lab_len, const char *lab_name, wr_dataset *out, char *err) {
     wr_idx im, lb;
     if (!img_name) img_name = "images";
     if (!lab_name) lab_name = "labels";
     if (wr_idx_parse(img, img_len, 3, img_name, &im, err) != WR_OK) return WR_ERR;
     if (wr_idx_parse(lab, lab_len, 1, lab_name, &lb, err) != WR_OK) return WR_ERR;
     if (im.dims[1] != 28 || im.dims[2] != 28)
-        return wr_err(err, WR_ERR, "%s: images are %ux%u, expected 28x28", img_name, im.dims[1],
-                      im.dims[2]);
+        return wr_err(err, WR_ERR, "%s: images are %ux%u, expected 28x28", img_name, im.dims[1], im.dims[2]);
     if (im.dims[0] != lb.dims[0])
-        return wr_err(err, WR_ERR, "count mismatch: %s has %u images, %s has %u labels", img_name,
-                      im.dims[0], lab_name, lb.dims[0]);
+        return wr_err(err, WR_ERR, "count mismatch: %s has %u images, %s has %u labels", img_name, im.dims[0],
+                      lab_name, lb.dims[0]);
     for (size_t i = 0; i < lb.count; i++)
         if (lb.data[i] >= WR_NUM_CLASSES)
             return wr_err(err, WR_ERR, "%s: label %u at index %zu (labels must be < %d)", lab_name,
@@ -189,8 +182,7 @@ void wr_dataset_free(wr_dataset *d) {
 
 int wr_dataset_slice(const wr_dataset *src, int first, int count, wr_dataset *out, char *err) {
     if (first < 0 || first >= src->n || count < 1)
-        return wr_err(err, WR_ERR, "dataset slice [%d, +%d) outside the %d samples", first, count,
-                      src->n);
+        return wr_err(err, WR_ERR, "dataset slice [%d, +%d) outside the %d samples", first, count, src->n);
     if (count > src->n - first) count = src->n - first;
     wr_dataset d = *src;
     d.n = count;
@@ -218,18 +210,17 @@ static void make_perm(uint32_t *perm, int n, uint64_t seed, int64_t epoch) {
     }
 }
 
-int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank,
-                       int nranks, uint64_t seed, char *err) {
+int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank, int nranks,
+                       uint64_t seed, char *err) {
     memset(it, 0, sizeof *it);
     if (!ds || ds->n < 1) return wr_err(err, WR_ERR, "batch iterator: empty dataset");
     if (nranks < 1 || rank < 0 || rank >= nranks)
         return wr_err(err, WR_ERR, "batch iterator: rank %d of %d workers is invalid", rank, nranks);
     if (global_batch < 1 || global_batch % nranks != 0)
-        return wr_err(err, WR_ERR, "batch %d must be a positive multiple of the %d workers",
-                      global_batch, nranks);
+        return wr_err(err, WR_ERR, "batch %d must be a positive multiple of the %d workers", global_batch,
+                      nranks);
     if (global_batch > ds->n)
-        return wr_err(err, WR_ERR, "batch %d exceeds the %d samples of the dataset", global_batch,
-                      ds->n);
+        return wr_err(err, WR_ERR, "batch %d exceeds the %d samples of the dataset", global_batch, ds->n);
     it->ds = ds;
     it->global_batch = global_batch;
     it->local_batch = global_batch / nranks;

@@ -37,7 +37,7 @@ typedef struct {
     int ndim;
     uint32_t dims[3];
     const uint8_t *data;
-    size_t count;     // product of dims
+    size_t count;  // product of dims
 } wr_idx;
 
 // Parses an idx buffer of unsigned-byte type with exactly `expect_ndim` (1 or 3)
@@ -45,16 +45,14 @@ typedef struct {
 // absurdly large (> 2^28 items), and that the payload is exactly the product of
 // the dimensions (truncated or trailing bytes are errors). `name` (a file name)
 // starts every error message. Never reads past len. WR_OK or WR_ERR.
-int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *name, wr_idx *out,
-                 char *err);
+int wr_idx_parse(const uint8_t *buf, size_t len, int expect_ndim, const char *name, wr_idx *out, char *err);
 
 // Builds a dataset from an images buffer (idx3) and a labels buffer (idx1) in
 // memory: both parsed as above, counts must match, labels < 10. Allocates out's
 // arrays (out is untouched on error). img_name / lab_name appear in messages.
 // The fuzz target tests/fuzz/fuzz_idx.c drives this.
-int wr_dataset_from_buffers(const uint8_t *img, size_t img_len, const char *img_name,
-                            const uint8_t *lab, size_t lab_len, const char *lab_name,
-                            wr_dataset *out, char *err);
+int wr_dataset_from_buffers(const uint8_t *img, size_t img_len, const char *img_name, const uint8_t *lab,
+                            size_t lab_len, const char *lab_name, wr_dataset *out, char *err);
 
 // Reads a whole file, gunzipping it if it is gzip (zlib reads plain files as
 // is), into a malloc'd buffer (*buf, *len; free() it). A missing file gives an
@@ -77,23 +75,23 @@ int wr_dataset_slice(const wr_dataset *src, int first, int count, wr_dataset *ou
 // ---- sharded batch iterator -------------------------------------------------------
 
 typedef struct {
-    const wr_dataset *ds;       // not owned; must outlive the iterator
+    const wr_dataset *ds;  // not owned; must outlive the iterator
     int global_batch, local_batch;
     int rank, nranks;
     uint64_t seed;
-    int steps_per_epoch;        // floor(n / global_batch)
-    int64_t epoch;              // epoch of the permutation currently held
-    int64_t next_step;          // global step (counted from 0) the next call returns
-    uint32_t *perm;             // n entries, owned
-    float *x;                   // local_batch * dim, owned (the returned batch)
-    uint8_t *y;                 // local_batch, owned
+    int steps_per_epoch;  // floor(n / global_batch)
+    int64_t epoch;        // epoch of the permutation currently held
+    int64_t next_step;    // global step (counted from 0) the next call returns
+    uint32_t *perm;       // n entries, owned
+    float *x;             // local_batch * dim, owned (the returned batch)
+    uint8_t *y;           // local_batch, owned
 } wr_batch_iter;
 
 // global_batch must be a positive multiple of nranks, at most ds->n; 0 <= rank <
 // nranks. Allocates (out is zeroed on error). The first call to next returns
 // global step 0 (epoch 0).
-int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank,
-                       int nranks, uint64_t seed, char *err);
+int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank, int nranks,
+                       uint64_t seed, char *err);
 void wr_batch_iter_free(wr_batch_iter *it);
 
 // Positions the iterator so the next batch is global step `step` (from 0), e.g.

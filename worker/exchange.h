@@ -42,10 +42,10 @@
 typedef struct wr_train_job wr_train_job;
 
 typedef struct {
-    int64_t t;       // step, 1 .. job->total_steps (the step number on the wire)
-    float lr;        // lr_t = wr_lr_at(cfg, t, total_steps)
-    int overflow;    // the loss scale overflowed: g is zero this step
-    double t_codec;  // out: seconds of codec work (encode + apply) within step
+    int64_t t;                      // step, 1 .. job->total_steps (the step number on the wire)
+    float lr;                       // lr_t = wr_lr_at(cfg, t, total_steps)
+    int overflow;                   // the loss scale overflowed: g is zero this step
+    double t_codec;                 // out: seconds of codec work (encode + apply) within step
     double bytes_sent, bytes_recv;  // out: bytes of the step's messages (headers + payloads)
 } wr_exchange_step;
 

@@ -22,9 +22,9 @@ typedef struct {
     float *x;
     const float *g;
     size_t d;
-    float *s1, *s2;    // Adam m, v / SGDM momentum / Birder m, b
-    uint64_t *bits;    // Birder: this step's sign bits
-    int64_t overflows; // steps skipped so far
+    float *s1, *s2;     // Adam m, v / SGDM momentum / Birder m, b
+    uint64_t *bits;     // Birder: this step's sign bits
+    int64_t overflows;  // steps skipped so far
 } local;
 
 static void local_free(void *self) {
@@ -66,8 +66,8 @@ static int local_join(void *self, wr_train_job *job, char *err) {
             "%lld), lr %g",
             c->model, l->d, update_name(c), c->hfp8 ? "on" : "off",
             c->hfp8 ? (c->fp8_first_last ? " (all layers)" : " (first/last fp32)") : "", c->batch,
-            (long long)job->total_steps, (long long)((job->total_steps + spe - 1) / spe),
-            (long long)spe, (double)c->lr);
+            (long long)job->total_steps, (long long)((job->total_steps + spe - 1) / spe), (long long)spe,
+            (double)c->lr);
     return WR_EXIT_OK;
 }
 
@@ -78,8 +78,8 @@ static int local_step(void *self, wr_exchange_step *s, char *err) {
     if (s->overflow) {
         l->overflows++;
     } else if (c->codec == WR_JOB_CODEC_BIRDER) {
-        wr_birder_encode(l->g, l->s1, l->s2, l->d, c->beta, wr_rng_key_make(c->seed, 0, (uint64_t)s->t),
-                         0, l->bits);
+        wr_birder_encode(l->g, l->s1, l->s2, l->d, c->beta, wr_rng_key_make(c->seed, 0, (uint64_t)s->t), 0,
+                         l->bits);
         wr_birder_apply_bits(l->x, l->bits, l->d, s->lr, c->wd);
     } else if (c->optimizer == WR_OPT_ADAM) {
         wr_adam_update(l->x, l->s1, l->s2, l->g, l->d, s->t - l->overflows, s->lr, c->adam_beta1,
@@ -94,8 +94,13 @@ static int local_step(void *self, wr_exchange_step *s, char *err) {
 static void local_leave(void *self, int status, const char *reason, const wr_train_stats *st) {}
 
 static const wr_exchange_ops local_ops = {
-    .mode = "standalone", .config = local_config, .join = local_join, .step = local_step,
-    .digests = NULL, .leave = local_leave, .free = local_free,
+    .mode = "standalone",
+    .config = local_config,
+    .join = local_join,
+    .step = local_step,
+    .digests = NULL,
+    .leave = local_leave,
+    .free = local_free,
 };
 
 wr_exchange wr_exchange_local(const wr_job_config *cfg) {

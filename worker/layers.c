@@ -82,8 +82,7 @@ static void common_init(wr_layer *l, int kind, int relu, int fp8, int need_dx, i
     l->sx = l->sw = 1.0f;
 }
 
-void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx,
-                          int max_batch) {
+void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx, int max_batch) {
     WR_CHECK(in > 0 && out > 0);
     common_init(l, WR_LAYER_LINEAR, relu, fp8, need_dx, max_batch);
     l->in_size = in;
@@ -172,8 +171,7 @@ size_t wr_layer_bind(wr_layer *l, float *params, float *grads) {
 }
 
 // y[r, j] = y[r, j] + b[j], then ReLU if asked.
-WR_VEC static void bias_act(float *restrict y, const float *restrict b, size_t rows, int cols,
-                            int relu) {
+WR_VEC static void bias_act(float *restrict y, const float *restrict b, size_t rows, int cols, int relu) {
     for (size_t r = 0; r < rows; r++) {
         float *restrict yr = y + r * (size_t)cols;
         if (relu) {
@@ -189,9 +187,8 @@ WR_VEC static void bias_act(float *restrict y, const float *restrict b, size_t r
 
 // dz = dy masked by the ReLU (y > 0 iff the pre-activation was > 0), and the
 // column sums of dz into db (zeroed here).
-WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y,
-                               float *restrict dz, float *restrict db, size_t rows, int cols,
-                               int relu) {
+WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y, float *restrict dz,
+                               float *restrict db, size_t rows, int cols, int relu) {
     for (int j = 0; j < cols; j++) db[j] = 0.0f;
     for (size_t r = 0; r < rows; r++) {
         const float *restrict dyr = dy + r * (size_t)cols, *restrict yr = y + r * (size_t)cols;
@@ -211,31 +208,31 @@ WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y
 // the k*C values of one kernel row are one contiguous span of x (clipped at the
 // borders), so each (row, kh) is one short copy. One body for fp32 values and
 // for FP8 codes (the code 0x00 is 0.0 in both formats).
-#define WR_IM2COL(NAME, T)                                                                      \
-    WR_VEC static void NAME(const wr_layer *l, const T *restrict x, T *restrict col, int B) {   \
-        const int C = l->C, k = l->k, pad = l->pad, kC = k * C;                                 \
-        const size_t K = (size_t)k * kC;                                                        \
-        T *restrict dst = col;                                                                  \
-        for (int b = 0; b < B; b++) {                                                           \
-            const T *xb = x + (size_t)b * l->in_size;                                           \
-            for (int oh = 0; oh < l->OH; oh++)                                                  \
-                for (int ow = 0; ow < l->OW; ow++, dst += K) {                                  \
-                    int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);            \
-                    for (int kh = 0; kh < k; kh++) {                                            \
-                        T *restrict d = dst + (size_t)kh * kC;                                  \
-                        int ih = oh + kh - pad;                                                 \
-                        if (ih < 0 || ih >= l->H || kw1 <= kw0) {                               \
-                            for (int i = 0; i < kC; i++) d[i] = 0;                              \
-                            continue;                                                           \
-                        }                                                                       \
-                        const T *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;  \
-                        for (int i = 0; i < kw0 * C; i++) d[i] = 0;                             \
-                        int n = (kw1 - kw0) * C;                                                \
-                        for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];                      \
-                        for (int i = kw1 * C; i < kC; i++) d[i] = 0;                            \
-                    }                                                                           \
-                }                                                                               \
-        }                                                                                       \
+#define WR_IM2COL(NAME, T)                                                                     \
+    WR_VEC static void NAME(const wr_layer *l, const T *restrict x, T *restrict col, int B) {  \
+        const int C = l->C, k = l->k, pad = l->pad, kC = k * C;                                \
+        const size_t K = (size_t)k * kC;                                                       \
+        T *restrict dst = col;                                                                 \
+        for (int b = 0; b < B; b++) {                                                          \
+            const T *xb = x + (size_t)b * l->in_size;                                          \
+            for (int oh = 0; oh < l->OH; oh++)                                                 \
+                for (int ow = 0; ow < l->OW; ow++, dst += K) {                                 \
+                    int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);           \
+                    for (int kh = 0; kh < k; kh++) {                                           \
+                        T *restrict d = dst + (size_t)kh * kC;                                 \
+                        int ih = oh + kh - pad;                                                \
+                        if (ih < 0 || ih >= l->H || kw1 <= kw0) {                              \
+                            for (int i = 0; i < kC; i++) d[i] = 0;                             \
+                            continue;                                                          \
+                        }                                                                      \
+                        const T *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C; \
+                        for (int i = 0; i < kw0 * C; i++) d[i] = 0;                            \
+                        int n = (kw1 - kw0) * C;                                               \
+                        for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];                     \
+                        for (int i = kw1 * C; i < kC; i++) d[i] = 0;                           \
+                    }                                                                          \
+                }                                                                              \
+        }                                                                                      \
     }
 WR_IM2COL(im2col, float)
 WR_IM2COL(im2col_u8, uint8_t)
@@ -310,15 +307,14 @@ static void fp8_forward(wr_layer *l, const float *x, int B) {
     wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
     const enum wr_fp8_format E4 = WR_FP8_E4M3B11;
     if (l->kind == WR_LAYER_LINEAR) {
-        wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx,
-                           l->fwd_gen, l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y,
-                           l->out_size);
+        wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen,
+                           l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
         bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
     } else {
         int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
         im2col_u8(l, l->xc, l->colc, B);
-        wr_fp8_gemm_cached(0, 0, rows, l->O, K, alpha, l->colc, E4, K, cx, l->fwd_gen, l->wc, E4,
-                           l->O, cw, l->fwd_gen, 0.0f, l->y, l->O);
+        wr_fp8_gemm_cached(0, 0, rows, l->O, K, alpha, l->colc, E4, K, cx, l->fwd_gen, l->wc, E4, l->O, cw,
+                           l->fwd_gen, 0.0f, l->y, l->O);
         bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
     }
 }
@@ -335,14 +331,14 @@ void wr_layer_forward(wr_layer *l, const float *x, int B) {
         return;
     }
     if (l->kind == WR_LAYER_LINEAR) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f,
-                    x, l->in_size, l->w, l->out_size, 0.0f, l->y, l->out_size);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f, x,
+                    l->in_size, l->w, l->out_size, 0.0f, l->y, l->out_size);
         bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
     } else {
         int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
         im2col(l, x, l->col, B);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, 1.0f, l->col, K,
-                    l->w, l->O, 0.0f, l->y, l->O);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, 1.0f, l->col, K, l->w, l->O,
+                    0.0f, l->y, l->O);
         bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
     }
 }
@@ -372,24 +368,24 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
         const enum wr_fp8_format E4 = WR_FP8_E4M3B11, E5 = WR_FP8_E5M2;
         const uint8_t *xin = l->kind == WR_LAYER_CONV ? l->colc : l->xc;
         // dW = 1/(S sx) Xq^T dZq (K x cols), over the `rows` rows.
-        wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, xin, E4, K, cx, l->fwd_gen,
-                           l->dzc, E5, cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
+        wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, xin, E4, K, cx, l->fwd_gen, l->dzc, E5,
+                           cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
         if (!l->need_dx) return 0;
         // dX = 1/sw dZq Wq^T (rows x K)
-        wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz,
-                           l->bwd_gen, l->wc, E4, cols, cw, l->fwd_gen, 0.0f, dst, K);
+        wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz, l->bwd_gen, l->wc,
+                           E4, cols, cw, l->fwd_gen, 0.0f, dst, K);
     } else {
         const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x;
         // dW = X^T dZ (K x cols), over the `rows` rows.
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, xin, K, dz,
-                    cols, 0.0f, l->dw, cols);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, xin, K, dz, cols,
+                    0.0f, l->dw, cols);
         if (!l->need_dx) return 0;
         // dX = dZ W^T (rows x K)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols,
-                    l->w, cols, 0.0f, dst, K);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols, l->w, cols,
+                    0.0f, dst, K);
     }
     if (l->fp8 && l->kind == WR_LAYER_CONV) wr_fp8_cache_invalidate(&l->cx);  // dcol wrote it
-    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);  // fold the columns back
+    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);               // fold the columns back
     return 0;
 }
 

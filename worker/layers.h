@@ -52,33 +52,32 @@ typedef struct {
     int fp8;                // HFP8 GEMMs
     int need_dx;            // backward computes dL/dx (0 for a first layer)
     int max_batch;
-    size_t n_w, n_b;        // parameter counts (0 for pool)
-    float *w, *b;           // parameters (bound by wr_layer_bind; not owned)
-    float *dw, *db;         // their gradients (bound; not owned)
-    const float *x;         // input of the last forward (the caller keeps it alive)
-    float *y;               // (max_batch, out_size) output, owned
-    float *dx;              // (max_batch, in_size) backward output (need_dx), owned
+    size_t n_w, n_b;  // parameter counts (0 for pool)
+    float *w, *b;     // parameters (bound by wr_layer_bind; not owned)
+    float *dw, *db;   // their gradients (bound; not owned)
+    const float *x;   // input of the last forward (the caller keeps it alive)
+    float *y;         // (max_batch, out_size) output, owned
+    float *dx;        // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
-    float *col;             // conv, fp32 path: im2col of the input
-    float *dz;              // (max_batch, out_size) error after the ReLU mask
-    float *dcol;            // conv: gradient w.r.t. col, in col's memory (fp32) or
-                            // cx's (fp8): the backward reads it for dW first
-    int32_t *arg;           // pool: input offset of each output's max
+    float *col;    // conv, fp32 path: im2col of the input
+    float *dz;     // (max_batch, out_size) error after the ReLU mask
+    float *dcol;   // conv: gradient w.r.t. col, in col's memory (fp32) or
+                   // cx's (fp8): the backward reads it for dW first
+    int32_t *arg;  // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
-    uint8_t *xc;            // E4M3-b11 codes of sx * x (max_batch, in_size)
-    uint8_t *colc;          // conv: im2col of xc (max_batch * OH * OW, k*k*C)
-    uint8_t *wc;            // E4M3-b11 codes of sw * w (n_w)
-    uint8_t *dzc;           // E5M2 codes of dz (max_batch, out_size)
-    float sx, sw;           // power-of-two scales of xc and wc
-    int fp8_cache;          // 1 (init): decode each operand once per step
-    uint64_t fwd_gen, bwd_gen;        // generations of xc/colc + wc, and of dzc
-    wr_fp8_cache cx, cw, cdz;         // decoded X (conv: colc), W, dZ
+    uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
+    uint8_t *colc;              // conv: im2col of xc (max_batch * OH * OW, k*k*C)
+    uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)
+    uint8_t *dzc;               // E5M2 codes of dz (max_batch, out_size)
+    float sx, sw;               // power-of-two scales of xc and wc
+    int fp8_cache;              // 1 (init): decode each operand once per step
+    uint64_t fwd_gen, bwd_gen;  // generations of xc/colc + wc, and of dzc
+    wr_fp8_cache cx, cw, cdz;   // decoded X (conv: colc), W, dZ
 } wr_layer;
 
 // Initialisers: validate the geometry (WR_CHECK: these come from the model's
 // own constants) and allocate the buffers for max_batch samples.
-void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx,
-                          int max_batch);
+void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx, int max_batch);
 void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
                         int need_dx, int max_batch);
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);

@@ -15,32 +15,31 @@
 #include "wr_common.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: wren-worker --coordinator ADDR [--host NAME] [--group G] [--summary FILE]\n"
-            "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
-            "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
-            "                   [--log-level L] [--threads N]\n"
-            "\n"
-            "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
-            "ipc:///path), receives the job config and its rank in the cluster map, and\n"
-            "trains until the job ends. The job config comes from the coordinator only.\n"
-            "Standalone mode: trains the same model on the same data in this process,\n"
-            "without shards (the baseline); config from FILE and key=value overrides\n"
-            "(docs/CONFIG.md).\n"
-            "\n"
-            "  --coordinator ADDR     coordinator address (cluster mode)\n"
-            "  --host NAME            host name to report (default: gethostname)\n"
-            "  --group G              node group, reported in the cluster map (default 0)\n"
-            "  --summary FILE         write a JSON summary of the run to FILE at the end\n"
-            "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
-            "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
-            "  --connect-timeout S    seconds to wait for the coordinator's reply (default 10)\n"
-            "  --standalone           single-process training, no cluster\n"
-            "  --config FILE          job config file (standalone mode)\n"
-            "  -h, --help             this text\n"
-            "\n"
-            "Exit status: 0 ok; 1 runtime error; 2 bad command line or config; 3 registration\n"
-            "timeout; 4 replica digest mismatch; 5 a node died; 6 coordinator unreachable.\n");
+    fprintf(f, "usage: wren-worker --coordinator ADDR [--host NAME] [--group G] [--summary FILE]\n"
+               "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
+               "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
+               "                   [--log-level L] [--threads N]\n"
+               "\n"
+               "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
+               "ipc:///path), receives the job config and its rank in the cluster map, and\n"
+               "trains until the job ends. The job config comes from the coordinator only.\n"
+               "Standalone mode: trains the same model on the same data in this process,\n"
+               "without shards (the baseline); config from FILE and key=value overrides\n"
+               "(docs/CONFIG.md).\n"
+               "\n"
+               "  --coordinator ADDR     coordinator address (cluster mode)\n"
+               "  --host NAME            host name to report (default: gethostname)\n"
+               "  --group G              node group, reported in the cluster map (default 0)\n"
+               "  --summary FILE         write a JSON summary of the run to FILE at the end\n"
+               "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
+               "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
+               "  --connect-timeout S    seconds to wait for the coordinator's reply (default 10)\n"
+               "  --standalone           single-process training, no cluster\n"
+               "  --config FILE          job config file (standalone mode)\n"
+               "  -h, --help             this text\n"
+               "\n"
+               "Exit status: 0 ok; 1 runtime error; 2 bad command line or config; 3 registration\n"
+               "timeout; 4 replica digest mismatch; 5 a node died; 6 coordinator unreachable.\n");
 }
 
 // Returns 0, or -1 after saying what is wrong.
@@ -99,7 +98,8 @@ static int take_option(cli *o, int c, char **argv) {
     case O_LOG: {
         int l = wr_log_parse_level(optarg);
         if (l < 0) {
-            fprintf(stderr, "wren-worker: --log-level: '%s' is not one of error, warn, info, debug\n", optarg);
+            fprintf(stderr, "wren-worker: --log-level: '%s' is not one of error, warn, info, debug\n",
+                    optarg);
             return WR_EXIT_CONFIG;
         }
         wr_log_set_level((enum wr_log_level)l);
@@ -112,7 +112,8 @@ static int take_option(cli *o, int c, char **argv) {
         char *end;
         double v = strtod(optarg, &end);
         if (end == optarg || *end || !(v > 0) || v > 86400) {
-            fprintf(stderr, "wren-worker: --connect-timeout: '%s' is not a number of seconds in (0, 86400]\n", optarg);
+            fprintf(stderr, "wren-worker: --connect-timeout: '%s' is not a number of seconds in (0, 86400]\n",
+                    optarg);
             return WR_EXIT_CONFIG;
         }
         o->ps.connect_timeout = v;

@@ -61,8 +61,7 @@ static int parse_spec(const char *spec, int *kind, uint64_t *D, char *err) {
             if (v > WR_MAX_SYNTH_PARAMS) break;
         }
         if (nd == 0 || *p != '\0' || v < 1 || v > WR_MAX_SYNTH_PARAMS)
-            return wr_err(err, WR_ERR,
-                          "model spec '%s': synthetic:D needs D a decimal integer in [1, %llu]",
+            return wr_err(err, WR_ERR, "model spec '%s': synthetic:D needs D a decimal integer in [1, %llu]",
                           spec, (unsigned long long)WR_MAX_SYNTH_PARAMS);
         *kind = KIND_SYNTH;
         *D = v;
@@ -83,8 +82,8 @@ static const layer_spec MLP[] = {
 };
 // conv: a=H b=W c=C d=O
 static const layer_spec CNN[] = {
-    {WR_LAYER_CONV, 28, 28, 1, 16, 5, 2, 1},  {WR_LAYER_POOL, 28, 28, 16, 0, 0, 0, 0},
-    {WR_LAYER_CONV, 14, 14, 16, 32, 5, 2, 1}, {WR_LAYER_POOL, 14, 14, 32, 0, 0, 0, 0},
+    {WR_LAYER_CONV, 28, 28, 1, 16, 5, 2, 1},     {WR_LAYER_POOL, 28, 28, 16, 0, 0, 0, 0},
+    {WR_LAYER_CONV, 14, 14, 16, 32, 5, 2, 1},    {WR_LAYER_POOL, 14, 14, 32, 0, 0, 0, 0},
     {WR_LAYER_LINEAR, 1568, 128, 0, 0, 0, 0, 1}, {WR_LAYER_LINEAR, 128, 10, 0, 0, 0, 0, 0},
 };
 
@@ -126,7 +125,6 @@ static void synth_init(float *x, size_t d, uint64_t seed) {
     }
 }
 
-
 int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, char *err) {
     *out = NULL;
     int kind;
@@ -134,11 +132,10 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
     if (parse_spec(spec, &kind, &D, err) != WR_OK) return WR_ERR;
     if (!o) return wr_err(err, WR_ERR, "model '%s': no options", spec);
     if (o->max_batch < 1 || o->max_batch > (1 << 20))
-        return wr_err(err, WR_ERR, "model '%s': max_batch %d outside [1, 2^20]", spec,
-                      o->max_batch);
+        return wr_err(err, WR_ERR, "model '%s': max_batch %d outside [1, 2^20]", spec, o->max_batch);
     if (!(o->loss_scale >= 0.0f) || !isfinite(o->loss_scale))
-        return wr_err(err, WR_ERR, "model '%s': loss_scale %g must be 0 (dynamic) or positive",
-                      spec, (double)o->loss_scale);
+        return wr_err(err, WR_ERR, "model '%s': loss_scale %g must be 0 (dynamic) or positive", spec,
+                      (double)o->loss_scale);
     if (o->threads < 0) return wr_err(err, WR_ERR, "model '%s': threads %d < 0", spec, o->threads);
     wr_model *m = wr_calloc(1, sizeof *m);
     m->kind = kind;
@@ -153,8 +150,7 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
         double need = 2.0 * 4.0 * (double)D, have = (double)pages * (double)psz;
         if (pages > 0 && psz > 0 && need > 0.9 * have) {
             wr_model_free(m);
-            return wr_err(err, WR_ERR,
-                          "model '%s': x and g need %.1f GiB, more than this machine's %.1f GiB",
+            return wr_err(err, WR_ERR, "model '%s': x and g need %.1f GiB, more than this machine's %.1f GiB",
                           spec, need / 1073741824.0, have / 1073741824.0);
         }
         m->d = (size_t)D;
@@ -162,8 +158,7 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
         m->g = wr_try_alloc_huge(m->d * sizeof(float));
         if (!m->x || !m->g) {
             wr_model_free(m);
-            return wr_err(err, WR_ERR, "model '%s': cannot allocate 2 x %zu floats", spec,
-                          (size_t)D);
+            return wr_err(err, WR_ERR, "model '%s': cannot allocate 2 x %zu floats", spec, (size_t)D);
         }
         synth_init(m->x, m->d, o->seed);
         m->noise = wr_alloc_vec((SYNTH_TABLE + SYNTH_PAD) * sizeof(float));
@@ -195,8 +190,8 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
         if (s[i].kind == WR_LAYER_LINEAR)
             wr_layer_linear_init(l, s[i].a, s[i].b, s[i].relu, fp8, need_dx, o->max_batch);
         else if (s[i].kind == WR_LAYER_CONV)
-            wr_layer_conv_init(l, s[i].a, s[i].b, s[i].c, s[i].d, s[i].k, s[i].pad, s[i].relu,
-                               fp8, need_dx, o->max_batch);
+            wr_layer_conv_init(l, s[i].a, s[i].b, s[i].c, s[i].d, s[i].k, s[i].pad, s[i].relu, fp8, need_dx,
+                               o->max_batch);
         else
             wr_layer_pool_init(l, s[i].a, s[i].b, s[i].c, need_dx, o->max_batch);
         size_t used = wr_layer_bind(l, m->x + off, m->g + off);
@@ -235,8 +230,7 @@ const char *wr_model_kind(const wr_model *m) {
 // with no hashing per element (synth.h: vector kernel, streaming stores).
 // Returns mean(g^2).
 static float synth_step(wr_model *m) {
-    wr_rng_key key = wr_rng_key_make(m->o.seed ^ 0x5E5E5E5Eull, 0x5E000000u + (uint64_t)m->rank,
-                                     m->step);
+    wr_rng_key key = wr_rng_key_make(m->o.seed ^ 0x5E5E5E5Eull, 0x5E000000u + (uint64_t)m->rank, m->step);
     const uint32_t o = wr_rng_u32(key, 0) & (SYNTH_TABLE - 1);
     double total = wr_synth_grad(m->x, m->noise, o, m->d, m->g);
     return (float)(total / (double)m->d);
@@ -250,11 +244,10 @@ static void forward(wr_model *m, const float *x, int B) {
     }
 }
 
-int wr_model_step(wr_model *m, const float *x_batch, const uint8_t *labels, int B, float *loss,
-                  int *correct, int *overflow, char *err) {
+int wr_model_step(wr_model *m, const float *x_batch, const uint8_t *labels, int B, float *loss, int *correct,
+                  int *overflow, char *err) {
     if (B < 1 || B > m->o.max_batch)
-        return wr_err(err, WR_ERR, "model step: batch %d outside [1, max_batch %d]", B,
-                      m->o.max_batch);
+        return wr_err(err, WR_ERR, "model step: batch %d outside [1, max_batch %d]", B, m->o.max_batch);
     float l = 0.0f;
     int hits = 0, ovf = 0;
     if (m->kind == KIND_SYNTH) {
@@ -263,8 +256,8 @@ int wr_model_step(wr_model *m, const float *x_batch, const uint8_t *labels, int 
         if (!x_batch || !labels) return wr_err(err, WR_ERR, "model step: no batch data");
         for (int b = 0; b < B; b++)
             if (labels[b] >= WR_NUM_CLASSES)
-                return wr_err(err, WR_ERR, "model step: label %u of sample %d is >= %d",
-                              labels[b], b, WR_NUM_CLASSES);
+                return wr_err(err, WR_ERR, "model step: label %u of sample %d is >= %d", labels[b], b,
+                              WR_NUM_CLASSES);
         forward(m, x_batch, B);
         const float S = m->scale;
         l = wr_softmax_xent(m->L[m->nl - 1].y, labels, B, WR_NUM_CLASSES, S, m->dlogits, &hits);

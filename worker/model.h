@@ -86,8 +86,8 @@ float *wr_model_grads(wr_model *m);
 // zeroed, *overflow = 1 and the dynamic scale is halved; else *overflow = 0.
 // Errors (WR_ERR + err): B < 1 or B > max_batch, NULL data for a data model,
 // a label >= 10. Synthetic models ignore x_batch and labels (may be NULL).
-int wr_model_step(wr_model *m, const float *x_batch, const uint8_t *labels, int B, float *loss,
-                  int *correct, int *overflow, char *err);
+int wr_model_step(wr_model *m, const float *x_batch, const uint8_t *labels, int B, float *loss, int *correct,
+                  int *overflow, char *err);
 
 // Test accuracy in [0, 1] over the whole dataset (forward only, batches of
 // max_batch, the same HFP8 forward as training). 0 for synthetic models and

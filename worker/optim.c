@@ -13,9 +13,8 @@ static void adam_consts(int64_t t, float beta1, float beta2, float *ic1, float *
     *ic2 = (float)(1.0 / (1.0 - pow((double)beta2, (double)t)));
 }
 
-static inline void adam_one(float *x, float *m, float *v, const float *g, size_t i, float lr,
-                            float b1, float b2, float ob1, float ob2, float ic1, float ic2,
-                            float eps, float wd) {
+static inline void adam_one(float *x, float *m, float *v, const float *g, size_t i, float lr, float b1,
+                            float b2, float ob1, float ob2, float ic1, float ic2, float eps, float wd) {
     float gi = g[i];
     float mi = b1 * m[i] + ob1 * gi;
     float vi = b2 * v[i] + ob2 * (gi * gi);
@@ -25,17 +24,16 @@ static inline void adam_one(float *x, float *m, float *v, const float *g, size_t
     x[i] = x[i] - lr * upd;
 }
 
-void wr_adam_update_ref(float *x, float *m, float *v, const float *g, size_t n, int64_t t,
-                        float lr, float beta1, float beta2, float eps, float wd) {
+void wr_adam_update_ref(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr,
+                        float beta1, float beta2, float eps, float wd) {
     float ic1, ic2;
     adam_consts(t, beta1, beta2, &ic1, &ic2);
     const float ob1 = 1.0f - beta1, ob2 = 1.0f - beta2;
-    for (size_t i = 0; i < n; i++)
-        adam_one(x, m, v, g, i, lr, beta1, beta2, ob1, ob2, ic1, ic2, eps, wd);
+    for (size_t i = 0; i < n; i++) adam_one(x, m, v, g, i, lr, beta1, beta2, ob1, ob2, ic1, ic2, eps, wd);
 }
 
-void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr,
-                    float beta1, float beta2, float eps, float wd) {
+void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr, float beta1,
+                    float beta2, float eps, float wd) {
     float ic1, ic2;
     adam_consts(t, beta1, beta2, &ic1, &ic2);
     const float ob1 = 1.0f - beta1, ob2 = 1.0f - beta2;
@@ -46,8 +44,7 @@ void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int6
     for (; i + 4 <= n; i += 4) {
         __m128 gi = _mm_loadu_ps(g + i), xi = _mm_loadu_ps(x + i);
         __m128 mi = _mm_add_ps(_mm_mul_ps(B1, _mm_loadu_ps(m + i)), _mm_mul_ps(OB1, gi));
-        __m128 vi = _mm_add_ps(_mm_mul_ps(B2, _mm_loadu_ps(v + i)),
-                               _mm_mul_ps(OB2, _mm_mul_ps(gi, gi)));
+        __m128 vi = _mm_add_ps(_mm_mul_ps(B2, _mm_loadu_ps(v + i)), _mm_mul_ps(OB2, _mm_mul_ps(gi, gi)));
         _mm_storeu_ps(m + i, mi);
         _mm_storeu_ps(v + i, vi);
         __m128 den = _mm_add_ps(_mm_sqrt_ps(_mm_mul_ps(vi, IC2)), EPS);
@@ -57,8 +54,7 @@ void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int6
     for (; i < n; i++) adam_one(x, m, v, g, i, lr, beta1, beta2, ob1, ob2, ic1, ic2, eps, wd);
 }
 
-void wr_sgdm_update_ref(float *x, float *mom, const float *g, size_t n, float lr, float momentum,
-                        float wd) {
+void wr_sgdm_update_ref(float *x, float *mom, const float *g, size_t n, float lr, float momentum, float wd) {
     for (size_t i = 0; i < n; i++) {
         float mi = momentum * mom[i] + g[i];
         mom[i] = mi;
@@ -66,8 +62,7 @@ void wr_sgdm_update_ref(float *x, float *mom, const float *g, size_t n, float lr
     }
 }
 
-void wr_sgdm_update(float *x, float *mom, const float *g, size_t n, float lr, float momentum,
-                    float wd) {
+void wr_sgdm_update(float *x, float *mom, const float *g, size_t n, float lr, float momentum, float wd) {
     const __m128 MU = _mm_set1_ps(momentum), WD = _mm_set1_ps(wd), LR = _mm_set1_ps(lr);
     size_t i = 0;
     for (; i + 4 <= n; i += 4) {

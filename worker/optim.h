@@ -17,14 +17,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr,
-                    float beta1, float beta2, float eps, float wd);
-void wr_sgdm_update(float *x, float *mom, const float *g, size_t n, float lr, float momentum,
-                    float wd);
+void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr, float beta1,
+                    float beta2, float eps, float wd);
+void wr_sgdm_update(float *x, float *mom, const float *g, size_t n, float lr, float momentum, float wd);
 
-void wr_adam_update_ref(float *x, float *m, float *v, const float *g, size_t n, int64_t t,
-                        float lr, float beta1, float beta2, float eps, float wd);
-void wr_sgdm_update_ref(float *x, float *mom, const float *g, size_t n, float lr, float momentum,
-                        float wd);
+void wr_adam_update_ref(float *x, float *m, float *v, const float *g, size_t n, int64_t t, float lr,
+                        float beta1, float beta2, float eps, float wd);
+void wr_sgdm_update_ref(float *x, float *mom, const float *g, size_t n, float lr, float momentum, float wd);
 
 #endif

@@ -34,7 +34,7 @@ typedef struct {
     wr_endpoint *ep;
     wr_ps_zc_buf push[2];  // alternating PUSH payload buffers (birder: bits; fp32: unused)
     int cur;
-    int pending;           // the reply this shard owes (PARAMS, BROADCAST) not yet taken
+    int pending;  // the reply this shard owes (PARAMS, BROADCAST) not yet taken
 } wr_ps_shard;
 
 typedef struct {
@@ -47,15 +47,15 @@ typedef struct {
     int rank, n_workers, n_shards;
     uint64_t d;
     wr_ps_shard *sh;
-    wr_endpoint **poll_eps;   // shards..., coordinator last
+    wr_endpoint **poll_eps;  // shards..., coordinator last
     int *ready;
     wr_buf hbuf;              // reused header buffer
     uint64_t *align_scratch;  // for payloads that arrive unaligned
     size_t align_cap;
-    atomic_int fp32_busy;     // fp32 codec: PUSH frames still pointing into g
-    float *x;                 // the model's parameters (the replica) and gradient
+    atomic_int fp32_busy;  // fp32 codec: PUSH frames still pointing into g
+    float *x;              // the model's parameters (the replica) and gradient
     const float *g;
-    float *m, *b;             // Birder state over the whole vector
+    float *m, *b;  // Birder state over the whole vector
     wr_heartbeat *hb;
     // The WR_EC_* code to tell the coordinator when this worker stops with
     // an error: -1 = not the exchange's failure (leave derives it from the

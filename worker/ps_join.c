@@ -73,10 +73,9 @@ int wr_ps_coord_message(wr_ps *w, const wr_pmsg *h, char *err) {
     if (h->type == WR_MT_SHUTDOWN) {
         int st = h->code > 0 ? h->code : 0;
         if (st)
-            return wr_ps_fail(w, 0, st, err, "coordinator shut the job down with status %d%s%s", st,
-                              sep, h->reason);
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep,
-                          h->reason);
+            return wr_ps_fail(w, 0, st, err, "coordinator shut the job down with status %d%s%s", st, sep,
+                              h->reason);
+        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep, h->reason);
     }
     if (h->type == WR_MT_ERROR)
         return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
@@ -145,9 +144,8 @@ static int wait_map(wr_ps *w, uint64_t epoch, double timeout_s, int first, wr_pm
             return st;
         }
         if (map->type == WR_MT_CLUSTER_MAP && map->epoch == epoch) return WR_EXIT_OK;
-        wr_debug("ignoring %s (epoch %llu) while waiting for the epoch-%llu map",
-                 wr_msg_type_name(map->type), (unsigned long long)map->epoch,
-                 (unsigned long long)epoch);
+        wr_debug("ignoring %s (epoch %llu) while waiting for the epoch-%llu map", wr_msg_type_name(map->type),
+                 (unsigned long long)map->epoch, (unsigned long long)epoch);
         wr_pmsg_clear(map);
     }
 }
@@ -223,8 +221,8 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
     }
     if (w->cfg.batch % c.n_workers != 0) {
         wr_cluster_free(&c);
-        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                          "batch %d is not divisible by the %d workers", w->cfg.batch, c.n_workers);
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "batch %d is not divisible by the %d workers",
+                          w->cfg.batch, c.n_workers);
     }
     w->rank = job->rank = c.my_rank;
     w->n_workers = job->n_workers = c.n_workers;
@@ -251,8 +249,8 @@ static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     wr_info("model %s: d = %llu parameters; registering", w->cfg.model, (unsigned long long)w->d);
     char e2[WR_ERR_LEN];
     if (send_register(w, w->d, job->data_model ? job->train.n : 0, e2) != WR_OK)
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s",
-                          w->o->coordinator, e2);
+        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s", w->o->coordinator,
+                          e2);
     // The coordinator waits up to register_timeout for everyone, then either
     // sends the map or SHUTDOWN{3}; leave it some slack beyond that.
     wr_pmsg map;
@@ -374,11 +372,11 @@ static int recv_initial(wr_ps *w, int i, const wr_proto_expect *ex, char *err) {
     // A dropped connection may have lost messages: the job cannot go on.
     if (rc != WR_OK && i < w->n_shards)
         return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
-                           "lost connection to shard %d (%s) while waiting for initial parameters: %s",
-                           i, w->sh[i].addr, e2);
+                           "lost connection to shard %d (%s) while waiting for initial parameters: %s", i,
+                           w->sh[i].addr, e2);
     if (rc != WR_OK)
-        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "lost connection to coordinator at %s: %s",
-                           w->o->coordinator, e2);
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                           "lost connection to coordinator at %s: %s", w->o->coordinator, e2);
     int got = i == w->n_shards ? -wr_ps_coord_message(w, &h, err) : take_params(w, i, &h, &msg, err);
     wr_msg_release(&msg);
     wr_pmsg_clear(&h);
@@ -399,8 +397,8 @@ static int initial_params(wr_ps *w, char *err) {
         for (int s = 0; s < w->n_shards && rem <= 0; s++)
             if (w->sh[s].pending)
                 return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
-                                  "no initial parameters from shard %d (%s) within %g s", s,
-                                  w->sh[s].addr, timeout);
+                                  "no initial parameters from shard %d (%s) within %g s", s, w->sh[s].addr,
+                                  timeout);
         if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2) < 0)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
@@ -427,11 +425,12 @@ static int ps_join(void *self, wr_train_job *job, char *err) {
     wr_ps_step_init(w);
     const wr_job_config *c = &w->cfg;
     int birder = c->codec == WR_JOB_CODEC_BIRDER;
-    wr_info("rank %d of %d workers, %d shards, %lld steps (%lld per epoch), local batch %d, codec %s%s, hfp8 %s",
-            w->rank, w->n_workers, w->n_shards, (long long)job->total_steps,
-            (long long)wr_train_steps_per_epoch(job), c->batch / w->n_workers, birder ? "birder" : "fp32",
-            birder ? (c->broadcast == WR_BCAST_EXACT ? " (exact broadcast)" : " (1bit broadcast)") : "",
-            c->hfp8 ? "on" : "off");
+    wr_info(
+        "rank %d of %d workers, %d shards, %lld steps (%lld per epoch), local batch %d, codec %s%s, hfp8 %s",
+        w->rank, w->n_workers, w->n_shards, (long long)job->total_steps,
+        (long long)wr_train_steps_per_epoch(job), c->batch / w->n_workers, birder ? "birder" : "fp32",
+        birder ? (c->broadcast == WR_BCAST_EXACT ? " (exact broadcast)" : " (1bit broadcast)") : "",
+        c->hfp8 ? "on" : "off");
     return WR_EXIT_OK;
 }
 
@@ -458,13 +457,11 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
         h.stats[i].value = kv[i].v;
     }
     h.n_stats = (uint32_t)(sizeof kv / sizeof kv[0]);
-    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
-        wr_warn("STATS: %s", e2);
+    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("STATS: %s", e2);
     wr_ps_hdr(w, &h, WR_MT_LEAVE);
     snprintf(h.host, sizeof h.host, "%s", w->host);
     h.step = (uint64_t)s->steps;
-    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
-        wr_warn("LEAVE: %s", e2);
+    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("LEAVE: %s", e2);
 }
 
 static void ps_leave(void *self, int status, const char *reason, const wr_train_stats *st) {
@@ -500,8 +497,13 @@ static void ps_free(void *self) {
 }
 
 static const wr_exchange_ops ps_ops = {
-    .mode = "ps", .config = ps_config, .join = ps_join, .step = wr_ps_step,
-    .digests = wr_ps_digests, .leave = ps_leave, .free = ps_free,
+    .mode = "ps",
+    .config = ps_config,
+    .join = ps_join,
+    .step = wr_ps_step,
+    .digests = wr_ps_digests,
+    .leave = ps_leave,
+    .free = ps_free,
 };
 
 wr_exchange wr_exchange_ps(const wr_ps_opts *o) {

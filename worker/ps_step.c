@@ -131,8 +131,7 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         if (ws) return ws;
         double t0 = wr_now();
         wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
-        wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo,
-                         zb->data);
+        wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo, zb->data);
         st->t_codec += wr_now() - t0;
         h.codec = WR_CODEC_BITS;
         atomic_store_explicit(&zb->busy, 1, memory_order_relaxed);
@@ -161,8 +160,8 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
     size_t n = (size_t)(sc->hi - sc->lo);
     long long t = (long long)st->t;
     if (h->type == WR_MT_ERROR)
-        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: shard %d (%s) reports: %s",
-                           t, i, sc->addr, h->reason);
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: shard %d (%s) reports: %s", t,
+                           i, sc->addr, h->reason);
     if (h->type != WR_MT_BROADCAST || !sc->pending || h->offset != sc->lo || h->n_elems != n)
         return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                            "step %lld: unexpected %s from shard %d (%s) (offset %llu, %llu elements)", t,
@@ -175,8 +174,8 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
     if (birder && h->codec == WR_CODEC_BITS)
         wr_birder_apply_bits(x, aligned_words(w, msg->payload.data, msg->payload.len), n, st->lr, w->cfg.wd);
     else if (birder && h->codec == WR_CODEC_PLANES && h->n_workers >= 1 && h->n_workers <= 65535)
-        wr_birder_apply_planes(x, aligned_words(w, msg->payload.data, msg->payload.len), (int)h->n_workers,
-                               n, st->lr, w->cfg.wd);
+        wr_birder_apply_planes(x, aligned_words(w, msg->payload.data, msg->payload.len), (int)h->n_workers, n,
+                               st->lr, w->cfg.wd);
     else if (!birder && h->codec == WR_CODEC_FP32)
         memcpy(x, msg->payload.data, n * 4);
     else
@@ -211,8 +210,8 @@ static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *s
                                "step %lld: lost connection to shard %d (%s): %s", t, i, w->sh[i].addr, e2);
         if (rc != WR_OK)
             return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
-                               "step %lld: lost connection to coordinator at %s: %s", t,
-                               w->o->coordinator, e2);
+                               "step %lld: lost connection to coordinator at %s: %s", t, w->o->coordinator,
+                               e2);
         int got = coord ? -wr_ps_coord_message(w, &h, err) : take_broadcast(w, i, &h, &msg, st, err);
         wr_msg_release(&msg);
         wr_pmsg_clear(&h);
@@ -223,8 +222,12 @@ static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *s
 
 // Waits for every shard's broadcast of the step, applying each as it arrives.
 static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
-    wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1,
-                          .check_step = 1, .step_min = (uint64_t)st->t, .step_max = (uint64_t)st->t};
+    wr_proto_expect ex = {.job_id = w->cfg.job_id,
+                          .check_epoch = 1,
+                          .epoch = 1,
+                          .check_step = 1,
+                          .step_min = (uint64_t)st->t,
+                          .step_max = (uint64_t)st->t};
     double t_start = wr_now();
     char e2[WR_ERR_LEN];
     for (int left = w->n_shards; left > 0;) {

@@ -19,8 +19,8 @@ static void json_num(FILE *f, const char *key, double v, int last) {
         fprintf(f, "  \"%s\": null%s\n", key, last ? "" : ",");
 }
 
-int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank,
-                     int n_workers, int n_shards, const wr_train_stats *s, char *err) {
+int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank, int n_workers,
+                     int n_shards, const wr_train_stats *s, char *err) {
     char tmp[WR_PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");

@@ -10,19 +10,19 @@
 #include "config.h"
 
 typedef struct {
-    double seconds;            // training wall time from the first step, evaluations included
-    int64_t steps;             // steps done
+    double seconds;  // training wall time from the first step, evaluations included
+    int64_t steps;   // steps done
     int64_t global_batch;
-    double test_accuracy;      // last evaluation (-1 if none)
-    double best_accuracy;      // best evaluation (-1 if none)
-    double tta88_seconds;      // training seconds (wall time minus earlier evaluations) when the
-                               // test accuracy first reached 0.88 at an evaluation, -1 if never
-    int64_t tta88_step;        // the step of that evaluation (0 if never)
-    double final_loss;         // mean train loss over the last progress window
+    double test_accuracy;           // last evaluation (-1 if none)
+    double best_accuracy;           // best evaluation (-1 if none)
+    double tta88_seconds;           // training seconds (wall time minus earlier evaluations) when the
+                                    // test accuracy first reached 0.88 at an evaluation, -1 if never
+    int64_t tta88_step;             // the step of that evaluation (0 if never)
+    double final_loss;              // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
     double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
-    int64_t evals;             // test evaluations done
-    double step_ms_median;     // median step time (ms; steady state, unlike the mean); 0 = unknown
+    int64_t evals;                               // test evaluations done
+    double step_ms_median;  // median step time (ms; steady state, unlike the mean); 0 = unknown
 } wr_train_stats;
 
 // Global samples per second of the training steps: global_batch * steps /
@@ -34,8 +34,8 @@ double wr_train_samples_per_s(const wr_train_stats *s);
 // `mode` is the exchange's ("ps", "standalone"); rank, n_workers and
 // n_shards describe the worker in its job (standalone: rank 0 of 1, 0
 // shards). Blocking file I/O. WR_OK or WR_ERR naming the path.
-int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank,
-                     int n_workers, int n_shards, const wr_train_stats *s, char *err);
+int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank, int n_workers,
+                     int n_shards, const wr_train_stats *s, char *err);
 
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
 // steps, accuracy (last test accuracy, -1 = none), best_accuracy,

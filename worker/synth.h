@@ -23,9 +23,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WR_SYNTH_TABLE 65536u                // power of two
-#define WR_SYNTH_PAD 32u                     // wrap copy past the table
-#define WR_SYNTH_BLOCK 65536u                // elements per float accumulation block
+#define WR_SYNTH_TABLE 65536u  // power of two
+#define WR_SYNTH_PAD 32u       // wrap copy past the table
+#define WR_SYNTH_BLOCK 65536u  // elements per float accumulation block
 #define WR_SYNTH_STREAM_BYTES ((size_t)32 << 20)
 
 // Dispatches on wr_cpu_level(): AVX-512, else the SSE2 version (baseline x86-64).

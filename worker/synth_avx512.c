@@ -15,7 +15,8 @@ double wr_synth_grad_avx512(const float *x, const float *tab, uint32_t o, size_t
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
         for (size_t j = s; j < e; j += 32) {
             const float *u = tab + ((j + o) & (WR_SYNTH_TABLE - 1));
-            __m512 v0 = _mm512_add_ps(_mm512_mul_ps(c, _mm512_loadu_ps(x + j)), _mm512_mul_ps(c, _mm512_loadu_ps(u)));
+            __m512 v0 = _mm512_add_ps(_mm512_mul_ps(c, _mm512_loadu_ps(x + j)),
+                                      _mm512_mul_ps(c, _mm512_loadu_ps(u)));
             __m512 v1 = _mm512_add_ps(_mm512_mul_ps(c, _mm512_loadu_ps(x + j + 16)),
                                       _mm512_mul_ps(c, _mm512_loadu_ps(u + 16)));
             if (stream) {

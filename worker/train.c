@@ -57,8 +57,8 @@ static int build(run *r, char *err) {
     if (c->eval_every_epoch >= 0 && wr_dataset_load(c->data_dir, 0, &j->test, err) != WR_OK)
         return WR_EXIT_CONFIG;
     if ((int64_t)c->batch > (int64_t)j->train.n)
-        return wr_err(err, WR_EXIT_CONFIG, "batch %d exceeds the %d training examples in %s",
-                      c->batch, j->train.n, c->data_dir);
+        return wr_err(err, WR_EXIT_CONFIG, "batch %d exceeds the %d training examples in %s", c->batch,
+                      j->train.n, c->data_dir);
     return WR_EXIT_OK;
 }
 
@@ -69,8 +69,8 @@ static int start(run *r, char *err) {
     r->local_batch = j->cfg.batch / j->n_workers;
     wr_model_set_rank(j->model, j->rank);
     char e2[WR_ERR_LEN];
-    if (j->data_model && wr_batch_iter_init(&r->it, &j->train, j->cfg.batch, j->rank, j->n_workers,
-                                            j->cfg.seed, e2) != WR_OK)
+    if (j->data_model &&
+        wr_batch_iter_init(&r->it, &j->train, j->cfg.batch, j->rank, j->n_workers, j->cfg.seed, e2) != WR_OK)
         return wr_err(err, WR_EXIT_CONFIG, "batches: %s", e2);
     memset(&r->st, 0, sizeof r->st);
     r->st.test_accuracy = r->st.best_accuracy = r->st.tta88_seconds = -1;
@@ -190,8 +190,7 @@ static int train_steps(run *r, char *err) {
         if (st != WR_EXIT_OK) return st;
         if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
             r->ex.ops->digests(r->ex.self, t);
-        if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total))
-            progress_line(r, t, epoch);
+        if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
         if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
         if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
     }
@@ -209,13 +208,14 @@ static int train_steps(run *r, char *err) {
 static int finish(run *r, char *err) {
     const wr_train_stats *s = &r->st;
     double steps = s->steps > 0 ? (double)s->steps : 1;
-    wr_info("done: %lld steps in %.1f s, test accuracy %.4f, %.0f samples/s, sent %.0f B/step, recv %.0f B/step",
-            (long long)s->steps, s->seconds, s->test_accuracy, wr_train_samples_per_s(s),
-            s->bytes_sent / steps, s->bytes_recv / steps);
+    wr_info(
+        "done: %lld steps in %.1f s, test accuracy %.4f, %.0f samples/s, sent %.0f B/step, recv %.0f B/step",
+        (long long)s->steps, s->seconds, s->test_accuracy, wr_train_samples_per_s(s), s->bytes_sent / steps,
+        s->bytes_recv / steps);
     if (!r->o->summary_path) return WR_EXIT_OK;
     const wr_train_job *j = &r->job;
-    if (wr_write_summary(r->o->summary_path, r->ex.ops->mode, &j->cfg, j->rank, j->n_workers,
-                         j->n_shards, s, err) != WR_OK)
+    if (wr_write_summary(r->o->summary_path, r->ex.ops->mode, &j->cfg, j->rank, j->n_workers, j->n_shards, s,
+                         err) != WR_OK)
         return WR_EXIT_FAILURE;
     return WR_EXIT_OK;
 }

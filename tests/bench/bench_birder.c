@@ -60,8 +60,8 @@ __attribute__((target("avx2"))) static void run_stream_only(void *p) {
 static void run_aggregate(void *p) {
     bench_arg *a = p;
     wr_birder_count_planes(a->vecs, a->n_workers, a->n, a->planes);
-    wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++),
-                         0, a->out);
+    wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0,
+                         a->out);
 }
 
 static void run_apply_bits(void *p) {
@@ -98,9 +98,7 @@ static void defer_fraction(const char *name, double gbs) {
     }
 }
 
-static const char *size_name(size_t n) {
-    return n >= 100000000 ? "110M" : n >= 10000000 ? "16M" : "1M";
-}
+static const char *size_name(size_t n) { return n >= 100000000 ? "110M" : n >= 10000000 ? "16M" : "1M"; }
 
 // Best-of-reps Gelem/s of fn at ISA level lvl.
 static double gelems(void (*fn)(void *), bench_arg *a, int lvl, int reps) {
@@ -147,8 +145,8 @@ int main(void) {
             if (lvl != vec && lvl != WR_ISA_SCALAR && s != 1) continue;
             double ge = gelems(run_encode, &a, lvl, lvl == WR_ISA_SCALAR ? (reps + 1) / 2 : reps);
             double frac = ge * 20.125 / bw;
-            printf("encode d=%-5s %-7s %6.3f Gelem/s  %6.2f GB/s  %.2f of copy bw\n", sn,
-                   wr_isa_name(lvl), ge, ge * 20.125, frac);
+            printf("encode d=%-5s %-7s %6.3f Gelem/s  %6.2f GB/s  %.2f of copy bw\n", sn, wr_isa_name(lvl),
+                   ge, ge * 20.125, frac);
             if (lvl == vec) {
                 snprintf(name, sizeof name, "birder_encode_gelems_%s", sn);
                 wr_figure(name, ge, "Gelem/s");
@@ -191,8 +189,8 @@ int main(void) {
         double bytes = (a.n_workers + 2.0 * P + 1.0) / 8.0;
         for (int lvl = vec; lvl >= 0; lvl -= (vec > 0 ? vec : 1)) {
             double ge = gelems(run_aggregate, &a, lvl, lvl == vec ? 10 : 2);
-            printf("aggregate n=%-2d %-7s %6.3f Gelem/s  (%.2f of copy bw at %.3f B/elem)\n",
-                   a.n_workers, wr_isa_name(lvl), ge, ge * bytes / bw, bytes);
+            printf("aggregate n=%-2d %-7s %6.3f Gelem/s  (%.2f of copy bw at %.3f B/elem)\n", a.n_workers,
+                   wr_isa_name(lvl), ge, ge * bytes / bw, bytes);
             char name[96];
             snprintf(name, sizeof name, "birder_aggregate_n%d%s_gelems", a.n_workers,
                      lvl == vec ? "" : "_scalar");
@@ -208,8 +206,8 @@ int main(void) {
         char name[96];
         double ge = gelems(run_apply_bits, &a, lvl, lvl == vec ? 10 : 2);
         double fr = ge * 8.125 / bw;
-        printf("apply_bits      %-7s %6.3f Gelem/s  %.2f of copy bw (8.125 B/elem)\n",
-               wr_isa_name(lvl), ge, fr);
+        printf("apply_bits      %-7s %6.3f Gelem/s  %.2f of copy bw (8.125 B/elem)\n", wr_isa_name(lvl), ge,
+               fr);
         snprintf(name, sizeof name, "birder_apply_bits%s_gelems", suf);
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_bits%s_bw_fraction", suf);
@@ -217,8 +215,8 @@ int main(void) {
         ge = gelems(run_apply_planes, &a, lvl, lvl == vec ? 10 : 2);
         double bpe = 8.0 + wr_birder_planes(16) / 8.0;
         fr = ge * bpe / bw;
-        printf("apply_planes n=16 %-7s %6.3f Gelem/s  %.2f of copy bw (%.3f B/elem)\n",
-               wr_isa_name(lvl), ge, fr, bpe);
+        printf("apply_planes n=16 %-7s %6.3f Gelem/s  %.2f of copy bw (%.3f B/elem)\n", wr_isa_name(lvl), ge,
+               fr, bpe);
         snprintf(name, sizeof name, "birder_apply_planes_n16%s_gelems", suf);
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_planes_n16%s_bw_fraction", suf);

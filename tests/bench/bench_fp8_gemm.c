@@ -23,15 +23,15 @@ typedef struct {
 
 static void run_sgemm(void *p) {
     garg *g = p;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->n, g->n, g->n, 1.0f, g->a, g->n, g->b,
-                g->n, 0.0f, g->c, g->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, g->n, g->n, g->n, 1.0f, g->a, g->n, g->b, g->n,
+                0.0f, g->c, g->n);
 }
 
 static void run_fp8(void *p) {
     garg *g = p;
     // Forward-pass shape: activations E4M3-b11 times weights E4M3-b11.
-    wr_fp8_gemm(0, 0, g->n, g->n, g->n, 1.0f, g->qa, WR_FP8_E4M3B11, g->n, g->qb, WR_FP8_E4M3B11,
-                g->n, 0.0f, g->c, g->n);
+    wr_fp8_gemm(0, 0, g->n, g->n, g->n, 1.0f, g->qa, WR_FP8_E4M3B11, g->n, g->qb, WR_FP8_E4M3B11, g->n, 0.0f,
+                g->c, g->n);
 }
 
 static double time_once(void (*fn)(void *), void *arg) {
@@ -42,8 +42,8 @@ static double time_once(void (*fn)(void *), void *arg) {
 
 int main(void) {
     const char *ct = getenv("OPENBLAS_CORETYPE");
-    printf("bench_fp8_gemm: OpenBLAS core %s, OPENBLAS_CORETYPE=%s, CPU level %s\n",
-           openblas_get_corename(), ct ? ct : "(unset)", wr_isa_name(wr_cpu_level()));
+    printf("bench_fp8_gemm: OpenBLAS core %s, OPENBLAS_CORETYPE=%s, CPU level %s\n", openblas_get_corename(),
+           ct ? ct : "(unset)", wr_isa_name(wr_cpu_level()));
     const int sizes[4] = {256, 512, 1024, 2048};
     const int nmax = 2048;
     size_t nn = (size_t)nmax * nmax;
@@ -91,8 +91,8 @@ int main(void) {
             wr_figure(nm, ratio, "");
         }
     }
-    printf("(figures above ran with OpenBLAS core %s, OPENBLAS_CORETYPE=%s)\n",
-           openblas_get_corename(), ct ? ct : "(unset)");
+    printf("(figures above ran with OpenBLAS core %s, OPENBLAS_CORETYPE=%s)\n", openblas_get_corename(),
+           ct ? ct : "(unset)");
     free(a), free(b), free(c), free(qa), free(qb);
     wr_fp8_gemm_release_scratch();
     return 0;

@@ -74,8 +74,8 @@ int main(void) {
     float *xs = wr_alloc_vec(bytes);
     for (size_t i = 0; i < n; i++) {
         s = s * 6364136223846793005ull + 1442695040888963407ull;
-        float u = (float)((s >> 16) & 0xFFFF) + (float)((s >> 32) & 0xFFFF) +
-                  (float)((s >> 48) & 0xFFFF) - 1.5f * 65536.0f;  // ~ normal, sd 32768
+        float u = (float)((s >> 16) & 0xFFFF) + (float)((s >> 32) & 0xFFFF) + (float)((s >> 48) & 0xFFFF) -
+                  1.5f * 65536.0f;  // ~ normal, sd 32768
         xs[i] = u / 32768.0f * 2.0f;
     }
     memset(c, 0, n);
@@ -116,8 +116,8 @@ int main(void) {
         snprintf(nm, sizeof nm, "fp8_encode_%s_bw_fraction", names[k]);
         wr_figure(nm, frac, "");
         // The same rate against the read-only bound of one thread (4 B read per element).
-        printf("  %s encode reads %.1f GB/s = %.0f%% of one thread's read bandwidth\n", names[k],
-               enc * 4.0, 100 * enc * 4.0 / bw_read);
+        printf("  %s encode reads %.1f GB/s = %.0f%% of one thread's read bandwidth\n", names[k], enc * 4.0,
+               100 * enc * 4.0 / bw_read);
         snprintf(nm, sizeof nm, "fp8_encode_%s_read_bw_fraction", names[k]);
         wr_figure(nm, enc * 4.0 / bw_read, "");
 
@@ -136,8 +136,8 @@ int main(void) {
         wr_figure(nm, sr_scaled * 5.0 / bw, "");
 
         double dec_ref = rate(&a, DEC_REF), dec = rate(&a, DEC);
-        printf("%s -> fp32 decode: scalar %.3f, vector %.3f G elem/s (%.0f%% of the 5 B bound)\n",
-               names[k], dec_ref, dec, 100 * dec * 5.0 / bw);
+        printf("%s -> fp32 decode: scalar %.3f, vector %.3f G elem/s (%.0f%% of the 5 B bound)\n", names[k],
+               dec_ref, dec, 100 * dec * 5.0 / bw);
         snprintf(nm, sizeof nm, "fp8_decode_%s_vector", names[k]);
         wr_figure(nm, dec, "Gelem/s");
 
@@ -154,8 +154,8 @@ int main(void) {
     }
     arg_t a = {x, y, c, n, WR_FP8_E4M3B11, 0};
     double am_ref = rate(&a, AMAX_REF), am = rate(&a, AMAX);
-    printf("amax: scalar %.3f, vector %.3f G elem/s (4 B read per element = %.0f%% of copy bw)\n",
-           am_ref, am, 100 * am * 4.0 / bw);
+    printf("amax: scalar %.3f, vector %.3f G elem/s (4 B read per element = %.0f%% of copy bw)\n", am_ref, am,
+           100 * am * 4.0 / bw);
     wr_figure("fp8_amax_vector", am, "Gelem/s");
     free(x);
     free(xs);

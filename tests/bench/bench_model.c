@@ -101,8 +101,8 @@ int main(int argc, char **argv) {
                    best * 1e3, cs[i].B / best, cs[i].B / med);
             wr_figure(cs[i].fig, cs[i].B / best, "samples/s");
         } else {
-            printf("  %s: best %.1f ms/step (median %.1f), %.2f G params/s\n", cs[i].spec,
-                   best * 1e3, med * 1e3, 0.11 / best);
+            printf("  %s: best %.1f ms/step (median %.1f), %.2f G params/s\n", cs[i].spec, best * 1e3,
+                   med * 1e3, 0.11 / best);
             wr_figure(cs[i].fig, best * 1e3, "ms");
         }
         wr_model_free(cs[i].m);

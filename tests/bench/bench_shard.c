@@ -53,8 +53,8 @@ static void one_step(void *p) {
     }
 }
 
-static void run(const char *codec_name, int job_codec, int bcast, const char *size_name, size_t n, int n_workers,
-                int reps) {
+static void run(const char *codec_name, int job_codec, int bcast, const char *size_name, size_t n,
+                int n_workers, int reps) {
     wr_job_config cfg;
     wr_config_defaults(&cfg);
     cfg.codec = job_codec;
@@ -86,13 +86,14 @@ static void run(const char *codec_name, int job_codec, int bcast, const char *si
         uint8_t *b = a.push[r];
         for (size_t i = 0; i < len; i++) b[i] = (uint8_t)(i * 131 + (size_t)r * 17 + 1);
         if (a.codec == WR_CODEC_FP32)
-            for (size_t i = 0; i < n; i++) ((float *)a.push[r])[i] = (float)((i + (size_t)r) % 97) * 1e-3f - 0.05f;
+            for (size_t i = 0; i < n; i++)
+                ((float *)a.push[r])[i] = (float)((i + (size_t)r) % 97) * 1e-3f - 0.05f;
     }
     a.out = wr_alloc_vec(wr_shard_core_bcast_bytes(a.c));
     double t = wr_bench_best(one_step, &a, reps);
     char name[128];
-    printf("shard step %-6s %-5s n=%zu workers=%d: %.3f ms (%.2f G elem/s)\n", codec_name, size_name, n, n_workers,
-           t * 1e3, (double)n / t / 1e9);
+    printf("shard step %-6s %-5s n=%zu workers=%d: %.3f ms (%.2f G elem/s)\n", codec_name, size_name, n,
+           n_workers, t * 1e3, (double)n / t / 1e9);
     snprintf(name, sizeof name, "shard_step_%s_%s_n%d_ms", codec_name, size_name, n_workers);
     wr_figure(name, t * 1e3, "ms");
     snprintf(name, sizeof name, "shard_step_%s_%s_n%d_gelems", codec_name, size_name, n_workers);

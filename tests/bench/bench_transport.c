@@ -47,8 +47,9 @@ int main(void) {
     };
     const char *schemes[2] = {"tcp", "ipc"};
     double t_start = wr_now();
-    printf("push throughput, GB/s of payload, best of %d (one sender and one receiver thread, 1 I/O thread each)\n",
-           reps);
+    printf(
+        "push throughput, GB/s of payload, best of %d (one sender and one receiver thread, 1 I/O thread each)\n",
+        reps);
     printf("%-6s %-6s %10s %10s %8s  (median of pair ratios)\n", "scheme", "size", "wren", "zmq", "ratio");
     for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) {
         wp_pool pool;
@@ -98,7 +99,8 @@ int main(void) {
                 int raw = r % 2 ? 1 - k : k;
                 double us = wp_lat_inproc(schemes[s], dir, raw, 64, 2000, &pool, err);
                 if (us < 0) {
-                    fprintf(stderr, "bench_transport: latency %s %s: %s\n", schemes[s], raw ? "zmq" : "wren", err);
+                    fprintf(stderr, "bench_transport: latency %s %s: %s\n", schemes[s], raw ? "zmq" : "wren",
+                            err);
                     return 1;
                 }
                 if (us < best[raw]) best[raw] = us;

@@ -209,7 +209,11 @@ static inline int wp_thr_send(wp_ep *e, wp_pool *pool, size_t size, long count, 
 // Receives `count` messages; *secs is the time from the first to the last.
 static inline int wp_thr_recv(wp_ep *e, size_t size, long count, double *secs, char *err) {
     double t0 = 0;
-    wr_proto_expect ex = {.job_id = 1, .check_epoch = 1, .epoch = 1, .check_step = 1, .step_min = 1,
+    wr_proto_expect ex = {.job_id = 1,
+                          .check_epoch = 1,
+                          .epoch = 1,
+                          .check_step = 1,
+                          .step_min = 1,
                           .step_max = (uint64_t)count};
     for (long i = 0; i < count; i++) {
         size_t got;
@@ -232,7 +236,8 @@ static inline int wp_thr_recv(wp_ep *e, size_t size, long count, double *secs, c
             got = zmq_msg_size(&pay);
             zmq_msg_close(&id), zmq_msg_close(&hdr), zmq_msg_close(&pay);
         }
-        if (got != size) return wr_err(err, WR_ERR, "message %ld: payload %zu bytes, expected %zu", i, got, size);
+        if (got != size)
+            return wr_err(err, WR_ERR, "message %ld: payload %zu bytes, expected %zu", i, got, size);
         if (i == 0) t0 = wr_now();
     }
     *secs = wr_now() - t0;
@@ -379,8 +384,10 @@ typedef struct {
 
 static void *wp_recv_thread(void *arg) {
     wp_side *s = arg;
-    if (s->lat) s->rc = wp_lat_serve(&s->ep, 10000, s->err);
-    else s->rc = wp_thr_recv(&s->ep, s->size, s->count, &s->secs, s->err);
+    if (s->lat)
+        s->rc = wp_lat_serve(&s->ep, 10000, s->err);
+    else
+        s->rc = wp_thr_recv(&s->ep, s->size, s->count, &s->secs, s->err);
     return NULL;
 }
 
@@ -398,9 +405,12 @@ static inline int wp_make_ctx(const char *scheme, int io_threads, wr_transport_c
 static inline void wp_bind_addr(const char *scheme, const char *dir, char *buf, size_t len) {
     static int seq;
     seq++;
-    if (!strcmp(scheme, "inproc")) snprintf(buf, len, "inproc://wp-%d", seq);
-    else if (!strcmp(scheme, "ipc")) snprintf(buf, len, "ipc://%s/wp-%d", dir, seq);
-    else snprintf(buf, len, "tcp://127.0.0.1:0");
+    if (!strcmp(scheme, "inproc"))
+        snprintf(buf, len, "inproc://wp-%d", seq);
+    else if (!strcmp(scheme, "ipc"))
+        snprintf(buf, len, "ipc://%s/wp-%d", dir, seq);
+    else
+        snprintf(buf, len, "tcp://127.0.0.1:0");
 }
 
 // One throughput run: GB/s (payload bytes after the first message / time), or < 0 on error.

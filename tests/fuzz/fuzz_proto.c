@@ -16,14 +16,15 @@
 #include "proto.h"
 
 static void same_or_die(const wr_pmsg *a, const wr_pmsg *b) {
-    int ok = a->version == b->version && a->type == b->type && a->job_id == b->job_id && a->epoch == b->epoch &&
-             a->step == b->step && a->shard == b->shard && a->rank == b->rank && a->offset == b->offset &&
-             a->n_elems == b->n_elems && a->codec == b->codec && a->n_workers == b->n_workers &&
-             a->payload_len == b->payload_len && a->role == b->role && !strcmp(a->addr, b->addr) &&
-             !strcmp(a->host, b->host) && a->group == b->group && a->n_shards == b->n_shards &&
-             a->n_workers_map == b->n_workers_map && a->n_params == b->n_params && a->n_config == b->n_config &&
-             a->barrier_id == b->barrier_id && a->digest == b->digest && a->n_stats == b->n_stats &&
-             a->code == b->code && !strcmp(a->reason, b->reason);
+    int ok = a->version == b->version && a->type == b->type && a->job_id == b->job_id &&
+             a->epoch == b->epoch && a->step == b->step && a->shard == b->shard && a->rank == b->rank &&
+             a->offset == b->offset && a->n_elems == b->n_elems && a->codec == b->codec &&
+             a->n_workers == b->n_workers && a->payload_len == b->payload_len && a->role == b->role &&
+             !strcmp(a->addr, b->addr) && !strcmp(a->host, b->host) && a->group == b->group &&
+             a->n_shards == b->n_shards && a->n_workers_map == b->n_workers_map &&
+             a->n_params == b->n_params && a->n_config == b->n_config && a->barrier_id == b->barrier_id &&
+             a->digest == b->digest && a->n_stats == b->n_stats && a->code == b->code &&
+             !strcmp(a->reason, b->reason);
     for (uint32_t i = 0; ok && i < a->n_shards; i++)
         ok = a->shards[i].lo == b->shards[i].lo && a->shards[i].hi == b->shards[i].hi &&
              !strcmp(a->shards[i].addr, b->shards[i].addr);

@@ -22,15 +22,14 @@
 #include "../bench/transport_perf.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: wren-perf thr-recv ADDR SIZE COUNT [--raw]\n"
-            "       wren-perf thr-send ADDR SIZE COUNT [--raw]\n"
-            "       wren-perf lat-server ADDR [--raw]\n"
-            "       wren-perf lat-client ADDR SIZE COUNT [--raw]\n"
-            "       wren-perf selftest [--quick]\n"
-            "options: --raw  --io-threads N  --no-malloc-tune  --help\n"
-            "ADDR: tcp://host:port, ipc:///path (inproc only inside selftest)\n"
-            "SIZE: bytes, or with KiB/MiB suffix (1KiB .. 64MiB), a multiple of 4\n");
+    fprintf(f, "usage: wren-perf thr-recv ADDR SIZE COUNT [--raw]\n"
+               "       wren-perf thr-send ADDR SIZE COUNT [--raw]\n"
+               "       wren-perf lat-server ADDR [--raw]\n"
+               "       wren-perf lat-client ADDR SIZE COUNT [--raw]\n"
+               "       wren-perf selftest [--quick]\n"
+               "options: --raw  --io-threads N  --no-malloc-tune  --help\n"
+               "ADDR: tcp://host:port, ipc:///path (inproc only inside selftest)\n"
+               "SIZE: bytes, or with KiB/MiB suffix (1KiB .. 64MiB), a multiple of 4\n");
 }
 
 static int parse_size(const char *s, size_t *out) {
@@ -58,9 +57,12 @@ static const char *scheme_of(const char *addr) {
 }
 
 static void size_name(size_t size, char *buf, size_t len) {
-    if (size >= (1u << 20) && size % (1u << 20) == 0) snprintf(buf, len, "%zuMiB", size >> 20);
-    else if (size >= 1024 && size % 1024 == 0) snprintf(buf, len, "%zuKiB", size >> 10);
-    else snprintf(buf, len, "%zuB", size);
+    if (size >= (1u << 20) && size % (1u << 20) == 0)
+        snprintf(buf, len, "%zuMiB", size >> 20);
+    else if (size >= 1024 && size % 1024 == 0)
+        snprintf(buf, len, "%zuKiB", size >> 10);
+    else
+        snprintf(buf, len, "%zuB", size);
 }
 
 static void figure(const char *what, int raw, const char *scheme, size_t size, double v, const char *unit) {
@@ -86,12 +88,13 @@ static int selftest(int quick, int io_threads) {
                 char sn[32];
                 size_name(sizes[si], sn, sizeof sn);
                 if (g < 0) {
-                    fprintf(stderr, "wren-perf: thr %s %s %s: %s\n", raw ? "zmq" : "wren", schemes[s], sn, err);
+                    fprintf(stderr, "wren-perf: thr %s %s %s: %s\n", raw ? "zmq" : "wren", schemes[s], sn,
+                            err);
                     fails++;
                     continue;
                 }
-                printf("thr %-4s %-6s %-6s %8.3f GB/s  %10.0f msg/s\n", raw ? "zmq" : "wren", schemes[s], sn, g,
-                       g * 1e9 / (double)sizes[si]);
+                printf("thr %-4s %-6s %-6s %8.3f GB/s  %10.0f msg/s\n", raw ? "zmq" : "wren", schemes[s], sn,
+                       g, g * 1e9 / (double)sizes[si]);
                 figure("thr", raw, schemes[s], sizes[si], g, "GB/s");
             }
         wp_pool_free(&pool);
@@ -121,10 +124,14 @@ int main(int argc, char **argv) {
     const char *pos[8];
     int npos = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--raw")) raw = 1;
-        else if (!strcmp(argv[i], "--no-malloc-tune")) tune = 0;
-        else if (!strcmp(argv[i], "--quick")) quick = 1;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage(stdout), 0;
+        if (!strcmp(argv[i], "--raw"))
+            raw = 1;
+        else if (!strcmp(argv[i], "--no-malloc-tune"))
+            tune = 0;
+        else if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return usage(stdout), 0;
         else if (!strcmp(argv[i], "--io-threads") && i + 1 < argc) {
             io_threads = atoi(argv[++i]);
             if (io_threads < 1 || io_threads > 16)
@@ -163,7 +170,8 @@ int main(int argc, char **argv) {
     long count = 0;
     if (need == 4) {
         if (parse_size(pos[2], &size) != 0)
-            return fprintf(stderr, "wren-perf: SIZE '%s': want bytes or KiB/MiB, a multiple of 4, 4 B .. 4 GiB\n",
+            return fprintf(stderr,
+                           "wren-perf: SIZE '%s': want bytes or KiB/MiB, a multiple of 4, 4 B .. 4 GiB\n",
                            pos[2]),
                    2;
         char *end;
@@ -190,8 +198,8 @@ int main(int argc, char **argv) {
         rc = wp_thr_recv(&e, size, count, &secs, err);
         if (rc == WR_OK) {
             double gbps = (double)size * (double)(count - 1) / secs / 1e9;
-            printf("thr-recv %s %s: %ld x %zu B in %.3f s: %.3f GB/s, %.0f msg/s\n", raw ? "zmq" : "wren", addr,
-                   count, size, secs, gbps, (double)(count - 1) / secs);
+            printf("thr-recv %s %s: %ld x %zu B in %.3f s: %.3f GB/s, %.0f msg/s\n", raw ? "zmq" : "wren",
+                   addr, count, size, secs, gbps, (double)(count - 1) / secs);
             figure("thr", raw, scheme, size, gbps, "GB/s");
         }
     } else if (!strcmp(mode, "thr-send")) {
@@ -208,8 +216,8 @@ int main(int argc, char **argv) {
         rc = wp_lat_client(&e, &pool, size, count, count / 10 + 10, &us, err);
         wp_pool_free(&pool);
         if (rc == WR_OK) {
-            printf("lat-client %s %s: %ld round trips of %zu B: %.1f us each\n", raw ? "zmq" : "wren", addr, count,
-                   size, us);
+            printf("lat-client %s %s: %ld round trips of %zu B: %.1f us each\n", raw ? "zmq" : "wren", addr,
+                   count, size, us);
             figure("lat", raw, scheme, size, us, "us");
         }
     }

@@ -53,8 +53,10 @@ static int write_seed(const char *dir, const char *name, const wr_buf *b, uint64
 static int encode_seed(const char *dir, const char *name, wr_pmsg *m, uint8_t flags, wr_buf *b, char *err) {
     char why[WR_ERR_LEN];
     int rc = wr_proto_encode(m, b, why);
-    if (rc != WR_OK) rc = wr_err(err, WR_ERR, "%s: %s", name, why);
-    else rc = write_seed(dir, name, b, m->payload_len, flags, err);
+    if (rc != WR_OK)
+        rc = wr_err(err, WR_ERR, "%s: %s", name, why);
+    else
+        rc = write_seed(dir, name, b, m->payload_len, flags, err);
     wr_pmsg_clear(m);
     return rc;
 }
@@ -77,7 +79,8 @@ static int variants(const char *dir, wr_buf *b, char *err) {
     static const struct {
         int codec;
         const char *name;
-    } codecs[] = {{WR_CODEC_BITS, "bcast_bits_1M"}, {WR_CODEC_PLANES, "bcast_planes_1M"},
+    } codecs[] = {{WR_CODEC_BITS, "bcast_bits_1M"},
+                  {WR_CODEC_PLANES, "bcast_planes_1M"},
                   {WR_CODEC_FP32, "bcast_fp32_1M"}};
     wr_pmsg m;
     for (size_t i = 0; i < sizeof codecs / sizeof *codecs; i++) {

@@ -133,13 +133,22 @@ static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
-        {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
-        {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
-        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'}, {"fixed-grad", no_argument, NULL, 'f'}, {"barrier", no_argument, NULL, 'B'},
-        {"log-level", required_argument, NULL, 'l'},   {"nt", required_argument, NULL, 'n'},
-        {"pull-flood", required_argument, NULL, 'P'},  {"big-frame", required_argument, NULL, 'F'},
-        {"bad-digest", no_argument, NULL, 'D'},        {"skip-last-digest", no_argument, NULL, 'S'},
-        {"late-digest", required_argument, NULL, 'L'}, {"stall-reads", no_argument, NULL, 'R'},
+        {"coordinator", required_argument, NULL, 'C'},
+        {"d", required_argument, NULL, 'd'},
+        {"host", required_argument, NULL, 'H'},
+        {"corrupt-at", required_argument, NULL, 'x'},
+        {"die-at", required_argument, NULL, 'k'},
+        {"bad-push", no_argument, NULL, 'b'},
+        {"fixed-grad", no_argument, NULL, 'f'},
+        {"barrier", no_argument, NULL, 'B'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"nt", required_argument, NULL, 'n'},
+        {"pull-flood", required_argument, NULL, 'P'},
+        {"big-frame", required_argument, NULL, 'F'},
+        {"bad-digest", no_argument, NULL, 'D'},
+        {"skip-last-digest", no_argument, NULL, 'S'},
+        {"late-digest", required_argument, NULL, 'L'},
+        {"stall-reads", no_argument, NULL, 'R'},
         {NULL, 0, NULL, 0},
     };
     uint64_t nt = 60000;
@@ -236,13 +245,15 @@ int main(int argc, char **argv) {
     snprintf(h.host, sizeof h.host, "%s", host);
     wr_heartbeat *hb = wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, err);
 
-    float *x = wr_alloc_vec(d * 4), *m = wr_alloc_vec(d * 4), *b = wr_alloc_vec(d * 4), *g = wr_alloc_vec(d * 4);
+    float *x = wr_alloc_vec(d * 4), *m = wr_alloc_vec(d * 4), *b = wr_alloc_vec(d * 4),
+          *g = wr_alloc_vec(d * 4);
     uint64_t maxn = 0;
     for (int s = 0; s < S; s++) maxn = WR_MAX(maxn, sh[s].hi - sh[s].lo);
     size_t cap = maxn * 4 + (size_t)wr_birder_planes(W) * wr_birder_words(maxn) * 8 + 64;
     uint64_t *bits = wr_alloc_vec(cap), *rbuf = wr_alloc_vec(cap);
     wr_rng_key ik = wr_rng_key_make(g_cfg.seed, 777, 0);
-    for (uint64_t j = 0; j < d; j++) x[j] = ((float)(wr_rng_u32(ik, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) * 0.1f;
+    for (uint64_t j = 0; j < d; j++)
+        x[j] = ((float)(wr_rng_u32(ik, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) * 0.1f;
     if (g_rank == 0)
         for (int s = 0; s < S; s++) {
             wr_pmsg p;
@@ -406,8 +417,8 @@ int main(int argc, char **argv) {
         }
         wr_rng_key gk = wr_rng_key_make(g_cfg.seed ^ 0x5555, (uint64_t)g_rank, (uint64_t)t);
         if (!fixed_grad || t == 1)
-        for (uint64_t j = 0; j < d; j++)
-            g[j] = ((float)(wr_rng_u32(gk, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) + 0.5f * x[j];
+            for (uint64_t j = 0; j < d; j++)
+                g[j] = ((float)(wr_rng_u32(gk, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) + 0.5f * x[j];
         for (int s = 0; s < S && stall_reads && status == 0; s++) {
             for (;;) {  // until shard s completed step t - 1
                 wr_pmsg p, r;
@@ -465,8 +476,8 @@ int main(int argc, char **argv) {
                 pl = g + sh[s].lo;
                 len = p.n_elems * 4;
             }
-            if (wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb, err) !=
-                WR_OK) {
+            if (wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb,
+                             err) != WR_OK) {
                 wr_error("PUSH to shard %d: %s", s, err);
                 status = 1;
             }
@@ -553,7 +564,8 @@ int main(int argc, char **argv) {
         if (late_digest > 0 && g_cfg.digest_every > 0 && total % g_cfg.digest_every == 0) {
             // The last digest after LEAVE (as a slow shard's can arrive): the
             // coordinator must wait for it, not finish without the check.
-            struct timespec ts = {(time_t)late_digest, (long)((late_digest - (double)(time_t)late_digest) * 1e9)};
+            struct timespec ts = {(time_t)late_digest,
+                                  (long)((late_digest - (double)(time_t)late_digest) * 1e9)};
             nanosleep(&ts, NULL);
             for (int s = 0; s < S; s++) {
                 wr_pmsg_init(&p, WR_MT_DIGEST);

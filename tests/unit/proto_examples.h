@@ -10,7 +10,8 @@
 #include "proto.h"
 
 // The range and payload fields of a data message.
-static inline void bulk(wr_pmsg *m, int32_t shard, uint64_t offset, uint64_t n, int codec, uint32_t n_workers) {
+static inline void bulk(wr_pmsg *m, int32_t shard, uint64_t offset, uint64_t n, int codec,
+                        uint32_t n_workers) {
     m->shard = shard;
     m->offset = offset;
     m->n_elems = n;

@@ -102,8 +102,7 @@ static void test_planes_count(void **state) {
     (void)state;
     static const int nw[] = {1, 2, 3, 4, 7, 8, 15, 16, 64, 255, 256, 65535};
     static const int want[] = {1, 2, 2, 3, 3, 4, 4, 5, 7, 8, 9, 16};
-    for (size_t i = 0; i < sizeof nw / sizeof nw[0]; i++)
-        assert_int_equal(wr_birder_planes(nw[i]), want[i]);
+    for (size_t i = 0; i < sizeof nw / sizeof nw[0]; i++) assert_int_equal(wr_birder_planes(nw[i]), want[i]);
     assert_int_equal(wr_birder_words(0), 0);
     assert_int_equal(wr_birder_words(1), 1);
     assert_int_equal(wr_birder_words(64), 1);
@@ -213,8 +212,7 @@ static void test_requantize_example_and_sweep(void **state) {
     for (size_t k = 0; k < 3; k++)
         for (int c = 0; c <= ns[k]; c++) {
             fill_count(ns[k], c, ns_n, vecs, planes);
-            wr_birder_requantize(planes, ns[k], ns_n, wr_rng_key_make(5, (uint64_t)c, 10 + k), 64,
-                                 out);
+            wr_birder_requantize(planes, ns[k], ns_n, wr_rng_key_make(5, (uint64_t)c, 10 + k), 64, out);
             size_t ones = popcount_bits(out, ns_n);
             if (c == 0) assert_int_equal(ones, 0);
             if (c == ns[k]) assert_int_equal(ones, ns_n);
@@ -347,8 +345,10 @@ static int levels_available(int *levels) {
     int k = 0;
     for (int lvl = WR_ISA_SCALAR; lvl <= (int)wr_cpu_max_level(); lvl++) {
         wr_cpu_force_level(lvl);
-        if ((int)wr_cpu_level() == lvl) levels[k++] = lvl;
-        else print_message("level %s capped by WREN_SIMD, not tested\n", wr_isa_name(lvl));
+        if ((int)wr_cpu_level() == lvl)
+            levels[k++] = lvl;
+        else
+            print_message("level %s capped by WREN_SIMD, not tested\n", wr_isa_name(lvl));
     }
     wr_cpu_force_level(-1);
     return k;
@@ -462,8 +462,8 @@ static void check_aggregation(int n_workers, size_t n, const int *levels, int nl
     for (size_t j = 0; j < n; j++) {
         unsigned c = 0;
         for (int p = 0; p < P; p++) c |= (unsigned)get_bit(pr + (size_t)p * nw, j) << p;
-        if (c != counts[j]) fail_msg("n_workers %d element %zu: plane count %u, count %u",
-                                     n_workers, j, c, counts[j]);
+        if (c != counts[j])
+            fail_msg("n_workers %d element %zu: plane count %u, count %u", n_workers, j, c, counts[j]);
         assert_true(counts[j] <= n_workers);
     }
     if (n % 64)
@@ -521,8 +521,8 @@ static void check_aggregation(int n_workers, size_t n, const int *levels, int nl
             t = lr * t;
             float want = x0[j] - t;
             if (!same_float(xv[j], want))
-                fail_msg("apply_bits level %d element %zu: %a vs %a", levels[l], j,
-                         (double)xv[j], (double)want);
+                fail_msg("apply_bits level %d element %zu: %a vs %a", levels[l], j, (double)xv[j],
+                         (double)want);
         }
         wr_cpu_force_level(-1);
     }

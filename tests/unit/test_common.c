@@ -41,7 +41,8 @@ static void test_exit_status_shell_agrees(void **state) {
         size_t i = 0;
         while (i < n_want && strcmp(want[i].name, name) != 0) i++;
         if (i == n_want) fail_msg("exit-status.sh names %s, which enum wr_exit_status lacks", name);
-        if (want[i].value != value) fail_msg("%s is %d in the shell file, %d in C", name, value, want[i].value);
+        if (want[i].value != value)
+            fail_msg("%s is %d in the shell file, %d in C", name, value, want[i].value);
         found++;
     }
     fclose(f);

@@ -52,13 +52,39 @@ static void test_every_key_parses(void **state) {
     wr_config_defaults(&c);
     char err[WR_ERR_LEN];
     const char *good[] = {
-        "job_id=7", "mode=ps", "shards=3", "workers=2", "model=synthetic:1000",
-        "codec=fp32", "broadcast=exact", "hfp8=off", "hfp8_first_last=fp8", "loss_scale=1024",
-        "optimizer=sgdm", "lr=0.5", "wd=1e-4", "beta=0", "adam_beta1=0.8", "adam_beta2=0.99",
-        "adam_eps=1e-6", "momentum=0.5", "lr_schedule=cosine", "warmup_steps=10", "batch=64",
-        "epochs=5", "steps=100", "seed=18446744073709551615", "data_dir=/tmp/x y",
-        "progress_every=0", "digest_every=7", "eval=off", "eval_every=100", "register_timeout=2.5",
-        "step_timeout=0.5", "heartbeat_interval = 0.25", "  heartbeat_timeout= 3 ",
+        "job_id=7",
+        "mode=ps",
+        "shards=3",
+        "workers=2",
+        "model=synthetic:1000",
+        "codec=fp32",
+        "broadcast=exact",
+        "hfp8=off",
+        "hfp8_first_last=fp8",
+        "loss_scale=1024",
+        "optimizer=sgdm",
+        "lr=0.5",
+        "wd=1e-4",
+        "beta=0",
+        "adam_beta1=0.8",
+        "adam_beta2=0.99",
+        "adam_eps=1e-6",
+        "momentum=0.5",
+        "lr_schedule=cosine",
+        "warmup_steps=10",
+        "batch=64",
+        "epochs=5",
+        "steps=100",
+        "seed=18446744073709551615",
+        "data_dir=/tmp/x y",
+        "progress_every=0",
+        "digest_every=7",
+        "eval=off",
+        "eval_every=100",
+        "register_timeout=2.5",
+        "step_timeout=0.5",
+        "heartbeat_interval = 0.25",
+        "  heartbeat_timeout= 3 ",
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         int rc = wr_config_set_kv(&c, good[i], err);
@@ -109,24 +135,76 @@ static void test_every_key_parses(void **state) {
 static void test_bad_values(void **state) {
     (void)state;
     const char *bad[][2] = {
-        {"job_id", "0"}, {"job_id", "-1"}, {"job_id", "1x"}, {"job_id", "99999999999999999999"},
-        {"mode", "ring"}, {"shards", "0"}, {"shards", "1025"}, {"shards", "2.5"}, {"shards", ""},
-        {"workers", "0"}, {"workers", "4097"}, {"workers", " 4"},
-        {"model", "resnet"}, {"model", "synthetic:"}, {"model", "synthetic:0"},
-        {"model", "synthetic:-5"}, {"model", "synthetic:10x"}, {"model", "synthetic:99999999999999"}, {"model", "synthetic:4294967296"},
+        {"job_id", "0"},
+        {"job_id", "-1"},
+        {"job_id", "1x"},
+        {"job_id", "99999999999999999999"},
+        {"mode", "ring"},
+        {"shards", "0"},
+        {"shards", "1025"},
+        {"shards", "2.5"},
+        {"shards", ""},
+        {"workers", "0"},
+        {"workers", "4097"},
+        {"workers", " 4"},
+        {"model", "resnet"},
+        {"model", "synthetic:"},
+        {"model", "synthetic:0"},
+        {"model", "synthetic:-5"},
+        {"model", "synthetic:10x"},
+        {"model", "synthetic:99999999999999"},
+        {"model", "synthetic:4294967296"},
         {"model", "mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp mlp"},
-        {"codec", "onebit"}, {"broadcast", "2bit"}, {"hfp8", "yes please"}, {"hfp8_first_last", "bf16"},
-        {"loss_scale", "0"}, {"loss_scale", "-1"}, {"loss_scale", "static"}, {"loss_scale", "inf"},
-        {"optimizer", "lamb"}, {"lr", "abc"}, {"lr", "0"}, {"lr", "-1e-3"}, {"lr", "nan"},
-        {"lr", "inf"}, {"lr", "1e-50"}, {"lr", "1e400"}, {"lr", "0.1.2"}, {"lr", "1e-3 "},
-        {"wd", "-0.1"}, {"wd", "NaN"}, {"beta", "1"}, {"beta", "-0.1"}, {"adam_beta1", "1.0"},
-        {"adam_beta2", "2"}, {"adam_eps", "0"}, {"momentum", "1"}, {"lr_schedule", "step"},
-        {"warmup_steps", "-1"}, {"warmup_steps", "3000000000"}, {"batch", "0"}, {"batch", "2000000"},
-        {"epochs", "0"}, {"steps", "-1"}, {"steps", "1e3"}, {"seed", "-3"}, {"seed", "0x10"},
-        {"data_dir", ""}, {"data_dir", "a\tb"}, {"progress_every", "-1"}, {"digest_every", "x"},
-        {"eval", "never"}, {"eval_every", "-1"}, {"eval_every", "1.5"}, {"eval_every", "3000000000"},
-        {"eval_every", ""}, {"register_timeout", "0"}, {"register_timeout", "1e9"},
-        {"step_timeout", "-2"}, {"heartbeat_interval", "0"}, {"heartbeat_timeout", "inf"},
+        {"codec", "onebit"},
+        {"broadcast", "2bit"},
+        {"hfp8", "yes please"},
+        {"hfp8_first_last", "bf16"},
+        {"loss_scale", "0"},
+        {"loss_scale", "-1"},
+        {"loss_scale", "static"},
+        {"loss_scale", "inf"},
+        {"optimizer", "lamb"},
+        {"lr", "abc"},
+        {"lr", "0"},
+        {"lr", "-1e-3"},
+        {"lr", "nan"},
+        {"lr", "inf"},
+        {"lr", "1e-50"},
+        {"lr", "1e400"},
+        {"lr", "0.1.2"},
+        {"lr", "1e-3 "},
+        {"wd", "-0.1"},
+        {"wd", "NaN"},
+        {"beta", "1"},
+        {"beta", "-0.1"},
+        {"adam_beta1", "1.0"},
+        {"adam_beta2", "2"},
+        {"adam_eps", "0"},
+        {"momentum", "1"},
+        {"lr_schedule", "step"},
+        {"warmup_steps", "-1"},
+        {"warmup_steps", "3000000000"},
+        {"batch", "0"},
+        {"batch", "2000000"},
+        {"epochs", "0"},
+        {"steps", "-1"},
+        {"steps", "1e3"},
+        {"seed", "-3"},
+        {"seed", "0x10"},
+        {"data_dir", ""},
+        {"data_dir", "a\tb"},
+        {"progress_every", "-1"},
+        {"digest_every", "x"},
+        {"eval", "never"},
+        {"eval_every", "-1"},
+        {"eval_every", "1.5"},
+        {"eval_every", "3000000000"},
+        {"eval_every", ""},
+        {"register_timeout", "0"},
+        {"register_timeout", "1e9"},
+        {"step_timeout", "-2"},
+        {"heartbeat_interval", "0"},
+        {"heartbeat_timeout", "inf"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         wr_job_config c, before;
@@ -171,14 +249,13 @@ static void test_unknown_key(void **state) {
     assert_non_null(strstr(err, "config key 'lr'"));
 }
 
-static const char kFile[] =
-    "# demo job\n"
-    "\n"
-    "shards = 3\n"
-    "workers=2   # two of them\n"
-    "  lr = 0.01\n"
-    "model = synthetic:4096\r\n"
-    "codec = fp32";  // no newline at the end
+static const char kFile[] = "# demo job\n"
+                            "\n"
+                            "shards = 3\n"
+                            "workers=2   # two of them\n"
+                            "  lr = 0.01\n"
+                            "model = synthetic:4096\r\n"
+                            "codec = fp32";  // no newline at the end
 
 static void test_parse_buffer(void **state) {
     (void)state;
@@ -273,10 +350,20 @@ static void test_roundtrip(void **state) {
     wr_config_defaults(&c);
     roundtrip(&c);
     char err[WR_ERR_LEN];
-    const char *set[] = {"job_id=123456789012", "lr=0.1", "wd=3.3333333e-5", "beta=0.99999994",
-                         "adam_eps=1.17549435e-38", "loss_scale=65536", "register_timeout=0.1",
-                         "heartbeat_interval=0.3", "seed=0", "model=synthetic:110000000",
-                         "data_dir=/data/with spaces/x", "codec=fp32", "eval=end", "steps=1099511627776"};
+    const char *set[] = {"job_id=123456789012",
+                         "lr=0.1",
+                         "wd=3.3333333e-5",
+                         "beta=0.99999994",
+                         "adam_eps=1.17549435e-38",
+                         "loss_scale=65536",
+                         "register_timeout=0.1",
+                         "heartbeat_interval=0.3",
+                         "seed=0",
+                         "model=synthetic:110000000",
+                         "data_dir=/data/with spaces/x",
+                         "codec=fp32",
+                         "eval=end",
+                         "steps=1099511627776"};
     for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
         assert_int_equal(wr_config_set_kv(&c, set[i], err), WR_OK);
     roundtrip(&c);
@@ -376,11 +463,16 @@ static void test_every_key_documented(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),      cmocka_unit_test(test_every_key_parses),
-        cmocka_unit_test(test_bad_values),    cmocka_unit_test(test_unknown_key),
-        cmocka_unit_test(test_parse_buffer),  cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_load_file),     cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_validate),      cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_key_parses),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_parse_buffer),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_schedule),
         cmocka_unit_test(test_every_key_documented),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

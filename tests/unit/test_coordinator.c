@@ -25,7 +25,8 @@ static void test_all_agree(void **state) {
         for (uint64_t t = 10; t <= 20; t += 10)
             for (int s = 0; s < 2; s++) {
                 int want = w == 2 ? 1 : 0;
-                assert_int_equal(wr_digest_book_add(b, t, s, w, t * 100 + (uint64_t)s, rep, sizeof rep), want);
+                assert_int_equal(wr_digest_book_add(b, t, s, w, t * 100 + (uint64_t)s, rep, sizeof rep),
+                                 want);
             }
     assert_int_equal(wr_digest_book_passed(b), 4);
     assert_int_equal(wr_digest_book_failed(b), 0);
@@ -81,10 +82,12 @@ static void test_many_open(void **state) {
     wr_digest_book *b = wr_digest_book_new(1, 16);
     char rep[256];
     for (uint64_t t = 1; t <= 40; t++)
-        for (int s = 0; s < 16; s++) assert_int_equal(wr_digest_book_add(b, t, s, 1, t ^ (uint64_t)s, rep, sizeof rep), 0);
+        for (int s = 0; s < 16; s++)
+            assert_int_equal(wr_digest_book_add(b, t, s, 1, t ^ (uint64_t)s, rep, sizeof rep), 0);
     assert_int_equal(wr_digest_book_incomplete(b), 640);
     for (uint64_t t = 40; t >= 1; t--)
-        for (int s = 15; s >= 0; s--) assert_int_equal(wr_digest_book_add(b, t, s, 0, t ^ (uint64_t)s, rep, sizeof rep), 1);
+        for (int s = 15; s >= 0; s--)
+            assert_int_equal(wr_digest_book_add(b, t, s, 0, t ^ (uint64_t)s, rep, sizeof rep), 1);
     assert_int_equal(wr_digest_book_passed(b), 640);
     assert_int_equal(wr_digest_book_incomplete(b), 0);
     wr_digest_book_free(b);
@@ -99,7 +102,7 @@ static void test_limits(void **state) {
     char rep[512];
     assert_int_equal(wr_digest_book_add(b, 7, 0, 0, 1, rep, sizeof rep), -1);  // not a multiple of 10
     assert_non_null(strstr(rep, "every 10 steps"));
-    assert_int_equal(wr_digest_book_add(b, 0, 0, 0, 1, rep, sizeof rep), -1);  // step 0
+    assert_int_equal(wr_digest_book_add(b, 0, 0, 0, 1, rep, sizeof rep), -1);   // step 0
     assert_int_equal(wr_digest_book_add(b, 50, 0, 0, 1, rep, sizeof rep), -1);  // beyond 0 + 4 * 10
     assert_non_null(strstr(rep, "window"));
     assert_int_equal(wr_digest_book_refused(b), 3);
@@ -143,12 +146,9 @@ static void test_window_follows(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),
-        cmocka_unit_test(test_window_follows),
-        cmocka_unit_test(test_all_agree),
-        cmocka_unit_test(test_mismatch_report),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_many_open),
+        cmocka_unit_test(test_limits),    cmocka_unit_test(test_window_follows),
+        cmocka_unit_test(test_all_agree), cmocka_unit_test(test_mismatch_report),
+        cmocka_unit_test(test_refusals),  cmocka_unit_test(test_many_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -35,7 +35,8 @@ static size_t make_idx(uint8_t *buf, int ndim, const uint32_t *dims, int label_v
         count *= dims[i];
     }
     uint8_t *p = buf + 4 + 4 * ndim;
-    for (size_t i = 0; i < count; i++) p[i] = ndim == 1 ? (uint8_t)(label_val >= 0 ? label_val : (int)(i % 10)) : (uint8_t)(i * 7);
+    for (size_t i = 0; i < count; i++)
+        p[i] = ndim == 1 ? (uint8_t)(label_val >= 0 ? label_val : (int)(i % 10)) : (uint8_t)(i * 7);
     return 4 + 4 * (size_t)ndim + count;
 }
 
@@ -49,8 +50,7 @@ static void write_gz(const char *name, const uint8_t *buf, size_t len) {
 }
 
 // Writes a test split (t10k) with n images and the given labels settings.
-static void write_split(uint32_t n_img, uint32_t n_lab, int label_val, size_t img_cut,
-                        size_t img_extra) {
+static void write_split(uint32_t n_img, uint32_t n_lab, int label_val, size_t img_cut, size_t img_extra) {
     uint32_t d3[3] = {n_img, 28, 28}, d1[1] = {n_lab};
     uint8_t *b = calloc(1, 16 + (size_t)n_img * 784 + 64);
     size_t len = make_idx(b, 3, d3, 0);
@@ -234,8 +234,7 @@ static void test_iterator_sharding(void **st) {
     wr_dataset d = fake_ds(n);
     wr_batch_iter one, part[R];
     assert_int_equal(wr_batch_iter_init(&one, &d, G, 0, 1, 42, err), WR_OK);
-    for (int r = 0; r < R; r++)
-        assert_int_equal(wr_batch_iter_init(&part[r], &d, G, r, R, 42, err), WR_OK);
+    for (int r = 0; r < R; r++) assert_int_equal(wr_batch_iter_init(&part[r], &d, G, r, R, 42, err), WR_OK);
     assert_int_equal(one.steps_per_epoch, n / G);
     int spe = one.steps_per_epoch;
     char *seen = calloc(n, 1);
@@ -329,8 +328,8 @@ static int teardown(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_real_files),     cmocka_unit_test(test_good_crafted),
-        cmocka_unit_test(test_bad_files),      cmocka_unit_test(test_parse_buffer),
+        cmocka_unit_test(test_real_files),        cmocka_unit_test(test_good_crafted),
+        cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_parse_buffer),
         cmocka_unit_test(test_iterator_sharding), cmocka_unit_test(test_slice),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

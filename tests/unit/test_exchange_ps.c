@@ -34,7 +34,15 @@
 #include "shard.h"
 #include "transport.h"
 
-enum scenario { SC_OK, SC_SILENT_SHARD, SC_SHUTDOWN, SC_WRONG_STEP, SC_BAD_NPARAMS, SC_OVERSIZE, SC_SMALL_DATA };
+enum scenario {
+    SC_OK,
+    SC_SILENT_SHARD,
+    SC_SHUTDOWN,
+    SC_WRONG_STEP,
+    SC_BAD_NPARAMS,
+    SC_OVERSIZE,
+    SC_SMALL_DATA
+};
 
 #define D 4096
 #define STEPS 20
@@ -52,7 +60,7 @@ typedef struct {
     uint64_t worker_digest[STEPS + 1][N_SHARDS];
     uint64_t shard_digest[STEPS + 1][N_SHARDS];
     int digests_seen, heartbeats, leaves, stats;
-    int registers_full;  // REGISTERs with n_params > 0 (the second one)
+    int registers_full;      // REGISTERs with n_params > 0 (the second one)
     int errors, error_code;  // ERRORs from the worker, code of the last one
     atomic_int oversize_sent;
     atomic_int thread_errors;  // checks that failed inside the fake nodes' threads
@@ -60,15 +68,16 @@ typedef struct {
 
 // cmocka's asserts must not run outside the test's thread: the fake nodes
 // count failed checks and the test asserts the count is 0.
-#define T_CHECK(f, cond)                                                          \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
+#define T_CHECK(f, cond)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
             fprintf(stderr, "%s:%d: fake node check failed: %s\n", __FILE__, __LINE__, #cond); \
-            atomic_fetch_add(&(f)->thread_errors, 1);                            \
-        }                                                                        \
+            atomic_fetch_add(&(f)->thread_errors, 1);                                          \
+        }                                                                                      \
     } while (0)
 
-static void send_to(fake *f, wr_endpoint *ep, const wr_msg *from, wr_pmsg *h, const void *payload, size_t len) {
+static void send_to(fake *f, wr_endpoint *ep, const wr_msg *from, wr_pmsg *h, const void *payload,
+                    size_t len) {
     wr_buf b = {0};
     char err[WR_ERR_LEN];
     h->payload_len = len;
@@ -105,8 +114,7 @@ static void *coord_main(void *arg) {
         memset(&msg, 0, sizeof msg);
         if (wr_recv(f->coord_ep, &msg, 50, err) != WR_OK) continue;
         wr_pmsg h;
-        if (wr_proto_decode(msg.header.data, msg.header.len, msg.payload.len, NULL, &h, NULL, err) !=
-            WR_OK) {
+        if (wr_proto_decode(msg.header.data, msg.header.len, msg.payload.len, NULL, &h, NULL, err) != WR_OK) {
             wr_msg_release(&msg);
             continue;
         }
@@ -201,7 +209,8 @@ static void *shards_main(void *arg) {
                 continue;
             }
             if (h.type == WR_MT_PARAMS) {
-                T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) == WR_OK);
+                T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) ==
+                               WR_OK);
             } else if (h.type == WR_MT_PULL && f->sc == SC_OVERSIZE && s == 1) {
                 // A PARAMS frame 4 KiB over the worker's bound for this range.
                 size_t len = (size_t)wr_proto_data_frame_max(hi[s] - lo[s]) + 4096;
@@ -458,8 +467,22 @@ static void write_idx(const char *dir, const char *name, int images, uint32_t n)
     snprintf(path, sizeof path, "%s/%s", dir, name);
     FILE *fp = fopen(path, "wb");
     assert_non_null(fp);
-    uint8_t hdr[16] = {0, 0, 8, images ? 3 : 1, (uint8_t)(n >> 24), (uint8_t)(n >> 16),
-                       (uint8_t)(n >> 8), (uint8_t)n, 0, 0, 0, 28, 0, 0, 0, 28};
+    uint8_t hdr[16] = {0,
+                       0,
+                       8,
+                       images ? 3 : 1,
+                       (uint8_t)(n >> 24),
+                       (uint8_t)(n >> 16),
+                       (uint8_t)(n >> 8),
+                       (uint8_t)n,
+                       0,
+                       0,
+                       0,
+                       28,
+                       0,
+                       0,
+                       0,
+                       28};
     assert_int_equal(fwrite(hdr, 1, images ? 16 : 8, fp), images ? 16 : 8);
     size_t body = images ? (size_t)n * 784 : n;
     for (size_t i = 0; i < body; i++) fputc(images ? 0 : (int)(i % 10), fp);
@@ -503,7 +526,8 @@ static void test_no_coordinator(void **state) {
     wr_train_opts to = {.threads = 1};
     char err[WR_ERR_LEN] = "";
     assert_int_equal(wr_train_run(wr_exchange_ps(&o), &to, NULL, err), WR_EXIT_NO_COORDINATOR);
-    assert_non_null(strstr(err, "no reply from coordinator at ipc:///tmp/wren-tpsc-nobody-here within 0.3 s"));
+    assert_non_null(
+        strstr(err, "no reply from coordinator at ipc:///tmp/wren-tpsc-nobody-here within 0.3 s"));
 }
 
 int main(void) {

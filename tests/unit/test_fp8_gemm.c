@@ -94,8 +94,8 @@ static double run_case(const gcase *g, int check_sgemm) {
                            (g_cache_mode & 1) ? &g_ca : NULL, g_gen, B, g->fb, g->ldb,
                            (g_cache_mode & 2) ? &g_cb : NULL, g_gen, g->beta, C, g->ldc);
     } else {
-        wr_fp8_gemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, g->fa, g->lda, B, g->fb, g->ldb,
-                    g->beta, C, g->ldc);
+        wr_fp8_gemm(g->ta, g->tb, g->M, g->N, g->K, g->alpha, A, g->fa, g->lda, B, g->fb, g->ldb, g->beta, C,
+                    g->ldc);
     }
 
     float *Cs = NULL;
@@ -107,9 +107,8 @@ static double run_case(const gcase *g, int check_sgemm) {
         Cs = wr_malloc((csz ? csz : 1) * sizeof(float));
         memcpy(Cs, C0, csz * sizeof(float));
         if (g->M && g->N)
-            cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans,
-                        g->tb ? CblasTrans : CblasNoTrans, g->M, g->N, g->K, g->alpha, Ad, g->lda,
-                        Bd, g->ldb, g->beta, Cs, g->ldc);
+            cblas_sgemm(CblasRowMajor, g->ta ? CblasTrans : CblasNoTrans, g->tb ? CblasTrans : CblasNoTrans,
+                        g->M, g->N, g->K, g->alpha, Ad, g->lda, Bd, g->ldb, g->beta, Cs, g->ldc);
         free(Ad);
         free(Bd);
     }
@@ -124,16 +123,14 @@ static double run_case(const gcase *g, int check_sgemm) {
             }
             double s = 0, sa = 0;
             for (int k = 0; k < g->K; k++) {
-                double p =
-                    opel(A, g->ta, g->lda, i, k, g->fa) * opel(B, g->tb, g->ldb, k, j, g->fb);
+                double p = opel(A, g->ta, g->lda, i, k, g->fa) * opel(B, g->tb, g->ldb, k, j, g->fb);
                 s += p;
                 sa += fabs(p);
             }
             double cb = g->beta == 0.0f ? 0.0 : (double)g->beta * (double)C0[idx];
             double want = (double)g->alpha * s + cb;
             // fp32 rounding of K products/sums, the alpha and beta products and the final add.
-            double bound =
-                (double)(g->K + 4) * u * (fabs((double)g->alpha) * sa + fabs(cb)) + 1e-30;
+            double bound = (double)(g->K + 4) * u * (fabs((double)g->alpha) * sa + fabs(cb)) + 1e-30;
             double err = fabs((double)C[idx] - want);
             if (!(err <= bound)) {
                 print_error("ta=%d tb=%d M=%d N=%d K=%d %s*%s alpha=%g beta=%g: C[%d][%d]=%.9g "
@@ -169,18 +166,8 @@ static void test_all_combinations(void **state) {
                         int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
                         int pad = (int)(xs64() % 3) * 5;  // sometimes padded strides
                         const float *s = ab[(size_t)ncase % 4];
-                        gcase g = {ta,
-                                   tb,
-                                   M,
-                                   N,
-                                   K,
-                                   (ta ? M : K) + pad,
-                                   (tb ? K : N) + pad,
-                                   N + pad,
-                                   fm[fa],
-                                   fm[fb],
-                                   s[0],
-                                   s[1]};
+                        gcase g = {ta,      tb,     M,      N,    K,   (ta ? M : K) + pad, (tb ? K : N) + pad,
+                                   N + pad, fm[fa], fm[fb], s[0], s[1]};
                         run_case(&g, 1);
                         ncase++;
                     }
@@ -224,13 +211,11 @@ static void test_default_budget_panels(void **state) {
     int big = quick() ? 9000 : 28000, K = quick() ? 2000 : 600;  // K * (M + N) > 16 Mi
     for (int ta = 0; ta < 2; ta++)
         for (int tb = 0; tb < 2; tb++) {
-            gcase w = {
-                ta,          tb,    2,    big, K, ta ? 2 : K, tb ? K : big, big, WR_FP8_E4M3B11,
-                WR_FP8_E5M2, 0.75f, -0.5f};
+            gcase w = {ta,          tb,    2,    big, K, ta ? 2 : K, tb ? K : big, big, WR_FP8_E4M3B11,
+                       WR_FP8_E5M2, 0.75f, -0.5f};
             run_case(&w, 0);
-            gcase t = {ta,           tb,         big, 3,           K,
-                       ta ? big : K, tb ? K : 3, 3,   WR_FP8_E5M2, WR_FP8_E4M3B11,
-                       1.0f,         1.0f};
+            gcase t = {ta,   tb,  big, 3, K, ta ? big : K, tb ? K : 3, 3, WR_FP8_E5M2, WR_FP8_E4M3B11,
+                       1.0f, 1.0f};
             run_case(&t, 0);
         }
 }
@@ -248,9 +233,17 @@ static void test_cached_paths(void **state) {
                 for (int ta = 0; ta < 2; ta++)
                     for (int tb = 0; tb < 2; tb++) {
                         int M = sizes[si][0], N = sizes[si][1], K = sizes[si][2];
-                        gcase g = {ta, tb, M, N, K, (ta ? M : K) + 3, (tb ? K : N) + 1, N + 2,
+                        gcase g = {ta,
+                                   tb,
+                                   M,
+                                   N,
+                                   K,
+                                   (ta ? M : K) + 3,
+                                   (tb ? K : N) + 1,
+                                   N + 2,
                                    (si % 2) ? WR_FP8_E5M2 : WR_FP8_E4M3B11,
-                                   (ta + tb) % 2 ? WR_FP8_E5M2 : WR_FP8_E4M3B11, 0.75f,
+                                   (ta + tb) % 2 ? WR_FP8_E5M2 : WR_FP8_E4M3B11,
+                                   0.75f,
                                    (si % 2) ? -0.5f : 0.0f};
                         g_cache_mode = mode;
                         run_case(&g, 1);
@@ -281,11 +274,10 @@ static void test_cache_key(void **state) {
             wr_fp8_cache_invalidate(&ca);
             wr_fp8_cache_invalidate(&cb);
             uint64_t da = ca.decodes, db = cb.decodes;
-            wr_fp8_gemm(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, B, WR_FP8_E5M2, ldb, 0.0f,
-                        C0, N);
+            wr_fp8_gemm(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, B, WR_FP8_E5M2, ldb, 0.0f, C0, N);
             for (int rep = 0; rep < 3; rep++) {
-                wr_fp8_gemm_cached(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, &ca, 5, B,
-                                   WR_FP8_E5M2, ldb, &cb, 9, 0.0f, C1, N);
+                wr_fp8_gemm_cached(ta, tb, M, N, K, 0.5f, A, WR_FP8_E4M3B11, lda, &ca, 5, B, WR_FP8_E5M2, ldb,
+                                   &cb, 9, 0.0f, C1, N);
                 assert_memory_equal(C0, C1, sizeof(float) * M * N);
             }
             assert_true(ca.decodes == da + 1 && cb.decodes == db + 1);
@@ -294,17 +286,17 @@ static void test_cache_key(void **state) {
     // Same key, codes changed without a new generation: the stale decoding is
     // used (the documented contract); a new generation picks the change up.
     int lda = K, ldb = N;
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb,
-                       &cb, 1, 0.0f, C0, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb, &cb, 1, 0.0f,
+                       C0, N);
     uint8_t keep = A[0];
     A[0] = 0x58;  // a nonzero E4M3-b11 value, different from before for at least row 0
     if (keep == 0x58) A[0] = 0x50;
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb,
-                       &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 1, B, WR_FP8_E5M2, ldb, &cb, 1, 0.0f,
+                       C1, N);
     assert_memory_equal(C0, C1, sizeof(float) * M * N);
     uint64_t da = ca.decodes;
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2, ldb,
-                       &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2, ldb, &cb, 1, 0.0f,
+                       C1, N);
     assert_true(ca.decodes == da + 1);
     float *C2 = wr_malloc(sizeof(float) * M * N);
     wr_fp8_gemm(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, lda, B, WR_FP8_E5M2, ldb, 0.0f, C2, N);
@@ -312,29 +304,29 @@ static void test_cache_key(void **state) {
     assert_true(memcmp(C0, C1, sizeof(float) * N) != 0);  // row 0 did change
     // Each other key field: pointer, format, shape, stride.
     da = ca.decodes;
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2,
-                       ldb, &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E4M3B11, lda, &ca, 2, B, WR_FP8_E5M2, ldb, &cb, 1,
+                       0.0f, C1, N);
     assert_true(ca.decodes == ++da);
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2, ldb,
-                       &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2, ldb, &cb, 1,
+                       0.0f, C1, N);
     assert_true(ca.decodes == ++da);
-    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2,
-                       ldb, &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda, &ca, 2, B, WR_FP8_E5M2, ldb, &cb, 1,
+                       0.0f, C1, N);
     assert_true(ca.decodes == ++da);
-    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B,
-                       WR_FP8_E5M2, ldb, &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B, WR_FP8_E5M2, ldb, &cb,
+                       1, 0.0f, C1, N);
     assert_true(ca.decodes == ++da);
-    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B,
-                       WR_FP8_E5M2, ldb, &cb, 1, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M - 1, N, K, 1.0f, A + 1, WR_FP8_E5M2, lda + 1, &ca, 2, B, WR_FP8_E5M2, ldb, &cb,
+                       1, 0.0f, C1, N);
     assert_true(ca.decodes == da);  // and the same again hits
     // The key is the stored array, not its use: A (M x K stored) decoded as
     // op(A) = A serves a later call that uses it as op(B) = A^T, no decode.
     float *E = wr_malloc(sizeof(float) * N * M), *E2 = wr_malloc(sizeof(float) * N * M);
-    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, K, &ca, 7, B, WR_FP8_E5M2, N, &cb,
-                       7, 0.0f, C1, N);
+    wr_fp8_gemm_cached(0, 0, M, N, K, 1.0f, A, WR_FP8_E4M3B11, K, &ca, 7, B, WR_FP8_E5M2, N, &cb, 7, 0.0f, C1,
+                       N);
     da = ca.decodes;
-    wr_fp8_gemm_cached(1, 1, N, M, K, 1.0f, B, WR_FP8_E5M2, N, NULL, 0, A, WR_FP8_E4M3B11, K, &ca,
-                       7, 0.0f, E, M);
+    wr_fp8_gemm_cached(1, 1, N, M, K, 1.0f, B, WR_FP8_E5M2, N, NULL, 0, A, WR_FP8_E4M3B11, K, &ca, 7, 0.0f, E,
+                       M);
     assert_true(ca.decodes == da);
     wr_fp8_gemm(1, 1, N, M, K, 1.0f, B, WR_FP8_E5M2, N, A, WR_FP8_E4M3B11, K, 0.0f, E2, M);
     assert_memory_equal(E, E2, sizeof(float) * N * M);
@@ -422,17 +414,19 @@ static void test_concurrent_callers(void **state) {
     (void)state;
     pthread_t th[2];
     int ok[2] = {0, 1};
-    for (int t = 0; t < 2; t++)
-        assert_int_equal(pthread_create(&th[t], NULL, thread_main, &ok[t]), 0);
+    for (int t = 0; t < 2; t++) assert_int_equal(pthread_create(&th[t], NULL, thread_main, &ok[t]), 0);
     for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
     assert_true(ok[0] == 1 && ok[1] == 1);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_all_combinations),      cmocka_unit_test(test_blocked_small_budget),
-        cmocka_unit_test(test_default_budget_panels), cmocka_unit_test(test_degenerate),
-        cmocka_unit_test(test_concurrent_callers),    cmocka_unit_test(test_cached_paths),
+        cmocka_unit_test(test_all_combinations),
+        cmocka_unit_test(test_blocked_small_budget),
+        cmocka_unit_test(test_default_budget_panels),
+        cmocka_unit_test(test_degenerate),
+        cmocka_unit_test(test_concurrent_callers),
+        cmocka_unit_test(test_cached_paths),
         cmocka_unit_test(test_cache_key),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -118,7 +118,8 @@ static void test_beats_at_interval(void **state) {
     while ((el = now_s() - t0) < 1.0) beats += recv_beat(&c, 100);
     double expect = el / interval;  // about 20
     if (beats < expect / 4 || beats > expect * 2 + 2)
-        fail_msg("%d beats in %.2f s at a %.2f s interval (expected about %.0f)", beats, el, interval, expect);
+        fail_msg("%d beats in %.2f s at a %.2f s interval (expected about %.0f)", beats, el, interval,
+                 expect);
     wr_heartbeat_stop(hb);
     coord_close(&c);
 }

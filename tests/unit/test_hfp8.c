@@ -58,7 +58,7 @@ typedef struct {
     int maxcode;
     int e5;
     uint64_t v[128];  // value of magnitude code c, times 2^41
-    int qexp;  // min subnormal = 2^-qexp
+    int qexp;         // min subnormal = 2^-qexp
 } ref_fmt;
 
 static ref_fmt g_ref[2];
@@ -107,7 +107,7 @@ static uint8_t ref_encode(float x, enum wr_fp8_format f, int sr, uint32_t rbits)
     uint32_t a = b & 0x7FFFFFFFu;
     if (a > 0x7F800000u) return r->e5 ? (uint8_t)((neg << 7) | 0x7F) : 0x80;
     if (a >= 0x48000000u) return ref_sign(r, neg, r->maxcode);  // >= 2^17, inf
-    if (a < 0x36800000u) {  // < 2^-18
+    if (a < 0x36800000u) {                                      // < 2^-18
         if (!sr || a == 0) return ref_sign(r, neg, 0);
         // Stochastic: P(up) = |x| / min subnormal as a 32-bit fraction, floor.
         int E = (int)(a >> 23);
@@ -140,24 +140,22 @@ static int max_level(void) { return (int)wr_cpu_max_level(); }
 
 static void fail_code(const char *what, enum wr_fp8_format f, int level, float x, unsigned got,
                       unsigned want) {
-    print_error("%s %s level %s: x=%a (0x%08x) got 0x%02x want 0x%02x\n", what,
-                wr_fp8_format_name(f), wr_isa_name((enum wr_isa)level), (double)x, f2u(x), got,
-                want);
+    print_error("%s %s level %s: x=%a (0x%08x) got 0x%02x want 0x%02x\n", what, wr_fp8_format_name(f),
+                wr_isa_name((enum wr_isa)level), (double)x, f2u(x), got, want);
     fail();
 }
 
-static void assert_bits_equal(const float *a, const float *b, size_t n, const char *what,
-                              int level) {
+static void assert_bits_equal(const float *a, const float *b, size_t n, const char *what, int level) {
     for (size_t i = 0; i < n; i++)
         if (f2u(a[i]) != f2u(b[i])) {
-            print_error("%s level %s: element %zu: 0x%08x vs 0x%08x\n", what,
-                        wr_isa_name((enum wr_isa)level), i, f2u(a[i]), f2u(b[i]));
+            print_error("%s level %s: element %zu: 0x%08x vs 0x%08x\n", what, wr_isa_name((enum wr_isa)level),
+                        i, f2u(a[i]), f2u(b[i]));
             fail();
         }
 }
 
-static void assert_codes_equal(const uint8_t *a, const uint8_t *b, size_t n, const float *x,
-                               const char *what, enum wr_fp8_format f, int level) {
+static void assert_codes_equal(const uint8_t *a, const uint8_t *b, size_t n, const float *x, const char *what,
+                               enum wr_fp8_format f, int level) {
     for (size_t i = 0; i < n; i++)
         if (a[i] != b[i]) fail_code(what, f, level, x ? x[i] : 0.0f, a[i], b[i]);
 }
@@ -195,8 +193,7 @@ static void test_vectors(void **state) {
     for (size_t i = 0; i < nt; i++) {
         uint8_t w4 = t[i].c4, w5 = t[i].c5;
         if (wr_fp8_encode(t[i].x, WR_FP8_E4M3B11) != w4)
-            fail_code("vector", WR_FP8_E4M3B11, 0, t[i].x, wr_fp8_encode(t[i].x, WR_FP8_E4M3B11),
-                      w4);
+            fail_code("vector", WR_FP8_E4M3B11, 0, t[i].x, wr_fp8_encode(t[i].x, WR_FP8_E4M3B11), w4);
         if (wr_fp8_encode(t[i].x, WR_FP8_E5M2) != w5)
             fail_code("vector", WR_FP8_E5M2, 0, t[i].x, wr_fp8_encode(t[i].x, WR_FP8_E5M2), w5);
         assert_int_equal(ref_encode(t[i].x, WR_FP8_E4M3B11, 0, 0), w4);
@@ -280,8 +277,7 @@ static void test_round_trip_codes(void **state) {
                 assert_int_equal(wr_fp8_encode(v, f), (c & 0x80) | 0x7B);
                 continue;
             }
-            if (wr_fp8_encode(v, f) != c)
-                fail_code("round trip", f, 0, v, wr_fp8_encode(v, f), (unsigned)c);
+            if (wr_fp8_encode(v, f) != c) fail_code("round trip", f, 0, v, wr_fp8_encode(v, f), (unsigned)c);
             assert_int_equal(ref_encode(v, f, 0, 0), c);
             // Representable values are exact: stochastic rounding never moves them.
             assert_int_equal(wr_fp8_encode_sr(v, f, 0xFFFFFFFFu), c);
@@ -321,13 +317,11 @@ static void test_midpoints(void **state) {
                         if (c == 0) want_lo = 0;
                     }
                 }
-                float xs[3] = {sg * mid, sg * nextafterf(mid, 0.0f),
-                               sg * nextafterf(mid, INFINITY)};
+                float xs[3] = {sg * mid, sg * nextafterf(mid, 0.0f), sg * nextafterf(mid, INFINITY)};
                 int ws[3] = {want_even, want_lo, want_up};
                 for (int j = 0; j < 3; j++) {
                     if (wr_fp8_encode(xs[j], f) != ws[j])
-                        fail_code("midpoint", f, 0, xs[j], wr_fp8_encode(xs[j], f),
-                                  (unsigned)ws[j]);
+                        fail_code("midpoint", f, 0, xs[j], wr_fp8_encode(xs[j], f), (unsigned)ws[j]);
                     assert_int_equal(ref_encode(xs[j], f, 0, 0), ws[j]);
                 }
                 // And through the vector kernels (a full block of the same value).
@@ -637,10 +631,10 @@ static void test_sr_probability(void **state) {
         {u2f(0x3DCCCCCDu), WR_FP8_E5M2, 0x2E, 0x2F, 0.4000000954},
         {300.0f, WR_FP8_E5M2, 0x5C, 0x5D, 0.6875},
         {-u2f(0x3DCCCCCDu), WR_FP8_E4M3B11, 0xBC, 0xBD, 0.8000001907},
-        {0x3p-18f, WR_FP8_E5M2, 0x00, 0x01, 0.75},  // target subnormal range
-        {0x1p-14f, WR_FP8_E4M3B11, 0x00, 0x01, 0.5},  // the RNE tie, unbiased here
+        {0x3p-18f, WR_FP8_E5M2, 0x00, 0x01, 0.75},     // target subnormal range
+        {0x1p-14f, WR_FP8_E4M3B11, 0x00, 0x01, 0.5},   // the RNE tie, unbiased here
         {0x1p-26f, WR_FP8_E5M2, 0x00, 0x01, 0x1p-10},  // far below: fraction truncated
-        {30.5f, WR_FP8_E4M3B11, 0x7F, 0x7F, 0.0},  // saturates either way
+        {30.5f, WR_FP8_E4M3B11, 0x7F, 0x7F, 0.0},      // saturates either way
     };
     const size_t n = 1000000;  // 10^6 draws each (also under WREN_TEST_QUICK: cheap)
     float *x = wr_alloc_vec(n * 4), *q = wr_alloc_vec(n * 4);
@@ -654,8 +648,7 @@ static void test_sr_probability(void **state) {
             size_t ups = 0;
             double sum = 0;
             for (size_t i = 0; i < n; i++) {
-                if (c[i] != t->lo && c[i] != t->hi)
-                    fail_code("sr range", t->f, lvl, t->x, c[i], t->lo);
+                if (c[i] != t->lo && c[i] != t->hi) fail_code("sr range", t->f, lvl, t->x, c[i], t->lo);
                 ups += c[i] == t->hi;
                 sum += wr_fp8_decode(c[i], t->f);
             }
@@ -663,8 +656,8 @@ static void test_sr_probability(void **state) {
             if (t->lo == t->hi) mean = 0;
             double sigma = sqrt(t->p * (1 - t->p) / (double)n);
             if (fabs(mean - t->p) > 4 * sigma + 1e-12) {
-                print_error("sr case %zu level %d: P(up) %.7f want %.10f (4 sigma %.2g)\n", ci, lvl,
-                            mean, t->p, 4 * sigma);
+                print_error("sr case %zu level %d: P(up) %.7f want %.10f (4 sigma %.2g)\n", ci, lvl, mean,
+                            t->p, 4 * sigma);
                 fail();
             }
             // Unbiased where not saturating: E[decode] = x, within 4 sigma.
@@ -712,9 +705,8 @@ static void test_sr_reproducible_and_keyed(void **state) {
             wr_fp8_encode_sr_array(x, b, N, f, 9, off);
             wr_rng_key key = wr_rng_key_make(9, 0, 0);
             for (int i = 0; i < N; i++)
-                assert_int_equal(
-                    b[i],
-                    wr_fp8_encode_sr(x[i], f, wr_rng_u32(key, (uint32_t)(off + (uint64_t)i))));
+                assert_int_equal(b[i],
+                                 wr_fp8_encode_sr(x[i], f, wr_rng_u32(key, (uint32_t)(off + (uint64_t)i))));
             // ... and offset + 2^32 replays offset (the documented wrap).
             wr_fp8_encode_sr_array(x, s, N, f, 9, off + (1ull << 32));
             assert_memory_equal(b, s, N);

@@ -35,8 +35,7 @@ typedef struct {
     int kind, in, out, H, W, C, O, k, pad, relu;
 } geom;
 
-static void ref_forward(const geom *g, const double *x, const double *w, const double *b, int B,
-                        double *y) {
+static void ref_forward(const geom *g, const double *x, const double *w, const double *b, int B, double *y) {
     if (g->kind == WR_LAYER_LINEAR) {
         for (int s = 0; s < B; s++)
             for (int j = 0; j < g->out; j++) {
@@ -87,8 +86,8 @@ static void make_layer(wr_layer *l, const geom *g, int fp8, int need_dx, int B) 
         wr_layer_pool_init(l, g->H, g->W, g->C, need_dx, B);
 }
 
-static double ref_loss(const geom *g, const double *xd, const double *wd, const double *bd, int B,
-                       double *yd, const float *R, size_t ny) {
+static double ref_loss(const geom *g, const double *xd, const double *wd, const double *bd, int B, double *yd,
+                       const float *R, size_t ny) {
     ref_forward(g, xd, wd, bd, B, yd);
     double s = 0;
     for (size_t q = 0; q < ny; q++) s += (double)R[q] * yd[q];
@@ -142,8 +141,7 @@ static void grad_check(const geom *g, int B) {
         xd[i] = keep;
         double fd = (lp - lm) / (2 * h);
         if (fabs(l.dx[i] / S - fd) > 1e-4 * (1.0 + fabs(fd)))
-            fail_msg("kind %d dx[%zu]: analytic %g, finite difference %g", g->kind, i, l.dx[i] / S,
-                     fd);
+            fail_msg("kind %d dx[%zu]: analytic %g, finite difference %g", g->kind, i, l.dx[i] / S, fd);
     }
     wr_layer_free(&l);
     free(p), free(gr), free(x), free(R), free(dy), free(xd), free(pd), free(yd);
@@ -188,10 +186,17 @@ static void test_softmax_xent(void **st) {
     int hits = 0;
     double zd[40];
     for (int i = 0; i < 40; i++) zd[i] = z[i];
-#define XENT(out) ({ double t_ = 0; for (int b_ = 0; b_ < B; b_++) { double m_ = -1e300, s_ = 0; \
-    for (int c_ = 0; c_ < C; c_++) m_ = fmax(m_, zd[b_ * C + c_]); \
-    for (int c_ = 0; c_ < C; c_++) s_ += exp(zd[b_ * C + c_] - m_); \
-    t_ += log(s_) + m_ - zd[b_ * C + lab[b_]]; } out = t_ / B; })
+#define XENT(out)                                                           \
+    ({                                                                      \
+        double t_ = 0;                                                      \
+        for (int b_ = 0; b_ < B; b_++) {                                    \
+            double m_ = -1e300, s_ = 0;                                     \
+            for (int c_ = 0; c_ < C; c_++) m_ = fmax(m_, zd[b_ * C + c_]);  \
+            for (int c_ = 0; c_ < C; c_++) s_ += exp(zd[b_ * C + c_] - m_); \
+            t_ += log(s_) + m_ - zd[b_ * C + lab[b_]];                      \
+        }                                                                   \
+        out = t_ / B;                                                       \
+    })
     XENT(Ld);
     assert_true(fabs(L - Ld) < 1e-5 * (1 + Ld));
     for (int b = 0; b < B; b++) {
@@ -250,7 +255,7 @@ static void test_pow2_scale(void **st) {
 }
 
 // Error bound of one rounding to a format with `mbits` mantissa bits, relative.
-#define REL(mbits) ldexp(1.0, -(mbits) - 1)
+#define REL(mbits) ldexp(1.0, -(mbits)-1)
 
 // HFP8 forward/backward vs fp32 on the same weights; bounds from the formats:
 // each E4M3 rounding moves a value by <= 2^-4 relative (+ half the subnormal
@@ -300,11 +305,12 @@ static void hfp8_vs_fp32(const geom *g, int B) {
             }
             double tol = sxw * (2 * REL(3) + REL(3) * REL(3)) + sw * ex + sx * ew + 1e-6;
             double diff = fabs(q.y[r * cols + j] - a.y[r * cols + j]);
-            if (diff > tol) fail_msg("y[%zu,%d]: fp8 %g fp32 %g tol %g", r, j, q.y[r * cols + j], a.y[r * cols + j], tol);
+            if (diff > tol)
+                fail_msg("y[%zu,%d]: fp8 %g fp32 %g tol %g", r, j, q.y[r * cols + j], a.y[r * cols + j], tol);
             differ += diff > 0;
         }
     assert_true(differ > 0);  // the FP8 path does round
-    if (g->relu) goto done;  // ReLU masks may differ where |y| is within the bound of 0
+    if (g->relu) goto done;   // ReLU masks may differ where |y| is within the bound of 0
     // dW: sum over rows of |x||dz|, with dz rounded to E5M2 and x to E4M3
     const double edz = ldexp(1.0, -17) / S;
     for (int k = 0; k < K; k++)
@@ -319,7 +325,9 @@ static void hfp8_vs_fp32(const geom *g, int B) {
             }
             double tol = sxd * (REL(2) + REL(3) + REL(2) * REL(3)) + sd * ex + sx * edz + 1e-7;
             double diff = fabs(gq[(size_t)k * cols + j] - ga[(size_t)k * cols + j]);
-            if (diff > tol) fail_msg("dW[%d,%d]: fp8 %g fp32 %g tol %g", k, j, gq[(size_t)k * cols + j], ga[(size_t)k * cols + j], tol);
+            if (diff > tol)
+                fail_msg("dW[%d,%d]: fp8 %g fp32 %g tol %g", k, j, gq[(size_t)k * cols + j],
+                         ga[(size_t)k * cols + j], tol);
         }
     // dx (linear: exact bound; conv: dcol summed by col2im, checked through the sum)
     if (g->kind == WR_LAYER_LINEAR) {
@@ -332,9 +340,11 @@ static void hfp8_vs_fp32(const geom *g, int B) {
                     sd += dzv;
                     sw += fabs(p[k * cols + j]);
                 }
-                double tol = sdw * (REL(2) + REL(3) + REL(2) * REL(3)) + sd * ew + sw * ldexp(1.0, -17) + 1e-6;
+                double tol = sdw * (REL(2) + REL(3) + REL(2) * REL(3)) + sd * ew + sw * ldexp(1.0, -17) +
+                             1e-6;
                 double diff = fabs(q.dx[b * K + k] - a.dx[b * K + k]);
-                if (diff > tol) fail_msg("dx[%d,%d]: fp8 %g fp32 %g tol %g", b, k, q.dx[b * K + k], a.dx[b * K + k], tol);
+                if (diff > tol)
+                    fail_msg("dx[%d,%d]: fp8 %g fp32 %g tol %g", b, k, q.dx[b * K + k], a.dx[b * K + k], tol);
             }
     } else {
         double num = 0, den = 0;
@@ -401,12 +411,11 @@ static void test_matches_fp8_gemm(void **st) {
     assert_memory_equal(l.dzc, dc, (size_t)B * OUT);
     float *y = malloc(sizeof(float) * B * OUT), *dw = malloc(sizeof(float) * IN * OUT),
           *dx = malloc(sizeof(float) * B * IN);
-    wr_fp8_gemm(0, 0, B, OUT, IN, 1.0f / (l.sx * l.sw), xc, WR_FP8_E4M3B11, IN, wc, WR_FP8_E4M3B11,
-                OUT, 0.0f, y, OUT);
-    wr_fp8_gemm(1, 0, IN, OUT, B, 1.0f / (S * l.sx), xc, WR_FP8_E4M3B11, IN, dc, WR_FP8_E5M2, OUT,
-                0.0f, dw, OUT);
-    wr_fp8_gemm(0, 1, B, IN, OUT, 1.0f / l.sw, dc, WR_FP8_E5M2, OUT, wc, WR_FP8_E4M3B11, OUT, 0.0f,
-                dx, IN);
+    wr_fp8_gemm(0, 0, B, OUT, IN, 1.0f / (l.sx * l.sw), xc, WR_FP8_E4M3B11, IN, wc, WR_FP8_E4M3B11, OUT, 0.0f,
+                y, OUT);
+    wr_fp8_gemm(1, 0, IN, OUT, B, 1.0f / (S * l.sx), xc, WR_FP8_E4M3B11, IN, dc, WR_FP8_E5M2, OUT, 0.0f, dw,
+                OUT);
+    wr_fp8_gemm(0, 1, B, IN, OUT, 1.0f / l.sw, dc, WR_FP8_E5M2, OUT, wc, WR_FP8_E4M3B11, OUT, 0.0f, dx, IN);
     assert_memory_equal(y, l.y, sizeof(float) * B * OUT);  // biases are 0
     assert_memory_equal(dw, gr, sizeof(float) * IN * OUT);
     assert_memory_equal(dx, l.dx, sizeof(float) * B * IN);
@@ -417,17 +426,18 @@ static void test_matches_fp8_gemm(void **st) {
     assert_true(wr_layer_quantize_e4m3(p, wq, (size_t)IN * OUT) == l.sw);
     memcpy(dq, dy, sizeof(float) * B * OUT);
     wr_fp8_quantize_inplace(dq, (size_t)B * OUT, WR_FP8_E5M2);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, OUT, IN, 1.0f / (l.sx * l.sw), xq, IN,
-                wq, OUT, 0.0f, y, OUT);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IN, OUT, B, 1.0f / (S * l.sx), xq, IN, dq,
-                OUT, 0.0f, dw, OUT);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, IN, OUT, 1.0f / l.sw, dq, OUT, wq, OUT,
-                0.0f, dx, IN);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, OUT, IN, 1.0f / (l.sx * l.sw), xq, IN, wq, OUT,
+                0.0f, y, OUT);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IN, OUT, B, 1.0f / (S * l.sx), xq, IN, dq, OUT, 0.0f,
+                dw, OUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, IN, OUT, 1.0f / l.sw, dq, OUT, wq, OUT, 0.0f, dx,
+                IN);
     for (int i = 0; i < B * OUT; i++) assert_true(fabsf(y[i] - l.y[i]) <= 1e-5f * (1 + fabsf(y[i])));
     for (int i = 0; i < IN * OUT; i++) assert_true(fabsf(dw[i] - gr[i]) <= 1e-5f * (1 + fabsf(dw[i])));
     for (int i = 0; i < B * IN; i++) assert_true(fabsf(dx[i] - l.dx[i]) <= 1e-5f * (1 + fabsf(dx[i])));
     wr_layer_free(&l);
-    free(p), free(gr), free(x), free(dy), free(xc), free(wc), free(dc), free(tmp), free(y), free(dw), free(dx);
+    free(p), free(gr), free(x), free(dy), free(xc), free(wc), free(dc), free(tmp), free(y), free(dw),
+        free(dx);
     free(xq), free(wq), free(dq);
 }
 
@@ -491,8 +501,7 @@ static void cache_case(const geom *g, int B) {
         assert_int_equal(wr_layer_backward(&c, dy, B, 64.0f), 0);
         assert_memory_equal(ga, gc, np * 4);
         assert_memory_equal(a.dx, c.dx, nx * 4);
-        assert_true(c.cx.decodes == d0[0] + 1 && c.cw.decodes == d0[1] + 1 &&
-                    c.cdz.decodes == d0[2] + 1);
+        assert_true(c.cx.decodes == d0[0] + 1 && c.cw.decodes == d0[1] + 1 && c.cdz.decodes == d0[2] + 1);
         assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
     }
     // A smaller batch changes the X/dZ shapes: decoded again, still equal.
@@ -537,12 +546,18 @@ static void test_overflow(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_grad_linear),  cmocka_unit_test(test_grad_conv),
-        cmocka_unit_test(test_grad_pool),    cmocka_unit_test(test_softmax_xent),
-        cmocka_unit_test(test_relu),         cmocka_unit_test(test_pow2_scale),
-        cmocka_unit_test(test_hfp8_linear),  cmocka_unit_test(test_hfp8_conv),
-        cmocka_unit_test(test_matches_fp8_gemm), cmocka_unit_test(test_conv_fp8_matches_emulation),
-        cmocka_unit_test(test_fp8_cache),    cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_grad_linear),
+        cmocka_unit_test(test_grad_conv),
+        cmocka_unit_test(test_grad_pool),
+        cmocka_unit_test(test_softmax_xent),
+        cmocka_unit_test(test_relu),
+        cmocka_unit_test(test_pow2_scale),
+        cmocka_unit_test(test_hfp8_linear),
+        cmocka_unit_test(test_hfp8_conv),
+        cmocka_unit_test(test_matches_fp8_gemm),
+        cmocka_unit_test(test_conv_fp8_matches_emulation),
+        cmocka_unit_test(test_fp8_cache),
+        cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

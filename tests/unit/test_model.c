@@ -28,8 +28,7 @@ static int setup(void **st) {
     (void)st;
     char err[WR_ERR_LEN];
     g_quick = getenv("WREN_TEST_QUICK") != NULL;
-    if (wr_dataset_load(NULL, 1, &g_train, err) != WR_OK ||
-        wr_dataset_load(NULL, 0, &g_test, err) != WR_OK) {
+    if (wr_dataset_load(NULL, 1, &g_train, err) != WR_OK || wr_dataset_load(NULL, 0, &g_test, err) != WR_OK) {
         fprintf(stderr, "%s\n", err);
         return -1;
     }
@@ -55,9 +54,10 @@ static void test_specs(void **st) {
     assert_int_equal(wr_model_num_params_for_spec("synthetic:110000000", err), 110000000);
     assert_int_equal(wr_model_num_params_for_spec("synthetic:1", err), 1);
     assert_int_equal(wr_model_num_params_for_spec("synthetic:4294967295", err), 4294967295u);
-    const char *bad[] = {"mlp2", "synthetic:", "synthetic:-5", "synthetic:abc", "", "MLP",
-                         "synthetic:0", "synthetic:12x", "synthetic:4294967296",
-                         "synthetic:99999999999999999999999", " mlp", "cnn "};
+    const char *bad[] = {
+        "mlp2", "synthetic:",  "synthetic:-5",  "synthetic:abc",        "",
+        "MLP",  "synthetic:0", "synthetic:12x", "synthetic:4294967296", "synthetic:99999999999999999999999",
+        " mlp", "cnn "};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         err[0] = 0;
         assert_int_equal(wr_model_num_params_for_spec(bad[i], err), 0);
@@ -222,8 +222,7 @@ static double train_mlp(int hfp8, int fp8_first_last, int steps) {
         assert_int_equal(wr_model_step(m, x, y, 64, &loss, &c, &ov, err), WR_OK);
         assert_true(isfinite(loss));
         ovs += ov;
-        wr_adam_update(wr_model_params(m), mm, vv, wr_model_grads(m), d, t, 1e-3f, 0.9f, 0.999f,
-                       1e-8f, 0.0f);
+        wr_adam_update(wr_model_params(m), mm, vv, wr_model_grads(m), d, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f);
     }
     assert_int_equal(ovs, 0);
     wr_dataset sub;
@@ -242,8 +241,8 @@ static void test_mlp_trains(void **st) {
     int steps = g_quick ? 150 : 300;
     double bound = g_quick ? 0.75 : 0.78;
     double a8 = train_mlp(1, 0, steps), a32 = train_mlp(0, 0, steps), aall = train_mlp(1, 1, steps);
-    printf("mlp after %d steps of 64: test accuracy hfp8 %.4f, fp32 %.4f, hfp8 all layers %.4f\n",
-           steps, a8, a32, aall);
+    printf("mlp after %d steps of 64: test accuracy hfp8 %.4f, fp32 %.4f, hfp8 all layers %.4f\n", steps, a8,
+           a32, aall);
     assert_true(a8 > bound);
     assert_true(a32 > bound);
     assert_true(aall > bound);
@@ -534,7 +533,7 @@ static void test_standalone(void **st) {
         assert_non_null(p);
         double acc = atof(p + 12);
         printf("standalone %s, %lld steps: test accuracy %.4f\n", codecs[i], (long long)c.steps, acc);
-        assert_true(acc > 0.5);  // ~0.75 after 100 steps; chance is 0.1
+        assert_true(acc > 0.5);                                // ~0.75 after 100 steps; chance is 0.1
         assert_non_null(strstr(j, "\"tta88_seconds\": -1,"));  // too short to reach 0.88
         free(j);
     }
@@ -594,12 +593,12 @@ static void test_standalone(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_specs),           cmocka_unit_test(test_step_errors),
-        cmocka_unit_test(test_determinism),     cmocka_unit_test(test_model_gradient),
-        cmocka_unit_test(test_mlp_trains),      cmocka_unit_test(test_evaluate_matches_step),
-        cmocka_unit_test(test_loss_scaling),    cmocka_unit_test(test_hfp8_grad_close),
-        cmocka_unit_test(test_synthetic),       cmocka_unit_test(test_optim_ref),
-        cmocka_unit_test(test_standalone),      cmocka_unit_test(test_sharded_gradient_average),
+        cmocka_unit_test(test_specs),        cmocka_unit_test(test_step_errors),
+        cmocka_unit_test(test_determinism),  cmocka_unit_test(test_model_gradient),
+        cmocka_unit_test(test_mlp_trains),   cmocka_unit_test(test_evaluate_matches_step),
+        cmocka_unit_test(test_loss_scaling), cmocka_unit_test(test_hfp8_grad_close),
+        cmocka_unit_test(test_synthetic),    cmocka_unit_test(test_optim_ref),
+        cmocka_unit_test(test_standalone),   cmocka_unit_test(test_sharded_gradient_average),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

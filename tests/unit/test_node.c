@@ -52,7 +52,7 @@ static void test_bufpool(void **state) {
     wr_bufpool_put(a);
     assert_null(wr_bufpool_get(p, 1));  // one send still holds a
     wr_bufpool_free_cb(a->data, a);
-    wr_pbuf *c = wr_bufpool_get(p, 1);   // a is free again: reused, not reallocated
+    wr_pbuf *c = wr_bufpool_get(p, 1);  // a is free again: reused, not reallocated
     assert_ptr_equal(c, a);
     wr_bufpool_put(c);
     wr_bufpool_put(b);

@@ -244,7 +244,8 @@ static void mutate(int type, const char *key, int mode, valfn fn, wr_buf *out, s
     msgpack_packer_init(&pk, out, buf_write);
     int found = 0;
     for (uint32_t i = 0; i < map->size; i++)
-        if (map->ptr[i].key.via.str.size == strlen(key) && !memcmp(map->ptr[i].key.via.str.ptr, key, strlen(key)))
+        if (map->ptr[i].key.via.str.size == strlen(key) &&
+            !memcmp(map->ptr[i].key.via.str.ptr, key, strlen(key)))
             found = 1;
     uint32_t n = map->size + (mode == ADD || (mode == REPLACE && !found)) - (mode == DROP && found);
     msgpack_pack_map(&pk, n);
@@ -253,8 +254,10 @@ static void mutate(int type, const char *key, int mode, valfn fn, wr_buf *out, s
         int hit = kv->key.via.str.size == strlen(key) && !memcmp(kv->key.via.str.ptr, key, strlen(key));
         if (hit && mode == DROP) continue;
         msgpack_pack_object(&pk, kv->key);
-        if (hit && mode == REPLACE) fn(&pk);
-        else msgpack_pack_object(&pk, kv->val);
+        if (hit && mode == REPLACE)
+            fn(&pk);
+        else
+            msgpack_pack_object(&pk, kv->val);
     }
     if (mode == ADD || (mode == REPLACE && !found)) {
         pk_key(&pk, key);
@@ -287,8 +290,8 @@ static void expect_mut(int type, const char *key, int mode, valfn fn, enum wr_pe
     mutate(type, key, mode, fn, &b, &payload);
     enum wr_perr got = decode_perr(&b, payload, NULL, err);
     if (got != want || (needle && !strstr(err, needle)))
-        fail_msg("%s key '%s' mode %d: got %s (%s), want %s mentioning '%s'", wr_msg_type_name(type), key, mode,
-                 wr_perr_name(got), err, wr_perr_name(want), needle ? needle : "");
+        fail_msg("%s key '%s' mode %d: got %s (%s), want %s mentioning '%s'", wr_msg_type_name(type), key,
+                 mode, wr_perr_name(got), err, wr_perr_name(want), needle ? needle : "");
     wr_buf_free(&b);
 }
 
@@ -306,7 +309,10 @@ static void v_m1(msgpack_packer *pk) { msgpack_pack_int64(pk, -1); }
 static void v_str(msgpack_packer *pk) { pk_key(pk, "12"); }
 static void v_nil(msgpack_packer *pk) { msgpack_pack_nil(pk); }
 static void v_dbl(msgpack_packer *pk) { msgpack_pack_double(pk, 1.5); }
-static void v_bin(msgpack_packer *pk) { msgpack_pack_bin(pk, 2); msgpack_pack_bin_body(pk, "ab", 2); }
+static void v_bin(msgpack_packer *pk) {
+    msgpack_pack_bin(pk, 2);
+    msgpack_pack_bin_body(pk, "ab", 2);
+}
 static void v_planes(msgpack_packer *pk) { msgpack_pack_uint64(pk, WR_CODEC_PLANES); }
 static void v_long256(msgpack_packer *pk) {
     char s[WR_ADDR_MAX];
@@ -326,7 +332,10 @@ static void v_ok255(msgpack_packer *pk) {
     msgpack_pack_str(pk, sizeof s);
     msgpack_pack_str_body(pk, s, sizeof s);
 }
-static void v_nul(msgpack_packer *pk) { msgpack_pack_str(pk, 3); msgpack_pack_str_body(pk, "a\0b", 3); }
+static void v_nul(msgpack_packer *pk) {
+    msgpack_pack_str(pk, 3);
+    msgpack_pack_str_body(pk, "a\0b", 3);
+}
 static void v_nested(msgpack_packer *pk) {
     msgpack_pack_array(pk, 2);
     msgpack_pack_map(pk, 1);
@@ -400,7 +409,8 @@ static void test_version_type_missing(void **state) {
     expect_mut(WR_MT_PUSH, "t", DROP, NULL, WR_PERR_MISSING, "'t'");
     const char *common[] = {"j", "e", "s"};
     for (int i = 0; i < 3; i++)
-        for (int t = 1; t < WR_MT_COUNT_; t++) expect_mut(t, common[i], DROP, NULL, WR_PERR_MISSING, common[i]);
+        for (int t = 1; t < WR_MT_COUNT_; t++)
+            expect_mut(t, common[i], DROP, NULL, WR_PERR_MISSING, common[i]);
     // every required field of the bulk kinds and a few others
     const char *push[] = {"sh", "r", "o", "n", "c", "pl"};
     for (int i = 0; i < 6; i++) expect_mut(WR_MT_PUSH, push[i], DROP, NULL, WR_PERR_MISSING, push[i]);
@@ -444,7 +454,8 @@ static void test_ranges(void **state) {
     expect_mut(WR_MT_PUSH, "n", REPLACE, v_u0, WR_PERR_RANGE, "n_elems");
     expect_mut(WR_MT_PUSH, "n", REPLACE, v_big, WR_PERR_RANGE, "n_elems");
     expect_mut(WR_MT_PUSH, "o", REPLACE, v_huge, WR_PERR_RANGE, "offset");
-    expect_mut(WR_MT_PUSH, "c", REPLACE, v_planes, WR_PERR_RANGE, "codec");  // counts are a broadcast encoding
+    expect_mut(WR_MT_PUSH, "c", REPLACE, v_planes, WR_PERR_RANGE,
+               "codec");  // counts are a broadcast encoding
     expect_mut(WR_MT_PUSH, "c", REPLACE, v_u7, WR_PERR_RANGE, "codec");
     expect_mut(WR_MT_PUSH, "c", REPLACE, v_u0, WR_PERR_RANGE, "codec");
     expect_mut(WR_MT_PUSH, "sh", REPLACE, v_u1024, WR_PERR_RANGE, "shard");
@@ -466,7 +477,8 @@ static void test_ranges(void **state) {
     expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_huge, WR_PERR_RANGE, "n_params");
     expect_mut(WR_MT_REGISTER, "np", REPLACE, v_huge, WR_PERR_RANGE, "n_params");
     expect_mut(WR_MT_HEARTBEAT, "h", REPLACE, v_long64, WR_PERR_RANGE, "host");
-    expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_u99, WR_PERR_RANGE, "shards");  // ranges no longer cover [0,np)
+    expect_mut(WR_MT_CLUSTER_MAP, "np", REPLACE, v_u99, WR_PERR_RANGE,
+               "shards");  // ranges no longer cover [0,np)
 }
 
 // strings: too long, NUL inside; the longest allowed one passes
@@ -534,7 +546,8 @@ static void test_cluster_map_ranges(void **state) {
         // The decoder must refuse it as well: pack it by hand, past the encoder.
         pack_map_raw(&m, &b);
         enum wr_perr pe;
-        assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, &pe, err), cases[i].ok ? WR_OK : WR_EPROTO);
+        assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, &pe, err),
+                         cases[i].ok ? WR_OK : WR_EPROTO);
         if (!cases[i].ok) {
             assert_int_equal(pe, WR_PERR_RANGE);
             assert_non_null(strstr(err, "shards"));
@@ -635,7 +648,8 @@ static void test_expectations(void **state) {
     wr_pmsg m, d;
     fill(&m, WR_MT_PUSH);  // job 7, epoch 3, step 12
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
-    wr_proto_expect ex = {.job_id = 7, .check_epoch = 1, .epoch = 3, .check_step = 1, .step_min = 12, .step_max = 13};
+    wr_proto_expect ex = {
+        .job_id = 7, .check_epoch = 1, .epoch = 3, .check_step = 1, .step_min = 12, .step_max = 13};
     assert_int_equal(decode_perr(&b, plen(&m), &ex, err), WR_PERR_NONE);
     ex.step_min = 10, ex.step_max = 12;
     assert_int_equal(decode_perr(&b, plen(&m), &ex, err), WR_PERR_NONE);
@@ -658,8 +672,8 @@ static void test_expectations(void **state) {
     assert_int_equal(decode_perr(&b, plen(&m), &ex, err), WR_PERR_NONE);
     // ERROR and SHUTDOWN always get through epoch and step checks (not the job
     // check); the step window applies to PUSH, BROADCAST and PARAMS only.
-    wr_proto_expect strict = {.job_id = 7, .check_epoch = 1, .epoch = 99, .check_step = 1, .step_min = 1000,
-                              .step_max = 1000};
+    wr_proto_expect strict = {
+        .job_id = 7, .check_epoch = 1, .epoch = 99, .check_step = 1, .step_min = 1000, .step_max = 1000};
     const int kinds_through[] = {WR_MT_ERROR, WR_MT_SHUTDOWN};
     for (int i = 0; i < 2; i++) {
         fill(&m, kinds_through[i]);
@@ -937,7 +951,11 @@ static void test_random_mutations(void **state) {
             case 0: tmp[at] ^= (uint8_t)(1u << ((r >> 8) & 7)); break;
             case 1: tmp[at] = (uint8_t)(r >> 8); break;
             case 2: n = at ? at : 1; break;
-            case 3: memmove(tmp + at + 1, tmp + at, n - at); tmp[at] = (uint8_t)(r >> 8); n++; break;
+            case 3:
+                memmove(tmp + at + 1, tmp + at, n - at);
+                tmp[at] = (uint8_t)(r >> 8);
+                n++;
+                break;
             }
         }
         enum wr_perr pe;

@@ -311,7 +311,8 @@ static void test_fp32_deterministic_order(void **state) {
     const size_t n = 128;
     float x0[128] = {0}, g[4][128], oa[128], ob[128];
     for (int r = 0; r < 4; r++)
-        for (size_t j = 0; j < n; j++) g[r][j] = (float)(r == 0 ? 1e8 : r == 1 ? -1e8 : 1.0 + j * 1e-3) * (r == 3 ? 3.3f : 1.0f);
+        for (size_t j = 0; j < n; j++)
+            g[r][j] = (float)(r == 0 ? 1e8 : r == 1 ? -1e8 : 1.0 + j * 1e-3) * (r == 3 ? 3.3f : 1.0f);
     wr_shard_core *a = wr_shard_core_new(&cfg, 0, 0, n, 4, 100, err);
     wr_shard_core *b = wr_shard_core_new(&cfg, 0, 0, n, 4, 100, err);
     wr_pmsg h, bh;
@@ -357,8 +358,10 @@ static void test_fp32_update_sse2_equals_ref(void **state) {
                 }
                 wr_fp32_opt o = {adam, 0.01f, 0.1f, 0.9f, 0.999f, 1e-8f, 0.271f, 0.00299f, 0.8f};
                 for (int rep = 0; rep < 3; rep++) {
-                    wr_shard_fp32_update_ref(x[0], m[0], adam ? v[0] : NULL, (const float *const *)g, nw, n, &o, out[0]);
-                    wr_shard_fp32_update(x[1], m[1], adam ? v[1] : NULL, (const float *const *)g, nw, n, &o, out[1]);
+                    wr_shard_fp32_update_ref(x[0], m[0], adam ? v[0] : NULL, (const float *const *)g, nw, n,
+                                             &o, out[0]);
+                    wr_shard_fp32_update(x[1], m[1], adam ? v[1] : NULL, (const float *const *)g, nw, n, &o,
+                                         out[1]);
                 }
                 assert_memory_equal(x[0], x[1], n * 4);
                 assert_memory_equal(m[0], m[1], n * 4);
@@ -471,10 +474,12 @@ static void test_core_new_errors(void **state) {
 static void test_data_max_msg(void **state) {
     (void)state;
     assert_int_equal(wr_proto_data_frame_max(64), WR_PROTO_MAX_CONTROL_MSG);
-    assert_int_equal(wr_proto_data_frame_max(1000000), WR_PROTO_MAX_CONTROL_MSG);  // 4 MB range < header bound
+    assert_int_equal(wr_proto_data_frame_max(1000000),
+                     WR_PROTO_MAX_CONTROL_MSG);  // 4 MB range < header bound
     assert_int_equal(wr_proto_data_frame_max(2000000), 8000000 + 65536);
     assert_int_equal(wr_proto_data_frame_max(WR_MAX_ELEMS), (int64_t)WR_MAX_ELEMS * 4 + 65536);
-    assert_true(wr_proto_data_frame_max(1000000) < (INT64_C(1) << 32));  // far below the transport's 4 GiB default
+    assert_true(wr_proto_data_frame_max(1000000) <
+                (INT64_C(1) << 32));  // far below the transport's 4 GiB default
 }
 
 int main(void) {

@@ -56,10 +56,11 @@ static void check_case(const float *tab, const float *xbase, size_t d, uint32_t 
         memset(got, 0xA5, (d + 16) * sizeof(float));
         double s = v[k].fn(x, tab, o, d, got + goff);
         if (memcmp(&s, &s_ref, sizeof s) != 0)
-            fail_msg("%s: d=%zu o=%u xoff=%zu goff=%zu: sum %.17g, reference %.17g", v[k].name, d, o, xoff, goff,
-                     s, s_ref);
+            fail_msg("%s: d=%zu o=%u xoff=%zu goff=%zu: sum %.17g, reference %.17g", v[k].name, d, o, xoff,
+                     goff, s, s_ref);
         if (d && memcmp(got + goff, want + goff, d * sizeof(float)) != 0)
-            fail_msg("%s: d=%zu o=%u xoff=%zu goff=%zu: g differs from the reference", v[k].name, d, o, xoff, goff);
+            fail_msg("%s: d=%zu o=%u xoff=%zu goff=%zu: g differs from the reference", v[k].name, d, o, xoff,
+                     goff);
         // nothing written outside g[0, d)
         for (size_t j = 0; j < goff; j++) assert_int_equal(((uint32_t *)got)[j], 0xA5A5A5A5u);
         for (size_t j = goff + d; j < d + 16; j++) assert_int_equal(((uint32_t *)got)[j], 0xA5A5A5A5u);
@@ -96,9 +97,23 @@ static void test_versions_match(void **st) {
     const size_t dmax = 2 * WR_SYNTH_BLOCK + 100;
     float *x = wr_alloc_vec((dmax + 16) * sizeof(float));
     for (size_t j = 0; j < dmax + 16; j++) x[j] = 0.01f * unit_sym();
-    const size_t sizes[] = {0, 1, 15, 31, 32, 33, 63, 64, 65, 1000, WR_SYNTH_BLOCK - 1, WR_SYNTH_BLOCK,
-                            WR_SYNTH_BLOCK + 31, WR_SYNTH_BLOCK + 32, 2 * WR_SYNTH_BLOCK + 100};
-    const uint32_t offs[] = {0, 1, 31, 32, 33, WR_SYNTH_TABLE - 32, WR_SYNTH_TABLE - 31, WR_SYNTH_TABLE - 1, 12345};
+    const size_t sizes[] = {0,
+                            1,
+                            15,
+                            31,
+                            32,
+                            33,
+                            63,
+                            64,
+                            65,
+                            1000,
+                            WR_SYNTH_BLOCK - 1,
+                            WR_SYNTH_BLOCK,
+                            WR_SYNTH_BLOCK + 31,
+                            WR_SYNTH_BLOCK + 32,
+                            2 * WR_SYNTH_BLOCK + 100};
+    const uint32_t offs[] = {
+        0, 1, 31, 32, 33, WR_SYNTH_TABLE - 32, WR_SYNTH_TABLE - 31, WR_SYNTH_TABLE - 1, 12345};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++)
         for (size_t k = 0; k < sizeof offs / sizeof offs[0]; k++) {
             check_case(tab, x, sizes[i], offs[k], 0, 0);
@@ -106,7 +121,8 @@ static void test_versions_match(void **st) {
         }
     for (int r = 0; r < 20; r++) {
         size_t d = (size_t)(xs64() % dmax);
-        check_case(tab, x, d, (uint32_t)xs64() & (WR_SYNTH_TABLE - 1), (size_t)(xs64() % 8), (size_t)(xs64() % 8));
+        check_case(tab, x, d, (uint32_t)xs64() & (WR_SYNTH_TABLE - 1), (size_t)(xs64() % 8),
+                   (size_t)(xs64() % 8));
     }
     free(x);
     free(tab);

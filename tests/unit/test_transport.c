@@ -29,9 +29,12 @@ static int quick(void) { return getenv("WREN_TEST_QUICK") != NULL; }
 
 static void make_addr(int kind, char *buf, size_t len) {
     seq++;
-    if (kind == K_INPROC) snprintf(buf, len, "inproc://tt-%d", seq);
-    else if (kind == K_IPC) snprintf(buf, len, "ipc://%s/s%d", tmpdir, seq);
-    else snprintf(buf, len, "tcp://127.0.0.1:0");
+    if (kind == K_INPROC)
+        snprintf(buf, len, "inproc://tt-%d", seq);
+    else if (kind == K_IPC)
+        snprintf(buf, len, "ipc://%s/s%d", tmpdir, seq);
+    else
+        snprintf(buf, len, "tcp://127.0.0.1:0");
 }
 
 typedef struct {
@@ -168,9 +171,18 @@ static void roundtrip(int kind) {
     assert_int_equal(atomic_load(&freed), 1);  // exactly once, also after close
 }
 
-static void test_roundtrip_inproc(void **state) { (void)state; roundtrip(K_INPROC); }
-static void test_roundtrip_ipc(void **state) { (void)state; roundtrip(K_IPC); }
-static void test_roundtrip_tcp(void **state) { (void)state; roundtrip(K_TCP); }
+static void test_roundtrip_inproc(void **state) {
+    (void)state;
+    roundtrip(K_INPROC);
+}
+static void test_roundtrip_ipc(void **state) {
+    (void)state;
+    roundtrip(K_IPC);
+}
+static void test_roundtrip_tcp(void **state) {
+    (void)state;
+    roundtrip(K_TCP);
+}
 
 static void test_recv_timeout(void **state) {
     (void)state;
@@ -380,7 +392,8 @@ static void test_peer_hangs_heartbeat(void **state) {
         int rc = wr_recv(cli, &m, 30000, err);
         kill(pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        if (rc != WR_ECLOSED) fail_msg("%s: recv from a hung peer gave %d (%s), want WR_ECLOSED", kind_name[k], rc, err);
+        if (rc != WR_ECLOSED)
+            fail_msg("%s: recv from a hung peer gave %d (%s), want WR_ECLOSED", kind_name[k], rc, err);
         wr_close(cli);
         wr_transport_ctx_free(ctx);
     }
@@ -688,22 +701,14 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scheme_dispatch),
-        cmocka_unit_test(test_bind_errors),
-        cmocka_unit_test(test_roundtrip_inproc),
-        cmocka_unit_test(test_roundtrip_ipc),
-        cmocka_unit_test(test_roundtrip_tcp),
-        cmocka_unit_test(test_recv_timeout),
-        cmocka_unit_test(test_no_peer_hwm),
-        cmocka_unit_test(test_router_by_id_and_unknown_peer),
-        cmocka_unit_test(test_peer_gone),
-        cmocka_unit_test(test_peer_hangs_heartbeat),
-        cmocka_unit_test(test_poll_several),
-        cmocka_unit_test(test_three_frames_rejected),
-        cmocka_unit_test(test_large_payload),
-        cmocka_unit_test(test_max_msg_size),
-        cmocka_unit_test(test_poll_many),
-        cmocka_unit_test(test_peer_events),
+        cmocka_unit_test(test_scheme_dispatch),     cmocka_unit_test(test_bind_errors),
+        cmocka_unit_test(test_roundtrip_inproc),    cmocka_unit_test(test_roundtrip_ipc),
+        cmocka_unit_test(test_roundtrip_tcp),       cmocka_unit_test(test_recv_timeout),
+        cmocka_unit_test(test_no_peer_hwm),         cmocka_unit_test(test_router_by_id_and_unknown_peer),
+        cmocka_unit_test(test_peer_gone),           cmocka_unit_test(test_peer_hangs_heartbeat),
+        cmocka_unit_test(test_poll_several),        cmocka_unit_test(test_three_frames_rejected),
+        cmocka_unit_test(test_large_payload),       cmocka_unit_test(test_max_msg_size),
+        cmocka_unit_test(test_poll_many),           cmocka_unit_test(test_peer_events),
         cmocka_unit_test(test_defaults_and_malloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
