@@ -74,7 +74,7 @@ static void figure(const char *what, int raw, const char *scheme, size_t size, d
 
 static int selftest(int quick, int io_threads) {
     char dir[64] = "/tmp/wren-perf-XXXXXX", err[WR_ERR_LEN];
-    if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
+    if (!mkdtemp(dir)) return perror("mkdtemp"), WR_EXIT_FAILURE;
     const char *schemes[3] = {"inproc", "ipc", "tcp"};
     const size_t sizes[3] = {1 << 10, 1 << 20, 16 << 20};
     const long counts[3] = {quick ? 2000 : 20000, quick ? 64 : 512, quick ? 8 : 32};
@@ -116,7 +116,7 @@ static int selftest(int quick, int io_threads) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "wren-perf: could not remove %s\n", dir);
-    return fails ? 1 : 0;
+    return fails ? WR_EXIT_FAILURE : WR_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -131,25 +131,26 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--quick"))
             quick = 1;
         else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
-            return usage(stdout), 0;
+            return usage(stdout), WR_EXIT_OK;
         else if (!strcmp(argv[i], "--io-threads") && i + 1 < argc) {
             io_threads = atoi(argv[++i]);
             if (io_threads < 1 || io_threads > 16)
-                return fprintf(stderr, "wren-perf: --io-threads: '%s' is not in 1..16\n", argv[i]), 2;
+                return fprintf(stderr, "wren-perf: --io-threads: '%s' is not in 1..16\n", argv[i]),
+                       WR_EXIT_CONFIG;
         } else if (argv[i][0] == '-' && argv[i][1] == '-') {
             fprintf(stderr, "wren-perf: unknown option '%s'\n", argv[i]);
-            return usage(stderr), 2;
+            return usage(stderr), WR_EXIT_CONFIG;
         } else if (npos < 8) {
             pos[npos++] = argv[i];
         } else {
-            return fprintf(stderr, "wren-perf: too many arguments\n"), 2;
+            return fprintf(stderr, "wren-perf: too many arguments\n"), WR_EXIT_CONFIG;
         }
     }
-    if (npos < 1) return usage(stderr), 2;
+    if (npos < 1) return usage(stderr), WR_EXIT_CONFIG;
     if (tune) wr_transport_tune_malloc();
     const char *mode = pos[0];
     if (!strcmp(mode, "selftest")) {
-        if (npos != 1) return fprintf(stderr, "wren-perf: selftest takes no arguments\n"), 2;
+        if (npos != 1) return fprintf(stderr, "wren-perf: selftest takes no arguments\n"), WR_EXIT_CONFIG;
         return selftest(quick, io_threads);
     }
 
@@ -157,15 +158,15 @@ int main(int argc, char **argv) {
     if (strcmp(mode, "thr-recv") && strcmp(mode, "thr-send") && strcmp(mode, "lat-server") &&
         strcmp(mode, "lat-client")) {
         fprintf(stderr, "wren-perf: unknown mode '%s'\n", mode);
-        return usage(stderr), 2;
+        return usage(stderr), WR_EXIT_CONFIG;
     }
     if (npos != need) {
         fprintf(stderr, "wren-perf: %s takes %d argument(s), got %d\n", mode, need - 1, npos - 1);
-        return usage(stderr), 2;
+        return usage(stderr), WR_EXIT_CONFIG;
     }
     const char *addr = pos[1];
     char err[WR_ERR_LEN];
-    if (!wr_transport_for(addr, err)) return fprintf(stderr, "wren-perf: %s\n", err), 2;
+    if (!wr_transport_for(addr, err)) return fprintf(stderr, "wren-perf: %s\n", err), WR_EXIT_CONFIG;
     size_t size = 64;
     long count = 0;
     if (need == 4) {
@@ -177,18 +178,19 @@ int main(int argc, char **argv) {
         char *end;
         count = strtol(pos[3], &end, 10);
         if (*end || count < 2 || count > 100000000)
-            return fprintf(stderr, "wren-perf: COUNT '%s': want an integer in 2 .. 1e8\n", pos[3]), 2;
+            return fprintf(stderr, "wren-perf: COUNT '%s': want an integer in 2 .. 1e8\n", pos[3]),
+                   WR_EXIT_CONFIG;
     }
 
     wr_transport_ctx *ctx = wr_transport_ctx_new(io_threads, err);
-    if (!ctx) return fprintf(stderr, "wren-perf: %s\n", err), 1;
+    if (!ctx) return fprintf(stderr, "wren-perf: %s\n", err), WR_EXIT_FAILURE;
     int bind = !strcmp(mode, "thr-recv") || !strcmp(mode, "lat-server");
     wp_ep e;
     char actual[256] = "";
     if (wp_open(&e, ctx, raw, bind, addr, actual, sizeof actual, err) != WR_OK) {
         fprintf(stderr, "wren-perf: %s\n", err);
         wr_transport_ctx_free(ctx);
-        return 1;
+        return WR_EXIT_FAILURE;
     }
     if (bind) fprintf(stderr, "wren-perf: %s listening on %s\n", mode, actual);
     int rc = WR_OK;
@@ -224,5 +226,5 @@ int main(int argc, char **argv) {
     if (rc != WR_OK) fprintf(stderr, "wren-perf: %s: %s\n", mode, err);
     wp_close(&e);
     wr_transport_ctx_free(ctx);
-    return rc == WR_OK ? 0 : 1;
+    return rc == WR_OK ? WR_EXIT_OK : WR_EXIT_FAILURE;
 }

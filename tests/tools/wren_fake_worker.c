@@ -38,6 +38,10 @@ typedef struct {
     wr_endpoint *ep;
 } sh_t;
 
+// The status of a fake worker that dies on purpose (--die-at): not a wren
+// status, so a test can tell the simulated crash from a real failure.
+#define FAKE_EXIT_DIED 9
+
 static const char *g_coord;
 static wr_transport_ctx *g_ctx;
 static wr_endpoint *g_cep;
@@ -177,12 +181,14 @@ int main(int argc, char **argv) {
         case 'S': skip_last_digest = 1; break;
         case 'L': late_digest = atof(optarg); break;
         case 'R': stall_reads = 1; break;
-        default: fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n"); return 2;
+        default:
+            fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n");
+            return WR_EXIT_CONFIG;
         }
     }
     if (!g_coord || d == 0) {
         fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n");
-        return 2;
+        return WR_EXIT_CONFIG;
     }
     wr_log_set_name("fakeworker");
     char err[WR_ERR_LEN];
@@ -193,7 +199,7 @@ int main(int argc, char **argv) {
     eo.linger_ms = 1000;
     if (wr_connect(g_ctx, g_coord, &eo, &g_cep, err) != WR_OK) {
         wr_error("%s", err);
-        return 1;
+        return WR_EXIT_FAILURE;
     }
     if (big_frame_mib > 0) send_big_frame(g_coord, big_frame_mib, "the coordinator");
     wr_config_defaults(&g_cfg);
@@ -208,7 +214,7 @@ int main(int argc, char **argv) {
     for (uint32_t i = 0; i < h.n_config; i++)
         if (wr_config_set_kv(&g_cfg, h.config[i], err) != WR_OK) {
             wr_error("config: %s", err);
-            return 2;
+            return WR_EXIT_CONFIG;
         }
     wr_pmsg_clear(&h);
     wr_pmsg_init(&h, WR_MT_REGISTER);
@@ -229,7 +235,7 @@ int main(int argc, char **argv) {
         snprintf(sh[s].addr, sizeof sh[s].addr, "%s", h.shards[s].addr);
         if (wr_connect(g_ctx, sh[s].addr, &eo, &sh[s].ep, err) != WR_OK) {
             wr_error("shard %d: %s", s, err);
-            return 1;
+            return WR_EXIT_FAILURE;
         }
     }
     wr_pmsg_clear(&h);
@@ -284,11 +290,11 @@ int main(int argc, char **argv) {
         while (st < 0 && wr_now() - t0 < 30) st = recv_one(sh[s].ep, 100, &r, x + sh[s].lo, p.n_elems * 4);
         if (st) {
             wr_error("no PARAMS from shard %d", s);
-            return 1;
+            return WR_EXIT_FAILURE;
         }
         if (r.type != WR_MT_PARAMS) {
             wr_error("expected PARAMS from shard %d, got %s", s, wr_msg_type_name(r.type));
-            return 1;
+            return WR_EXIT_FAILURE;
         }
         wr_pmsg_clear(&r);
     }
@@ -323,7 +329,7 @@ int main(int argc, char **argv) {
             while (st < 0 && wr_now() - t0 < 10) st = recv_one(sh[0].ep, 100, &r, NULL, 0);
             if (st || r.type != WR_MT_ERROR) {
                 wr_error("bad push %d: no ERROR reply", k);
-                return 1;
+                return WR_EXIT_FAILURE;
             }
             wr_info("bad push %d refused: %s", k, r.reason);
             wr_pmsg_clear(&r);
@@ -341,7 +347,7 @@ int main(int argc, char **argv) {
         fo.linger_ms = 0;
         if (wr_connect(g_ctx, sh[0].addr, &fo, &flood, err) != WR_OK) {
             wr_error("pull flood: %s", err);
-            return 1;
+            return WR_EXIT_FAILURE;
         }
         wr_pmsg p;
         wr_pmsg_init(&p, WR_MT_PULL);
@@ -369,7 +375,7 @@ int main(int argc, char **argv) {
             st = wait_coord(WR_MT_ERROR, 1, 10, &p);
             if (st) {
                 wr_error("bad digest for step %llu: no ERROR reply", (unsigned long long)steps[k]);
-                return 1;
+                return WR_EXIT_FAILURE;
             }
             wr_info("bad digest %d refused: %s", k, p.reason);
             wr_pmsg_clear(&p);
@@ -386,7 +392,7 @@ int main(int argc, char **argv) {
         st = wait_coord(WR_MT_BARRIER, 1, 30, &p);
         if (st) {
             wr_error("barrier 7 not released");
-            return 1;
+            return WR_EXIT_FAILURE;
         }
         wr_info("barrier %llu released after %.3f s", (unsigned long long)p.barrier_id, wr_now() - t0);
         wr_pmsg_clear(&p);
@@ -406,14 +412,14 @@ int main(int argc, char **argv) {
             if (wr_connect(g_ctx, sh[s].addr, &eo, &qep[s], err) != WR_OK ||
                 wr_connect(g_ctx, sh[s].addr, &po, &pep[s], err) != WR_OK) {
                 wr_error("stall: %s", err);
-                return 1;
+                return WR_EXIT_FAILURE;
             }
         wr_info("stall mode: pushing without reading broadcasts");
     }
     for (int64_t t = 1; t <= total && status == 0; t++) {
         if (die_at == t) {
             wr_info("dying before step %lld as asked", (long long)t);
-            _exit(9);
+            _exit(FAKE_EXIT_DIED);
         }
         wr_rng_key gk = wr_rng_key_make(g_cfg.seed ^ 0x5555, (uint64_t)g_rank, (uint64_t)t);
         if (!fixed_grad || t == 1)
