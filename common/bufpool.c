@@ -26,7 +26,7 @@ wr_bufpool *wr_bufpool_new(size_t bytes, int max_bufs) {
 wr_pbuf *wr_bufpool_get(wr_bufpool *p, int refs) {
     for (int i = 0; i < p->n; i++)
         if (atomic_load_explicit(&p->bufs[i].refs, memory_order_acquire) == 0) {
-            atomic_store_explicit(&p->bufs[i].refs, refs, memory_order_relaxed);
+            atomic_store_explicit(&p->bufs[i].refs, refs, memory_order_release);
             return &p->bufs[i];
         }
     if (p->n == p->max) return NULL;

@@ -67,6 +67,8 @@ wr_heartbeat *wr_heartbeat_start(wr_transport_ctx *ctx, const char *coord_addr, 
     pthread_condattr_destroy(&ca);
     if (pthread_create(&hb->th, NULL, hb_main, hb) != 0) {
         wr_err(err, WR_ERR, "cannot start the heartbeat thread");
+        pthread_mutex_destroy(&hb->mu);
+        pthread_cond_destroy(&hb->cv);
         wr_close(hb->ep);
         wr_buf_free(&hb->hdr);
         free(hb);

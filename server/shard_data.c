@@ -47,6 +47,9 @@ static int same_peer(const shard_peer *p, const uint8_t *id, size_t len) {
 static void pull_done_cb(void *data, void *hint) {
     (void)data;
     pull_slot *sl = hint;
+    // Synchronises with the release store that armed the slot before the
+    // send, so the ordering libzmq provides is visible to ThreadSanitizer.
+    (void)atomic_load_explicit(&sl->busy, memory_order_acquire);
     wr_bufpool_put(sl->snap);
     atomic_store_explicit(&sl->busy, 0, memory_order_release);
 }
@@ -106,11 +109,11 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
         return;
     }
     size_t n = wr_shard_core_n(s->core);
-    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_release);
     memcpy(slot->peer.id, peer, peer_len);
     slot->peer.len = peer_len;
     slot->snap = snap;
-    atomic_store_explicit(&slot->busy, 1, memory_order_relaxed);
+    atomic_store_explicit(&slot->busy, 1, memory_order_release);
     wr_pmsg h;
     wr_pmsg_init(&h, WR_MT_PARAMS);
     h.job_id = s->cfg.job_id;

@@ -61,7 +61,15 @@ static int local_join(void *self, wr_train_job *job, char *err) {
     job->n_workers = 1;
     job->n_shards = 0;
     int64_t spe = wr_train_steps_per_epoch(job);
-    job->total_steps = wr_total_steps(c, spe * c->batch);
+    // The coordinator's count and refusal (server/membership.c), so that a
+    // config trains the same number of steps with and without a cluster.
+    int64_t n_examples = job->data_model ? job->train.n : WR_FASHION_TRAIN;
+    job->total_steps = wr_total_steps(c, n_examples);
+    if (job->total_steps < 1)
+        return wr_err(err, WR_EXIT_CONFIG,
+                      "no training steps: epochs = %d over a training set of %lld examples with batch %d "
+                      "gives %lld steps",
+                      c->epochs, (long long)n_examples, c->batch, (long long)job->total_steps);
     wr_info("standalone: model %s (d = %zu), %s, hfp8 %s%s, batch %d, %lld steps (%lld epochs of "
             "%lld), lr %g",
             c->model, l->d, update_name(c), c->hfp8 ? "on" : "off",

@@ -478,15 +478,18 @@ static void ps_leave(void *self, int status, const char *reason, const wr_train_
 static void ps_free(void *self) {
     wr_ps *w = self;
     wr_heartbeat_stop(w->hb);
-    if (w->sh) {
+    if (w->sh)
         for (int s = 0; s < w->n_shards; s++) wr_close(w->sh[s].ep);
-        // Closing flushed the sockets: every zero-copy frame is released now.
+    wr_close(w->coord);
+    // Closed sockets still send what is queued for up to their linger; only
+    // the end of the context releases every zero-copy PUSH frame, so the
+    // push buffers are freed after it.
+    if (w->ctx) wr_transport_ctx_free(w->ctx);
+    if (w->sh) {
         for (int s = 0; s < w->n_shards; s++)
             for (int k = 0; k < 2; k++) free(w->sh[s].push[k].data);
         free(w->sh);
     }
-    wr_close(w->coord);
-    if (w->ctx) wr_transport_ctx_free(w->ctx);
     free(w->poll_eps);
     free(w->ready);
     free(w->m);

@@ -32,12 +32,14 @@ void wr_ps_step_init(wr_ps *w) {
 
 static void zc_release(void *data, void *hint) {
     (void)data;
-    atomic_store_explicit(&((wr_ps_zc_buf *)hint)->busy, 0, memory_order_release);
+    // acq_rel: reads the 1 the main thread stored with release before the
+    // send, so the ordering libzmq provides is visible to ThreadSanitizer too.
+    atomic_exchange_explicit(&((wr_ps_zc_buf *)hint)->busy, 0, memory_order_acq_rel);
 }
 
 static void fp32_release(void *data, void *hint) {
     (void)data;
-    atomic_fetch_sub_explicit((atomic_int *)hint, 1, memory_order_release);
+    atomic_fetch_sub_explicit((atomic_int *)hint, 1, memory_order_acq_rel);
 }
 
 // Payload bytes as uint64 words: zmq frames are malloc'd (aligned) except very
@@ -134,12 +136,12 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo, zb->data);
         st->t_codec += wr_now() - t0;
         h.codec = WR_CODEC_BITS;
-        atomic_store_explicit(&zb->busy, 1, memory_order_relaxed);
+        atomic_store_explicit(&zb->busy, 1, memory_order_release);
         rc = wr_ps_send(w, sc->ep, &h, zb->data, wr_birder_words(n) * 8, zc_release, zb, timeout,
                         &st->bytes_sent, e2);
     } else {
         h.codec = WR_CODEC_FP32;
-        atomic_fetch_add_explicit(&w->fp32_busy, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&w->fp32_busy, 1, memory_order_release);
         rc = wr_ps_send(w, sc->ep, &h, w->g + sc->lo, n * 4, fp32_release, &w->fp32_busy, timeout,
                         &st->bytes_sent, e2);
     }

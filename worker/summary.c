@@ -39,6 +39,7 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     fprintf(f, "  \"batch\": %lld,\n", (long long)s->global_batch);
     fprintf(f, "  \"steps\": %lld,\n", (long long)s->steps);
     json_num(f, "accuracy", s->test_accuracy, 0);
+    json_num(f, "test_accuracy", s->test_accuracy, 0);  // the same value, for readers that use this name
     json_num(f, "best_accuracy", s->best_accuracy, 0);
     json_num(f, "final_loss", s->final_loss, 0);
     json_num(f, "seconds", s->seconds, 0);
