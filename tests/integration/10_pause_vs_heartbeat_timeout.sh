@@ -17,7 +17,7 @@ HB_INTERVAL=0.5
 HB_TIMEOUT=8
 SHORT_PAUSE=4
 JOB=(-S 1 -n 2 --transport tcp model=synthetic:200000 progress_every=500 digest_every=100
-    heartbeat_interval=$HB_INTERVAL heartbeat_timeout=$HB_TIMEOUT step_timeout=40)
+    "heartbeat_interval=$HB_INTERVAL" "heartbeat_timeout=$HB_TIMEOUT" step_timeout=40)
 
 # start_job NAME STEPS: wren-local in the background (logs in $T/NAME), sets
 # JOB_PID; waits until training runs and sets COORD_PID and SHARD_PID.
@@ -37,7 +37,8 @@ start_job() {
     [ -n "$addr" ] || fail "$name: no address in the coordinator's log"
     COORD_PID=$(pgrep -f -- "wren-server coordinator --bind $addr( |$)" | head -n 1)
     SHARD_PID=$(pgrep -f -- "wren-server shard --coordinator $addr( |$)" | head -n 1)
-    [ -n "$COORD_PID" ] && [ -n "$SHARD_PID" ] || fail "$name: cannot find the coordinator or shard process"
+    [ -n "$COORD_PID" ] && [ -n "$SHARD_PID" ] ||
+        fail "$name: cannot find the coordinator or shard process"
     STARTED+=("$COORD_PID" "$SHARD_PID")
 }
 
