@@ -37,8 +37,8 @@ start_job() {
     [ -n "$addr" ] || fail "$name: no address in the coordinator's log"
     COORD_PID=$(pgrep -f -- "wren-server coordinator --bind $addr( |$)" | head -n 1)
     SHARD_PID=$(pgrep -f -- "wren-server shard --coordinator $addr( |$)" | head -n 1)
-    [ -n "$COORD_PID" ] && [ -n "$SHARD_PID" ] ||
-        fail "$name: cannot find the coordinator or shard process"
+    [ -n "$COORD_PID" ] || fail "$name: cannot find the coordinator process"
+    [ -n "$SHARD_PID" ] || fail "$name: cannot find the shard process"
     STARTED+=("$COORD_PID" "$SHARD_PID")
 }
 
