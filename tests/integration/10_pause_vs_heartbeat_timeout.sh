@@ -63,6 +63,10 @@ secs_of_day() { echo "$1" | awk -F: '{ printf "%.3f", $1 * 3600 + $2 * 60 + $3 }
 # ---- 1. pauses shorter than heartbeat_timeout ----------------------------------------
 start_job short 8000
 pause "$SHARD_PID" "$SHORT_PAUSE"
+if ! kill -0 "$JOB_PID" 2>/dev/null; then
+    wait_job 5
+    fail "a ${SHORT_PAUSE} s pause of the shard (heartbeat_timeout $HB_TIMEOUT s) ended the job with status $RC"
+fi
 sleep 2  # the shard's heartbeats reach the coordinator again: the two silences do not add up
 pause "$COORD_PID" "$SHORT_PAUSE"
 kill -0 "$JOB_PID" 2>/dev/null || fail "the job ended before both pauses were over (raise steps)"
