@@ -16,7 +16,9 @@ source "$(dirname "$0")/lib/common.bash"
 HB_INTERVAL=0.5
 HB_TIMEOUT=8
 SHORT_PAUSE=4
-JOB=(-S 1 -n 2 --transport tcp model=synthetic:200000 progress_every=500 digest_every=100
+# digest_every: the coordinator keeps at most 8 digest checks open, and the
+# DIGESTs of the steps done while it is paused reach it all at once.
+JOB=(-S 1 -n 2 --transport tcp model=synthetic:200000 progress_every=500 digest_every=1000
     "heartbeat_interval=$HB_INTERVAL" "heartbeat_timeout=$HB_TIMEOUT" step_timeout=40)
 
 # start_job NAME STEPS: wren-local in the background (logs in $T/NAME), sets
