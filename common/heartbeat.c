@@ -54,6 +54,10 @@ wr_heartbeat *wr_heartbeat_start(wr_transport_ctx *ctx, const char *coord_addr, 
     wr_endpoint_opts_default(&eo);
     eo.linger_ms = 0;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // the coordinator sends nothing here; bound it anyway
+    // The coordinator's ZMTP PINGs watch this connection with the job's
+    // heartbeat_timeout; a heartbeat of ours (its own fixed timeout) would
+    // drop the connection of a node paused for less than that.
+    eo.heartbeat_ms = 0;
     if (wr_connect(ctx, coord_addr, &eo, &hb->ep, err) != WR_OK) {
         wr_buf_free(&hb->hdr);
         free(hb);

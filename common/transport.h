@@ -58,7 +58,15 @@ typedef struct {
     int rcvhwm;              // default 64
     int linger_ms;           // on close, how long unsent messages may still go out (default 1000)
     int connect_timeout_ms;  // tcp connect timeout (default 5000)
-    int heartbeat_ms;    // ZMTP heartbeats: a dead peer is noticed within ~3x this (default 1000; 0 = off)
+    // ZMTP connection heartbeats (docs/PROTOCOL.md, "Transport"). heartbeat_ms: how often this side
+    // PINGs each connection (default 1000; 0 = off: no PINGs of ours and no timeout, though the
+    // peer's PINGs are still answered and the silence bound they carry is still kept).
+    // heartbeat_timeout_ms: a connection on which nothing arrives for this long after one of our
+    // PINGs is dropped (0 = 3 x heartbeat_ms). The peer is told to drop us after
+    // heartbeat_timeout_ms + heartbeat_ms of silence from us (ZMQ_HEARTBEAT_TTL, at most 65.5 s),
+    // so either side's pause shorter than the timeout keeps the connection.
+    int heartbeat_ms;
+    int heartbeat_timeout_ms;
     int sndbuf, rcvbuf;  // kernel socket buffers in bytes (0 = OS default)
     // Further ZeroMQ socket options (see docs/PROTOCOL.md, "Transport"):
     int immediate;         // connect side: 1 = queue only to completed connections (ZMQ_IMMEDIATE);
@@ -70,6 +78,12 @@ typedef struct {
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);
+
+// Sets o's connection heartbeat from a job config's heartbeat_interval and
+// heartbeat_timeout (seconds): heartbeat_ms = the interval, heartbeat_timeout_ms
+// = the timeout, each rounded to whole ms (at least 1). A silent peer is then
+// dropped between timeout and timeout + interval after it went quiet.
+void wr_endpoint_opts_heartbeat(wr_endpoint_opts *o, double interval_s, double timeout_s);
 
 typedef struct wr_transport_ops {
     const char *name;  // "zmq", "rdma"

@@ -9,7 +9,9 @@
 //   SNDHWM/RCVHWM        bounded queues: a slow peer blocks senders, no unbounded memory
 //   LINGER               close does not hang forever on a dead peer
 //   ROUTER_MANDATORY     sending to an unknown or departed peer is an error, not a silent drop
-//   HEARTBEAT_IVL/TIMEOUT/TTL  a silent or vanished peer's connection is dropped within ~3 intervals
+//   HEARTBEAT_IVL/TIMEOUT/TTL  a silent or vanished peer's connection is dropped after the
+//                        heartbeat timeout (3 intervals unless set); the peer drops ours
+//                        after the timeout + 1 interval (TTL, at most 65.5 s)
 //   CONNECT_TIMEOUT      a tcp connect to a black hole gives up and retries
 //   IMMEDIATE (opt-in)   connect side queues only to live connections
 //   SNDBUF/RCVBUF        kernel buffers, when the caller sets them
@@ -87,6 +89,10 @@ void *wr_transport_ctx_zmq(wr_transport_ctx *ctx) {
 
 // ---- options ----------------------------------------------------------------
 
+// ZMQ_HEARTBEAT_TTL's largest value that a libzmq 4.3.4 peer reads back
+// correctly (655 deciseconds: x 100 still fits in 16 bits).
+#define HEARTBEAT_TTL_MAX_MS 65500
+
 static int setopt_int(wr_endpoint *ep, int opt, int v, const char *name, char *err) {
     if (zmq_setsockopt(ep->sock, opt, &v, sizeof v) != 0)
         return wr_err(err, WR_ERR, "%s: setting %s=%d: %s", ep->addr, name, v, zmq_strerror(errno));
@@ -101,10 +107,14 @@ static int apply_opts(wr_endpoint *ep, const wr_endpoint_opts *o, char *err) {
     SET(ZMQ_RCVHWM, o->rcvhwm);
     SET(ZMQ_LINGER, o->linger_ms);
     if (o->heartbeat_ms > 0) {
-        int hb = o->heartbeat_ms, to = o->heartbeat_ms * 3;
+        int hb = o->heartbeat_ms;
+        int to = o->heartbeat_timeout_ms > 0 ? o->heartbeat_timeout_ms : WR_MIN(hb, INT32_MAX / 3) * 3;
         SET(ZMQ_HEARTBEAT_IVL, hb);
         SET(ZMQ_HEARTBEAT_TIMEOUT, to);
-        SET(ZMQ_HEARTBEAT_TTL, WR_MIN(to, 6553500));  // the peer drops us after this silence
+        // The peer drops us after this silence. It goes out in deciseconds,
+        // and libzmq 4.3.4 (zmtp_engine.cpp) turns them back into ms in 16
+        // bits: beyond 65.5 s it would wrap to a short time, so it is capped.
+        SET(ZMQ_HEARTBEAT_TTL, (int)WR_MIN((int64_t)to + hb, HEARTBEAT_TTL_MAX_MS));
     }
     if (o->sndbuf > 0) SET(ZMQ_SNDBUF, o->sndbuf);
     if (o->rcvbuf > 0) SET(ZMQ_RCVBUF, o->rcvbuf);

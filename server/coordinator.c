@@ -283,6 +283,11 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     eo.rcvhwm = 100000;
     eo.linger_ms = 2000;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
+    // The connection heartbeat follows the job's: a paused node keeps its
+    // connections for heartbeat_timeout (then liveness.c names it), and the
+    // PINGs tell every node to drop us after heartbeat_timeout + one
+    // interval of silence (nodes run no heartbeat of their own towards us).
+    wr_endpoint_opts_heartbeat(&eo, c->cfg.heartbeat_interval, c->cfg.heartbeat_timeout);
     if (wr_bind(ctx, c->o->bind, &eo, &c->ep, err) != WR_OK) {
         wr_error("cannot bind %s: %s", c->o->bind, err);
         return WR_ERR;

@@ -233,6 +233,13 @@ static int send_register(shard_node *s) {
     wr_endpoint_opts_default(&co);
     co.linger_ms = 1000;
     co.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
+    // As the worker's: a coordinator paused for less than heartbeat_timeout
+    // finds the DIGESTs of the steps done meanwhile queued, not dropped.
+    co.sndhwm = co.rcvhwm = 1000;
+    // No ZMTP heartbeat of ours: the job's heartbeat_timeout is not known
+    // yet. The coordinator's PINGs (answered by ZeroMQ) watch the connection
+    // with the job's timeout and make us drop a coordinator silent beyond it.
+    co.heartbeat_ms = 0;
     if (wr_connect(s->ctx, addr, &co, &s->coord, err) != WR_OK) {
         wr_error("cannot connect to the coordinator at %s: %s", addr, err);
         return WR_EXIT_CONFIG;

@@ -165,6 +165,10 @@ static int connect_coordinator(wr_ps *w, char *err) {
     eo.linger_ms = 1000;
     eo.sndhwm = eo.rcvhwm = 1000;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;  // control messages only (docs/PROTOCOL.md section 7)
+    // No ZMTP heartbeat of ours: the job's heartbeat_timeout is not known
+    // yet. The coordinator's PINGs (answered by ZeroMQ) watch the connection
+    // with the job's timeout and make us drop a coordinator silent beyond it.
+    eo.heartbeat_ms = 0;
     if (wr_connect(w->ctx, w->o->coordinator, &eo, &w->coord, e2) != WR_OK)
         return wr_ps_fail(w, 0, WR_EXIT_CONFIG, err, "coordinator address %s: %s", w->o->coordinator, e2);
     return WR_EXIT_OK;

@@ -1,7 +1,8 @@
 // test_transport.c — the ZeroMQ transport over inproc, ipc (temp dir) and tcp
 // (127.0.0.1, port 0) with real sockets: round trips, zero-copy ownership,
 // timeouts, routing by peer id, unknown and departed peers, poll, frame-count
-// checks, 64 MiB payloads, scheme dispatch, bind errors.
+// checks, 64 MiB payloads, scheme dispatch, bind errors, the connection
+// heartbeat's timeout against paused peers.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -399,6 +401,200 @@ static void test_peer_hangs_heartbeat(void **state) {
     }
 }
 
+// ---- the connection heartbeat's timeout (heartbeat_timeout_ms) -------------------------
+// The coordinator PINGs with the job's interval and timeout; nodes connect
+// with heartbeats off. A forked child plays the paused process (SIGSTOP), as
+// in test_peer_hangs_heartbeat; the parent forks before it makes any ZeroMQ
+// context. Interval 100 ms, timeout 1500 ms: the default timeout (3 x 100 ms)
+// would drop the connection within ~0.4 s.
+#define HB_IVL_MS 100
+#define HB_TIMEOUT_MS 1500
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void hb_opts(wr_endpoint_opts *o, int on) {
+    wr_endpoint_opts_default(o);
+    o->linger_ms = 0;
+    o->heartbeat_ms = on ? HB_IVL_MS : 0;
+    o->heartbeat_timeout_ms = on ? HB_TIMEOUT_MS : 0;
+    o->peer_events = on;
+}
+
+// Child: answers every message with "pong" until nothing comes for 10 s.
+static void echo_loop(wr_endpoint *ep) {
+    char err[WR_ERR_LEN];
+    for (;;) {
+        wr_msg m = {0};
+        if (wr_recv(ep, &m, 10000, err) != WR_OK) _exit(0);
+        wr_msg r = {0};
+        memcpy(r.peer, m.peer, m.peer_len);
+        r.peer_len = m.peer_len;
+        r.header = (wr_frame){"pong", 4, NULL, NULL};
+        wr_send(ep, &r, 1000, err);
+        wr_msg_release(&m);
+    }
+}
+
+// Sends "ping" (to peer id `peer` on a bound endpoint) and expects "pong".
+static void ping_pong(wr_endpoint *ep, const wr_msg *peer) {
+    char err[WR_ERR_LEN];
+    wr_msg m = {0};
+    if (peer) memcpy(m.peer, peer->peer, peer->peer_len), m.peer_len = peer->peer_len;
+    m.header = (wr_frame){"ping", 4, NULL, NULL};
+    if (wr_send(ep, &m, 5000, err) != WR_OK) fail_msg("send ping: %s", err);
+    wr_msg r = {0};
+    recv_ok(ep, &r);
+    assert_memory_equal(r.header.data, "pong", 4);
+    wr_msg_release(&r);
+}
+
+static void stop_for_ms(pid_t pid, int ms) {
+    kill(pid, SIGSTOP);
+    usleep((useconds_t)ms * 1000);
+    kill(pid, SIGCONT);
+}
+
+// Connections closed on a bound endpoint with peer_events since the last call.
+static unsigned long closed_since(wr_endpoint *ep) {
+    unsigned long a, c;
+    assert_int_equal(wr_peer_events(ep, &a, &c), WR_OK);
+    return c;
+}
+
+// The bound side judges: a DEALER with heartbeats off answers the ROUTER's
+// PINGs (the connection outlives the timeout while idle), a pause of half
+// the timeout keeps the connection, and a longer one drops it after the
+// timeout (not after 3 intervals).
+static void test_heartbeat_timeout_bound(void **state) {
+    (void)state;
+    char a[256], err[WR_ERR_LEN];
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {  // child: a node's DEALER, heartbeats off
+        close(pfd[1]);
+        if (read(pfd[0], a, sizeof a) != (ssize_t)sizeof a) _exit(4);
+        wr_transport_ctx *c = wr_transport_ctx_new(1, err);
+        wr_endpoint_opts o;
+        hb_opts(&o, 0);
+        wr_endpoint *cli;
+        if (!c || wr_connect(c, a, &o, &cli, err) != WR_OK) _exit(3);
+        wr_msg m = {0};
+        m.header = (wr_frame){"hello", 5, NULL, NULL};
+        if (wr_send(cli, &m, 5000, err) != WR_OK) _exit(5);
+        echo_loop(cli);
+    }
+    close(pfd[0]);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    hb_opts(&o, 1);
+    wr_endpoint *srv;
+    assert_int_equal(wr_bind(ctx, "tcp://127.0.0.1:0", &o, &srv, err), WR_OK);
+    wr_last_endpoint(srv, a, sizeof a);
+    assert_int_equal(write(pfd[1], a, sizeof a), (ssize_t)sizeof a);
+    close(pfd[1]);
+    wr_msg hello = {0};
+    recv_ok(srv, &hello);
+    usleep(2 * HB_TIMEOUT_MS * 1000);  // idle beyond the timeout: PONGs keep it
+    ping_pong(srv, &hello);
+    stop_for_ms(pid, HB_TIMEOUT_MS / 2);
+    ping_pong(srv, &hello);
+    assert_int_equal(closed_since(srv), 0);
+    kill(pid, SIGSTOP);
+    double t0 = now_s(), dt = -1;
+    for (int i = 0; i < 15000 && dt < 0; i++) {
+        int ready;
+        wr_poll(&srv, 1, &ready, 1, err);
+        if (closed_since(srv) > 0) dt = now_s() - t0;
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    wr_msg_release(&hello);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+    print_message("    paused DEALER dropped after %.2f s (interval %d ms, timeout %d ms)\n", dt, HB_IVL_MS,
+                  HB_TIMEOUT_MS);
+    if (dt < 0) fail_msg("the paused peer's connection was not dropped within 15 s");
+    if (dt < 0.8 * HB_TIMEOUT_MS * 1e-3) fail_msg("dropped after %.2f s: before the timeout", dt);
+}
+
+// The connected side: a DEALER with heartbeats off still keeps the TTL the
+// ROUTER's PINGs carry (timeout + interval): a ROUTER paused for half the
+// timeout keeps the connection, a longer pause ends it (WR_ECLOSED) after
+// about the timeout. libzmq 4.3.4 arms the TTL timer on a PING and cancels
+// it on any later message, so the TTL holds only when the last thing that
+// arrived before the pause was a PING: the test waits a few intervals after
+// its last "pong" (docs/PROTOCOL.md, "Transport").
+static void test_heartbeat_ttl_connected(void **state) {
+    (void)state;
+    char a[256], err[WR_ERR_LEN];
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {  // child: the coordinator's ROUTER with the job's heartbeat
+        close(pfd[0]);
+        wr_transport_ctx *c = wr_transport_ctx_new(1, err);
+        wr_endpoint_opts o;
+        hb_opts(&o, 1);
+        o.peer_events = 0;
+        wr_endpoint *srv;
+        if (!c || wr_bind(c, "tcp://127.0.0.1:0", &o, &srv, err) != WR_OK) _exit(3);
+        wr_last_endpoint(srv, a, sizeof a);
+        if (write(pfd[1], a, sizeof a) != (ssize_t)sizeof a) _exit(4);
+        echo_loop(srv);
+    }
+    close(pfd[1]);
+    assert_int_equal(read(pfd[0], a, sizeof a), (ssize_t)sizeof a);
+    close(pfd[0]);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    hb_opts(&o, 0);
+    wr_endpoint *cli;
+    assert_int_equal(wr_connect(ctx, a, &o, &cli, err), WR_OK);
+    ping_pong(cli, NULL);
+    stop_for_ms(pid, HB_TIMEOUT_MS / 2);
+    ping_pong(cli, NULL);
+    usleep(3 * HB_IVL_MS * 1000);  // PINGs after the pong
+    kill(pid, SIGSTOP);
+    double t0 = now_s();
+    wr_msg m = {0};
+    int rc = wr_recv(cli, &m, 15000, err);
+    double dt = now_s() - t0;
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    wr_close(cli);
+    wr_transport_ctx_free(ctx);
+    print_message("    paused ROUTER dropped after %.2f s (TTL %d ms)\n", dt, HB_TIMEOUT_MS + HB_IVL_MS);
+    if (rc != WR_ECLOSED) fail_msg("recv from a paused ROUTER gave %d (%s), want WR_ECLOSED", rc, err);
+    if (dt < 0.8 * HB_TIMEOUT_MS * 1e-3) fail_msg("dropped after %.2f s: before the timeout", dt);
+}
+
+static void test_heartbeat_opts(void **state) {
+    (void)state;
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    assert_int_equal(o.heartbeat_timeout_ms, 0);  // 3 x heartbeat_ms
+    wr_endpoint_opts_heartbeat(&o, 0.5, 4);
+    assert_int_equal(o.heartbeat_ms, 500);
+    assert_int_equal(o.heartbeat_timeout_ms, 4000);
+    wr_endpoint_opts_heartbeat(&o, 0.0001, 86400);
+    assert_int_equal(o.heartbeat_ms, 1);
+    assert_int_equal(o.heartbeat_timeout_ms, 86400000);
+    // Valid on a socket, including a timeout beyond the TTL's 65.5 s cap.
+    char err[WR_ERR_LEN];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *ep;
+    assert_int_equal(wr_bind(ctx, "tcp://127.0.0.1:0", &o, &ep, err), WR_OK);
+    wr_close(ep);
+    wr_transport_ctx_free(ctx);
+}
+
 static void test_poll_several(void **state) {
     (void)state;
     pair_t p[K_COUNT];
@@ -701,14 +897,25 @@ static int teardown(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scheme_dispatch),     cmocka_unit_test(test_bind_errors),
-        cmocka_unit_test(test_roundtrip_inproc),    cmocka_unit_test(test_roundtrip_ipc),
-        cmocka_unit_test(test_roundtrip_tcp),       cmocka_unit_test(test_recv_timeout),
-        cmocka_unit_test(test_no_peer_hwm),         cmocka_unit_test(test_router_by_id_and_unknown_peer),
-        cmocka_unit_test(test_peer_gone),           cmocka_unit_test(test_peer_hangs_heartbeat),
-        cmocka_unit_test(test_poll_several),        cmocka_unit_test(test_three_frames_rejected),
-        cmocka_unit_test(test_large_payload),       cmocka_unit_test(test_max_msg_size),
-        cmocka_unit_test(test_poll_many),           cmocka_unit_test(test_peer_events),
+        cmocka_unit_test(test_scheme_dispatch),
+        cmocka_unit_test(test_bind_errors),
+        cmocka_unit_test(test_roundtrip_inproc),
+        cmocka_unit_test(test_roundtrip_ipc),
+        cmocka_unit_test(test_roundtrip_tcp),
+        cmocka_unit_test(test_recv_timeout),
+        cmocka_unit_test(test_no_peer_hwm),
+        cmocka_unit_test(test_router_by_id_and_unknown_peer),
+        cmocka_unit_test(test_peer_gone),
+        cmocka_unit_test(test_peer_hangs_heartbeat),
+        cmocka_unit_test(test_heartbeat_timeout_bound),
+        cmocka_unit_test(test_heartbeat_ttl_connected),
+        cmocka_unit_test(test_heartbeat_opts),
+        cmocka_unit_test(test_poll_several),
+        cmocka_unit_test(test_three_frames_rejected),
+        cmocka_unit_test(test_large_payload),
+        cmocka_unit_test(test_max_msg_size),
+        cmocka_unit_test(test_poll_many),
+        cmocka_unit_test(test_peer_events),
         cmocka_unit_test(test_defaults_and_malloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
