@@ -29,9 +29,19 @@
 
 static const char *const WORKER_CONN = "a worker connection";
 
+// Refusal ERRORs per connection before further refusals go unanswered (a
+// worker of the job is refused at most a few times; a connection that floods
+// bad messages and never reads cannot make the shard queue replies), and
+// how many connections are remembered (fixed memory).
+#define SHARD_REPLIES_PER_PEER 16
+#define SHARD_REPLY_TABLE 4096
+// Data connections beyond one per worker before the shard warns of a flood.
+#define SHARD_CONN_SLACK 32
+
 static void refuse_peer(shard_node *s, const uint8_t *peer, size_t len, int kind, int code, const char *why) {
     wr_refused(&s->refused, kind, WORKER_CONN, why);
-    wr_send_error(s->router, peer, len, s->cfg.job_id, 1, code, why, &s->scratch);
+    if (wr_reply_gate_allow(&s->gate, peer, len, WORKER_CONN))
+        wr_send_error(s->router, peer, len, s->cfg.job_id, 1, code, why, &s->scratch);
 }
 
 static void refuse(shard_node *s, const wr_msg *m, int kind, const char *why) {
@@ -349,6 +359,7 @@ void shard_log_peer_events(shard_node *s) {
     unsigned long acc, closed;
     if (wr_peer_events(s->router, &acc, &closed) != WR_OK) return;
     s->conns += (long)acc - (long)closed;
+    wr_peer_watch_tick(&s->watch, acc, closed, s->refused.total, wr_now());
     if (closed)
         wr_info("%lu worker connection(s) closed (%ld open now, %d workers in the job)", closed, s->conns,
                 s->n_workers);
@@ -402,6 +413,8 @@ void shard_data_init(shard_node *s) {
     for (int i = 0; i < s->n_slots; i++) atomic_init(&s->slots[i].busy, 0);
     s->pool = wr_bufpool_new(wr_shard_core_bcast_bytes(s->core), BCAST_BUFS);
     s->snaps = wr_bufpool_new(wr_shard_core_n(s->core) * sizeof(float), SNAP_MAX);
+    wr_reply_gate_init(&s->gate, SHARD_REPLY_TABLE, SHARD_REPLIES_PER_PEER);
+    wr_peer_watch_init(&s->watch, "worker connections to the shard", n + SHARD_CONN_SLACK);
 }
 
 void shard_data_free(shard_node *s) {
@@ -409,6 +422,7 @@ void shard_data_free(shard_node *s) {
     wr_bufpool_free(s->snaps);
     void *arrays[] = {s->slots, s->held, s->peers, s->pulls};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
+    wr_reply_gate_free(&s->gate);
 }
 
 void shard_data_release(shard_node *s) {
