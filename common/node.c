@@ -207,8 +207,8 @@ void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit) {
     w->limit = limit;
 }
 
-void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed, uint64_t refused_total,
-                        double now) {
+void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
+                        uint64_t refused_total, double now) {
     w->open += (long)accepted - (long)closed;
     if (w->open < 0) w->open = 0;
     if (w->open > w->peak) w->peak = w->open;

@@ -95,8 +95,8 @@ typedef struct {
 void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit);
 // Takes the connection events since the last call and the refusals counted
 // so far (total over every kind); trims when due and now - last trim >= 1 s.
-void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed, uint64_t refused_total,
-                        double now);
+void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
+                        uint64_t refused_total, double now);
 
 // A handler for wr_drain: takes one received message (it releases m, or keeps
 // the frames and zeroes *m) and returns 0 to go on, anything > 0 to stop.

@@ -87,7 +87,8 @@ void coord_send_shutdown_all(coord *c, int status, const char *reason) {
 }
 
 void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason) {
-    if (!coord_find_peer(c, m) && !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer"))
+    if (!coord_find_peer(c, m) &&
+        !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer"))
         return;
     wr_send_error(c->ep, m->peer, m->peer_len, c->cfg.job_id, c->formed ? 1 : 0, code, reason, &c->scratch);
 }
@@ -336,8 +337,8 @@ static void finish_report(const coord *c) {
     if (c->gate.withheld)
         wr_warn("%llu ERROR replies to unregistered peers withheld", (unsigned long long)c->gate.withheld);
     if (c->conns.floods)
-        wr_warn("connections peaked at %ld (more than %ld expected %llu times)", c->conns.peak, c->conns.limit,
-                (unsigned long long)c->conns.floods);
+        wr_warn("connections peaked at %ld (more than %ld expected %llu times)", c->conns.peak,
+                c->conns.limit, (unsigned long long)c->conns.floods);
     wr_info("peak RSS %.1f MiB", wr_peak_rss_mib());
 }
 

@@ -35,6 +35,8 @@ static const char *const WORKER_CONN = "a worker connection";
 // how many connections are remembered (fixed memory).
 #define SHARD_REPLIES_PER_PEER 16
 #define SHARD_REPLY_TABLE 4096
+// Messages queued per data connection on the way in.
+#define SHARD_RCVHWM 16
 // Data connections beyond one per worker before the shard warns of a flood.
 #define SHARD_CONN_SLACK 32
 
@@ -360,7 +362,11 @@ void shard_log_peer_events(shard_node *s) {
     if (wr_peer_events(s->router, &acc, &closed) != WR_OK) return;
     s->conns += (long)acc - (long)closed;
     wr_peer_watch_tick(&s->watch, acc, closed, s->refused.total, wr_now());
-    if (closed)
+    // While a flood's connections close, one line per tick would flood the log.
+    int flood = s->watch.open + (long)closed > s->watch.limit;
+    if (closed && flood)
+        wr_debug("%lu connection(s) closed (%ld open now)", closed, s->conns);
+    else if (closed)
         wr_info("%lu worker connection(s) closed (%ld open now, %d workers in the job)", closed, s->conns,
                 s->n_workers);
     else if (acc)
@@ -377,9 +383,12 @@ int shard_bind_data(shard_node *s, uint64_t n) {
     wr_endpoint_opts_default(&eo);
     // Bounded queues: outbound per worker a step's broadcast (at most the
     // pool's BCAST_BUFS buffers), one PARAMS reply and a few ERRORs; inbound
-    // a step's push and a PULL. Refusal ERRORs are sent with timeout 0 and
+    // a step's push and a PULL (SHARD_RCVHWM: what a flooding connection can
+    // make the shard hold before its messages wait in the kernel). Refusal
+    // ERRORs are sent with timeout 0, bounded per connection (s->gate) and
     // dropped when a peer does not read.
-    eo.sndhwm = eo.rcvhwm = 1000;
+    eo.sndhwm = 1000;
+    eo.rcvhwm = SHARD_RCVHWM;
     eo.linger_ms = 1000;
     // No ZMTP heartbeats on the data socket (ARCHITECTURE.md, "Data
     // sockets"): libzmq counts only whole messages as traffic, so a large
