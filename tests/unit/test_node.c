@@ -121,11 +121,8 @@ static void test_peer_watch(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_advertise),
-        cmocka_unit_test(test_bufpool),
-        cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_reply_gate),
-        cmocka_unit_test(test_peer_watch),
+        cmocka_unit_test(test_advertise),  cmocka_unit_test(test_bufpool),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_reply_gate), cmocka_unit_test(test_peer_watch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
