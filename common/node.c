@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <malloc.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,4 +140,95 @@ int wr_drain(wr_endpoint *ep, int max, wr_msg_handler fn, void *arg, wr_refusals
         if (st > 0) return st;
     }
     return 0;
+}
+
+// FNV-1a of a peer id.
+static uint64_t peer_hash(const uint8_t *p, size_t len) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < len; i++) h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+void wr_reply_gate_init(wr_reply_gate *g, uint32_t cap, uint32_t per_peer) {
+    uint32_t c = 16;
+    while (c < cap && c < (1u << 24)) c <<= 1;
+    memset(g, 0, sizeof *g);
+    g->e = wr_calloc(c, sizeof *g->e);
+    g->cap = c;
+    g->per_peer = per_peer;
+}
+
+void wr_reply_gate_free(wr_reply_gate *g) {
+    free(g->e);
+    memset(g, 0, sizeof *g);
+}
+
+// Peers are looked for in a window of this many slots from their hash.
+#define GATE_PROBE 8
+
+// The entry of peer: found, a free slot, or the least recently seen slot of
+// the window (reset for this peer).
+static wr_reply_gate_entry *gate_slot(wr_reply_gate *g, const uint8_t *peer, size_t len) {
+    uint32_t at = (uint32_t)peer_hash(peer, len) & (g->cap - 1);
+    wr_reply_gate_entry *free_e = NULL, *oldest = NULL;
+    for (uint32_t k = 0; k < GATE_PROBE; k++) {
+        wr_reply_gate_entry *e = &g->e[(at + k) & (g->cap - 1)];
+        if (e->len == len && !memcmp(e->peer, peer, len)) return e;
+        if (!e->len && !free_e) free_e = e;
+        if (!oldest || e->seen < oldest->seen) oldest = e;
+    }
+    wr_reply_gate_entry *e = free_e ? free_e : oldest;
+    memset(e, 0, sizeof *e);
+    memcpy(e->peer, peer, len);
+    e->len = (uint8_t)len;
+    return e;
+}
+
+int wr_reply_gate_allow(wr_reply_gate *g, const uint8_t *peer, size_t len, const char *who) {
+    if (!g->e || !len || len > WR_PEER_ID_MAX) return 1;
+    wr_reply_gate_entry *e = gate_slot(g, peer, len);
+    e->seen = ++g->clock;
+    if (e->replies < g->per_peer) {
+        e->replies++;
+        return 1;
+    }
+    if (g->withheld++ == 0)
+        wr_warn("%s refused more than %u messages: further refusals of it (and of any peer past %u) get no "
+                "ERROR reply (logged at debug level)",
+                who, g->per_peer, g->per_peer);
+    else
+        wr_debug("no ERROR reply to %s (reply budget spent)", who);
+    return 0;
+}
+
+void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit) {
+    memset(w, 0, sizeof *w);
+    w->what = what;
+    w->limit = limit;
+}
+
+void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
+                        uint64_t refused_total, double now) {
+    w->open += (long)accepted - (long)closed;
+    if (w->open < 0) w->open = 0;
+    if (w->open > w->peak) w->peak = w->open;
+    if (w->open > w->limit && !w->over) {
+        w->over = 1;
+        if (w->floods++ == 0)
+            wr_warn("%ld %s open, more than the %ld expected: a flood? (ZeroMQ cannot refuse a connection; "
+                    "unknown peers get a bounded number of replies)",
+                    w->open, w->what, w->limit);
+    } else if (w->over && w->open <= w->limit) {
+        w->over = 0;
+        wr_info("%s back to %ld (peak %ld)", w->what, w->open, w->peak);
+    }
+    int quiet = refused_total == w->refused_seen;
+    if (closed || !quiet) w->trim_due = 2;  // trim twice: frees can trail the close events
+    w->refused_seen = refused_total;
+    if (w->trim_due && (quiet || closed) && now - w->last_trim >= 1.0) {
+        malloc_trim(0);
+        w->trims++;
+        w->trim_due--;
+        w->last_trim = now;
+    }
 }

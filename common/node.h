@@ -45,6 +45,59 @@ typedef struct {
 } wr_refusals;
 void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason);
 
+// Refusal replies to peers a server does not know, bounded: each peer id gets
+// at most `per_peer` ERROR replies, the rest are withheld (a peer that sends
+// bad messages and never reads cannot fill its send queue with replies).
+// Peer ids live in a fixed table of `cap` slots (hashed; when a peer's probe
+// window is full the least recently seen entry there makes room, so a new
+// peer always gets its first replies). Memory: cap entries, whatever peers do.
+typedef struct {
+    uint8_t peer[WR_PEER_ID_MAX];
+    uint8_t len;  // 0: free slot
+    uint32_t replies;
+    uint64_t seen;  // gate clock at the last refusal
+} wr_reply_gate_entry;
+typedef struct {
+    wr_reply_gate_entry *e;
+    uint32_t cap, per_peer;
+    uint64_t clock;
+    uint64_t withheld;  // replies not sent
+} wr_reply_gate;
+// Allocates the table (cap rounded up to a power of two, at least 16).
+void wr_reply_gate_init(wr_reply_gate *g, uint32_t cap, uint32_t per_peer);
+void wr_reply_gate_free(wr_reply_gate *g);
+// 1 when one more refusal reply to peer may be sent (counted against its
+// budget); 0 when it is withheld (counted in g->withheld; the first one
+// logged at warn level naming `who`, later ones at debug).
+int wr_reply_gate_allow(wr_reply_gate *g, const uint8_t *peer, size_t len, const char *who);
+
+// Connection accounting of a server's bound endpoint, for its tick: the open
+// connection count from wr_peer_events, one warn line when it first passes
+// `limit` (and one info line when it is back under), and freed memory given
+// back to the OS (malloc_trim) after connections closed or a burst of
+// refusals ended, at most once a second: the malloc tuning
+// (wr_transport_tune_malloc) otherwise keeps what a flood made the server
+// allocate. Normal traffic (no refusals, no closed connections) never trims.
+// The trim runs twice (a second later again): frees of a closed connection's
+// queues can trail its close event.
+typedef struct {
+    const char *what;  // "connections to the coordinator"
+    long open;         // accepted - closed since start
+    long peak;
+    long limit;
+    int over;
+    int trim_due;
+    uint64_t refused_seen;  // refusal total at the last tick
+    uint64_t floods;        // times open passed limit
+    uint64_t trims;
+    double last_trim;
+} wr_peer_watch;
+void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit);
+// Takes the connection events since the last call and the refusals counted
+// so far (total over every kind); trims when due and now - last trim >= 1 s.
+void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
+                        uint64_t refused_total, double now);
+
 // A handler for wr_drain: takes one received message (it releases m, or keeps
 // the frames and zeroes *m) and returns 0 to go on, anything > 0 to stop.
 typedef int (*wr_msg_handler)(void *arg, wr_msg *m);

@@ -70,6 +70,8 @@ typedef struct {
     uint32_t n_kv;
     double t_start;
     wr_refusals refused;
+    wr_reply_gate gate;   // ERROR replies to unregistered peers, bounded per peer
+    wr_peer_watch conns;  // connections to the ROUTER; memory returned after floods
     // membership
     coord_node *nodes;
     int n_nodes, max_nodes;

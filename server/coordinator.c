@@ -20,6 +20,19 @@
 #define COORD_TICK_MS 100
 // Messages handled per tick at most, so housekeeping still runs.
 #define COORD_DRAIN_MAX 1000
+// Queued messages per peer: replies waiting for a peer that does not read,
+// and received messages waiting for the loop. Control traffic is a few
+// messages per step, so these only bound what a flooding peer costs (a
+// node's burst beyond COORD_RCVHWM waits in its own send queue).
+#define COORD_SNDHWM 1000
+#define COORD_RCVHWM 16
+// ERROR replies an unregistered peer gets before its refusals go unanswered,
+// and how many such peers are remembered (fixed memory).
+#define COORD_STRANGER_REPLIES 4
+#define COORD_STRANGER_TABLE 4096
+// Connections beyond the nodes' own (a main and a heartbeat socket each)
+// before the coordinator warns of a flood.
+#define COORD_CONN_SLACK 32
 
 static volatile sig_atomic_t g_stop_signal = 0;
 static void on_signal(int sig) { g_stop_signal = sig; }
@@ -74,6 +87,9 @@ void coord_send_shutdown_all(coord *c, int status, const char *reason) {
 }
 
 void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason) {
+    if (!coord_find_peer(c, m) &&
+        !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer"))
+        return;
     wr_send_error(c->ep, m->peer, m->peer_len, c->cfg.job_id, c->formed ? 1 : 0, code, reason, &c->scratch);
 }
 
@@ -255,6 +271,9 @@ static void tick(coord *c) {
         end_of_job(c, now);
     }
     if (c->status == COORD_RUNNING && c->formed) coord_liveness_tick(c, now);
+    unsigned long acc = 0, closed = 0;
+    wr_peer_events(c->ep, &acc, &closed);
+    wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
 }
 
 // Waits up to one tick for messages and handles what is queued.
@@ -279,15 +298,20 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     char err[WR_ERR_LEN];
     wr_endpoint_opts eo;
     wr_endpoint_opts_default(&eo);
-    eo.sndhwm = 100000;
-    eo.rcvhwm = 100000;
+    eo.sndhwm = COORD_SNDHWM;
+    eo.rcvhwm = COORD_RCVHWM;
+    // No ZMTP heartbeats on this ROUTER, and none on the nodes' sockets to
+    // it: liveness follows the job's heartbeat_interval/heartbeat_timeout
+    // through the nodes' own HEARTBEATs (liveness.c), so a pause shorter
+    // than heartbeat_timeout never drops a connection; a process that dies
+    // still closes its connection at once. (libzmq 4.3.4 also asserts,
+    // stream_engine_base.cpp:331, when a heartbeat timer fires on a
+    // connection whose input was stopped by the receive limit and whose peer
+    // then closed, which a flood causes.)
+    eo.heartbeat_ms = 0;
     eo.linger_ms = 2000;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
-    // The connection heartbeat follows the job's: a paused node keeps its
-    // connections for heartbeat_timeout (then liveness.c names it), and the
-    // PINGs tell every node to drop us after heartbeat_timeout + one
-    // interval of silence (nodes run no heartbeat of their own towards us).
-    wr_endpoint_opts_heartbeat(&eo, c->cfg.heartbeat_interval, c->cfg.heartbeat_timeout);
+    eo.peer_events = 1;  // counted by the tick (c->conns)
     if (wr_bind(ctx, c->o->bind, &eo, &c->ep, err) != WR_OK) {
         wr_error("cannot bind %s: %s", c->o->bind, err);
         return WR_ERR;
@@ -313,6 +337,11 @@ static void finish_report(const coord *c) {
         wr_warn("%llu digests refused (step not digested, outside the window, or too many open checks)",
                 (unsigned long long)wr_digest_book_refused(c->book));
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
+    if (c->gate.withheld)
+        wr_warn("%llu ERROR replies to unregistered peers withheld", (unsigned long long)c->gate.withheld);
+    if (c->conns.floods)
+        wr_warn("connections peaked at %ld (more than %ld expected %llu times)", c->conns.peak,
+                c->conns.limit, (unsigned long long)c->conns.floods);
     wr_info("peak RSS %.1f MiB", wr_peak_rss_mib());
 }
 
@@ -322,6 +351,7 @@ static void coord_free(coord *c) {
     wr_config_kv_free(c->kv, c->n_kv);
     wr_digest_book_free(c->book);
     free(c->barrier.in);
+    wr_reply_gate_free(&c->gate);
     coord_membership_free(c);
 }
 
@@ -344,6 +374,8 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     wr_config_to_kv(&c->cfg, &c->kv, &c->n_kv);
     c->max_nodes = c->cfg.shards + c->cfg.workers;
     c->nodes = wr_calloc((size_t)c->max_nodes, sizeof *c->nodes);
+    wr_reply_gate_init(&c->gate, COORD_STRANGER_TABLE, COORD_STRANGER_REPLIES);
+    wr_peer_watch_init(&c->conns, "connections to the coordinator", 2L * c->max_nodes + COORD_CONN_SLACK);
     struct sigaction sa, old_int, old_term;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

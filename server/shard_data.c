@@ -29,9 +29,21 @@
 
 static const char *const WORKER_CONN = "a worker connection";
 
+// Refusal ERRORs per connection before further refusals go unanswered (a
+// worker of the job is refused at most a few times; a connection that floods
+// bad messages and never reads cannot make the shard queue replies), and
+// how many connections are remembered (fixed memory).
+#define SHARD_REPLIES_PER_PEER 16
+#define SHARD_REPLY_TABLE 4096
+// Messages queued per data connection on the way in.
+#define SHARD_RCVHWM 16
+// Data connections beyond one per worker before the shard warns of a flood.
+#define SHARD_CONN_SLACK 32
+
 static void refuse_peer(shard_node *s, const uint8_t *peer, size_t len, int kind, int code, const char *why) {
     wr_refused(&s->refused, kind, WORKER_CONN, why);
-    wr_send_error(s->router, peer, len, s->cfg.job_id, 1, code, why, &s->scratch);
+    if (wr_reply_gate_allow(&s->gate, peer, len, WORKER_CONN))
+        wr_send_error(s->router, peer, len, s->cfg.job_id, 1, code, why, &s->scratch);
 }
 
 static void refuse(shard_node *s, const wr_msg *m, int kind, const char *why) {
@@ -349,7 +361,12 @@ void shard_log_peer_events(shard_node *s) {
     unsigned long acc, closed;
     if (wr_peer_events(s->router, &acc, &closed) != WR_OK) return;
     s->conns += (long)acc - (long)closed;
-    if (closed)
+    wr_peer_watch_tick(&s->watch, acc, closed, s->refused.total, wr_now());
+    // While a flood's connections close, one line per tick would flood the log.
+    int flood = s->watch.open + (long)closed > s->watch.limit;
+    if (closed && flood)
+        wr_debug("%lu connection(s) closed (%ld open now)", closed, s->conns);
+    else if (closed)
         wr_info("%lu worker connection(s) closed (%ld open now, %d workers in the job)", closed, s->conns,
                 s->n_workers);
     else if (acc)
@@ -366,9 +383,12 @@ int shard_bind_data(shard_node *s, uint64_t n) {
     wr_endpoint_opts_default(&eo);
     // Bounded queues: outbound per worker a step's broadcast (at most the
     // pool's BCAST_BUFS buffers), one PARAMS reply and a few ERRORs; inbound
-    // a step's push and a PULL. Refusal ERRORs are sent with timeout 0 and
+    // a step's push and a PULL (SHARD_RCVHWM: what a flooding connection can
+    // make the shard hold before its messages wait in the kernel). Refusal
+    // ERRORs are sent with timeout 0, bounded per connection (s->gate) and
     // dropped when a peer does not read.
-    eo.sndhwm = eo.rcvhwm = 1000;
+    eo.sndhwm = 1000;
+    eo.rcvhwm = SHARD_RCVHWM;
     eo.linger_ms = 1000;
     // No ZMTP heartbeats on the data socket (ARCHITECTURE.md, "Data
     // sockets"): libzmq counts only whole messages as traffic, so a large
@@ -402,6 +422,8 @@ void shard_data_init(shard_node *s) {
     for (int i = 0; i < s->n_slots; i++) atomic_init(&s->slots[i].busy, 0);
     s->pool = wr_bufpool_new(wr_shard_core_bcast_bytes(s->core), BCAST_BUFS);
     s->snaps = wr_bufpool_new(wr_shard_core_n(s->core) * sizeof(float), SNAP_MAX);
+    wr_reply_gate_init(&s->gate, SHARD_REPLY_TABLE, SHARD_REPLIES_PER_PEER);
+    wr_peer_watch_init(&s->watch, "worker connections to the shard", n + SHARD_CONN_SLACK);
 }
 
 void shard_data_free(shard_node *s) {
@@ -409,6 +431,7 @@ void shard_data_free(shard_node *s) {
     wr_bufpool_free(s->snaps);
     void *arrays[] = {s->slots, s->held, s->peers, s->pulls};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
+    wr_reply_gate_free(&s->gate);
 }
 
 void shard_data_release(shard_node *s) {

@@ -69,6 +69,8 @@ typedef struct {
     long conns;      // open worker connections (wr_peer_events)
     double step_t0;  // when the step's first push came
     wr_refusals refused;
+    wr_reply_gate gate;   // refusal replies per worker connection, bounded
+    wr_peer_watch watch;  // data connections; memory returned after floods
     uint64_t send_failures;
     double t_first_step, bytes_out;
     double t_finish, t_send;  // seconds in aggregation+apply and in the n sends

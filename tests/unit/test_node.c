@@ -74,11 +74,55 @@ static void test_refusals(void **state) {
     assert_int_equal(r.total, 4);
 }
 
+// The reply budget: per_peer replies each, then withheld; other peers are not
+// affected; a table smaller than the peers still gives each new peer its
+// first replies (the least recently seen entry makes room).
+static void test_reply_gate(void **state) {
+    (void)state;
+    wr_reply_gate g;
+    wr_reply_gate_init(&g, 16, 3);
+    assert_int_equal(g.cap, 16);
+    const uint8_t a[5] = {0, 1, 2, 3, 4}, b[5] = {0, 1, 2, 3, 5};
+    for (int i = 0; i < 3; i++) assert_int_equal(wr_reply_gate_allow(&g, a, sizeof a, "a"), 1);
+    assert_int_equal(wr_reply_gate_allow(&g, a, sizeof a, "a"), 0);
+    assert_int_equal(wr_reply_gate_allow(&g, a, sizeof a, "a"), 0);
+    assert_int_equal(g.withheld, 2);
+    assert_int_equal(wr_reply_gate_allow(&g, b, sizeof b, "b"), 1);
+    assert_int_equal(wr_reply_gate_allow(&g, a, 4, "a prefix"), 1);  // another id
+    for (uint32_t p = 0; p < 1000; p++) {
+        uint8_t id[5] = {0};
+        memcpy(id + 1, &p, sizeof p);
+        assert_int_equal(wr_reply_gate_allow(&g, id, sizeof id, "many"), 1);
+    }
+    wr_reply_gate_free(&g);
+    wr_reply_gate_free(&g);
+}
+
+// Connection counting: the open count follows the events, one warn line
+// per flood, back under the limit clears it.
+static void test_peer_watch(void **state) {
+    (void)state;
+    wr_peer_watch w;
+    wr_peer_watch_init(&w, "test connections", 10);
+    wr_peer_watch_tick(&w, 5, 0, 0, 1.0);
+    assert_int_equal(w.open, 5);
+    assert_int_equal(w.over, 0);
+    wr_peer_watch_tick(&w, 100, 0, 7, 2.0);
+    assert_int_equal(w.over, 1);
+    assert_int_equal(w.floods, 1);
+    wr_peer_watch_tick(&w, 0, 100, 7, 3.5);  // closed: trims
+    assert_int_equal(w.open, 5);
+    assert_int_equal(w.over, 0);
+    assert_int_equal(w.peak, 105);
+    assert_true(w.trims >= 1);
+    wr_peer_watch_tick(&w, 0, 10, 7, 4.0);  // more closed than open: clamps at 0
+    assert_int_equal(w.open, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_advertise),
-        cmocka_unit_test(test_bufpool),
-        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_advertise),  cmocka_unit_test(test_bufpool),    cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_reply_gate), cmocka_unit_test(test_peer_watch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
