@@ -59,7 +59,7 @@ typedef struct {
     double register_timeout;                 // register_timeout = seconds the coordinator waits for everyone
     double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;               // heartbeat_interval (s)
-    double heartbeat_timeout;  // heartbeat_timeout (s): a node silent this long is declared dead
+    double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);

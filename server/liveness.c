@@ -83,14 +83,19 @@ void coord_on_error(coord *c, coord_in *in) {
     }
 }
 
-// A node silent for longer than heartbeat_timeout is dead: ends the job
-// (node lost). 1 if it did, else 0.
+// A node that stopped for longer than heartbeat_timeout is dead: ends the job
+// (node lost). 1 if it did, else 0. Silence counts from its last heartbeat,
+// which came up to one interval before it stopped, so the bound is
+// heartbeat_timeout + heartbeat_interval: a pause shorter than the timeout
+// is never taken for a death, and a longer one is seen within timeout +
+// interval (+ one tick) of its start.
 static int check_silence(coord *c, double now) {
+    const double bound = c->cfg.heartbeat_timeout + c->cfg.heartbeat_interval;
     for (int i = 0; i < c->n_nodes; i++) {
         coord_node *n = &c->nodes[i];
         if (n->left) continue;
         double silent = now - n->last_seen;
-        if (silent > c->cfg.heartbeat_timeout) {
+        if (silent > bound) {
             char who[COORD_WHO_MAX], r[WR_ADDR_MAX + 256];
             coord_describe(n, who, sizeof who);
             snprintf(r, sizeof r, "%s is dead: no heartbeat for %.1f s (heartbeat_timeout %g s)", who, silent,
