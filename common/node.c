@@ -207,6 +207,8 @@ void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit) {
     w->limit = limit;
 }
 
+#define WR_TRIM_SECONDS 5
+
 void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
                         uint64_t refused_total, double now) {
     w->open += (long)accepted - (long)closed;
@@ -223,7 +225,10 @@ void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long 
         wr_info("%s back to %ld (peak %ld)", w->what, w->open, w->peak);
     }
     int quiet = refused_total == w->refused_seen;
-    if (closed || !quiet) w->trim_due = 2;  // trim twice: frees can trail the close events
+    // Trim once a second for WR_TRIM_SECONDS after the last close or refusal:
+    // libzmq frees a closed connection's session and queues on its I/O
+    // thread, which can trail the close event by more than a second.
+    if (closed || !quiet) w->trim_due = WR_TRIM_SECONDS;
     w->refused_seen = refused_total;
     if (w->trim_due && (quiet || closed) && now - w->last_trim >= 1.0) {
         malloc_trim(0);

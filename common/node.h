@@ -78,8 +78,8 @@ int wr_reply_gate_allow(wr_reply_gate *g, const uint8_t *peer, size_t len, const
 // refusals ended, at most once a second: the malloc tuning
 // (wr_transport_tune_malloc) otherwise keeps what a flood made the server
 // allocate. Normal traffic (no refusals, no closed connections) never trims.
-// The trim runs twice (a second later again): frees of a closed connection's
-// queues can trail its close event.
+// The trim repeats once a second for 5 s after the last such event: frees
+// of a closed connection's queues can trail its close event.
 typedef struct {
     const char *what;  // "connections to the coordinator"
     long open;         // accepted - closed since start
