@@ -78,17 +78,6 @@ void wr_endpoint_opts_default(wr_endpoint_opts *o) {
                             .max_msg_size = (INT64_C(1) << 32) + (64 << 10)};
 }
 
-static int seconds_to_ms(double s) {
-    double ms = s * 1000.0 + 0.5;
-    if (!(ms >= 1.0)) return 1;
-    return ms > (double)INT32_MAX ? INT32_MAX : (int)ms;
-}
-
-void wr_endpoint_opts_heartbeat(wr_endpoint_opts *o, double interval_s, double timeout_s) {
-    o->heartbeat_ms = seconds_to_ms(interval_s);
-    o->heartbeat_timeout_ms = seconds_to_ms(timeout_s);
-}
-
 const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
     if (!addr || !*addr) return wr_err(err, WR_ERR, "empty address"), NULL;
     for (size_t i = 0; i < N_SCHEMES; i++)

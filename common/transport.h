@@ -79,12 +79,6 @@ typedef struct {
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);
 
-// Sets o's connection heartbeat from a job config's heartbeat_interval and
-// heartbeat_timeout (seconds): heartbeat_ms = the interval, heartbeat_timeout_ms
-// = the timeout, each rounded to whole ms (at least 1). A silent peer is then
-// dropped between timeout and timeout + interval after it went quiet.
-void wr_endpoint_opts_heartbeat(wr_endpoint_opts *o, double interval_s, double timeout_s);
-
 typedef struct wr_transport_ops {
     const char *name;  // "zmq", "rdma"
 
