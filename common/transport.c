@@ -148,6 +148,13 @@ void wr_close(wr_endpoint *ep) {
     if (ep) ep_ops(ep)->close(ep);
 }
 
+int wr_msg_peer_info(const wr_msg *msg, wr_peer_info *out) {
+    memset(out, 0, sizeof *out);
+    if (!msg || !msg->impl) return WR_ERR;
+    const wr_transport_ops *ops = *(const wr_transport_ops *const *)msg->impl;
+    return ops->peer_info ? ops->peer_info(msg, out) : WR_ERR;
+}
+
 int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
     *accepted = *closed = 0;
     if (!ep || !ep_ops(ep)->peer_events) return WR_ERR;

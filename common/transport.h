@@ -53,6 +53,17 @@ typedef struct wr_msg {
 typedef struct wr_endpoint wr_endpoint;
 typedef struct wr_transport_ctx wr_transport_ctx;
 
+#define WR_PEER_ADDR_MAX 64
+#define WR_PEER_USER_MAX 96
+
+// Who sent a received message, as the transport saw it (wr_msg_peer_info).
+typedef struct {
+    char addr[WR_PEER_ADDR_MAX];  // tcp: the peer's IP address without port ("10.0.0.5", "::1");
+                                  // ipc: "localhost:<uid>:<gid>:<pid>"; inproc:
+    char user[WR_PEER_USER_MAX];  // the identity the transport authenticated (with CURVE keys:
+                                  // "<role>:<z85 public key>" from the allow-list); "" without
+} wr_peer_info;
+
 typedef struct {
     int sndhwm;              // messages queued per peer before send blocks/fails (default 64)
     int rcvhwm;              // default 64
@@ -145,6 +156,9 @@ typedef struct wr_transport_ops {
 
     // peer_events (optional, NULL = not supported): see wr_peer_events.
     int (*peer_events)(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed);
+
+    // peer_info (optional, NULL = not supported): see wr_msg_peer_info.
+    int (*peer_info)(const wr_msg *msg, wr_peer_info *out);
 } wr_transport_ops;
 
 // A transport context: one per process. It holds, per transport, that
@@ -192,5 +206,11 @@ void wr_close(wr_endpoint *ep);
 // connected or inproc endpoints, without peer_events, or on a transport
 // without the operation. Call from the endpoint's thread.
 int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed);
+
+// The sender of a received message (msg as filled by wr_recv, not yet
+// released): its address and authenticated identity. Costs a lookup, so it
+// is read on demand (registration, refusals), not per message. WR_OK, or
+// WR_ERR with *out zeroed where the transport cannot say.
+int wr_msg_peer_info(const wr_msg *msg, wr_peer_info *out);
 
 #endif

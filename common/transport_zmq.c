@@ -655,6 +655,19 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
     }
 }
 
+// Copies ZeroMQ's metadata property `name` of a received frame into buf ("" when absent).
+static void copy_property(zmq_msg_t *m, const char *name, char *buf, size_t cap) {
+    const char *v = zmq_msg_gets(m, name);
+    snprintf(buf, cap, "%s", v ? v : "");
+}
+
+static int zpeer_info(const wr_msg *msg, wr_peer_info *out) {
+    zmsg_impl *im = msg->impl;
+    copy_property(&im->hdr, "Peer-Address", out->addr, sizeof out->addr);
+    copy_property(&im->hdr, "User-Id", out->user, sizeof out->user);
+    return WR_OK;
+}
+
 static const wr_transport_ops zmq_ops = {
     .name = "zmq",
     .ctx_init = zctx_init,
@@ -668,4 +681,5 @@ static const wr_transport_ops zmq_ops = {
     .last_endpoint = zlast_endpoint,
     .close = zclose,
     .peer_events = zpeer_events,
+    .peer_info = zpeer_info,
 };

@@ -143,6 +143,12 @@ static void roundtrip(int kind) {
     assert_int_equal(r.payload.len, sizeof payload);
     assert_memory_equal(r.payload.data, payload, sizeof payload);
     assert_true(r.peer_len > 0 && r.peer_len <= WR_PEER_ID_MAX);
+    wr_peer_info who;
+    assert_int_equal(wr_msg_peer_info(&r, &who), WR_OK);
+    if (kind == K_TCP) assert_string_equal(who.addr, "127.0.0.1");
+    if (kind == K_IPC) assert_true(!strncmp(who.addr, "localhost:", 10));  // uid:gid:pid follow
+    if (kind == K_INPROC) assert_string_equal(who.addr, "");
+    assert_string_equal(who.user, "");  // no keys: nobody authenticated
 
     // reply to that peer by id, header only, then header + copied payload
     wr_msg s = {0};
@@ -155,6 +161,8 @@ static void roundtrip(int kind) {
     wr_msg_release(&r);
     wr_msg_release(&r);  // idempotent
     assert_null(r.impl);
+    assert_int_equal(wr_msg_peer_info(&r, &who), WR_ERR);  // released: nothing to say
+    assert_string_equal(who.addr, "");
 
     wr_msg c = {0};
     recv_ok(p.cli, &c);
