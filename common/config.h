@@ -60,6 +60,7 @@ typedef struct {
     double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
+    int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);
