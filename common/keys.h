@@ -1,7 +1,7 @@
 // keys.h — CURVE key files and the allow-list of the keys that may join.
 //
 // Keys are ZeroMQ CURVE keys in Z85 text (40 characters for 32 bytes).
-// `wren-server keygen NAME` writes two files (docs/CONFIG.md, "Keys"):
+// `wren-server keygen NAME` writes two files (docs/CONFIG.md, "CURVE keys"):
 //
 //   NAME.key  (mode 0600, the secret: never copy it off the node)
 //     # wren CURVE secret key
