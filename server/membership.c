@@ -163,12 +163,19 @@ static void refuse_stranger(coord *c, const coord_in *in, const char *from, int 
     coord_reply_error(c, in->m, code, reason);
 }
 
+// The sender's transport info into *pi and its address into from ("?" when
+// the transport cannot say, "inproc"). 1 when the transport said, else 0.
+static int peer_from(const wr_msg *m, wr_peer_info *pi, char *from, size_t from_len) {
+    int known = wr_msg_peer_info(m, pi) == WR_OK;
+    snprintf(from, from_len, "%s", !known ? "?" : pi->addr[0] ? pi->addr : "inproc");
+    return known;
+}
+
 // A new registrant's address against expect_hosts and its key's role against
 // the role it claims. WR_OK with `from` = its address, or WR_ERR refused.
 static int screen(coord *c, const coord_in *in, char *from, size_t from_len) {
     wr_peer_info pi;
-    int known = wr_msg_peer_info(in->m, &pi) == WR_OK;
-    snprintf(from, from_len, "%s", !known ? "?" : pi.addr[0] ? pi.addr : "inproc");
+    int known = peer_from(in->m, &pi, from, from_len);
     char why[WR_REASON_MAX];
     if (c->hosts && (!known || !wr_host_set_has(c->hosts, pi.addr))) {
         snprintf(why, sizeof why, "REGISTER from %s, an address this job does not expect", from);
@@ -333,7 +340,7 @@ static int decide_size(coord *c) {
     }
     free(r);
     if (k >= 0 || n < c->cfg.workers || waiting > 0) return WR_OK;
-    char why[WR_REASON_MAX];
+    char why[2048];  // logged whole; the SHUTDOWN reason carries what fits
     size_t at = 0;
     appendf(why, sizeof why, &at,
             "workers disagree on the model (no majority of the %d workers): ", c->cfg.workers);
@@ -374,8 +381,15 @@ void coord_on_register(coord *c, coord_in *in) {
         // The refusal does not say which job runs here: the peer is not in it.
         snprintf(r, sizeof r, "REGISTER for job %llu, which this coordinator does not run",
                  (unsigned long long)h->job_id);
-        wr_refused(&c->refused, WR_PERR_JOB, "a registering node", r);
-        coord_reply_error(c, in->m, WR_EC_REJECTED, r);
+        if (in->n) {
+            wr_refused(&c->refused, WR_PERR_JOB, in->who, r);
+            coord_reply_error(c, in->m, WR_EC_REJECTED, r);
+            return;
+        }
+        wr_peer_info pi;
+        char from[WR_PEER_ADDR_MAX];
+        peer_from(in->m, &pi, from, sizeof from);
+        refuse_stranger(c, in, from, WR_EC_REJECTED, r);
         return;
     }
     coord_node *n = in->n;
