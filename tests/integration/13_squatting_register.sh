@@ -99,7 +99,6 @@ start_coord split 1 2
 "$FAKE" --coordinator "$CA" --source 127.0.0.2 --d 5 --host squatter >"$T/split.squatter.err" 2>&1 &
 STARTED+=("$!")
 wait_log "$T/split.coord.err" "worker from 127.0.0.2 (host squatter) reports d = 5"
-start_shard split
 "$FAKE" --coordinator "$CA" --d "$D" --host a >"$T/split.w0.err" 2>&1 &
 STARTED+=("$!")
 wait_pid "$CP"
