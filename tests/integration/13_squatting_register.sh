@@ -9,6 +9,7 @@
 #  3. no expect_hosts, 2 workers: outsider and one real worker disagree with
 #     no majority: the job stops with status 2 naming the outsider's address.
 #  4. expect_hosts naming a host that does not resolve: config error (2).
+#  5. ipc: a peer is refused unless expect_hosts lists "localhost".
 source "$(dirname "$0")/lib/common.bash"
 FAKE=$BIN/wren_fake_worker
 [ -x "$FAKE" ] || fail "$FAKE is missing (make -j2 build-all)"
@@ -114,4 +115,29 @@ wait_pid "$CP"
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "4: unresolvable expect_hosts exited $RC, expected $WR_EXIT_CONFIG"
 grep -q "'no-such-host.invalid' does not resolve" "$T/badname.coord.err" || fail "4: the error does not name the host"
 
-pass "outsider refused by expect_hosts without job id or config; squatter refused by the majority; no majority stops naming it; bad host name is a config error"
+# ---- 5. ipc peers: accepted only when "localhost" is listed ---------------------------------
+CA="ipc://$T/coord.ipc"
+"$BIN/wren-server" coordinator --bind "$CA" shards=1 workers=1 "${JOBKEYS[@]}" expect_hosts=127.0.0.1 \
+    >"$T/ipc.coord.err" 2>&1 &
+CP=$!
+STARTED+=("$CP")
+"$FAKE" --coordinator "$CA" --d "$D" --host local >"$T/ipc.outsider.err" 2>&1
+ORC=$?
+[ "$ORC" = "$WR_EXIT_FAILURE" ] || fail "5: an ipc peer without 'localhost' listed exited $ORC, expected refusal"
+grep -q "refused a worker registering from localhost:[0-9]*:[0-9]*:[0-9]* (host local)" "$T/ipc.coord.err" ||
+    fail "5: the ipc refusal is not logged with the peer's ipc address"
+kill "$CP"
+wait "$CP" 2>/dev/null
+CA="ipc://$T/coord2.ipc"
+"$BIN/wren-server" coordinator --bind "$CA" shards=1 workers=1 "${JOBKEYS[@]}" expect_hosts=localhost \
+    >"$T/ipc2.coord.err" 2>&1 &
+CP=$!
+STARTED+=("$CP")
+"$BIN/wren-server" shard --coordinator "$CA" --bind "ipc://$T/s0.ipc" --connect-timeout 10 >"$T/ipc2.shard.err" 2>&1 &
+STARTED+=("$!")
+"$FAKE" --coordinator "$CA" --d "$D" --host local >"$T/ipc2.w0.err" 2>&1 &
+STARTED+=("$!")
+wait_pid "$CP"
+[ "$RC" = "$WR_EXIT_OK" ] || fail "5: the ipc job with expect_hosts = localhost exited $RC, expected 0"
+
+pass "outsider refused by expect_hosts without job id or config; squatter refused by the majority; no majority stops naming it; bad host name is a config error; ipc only with localhost"
