@@ -285,7 +285,9 @@ static void list_reports(const coord *c, char *out, size_t len, size_t *at) {
 static void refuse_odd(coord *c, int i) {
     char log[2048], r[WR_REASON_MAX];
     size_t at = 0;
-    appendf(log, sizeof log, &at, "refused a worker whose model differs from the majority's: ");
+    char who[COORD_WHO_MAX];
+    describe_reg(&c->nodes[i], who, sizeof who);
+    appendf(log, sizeof log, &at, "refused %s: its model differs from the majority's; reports: ", who);
     list_reports(c, log, sizeof log, &at);
     wr_warn("%s", log);
     snprintf(r, sizeof r,

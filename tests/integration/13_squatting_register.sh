@@ -89,7 +89,7 @@ done
 wait_pid "$CP"
 [ "$RC" = "$WR_EXIT_OK" ] || fail "2: the job with a squatter exited $RC, expected 0 (majority)"
 grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$T/major.coord.err" || fail "2: no passing digest checks"
-grep -q "refused a worker whose model differs from the majority's: .*worker (127.0.0.2, host squatter) reports 5 parameters" \
+grep -q "refused worker (127.0.0.2, host squatter): its model differs from the majority's; reports: .*(127.0.0.2, host squatter) reports 5 parameters.*(127.0.0.1, host [abc]) reports $D parameters" \
     "$T/major.coord.err" || fail "2: the refusal does not name the squatter by address"
 wait_pid "$SQ"
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "2: the squatter exited $RC, expected $WR_EXIT_CONFIG (refused, config)"
