@@ -166,6 +166,17 @@ static int check_model(const char *v, char *why, size_t why_len) {
     return -1;
 }
 
+// expect_hosts: "" (any peer) or comma-separated names and addresses; they are
+// resolved where the coordinator starts (server/admission.c), not here.
+static int check_hosts(const char *v, char *why, size_t why_len) {
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".:-_, ", *p)) {
+            snprintf(why, why_len, "comma-separated host names or IP addresses");
+            return -1;
+        }
+    return 0;
+}
+
 static int check_path(const char *v, char *why, size_t why_len) {
     if (!*v) {
         snprintf(why, why_len, "a non-empty directory path");
@@ -230,6 +241,8 @@ static const key_t_ kKeys[] = {
     DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
     DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     ENUMK("allow_insecure", allow_insecure, "one of on, off", kOnOff),
+    {"expect_hosts", K_STR, OFF(expect_hosts), 0, 0, 0, 0, "comma-separated host names or IP addresses", NULL,
+     NULL, 0, WR_EXPECT_HOSTS_MAX, check_hosts},
 };
 #define N_KEYS ((int)(sizeof kKeys / sizeof kKeys[0]))
 

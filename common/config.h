@@ -16,6 +16,8 @@
 
 #define WR_MODEL_SPEC_MAX 64
 #define WR_PATH_MAX 512
+// expect_hosts text, bounded so "expect_hosts=<list>" fits a cluster map config string
+#define WR_EXPECT_HOSTS_MAX 400
 // The largest D of model = synthetic:D, checked by the config and the model
 // alike: the random counter of a parameter is its 32-bit index.
 #define WR_MAX_SYNTH_PARAMS 4294967295ull
@@ -61,6 +63,9 @@ typedef struct {
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
     int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
+    // expect_hosts = comma-separated host names / IP addresses the coordinator accepts REGISTER
+    // from ("" = any; "localhost" also admits ipc peers); resolved by the coordinator at start
+    char expect_hosts[WR_EXPECT_HOSTS_MAX];
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);

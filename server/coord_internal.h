@@ -13,6 +13,7 @@
 
 #include <stdint.h>
 
+#include "admission.h"
 #include "cluster.h"
 #include "coordinator.h"
 #include "digest_book.h"
@@ -23,6 +24,11 @@
 // coord.status while the job runs; once it ends, the job's exit status
 // (enum wr_exit_status), set by coord_end.
 #define COORD_RUNNING (-1)
+
+// Workers that may be registering at once, as a multiple of `workers`: room
+// for the real workers beside peers that took a slot first (see
+// docs/ARCHITECTURE.md "Registration").
+#define COORD_WORKER_ROOM 2
 
 // "worker 1 on host b", "shard 0 on host a (tcp://...)".
 #define COORD_WHO_MAX (WR_ADDR_MAX + 96)
@@ -41,6 +47,9 @@ typedef struct {
     int index;  // shard index / worker rank, -1 until assigned
     double last_seen;
     int left;
+    char from[WR_PEER_ADDR_MAX];  // the peer's address as the transport saw it (wr_msg_peer_info)
+    int reported;                 // worker: sent its model size (d, nt), registered or not
+    uint64_t nt;
 } coord_node;
 
 // The open barrier (one at a time).
@@ -80,6 +89,9 @@ typedef struct {
     uint64_t d;
     uint64_t nt;  // training-set size the workers reported (REGISTER 'nt'; 0 = not reported)
     int nt_set;
+    wr_host_set *hosts;             // expect_hosts resolved; NULL = any peer
+    uint64_t stranger_job;          // job id an unregistered sender claimed (echoed in its ERROR)
+    unsigned long reg_refused;      // registrations refused (the first ones are logged at warn)
     wr_cluster map;                 // the epoch-1 map, once formed
     int *shard_node, *worker_node;  // index -> node
     int n_left;

@@ -87,10 +87,11 @@ void coord_send_shutdown_all(coord *c, int status, const char *reason) {
 }
 
 void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason) {
-    if (!coord_find_peer(c, m) &&
-        !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer"))
-        return;
-    wr_send_error(c->ep, m->peer, m->peer_len, c->cfg.job_id, c->formed ? 1 : 0, code, reason, &c->scratch);
+    int known = coord_find_peer(c, m) != NULL;
+    if (!known && !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer")) return;
+    // An unregistered peer learns nothing of the job: its own job id back, epoch 0.
+    wr_send_error(c->ep, m->peer, m->peer_len, known ? c->cfg.job_id : c->stranger_job,
+                  known && c->formed ? 1 : 0, code, reason, &c->scratch);
 }
 
 void coord_refuse(coord *c, const coord_in *in, int kind, const char *reason) {
@@ -189,8 +190,14 @@ static void dispatch(coord *c, coord_in *in) {
     coord_handler fn = h->type > 0 && h->type < WR_MT_COUNT_ ? handlers[h->type].fn : NULL;
     unsigned needs = fn ? handlers[h->type].needs : NEED_JOB | NEED_PEER;
     if ((needs & NEED_JOB) && h->job_id != c->cfg.job_id) {
-        snprintf(err, sizeof err, "%s for job %llu, this coordinator runs job %llu",
-                 wr_msg_type_name(h->type), (unsigned long long)h->job_id, (unsigned long long)c->cfg.job_id);
+        // The job's id only to its own nodes.
+        if (in->n)
+            snprintf(err, sizeof err, "%s for job %llu, this coordinator runs job %llu",
+                     wr_msg_type_name(h->type), (unsigned long long)h->job_id,
+                     (unsigned long long)c->cfg.job_id);
+        else
+            snprintf(err, sizeof err, "%s for job %llu, which this coordinator does not run",
+                     wr_msg_type_name(h->type), (unsigned long long)h->job_id);
         coord_refuse(c, in, WR_PERR_JOB, err);
         return;
     }
@@ -219,7 +226,10 @@ static int on_message(void *arg, wr_msg *m) {
         snprintf(in.who, sizeof in.who, "an unregistered peer");
     enum wr_perr perr = WR_PERR_NONE;
     char err[WR_ERR_LEN];
-    if (wr_proto_decode(m->header.data, m->header.len, m->payload.len, NULL, &in.h, &perr, err) != WR_OK) {
+    c->stranger_job = 0;
+    int rc = wr_proto_decode(m->header.data, m->header.len, m->payload.len, NULL, &in.h, &perr, err);
+    if (rc == WR_OK) c->stranger_job = in.h.job_id;
+    if (rc != WR_OK) {
         wr_refused(&c->refused, perr, in.who, err);
         coord_reply_error(c, m, WR_EC_PROTOCOL, err);
     } else {
@@ -326,6 +336,23 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     return WR_OK;
 }
 
+// expect_hosts resolved into c->hosts (left NULL when unset). WR_OK, or
+// WR_ERR logged (a name that does not resolve).
+static int resolve_hosts(coord *c) {
+    if (!c->cfg.expect_hosts[0]) return WR_OK;
+    char err[WR_ERR_LEN];
+    c->hosts = wr_calloc(1, sizeof *c->hosts);
+    if (wr_host_set_resolve(c->hosts, c->cfg.expect_hosts, err) != WR_OK) {
+        wr_error("config error: %s", err);
+        free(c->hosts);
+        c->hosts = NULL;
+        return WR_ERR;
+    }
+    wr_info("accepting registrations only from expect_hosts = %s (%d addresses%s)", c->cfg.expect_hosts,
+            c->hosts->n, c->hosts->localhost ? ", and ipc peers" : "");
+    return WR_OK;
+}
+
 static void finish_report(const coord *c) {
     uint64_t p = c->book ? wr_digest_book_passed(c->book) : 0,
              f = c->book ? wr_digest_book_failed(c->book) : 0;
@@ -336,6 +363,7 @@ static void finish_report(const coord *c) {
     if (c->book && wr_digest_book_refused(c->book))
         wr_warn("%llu digests refused (step not digested, outside the window, or too many open checks)",
                 (unsigned long long)wr_digest_book_refused(c->book));
+    if (c->reg_refused) wr_warn("%lu registrations refused", c->reg_refused);
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
     if (c->gate.withheld)
         wr_warn("%llu ERROR replies to unregistered peers withheld", (unsigned long long)c->gate.withheld);
@@ -352,6 +380,7 @@ static void coord_free(coord *c) {
     wr_digest_book_free(c->book);
     free(c->barrier.in);
     wr_reply_gate_free(&c->gate);
+    free(c->hosts);
     coord_membership_free(c);
 }
 
@@ -362,17 +391,20 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     c->cfg = o->cfg;
     c->status = COORD_RUNNING;
     char err[WR_ERR_LEN];
+    if (resolve_hosts(c) != WR_OK) return WR_EXIT_CONFIG;
     wr_transport_ctx *ctx = wr_transport_ctx_new(o->io_threads > 0 ? o->io_threads : 1, err);
     if (!ctx) {
+        free(c->hosts);
         wr_error("transport: %s", err);
         return WR_EXIT_FAILURE;
     }
     if (open_endpoint(c, ctx) != WR_OK) {
+        free(c->hosts);
         wr_transport_ctx_free(ctx);
         return WR_EXIT_FAILURE;
     }
     wr_config_to_kv(&c->cfg, &c->kv, &c->n_kv);
-    c->max_nodes = c->cfg.shards + c->cfg.workers;
+    c->max_nodes = c->cfg.shards + COORD_WORKER_ROOM * c->cfg.workers;
     c->nodes = wr_calloc((size_t)c->max_nodes, sizeof *c->nodes);
     wr_reply_gate_init(&c->gate, COORD_STRANGER_TABLE, COORD_STRANGER_REPLIES);
     wr_peer_watch_init(&c->conns, "connections to the coordinator", 2L * c->max_nodes + COORD_CONN_SLACK);

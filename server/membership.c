@@ -16,6 +16,9 @@
 #include "log.h"
 #include "schedule.h"
 
+static void appendf(char *out, size_t len, size_t *at, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 // The welcome: CLUSTER_MAP{epoch 0, no shards or workers, the job config}.
 static void send_welcome(coord *c, const coord_node *n) {
     wr_pmsg h;
@@ -130,20 +133,96 @@ static void form_job(coord *c) {
     }
 }
 
-// A first REGISTER from a new connection: a node slot, or ERROR{rejected}
-// when the job is full or running (NULL then).
-static coord_node *admit(coord *c, const coord_in *in) {
+// Registrations refused with a warning each; later ones are logged at debug
+// level (a peer retrying in a loop must not flood the log).
+#define COORD_REG_WARN 32
+
+// "worker 2 (10.0.0.7, host b)", "worker (10.0.0.7, host b)" before its rank,
+// "shard 0 (10.0.0.5, host a, tcp://...)".
+static void describe_reg(const coord_node *n, char *buf, size_t len) {
+    const char *from = n->from[0] ? n->from : "?";
+    if (n->role == WR_ROLE_SHARD)
+        snprintf(buf, len, "shard %d (%s, host %s, %s)", n->index, from, n->host, n->addr);
+    else if (n->index >= 0)
+        snprintf(buf, len, "worker %d (%s, host %s)", n->index, from, n->host);
+    else
+        snprintf(buf, len, "worker (%s, host %s)", from, n->host);
+}
+
+// Refuses a REGISTER from a peer that is not in the job: ERROR{code} with
+// neither the job's id nor its config (coord_reply_error), logged with the
+// peer's address. It does not count toward the job.
+static void refuse_stranger(coord *c, const coord_in *in, const char *from, int code, const char *reason) {
+    c->reg_refused++;
+    if (c->reg_refused <= COORD_REG_WARN)
+        wr_warn("refused a %s registering from %s (host %s): %s", coord_role_name(in->h.role), from,
+                in->h.host[0] ? in->h.host : "?", reason);
+    else
+        wr_debug("refused a %s registering from %s (host %s): %s", coord_role_name(in->h.role), from,
+                 in->h.host, reason);
+    coord_reply_error(c, in->m, code, reason);
+}
+
+// The sender's transport info into *pi and its address into from ("?" when
+// the transport cannot say, "inproc"). 1 when the transport said, else 0.
+static int peer_from(const wr_msg *m, wr_peer_info *pi, char *from, size_t from_len) {
+    int known = wr_msg_peer_info(m, pi) == WR_OK;
+    snprintf(from, from_len, "%s", !known ? "?" : pi->addr[0] ? pi->addr : "inproc");
+    return known;
+}
+
+// A new registrant's address against expect_hosts and its key's role against
+// the role it claims. WR_OK with `from` = its address, or WR_ERR refused.
+static int screen(coord *c, const coord_in *in, char *from, size_t from_len) {
+    wr_peer_info pi;
+    int known = peer_from(in->m, &pi, from, from_len);
+    char why[WR_REASON_MAX];
+    if (c->hosts && (!known || !wr_host_set_has(c->hosts, pi.addr))) {
+        snprintf(why, sizeof why, "REGISTER from %s, an address this job does not expect", from);
+        refuse_stranger(c, in, from, WR_EC_REJECTED, why);
+        return WR_ERR;
+    }
+    if (known && wr_role_check(pi.user, in->h.role, why, sizeof why) != WR_OK) {
+        refuse_stranger(c, in, from, WR_EC_REJECTED, why);
+        return WR_ERR;
+    }
+    return WR_OK;
+}
+
+// A shard address that a registered shard has already: that shard, else NULL.
+static const coord_node *shard_with_addr(const coord *c, const char *addr) {
+    for (int i = 0; i < c->n_nodes; i++)
+        if (c->nodes[i].role == WR_ROLE_SHARD && !strcmp(c->nodes[i].addr, addr)) return &c->nodes[i];
+    return NULL;
+}
+
+// Whether a new registrant must be refused (job running or full, shard
+// address taken); refuses it then. 1 refused, 0 not.
+static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     const wr_pmsg *h = &in->h;
     int shard = h->role == WR_ROLE_SHARD;
-    if (c->formed || (shard ? c->n_shards_reg >= c->cfg.shards : c->n_workers_seen >= c->cfg.workers)) {
-        char r[160];
-        snprintf(r, sizeof r, "job %llu %s: it has %d %ss", (unsigned long long)c->cfg.job_id,
-                 c->formed ? "is already running" : "is full", shard ? c->cfg.shards : c->cfg.workers,
-                 coord_role_name(h->role));
-        wr_warn("refused a %s from host %s: %s", coord_role_name(h->role), h->host, r);
-        coord_reply_error(c, in->m, WR_EC_REJECTED, r);
-        return NULL;
+    char r[WR_REASON_MAX];
+    const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
+    if (c->formed || (shard ? c->n_shards_reg >= c->cfg.shards
+                            : c->n_workers_seen >= COORD_WORKER_ROOM * c->cfg.workers)) {
+        snprintf(r, sizeof r, "the job %s", c->formed ? "is already running" : "has no free slot");
+    } else if (dup) {
+        char who[COORD_WHO_MAX];
+        describe_reg(dup, who, sizeof who);
+        wr_warn("shard from %s (host %s) claims address %s of %s", from, h->host, h->addr, who);
+        snprintf(r, sizeof r, "shard address %s is taken by another shard", h->addr);
+    } else {
+        return 0;
     }
+    refuse_stranger(c, in, from, WR_EC_REJECTED, r);
+    return 1;
+}
+
+// A first REGISTER from a new connection: a node slot, or NULL (refused).
+static coord_node *admit(coord *c, const coord_in *in) {
+    const wr_pmsg *h = &in->h;
+    char from[WR_PEER_ADDR_MAX];
+    if (screen(c, in, from, sizeof from) != WR_OK || refuse_admission(c, in, from)) return NULL;
     WR_CHECK(c->n_nodes < c->max_nodes);
     coord_node *n = &c->nodes[c->n_nodes++];
     memset(n, 0, sizeof *n);
@@ -152,60 +231,167 @@ static coord_node *admit(coord *c, const coord_in *in) {
     n->peer_len = in->m->peer_len;
     snprintf(n->host, sizeof n->host, "%s", h->host[0] ? h->host : "?");
     snprintf(n->addr, sizeof n->addr, "%s", h->addr);
+    snprintf(n->from, sizeof n->from, "%s", from);
     n->group = h->group;
     n->index = -1;
-    if (shard) {
+    if (h->role == WR_ROLE_SHARD) {
         n->index = c->n_shards_reg++;
         n->registered = 1;
-        wr_info("shard %d registered from host %s (%s)", n->index, n->host, n->addr);
+        wr_info("shard %d registered from %s (host %s, %s)", n->index, n->from, n->host, n->addr);
     } else {
         c->n_workers_seen++;
-        wr_debug("worker from host %s says hello", n->host);
+        wr_debug("worker from %s (host %s) says hello", n->from, n->host);
     }
     return n;
 }
 
-// A worker's second REGISTER (n_params = d, nt): every worker must report
-// the same d and nt. WR_OK, or WR_ERR with the job stopped.
-static int register_worker(coord *c, const coord_in *in, coord_node *n) {
-    const wr_pmsg *h = &in->h;
-    char r[WR_ERR_LEN];
-    if (c->d && h->n_params != c->d)
-        snprintf(r, sizeof r,
-                 "worker on host %s reports d = %llu parameters, the other workers %llu (model %s): "
-                 "all workers must build the same model",
-                 n->host, (unsigned long long)h->n_params, (unsigned long long)c->d, c->cfg.model);
-    else if (c->nt_set && h->train_examples != c->nt)
-        snprintf(r, sizeof r,
-                 "worker on host %s reports a training set of %llu examples, the other workers %llu: "
-                 "all workers must load the same data set (it sets the total step count)",
-                 n->host, (unsigned long long)h->train_examples, (unsigned long long)c->nt);
-    else
-        r[0] = 0;
-    if (r[0]) {
-        coord_reply_error(c, in->m, WR_EC_CONFIG, r);
-        coord_stop_job(c, WR_EXIT_CONFIG, r);
-        return WR_ERR;
+// Drops node i (a worker without a rank) from the table, before the job formed.
+static void remove_node(coord *c, int i) {
+    if (c->nodes[i].role == WR_ROLE_WORKER) c->n_workers_seen--;
+    memmove(&c->nodes[i], &c->nodes[i + 1], (size_t)(c->n_nodes - i - 1) * sizeof *c->nodes);
+    c->n_nodes--;
+}
+
+// Sends node i ERROR{code, reason} and drops it from the table.
+static void drop_node(coord *c, int i, int code, const char *reason) {
+    coord_node *n = &c->nodes[i];
+    wr_send_error(c->ep, n->peer, n->peer_len, c->cfg.job_id, 0, code, reason, &c->scratch);
+    remove_node(c, i);
+}
+
+// " reports D parameters (training set NT examples)".
+static void append_report(char *out, size_t len, size_t *at, const coord_node *n) {
+    char who[COORD_WHO_MAX];
+    describe_reg(n, who, sizeof who);
+    appendf(out, len, at, "%s reports %llu parameters (training set %llu)", who, (unsigned long long)n->d,
+            (unsigned long long)n->nt);
+}
+
+// Every worker's report (registered ones and those waiting), one after the
+// other: "worker 0 (10.0.0.5, host a) reports 101770 parameters (...), ...".
+static void list_reports(const coord *c, char *out, size_t len, size_t *at) {
+    const char *sep = "";
+    for (int i = 0; i < c->n_nodes; i++) {
+        const coord_node *n = &c->nodes[i];
+        if (n->role != WR_ROLE_WORKER || !n->reported) continue;
+        appendf(out, len, at, "%s", sep);
+        append_report(out, len, at, n);
+        sep = ", ";
     }
-    c->nt = h->train_examples;
-    c->nt_set = 1;
-    c->d = h->n_params;
-    n->d = h->n_params;
-    n->registered = 1;
-    n->index = c->n_workers_reg++;
-    wr_info("worker %d registered from host %s (d = %llu, training set %llu)", n->index, n->host,
-            (unsigned long long)n->d, (unsigned long long)h->train_examples);
+}
+
+// Worker i disagrees with the size the majority agreed on: refused
+// (ERROR{config}), logged naming everyone's report, dropped; the job goes on.
+static void refuse_odd(coord *c, int i) {
+    char log[2048], r[WR_REASON_MAX];
+    size_t at = 0;
+    char who[COORD_WHO_MAX];
+    describe_reg(&c->nodes[i], who, sizeof who);
+    appendf(log, sizeof log, &at, "refused %s: its model differs from the majority's; reports: ", who);
+    list_reports(c, log, sizeof log, &at);
+    wr_warn("%s", log);
+    snprintf(r, sizeof r,
+             "this worker reports %llu parameters (training set %llu); the majority of the job's %d "
+             "workers report %llu (training set %llu): all workers must build the same model and data set",
+             (unsigned long long)c->nodes[i].d, (unsigned long long)c->nodes[i].nt, c->cfg.workers,
+             (unsigned long long)c->d, (unsigned long long)c->nt);
+    drop_node(c, i, WR_EC_CONFIG, r);
+}
+
+// The size is agreed: each worker that reported (table order) gets the next
+// rank if it agrees and a rank is free; the others are refused.
+static void settle(coord *c) {
+    for (int i = 0; i < c->n_nodes;) {
+        coord_node *n = &c->nodes[i];
+        if (n->role != WR_ROLE_WORKER || !n->reported || n->registered) {
+            i++;
+        } else if (n->d != c->d || n->nt != c->nt) {
+            refuse_odd(c, i);
+        } else if (c->n_workers_reg == c->cfg.workers) {
+            drop_node(c, i, WR_EC_REJECTED, "the job has all its workers");
+        } else {
+            n->registered = 1;
+            n->index = c->n_workers_reg++;
+            wr_info("worker %d registered from %s (host %s, d = %llu, training set %llu)", n->index, n->from,
+                    n->host, (unsigned long long)n->d, (unsigned long long)n->nt);
+            i++;
+        }
+    }
+}
+
+// Looks for a majority among the reports while there is none yet: sets
+// c->d/c->nt when more than half of the job's workers agree. Stops the job
+// (exit 2) when every slot reported and nobody else is registering, yet no
+// value has a majority. WR_OK (agreed or still waiting), or WR_ERR stopped.
+static int decide_size(coord *c) {
+    int n = 0, waiting = 0;
+    wr_size_report *r = wr_calloc((size_t)c->n_nodes + 1, sizeof *r);
+    for (int i = 0; i < c->n_nodes; i++) {
+        const coord_node *x = &c->nodes[i];
+        if (x->role != WR_ROLE_WORKER) continue;
+        if (x->reported)
+            r[n++] = (wr_size_report){x->d, x->nt};
+        else
+            waiting++;
+    }
+    int k = wr_majority(r, n, c->cfg.workers);
+    if (k >= 0) {
+        c->d = r[k].d;
+        c->nt = r[k].nt;
+        c->nt_set = 1;
+    }
+    free(r);
+    if (k >= 0 || n < c->cfg.workers || waiting > 0) return WR_OK;
+    char why[2048];  // logged whole; the SHUTDOWN reason carries what fits
+    size_t at = 0;
+    appendf(why, sizeof why, &at,
+            "workers disagree on the model (no majority of the %d workers): ", c->cfg.workers);
+    list_reports(c, why, sizeof why, &at);
+    appendf(why, sizeof why, &at, "; all workers must build the same model (%s) and data set", c->cfg.model);
+    coord_stop_job(c, WR_EXIT_CONFIG, why);
+    return WR_ERR;
+}
+
+// A worker's second REGISTER (n_params = d, nt): recorded, then ranks
+// follow the majority (decide_size, settle). WR_OK, or WR_ERR with the job
+// stopped. n may be dropped from the table: not to be used after.
+static int on_report(coord *c, const coord_in *in, coord_node *n) {
+    n->d = in->h.n_params;
+    n->nt = in->h.train_examples;
+    n->reported = 1;
+    wr_debug("worker from %s (host %s) reports d = %llu, training set %llu", n->from, n->host,
+             (unsigned long long)n->d, (unsigned long long)n->nt);
+    if (!c->nt_set && decide_size(c) != WR_OK) return WR_ERR;
+    if (c->nt_set) settle(c);
     return WR_OK;
+}
+
+// Workers that registered but have no rank when the job forms (beyond its
+// `workers`): refused and dropped.
+static void drop_extras(coord *c) {
+    for (int i = 0; i < c->n_nodes;)
+        if (c->nodes[i].role == WR_ROLE_WORKER && !c->nodes[i].registered)
+            drop_node(c, i, WR_EC_REJECTED, "the job formed with all its workers");
+        else
+            i++;
 }
 
 void coord_on_register(coord *c, coord_in *in) {
     const wr_pmsg *h = &in->h;
     if (h->job_id != 0 && h->job_id != c->cfg.job_id) {
         char r[128];
-        snprintf(r, sizeof r, "REGISTER for job %llu, this coordinator runs job %llu",
-                 (unsigned long long)h->job_id, (unsigned long long)c->cfg.job_id);
-        wr_refused(&c->refused, WR_PERR_JOB, "a registering node", r);
-        coord_reply_error(c, in->m, WR_EC_REJECTED, r);
+        // The refusal does not say which job runs here: the peer is not in it.
+        snprintf(r, sizeof r, "REGISTER for job %llu, which this coordinator does not run",
+                 (unsigned long long)h->job_id);
+        if (in->n) {
+            wr_refused(&c->refused, WR_PERR_JOB, in->who, r);
+            coord_reply_error(c, in->m, WR_EC_REJECTED, r);
+            return;
+        }
+        wr_peer_info pi;
+        char from[WR_PEER_ADDR_MAX];
+        peer_from(in->m, &pi, from, sizeof from);
+        refuse_stranger(c, in, from, WR_EC_REJECTED, r);
         return;
     }
     coord_node *n = in->n;
@@ -216,11 +402,14 @@ void coord_on_register(coord *c, coord_in *in) {
     }
     if (!n && !(n = admit(c, in))) return;
     if (h->role == WR_ROLE_WORKER && h->n_params > 0 && !n->registered) {
-        if (register_worker(c, in, n) != WR_OK) return;
+        if (on_report(c, in, n) != WR_OK) return;
     } else if (!c->formed) {
         send_welcome(c, n);  // first REGISTER (or a repeat): the config
     }
-    if (!c->formed && c->n_shards_reg == c->cfg.shards && c->n_workers_reg == c->cfg.workers) form_job(c);
+    if (!c->formed && c->n_shards_reg == c->cfg.shards && c->n_workers_reg == c->cfg.workers) {
+        drop_extras(c);
+        form_job(c);
+    }
 }
 
 void coord_on_leave(coord *c, coord_in *in) {
@@ -264,11 +453,14 @@ static void registration_report(const coord *c, double waited, char *out, size_t
         for (int i = 0; i < c->n_nodes; i++) {
             const coord_node *n = &c->nodes[i];
             if ((pass == 0) != (n->role == WR_ROLE_SHARD)) continue;
-            if (n->role == WR_ROLE_SHARD)
-                appendf(out, len, &at, "%s shard %d from host %s (%s)", sep, n->index, n->host, n->addr);
-            else
-                appendf(out, len, &at, "%s worker from host %s%s", sep, n->host,
-                        n->registered ? "" : " (config sent, model size never reported)");
+            char who[COORD_WHO_MAX];
+            describe_reg(n, who, sizeof who);
+            appendf(out, len, &at, "%s %s", sep, who);
+            if (n->role == WR_ROLE_WORKER && !n->reported)
+                appendf(out, len, &at, " (config sent, model size never reported)");
+            else if (n->role == WR_ROLE_WORKER && !n->registered)
+                appendf(out, len, &at, " (reports %llu parameters, training set %llu; no majority yet)",
+                        (unsigned long long)n->d, (unsigned long long)n->nt);
             sep = ",";
         }
 }

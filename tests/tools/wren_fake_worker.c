@@ -8,9 +8,12 @@
 // pushes first (they must be refused without harm). --fixed-grad draws the
 // gradient once (to time the communication, not the generator). --barrier
 // enters BARRIER 7 before the first step and waits for its release.
+// --source IP connects to a tcp coordinator from that local address (an
+// outsider on 127.0.0.2); a refused registration ends the process (2 for
+// ERROR{config}, else 1) after logging the ERROR's job id field.
 //
 //   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--corrupt-at T]
-//                    [--die-at T] [--bad-push] [--log-level L]
+//                    [--die-at T] [--bad-push] [--source IP] [--log-level L]
 // Exit: 0 ok; the SHUTDOWN status when the coordinator stops the job; 1 error;
 // 6 coordinator unreachable.
 #include <getopt.h>
@@ -129,6 +132,14 @@ static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
         if (rc > 0) return rc;
         if (rc < 0) continue;
         if (h->type == type && h->epoch == epoch) return 0;
+        if (h->type == WR_MT_ERROR && type != WR_MT_ERROR && g_rank < 0) {
+            // refused at registration: the job's id must not be in it (tests read this line)
+            wr_error("coordinator refused registration: ERROR %d, job id field %llu: %s", h->code,
+                     (unsigned long long)h->job_id, h->reason);
+            int st = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
+            wr_pmsg_clear(h);
+            return st;
+        }
         if (h->type == WR_MT_ERROR) wr_warn("coordinator: ERROR %d %s", h->code, h->reason);
         wr_pmsg_clear(h);
     }
@@ -137,23 +148,15 @@ static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
 
 int main(int argc, char **argv) {
     static const struct option opts[] = {
-        {"coordinator", required_argument, NULL, 'C'},
-        {"d", required_argument, NULL, 'd'},
-        {"host", required_argument, NULL, 'H'},
-        {"corrupt-at", required_argument, NULL, 'x'},
-        {"die-at", required_argument, NULL, 'k'},
-        {"bad-push", no_argument, NULL, 'b'},
-        {"fixed-grad", no_argument, NULL, 'f'},
-        {"barrier", no_argument, NULL, 'B'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"nt", required_argument, NULL, 'n'},
-        {"pull-flood", required_argument, NULL, 'P'},
-        {"big-frame", required_argument, NULL, 'F'},
-        {"bad-digest", no_argument, NULL, 'D'},
-        {"skip-last-digest", no_argument, NULL, 'S'},
-        {"late-digest", required_argument, NULL, 'L'},
-        {"stall-reads", no_argument, NULL, 'R'},
-        {NULL, 0, NULL, 0},
+        {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
+        {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
+        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'},
+        {"fixed-grad", no_argument, NULL, 'f'},        {"barrier", no_argument, NULL, 'B'},
+        {"log-level", required_argument, NULL, 'l'},   {"nt", required_argument, NULL, 'n'},
+        {"pull-flood", required_argument, NULL, 'P'},  {"big-frame", required_argument, NULL, 'F'},
+        {"bad-digest", no_argument, NULL, 'D'},        {"skip-last-digest", no_argument, NULL, 'S'},
+        {"late-digest", required_argument, NULL, 'L'}, {"stall-reads", no_argument, NULL, 'R'},
+        {"source", required_argument, NULL, 's'},      {NULL, 0, NULL, 0},
     };
     uint64_t nt = 60000;
     long pull_flood = 0, big_frame_mib = 0;
@@ -161,6 +164,7 @@ int main(int argc, char **argv) {
     double late_digest = 0;
     uint64_t d = 0;
     const char *host = "fakehost";
+    const char *source = NULL;  // tcp: connect to the coordinator from this local IP
     long corrupt_at = -1, die_at = -1;
     int bad_push = 0, fixed_grad = 0, barrier = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -181,6 +185,7 @@ int main(int argc, char **argv) {
         case 'S': skip_last_digest = 1; break;
         case 'L': late_digest = atof(optarg); break;
         case 'R': stall_reads = 1; break;
+        case 's': source = optarg; break;
         default:
             fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n");
             return WR_EXIT_CONFIG;
@@ -197,7 +202,12 @@ int main(int argc, char **argv) {
     wr_endpoint_opts_default(&eo);
     eo.sndhwm = eo.rcvhwm = 100000;
     eo.linger_ms = 1000;
-    if (wr_connect(g_ctx, g_coord, &eo, &g_cep, err) != WR_OK) {
+    char via[WR_ADDR_MAX + 64];
+    if (source && !strncmp(g_coord, "tcp://", 6))  // ZeroMQ's "tcp://SOURCE:0;DEST" form
+        snprintf(via, sizeof via, "tcp://%s:0;%s", source, g_coord + 6);
+    else
+        snprintf(via, sizeof via, "%s", g_coord);
+    if (wr_connect(g_ctx, via, &eo, &g_cep, err) != WR_OK) {
         wr_error("%s", err);
         return WR_EXIT_FAILURE;
     }

@@ -1,7 +1,9 @@
 // test_coordinator.c — the coordinator's digest bookkeeping: a check passes
 // only when all n+1 replicas agree, a mismatch names the step, the shard and
 // who differs, bad or duplicate reports are refused, entries complete in any
-// order and interleave across steps and shards.
+// order and interleave across steps and shards. And the registration
+// decisions (admission.h): the majority on the workers' model size, the
+// expect_hosts address set, a key's role against the role it claims.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +11,9 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "admission.h"
 #include "digest_book.h"
+#include "proto.h"
 
 static void test_all_agree(void **state) {
     (void)state;
@@ -144,11 +148,81 @@ static void test_window_follows(void **state) {
     wr_digest_book_free(b);
 }
 
+static void test_majority(void **state) {
+    (void)state;
+    const wr_size_report odd_first[] = {{5, 60000}, {101770, 60000}, {101770, 60000}};
+    assert_int_equal(wr_majority(odd_first, 3, 3), 1);   // 2 of 3 agree: the odd one loses
+    assert_int_equal(wr_majority(odd_first, 2, 3), -1);  // 1 and 1 of 3: undecided
+    assert_int_equal(wr_majority(odd_first, 2, 2), -1);  // 1-1 split of 2: no majority ever
+    assert_int_equal(wr_majority(odd_first, 1, 1), 0);   // one slot: the one report decides
+    assert_int_equal(wr_majority(odd_first + 1, 2, 3), 0);
+    assert_int_equal(wr_majority(odd_first + 1, 2, 4), -1);  // 2 of 4 is not more than half
+    // the training-set size is part of the value
+    const wr_size_report nt_differs[] = {{100, 1000}, {100, 2000}, {100, 2000}};
+    assert_int_equal(wr_majority(nt_differs, 3, 3), 1);
+    assert_int_equal(wr_majority(nt_differs, 0, 1), -1);
+}
+
+static void test_host_set(void **state) {
+    (void)state;
+    wr_host_set s;
+    char err[WR_ERR_LEN];
+    assert_int_equal(wr_host_set_resolve(&s, "127.0.0.1, ::1 ,10.0.0.5", err), WR_OK);
+    assert_int_equal(s.n, 3);
+    assert_int_equal(s.localhost, 0);
+    assert_true(wr_host_set_has(&s, "127.0.0.1"));
+    assert_true(wr_host_set_has(&s, "::ffff:127.0.0.1"));  // IPv4-mapped form of a listed address
+    assert_true(wr_host_set_has(&s, "::1"));
+    assert_true(wr_host_set_has(&s, "10.0.0.5"));
+    assert_false(wr_host_set_has(&s, "127.0.0.2"));
+    assert_false(wr_host_set_has(&s, "10.0.0.50"));
+    assert_false(wr_host_set_has(&s, "localhost:1000:1000:42"));  // ipc: only with "localhost"
+    assert_false(wr_host_set_has(&s, ""));                        // inproc likewise
+    assert_false(wr_host_set_has(&s, "not an address"));
+    // a name: its addresses, and ipc peers for "localhost"
+    assert_int_equal(wr_host_set_resolve(&s, "localhost", err), WR_OK);
+    assert_true(s.localhost);
+    assert_true(wr_host_set_has(&s, "localhost:1000:1000:42"));
+    assert_true(wr_host_set_has(&s, "127.0.0.1"));
+    assert_false(wr_host_set_has(&s, "10.0.0.5"));
+    // errors name the item
+    assert_int_equal(wr_host_set_resolve(&s, "127.0.0.1,no-such-host.invalid", err), WR_ERR);
+    assert_non_null(strstr(err, "'no-such-host.invalid' does not resolve"));
+    assert_int_equal(wr_host_set_resolve(&s, "127.0.0.1,,10.0.0.1", err), WR_ERR);
+    assert_non_null(strstr(err, "empty item"));
+    assert_int_equal(wr_host_set_resolve(&s, "127.0.0.1,", err), WR_ERR);
+}
+
+static void test_role_check(void **state) {
+    (void)state;
+    char why[128];
+    assert_int_equal(wr_role_from_user(""), -1);
+    assert_int_equal(wr_role_from_user("worker:Zk3x"), WR_ROLE_WORKER);
+    assert_int_equal(wr_role_from_user("shard:Zk3x"), WR_ROLE_SHARD);
+    assert_int_equal(wr_role_from_user("coordinator:Zk3x"), WR_ROLE_COORDINATOR);
+    assert_int_equal(wr_role_from_user("workers:Zk3x"), -2);
+    assert_int_equal(wr_role_from_user("worker"), -2);
+    // without keys any role may register
+    assert_int_equal(wr_role_check("", WR_ROLE_SHARD, why, sizeof why), WR_OK);
+    assert_int_equal(wr_role_check("", WR_ROLE_WORKER, why, sizeof why), WR_OK);
+    assert_int_equal(wr_role_check("worker:Zk3x", WR_ROLE_WORKER, why, sizeof why), WR_OK);
+    assert_int_equal(wr_role_check("shard:Zk3x", WR_ROLE_SHARD, why, sizeof why), WR_OK);
+    assert_int_equal(wr_role_check("worker:Zk3x", WR_ROLE_SHARD, why, sizeof why), WR_ERR);
+    assert_string_equal(why, "key of role worker cannot register as shard");
+    assert_int_equal(wr_role_check("shard:Zk3x", WR_ROLE_WORKER, why, sizeof why), WR_ERR);
+    assert_string_equal(why, "key of role shard cannot register as worker");
+    assert_int_equal(wr_role_check("coordinator:Zk3x", WR_ROLE_WORKER, why, sizeof why), WR_ERR);
+    assert_int_equal(wr_role_check("mallory:Zk3x", WR_ROLE_WORKER, why, sizeof why), WR_ERR);
+    assert_non_null(strstr(why, "'mallory' names no role"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),    cmocka_unit_test(test_window_follows),
-        cmocka_unit_test(test_all_agree), cmocka_unit_test(test_mismatch_report),
-        cmocka_unit_test(test_refusals),  cmocka_unit_test(test_many_open),
+        cmocka_unit_test(test_limits),     cmocka_unit_test(test_window_follows),
+        cmocka_unit_test(test_all_agree),  cmocka_unit_test(test_mismatch_report),
+        cmocka_unit_test(test_refusals),   cmocka_unit_test(test_many_open),
+        cmocka_unit_test(test_majority),   cmocka_unit_test(test_host_set),
+        cmocka_unit_test(test_role_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,55 @@
+// admission.h — the coordinator's pure registration decisions (no I/O):
+// which peer addresses a job accepts (expect_hosts), whether an
+// authenticated key may register in the role it claims, and which model
+// size the workers agree on. membership.c applies them; see
+// docs/ARCHITECTURE.md "Registration".
+#ifndef WR_ADMISSION_H
+#define WR_ADMISSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wr_common.h"
+
+// Addresses at most in one expect_hosts set (a name may resolve to several).
+#define WR_HOST_SET_MAX 256
+
+// The accepted peer addresses: IPv4 (as IPv4-mapped IPv6) and IPv6 in
+// binary, plus whether ipc peers (same machine) are accepted.
+typedef struct {
+    int n;
+    int localhost;  // "localhost" was listed: ipc and inproc peers are accepted
+    uint8_t addr[WR_HOST_SET_MAX][16];
+} wr_host_set;
+
+// Resolves a comma-separated list of host names and IP addresses (spaces
+// around items are ignored) into s. WR_OK, or WR_ERR with err naming the item
+// that does not resolve (or an empty item, or too many addresses).
+int wr_host_set_resolve(wr_host_set *s, const char *list, char *err);
+
+// Whether a peer address as wr_msg_peer_info gives it is in s: an IPv4 or
+// IPv6 address (IPv4-mapped IPv6 matches its IPv4 form); "localhost:..." (ipc)
+// and "" (inproc, same process) only when "localhost" was listed. 1 or 0.
+int wr_host_set_has(const wr_host_set *s, const char *peer_addr);
+
+// The role named by an authenticated identity "<role>:<key>" (role =
+// coordinator | shard | worker): a WR_ROLE_* value; -1 for "" (no keys in
+// use); -2 when the identity names no known role.
+int wr_role_from_user(const char *user);
+
+// Whether a peer authenticated as `user` may register as `claimed`
+// (WR_ROLE_*). Without keys (user "") any role may. WR_OK, or WR_ERR with
+// why saying which key role met which claim.
+int wr_role_check(const char *user, int claimed, char *why, size_t why_len);
+
+// One worker's report at registration: model size and training-set size.
+typedef struct {
+    uint64_t d, nt;
+} wr_size_report;
+
+// The report that more than half of `slots` workers agree on: the index in
+// r[0..n) of one report with that value, or -1 while no value has a
+// majority of the slots.
+int wr_majority(const wr_size_report *r, int n, int slots);
+
+#endif
