@@ -1,7 +1,9 @@
 // keygen.c — `wren-server keygen [--dir DIR] [--role ROLE] NAME`: creates
 // DIR/NAME.key (secret, 0600) and DIR/NAME.pub (public, 0644), never
-// overwriting, and prints the public key to stdout: as the allow-list line
-// `ROLE KEY NAME` when --role is given (so `>> allow.txt` builds the list).
+// overwriting, and prints the public key to stdout as the allow-list line
+// `ROLE KEY NAME` (so `>> allow.txt` builds the list): ROLE from --role, else
+// from NAME when it starts with a role name (coordinator, shard0, worker3);
+// otherwise the bare key.
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -13,13 +15,22 @@ static void usage_keygen(FILE *f) {
                "\n"
                "Creates a CURVE key pair: DIR/NAME.key (the secret key, mode 0600: keep it on the\n"
                "node that uses it) and DIR/NAME.pub (the public key, for the peers). Existing files\n"
-               "are never overwritten. Prints the public key on stdout; with --role, as the\n"
-               "allow-list line `ROLE KEY NAME`, e.g.\n"
-               "  wren-server keygen --role worker w0 >> allow.txt\n"
+               "are never overwritten. Prints the public key on stdout as the allow-list line\n"
+               "`ROLE KEY NAME`, e.g.\n"
+               "  wren-server keygen worker0 >> allow.txt\n"
                "\n"
                "  --dir DIR     directory for the files (default .)\n"
-               "  --role ROLE   coordinator | shard | worker: print an allow-list line\n"
+               "  --role ROLE   coordinator | shard | worker (default: NAME's prefix when it is\n"
+               "                one, as in shard0 or worker3; else only the key is printed)\n"
                "  -h, --help    this text\n");
+}
+
+// The role a key NAME starts with ("worker3" -> "worker"), or NULL.
+static const char *role_of_name(const char *name) {
+    static const char *const roles[] = {"coordinator", "shard", "worker"};
+    for (int r = 0; r < 3; r++)
+        if (!strncmp(name, roles[r], strlen(roles[r]))) return roles[r];
+    return NULL;
 }
 
 int wr_keygen_main(int argc, char **argv) {
@@ -53,6 +64,7 @@ int wr_keygen_main(int argc, char **argv) {
         return WR_EXIT_CONFIG;
     }
     const char *name = argv[optind];
+    if (!role) role = role_of_name(name);
     char err[WR_ERR_LEN];
     wr_keys_pair kp;
     if (wr_key_generate(&kp, err) != WR_OK || wr_key_write_pair(dir, name, &kp, err) != WR_OK) {
