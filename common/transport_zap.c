@@ -7,9 +7,12 @@
 // policy is found without asking the socket), the mechanism and, for CURVE,
 // the client's public key. The answer: 200 with the allow-list entry's user
 // (libzmq hands it to every message as the "User-Id" property), 400 for a
-// key that is unknown or of a role the endpoint does not admit, 300 when the
+// key that is unknown or of a role the endpoint does not admit, 500 when the
 // endpoint already has max_peers live connections (the client's side
-// reports the code: transport_zmq.c).
+// reports the code: transport_zmq.c). Not 300 ("temporary"): libzmq 4.3.4
+// answers a 300 by sending nothing, leaving the connection open and stuck
+// in its handshake, which is what a cap is meant to prevent; after 400 or
+// 500 the server closes the connection and the client does not reconnect.
 //
 // The live count: the owner thread reads the endpoint's socket monitor and
 // sets the number of established connections (wr_zap_set_live); the handler
@@ -19,8 +22,10 @@
 // not read its monitor: a connection that closed meanwhile still counts, so
 // the lag refuses more than necessary, never admits more (except the few
 // handshakes that complete within microseconds of a set_live call, whose
-// admission is forgotten before the monitor shows them). ZeroMQ retries a
-// refused connection, so a client refused during the lag gets in later.
+// admission is forgotten before the monitor shows them). A client refused
+// during the lag learns it at once (its recv says so) and may connect again.
+// The owner reads its monitor whenever it waits in wr_recv or wr_poll, so
+// the lag is the time it spends between such calls.
 #include "transport_zap.h"
 
 #include <errno.h>
@@ -152,7 +157,7 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
         set_verdict(v, "400", "key not admitted");
     } else if (pol->max_peers > 0 && pol->live + pol->inflight >= pol->max_peers) {
         pol->over_cap++;
-        set_verdict(v, "300", "connection cap reached");
+        set_verdict(v, "500", "connection cap reached");
     } else {
         if (pol->max_peers > 0) pol->inflight++;
         if (k) memcpy(v->user, k->user, sizeof v->user);

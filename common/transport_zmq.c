@@ -43,7 +43,8 @@ typedef struct {
 } zctx;
 
 // PEER_REFUSED: the server refused our handshake (ep->refusal says why); a
-// later successful handshake (ZeroMQ retries) makes it PEER_UP again.
+// successful handshake makes it PEER_UP again (libzmq 4.3.4 does not retry a
+// refused connection itself, so in practice it stays until close).
 enum { PEER_NEVER = 0, PEER_UP, PEER_LOST, PEER_REFUSED };
 
 struct wr_endpoint {
@@ -56,7 +57,7 @@ struct wr_endpoint {
     wr_zap_policy *pol;                    // bound with CURVE or max_peers: its ZAP policy, else NULL
     unsigned long hs_ok, hs_failed, disc;  // with pol: handshakes succeeded/failed, disconnects (all time)
     unsigned long plain_refused;           // with pol and CURVE: plain clients refused, not yet reported
-    uint32_t refusal;                      // PEER_REFUSED: ZAP status (300, 400) or ZMTP protocol error
+    uint32_t refusal;                      // PEER_REFUSED: ZAP status (400, 500) or ZMTP protocol error
     int router;                            // bound (ROUTER) vs connected (DEALER)
     int peer_state;                        // DEALER with monitor: PEER_*
     int sndtimeo;                          // values last set on the socket (avoid a setsockopt per call)
@@ -202,12 +203,15 @@ static int apply_security(wr_endpoint *ep, const wr_endpoint_opts *o, int inproc
 
 // Why the server refused our handshake, as the result of recv/send/poll:
 // WR_ERR for a key or mechanism problem (retrying does not help), WR_ECLOSED
-// for the connection cap (ZeroMQ retries; a slot may free up).
+// for the connection cap (500 from our ZAP handler: a slot may free up).
+// libzmq 4.3.4 does not reconnect after a refusal, so this stays until the
+// endpoint is closed; a new connect tries again.
 static int refused_err(wr_endpoint *ep, const char *op, char *err) {
     switch (ep->refusal) {
-    case 300:
-        return wr_err(err, WR_ECLOSED, "%s %s: the server is at its connection cap (max_peers); retrying", op,
-                      ep->addr);
+    case 500:
+        return wr_err(err, WR_ECLOSED,
+                      "%s %s: the server is at its connection cap (max_peers); close and connect again later",
+                      op, ep->addr);
     case 400:
         return wr_err(err, WR_ERR,
                       "%s %s: the server refused our key (not on its allow-list, or the wrong role)", op,
