@@ -12,20 +12,25 @@
 // reports the code: transport_zmq.c). Not 300 ("temporary"): libzmq 4.3.4
 // answers a 300 by sending nothing, leaving the connection open and stuck
 // in its handshake, which is what a cap is meant to prevent; after 400 or
-// 500 the server closes the connection and the client does not reconnect.
+// 500 the server closes the connection and the client is told (libzmq 4.3.4
+// mostly does not reconnect it; it does when it reads the close first).
 //
 // The live count: the owner thread reads the endpoint's socket monitor and
-// sets the number of established connections (wr_zap_set_live); the handler
-// adds the connections it admitted since (`inflight`), which the owner has
-// not seen established yet. So a burst of handshakes cannot overshoot the
-// cap while the owner is busy. The owner's count lags by as long as it does
-// not read its monitor: a connection that closed meanwhile still counts, so
-// the lag refuses more than necessary, never admits more (except the few
-// handshakes that complete within microseconds of a set_live call, whose
-// admission is forgotten before the monitor shows them). A client refused
-// during the lag learns it at once (its recv says so) and may connect again.
-// The owner reads its monitor whenever it waits in wr_recv or wr_poll, so
-// the lag is the time it spends between such calls.
+// sets the number of established connections and of handshakes succeeded so
+// far (wr_zap_set_live). The handler adds the connections it admitted whose
+// success the owner has not seen yet (`pending`, admission times in a ring):
+// each success the owner reports retires the oldest pending admission, and
+// an admission the owner has not seen succeed ADMIT_EXPIRY_S after it was
+// made (by a report made that late, i.e. from monitor events read that late)
+// is taken to have failed (its client vanished between our 200 and the end
+// of the handshake: a handshake ends within milliseconds of the 200).
+// So a burst of handshakes cannot overshoot the cap while the owner is busy.
+// The owner's count lags by as long as it does not read its monitor: a
+// connection that closed meanwhile still counts, so the lag refuses more
+// than necessary, never admits more. A client refused during the lag learns
+// it at once (its recv says so) and may connect again. The owner reads its
+// monitor whenever it waits in wr_recv or wr_poll, so the lag is the time it
+// spends between such calls.
 #include "transport_zap.h"
 
 #include <errno.h>
@@ -43,8 +48,10 @@ struct wr_zap_policy {
     int curve;
     unsigned admit;
     int max_peers;
-    long live;      // established connections, as the owner last saw them
-    long inflight;  // admitted by the handler since the owner's last count
+    long live;                // established connections, as the owner last saw them
+    unsigned long succeeded;  // handshakes succeeded, as the owner last saw them (all time)
+    double *pending;          // ring of max_peers: times of admissions not yet seen succeed
+    int pend_head, pend_n;
     unsigned long bad_key, over_cap;
 };
 
@@ -155,11 +162,12 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
                               !(k->role_bit & pol->admit))) {
         pol->bad_key++;
         set_verdict(v, "400", "key not admitted");
-    } else if (pol->max_peers > 0 && pol->live + pol->inflight >= pol->max_peers) {
+    } else if (pol->max_peers > 0 && pol->live + pol->pend_n >= pol->max_peers) {
         pol->over_cap++;
         set_verdict(v, "500", "connection cap reached");
     } else {
-        if (pol->max_peers > 0) pol->inflight++;
+        if (pol->max_peers > 0)  // room: live + pend_n < max_peers, the ring's size
+            pol->pending[(pol->pend_head + pol->pend_n++) % pol->max_peers] = wr_now();
         if (k) memcpy(v->user, k->user, sizeof v->user);
         set_verdict(v, "200", "OK");
     }
@@ -303,6 +311,7 @@ wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_p
         pol->curve = curve;
         pol->admit = admit;
         pol->max_peers = max_peers;
+        if (max_peers > 0) pol->pending = wr_calloc((size_t)max_peers, sizeof *pol->pending);
         if (zap->n_pols == zap->cap_pols) {
             zap->cap_pols = zap->cap_pols ? 2 * zap->cap_pols : 8;
             zap->pols = realloc(zap->pols, (size_t)zap->cap_pols * sizeof *zap->pols);
@@ -321,13 +330,26 @@ void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol) {
     for (int i = 0; i < zap->n_pols; i++)
         if (zap->pols[i] == pol) zap->pols[i] = zap->pols[--zap->n_pols];
     pthread_mutex_unlock(&zap->mu);
+    free(pol->pending);
     free(pol);
 }
 
-void wr_zap_set_live(wr_zap *zap, wr_zap_policy *pol, long live) {
+// Admissions the owner has not seen succeed this long after they were made
+// are taken to have failed (see the top of the file).
+#define ADMIT_EXPIRY_S 1.0
+
+static void pending_pop(wr_zap_policy *pol) {
+    pol->pend_head = (pol->pend_head + 1) % pol->max_peers;
+    pol->pend_n--;
+}
+
+void wr_zap_set_live(wr_zap *zap, wr_zap_policy *pol, long live, unsigned long succeeded) {
+    double now = wr_now();
     pthread_mutex_lock(&zap->mu);
     pol->live = live;
-    pol->inflight = 0;
+    for (unsigned long k = succeeded - pol->succeeded; k > 0 && pol->pend_n > 0; k--) pending_pop(pol);
+    pol->succeeded = succeeded;
+    while (pol->pend_n > 0 && pol->pending[pol->pend_head] < now - ADMIT_EXPIRY_S) pending_pop(pol);
     pthread_mutex_unlock(&zap->mu);
 }
 

@@ -42,10 +42,10 @@ wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_p
 // refuses that domain). Safe on NULL.
 void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol);
 
-// The owner's count of established connections (from its socket monitor);
-// also forgets the connections the handler admitted since the last call,
-// which that count now includes (see transport_zap.c).
-void wr_zap_set_live(wr_zap *zap, wr_zap_policy *pol, long live);
+// The owner's count of established connections and of handshakes succeeded
+// so far (all time), from its socket monitor; the handler retires as many of
+// its pending admissions (see transport_zap.c).
+void wr_zap_set_live(wr_zap *zap, wr_zap_policy *pol, long live, unsigned long succeeded);
 
 // Refusals since the last call (counts reset).
 void wr_zap_refusals(wr_zap *zap, wr_zap_policy *pol, unsigned long *bad_key, unsigned long *over_cap);

@@ -428,7 +428,7 @@ static void drain_rmon(wr_endpoint *ep) {
     }
     if (changed && ep->pol) {
         long live = (long)(ep->hs_ok + ep->hs_failed) - (long)ep->disc;
-        wr_zap_set_live(ep->zc->zap, ep->pol, WR_MAX(live, 0));
+        wr_zap_set_live(ep->zc->zap, ep->pol, WR_MAX(live, 0), ep->hs_ok);
     }
 }
 
