@@ -261,7 +261,8 @@ int wr_transport_set_allowlist(wr_transport_ctx *ctx, const wr_allowed_key *keys
 
 // Handshakes a bound endpoint refused since the last call: *bad_key for a
 // client key not on the allow-list, of a role the endpoint does not admit,
-// or no key at all (a plain client at a curve endpoint); *over_cap for
+// no key at all (a plain client at a curve endpoint) or a hello that does
+// not decrypt (a client expecting another server key); *over_cap for
 // max_peers. Never blocks. WR_ERR (counts 0) on a NULL endpoint; 0 counts on
 // endpoints that refuse nothing.
 int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap);

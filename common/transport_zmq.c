@@ -43,8 +43,8 @@ typedef struct {
 } zctx;
 
 // PEER_REFUSED: the server refused our handshake (ep->refusal says why); a
-// successful handshake makes it PEER_UP again (libzmq 4.3.4 does not retry a
-// refused connection itself, so in practice it stays until close).
+// successful handshake makes it PEER_UP again (libzmq 4.3.4 mostly does not
+// retry a refused connection itself, so it usually stays until close).
 enum { PEER_NEVER = 0, PEER_UP, PEER_LOST, PEER_REFUSED };
 
 struct wr_endpoint {
@@ -56,11 +56,11 @@ struct wr_endpoint {
     unsigned long ev_accepted, ev_closed;  // not yet reported by wr_peer_events
     wr_zap_policy *pol;                    // bound with CURVE or max_peers: its ZAP policy, else NULL
     unsigned long hs_ok, hs_failed, disc;  // with pol: handshakes succeeded/failed, disconnects (all time)
-    unsigned long plain_refused;           // with pol and CURVE: plain clients refused, not yet reported
-    uint32_t refusal;                      // PEER_REFUSED: ZAP status (400, 500) or ZMTP protocol error
-    int router;                            // bound (ROUTER) vs connected (DEALER)
-    int peer_state;                        // DEALER with monitor: PEER_*
-    int sndtimeo;                          // values last set on the socket (avoid a setsockopt per call)
+    unsigned long no_zap_refused;  // with pol: refused before ZAP (plain, bad hello), not reported yet
+    uint32_t refusal;              // PEER_REFUSED: ZAP status (400, 500) or ZMTP protocol error
+    int router;                    // bound (ROUTER) vs connected (DEALER)
+    int peer_state;                // DEALER with monitor: PEER_*
+    int sndtimeo;                  // values last set on the socket (avoid a setsockopt per call)
     int rcvtimeo;
     unsigned sends;  // DEALER: the monitor is read every 16 sends (and on trouble)
     int64_t max_msg;
@@ -204,8 +204,8 @@ static int apply_security(wr_endpoint *ep, const wr_endpoint_opts *o, int inproc
 // Why the server refused our handshake, as the result of recv/send/poll:
 // WR_ERR for a key or mechanism problem (retrying does not help), WR_ECLOSED
 // for the connection cap (500 from our ZAP handler: a slot may free up).
-// libzmq 4.3.4 does not reconnect after a refusal, so this stays until the
-// endpoint is closed; a new connect tries again.
+// libzmq 4.3.4 mostly does not reconnect after a refusal, so this usually
+// stays until the endpoint is closed; a new connect tries again.
 static int refused_err(wr_endpoint *ep, const char *op, char *err) {
     switch (ep->refusal) {
     case 500:
@@ -306,7 +306,8 @@ static int zopen(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     int hs_failed = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
                     ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     int events = router ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
-                        : ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | hs_failed;
+                        : ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
     if (ep->pol) events |= ZMQ_EVENT_HANDSHAKE_SUCCEEDED | hs_failed;
     if (watch && attach_monitor(ep, what, addr, router ? "wr-rmon" : "wr-mon", events,
                                 router ? &ep->rmon : &ep->mon, err) != WR_OK)
@@ -421,9 +422,12 @@ static void drain_rmon(wr_endpoint *ep) {
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
                    event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
             ep->hs_failed++;
+            // Clients ZAP never saw: without CURVE, or whose hello we cannot
+            // decrypt (they expect another server key, or are not CURVE clients).
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
-                value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
-                ep->plain_refused++;  // a client without CURVE (ZAP never saw it)
+                (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
+                 value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC))
+                ep->no_zap_refused++;
         }
     }
     if (changed && ep->pol) {
@@ -436,8 +440,8 @@ static int zpeer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long
     if (!ep->pol) return WR_OK;
     drain_rmon(ep);
     wr_zap_refusals(ep->zc->zap, ep->pol, bad_key, over_cap);
-    *bad_key += ep->plain_refused;
-    ep->plain_refused = 0;
+    *bad_key += ep->no_zap_refused;
+    ep->no_zap_refused = 0;
     return WR_OK;
 }
 

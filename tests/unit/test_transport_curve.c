@@ -178,6 +178,30 @@ static void test_plain_client_refused(void **state) {
     expect_refused(0, ROLE_WORKER, 2, "one side uses CURVE", WR_ERR);
 }
 
+// A client expecting another server key: the server cannot read its hello and
+// drops it (counted as a bad key); the client is not told, it sees timeouts.
+static void test_wrong_server_key(void **state) {
+    (void)state;
+    fixture f;
+    fixture_open(&f, 0, ROLE_WORKER, 0);
+    char err[WR_ERR_LEN];
+    memcpy(f.server.public_key, f.stranger.public_key,
+           sizeof f.server.public_key);  // what the client expects
+    wr_endpoint *c = client(&f, &f.worker);
+    assert_int_equal(send_text(c, "hello?", NULL, 0), WR_OK);
+    unsigned long bad = 0, cap = 0, b, k;
+    for (int i = 0; i < 50 && bad == 0; i++) {
+        assert_int_equal(wr_recv(f.srv, &(wr_msg){0}, 20, err), WR_ETIMEDOUT);
+        assert_int_equal(wr_peer_refusals(f.srv, &b, &k), WR_OK);
+        bad += b, cap += k;
+    }
+    assert_true(bad >= 1);
+    assert_int_equal(cap, 0);
+    assert_int_equal(wr_recv(c, &(wr_msg){0}, 300, err), WR_ETIMEDOUT);
+    wr_close(c);
+    fixture_close(&f);
+}
+
 // Receives on srv for up to ms (in short waits), recording which client
 // indices (the header text) arrived in seen[]; counts refusals into *over.
 // Returns early once `until` distinct new clients arrived (0: never).
@@ -331,6 +355,7 @@ int main(void) {
         cmocka_unit_test(test_unknown_key_refused),
         cmocka_unit_test(test_wrong_role_refused),
         cmocka_unit_test(test_plain_client_refused),
+        cmocka_unit_test(test_wrong_server_key),
         cmocka_unit_test(test_max_peers),
         cmocka_unit_test(test_bad_keys),
     };
