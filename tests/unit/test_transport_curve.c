@@ -244,7 +244,7 @@ static void test_max_peers(void **state) {
     unsigned long over = 0;
     for (int i = 0; i < 5; i++) {
         assert_int_equal(wr_connect(ctx, a, &o, &cli[i], err), WR_OK);
-        char text[8];
+        char text[16];
         snprintf(text, sizeof text, "%d", i);
         assert_int_equal(send_text(cli[i], text, NULL, 0), WR_OK);
     }
@@ -276,7 +276,7 @@ static void test_max_peers(void **state) {
     assert_int_equal(closed, acc);
     for (int i = 5; i < N_CAP; i++) {
         assert_int_equal(wr_connect(ctx, a, &o, &cli[i], err), WR_OK);
-        char text[8];
+        char text[16];
         snprintf(text, sizeof text, "%d", i);
         assert_int_equal(send_text(cli[i], text, NULL, 0), WR_OK);
     }
