@@ -2,7 +2,8 @@
 // over tcp (127.0.0.1, port 0) and ipc (temp dir): encrypted round trips
 // with the allow-list's user on each message, refusals (unknown key, wrong
 // role, plain client at a CURVE endpoint) that the refused client reports
-// and the server counts, the connection cap (max_peers) without keys, and
+// and the server counts, a client expecting another server key (counted,
+// not told), the connection cap (max_peers) without keys, and
 // malformed keys.
 #include <setjmp.h>
 #include <stdarg.h>
