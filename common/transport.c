@@ -75,7 +75,10 @@ void wr_endpoint_opts_default(wr_endpoint_opts *o) {
                             .linger_ms = 1000,
                             .connect_timeout_ms = 5000,
                             .heartbeat_ms = 1000,
-                            .max_msg_size = (INT64_C(1) << 32) + (64 << 10)};
+                            .max_msg_size = (INT64_C(1) << 32) + (64 << 10),
+                            .curve = NULL,  // plain, nothing admitted, no cap
+                            .admit = 0,
+                            .max_peers = 0};
 }
 
 const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
@@ -159,6 +162,25 @@ int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *clos
     *accepted = *closed = 0;
     if (!ep || !ep_ops(ep)->peer_events) return WR_ERR;
     return ep_ops(ep)->peer_events(ep, accepted, closed);
+}
+
+int wr_transport_set_allowlist(wr_transport_ctx *ctx, const wr_allowed_key *keys, int n, char *err) {
+    if (n < 0 || (n > 0 && !keys)) return wr_err(err, WR_ERR, "allow-list: %d keys at %p", n, (void *)keys);
+    for (size_t i = 0; i < N_SCHEMES; i++) {
+        const wr_transport_ops *t = schemes[i].ops();
+        int seen = 0;  // several schemes share one transport: set it once
+        for (size_t j = 0; j < i; j++) seen |= schemes[j].ops() == t;
+        if (seen || !t->set_allowlist) continue;
+        void *state = wr_transport_state(ctx, t, err);
+        if (!state || t->set_allowlist(state, keys, n, err) != WR_OK) return WR_ERR;
+    }
+    return WR_OK;
+}
+
+int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap) {
+    *bad_key = *over_cap = 0;
+    if (!ep) return WR_ERR;
+    return ep_ops(ep)->peer_refusals ? ep_ops(ep)->peer_refusals(ep, bad_key, over_cap) : WR_OK;
 }
 
 void wr_transport_tune_malloc(void) {

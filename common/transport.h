@@ -56,6 +56,25 @@ typedef struct wr_transport_ctx wr_transport_ctx;
 #define WR_PEER_ADDR_MAX 64
 #define WR_PEER_USER_MAX 96
 
+// CURVE keys travel as Z85 text: 40 characters for 32 bytes (+ NUL).
+#define WR_KEY_Z85_LEN 40
+
+// A long-term key pair of one process, both halves Z85 (40 chars + NUL).
+typedef struct {
+    char public_key[WR_KEY_Z85_LEN + 1];
+    char secret_key[WR_KEY_Z85_LEN + 1];
+} wr_curve_keypair;
+
+// One entry of the context's allow-list (wr_transport_set_allowlist): a
+// client public key (Z85), the role bit it holds (matched against a bound
+// endpoint's `admit` mask) and the identity its messages then carry
+// (wr_peer_info.user).
+typedef struct {
+    char key[WR_KEY_Z85_LEN + 1];
+    unsigned role_bit;
+    char user[WR_PEER_USER_MAX];
+} wr_allowed_key;
+
 // Who sent a received message, as the transport saw it (wr_msg_peer_info).
 typedef struct {
     char addr[WR_PEER_ADDR_MAX];  // tcp: the peer's IP address without port ("10.0.0.5", "::1");
@@ -86,6 +105,17 @@ typedef struct {
     int peer_events;       // bound tcp/ipc side: 1 = count connection events for wr_peer_events (default 0).
                            // The owner must then call wr_poll or wr_peer_events regularly: ZeroMQ's I/O
                            // thread waits when more than ~1000 unread events pile up.
+    // Authentication and encryption (docs/PROTOCOL.md, "Transport"). NULL = plain (default): no
+    // keys, no encryption. Set: every tcp/ipc connection is encrypted and authenticated with this
+    // key pair (CURVE); a bound endpoint admits only allow-listed clients (see `admit`), a connected
+    // one only a peer holding `curve_server_key`. inproc has no handshake: curve there is WR_ERR.
+    // The pair is read at bind/connect and need not outlive the call.
+    const wr_curve_keypair *curve;
+    char curve_server_key[WR_KEY_Z85_LEN + 1];  // connect side with curve: the bound peer's public key
+    unsigned admit;  // bound side with curve: allow-list role bits admitted (0 = nobody; default 0)
+    int max_peers;   // bound tcp/ipc side: handshakes beyond this many live connections are refused
+                     // (0 = no cap, default). Watches connections like peer_events, with the same duty
+                     // for the owner to call wr_poll/wr_recv/wr_peer_events regularly.
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);
@@ -159,6 +189,13 @@ typedef struct wr_transport_ops {
 
     // peer_info (optional, NULL = not supported): see wr_msg_peer_info.
     int (*peer_info)(const wr_msg *msg, wr_peer_info *out);
+
+    // set_allowlist (optional, NULL = the transport has no authentication): replaces the allow-list
+    // in this transport's state (as made by ctx_init); see wr_transport_set_allowlist.
+    int (*set_allowlist)(void *state, const wr_allowed_key *keys, int n, char *err);
+
+    // peer_refusals (optional, NULL = counts 0): see wr_peer_refusals.
+    int (*peer_refusals)(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap);
 } wr_transport_ops;
 
 // A transport context: one per process. It holds, per transport, that
@@ -212,5 +249,22 @@ int wr_peer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *clos
 // is read on demand (registration, refusals), not per message. WR_OK, or
 // WR_ERR with *out zeroed where the transport cannot say.
 int wr_msg_peer_info(const wr_msg *msg, wr_peer_info *out);
+
+// Sets the clients that bound endpoints with curve admit: keys[0..n) are
+// copied (n = 0 empties the list), replacing any earlier list, for endpoints
+// bound before or after the call. A connecting client whose public key is not
+// in the list, or whose entry's role_bit is not in the endpoint's `admit`, is
+// refused during the handshake; an admitted one's messages carry the entry's
+// `user` (wr_msg_peer_info). WR_ERR naming the entry when a key is not 40
+// Z85 characters, a role_bit is 0 or a user is not NUL-terminated.
+int wr_transport_set_allowlist(wr_transport_ctx *ctx, const wr_allowed_key *keys, int n, char *err);
+
+// Handshakes a bound endpoint refused since the last call: *bad_key for a
+// client key not on the allow-list, of a role the endpoint does not admit,
+// no key at all (a plain client at a curve endpoint) or a hello that does
+// not decrypt (a client expecting another server key); *over_cap for
+// max_peers. Never blocks. WR_ERR (counts 0) on a NULL endpoint; 0 counts on
+// endpoints that refuse nothing.
+int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap);
 
 #endif

@@ -16,24 +16,36 @@
 //   IMMEDIATE (opt-in)   connect side queues only to live connections
 //   SNDBUF/RCVBUF        kernel buffers, when the caller sets them
 //   MAXMSGSIZE           a peer cannot make us allocate for an absurd frame
+//   CURVE_* (opt-in)     encryption and key authentication (CURVE)
+//   ZAP_DOMAIN           bound endpoints with CURVE or a connection cap: the domain by which
+//                        the ZAP handler (transport_zap.c) finds the endpoint's policy
 // - A connected tcp/ipc endpoint watches its connection with a socket
 //   monitor: once an established connection drops, recv/send/poll report
-//   WR_ECLOSED instead of waiting for a peer that is gone.
+//   WR_ECLOSED instead of waiting for a peer that is gone, and a handshake
+//   the server refused as an error naming the reason.
+// - A bound endpoint with a ZAP policy watches its connections the same way
+//   to tell the ZAP handler how many are live (the cap) and to count plain
+//   clients that came to a CURVE endpoint.
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <zmq.h>
 
+#include "transport_zap.h"
 #include "transport_zmq.h"
 
 // This transport's state in a wr_transport_ctx (see ctx_init in transport.h).
 typedef struct {
     void *z;              // the ZeroMQ context: I/O threads; inproc endpoints must share it
     atomic_uint mon_seq;  // unique inproc names for the monitors
+    wr_zap *zap;          // the ZAP handler (its thread starts with the first policy)
 } zctx;
 
-enum { PEER_NEVER = 0, PEER_UP, PEER_LOST };
+// PEER_REFUSED: the server refused our handshake (ep->refusal says why); a
+// successful handshake makes it PEER_UP again (libzmq 4.3.4 mostly does not
+// retry a refused connection itself, so it usually stays until close).
+enum { PEER_NEVER = 0, PEER_UP, PEER_LOST, PEER_REFUSED };
 
 struct wr_endpoint {
     const wr_transport_ops *ops;  // first: transport.c dispatches through it
@@ -42,9 +54,13 @@ struct wr_endpoint {
     void *mon;                             // PAIR receiving monitor events (tcp/ipc DEALER), else NULL
     void *rmon;                            // bound tcp/ipc ROUTER: PAIR counting accepted/closed connections
     unsigned long ev_accepted, ev_closed;  // not yet reported by wr_peer_events
-    int router;                            // bound (ROUTER) vs connected (DEALER)
-    int peer_state;                        // DEALER with monitor: PEER_*
-    int sndtimeo;                          // values last set on the socket (avoid a setsockopt per call)
+    wr_zap_policy *pol;                    // bound with CURVE or max_peers: its ZAP policy, else NULL
+    unsigned long hs_ok, hs_failed, disc;  // with pol: handshakes succeeded/failed, disconnects (all time)
+    unsigned long no_zap_refused;  // with pol: refused before ZAP (plain, bad hello), not reported yet
+    uint32_t refusal;              // PEER_REFUSED: ZAP status (400, 500) or ZMTP protocol error
+    int router;                    // bound (ROUTER) vs connected (DEALER)
+    int peer_state;                // DEALER with monitor: PEER_*
+    int sndtimeo;                  // values last set on the socket (avoid a setsockopt per call)
     int rcvtimeo;
     unsigned sends;  // DEALER: the monitor is read every 16 sends (and on trouble)
     int64_t max_msg;
@@ -70,12 +86,14 @@ static int zctx_init(int io_threads, void **state, char *err) {
     zctx *zc = wr_calloc(1, sizeof *zc);
     zc->z = z;
     atomic_init(&zc->mon_seq, 0);
+    zc->zap = wr_zap_new(z);
     *state = zc;
     return WR_OK;
 }
 
 static void zctx_free(void *state) {
     zctx *zc = state;
+    wr_zap_free(zc->zap);  // its thread closes its sockets first: zmq_ctx_term waits for every socket
     while (zmq_ctx_term(zc->z) != 0 && errno == EINTR) {}
     free(zc);
 }
@@ -136,6 +154,77 @@ static int apply_opts(wr_endpoint *ep, const wr_endpoint_opts *o, char *err) {
     return rc;
 }
 
+// ---- CURVE and ZAP ----------------------------------------------------------------
+
+// Checks that `key` (a NUL-terminated buffer of up to WR_KEY_Z85_LEN + 1
+// bytes) holds 40 Z85 characters, then sets it as option opt. `what` names
+// the key in errors; no key material goes into them.
+static int set_key(wr_endpoint *ep, int opt, const char *key, const char *what, char *err) {
+    uint8_t raw[32];
+    size_t n = strnlen(key, WR_KEY_Z85_LEN + 1);
+    if (n != WR_KEY_Z85_LEN)
+        return wr_err(err, WR_ERR, "%s: %s is %zu%s characters, not %d Z85", ep->addr, what, n,
+                      n > WR_KEY_Z85_LEN ? "+" : "", WR_KEY_Z85_LEN);
+    if (!zmq_z85_decode(raw, key)) return wr_err(err, WR_ERR, "%s: %s is not valid Z85", ep->addr, what);
+    if (zmq_setsockopt(ep->sock, opt, raw, sizeof raw) != 0)
+        return wr_err(err, WR_ERR, "%s: setting %s: %s", ep->addr, what, zmq_strerror(errno));
+    return WR_OK;
+}
+
+// CURVE keys and, on a bound tcp/ipc endpoint with CURVE or a cap, the ZAP
+// policy and its domain (before bind: libzmq reads them per connection).
+static int apply_security(wr_endpoint *ep, const wr_endpoint_opts *o, int inproc, char *err) {
+    int rc = WR_OK;
+    if (o->curve) {
+        if (inproc)
+            return wr_err(err, WR_ERR, "%s: CURVE needs tcp:// or ipc:// (inproc has no handshake)",
+                          ep->addr);
+        if (!zmq_has("curve"))
+            return wr_err(err, WR_ERR,
+                          "%s: CURVE requested but this libzmq has no CURVE (built without libsodium)",
+                          ep->addr);
+        if (ep->router) {
+            rc = setopt_int(ep, ZMQ_CURVE_SERVER, 1, "ZMQ_CURVE_SERVER", err);
+        } else {
+            rc = set_key(ep, ZMQ_CURVE_SERVERKEY, o->curve_server_key, "curve_server_key", err);
+            if (rc == WR_OK)
+                rc = set_key(ep, ZMQ_CURVE_PUBLICKEY, o->curve->public_key, "curve public key", err);
+        }
+        if (rc == WR_OK) rc = set_key(ep, ZMQ_CURVE_SECRETKEY, o->curve->secret_key, "curve secret key", err);
+    }
+    if (rc != WR_OK || !ep->router || inproc || (!o->curve && o->max_peers <= 0)) return rc;
+    char domain[WR_ZAP_DOMAIN_MAX];
+    ep->pol = wr_zap_register(ep->zc->zap, o->curve != NULL, o->admit, WR_MAX(o->max_peers, 0), domain, err);
+    if (!ep->pol) return WR_ERR;
+    if (zmq_setsockopt(ep->sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) != 0)
+        return wr_err(err, WR_ERR, "%s: setting ZMQ_ZAP_DOMAIN: %s", ep->addr, zmq_strerror(errno));
+    return WR_OK;
+}
+
+// Why the server refused our handshake, as the result of recv/send/poll:
+// WR_ERR for a key or mechanism problem (retrying does not help), WR_ECLOSED
+// for the connection cap (500 from our ZAP handler: a slot may free up).
+// libzmq 4.3.4 mostly does not reconnect after a refusal, so this usually
+// stays until the endpoint is closed; a new connect tries again.
+static int refused_err(wr_endpoint *ep, const char *op, char *err) {
+    switch (ep->refusal) {
+    case 500:
+        return wr_err(err, WR_ECLOSED,
+                      "%s %s: the server is at its connection cap (max_peers); close and connect again later",
+                      op, ep->addr);
+    case 400:
+        return wr_err(err, WR_ERR,
+                      "%s %s: the server refused our key (not on its allow-list, or the wrong role)", op,
+                      ep->addr);
+    case ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+        return wr_err(err, WR_ERR, "%s %s: security mismatch: one side uses CURVE, the other does not", op,
+                      ep->addr);
+    default:
+        return wr_err(err, WR_ERR, "%s %s: the server refused the handshake (ZAP/ZMTP code 0x%x)", op,
+                      ep->addr, (unsigned)ep->refusal);
+    }
+}
+
 static const char *addr_errno_text(int e) {
     switch (e) {
     case EADDRINUSE: return "address in use";
@@ -180,6 +269,7 @@ static void ep_destroy(wr_endpoint *ep) {
     close_monitor(ep, ep->rmon);
     close_monitor(ep, ep->mon);
     zmq_close(ep->sock);
+    wr_zap_unregister(ep->zc->zap, ep->pol);  // late handshakes for its domain are refused
     free(ep);
 }
 
@@ -209,10 +299,16 @@ static int zopen(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     const char *what = router ? "bind" : "connect";
     wr_endpoint *ep = ep_new(ctx, addr, router, err);
     if (!ep) return WR_ERR;
-    if (apply_opts(ep, o, err) != WR_OK) return ep_destroy(ep), WR_ERR;
-    int watch = strncmp(addr, "inproc://", 9) != 0 && (!router || o->peer_events);
+    int inproc = strncmp(addr, "inproc://", 9) == 0;
+    if (apply_opts(ep, o, err) != WR_OK || apply_security(ep, o, inproc, err) != WR_OK)
+        return ep_destroy(ep), WR_ERR;
+    int watch = !inproc && (!router || o->peer_events || ep->pol);
+    int hs_failed = ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                    ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
     int events = router ? ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED
-                        : ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED;
+                        : ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED |
+                              ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL;
+    if (ep->pol) events |= ZMQ_EVENT_HANDSHAKE_SUCCEEDED | hs_failed;
     if (watch && attach_monitor(ep, what, addr, router ? "wr-rmon" : "wr-mon", events,
                                 router ? &ep->rmon : &ep->mon, err) != WR_OK)
         return ep_destroy(ep), WR_ERR;
@@ -246,10 +342,10 @@ static int zlast_endpoint(wr_endpoint *ep, char *buf, size_t len) {
     return WR_OK;
 }
 
-// Reads one event from a monitor PAIR socket without blocking: its event id,
-// or -1 when none is pending. The second frame (the endpoint address) is
-// read and dropped.
-static int next_monitor_event(void *pair) {
+// Reads one event from a monitor PAIR socket without blocking: its event id
+// (and its value in *value), or -1 when none is pending. The second frame
+// (the endpoint address) is read and dropped.
+static int next_monitor_event(void *pair, uint32_t *value) {
     for (;;) {
         zmq_msg_t ev;
         zmq_msg_init(&ev);
@@ -259,7 +355,9 @@ static int next_monitor_event(void *pair) {
             return -1;
         }
         uint16_t event = 0;
+        *value = 0;
         if (zmq_msg_size(&ev) >= 2) memcpy(&event, zmq_msg_data(&ev), 2);
+        if (zmq_msg_size(&ev) >= 6) memcpy(value, (const char *)zmq_msg_data(&ev) + 2, 4);
         int more = zmq_msg_more(&ev);
         zmq_msg_close(&ev);
         while (more) {
@@ -278,23 +376,77 @@ static int next_monitor_event(void *pair) {
 // Reads pending monitor events (never blocks) and updates peer_state.
 static void drain_monitor(wr_endpoint *ep) {
     if (!ep->mon) return;
-    for (int event; (event = next_monitor_event(ep->mon)) >= 0;) {
-        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+    uint32_t value;
+    for (int event; (event = next_monitor_event(ep->mon, &value)) >= 0;) {
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             ep->peer_state = PEER_UP;
-        else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP)
+        } else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) {
             ep->peer_state = PEER_LOST;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
+                   (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)) {
+            ep->peer_state = PEER_REFUSED;  // ZAP's status code, or plain vs CURVE
+            ep->refusal = value;
+        }
     }
 }
 
+// A connected endpoint that cannot deliver: its connection was lost or refused.
+static int peer_down(const wr_endpoint *ep) {
+    return ep->peer_state == PEER_LOST || ep->peer_state == PEER_REFUSED;
+}
+
+static int down_err(wr_endpoint *ep, const char *op, char *err) {
+    if (ep->peer_state == PEER_REFUSED) return refused_err(ep, op, err);
+    return wr_err(err, WR_ECLOSED, "%s %s: connection lost", op, ep->addr);
+}
+
 // Bound endpoints: counts accepted and closed connections (never blocks).
+// With a ZAP policy it also tells the handler the live connections: every
+// accepted connection ends its handshake with exactly one success or failure
+// event and later one disconnect, so succeeded - (disconnects - failures)
+// is the number established and not yet closed.
 static void drain_rmon(wr_endpoint *ep) {
     if (!ep->rmon) return;
-    for (int event; (event = next_monitor_event(ep->rmon)) >= 0;) {
-        if (event == ZMQ_EVENT_ACCEPTED)
+    uint32_t value;
+    int changed = 0;
+    for (int event; (event = next_monitor_event(ep->rmon, &value)) >= 0;) {
+        changed = 1;
+        if (event == ZMQ_EVENT_ACCEPTED) {
             ep->ev_accepted++;
-        else if (event == ZMQ_EVENT_DISCONNECTED)
+        } else if (event == ZMQ_EVENT_DISCONNECTED) {
             ep->ev_closed++;
+            ep->disc++;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            ep->hs_ok++;
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                   event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH || event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+            ep->hs_failed++;
+            // Clients ZAP never saw: without CURVE, or whose hello we cannot
+            // decrypt (they expect another server key, or are not CURVE clients).
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL &&
+                (value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ||
+                 value == ZMQ_PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC))
+                ep->no_zap_refused++;
+        }
     }
+    if (changed && ep->pol) {
+        long live = (long)(ep->hs_ok + ep->hs_failed) - (long)ep->disc;
+        wr_zap_set_live(ep->zc->zap, ep->pol, WR_MAX(live, 0), ep->hs_ok);
+    }
+}
+
+static int zpeer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap) {
+    if (!ep->pol) return WR_OK;
+    drain_rmon(ep);
+    wr_zap_refusals(ep->zc->zap, ep->pol, bad_key, over_cap);
+    *bad_key += ep->no_zap_refused;
+    ep->no_zap_refused = 0;
+    return WR_OK;
+}
+
+static int zset_allowlist(void *state, const wr_allowed_key *keys, int n, char *err) {
+    return wr_zap_set_allowlist(((zctx *)state)->zap, keys, n, err);
 }
 
 static int zpeer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
@@ -344,8 +496,7 @@ static int send_errno(wr_endpoint *ep, int e, const wr_msg *msg, char *err) {
     switch (e) {
     case EAGAIN:
         if (!ep->router) drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST)
-            return wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
+        if (peer_down(ep)) return down_err(ep, "send to", err);
         return wr_err(err, WR_ETIMEDOUT, "send on %s: peer queue full (hwm) until timeout", ep->addr);
     case EHOSTUNREACH:
         return wr_err(err, WR_ECLOSED, "send on %s: peer (id of %zu bytes) unknown or gone", ep->addr,
@@ -370,9 +521,8 @@ static int send_check(wr_endpoint *ep, const wr_msg *msg, wr_frame *pay, char *e
     if (rc == WR_OK && !ep->router) {
         // A lost connection is sticky until the monitor reports a new one;
         // reading the monitor costs a little, so not on every send.
-        if ((ep->sends++ & 15) == 0 || ep->peer_state == PEER_LOST) drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST)
-            rc = wr_err(err, WR_ECLOSED, "send to %s: connection lost", ep->addr);
+        if ((ep->sends++ & 15) == 0 || peer_down(ep)) drain_monitor(ep);
+        if (peer_down(ep)) rc = down_err(ep, "send to", err);
     }
     if (rc != WR_OK) give_back(pay);
     return rc;
@@ -480,21 +630,24 @@ static int recv_first_plain(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms, c
 }
 
 // The same for a connected endpoint with a monitor: polls the socket and the
-// monitor, so that a lost connection ends the wait with WR_ECLOSED.
+// monitor, so that a lost connection ends the wait with WR_ECLOSED (a refused
+// handshake with its reason). A bound endpoint with a ZAP policy waits the same
+// way on its connection monitor, so the live count stays fresh while it waits.
 static int recv_first_watched(wr_endpoint *ep, zmq_msg_t *first, int timeout_ms, char *err) {
     double deadline = 0;
+    void *mon = ep->mon ? ep->mon : ep->rmon;
     for (;;) {
         if (zmq_msg_recv(first, ep->sock, ZMQ_DONTWAIT) >= 0) return WR_OK;
         int e = errno;
         if (e == EINTR) continue;
         if (e != EAGAIN) return recv_errno(ep, e, timeout_ms, err);
         drain_monitor(ep);
-        if (ep->peer_state == PEER_LOST)
-            return wr_err(err, WR_ECLOSED, "recv from %s: connection lost", ep->addr);
+        drain_rmon(ep);
+        if (peer_down(ep)) return down_err(ep, "recv from", err);
         if (timeout_ms > 0 && deadline == 0) deadline = wr_now() + timeout_ms * 1e-3;
         int left = remaining_ms(deadline, timeout_ms);
         if (timeout_ms == 0 || (timeout_ms > 0 && left == 0)) return recv_errno(ep, EAGAIN, timeout_ms, err);
-        zmq_pollitem_t it[2] = {{ep->sock, 0, ZMQ_POLLIN, 0}, {ep->mon, 0, ZMQ_POLLIN, 0}};
+        zmq_pollitem_t it[2] = {{ep->sock, 0, ZMQ_POLLIN, 0}, {mon, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(it, 2, left) < 0 && errno != EINTR) {
             e = errno;
             return wr_err(err, e == ETERM ? WR_ECLOSED : WR_ERR, "recv on %s: poll: %s", ep->addr,
@@ -555,8 +708,8 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     memset(&msg->payload, 0, sizeof msg->payload);
     zmq_msg_t first;
     zmq_msg_init(&first);
-    int rc = ep->mon ? recv_first_watched(ep, &first, timeout_ms, err)
-                     : recv_first_plain(ep, &first, timeout_ms, err);
+    int rc = ep->mon || ep->pol ? recv_first_watched(ep, &first, timeout_ms, err)
+                                : recv_first_plain(ep, &first, timeout_ms, err);
     if (rc != WR_OK) return zmq_msg_close(&first), rc;
 
     zmsg_impl *im = wr_malloc(sizeof *im);
@@ -619,12 +772,13 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
         for (int i = 0; i < n; i++) {
             drain_monitor(eps[i]);
             drain_rmon(eps[i]);
-            ready[i] = eps[i]->peer_state == PEER_LOST;  // recv will say WR_ECLOSED at once
+            ready[i] = peer_down(eps[i]);  // recv will say why at once
             nready += ready[i];
             it[k] = (zmq_pollitem_t){eps[i]->sock, 0, ZMQ_POLLIN, 0};
             owner[k++] = i;
-            if (eps[i]->mon) {
-                it[k] = (zmq_pollitem_t){eps[i]->mon, 0, ZMQ_POLLIN, 0};
+            void *mon = eps[i]->mon ? eps[i]->mon : eps[i]->pol ? eps[i]->rmon : NULL;
+            if (mon) {  // the ZAP policy's live count is refreshed while waiting
+                it[k] = (zmq_pollitem_t){mon, 0, ZMQ_POLLIN, 0};
                 owner[k++] = -1 - i;
             }
         }
@@ -642,7 +796,7 @@ static int zpoll_items(wr_endpoint **eps, int n, int *ready, int timeout_ms, zmq
             } else {
                 int i = -1 - owner[j];
                 drain_monitor(eps[i]);
-                if (eps[i]->peer_state == PEER_LOST && !ready[i])
+                if (peer_down(eps[i]) && !ready[i])
                     ready[i] = 1, nready++;
                 else
                     mon_only = 1;
@@ -682,4 +836,6 @@ static const wr_transport_ops zmq_ops = {
     .close = zclose,
     .peer_events = zpeer_events,
     .peer_info = zpeer_info,
+    .set_allowlist = zset_allowlist,
+    .peer_refusals = zpeer_refusals,
 };
