@@ -88,13 +88,16 @@ static void quote(char *out, size_t cap, const char *s, size_t n) {
 static int key_line(const line_iter *it, const char *s, size_t n, const char *const *names, int n_names,
                     int *which, char *out, char *err) {
     char q[64];
-    const char *eq = memchr(s, '=', n);
-    if (!eq) {
-        quote(q, sizeof q, s, n);
-        return wr_err(err, WR_ERR, "%s:%d: expected 'name = value', got '%s'", it->source, it->line, q);
-    }
-    const char *ne = eq, *v = eq + 1, *ve = s + n;
-    while (ne > s && is_blank(ne[-1])) ne--;
+    // The name is [a-z-]+; nothing after it is quoted in messages: it may
+    // be secret key material.
+    const char *ne = s, *ve = s + n;
+    while (ne < ve && ((*ne >= 'a' && *ne <= 'z') || *ne == '-')) ne++;
+    const char *v = ne;
+    while (v < ve && is_blank(*v)) v++;
+    if (ne == s || v == ve || *v != '=')
+        return wr_err(err, WR_ERR, "%s:%d: expected 'name = value' with name one of public-key, secret-key",
+                      it->source, it->line);
+    v++;
     while (v < ve && is_blank(*v)) v++;
     *which = -1;
     for (int i = 0; i < n_names; i++)

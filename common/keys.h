@@ -24,18 +24,16 @@
 
 #include <stddef.h>
 
+#include "transport.h"
 #include "wr_common.h"
 
-#define WR_KEY_Z85_LEN 40            // characters of one Z85 key
 #define WR_ALLOW_MAX 8192            // entries of one allow-list
 #define WR_ALLOW_NAME_MAX 64         // bytes of an entry's name, NUL included
 #define WR_KEYFILE_MAX 4096          // bytes of a key file
 #define WR_ALLOWFILE_MAX (4u << 20)  // bytes of an allow-list file
 
-typedef struct {
-    char public_key[WR_KEY_Z85_LEN + 1];
-    char secret_key[WR_KEY_Z85_LEN + 1];
-} wr_keys_pair;
+// A key pair as the transport takes it (WR_KEY_Z85_LEN is in transport.h).
+typedef wr_curve_keypair wr_keys_pair;
 
 typedef struct {
     int role;                      // enum wr_role
@@ -121,5 +119,16 @@ typedef struct {
 int wr_node_keys_load(wr_node_keys *k, unsigned takes, const char *key, const char *coordinator_key,
                       const char *allow, char *err);
 void wr_node_keys_free(wr_node_keys *k);
+
+// Hands k's allow-list to ctx (wr_transport_set_allowlist): each entry's
+// role_bit is 1u << its role and its identity "<role>:<key>". Nothing to do
+// (WR_OK) when k->on is 0 or the list is empty. WR_OK or WR_ERR with err.
+int wr_node_keys_apply(wr_transport_ctx *ctx, const wr_node_keys *k, char *err);
+
+// Sets the CURVE fields of endpoint options from k: nothing when k is NULL or
+// k->on is 0; else o->curve = &k->self (read at bind/connect), and
+// o->curve_server_key = server_key when it is not NULL (connect side) and
+// o->admit = admit (bind side).
+void wr_node_keys_opts(const wr_node_keys *k, wr_endpoint_opts *o, const char *server_key, unsigned admit);
 
 #endif

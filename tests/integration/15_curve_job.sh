@@ -71,5 +71,9 @@ wait "$COORD"
 rc=$?
 [ "$rc" = "$WR_EXIT_OK" ] || fail "the job with keys ended with status $rc (expected $WR_EXIT_OK)"
 check_digests
+grep -q 'CURVE keys: only the 3 keys of the allow-list' "$T/logs/coordinator.log" ||
+    fail "the coordinator did not say it runs with keys"
+grep -q 'connections refused: key not on the allow-list' "$T/logs/coordinator.log" ||
+    fail "the coordinator did not count the refused key"
 grep -q 'shard 0' "$T/logs/coordinator.log" || fail "the coordinator never named shard 0"
 pass "a job with CURVE keys finished (exit 0, $DIGESTS_PASSED digest checks agreed); a key off the list, no key and a worker key posing as a shard were refused"

@@ -276,6 +276,66 @@ static void test_node_keys(void **state) {
     assert_int_equal(wr_node_keys_load(&nk, shard, pub, pub, al, err), WR_ERR);
 }
 
+// The glue to the transport: the allow-list's roles become role bits and
+// "<role>:<key>" identities; a worker key reaches an endpoint that admits
+// workers (and is known by that identity), a shard endpoint refuses it.
+static void test_node_keys_transport(void **state) {
+    (void)state;
+    char err[WR_ERR_LEN], k[512], al[512], text[256];
+    wr_keys_pair srv, cli;
+    assert_int_equal(wr_key_generate(&srv, err), WR_OK);
+    assert_int_equal(wr_key_generate(&cli, err), WR_OK);
+    assert_int_equal(wr_key_write_pair(g_dir, "srv", &srv, err), WR_OK);
+    snprintf(text, sizeof text, "worker %s w0\n", cli.public_key);
+    write_file("t.allow", text, 0644);
+    path_of(k, sizeof k, "srv.key");
+    path_of(al, sizeof al, "t.allow");
+    wr_node_keys sk, ck;
+    assert_int_equal(wr_node_keys_load(&sk, WR_KEYOPT_KEY | WR_KEYOPT_ALLOW, k, NULL, al, err), WR_OK);
+    memset(&ck, 0, sizeof ck);
+    ck.on = 1;
+    ck.self = cli;
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    assert_non_null(ctx);
+    assert_int_equal(wr_node_keys_apply(ctx, &sk, err), WR_OK);
+    for (int admit_workers = 1; admit_workers >= 0; admit_workers--) {
+        char addr[512];
+        snprintf(addr, sizeof addr, "ipc://%s/ep%d", g_dir, admit_workers);
+        wr_endpoint_opts bo, co;
+        wr_endpoint_opts_default(&bo);
+        wr_endpoint_opts_default(&co);
+        wr_node_keys_opts(&sk, &bo, NULL, admit_workers ? 1u << WR_ROLE_WORKER : 1u << WR_ROLE_SHARD);
+        wr_node_keys_opts(&ck, &co, srv.public_key, 0);
+        assert_ptr_equal(co.curve, &ck.self);
+        assert_string_equal(co.curve_server_key, srv.public_key);
+        wr_endpoint *b = NULL, *c = NULL;
+        assert_int_equal(wr_bind(ctx, addr, &bo, &b, err), WR_OK);
+        assert_int_equal(wr_connect(ctx, addr, &co, &c, err), WR_OK);
+        wr_msg m;
+        memset(&m, 0, sizeof m);
+        m.header.data = "hi";
+        m.header.len = 2;
+        (void)wr_send(c, &m, 1000, err);
+        memset(&m, 0, sizeof m);
+        int rc = wr_recv(b, &m, admit_workers ? 3000 : 300, err);
+        if (admit_workers) {
+            assert_int_equal(rc, WR_OK);
+            wr_peer_info pi;
+            assert_int_equal(wr_msg_peer_info(&m, &pi), WR_OK);
+            char want[WR_PEER_USER_MAX];
+            snprintf(want, sizeof want, "worker:%s", cli.public_key);
+            assert_string_equal(pi.user, want);
+            wr_msg_release(&m);
+        } else {
+            assert_int_equal(rc, WR_ETIMEDOUT);
+        }
+        wr_close(c);
+        wr_close(b);
+    }
+    wr_transport_ctx_free(ctx);
+    wr_node_keys_free(&sk);
+}
+
 static void test_bind_policy(void **state) {
     (void)state;
     char out[256], note[256], err[WR_ERR_LEN];
@@ -326,11 +386,11 @@ static void test_bind_policy(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_no_overwrite),
-        cmocka_unit_test(test_mode_refused),   cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_allowlist),      cmocka_unit_test(test_allowlist_bounded),
-        cmocka_unit_test(test_allowlist_file), cmocka_unit_test(test_node_keys),
-        cmocka_unit_test(test_bind_policy),
+        cmocka_unit_test(test_round_trip),          cmocka_unit_test(test_no_overwrite),
+        cmocka_unit_test(test_mode_refused),        cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_allowlist),           cmocka_unit_test(test_allowlist_bounded),
+        cmocka_unit_test(test_allowlist_file),      cmocka_unit_test(test_node_keys),
+        cmocka_unit_test(test_node_keys_transport), cmocka_unit_test(test_bind_policy),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
