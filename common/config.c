@@ -240,6 +240,7 @@ static const key_t_ kKeys[] = {
     DBL("step_timeout", step_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
     DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    ENUMK("allow_insecure", allow_insecure, "one of on, off", kOnOff),
     {"expect_hosts", K_STR, OFF(expect_hosts), 0, 0, 0, 0, "comma-separated host names or IP addresses", NULL,
      NULL, 0, WR_EXPECT_HOSTS_MAX, check_hosts},
 };

@@ -62,6 +62,7 @@ typedef struct {
     double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
+    int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
     // expect_hosts = comma-separated host names / IP addresses the coordinator accepts REGISTER
     // from ("" = any; "localhost" also admits ipc peers); resolved by the coordinator at start
     char expect_hosts[WR_EXPECT_HOSTS_MAX];

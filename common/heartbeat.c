@@ -43,7 +43,7 @@ static void *hb_main(void *arg) {
 }
 
 wr_heartbeat *wr_heartbeat_start(wr_transport_ctx *ctx, const char *coord_addr, const wr_pmsg *msg,
-                                 double interval_s, char *err) {
+                                 double interval_s, const wr_endpoint_opts *sec, char *err) {
     wr_heartbeat *hb = wr_calloc(1, sizeof *hb);
     hb->interval = interval_s > 0.001 ? interval_s : 0.001;
     if (wr_proto_encode(msg, &hb->hdr, err) != WR_OK) {
@@ -58,6 +58,10 @@ wr_heartbeat *wr_heartbeat_start(wr_transport_ctx *ctx, const char *coord_addr, 
     // heartbeat_timeout; a heartbeat of ours (its own fixed timeout) would
     // drop the connection of a node paused for less than that.
     eo.heartbeat_ms = 0;
+    if (sec && sec->curve) {
+        eo.curve = sec->curve;
+        memcpy(eo.curve_server_key, sec->curve_server_key, sizeof eo.curve_server_key);
+    }
     if (wr_connect(ctx, coord_addr, &eo, &hb->ep, err) != WR_OK) {
         wr_buf_free(&hb->hdr);
         free(hb);

@@ -114,6 +114,24 @@ void wr_advertised_addr(const char *bound, const char *advertise, char *out, siz
     snprintf(out, len, "tcp://%s%s", ip, colon ? colon : "");
 }
 
+void wr_watch_handshakes(wr_endpoint *ep, const char *what, unsigned long *bad_key, unsigned long *over_cap) {
+    unsigned long b = 0, o = 0;
+    if (wr_peer_refusals(ep, &b, &o) != WR_OK || (!b && !o)) return;
+    if (b && !*bad_key)
+        wr_warn("%s refused a connection whose key is not on the allow-list for this endpoint (further ones "
+                "are logged at debug level)",
+                what);
+    else if (b)
+        wr_debug("%s refused %lu more connections with keys not on the allow-list", what, b);
+    if (o && !*over_cap)
+        wr_warn("%s refused a connection over its connection cap (further ones are logged at debug level)",
+                what);
+    else if (o)
+        wr_debug("%s refused %lu more connections over its cap", what, o);
+    *bad_key += b;
+    *over_cap += o;
+}
+
 void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason) {
     if (kind < 0 || kind >= WR_PERR_KINDS) kind = WR_PERR_ROLE;
     r->total++;

@@ -98,6 +98,12 @@ void wr_peer_watch_init(wr_peer_watch *w, const char *what, long limit);
 void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long closed,
                         uint64_t refused_total, double now);
 
+// Handshakes a bound endpoint refused since the last call (wr_peer_refusals:
+// a client key not on the allow-list or of a role not admitted, or over the
+// connection cap) added to *bad_key / *over_cap; the first of each kind is
+// logged at warn level naming `what` ("the coordinator"), later ones at debug.
+void wr_watch_handshakes(wr_endpoint *ep, const char *what, unsigned long *bad_key, unsigned long *over_cap);
+
 // A handler for wr_drain: takes one received message (it releases m, or keeps
 // the frames and zeroes *m) and returns 0 to go on, anything > 0 to stop.
 typedef int (*wr_msg_handler)(void *arg, wr_msg *m);

@@ -13,6 +13,7 @@
 //      checked by the same function the encoder uses (check_msg).
 // Keys and ranges are documented in docs/PROTOCOL.md.
 #include "proto.h"
+#include "keys.h"
 
 #include <math.h>
 #include <msgpack.h>
@@ -365,12 +366,18 @@ static int entry_str(dctx *c, enum fid f, uint32_t i, const msgpack_object *o, c
     return copy_str(c, f, sub, o, dst, max);
 }
 
+// [lo, hi, addr] or, with CURVE keys, [lo, hi, addr, key].
 static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
-    const msgpack_object *t = tuple(e, 3);
+    const msgpack_object *t = tuple(e, 4);
+    if (!t) t = tuple(e, 3);
     if (!t || t[0].type != MSGPACK_OBJECT_POSITIVE_INTEGER || t[1].type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-        return bad_entry(c, F_SM, "[lo, hi, addr]", i);
+        return bad_entry(c, F_SM, "[lo, hi, addr(, key)]", i);
     m->shards[i].lo = t[0].via.u64;
     m->shards[i].hi = t[1].via.u64;
+    if (e->via.array.size == 4) {
+        int rc = entry_str(c, F_SM, i, &t[3], m->shards[i].key, WR_CURVE_KEY_MAX);
+        if (rc != WR_OK) return rc;
+    }
     return entry_str(c, F_SM, i, &t[2], m->shards[i].addr, WR_ADDR_MAX);
 }
 
@@ -460,10 +467,12 @@ static void pack_cstr(msgpack_packer *pk, const char *s) {
 }
 
 static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
-    msgpack_pack_array(pk, 3);
+    int keyed = m->shards[i].key[0] != 0;
+    msgpack_pack_array(pk, keyed ? 4 : 3);
     msgpack_pack_uint64(pk, m->shards[i].lo);
     msgpack_pack_uint64(pk, m->shards[i].hi);
     pack_cstr(pk, m->shards[i].addr);
+    if (keyed) pack_cstr(pk, m->shards[i].key);
 }
 
 static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
@@ -575,6 +584,10 @@ static int check_map_shards(dctx *c, const wr_pmsg *m) {
             return fail(c->perr, WR_PERR_RANGE, c->err,
                         "CLUSTER_MAP field 'sm' (shards): shard %u address empty or longer than %d bytes", i,
                         WR_ADDR_MAX - 1);
+        if (s->key[0] && !wr_key_z85_valid(s->key, strnlen(s->key, WR_CURVE_KEY_MAX)))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'sm' (shards): shard %u key is not a 40-character Z85 public key",
+                        i);
         next = s->hi;
     }
     return WR_OK;

@@ -103,9 +103,12 @@ enum wr_error_code {
     WR_EC_TIMEOUT,
 };
 
+#define WR_CURVE_KEY_MAX 41  // a Z85 CURVE public key (40 characters) and its NUL
+
 typedef struct {
     uint64_t lo, hi;  // key range [lo, hi)
     char addr[WR_ADDR_MAX];
+    char key[WR_CURVE_KEY_MAX];  // the shard's CURVE public key (Z85); "" when the job runs without keys
 } wr_shard_info;
 
 typedef struct {

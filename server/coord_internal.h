@@ -50,6 +50,7 @@ typedef struct {
     char from[WR_PEER_ADDR_MAX];  // the peer's address as the transport saw it (wr_msg_peer_info)
     int reported;                 // worker: sent its model size (d, nt), registered or not
     uint64_t nt;
+    char key[WR_CURVE_KEY_MAX];  // shard: its CURVE public key as authenticated ("" without keys)
 } coord_node;
 
 // The open barrier (one at a time).
@@ -81,6 +82,8 @@ typedef struct {
     wr_refusals refused;
     wr_reply_gate gate;   // ERROR replies to unregistered peers, bounded per peer
     wr_peer_watch conns;  // connections to the ROUTER; memory returned after floods
+    // CURVE handshakes refused (wr_watch_handshakes)
+    unsigned long hs_bad_key, hs_over_cap;
     // membership
     coord_node *nodes;
     int n_nodes, max_nodes;

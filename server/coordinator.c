@@ -284,6 +284,7 @@ static void tick(coord *c) {
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
+    if (c->o->keys.on) wr_watch_handshakes(c->ep, "the coordinator", &c->hs_bad_key, &c->hs_over_cap);
 }
 
 // Waits up to one tick for messages and handles what is queued.
@@ -322,6 +323,8 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     eo.linger_ms = 2000;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
     eo.peer_events = 1;  // counted by the tick (c->conns)
+    // With keys only allow-listed shards and workers complete the handshake.
+    wr_node_keys_opts(&c->o->keys, &eo, NULL, (1u << WR_ROLE_SHARD) | (1u << WR_ROLE_WORKER));
     if (wr_bind(ctx, c->o->bind, &eo, &c->ep, err) != WR_OK) {
         wr_error("cannot bind %s: %s", c->o->bind, err);
         return WR_ERR;
@@ -331,6 +334,9 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
         snprintf(bound, sizeof bound, "%s", c->o->bind);
     wr_advertised_addr(bound, c->o->advertise, c->adv, sizeof c->adv);
     wr_info("listening on %s", c->adv);
+    if (c->o->keys.on)
+        wr_info("CURVE keys: only the %d keys of the allow-list (shards and workers) can connect",
+                c->o->keys.allow.n);
     wr_info("job %llu: waiting up to %g s for %d shards and %d workers", (unsigned long long)c->cfg.job_id,
             c->cfg.register_timeout, c->cfg.shards, c->cfg.workers);
     return WR_OK;
@@ -365,6 +371,7 @@ static void finish_report(const coord *c) {
                 (unsigned long long)wr_digest_book_refused(c->book));
     if (c->reg_refused) wr_warn("%lu registrations refused", c->reg_refused);
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
+    if (c->hs_bad_key) wr_warn("%lu connections refused: key not on the allow-list", c->hs_bad_key);
     if (c->gate.withheld)
         wr_warn("%llu ERROR replies to unregistered peers withheld", (unsigned long long)c->gate.withheld);
     if (c->conns.floods)
@@ -397,6 +404,11 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         free(c->hosts);
         wr_error("transport: %s", err);
         return WR_EXIT_FAILURE;
+    }
+    if (wr_node_keys_apply(ctx, &o->keys, err) != WR_OK) {
+        wr_error("allow-list: %s", err);
+        wr_transport_ctx_free(ctx);
+        return WR_EXIT_CONFIG;
     }
     if (open_endpoint(c, ctx) != WR_OK) {
         free(c->hosts);

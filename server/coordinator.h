@@ -6,12 +6,15 @@
 #define WR_COORDINATOR_H
 
 #include "config.h"
+#include "keys.h"
 
 typedef struct {
     const char *bind;       // address to bind (e.g. tcp://*:7000, ipc:///tmp/x)
     const char *advertise;  // address printed for peers; NULL = derived from bind
     wr_job_config cfg;      // the validated job config
     int io_threads;         // transport I/O threads (0 = 1)
+    wr_node_keys keys;      // --key/--allow (keys.on = 0 without keys)
+    int allow_insecure;     // --allow-insecure (or the config's allow_insecure = on)
 } wr_coord_opts;
 
 // Runs the coordinator until the job ends. Blocking (the whole job). Returns

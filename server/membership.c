@@ -82,6 +82,7 @@ static int build_map(coord *c) {
         const coord_node *n = &c->nodes[i];
         if (n->role == WR_ROLE_SHARD) {
             snprintf(c->map.shards[n->index].addr, sizeof c->map.shards[n->index].addr, "%s", n->addr);
+            memcpy(c->map.shards[n->index].key, n->key, sizeof n->key);
             c->shard_node[n->index] = i;
         } else {
             wr_worker_info *wi = &c->map.workers[n->index];
@@ -131,6 +132,15 @@ static void form_job(coord *c) {
         wr_info("  shard %d: [%llu, %llu) at %s (host %s)", s, (unsigned long long)c->map.shards[s].lo,
                 (unsigned long long)c->map.shards[s].hi, n->addr, n->host);
     }
+}
+
+// The shard's CURVE public key from the identity its connection was
+// authenticated with ("shard:<key>"), for the workers (map entry 'key').
+static void shard_key(const wr_msg *m, coord_node *n) {
+    wr_peer_info pi;
+    if (wr_msg_peer_info(m, &pi) == WR_OK && !strncmp(pi.user, "shard:", 6) &&
+        strlen(pi.user + 6) == WR_CURVE_KEY_MAX - 1)
+        memcpy(n->key, pi.user + 6, WR_CURVE_KEY_MAX);
 }
 
 // Registrations refused with a warning each; later ones are logged at debug
@@ -235,6 +245,7 @@ static coord_node *admit(coord *c, const coord_in *in) {
     n->group = h->group;
     n->index = -1;
     if (h->role == WR_ROLE_SHARD) {
+        shard_key(in->m, n);
         n->index = c->n_shards_reg++;
         n->registered = 1;
         wr_info("shard %d registered from %s (host %s, %s)", n->index, n->from, n->host, n->addr);

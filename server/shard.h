@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "keys.h"
 #include "proto.h"
 
 // ---- the step logic ------------------------------------------------------------------
@@ -108,6 +109,8 @@ typedef struct {
     const char *host;         // host name reported; NULL = gethostname
     double connect_timeout;   // seconds to wait for the coordinator's welcome (WR_EXIT_NO_COORDINATOR)
     int io_threads;           // transport I/O threads (0 = 1)
+    wr_node_keys keys;        // --key/--coordinator-key/--allow (keys.on = 0 without keys)
+    int allow_insecure;       // --allow-insecure: listen on other interfaces without keys
 } wr_shard_opts;
 
 void wr_shard_opts_default(wr_shard_opts *o);

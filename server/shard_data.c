@@ -362,6 +362,7 @@ void shard_log_peer_events(shard_node *s) {
     if (wr_peer_events(s->router, &acc, &closed) != WR_OK) return;
     s->conns += (long)acc - (long)closed;
     wr_peer_watch_tick(&s->watch, acc, closed, s->refused.total, wr_now());
+    if (s->o->keys.on) wr_watch_handshakes(s->router, "the shard", &s->hs_bad_key, &s->hs_over_cap);
     // While a flood's connections close, one line per tick would flood the log.
     int flood = s->watch.open + (long)closed > s->watch.limit;
     if (closed && flood)
@@ -397,6 +398,8 @@ int shard_bind_data(shard_node *s, uint64_t n) {
     eo.heartbeat_ms = 0;
     eo.max_msg_size = wr_proto_data_frame_max(n);
     eo.peer_events = 1;  // a worker's dropped connection is logged (the tick)
+    // With keys only allow-listed workers complete the handshake.
+    wr_node_keys_opts(&s->o->keys, &eo, NULL, 1u << WR_ROLE_WORKER);
     double t0 = wr_now();
     while (wr_bind(s->ctx, s->bind_addr, &eo, &s->router, err) != WR_OK) {
         if (wr_now() - t0 > BIND_RETRY_S) {

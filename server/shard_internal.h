@@ -69,6 +69,8 @@ typedef struct {
     long conns;      // open worker connections (wr_peer_events)
     double step_t0;  // when the step's first push came
     wr_refusals refused;
+    // CURVE handshakes refused (wr_watch_handshakes)
+    unsigned long hs_bad_key, hs_over_cap;
     wr_reply_gate gate;   // refusal replies per worker connection, bounded
     wr_peer_watch watch;  // data connections; memory returned after floods
     uint64_t send_failures;

@@ -240,6 +240,7 @@ static int send_register(shard_node *s) {
     // yet. The coordinator's PINGs (answered by ZeroMQ) watch the connection
     // with the job's timeout and make us drop a coordinator silent beyond it.
     co.heartbeat_ms = 0;
+    wr_node_keys_opts(&s->o->keys, &co, s->o->keys.coordinator_key, 0);
     if (wr_connect(s->ctx, addr, &co, &s->coord, err) != WR_OK) {
         wr_error("cannot connect to the coordinator at %s: %s", addr, err);
         return WR_EXIT_CONFIG;
@@ -340,7 +341,10 @@ static int start_heartbeat(shard_node *s) {
     h.role = WR_ROLE_SHARD;
     h.shard = s->index;
     snprintf(h.host, sizeof h.host, "%s", s->host);
-    s->hb = wr_heartbeat_start(s->ctx, s->o->coordinator, &h, s->cfg.heartbeat_interval, err);
+    wr_endpoint_opts sec;
+    wr_endpoint_opts_default(&sec);
+    wr_node_keys_opts(&s->o->keys, &sec, s->o->keys.coordinator_key, 0);
+    s->hb = wr_heartbeat_start(s->ctx, s->o->coordinator, &h, s->cfg.heartbeat_interval, &sec, err);
     if (!s->hb) {
         wr_error("heartbeat: %s", err);
         return WR_EXIT_FAILURE;
@@ -354,6 +358,10 @@ int shard_join(shard_node *s) {
     if (!s->ctx) {
         wr_error("transport: %s", err);
         return WR_EXIT_FAILURE;
+    }
+    if (wr_node_keys_apply(s->ctx, &s->o->keys, err) != WR_OK) {
+        wr_error("allow-list: %s", err);
+        return WR_EXIT_CONFIG;
     }
     int st = find_data_address(s);
     if (st == SHARD_GO_ON) st = send_register(s);

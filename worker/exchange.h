@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "keys.h"
 #include "summary.h"
 
 // The job a worker takes part in (train.h).
@@ -114,6 +115,8 @@ typedef struct {
     const char *host;         // name this worker reports (NULL = gethostname)
     int group;                // node group (for all-reduce topologies; reported only)
     double connect_timeout;   // seconds to wait for the coordinator's first reply
+    wr_node_keys keys;        // --key/--coordinator-key (keys.on = 0 without keys)
+    int allow_insecure;       // --allow-insecure (for the endpoints a worker binds in later modes)
 } wr_ps_opts;
 
 void wr_ps_opts_default(wr_ps_opts *o);

@@ -17,6 +17,7 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: wren-worker --coordinator ADDR [--host NAME] [--group G] [--summary FILE]\n"
                "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
+               "                   [--key FILE --coordinator-key FILE] [--allow-insecure]\n"
                "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
                "                   [--log-level L] [--threads N]\n"
                "\n"
@@ -34,6 +35,11 @@ static void usage(FILE *f) {
                "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
                "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
                "  --connect-timeout S    seconds to wait for the coordinator's reply (default 10)\n"
+               "  --key FILE             this worker's secret key (NAME.key of `wren-server keygen`);\n"
+               "                         with --coordinator-key, the connections use CURVE keys\n"
+               "  --coordinator-key FILE the coordinator's public key (its NAME.pub)\n"
+               "  --allow-insecure       endpoints this worker binds may listen beyond loopback\n"
+               "                         without keys (anyone who reaches them can join)\n"
                "  --standalone           single-process training, no cluster\n"
                "  --config FILE          job config file (standalone mode)\n"
                "  -h, --help             this text\n"
@@ -61,9 +67,22 @@ typedef struct {
     wr_train_opts train;
     int standalone;
     const char *config_path;
+    const char *key_path, *coordinator_key_path;  // --key, --coordinator-key
 } cli;
 
-enum { O_HOST = 256, O_GROUP, O_SUMMARY, O_LOG, O_THREADS, O_CTO, O_STANDALONE, O_CONFIG };
+enum {
+    O_HOST = 256,
+    O_GROUP,
+    O_SUMMARY,
+    O_LOG,
+    O_THREADS,
+    O_CTO,
+    O_STANDALONE,
+    O_CONFIG,
+    O_KEY,
+    O_COORD_KEY,
+    O_INSECURE
+};
 
 static const struct option longopts[] = {
     {"coordinator", required_argument, NULL, 'c'},
@@ -75,6 +94,9 @@ static const struct option longopts[] = {
     {"connect-timeout", required_argument, NULL, O_CTO},
     {"standalone", no_argument, NULL, O_STANDALONE},
     {"config", required_argument, NULL, O_CONFIG},
+    {"key", required_argument, NULL, O_KEY},
+    {"coordinator-key", required_argument, NULL, O_COORD_KEY},
+    {"allow-insecure", no_argument, NULL, O_INSECURE},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -121,6 +143,9 @@ static int take_option(cli *o, int c, char **argv) {
     }
     case O_STANDALONE: o->standalone = 1; break;
     case O_CONFIG: o->config_path = optarg; break;
+    case O_KEY: o->key_path = optarg; break;
+    case O_COORD_KEY: o->coordinator_key_path = optarg; break;
+    case O_INSECURE: o->ps.allow_insecure = 1; break;
     case 'h': usage(stdout); return WR_EXIT_OK;
     default:
         if (optopt && optopt < 256)
@@ -149,8 +174,8 @@ static int parse_options(cli *o, int argc, char **argv) {
 }
 
 static int run_standalone(const cli *o, char **kv, int n_kv) {
-    if (o->ps.coordinator) {
-        fprintf(stderr, "wren-worker: --standalone and --coordinator exclude each other\n");
+    if (o->ps.coordinator || o->key_path || o->coordinator_key_path) {
+        fprintf(stderr, "wren-worker: --standalone excludes --coordinator, --key and --coordinator-key\n");
         return WR_EXIT_CONFIG;
     }
     wr_job_config cfg;
@@ -162,7 +187,7 @@ static int run_standalone(const cli *o, char **kv, int n_kv) {
     return wr_train_run(wr_exchange_local(&cfg), &o->train, NULL, err);
 }
 
-static int run_cluster(const cli *o, char **kv, int n_kv) {
+static int run_cluster(cli *o, char **kv, int n_kv) {
     if (!o->ps.coordinator) {
         fprintf(stderr, "wren-worker: --coordinator ADDR is required (or --standalone); try --help\n");
         return WR_EXIT_CONFIG;
@@ -175,7 +200,14 @@ static int run_cluster(const cli *o, char **kv, int n_kv) {
         return WR_EXIT_CONFIG;
     }
     char err[WR_ERR_LEN] = "";
-    return wr_train_run(wr_exchange_ps(&o->ps), &o->train, NULL, err);
+    if (wr_node_keys_load(&o->ps.keys, WR_KEYOPT_KEY | WR_KEYOPT_COORDINATOR_KEY, o->key_path,
+                          o->coordinator_key_path, NULL, err) != WR_OK) {
+        fprintf(stderr, "wren-worker: %s\n", err);
+        return WR_EXIT_CONFIG;
+    }
+    int st = wr_train_run(wr_exchange_ps(&o->ps), &o->train, NULL, err);
+    wr_node_keys_free(&o->ps.keys);
+    return st;
 }
 
 int main(int argc, char **argv) {

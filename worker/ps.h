@@ -31,6 +31,7 @@ typedef struct {
 typedef struct {
     uint64_t lo, hi;
     char addr[WR_ADDR_MAX];
+    char key[WR_CURVE_KEY_MAX];  // the shard's CURVE public key from the map ("" without keys)
     wr_endpoint *ep;
     wr_ps_zc_buf push[2];  // alternating PUSH payload buffers (birder: bits; fp32: unused)
     int cur;

@@ -134,9 +134,11 @@ static int wait_map(wr_ps *w, uint64_t epoch, double timeout_s, int first, wr_pm
             wr_warn("from coordinator: %s", e2);
             continue;
         }
+        // Before the welcome, a connection the coordinator refuses (a key it
+        // does not admit) means it cannot be reached as this worker.
         if (rc != WR_OK)
-            return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "receiving from coordinator at %s: %s",
-                              w->o->coordinator, e2);
+            return wr_ps_fail(w, 0, first ? WR_EXIT_NO_COORDINATOR : WR_EXIT_FAILURE, err,
+                              "receiving from coordinator at %s: %s", w->o->coordinator, e2);
         wr_msg_release(&msg);
         int st = wr_ps_coord_message(w, map, err);
         if (st) {
@@ -169,6 +171,7 @@ static int connect_coordinator(wr_ps *w, char *err) {
     // yet. The coordinator's PINGs (answered by ZeroMQ) watch the connection
     // with the job's timeout and make us drop a coordinator silent beyond it.
     eo.heartbeat_ms = 0;
+    wr_node_keys_opts(&w->o->keys, &eo, w->o->keys.coordinator_key, 0);
     if (wr_connect(w->ctx, w->o->coordinator, &eo, &w->coord, e2) != WR_OK)
         return wr_ps_fail(w, 0, WR_EXIT_CONFIG, err, "coordinator address %s: %s", w->o->coordinator, e2);
     return WR_EXIT_OK;
@@ -237,6 +240,7 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         w->sh[s].lo = c.shards[s].lo;
         w->sh[s].hi = c.shards[s].hi;
         snprintf(w->sh[s].addr, sizeof w->sh[s].addr, "%s", c.shards[s].addr);
+        memcpy(w->sh[s].key, c.shards[s].key, sizeof w->sh[s].key);
     }
     wr_cluster_free(&c);
     char name[64];
@@ -288,6 +292,14 @@ static int connect_shards(wr_ps *w, char *err) {
         // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
         // a bigger one drops the connection instead of being allocated.
         so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
+        // With keys, the shard is known by the public key the coordinator
+        // authenticated it with (its map entry).
+        if (w->o->keys.on && !w->sh[s].key[0])
+            return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                              "shard %d (%s) has no key in the cluster map: this worker has keys, the "
+                              "coordinator runs without them",
+                              s, w->sh[s].addr);
+        wr_node_keys_opts(&w->o->keys, &so, w->sh[s].key, 0);
         if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
                               w->sh[s].addr, e2);
@@ -303,7 +315,10 @@ static int start_heartbeat(wr_ps *w, char *err) {
     snprintf(h.host, sizeof h.host, "%s", w->host);
     double interval = w->cfg.heartbeat_interval > 0 ? w->cfg.heartbeat_interval : 1.0;
     char e2[WR_ERR_LEN];
-    w->hb = wr_heartbeat_start(w->ctx, w->o->coordinator, &h, interval, e2);
+    wr_endpoint_opts sec;
+    wr_endpoint_opts_default(&sec);
+    wr_node_keys_opts(&w->o->keys, &sec, w->o->keys.coordinator_key, 0);
+    w->hb = wr_heartbeat_start(w->ctx, w->o->coordinator, &h, interval, &sec, e2);
     if (!w->hb) return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "heartbeat: %s", e2);
     return WR_EXIT_OK;
 }

@@ -259,7 +259,7 @@ int main(int argc, char **argv) {
     h.rank = g_rank;
     h.role = WR_ROLE_WORKER;
     snprintf(h.host, sizeof h.host, "%s", host);
-    wr_heartbeat *hb = wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, err);
+    wr_heartbeat *hb = wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, NULL, err);
 
     float *x = wr_alloc_vec(d * 4), *m = wr_alloc_vec(d * 4), *b = wr_alloc_vec(d * 4),
           *g = wr_alloc_vec(d * 4);

@@ -38,8 +38,8 @@ static inline void fill(wr_pmsg *m, int type) {
         m->n_params = 1000;
         m->n_shards = 2;
         m->shards = calloc(2, sizeof *m->shards);
-        m->shards[0] = (wr_shard_info){0, 512, "tcp://h1:1"};
-        m->shards[1] = (wr_shard_info){512, 1000, "ipc:///tmp/s1"};
+        m->shards[0] = (wr_shard_info){.lo = 0, .hi = 512, .addr = "tcp://h1:1"};
+        m->shards[1] = (wr_shard_info){.lo = 512, .hi = 1000, .addr = "ipc:///tmp/s1"};
         m->n_workers_map = 3;
         m->workers = calloc(3, sizeof *m->workers);
         m->workers[0] = (wr_worker_info){0, "node-a", 0};

@@ -99,7 +99,7 @@ static wr_heartbeat *start_beats(coord_t *c, double interval) {
     char err[WR_ERR_LEN];
     wr_pmsg h;
     beat_msg(&h);
-    wr_heartbeat *hb = wr_heartbeat_start(c->ctx, c->addr, &h, interval, err);
+    wr_heartbeat *hb = wr_heartbeat_start(c->ctx, c->addr, &h, interval, NULL, err);
     if (!hb) fail_msg("start: %s", err);
     wr_pmsg_clear(&h);  // the thread keeps its own copy
     assert_true(recv_beat(c, 5000));
@@ -163,15 +163,15 @@ static void test_start_errors(void **state) {
     wr_pmsg h;
     beat_msg(&h);
     err[0] = '\0';
-    assert_null(wr_heartbeat_start(ctx, "nonsense://x", &h, 0.1, err));
+    assert_null(wr_heartbeat_start(ctx, "nonsense://x", &h, 0.1, NULL, err));
     assert_true(strlen(err) > 0);
     assert_non_null(strstr(err, "nonsense"));
     err[0] = '\0';
-    assert_null(wr_heartbeat_start(ctx, "tcp://no-port-here", &h, 0.1, err));
+    assert_null(wr_heartbeat_start(ctx, "tcp://no-port-here", &h, 0.1, NULL, err));
     assert_true(strlen(err) > 0);
     h.type = -1;  // not a message type
     err[0] = '\0';
-    assert_null(wr_heartbeat_start(ctx, "inproc://hb-none", &h, 0.1, err));
+    assert_null(wr_heartbeat_start(ctx, "inproc://hb-none", &h, 0.1, NULL, err));
     assert_true(strlen(err) > 0);
     wr_pmsg_clear(&h);
     alarm(20);

@@ -37,6 +37,7 @@ static void assert_same(const wr_pmsg *a, const wr_pmsg *b) {
     for (uint32_t i = 0; i < a->n_shards; i++) {
         assert_true(a->shards[i].lo == b->shards[i].lo && a->shards[i].hi == b->shards[i].hi);
         assert_string_equal(a->shards[i].addr, b->shards[i].addr);
+        assert_string_equal(a->shards[i].key, b->shards[i].key);
     }
     assert_int_equal(a->n_workers_map, b->n_workers_map);
     for (uint32_t i = 0; i < a->n_workers_map; i++) {
@@ -99,6 +100,38 @@ static void test_register_with_d(void **state) {
     wr_buf_free(&buf);
 }
 
+// CLUSTER_MAP shard entries carry the shard's CURVE public key as an optional
+// 4th element: present only when set, checked as Z85 on both sides.
+static void test_map_shard_key(void **state) {
+    (void)state;
+    wr_pmsg m, d;
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg_init(&m, WR_MT_CLUSTER_MAP);
+    m.n_params = 128;
+    m.n_shards = 2;
+    m.shards = calloc(2, sizeof *m.shards);
+    m.shards[0] = (wr_shard_info){.lo = 0, .hi = 64, .addr = "tcp://127.0.0.1:1"};
+    m.shards[1] = (wr_shard_info){.lo = 64, .hi = 128, .addr = "tcp://127.0.0.1:2"};
+    snprintf(m.shards[1].key, sizeof m.shards[1].key, "%s", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7");
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    size_t keyed_len = b.len;
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_string_equal(d.shards[0].key, "");
+    assert_string_equal(d.shards[1].key, m.shards[1].key);
+    wr_pmsg_clear(&d);
+    // without a key the entry is the 3-element one
+    m.shards[1].key[0] = 0;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(b.len + 42, keyed_len);
+    // a key that is not Z85 is refused on encode
+    snprintf(m.shards[0].key, sizeof m.shards[0].key, "%s", "short");
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    assert_non_null(strstr(err, "shard 0 key"));
+    wr_pmsg_clear(&m);
+    wr_buf_free(&b);
+}
+
 // The largest cluster map the limits allow: 1024 shards with 255-byte
 // addresses, 4096 workers with 63-byte hosts, 256 config strings of 511 bytes.
 static void test_max_cluster_map(void **state) {
@@ -117,6 +150,7 @@ static void test_max_cluster_map(void **state) {
         m.shards[i].lo = per * (uint64_t)i;
         m.shards[i].hi = per * (uint64_t)(i + 1);
         memset(m.shards[i].addr, 'a' + i % 26, WR_ADDR_MAX - 1);
+        memset(m.shards[i].key, 'A' + i % 26, WR_CURVE_KEY_MAX - 1);
     }
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);  // n_params beyond 2^40
     m.n_params = WR_MAX_PARAMS;
@@ -1001,6 +1035,7 @@ int main(void) {
         cmocka_unit_test(test_array_maxima),
         cmocka_unit_test(test_encode_refuses),
         cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_map_shard_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
