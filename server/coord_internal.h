@@ -41,6 +41,10 @@ typedef struct {
     int index;  // shard index / worker rank, -1 until assigned
     double last_seen;
     int left;
+    // worker: the rank credential and the identity the transport authenticated
+    // on its REGISTER ("" without keys), sent in the cluster maps (membership.c)
+    uint8_t token[WR_TOKEN_LEN];
+    char user[WR_PEER_USER_MAX];
 } coord_node;
 
 // The open barrier (one at a time).

@@ -8,10 +8,13 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/random.h>
 
 #include "log.h"
 #include "schedule.h"
@@ -91,6 +94,18 @@ static int build_map(coord *c) {
     return WR_OK;
 }
 
+// A worker's map carries its own token only; a shard's every rank's token
+// and identity (docs/PROTOCOL.md, "Rank credentials").
+static void set_credentials(const coord *c, const coord_node *n, wr_pmsg *h, uint8_t (*tokens)[WR_TOKEN_LEN],
+                            char **idents) {
+    int shard = n->role == WR_ROLE_SHARD;
+    h->has_token = !shard;
+    if (!shard) memcpy(h->token, n->token, WR_TOKEN_LEN);
+    h->n_tokens = h->n_idents = shard ? (uint32_t)c->cfg.workers : 0;
+    h->tokens = shard ? tokens : NULL;
+    h->idents = shard ? idents : NULL;
+}
+
 // Sends the epoch-1 map to every node, each with its own shard index or rank.
 static void send_map(coord *c) {
     wr_pmsg h;
@@ -98,14 +113,25 @@ static void send_map(coord *c) {
     wr_cluster_to_map(&c->map, &h);
     h.n_config = c->n_kv;
     h.config = c->kv;
+    int W = c->cfg.workers;
+    uint8_t(*tokens)[WR_TOKEN_LEN] = wr_calloc((size_t)W, WR_TOKEN_LEN);
+    char **idents = wr_calloc((size_t)W, sizeof *idents);
+    for (int r = 0; r < W; r++) {
+        coord_node *w = &c->nodes[c->worker_node[r]];
+        memcpy(tokens[r], w->token, WR_TOKEN_LEN);
+        idents[r] = w->user;
+    }
     double now = wr_now();
     for (int i = 0; i < c->n_nodes; i++) {
         coord_node *n = &c->nodes[i];
         h.shard = n->role == WR_ROLE_SHARD ? n->index : -1;
         h.rank = n->role == WR_ROLE_WORKER ? n->index : -1;
+        set_credentials(c, n, &h, tokens, idents);
         n->last_seen = now;
         coord_send_to(c, n, &h);
     }
+    free(tokens);
+    free(idents);
 }
 
 // Every shard and worker is in: assign ranges and ranks, send the epoch-1
@@ -165,6 +191,23 @@ static coord_node *admit(coord *c, const coord_in *in) {
     return n;
 }
 
+// The worker's rank credential (docs/PROTOCOL.md, "Rank credentials"): a
+// random token, and the identity its connection authenticated with. WR_OK,
+// or WR_ERR with the job stopped (no randomness).
+static int issue_credential(coord *c, const coord_in *in, coord_node *n) {
+    ssize_t got = getrandom(n->token, sizeof n->token, 0);
+    if (got != (ssize_t)sizeof n->token) {
+        char r[160];
+        snprintf(r, sizeof r, "cannot draw a rank credential: getrandom: %s",
+                 got < 0 ? strerror(errno) : "short read");
+        coord_stop_job(c, WR_EXIT_FAILURE, r);
+        return WR_ERR;
+    }
+    wr_peer_info pi;
+    if (wr_msg_peer_info(in->m, &pi) == WR_OK) snprintf(n->user, sizeof n->user, "%s", pi.user);
+    return WR_OK;
+}
+
 // A worker's second REGISTER (n_params = d, nt): every worker must report
 // the same d and nt. WR_OK, or WR_ERR with the job stopped.
 static int register_worker(coord *c, const coord_in *in, coord_node *n) {
@@ -187,6 +230,7 @@ static int register_worker(coord *c, const coord_in *in, coord_node *n) {
         coord_stop_job(c, WR_EXIT_CONFIG, r);
         return WR_ERR;
     }
+    if (issue_credential(c, in, n) != WR_OK) return WR_ERR;
     c->nt = h->train_examples;
     c->nt_set = 1;
     c->d = h->n_params;
