@@ -683,7 +683,8 @@ static int check_map_tokens(dctx *c, const wr_pmsg *m) {
         return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP: 'ta'/'wu' count set but array NULL");
     if (m->rank >= 0 && (m->n_tokens || m->n_idents))
         return fail(c->perr, WR_PERR_RANGE, c->err,
-                    "CLUSTER_MAP to worker %d carries other ranks' tokens or identities ('ta'/'wu')", m->rank);
+                    "CLUSTER_MAP to worker %d carries other ranks' tokens or identities ('ta'/'wu')",
+                    m->rank);
     for (uint32_t i = 0; i < m->n_idents; i++)
         if (!m->idents[i] || !str_ok(m->idents[i], WR_IDENT_MAX))
             return fail(c->perr, WR_PERR_RANGE, c->err,

@@ -76,9 +76,13 @@ static void refuse_unauth(shard_node *s, const wr_msg *m, const wr_pmsg *h, cons
 static void bind_rank(shard_node *s, int r, const wr_msg *m) {
     shard_peer *b = &s->peers[r];
     if (b->len == m->peer_len && !memcmp(b->id, m->peer, m->peer_len)) return;
-    if (b->len)
-        wr_info("rank %d authenticated from a new connection (it reconnected): its broadcasts go there now", r);
-    else
+    // Logged at 1, 2, 4, ... moves: a worker that keeps two connections
+    // open (a test tool's stall mode) moves it every step.
+    if (b->len && (++s->rebinds & (s->rebinds - 1)) == 0)
+        wr_info("rank %d authenticated from a new connection (it reconnected): its broadcasts go there now "
+                "(%llu such moves so far)",
+                r, (unsigned long long)s->rebinds);
+    else if (!b->len)
         wr_debug("rank %d authenticated", r);
     memcpy(b->id, m->peer, m->peer_len);
     b->len = m->peer_len;

@@ -61,7 +61,8 @@ typedef struct {
     uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_workers] rank credentials from the map ('ta')
     char **idents;                    // [n_workers] identities from the map ('wu'), or NULL
     uint64_t auth_refused;            // messages refused as unauthenticated
-    shard_peer *pulls;  // PULLs waiting for the initial parameters
+    uint64_t rebinds;                 // a rank's binding moved to a new routing id
+    shard_peer *pulls;                // PULLs waiting for the initial parameters
     int n_pulls, cap_pulls;
     wr_bufpool *pool;  // broadcast buffers
     pull_slot *slots;  // [n_slots] PARAMS replies in flight
