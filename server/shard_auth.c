@@ -78,7 +78,8 @@ static void bind_rank(shard_node *s, int r, const wr_msg *m) {
     if (b->len == m->peer_len && !memcmp(b->id, m->peer, m->peer_len)) return;
     // Logged at 1, 2, 4, ... moves: a worker that keeps two connections
     // open (a test tool's stall mode) moves it every step.
-    if (b->len && (++s->rebinds & (s->rebinds - 1)) == 0)
+    if (b->len) s->rebinds++;
+    if (b->len && (s->rebinds & (s->rebinds - 1)) == 0)
         wr_info("rank %d authenticated from a new connection (it reconnected): its broadcasts go there now "
                 "(%llu such moves so far)",
                 r, (unsigned long long)s->rebinds);
