@@ -53,7 +53,7 @@ static int token_eq(const uint8_t *a, const uint8_t *b) {
     return d == 0;
 }
 
-// The refusal of an unauthenticated message: counted, logged (the first at
+// The refusal of an unauthenticated message: counted, logged (the first of each kind at
 // warn, then at every power of two, naming the sender's address), answered
 // with an ERROR that carries no job id and says nothing of the step.
 static void refuse_unauth(shard_node *s, const wr_msg *m, const wr_pmsg *h, const char *why) {
@@ -61,7 +61,11 @@ static void refuse_unauth(shard_node *s, const wr_msg *m, const wr_pmsg *h, cons
     snprintf(reason, sizeof reason, "not authorized for rank %d", h->rank);
     s->auth_refused++;
     wr_refused(&s->refused, WR_PERR_ROLE, "a worker connection", reason);
-    if ((s->auth_refused & (s->auth_refused - 1)) == 0) {
+    // The first of each kind, then at every power of two of the total.
+    unsigned kind_bit = 1u << h->type;
+    int first = !(s->auth_logged & kind_bit);
+    s->auth_logged |= kind_bit;
+    if (first || (s->auth_refused & (s->auth_refused - 1)) == 0) {
         wr_peer_info pi;
         if (wr_msg_peer_info(m, &pi) != WR_OK) snprintf(pi.addr, sizeof pi.addr, "?");
         wr_warn("refused %s claiming rank %d from %s: %s (%llu unauthenticated messages refused so far)",

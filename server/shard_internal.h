@@ -62,6 +62,7 @@ typedef struct {
     char **idents;                    // [n_workers] identities from the map ('wu'), or NULL
     uint64_t auth_refused;            // messages refused as unauthenticated
     uint64_t rebinds;                 // a rank's binding moved to a new routing id
+    unsigned auth_logged;             // message kinds (1 << type) whose refusal was logged
     shard_peer *pulls;                // PULLs waiting for the initial parameters
     int n_pulls, cap_pulls;
     wr_bufpool *pool;  // broadcast buffers
