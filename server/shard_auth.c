@@ -3,9 +3,10 @@
 // worker gets its own, the shard all of them, with the identity each worker's
 // connection authenticated as); a PUSH, PULL or PARAMS claiming rank r is
 // taken only with r's token (and, when the map names one, from r's
-// identity). The rank is then bound to the message's routing id, where the
-// shard's BROADCASTs for r go; a later authenticated message from another id
-// (the worker reconnected) moves the binding.
+// identity). The rank is then bound to the message's routing id; a later
+// authenticated message from another id (the worker reconnected) moves the
+// binding (logged). A step's BROADCAST to r goes where r's authenticated
+// PUSH of that step came from (shard_data.c), never to an unbound id.
 #include "shard_internal.h"
 
 // Messages are cut to their buffers on purpose (log lines, reasons on the wire).
@@ -27,6 +28,7 @@ int shard_auth_take(shard_node *s, wr_pmsg *map, char *err) {
                       "cluster map carries %u rank credentials ('ta') for %d workers: coordinator too old?",
                       map->n_tokens, s->n_workers);
     s->tokens = map->tokens;
+    s->bound = wr_calloc((size_t)s->n_workers, sizeof *s->bound);
     map->tokens = NULL;
     map->n_tokens = 0;
     if (map->n_idents == (uint32_t)s->n_workers) {
@@ -42,8 +44,10 @@ void shard_auth_free(shard_node *s) {
         for (int r = 0; r < s->n_workers; r++) free(s->idents[r]);
     free(s->idents);
     free(s->tokens);
+    free(s->bound);
     s->idents = NULL;
     s->tokens = NULL;
+    s->bound = NULL;
 }
 
 // Compares two tokens in time independent of where they differ.
@@ -78,14 +82,14 @@ static void refuse_unauth(shard_node *s, const wr_msg *m, const wr_pmsg *h, cons
 // Binds rank r to the routing id of m (a worker's first message, or its
 // first after reconnecting).
 static void bind_rank(shard_node *s, int r, const wr_msg *m) {
-    shard_peer *b = &s->peers[r];
+    shard_peer *b = &s->bound[r];
     if (b->len == m->peer_len && !memcmp(b->id, m->peer, m->peer_len)) return;
     // Logged at 1, 2, 4, ... moves: a worker that keeps two connections
     // open (a test tool's stall mode) moves it every step.
     if (b->len) s->rebinds++;
     if (b->len && (s->rebinds & (s->rebinds - 1)) == 0)
-        wr_info("rank %d authenticated from a new connection (it reconnected): its broadcasts go there now "
-                "(%llu such moves so far)",
+        wr_info("rank %d authenticated from a new connection (it reconnected, or uses several); "
+                "%llu such moves so far",
                 r, (unsigned long long)s->rebinds);
     else if (!b->len)
         wr_debug("rank %d authenticated", r);

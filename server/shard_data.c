@@ -304,6 +304,10 @@ static int on_push(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     // Accepted: the core references the payload; keep the frames until the step is done.
     s->held[h->rank] = *m;
     memset(m, 0, sizeof *m);
+    // The step's BROADCAST goes where this authenticated push came from (a
+    // worker's other connections, such as one that only PULLs, get none).
+    memcpy(s->peers[h->rank].id, s->held[h->rank].peer, s->held[h->rank].peer_len);
+    s->peers[h->rank].len = s->held[h->rank].peer_len;
     if (wr_shard_core_pending(s->core) == 1) s->step_t0 = wr_now();
     return wr_shard_core_ready(s->core) ? finish_step(s) : SHARD_GO_ON;
 }

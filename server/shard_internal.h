@@ -57,7 +57,8 @@ typedef struct {
     wr_shard_core *core;
     int n_workers;
     wr_msg *held;       // [n_workers] pushes of the current step (released after finish)
-    shard_peer *peers;  // [n_workers] each rank's bound routing id (shard_auth.c; len 0 = none yet)
+    shard_peer *peers;  // [n_workers] where each rank's accepted (authenticated) push of the step came from
+    shard_peer *bound;  // [n_workers] each rank's bound routing id (shard_auth.c; len 0 = none yet)
     uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_workers] rank credentials from the map ('ta')
     char **idents;                    // [n_workers] identities from the map ('wu'), or NULL
     uint64_t auth_refused;            // messages refused as unauthenticated

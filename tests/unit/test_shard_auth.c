@@ -292,6 +292,31 @@ static void test_reconnect_moves_binding(void **state) {
     free_shard(f, eps, 3);
 }
 
+// A worker's second connection that only PULLs (authenticated, so the
+// binding moves) does not take the step's BROADCAST: it goes where the
+// rank's push came from.
+static void test_broadcast_follows_push(void **state) {
+    (void)state;
+    fx *f = new_shard(NULL);
+    wr_endpoint *w0 = client(f), *w1 = client(f), *w0pull = client(f);
+    wr_pmsg h, r;
+    data_msg(&h, WR_MT_PARAMS, 0, 0, 0);
+    send_and_handle(f, w0, &h, 0.5f);
+    data_msg(&h, WR_MT_PUSH, 0, 0, 1);
+    send_and_handle(f, w0, &h, 0.125f);
+    data_msg(&h, WR_MT_PULL, 0, 0, 0);
+    send_and_handle(f, w0pull, &h, 0);
+    data_msg(&h, WR_MT_PUSH, 1, 1, 1);
+    send_and_handle(f, w1, &h, 0.125f);
+    assert_int_equal(reply(w0, WAIT_MS, &r, NULL), WR_MT_BROADCAST);
+    wr_pmsg_clear(&r);
+    assert_int_equal(reply(w0pull, WAIT_MS, &r, NULL), WR_MT_PARAMS);
+    wr_pmsg_clear(&r);
+    assert_int_equal(reply(w0pull, NONE_MS, &r, NULL), 0);
+    wr_endpoint *eps[] = {w0, w1, w0pull};
+    free_shard(f, eps, 3);
+}
+
 // With identities in the map, the right token from another identity is
 // refused (tcp without keys: every peer's identity is "").
 static void test_identity_checked(void **state) {
