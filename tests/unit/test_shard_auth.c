@@ -359,8 +359,8 @@ static void test_job_checked_after_auth(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_outsider_push_refused),   cmocka_unit_test(test_params_before_rank0),
-        cmocka_unit_test(test_reconnect_moves_binding), cmocka_unit_test(test_identity_checked),
-        cmocka_unit_test(test_job_checked_after_auth),
+        cmocka_unit_test(test_reconnect_moves_binding), cmocka_unit_test(test_broadcast_follows_push),
+        cmocka_unit_test(test_identity_checked),        cmocka_unit_test(test_job_checked_after_auth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
