@@ -105,6 +105,11 @@ void wr_pmsg_clear(wr_pmsg *m) {
         for (uint32_t i = 0; i < m->n_config; i++) free(m->config[i]);
         free(m->config);
     }
+    free(m->tokens);
+    if (m->idents) {
+        for (uint32_t i = 0; i < m->n_idents; i++) free(m->idents[i]);
+        free(m->idents);
+    }
     memset(m, 0, sizeof *m);
 }
 
@@ -179,6 +184,9 @@ enum fid {
     F_RS,
     F_NT,
     F_TS,
+    F_TK,
+    F_TA,
+    F_WU,
     F_COUNT
 };
 
@@ -191,6 +199,7 @@ enum fkind {
     FK_I32,    // int32_t, msgpack integer
     FK_STR,    // char[size], msgpack string of fewer than size bytes
     FK_ARRAY,  // uint32_t count; entries through the field's decode/pack pair
+    FK_TOKEN,  // uint8_t[WR_TOKEN_LEN], msgpack bin of exactly that length (sets has_token)
 };
 
 // Error texts name the message kind (tn) and the field; the decoder and the
@@ -209,10 +218,14 @@ static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i
 static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_token(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_ident(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 
 static const struct field {
     const char *key;  // on the wire
@@ -269,14 +282,19 @@ static const struct field {
     ARR(F_WM, "wm", "workers", n_workers_map, WR_MAX_WORKERS, workers, sizeof(wr_worker_info), worker),
     ARR(F_CF, "cf", "config", n_config, WR_MAX_CONFIG, config, sizeof(char *), config),
     ARR(F_ST, "st", "stats", n_stats, WR_MAX_STATS, stats, 0, stat),
+    FLD(F_TK, "tk", "token", FK_TOKEN, token),
+    ARR(F_TA, "ta", "tokens", n_tokens, WR_MAX_WORKERS, tokens, WR_TOKEN_LEN, token),
+    ARR(F_WU, "wu", "identities", n_idents, WR_MAX_WORKERS, idents, sizeof(char *), ident),
 #undef ARR
 #undef FLD
 };
 
 #define B(f) (1u << (f))
+_Static_assert(F_COUNT <= 32, "field sets are uint32_t bit masks");
 #define COMMON_REQ (B(F_V) | B(F_T) | B(F_J) | B(F_E) | B(F_S))
 #define COMMON_OPT (B(F_SH) | B(F_R))
 #define BULK (B(F_SH) | B(F_O) | B(F_N) | B(F_C) | B(F_PL))
+#define CRED (B(F_TK) | B(F_TA) | B(F_WU))  // rank credentials: written only when set
 
 // ---- decoding one field -----------------------------------------------------------
 
@@ -421,6 +439,29 @@ static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i)
     return entry_str(c, F_ST, i, &t[0], m->stats[i].name, WR_STAT_NAME_MAX);
 }
 
+// A token: a msgpack bin of exactly WR_TOKEN_LEN bytes into dst.
+static int get_token(dctx *c, enum fid f, const char *sub, const msgpack_object *o, uint8_t *dst) {
+    if (o->type != MSGPACK_OBJECT_BIN || o->via.bin.size != WR_TOKEN_LEN) {
+        char what[64];
+        snprintf(what, sizeof what, "a bin of %d bytes%s", WR_TOKEN_LEN, sub);
+        return ftype(c, f, what);
+    }
+    memcpy(dst, o->via.bin.ptr, WR_TOKEN_LEN);
+    return WR_OK;
+}
+
+static int decode_token(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    char sub[32];
+    snprintf(sub, sizeof sub, " (entry %u)", i);
+    return get_token(c, F_TA, sub, e, m->tokens[i]);
+}
+
+static int decode_ident(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    if (e->type != MSGPACK_OBJECT_STR) return ftype(c, F_WU, "strings");
+    m->idents[i] = wr_malloc(WR_IDENT_MAX);
+    return entry_str(c, F_WU, i, e, m->idents[i], WR_IDENT_MAX);
+}
+
 // An array field: the count, the storage for the entries, then each entry.
 static int decode_array(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
     const struct field *fd = &fields[f];
@@ -454,6 +495,10 @@ static int decode_field(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m
         return rc;
     case FK_I32: return get_i32(c, f, o, (int32_t *)p);
     case FK_STR: return copy_str(c, f, "", o, p, fd->size);
+    case FK_TOKEN:
+        rc = get_token(c, f, "", o, (uint8_t *)p);
+        m->has_token = rc == WR_OK;
+        return rc;
     default: return decode_array(c, f, o, m);
     }
 }
@@ -490,6 +535,14 @@ static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
     msgpack_pack_double(pk, m->stats[i].value);
 }
 
+static void pack_bin(msgpack_packer *pk, const uint8_t *b) {
+    msgpack_pack_bin(pk, WR_TOKEN_LEN);
+    msgpack_pack_bin_body(pk, b, WR_TOKEN_LEN);
+}
+
+static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_bin(pk, m->tokens[i]); }
+static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->idents[i]); }
+
 // Writes field f of m as key and value.
 static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
     const struct field *fd = &fields[f];
@@ -502,6 +555,7 @@ static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
     case FK_UINT: msgpack_pack_int32(pk, *(const int *)p); break;
     case FK_I32: msgpack_pack_int32(pk, *(const int32_t *)p); break;
     case FK_STR: pack_cstr(pk, p); break;
+    case FK_TOKEN: pack_bin(pk, (const uint8_t *)p); break;
     default: {
         uint32_t n;
         memcpy(&n, p, sizeof n);
@@ -631,9 +685,31 @@ static int check_map_config(dctx *c, const wr_pmsg *m) {
     return WR_OK;
 }
 
+// Rank credentials: 'ta' and 'wu' hold one entry per worker of the map, and
+// only a shard's map (no recipient rank) carries other ranks' tokens.
+static int check_map_tokens(dctx *c, const wr_pmsg *m) {
+    if ((m->n_tokens && m->n_tokens != m->n_workers_map) || (m->n_idents && m->n_idents != m->n_workers_map))
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "CLUSTER_MAP fields 'ta'/'wu' (tokens/identities): %u/%u entries, the map has %u workers",
+                    m->n_tokens, m->n_idents, m->n_workers_map);
+    if ((m->n_tokens && !m->tokens) || (m->n_idents && !m->idents))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP: 'ta'/'wu' count set but array NULL");
+    if (m->rank >= 0 && (m->n_tokens || m->n_idents))
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "CLUSTER_MAP to worker %d carries other ranks' tokens or identities ('ta'/'wu')",
+                    m->rank);
+    for (uint32_t i = 0; i < m->n_idents; i++)
+        if (!m->idents[i] || !str_ok(m->idents[i], WR_IDENT_MAX))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wu' (identities): entry %u NULL or longer than %d bytes", i,
+                        WR_IDENT_MAX - 1);
+    return WR_OK;
+}
+
 static int check_map(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
-    int rc = check_map_counts(c, m);
+    int rc = check_map_tokens(c, m);
+    if (rc == WR_OK) rc = check_map_counts(c, m);
     if (rc == WR_OK) rc = check_map_shards(c, m);
     if (rc == WR_OK) rc = check_map_workers(c, m);
     if (rc == WR_OK) rc = check_map_config(c, m);
@@ -650,6 +726,8 @@ static int check_range(dctx *c, const wr_pmsg *m, uint64_t payload) {
     if (m->type == WR_MT_PUSH && m->rank < 0)
         return fail(c->perr, WR_PERR_RANGE, c->err, "PUSH field 'r' (rank): %d, must name the sender",
                     m->rank);
+    if ((m->type == WR_MT_PUSH || m->type == WR_MT_PULL) && !m->has_token)
+        return fail(c->perr, WR_PERR_MISSING, c->err, "%s: missing field 'tk' (token)", tn);
     if (m->offset % 64)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
                     (unsigned long long)m->offset);
@@ -748,11 +826,11 @@ static const struct {
 } kinds[WR_MT_COUNT_] = {
     [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
                         check_join},  // np, nt: a worker's d and data size
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS), check_map},
-    [WR_MT_PUSH] = {BULK | B(F_R), 0, check_bulk},
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | CRED, check_map},
+    [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
-    [WR_MT_PULL] = {B(F_SH), B(F_O) | B(F_N), check_range},
-    [WR_MT_PARAMS] = {BULK, 0, check_bulk},
+    [WR_MT_PULL] = {B(F_SH) | B(F_TK), B(F_O) | B(F_N), check_range},
+    [WR_MT_PARAMS] = {BULK, B(F_TK), check_bulk},  // 'tk' from a worker (the shard requires it)
     [WR_MT_HEARTBEAT] = {0, B(F_RO) | B(F_H), check_heartbeat},
     [WR_MT_BARRIER] = {B(F_B), 0, NULL},
     [WR_MT_JOIN] = {B(F_RO) | B(F_H), B(F_A) | B(F_G), check_join},
@@ -796,6 +874,9 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
     uint32_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
     if (m->shard >= 0) set |= B(F_SH);
     if (m->rank >= 0) set |= B(F_R);
+    if (!m->has_token) set &= ~B(F_TK);
+    if (!m->n_tokens) set &= ~B(F_TA);
+    if (!m->n_idents) set &= ~B(F_WU);
 
     out->len = 0;
     msgpack_packer pk;
@@ -1030,7 +1111,10 @@ static int decode_version_type(dctx *c, const msgpack_object **val, wr_pmsg *m) 
 
 // Job, epoch and step against what the receiver expects.
 static int check_expect(const dctx *c, const wr_pmsg *m, const wr_proto_expect *expect) {
-    if (expect->job_id && m->job_id != expect->job_id)
+    // An ERROR with job id 0 is a shard's refusal of a sender it could not
+    // authenticate (docs/PROTOCOL.md, "Rank credentials"): it names no job.
+    int anon = m->type == WR_MT_ERROR && m->job_id == 0;
+    if (expect->job_id && m->job_id != expect->job_id && !anon)
         return fail(c->perr, WR_PERR_JOB, c->err, "%s field 'j' (job_id): %llu, this job is %llu", c->tn,
                     (unsigned long long)m->job_id, (unsigned long long)expect->job_id);
     int always = m->type == WR_MT_ERROR || m->type == WR_MT_SHUTDOWN;

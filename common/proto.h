@@ -43,6 +43,8 @@ int64_t wr_proto_data_frame_max(uint64_t n_elems);
 #define WR_MAX_TOTAL_STEPS (1ULL << 48)     // CLUSTER_MAP 'ts'
 #define WR_PROTO_MAX_KEYS 64                // entries in the header map (unknown keys included)
 #define WR_PROTO_MAX_DEPTH 8                // msgpack nesting (unknown keys may nest, known ones use 3)
+#define WR_TOKEN_LEN 16                     // bytes of a rank credential ('tk', 'tks' entries)
+#define WR_IDENT_MAX 96                     // bytes of a 'wu' identity, NUL included (= WR_PEER_USER_MAX)
 
 enum wr_msg_type {
     WR_MT_REGISTER = 1,  // shard|worker -> coordinator: role, advertised address, host, group
@@ -156,6 +158,16 @@ typedef struct {
     uint32_t n_config;
     char **config;         // [n_config] "key=value" strings
     uint64_t total_steps;  // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
+
+    // Rank credentials (docs/PROTOCOL.md, "Rank credentials"). 'tk': the sender's
+    // (PUSH, PULL, PARAMS from a worker) or, in a worker's CLUSTER_MAP, the
+    // recipient's own token; 'tks'/'wu': a shard's CLUSTER_MAP, indexed by rank.
+    int has_token;                    // 'tk' present
+    uint8_t token[WR_TOKEN_LEN];      // 'tk'
+    uint32_t n_tokens;                // 'tks': 0 or n_workers_map
+    uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_tokens]
+    uint32_t n_idents;                // 'wu': 0 or n_workers_map
+    char **idents;                    // [n_idents] authenticated identity per rank ("" = none)
 
     // BARRIER
     uint64_t barrier_id;

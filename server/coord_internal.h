@@ -51,6 +51,10 @@ typedef struct {
     int reported;                 // worker: sent its model size (d, nt), registered or not
     uint64_t nt;
     char key[WR_CURVE_KEY_MAX];  // shard: its CURVE public key as authenticated ("" without keys)
+    // worker: the rank credential and the identity the transport authenticated
+    // on its REGISTER ("" without keys), sent in the cluster maps (membership.c)
+    uint8_t token[WR_TOKEN_LEN];
+    char user[WR_PEER_USER_MAX];
 } coord_node;
 
 // The open barrier (one at a time).

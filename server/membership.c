@@ -8,10 +8,13 @@
 #pragma GCC diagnostic ignored "-Wformat-truncation"
 #endif
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/random.h>
 
 #include "log.h"
 #include "schedule.h"
@@ -95,6 +98,18 @@ static int build_map(coord *c) {
     return WR_OK;
 }
 
+// A worker's map carries its own token only; a shard's every rank's token
+// and identity (docs/PROTOCOL.md, "Rank credentials").
+static void set_credentials(const coord *c, const coord_node *n, wr_pmsg *h, uint8_t (*tokens)[WR_TOKEN_LEN],
+                            char **idents) {
+    int shard = n->role == WR_ROLE_SHARD;
+    h->has_token = !shard;
+    if (!shard) memcpy(h->token, n->token, WR_TOKEN_LEN);
+    h->n_tokens = h->n_idents = shard ? (uint32_t)c->cfg.workers : 0;
+    h->tokens = shard ? tokens : NULL;
+    h->idents = shard ? idents : NULL;
+}
+
 // Sends the epoch-1 map to every node, each with its own shard index or rank.
 static void send_map(coord *c) {
     wr_pmsg h;
@@ -102,14 +117,25 @@ static void send_map(coord *c) {
     wr_cluster_to_map(&c->map, &h);
     h.n_config = c->n_kv;
     h.config = c->kv;
+    int W = c->cfg.workers;
+    uint8_t(*tokens)[WR_TOKEN_LEN] = wr_calloc((size_t)W, WR_TOKEN_LEN);
+    char **idents = wr_calloc((size_t)W, sizeof *idents);
+    for (int r = 0; r < W; r++) {
+        coord_node *w = &c->nodes[c->worker_node[r]];
+        memcpy(tokens[r], w->token, WR_TOKEN_LEN);
+        idents[r] = w->user;
+    }
     double now = wr_now();
     for (int i = 0; i < c->n_nodes; i++) {
         coord_node *n = &c->nodes[i];
         h.shard = n->role == WR_ROLE_SHARD ? n->index : -1;
         h.rank = n->role == WR_ROLE_WORKER ? n->index : -1;
+        set_credentials(c, n, &h, tokens, idents);
         n->last_seen = now;
         coord_send_to(c, n, &h);
     }
+    free(tokens);
+    free(idents);
 }
 
 // Every shard and worker is in: assign ranges and ranks, send the epoch-1
@@ -228,7 +254,22 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     return 1;
 }
 
-// A first REGISTER from a new connection: a node slot, or NULL (refused).
+// The worker's rank credential (docs/PROTOCOL.md, "Rank credentials"): a
+// random token, drawn when the worker is admitted (ranks follow later, by
+// the majority rule) and sent only to it and to the shards. WR_OK, or WR_ERR
+// with the job stopped (no randomness).
+static int issue_credential(coord *c, coord_node *n) {
+    ssize_t got = getrandom(n->token, sizeof n->token, 0);
+    if (got == (ssize_t)sizeof n->token) return WR_OK;
+    char r[160];
+    snprintf(r, sizeof r, "cannot draw a rank credential: getrandom: %s",
+             got < 0 ? strerror(errno) : "short read");
+    coord_stop_job(c, WR_EXIT_FAILURE, r);
+    return WR_ERR;
+}
+
+// A first REGISTER from a new connection: a node slot, or NULL (refused, or
+// the job stopped).
 static coord_node *admit(coord *c, const coord_in *in) {
     const wr_pmsg *h = &in->h;
     char from[WR_PEER_ADDR_MAX];
@@ -242,6 +283,8 @@ static coord_node *admit(coord *c, const coord_in *in) {
     snprintf(n->host, sizeof n->host, "%s", h->host[0] ? h->host : "?");
     snprintf(n->addr, sizeof n->addr, "%s", h->addr);
     snprintf(n->from, sizeof n->from, "%s", from);
+    wr_peer_info pi;
+    if (wr_msg_peer_info(in->m, &pi) == WR_OK) snprintf(n->user, sizeof n->user, "%s", pi.user);
     n->group = h->group;
     n->index = -1;
     if (h->role == WR_ROLE_SHARD) {
@@ -252,6 +295,7 @@ static coord_node *admit(coord *c, const coord_in *in) {
     } else {
         c->n_workers_seen++;
         wr_debug("worker from %s (host %s) says hello", n->from, n->host);
+        if (issue_credential(c, n) != WR_OK) return NULL;
     }
     return n;
 }

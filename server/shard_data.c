@@ -50,6 +50,13 @@ static void refuse(shard_node *s, const wr_msg *m, int kind, const char *why) {
     refuse_peer(s, m->peer, m->peer_len, kind, WR_EC_PROTOCOL, why);
 }
 
+// A refusal before the sender authenticated: the ERROR names no job.
+static void refuse_anon(shard_node *s, const wr_msg *m, int kind, const char *why) {
+    wr_refused(&s->refused, kind, WORKER_CONN, why);
+    if (wr_reply_gate_allow(&s->gate, m->peer, m->peer_len, WORKER_CONN))
+        wr_send_error(s->router, m->peer, m->peer_len, 0, 0, WR_EC_PROTOCOL, why, &s->scratch);
+}
+
 static int same_peer(const shard_peer *p, const uint8_t *id, size_t len) {
     return p->len == len && !memcmp(p->id, id, len);
 }
@@ -245,7 +252,9 @@ typedef int (*worker_handler)(shard_node *s, wr_msg *m, const wr_pmsg *h);
 // The initial parameters (from rank 0): answer the PULLs queued for them.
 static int on_params(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     char err[WR_ERR_LEN];
-    if (wr_shard_core_set_params(s->core, h, m->payload.data, m->payload.len, err) != WR_OK) {
+    if (h->rank != 0) {
+        refuse(s, m, WR_PERR_ROLE, "PARAMS (initial parameters) come from rank 0 only");
+    } else if (wr_shard_core_set_params(s->core, h, m->payload.data, m->payload.len, err) != WR_OK) {
         refuse(s, m, WR_PERR_ROLE, err);
     } else {
         wr_info("initial parameters received from rank %d; answering %d queued pulls", h->rank, s->n_pulls);
@@ -295,6 +304,8 @@ static int on_push(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     // Accepted: the core references the payload; keep the frames until the step is done.
     s->held[h->rank] = *m;
     memset(m, 0, sizeof *m);
+    // The step's BROADCAST goes where this authenticated push came from (a
+    // worker's other connections, such as one that only PULLs, get none).
     memcpy(s->peers[h->rank].id, s->held[h->rank].peer, s->held[h->rank].peer_len);
     s->peers[h->rank].len = s->held[h->rank].peer_len;
     if (wr_shard_core_pending(s->core) == 1) s->step_t0 = wr_now();
@@ -307,25 +318,41 @@ static const worker_handler worker_handlers[WR_MT_COUNT_] = {
     [WR_MT_PUSH] = on_push,
 };
 
+// The job and epoch of an authenticated message (checked only after the
+// rank's credential, so that no one else learns them). WR_OK or WR_EPROTO.
+static int check_job(const shard_node *s, const wr_pmsg *h, enum wr_perr *perr, char *err) {
+    *perr = h->job_id != s->cfg.job_id ? WR_PERR_JOB : h->epoch != 1 ? WR_PERR_EPOCH : WR_PERR_NONE;
+    if (*perr == WR_PERR_NONE) return WR_OK;
+    return wr_err(err, WR_EPROTO, "%s for job %llu epoch %llu, this is job %llu epoch 1",
+                  wr_msg_type_name(h->type), (unsigned long long)h->job_id, (unsigned long long)h->epoch,
+                  (unsigned long long)s->cfg.job_id);
+}
+
+// Decodes without a job or step expectation: the rank's credential comes
+// first (shard_auth.c), and refusals before it name neither.
 int shard_on_worker_msg(void *arg, wr_msg *m) {
     shard_node *s = arg;
     wr_pmsg h;
     enum wr_perr perr = WR_PERR_NONE;
     char err[WR_ERR_LEN];
-    wr_proto_expect ex = {.job_id = s->cfg.job_id, .check_epoch = 1, .epoch = 1};
-    if (wr_proto_decode(m->header.data, m->header.len, m->payload.len, &ex, &h, &perr, err) != WR_OK) {
-        refuse(s, m, perr, err);
+    if (wr_proto_decode(m->header.data, m->header.len, m->payload.len, NULL, &h, &perr, err) != WR_OK) {
+        refuse_anon(s, m, perr, err);
         wr_msg_release(m);
         return SHARD_GO_ON;
     }
     worker_handler fn = h.type > 0 && h.type < WR_MT_COUNT_ ? worker_handlers[h.type] : NULL;
     int st = SHARD_GO_ON;
-    if (fn) {
-        st = fn(s, m, &h);
-    } else {
+    if (!fn) {
         snprintf(err, sizeof err, "unexpected %s at a shard", wr_msg_type_name(h.type));
-        refuse(s, m, WR_PERR_ROLE, err);
+        refuse_anon(s, m, WR_PERR_ROLE, err);
         wr_msg_release(m);
+    } else if (!shard_auth_check(s, m, &h)) {
+        wr_msg_release(m);
+    } else if (check_job(s, &h, &perr, err) != WR_OK) {
+        refuse(s, m, perr, err);
+        wr_msg_release(m);
+    } else {
+        st = fn(s, m, &h);
     }
     wr_pmsg_clear(&h);
     return st;
@@ -434,6 +461,7 @@ void shard_data_free(shard_node *s) {
     wr_bufpool_free(s->snaps);
     void *arrays[] = {s->slots, s->held, s->peers, s->pulls};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
+    shard_auth_free(s);
     wr_reply_gate_free(&s->gate);
 }
 

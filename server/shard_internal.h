@@ -57,8 +57,14 @@ typedef struct {
     wr_shard_core *core;
     int n_workers;
     wr_msg *held;       // [n_workers] pushes of the current step (released after finish)
-    shard_peer *peers;  // [n_workers] where each rank's push came from
-    shard_peer *pulls;  // PULLs waiting for the initial parameters
+    shard_peer *peers;  // [n_workers] where each rank's accepted (authenticated) push of the step came from
+    shard_peer *bound;  // [n_workers] each rank's bound routing id (shard_auth.c; len 0 = none yet)
+    uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_workers] rank credentials from the map ('ta')
+    char **idents;                    // [n_workers] identities from the map ('wu'), or NULL
+    uint64_t auth_refused;            // messages refused as unauthenticated
+    uint64_t rebinds;                 // a rank's binding moved to a new routing id
+    unsigned auth_logged;             // message kinds (1 << type) whose refusal was logged
+    shard_peer *pulls;                // PULLs waiting for the initial parameters
     int n_pulls, cap_pulls;
     wr_bufpool *pool;  // broadcast buffers
     pull_slot *slots;  // [n_slots] PARAMS replies in flight
@@ -96,6 +102,17 @@ int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h);
 int shard_on_coord_ready(shard_node *s);
 // SHUTDOWN{failure} to the coordinator for the caught signal; the status.
 int shard_stop_by_signal(shard_node *s);
+
+// shard_auth.c (docs/PROTOCOL.md, "Rank credentials")
+// Moves the rank credentials ('ta', and 'wu' when present) out of the map
+// (s->n_workers set). WR_OK, or WR_ERR when the map has none for every rank.
+int shard_auth_take(shard_node *s, wr_pmsg *map, char *err);
+void shard_auth_free(shard_node *s);
+// A decoded PUSH, PULL or PARAMS in m: 1 when it carries its claimed rank's
+// token (and comes from the rank's identity, when the map names one); the
+// rank is then bound to m->peer. 0 when refused: counted, logged
+// (rate-limited), answered with ERROR{job 0, "not authorized for rank r"}.
+int shard_auth_check(shard_node *s, const wr_msg *m, const wr_pmsg *h);
 
 // shard_data.c
 // Binds the workers' ROUTER at s->bind_addr for a range of n elements.

@@ -321,13 +321,20 @@ static int read_map(shard_node *s) {
     wr_cluster cl;
     char err[WR_ERR_LEN];
     int rc = wr_cluster_from_map(&cl, &map, WR_ROLE_SHARD, err);
-    wr_pmsg_clear(&map);
     if (rc != WR_OK) {
+        wr_pmsg_clear(&map);
         wr_error("%s", err);
         return WR_EXIT_FAILURE;
     }
     st = take_range(s, &cl);
     wr_cluster_free(&cl);
+    // The credentials are in place before the first worker message is read
+    // (the data socket is drained only once shard_join returns).
+    if (st == SHARD_GO_ON && shard_auth_take(s, &map, err) != WR_OK) {
+        wr_error("%s", err);
+        st = WR_EXIT_FAILURE;
+    }
+    wr_pmsg_clear(&map);
     return st;
 }
 

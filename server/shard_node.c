@@ -61,9 +61,12 @@ static void end_report(const shard_node *s) {
     uint64_t steps = wr_shard_core_step(s->core);
     double per = steps ? 1e3 / (double)steps : 0;
     wr_info("%llu steps, %.1f MB broadcast in %.1f s; per step: aggregate+apply %.3f ms, sends %.3f ms; "
-            "%llu messages refused, %llu sends failed; peak RSS %.1f MiB",
+            "%llu messages refused (%llu unauthenticated), %llu sends failed; peak RSS %.1f MiB; "
+            "master copy digest %016llx",
             (unsigned long long)steps, s->bytes_out / 1e6, el, s->t_finish * per, s->t_send * per,
-            (unsigned long long)s->refused.total, (unsigned long long)s->send_failures, wr_peak_rss_mib());
+            (unsigned long long)s->refused.total, (unsigned long long)s->auth_refused,
+            (unsigned long long)s->send_failures, wr_peak_rss_mib(),
+            (unsigned long long)wr_shard_core_digest(s->core));
 }
 
 static void shard_free(shard_node *s) {

@@ -46,6 +46,7 @@ typedef struct {
     wr_job_config cfg;
     int cfg_ok;
     int rank, n_workers, n_shards;
+    uint8_t token[WR_TOKEN_LEN];  // this rank's credential (map 'tk'), in every PUSH, PULL, PARAMS
     uint64_t d;
     wr_ps_shard *sh;
     wr_endpoint **poll_eps;  // shards..., coordinator last

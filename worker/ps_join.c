@@ -44,6 +44,11 @@ void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type) {
     h->epoch = w->rank >= 0 ? 1 : 0;
     h->rank = w->rank;
     h->role = WR_ROLE_WORKER;
+    // The shards accept a rank's data messages only with its credential.
+    if (w->rank >= 0 && (type == WR_MT_PUSH || type == WR_MT_PULL || type == WR_MT_PARAMS)) {
+        h->has_token = 1;
+        memcpy(h->token, w->token, WR_TOKEN_LEN);
+    }
 }
 
 int wr_ps_send(wr_ps *w, wr_endpoint *ep, const wr_pmsg *h, const void *payload, size_t len,
@@ -221,6 +226,10 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
                           "cluster map has n_params %llu but model %s has %llu",
                           (unsigned long long)map->n_params, w->cfg.model, (unsigned long long)w->d);
+    if (!map->has_token)
+        return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                          "cluster map carries no rank credential ('tk'): coordinator too old?");
+    memcpy(w->token, map->token, WR_TOKEN_LEN);
     wr_cluster c;
     if (wr_cluster_from_map(&c, map, WR_ROLE_WORKER, err) != WR_OK) {
         w->ec = WR_EC_PROTOCOL;

@@ -1,7 +1,9 @@
 // wren-proto-corpus.c — writes the fuzz_proto seed corpus: one seed per
 // message kind (the examples test_proto round-trips), each again with every
 // expectation check on, BROADCAST in each codec at 1 Mi elements, and the
-// optional keys 'np', 'nt' (a worker's second REGISTER) and 'ts' (a map).
+// optional keys 'np', 'nt' (a worker's second REGISTER), 'ts' (a map) and
+// the rank credentials ('tk' in a worker's map and PARAMS; the example map
+// carries a shard's 'ta' and 'wu').
 //
 //   wren-proto-corpus [DIR]     DIR defaults to tests/fuzz/corpus/fuzz_proto
 //
@@ -75,6 +77,24 @@ static int every_kind(const char *dir, wr_buf *b, char *err) {
     return WR_OK;
 }
 
+// The rank credentials: a worker's map with its own 'tk' (the example map is
+// a shard's, with 'ta' and 'wu'), and a worker's PARAMS with its 'tk'.
+static int credentials(const char *dir, wr_buf *b, char *err) {
+    wr_pmsg m;
+    fill(&m, WR_MT_CLUSTER_MAP);
+    for (uint32_t i = 0; i < m.n_idents; i++) free(m.idents[i]);
+    free(m.idents);
+    free(m.tokens);
+    m.idents = NULL, m.tokens = NULL, m.n_idents = m.n_tokens = 0;
+    m.rank = 1, m.has_token = 1;
+    token_of(m.token, 1);
+    if (encode_seed(dir, "cluster_map_worker_tk", &m, 0, b, err) != WR_OK) return WR_ERR;
+    fill(&m, WR_MT_PARAMS);
+    m.rank = 0, m.has_token = 1;
+    token_of(m.token, 0);
+    return encode_seed(dir, "params_tk", &m, 0, b, err);
+}
+
 static int variants(const char *dir, wr_buf *b, char *err) {
     static const struct {
         int codec;
@@ -99,7 +119,8 @@ static int variants(const char *dir, wr_buf *b, char *err) {
     if (encode_seed(dir, "register_worker_d_nt", &m, 0, b, err) != WR_OK) return WR_ERR;
     fill(&m, WR_MT_CLUSTER_MAP);
     m.total_steps = 3744;
-    return encode_seed(dir, "cluster_map_ts", &m, 0, b, err);
+    if (encode_seed(dir, "cluster_map_ts", &m, 0, b, err) != WR_OK) return WR_ERR;
+    return credentials(dir, b, err);
 }
 
 int main(int argc, char **argv) {

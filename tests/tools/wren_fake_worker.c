@@ -51,6 +51,14 @@ static wr_endpoint *g_cep;
 static wr_buf g_hb;
 static wr_job_config g_cfg;
 static int g_rank = -1;
+static uint8_t g_token[WR_TOKEN_LEN];  // this rank's credential (the map's 'tk')
+
+// A data message to a shard (PUSH, PULL, PARAMS): it carries the credential.
+static void data_init(wr_pmsg *p, int type) {
+    wr_pmsg_init(p, type);
+    p->has_token = 1;
+    memcpy(p->token, g_token, WR_TOKEN_LEN);
+}
 
 static int send_c(wr_pmsg *h, const void *payload, size_t len) {
     char err[WR_ERR_LEN];
@@ -235,6 +243,11 @@ int main(int argc, char **argv) {
     st = wait_coord(WR_MT_CLUSTER_MAP, 1, g_cfg.register_timeout + 10, &h);
     if (st) return st < 0 ? 1 : st == 256 ? 0 : st;
     g_rank = h.rank;
+    if (!h.has_token) {
+        wr_error("the cluster map carries no rank credential ('tk')");
+        return WR_EXIT_FAILURE;
+    }
+    memcpy(g_token, h.token, WR_TOKEN_LEN);
     // The coordinator's total step count (older ones: computed here).
     int64_t total = h.total_steps > 0 ? (int64_t)h.total_steps : wr_total_steps(&g_cfg, WR_FASHION_TRAIN);
     int S = (int)h.n_shards, W = (int)h.n_workers_map;
@@ -273,7 +286,7 @@ int main(int argc, char **argv) {
     if (g_rank == 0)
         for (int s = 0; s < S; s++) {
             wr_pmsg p;
-            wr_pmsg_init(&p, WR_MT_PARAMS);
+            data_init(&p, WR_MT_PARAMS);
             p.epoch = 1;
             p.shard = s;
             p.offset = sh[s].lo;
@@ -286,7 +299,7 @@ int main(int argc, char **argv) {
         }
     for (int s = 0; s < S; s++) {
         wr_pmsg p;
-        wr_pmsg_init(&p, WR_MT_PULL);
+        data_init(&p, WR_MT_PULL);
         p.job_id = g_cfg.job_id;
         p.epoch = 1;
         p.rank = g_rank;
@@ -314,7 +327,7 @@ int main(int argc, char **argv) {
     if (bad_push) {
         // Wrong step, then garbage header: both must come back as ERROR.
         wr_pmsg p;
-        wr_pmsg_init(&p, WR_MT_PUSH);
+        data_init(&p, WR_MT_PUSH);
         p.job_id = g_cfg.job_id;
         p.epoch = 1;
         p.rank = g_rank;
@@ -360,7 +373,7 @@ int main(int argc, char **argv) {
             return WR_EXIT_FAILURE;
         }
         wr_pmsg p;
-        wr_pmsg_init(&p, WR_MT_PULL);
+        data_init(&p, WR_MT_PULL);
         p.job_id = g_cfg.job_id;
         p.epoch = 1;
         p.rank = g_rank;
@@ -438,7 +451,7 @@ int main(int argc, char **argv) {
         for (int s = 0; s < S && stall_reads && status == 0; s++) {
             for (;;) {  // until shard s completed step t - 1
                 wr_pmsg p, r;
-                wr_pmsg_init(&p, WR_MT_PULL);
+                data_init(&p, WR_MT_PULL);
                 p.job_id = g_cfg.job_id;
                 p.epoch = 1;
                 p.rank = g_rank;
@@ -471,7 +484,7 @@ int main(int argc, char **argv) {
         if (status) break;
         for (int s = 0; s < S; s++) {
             wr_pmsg p;
-            wr_pmsg_init(&p, WR_MT_PUSH);
+            data_init(&p, WR_MT_PUSH);
             p.job_id = g_cfg.job_id;
             p.epoch = 1;
             p.rank = g_rank;

@@ -20,6 +20,22 @@ static inline void bulk(wr_pmsg *m, int32_t shard, uint64_t offset, uint64_t n, 
     m->payload_len = wr_proto_payload_bytes(codec, n, n_workers);
 }
 
+// A worker's credential: 16 bytes from seed.
+static inline void token_of(uint8_t *t, int seed) {
+    for (int i = 0; i < WR_TOKEN_LEN; i++) t[i] = (uint8_t)(seed * 31 + i);
+}
+
+// A shard's map carries every rank's token and identity ('ta', 'wu').
+static inline void map_credentials(wr_pmsg *m) {
+    m->n_tokens = m->n_idents = m->n_workers_map;
+    m->tokens = calloc(m->n_tokens, WR_TOKEN_LEN);
+    m->idents = calloc(m->n_idents, sizeof(char *));
+    for (uint32_t i = 0; i < m->n_tokens; i++) {
+        token_of(m->tokens[i], (int)i);
+        m->idents[i] = strdup(i == 1 ? "worker:rk1Z>z9[q" : "");
+    }
+}
+
 // Initialises m as the example of `type` (it owns heap arrays: free with wr_pmsg_clear).
 static inline void fill(wr_pmsg *m, int type) {
     wr_pmsg_init(m, type);
@@ -49,15 +65,20 @@ static inline void fill(wr_pmsg *m, int type) {
         m->config = calloc(2, sizeof(char *));
         m->config[0] = strdup("lr=0.001");
         m->config[1] = strdup("codec=1bit");
+        map_credentials(m);
         break;
     case WR_MT_PUSH:
         bulk(m, 1, 512, 488, WR_CODEC_BITS, 0);
         m->rank = 2;
+        m->has_token = 1;
+        token_of(m->token, 2);
         break;
     case WR_MT_BROADCAST: bulk(m, 0, 0, 512, WR_CODEC_PLANES, 3); break;
     case WR_MT_PULL:
         m->shard = 1;
         m->rank = 4;
+        m->has_token = 1;
+        token_of(m->token, 4);
         break;
     case WR_MT_PARAMS: bulk(m, 1, 512, 488, WR_CODEC_FP32, 0); break;
     case WR_MT_HEARTBEAT:

@@ -68,6 +68,10 @@ typedef struct {
 
 // cmocka's asserts must not run outside the test's thread: the fake nodes
 // count failed checks and the test asserts the count is 0.
+// The rank credential the fake coordinator gives the worker.
+static const uint8_t RANK0_TOKEN[WR_TOKEN_LEN] = {0xde, 0xad, 1, 2,  3,  4,  5,  6,
+                                                  7,    8,    9, 10, 11, 12, 13, 0x0e};
+
 #define T_CHECK(f, cond)                                                                       \
     do {                                                                                       \
         if (!(cond)) {                                                                         \
@@ -147,6 +151,8 @@ static void *coord_main(void *arg) {
                 r.n_shards = N_SHARDS;
                 r.workers = &wi;
                 r.n_workers_map = 1;
+                r.has_token = 1;  // the worker's credential (docs/PROTOCOL.md, "Rank credentials")
+                memcpy(r.token, RANK0_TOKEN, WR_TOKEN_LEN);
             }
             send_to(f, f->coord_ep, &msg, &r, NULL, 0);
         } else if (h.type == WR_MT_DIGEST) {
@@ -208,6 +214,8 @@ static void *shards_main(void *arg) {
                 wr_msg_release(&msg);
                 continue;
             }
+            // every data message carries the credential the map gave the worker
+            T_CHECK(f, h.has_token && memcmp(h.token, RANK0_TOKEN, WR_TOKEN_LEN) == 0);
             if (h.type == WR_MT_PARAMS) {
                 T_CHECK(f, wr_shard_core_set_params(core[s], &h, msg.payload.data, msg.payload.len, err) ==
                                WR_OK);

@@ -56,6 +56,12 @@ static void assert_same(const wr_pmsg *a, const wr_pmsg *b) {
     }
     assert_int_equal(a->code, b->code);
     assert_string_equal(a->reason, b->reason);
+    assert_int_equal(a->has_token, b->has_token);
+    assert_memory_equal(a->token, b->token, WR_TOKEN_LEN);
+    assert_int_equal(a->n_tokens, b->n_tokens);
+    for (uint32_t i = 0; i < a->n_tokens; i++) assert_memory_equal(a->tokens[i], b->tokens[i], WR_TOKEN_LEN);
+    assert_int_equal(a->n_idents, b->n_idents);
+    for (uint32_t i = 0; i < a->n_idents; i++) assert_string_equal(a->idents[i], b->idents[i]);
 }
 
 static int is_zero(const wr_pmsg *m) {
@@ -233,8 +239,9 @@ static void test_buffer_reused(void **state) {
     assert_ptr_equal(p, buf.data);
     assert_int_equal(cap, buf.cap);
     assert_true(len <= buf.len);
-    // A push header stays small: the whole point of frame 2 carrying the bulk.
-    assert_true(buf.len < 64);
+    // A push header stays small (its 16-byte credential included): the whole
+    // point of frame 2 carrying the bulk.
+    assert_true(buf.len < 96);
     wr_buf_free(&buf);
     assert_null(buf.data);
 }
@@ -601,15 +608,17 @@ static void test_cluster_map_ranges(void **state) {
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
     assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
     wr_pmsg_clear(&d);
-    // the welcome map: no shards, no workers, n_params 0, config only
+    // the welcome map: no shards, no workers, no credentials, n_params 0, config only
     m.n_params = 0;
     m.n_workers_map = 0;
+    m.n_tokens = m.n_idents = 0;
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
     assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
     assert_int_equal(d.n_params, 0);
     assert_int_equal(d.n_config, 2);
     wr_pmsg_clear(&d);
     m.n_workers_map = 3;
+    m.n_tokens = m.n_idents = 3;
     m.n_shards = 2;
     m.n_params = 1000;
     m.shards[1].hi = 1000;
@@ -635,6 +644,71 @@ static void test_cluster_map_ranges(void **state) {
 }
 
 // Payload length against codec and element count, for each codec.
+// Rank credentials: 'tk' a bin of exactly 16 bytes, required in PUSH and
+// PULL; 'ta'/'wu' one entry per worker, and never in a worker's map.
+static void test_credentials(void **state) {
+    (void)state;
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg m, d;
+    for (int t = WR_MT_PUSH; t <= WR_MT_PULL; t += WR_MT_PULL - WR_MT_PUSH) {
+        fill(&m, t);
+        m.has_token = 0;
+        assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+        assert_non_null(strstr(err, "'tk'"));
+    }
+    expect_mut(WR_MT_PUSH, "tk", DROP, NULL, WR_PERR_MISSING, "'tk'");
+    expect_mut(WR_MT_PULL, "tk", DROP, NULL, WR_PERR_MISSING, "'tk'");
+    expect_mut(WR_MT_PUSH, "tk", REPLACE, v_str, WR_PERR_FIELD_TYPE, "bin of 16");
+    // PARAMS: optional (from a worker the shard requires it), round-trips
+    fill(&m, WR_MT_PARAMS);
+    m.has_token = 1;
+    token_of(m.token, 9);
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, plen(&m), NULL, &d, NULL, err), WR_OK);
+    assert_same(&m, &d);
+    wr_pmsg_clear(&d);
+    // the map: counts equal to the workers, only in a shard's map
+    fill(&m, WR_MT_CLUSTER_MAP);
+    m.n_tokens = 2;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    assert_non_null(strstr(err, "'ta'"));
+    m.n_tokens = 3;
+    m.n_idents = 4;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    m.n_idents = 3;
+    m.rank = 1;  // a worker's map
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    assert_non_null(strstr(err, "other ranks"));
+    m.rank = -1;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_same(&m, &d);
+    assert_string_equal(d.idents[1], "worker:rk1Z>z9[q");
+    wr_pmsg_clear(&d);
+    wr_pmsg_clear(&m);
+    // a worker's map: its own token, no one else's
+    fill(&m, WR_MT_CLUSTER_MAP);
+    for (uint32_t i = 0; i < m.n_idents; i++) free(m.idents[i]);
+    free(m.idents), free(m.tokens);
+    m.idents = NULL, m.tokens = NULL, m.n_idents = m.n_tokens = 0;
+    m.rank = 2, m.has_token = 1;
+    token_of(m.token, 2);
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_same(&m, &d);
+    wr_pmsg_clear(&d);
+    wr_pmsg_clear(&m);
+    // an anonymous ERROR (a shard's refusal of an unauthenticated peer) passes the job check
+    wr_proto_expect ex = {.job_id = 7};
+    fill(&m, WR_MT_ERROR);
+    m.job_id = 0;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, &ex, &d, NULL, err), WR_OK);
+    wr_pmsg_clear(&d);
+    wr_buf_free(&b);
+}
+
 static void test_payload_mismatch(void **state) {
     (void)state;
     wr_buf b = {0};
@@ -1027,6 +1101,7 @@ int main(void) {
         cmocka_unit_test(test_ranges),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_cluster_map_ranges),
+        cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_payload_mismatch),
         cmocka_unit_test(test_expectations),
         cmocka_unit_test(test_truncation_every_byte),
