@@ -18,7 +18,7 @@
 
 #include "wr_common.h"
 
-#define WR_PROTO_VERSION 1
+#define WR_PROTO_VERSION 2
 #define WR_MAX_SHARDS 1024
 #define WR_MAX_WORKERS 4096
 #define WR_ADDR_MAX 256

@@ -337,6 +337,7 @@ static void expect_mut(int type, const char *key, int mode, valfn fn, enum wr_pe
 }
 
 static void v_u2(msgpack_packer *pk) { msgpack_pack_uint64(pk, 2); }
+static void v_u1(msgpack_packer *pk) { msgpack_pack_uint64(pk, 1); }  // the version before tk became required
 static void v_u0(msgpack_packer *pk) { msgpack_pack_uint64(pk, 0); }
 static void v_u99(msgpack_packer *pk) { msgpack_pack_uint64(pk, 99); }
 static void v_u65(msgpack_packer *pk) { msgpack_pack_uint64(pk, 65); }
@@ -440,7 +441,7 @@ static void test_train_examples_total_steps(void **state) {
 
 static void test_version_type_missing(void **state) {
     (void)state;
-    expect_mut(WR_MT_PUSH, "v", REPLACE, v_u2, WR_PERR_VERSION, "'v'");
+    expect_mut(WR_MT_PUSH, "v", REPLACE, v_u1, WR_PERR_VERSION, "'v'");
     expect_mut(WR_MT_PUSH, "v", REPLACE, v_u0, WR_PERR_VERSION, "'v'");
     expect_mut(WR_MT_PUSH, "v", REPLACE, v_str, WR_PERR_FIELD_TYPE, "'v'");
     expect_mut(WR_MT_PUSH, "t", REPLACE, v_u99, WR_PERR_TYPE, "99");
@@ -1004,7 +1005,7 @@ static void test_encode_refuses(void **state) {
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
     assert_non_null(strstr(err, "offset"));
     fill(&m, WR_MT_PUSH);
-    m.version = 2;
+    m.version = WR_PROTO_VERSION + 1;
     assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
     fill(&m, WR_MT_PUSH);
     m.type = 0;
