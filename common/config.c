@@ -62,6 +62,19 @@ static const wr_job_config kDefaults = {
 
 void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
 
+// The job's own connections: to the coordinator two per node (its socket and
+// its heartbeat thread's) with room for twice the workers (registration
+// keeps up to 2 x workers candidates); to a shard one per worker, doubled
+// for reconnects whose old connection is not yet gone.
+void wr_config_conn_caps(const wr_job_config *c, int coordinator, int *total, int *per_addr) {
+    long own = coordinator ? 2L * (c->shards + 2L * c->workers) : 2L * c->workers;
+    *per_addr = (int)(own + WR_CONN_SLACK);
+    long t = c->max_connections ? c->max_connections : own + WR_CONN_SLACK;
+    if (!c->max_connections && t < WR_CONN_CAP_MIN) t = WR_CONN_CAP_MIN;
+    *total = (int)t;
+    if (*per_addr > *total) *per_addr = *total;
+}
+
 // ---- value parsers ---------------------------------------------------------
 
 // Copies `s` into out for quoting in a message: non-printable bytes become
@@ -240,6 +253,7 @@ static const key_t_ kKeys[] = {
     DBL("step_timeout", step_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
     DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    INT("max_connections", max_connections, 0, 1000000, "an integer in [0, 1000000] (0 = derived)"),
     ENUMK("allow_insecure", allow_insecure, "one of on, off", kOnOff),
     {"expect_hosts", K_STR, OFF(expect_hosts), 0, 0, 0, 0, "comma-separated host names or IP addresses", NULL,
      NULL, 0, WR_EXPECT_HOSTS_MAX, check_hosts},
@@ -510,6 +524,12 @@ int wr_config_validate(const wr_job_config *c, char *err) {
                       "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
                       "training images, so an epoch has no steps",
                       c->batch);
+    long own = 2L * (c->shards + 2L * c->workers);
+    if (c->max_connections && c->max_connections < own)
+        return wr_err(err, WR_ERR,
+                      "config key 'max_connections': %d is below the %ld connections the job's own %d shards "
+                      "and %d workers may hold at the coordinator (2 per node, room for 2 x workers)",
+                      c->max_connections, own, c->shards, c->workers);
     return WR_OK;
 }
 

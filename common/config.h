@@ -62,6 +62,7 @@ typedef struct {
     double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
+    int max_connections;  // max_connections = live connections a server accepts (0 = derived: wr_config_conn_caps)
     int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
     // expect_hosts = comma-separated host names / IP addresses the coordinator accepts REGISTER
     // from ("" = any; "localhost" also admits ipc peers); resolved by the coordinator at start
@@ -69,6 +70,15 @@ typedef struct {
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);
+
+// Connection caps of a server of this job (docs/SECURITY.md): *total live
+// connections (max_connections, or when 0 the job's own connections + slack,
+// at least WR_CONN_CAP_MIN) and *per_addr from one peer address (the job's
+// own + slack: a whole job may run on one host). coordinator: 1 for the
+// coordinator's socket, 0 for a shard's data socket.
+#define WR_CONN_SLACK 16
+#define WR_CONN_CAP_MIN 512
+void wr_config_conn_caps(const wr_job_config *c, int coordinator, int *total, int *per_addr);
 
 // Sets one key from its text value. WR_OK, or WR_ERR with err naming the key
 // and saying what values are accepted. Leaves c unchanged on error.

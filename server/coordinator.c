@@ -323,6 +323,10 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     eo.linger_ms = 2000;
     eo.max_msg_size = WR_PROTO_MAX_CONTROL_MSG;
     eo.peer_events = 1;  // counted by the tick (c->conns)
+    // Connection caps (docs/SECURITY.md): a flood cannot make the coordinator
+    // hold more than max_peers connections' buffers.
+    int per_addr;
+    wr_config_conn_caps(&c->cfg, 1, &eo.max_peers, &per_addr);
     // With keys only allow-listed shards and workers complete the handshake.
     wr_node_keys_opts(&c->o->keys, &eo, NULL, (1u << WR_ROLE_SHARD) | (1u << WR_ROLE_WORKER));
     if (wr_bind(ctx, c->o->bind, &eo, &c->ep, err) != WR_OK) {

@@ -9,21 +9,44 @@
 #endif
 
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 
+// Whether a heartbeat claiming node n comes from n: the same address and the
+// same authenticated identity as n's REGISTER (its heartbeat thread runs in
+// the same process: same host, same key; for ipc the same pid). Without this
+// anyone who knows a node's rank could keep a dead node looking alive.
+static int from_node(const coord_node *n, const wr_msg *m) {
+    wr_peer_info pi;
+    if (wr_msg_peer_info(m, &pi) != WR_OK) return 0;
+    const char *addr = pi.addr[0] ? pi.addr : "inproc";  // as membership.c records it
+    return !strcmp(addr, n->from) && !strcmp(pi.user, n->user);
+}
+
 // Heartbeats come on their own socket: the node is identified by (role,
-// rank|shard), not by peer id. No reply.
+// rank|shard) and checked against the sender (from_node). No reply.
 void coord_on_heartbeat(coord *c, coord_in *in) {
     const wr_pmsg *h = &in->h;
     if (!c->formed) return;
+    coord_node *n = NULL;
     if (h->role == WR_ROLE_SHARD && h->shard >= 0 && h->shard < c->cfg.shards)
-        c->nodes[c->shard_node[h->shard]].last_seen = wr_now();
+        n = &c->nodes[c->shard_node[h->shard]];
     else if (h->role == WR_ROLE_WORKER && h->rank >= 0 && h->rank < c->cfg.workers)
-        c->nodes[c->worker_node[h->rank]].last_seen = wr_now();
-    else
+        n = &c->nodes[c->worker_node[h->rank]];
+    if (!n) {
         wr_debug("heartbeat from unknown %s %d", coord_role_name(h->role),
                  h->role == WR_ROLE_SHARD ? h->shard : h->rank);
+        return;
+    }
+    if (!from_node(n, in->m)) {
+        char why[COORD_REASON_MAX];
+        snprintf(why, sizeof why, "HEARTBEAT for %s %d from another address or key", coord_role_name(h->role),
+                 h->role == WR_ROLE_SHARD ? h->shard : h->rank);
+        wr_refused(&c->refused, WR_PERR_ROLE, in->who, why);
+        return;
+    }
+    n->last_seen = wr_now();
 }
 
 // Connection probe: a HEARTBEAT{role coordinator} to every node still in the

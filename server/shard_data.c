@@ -425,6 +425,8 @@ int shard_bind_data(shard_node *s, uint64_t n) {
     eo.heartbeat_ms = 0;
     eo.max_msg_size = wr_proto_data_frame_max(n);
     eo.peer_events = 1;  // a worker's dropped connection is logged (the tick)
+    int per_addr;        // connection caps (docs/SECURITY.md)
+    wr_config_conn_caps(&s->cfg, 0, &eo.max_peers, &per_addr);
     // With keys only allow-listed workers complete the handshake.
     wr_node_keys_opts(&s->o->keys, &eo, NULL, 1u << WR_ROLE_WORKER);
     double t0 = wr_now();

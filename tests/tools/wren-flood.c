@@ -8,6 +8,7 @@
 //
 //   wren-flood --target ADDR [--conns N] [--seconds S] [--hold S]
 //   wren-flood --target SHARD --attack push-rank0|params-early --n N [--steps K] [--seconds S]
+//   wren-flood --target COORD --attack heartbeat --n RANK [--seconds S]   (HEARTBEATs as worker RANK)
 //
 // --attack: one connection to a shard's data address that claims worker rank
 // 0 without its credential (docs/PROTOCOL.md, "Rank credentials"), for S
@@ -175,9 +176,38 @@ static void attack_msg(int type, uint64_t n, uint64_t step, wr_buf *hdr, void **
     }
 }
 
+// HEARTBEATs as worker `rank` every 100 ms: an outsider trying to keep a
+// hung worker looking alive. The coordinator does not reply to heartbeats.
+static int spoof_heartbeats(void *s, uint64_t rank, double seconds) {
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
+    h.job_id = 1;
+    h.epoch = 1;
+    h.role = WR_ROLE_WORKER;
+    h.rank = (int32_t)rank;
+    wr_buf hdr = {0};
+    char err[WR_ERR_LEN];
+    if (wr_proto_encode(&h, &hdr, err) != WR_OK) return fprintf(stderr, "wren-flood: %s\n", err), 1;
+    unsigned long long sent = 0;
+    for (double t_end = wr_now() + seconds; wr_now() < t_end;) {
+        if (zmq_send(s, hdr.data, hdr.len, ZMQ_DONTWAIT) >= 0) sent++;
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    printf("attack heartbeat: %llu HEARTBEATs sent as worker %llu\n", sent, (unsigned long long)rank);
+    fflush(stdout);
+    wr_buf_free(&hdr);
+    return 0;
+}
+
 static int attack(void *z, const char *target, const char *mode, uint64_t n, uint64_t steps, double seconds) {
     int push = !strcmp(mode, "push-rank0");
-    if ((!push && strcmp(mode, "params-early")) || n == 0 || n > WR_MAX_ELEMS || steps < 1) {
+    int heartbeat = !strcmp(mode, "heartbeat");
+    if (heartbeat && n >= WR_MAX_WORKERS) {
+        fprintf(stderr, "wren-flood: --attack heartbeat needs --n RANK below %d\n", WR_MAX_WORKERS);
+        return 2;
+    }
+    if (!heartbeat && ((!push && strcmp(mode, "params-early")) || n == 0 || n > WR_MAX_ELEMS || steps < 1)) {
         fprintf(stderr, "wren-flood: --attack push-rank0|params-early needs --n N (and --steps K >= 1)\n");
         return 2;
     }
@@ -191,6 +221,11 @@ static int attack(void *z, const char *target, const char *mode, uint64_t n, uin
         fprintf(stderr, "wren-flood: connect %s: %s\n", target, zmq_strerror(errno));
         zmq_close(s);
         return 1;
+    }
+    if (heartbeat) {
+        int rc = spoof_heartbeats(s, n, seconds);
+        zmq_close(s);
+        return rc;
     }
     srand((unsigned)(wr_now() * 1e6) ^ (unsigned)getpid());
     attack_tally t;
