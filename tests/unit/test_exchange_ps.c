@@ -132,7 +132,7 @@ static void *coord_main(void *arg) {
             r.job_id = f->cfg.job_id;
             r.config = kv;
             r.n_config = nkv;
-            wr_shard_info si[N_SHARDS];
+            wr_shard_info si[N_SHARDS] = {0};  // no keys: key "" (not garbage)
             wr_worker_info wi = {.rank = 0, .group = 0};
             if (h.n_params == 0) {
                 r.epoch = 0;  // the welcome: config only
