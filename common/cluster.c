@@ -54,9 +54,13 @@ static int check_ranges(const wr_pmsg *m, char *err) {
 static int check_recipient(const wr_pmsg *m, int role, char *err) {
     if (role == WR_ROLE_SHARD && (m->shard < 0 || (uint32_t)m->shard >= m->n_shards))
         return wr_err(err, WR_ERR, "cluster map: my shard index %d is not in [0, %u)", m->shard, m->n_shards);
-    if (role == WR_ROLE_WORKER && (m->rank < 0 || (uint32_t)m->rank >= m->n_workers_map))
-        return wr_err(err, WR_ERR, "cluster map: my rank %d is not in [0, %u)", m->rank, m->n_workers_map);
-    return WR_OK;
+    if (role != WR_ROLE_WORKER) return WR_OK;
+    // Ranks are stable across epochs, so they need not be 0..n-1: the
+    // recipient's rank must be one of the map's members.
+    for (uint32_t i = 0; i < m->n_workers_map; i++)
+        if (m->workers[i].rank == m->rank && m->rank >= 0) return WR_OK;
+    return wr_err(err, WR_ERR, "cluster map: my rank %d is not one of its %u workers", m->rank,
+                  m->n_workers_map);
 }
 
 int wr_cluster_from_map(wr_cluster *c, wr_pmsg *m, int role, char *err) {
@@ -71,6 +75,7 @@ int wr_cluster_from_map(wr_cluster *c, wr_pmsg *m, int role, char *err) {
     c->epoch = m->epoch;
     c->n_params = m->n_params;
     c->total_steps = (int64_t)m->total_steps;
+    c->start_step = m->start_step ? m->start_step : 1;
     c->n_shards = (int)m->n_shards;
     c->n_workers = (int)m->n_workers_map;
     c->shards = m->shards;
@@ -98,6 +103,7 @@ void wr_cluster_to_map(const wr_cluster *c, wr_pmsg *m) {
     m->epoch = c->epoch;
     m->n_params = c->n_params;
     m->total_steps = c->total_steps > 0 ? (uint64_t)c->total_steps : 0;
+    m->start_step = c->start_step;
     m->n_shards = (uint32_t)c->n_shards;
     m->shards = c->shards;
     m->n_workers_map = (uint32_t)c->n_workers;
@@ -115,6 +121,15 @@ int wr_cluster_shard_of(const wr_cluster *c, uint64_t key) {
             hi = mid - 1;
     }
     return lo;
+}
+
+int wr_cluster_position(const wr_cluster *c, int rank) {
+    int pos = 0, found = 0;
+    for (int i = 0; i < c->n_workers; i++) {
+        if (c->workers[i].rank < rank) pos++;
+        if (c->workers[i].rank == rank) found = 1;
+    }
+    return found ? pos : -1;
 }
 
 void wr_cluster_free(wr_cluster *c) {

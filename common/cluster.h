@@ -18,9 +18,11 @@ typedef struct {
     uint64_t epoch;       // >= 1 once the job formed
     uint64_t n_params;    // d
     int64_t total_steps;  // the job's optimizer steps (lr schedule); 0 = not sent
+    uint64_t start_step;  // the first step this membership pushes ('sf'; 1 when not sent)
     int n_shards, n_workers;
     wr_shard_info *shards;    // [n_shards]: range [lo, hi) and address (owned)
-    wr_worker_info *workers;  // [n_workers]: rank, host, group (owned)
+    wr_worker_info *workers;  // [n_workers]: rank, host, group (owned); ranks stable across
+                              // epochs, any order, not necessarily 0..n-1
     int my_shard;             // the recipient's shard index (shards), else -1
     int my_rank;              // the recipient's worker rank (workers), else -1
 } wr_cluster;
@@ -47,6 +49,11 @@ int wr_cluster_config(const wr_pmsg *m, wr_job_config *cfg, char *err);
 // Fills the map fields of m (already wr_pmsg_init'ed as CLUSTER_MAP) from c.
 // Shallow: m points into c's arrays; do not wr_pmsg_clear m, just drop it.
 void wr_cluster_to_map(const wr_cluster *c, wr_pmsg *m);
+
+// The position of `rank` among the map's workers in rank order (0 = lowest
+// rank), or -1 when it is not a member. Data sharding and the roles of
+// "rank 0" (evaluation, progress lines) follow the position.
+int wr_cluster_position(const wr_cluster *c, int rank);
 
 // The shard whose range holds key (binary search); -1 when key >= n_params.
 int wr_cluster_shard_of(const wr_cluster *c, uint64_t key);

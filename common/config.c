@@ -58,16 +58,21 @@ static const wr_job_config kDefaults = {
     .step_timeout = 60.0,
     .heartbeat_interval = 1.0,
     .heartbeat_timeout = 10.0,
+    .stall_report = 10.0,
 };
 
 void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
+
+int wr_config_min_workers(const wr_job_config *c) { return c->min_workers ? c->min_workers : c->workers; }
+int wr_config_max_workers(const wr_job_config *c) { return c->max_workers ? c->max_workers : c->workers; }
 
 // The job's own connections: to the coordinator two per node (its socket and
 // its heartbeat thread's) with room for twice the workers (registration
 // keeps up to 2 x workers candidates); to a shard one per worker, doubled
 // for reconnects whose old connection is not yet gone.
 void wr_config_conn_caps(const wr_job_config *c, int coordinator, int *total, int *per_addr) {
-    long own = coordinator ? 2L * (c->shards + 2L * c->workers) : 2L * c->workers;
+    long w = wr_config_max_workers(c);
+    long own = coordinator ? 2L * (c->shards + 2L * w) : 2L * w;
     *per_addr = (int)(own + WR_CONN_SLACK);
     long t = c->max_connections ? c->max_connections : own + WR_CONN_SLACK;
     if (!c->max_connections && t < WR_CONN_CAP_MIN) t = WR_CONN_CAP_MIN;
@@ -220,6 +225,8 @@ static const key_t_ kKeys[] = {
     ENUMK("mode", mode, "one of ps, allreduce", kMode),
     INT("shards", shards, 1, WR_MAX_SHARDS, "an integer in [1, 1024]"),
     INT("workers", workers, 1, WR_MAX_WORKERS, "an integer in [1, 4096]"),
+    INT("min_workers", min_workers, 0, WR_MAX_WORKERS, "an integer in [0, 4096] (0 = workers)"),
+    INT("max_workers", max_workers, 0, WR_MAX_WORKERS, "an integer in [0, 4096] (0 = workers)"),
     {"model", K_STR, OFF(model), 0, 0, 0, 0, "one of mlp, cnn, synthetic:D", NULL, NULL, 0, WR_MODEL_SPEC_MAX,
      check_model},
     ENUMK("codec", codec, "one of birder, fp32", kCodec),
@@ -253,6 +260,7 @@ static const key_t_ kKeys[] = {
     DBL("step_timeout", step_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
     DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    DBL("stall_report", stall_report, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     INT("max_connections", max_connections, 0, 1000000, "an integer in [0, 1000000] (0 = derived)"),
     ENUMK("allow_insecure", allow_insecure, "one of on, off", kOnOff),
     {"expect_hosts", K_STR, OFF(expect_hosts), 0, 0, 0, 0, "comma-separated host names or IP addresses", NULL,
@@ -510,10 +518,18 @@ int wr_config_load_file(wr_job_config *c, const char *path, char *err) {
 int wr_config_validate(const wr_job_config *c, char *err) {
     if (c->mode == WR_MODE_ALLREDUCE)
         return wr_err(err, WR_ERR, "config key 'mode': allreduce is not supported yet (use mode=ps)");
-    if (c->batch % c->workers != 0)
+    int lo = wr_config_min_workers(c), hi = wr_config_max_workers(c);
+    if (lo > c->workers || hi < c->workers)
         return wr_err(err, WR_ERR,
-                      "config keys 'batch' and 'workers': batch %d is not divisible by %d workers", c->batch,
-                      c->workers);
+                      "config keys 'min_workers', 'workers', 'max_workers': need min_workers <= workers <= "
+                      "max_workers, got %d, %d, %d",
+                      lo, c->workers, hi);
+    // Each member takes positions i, i+n, ... of the global batch: at least one each.
+    if (c->batch < hi)
+        return wr_err(err, WR_ERR,
+                      "config keys 'batch' and 'max_workers': batch %d is smaller than the %d workers the job "
+                      "may have (each worker takes at least one example per step)",
+                      c->batch, hi);
     if (!(c->heartbeat_timeout > c->heartbeat_interval))
         return wr_err(err, WR_ERR,
                       "config keys 'heartbeat_timeout' and 'heartbeat_interval': the timeout (%g s) must be "
@@ -524,12 +540,12 @@ int wr_config_validate(const wr_job_config *c, char *err) {
                       "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
                       "training images, so an epoch has no steps",
                       c->batch);
-    long own = 2L * (c->shards + 2L * c->workers);
+    long own = 2L * (c->shards + 2L * hi);
     if (c->max_connections && c->max_connections < own)
         return wr_err(err, WR_ERR,
                       "config key 'max_connections': %d is below the %ld connections the job's own %d shards "
                       "and %d workers may hold at the coordinator (2 per node, room for 2 x workers)",
-                      c->max_connections, own, c->shards, c->workers);
+                      c->max_connections, own, c->shards, hi);
     return WR_OK;
 }
 

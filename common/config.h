@@ -32,7 +32,9 @@ typedef struct {
     uint64_t job_id;                // job_id: tags every message (default 1)
     int mode;                       // mode = ps | allreduce (allreduce is refused until that exchange exists)
     int shards;                     // shards = S (>= 1)
-    int workers;                    // workers = n (>= 1)
+    int workers;                    // workers = n (>= 1): the job forms with this many
+    int min_workers;                // min_workers: below it the job waits for joiners (0 = workers)
+    int max_workers;                // max_workers: joiners admitted up to it (0 = workers)
     char model[WR_MODEL_SPEC_MAX];  // model = mlp | cnn | synthetic:D
     int codec;                      // codec = birder | fp32
     int broadcast;                  // broadcast = 1bit | exact (birder only)
@@ -62,6 +64,7 @@ typedef struct {
     double step_timeout;                     // step_timeout = seconds a node waits for a step's messages
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
+    double stall_report;       // stall_report (s): a node waiting this long for a step logs whom it waits for
     int max_connections;  // max_connections = live connections a server accepts (0 = derived: wr_config_conn_caps)
     int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
     // expect_hosts = comma-separated host names / IP addresses the coordinator accepts REGISTER
@@ -70,6 +73,10 @@ typedef struct {
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);
+
+// min_workers and max_workers with their defaults (workers) applied.
+int wr_config_min_workers(const wr_job_config *c);
+int wr_config_max_workers(const wr_job_config *c);
 
 // Connection caps of a server of this job (docs/SECURITY.md): *total live
 // connections (max_connections, or when 0 the job's own connections + slack,

@@ -29,7 +29,8 @@ static const char *const perr_names[] = {"none",  "malformed", "version", "type"
                                          "range", "payload",   "job",     "epoch", "step",    "role"};
 static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
                                          "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
-                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN"};
+                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN",
+                                         "FENCE"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -187,6 +188,7 @@ enum fid {
     F_TK,
     F_TA,
     F_WU,
+    F_SF,
     F_COUNT
 };
 
@@ -285,6 +287,7 @@ static const struct field {
     FLD(F_TK, "tk", "token", FK_TOKEN, token),
     ARR(F_TA, "ta", "tokens", n_tokens, WR_MAX_WORKERS, tokens, WR_TOKEN_LEN, token),
     ARR(F_WU, "wu", "identities", n_idents, WR_MAX_WORKERS, idents, sizeof(char *), ident),
+    FLD(F_SF, "sf", "start_step", FK_U64, start_step),
 #undef ARR
 #undef FLD
 };
@@ -826,7 +829,7 @@ static const struct {
 } kinds[WR_MT_COUNT_] = {
     [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
                         check_join},  // np, nt: a worker's d and data size
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | CRED, check_map},
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | CRED, check_map},
     [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
     [WR_MT_PULL] = {B(F_SH) | B(F_TK), B(F_O) | B(F_N), check_range},
@@ -839,6 +842,7 @@ static const struct {
     [WR_MT_DIGEST] = {B(F_D), 0, NULL},
     [WR_MT_ERROR] = {B(F_EC) | B(F_RS), 0, check_stop},
     [WR_MT_SHUTDOWN] = {B(F_EC), B(F_RS), check_stop},
+    [WR_MT_FENCE] = {0, 0, NULL},  // epoch and step only
 };
 
 // Checks a whole message (a decoded one, or one about to be encoded) that

@@ -18,7 +18,7 @@
 
 #include "wr_common.h"
 
-#define WR_PROTO_VERSION 2
+#define WR_PROTO_VERSION 3
 #define WR_MAX_SHARDS 1024
 #define WR_MAX_WORKERS 4096
 #define WR_ADDR_MAX 256
@@ -61,6 +61,9 @@ enum wr_msg_type {
     WR_MT_DIGEST,        // worker|shard -> coordinator: parameter digest at `step`
     WR_MT_ERROR,         // any -> any: code + human-readable reason
     WR_MT_SHUTDOWN,      // coordinator -> all (or a node -> coordinator): stop, with status
+    WR_MT_FENCE,         // membership change (docs/PROTOCOL.md, "Epochs"): coordinator -> shard commits
+                         // epoch e from step s; shard -> coordinator acknowledges the pending map of
+                         // epoch e, s = its last completed step
     WR_MT_COUNT_
 };
 
@@ -158,6 +161,8 @@ typedef struct {
     uint32_t n_config;
     char **config;         // [n_config] "key=value" strings
     uint64_t total_steps;  // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
+    uint64_t start_step;   // optional 'sf': the first step the map's membership pushes (0 = not sent:
+                           // epoch 1 starts at step 1; to a shard, a map of epoch > 1 without it is pending)
 
     // Rank credentials (docs/PROTOCOL.md, "Rank credentials"). 'tk': the sender's
     // (PUSH, PULL, PARAMS from a worker) or, in a worker's CLUSTER_MAP, the

@@ -116,7 +116,7 @@ static void test_config(void **state) {
     assert_int_equal(wr_cluster_config(&m, &cfg, err), WR_OK);
     assert_int_equal(cfg.workers, 2);
     assert_true(cfg.lr == 0.5f);
-    kv[1] = "batch=63";  // not divisible by the workers
+    kv[1] = "batch=1";  // fewer examples than workers
     assert_int_equal(wr_cluster_config(&m, &cfg, err), WR_ERR);
     assert_non_null(strstr(err, "job config from the coordinator"));
     kv[1] = "nosuchkey=1";

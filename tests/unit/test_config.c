@@ -381,10 +381,23 @@ static void test_validate(void **state) {
     wr_job_config c;
     char err[WR_ERR_LEN];
     wr_config_defaults(&c);
-    c.batch = 130;
+    c.batch = 130;  // uneven splits are fine (positions i, i+n, ... of the global batch)
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.max_workers = 200;  // more workers than examples per step
     assert_int_equal(wr_config_validate(&c, err), WR_ERR);
     assert_non_null(strstr(err, "'batch'"));
-    assert_non_null(strstr(err, "'workers'"));
+    assert_non_null(strstr(err, "'max_workers'"));
+    wr_config_defaults(&c);
+    c.min_workers = 5;  // above workers = 4
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'min_workers'"));
+    c.min_workers = 2;
+    c.max_workers = 8;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    assert_int_equal(wr_config_min_workers(&c), 2);
+    c.min_workers = c.max_workers = 0;
+    assert_int_equal(wr_config_min_workers(&c), 4);
+    assert_int_equal(wr_config_max_workers(&c), 4);
     wr_config_defaults(&c);
     c.mode = WR_MODE_ALLREDUCE;
     assert_int_equal(wr_config_validate(&c, err), WR_ERR);
