@@ -526,10 +526,11 @@ int wr_config_validate(const wr_job_config *c, char *err) {
                       lo, c->workers, hi);
     // Each member takes positions i, i+n, ... of the global batch: at least one each.
     if (c->batch < hi)
-        return wr_err(err, WR_ERR,
-                      "config keys 'batch' and 'max_workers': batch %d is smaller than the %d workers the job "
-                      "may have (each worker takes at least one example per step)",
-                      c->batch, hi);
+        return wr_err(
+            err, WR_ERR,
+            "config keys 'batch' and 'max_workers': batch %d is smaller than the %d workers the job "
+            "may have (each worker takes at least one example per step)",
+            c->batch, hi);
     if (!(c->heartbeat_timeout > c->heartbeat_interval))
         return wr_err(err, WR_ERR,
                       "config keys 'heartbeat_timeout' and 'heartbeat_interval': the timeout (%g s) must be "

@@ -30,13 +30,24 @@ struct wr_digest_book {
     uint64_t window;     // ... within window * every of last_done (0: no limit)
     int max_open;        // open (step, shard) entries at most
     uint64_t last_done;  // highest step of a completed check (0 before the first)
+    // Membership: slot r reports the steps from from[r] on while active[r].
+    uint8_t *active;
+    uint64_t *from;
 };
+
+// Whether slot reports step t (the master slot always does).
+static int expected(const wr_digest_book *b, int slot, uint64_t t) {
+    return slot == b->n_workers || (b->active[slot] && b->from[slot] <= t);
+}
 
 wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
     wr_digest_book *b = wr_calloc(1, sizeof *b);
     b->n_workers = n_workers;
     b->n_shards = n_shards;
     b->max_open = INT_MAX;
+    b->active = wr_calloc((size_t)n_workers + 1, 1);
+    b->from = wr_calloc((size_t)n_workers + 1, sizeof *b->from);
+    for (int r = 0; r < n_workers; r++) b->active[r] = 1, b->from[r] = 1;
     return b;
 }
 
@@ -55,6 +66,8 @@ void wr_digest_book_free(wr_digest_book *b) {
     if (!b) return;
     for (int i = 0; i < b->n; i++) dentry_free(&b->e[i]);
     free(b->e);
+    free(b->active);
+    free(b->from);
     free(b);
 }
 
@@ -118,7 +131,7 @@ static int find_or_open(wr_digest_book *b, uint64_t step, int shard, char *repor
 static int compare(wr_digest_book *b, const dentry *d, char *report, size_t report_len) {
     uint64_t ref = d->vals[b->n_workers];
     int bad = 0;
-    for (int s = 0; s < b->n_workers; s++) bad += d->vals[s] != ref;
+    for (int s = 0; s < b->n_workers; s++) bad += d->got[s] && d->vals[s] != ref;
     if (!bad) {
         b->passed++;
         return 1;
@@ -129,11 +142,26 @@ static int compare(wr_digest_book *b, const dentry *d, char *report, size_t repo
                      (unsigned long long)d->step, d->shard, (unsigned long long)ref);
     size_t at = w > 0 ? (size_t)w : 0;
     for (int s = 0; s < b->n_workers && at < report_len; s++) {
+        if (!d->got[s]) continue;
         w = snprintf(report + at, report_len - at, "; worker %d %s (%016llx)", s,
                      d->vals[s] == ref ? "agrees" : "DIFFERS", (unsigned long long)d->vals[s]);
         if (w > 0) at += (size_t)w;
     }
     return 2;
+}
+
+// Entry i complete (the master and every expected slot reported): compared
+// and closed. 0 still open, 1 passed, 2 mismatch (report says who).
+static int close_if_complete(wr_digest_book *b, int i, char *report, size_t report_len) {
+    dentry *d = &b->e[i];
+    if (!d->got[b->n_workers]) return 0;
+    for (int s = 0; s < b->n_workers; s++)
+        if (!d->got[s] && expected(b, s, d->step)) return 0;
+    if (d->step > b->last_done) b->last_done = d->step;
+    int rc = compare(b, d, report, report_len);
+    dentry_free(d);
+    b->e[i] = b->e[--b->n];
+    return rc;
 }
 
 int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest, char *report,
@@ -144,6 +172,12 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
     }
     if (slot < 0 || slot > b->n_workers) {
         snprintf(report, report_len, "DIGEST from rank %d: the job has ranks 0..%d", slot, b->n_workers - 1);
+        return -1;
+    }
+    if (!expected(b, slot, step)) {
+        b->refused++;
+        snprintf(report, report_len, "DIGEST for step %llu from rank %d, not a member at that step",
+                 (unsigned long long)step, slot);
         return -1;
     }
     int i = find_or_open(b, step, shard, report, report_len);
@@ -157,12 +191,25 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
     }
     d->got[slot] = 1;
     d->vals[slot] = digest;
-    if (++d->have < b->n_workers + 1) return 0;
-    if (step > b->last_done) b->last_done = step;
-    int rc = compare(b, d, report, report_len);
-    dentry_free(d);
-    b->e[i] = b->e[--b->n];
-    return rc;
+    d->have++;
+    return close_if_complete(b, i, report, report_len);
+}
+
+int wr_digest_book_member(wr_digest_book *b, int slot, int active, uint64_t from, char *report,
+                          size_t report_len) {
+    if (slot < 0 || slot >= b->n_workers) return 0;
+    b->active[slot] = (uint8_t)(active != 0);
+    b->from[slot] = from;
+    if (active) return 0;
+    // Checks that waited only for this slot complete now.
+    int worst = 0;
+    for (int i = 0; i < b->n;) {
+        int n = b->n, rc = close_if_complete(b, i, report, report_len);
+        if (rc > worst) worst = rc;
+        if (b->n == n) i++;  // still open; else entry i was replaced by the last one
+        if (worst == 2) break;
+    }
+    return worst;
 }
 
 uint64_t wr_digest_book_passed(const wr_digest_book *b) { return b->passed; }
@@ -179,7 +226,7 @@ void wr_digest_book_describe_open(const wr_digest_book *b, char *out, size_t len
                          (unsigned long long)d->step, d->shard);
         if (w > 0) at += (size_t)w;
         for (int slot = 0; slot <= b->n_workers && at < len; slot++) {
-            if (d->got[slot]) continue;
+            if (d->got[slot] || !expected(b, slot, d->step)) continue;
             char nm[32];
             w = snprintf(out + at, len - at, " %s", slot_name(b, slot, nm, sizeof nm));
             if (w > 0) at += (size_t)w;

@@ -1,5 +1,6 @@
 // digest_book.h — the coordinator's replica digest checks (pure, no sockets;
-// exposed for tests). Collects the n_workers + 1 digests of each (step, shard)
+// exposed for tests). Collects the digests of each (step, shard) from the
+// shard and every worker slot expected at that step (wr_digest_book_member)
 // and compares them when complete. Slot n_workers is the shard's master copy,
 // slots 0..n-1 the workers' replicas.
 #ifndef WR_DIGEST_BOOK_H
@@ -21,6 +22,15 @@ void wr_digest_book_free(wr_digest_book *b);
 // out of range or a duplicate; report says why).
 int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest, char *report,
                        size_t report_len);
+
+// Membership epochs: worker slot `slot` reports the steps from `from` on
+// while active (every slot is active from step 1 after _new). Deactivating a
+// slot (a worker removed) completes the open checks that waited only for it:
+// returns 0 (none completed or all still open), 1 (some passed), 2 (a
+// completed check differs: report says who). A DIGEST from an inactive slot,
+// or for a step before its `from`, is refused (-1).
+int wr_digest_book_member(wr_digest_book *b, int slot, int active, uint64_t from, char *report,
+                          size_t report_len);
 
 // Limits on new (step, shard) entries. The coordinator sets every =
 // digest_every, window = WR_DIGEST_WINDOW, max_open = n_shards *

@@ -17,7 +17,7 @@ struct wr_shard_core {
     int shard;
     uint64_t lo, hi;
     size_t n, words;
-    int n_workers;
+    int n_workers;  // contributors at most (max_workers): sizes the planes
     int64_t total_steps;
     int birder;  // codec birder (else fp32)
     int exact;   // broadcast exact (birder only)
@@ -25,11 +25,15 @@ struct wr_shard_core {
     float *x;    // master copy [n]
     int have_params;
     uint64_t step;  // last completed step
-    // pushes of the step being collected
-    const void **src;  // [n_workers] payload of each rank (NULL = not yet)
-    void **copy;       // [n_workers] lazily allocated copies of misaligned payloads
+    // pushes of the step being collected, by rank (ranks < WR_MAX_WORKERS)
+    const void **src;  // [WR_MAX_WORKERS] payload of each rank (NULL = not yet)
+    void **copy;       // [WR_MAX_WORKERS] lazily allocated copies of misaligned payloads
     int n_got;
-    uint64_t *planes_buf;  // 1bit: counts before requantization
+    int got[WR_MAX_WORKERS];       // the ranks that pushed, in arrival order
+    uint8_t want[WR_MAX_WORKERS];  // ranks expected this step (wr_shard_core_set_expected)
+    int n_want, n_missing;         // expected ranks; those not yet pushed
+    const void **dense;            // [n_workers] the contributors' payloads in rank order (finish)
+    uint64_t *planes_buf;          // 1bit: counts before requantization
     // fp32 codec state
     float *m, *v;  // adam moments (or sgdm momentum in m)
 };
@@ -62,8 +66,11 @@ wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t l
     c->exact = c->birder && cfg->broadcast == WR_BCAST_EXACT;
     c->planes = wr_birder_planes(n_workers);
     c->x = wr_alloc_huge(c->n * sizeof(float));
-    c->src = wr_calloc((size_t)n_workers, sizeof *c->src);
-    c->copy = wr_calloc((size_t)n_workers, sizeof *c->copy);
+    c->src = wr_calloc(WR_MAX_WORKERS, sizeof *c->src);
+    c->copy = wr_calloc(WR_MAX_WORKERS, sizeof *c->copy);
+    c->dense = wr_calloc((size_t)n_workers, sizeof *c->dense);
+    for (int r = 0; r < n_workers; r++) c->want[r] = 1;  // epoch 1: ranks 0..n-1
+    c->n_want = c->n_missing = n_workers;
     if (c->birder) {
         if (!c->exact) c->planes_buf = wr_alloc_vec((size_t)c->planes * c->words * 8);
     } else {
@@ -75,9 +82,9 @@ wr_shard_core *wr_shard_core_new(const wr_job_config *cfg, int shard, uint64_t l
 
 void wr_shard_core_free(wr_shard_core *c) {
     if (!c) return;
-    for (int r = 0; r < c->n_workers; r++) free(c->copy[r]);
+    for (int r = 0; r < WR_MAX_WORKERS; r++) free(c->copy[r]);
     // wr_alloc_huge, wr_alloc_vec and wr_calloc memory all goes back with free.
-    void *owned[] = {c->copy, (void *)c->src, c->x, c->planes_buf, c->m, c->v, c};
+    void *owned[] = {c->copy, (void *)c->src, (void *)c->dense, c->x, c->planes_buf, c->m, c->v, c};
     for (size_t i = 0; i < sizeof owned / sizeof *owned; i++) free(owned[i]);
 }
 
@@ -121,9 +128,9 @@ int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, 
     if (h->step != c->step + 1)
         return wr_err(err, WR_EPROTO, "PUSH for step %llu from rank %d: shard %d is collecting step %llu",
                       (unsigned long long)h->step, h->rank, c->shard, (unsigned long long)(c->step + 1));
-    if (h->rank < 0 || h->rank >= c->n_workers)
-        return wr_err(err, WR_EPROTO, "PUSH from rank %d: the job has ranks 0..%d", h->rank,
-                      c->n_workers - 1);
+    if (h->rank < 0 || h->rank >= WR_MAX_WORKERS || !c->want[h->rank])
+        return wr_err(err, WR_EPROTO, "PUSH from rank %d: not a member the shard expects at step %llu",
+                      h->rank, (unsigned long long)h->step);
     if (c->src[h->rank])
         return wr_err(err, WR_EPROTO, "duplicate PUSH for step %llu from rank %d",
                       (unsigned long long)h->step, h->rank);
@@ -141,20 +148,62 @@ int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, 
         memcpy(c->copy[h->rank], payload, want);
         payload = c->copy[h->rank];
     }
+    if (c->n_got >= c->n_workers)
+        return wr_err(err, WR_EPROTO,
+                      "PUSH from rank %d: step %llu already has %d contributors, the most "
+                      "this job allows (max_workers)",
+                      h->rank, (unsigned long long)h->step, c->n_workers);
     c->src[h->rank] = payload;
-    c->n_got++;
+    c->got[c->n_got++] = h->rank;
+    c->n_missing--;
     return WR_OK;
 }
 
+void wr_shard_core_set_expected(wr_shard_core *c, const int *ranks, int n) {
+    memset(c->want, 0, sizeof c->want);
+    c->n_want = c->n_missing = 0;
+    for (int i = 0; i < n; i++) {
+        int r = ranks[i];
+        if (r < 0 || r >= WR_MAX_WORKERS || c->want[r]) continue;
+        c->want[r] = 1;
+        c->n_want++;
+        if (!c->src[r]) c->n_missing++;
+    }
+}
+
 int wr_shard_core_pending(const wr_shard_core *c) { return c->n_got; }
-int wr_shard_core_ready(const wr_shard_core *c) { return c->have_params && c->n_got == c->n_workers; }
+int wr_shard_core_ready(const wr_shard_core *c) { return c->have_params && c->n_missing == 0; }
 int wr_shard_core_has_rank(const wr_shard_core *c, int rank) {
-    return rank >= 0 && rank < c->n_workers && c->src[rank] != NULL;
+    return rank >= 0 && rank < WR_MAX_WORKERS && c->src[rank] != NULL;
+}
+
+int wr_shard_core_missing(const wr_shard_core *c, int *ranks, int max) {
+    int k = 0;
+    for (int r = 0; r < WR_MAX_WORKERS && k < max; r++)
+        if (c->want[r] && !c->src[r]) ranks[k++] = r;
+    return k;
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int wr_shard_core_contributors(wr_shard_core *c, int *ranks) {
+    qsort(c->got, (size_t)c->n_got, sizeof *c->got, cmp_int);
+    memcpy(ranks, c->got, (size_t)c->n_got * sizeof *ranks);
+    return c->n_got;
 }
 
 size_t wr_shard_core_bcast_bytes(const wr_shard_core *c) {
     if (!c->birder) return c->n * sizeof(float);
     return (c->exact ? (size_t)c->planes : 1) * c->words * 8;
+}
+
+// The payload bytes of a broadcast with k contributors (exact: planes for k).
+static size_t bcast_bytes_for(const wr_shard_core *c, int k) {
+    if (!c->birder) return c->n * sizeof(float);
+    return (c->exact ? (size_t)wr_birder_planes(k) : 1) * c->words * 8;
 }
 
 // ---- fp32 codec update ----------------------------------------------------------------
@@ -230,7 +279,7 @@ void wr_shard_fp32_update(float *x, float *m, float *v, const float *const *g, i
 
 // fp32 codec: average in rank order, then Adam or SGDM on the master copy; the
 // new x goes to out.
-static void fp32_step(wr_shard_core *c, uint64_t t, float lr_t, float *out) {
+static void fp32_step(wr_shard_core *c, uint64_t t, float lr_t, int k, float *out) {
     wr_fp32_opt o;
     memset(&o, 0, sizeof o);
     o.adam = c->cfg.optimizer == WR_OPT_ADAM;
@@ -242,44 +291,55 @@ static void fp32_step(wr_shard_core *c, uint64_t t, float lr_t, float *out) {
     o.bc1 = (float)(1.0 - pow((double)o.b1, (double)t));
     o.bc2 = (float)(1.0 - pow((double)o.b2, (double)t));
     o.mu = c->cfg.momentum;
-    wr_shard_fp32_update(c->x, c->m, c->v, (const float *const *)c->src, c->n_workers, c->n, &o, out);
+    wr_shard_fp32_update(c->x, c->m, c->v, (const float *const *)c->dense, k, c->n, &o, out);
 }
 
-int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
-    if (!wr_shard_core_ready(c))
-        return wr_err(err, WR_ERR, "shard %d step %llu: %d of %d pushes", c->shard,
-                      (unsigned long long)(c->step + 1), c->n_got, c->n_workers);
-    WR_CHECK(((uintptr_t)out % 8) == 0);
-    uint64_t t = c->step + 1;
+// Aggregates the k contributors' payloads (c->dense, rank order) of step t
+// into out and applies the same update to the master copy.
+static void aggregate(wr_shard_core *c, uint64_t t, int k, void *out, wr_pmsg *bh) {
     float lr_t = wr_lr_at(&c->cfg, (int64_t)t, c->total_steps);
-    wr_pmsg_init(bh, WR_MT_BROADCAST);
     if (c->birder) {
-        const uint64_t *const *bits = (const uint64_t *const *)c->src;
+        const uint64_t *const *bits = (const uint64_t *const *)c->dense;
         if (c->exact) {
             uint64_t *planes = out;
-            wr_birder_count_planes(bits, c->n_workers, c->n, planes);
-            wr_birder_apply_planes(c->x, planes, c->n_workers, c->n, lr_t, c->cfg.wd);
+            wr_birder_count_planes(bits, k, c->n, planes);
+            wr_birder_apply_planes(c->x, planes, k, c->n, lr_t, c->cfg.wd);
             bh->codec = WR_CODEC_PLANES;
         } else {
             uint64_t *ob = out;
-            wr_birder_count_planes(bits, c->n_workers, c->n, c->planes_buf);
+            wr_birder_count_planes(bits, k, c->n, c->planes_buf);
             wr_rng_key key = wr_rng_key_make(c->cfg.seed, 0xB0000000ull + (uint64_t)c->shard, t);
-            wr_birder_requantize(c->planes_buf, c->n_workers, c->n, key, c->lo, ob);
+            wr_birder_requantize(c->planes_buf, k, c->n, key, c->lo, ob);
             wr_birder_apply_bits(c->x, ob, c->n, lr_t, c->cfg.wd);
             bh->codec = WR_CODEC_BITS;
         }
     } else {
-        fp32_step(c, t, lr_t, out);
+        fp32_step(c, t, lr_t, k, out);
         bh->codec = WR_CODEC_FP32;
     }
+}
+
+int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
+    if (!wr_shard_core_ready(c))
+        return wr_err(err, WR_ERR, "shard %d step %llu: %d of %d expected pushes", c->shard,
+                      (unsigned long long)(c->step + 1), c->n_want - c->n_missing, c->n_want);
+    WR_CHECK(((uintptr_t)out % 8) == 0);
+    uint64_t t = c->step + 1;
+    int k = c->n_got;
+    qsort(c->got, (size_t)k, sizeof *c->got, cmp_int);  // sums in rank order
+    for (int i = 0; i < k; i++) c->dense[i] = c->src[c->got[i]];
+    wr_pmsg_init(bh, WR_MT_BROADCAST);
+    // Nobody pushed (every member of the step is gone): no update at all.
+    if (k > 0) aggregate(c, t, k, out, bh);
     bh->step = t;
     bh->shard = c->shard;
     bh->offset = c->lo;
     bh->n_elems = c->n;
-    bh->n_workers = (uint32_t)c->n_workers;
-    bh->payload_len = wr_shard_core_bcast_bytes(c);
-    for (int r = 0; r < c->n_workers; r++) c->src[r] = NULL;
+    bh->n_workers = (uint32_t)k;
+    bh->payload_len = k > 0 ? bcast_bytes_for(c, k) : 0;
+    for (int i = 0; i < k; i++) c->src[c->got[i]] = NULL;
     c->n_got = 0;
+    c->n_missing = c->n_want;
     c->step = t;
     return WR_OK;
 }

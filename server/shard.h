@@ -29,8 +29,8 @@
 
 typedef struct wr_shard_core wr_shard_core;
 
-// Creates the state of shard `shard` owning [lo, hi) for a job of n_workers
-// workers and total_steps steps. Allocates the master copy (zero until
+// Creates the state of shard `shard` owning [lo, hi) for a job of at most
+// n_workers contributors per step (max_workers) and total_steps steps. Allocates the master copy (zero until
 // wr_shard_core_set_params), optimizer state and work buffers once. NULL with
 // err on bad arguments (empty range, lo not 64-aligned, n_workers out of
 // [1, min(WR_MAX_WORKERS, 65535)]).
@@ -46,7 +46,7 @@ int wr_shard_core_set_params(wr_shard_core *c, const wr_pmsg *h, const void *pay
 int wr_shard_core_has_params(const wr_shard_core *c);
 
 // Offers one decoded PUSH. Accepted (WR_OK) when: parameters are set, step is
-// the next step (last completed + 1), rank in [0, n_workers) and not yet seen
+// the next step (last completed + 1), the rank expected and not yet seen
 // this step, shard/offset/n_elems match the range, codec matches the job
 // (BITS for birder, FP32 for fp32) and len is the payload size. Otherwise
 // WR_EPROTO with err saying which, and nothing changes.
@@ -55,8 +55,21 @@ int wr_shard_core_has_params(const wr_shard_core *c);
 // push is refused); misaligned payloads are copied into a per-rank buffer.
 int wr_shard_core_push(wr_shard_core *c, const wr_pmsg *h, const void *payload, size_t len, char *err);
 
-// Number of pushes held for the current step; 1 when all n_workers are in.
+// The ranks expected for the step being collected (membership epochs,
+// docs/ARCHITECTURE.md): the step is ready once each has pushed. Pushes
+// already held from ranks no longer expected still count (a worker removed
+// after its push). wr_shard_core_new expects ranks 0..n_workers-1.
+void wr_shard_core_set_expected(wr_shard_core *c, const int *ranks, int n);
+// Ranks expected but not yet pushed, in rank order (at most max). Their count.
+int wr_shard_core_missing(const wr_shard_core *c, int *ranks, int max);
+// The ranks that pushed the step being collected, in rank order (ranks has
+// room for n_workers). Their count.
+int wr_shard_core_contributors(wr_shard_core *c, int *ranks);
+
+// Number of pushes held for the current step.
 int wr_shard_core_pending(const wr_shard_core *c);
+// Parameters set and every expected rank pushed (true with nobody expected
+// and nothing pushed: an empty step, no update).
 int wr_shard_core_ready(const wr_shard_core *c);
 // Rank bitmap helper: 1 if rank has pushed the step being collected.
 int wr_shard_core_has_rank(const wr_shard_core *c, int rank);
@@ -64,10 +77,12 @@ int wr_shard_core_has_rank(const wr_shard_core *c, int rank);
 // Bytes of a BROADCAST payload of this shard (fixed for the job).
 size_t wr_shard_core_bcast_bytes(const wr_shard_core *c);
 
-// Completes the step once ready: aggregates, writes the broadcast payload to
-// out (wr_shard_core_bcast_bytes bytes, 8-byte aligned) and its header fields
-// into *bh (type BROADCAST, step, shard, offset, n_elems, codec, n_workers,
-// payload_len; job_id/epoch left to the caller), applies the same update to
+// Completes the step once ready: aggregates the k pushes (rank order; the
+// average is over k), writes the broadcast payload to out (at most
+// wr_shard_core_bcast_bytes bytes, 8-byte aligned) and its header fields
+// into *bh (type BROADCAST, step, shard, offset, n_elems, codec, n_workers =
+// k, payload_len; job_id/epoch left to the caller; k = 0: no payload and no
+// update, nothing to send), applies the same update to
 // the master copy, forgets the pushes and advances the step. WR_ERR when not
 // ready. Never fails half-way.
 int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err);

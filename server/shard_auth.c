@@ -22,31 +22,43 @@
 
 _Static_assert(WR_IDENT_MAX == WR_PEER_USER_MAX, "'wu' identities are transport identities");
 
-int shard_auth_take(shard_node *s, wr_pmsg *map, char *err) {
-    if (map->n_tokens != (uint32_t)s->n_workers)
+int shard_auth_take(shard_node *s, const int *ranks, int n, wr_pmsg *map, char *err) {
+    if (map->n_tokens != (uint32_t)n)
         return wr_err(err, WR_ERR,
                       "cluster map carries %u rank credentials ('ta') for %d workers: coordinator too old?",
-                      map->n_tokens, s->n_workers);
-    s->tokens = map->tokens;
-    s->bound = wr_calloc((size_t)s->n_workers, sizeof *s->bound);
-    map->tokens = NULL;
-    map->n_tokens = 0;
-    if (map->n_idents == (uint32_t)s->n_workers) {
-        s->idents = map->idents;
-        map->idents = NULL;
-        map->n_idents = 0;
+                      map->n_tokens, n);
+    if (!s->tokens) {
+        s->tokens = wr_calloc(SHARD_RANKS, WR_TOKEN_LEN);
+        s->has_token = wr_calloc(SHARD_RANKS, 1);
+        s->bound = wr_calloc(SHARD_RANKS, sizeof *s->bound);
+    }
+    // Ranks not in the newest map lose their credential at once: a removed
+    // worker can no longer push, pull or take broadcasts.
+    memset(s->has_token, 0, SHARD_RANKS);
+    int with_idents = map->n_idents == (uint32_t)n;
+    if (with_idents && !s->idents) s->idents = wr_calloc(SHARD_RANKS, sizeof *s->idents);
+    for (int i = 0; i < n; i++) {
+        int r = ranks[i];
+        memcpy(s->tokens[r], map->tokens[i], WR_TOKEN_LEN);
+        s->has_token[r] = 1;
+        if (!with_idents) continue;
+        free(s->idents[r]);
+        s->idents[r] = map->idents[i];  // moved out of the map
+        map->idents[i] = NULL;
     }
     return WR_OK;
 }
 
 void shard_auth_free(shard_node *s) {
     if (s->idents)
-        for (int r = 0; r < s->n_workers; r++) free(s->idents[r]);
+        for (int r = 0; r < SHARD_RANKS; r++) free(s->idents[r]);
     free(s->idents);
     free(s->tokens);
+    free(s->has_token);
     free(s->bound);
     s->idents = NULL;
     s->tokens = NULL;
+    s->has_token = NULL;
     s->bound = NULL;
 }
 
@@ -102,11 +114,11 @@ int shard_auth_check(shard_node *s, const wr_msg *m, const wr_pmsg *h) {
     int r = h->rank;
     if (!s->tokens)
         why = "no rank credentials yet";
-    else if (r < 0 || r >= s->n_workers)
+    else if (r < 0 || r >= SHARD_RANKS || !s->has_token[r])
         why = "no such rank";
     else if (!h->has_token || !token_eq(h->token, s->tokens[r]))
         why = h->has_token ? "wrong token" : "no token";
-    if (!why && s->idents && s->idents[r][0]) {
+    if (!why && s->idents && s->idents[r] && s->idents[r][0]) {
         wr_peer_info pi;
         if (wr_msg_peer_info(m, &pi) != WR_OK || strcmp(pi.user, s->idents[r]) != 0)
             why = "token from another identity than the rank's";

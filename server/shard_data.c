@@ -43,7 +43,7 @@ static const char *const WORKER_CONN = "a worker connection";
 static void refuse_peer(shard_node *s, const uint8_t *peer, size_t len, int kind, int code, const char *why) {
     wr_refused(&s->refused, kind, WORKER_CONN, why);
     if (wr_reply_gate_allow(&s->gate, peer, len, WORKER_CONN))
-        wr_send_error(s->router, peer, len, s->cfg.job_id, 1, code, why, &s->scratch);
+        wr_send_error(s->router, peer, len, s->cfg.job_id, s->mem.epoch, code, why, &s->scratch);
 }
 
 static void refuse(shard_node *s, const wr_msg *m, int kind, const char *why) {
@@ -136,7 +136,7 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
     wr_pmsg h;
     wr_pmsg_init(&h, WR_MT_PARAMS);
     h.job_id = s->cfg.job_id;
-    h.epoch = 1;
+    h.epoch = s->mem.epoch;
     h.step = wr_shard_core_step(s->core);
     h.shard = s->index;
     h.offset = wr_shard_core_lo(s->core);
@@ -157,13 +157,13 @@ static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
 // pooled buffer is still held by the transport (a peer is slow to drain),
 // waits for one, bounded by step_timeout; the coordinator (SHUTDOWN) and a
 // signal can still stop us meanwhile. SHARD_GO_ON with *out, or a status.
-static int bcast_buffer(shard_node *s, wr_pbuf **out) {
-    if ((*out = wr_bufpool_get(s->pool, s->n_workers + 1))) return SHARD_GO_ON;
+static int bcast_buffer(shard_node *s, int refs, wr_pbuf **out) {
+    if ((*out = wr_bufpool_get(s->pool, refs))) return SHARD_GO_ON;
     double t0 = wr_now();
     wr_info("step %llu: every broadcast buffer is still held by the transport (a worker is not reading); "
             "waiting up to %g s",
             (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout);
-    while (!(*out = wr_bufpool_get(s->pool, s->n_workers + 1))) {
+    while (!(*out = wr_bufpool_get(s->pool, refs))) {
         if (wr_now() - t0 > s->cfg.step_timeout) {
             wr_error("shard %d: no free broadcast buffer for %g s (workers not draining)", s->index,
                      s->cfg.step_timeout);
@@ -183,14 +183,15 @@ static int bcast_buffer(shard_node *s, wr_pbuf **out) {
     return SHARD_GO_ON;
 }
 
-// Sends buf (bh's payload) to the peer each rank's push came from: n
+// Sends buf (bh's payload) to the peer each contributor's push came from: k
 // zero-copy sends, each passing one reference of buf to the transport.
-static void broadcast(shard_node *s, wr_pbuf *buf, const wr_pmsg *bh) {
+static void broadcast(shard_node *s, wr_pbuf *buf, const wr_pmsg *bh, const int *ranks, int k) {
     char err[WR_ERR_LEN];
     size_t bytes = (size_t)bh->payload_len;
     // The header is the same for every rank: encode it once.
     int enc = wr_proto_encode(bh, &s->scratch, err);
-    for (int r = 0; r < s->n_workers; r++) {
+    for (int i = 0; i < k; i++) {
+        int r = ranks[i];
         int rc = WR_ERR;
         if (enc != WR_OK) {
             wr_bufpool_put(buf);  // the reference this send would have passed on
@@ -211,11 +212,26 @@ static void broadcast(shard_node *s, wr_pbuf *buf, const wr_pmsg *bh) {
     }
 }
 
-// All pushes of the step are in: aggregate, broadcast to the n ranks (one
-// pooled buffer shared by n zero-copy sends), digest. SHARD_GO_ON or a status.
-static int finish_step(shard_node *s) {
+// PULLs waiting for a step answered once it is completed.
+static void answer_pulls(shard_node *s) {
+    uint64_t done = wr_shard_core_step(s->core);
+    int k = 0;
+    for (int i = 0; i < s->n_pulls; i++)
+        if (s->pulls[i].step <= done)
+            send_params(s, s->pulls[i].peer.id, s->pulls[i].peer.len);
+        else
+            s->pulls[k++] = s->pulls[i];
+    s->n_pulls = k;
+}
+
+// Every push the step expects is in: aggregate, broadcast to the k
+// contributors (one pooled buffer shared by k zero-copy sends), digest.
+// With no contributor the step is empty: no update, nothing sent.
+// SHARD_GO_ON or a status.
+static int finish_step(shard_node *s, int *ranks) {
+    int k = wr_shard_core_contributors(s->core, ranks);
     wr_pbuf *buf;
-    int st = bcast_buffer(s, &buf);
+    int st = bcast_buffer(s, k + 1, &buf);
     if (st != SHARD_GO_ON) return st;
     char err[WR_ERR_LEN];
     wr_pmsg bh;
@@ -224,12 +240,13 @@ static int finish_step(shard_node *s) {
         wr_error("%s", err);
         return WR_EXIT_FAILURE;
     }
-    for (int r = 0; r < s->n_workers; r++) wr_msg_release(&s->held[r]);
+    for (int i = 0; i < k; i++) wr_msg_release(&s->held[ranks[i]]);
     double t1 = wr_now();
     s->t_finish += t1 - t0;
     bh.job_id = s->cfg.job_id;
-    bh.epoch = 1;
-    broadcast(s, buf, &bh);
+    bh.epoch = s->mem.epoch;
+    if (k > 0) broadcast(s, buf, &bh, ranks, k);
+    if (k == 0) s->empty_steps++;
     wr_bufpool_put(buf);
     drop_snapshot(s);  // a new step: the next PULL takes a new snapshot
     s->t_send += wr_now() - t1;
@@ -241,7 +258,21 @@ static int finish_step(shard_node *s) {
         d.digest = wr_shard_core_digest(s->core);
         shard_send_coord(s, &d);
     }
+    shard_members_expect(s);
+    answer_pulls(s);
     return SHARD_GO_ON;
+}
+
+int shard_advance(shard_node *s) {
+    int *ranks = wr_malloc((size_t)s->n_workers * sizeof *ranks);
+    int st = SHARD_GO_ON;
+    while (st == SHARD_GO_ON && !s->mem.hold && wr_shard_core_ready(s->core)) {
+        st = finish_step(s, ranks);
+        s->next_stall = 0;
+        s->step_t0 = wr_now();
+    }
+    free(ranks);
+    return st;
 }
 
 // ---- worker messages ------------------------------------------------------------------
@@ -259,8 +290,7 @@ static int on_params(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     } else {
         wr_info("initial parameters received from rank %d; answering %d queued pulls", h->rank, s->n_pulls);
         drop_snapshot(s);
-        for (int i = 0; i < s->n_pulls; i++) send_params(s, s->pulls[i].id, s->pulls[i].len);
-        s->n_pulls = 0;
+        answer_pulls(s);
     }
     wr_msg_release(m);
     return SHARD_GO_ON;
@@ -268,26 +298,28 @@ static int on_params(shard_node *s, wr_msg *m, const wr_pmsg *h) {
 
 static int pull_queued(const shard_node *s, const uint8_t *peer, size_t peer_len) {
     for (int i = 0; i < s->n_pulls; i++)
-        if (same_peer(&s->pulls[i], peer, peer_len)) return 1;
+        if (same_peer(&s->pulls[i].peer, peer, peer_len)) return 1;
     return 0;
 }
 
-// PARAMS now, or queued until the initial parameters arrive (bounded).
+// PULL{s}: PARAMS of the last completed step once it is at least s (a
+// joiner asks for the step before its first), else queued (bounded).
 static int on_pull(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     if (h->shard != s->index) {
         char err[WR_ERR_LEN];
         snprintf(err, sizeof err, "PULL for shard %d sent to shard %d", h->shard, s->index);
         refuse(s, m, WR_PERR_ROLE, err);
-    } else if (wr_shard_core_has_params(s->core)) {
+    } else if (wr_shard_core_has_params(s->core) && wr_shard_core_step(s->core) >= h->step) {
         send_params(s, m->peer, m->peer_len);
     } else if (pull_queued(s, m->peer, m->peer_len)) {
         refuse(s, m, WR_PERR_ROLE, "PULL from a connection whose earlier PULL is already queued");
     } else if (s->n_pulls < s->cap_pulls) {
-        memcpy(s->pulls[s->n_pulls].id, m->peer, m->peer_len);
-        s->pulls[s->n_pulls].len = m->peer_len;
-        s->n_pulls++;
+        pull_wait *p = &s->pulls[s->n_pulls++];
+        memcpy(p->peer.id, m->peer, m->peer_len);
+        p->peer.len = m->peer_len;
+        p->step = h->step;
     } else {
-        refuse(s, m, WR_PERR_ROLE, "too many PULLs waiting for the initial parameters");
+        refuse(s, m, WR_PERR_ROLE, "too many PULLs waiting for their step");
     }
     wr_msg_release(m);
     return SHARD_GO_ON;
@@ -309,7 +341,7 @@ static int on_push(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     memcpy(s->peers[h->rank].id, s->held[h->rank].peer, s->held[h->rank].peer_len);
     s->peers[h->rank].len = s->held[h->rank].peer_len;
     if (wr_shard_core_pending(s->core) == 1) s->step_t0 = wr_now();
-    return wr_shard_core_ready(s->core) ? finish_step(s) : SHARD_GO_ON;
+    return shard_advance(s);
 }
 
 static const worker_handler worker_handlers[WR_MT_COUNT_] = {
@@ -319,13 +351,23 @@ static const worker_handler worker_handlers[WR_MT_COUNT_] = {
 };
 
 // The job and epoch of an authenticated message (checked only after the
-// rank's credential, so that no one else learns them). WR_OK or WR_EPROTO.
+// rank's credential, so that no one else learns them). A PUSH of step t must
+// carry at least the epoch in force at t (a worker may be one epoch ahead);
+// older is stale. WR_OK or WR_EPROTO.
 static int check_job(const shard_node *s, const wr_pmsg *h, enum wr_perr *perr, char *err) {
-    *perr = h->job_id != s->cfg.job_id ? WR_PERR_JOB : h->epoch != 1 ? WR_PERR_EPOCH : WR_PERR_NONE;
+    uint64_t newest = s->mem.pend_epoch ? s->mem.pend_epoch : s->mem.epoch;
+    uint64_t oldest = h->type == WR_MT_PUSH ? shard_epoch_at(s, h->step) : 1;
+    *perr = h->job_id != s->cfg.job_id               ? WR_PERR_JOB
+            : h->epoch < oldest || h->epoch > newest ? WR_PERR_EPOCH
+                                                     : WR_PERR_NONE;
     if (*perr == WR_PERR_NONE) return WR_OK;
-    return wr_err(err, WR_EPROTO, "%s for job %llu epoch %llu, this is job %llu epoch 1",
-                  wr_msg_type_name(h->type), (unsigned long long)h->job_id, (unsigned long long)h->epoch,
-                  (unsigned long long)s->cfg.job_id);
+    if (*perr == WR_PERR_EPOCH)
+        return wr_err(err, WR_EPROTO,
+                      "%s of step %llu carries epoch %llu: stale epoch (this shard takes %llu..%llu)",
+                      wr_msg_type_name(h->type), (unsigned long long)h->step, (unsigned long long)h->epoch,
+                      (unsigned long long)oldest, (unsigned long long)newest);
+    return wr_err(err, WR_EPROTO, "%s for job %llu, this is job %llu", wr_msg_type_name(h->type),
+                  (unsigned long long)h->job_id, (unsigned long long)s->cfg.job_id);
 }
 
 // Decodes without a job or step expectation: the rank's credential comes
@@ -360,25 +402,53 @@ int shard_on_worker_msg(void *arg, wr_msg *m) {
 
 // ---- housekeeping ---------------------------------------------------------------------
 
-int shard_check_step_timeout(shard_node *s) {
-    int pending = wr_shard_core_pending(s->core);
-    if (pending == 0 || wr_now() - s->step_t0 <= s->cfg.step_timeout) return SHARD_GO_ON;
-    char missing[512];
+// "2, 5 (worker ranks)" of the ranks the step still waits for.
+static void list_missing(const shard_node *s, char *out, size_t len) {
+    int miss[64];
+    int k = wr_shard_core_missing(s->core, miss, 64);
     size_t at = 0;
-    missing[0] = 0;
-    for (int r = 0; r < s->n_workers && at < sizeof missing; r++)
-        if (!wr_shard_core_has_rank(s->core, r)) {
-            int k = snprintf(missing + at, sizeof missing - at, "%s%d", at ? ", " : "", r);
-            if (k > 0) at += (size_t)k;
-        }
+    out[0] = 0;
+    for (int i = 0; i < k && at < len; i++) {
+        int w = snprintf(out + at, len - at, "%s%d", i ? ", " : "", miss[i]);
+        if (w > 0) at += (size_t)w;
+    }
+    if (k == 0) snprintf(out, len, "none");
+}
+
+// A step waiting past stall_report: whom it waits for and since when,
+// repeated every stall_report. Held steps wait for the coordinator.
+static void stall_report(shard_node *s, double now) {
+    double waited = now - s->step_t0;
+    if (waited < s->cfg.stall_report || (s->next_stall && now < s->next_stall)) return;
+    s->next_stall = now + s->cfg.stall_report;
+    uint64_t t = wr_shard_core_step(s->core) + 1;
+    if (s->mem.hold) {
+        wr_warn("step %llu: waiting since %.1f s for the coordinator to commit epoch %llu",
+                (unsigned long long)t, waited, (unsigned long long)s->mem.pend_epoch);
+        return;
+    }
+    char missing[512];
+    list_missing(s, missing, sizeof missing);
+    wr_warn("step %llu: waiting for rank(s) %s since %.1f s (%d pushes in)", (unsigned long long)t, missing,
+            waited, wr_shard_core_pending(s->core));
+}
+
+int shard_check_step_timeout(shard_node *s) {
+    double now = wr_now();
+    int pending = wr_shard_core_pending(s->core);
+    if (pending > 0 || s->mem.hold) stall_report(s, now);
+    // While a membership change is held the coordinator decides (it waits
+    // for joiners up to register_timeout, or stops the job).
+    if (pending == 0 || s->mem.hold || now - s->step_t0 <= s->cfg.step_timeout) return SHARD_GO_ON;
+    char missing[512];
+    list_missing(s, missing, sizeof missing);
     wr_pmsg e;
     wr_pmsg_init(&e, WR_MT_ERROR);
     e.code = WR_EC_TIMEOUT;
-    snprintf(
-        e.reason, sizeof e.reason,
-        "shard %d: step %llu incomplete after %g s (step_timeout): %d of %d pushes, waiting for rank(s) %s",
-        s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
-        s->n_workers, missing);
+    snprintf(e.reason, sizeof e.reason,
+             "shard %d: step %llu incomplete after %g s (step_timeout): %d pushes in, waiting for rank(s) %s",
+             s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
+             missing);
     wr_error("%s", e.reason);
     shard_send_coord(s, &e);
     return WR_EXIT_FAILURE;
@@ -444,8 +514,8 @@ int shard_bind_data(shard_node *s, uint64_t n) {
 
 void shard_data_init(shard_node *s) {
     int n = s->n_workers;
-    s->held = wr_calloc((size_t)n, sizeof *s->held);
-    s->peers = wr_calloc((size_t)n, sizeof *s->peers);
+    s->held = wr_calloc(SHARD_RANKS, sizeof *s->held);
+    s->peers = wr_calloc(SHARD_RANKS, sizeof *s->peers);
     // PULLs queued, and PARAMS replies in flight: two per worker and a few more.
     s->cap_pulls = 2 * n + 8;
     s->pulls = wr_calloc((size_t)s->cap_pulls, sizeof *s->pulls);
@@ -464,11 +534,12 @@ void shard_data_free(shard_node *s) {
     void *arrays[] = {s->slots, s->held, s->peers, s->pulls};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
     shard_auth_free(s);
+    shard_members_free(s);
     wr_reply_gate_free(&s->gate);
 }
 
 void shard_data_release(shard_node *s) {
     if (s->held)
-        for (int r = 0; r < s->n_workers; r++) wr_msg_release(&s->held[r]);
+        for (int r = 0; r < SHARD_RANKS; r++) wr_msg_release(&s->held[r]);
     drop_snapshot(s);
 }

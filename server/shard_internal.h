@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "bufpool.h"
+#include "cluster.h"
 #include "heartbeat.h"
 #include "node.h"
 #include "shard.h"
@@ -35,6 +36,31 @@ typedef struct {
     size_t len;
 } shard_peer;
 
+// Ranks the per-rank tables hold: ranks are stable across epochs and never
+// reused in a job, so any rank below WR_MAX_WORKERS may appear.
+#define SHARD_RANKS WR_MAX_WORKERS
+
+// A PULL waiting for the step it asks for (a joiner's PULL{s = T-1}), or for
+// the initial parameters (s = 0).
+typedef struct {
+    shard_peer peer;
+    uint64_t step;
+} pull_wait;
+
+// The membership (docs/ARCHITECTURE.md, "Membership epochs"): steps from
+// `start` on are collected from `cur`, steps before it from `before` (the
+// previous epoch's members still in the job). A pending map (epoch
+// pend_epoch, its members in `pend`) was acknowledged with FENCE and holds
+// every step's completion until the coordinator's FENCE commits it.
+typedef struct {
+    uint64_t epoch, start;
+    int *cur, n_cur;
+    int *before, n_before;
+    uint64_t pend_epoch;  // 0: none
+    int *pend, n_pend;
+    int hold;
+} shard_members;
+
 // One PARAMS reply the transport still holds (PULL answers are zero-copy from
 // a shared snapshot). `busy` is cleared by the transport's free callback,
 // possibly on its I/O thread.
@@ -55,16 +81,21 @@ typedef struct {
     char bind_addr[WR_ADDR_MAX];  // concrete address to bind after the map (shard_join.c)
     int index;
     wr_shard_core *core;
-    int n_workers;
-    wr_msg *held;       // [n_workers] pushes of the current step (released after finish)
-    shard_peer *peers;  // [n_workers] where each rank's accepted (authenticated) push of the step came from
-    shard_peer *bound;  // [n_workers] each rank's bound routing id (shard_auth.c; len 0 = none yet)
-    uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_workers] rank credentials from the map ('ta')
-    char **idents;                    // [n_workers] identities from the map ('wu'), or NULL
+    int n_workers;  // max_workers: contributors of a step at most
+    shard_members mem;
+    wr_msg *held;       // [SHARD_RANKS] pushes of the current step (released after finish)
+    shard_peer *peers;  // [SHARD_RANKS] where each rank's accepted (authenticated) push of the step came from
+    shard_peer *bound;  // [SHARD_RANKS] each rank's bound routing id (shard_auth.c; len 0 = none yet)
+    uint8_t (*tokens)[WR_TOKEN_LEN];  // [SHARD_RANKS] rank credentials of the members ('ta')
+    uint8_t *has_token;               // [SHARD_RANKS] 1 for the members of the newest map
+    char **idents;                    // [SHARD_RANKS] identities from the map ('wu'), NULL entries = none
+    uint64_t empty_steps;             // steps completed with no push (every member gone)
+    int64_t total_steps;              // the job's steps (the map's 'ts')
+    double next_stall;                // when the next stall report is due (0: none)
     uint64_t auth_refused;            // messages refused as unauthenticated
     uint64_t rebinds;                 // a rank's binding moved to a new routing id
     unsigned auth_logged;             // message kinds (1 << type) whose refusal was logged
-    shard_peer *pulls;                // PULLs waiting for the initial parameters
+    pull_wait *pulls;                 // PULLs waiting for their step (or the initial parameters)
     int n_pulls, cap_pulls;
     wr_bufpool *pool;  // broadcast buffers
     pull_slot *slots;  // [n_slots] PARAMS replies in flight
@@ -97,16 +128,18 @@ void shard_send_coord(shard_node *s, wr_pmsg *h);
 // ERROR. SHARD_GO_ON (another message in *h, the caller clears it),
 // SHARD_NOTHING, SHARD_DONE or an exit status.
 int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h);
-// A ready coordinator socket in the loop: one message, others than SHUTDOWN
-// and ERROR ignored. SHARD_GO_ON, SHARD_DONE or an exit status.
+// A ready coordinator socket in the loop: one message (SHUTDOWN, ERROR, a
+// pending CLUSTER_MAP, FENCE; others ignored). SHARD_GO_ON, SHARD_DONE or an
+// exit status.
 int shard_on_coord_ready(shard_node *s);
 // SHUTDOWN{failure} to the coordinator for the caught signal; the status.
 int shard_stop_by_signal(shard_node *s);
 
 // shard_auth.c (docs/PROTOCOL.md, "Rank credentials")
-// Moves the rank credentials ('ta', and 'wu' when present) out of the map
-// (s->n_workers set). WR_OK, or WR_ERR when the map has none for every rank.
-int shard_auth_take(shard_node *s, wr_pmsg *map, char *err);
+// Installs the rank credentials of a map's members: 'ta' (and 'wu' when
+// present) are parallel to the member list ranks[0..n). Ranks not in it lose
+// theirs. WR_OK, or WR_ERR when the map has none for every member.
+int shard_auth_take(shard_node *s, const int *ranks, int n, wr_pmsg *map, char *err);
 void shard_auth_free(shard_node *s);
 // A decoded PUSH, PULL or PARAMS in m: 1 when it carries its claimed rank's
 // token (and comes from the rank's identity, when the map names one); the
@@ -114,7 +147,25 @@ void shard_auth_free(shard_node *s);
 // (rate-limited), answered with ERROR{job 0, "not authorized for rank r"}.
 int shard_auth_check(shard_node *s, const wr_msg *m, const wr_pmsg *h);
 
+// shard_members.c: membership epochs at the shard
+// The epoch-1 members (ranks of the map, start step 1).
+void shard_members_init(shard_node *s, const wr_cluster *cl);
+// A map of a newer epoch without a start step: credentials installed, FENCE
+// acknowledgement sent, completion held. SHARD_GO_ON or a status.
+int shard_members_pending(shard_node *s, wr_pmsg *map);
+// The coordinator's FENCE{epoch, start step}: the pending map takes effect.
+// SHARD_GO_ON or a status (a step it completes may fail).
+int shard_members_commit(shard_node *s, const wr_pmsg *h);
+// The epoch in force at step t (the previous one before the start step).
+uint64_t shard_epoch_at(const shard_node *s, uint64_t t);
+// Sets the core's expected ranks for the step being collected.
+void shard_members_expect(shard_node *s);
+void shard_members_free(shard_node *s);
+
 // shard_data.c
+// Completes every step that is ready (not while a change is held): one
+// after a push, several empty ones after a commit. SHARD_GO_ON or a status.
+int shard_advance(shard_node *s);
 // Binds the workers' ROUTER at s->bind_addr for a range of n elements.
 // SHARD_GO_ON or WR_EXIT_FAILURE (logged).
 int shard_bind_data(shard_node *s, uint64_t n);

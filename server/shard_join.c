@@ -31,7 +31,7 @@
 void shard_send_coord(shard_node *s, wr_pmsg *h) {
     char err[WR_ERR_LEN];
     h->job_id = s->cfg.job_id;
-    h->epoch = s->core ? 1 : 0;
+    h->epoch = !s->core ? 0 : s->mem.pend_epoch ? s->mem.pend_epoch : s->mem.epoch;
     h->shard = s->core ? s->index : -1;
     h->role = WR_ROLE_SHARD;
     if (wr_send_pmsg(s->coord, NULL, 0, h, NULL, 0, NULL, NULL, 100, &s->scratch, err) != WR_OK)
@@ -49,7 +49,8 @@ int shard_stop_by_signal(shard_node *s) {
 }
 
 // The job ends with the SHUTDOWN's status.
-static int on_coord_shutdown(const wr_pmsg *h) {
+static int on_coord_shutdown(shard_node *s, wr_pmsg *h) {
+    (void)s;
     if (h->code) {
         wr_error("coordinator stops the job with status %d: %s", h->code, h->reason);
         return h->code;
@@ -59,15 +60,30 @@ static int on_coord_shutdown(const wr_pmsg *h) {
 }
 
 // A refused registration or config ends the shard; other refusals are logged.
-static int on_coord_error(const wr_pmsg *h) {
+static int on_coord_error(shard_node *s, wr_pmsg *h) {
+    (void)s;
     wr_error("coordinator refused a message: %s", h->reason);
     return h->code == WR_EC_REJECTED || h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : SHARD_NOTHING;
 }
 
-typedef int (*coord_msg_handler)(const wr_pmsg *h);
+// A map of a newer epoch once the job runs (before it, read_map takes the
+// epoch-1 map itself). The welcome and the epoch-1 map go to wait_map.
+static int on_coord_map(shard_node *s, wr_pmsg *h) {
+    if (!s->core) return SHARD_GO_ON;
+    return shard_members_pending(s, h);
+}
+
+static int on_coord_fence(shard_node *s, wr_pmsg *h) {
+    if (!s->core) return SHARD_NOTHING;
+    return shard_members_commit(s, h);
+}
+
+typedef int (*coord_msg_handler)(shard_node *s, wr_pmsg *h);
 static const coord_msg_handler coord_handlers[WR_MT_COUNT_] = {
     [WR_MT_SHUTDOWN] = on_coord_shutdown,
     [WR_MT_ERROR] = on_coord_error,
+    [WR_MT_CLUSTER_MAP] = on_coord_map,
+    [WR_MT_FENCE] = on_coord_fence,
 };
 
 int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
@@ -92,10 +108,11 @@ int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
         return SHARD_NOTHING;
     }
     coord_msg_handler fn = h->type > 0 && h->type < WR_MT_COUNT_ ? coord_handlers[h->type] : NULL;
-    if (!fn) return SHARD_GO_ON;
-    int st = fn(h);
+    // Before the job formed, maps are for wait_map.
+    if (!fn || (h->type == WR_MT_CLUSTER_MAP && !s->core)) return SHARD_GO_ON;
+    int st = fn(s, h);
     wr_pmsg_clear(h);
-    return st;
+    return st == SHARD_GO_ON ? SHARD_NOTHING : st;
 }
 
 int shard_on_coord_ready(shard_node *s) {
@@ -285,12 +302,15 @@ static int read_welcome(shard_node *s) {
 // and the per-worker state. SHARD_GO_ON or a status.
 static int take_range(shard_node *s, const wr_cluster *cl) {
     s->index = cl->my_shard;
-    s->n_workers = cl->n_workers;
+    // Contributors of a step at most: the most members the job may have.
+    s->n_workers = wr_config_max_workers(&s->cfg);
+    if (s->n_workers < cl->n_workers) s->n_workers = cl->n_workers;
     uint64_t lo = cl->shards[s->index].lo, hi = cl->shards[s->index].hi;
     // The coordinator is the one source of the total step count (lr
     // schedule); a map without it falls back to steps / epochs over the
     // Fashion-MNIST size.
     int64_t total = cl->total_steps > 0 ? cl->total_steps : wr_total_steps(&s->cfg, WR_FASHION_TRAIN);
+    s->total_steps = total;
     int st = shard_bind_data(s, hi - lo);
     if (st != SHARD_GO_ON) return st;
     char err[WR_ERR_LEN];
@@ -303,9 +323,10 @@ static int take_range(shard_node *s, const wr_cluster *cl) {
     snprintf(name, sizeof name, "shard %d", s->index);
     wr_log_set_name(name);
     shard_data_init(s);
+    shard_members_init(s, cl);
     int birder = s->cfg.codec == WR_JOB_CODEC_BIRDER;
     wr_info("range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s",
-            (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)(hi - lo), s->n_workers,
+            (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)(hi - lo), cl->n_workers,
             (long long)total, birder ? "birder" : "fp32",
             !birder                              ? ""
             : s->cfg.broadcast == WR_BCAST_EXACT ? " (exact)"
@@ -330,7 +351,7 @@ static int read_map(shard_node *s) {
     wr_cluster_free(&cl);
     // The credentials are in place before the first worker message is read
     // (the data socket is drained only once shard_join returns).
-    if (st == SHARD_GO_ON && shard_auth_take(s, &map, err) != WR_OK) {
+    if (st == SHARD_GO_ON && shard_auth_take(s, s->mem.cur, s->mem.n_cur, &map, err) != WR_OK) {
         wr_error("%s", err);
         st = WR_EXIT_FAILURE;
     }

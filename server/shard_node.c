@@ -67,6 +67,10 @@ static void end_report(const shard_node *s) {
             (unsigned long long)s->refused.total, (unsigned long long)s->auth_refused,
             (unsigned long long)s->send_failures, wr_peak_rss_mib(),
             (unsigned long long)wr_shard_core_digest(s->core));
+    // Every step of the job is completed exactly once (membership changes
+    // included): tests compare the count with the total.
+    wr_info("completed steps 1..%llu of %lld (%llu with no push), epoch %llu", (unsigned long long)steps,
+            (long long)s->total_steps, (unsigned long long)s->empty_steps, (unsigned long long)s->mem.epoch);
 }
 
 static void shard_free(shard_node *s) {

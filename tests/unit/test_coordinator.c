@@ -97,6 +97,39 @@ static void test_many_open(void **state) {
     wr_digest_book_free(b);
 }
 
+// Membership: a removed slot's open checks complete without it, its later
+// digests are refused, a joiner reports from its first step.
+static void test_book_members(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(3, 1);
+    char rep[512];
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 3, 5, rep, sizeof rep), 0);  // the master
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 0, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 2, 5, rep, sizeof rep), 0);
+    // worker 1 is removed: the check completes with 0 and 2
+    assert_int_equal(wr_digest_book_member(b, 1, 0, 0, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_passed(b), 1);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 1, 5, rep, sizeof rep), -1);
+    assert_non_null(strstr(rep, "not a member"));
+    // worker 1's slot back as a joiner from step 25: not expected at 20
+    assert_int_equal(wr_digest_book_member(b, 1, 1, 25, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 3, 6, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 0, 6, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 2, 6, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 3, 7, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 0, 7, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 2, 7, rep, sizeof rep), 0);  // waits for the joiner
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 1, 8, rep, sizeof rep), 2);  // and it differs
+    assert_non_null(strstr(rep, "worker 1 DIFFERS"));
+    // a removal that completes a differing check reports it
+    assert_int_equal(wr_digest_book_add(b, 40, 0, 3, 9, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 40, 0, 0, 1, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 40, 0, 1, 9, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_member(b, 2, 0, 0, rep, sizeof rep), 2);
+    assert_int_equal(wr_digest_book_incomplete(b), 0);
+    wr_digest_book_free(b);
+}
+
 // The book only opens entries for digested steps near the completed ones and
 // at most max_open of them; refusals are counted and say why.
 static void test_limits(void **state) {
@@ -218,11 +251,11 @@ static void test_role_check(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),     cmocka_unit_test(test_window_follows),
-        cmocka_unit_test(test_all_agree),  cmocka_unit_test(test_mismatch_report),
-        cmocka_unit_test(test_refusals),   cmocka_unit_test(test_many_open),
-        cmocka_unit_test(test_majority),   cmocka_unit_test(test_host_set),
-        cmocka_unit_test(test_role_check),
+        cmocka_unit_test(test_limits),          cmocka_unit_test(test_book_members),
+        cmocka_unit_test(test_window_follows),  cmocka_unit_test(test_all_agree),
+        cmocka_unit_test(test_mismatch_report), cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_many_open),       cmocka_unit_test(test_majority),
+        cmocka_unit_test(test_host_set),        cmocka_unit_test(test_role_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

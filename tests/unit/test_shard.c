@@ -422,7 +422,7 @@ static void test_refused_pushes(void **state) {
         {1, lo, n, 0, 1, WR_CODEC_BITS, 32, "duplicate"},
         {2, lo, n, 1, 1, WR_CODEC_BITS, 32, "collecting step 1"},
         {0, lo, n, 1, 1, WR_CODEC_BITS, 32, "collecting step 1"},
-        {1, lo, n, 3, 1, WR_CODEC_BITS, 32, "ranks 0..2"},
+        {1, lo, n, 3, 1, WR_CODEC_BITS, 32, "not a member"},
         {1, lo, n, 1, 0, WR_CODEC_BITS, 32, "for shard 0"},
         {1, lo + 64, n, 1, 1, WR_CODEC_BITS, 32, "range"},
         {1, lo, n - 1, 1, 1, WR_CODEC_BITS, 32, "range"},
@@ -459,6 +459,75 @@ static void test_refused_pushes(void **state) {
     wr_shard_core_free(ref);
 }
 
+// Membership epochs: a removed rank's held push still counts, the average is
+// over the contributors, an empty step changes nothing, new ranks are
+// accepted only once expected.
+static void test_members_change(void **state) {
+    (void)state;
+    wr_job_config cfg;
+    wr_config_defaults(&cfg);
+    cfg.codec = WR_JOB_CODEC_FP32;
+    cfg.optimizer = WR_OPT_SGDM;
+    cfg.momentum = 0.0f;
+    cfg.lr = 1.0f;
+    cfg.wd = 0.0f;
+    char err[WR_ERR_LEN];
+    const size_t n = 64;
+    wr_shard_core *c = wr_shard_core_new(&cfg, 0, 0, n, 4, 100, err);
+    assert_non_null(c);
+    float x0[64], g[4][64], out[64];
+    for (size_t j = 0; j < n; j++) {
+        x0[j] = 0.0f;
+        for (int r = 0; r < 4; r++) g[r][j] = (float)(r + 1);
+    }
+    wr_pmsg h, bh;
+    params_msg(&h, 0, 0, n);
+    assert_int_equal(wr_shard_core_set_params(c, &h, x0, sizeof x0, err), WR_OK);
+    // step 1: ranks 0..3 expected; rank 2 pushes, then ranks 2 and 3 are removed
+    fp32_push(c, 1, 2, g[2], n);
+    fp32_push(c, 1, 0, g[0], n);
+    int keep[] = {0, 1};
+    wr_shard_core_set_expected(c, keep, 2);
+    assert_false(wr_shard_core_ready(c));
+    int miss[4];
+    assert_int_equal(wr_shard_core_missing(c, miss, 4), 1);
+    assert_int_equal(miss[0], 1);
+    fp32_push(c, 1, 1, g[1], n);
+    assert_true(wr_shard_core_ready(c));
+    int who[4];
+    assert_int_equal(wr_shard_core_contributors(c, who), 3);
+    assert_int_equal(who[0], 0);
+    assert_int_equal(who[2], 2);
+    assert_int_equal(wr_shard_core_finish(c, out, &bh, err), WR_OK);
+    assert_int_equal(bh.n_workers, 3);
+    // average of 1, 2, 3 = 2: x = 0 - 1 * 2
+    for (size_t j = 0; j < n; j++) assert_float_equal(out[j], -2.0f, 0);
+    // step 2: rank 3 (removed) is refused
+    h.rank = 3;
+    push_msg(&h, 0, 0, n, 2, 3, WR_CODEC_FP32);
+    assert_int_equal(wr_shard_core_push(c, &h, g[3], n * 4, err), WR_EPROTO);
+    assert_non_null(strstr(err, "not a member"));
+    // nobody expected and nothing pushed: an empty step, no update
+    wr_shard_core_set_expected(c, NULL, 0);
+    assert_true(wr_shard_core_ready(c));
+    assert_int_equal(wr_shard_core_finish(c, out, &bh, err), WR_OK);
+    assert_int_equal(bh.n_workers, 0);
+    assert_int_equal(bh.payload_len, 0);
+    assert_int_equal(wr_shard_core_step(c), 2);
+    for (size_t j = 0; j < n; j++) assert_float_equal(wr_shard_core_params(c)[j], -2.0f, 0);
+    // step 3: a joiner with a new rank (7) alone
+    int joiner[] = {7};
+    wr_shard_core_set_expected(c, joiner, 1);
+    assert_false(wr_shard_core_ready(c));
+    float g7[64];
+    for (size_t j = 0; j < n; j++) g7[j] = 0.5f;
+    fp32_push(c, 3, 7, g7, n);
+    assert_int_equal(wr_shard_core_finish(c, out, &bh, err), WR_OK);
+    assert_int_equal(bh.n_workers, 1);
+    for (size_t j = 0; j < n; j++) assert_float_equal(out[j], -2.5f, 0);
+    wr_shard_core_free(c);
+}
+
 static void test_core_new_errors(void **state) {
     (void)state;
     wr_job_config cfg;
@@ -493,6 +562,7 @@ int main(void) {
         cmocka_unit_test(test_fp32_deterministic_order),
         cmocka_unit_test(test_fp32_update_sse2_equals_ref),
         cmocka_unit_test(test_refused_pushes),
+        cmocka_unit_test(test_members_change),
         cmocka_unit_test(test_core_new_errors),
         cmocka_unit_test(test_data_max_msg),
     };

@@ -57,6 +57,9 @@ static fx *new_shard(const char *const *idents) {
     s->core = wr_shard_core_new(&s->cfg, 0, 0, N, 2, 100, err);
     assert_non_null(s->core);
     shard_data_init(s);
+    wr_worker_info wi[2] = {{.rank = 0}, {.rank = 1}};
+    wr_cluster cl = {.epoch = 1, .n_workers = 2, .workers = wi};
+    shard_members_init(s, &cl);
     wr_pmsg map;
     wr_pmsg_init(&map, WR_MT_CLUSTER_MAP);
     map.n_tokens = 2;
@@ -67,7 +70,8 @@ static fx *new_shard(const char *const *idents) {
         map.idents = calloc(2, sizeof(char *));
         for (int r = 0; r < 2; r++) map.idents[r] = strdup(idents[r]);
     }
-    assert_int_equal(shard_auth_take(s, &map, err), WR_OK);
+    int ranks[2] = {0, 1};
+    assert_int_equal(shard_auth_take(s, ranks, 2, &map, err), WR_OK);
     wr_pmsg_clear(&map);
     return f;
 }
