@@ -18,8 +18,8 @@ static void release(coord *c) {
     wr_pmsg h;
     coord_init_hdr(c, &h, WR_MT_BARRIER);
     h.barrier_id = b->id;
-    for (int r = 0; r < c->cfg.workers; r++)
-        if (b->in[r]) coord_send_to(c, &c->nodes[c->worker_node[r]], &h);
+    for (int r = 0; r < WR_MAX_WORKERS; r++)
+        if (b->in[r] && c->worker_node[r] >= 0) coord_send_to(c, &c->nodes[c->worker_node[r]], &h);
     wr_debug("barrier %llu released", (unsigned long long)b->id);
     b->active = 0;
 }
@@ -41,11 +41,11 @@ void coord_on_barrier(coord *c, coord_in *in) {
         b->active = 1;
         b->id = in->h.barrier_id;
         b->count = 0;
-        memset(b->in, 0, (size_t)c->cfg.workers);
+        memset(b->in, 0, WR_MAX_WORKERS);
     }
     if (!b->in[in->n->index]) {
         b->in[in->n->index] = 1;
         b->count++;
     }
-    if (b->count >= c->cfg.workers - c->n_left) release(c);
+    if (b->count >= coord_members_running(c)) release(c);
 }

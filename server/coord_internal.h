@@ -55,7 +55,40 @@ typedef struct {
     // on its REGISTER ("" without keys), sent in the cluster maps (membership.c)
     uint8_t token[WR_TOKEN_LEN];
     char user[WR_PEER_USER_MAX];
+    // membership epochs (epochs.c): a worker is a member of the epoch in
+    // force, joining (in the next one), or out (leaving or lost: not in the
+    // next one; removed from the table when it takes effect)
+    int member, joining, out, lost;
+    int finished;    // sent LEAVE after the last step
+    uint64_t start;  // the first step it pushes (1, or a joiner's start step)
 } coord_node;
+
+// A pending membership change (epochs.c, docs/ARCHITECTURE.md "Membership
+// epochs"): the map of `epoch` went to every shard; each acknowledges every
+// map it got with FENCE{epoch, its last completed step}, in order, so shard
+// s has acknowledged the newest one when acked[s] == sent[s].
+typedef struct {
+    int active;
+    uint64_t epoch;
+    int *sent, *acked;                 // [shards]
+    uint64_t max_done;                 // the highest last completed step acknowledged
+    double below_since;                // when the next membership fell below min_workers (0: it did not)
+    int below_status;                  // the status to stop with if no joiner comes (5)
+    char below_why[COORD_REASON_MAX];  // ... and the loss that took it there
+    double t0;                         // when the change began
+} coord_change;
+
+// Workers removed from the job, remembered (a ring) to tell them so when
+// they come back (a paused process resumes): they must register again.
+#define COORD_GONE_MAX 64
+typedef struct {
+    uint8_t peer[WR_PEER_ID_MAX];
+    size_t peer_len;
+    int rank;
+    uint64_t epoch;  // the epoch that no longer has it
+    double told;     // when it was last told (rate limit)
+    char why[160];
+} coord_gone;
 
 // The open barrier (one at a time).
 typedef struct {
@@ -99,8 +132,13 @@ typedef struct {
     wr_host_set *hosts;             // expect_hosts resolved; NULL = any peer
     uint64_t stranger_job;          // job id an unregistered sender claimed (echoed in its ERROR)
     unsigned long reg_refused;      // registrations refused (the first ones are logged at warn)
-    wr_cluster map;                 // the epoch-1 map, once formed
-    int *shard_node, *worker_node;  // index -> node
+    wr_cluster map;                 // the map of the epoch in force, once formed
+    int *shard_node, *worker_node;  // shard index -> node; rank -> node or -1 ([WR_MAX_WORKERS])
+    uint64_t epoch;                 // the epoch in force (1 once formed)
+    int next_rank;                  // ranks are never reused in a job
+    coord_change change;
+    coord_gone gone[COORD_GONE_MAX];
+    int n_gone;
     int n_left;
     // the rest of the job
     wr_digest_book *book;
@@ -142,6 +180,37 @@ void coord_on_leave(coord *c, coord_in *in);
 // Before the job formed: ends it (registration timeout) past register_timeout.
 void coord_registration_tick(coord *c, double now);
 void coord_membership_free(coord *c);
+
+// epochs.c: membership epochs
+// Marks the members of the epoch-1 map (form_job).
+void coord_epochs_start(coord *c);
+// A worker of the formed job is gone (heartbeat silence, closed connection):
+// removed at the next epoch. `why` names it.
+void coord_worker_lost(coord *c, coord_node *n, const char *why);
+// A worker left before the end (LEAVE{s < total}): removed at the next epoch.
+void coord_worker_departs(coord *c, coord_node *n, uint64_t step);
+// A worker registered with the job's model while it runs: it gets a rank and
+// joins at the next epoch.
+void coord_worker_joins(coord *c, coord_node *n);
+// Members of the epoch in force (next = 0) or of the next one (next = 1).
+int coord_count_members(const coord *c, int next);
+// Members of the epoch in force that have not finished.
+int coord_members_running(const coord *c);
+void coord_on_fence(coord *c, coord_in *in);
+// The wait below min_workers and its deadline.
+void coord_epochs_tick(coord *c, double now);
+// A message from a removed worker's connection: ERROR{rejected, removed}
+// (rate-limited). 1 when the peer is a removed worker, else 0.
+int coord_tell_removed(coord *c, const wr_msg *m, int rank);
+void coord_epochs_free(coord *c);
+
+// membership.c: the maps
+// CLUSTER_MAP{epoch, sf} of the workers nodes[0..n) (node indices in rank
+// order) to every shard (each its index, every member's token and identity)
+// when to_shards, and to each of those workers (its rank and token) when
+// to_workers.
+void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
+                    int to_workers);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);

@@ -62,7 +62,7 @@ coord_node *coord_find_peer(coord *c, const wr_msg *m) {
 void coord_init_hdr(const coord *c, wr_pmsg *h, int type) {
     wr_pmsg_init(h, type);
     h->job_id = c->cfg.job_id;
-    h->epoch = c->formed ? 1 : 0;
+    h->epoch = c->formed ? c->epoch : 0;
     h->role = WR_ROLE_COORDINATOR;
 }
 
@@ -91,7 +91,7 @@ void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason) 
     if (!known && !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer")) return;
     // An unregistered peer learns nothing of the job: its own job id back, epoch 0.
     wr_send_error(c->ep, m->peer, m->peer_len, known ? c->cfg.job_id : c->stranger_job,
-                  known && c->formed ? 1 : 0, code, reason, &c->scratch);
+                  known && c->formed ? c->epoch : 0, code, reason, &c->scratch);
 }
 
 void coord_refuse(coord *c, const coord_in *in, int kind, const char *reason) {
@@ -127,7 +127,7 @@ static void on_digest(coord *c, coord_in *in) {
         coord_refuse(c, in, WR_PERR_ROLE, report);
         return;
     }
-    int slot = n->role == WR_ROLE_SHARD ? c->cfg.workers : n->index;
+    int slot = n->role == WR_ROLE_SHARD ? WR_MAX_WORKERS : n->index;
     int r = wr_digest_book_add(c->book, h->step, h->shard, slot, h->digest, report, sizeof report);
     if (r < 0) {
         coord_refuse(c, in, WR_PERR_ROLE, report);
@@ -180,6 +180,7 @@ static const struct {
     [WR_MT_BARRIER] = {coord_on_barrier, NEED_JOB | NEED_PEER},
     [WR_MT_STATS] = {on_stats, NEED_JOB | NEED_PEER},
     [WR_MT_LEAVE] = {coord_on_leave, NEED_JOB | NEED_PEER},
+    [WR_MT_FENCE] = {coord_on_fence, NEED_JOB | NEED_PEER},
 };
 
 // Checks what the type needs, then hands the message to its handler; a type
@@ -201,6 +202,8 @@ static void dispatch(coord *c, coord_in *in) {
         coord_refuse(c, in, WR_PERR_JOB, err);
         return;
     }
+    // A removed worker's connection: told to register again (epochs.c).
+    if (!in->n && h->type != WR_MT_REGISTER && c->formed && coord_tell_removed(c, in->m, -1)) return;
     if ((needs & NEED_PEER) && !in->n) {
         snprintf(err, sizeof err, "%s from a peer that has not registered", wr_msg_type_name(h->type));
         coord_refuse(c, in, WR_PERR_ROLE, err);
@@ -262,8 +265,11 @@ static void end_of_job(coord *c, double now) {
         coord_init_hdr(c, &h, WR_MT_SHUTDOWN);
         h.code = WR_EXIT_OK;
         snprintf(h.reason, sizeof h.reason, "job done");
-        for (int s = 0; s < c->cfg.shards; s++) coord_send_to(c, &c->nodes[c->shard_node[s]], &h);
-        wr_info("all %d workers done after %.1f s; shards shut down", c->cfg.workers, now - c->t_start);
+        // Shards, and workers still waiting to join, are done.
+        for (int i = 0; i < c->n_nodes; i++)
+            if (!c->nodes[i].left) coord_send_to(c, &c->nodes[i], &h);
+        wr_info("all %d workers done after %.1f s (epoch %llu); shards shut down", coord_count_members(c, 0),
+                now - c->t_start, (unsigned long long)c->epoch);
         coord_end(c, WR_EXIT_OK);
     }
 }
@@ -277,9 +283,10 @@ static void tick(coord *c) {
         coord_stop_job(c, WR_EXIT_FAILURE, r);
     } else if (!c->formed) {
         coord_registration_tick(c, now);
-    } else if (c->n_left == c->cfg.workers) {
+    } else if (!c->change.active && coord_count_members(c, 0) > 0 && coord_members_running(c) == 0) {
         end_of_job(c, now);
     }
+    if (c->status == COORD_RUNNING && c->formed) coord_epochs_tick(c, now);
     if (c->status == COORD_RUNNING && c->formed) coord_liveness_tick(c, now);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
@@ -420,7 +427,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         return WR_EXIT_FAILURE;
     }
     wr_config_to_kv(&c->cfg, &c->kv, &c->n_kv);
-    c->max_nodes = c->cfg.shards + COORD_WORKER_ROOM * c->cfg.workers;
+    c->max_nodes = c->cfg.shards + COORD_WORKER_ROOM * wr_config_max_workers(&c->cfg);
     c->nodes = wr_calloc((size_t)c->max_nodes, sizeof *c->nodes);
     wr_reply_gate_init(&c->gate, COORD_STRANGER_TABLE, COORD_STRANGER_REPLIES);
     wr_peer_watch_init(&c->conns, "connections to the coordinator", 2L * c->max_nodes + COORD_CONN_SLACK);

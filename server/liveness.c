@@ -32,8 +32,10 @@ void coord_on_heartbeat(coord *c, coord_in *in) {
     coord_node *n = NULL;
     if (h->role == WR_ROLE_SHARD && h->shard >= 0 && h->shard < c->cfg.shards)
         n = &c->nodes[c->shard_node[h->shard]];
-    else if (h->role == WR_ROLE_WORKER && h->rank >= 0 && h->rank < c->cfg.workers)
+    else if (h->role == WR_ROLE_WORKER && h->rank >= 0 && h->rank < WR_MAX_WORKERS &&
+             c->worker_node[h->rank] >= 0)
         n = &c->nodes[c->worker_node[h->rank]];
+    if (!n && h->role == WR_ROLE_WORKER && coord_tell_removed(c, NULL, h->rank)) return;
     if (!n) {
         wr_debug("heartbeat from unknown %s %d", coord_role_name(h->role),
                  h->role == WR_ROLE_SHARD ? h->shard : h->rank);
@@ -67,15 +69,25 @@ static int probe_nodes(coord *c) {
     return -1;
 }
 
-// Stops the job because node i is gone; `why` (may be NULL) adds context.
+// A worker of the formed job that is gone leaves it at the next epoch
+// (epochs.c); a shard that is gone stops the job.
+static void lost(coord *c, coord_node *n, const char *why) {
+    if (n->role == WR_ROLE_WORKER && c->formed) {
+        coord_worker_lost(c, n, why);
+        return;
+    }
+    n->left = 1;
+    coord_stop_job(c, WR_EXIT_NODE_LOST, why);
+}
+
+// Node i is gone; `why` (may be NULL) adds context.
 static void node_gone(coord *c, int i, const char *why) {
     coord_node *n = &c->nodes[i];
     char who[COORD_WHO_MAX], r[WR_ADDR_MAX + WR_REASON_MAX + 256];
     coord_describe(n, who, sizeof who);
     snprintf(r, sizeof r, "%s is dead: its connection to the coordinator closed%s%s", who, why ? "; " : "",
              why ? why : "");
-    n->left = 1;
-    coord_stop_job(c, WR_EXIT_NODE_LOST, r);
+    lost(c, n, r);
 }
 
 // A node reports an ERROR and stops on its own. Often the cause is another
@@ -91,12 +103,20 @@ void coord_on_error(coord *c, coord_in *in) {
              : h->code == WR_EC_TIMEOUT ? "timeout"
                                         : "error",
              h->reason);
+    if (in->n->out) {  // removed already (epochs.c): not the job's failure
+        wr_info("%s (it is no longer in the job)", r);
+        return;
+    }
     in->n->left = 1;
     int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
-    int gone = c->formed ? probe_nodes(c) : -1;
-    if (gone >= 0)
+    // A dead shard is the cause (node lost); dead workers leave the job
+    // (epochs.c) and the ERROR still decides.
+    int gone;
+    while (c->formed && (gone = probe_nodes(c)) >= 0) {
         node_gone(c, gone, r);
-    else if (!c->formed || status == WR_EXIT_CONFIG)
+        if (c->status != COORD_RUNNING) return;
+    }
+    if (!c->formed || status == WR_EXIT_CONFIG)
         coord_stop_job(c, status, r);
     else if (!c->blame.status) {
         c->blame.status = status;
@@ -123,9 +143,8 @@ static int check_silence(coord *c, double now) {
             coord_describe(n, who, sizeof who);
             snprintf(r, sizeof r, "%s is dead: no heartbeat for %.1f s (heartbeat_timeout %g s)", who, silent,
                      c->cfg.heartbeat_timeout);
-            n->left = 1;  // do not send it anything
-            coord_stop_job(c, WR_EXIT_NODE_LOST, r);
-            return 1;
+            lost(c, n, r);
+            if (c->status != COORD_RUNNING) return 1;
         }
     }
     return 0;
@@ -135,10 +154,11 @@ void coord_liveness_tick(coord *c, double now) {
     if (check_silence(c, now)) return;
     if (now >= c->next_probe || c->blame.status) {
         c->next_probe = now + c->cfg.heartbeat_interval;
-        int gone = probe_nodes(c);
-        if (gone >= 0) {
+        int gone;
+        while ((gone = probe_nodes(c)) >= 0) {
             node_gone(c, gone, c->blame.status ? c->blame.reason : NULL);
-            return;
+            if (c->status != COORD_RUNNING) return;
+            if (c->blame.status) break;  // the ERROR's node is found: it decides below
         }
     }
     if (c->blame.status && now >= c->blame.until) coord_stop_job(c, c->blame.status, c->blame.reason);

@@ -80,7 +80,8 @@ static int build_map(coord *c) {
         return WR_ERR;
     }
     c->shard_node = wr_calloc((size_t)S, sizeof *c->shard_node);
-    c->worker_node = wr_calloc((size_t)W, sizeof *c->worker_node);
+    c->worker_node = wr_calloc(WR_MAX_WORKERS, sizeof *c->worker_node);
+    for (int r = 0; r < WR_MAX_WORKERS; r++) c->worker_node[r] = -1;
     for (int i = 0; i < c->n_nodes; i++) {
         const coord_node *n = &c->nodes[i];
         if (n->role == WR_ROLE_SHARD) {
@@ -98,44 +99,70 @@ static int build_map(coord *c) {
     return WR_OK;
 }
 
-// A worker's map carries its own token only; a shard's every rank's token
-// and identity (docs/PROTOCOL.md, "Rank credentials").
-static void set_credentials(const coord *c, const coord_node *n, wr_pmsg *h, uint8_t (*tokens)[WR_TOKEN_LEN],
-                            char **idents) {
+// A worker's map carries its own token only; a shard's every member's token
+// and identity, parallel to the map's worker list (docs/PROTOCOL.md, "Rank
+// credentials").
+static void set_credentials(const coord_node *n, wr_pmsg *h, uint32_t n_members,
+                            uint8_t (*tokens)[WR_TOKEN_LEN], char **idents) {
     int shard = n->role == WR_ROLE_SHARD;
     h->has_token = !shard;
     if (!shard) memcpy(h->token, n->token, WR_TOKEN_LEN);
-    h->n_tokens = h->n_idents = shard ? (uint32_t)c->cfg.workers : 0;
+    h->n_tokens = h->n_idents = shard ? n_members : 0;
     h->tokens = shard ? tokens : NULL;
     h->idents = shard ? idents : NULL;
 }
 
-// Sends the epoch-1 map to every node, each with its own shard index or rank.
-static void send_map(coord *c) {
+void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
+                    int to_workers) {
+    wr_cluster view = c->map;  // shards from the map; workers: these
+    view.epoch = epoch;
+    view.start_step = sf;
+    view.n_workers = n;
+    view.workers = wr_calloc((size_t)(n > 0 ? n : 1), sizeof *view.workers);
+    uint8_t(*tokens)[WR_TOKEN_LEN] = wr_calloc((size_t)(n > 0 ? n : 1), WR_TOKEN_LEN);
+    char **idents = wr_calloc((size_t)(n > 0 ? n : 1), sizeof *idents);
+    for (int i = 0; i < n; i++) {
+        coord_node *w = &c->nodes[nodes[i]];
+        view.workers[i].rank = w->index;
+        snprintf(view.workers[i].host, sizeof view.workers[i].host, "%s", w->host);
+        view.workers[i].group = w->group;
+        memcpy(tokens[i], w->token, WR_TOKEN_LEN);
+        idents[i] = w->user;
+    }
     wr_pmsg h;
     coord_init_hdr(c, &h, WR_MT_CLUSTER_MAP);
-    wr_cluster_to_map(&c->map, &h);
+    wr_cluster_to_map(&view, &h);
     h.n_config = c->n_kv;
     h.config = c->kv;
-    int W = c->cfg.workers;
-    uint8_t(*tokens)[WR_TOKEN_LEN] = wr_calloc((size_t)W, WR_TOKEN_LEN);
-    char **idents = wr_calloc((size_t)W, sizeof *idents);
-    for (int r = 0; r < W; r++) {
-        coord_node *w = &c->nodes[c->worker_node[r]];
-        memcpy(tokens[r], w->token, WR_TOKEN_LEN);
-        idents[r] = w->user;
-    }
     double now = wr_now();
-    for (int i = 0; i < c->n_nodes; i++) {
-        coord_node *n = &c->nodes[i];
-        h.shard = n->role == WR_ROLE_SHARD ? n->index : -1;
-        h.rank = n->role == WR_ROLE_WORKER ? n->index : -1;
-        set_credentials(c, n, &h, tokens, idents);
-        n->last_seen = now;
-        coord_send_to(c, n, &h);
+    for (int s = 0; s < c->cfg.shards && to_shards; s++) {
+        coord_node *sh = &c->nodes[c->shard_node[s]];
+        h.shard = s;
+        h.rank = -1;
+        set_credentials(sh, &h, (uint32_t)n, tokens, idents);
+        if (epoch == 1) sh->last_seen = now;
+        coord_send_to(c, sh, &h);
     }
+    for (int i = 0; i < n && to_workers; i++) {
+        coord_node *w = &c->nodes[nodes[i]];
+        h.shard = -1;
+        h.rank = w->index;
+        set_credentials(w, &h, (uint32_t)n, tokens, idents);
+        if (epoch == 1 || w->joining) w->last_seen = now;
+        coord_send_to(c, w, &h);
+    }
+    free(view.workers);
     free(tokens);
     free(idents);
+}
+
+// Sends the epoch-1 map to every node, each with its own shard index or rank.
+static void send_map(coord *c) {
+    int W = c->cfg.workers;
+    int *nodes = wr_calloc((size_t)W, sizeof *nodes);
+    for (int r = 0; r < W; r++) nodes[r] = c->worker_node[r];
+    coord_send_map(c, 1, 0, nodes, W, 1, 1);
+    free(nodes);
 }
 
 // Every shard and worker is in: assign ranges and ranks, send the epoch-1
@@ -144,11 +171,12 @@ static void form_job(coord *c) {
     int S = c->cfg.shards, W = c->cfg.workers;
     if (set_total_steps(c) != WR_OK || build_map(c) != WR_OK) return;
     c->formed = 1;
-    send_map(c);
-    c->book = wr_digest_book_new(W, S);
+    c->book = wr_digest_book_new(WR_MAX_WORKERS, S);
     wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
                               WR_DIGEST_WINDOW, S * WR_DIGEST_OPEN_PER_SHARD);
-    c->barrier.in = wr_calloc((size_t)W, 1);
+    coord_epochs_start(c);
+    send_map(c);
+    c->barrier.in = wr_calloc(WR_MAX_WORKERS, 1);
     wr_info(
         "job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 sent",
         S, W, (unsigned long long)c->d, (unsigned long long)c->map.total_steps,
@@ -239,9 +267,10 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     int shard = h->role == WR_ROLE_SHARD;
     char r[WR_REASON_MAX];
     const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
-    if (c->formed || (shard ? c->n_shards_reg >= c->cfg.shards
-                            : c->n_workers_seen >= COORD_WORKER_ROOM * c->cfg.workers)) {
-        snprintf(r, sizeof r, "the job %s", c->formed ? "is already running" : "has no free slot");
+    // Workers may join a running job (up to max_workers, epochs.c).
+    int room = COORD_WORKER_ROOM * (c->formed ? wr_config_max_workers(&c->cfg) : c->cfg.workers);
+    if ((c->formed && shard) || (shard ? c->n_shards_reg >= c->cfg.shards : c->n_workers_seen >= room)) {
+        snprintf(r, sizeof r, "the job %s", c->formed && shard ? "is already running" : "has no free slot");
     } else if (dup) {
         char who[COORD_WHO_MAX];
         describe_reg(dup, who, sizeof who);
@@ -407,6 +436,26 @@ static int decide_size(coord *c) {
     return WR_ERR;
 }
 
+// A worker registering while the job runs reported its model: the job's
+// model joins at the next epoch (up to max_workers), another is refused.
+static int join_report(coord *c, coord_node *n) {
+    int i = (int)(n - c->nodes);
+    if (n->d != c->d || n->nt != c->nt) {
+        refuse_odd(c, i);
+        return WR_OK;
+    }
+    int max = wr_config_max_workers(&c->cfg);
+    if (coord_count_members(c, 1) >= max) {
+        char r[128];
+        snprintf(r, sizeof r, "the job has its max_workers = %d workers", max);
+        wr_info("refused worker from %s (host %s): %s", n->from, n->host, r);
+        drop_node(c, i, WR_EC_REJECTED, r);
+        return WR_OK;
+    }
+    coord_worker_joins(c, n);
+    return WR_OK;
+}
+
 // A worker's second REGISTER (n_params = d, nt): recorded, then ranks
 // follow the majority (decide_size, settle). WR_OK, or WR_ERR with the job
 // stopped. n may be dropped from the table: not to be used after.
@@ -416,6 +465,7 @@ static int on_report(coord *c, const coord_in *in, coord_node *n) {
     n->reported = 1;
     wr_debug("worker from %s (host %s) reports d = %llu, training set %llu", n->from, n->host,
              (unsigned long long)n->d, (unsigned long long)n->nt);
+    if (c->formed) return join_report(c, n);
     if (!c->nt_set && decide_size(c) != WR_OK) return WR_ERR;
     if (c->nt_set) settle(c);
     return WR_OK;
@@ -458,7 +508,7 @@ void coord_on_register(coord *c, coord_in *in) {
     if (!n && !(n = admit(c, in))) return;
     if (h->role == WR_ROLE_WORKER && h->n_params > 0 && !n->registered) {
         if (on_report(c, in, n) != WR_OK) return;
-    } else if (!c->formed) {
+    } else if (!c->formed || (n->role == WR_ROLE_WORKER && !n->registered)) {
         send_welcome(c, n);  // first REGISTER (or a repeat): the config
     }
     if (!c->formed && c->n_shards_reg == c->cfg.shards && c->n_workers_reg == c->cfg.workers) {
@@ -473,11 +523,17 @@ void coord_on_leave(coord *c, coord_in *in) {
         coord_reply_error(c, in->m, WR_EC_PROTOCOL, "LEAVE is for workers of a formed job");
         return;
     }
-    if (!n->left) {
-        n->left = 1;
-        c->n_left++;
-        wr_info("%s left (%d of %d workers done)", in->who, c->n_left, c->cfg.workers);
+    if (n->left) return;
+    // Before the last step: a departure, the job goes on without it.
+    if (c->map.total_steps > 0 && in->h.step < (uint64_t)c->map.total_steps) {
+        coord_worker_departs(c, n, in->h.step);
+        return;
     }
+    n->left = 1;
+    n->finished = 1;
+    c->n_left++;
+    wr_info("%s left (%d of %d workers done)", in->who, coord_count_members(c, 0) - coord_members_running(c),
+            coord_count_members(c, 0));
 }
 
 // Appends printf-style text at *at of out[len] (cut at the end).
@@ -537,4 +593,5 @@ void coord_membership_free(coord *c) {
     free(c->nodes);
     free(c->shard_node);
     free(c->worker_node);
+    coord_epochs_free(c);
 }

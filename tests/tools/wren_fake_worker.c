@@ -589,6 +589,7 @@ int main(int argc, char **argv) {
         send_c(&p, NULL, 0);
         wr_pmsg_init(&p, WR_MT_LEAVE);
         p.epoch = 1;
+        p.step = (uint64_t)total;  // the last step done: the end of the job, not a departure
         send_c(&p, NULL, 0);
         if (late_digest > 0 && g_cfg.digest_every > 0 && total % g_cfg.digest_every == 0) {
             // The last digest after LEAVE (as a slow shard's can arrive): the
