@@ -103,6 +103,18 @@ run total_steps_nt "$WR_EXIT_OK" ipc 2 "--d 1000 --nt 1000|--d 1000 --nt 1000" e
 if grep -q ", 20 steps," "$LAST/coord.log"; then echo "ok   total_steps_nt_is_20"
 else echo "FAIL total_steps_nt: coordinator did not compute 20 steps"; fail=1; fi
 run nt_mismatch "$WR_EXIT_CONFIG" ipc 1 "--d 1000 --nt 1000|--d 1000 --nt 2000" model=synthetic:1000 register_timeout=5
+# Membership epochs (docs/ARCHITECTURE.md): a worker that dies leaves the job at
+# the next epoch; the others finish every step with digests agreeing.
+run worker_lost_elastic "$WR_EXIT_OK" ipc 2 "--d $D|--d $D|--d $D --die-at 150" steps=400 min_workers=2 model=synthetic:$D digest_every=10 heartbeat_interval=0.2 heartbeat_timeout=1
+for s in 0 1; do
+  if grep -q "completed steps 1..400 of 400" "$LAST/s$s.log" && grep -q "epoch 2 from step" "$LAST/coord.log"; then
+    echo "ok   worker_lost_elastic_shard${s}_every_step"
+  else echo "FAIL worker_lost_elastic: shard $s did not complete all 400 steps in epoch 2"; fail=1; fi
+done
+# Below min_workers the job waits register_timeout for a joiner, then stops with status 5.
+DEAD="on host fakehost is dead: its connection" run worker_lost_below_min "$WR_EXIT_NODE_LOST" ipc 1 "--d $D|--d $D --die-at 50" steps=100000 model=synthetic:$D heartbeat_interval=0.2 heartbeat_timeout=1 register_timeout=2
+if grep -q "no worker joined within 2 s" "$LAST/coord.log"; then echo "ok   worker_lost_below_min_waited"
+else echo "FAIL worker_lost_below_min: no 'no worker joined' line"; fail=1; fi
 # A killed shard is always status 5 naming the shard, even when a worker's error arrives first.
 for k in 1 2 3; do
   DEAD="/s0) is dead" KILL_SHARD_AFTER=1 run "kill_shard_$k" "$WR_EXIT_NODE_LOST" ipc 2 "--d $D|--d $D" steps=10000000 model=synthetic:$D heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=60

@@ -439,6 +439,7 @@ int main(int argc, char **argv) {
             }
         wr_info("stall mode: pushing without reading broadcasts");
     }
+    uint64_t epoch = 1;
     for (int64_t t = 1; t <= total && status == 0; t++) {
         if (die_at == t) {
             wr_info("dying before step %lld as asked", (long long)t);
@@ -486,7 +487,7 @@ int main(int argc, char **argv) {
             wr_pmsg p;
             data_init(&p, WR_MT_PUSH);
             p.job_id = g_cfg.job_id;
-            p.epoch = 1;
+            p.epoch = epoch;  // the newest a broadcast carried (membership epochs)
             p.rank = g_rank;
             p.shard = s;
             p.step = (uint64_t)t;
@@ -543,6 +544,7 @@ int main(int argc, char **argv) {
                 break;
             }
             size_t n = r.n_elems;
+            if (r.epoch > epoch) epoch = r.epoch;
             if (r.codec == WR_CODEC_BITS)
                 wr_birder_apply_bits(x + sh[s].lo, rbuf, n, lr_t, g_cfg.wd);
             else if (r.codec == WR_CODEC_PLANES)
