@@ -55,8 +55,7 @@ static int check_section_arg(const wr_ckpt_section *s, int i, const char *prior[
         if (strcmp(prior[j], s->name) == 0)
             return wr_err(err, WR_ERR, "checkpoint section '%s' appears twice", s->name);
     size_t esz = kind_size((uint32_t)s->kind);
-    if (esz == 0 || s->kind < 0)
-        return wr_err(err, WR_ERR, "checkpoint section '%s': unknown kind %d", s->name, s->kind);
+    if (esz == 0) return wr_err(err, WR_ERR, "checkpoint section '%s': unknown kind %d", s->name, s->kind);
     if (s->bytes % esz != 0 || (uint64_t)s->bytes > MAX_SECTION_BYTES)
         return wr_err(err, WR_ERR,
                       "checkpoint section '%s': %zu bytes is not a whole number of %s (or too large)",

@@ -90,7 +90,8 @@ typedef struct {
 // (an earlier run that got further; a resume would otherwise pick them), and
 // all but the newest `keep` (>= 1) files. One process owns a prefix in a dir.
 // Returns WR_OK, or WR_ERR with a reason naming the file and the call that
-// failed (nothing is left behind then but the files that were there).
+// failed. A failure before the rename leaves only the files that were there;
+// a failed directory fsync is reported although the new file is in place.
 int wr_ckpt_write(const char *dir, const char *prefix, const wr_ckpt_meta *meta, const wr_ckpt_section *secs,
                   int n, int keep, char *err);
 
@@ -111,8 +112,9 @@ int wr_ckpt_load_file(const char *path, const wr_ckpt_expect *ex, wr_ckpt *out, 
 // Loads the newest valid file of `prefix` in dir: tries them newest step
 // first; a refused one is logged (warn) naming the file and what is wrong,
 // and the next older one is tried. Leftover temp files of the prefix are
-// removed (as wr_ckpt_write does). Returns WR_OK; WR_CKPT_ENOENT when dir has
-// no file of the prefix; WR_ERR "no valid checkpoint in DIR for PREFIX (K
+// removed (as wr_ckpt_write does: call it while no write of the prefix runs).
+// Returns WR_OK; WR_CKPT_ENOENT when dir does not exist or has no file of the
+// prefix; WR_ERR "no valid checkpoint in DIR for PREFIX (K
 // files refused: ...)" when every file was refused, or when dir cannot be read.
 int wr_ckpt_load_latest(const char *dir, const char *prefix, const wr_ckpt_expect *ex, wr_ckpt *out,
                         char *err);
