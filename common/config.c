@@ -6,6 +6,7 @@
 // local value first and only stores it when the whole value was accepted, so
 // an error never leaves a half-changed config.
 #include "config.h"
+#include "digest.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -59,9 +60,55 @@ static const wr_job_config kDefaults = {
     .heartbeat_interval = 1.0,
     .heartbeat_timeout = 10.0,
     .stall_report = 10.0,
+    .checkpoint_keep = 3,
 };
 
 void wr_config_defaults(wr_job_config *c) { memcpy(c, &kDefaults, sizeof *c); }
+
+// Keys that do not change the numbers a job computes (wr_config_digest).
+static int operational_key(const char *k) {
+    static const char *const ops[] = {"workers",
+                                      "min_workers",
+                                      "max_workers",
+                                      "register_timeout",
+                                      "step_timeout",
+                                      "heartbeat_interval",
+                                      "heartbeat_timeout",
+                                      "stall_report",
+                                      "max_connections",
+                                      "allow_insecure",
+                                      "expect_hosts",
+                                      "progress_every",
+                                      "digest_every",
+                                      "eval",
+                                      "eval_every",
+                                      "checkpoint_every",
+                                      "checkpoint_dir",
+                                      "checkpoint_keep",
+                                      "resume",
+                                      "data_dir",
+                                      "job_id"};
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++)
+        if (!strcmp(k, ops[i])) return 1;
+    return 0;
+}
+
+uint64_t wr_config_digest(const wr_job_config *c) {
+    char **kv;
+    uint32_t n;
+    wr_config_to_kv(c, &kv, &n);
+    uint64_t h = 0x77726e636667ull;  // "wrncfg"
+    for (uint32_t i = 0; i < n; i++) {
+        size_t klen = strcspn(kv[i], "=");
+        char key[CFG_KEY_MAX];
+        snprintf(key, sizeof key, "%.*s", (int)klen, kv[i]);
+        if (operational_key(key)) continue;
+        uint64_t d = wr_digest64(kv[i], strlen(kv[i]));
+        h = (h ^ d) * 0x100000001b3ull + (uint64_t)i;
+    }
+    wr_config_kv_free(kv, n);
+    return h;
+}
 
 int wr_config_min_workers(const wr_job_config *c) { return c->min_workers ? c->min_workers : c->workers; }
 int wr_config_max_workers(const wr_job_config *c) { return c->max_workers ? c->max_workers : c->workers; }
@@ -203,6 +250,12 @@ static int check_path(const char *v, char *why, size_t why_len) {
     return 0;
 }
 
+// A directory path or "" (the feature that needs it is off).
+static int check_opt_path(const char *v, char *why, size_t why_len) {
+    (void)v, (void)why, (void)why_len;
+    return 0;
+}
+
 #define OFF(f) offsetof(wr_job_config, f)
 #define ENUM(tab) tab##Names, tab##Vals, (int)(sizeof tab##Names / sizeof tab##Names[0])
 // One row shape per kind: the ranges each kind needs, the rest zero.
@@ -260,6 +313,11 @@ static const key_t_ kKeys[] = {
     DBL("step_timeout", step_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     DBL("heartbeat_interval", heartbeat_interval, 0.001, 3600, 0, "a number of seconds in [0.001, 3600]"),
     DBL("heartbeat_timeout", heartbeat_timeout, 0, 86400, 1, "a number of seconds in (0, 86400]"),
+    INT("checkpoint_every", checkpoint_every, 0, INT_MAX, "an integer >= 0 (0 = no checkpoints)"),
+    {"checkpoint_dir", K_STR, OFF(checkpoint_dir), 0, 0, 0, 0, "a directory path", NULL, NULL, 0,
+     WR_CONFIG_STR_MAX - 15 < WR_PATH_MAX ? WR_CONFIG_STR_MAX - 15 : WR_PATH_MAX, check_opt_path},
+    INT("checkpoint_keep", checkpoint_keep, 1, 1000, "an integer in [1, 1000]"),
+    ENUMK("resume", resume, "one of on, off", kOnOff),
     DBL("stall_report", stall_report, 0, 86400, 1, "a number of seconds in (0, 86400]"),
     INT("max_connections", max_connections, 0, 1000000, "an integer in [0, 1000000] (0 = derived)"),
     ENUMK("allow_insecure", allow_insecure, "one of on, off", kOnOff),
@@ -524,6 +582,15 @@ int wr_config_validate(const wr_job_config *c, char *err) {
                       "config keys 'min_workers', 'workers', 'max_workers': need min_workers <= workers <= "
                       "max_workers, got %d, %d, %d",
                       lo, c->workers, hi);
+    if (c->checkpoint_every > 0 && !c->checkpoint_dir[0])
+        return wr_err(err, WR_ERR,
+                      "config keys 'checkpoint_every' and 'checkpoint_dir': checkpoints every %d "
+                      "steps need a directory (checkpoint_dir = PATH)",
+                      c->checkpoint_every);
+    if (c->resume && !c->checkpoint_dir[0])
+        return wr_err(err, WR_ERR,
+                      "config keys 'resume' and 'checkpoint_dir': resume = on needs the "
+                      "checkpoint_dir the job wrote to");
     // Each member takes positions i, i+n, ... of the global batch: at least one each.
     if (c->batch < hi)
         return wr_err(

@@ -65,6 +65,10 @@ typedef struct {
     double heartbeat_interval;               // heartbeat_interval (s)
     double heartbeat_timeout;  // heartbeat_timeout (s): a node stopped this long is declared dead
     double stall_report;       // stall_report (s): a node waiting this long for a step logs whom it waits for
+    int checkpoint_every;      // checkpoint_every = steps between checkpoints (0 = none)
+    int checkpoint_keep;       // checkpoint_keep = newest checkpoint files kept per node
+    int resume;                // resume = on | off: continue from the newest consistent checkpoints
+    char checkpoint_dir[WR_PATH_MAX];  // checkpoint_dir: where shards and workers write them
     int max_connections;  // max_connections = live connections a server accepts (0 = derived: wr_config_conn_caps)
     int allow_insecure;  // allow_insecure = on | off: the coordinator may listen beyond loopback without keys
     // expect_hosts = comma-separated host names / IP addresses the coordinator accepts REGISTER
@@ -73,6 +77,12 @@ typedef struct {
 } wr_job_config;
 
 void wr_config_defaults(wr_job_config *c);
+
+// A digest of the keys that decide the numbers a job computes (model, codec,
+// optimizer, lr, seed, batch, steps, ...), not of operational ones (timeouts,
+// workers, paths, checkpointing): checkpoints of one job carry it, and a
+// resume with another numeric config is refused.
+uint64_t wr_config_digest(const wr_job_config *c);
 
 // min_workers and max_workers with their defaults (workers) applied.
 int wr_config_min_workers(const wr_job_config *c);

@@ -72,6 +72,8 @@ typedef struct {
     uint64_t epoch;
     int *sent, *acked;                 // [shards]
     uint64_t max_done;                 // the highest last completed step acknowledged
+    uint64_t min_done;                 // the lowest (resume: the newest step every shard holds)
+    int resume;                        // the epoch-1 map itself is pending (resume = on)
     double below_since;                // when the next membership fell below min_workers (0: it did not)
     int below_status;                  // the status to stop with if no joiner comes (5)
     char below_why[COORD_REASON_MAX];  // ... and the loss that took it there
@@ -184,6 +186,10 @@ void coord_membership_free(coord *c);
 // epochs.c: membership epochs
 // Marks the members of the epoch-1 map (form_job).
 void coord_epochs_start(coord *c);
+// resume = on: the epoch-1 map goes to the shards as a proposal; each
+// restores its newest checkpoint and acknowledges with its step, and the job
+// starts at the newest step all hold + 1 (workers get the map then).
+void coord_epochs_resume(coord *c);
 // A worker of the formed job is gone (heartbeat silence, closed connection):
 // removed at the next epoch. `why` names it.
 void coord_worker_lost(coord *c, coord_node *n, const char *why);

@@ -72,6 +72,7 @@ static void propose(coord *c) {
         ch->active = 1;
         ch->epoch = c->epoch + 1;
         ch->max_done = 0;
+        ch->min_done = UINT64_MAX;
         ch->t0 = wr_now();
         memset(ch->sent, 0, (size_t)c->cfg.shards * sizeof *ch->sent);
         memset(ch->acked, 0, (size_t)c->cfg.shards * sizeof *ch->acked);
@@ -94,6 +95,15 @@ static void note_below_min(coord *c, const char *why, int status) {
     wr_warn(
         "%d workers left, min_workers is %d: the job waits up to %g s (register_timeout) for workers to join",
         next, min, c->cfg.register_timeout);
+}
+
+void coord_epochs_resume(coord *c) {
+    c->epoch = 0;
+    c->change.resume = 1;
+    double now = wr_now();
+    for (int i = 0; i < c->n_nodes; i++) c->nodes[i].last_seen = now;
+    wr_info("resume = on: asking the shards for their newest checkpoints in %s", c->cfg.checkpoint_dir);
+    propose(c);
 }
 
 void coord_worker_lost(coord *c, coord_node *n, const char *why) {
@@ -203,7 +213,12 @@ static void refuse_late_joiners(coord *c, uint64_t T) {
 // Every shard acknowledged the newest proposal: the epoch starts at T.
 static void commit(coord *c) {
     coord_change *ch = &c->change;
-    uint64_t T = ch->max_done + 2, e = ch->epoch;
+    // Resume: every shard goes back to the newest step all of them hold.
+    uint64_t T = ch->resume ? ch->min_done + 1 : ch->max_done + 2, e = ch->epoch;
+    if (ch->resume)
+        wr_info(
+            "resume: the newest checkpoint every shard holds is step %llu; the job goes on from step %llu",
+            (unsigned long long)ch->min_done, (unsigned long long)T);
     refuse_late_joiners(c, T);
     wr_pmsg f;
     coord_init_hdr(c, &f, WR_MT_FENCE);
@@ -237,6 +252,7 @@ static void commit(coord *c) {
     reindex(c);
     update_map(c, T);
     ch->active = 0;
+    ch->resume = 0;
     ch->below_since = 0;
     wr_info("epoch %llu from step %llu: %d workers (%.2f s to agree)", (unsigned long long)e,
             (unsigned long long)T, c->map.n_workers, wr_now() - ch->t0);
@@ -260,6 +276,7 @@ void coord_on_fence(coord *c, coord_in *in) {
     }
     if (ch->acked[n->index] < ch->sent[n->index]) ch->acked[n->index]++;
     if (in->h.step > ch->max_done) ch->max_done = in->h.step;
+    if (in->h.step < ch->min_done) ch->min_done = in->h.step;
     try_commit(c);
 }
 

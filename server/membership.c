@@ -175,12 +175,16 @@ static void form_job(coord *c) {
     wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
                               WR_DIGEST_WINDOW, S * WR_DIGEST_OPEN_PER_SHARD);
     coord_epochs_start(c);
-    send_map(c);
+    if (c->cfg.resume)
+        coord_epochs_resume(c);
+    else
+        send_map(c);
     c->barrier.in = wr_calloc(WR_MAX_WORKERS, 1);
     wr_info(
-        "job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 sent",
+        "job formed: %d shards, %d workers, d = %llu parameters, %llu steps, codec %s; cluster map epoch 1 %s",
         S, W, (unsigned long long)c->d, (unsigned long long)c->map.total_steps,
-        c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
+        c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32",
+        c->cfg.resume ? "proposed to the shards (resume)" : "sent");
     for (int s = 0; s < S; s++) {
         const coord_node *n = &c->nodes[c->shard_node[s]];
         wr_info("  shard %d: [%llu, %llu) at %s (host %s)", s, (unsigned long long)c->map.shards[s].lo,

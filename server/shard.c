@@ -344,6 +344,30 @@ int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err) {
     return WR_OK;
 }
 
+int wr_shard_core_restore(wr_shard_core *c, uint64_t step, const float *x, const float *m, const float *v,
+                          char *err) {
+    if (c->n_got)
+        return wr_err(err, WR_ERR, "shard %d: cannot restore step %llu while step %llu has pushes", c->shard,
+                      (unsigned long long)step, (unsigned long long)(c->step + 1));
+    if (!x || (c->m && !m) || (c->v && !v))
+        return wr_err(err, WR_ERR, "shard %d: restoring step %llu needs the parameters%s", c->shard,
+                      (unsigned long long)step, c->m ? " and the optimizer state" : "");
+    memcpy(c->x, x, c->n * sizeof(float));
+    if (c->m) memcpy(c->m, m, c->n * sizeof(float));
+    if (c->v) memcpy(c->v, v, c->n * sizeof(float));
+    c->have_params = 1;
+    c->step = step;
+    return WR_OK;
+}
+
+void wr_shard_core_reset(wr_shard_core *c) {
+    c->have_params = 0;
+    c->step = 0;
+}
+
+const float *wr_shard_core_opt_m(const wr_shard_core *c) { return c->m; }
+const float *wr_shard_core_opt_v(const wr_shard_core *c) { return c->v; }
+
 uint64_t wr_shard_core_step(const wr_shard_core *c) { return c->step; }
 const float *wr_shard_core_params(const wr_shard_core *c) { return c->x; }
 size_t wr_shard_core_n(const wr_shard_core *c) { return c->n; }

@@ -87,6 +87,20 @@ size_t wr_shard_core_bcast_bytes(const wr_shard_core *c);
 // ready. Never fails half-way.
 int wr_shard_core_finish(wr_shard_core *c, void *out, wr_pmsg *bh, char *err);
 
+// Puts the state of a checkpoint in place: the master copy x, the fp32
+// codec's optimizer state (m, and v for adam; NULL for Birder, which has
+// none) and the last completed step; parameters count as set. n floats
+// each. WR_OK, or WR_ERR (state the codec needs is missing, or pushes are
+// held) leaving the state unchanged.
+int wr_shard_core_restore(wr_shard_core *c, uint64_t step, const float *x, const float *m, const float *v,
+                          char *err);
+// Forgets the parameters (step 0, waiting for the initial PARAMS again): a
+// resume where another shard has no checkpoint starts the job afresh.
+void wr_shard_core_reset(wr_shard_core *c);
+// The fp32 codec's optimizer state (n floats), NULL when the codec has none.
+const float *wr_shard_core_opt_m(const wr_shard_core *c);
+const float *wr_shard_core_opt_v(const wr_shard_core *c);
+
 // Last completed step (0 after set_params).
 uint64_t wr_shard_core_step(const wr_shard_core *c);
 // The master copy x[lo:hi) (n = hi - lo floats) and its digest (wr_digest64).

@@ -250,7 +250,7 @@ static int finish_step(shard_node *s, int *ranks) {
     wr_bufpool_put(buf);
     drop_snapshot(s);  // a new step: the next PULL takes a new snapshot
     s->t_send += wr_now() - t1;
-    if (bh.step == 1) s->t_first_step = wr_now();
+    if (s->t_first_step == 0) s->t_first_step = wr_now();
     if (s->cfg.digest_every > 0 && bh.step % (uint64_t)s->cfg.digest_every == 0) {
         wr_pmsg d;
         wr_pmsg_init(&d, WR_MT_DIGEST);
@@ -258,6 +258,7 @@ static int finish_step(shard_node *s, int *ranks) {
         d.digest = wr_shard_core_digest(s->core);
         shard_send_coord(s, &d);
     }
+    shard_ckpt_after_step(s);
     shard_members_expect(s);
     answer_pulls(s);
     return SHARD_GO_ON;

@@ -59,6 +59,7 @@ typedef struct {
     uint64_t pend_epoch;  // 0: none
     int *pend, n_pend;
     int hold;
+    int resume;  // the epoch-1 map is pending: resume = on (shard_ckpt.c)
 } shard_members;
 
 // One PARAMS reply the transport still holds (PULL answers are zero-copy from
@@ -91,11 +92,13 @@ typedef struct {
     char **idents;                    // [SHARD_RANKS] identities from the map ('wu'), NULL entries = none
     uint64_t empty_steps;             // steps completed with no push (every member gone)
     int64_t total_steps;              // the job's steps (the map's 'ts')
-    double next_stall;                // when the next stall report is due (0: none)
-    uint64_t auth_refused;            // messages refused as unauthenticated
-    uint64_t rebinds;                 // a rank's binding moved to a new routing id
-    unsigned auth_logged;             // message kinds (1 << type) whose refusal was logged
-    pull_wait *pulls;                 // PULLs waiting for their step (or the initial parameters)
+    uint64_t ckpt_written, ckpt_failures;
+    double t_ckpt;          // seconds spent writing checkpoints
+    double next_stall;      // when the next stall report is due (0: none)
+    uint64_t auth_refused;  // messages refused as unauthenticated
+    uint64_t rebinds;       // a rank's binding moved to a new routing id
+    unsigned auth_logged;   // message kinds (1 << type) whose refusal was logged
+    pull_wait *pulls;       // PULLs waiting for their step (or the initial parameters)
     int n_pulls, cap_pulls;
     wr_bufpool *pool;  // broadcast buffers
     pull_slot *slots;  // [n_slots] PARAMS replies in flight
@@ -161,6 +164,20 @@ uint64_t shard_epoch_at(const shard_node *s, uint64_t t);
 // Sets the core's expected ranks for the step being collected.
 void shard_members_expect(shard_node *s);
 void shard_members_free(shard_node *s);
+
+// shard_ckpt.c
+// A checkpoint when the step just completed is due (checkpoint_every); a
+// failed write is logged and counted, the job goes on.
+void shard_ckpt_after_step(shard_node *s);
+// Resume: restores the newest valid checkpoint of this shard (*step = its
+// step, 0 when there is none). WR_OK, or WR_ERR (every file refused).
+int shard_ckpt_load_newest(shard_node *s, uint64_t *step, char *err);
+// Resume: the state of exactly `step` (0: start afresh). WR_OK or WR_ERR.
+int shard_ckpt_load_step(shard_node *s, uint64_t step, char *err);
+// shard_members.c: with resume = on the epoch-1 map is pending until the
+// coordinator's FENCE{1, S + 1} (S the newest step every shard holds).
+// SHARD_GO_ON or a status.
+int shard_members_resume(shard_node *s);
 
 // shard_data.c
 // Completes every step that is ready (not while a change is held): one

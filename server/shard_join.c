@@ -396,5 +396,6 @@ int shard_join(shard_node *s) {
     if (st == SHARD_GO_ON) st = read_welcome(s);
     if (st == SHARD_GO_ON) st = read_map(s);
     if (st == SHARD_GO_ON) st = start_heartbeat(s);
+    if (st == SHARD_GO_ON && s->cfg.resume) st = shard_members_resume(s);
     return st;
 }

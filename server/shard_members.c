@@ -114,8 +114,50 @@ static void set_before(shard_members *m) {
         if (has_rank(m->pend, m->n_pend, m->cur[i])) m->before[m->n_before++] = m->cur[i];
 }
 
+int shard_members_resume(shard_node *s) {
+    shard_members *m = &s->mem;
+    uint64_t step;
+    char err[WR_ERR_LEN];
+    if (shard_ckpt_load_newest(s, &step, err) != WR_OK) {
+        wr_pmsg e;
+        wr_pmsg_init(&e, WR_MT_ERROR);
+        e.code = WR_EC_CONFIG;
+        snprintf(e.reason, sizeof e.reason, "shard %d cannot resume: %s", s->index, err);
+        wr_error("%s", e.reason);
+        shard_send_coord(s, &e);
+        return WR_EXIT_CONFIG;
+    }
+    m->pend = wr_calloc((size_t)(m->n_cur > 0 ? m->n_cur : 1), sizeof *m->pend);
+    memcpy(m->pend, m->cur, (size_t)m->n_cur * sizeof *m->cur);
+    m->n_pend = m->n_cur;
+    m->pend_epoch = m->epoch;
+    m->epoch = 0;
+    m->hold = m->resume = 1;
+    send_ack(s);
+    return SHARD_GO_ON;
+}
+
+// Resume: back to the step every shard holds before the epoch starts.
+static int resume_to(shard_node *s, uint64_t step) {
+    char err[WR_ERR_LEN];
+    s->mem.resume = 0;
+    if (shard_ckpt_load_step(s, step, err) == WR_OK) return SHARD_GO_ON;
+    wr_pmsg e;
+    wr_pmsg_init(&e, WR_MT_ERROR);
+    e.code = WR_EC_CONFIG;
+    snprintf(e.reason, sizeof e.reason, "shard %d cannot resume at step %llu: %s", s->index,
+             (unsigned long long)step, err);
+    wr_error("%s", e.reason);
+    shard_send_coord(s, &e);
+    return WR_EXIT_CONFIG;
+}
+
 int shard_members_commit(shard_node *s, const wr_pmsg *h) {
     shard_members *m = &s->mem;
+    if (m->resume && h->epoch == m->pend_epoch && h->step >= 1) {
+        int st = resume_to(s, h->step - 1);
+        if (st != SHARD_GO_ON) return st;
+    }
     uint64_t done = wr_shard_core_step(s->core);
     // The start step lies after every step completed before the hold.
     if (h->epoch != m->pend_epoch || !m->hold || h->step <= done) {

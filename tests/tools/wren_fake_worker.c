@@ -261,6 +261,9 @@ int main(int argc, char **argv) {
             return WR_EXIT_FAILURE;
         }
     }
+    // The map's start step: > 1 when the job resumes from checkpoints (the
+    // fake worker has no state of its own but x, which it pulls).
+    uint64_t first = h.start_step ? h.start_step : 1;
     wr_pmsg_clear(&h);
     char name[32];
     snprintf(name, sizeof name, "fakeworker %d", g_rank);
@@ -283,7 +286,7 @@ int main(int argc, char **argv) {
     wr_rng_key ik = wr_rng_key_make(g_cfg.seed, 777, 0);
     for (uint64_t j = 0; j < d; j++)
         x[j] = ((float)(wr_rng_u32(ik, (uint32_t)j) >> 8) / 16777216.0f - 0.5f) * 0.1f;
-    if (g_rank == 0)
+    if (g_rank == 0 && first == 1)
         for (int s = 0; s < S; s++) {
             wr_pmsg p;
             data_init(&p, WR_MT_PARAMS);
@@ -304,6 +307,7 @@ int main(int argc, char **argv) {
         p.epoch = 1;
         p.rank = g_rank;
         p.shard = s;
+        p.step = first - 1;
         p.offset = sh[s].lo;
         p.n_elems = sh[s].hi - sh[s].lo;
         wr_send_pmsg(sh[s].ep, NULL, 0, &p, NULL, 0, NULL, NULL, 1000, &g_hb, err);
@@ -440,7 +444,8 @@ int main(int argc, char **argv) {
         wr_info("stall mode: pushing without reading broadcasts");
     }
     uint64_t epoch = 1;
-    for (int64_t t = 1; t <= total && status == 0; t++) {
+    if (first > 1) wr_info("resuming at step %llu", (unsigned long long)first);
+    for (int64_t t = (int64_t)first; t <= total && status == 0; t++) {
         if (die_at == t) {
             wr_info("dying before step %lld as asked", (long long)t);
             _exit(FAKE_EXIT_DIED);
