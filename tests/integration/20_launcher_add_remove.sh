@@ -5,14 +5,14 @@
 #  1. --run-dir holds the coordinator's address, the transport, the launcher's
 #     pid and each process's pid and log; min_workers/max_workers reach the
 #     coordinator; `add 2` starts worker2 and worker3 with the same options as
-#     the others; `remove` SIGTERMs the highest-numbered live worker, the next
-#     `remove` the one below; a worker killed with SIGKILL and the removed
+#     the others; `scale 3` SIGTERMs the highest-numbered live worker, then
+#     `remove` the one below, and `scale 2` has nothing to do; a worker killed with SIGKILL and the removed
 #     ones (exit 0) do not fail a job whose coordinator ends with 0; nothing
 #     is left running and every NAME.status is written.
 #  2. an added worker that fails by itself (exit 1) fails the job even though
-#     the coordinator ends with 0; the client's errors: a bad K (2), no
-#     running launcher (1), a job already over (1).
-#  3. TERM to wren-local stops the added workers too.
+#     the coordinator ends with 0; the client's errors: a bad K or scale
+#     without N (2), no running launcher (1), a job already over (1).
+#  3. `scale 3` of a 1-worker job starts 2; TERM to wren-local stops them too.
 source "$(dirname "$0")/lib/common.bash"
 
 FAKE=$T/fakebin
@@ -107,13 +107,15 @@ for _ in $(seq 50); do [ -f "$CTL/argv.worker.$(pid_of worker3)" ] && break; sle
 same_opts() { sed -E 's/--summary [^ ]*//' "$CTL/argv.worker.$(pid_of "$1")"; }
 [ "$(same_opts worker3)" = "$(same_opts worker0)" ] ||
     fail "worker3's options differ: '$(same_opts worker3)' vs worker0's '$(same_opts worker0)'"
-out=$("$WL" remove --run-dir "$RUN") || fail "remove failed: $out"
-grep -q "worker3 (pid $(pid_of worker3))" <<<"$out" || fail "remove did not pick worker3: $out"
+out=$("$WL" scale --run-dir "$RUN" 3) || fail "scale 3 failed: $out"
+grep -q "worker3 (pid $(pid_of worker3))" <<<"$out" || fail "scale 3 of 4 did not remove worker3: $out"
 [ "$(wait_status worker3)" = 0 ] || fail "removed worker3 ended with $(cat "$RUN/worker3.status")"
 grep -q 'leaving the job' "$RUN/worker3.log" || fail "worker3's log has no 'leaving' line"
 out=$("$WL" remove --run-dir "$RUN" 1) || fail "second remove failed: $out"
 grep -q "worker2 (pid" <<<"$out" || fail "the second remove did not pick worker2: $out"
 [ "$(wait_status worker2)" = 0 ] || fail "removed worker2 ended with $(cat "$RUN/worker2.status")"
+out=$("$WL" scale --run-dir "$RUN" 2) || fail "scale 2 (of 2) failed: $out"
+grep -q '2 workers live already' <<<"$out" || fail "scale 2 of 2 live: $out"
 kill -KILL "$(pid_of worker1)"
 [ "$(wait_status worker1)" = 137 ] || fail "worker1 (SIGKILL) status: $(cat "$RUN/worker1.status")"
 finish 0
@@ -126,7 +128,7 @@ no_leftovers
 rc=$?
 [ "$rc" = "$WR_EXIT_FAILURE" ] || fail "add after the job ended: status $rc (expected 1)"
 grep -q 'no longer running' "$T/late.out" || fail "add after the end: $(cat "$T/late.out")"
-echo "  add 2, remove x2, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
+echo "  add 2, scale 3, remove, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
 
 # ---- 2. an added worker failing by itself; client errors -----------------------------
 launch two -S 1 -n 1
@@ -136,6 +138,9 @@ rc=$?
 "$WL" remove --run-dir "$RUN" x >/dev/null 2>&1
 rc=$?
 [ "$rc" = "$WR_EXIT_CONFIG" ] || fail "remove x: status $rc (expected 2)"
+"$WL" scale --run-dir "$RUN" >/dev/null 2>&1
+rc=$?
+[ "$rc" = "$WR_EXIT_CONFIG" ] || fail "scale without N: status $rc (expected 2)"
 "$WL" remove --run-dir "$T/nowhere" >/dev/null 2>&1
 rc=$?
 [ "$rc" = "$WR_EXIT_FAILURE" ] || fail "remove in a dir without a launcher: status $rc (expected 1)"
@@ -149,7 +154,8 @@ echo "  a worker's own exit 1 fails the job; bad K is 2, no launcher is 1"
 
 # ---- 3. TERM of wren-local stops the added workers ------------------------------------
 launch three -S 1 -n 1
-"$WL" add --run-dir "$RUN" 2 >/dev/null || fail "add 2 failed"
+out=$("$WL" scale --run-dir "$RUN" 3) || fail "scale 3 failed: $out"
+grep -q 'started worker2 (pid' <<<"$out" || fail "scale 3 of 1 did not start worker1 and worker2: $out"
 kill -TERM "$JOB_PID"
 for _ in $(seq 150); do kill -0 "$JOB_PID" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$JOB_PID" 2>/dev/null && fail "wren-local still running 15 s after TERM"
@@ -158,4 +164,4 @@ rc=$?
 [ "$rc" = 143 ] || fail "wren-local exited $rc after TERM (expected 143)"
 no_leftovers
 for n in worker1 worker2; do [ -f "$RUN/$n.status" ] || fail "no $n.status after TERM"; done
-pass "run directory, add/remove, exit statuses and clean-up of added workers"
+pass "run directory, add/remove/scale, exit statuses and clean-up of added workers"
