@@ -4,9 +4,12 @@
 #  - SIGKILL (its connections close): the coordinator notices at once;
 #  - SIGSTOP (hung: connections stay open, heartbeats stop): the coordinator
 #    declares it dead after heartbeat_timeout (3 s here).
-# Each time the coordinator names the dead worker, the surviving workers stop
-# on the coordinator's SHUTDOWN (not on their own step_timeout of 120 s), and
-# wren-local exits with that status and nothing left running.
+# With the default min_workers (= workers) a lost worker leaves the job below
+# min_workers: the coordinator waits register_timeout (5 s here) for a joiner
+# that never comes, then stops the job with the lost node's status and
+# message. Each time the coordinator names the dead worker, the surviving
+# workers stop on the coordinator's SHUTDOWN (not on their own step_timeout of
+# 120 s), and wren-local exits with that status and nothing left running.
 source "$(dirname "$0")/lib/common.bash"
 
 pat='\[(error|warn)\].*(dead|died|silent)'
@@ -15,7 +18,7 @@ for sig in KILL STOP; do
     mkdir -p "$L"
     TMPDIR=$T "$ROOT/scripts/wren-local" --transport ipc --log-dir "$L" -S 2 -n 3 model=mlp batch=96 \
         steps=100000 progress_every=20 heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=120 \
-        >"$T/$sig.out" 2>&1 &
+        register_timeout=5 >"$T/$sig.out" 2>&1 &
     pid=$!
     STARTED+=("$pid")
     for _ in $(seq 300); do
