@@ -189,6 +189,7 @@ enum fid {
     F_TA,
     F_WU,
     F_SF,
+    F_RB,
     F_COUNT
 };
 
@@ -288,6 +289,7 @@ static const struct field {
     ARR(F_TA, "ta", "tokens", n_tokens, WR_MAX_WORKERS, tokens, WR_TOKEN_LEN, token),
     ARR(F_WU, "wu", "identities", n_idents, WR_MAX_WORKERS, idents, sizeof(char *), ident),
     FLD(F_SF, "sf", "start_step", FK_U64, start_step),
+    FLD(F_RB, "rb", "rebuild", FK_U32, rebuild),
 #undef ARR
 #undef FLD
 };
@@ -829,7 +831,7 @@ static const struct {
 } kinds[WR_MT_COUNT_] = {
     [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
                         check_join},  // np, nt: a worker's d and data size
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | CRED, check_map},
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | B(F_RB) | CRED, check_map},
     [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
     [WR_MT_PULL] = {B(F_SH) | B(F_TK), B(F_O) | B(F_N), check_range},

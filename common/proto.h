@@ -161,6 +161,8 @@ typedef struct {
     uint32_t n_config;
     char **config;         // [n_config] "key=value" strings
     uint64_t total_steps;  // optional 'ts': the job's total optimizer steps (lr schedule), 0 = unknown
+    uint32_t rebuild;      // optional 'rb': 1 = to a shard that replaces a lost one: rebuild the range
+                           // from the workers' replicas (docs/PROTOCOL.md, "Shard restart"); 0 = not
     uint64_t start_step;   // optional 'sf': the first step the map's membership pushes (0 = not sent:
                            // epoch 1 starts at step 1; to a shard, a map of epoch > 1 without it is pending)
 
