@@ -27,10 +27,9 @@
 // Names in enum order (the enums count from 0 and 1 without gaps).
 static const char *const perr_names[] = {"none",  "malformed", "version", "type",  "missing", "field-type",
                                          "range", "payload",   "job",     "epoch", "step",    "role"};
-static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
-                                         "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
-                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN",
-                                         "FENCE"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER",  "CLUSTER_MAP", "PUSH", "BROADCAST", "PULL",
+                                         "PARAMS",  "HEARTBEAT", "BARRIER",     "JOIN", "LEAVE",     "STATS",
+                                         "DIGEST",  "ERROR",     "SHUTDOWN",    "FENCE"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -831,7 +830,8 @@ static const struct {
 } kinds[WR_MT_COUNT_] = {
     [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
                         check_join},  // np, nt: a worker's d and data size
-    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | B(F_RB) | CRED, check_map},
+    [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | B(F_RB) | CRED,
+                           check_map},
     [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},
     [WR_MT_BROADCAST] = {BULK | B(F_NW), 0, check_bulk},
     [WR_MT_PULL] = {B(F_SH) | B(F_TK), B(F_O) | B(F_N), check_range},

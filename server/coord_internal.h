@@ -80,6 +80,13 @@ typedef struct {
     double t0;                         // when the change began
 } coord_change;
 
+// A lost shard waiting for a replacement (shard_replace.c): shard index, or -1.
+typedef struct {
+    int shard;
+    double since;
+    char why[COORD_REASON_MAX];
+} coord_replace;
+
 // Workers removed from the job, remembered (a ring) to tell them so when
 // they come back (a paused process resumes): they must register again.
 #define COORD_GONE_MAX 64
@@ -139,6 +146,7 @@ typedef struct {
     uint64_t epoch;                 // the epoch in force (1 once formed)
     int next_rank;                  // ranks are never reused in a job
     coord_change change;
+    coord_replace replace;
     coord_gone gone[COORD_GONE_MAX];
     int n_gone;
     int n_left;
@@ -203,12 +211,29 @@ int coord_count_members(const coord *c, int next);
 // Members of the epoch in force that have not finished.
 int coord_members_running(const coord *c);
 void coord_on_fence(coord *c, coord_in *in);
+// A shard was replaced while a change was pending: the proposal goes out again
+// (the new shard acknowledges it like the others).
+void coord_epochs_repropose(coord *c, int shard);
 // The wait below min_workers and its deadline.
 void coord_epochs_tick(coord *c, double now);
 // A message from a removed worker's connection: ERROR{rejected, removed}
 // (rate-limited). 1 when the peer is a removed worker, else 0.
 int coord_tell_removed(coord *c, const wr_msg *m, int rank);
 void coord_epochs_free(coord *c);
+
+// shard_replace.c: a lost shard replaced by a new process that rebuilds the
+// range from the workers' replicas (Birder; docs/ARCHITECTURE.md "Shard restart")
+// A shard of the formed job is gone: waits for a replacement (or stops the
+// job when it cannot be replaced: fp32 codec, another one waiting, a
+// membership change under way).
+void coord_shard_lost(coord *c, coord_node *n, const char *why);
+// Drops the lost shard's node from the table before its replacement is added.
+void coord_shard_forget_lost(coord *c);
+// The replacement registered: its map (rebuild = 1), and the workers' map
+// with its address.
+void coord_shard_replace(coord *c, coord_node *n);
+// The replacement's deadline (register_timeout).
+void coord_replace_tick(coord *c, double now);
 
 // membership.c: the maps
 // CLUSTER_MAP{epoch, sf} of the workers nodes[0..n) (node indices in rank
@@ -217,6 +242,10 @@ void coord_epochs_free(coord *c);
 // to_workers.
 void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
                     int to_workers);
+// The map of the epoch in force after shard `shard` was replaced: to it and
+// to the workers, with 'rb' = 1 and 'sh' = shard (docs/PROTOCOL.md, "Shard
+// restart").
+void coord_send_map_replaced(coord *c, int shard, const int *nodes, int n);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);

@@ -287,6 +287,7 @@ static void tick(coord *c) {
         end_of_job(c, now);
     }
     if (c->status == COORD_RUNNING && c->formed) coord_epochs_tick(c, now);
+    if (c->status == COORD_RUNNING && c->formed) coord_replace_tick(c, now);
     if (c->status == COORD_RUNNING && c->formed) coord_liveness_tick(c, now);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
@@ -408,6 +409,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     c->o = o;
     c->cfg = o->cfg;
     c->status = COORD_RUNNING;
+    c->replace.shard = -1;
     char err[WR_ERR_LEN];
     if (resolve_hosts(c) != WR_OK) return WR_EXIT_CONFIG;
     wr_transport_ctx *ctx = wr_transport_ctx_new(o->io_threads > 0 ? o->io_threads : 1, err);

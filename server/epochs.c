@@ -84,6 +84,12 @@ static void propose(coord *c) {
     wr_info("epoch %llu proposed to the shards: %d workers", (unsigned long long)ch->epoch, n);
 }
 
+void coord_epochs_repropose(coord *c, int shard) {
+    if (!c->change.active) return;
+    c->change.sent[shard] = c->change.acked[shard] = 0;
+    propose(c);
+}
+
 // After a removal: below min_workers the change waits for joiners.
 static void note_below_min(coord *c, const char *why, int status) {
     coord_change *ch = &c->change;

@@ -76,6 +76,10 @@ static void lost(coord *c, coord_node *n, const char *why) {
         coord_worker_lost(c, n, why);
         return;
     }
+    if (n->role == WR_ROLE_SHARD && c->formed) {
+        coord_shard_lost(c, n, why);
+        return;
+    }
     n->left = 1;
     coord_stop_job(c, WR_EXIT_NODE_LOST, why);
 }

@@ -26,6 +26,7 @@ static void appendf(char *out, size_t len, size_t *at, const char *fmt, ...)
 static void send_welcome(coord *c, const coord_node *n) {
     wr_pmsg h;
     coord_init_hdr(c, &h, WR_MT_CLUSTER_MAP);
+    h.epoch = 0;  // the welcome is epoch 0 also while the job runs (joiners, replacements)
     h.n_params = 0;
     h.n_config = c->n_kv;
     h.config = c->kv;
@@ -112,8 +113,12 @@ static void set_credentials(const coord_node *n, wr_pmsg *h, uint32_t n_members,
     h->idents = shard ? idents : NULL;
 }
 
-void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
-                    int to_workers) {
+// The shards to send a map to: every shard, none, or one (its index).
+#define MAP_ALL_SHARDS (-1)
+#define MAP_NO_SHARD (-2)
+
+static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int shards,
+                        int to_workers, int rebuild) {
     wr_cluster view = c->map;  // shards from the map; workers: these
     view.epoch = epoch;
     view.start_step = sf;
@@ -134,8 +139,10 @@ void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int
     wr_cluster_to_map(&view, &h);
     h.n_config = c->n_kv;
     h.config = c->kv;
+    h.rebuild = (uint32_t)rebuild;
     double now = wr_now();
-    for (int s = 0; s < c->cfg.shards && to_shards; s++) {
+    for (int s = 0; s < c->cfg.shards && shards != MAP_NO_SHARD; s++) {
+        if (shards != MAP_ALL_SHARDS && s != shards) continue;
         coord_node *sh = &c->nodes[c->shard_node[s]];
         h.shard = s;
         h.rank = -1;
@@ -143,9 +150,10 @@ void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int
         if (epoch == 1) sh->last_seen = now;
         coord_send_to(c, sh, &h);
     }
+    // To the workers, rb = 1 names the replaced shard in 'sh'.
     for (int i = 0; i < n && to_workers; i++) {
         coord_node *w = &c->nodes[nodes[i]];
-        h.shard = -1;
+        h.shard = rebuild ? shards : -1;
         h.rank = w->index;
         set_credentials(w, &h, (uint32_t)n, tokens, idents);
         if (epoch == 1 || w->joining) w->last_seen = now;
@@ -154,6 +162,15 @@ void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int
     free(view.workers);
     free(tokens);
     free(idents);
+}
+
+void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
+                    int to_workers) {
+    send_map_to(c, epoch, sf, nodes, n, to_shards ? MAP_ALL_SHARDS : MAP_NO_SHARD, to_workers, 0);
+}
+
+void coord_send_map_replaced(coord *c, int shard, const int *nodes, int n) {
+    send_map_to(c, c->epoch, c->map.start_step, nodes, n, shard, 1, 1);
 }
 
 // Sends the epoch-1 map to every node, each with its own shard index or rank.
@@ -260,7 +277,8 @@ static int screen(coord *c, const coord_in *in, char *from, size_t from_len) {
 // A shard address that a registered shard has already: that shard, else NULL.
 static const coord_node *shard_with_addr(const coord *c, const char *addr) {
     for (int i = 0; i < c->n_nodes; i++)
-        if (c->nodes[i].role == WR_ROLE_SHARD && !strcmp(c->nodes[i].addr, addr)) return &c->nodes[i];
+        if (c->nodes[i].role == WR_ROLE_SHARD && !c->nodes[i].left && !strcmp(c->nodes[i].addr, addr))
+            return &c->nodes[i];
     return NULL;
 }
 
@@ -273,8 +291,11 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
     // Workers may join a running job (up to max_workers, epochs.c).
     int room = COORD_WORKER_ROOM * (c->formed ? wr_config_max_workers(&c->cfg) : c->cfg.workers);
-    if ((c->formed && shard) || (shard ? c->n_shards_reg >= c->cfg.shards : c->n_workers_seen >= room)) {
-        snprintf(r, sizeof r, "the job %s", c->formed && shard ? "is already running" : "has no free slot");
+    // A shard may join a running job only in place of a lost one (shard_replace.c).
+    int shard_full = c->formed ? c->replace.shard < 0 : c->n_shards_reg >= c->cfg.shards;
+    if (shard ? shard_full : c->n_workers_seen >= room) {
+        snprintf(r, sizeof r, "the job %s",
+                 c->formed && shard ? "is already running with all its shards" : "has no free slot");
     } else if (dup) {
         char who[COORD_WHO_MAX];
         describe_reg(dup, who, sizeof who);
@@ -307,6 +328,7 @@ static coord_node *admit(coord *c, const coord_in *in) {
     const wr_pmsg *h = &in->h;
     char from[WR_PEER_ADDR_MAX];
     if (screen(c, in, from, sizeof from) != WR_OK || refuse_admission(c, in, from)) return NULL;
+    if (h->role == WR_ROLE_SHARD && c->formed) coord_shard_forget_lost(c);  // its slot is reused
     WR_CHECK(c->n_nodes < c->max_nodes);
     coord_node *n = &c->nodes[c->n_nodes++];
     memset(n, 0, sizeof *n);
@@ -322,9 +344,10 @@ static coord_node *admit(coord *c, const coord_in *in) {
     n->index = -1;
     if (h->role == WR_ROLE_SHARD) {
         shard_key(in->m, n);
-        n->index = c->n_shards_reg++;
+        n->index = c->formed ? c->replace.shard : c->n_shards_reg++;
         n->registered = 1;
-        wr_info("shard %d registered from %s (host %s, %s)", n->index, n->from, n->host, n->addr);
+        wr_info("shard %d registered from %s (host %s, %s)%s", n->index, n->from, n->host, n->addr,
+                c->formed ? " in place of the lost one" : "");
     } else {
         c->n_workers_seen++;
         wr_debug("worker from %s (host %s) says hello", n->from, n->host);
@@ -514,6 +537,9 @@ void coord_on_register(coord *c, coord_in *in) {
         if (on_report(c, in, n) != WR_OK) return;
     } else if (!c->formed || (n->role == WR_ROLE_WORKER && !n->registered)) {
         send_welcome(c, n);  // first REGISTER (or a repeat): the config
+    } else if (n->role == WR_ROLE_SHARD && c->replace.shard == n->index) {
+        send_welcome(c, n);
+        coord_shard_replace(c, n);  // the map: rebuild the range from the workers
     }
     if (!c->formed && c->n_shards_reg == c->cfg.shards && c->n_workers_reg == c->cfg.workers) {
         drop_extras(c);

@@ -118,7 +118,7 @@ static wr_pbuf *current_snapshot(shard_node *s) {
 // peer with a reply still in flight, more replies in flight than slots, or no
 // free snapshot (SNAP_MAX older ones still held by slow peers) is refused
 // with ERROR: memory stays bounded whatever a peer sends.
-static void send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
+void shard_send_params(shard_node *s, const uint8_t *peer, size_t peer_len) {
     pull_slot *slot = take_slot(s, peer, peer_len);
     if (!slot) return;
     wr_pbuf *snap = current_snapshot(s);
@@ -213,12 +213,12 @@ static void broadcast(shard_node *s, wr_pbuf *buf, const wr_pmsg *bh, const int 
 }
 
 // PULLs waiting for a step answered once it is completed.
-static void answer_pulls(shard_node *s) {
+void shard_answer_pulls(shard_node *s) {
     uint64_t done = wr_shard_core_step(s->core);
     int k = 0;
     for (int i = 0; i < s->n_pulls; i++)
         if (s->pulls[i].step <= done)
-            send_params(s, s->pulls[i].peer.id, s->pulls[i].peer.len);
+            shard_send_params(s, s->pulls[i].peer.id, s->pulls[i].peer.len);
         else
             s->pulls[k++] = s->pulls[i];
     s->n_pulls = k;
@@ -260,7 +260,7 @@ static int finish_step(shard_node *s, int *ranks) {
     }
     shard_ckpt_after_step(s);
     shard_members_expect(s);
-    answer_pulls(s);
+    shard_answer_pulls(s);
     return SHARD_GO_ON;
 }
 
@@ -284,6 +284,7 @@ typedef int (*worker_handler)(shard_node *s, wr_msg *m, const wr_pmsg *h);
 // The initial parameters (from rank 0): answer the PULLs queued for them.
 static int on_params(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     char err[WR_ERR_LEN];
+    if (s->rb.active) return shard_rebuild_offer(s, m, h);
     if (h->rank != 0) {
         refuse(s, m, WR_PERR_ROLE, "PARAMS (initial parameters) come from rank 0 only");
     } else if (wr_shard_core_set_params(s->core, h, m->payload.data, m->payload.len, err) != WR_OK) {
@@ -291,7 +292,7 @@ static int on_params(shard_node *s, wr_msg *m, const wr_pmsg *h) {
     } else {
         wr_info("initial parameters received from rank %d; answering %d queued pulls", h->rank, s->n_pulls);
         drop_snapshot(s);
-        answer_pulls(s);
+        shard_answer_pulls(s);
     }
     wr_msg_release(m);
     return SHARD_GO_ON;
@@ -311,7 +312,7 @@ static int on_pull(shard_node *s, wr_msg *m, const wr_pmsg *h) {
         snprintf(err, sizeof err, "PULL for shard %d sent to shard %d", h->shard, s->index);
         refuse(s, m, WR_PERR_ROLE, err);
     } else if (wr_shard_core_has_params(s->core) && wr_shard_core_step(s->core) >= h->step) {
-        send_params(s, m->peer, m->peer_len);
+        shard_send_params(s, m->peer, m->peer_len);
     } else if (pull_queued(s, m->peer, m->peer_len)) {
         refuse(s, m, WR_PERR_ROLE, "PULL from a connection whose earlier PULL is already queued");
     } else if (s->n_pulls < s->cap_pulls) {
@@ -435,6 +436,7 @@ static void stall_report(shard_node *s, double now) {
 }
 
 int shard_check_step_timeout(shard_node *s) {
+    if (s->rb.active) return shard_rebuild_check_timeout(s);
     double now = wr_now();
     int pending = wr_shard_core_pending(s->core);
     if (pending > 0 || s->mem.hold) stall_report(s, now);
@@ -536,6 +538,7 @@ void shard_data_free(shard_node *s) {
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
     shard_auth_free(s);
     shard_members_free(s);
+    shard_rebuild_free(s);
     wr_reply_gate_free(&s->gate);
 }
 

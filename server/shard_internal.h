@@ -71,6 +71,19 @@ typedef struct {
     wr_pbuf *snap;
 } pull_slot;
 
+// A replacement shard rebuilding its range from the workers' replicas
+// (shard_rebuild.c): the newest offered replica so far and who agreed.
+typedef struct {
+    int active;
+    uint64_t step;     // the newest step offered
+    float *x;          // its replica of the range
+    uint64_t digest;   // and its digest
+    int agree;         // offers of that step with that digest
+    uint8_t *offered;  // [SHARD_RANKS]
+    int got;
+    double t0;
+} shard_rebuild;
+
 typedef struct {
     const wr_shard_opts *o;
     wr_job_config cfg;
@@ -84,6 +97,7 @@ typedef struct {
     wr_shard_core *core;
     int n_workers;  // max_workers: contributors of a step at most
     shard_members mem;
+    shard_rebuild rb;
     wr_msg *held;       // [SHARD_RANKS] pushes of the current step (released after finish)
     shard_peer *peers;  // [SHARD_RANKS] where each rank's accepted (authenticated) push of the step came from
     shard_peer *bound;  // [SHARD_RANKS] each rank's bound routing id (shard_auth.c; len 0 = none yet)
@@ -179,7 +193,20 @@ int shard_ckpt_load_step(shard_node *s, uint64_t step, char *err);
 // SHARD_GO_ON or a status.
 int shard_members_resume(shard_node *s);
 
+// shard_rebuild.c
+void shard_rebuild_start(shard_node *s);
+// A worker's PARAMS{its step, its replica} while rebuilding. Owns m (releases
+// it). SHARD_GO_ON or a status (replicas that differ stop the job, status 4).
+int shard_rebuild_offer(shard_node *s, wr_msg *m, const wr_pmsg *h);
+// Offers missing for step_timeout: ERROR{timeout} naming the ranks.
+int shard_rebuild_check_timeout(shard_node *s);
+void shard_rebuild_free(shard_node *s);
+
 // shard_data.c
+// PARAMS of the last completed step to a peer (zero-copy from a snapshot).
+void shard_send_params(shard_node *s, const uint8_t *peer, size_t peer_len);
+// Answers the PULLs waiting for a step now completed.
+void shard_answer_pulls(shard_node *s);
 // Completes every step that is ready (not while a change is held): one
 // after a push, several empty ones after a commit. SHARD_GO_ON or a status.
 int shard_advance(shard_node *s);

@@ -147,7 +147,9 @@ static int wait_map(shard_node *s, uint64_t epoch, double timeout_s, wr_pmsg *h)
         int rc = shard_recv_coord(s, left > 0.1 ? 100 : (int)(left * 1000) + 1, h);
         if (rc == SHARD_NOTHING) continue;
         if (rc != SHARD_GO_ON) return rc;
-        if (h->type == WR_MT_CLUSTER_MAP && h->epoch == epoch) return SHARD_GO_ON;
+        // The formed job's map: epoch 1, or a later one for a replacement shard.
+        if (h->type == WR_MT_CLUSTER_MAP && (epoch == 0 ? h->epoch == 0 : h->epoch >= epoch))
+            return SHARD_GO_ON;
         wr_debug("ignoring %s (epoch %llu) while waiting for the epoch-%llu map", wr_msg_type_name(h->type),
                  (unsigned long long)h->epoch, (unsigned long long)epoch);
         wr_pmsg_clear(h);
@@ -349,6 +351,7 @@ static int read_map(shard_node *s) {
     }
     st = take_range(s, &cl);
     wr_cluster_free(&cl);
+    if (st == SHARD_GO_ON && map.rebuild) shard_rebuild_start(s);
     // The credentials are in place before the first worker message is read
     // (the data socket is drained only once shard_join returns).
     if (st == SHARD_GO_ON && shard_auth_take(s, s->mem.cur, s->mem.n_cur, &map, err) != WR_OK) {

@@ -31,9 +31,15 @@ static int has_rank(const int *ranks, int n, int r) {
 void shard_members_init(shard_node *s, const wr_cluster *cl) {
     shard_members *m = &s->mem;
     m->epoch = cl->epoch;
-    m->start = 1;
+    m->start = cl->start_step ? cl->start_step : 1;
     m->n_cur = cl->n_workers;
     m->cur = ranks_of(cl->workers, cl->n_workers);
+    // A replacement shard may start before its epoch's start step: those
+    // steps come from the same members (a joiner among them is not expected
+    // before its start: a shard lost within the two steps after a join is the
+    // one case this does not cover).
+    m->n_before = cl->n_workers;
+    m->before = ranks_of(cl->workers, cl->n_workers);
     shard_members_expect(s);
 }
 

@@ -39,6 +39,10 @@ typedef struct {
     uint64_t lo, hi;
     char addr[WR_ADDR_MAX];
     wr_endpoint *ep;
+    void *last;  // the payload of the last PUSH (sent again to a replacement shard)
+    size_t last_len;
+    int down;  // its connection failed: wait for the coordinator's map
+    int got;   // this step's broadcast applied
 } sh_t;
 
 // The status of a fake worker that dies on purpose (--die-at): not a wren
@@ -152,6 +156,57 @@ static int wait_coord(int type, uint64_t epoch, double timeout, wr_pmsg *h) {
         wr_pmsg_clear(h);
     }
     return -1;
+}
+
+// A map from the coordinator naming a new address for a shard (a lost shard
+// replaced, docs/ARCHITECTURE.md "Shard restart"): connect to it, offer this
+// replica of its range (PARAMS{step applied}), take its reply: the step this
+// worker missed is applied from it, else the last push goes again.
+static int follow_shard_moves(const wr_pmsg *map, sh_t *sh, int S, float *x, int64_t t,
+                              const wr_endpoint_opts *eo, wr_pmsg *push_hdr) {
+    char err[WR_ERR_LEN];
+    for (int s = 0; s < S && s < (int)map->n_shards; s++) {
+        // rb = 1 names the replaced shard in 'sh' (its address may be the old one)
+        if (!map->rebuild || map->shard != s) continue;
+        wr_info("shard %d moved to %s: offering the replica of step %lld", s, map->shards[s].addr,
+                (long long)(sh[s].got ? t : t - 1));
+        wr_close(sh[s].ep);
+        snprintf(sh[s].addr, sizeof sh[s].addr, "%s", map->shards[s].addr);
+        if (wr_connect(g_ctx, sh[s].addr, eo, &sh[s].ep, err) != WR_OK) return 1;
+        sh[s].down = 0;
+        wr_pmsg p;
+        data_init(&p, WR_MT_PARAMS);
+        p.job_id = g_cfg.job_id;
+        p.epoch = map->epoch;
+        p.rank = g_rank;
+        p.shard = s;
+        p.step = (uint64_t)(sh[s].got ? t : t - 1);
+        p.offset = sh[s].lo;
+        p.n_elems = sh[s].hi - sh[s].lo;
+        p.codec = WR_CODEC_FP32;
+        wr_send_pmsg(sh[s].ep, NULL, 0, &p, x + sh[s].lo, p.n_elems * 4, NULL, NULL, 5000, &g_hb, err);
+        wr_pmsg r;
+        int st = -1;
+        double t0 = wr_now();
+        while (st < 0 && wr_now() - t0 < g_cfg.step_timeout)
+            st = recv_one(sh[s].ep, 100, &r, x + sh[s].lo, p.n_elems * 4);
+        if (st || r.type != WR_MT_PARAMS) {
+            wr_error("shard %d at %s: no PARAMS after the offer", s, sh[s].addr);
+            return 1;
+        }
+        wr_info("shard %d rebuilt at step %llu", s, (unsigned long long)r.step);
+        if (r.step == (uint64_t)t) sh[s].got = 1;  // the broadcast it missed: x is now the shard's
+        if (!sh[s].got) {                          // the shard needs this step's push again
+            push_hdr->shard = s;
+            push_hdr->offset = sh[s].lo;
+            push_hdr->n_elems = sh[s].hi - sh[s].lo;
+            push_hdr->epoch = map->epoch;
+            wr_send_pmsg(sh[s].ep, NULL, 0, push_hdr, sh[s].last, sh[s].last_len, NULL, NULL, 5000, &g_hb,
+                         err);
+        }
+        wr_pmsg_clear(&r);
+    }
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -444,8 +499,11 @@ int main(int argc, char **argv) {
         wr_info("stall mode: pushing without reading broadcasts");
     }
     uint64_t epoch = 1;
+    wr_pmsg push_hdr;
+    memset(&push_hdr, 0, sizeof push_hdr);
     if (first > 1) wr_info("resuming at step %llu", (unsigned long long)first);
     for (int64_t t = (int64_t)first; t <= total && status == 0; t++) {
+        for (int s = 0; s < S; s++) sh[s].got = 0;
         if (die_at == t) {
             wr_info("dying before step %lld as asked", (long long)t);
             _exit(FAKE_EXIT_DIED);
@@ -511,6 +569,10 @@ int main(int argc, char **argv) {
                 pl = g + sh[s].lo;
                 len = p.n_elems * 4;
             }
+            if (!sh[s].last) sh[s].last = malloc(cap);
+            memcpy(sh[s].last, pl, len);
+            sh[s].last_len = len;
+            push_hdr = p;
             if (wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb,
                              err) != WR_OK) {
                 wr_error("PUSH to shard %d: %s", s, err);
@@ -522,8 +584,19 @@ int main(int argc, char **argv) {
             wr_pmsg r;
             st = -1;
             double t0 = wr_now();
-            while (st < 0 && wr_now() - t0 < g_cfg.step_timeout) {
-                st = recv_one(sh[s].ep, 100, &r, rbuf, cap);
+            // A lost shard: wait (step_timeout + register_timeout) for its replacement.
+            while (st < 0 && !sh[s].got && wr_now() - t0 < g_cfg.step_timeout + g_cfg.register_timeout) {
+                if (sh[s].down) {
+                    struct timespec ts = {0, 100 * 1000 * 1000};
+                    nanosleep(&ts, NULL);
+                } else {
+                    st = recv_one(sh[s].ep, 100, &r, rbuf, cap);
+                }
+                if (st > 0 && st != 256) {  // its connection failed
+                    wr_warn("step %lld: shard %d unreachable; waiting for the coordinator", (long long)t, s);
+                    sh[s].down = 1;
+                    st = -1;
+                }
                 if (st < 0) {
                     wr_pmsg cm;
                     int cs = recv_one(g_cep, 0, &cm, NULL, 0);
@@ -531,11 +604,15 @@ int main(int argc, char **argv) {
                         status = cs == 256 ? 0 : cs;
                         st = 1;
                     } else if (cs == 0) {
+                        if (cm.type == WR_MT_CLUSTER_MAP &&
+                            follow_shard_moves(&cm, sh, S, x, t, &eo, &push_hdr))
+                            status = 1;
                         wr_pmsg_clear(&cm);
                     }
                 }
             }
             if (status) break;
+            if (sh[s].got && st < 0) continue;  // taken from the replacement's PARAMS
             if (st) {
                 wr_error("step %lld: no BROADCAST from shard %d", (long long)t, s);
                 status = 1;
@@ -549,6 +626,7 @@ int main(int argc, char **argv) {
                 break;
             }
             size_t n = r.n_elems;
+            sh[s].got = 1;
             if (r.epoch > epoch) epoch = r.epoch;
             if (r.codec == WR_CODEC_BITS)
                 wr_birder_apply_bits(x + sh[s].lo, rbuf, n, lr_t, g_cfg.wd);
