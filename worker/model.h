@@ -96,6 +96,11 @@ double wr_model_evaluate(wr_model *m, const wr_dataset *test);
 
 // The loss scale used by the next step (1 when hfp8 is off).
 float wr_model_loss_scale(const wr_model *m);
+// The dynamic loss scaler's state (the scale and the clean steps since it last
+// changed), for checkpoints; set puts a saved one back (a resumed job then
+// scales exactly as the one that wrote it). Fixed scales ignore set.
+void wr_model_scaler_state(const wr_model *m, float *scale, int *clean);
+void wr_model_set_scaler_state(wr_model *m, float scale, int clean);
 
 // ---- extras ---------------------------------------------------------------------
 // Worker rank for the synthetic gradient noise key (default 0), so different
