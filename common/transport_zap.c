@@ -31,17 +31,47 @@
 // it at once (its recv says so) and may connect again. The owner reads its
 // monitor whenever it waits in wr_recv or wr_poll, so the lag is the time it
 // spends between such calls.
+//
+// The per-address cap (max_peers_per_addr, tcp endpoints): a connection from
+// peer address A (the request's address frame) is refused with 500 when
+// `adm[A]`, the admissions to A not known to have closed, has reached the
+// cap. adm[A] is an upper bound of A's admitted connections that are still
+// open: each 200 to A adds 1, and at each decision every entry is lowered
+// to the number of connections from that address the kernel holds open on
+// the endpoint's port (transport_tcpconns.c; for A itself minus the one
+// being decided, which is open but not admitted yet). That number includes
+// every admitted connection still open (and those in their handshake or
+// refused and closing), so the bound stays a bound: A never holds more than
+// the cap, whatever the owner thread is doing, and no refusal or vanished
+// client leaves a count behind. The bound is loose only while A has other
+// connections open that were not admitted (handshakes in progress, refusals
+// being closed, which last milliseconds); it then refuses A a little more.
+// Entries that reach 0 are dropped, so the table never holds more entries
+// than the endpoint has open connections. The kernel is asked without the
+// mutex (the owner threads do not wait for it); a failed query refuses (a
+// client may connect again), and bind probes it once so it fails there
+// when sock_diag is missing. ipc endpoints are exempt: their peers are
+// local users (the file's permissions decide who connects), and the total
+// cap still holds.
 #include "transport_zap.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
 
+#include "transport_tcpconns.h"
+
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"  // fixed by ZeroMQ RFC 27
 #define KEY_BYTES 32
+
+typedef struct {
+    wr_ip16 ip;
+    int adm;  // admissions not known to have closed: >= the admitted connections still open
+} addr_adm;
 
 struct wr_zap_policy {
     char domain[WR_ZAP_DOMAIN_MAX];
@@ -53,6 +83,12 @@ struct wr_zap_policy {
     double *pending;          // ring of max_peers: times of admissions not yet seen succeed
     int pend_head, pend_n;
     unsigned long bad_key, over_cap;
+    int per_addr;     // max_peers_per_addr (0 = none); tcp endpoints only
+    unsigned port;    // with per_addr: the bound tcp port (0 until bind told us)
+    wr_ip16 local;    // ... and the bound local address
+    int local_any;    // ... which is 0.0.0.0 (or ::)
+    addr_adm *addrs;  // with per_addr: admissions per peer address (see the top of the file)
+    int n_addrs, cap_addrs;
 };
 
 typedef struct {
@@ -149,9 +185,78 @@ static void set_verdict(zverdict *v, const char *status, const char *text) {
     snprintf(v->text, sizeof v->text, "%s", text);
 }
 
-// Decides one request (under the mutex): key and role first, then the cap.
-static void decide(wr_zap *zap, const char *domain, const char *mech, const uint8_t *cred, size_t cred_len,
-                   zverdict *v) {
+// The kernel's view for a request's per-address check, gathered without the mutex.
+typedef struct {
+    int ok;          // peer and conns are valid
+    wr_ip16 peer;    // the request's peer address
+    wr_ip16 *conns;  // peers of the connections open on the endpoint's port (sorted), this one included
+    size_t n;
+} addr_view;
+
+// Fills *av when domain's endpoint has a per-address cap (av->ok = 0 otherwise, or when the bound
+// port is not known yet, the address is not an IP address, or the kernel does not answer).
+static void addr_view_get(wr_zap *zap, const char *domain, const char *addr, addr_view *av) {
+    memset(av, 0, sizeof *av);
+    pthread_mutex_lock(&zap->mu);
+    wr_zap_policy *pol = find_policy(zap, domain);
+    int need = pol && pol->per_addr > 0 && pol->port;
+    wr_ip16 local = {{0}};
+    unsigned port = 0;
+    int any = 0;
+    if (need) local = pol->local, port = pol->port, any = pol->local_any;
+    pthread_mutex_unlock(&zap->mu);
+    if (!need || wr_ip16_parse(addr, &av->peer) != WR_OK) return;
+    char err[WR_ERR_LEN];
+    av->ok = wr_tcp_conn_peers(&local, any, port, &av->conns, &av->n, err) == WR_OK;
+}
+
+// How many of the sorted v[0..n) equal ip.
+static long count_sorted(const wr_ip16 *v, size_t n, const wr_ip16 *ip) {
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (memcmp(&v[mid], ip, sizeof *ip) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    long c = 0;
+    for (; lo < n && !memcmp(&v[lo], ip, sizeof *ip); lo++) c++;
+    return c;
+}
+
+// The per-address check (mutex held): lowers every entry to the connections its address has
+// open besides this one, drops those at 0, then refuses (1) when the peer's entry is at the cap,
+// or counts the admission (0). Without the kernel's view it refuses.
+static int addr_over_cap(wr_zap_policy *pol, const addr_view *av) {
+    if (!av->ok) return 1;
+    int keep = 0, self = -1;
+    for (int i = 0; i < pol->n_addrs; i++) {
+        addr_adm a = pol->addrs[i];
+        int is_self = !memcmp(&a.ip, &av->peer, sizeof a.ip);
+        long open = count_sorted(av->conns, av->n, &a.ip) - is_self;
+        if (open < a.adm) a.adm = (int)WR_MAX(open, 0);
+        if (a.adm == 0) continue;
+        if (is_self) self = keep;
+        pol->addrs[keep++] = a;
+    }
+    pol->n_addrs = keep;
+    if (self >= 0) return pol->addrs[self].adm >= pol->per_addr ? 1 : (pol->addrs[self].adm++, 0);
+    if (pol->n_addrs == pol->cap_addrs) {
+        pol->cap_addrs = pol->cap_addrs ? 2 * pol->cap_addrs : 16;
+        pol->addrs = realloc(pol->addrs, (size_t)pol->cap_addrs * sizeof *pol->addrs);
+        WR_CHECK(pol->addrs != NULL);
+    }
+    pol->addrs[pol->n_addrs++] = (addr_adm){av->peer, 1};
+    return 0;
+}
+
+// Decides one request from peer address addr: key and role first, then the
+// cap, then the per-address cap.
+static void decide(wr_zap *zap, const char *domain, const char *addr, const char *mech, const uint8_t *cred,
+                   size_t cred_len, zverdict *v) {
+    addr_view av;
+    addr_view_get(zap, domain, addr, &av);
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&zap->mu);
     wr_zap_policy *pol = find_policy(zap, domain);
@@ -165,6 +270,9 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
     } else if (pol->max_peers > 0 && pol->live + pol->pend_n >= pol->max_peers) {
         pol->over_cap++;
         set_verdict(v, "500", "connection cap reached");
+    } else if (pol->per_addr > 0 && addr_over_cap(pol, &av)) {
+        pol->over_cap++;
+        set_verdict(v, "500", "per-address connection cap reached");
     } else {
         if (pol->max_peers > 0)  // room: live + pend_n < max_peers, the ring's size
             pol->pending[(pol->pend_head + pol->pend_n++) % pol->max_peers] = wr_now();
@@ -172,6 +280,7 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
         set_verdict(v, "200", "OK");
     }
     pthread_mutex_unlock(&zap->mu);
+    free(av.conns);
 }
 
 // Copies frame m as a NUL-terminated string into buf (truncated).
@@ -203,12 +312,13 @@ static void serve_one(wr_zap *zap, void *rep) {
             kept++;
     }
     zverdict v;
-    char domain[WR_ZAP_DOMAIN_MAX] = "", mech[16] = "";
+    char domain[WR_ZAP_DOMAIN_MAX] = "", mech[16] = "", addr[WR_PEER_ADDR_MAX] = "";
     if (kept >= 6) {
         frame_str(&f[2], domain, sizeof domain);
+        frame_str(&f[3], addr, sizeof addr);
         frame_str(&f[5], mech, sizeof mech);
         const uint8_t *cred = kept >= 7 ? zmq_msg_data(&f[6]) : NULL;
-        decide(zap, domain, mech, cred, kept >= 7 ? zmq_msg_size(&f[6]) : 0, &v);
+        decide(zap, domain, addr, mech, cred, kept >= 7 ? zmq_msg_size(&f[6]) : 0, &v);
     } else {
         memset(&v, 0, sizeof v);
         set_verdict(&v, "500", "malformed ZAP request");
@@ -298,7 +408,7 @@ static int start_error(wr_zap *zap, char *err) {
                   e == EADDRINUSE ? " (another ZAP handler in this ZeroMQ context)" : "");
 }
 
-wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers,
+wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers, int per_addr,
                                char domain[WR_ZAP_DOMAIN_MAX], char *err) {
     pthread_mutex_lock(&zap->mu);
     int rc = WR_OK;
@@ -311,6 +421,7 @@ wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_p
         pol->curve = curve;
         pol->admit = admit;
         pol->max_peers = max_peers;
+        pol->per_addr = per_addr;
         if (max_peers > 0) pol->pending = wr_calloc((size_t)max_peers, sizeof *pol->pending);
         if (zap->n_pols == zap->cap_pols) {
             zap->cap_pols = zap->cap_pols ? 2 * zap->cap_pols : 8;
@@ -331,7 +442,47 @@ void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol) {
         if (zap->pols[i] == pol) zap->pols[i] = zap->pols[--zap->n_pols];
     pthread_mutex_unlock(&zap->mu);
     free(pol->pending);
+    free(pol->addrs);
     free(pol);
+}
+
+// Splits "tcp://HOST:PORT" (HOST numeric, IPv6 in brackets) into *ip, *any and *port.
+static int parse_tcp_endpoint(const char *ep, wr_ip16 *ip, int *any, unsigned *port) {
+    char host[WR_PEER_ADDR_MAX];
+    const char *colon = strrchr(ep, ':');
+    if (strncmp(ep, "tcp://", 6) || !colon || colon - (ep + 6) >= (long)sizeof host) return WR_ERR;
+    const char *h = ep + 6, *end = colon;
+    if (*h == '[' && end > h && end[-1] == ']') h++, end--;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = 0;
+    char *rest;
+    long p = strtol(colon + 1, &rest, 10);
+    if (*rest || p <= 0 || p > 65535 || wr_ip16_parse(host, ip) != WR_OK) return WR_ERR;
+    static const wr_ip16 zero6 = {{0}};
+    wr_ip16 zero4;
+    wr_ip16_parse("0.0.0.0", &zero4);
+    *any = !memcmp(ip, &zero6, sizeof *ip) || !memcmp(ip, &zero4, sizeof *ip);
+    *port = (unsigned)p;
+    return WR_OK;
+}
+
+int wr_zap_set_tcp(wr_zap *zap, wr_zap_policy *pol, const char *bound, char *err) {
+    wr_ip16 local, *peers;
+    int any;
+    unsigned port;
+    size_t n;
+    char why[WR_ERR_LEN];
+    if (parse_tcp_endpoint(bound, &local, &any, &port) != WR_OK)
+        return wr_err(err, WR_ERR, "%s: max_peers_per_addr: cannot read the bound address and port", bound);
+    if (wr_tcp_conn_peers(&local, any, port, &peers, &n, why) !=
+        WR_OK)  // say now that the kernel will not answer
+        return wr_err(err, WR_ERR, "%s: max_peers_per_addr needs the kernel's connection table: %s", bound,
+                      why);
+    free(peers);
+    pthread_mutex_lock(&zap->mu);
+    pol->local = local, pol->local_any = any, pol->port = port;
+    pthread_mutex_unlock(&zap->mu);
+    return WR_OK;
 }
 
 // Admissions the owner has not seen succeed this long after they were made

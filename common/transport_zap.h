@@ -33,10 +33,18 @@ int wr_zap_set_allowlist(wr_zap *zap, const wr_allowed_key *keys, int n, char *e
 // Registers a bound endpoint's policy and starts the handler thread if it is
 // not running yet (so libzmq finds it before the endpoint binds). curve: the
 // endpoint uses CURVE (clients are checked against the allow-list and
-// admit); max_peers > 0: the cap. Writes the ZAP domain to set on the socket
-// into domain. NULL with a reason when the thread cannot start.
-wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers,
+// admit); max_peers > 0: the cap; per_addr > 0: the per-address cap (tcp
+// only; it refuses every handshake until wr_zap_set_tcp). Writes the ZAP
+// domain to set on the socket into domain. NULL with a reason when the
+// thread cannot start.
+wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers, int per_addr,
                                char domain[WR_ZAP_DOMAIN_MAX], char *err);
+
+// With a per-address cap: the endpoint's bound address ("tcp://IP:PORT", as
+// ZMQ_LAST_ENDPOINT gives it), whose connections the handler counts. Asks
+// the kernel once, so a missing sock_diag fails here. WR_ERR naming the
+// address and the reason.
+int wr_zap_set_tcp(wr_zap *zap, wr_zap_policy *pol, const char *bound, char *err);
 
 // Forgets a policy (after its socket closed, or before: the handler then
 // refuses that domain). Safe on NULL.
