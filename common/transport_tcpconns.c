@@ -41,9 +41,13 @@ int wr_ip16_parse(const char *text, wr_ip16 *out) {
     return WR_ERR;
 }
 
-#ifdef __linux__
+int wr_tcp_conn_cmp(const void *a, const void *b) {
+    const wr_tcp_conn *x = a, *y = b;
+    int c = memcmp(&x->peer, &y->peer, sizeof x->peer);
+    return c ? c : (x->cookie > y->cookie) - (x->cookie < y->cookie);
+}
 
-static int ip16_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(wr_ip16)); }
+#ifdef __linux__
 
 // Kernel TCP states (include/net/tcp_states.h); glibc names them only under _DEFAULT_SOURCE.
 #define ST_ESTABLISHED 1
@@ -51,17 +55,17 @@ static int ip16_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(w
 #define DUMP_BUF 65536
 
 typedef struct {
-    wr_ip16 *v;
+    wr_tcp_conn *v;
     size_t n, cap;
 } peer_list;
 
-static void push(peer_list *pl, const wr_ip16 *ip) {
+static void push(peer_list *pl, const wr_tcp_conn *c) {
     if (pl->n == pl->cap) {
         pl->cap = pl->cap ? 2 * pl->cap : 64;
         pl->v = realloc(pl->v, pl->cap * sizeof *pl->v);
         WR_CHECK(pl->v != NULL);
     }
-    pl->v[pl->n++] = *ip;
+    pl->v[pl->n++] = *c;
 }
 
 static int send_dump_request(int fd, int family, unsigned port, char *err) {
@@ -105,10 +109,13 @@ static int read_dump(int fd, int family, const wr_ip16 *local, int local_any, un
                 done = 1;
             } else if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
                 const struct inet_diag_msg *m = NLMSG_DATA(h);
-                wr_ip16 src, dst;
+                wr_ip16 src;
+                wr_tcp_conn c;
                 ip16_from(family, m->id.idiag_src, &src);
-                ip16_from(family, m->id.idiag_dst, &dst);
-                if (ntohs(m->id.idiag_sport) == port && (local_any || !ip16_cmp(&src, local))) push(pl, &dst);
+                ip16_from(family, m->id.idiag_dst, &c.peer);
+                c.cookie = (uint64_t)m->id.idiag_cookie[1] << 32 | m->id.idiag_cookie[0];
+                if (ntohs(m->id.idiag_sport) == port && (local_any || !memcmp(&src, local, sizeof src)))
+                    push(pl, &c);
             }
         }
     }
@@ -116,9 +123,9 @@ static int read_dump(int fd, int family, const wr_ip16 *local, int local_any, un
     return rc;
 }
 
-int wr_tcp_conn_peers(const wr_ip16 *local, int local_any, unsigned port, wr_ip16 **peers, size_t *n,
-                      char *err) {
-    *peers = NULL, *n = 0;
+int wr_tcp_conns(const wr_ip16 *local, int local_any, unsigned port, wr_tcp_conn **conns, size_t *n,
+                 char *err) {
+    *conns = NULL, *n = 0;
     // A listener bound to an IPv4 address (or 0.0.0.0) holds AF_INET connections only: the
     // transport does not set ZMQ_IPV6, so there is no dual-stack socket to look at as well.
     int family = memcmp(local->b, V4_MAPPED, 12) ? AF_INET6 : AF_INET;
@@ -129,17 +136,17 @@ int wr_tcp_conn_peers(const wr_ip16 *local, int local_any, unsigned port, wr_ip1
     if (rc == WR_OK) rc = read_dump(fd, family, local, local_any, port, &pl, err);
     close(fd);
     if (rc != WR_OK) return free(pl.v), rc;
-    if (pl.n > 1) qsort(pl.v, pl.n, sizeof *pl.v, ip16_cmp);
-    *peers = pl.v, *n = pl.n;
+    if (pl.n > 1) qsort(pl.v, pl.n, sizeof *pl.v, wr_tcp_conn_cmp);
+    *conns = pl.v, *n = pl.n;
     return WR_OK;
 }
 
 #else
 
-int wr_tcp_conn_peers(const wr_ip16 *local, int local_any, unsigned port, wr_ip16 **peers, size_t *n,
-                      char *err) {
+int wr_tcp_conns(const wr_ip16 *local, int local_any, unsigned port, wr_tcp_conn **conns, size_t *n,
+                 char *err) {
     (void)local, (void)local_any, (void)port;
-    *peers = NULL, *n = 0;
+    *conns = NULL, *n = 0;
     return wr_err(err, WR_ERR, "counting connections per address needs Linux (sock_diag)");
 }
 

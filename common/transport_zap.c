@@ -68,9 +68,18 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"  // fixed by ZeroMQ RFC 27
 #define KEY_BYTES 32
 
+// One admission of the per-address cap: the cookies of the connections from
+// its address that were open when it was made (the admitted one among them),
+// pruned to those still open.
+typedef struct {
+    uint64_t *ck;  // sorted
+    size_t n;
+} admission;
+
 typedef struct {
     wr_ip16 ip;
-    int adm;  // admissions not known to have closed: >= the admitted connections still open
+    admission *adm;  // per_addr + 1 slots
+    int n_adm;       // admissions that may still be open: >= the admitted connections still open
 } addr_adm;
 
 struct wr_zap_policy {
@@ -187,9 +196,9 @@ static void set_verdict(zverdict *v, const char *status, const char *text) {
 
 // The kernel's view for a request's per-address check, gathered without the mutex.
 typedef struct {
-    int ok;          // peer and conns are valid
-    wr_ip16 peer;    // the request's peer address
-    wr_ip16 *conns;  // peers of the connections open on the endpoint's port (sorted), this one included
+    int ok;              // peer and conns are valid
+    wr_ip16 peer;        // the request's peer address
+    wr_tcp_conn *conns;  // the connections open on the endpoint's port (sorted), this one included
     size_t n;
 } addr_view;
 
@@ -207,47 +216,100 @@ static void addr_view_get(wr_zap *zap, const char *domain, const char *addr, add
     pthread_mutex_unlock(&zap->mu);
     if (!need || wr_ip16_parse(addr, &av->peer) != WR_OK) return;
     char err[WR_ERR_LEN];
-    av->ok = wr_tcp_conn_peers(&local, any, port, &av->conns, &av->n, err) == WR_OK;
+    av->ok = wr_tcp_conns(&local, any, port, &av->conns, &av->n, err) == WR_OK;
 }
 
-// How many of the sorted v[0..n) equal ip.
-static long count_sorted(const wr_ip16 *v, size_t n, const wr_ip16 *ip) {
-    size_t lo = 0, hi = n;
+// The connections from ip in av (a sorted run): *first and the count.
+static size_t conns_of(const addr_view *av, const wr_ip16 *ip, const wr_tcp_conn **first) {
+    size_t lo = 0, hi = av->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (memcmp(&v[mid], ip, sizeof *ip) < 0)
+        if (memcmp(&av->conns[mid].peer, ip, sizeof *ip) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
-    long c = 0;
-    for (; lo < n && !memcmp(&v[lo], ip, sizeof *ip); lo++) c++;
-    return c;
+    size_t end = lo;
+    while (end < av->n && !memcmp(&av->conns[end].peer, ip, sizeof *ip)) end++;
+    *first = av->conns + lo;
+    return end - lo;
 }
 
-// The per-address check (mutex held): lowers every entry to the connections its address has
-// open besides this one, drops those at 0, then refuses (1) when the peer's entry is at the cap,
-// or counts the admission (0). Without the kernel's view it refuses.
+// Keeps in *a the cookies of run[0..n) (both sorted): the ones still open.
+static void prune(admission *a, const wr_tcp_conn *run, size_t n) {
+    size_t keep = 0, j = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        while (j < n && run[j].cookie < a->ck[i]) j++;
+        if (j < n && run[j].cookie == a->ck[i]) a->ck[keep++] = a->ck[i];
+    }
+    a->n = keep;
+}
+
+static void set_cookies(admission *a, const wr_tcp_conn *run, size_t n) {
+    a->ck = realloc(a->ck, WR_MAX(n, 1) * sizeof *a->ck);
+    WR_CHECK(a->ck != NULL);
+    for (size_t i = 0; i < n; i++) a->ck[i] = run[i].cookie;
+    a->n = n;
+}
+
+// Brings entry e up to date with the kernel's view: drops the admissions none of whose
+// connections is still open; when more remain than e's other open connections (`others`), at
+// most that many can be open, so it keeps that many, each with all of e's open connections.
+static void refresh_addr(addr_adm *e, const wr_tcp_conn *run, size_t n, size_t others) {
+    int keep = 0;
+    for (int i = 0; i < e->n_adm; i++) {
+        prune(&e->adm[i], run, n);
+        if (e->adm[i].n == 0) continue;
+        admission t = e->adm[keep];
+        e->adm[keep++] = e->adm[i], e->adm[i] = t;
+    }
+    e->n_adm = keep;
+    if ((size_t)e->n_adm > others) {
+        e->n_adm = (int)others;
+        for (int i = 0; i < e->n_adm; i++) set_cookies(&e->adm[i], run, n);
+    }
+}
+
+static void free_addr(addr_adm *e, int per_addr) {
+    for (int i = 0; i <= per_addr; i++) free(e->adm[i].ck);
+    free(e->adm);
+}
+
+// The per-address check (mutex held; see the top of the file): refreshes every entry, drops the
+// empty ones, then refuses (1) when the peer's admissions that may be open reach the cap, or
+// records this admission with the connections its address has open (0). Without the kernel's
+// view it refuses.
 static int addr_over_cap(wr_zap_policy *pol, const addr_view *av) {
     if (!av->ok) return 1;
     int keep = 0, self = -1;
     for (int i = 0; i < pol->n_addrs; i++) {
-        addr_adm a = pol->addrs[i];
-        int is_self = !memcmp(&a.ip, &av->peer, sizeof a.ip);
-        long open = count_sorted(av->conns, av->n, &a.ip) - is_self;
-        if (open < a.adm) a.adm = (int)WR_MAX(open, 0);
-        if (a.adm == 0) continue;
+        addr_adm *e = &pol->addrs[i];
+        const wr_tcp_conn *run;
+        size_t n = conns_of(av, &e->ip, &run);
+        int is_self = !memcmp(&e->ip, &av->peer, sizeof e->ip);
+        refresh_addr(e, run, n, n - (size_t)(is_self && n > 0));
+        if (e->n_adm == 0) {
+            free_addr(e, pol->per_addr);
+            continue;
+        }
         if (is_self) self = keep;
-        pol->addrs[keep++] = a;
+        pol->addrs[keep++] = *e;
     }
     pol->n_addrs = keep;
-    if (self >= 0) return pol->addrs[self].adm >= pol->per_addr ? 1 : (pol->addrs[self].adm++, 0);
-    if (pol->n_addrs == pol->cap_addrs) {
-        pol->cap_addrs = pol->cap_addrs ? 2 * pol->cap_addrs : 16;
-        pol->addrs = realloc(pol->addrs, (size_t)pol->cap_addrs * sizeof *pol->addrs);
-        WR_CHECK(pol->addrs != NULL);
+    if (self >= 0 && pol->addrs[self].n_adm >= pol->per_addr) return 1;
+    if (self < 0) {
+        if (pol->n_addrs == pol->cap_addrs) {
+            pol->cap_addrs = pol->cap_addrs ? 2 * pol->cap_addrs : 16;
+            pol->addrs = realloc(pol->addrs, (size_t)pol->cap_addrs * sizeof *pol->addrs);
+            WR_CHECK(pol->addrs != NULL);
+        }
+        self = pol->n_addrs++;
+        pol->addrs[self] = (addr_adm){av->peer, wr_calloc((size_t)pol->per_addr + 1, sizeof(admission)), 0};
     }
-    pol->addrs[pol->n_addrs++] = (addr_adm){av->peer, 1};
+    addr_adm *e = &pol->addrs[self];
+    const wr_tcp_conn *run;
+    size_t n = conns_of(av, &av->peer, &run);
+    set_cookies(&e->adm[e->n_adm++], run, n);
     return 0;
 }
 
@@ -442,6 +504,7 @@ void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol) {
         if (zap->pols[i] == pol) zap->pols[i] = zap->pols[--zap->n_pols];
     pthread_mutex_unlock(&zap->mu);
     free(pol->pending);
+    for (int i = 0; i < pol->n_addrs; i++) free_addr(&pol->addrs[i], pol->per_addr);
     free(pol->addrs);
     free(pol);
 }
@@ -467,18 +530,19 @@ static int parse_tcp_endpoint(const char *ep, wr_ip16 *ip, int *any, unsigned *p
 }
 
 int wr_zap_set_tcp(wr_zap *zap, wr_zap_policy *pol, const char *bound, char *err) {
-    wr_ip16 local, *peers;
+    wr_ip16 local;
+    wr_tcp_conn *conns;
     int any;
     unsigned port;
     size_t n;
     char why[WR_ERR_LEN];
     if (parse_tcp_endpoint(bound, &local, &any, &port) != WR_OK)
         return wr_err(err, WR_ERR, "%s: max_peers_per_addr: cannot read the bound address and port", bound);
-    if (wr_tcp_conn_peers(&local, any, port, &peers, &n, why) !=
-        WR_OK)  // say now that the kernel will not answer
+    // Ask once now, so that a kernel that will not answer fails the bind, not every handshake.
+    if (wr_tcp_conns(&local, any, port, &conns, &n, why) != WR_OK)
         return wr_err(err, WR_ERR, "%s: max_peers_per_addr needs the kernel's connection table: %s", bound,
                       why);
-    free(peers);
+    free(conns);
     pthread_mutex_lock(&zap->mu);
     pol->local = local, pol->local_any = any, pol->port = port;
     pthread_mutex_unlock(&zap->mu);
