@@ -33,30 +33,33 @@
 // spends between such calls.
 //
 // The per-address cap (max_peers_per_addr, tcp endpoints): a connection from
-// peer address A (the request's address frame) is refused with 500 when
-// `adm[A]`, the admissions to A not known to have closed, has reached the
-// cap. adm[A] is an upper bound of A's admitted connections that are still
-// open: each 200 to A adds 1, and at each decision every entry is lowered
-// to the number of connections from that address the kernel holds open on
-// the endpoint's port (transport_tcpconns.c; for A itself minus the one
-// being decided, which is open but not admitted yet). That number includes
-// every admitted connection still open (and those in their handshake or
-// refused and closing), so the bound stays a bound: A never holds more than
-// the cap, whatever the owner thread is doing, and no refusal or vanished
-// client leaves a count behind. The bound is loose only while A has other
-// connections open that were not admitted (handshakes in progress, refusals
+// peer address A (the request's address frame) is refused with 500 when A
+// already has per_addr admissions that may still be open. The monitor cannot
+// tell (its events do not name the peer, and the owner reads them late), so
+// at each decision the handler lists the connections the kernel holds open
+// on the endpoint's port, each with its peer address and socket cookie
+// (transport_tcpconns.c; the connection being decided is among them). An
+// admission records the cookies of A's connections open at that moment: the
+// admitted one is among them, so while it is open the admission keeps a
+// cookie that is still open. Admissions none of whose cookies is open are
+// dropped, and at most as many are kept as A has other connections open
+// (each then with all of A's open cookies), since no more of A's admitted
+// connections can be open. So the admissions kept are always at least A's
+// admitted connections still open: A never holds more than the cap, whatever
+// the owner thread is doing, and no refused or vanished client (nor fd
+// reuse) leaves a count behind. The bound is loose only while A has open
+// connections that were not admitted (handshakes in progress, refusals
 // being closed, which last milliseconds); it then refuses A a little more.
-// Entries that reach 0 are dropped, so the table never holds more entries
-// than the endpoint has open connections. The kernel is asked without the
-// mutex (the owner threads do not wait for it); a failed query refuses (a
-// client may connect again), and bind probes it once so it fails there
-// when sock_diag is missing. ipc endpoints are exempt: their peers are
-// local users (the file's permissions decide who connects), and the total
-// cap still holds.
+// An entry with no admissions left is dropped, so the table never holds more
+// entries than the endpoint has open connections, each with at most
+// per_addr + 1 admissions. The kernel is asked without the mutex (the owner
+// threads do not wait for it); a failed query refuses (the client may
+// connect again), and bind asks once so a missing sock_diag fails there.
+// ipc endpoints are exempt: their peers are local users (the socket file's
+// permissions decide who connects), and the total cap still holds.
 #include "transport_zap.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>

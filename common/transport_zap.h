@@ -5,9 +5,9 @@
 // One handler per ZeroMQ context: a thread with a REP socket at
 // inproc://zeromq.zap.01, where libzmq asks about every tcp/ipc handshake of
 // a socket with a ZAP domain. Each bound endpoint that needs it (CURVE, or a
-// connection cap) registers a policy and gets its own domain, by which the
-// handler finds that endpoint's admit mask, cap, live-connection count and
-// refusal counters.
+// connection cap, total or per address) registers a policy and gets its own
+// domain, by which the handler finds that endpoint's admit mask, caps,
+// live-connection counts and refusal counters.
 #ifndef WR_TRANSPORT_ZAP_H
 #define WR_TRANSPORT_ZAP_H
 
