@@ -119,8 +119,8 @@ typedef struct {
     int max_peers_per_addr;  // bound tcp side: a handshake from a peer IP address that already has this
                              // many live connections here is refused like max_peers (over_cap; the
                              // client sees the connection cap). 0 = none (default). ipc is exempt (local
-                             // users). Counts come from the kernel's connection table at each handshake
-                             // (Linux sock_diag; no duty for the owner); bind fails where it cannot be read.
+                             // users). Checked against the kernel's connection table (Linux sock_diag; no
+                             // duty for the owner); bind fails where it cannot be read.
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);

@@ -34,29 +34,14 @@
 //
 // The per-address cap (max_peers_per_addr, tcp endpoints): a connection from
 // peer address A (the request's address frame) is refused with 500 when A
-// already has per_addr admissions that may still be open. The monitor cannot
-// tell (its events do not name the peer, and the owner reads them late), so
-// at each decision the handler lists the connections the kernel holds open
-// on the endpoint's port, each with its peer address and socket cookie
-// (transport_tcpconns.c; the connection being decided is among them). An
-// admission records the cookies of A's connections open at that moment: the
-// admitted one is among them, so while it is open the admission keeps a
-// cookie that is still open. Admissions none of whose cookies is open are
-// dropped, and at most as many are kept as A has other connections open
-// (each then with all of A's open cookies), since no more of A's admitted
-// connections can be open. So the admissions kept are always at least A's
-// admitted connections still open: A never holds more than the cap, whatever
-// the owner thread is doing, and no refused or vanished client (nor fd
-// reuse) leaves a count behind. The bound is loose only while A has open
-// connections that were not admitted (handshakes in progress, refusals
-// being closed, which last milliseconds); it then refuses A a little more.
-// An entry with no admissions left is dropped, so the table never holds more
-// entries than the endpoint has open connections, each with at most
-// per_addr + 1 admissions. The kernel is asked without the mutex (the owner
-// threads do not wait for it); a failed query refuses (the client may
-// connect again), and bind asks once so a missing sock_diag fails there.
-// ipc endpoints are exempt: their peers are local users (the socket file's
-// permissions decide who connects), and the total cap still holds.
+// already has that many admissions that may still be open, as tracked by
+// transport_peraddr.c against the kernel's list of the endpoint's open
+// connections (transport_tcpconns.c). The list is fetched without the mutex
+// (the owner threads do not wait for it), only when it can change the
+// answer; a failed fetch refuses (the client may connect again), and bind
+// fetches it once so a missing sock_diag fails there. ipc endpoints are
+// exempt: their peers are local users (the socket file's permissions decide
+// who connects), and the total cap still holds.
 #include "transport_zap.h"
 
 #include <errno.h>
@@ -66,24 +51,10 @@
 #include <string.h>
 #include <zmq.h>
 
-#include "transport_tcpconns.h"
+#include "transport_peraddr.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"  // fixed by ZeroMQ RFC 27
 #define KEY_BYTES 32
-
-// One admission of the per-address cap: the cookies of the connections from
-// its address that were open when it was made (the admitted one among them),
-// pruned to those still open.
-typedef struct {
-    uint64_t *ck;  // sorted
-    size_t n;
-} admission;
-
-typedef struct {
-    wr_ip16 ip;
-    admission *adm;  // per_addr + 1 slots
-    int n_adm;       // admissions that may still be open: >= the admitted connections still open
-} addr_adm;
 
 struct wr_zap_policy {
     char domain[WR_ZAP_DOMAIN_MAX];
@@ -95,12 +66,11 @@ struct wr_zap_policy {
     double *pending;          // ring of max_peers: times of admissions not yet seen succeed
     int pend_head, pend_n;
     unsigned long bad_key, over_cap;
-    int per_addr;     // max_peers_per_addr (0 = none); tcp endpoints only
-    unsigned port;    // with per_addr: the bound tcp port (0 until bind told us)
-    wr_ip16 local;    // ... and the bound local address
-    int local_any;    // ... which is 0.0.0.0 (or ::)
-    addr_adm *addrs;  // with per_addr: admissions per peer address (see the top of the file)
-    int n_addrs, cap_addrs;
+    int per_addr;    // max_peers_per_addr (0 = none); tcp endpoints only
+    unsigned port;   // with per_addr: the bound tcp port (0 until bind told us)
+    wr_ip16 local;   // ... and the bound local address
+    int local_any;   // ... which is 0.0.0.0 (or ::)
+    wr_peraddr *pa;  // with per_addr: the admissions per peer address
 };
 
 typedef struct {
@@ -197,123 +167,37 @@ static void set_verdict(zverdict *v, const char *status, const char *text) {
     snprintf(v->text, sizeof v->text, "%s", text);
 }
 
-// The kernel's view for a request's per-address check, gathered without the mutex.
+// A request's per-address check: what it needs from the kernel, fetched without the mutex.
 typedef struct {
-    int ok;              // peer and conns are valid
+    int ok;              // the check can be made: peer parsed, the list fetched if it is wanted
+    int listed;          // conns is the kernel's list
     wr_ip16 peer;        // the request's peer address
     wr_tcp_conn *conns;  // the connections open on the endpoint's port (sorted), this one included
     size_t n;
 } addr_view;
 
-// Fills *av when domain's endpoint has a per-address cap (av->ok = 0 otherwise, or when the bound
-// port is not known yet, the address is not an IP address, or the kernel does not answer).
+// Fills *av for a request to domain from addr when its endpoint has a per-address cap (av->ok = 0
+// when the bound port is not known yet, addr is not an IP address, or the kernel does not answer).
 static void addr_view_get(wr_zap *zap, const char *domain, const char *addr, addr_view *av) {
     memset(av, 0, sizeof *av);
+    if (wr_ip16_parse(addr, &av->peer) != WR_OK) return;
     pthread_mutex_lock(&zap->mu);
     wr_zap_policy *pol = find_policy(zap, domain);
-    int need = pol && pol->per_addr > 0 && pol->port;
-    wr_ip16 local = {{0}};
-    unsigned port = 0;
-    int any = 0;
-    if (need) local = pol->local, port = pol->port, any = pol->local_any;
+    int known = pol && pol->per_addr > 0 && pol->port;
+    int want = known && wr_peraddr_wants_conns(pol->pa, &av->peer, wr_now());
+    wr_ip16 local = known ? pol->local : (wr_ip16){{0}};
+    unsigned port = known ? pol->port : 0;
+    int any = known && pol->local_any;
     pthread_mutex_unlock(&zap->mu);
-    if (!need || wr_ip16_parse(addr, &av->peer) != WR_OK) return;
     char err[WR_ERR_LEN];
-    av->ok = wr_tcp_conns(&local, any, port, &av->conns, &av->n, err) == WR_OK;
+    if (want) av->listed = wr_tcp_conns(&local, any, port, &av->conns, &av->n, err) == WR_OK;
+    av->ok = known && (!want || av->listed);
 }
 
-// The connections from ip in av (a sorted run): *first and the count.
-static size_t conns_of(const addr_view *av, const wr_ip16 *ip, const wr_tcp_conn **first) {
-    size_t lo = 0, hi = av->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (memcmp(&av->conns[mid].peer, ip, sizeof *ip) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    size_t end = lo;
-    while (end < av->n && !memcmp(&av->conns[end].peer, ip, sizeof *ip)) end++;
-    *first = av->conns + lo;
-    return end - lo;
-}
-
-// Keeps in *a the cookies of run[0..n) (both sorted): the ones still open.
-static void prune(admission *a, const wr_tcp_conn *run, size_t n) {
-    size_t keep = 0, j = 0;
-    for (size_t i = 0; i < a->n; i++) {
-        while (j < n && run[j].cookie < a->ck[i]) j++;
-        if (j < n && run[j].cookie == a->ck[i]) a->ck[keep++] = a->ck[i];
-    }
-    a->n = keep;
-}
-
-static void set_cookies(admission *a, const wr_tcp_conn *run, size_t n) {
-    a->ck = realloc(a->ck, WR_MAX(n, 1) * sizeof *a->ck);
-    WR_CHECK(a->ck != NULL);
-    for (size_t i = 0; i < n; i++) a->ck[i] = run[i].cookie;
-    a->n = n;
-}
-
-// Brings entry e up to date with the kernel's view: drops the admissions none of whose
-// connections is still open; when more remain than e's other open connections (`others`), at
-// most that many can be open, so it keeps that many, each with all of e's open connections.
-static void refresh_addr(addr_adm *e, const wr_tcp_conn *run, size_t n, size_t others) {
-    int keep = 0;
-    for (int i = 0; i < e->n_adm; i++) {
-        prune(&e->adm[i], run, n);
-        if (e->adm[i].n == 0) continue;
-        admission t = e->adm[keep];
-        e->adm[keep++] = e->adm[i], e->adm[i] = t;
-    }
-    e->n_adm = keep;
-    if ((size_t)e->n_adm > others) {
-        e->n_adm = (int)others;
-        for (int i = 0; i < e->n_adm; i++) set_cookies(&e->adm[i], run, n);
-    }
-}
-
-static void free_addr(addr_adm *e, int per_addr) {
-    for (int i = 0; i <= per_addr; i++) free(e->adm[i].ck);
-    free(e->adm);
-}
-
-// The per-address check (mutex held; see the top of the file): refreshes every entry, drops the
-// empty ones, then refuses (1) when the peer's admissions that may be open reach the cap, or
-// records this admission with the connections its address has open (0). Without the kernel's
-// view it refuses.
+// The per-address check (mutex held): 1 = refuse.
 static int addr_over_cap(wr_zap_policy *pol, const addr_view *av) {
     if (!av->ok) return 1;
-    int keep = 0, self = -1;
-    for (int i = 0; i < pol->n_addrs; i++) {
-        addr_adm *e = &pol->addrs[i];
-        const wr_tcp_conn *run;
-        size_t n = conns_of(av, &e->ip, &run);
-        int is_self = !memcmp(&e->ip, &av->peer, sizeof e->ip);
-        refresh_addr(e, run, n, n - (size_t)(is_self && n > 0));
-        if (e->n_adm == 0) {
-            free_addr(e, pol->per_addr);
-            continue;
-        }
-        if (is_self) self = keep;
-        pol->addrs[keep++] = *e;
-    }
-    pol->n_addrs = keep;
-    if (self >= 0 && pol->addrs[self].n_adm >= pol->per_addr) return 1;
-    if (self < 0) {
-        if (pol->n_addrs == pol->cap_addrs) {
-            pol->cap_addrs = pol->cap_addrs ? 2 * pol->cap_addrs : 16;
-            pol->addrs = realloc(pol->addrs, (size_t)pol->cap_addrs * sizeof *pol->addrs);
-            WR_CHECK(pol->addrs != NULL);
-        }
-        self = pol->n_addrs++;
-        pol->addrs[self] = (addr_adm){av->peer, wr_calloc((size_t)pol->per_addr + 1, sizeof(admission)), 0};
-    }
-    addr_adm *e = &pol->addrs[self];
-    const wr_tcp_conn *run;
-    size_t n = conns_of(av, &av->peer, &run);
-    set_cookies(&e->adm[e->n_adm++], run, n);
-    return 0;
+    return wr_peraddr_decide(pol->pa, &av->peer, av->listed, av->conns, av->n, wr_now());
 }
 
 // Decides one request from peer address addr: key and role first, then the
@@ -487,6 +371,7 @@ wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_p
         pol->admit = admit;
         pol->max_peers = max_peers;
         pol->per_addr = per_addr;
+        if (per_addr > 0) pol->pa = wr_peraddr_new(per_addr);
         if (max_peers > 0) pol->pending = wr_calloc((size_t)max_peers, sizeof *pol->pending);
         if (zap->n_pols == zap->cap_pols) {
             zap->cap_pols = zap->cap_pols ? 2 * zap->cap_pols : 8;
@@ -507,8 +392,7 @@ void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol) {
         if (zap->pols[i] == pol) zap->pols[i] = zap->pols[--zap->n_pols];
     pthread_mutex_unlock(&zap->mu);
     free(pol->pending);
-    for (int i = 0; i < pol->n_addrs; i++) free_addr(&pol->addrs[i], pol->per_addr);
-    free(pol->addrs);
+    wr_peraddr_free(pol->pa);
     free(pol);
 }
 
