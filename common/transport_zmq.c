@@ -18,8 +18,8 @@
 //   MAXMSGSIZE           a peer cannot make us allocate for an absurd frame
 //   CURVE_* (opt-in)     encryption and key authentication (CURVE)
 //   ZAP_DOMAIN           bound endpoints with CURVE or a connection cap (total, or per address
-//                        on tcp): the domain by which
-//                        the ZAP handler (transport_zap.c) finds the endpoint's policy
+//                        on tcp): the domain by which the ZAP handler (transport_zap.c) finds
+//                        the endpoint's policy
 // - A connected tcp/ipc endpoint watches its connection with a socket
 //   monitor: once an established connection drops, recv/send/poll report
 //   WR_ECLOSED instead of waiting for a peer that is gone, and a handshake
