@@ -97,6 +97,10 @@ double wr_model_evaluate(wr_model *m, const wr_dataset *test);
 // The loss scale used by the next step (1 when hfp8 is off).
 float wr_model_loss_scale(const wr_model *m);
 
+// Puts the loss scale back to where a new model starts (a worker that
+// rejoins a job starts its state fresh).
+void wr_model_reset_loss_scale(wr_model *m);
+
 // ---- extras ---------------------------------------------------------------------
 // Worker rank for the synthetic gradient noise key (default 0), so different
 // workers draw different noise. No effect on data models.
