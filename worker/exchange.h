@@ -77,10 +77,12 @@ typedef struct {
 
     // join: becomes part of the job once the loop built job->model and loaded
     // the data (both stay the loop's). Fills job->rank, n_workers, n_shards,
-    // total_steps and first_step (1, or a joiner's first step T), and sets the initial parameters in the model (local:
-    // as initialised; ps: REGISTERs with d, waits for the cluster map,
-    // connects to the shards, starts the heartbeat thread, rank 0 sends the
-    // parameters to the shards and every rank PULLs them). Blocks up to the
+    // total_steps and first_step (1, or a joiner's first step T), and sets
+    // the initial parameters in the model (local: as initialised; ps:
+    // REGISTERs with d, waits for a cluster map naming it, connects to the
+    // shards, starts the heartbeat thread; in the epoch-1 map rank 0 sends the
+    // parameters to the shards and every rank PULLs them, a joiner PULLs
+    // those after step T - 1). Blocks up to the
     // registration timeout (ps). Errors: a job this worker cannot take part
     // in (WR_EXIT_CONFIG), a map or shard it cannot use, the heartbeat thread
     // not starting, a shard silent past step_timeout (WR_EXIT_FAILURE), the

@@ -342,6 +342,7 @@ static fake *new_fake(enum scenario sc, int codec, int bcast) {
     f->cfg.digest_every = 5;
     f->cfg.progress_every = 0;
     f->cfg.step_timeout = 1.0;
+    f->cfg.register_timeout = 1.0;  // the broadcast wait is bounded by step_timeout + register_timeout
     f->cfg.heartbeat_interval = 0.05;
     f->cfg.codec = codec;
     f->cfg.broadcast = bcast;
