@@ -30,6 +30,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config.h"
@@ -52,7 +54,8 @@ enum scenario {
     SC_EPOCH2,       // epoch 2 (ranks 0 and 3) commits at step 6's push, from step 8 (sf)
     SC_EPOCH2_LATE,  // the same, the map sent 300 ms after the shards switched
     SC_JOINER,       // the worker joins as rank 5 of epoch 3 (ranks 2, 5) at step 8
-    SC_REMOVED       // step 6's push is refused, the worker removed; it rejoins as rank 1 at step 9
+    SC_REMOVED,      // step 6's push is refused, the worker removed; it rejoins as rank 1 at step 9
+    SC_STOP          // a stop request (as from SIGTERM) arrives during step STOP_AT
 };
 
 // Membership-change scenarios (the fake's script).
@@ -61,6 +64,7 @@ enum scenario {
 #define JOIN_T 8
 #define REMOVED_AT 6
 #define REJOIN_T 9
+#define STOP_AT 11
 
 #define D 4096
 #define STEPS 20
@@ -90,6 +94,7 @@ typedef struct {
     atomic_int remove_due;   // shards -> coordinator: tell the worker it was removed (SC_REMOVED)
     atomic_int shard_epoch;  // the epoch the shards put in BROADCAST/PARAMS
     int leave_step;
+    pthread_t main_thread;     // SC_STOP: where the stop signal goes
     wr_train_stats run_stats;  // the worker's figures (wr_train_run)
 } fake;
 
@@ -423,6 +428,9 @@ static void take_push(shards *S, int s, const wr_msg *msg, wr_pmsg *h) {
     // SHUTDOWN follows step 10's digest: hold later broadcasts so
     // that a fast worker cannot finish every step before it arrives.
     int held = f->sc == SC_SHUTDOWN && t > 10;
+    // The stop request comes while the worker waits for step STOP_AT's
+    // broadcasts (handled on the worker's thread, as a signal would be).
+    if (f->sc == SC_STOP && s == 0 && t == STOP_AT) pthread_kill(f->main_thread, SIGUSR1);
     if (f->sc == SC_WRONG_STEP && s == 0 && t == 3) bh.step = 4;
     if (!silent && !held) send_to(f, f->shard_ep[s], msg, &bh, S->out, bh.payload_len);
 }
@@ -487,6 +495,11 @@ static void *shards_main(void *arg) {
 
 // ---- harness ------------------------------------------------------------------------
 
+// SIGUSR1 stands for SIGTERM in SC_STOP: the handler does what
+// wren-worker's does with a first signal while training.
+static wr_train_stop test_stop;
+static void on_test_stop(int sig) { test_stop.requested = sig; }
+
 static int run_worker(fake *f, const char *summary, char *err) {
     char e2[WR_ERR_LEN];
     snprintf(f->dir, sizeof f->dir, "/tmp/wren-tpsc-XXXXXX");
@@ -518,7 +531,9 @@ static int run_worker(fake *f, const char *summary, char *err) {
     o.coordinator = f->coord_addr;
     o.host = "testhost";
     o.connect_timeout = 5;
-    wr_train_opts to = {.summary_path = summary, .threads = 1};
+    wr_train_opts to = {.summary_path = summary, .threads = 1, .stop = &test_stop};
+    memset(&test_stop, 0, sizeof test_stop);
+    f->main_thread = pthread_self();
     int st = wr_train_run(wr_exchange_ps(&o), &to, &f->run_stats, err);
 
     atomic_store(&f->stop, 1);
@@ -738,6 +753,40 @@ static void test_small_training_set_fails_before_forming(void **state) {
     free(f);
 }
 
+// A stop request during step 11 (SIGTERM in wren-worker): the worker
+// finishes step 11, writes its summary, sends STATS and LEAVE{s = 11} and
+// ends with status 0.
+static void test_stop_request_leaves_after_the_step(void **state) {
+    (void)state;
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_test_stop;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, &old);
+    fake *f = new_fake(SC_STOP, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char summary[] = "/tmp/wren-tpsc-summary-XXXXXX";
+    int fd = mkstemp(summary);
+    close(fd);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, summary, err);
+    sigaction(SIGUSR1, &old, NULL);
+    if (st) fprintf(stderr, "worker: %s\n", err);
+    assert_int_equal(st, WR_EXIT_OK);
+    assert_int_equal(test_stop.requested, SIGUSR1);
+    assert_int_equal(f->run_stats.steps, STOP_AT);
+    assert_int_equal(f->stats, 1);
+    assert_int_equal(f->leaves, 1);
+    assert_int_equal(f->leave_step, STOP_AT);
+    assert_int_equal(f->errors, 0);
+    assert_true(f->worker_digest[10][0] == f->shard_digest[10][0]);
+    assert_true(f->worker_digest[15][0] == 0);
+    struct stat sb;
+    assert_int_equal(stat(summary, &sb), 0);
+    assert_true(sb.st_size > 0);
+    unlink(summary);
+    free(f);
+}
+
 // ---- membership epochs ------------------------------------------------------------
 
 // Runs a membership scenario to its end and checks what every one shares:
@@ -843,6 +892,7 @@ int main(void) {
         cmocka_unit_test(test_newer_epoch_broadcast_waits_for_map),
         cmocka_unit_test(test_joiner_pulls_T_minus_1_and_starts_at_T),
         cmocka_unit_test(test_removed_worker_registers_again),
+        cmocka_unit_test(test_stop_request_leaves_after_the_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
