@@ -94,6 +94,7 @@ typedef struct {
     atomic_int remove_due;   // shards -> coordinator: tell the worker it was removed (SC_REMOVED)
     atomic_int shard_epoch;  // the epoch the shards put in BROADCAST/PARAMS
     int leave_step;
+    atomic_int left;           // the coordinator read the worker's LEAVE (and so all sent before it)
     pthread_t main_thread;     // SC_STOP: where the stop signal goes
     wr_train_stats run_stats;  // the worker's figures (wr_train_run)
 } fake;
@@ -291,6 +292,7 @@ static void *coord_main(void *arg) {
         } else if (h.type == WR_MT_LEAVE) {
             f->leaves++;
             f->leave_step = (int)h.step;
+            atomic_store(&f->left, 1);
         } else if (h.type == WR_MT_STATS) {
             f->stats++;
         }
@@ -520,6 +522,7 @@ static int run_worker(fake *f, const char *summary, char *err) {
     atomic_init(&f->thread_errors, 0);
     atomic_init(&f->oversize_sent, 0);
     atomic_init(&f->map_due, 0);
+    atomic_init(&f->left, 0);
     atomic_init(&f->map_sent, 0);
     atomic_init(&f->remove_due, 0);
     atomic_init(&f->shard_epoch, f->sc == SC_JOINER ? 3 : 1);
@@ -535,6 +538,9 @@ static int run_worker(fake *f, const char *summary, char *err) {
     memset(&test_stop, 0, sizeof test_stop);
     f->main_thread = pthread_self();
     int st = wr_train_run(wr_exchange_ps(&o), &to, &f->run_stats, err);
+    // The worker's last messages may still be on their way to the fake
+    // coordinator: a run that ended well waits (up to 2 s) until it read the LEAVE.
+    for (int i = 0; st == WR_EXIT_OK && i < 200 && !atomic_load(&f->left); i++) usleep(10 * 1000);
 
     atomic_store(&f->stop, 1);
     pthread_join(tc, NULL);
