@@ -4,7 +4,10 @@
 // Registration is two-phase (docs/ARCHITECTURE.md, "Job life cycle"): a
 // REGISTER without a model gets the welcome map carrying the job config
 // (config); once the loop built the model, a REGISTER with d and the
-// training-set size gets the cluster map of the formed job (join).
+// training-set size gets the cluster map of the formed job, or of a later
+// epoch that admits this worker as a joiner from its step 'sf' (join). A
+// worker the coordinator removed goes through both phases again and joins
+// anew (wr_ps_rejoin; docs/ARCHITECTURE.md, "Membership epochs: the worker").
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stdio.h>

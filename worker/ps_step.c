@@ -4,8 +4,10 @@
 // shard s, Birder-encode g[lo_s:hi_s) into one of two reused per-shard
 // buffers and PUSH it zero-copy (the transport's free callback marks the
 // buffer reusable; fp32: PUSH the gradient range itself); then poll every
-// shard socket (and the coordinator's, for SHUTDOWN) and apply each BROADCAST
-// as it arrives.
+// shard socket (and the coordinator's, for SHUTDOWN, ERROR and cluster maps)
+// and apply each BROADCAST as it arrives (warn lines only past stall_report).
+// After the step, a shard's newer epoch waits for its map (ps_epoch.c); a
+// removal found during the step rejoins the job (ps_join.c).
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
