@@ -266,6 +266,7 @@ static void *coord_main(void *arg) {
         if (h.type == WR_MT_ERROR) {
             f->errors++;
             f->error_code = h.code;
+            atomic_store(&f->left, 1);
         } else if (h.type == WR_MT_REGISTER) {
             memcpy(f->wpeer.peer, msg.peer, msg.peer_len);
             f->wpeer.peer_len = msg.peer_len;
@@ -539,8 +540,8 @@ static int run_worker(fake *f, const char *summary, char *err) {
     f->main_thread = pthread_self();
     int st = wr_train_run(wr_exchange_ps(&o), &to, &f->run_stats, err);
     // The worker's last messages may still be on their way to the fake
-    // coordinator: a run that ended well waits (up to 2 s) until it read the LEAVE.
-    for (int i = 0; st == WR_EXIT_OK && i < 200 && !atomic_load(&f->left); i++) usleep(10 * 1000);
+    // coordinator: wait (up to 2 s) until it read the LEAVE or the ERROR.
+    for (int i = 0; i < 200 && !atomic_load(&f->left); i++) usleep(10 * 1000);
 
     atomic_store(&f->stop, 1);
     pthread_join(tc, NULL);
