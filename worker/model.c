@@ -229,6 +229,11 @@ void wr_model_set_scaler_state(wr_model *m, float scale, int clean) {
     m->scale = scale;
     m->clean = clean;
 }
+
+void wr_model_reset_loss_scale(wr_model *m) {
+    m->scale = !m->o.hfp8 ? 1.0f : (m->o.loss_scale > 0.0f ? m->o.loss_scale : SCALE_INIT);
+    m->clean = 0;
+}
 void wr_model_set_rank(wr_model *m, int rank) { m->rank = rank; }
 void wr_model_set_step(wr_model *m, uint64_t step) { m->step = step; }
 const char *wr_model_kind(const wr_model *m) {

@@ -102,6 +102,10 @@ float wr_model_loss_scale(const wr_model *m);
 void wr_model_scaler_state(const wr_model *m, float *scale, int *clean);
 void wr_model_set_scaler_state(wr_model *m, float scale, int clean);
 
+// Puts the loss scale back to where a new model starts (a worker that
+// rejoins a job starts its state fresh).
+void wr_model_reset_loss_scale(wr_model *m);
+
 // ---- extras ---------------------------------------------------------------------
 // Worker rank for the synthetic gradient noise key (default 0), so different
 // workers draw different noise. No effect on data models.
