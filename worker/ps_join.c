@@ -135,7 +135,12 @@ static int wait_map(wr_ps *w, int formed, double timeout_s, int first, wr_pmsg *
                               "receiving from coordinator at %s: %s", w->o->coordinator, e2);
         wr_msg_release(&msg);
         if (map->type == WR_MT_CLUSTER_MAP && (formed ? map->epoch >= 1 : map->epoch == 0)) return WR_EXIT_OK;
-        int st = map->type == WR_MT_CLUSTER_MAP ? 0 : wr_ps_coord_message(w, map, err);
+        // A "removed from the job" notice while registering is an older copy
+        // of the one that made this worker register again (the coordinator
+        // repeats it when a removed worker speaks): not a refusal.
+        int stale = map->type == WR_MT_ERROR && map->code == WR_EC_REJECTED &&
+                    !strncmp(map->reason, "removed from the job", 20);
+        int st = map->type == WR_MT_CLUSTER_MAP || stale ? 0 : wr_ps_coord_message(w, map, err);
         if (st) {
             wr_pmsg_clear(map);
             return st;
@@ -563,7 +568,7 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
     char e2[WR_ERR_LEN];
     wr_pmsg h;
     wr_ps_hdr(w, &h, WR_MT_STATS);
-    h.step = (uint64_t)s->steps;
+    h.step = (uint64_t)s->last_step;
     double steps = s->steps > 0 ? (double)s->steps : 1;
     struct {
         const char *name;
@@ -585,7 +590,7 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
     if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("STATS: %s", e2);
     wr_ps_hdr(w, &h, WR_MT_LEAVE);
     snprintf(h.host, sizeof h.host, "%s", w->host);
-    h.step = (uint64_t)s->steps;
+    h.step = (uint64_t)s->last_step;
     if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("LEAVE: %s", e2);
 }
 
