@@ -94,6 +94,10 @@ int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err) {
     if (h->type == WR_MT_ERROR)
         return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
                           "coordinator refused: %s", h->reason);
+    if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1 && h->rebuild) {  // a shard replaced
+        wr_ps_note_replacement(w, h);
+        return WR_EXIT_OK;
+    }
     if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1 && h->epoch >= 1) return keep_map(w, h, err);
     return WR_EXIT_OK;
 }

@@ -306,10 +306,8 @@ static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     return WR_EXIT_OK;
 }
 
-// One DEALER per shard; the coordinator socket is polled last.
-static int connect_shards(wr_ps *w, char *err) {
-    if (!w->poll_eps) w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
-    if (!w->ready) w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
+// The DEALER of shard s (ps.h).
+int wr_ps_connect_shard(wr_ps *w, int s, char *err) {
     wr_endpoint_opts so;
     wr_endpoint_opts_default(&so);
     so.linger_ms = 2000;
@@ -319,24 +317,33 @@ static int connect_shards(wr_ps *w, char *err) {
     // connection. A dead shard still shows up as a closed connection (monitor),
     // a hung one as step_timeout, and liveness is the coordinator's heartbeats.
     so.heartbeat_ms = 0;
+    // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
+    // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
+    // a bigger one drops the connection instead of being allocated.
+    so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
+    // With keys, the shard is known by the public key the coordinator
+    // authenticated it with (its map entry).
+    if (w->o->keys.on && !w->sh[s].key[0])
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "shard %d (%s) has no key in the cluster map: this worker has keys, the "
+                          "coordinator runs without them",
+                          s, w->sh[s].addr);
+    wr_node_keys_opts(&w->o->keys, &so, w->sh[s].key, 0);
     char e2[WR_ERR_LEN];
+    if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
+                          w->sh[s].addr, e2);
+    w->poll_eps[s] = w->sh[s].ep;
+    return WR_EXIT_OK;
+}
+
+// One DEALER per shard; the coordinator socket is polled last.
+static int connect_shards(wr_ps *w, char *err) {
+    if (!w->poll_eps) w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
+    if (!w->ready) w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
     for (int s = 0; s < w->n_shards; s++) {
-        // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
-        // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
-        // a bigger one drops the connection instead of being allocated.
-        so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
-        // With keys, the shard is known by the public key the coordinator
-        // authenticated it with (its map entry).
-        if (w->o->keys.on && !w->sh[s].key[0])
-            return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                              "shard %d (%s) has no key in the cluster map: this worker has keys, the "
-                              "coordinator runs without them",
-                              s, w->sh[s].addr);
-        wr_node_keys_opts(&w->o->keys, &so, w->sh[s].key, 0);
-        if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
-            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
-                              w->sh[s].addr, e2);
-        w->poll_eps[s] = w->sh[s].ep;
+        int st = wr_ps_connect_shard(w, s, err);
+        if (st) return st;
     }
     w->poll_eps[w->n_shards] = w->coord;
     return WR_EXIT_OK;
