@@ -253,6 +253,9 @@ void coord_on_barrier(coord *c, coord_in *in);
 // liveness.c
 void coord_on_heartbeat(coord *c, coord_in *in);
 void coord_on_error(coord *c, coord_in *in);
+// Probes every node's connection now; the gone are handled (lost workers,
+// lost shards) as by the tick.
+void coord_probe_now(coord *c);
 // Once formed: silence, connection probes, a pending ERROR's blame.
 void coord_liveness_tick(coord *c, double now);
 

@@ -100,6 +100,11 @@ static void node_gone(coord *c, int i, const char *why) {
     lost(c, n, r);
 }
 
+void coord_probe_now(coord *c) {
+    int gone;
+    while (c->status == COORD_RUNNING && (gone = probe_nodes(c)) >= 0) node_gone(c, gone, NULL);
+}
+
 // A node reports an ERROR and stops on its own. Often the cause is another
 // node that died (a worker losing its shard), and the error can arrive before
 // that node's connection is seen closed: name that one (node lost) if the

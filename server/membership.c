@@ -291,7 +291,10 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
     // Workers may join a running job (up to max_workers, epochs.c).
     int room = COORD_WORKER_ROOM * (c->formed ? wr_config_max_workers(&c->cfg) : c->cfg.workers);
-    // A shard may join a running job only in place of a lost one (shard_replace.c).
+    // A shard may join a running job only in place of a lost one
+    // (shard_replace.c): one restarted at once may come before the probes
+    // saw the old one's connection close, so look now.
+    if (c->formed && shard && c->replace.shard < 0) coord_probe_now(c);
     int shard_full = c->formed ? c->replace.shard < 0 : c->n_shards_reg >= c->cfg.shards;
     if (shard ? shard_full : c->n_workers_seen >= room) {
         snprintf(r, sizeof r, "the job %s",

@@ -113,6 +113,10 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo, zb->data);
         st->t_codec += wr_now() - t0;
         h.codec = WR_CODEC_BITS;
+        if (sc->lost) {  // its replacement gets these bits once it is rebuilt (ps_replace.c)
+            sc->pending = 1;
+            return WR_EXIT_OK;
+        }
         atomic_store_explicit(&zb->busy, 1, memory_order_release);
         rc = wr_ps_send(w, sc->ep, &h, zb->data, wr_birder_words(n) * 8, zc_release, zb, timeout,
                         &st->bytes_sent, e2);

@@ -21,12 +21,13 @@ SHORT_PAUSE=4
 JOB=(-S 1 -n 2 --transport tcp model=synthetic:200000 progress_every=500 digest_every=1000
     "heartbeat_interval=$HB_INTERVAL" "heartbeat_timeout=$HB_TIMEOUT" step_timeout=40)
 
-# start_job NAME STEPS: wren-local in the background (logs in $T/NAME), sets
+# start_job NAME STEPS [key=value ...]: wren-local in the background (logs in $T/NAME), sets
 # JOB_PID; waits until training runs and sets COORD_PID and SHARD_PID.
 start_job() {
     local name=$1 steps=$2 addr
+    shift 2
     mkdir -p "$T/$name"
-    TMPDIR=$T "$ROOT/scripts/wren-local" --log-dir "$T/$name" "${JOB[@]}" steps="$steps" >"$T/$name.out" 2>&1 &
+    TMPDIR=$T "$ROOT/scripts/wren-local" --log-dir "$T/$name" "${JOB[@]}" steps="$steps" "$@" >"$T/$name.out" 2>&1 &
     JOB_PID=$!
     STARTED+=("$JOB_PID")
     for _ in $(seq 300); do
@@ -80,10 +81,11 @@ line=$(grep -ho 'digest checks: [0-9]* passed, [0-9]* failed' "$T/short/coordina
 echo "  shard and coordinator each paused ${SHORT_PAUSE} s: status 0, $line"
 
 # ---- 2. a pause longer than heartbeat_timeout ----------------------------------------
-start_job long 1000000
+# (a lost shard may be replaced: the job waits register_timeout for one, then stops)
+start_job long 1000000 register_timeout=3
 t_stop=$(date +%H:%M:%S.%N)
 kill -STOP "$SHARD_PID" || fail "cannot stop the shard"
-wait_job $((HB_TIMEOUT * 2))
+wait_job $((HB_TIMEOUT * 2 + 3))
 [ "$RC" = "$WR_EXIT_NODE_LOST" ] || fail "the stopped shard ended the job with status $RC (expected $WR_EXIT_NODE_LOST)"
 pat='\[(error|warn)\].*shard 0.*(dead|died|silent)'
 dead=$(grep -Ei "$pat" "$T/long/coordinator.log" | head -n 1)
