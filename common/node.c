@@ -235,8 +235,8 @@ void wr_peer_watch_tick(wr_peer_watch *w, unsigned long accepted, unsigned long 
     if (w->open > w->limit && !w->over) {
         w->over = 1;
         if (w->floods++ == 0)
-            wr_warn("%ld %s open, more than the %ld expected: a flood? (ZeroMQ cannot refuse a connection; "
-                    "unknown peers get a bounded number of replies)",
+            wr_warn("%ld %s open, more than the %ld expected: a flood? (handshakes over the connection caps "
+                    "are refused; unknown peers get a bounded number of replies)",
                     w->open, w->what, w->limit);
     } else if (w->over && w->open <= w->limit) {
         w->over = 0;

@@ -78,7 +78,8 @@ void wr_endpoint_opts_default(wr_endpoint_opts *o) {
                             .max_msg_size = (INT64_C(1) << 32) + (64 << 10),
                             .curve = NULL,  // plain, nothing admitted, no cap
                             .admit = 0,
-                            .max_peers = 0};
+                            .max_peers = 0,
+                            .max_peers_per_addr = 0};
 }
 
 const wr_transport_ops *wr_transport_for(const char *addr, char *err) {

@@ -116,6 +116,11 @@ typedef struct {
     int max_peers;   // bound tcp/ipc side: handshakes beyond this many live connections are refused
                      // (0 = no cap, default). Watches connections like peer_events, with the same duty
                      // for the owner to call wr_poll/wr_recv/wr_peer_events regularly.
+    int max_peers_per_addr;  // bound tcp side: a handshake from a peer IP address that already has this
+                             // many live connections here is refused like max_peers (over_cap; the
+                             // client sees the connection cap). 0 = none (default). ipc is exempt (local
+                             // users). Checked against the kernel's connection table (Linux sock_diag; no
+                             // duty for the owner); bind fails where it cannot be read.
 } wr_endpoint_opts;
 
 void wr_endpoint_opts_default(wr_endpoint_opts *o);

@@ -31,6 +31,17 @@
 // it at once (its recv says so) and may connect again. The owner reads its
 // monitor whenever it waits in wr_recv or wr_poll, so the lag is the time it
 // spends between such calls.
+//
+// The per-address cap (max_peers_per_addr, tcp endpoints): a connection from
+// peer address A (the request's address frame) is refused with 500 when A
+// already has that many admissions that may still be open, as tracked by
+// transport_peraddr.c against the kernel's list of the endpoint's open
+// connections (transport_tcpconns.c). The list is fetched without the mutex
+// (the owner threads do not wait for it), only when it can change the
+// answer; a failed fetch refuses (the client may connect again), and bind
+// fetches it once so a missing sock_diag fails there. ipc endpoints are
+// exempt: their peers are local users (the socket file's permissions decide
+// who connects), and the total cap still holds.
 #include "transport_zap.h"
 
 #include <errno.h>
@@ -39,6 +50,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
+
+#include "transport_peraddr.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"  // fixed by ZeroMQ RFC 27
 #define KEY_BYTES 32
@@ -53,6 +66,11 @@ struct wr_zap_policy {
     double *pending;          // ring of max_peers: times of admissions not yet seen succeed
     int pend_head, pend_n;
     unsigned long bad_key, over_cap;
+    int per_addr;    // max_peers_per_addr (0 = none); tcp endpoints only
+    unsigned port;   // with per_addr: the bound tcp port (0 until bind told us)
+    wr_ip16 local;   // ... and the bound local address
+    int local_any;   // ... which is 0.0.0.0 (or ::)
+    wr_peraddr *pa;  // with per_addr: the admissions per peer address
 };
 
 typedef struct {
@@ -149,9 +167,45 @@ static void set_verdict(zverdict *v, const char *status, const char *text) {
     snprintf(v->text, sizeof v->text, "%s", text);
 }
 
-// Decides one request (under the mutex): key and role first, then the cap.
-static void decide(wr_zap *zap, const char *domain, const char *mech, const uint8_t *cred, size_t cred_len,
-                   zverdict *v) {
+// A request's per-address check: what it needs from the kernel, fetched without the mutex.
+typedef struct {
+    int ok;              // the check can be made: peer parsed, the list fetched if it is wanted
+    int listed;          // conns is the kernel's list
+    wr_ip16 peer;        // the request's peer address
+    wr_tcp_conn *conns;  // the connections open on the endpoint's port (sorted), this one included
+    size_t n;
+} addr_view;
+
+// Fills *av for a request to domain from addr when its endpoint has a per-address cap (av->ok = 0
+// when the bound port is not known yet, addr is not an IP address, or the kernel does not answer).
+static void addr_view_get(wr_zap *zap, const char *domain, const char *addr, addr_view *av) {
+    memset(av, 0, sizeof *av);
+    if (wr_ip16_parse(addr, &av->peer) != WR_OK) return;
+    pthread_mutex_lock(&zap->mu);
+    wr_zap_policy *pol = find_policy(zap, domain);
+    int known = pol && pol->per_addr > 0 && pol->port;
+    int want = known && wr_peraddr_wants_conns(pol->pa, &av->peer, wr_now());
+    wr_ip16 local = known ? pol->local : (wr_ip16){{0}};
+    unsigned port = known ? pol->port : 0;
+    int any = known && pol->local_any;
+    pthread_mutex_unlock(&zap->mu);
+    char err[WR_ERR_LEN];
+    if (want) av->listed = wr_tcp_conns(&local, any, port, &av->conns, &av->n, err) == WR_OK;
+    av->ok = known && (!want || av->listed);
+}
+
+// The per-address check (mutex held): 1 = refuse.
+static int addr_over_cap(wr_zap_policy *pol, const addr_view *av) {
+    if (!av->ok) return 1;
+    return wr_peraddr_decide(pol->pa, &av->peer, av->listed, av->conns, av->n, wr_now());
+}
+
+// Decides one request from peer address addr: key and role first, then the
+// cap, then the per-address cap.
+static void decide(wr_zap *zap, const char *domain, const char *addr, const char *mech, const uint8_t *cred,
+                   size_t cred_len, zverdict *v) {
+    addr_view av;
+    addr_view_get(zap, domain, addr, &av);
     memset(v, 0, sizeof *v);
     pthread_mutex_lock(&zap->mu);
     wr_zap_policy *pol = find_policy(zap, domain);
@@ -165,6 +219,9 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
     } else if (pol->max_peers > 0 && pol->live + pol->pend_n >= pol->max_peers) {
         pol->over_cap++;
         set_verdict(v, "500", "connection cap reached");
+    } else if (pol->per_addr > 0 && addr_over_cap(pol, &av)) {
+        pol->over_cap++;
+        set_verdict(v, "500", "per-address connection cap reached");
     } else {
         if (pol->max_peers > 0)  // room: live + pend_n < max_peers, the ring's size
             pol->pending[(pol->pend_head + pol->pend_n++) % pol->max_peers] = wr_now();
@@ -172,6 +229,7 @@ static void decide(wr_zap *zap, const char *domain, const char *mech, const uint
         set_verdict(v, "200", "OK");
     }
     pthread_mutex_unlock(&zap->mu);
+    free(av.conns);
 }
 
 // Copies frame m as a NUL-terminated string into buf (truncated).
@@ -203,12 +261,13 @@ static void serve_one(wr_zap *zap, void *rep) {
             kept++;
     }
     zverdict v;
-    char domain[WR_ZAP_DOMAIN_MAX] = "", mech[16] = "";
+    char domain[WR_ZAP_DOMAIN_MAX] = "", mech[16] = "", addr[WR_PEER_ADDR_MAX] = "";
     if (kept >= 6) {
         frame_str(&f[2], domain, sizeof domain);
+        frame_str(&f[3], addr, sizeof addr);
         frame_str(&f[5], mech, sizeof mech);
         const uint8_t *cred = kept >= 7 ? zmq_msg_data(&f[6]) : NULL;
-        decide(zap, domain, mech, cred, kept >= 7 ? zmq_msg_size(&f[6]) : 0, &v);
+        decide(zap, domain, addr, mech, cred, kept >= 7 ? zmq_msg_size(&f[6]) : 0, &v);
     } else {
         memset(&v, 0, sizeof v);
         set_verdict(&v, "500", "malformed ZAP request");
@@ -298,7 +357,7 @@ static int start_error(wr_zap *zap, char *err) {
                   e == EADDRINUSE ? " (another ZAP handler in this ZeroMQ context)" : "");
 }
 
-wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers,
+wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_peers, int per_addr,
                                char domain[WR_ZAP_DOMAIN_MAX], char *err) {
     pthread_mutex_lock(&zap->mu);
     int rc = WR_OK;
@@ -311,6 +370,8 @@ wr_zap_policy *wr_zap_register(wr_zap *zap, int curve, unsigned admit, int max_p
         pol->curve = curve;
         pol->admit = admit;
         pol->max_peers = max_peers;
+        pol->per_addr = per_addr;
+        if (per_addr > 0) pol->pa = wr_peraddr_new(per_addr);
         if (max_peers > 0) pol->pending = wr_calloc((size_t)max_peers, sizeof *pol->pending);
         if (zap->n_pols == zap->cap_pols) {
             zap->cap_pols = zap->cap_pols ? 2 * zap->cap_pols : 8;
@@ -331,7 +392,48 @@ void wr_zap_unregister(wr_zap *zap, wr_zap_policy *pol) {
         if (zap->pols[i] == pol) zap->pols[i] = zap->pols[--zap->n_pols];
     pthread_mutex_unlock(&zap->mu);
     free(pol->pending);
+    wr_peraddr_free(pol->pa);
     free(pol);
+}
+
+// Splits "tcp://HOST:PORT" (HOST numeric, IPv6 in brackets) into *ip, *any and *port.
+static int parse_tcp_endpoint(const char *ep, wr_ip16 *ip, int *any, unsigned *port) {
+    char host[WR_PEER_ADDR_MAX];
+    const char *colon = strrchr(ep, ':');
+    if (strncmp(ep, "tcp://", 6) || !colon || colon - (ep + 6) >= (long)sizeof host) return WR_ERR;
+    const char *h = ep + 6, *end = colon;
+    if (*h == '[' && end > h && end[-1] == ']') h++, end--;
+    memcpy(host, h, (size_t)(end - h));
+    host[end - h] = 0;
+    char *rest;
+    long p = strtol(colon + 1, &rest, 10);
+    if (*rest || p <= 0 || p > 65535 || wr_ip16_parse(host, ip) != WR_OK) return WR_ERR;
+    static const wr_ip16 zero6 = {{0}};
+    wr_ip16 zero4;
+    wr_ip16_parse("0.0.0.0", &zero4);
+    *any = !memcmp(ip, &zero6, sizeof *ip) || !memcmp(ip, &zero4, sizeof *ip);
+    *port = (unsigned)p;
+    return WR_OK;
+}
+
+int wr_zap_set_tcp(wr_zap *zap, wr_zap_policy *pol, const char *bound, char *err) {
+    wr_ip16 local;
+    wr_tcp_conn *conns;
+    int any;
+    unsigned port;
+    size_t n;
+    char why[WR_ERR_LEN];
+    if (parse_tcp_endpoint(bound, &local, &any, &port) != WR_OK)
+        return wr_err(err, WR_ERR, "%s: max_peers_per_addr: cannot read the bound address and port", bound);
+    // Ask once now, so that a kernel that will not answer fails the bind, not every handshake.
+    if (wr_tcp_conns(&local, any, port, &conns, &n, why) != WR_OK)
+        return wr_err(err, WR_ERR, "%s: max_peers_per_addr needs the kernel's connection table: %s", bound,
+                      why);
+    free(conns);
+    pthread_mutex_lock(&zap->mu);
+    pol->local = local, pol->local_any = any, pol->port = port;
+    pthread_mutex_unlock(&zap->mu);
+    return WR_OK;
 }
 
 // Admissions the owner has not seen succeed this long after they were made

@@ -17,8 +17,9 @@
 //   SNDBUF/RCVBUF        kernel buffers, when the caller sets them
 //   MAXMSGSIZE           a peer cannot make us allocate for an absurd frame
 //   CURVE_* (opt-in)     encryption and key authentication (CURVE)
-//   ZAP_DOMAIN           bound endpoints with CURVE or a connection cap: the domain by which
-//                        the ZAP handler (transport_zap.c) finds the endpoint's policy
+//   ZAP_DOMAIN           bound endpoints with CURVE or a connection cap (total, or per address
+//                        on tcp): the domain by which the ZAP handler (transport_zap.c) finds
+//                        the endpoint's policy
 // - A connected tcp/ipc endpoint watches its connection with a socket
 //   monitor: once an established connection drops, recv/send/poll report
 //   WR_ECLOSED instead of waiting for a peer that is gone, and a handshake
@@ -192,9 +193,12 @@ static int apply_security(wr_endpoint *ep, const wr_endpoint_opts *o, int inproc
         }
         if (rc == WR_OK) rc = set_key(ep, ZMQ_CURVE_SECRETKEY, o->curve->secret_key, "curve secret key", err);
     }
-    if (rc != WR_OK || !ep->router || inproc || (!o->curve && o->max_peers <= 0)) return rc;
+    // Per address on tcp only: ipc peers are local users (see transport_zap.c).
+    int per_addr = strncmp(ep->addr, "tcp://", 6) ? 0 : WR_MAX(o->max_peers_per_addr, 0);
+    if (rc != WR_OK || !ep->router || inproc || (!o->curve && o->max_peers <= 0 && !per_addr)) return rc;
     char domain[WR_ZAP_DOMAIN_MAX];
-    ep->pol = wr_zap_register(ep->zc->zap, o->curve != NULL, o->admit, WR_MAX(o->max_peers, 0), domain, err);
+    ep->pol = wr_zap_register(ep->zc->zap, o->curve != NULL, o->admit, WR_MAX(o->max_peers, 0), per_addr,
+                              domain, err);
     if (!ep->pol) return WR_ERR;
     if (zmq_setsockopt(ep->sock, ZMQ_ZAP_DOMAIN, domain, strlen(domain)) != 0)
         return wr_err(err, WR_ERR, "%s: setting ZMQ_ZAP_DOMAIN: %s", ep->addr, zmq_strerror(errno));
@@ -286,6 +290,17 @@ static int attach_monitor(wr_endpoint *ep, const char *what, const char *addr, c
     return WR_OK;
 }
 
+// A bound tcp endpoint with a per-address cap tells the ZAP handler its port
+// (known only now, after tcp://*:0); until then it refuses every handshake.
+static int set_per_addr_port(wr_endpoint *ep, char *err) {
+    char bound[256];
+    size_t n = sizeof bound;
+    if (strncmp(ep->addr, "tcp://", 6)) return WR_OK;
+    if (zmq_getsockopt(ep->sock, ZMQ_LAST_ENDPOINT, bound, &n) != 0)
+        return wr_err(err, WR_ERR, "bind %s: ZMQ_LAST_ENDPOINT: %s", ep->addr, zmq_strerror(errno));
+    return wr_zap_set_tcp(ep->zc->zap, ep->pol, bound, err);
+}
+
 // Opens a bound (ROUTER) or connected (DEALER) endpoint: socket options, the
 // monitor of a tcp/ipc endpoint (inproc has no connections to watch), then
 // bind or connect. A DEALER's monitor tracks its one connection; a ROUTER's
@@ -317,6 +332,8 @@ static int zopen(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
         ep_destroy(ep);
         return wr_err(err, WR_ERR, "%s %s: %s", what, addr, addr_errno_text(e));
     }
+    if (ep->pol && router && o->max_peers_per_addr > 0 && set_per_addr_port(ep, err) != WR_OK)
+        return ep_destroy(ep), WR_ERR;
     *out = ep;
     return WR_OK;
 }

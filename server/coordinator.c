@@ -292,7 +292,7 @@ static void tick(coord *c) {
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
-    if (c->o->keys.on) wr_watch_handshakes(c->ep, "the coordinator", &c->hs_bad_key, &c->hs_over_cap);
+    wr_watch_handshakes(c->ep, "the coordinator", &c->hs_bad_key, &c->hs_over_cap);
 }
 
 // Waits up to one tick for messages and handles what is queued.
@@ -333,8 +333,7 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     eo.peer_events = 1;  // counted by the tick (c->conns)
     // Connection caps (docs/SECURITY.md): a flood cannot make the coordinator
     // hold more than max_peers connections' buffers.
-    int per_addr;
-    wr_config_conn_caps(&c->cfg, 1, &eo.max_peers, &per_addr);
+    wr_config_conn_caps(&c->cfg, 1, &eo.max_peers, &eo.max_peers_per_addr);
     // With keys only allow-listed shards and workers complete the handshake.
     wr_node_keys_opts(&c->o->keys, &eo, NULL, (1u << WR_ROLE_SHARD) | (1u << WR_ROLE_WORKER));
     if (wr_bind(ctx, c->o->bind, &eo, &c->ep, err) != WR_OK) {
@@ -384,6 +383,7 @@ static void finish_report(const coord *c) {
     if (c->reg_refused) wr_warn("%lu registrations refused", c->reg_refused);
     if (c->refused.total) wr_warn("%llu messages refused", (unsigned long long)c->refused.total);
     if (c->hs_bad_key) wr_warn("%lu connections refused: key not on the allow-list", c->hs_bad_key);
+    if (c->hs_over_cap) wr_warn("%lu connections refused over the connection caps", c->hs_over_cap);
     if (c->gate.withheld)
         wr_warn("%llu ERROR replies to unregistered peers withheld", (unsigned long long)c->gate.withheld);
     if (c->conns.floods)

@@ -462,7 +462,7 @@ void shard_log_peer_events(shard_node *s) {
     if (wr_peer_events(s->router, &acc, &closed) != WR_OK) return;
     s->conns += (long)acc - (long)closed;
     wr_peer_watch_tick(&s->watch, acc, closed, s->refused.total, wr_now());
-    if (s->o->keys.on) wr_watch_handshakes(s->router, "the shard", &s->hs_bad_key, &s->hs_over_cap);
+    wr_watch_handshakes(s->router, "the shard", &s->hs_bad_key, &s->hs_over_cap);
     // While a flood's connections close, one line per tick would flood the log.
     int flood = s->watch.open + (long)closed > s->watch.limit;
     if (closed && flood)
@@ -498,8 +498,8 @@ int shard_bind_data(shard_node *s, uint64_t n) {
     eo.heartbeat_ms = 0;
     eo.max_msg_size = wr_proto_data_frame_max(n);
     eo.peer_events = 1;  // a worker's dropped connection is logged (the tick)
-    int per_addr;        // connection caps (docs/SECURITY.md)
-    wr_config_conn_caps(&s->cfg, 0, &eo.max_peers, &per_addr);
+    // connection caps (docs/SECURITY.md): in all, and from one peer address
+    wr_config_conn_caps(&s->cfg, 0, &eo.max_peers, &eo.max_peers_per_addr);
     // With keys only allow-listed workers complete the handshake.
     wr_node_keys_opts(&s->o->keys, &eo, NULL, 1u << WR_ROLE_WORKER);
     double t0 = wr_now();

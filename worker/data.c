@@ -210,30 +210,52 @@ static void make_perm(uint32_t *perm, int n, uint64_t seed, int64_t epoch) {
     }
 }
 
+int wr_batch_local_size(int global_batch, int position, int n) {
+    if (n < 1 || position < 0 || position >= n || global_batch <= position) return 0;
+    return (global_batch - position + n - 1) / n;
+}
+
+// The checks init and split share: a position of n that gets at least one
+// example of every global batch.
+static int check_split(int global_batch, int position, int n, char *err) {
+    if (n < 1 || position < 0 || position >= n)
+        return wr_err(err, WR_ERR, "batch iterator: position %d of %d workers is invalid", position, n);
+    if (global_batch < n)
+        return wr_err(err, WR_ERR, "batch %d is smaller than the %d workers (each needs an example)",
+                      global_batch, n);
+    return WR_OK;
+}
+
 int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank, int nranks,
                        uint64_t seed, char *err) {
     memset(it, 0, sizeof *it);
     if (!ds || ds->n < 1) return wr_err(err, WR_ERR, "batch iterator: empty dataset");
-    if (nranks < 1 || rank < 0 || rank >= nranks)
-        return wr_err(err, WR_ERR, "batch iterator: rank %d of %d workers is invalid", rank, nranks);
-    if (global_batch < 1 || global_batch % nranks != 0)
-        return wr_err(err, WR_ERR, "batch %d must be a positive multiple of the %d workers", global_batch,
-                      nranks);
+    if (global_batch < 1) return wr_err(err, WR_ERR, "batch %d must be positive", global_batch);
+    if (check_split(global_batch, rank, nranks, err) != WR_OK) return WR_ERR;
     if (global_batch > ds->n)
         return wr_err(err, WR_ERR, "batch %d exceeds the %d samples of the dataset", global_batch, ds->n);
     it->ds = ds;
     it->global_batch = global_batch;
-    it->local_batch = global_batch / nranks;
+    it->local_batch = wr_batch_local_size(global_batch, rank, nranks);
     it->rank = rank;
     it->nranks = nranks;
     it->seed = seed;
     it->steps_per_epoch = ds->n / global_batch;
     it->perm = wr_malloc((size_t)ds->n * sizeof(uint32_t));
-    it->x = wr_alloc_vec((size_t)it->local_batch * ds->dim * sizeof(float));
-    it->y = wr_malloc((size_t)it->local_batch);
+    // Room for the largest local batch any split can ask for (n = 1).
+    it->x = wr_alloc_vec((size_t)global_batch * ds->dim * sizeof(float));
+    it->y = wr_malloc((size_t)global_batch);
     it->epoch = 0;
     it->next_step = 0;
     make_perm(it->perm, ds->n, seed, 0);
+    return WR_OK;
+}
+
+int wr_batch_iter_split(wr_batch_iter *it, int position, int n, char *err) {
+    if (check_split(it->global_batch, position, n, err) != WR_OK) return WR_ERR;
+    it->rank = position;
+    it->nranks = n;
+    it->local_batch = wr_batch_local_size(it->global_batch, position, n);
     return WR_OK;
 }
 

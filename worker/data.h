@@ -8,11 +8,14 @@
 //
 // Sharding: every epoch e has a permutation of the n samples drawn from
 // (seed, e) with common/rng.h, the same on every worker. Global step s of the
-// epoch covers permutation positions [s*G, (s+1)*G) (G = global batch); worker r
-// of `nranks` takes positions s*G + r + k*nranks, k < G/nranks. So the union of
-// the workers' batches of a step is exactly one global batch, and the batches of
-// one epoch are disjoint. The last n mod G samples of an epoch's permutation are
-// dropped (a different subset each epoch).
+// epoch covers permutation positions [s*G, (s+1)*G) (G = global batch). The
+// worker at position i of the n members in force at a step (docs/ARCHITECTURE.md,
+// "Membership epochs: the worker") takes positions s*G + i + k*n < (s+1)*G, so
+// (G - i + n - 1) / n examples: G need not be a multiple of n, the union of the
+// workers' batches of a step is exactly one global batch, and the batches of
+// one epoch are disjoint. When n divides G every worker takes G/n. The last
+// n mod G samples of an epoch's permutation are dropped (a different subset
+// each epoch).
 #ifndef WR_DATA_H
 #define WR_DATA_H
 
@@ -75,23 +78,34 @@ int wr_dataset_slice(const wr_dataset *src, int first, int count, wr_dataset *ou
 // ---- sharded batch iterator -------------------------------------------------------
 
 typedef struct {
-    const wr_dataset *ds;  // not owned; must outlive the iterator
-    int global_batch, local_batch;
-    int rank, nranks;
+    const wr_dataset *ds;           // not owned; must outlive the iterator
+    int global_batch, local_batch;  // local_batch: of the current split
+    int rank, nranks;               // the split: position `rank` of `nranks` workers
     uint64_t seed;
     int steps_per_epoch;  // floor(n / global_batch)
     int64_t epoch;        // epoch of the permutation currently held
     int64_t next_step;    // global step (counted from 0) the next call returns
     uint32_t *perm;       // n entries, owned
-    float *x;             // local_batch * dim, owned (the returned batch)
-    uint8_t *y;           // local_batch, owned
+    float *x;             // global_batch * dim, owned (the returned batch: local_batch rows)
+    uint8_t *y;           // global_batch, owned
 } wr_batch_iter;
 
-// global_batch must be a positive multiple of nranks, at most ds->n; 0 <= rank <
-// nranks. Allocates (out is zeroed on error). The first call to next returns
-// global step 0 (epoch 0).
+// Examples the worker at `position` of n takes from a global batch of
+// global_batch: (global_batch - position + n - 1) / n; 0 for an invalid
+// position.
+int wr_batch_local_size(int global_batch, int position, int n);
+
+// 1 <= nranks <= global_batch <= ds->n; 0 <= rank < nranks (the worker's
+// position). Allocates (out is zeroed on error). The first call to next
+// returns global step 0 (epoch 0).
 int wr_batch_iter_init(wr_batch_iter *it, const wr_dataset *ds, int global_batch, int rank, int nranks,
                        uint64_t seed, char *err);
+
+// Changes the split from the next batch on (after a membership change): this
+// worker is at `position` of n. The permutation and the step position are
+// kept. WR_ERR (nothing changes) when position is not in [0, n) or n exceeds
+// the global batch.
+int wr_batch_iter_split(wr_batch_iter *it, int position, int n, char *err);
 void wr_batch_iter_free(wr_batch_iter *it);
 
 // Positions the iterator so the next batch is global step `step` (from 0), e.g.

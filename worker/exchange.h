@@ -22,8 +22,8 @@
 //
 // An exchange owns all state it needs (optimizer or Birder state, sockets,
 // threads); the loop owns the job (wr_train_job: config, model, data). Call
-// order: config, join, step (t = 1 .. total_steps, with digests after steps
-// that are due), leave, free. leave comes after the run or after the first
+// order: config, join, then for t = job->first_step .. total_steps: members
+// (when set), step, digests after steps that are due; leave, free. leave comes after the run or after the first
 // failure (the exchange's or the loop's, from config on); free comes last.
 //
 // Return values of config, join and step: WR_EXIT_OK, or the process exit
@@ -48,7 +48,21 @@ typedef struct {
     int overflow;                   // the loss scale overflowed: g is zero this step
     double t_codec;                 // out: seconds of codec work (encode + apply) within step
     double bytes_sent, bytes_recv;  // out: bytes of the step's messages (headers + payloads)
+    // out: 0, or the step this worker goes on from after it rejoined the job
+    // during this step (ps: removed by the coordinator, registered again and
+    // admitted as a joiner). Step t was not done; the parameters are the job's
+    // after step resume_at - 1 and the exchange's own state is fresh; the loop
+    // resets its part (loss scale, batch position) and goes on at resume_at.
+    int64_t resume_at;
 } wr_exchange_step;
+
+// The membership in force at a step (ps: the cluster map of that step's epoch).
+typedef struct {
+    int position;    // this worker's position among the members in rank order: its data
+                     // split, and position 0 carries the "rank 0" duties (progress, evaluation)
+    int n;           // members
+    uint64_t epoch;  // the membership's epoch (0: no cluster)
+} wr_exchange_members;
 
 typedef struct {
     const char *mode;  // the summary's "mode": "standalone", "ps"
@@ -62,24 +76,35 @@ typedef struct {
     int (*config)(void *self, wr_train_job *job, char *err);
 
     // join: becomes part of the job once the loop built job->model and loaded
-    // the data (both stay the loop's). Fills job->rank, n_workers, n_shards
-    // and total_steps, and sets the initial parameters in the model (local:
-    // as initialised; ps: REGISTERs with d, waits for the cluster map,
-    // connects to the shards, starts the heartbeat thread, rank 0 sends the
-    // parameters to the shards and every rank PULLs them). Blocks up to the
+    // the data (both stay the loop's). Fills job->rank, n_workers, n_shards,
+    // total_steps and first_step (1, or a joiner's first step T), and sets
+    // the initial parameters in the model (local: as initialised; ps:
+    // REGISTERs with d, waits for a cluster map naming it, connects to the
+    // shards, starts the heartbeat thread; in the epoch-1 map rank 0 sends the
+    // parameters to the shards and every rank PULLs them, a joiner PULLs
+    // those after step T - 1). Blocks up to the
     // registration timeout (ps). Errors: a job this worker cannot take part
     // in (WR_EXIT_CONFIG), a map or shard it cannot use, the heartbeat thread
     // not starting, a shard silent past step_timeout (WR_EXIT_FAILURE), the
     // coordinator's SHUTDOWN status.
     int (*join)(void *self, wr_train_job *job, char *err);
 
+    // members: the membership in force at step t, called before step t's
+    // compute with t increasing (ps: takes a pending cluster map whose start
+    // step 'sf' is <= t). Never blocks. Errors: a map this worker cannot
+    // follow (WR_EXIT_FAILURE). NULL: position job->rank of job->n_workers
+    // at every step.
+    int (*members)(void *self, int64_t t, wr_exchange_members *m, char *err);
+
     // step: the model's gradient of step s->t is in wr_model_grads; exchanges
     // it and applies the step's update to wr_model_params (the same update on
     // every replica). On return the exchange no longer reads the gradient
     // (the next model step may overwrite it). Blocks until the update is
-    // applied, at most step_timeout per wait (ps). Errors: a peer silent past
-    // step_timeout, a lost connection, a refused message (WR_EXIT_FAILURE),
-    // the coordinator's SHUTDOWN status.
+    // applied (ps: a broadcast wait is bounded by step_timeout +
+    // register_timeout, since the job may wait for joiners; other waits by
+    // step_timeout). May rejoin the job instead (s->resume_at). Errors: a peer
+    // silent past its bound, a lost connection, a refused message
+    // (WR_EXIT_FAILURE), the coordinator's SHUTDOWN status.
     int (*step)(void *self, wr_exchange_step *s, char *err);
 
     // digests: reports the digest of each parameter range after step t (the

@@ -3,9 +3,11 @@
 // (--standalone, the local exchange); both run the loop of train.h.
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "log.h"
@@ -44,8 +46,32 @@ static void usage(FILE *f) {
                "  --config FILE          job config file (standalone mode)\n"
                "  -h, --help             this text\n"
                "\n"
+               "SIGTERM or SIGINT while training: finish the step in progress, write the summary,\n"
+               "leave the job (exit 0); a second one, or one before training, exits at once.\n"
+               "\n"
                "Exit status: 0 ok; 1 runtime error; 2 bad command line or config; 3 registration\n"
                "timeout; 4 replica digest mismatch; 5 a node died; 6 coordinator unreachable.\n");
+}
+
+// SIGTERM/SIGINT while training: the loop finishes the step in progress,
+// writes the summary and leaves the job (ps: STATS, LEAVE{s = that step}),
+// exit 0. A second signal, or one before training started, ends the
+// process at once with 128 + the signal (the coordinator sees it gone).
+static wr_train_stop g_stop;
+
+static void on_stop_signal(int sig) {
+    if (g_stop.requested || !g_stop.training) _exit(128 + sig);
+    g_stop.requested = sig;
+}
+
+static void install_stop_handler(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 // Returns 0, or -1 after saying what is wrong.
@@ -164,6 +190,7 @@ static int parse_options(cli *o, int argc, char **argv) {
     memset(o, 0, sizeof *o);
     wr_ps_opts_default(&o->ps);
     o->train.threads = 1;
+    o->train.stop = &g_stop;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
@@ -214,6 +241,7 @@ int main(int argc, char **argv) {
     cli o;
     int st = parse_options(&o, argc, argv);
     if (st >= 0) return st;
+    install_stop_handler();
     if (o.standalone) return run_standalone(&o, argv + optind, argc - optind);
     return run_cluster(&o, argv + optind, argc - optind);
 }

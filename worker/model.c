@@ -218,6 +218,22 @@ size_t wr_model_num_params(const wr_model *m) { return m->d; }
 float *wr_model_params(wr_model *m) { return m->x; }
 float *wr_model_grads(wr_model *m) { return m->g; }
 float wr_model_loss_scale(const wr_model *m) { return m->scale; }
+
+void wr_model_scaler_state(const wr_model *m, float *scale, int *clean) {
+    *scale = m->scale;
+    *clean = m->clean;
+}
+
+void wr_model_set_scaler_state(wr_model *m, float scale, int clean) {
+    if (!m->dynamic || !(scale > 0.0f) || !isfinite(scale) || clean < 0) return;
+    m->scale = scale;
+    m->clean = clean;
+}
+
+void wr_model_reset_loss_scale(wr_model *m) {
+    m->scale = !m->o.hfp8 ? 1.0f : (m->o.loss_scale > 0.0f ? m->o.loss_scale : SCALE_INIT);
+    m->clean = 0;
+}
 void wr_model_set_rank(wr_model *m, int rank) { m->rank = rank; }
 void wr_model_set_step(wr_model *m, uint64_t step) { m->step = step; }
 const char *wr_model_kind(const wr_model *m) {

@@ -96,6 +96,15 @@ double wr_model_evaluate(wr_model *m, const wr_dataset *test);
 
 // The loss scale used by the next step (1 when hfp8 is off).
 float wr_model_loss_scale(const wr_model *m);
+// The dynamic loss scaler's state (the scale and the clean steps since it last
+// changed), for checkpoints; set puts a saved one back (a resumed job then
+// scales exactly as the one that wrote it). Fixed scales ignore set.
+void wr_model_scaler_state(const wr_model *m, float *scale, int *clean);
+void wr_model_set_scaler_state(wr_model *m, float scale, int clean);
+
+// Puts the loss scale back to where a new model starts (a worker that
+// rejoins a job starts its state fresh).
+void wr_model_reset_loss_scale(wr_model *m);
 
 // ---- extras ---------------------------------------------------------------------
 // Worker rank for the synthetic gradient noise key (default 0), so different

@@ -8,6 +8,10 @@
 //               thread, initial parameters), leave (STATS/LEAVE or ERROR),
 //               free; the helpers below
 //   ps_step.c   one step (PUSH every range, apply every BROADCAST), digests
+//   ps_epoch.c  membership epochs: cluster maps from the coordinator kept as
+//               pending and taken at their start step (members), the
+//               coordinator's messages during waits (SHUTDOWN, ERROR, maps,
+//               "removed from the job"), the wait for a map a shard is ahead by
 #ifndef WR_PS_H
 #define WR_PS_H
 
@@ -38,6 +42,21 @@ typedef struct {
     int pending;  // the reply this shard owes (PARAMS, BROADCAST) not yet taken
 } wr_ps_shard;
 
+// A cluster map of a later epoch, held until its start step.
+typedef struct {
+    uint64_t epoch;
+    int64_t start;    // 'sf': the first step of its membership
+    int position, n;  // this worker's position among its members, and their count
+    int has_token;
+    uint8_t token[WR_TOKEN_LEN];
+} wr_ps_map;
+
+#define WR_PS_PENDING_MAX 8  // maps held at once (a change commits only after the last one's fence)
+
+// Internal status (never an exit status): the coordinator removed this
+// worker; it must register again and go on as a joiner (wr_ps_rejoin).
+#define WR_PS_REJOIN 0x100
+
 typedef struct {
     const wr_ps_opts *o;
     char host[WR_HOST_MAX];
@@ -46,6 +65,13 @@ typedef struct {
     wr_job_config cfg;
     int cfg_ok;
     int rank, n_workers, n_shards;
+    int position;         // this worker's position among the members of the epoch in force
+    uint64_t epoch;       // the epoch in force (0 before the first map): in every header
+    int64_t pull_step;    // the step of the parameters the PULL asks for (0, or a joiner's T - 1)
+    uint64_t seen_epoch;  // the highest epoch a shard's BROADCAST or PARAMS carried
+    wr_ps_map pending[WR_PS_PENDING_MAX];  // later maps in epoch order
+    int n_pending;
+    wr_train_job *job;            // the loop's job (rank, worker count, first step change on a rejoin)
     uint8_t token[WR_TOKEN_LEN];  // this rank's credential (map 'tk'), in every PUSH, PULL, PARAMS
     uint64_t d;
     wr_ps_shard *sh;
@@ -76,7 +102,7 @@ int wr_ps_fail(wr_ps *w, int ec, int status, char *err, const char *fmt, ...)
 int wr_ps_ec_of(int rc);
 
 // A header of `type` from this worker (job id once the config is known,
-// epoch 1 and rank once the map is).
+// the epoch in force and rank once a map is).
 void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type);
 
 // Sends h (with an optional payload, zero-copy when free_fn is set: see
@@ -91,9 +117,32 @@ int wr_ps_send(wr_ps *w, wr_endpoint *ep, const wr_pmsg *h, const void *payload,
 int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_msg *msg, wr_pmsg *h,
                char *err);
 
-// A SHUTDOWN or ERROR from the coordinator: the exit status to stop with
-// (err says why; nothing is sent back), or 0 for a harmless message.
-int wr_ps_coord_message(wr_ps *w, const wr_pmsg *h, char *err);
+// A message from the coordinator while in a job (ps_epoch.c): SHUTDOWN or
+// ERROR -> the exit status to stop with (err says why; nothing is sent
+// back); ERROR{rejected, "removed from the job..."} -> WR_PS_REJOIN; a
+// CLUSTER_MAP of a later epoch naming this worker is kept as pending (its
+// arrays are taken from h); anything else -> 0. Before the first map only
+// SHUTDOWN and ERROR count.
+int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err);
+
+// Polls the coordinator socket for up to timeout_ms and handles what is
+// there (wr_ps_coord_message). Returns 0, or a status (WR_PS_REJOIN too).
+int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err);
+
+// After step t: when a shard's message carried an epoch later than any map
+// held, waits (up to step_timeout) for that map from the coordinator.
+int wr_ps_await_map(wr_ps *w, int64_t t, char *err);
+
+// The membership op (exchange.h): takes the pending maps whose start step
+// is <= t.
+int wr_ps_members(void *self, int64_t t, wr_exchange_members *m, char *err);
+
+// Removed from the job: drops the shard sockets and the heartbeat,
+// registers again (both phases), and joins as a joiner of the map it gets
+// (PULL of the parameters after T - 1, Birder state zero). Returns 0 with
+// the job's rank, worker count and first_step (T) updated, or the exit
+// status to stop with (ps_join.c).
+int wr_ps_rejoin(wr_ps *w, char *err);
 
 // The step exchange and digests (ps_step.c).
 int wr_ps_step(void *self, wr_exchange_step *s, char *err);

@@ -4,7 +4,10 @@
 // Registration is two-phase (docs/ARCHITECTURE.md, "Job life cycle"): a
 // REGISTER without a model gets the welcome map carrying the job config
 // (config); once the loop built the model, a REGISTER with d and the
-// training-set size gets the cluster map of the formed job (join).
+// training-set size gets the cluster map of the formed job, or of a later
+// epoch that admits this worker as a joiner from its step 'sf' (join). A
+// worker the coordinator removed goes through both phases again and joins
+// anew (wr_ps_rejoin; docs/ARCHITECTURE.md, "Membership epochs: the worker").
 #define _GNU_SOURCE
 #include <stdarg.h>
 #include <stdio.h>
@@ -41,7 +44,7 @@ int wr_ps_ec_of(int rc) { return rc == WR_ETIMEDOUT ? WR_EC_TIMEOUT : WR_EC_INTE
 void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type) {
     wr_pmsg_init(h, type);
     if (w->cfg_ok) h->job_id = w->cfg.job_id;
-    h->epoch = w->rank >= 0 ? 1 : 0;
+    h->epoch = w->epoch;
     h->rank = w->rank;
     h->role = WR_ROLE_WORKER;
     // The shards accept a rank's data messages only with its credential.
@@ -71,21 +74,6 @@ int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_ms
         return wr_err(err, WR_EPROTO, "refused message (%s): %s", wr_perr_name(pe), e2);
     }
     return WR_OK;
-}
-
-int wr_ps_coord_message(wr_ps *w, const wr_pmsg *h, char *err) {
-    const char *sep = h->reason[0] ? ": " : "";
-    if (h->type == WR_MT_SHUTDOWN) {
-        int st = h->code > 0 ? h->code : 0;
-        if (st)
-            return wr_ps_fail(w, 0, st, err, "coordinator shut the job down with status %d%s%s", st, sep,
-                              h->reason);
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep, h->reason);
-    }
-    if (h->type == WR_MT_ERROR)
-        return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
-                          "coordinator refused: %s", h->reason);
-    return WR_EXIT_OK;
 }
 
 // Tells the coordinator why this worker stops (best effort, never blocks long).
@@ -118,9 +106,10 @@ static int send_register(wr_ps *w, uint64_t n_params, int64_t train_examples, ch
     return wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, err);
 }
 
-// Waits for a CLUSTER_MAP of `epoch` from the coordinator. Returns 0 with *map
-// filled (caller clears), or the exit status to stop with.
-static int wait_map(wr_ps *w, uint64_t epoch, double timeout_s, int first, wr_pmsg *map, char *err) {
+// Waits for a CLUSTER_MAP from the coordinator: the welcome (epoch 0) when
+// formed is 0, else a map of any epoch >= 1 (the job's, naming this worker).
+// Returns 0 with *map filled (caller clears), or the exit status to stop with.
+static int wait_map(wr_ps *w, int formed, double timeout_s, int first, wr_pmsg *map, char *err) {
     double t0 = wr_now();
     for (;;) {
         double left = timeout_s - (wr_now() - t0);
@@ -145,14 +134,14 @@ static int wait_map(wr_ps *w, uint64_t epoch, double timeout_s, int first, wr_pm
             return wr_ps_fail(w, 0, first ? WR_EXIT_NO_COORDINATOR : WR_EXIT_FAILURE, err,
                               "receiving from coordinator at %s: %s", w->o->coordinator, e2);
         wr_msg_release(&msg);
-        int st = wr_ps_coord_message(w, map, err);
+        if (map->type == WR_MT_CLUSTER_MAP && (formed ? map->epoch >= 1 : map->epoch == 0)) return WR_EXIT_OK;
+        int st = map->type == WR_MT_CLUSTER_MAP ? 0 : wr_ps_coord_message(w, map, err);
         if (st) {
             wr_pmsg_clear(map);
             return st;
         }
-        if (map->type == WR_MT_CLUSTER_MAP && map->epoch == epoch) return WR_EXIT_OK;
-        wr_debug("ignoring %s (epoch %llu) while waiting for the epoch-%llu map", wr_msg_type_name(map->type),
-                 (unsigned long long)map->epoch, (unsigned long long)epoch);
+        wr_debug("ignoring %s (epoch %llu) while waiting for the %s", wr_msg_type_name(map->type),
+                 (unsigned long long)map->epoch, formed ? "job's cluster map" : "welcome");
         wr_pmsg_clear(map);
     }
 }
@@ -209,18 +198,47 @@ static int ps_config(void *self, wr_train_job *job, char *err) {
     return WR_EXIT_OK;
 }
 
-// The batch checks of wr_batch_iter_init, done now with the configured worker
-// count, so that a job this data cannot feed fails before it forms.
+// The batch check of wr_batch_iter_init, done now with the most workers the
+// job admits, so that a job this data cannot feed fails before it forms.
 static int check_batch(wr_ps *w, char *err) {
     const wr_job_config *c = &w->cfg;
-    if (c->workers < 1 || c->batch < 1 || c->batch % c->workers != 0)
+    int most = wr_config_max_workers(c);
+    if (c->batch < 1 || c->batch < most)
         return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                          "batch %d must be a positive multiple of the %d workers", c->batch, c->workers);
+                          "batch %d is smaller than the %d workers the job admits (each needs an example)",
+                          c->batch, most);
     return WR_EXIT_OK;
 }
 
-// Checks the epoch-1 map (it sizes every buffer) and takes this worker's
-// rank and the shard ranges from it.
+// The shards of the map: recorded from the first map; a later one (after a
+// rejoin) must name the same.
+static int take_shards(wr_ps *w, const wr_cluster *c, char *err) {
+    if (w->sh) {
+        int same = c->n_shards == w->n_shards;
+        for (int s = 0; same && s < c->n_shards; s++)
+            same = c->shards[s].lo == w->sh[s].lo && c->shards[s].hi == w->sh[s].hi &&
+                   strcmp(c->shards[s].addr, w->sh[s].addr) == 0;
+        if (!same)
+            return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                              "cluster map of epoch %llu names other shards than this worker joined with",
+                              (unsigned long long)c->epoch);
+        return WR_EXIT_OK;
+    }
+    w->n_shards = c->n_shards;
+    w->sh = wr_calloc((size_t)w->n_shards, sizeof *w->sh);
+    for (int s = 0; s < w->n_shards; s++) {
+        w->sh[s].lo = c->shards[s].lo;
+        w->sh[s].hi = c->shards[s].hi;
+        snprintf(w->sh[s].addr, sizeof w->sh[s].addr, "%s", c->shards[s].addr);
+        memcpy(w->sh[s].key, c->shards[s].key, sizeof w->sh[s].key);
+    }
+    return WR_EXIT_OK;
+}
+
+// Checks a map of the job (it sizes every buffer) and takes this worker's
+// rank, position, epoch and first step and the shard ranges from it. A map
+// whose 'sf' is T > 1 makes this worker a joiner: it PULLs the parameters
+// after step T - 1 and trains from T.
 static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
     if (map->n_params != w->d)
         return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
@@ -235,30 +253,31 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         w->ec = WR_EC_PROTOCOL;
         return WR_EXIT_FAILURE;
     }
-    if (w->cfg.batch % c.n_workers != 0) {
-        wr_cluster_free(&c);
-        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "batch %d is not divisible by the %d workers",
-                          w->cfg.batch, c.n_workers);
-    }
-    w->rank = job->rank = c.my_rank;
-    w->n_workers = job->n_workers = c.n_workers;
-    w->n_shards = job->n_shards = c.n_shards;
-    job->total_steps = c.total_steps;
-    w->sh = wr_calloc((size_t)w->n_shards, sizeof *w->sh);
-    for (int s = 0; s < w->n_shards; s++) {
-        w->sh[s].lo = c.shards[s].lo;
-        w->sh[s].hi = c.shards[s].hi;
-        snprintf(w->sh[s].addr, sizeof w->sh[s].addr, "%s", c.shards[s].addr);
-        memcpy(w->sh[s].key, c.shards[s].key, sizeof w->sh[s].key);
+    int st = take_shards(w, &c, err);
+    int pos = wr_cluster_position(&c, c.my_rank);
+    if (!st && wr_batch_local_size(w->cfg.batch, pos, c.n_workers) < 1)
+        st = wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "batch %d is smaller than the %d workers",
+                        w->cfg.batch, c.n_workers);
+    if (!st) {
+        w->rank = job->rank = c.my_rank;
+        w->position = pos;
+        w->n_workers = job->n_workers = c.n_workers;
+        job->n_shards = c.n_shards;
+        w->epoch = c.epoch;
+        job->total_steps = c.total_steps;
+        job->first_step = (int64_t)c.start_step;
+        w->pull_step = job->first_step - 1;
     }
     wr_cluster_free(&c);
+    if (st) return st;
     char name[64];
     snprintf(name, sizeof name, "worker %d", w->rank);
     wr_log_set_name(name);
     return WR_EXIT_OK;
 }
 
-// Registers with d and waits for the map of the formed job.
+// Registers with d and waits for the map of the job (formed, or one that
+// admits this worker as a joiner).
 static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     w->d = wr_model_num_params(job->model);
     int st = check_batch(w, err);
@@ -284,8 +303,8 @@ static int register_model(wr_ps *w, wr_train_job *job, char *err) {
 
 // One DEALER per shard; the coordinator socket is polled last.
 static int connect_shards(wr_ps *w, char *err) {
-    w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
-    w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
+    if (!w->poll_eps) w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
+    if (!w->ready) w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
     wr_endpoint_opts so;
     wr_endpoint_opts_default(&so);
     so.linger_ms = 2000;
@@ -334,10 +353,11 @@ static int start_heartbeat(wr_ps *w, char *err) {
 
 // ---- initial parameters --------------------------------------------------------
 
-// Rank 0 sends its initialised x range by range; every rank PULLs each range.
+// At job formation rank 0 sends its initialised x range by range; every
+// rank PULLs each range (a joiner: the parameters after step T - 1).
 static int send_initial(wr_ps *w, char *err) {
     char e2[WR_ERR_LEN];
-    for (int s = 0; s < w->n_shards && w->rank == 0; s++) {
+    for (int s = 0; s < w->n_shards && w->rank == 0 && w->pull_step == 0; s++) {
         wr_pmsg h;
         wr_ps_hdr(w, &h, WR_MT_PARAMS);
         h.step = 0;
@@ -355,6 +375,7 @@ static int send_initial(wr_ps *w, char *err) {
     for (int s = 0; s < w->n_shards; s++) {
         wr_pmsg h;
         wr_ps_hdr(w, &h, WR_MT_PULL);
+        h.step = (uint64_t)w->pull_step;
         h.shard = s;
         h.offset = w->sh[s].lo;
         h.n_elems = w->sh[s].hi - w->sh[s].lo;
@@ -373,8 +394,17 @@ static int take_params(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, cha
     wr_ps_shard *sc = &w->sh[i];
     if (h->type == WR_MT_PARAMS && h->offset == sc->lo && h->n_elems == sc->hi - sc->lo &&
         h->codec == WR_CODEC_FP32 && sc->pending) {
+        // The parameters after the step asked for, from a shard at our epoch
+        // or (a change under way) later.
+        if (h->step != (uint64_t)w->pull_step || h->epoch < w->epoch)
+            return -wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                               "shard %d (%s) sent the parameters after step %llu of epoch %llu; this worker "
+                               "asked for step %lld at epoch %llu",
+                               i, sc->addr, (unsigned long long)h->step, (unsigned long long)h->epoch,
+                               (long long)w->pull_step, (unsigned long long)w->epoch);
         memcpy(w->x + sc->lo, msg->payload.data, (size_t)h->n_elems * 4);
         sc->pending = 0;
+        if (h->epoch > w->seen_epoch) w->seen_epoch = h->epoch;
         return 1;
     }
     if (h->type == WR_MT_ERROR) {
@@ -415,7 +445,7 @@ static int recv_initial(wr_ps *w, int i, const wr_proto_expect *ex, char *err) {
 static int initial_params(wr_ps *w, char *err) {
     int st = send_initial(w, err);
     if (st) return st;
-    wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = 1};
+    wr_proto_expect ex = {.job_id = w->cfg.job_id};  // any epoch: take_params checks >= ours
     // Rank 0 may still be building its model: allow the registration timeout too.
     double timeout = w->cfg.step_timeout + w->cfg.register_timeout;
     double t0 = wr_now();
@@ -441,25 +471,92 @@ static int initial_params(wr_ps *w, char *err) {
 
 // ---- join, leave, free -------------------------------------------------------------
 
+// The line that says how this worker takes part.
+static void joined_line(const wr_ps *w, const wr_train_job *job) {
+    const wr_job_config *c = &w->cfg;
+    int birder = c->codec == WR_JOB_CODEC_BIRDER;
+    wr_info("rank %d (position %d of %d workers, epoch %llu), %d shards, steps %lld..%lld (%lld per epoch), "
+            "local batch %d, codec %s%s, hfp8 %s",
+            w->rank, w->position, w->n_workers, (unsigned long long)w->epoch, w->n_shards,
+            (long long)job->first_step, (long long)job->total_steps, (long long)wr_train_steps_per_epoch(job),
+            wr_batch_local_size(c->batch, w->position, w->n_workers), birder ? "birder" : "fp32",
+            birder ? (c->broadcast == WR_BCAST_EXACT ? " (exact broadcast)" : " (1bit broadcast)") : "",
+            c->hfp8 ? "on" : "off");
+}
+
 static int ps_join(void *self, wr_train_job *job, char *err) {
     wr_ps *w = self;
+    w->job = job;
     w->x = wr_model_params(job->model);
     w->g = wr_model_grads(job->model);
     int st = register_model(w, job, err);
     if (!st) st = connect_shards(w, err);
     if (!st) st = start_heartbeat(w, err);
+    if (!st) wr_ps_step_init(w);
     if (!st) st = initial_params(w, err);
+    if (st == WR_PS_REJOIN) return wr_ps_rejoin(w, err);
     if (st) return st;
-    wr_ps_step_init(w);
-    const wr_job_config *c = &w->cfg;
-    int birder = c->codec == WR_JOB_CODEC_BIRDER;
-    wr_info(
-        "rank %d of %d workers, %d shards, %lld steps (%lld per epoch), local batch %d, codec %s%s, hfp8 %s",
-        w->rank, w->n_workers, w->n_shards, (long long)job->total_steps,
-        (long long)wr_train_steps_per_epoch(job), c->batch / w->n_workers, birder ? "birder" : "fp32",
-        birder ? (c->broadcast == WR_BCAST_EXACT ? " (exact broadcast)" : " (1bit broadcast)") : "",
-        c->hfp8 ? "on" : "off");
+    joined_line(w, job);
     return WR_EXIT_OK;
+}
+
+// ---- rejoining after removal ------------------------------------------------------
+
+// Closes what belonged to the membership this worker was removed from (its
+// shard sockets, the heartbeat) and forgets its rank, epoch and maps.
+static void drop_membership(wr_ps *w) {
+    wr_heartbeat_stop(w->hb);
+    w->hb = NULL;
+    for (int s = 0; s < w->n_shards; s++) {
+        wr_close(w->sh[s].ep);
+        w->sh[s].ep = NULL;
+        w->poll_eps[s] = NULL;
+        w->sh[s].pending = 0;
+    }
+    w->rank = -1;
+    w->epoch = 0;
+    w->n_pending = 0;
+    w->seen_epoch = 0;
+    wr_log_set_name("worker");
+}
+
+// Both REGISTER phases again: the welcome (of the same job), then the map.
+static int register_again(wr_ps *w, char *err) {
+    char e2[WR_ERR_LEN];
+    if (send_register(w, 0, 0, e2) != WR_OK)
+        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s", w->o->coordinator,
+                          e2);
+    wr_pmsg map;
+    int st = wait_map(w, 0, w->o->connect_timeout, 0, &map, err);
+    if (st) return st;
+    wr_job_config cfg;
+    int rc = wr_cluster_config(&map, &cfg, e2);
+    wr_pmsg_clear(&map);
+    if (rc != WR_OK || cfg.job_id != w->cfg.job_id)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "registering again: the coordinator's welcome is not of job %llu: %s",
+                          (unsigned long long)w->cfg.job_id, rc != WR_OK ? e2 : "another job id");
+    return register_model(w, w->job, err);
+}
+
+int wr_ps_rejoin(wr_ps *w, char *err) {
+    for (int attempt = 1; attempt <= 5; attempt++) {
+        drop_membership(w);
+        int st = register_again(w, err);
+        if (!st) st = connect_shards(w, err);
+        if (!st) st = start_heartbeat(w, err);
+        if (!st) st = initial_params(w, err);
+        if (st == WR_PS_REJOIN) continue;  // removed again while joining
+        if (st) return st;
+        // A joiner's Birder state starts at zero (the loop resets the rest).
+        if (w->m) memset(w->m, 0, w->d * sizeof(float));
+        if (w->b) memset(w->b, 0, w->d * sizeof(float));
+        wr_info("rejoined the job: from step %lld", (long long)w->job->first_step);
+        joined_line(w, w->job);
+        return WR_EXIT_OK;
+    }
+    return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                      "removed from the job again while rejoining it, 5 times: giving up");
 }
 
 static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
@@ -531,6 +628,7 @@ static const wr_exchange_ops ps_ops = {
     .mode = "ps",
     .config = ps_config,
     .join = ps_join,
+    .members = wr_ps_members,
     .step = wr_ps_step,
     .digests = wr_ps_digests,
     .leave = ps_leave,

@@ -4,8 +4,10 @@
 // shard s, Birder-encode g[lo_s:hi_s) into one of two reused per-shard
 // buffers and PUSH it zero-copy (the transport's free callback marks the
 // buffer reusable; fp32: PUSH the gradient range itself); then poll every
-// shard socket (and the coordinator's, for SHUTDOWN) and apply each BROADCAST
-// as it arrives.
+// shard socket (and the coordinator's, for SHUTDOWN, ERROR and cluster maps)
+// and apply each BROADCAST as it arrives (warn lines only past stall_report).
+// After the step, a shard's newer epoch waits for its map (ps_epoch.c); a
+// removal found during the step rejoins the job (ps_join.c).
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "digest.h"
 #include "log.h"
 #include "ps.h"
+#include "train.h"
 #include "wr_common.h"
 
 void wr_ps_step_init(wr_ps *w) {
@@ -55,33 +58,6 @@ static const uint64_t *aligned_words(wr_ps *w, const void *p, size_t len) {
     return w->align_scratch;
 }
 
-// One look at the coordinator socket while waiting: the exit status of a
-// SHUTDOWN or ERROR there, else 0.
-static int poll_coordinator(wr_ps *w, int64_t t, char *err) {
-    int ready = 0;
-    char e2[WR_ERR_LEN];
-    wr_endpoint *ce = w->coord;
-    if (wr_poll(&ce, 1, &ready, 1, e2) < 0)
-        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: poll: %s", (long long)t, e2);
-    if (!ready) return WR_EXIT_OK;
-    wr_msg msg;
-    wr_pmsg h;
-    int rc = wr_ps_recv(ce, 0, NULL, &msg, &h, e2);
-    if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) return WR_EXIT_OK;
-    if (rc == WR_EPROTO) {
-        wr_warn("from coordinator: %s", e2);
-        return WR_EXIT_OK;
-    }
-    if (rc != WR_OK)
-        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
-                          "step %lld: lost connection to coordinator at %s: %s", (long long)t,
-                          w->o->coordinator, e2);
-    wr_msg_release(&msg);
-    int st = wr_ps_coord_message(w, &h, err);
-    wr_pmsg_clear(&h);
-    return st;
-}
-
 // Waits until the transport released a zero-copy PUSH (*busy drops to 0; its
 // free callback may run on the I/O thread). Normally immediate: a step's
 // broadcast arrives only after our push was read. Otherwise it sleeps with a
@@ -103,7 +79,7 @@ static int wait_released(wr_ps *w, atomic_int *busy, int64_t t, const char *what
             ns *= 2;
             continue;
         }
-        int st = poll_coordinator(w, t, err);
+        int st = wr_ps_poll_coordinator(w, t, 1, err);
         if (st) return st;
     }
     return WR_EXIT_OK;
@@ -154,6 +130,25 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
 
 // ---- applying ------------------------------------------------------------------------
 
+// A shard's ERROR during step t. A removed worker's pushes are refused
+// ("not authorized") before the coordinator's word reaches it, and a shard
+// may refuse because the job is stopping: the coordinator socket gets a
+// grace of max(2 s, 3 heartbeat intervals) (at most step_timeout) to say so
+// (SHUTDOWN, removed -> WR_PS_REJOIN) before the ERROR stops the worker.
+static int shard_error(wr_ps *w, int i, const wr_pmsg *h, int64_t t, char *err) {
+    wr_warn("step %lld: shard %d (%s) refused: %s", (long long)t, i, w->sh[i].addr, h->reason);
+    double grace = 3 * w->cfg.heartbeat_interval;
+    if (grace < 2) grace = 2;
+    if (grace > w->cfg.step_timeout) grace = w->cfg.step_timeout;
+    double t0 = wr_now();
+    for (double left = grace; left > 0; left = grace - (wr_now() - t0)) {
+        int st = wr_ps_poll_coordinator(w, t, (int)(left * 1000) + 1, err);
+        if (st) return st;
+    }
+    return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: shard %d (%s) reports: %s",
+                      (long long)t, i, w->sh[i].addr, h->reason);
+}
+
 // Applies shard i's BROADCAST of the step to its range of x. Returns 1, or
 // -(exit status) for a message that is not the broadcast owed.
 static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, wr_exchange_step *st,
@@ -161,9 +156,14 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
     wr_ps_shard *sc = &w->sh[i];
     size_t n = (size_t)(sc->hi - sc->lo);
     long long t = (long long)st->t;
-    if (h->type == WR_MT_ERROR)
-        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: shard %d (%s) reports: %s", t,
-                           i, sc->addr, h->reason);
+    if (h->type == WR_MT_ERROR) return -shard_error(w, i, h, st->t, err);
+    // A shard may be an epoch ahead (it switches at the commit, before the
+    // map reaches us), never behind.
+    if (h->epoch < w->epoch)
+        return -wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                           "step %lld: %s from shard %d (%s) of stale epoch %llu (this worker is at %llu)", t,
+                           wr_msg_type_name(h->type), i, sc->addr, (unsigned long long)h->epoch,
+                           (unsigned long long)w->epoch);
     if (h->type != WR_MT_BROADCAST || !sc->pending || h->offset != sc->lo || h->n_elems != n)
         return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                            "step %lld: unexpected %s from shard %d (%s) (offset %llu, %llu elements)", t,
@@ -186,6 +186,7 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
                            birder ? "birder" : "fp32");
     st->t_codec += wr_now() - t0;
     sc->pending = 0;
+    if (h->epoch > w->seen_epoch) w->seen_epoch = h->epoch;
     return 1;
 }
 
@@ -222,24 +223,38 @@ static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *s
     }
 }
 
-// Waits for every shard's broadcast of the step, applying each as it arrives.
+// The stall report: whom the broadcast wait of step t waits for, and since when.
+static void stall_report(const wr_ps *w, int64_t t, double since) {
+    for (int s = 0; s < w->n_shards; s++)
+        if (w->sh[s].pending)
+            wr_warn("step %lld: waiting for BROADCAST from shard %d (%s) since %.1f s", (long long)t, s,
+                    w->sh[s].addr, since);
+}
+
+// Waits for every shard's broadcast of the step, applying each as it
+// arrives. Bounded by step_timeout + register_timeout: a membership change
+// may hold the step while the job waits for joiners.
 static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
-    wr_proto_expect ex = {.job_id = w->cfg.job_id,
-                          .check_epoch = 1,
-                          .epoch = 1,
-                          .check_step = 1,
-                          .step_min = (uint64_t)st->t,
-                          .step_max = (uint64_t)st->t};
-    double t_start = wr_now();
+    // Any epoch (checked per message: >= ours), this step only.
+    wr_proto_expect ex = {
+        .job_id = w->cfg.job_id, .check_step = 1, .step_min = (uint64_t)st->t, .step_max = (uint64_t)st->t};
+    const double bound = w->cfg.step_timeout + w->cfg.register_timeout;
+    double t_start = wr_now(), next_report = w->cfg.stall_report;
     char e2[WR_ERR_LEN];
     for (int left = w->n_shards; left > 0;) {
-        double rem = w->cfg.step_timeout - (wr_now() - t_start);
+        double el = wr_now() - t_start, rem = bound - el;
         for (int s = 0; s < w->n_shards && rem <= 0; s++)
             if (w->sh[s].pending)
                 return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
-                                  "step %lld: no BROADCAST from shard %d (%s) within step_timeout %g s",
-                                  (long long)st->t, s, w->sh[s].addr, w->cfg.step_timeout);
-        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2) < 0)
+                                  "step %lld: no BROADCAST from shard %d (%s) within step_timeout + "
+                                  "register_timeout (%g s)",
+                                  (long long)st->t, s, w->sh[s].addr, bound);
+        if (el >= next_report) {
+            stall_report(w, st->t, el);
+            next_report += w->cfg.stall_report;
+        }
+        double wait = WR_MIN(rem, next_report - el);
+        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(wait * 1000) + 1, e2) < 0)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;
@@ -251,8 +266,8 @@ static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
     return WR_EXIT_OK;
 }
 
-int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
-    wr_ps *w = self;
+// Pushes every range and applies every broadcast of the step.
+static int step_once(wr_ps *w, wr_exchange_step *st, char *err) {
     for (int s = 0; s < w->n_shards; s++) {
         int rc = push_range(w, s, st, err);
         if (rc) return rc;
@@ -263,7 +278,21 @@ int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
     // frames must be gone. (Every shard has answered, so it has read our push:
     // this is immediate in practice; the bound only turns a transport bug into
     // an error.)
-    return wait_released(w, &w->fp32_busy, st->t, "this step's fp32 PUSH", err);
+    rc = wait_released(w, &w->fp32_busy, st->t, "this step's fp32 PUSH", err);
+    if (rc) return rc;
+    // A shard ahead by an epoch: its map must be here before the next step.
+    return wr_ps_await_map(w, st->t, err);
+}
+
+int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
+    wr_ps *w = self;
+    st->resume_at = 0;
+    int rc = step_once(w, st, err);
+    if (rc != WR_PS_REJOIN) return rc;
+    rc = wr_ps_rejoin(w, err);
+    if (rc) return rc;
+    st->resume_at = w->job->first_step;
+    return WR_EXIT_OK;
 }
 
 void wr_ps_digests(void *self, int64_t t) {

@@ -10,8 +10,9 @@
 #include "config.h"
 
 typedef struct {
-    double seconds;  // training wall time from the first step, evaluations included
-    int64_t steps;   // steps done
+    double seconds;   // training wall time from the first step, evaluations included
+    int64_t steps;    // the last step done (a worker that joined late did fewer)
+    int64_t samples;  // examples of this worker's local batches over its steps
     int64_t global_batch;
     double test_accuracy;           // last evaluation (-1 if none)
     double best_accuracy;           // best evaluation (-1 if none)

@@ -25,8 +25,9 @@ typedef struct {
     wr_exchange ex;
     const wr_train_opts *o;
     wr_batch_iter it;
-    int64_t spe;      // steps per epoch
-    int local_batch;  // this worker's part of the global batch
+    int64_t spe;              // steps per epoch
+    int position, n_members;  // the membership of the current step (members)
+    int local_batch;          // this worker's part of the global batch at the current step
     wr_train_stats st;
     double t_train0;  // wall time of the first step
     float *step_ms;   // duration of each step (the first WR_STEP_LOG), for the median
@@ -62,16 +63,20 @@ static int build(run *r, char *err) {
     return WR_EXIT_OK;
 }
 
-// After join: this rank's batches, the step log, the figures zeroed.
+// After join: the batches (split at the first step by members), the step
+// log, the figures zeroed.
 static int start(run *r, char *err) {
     wr_train_job *j = &r->job;
     r->spe = wr_train_steps_per_epoch(j);
-    r->local_batch = j->cfg.batch / j->n_workers;
+    r->position = r->n_members = -1;
+    if (j->first_step < 1) j->first_step = 1;
     wr_model_set_rank(j->model, j->rank);
+    // The synthetic model keys its noise by its step count (t - 1 at step t).
+    wr_model_set_step(j->model, (uint64_t)(j->first_step - 1));
     char e2[WR_ERR_LEN];
-    if (j->data_model &&
-        wr_batch_iter_init(&r->it, &j->train, j->cfg.batch, j->rank, j->n_workers, j->cfg.seed, e2) != WR_OK)
+    if (j->data_model && wr_batch_iter_init(&r->it, &j->train, j->cfg.batch, 0, 1, j->cfg.seed, e2) != WR_OK)
         return wr_err(err, WR_EXIT_CONFIG, "batches: %s", e2);
+    if (j->data_model) wr_batch_iter_seek(&r->it, j->first_step - 1);
     memset(&r->st, 0, sizeof r->st);
     r->st.test_accuracy = r->st.best_accuracy = r->st.tta88_seconds = -1;
     r->st.global_batch = j->cfg.batch;
@@ -80,14 +85,53 @@ static int start(run *r, char *err) {
     return WR_EXIT_OK;
 }
 
+// The membership of step t from the exchange: a new one changes this
+// worker's batch split from t on.
+static int membership(run *r, int64_t t, char *err) {
+    wr_train_job *j = &r->job;
+    wr_exchange_members m = {.position = j->rank, .n = j->n_workers};
+    if (r->ex.ops->members) {
+        int st = r->ex.ops->members(r->ex.self, t, &m, err);
+        if (st != WR_EXIT_OK) return st;
+    }
+    if (m.position == r->position && m.n == r->n_members) return WR_EXIT_OK;
+    int lb = wr_batch_local_size(j->cfg.batch, m.position, m.n);
+    if (lb < 1)
+        return wr_err(err, WR_EXIT_FAILURE,
+                      "step %lld: position %d of %d workers gets no example of batch %d", (long long)t,
+                      m.position, m.n, j->cfg.batch);
+    char e2[WR_ERR_LEN];
+    if (j->data_model && wr_batch_iter_split(&r->it, m.position, m.n, e2) != WR_OK)
+        return wr_err(err, WR_EXIT_FAILURE, "step %lld: batches: %s", (long long)t, e2);
+    if (r->n_members > 0)
+        wr_info("step %lld: position %d of %d workers (epoch %llu), local batch %d", (long long)t, m.position,
+                m.n, (unsigned long long)m.epoch, lb);
+    r->position = m.position;
+    r->n_members = m.n;
+    r->local_batch = lb;
+    return WR_EXIT_OK;
+}
+
+// After the exchange rejoined the job: the loop's per-worker state starts
+// fresh at step t (loss scale, the synthetic noise's rank and step, the
+// batch position).
+static void rejoined(run *r, int64_t t) {
+    wr_train_job *j = &r->job;
+    wr_model_reset_loss_scale(j->model);
+    wr_model_set_rank(j->model, j->rank);
+    wr_model_set_step(j->model, (uint64_t)(t - 1));
+    if (j->data_model) wr_batch_iter_seek(&r->it, t - 1);
+    r->position = r->n_members = -1;
+}
+
 // ---- progress and evaluation ---------------------------------------------------
 
 static void progress_line(run *r, int64_t t, int64_t epoch) {
     window *w = &r->win;
     double now = wr_now(), el = now - w->t0, n = (double)w->steps;
     double comp = w->comp / n, enc = w->enc / n, comm = (w->all - w->comp - w->enc) / n;
-    // Rank 0 speaks for the job; the others' lines are there at debug level.
-    wr_log(r->job.rank == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
+    // Position 0 speaks for the job; the others' lines are there at debug level.
+    wr_log(r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
            "progress epoch %lld step %lld/%lld loss %.4f acc %.4f samples/s %.0f "
            "sent %.0f B/step recv %.0f B/step scale %g step %.2f ms = compute %.2f + encode %.2f + comm %.2f",
            (long long)epoch, (long long)t, (long long)r->job.total_steps, w->loss / n,
@@ -112,33 +156,37 @@ static void evaluate(run *r, int64_t epoch, int64_t step) {
     r->st.evals++;
     r->st.test_accuracy = acc;
     if (acc > r->st.best_accuracy) r->st.best_accuracy = acc;
-    // Only rank 0 evaluates during training; another rank's single evaluation
+    // Only position 0 evaluates during training; another's single evaluation
     // at the end says nothing about when 0.88 was first reached.
-    if (acc >= 0.88 && r->st.tta88_seconds < 0 && r->job.rank == 0) {
+    if (acc >= 0.88 && r->st.tta88_seconds < 0 && r->position == 0) {
         r->st.tta88_seconds = el;
         r->st.tta88_step = step;
     }
-    wr_log(r->job.rank == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
+    wr_log(r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
            "eval epoch %lld step %lld test accuracy %.4f at %.1f s of training (%.1f s evaluating)",
            (long long)epoch, (long long)step, acc, el, r->st.t_eval);
 }
 
 static int evaluating(const run *r) { return r->job.data_model && r->job.cfg.eval_every_epoch >= 0; }
 
-// During training rank 0 evaluates each epoch, or every eval_every steps (the
+// During training position 0 evaluates each epoch, or every eval_every steps (the
 // replicas are identical); every rank evaluates once at the end.
 static int eval_due(const run *r, int64_t t) {
     const wr_job_config *c = &r->job.cfg;
     int due = c->eval_every > 0 ? t % c->eval_every == 0 : (c->eval_every_epoch == 1 && t % r->spe == 0);
-    return evaluating(r) && due && r->job.rank == 0 && t != r->job.total_steps;
+    return evaluating(r) && due && r->position == 0 && t != r->job.total_steps;
 }
 
 // ---- the steps ------------------------------------------------------------------
 
-// Forward/backward on this rank's batch of step t, then the exchange. Returns
-// WR_EXIT_OK or the status to stop with.
-static int one_step(run *r, int64_t t, int64_t *epoch, char *err) {
+// Forward/backward on this worker's batch of step t, then the exchange.
+// Returns WR_EXIT_OK or the status to stop with; *next is the step to do
+// next (t + 1, or where the exchange rejoined the job).
+static int one_step(run *r, int64_t t, int64_t *epoch, int64_t *next, char *err) {
     wr_train_job *j = &r->job;
+    *next = t + 1;
+    int ms = membership(r, t, err);
+    if (ms != WR_EXIT_OK) return ms;
     double ts0 = wr_now();
     const float *xb = NULL;
     const uint8_t *yb = NULL;
@@ -156,8 +204,14 @@ static int one_step(run *r, int64_t t, int64_t *epoch, char *err) {
     if (s.overflow) wr_debug("step %lld: loss-scale overflow, zero gradient", (long long)t);
     int st = r->ex.ops->step(r->ex.self, &s, err);
     if (st != WR_EXIT_OK) return st;
+    if (s.resume_at > 0) {
+        rejoined(r, s.resume_at);
+        *next = s.resume_at;
+        return WR_EXIT_OK;
+    }
     double comp = ts1 - ts0, all = wr_now() - ts0;
     r->st.steps = t;
+    r->st.samples += r->local_batch;
     if (r->n_step_ms < r->keep) r->step_ms[r->n_step_ms++] = (float)(all * 1e3);
     r->st.t_compute += comp;
     r->st.t_encode += s.t_codec;
@@ -180,21 +234,40 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static int train_steps(run *r, char *err) {
+// After step t: digests, progress line, evaluation.
+static void after_step(run *r, int64_t t, int64_t epoch) {
     const wr_job_config *c = &r->job.cfg;
     const int64_t total = r->job.total_steps;
+    if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
+        r->ex.ops->digests(r->ex.self, t);
+    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
+    if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
+    if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
+}
+
+// 1 when a stop was requested (after the step just done).
+static int stop_requested(const run *r) { return r->o->stop && r->o->stop->requested; }
+
+static int train_steps(run *r, char *err) {
+    const int64_t total = r->job.total_steps;
     r->t_train0 = r->win.t0 = wr_now();
-    int64_t epoch = 0;
-    for (int64_t t = 1; t <= total; t++) {
-        int st = one_step(r, t, &epoch, err);
+    int64_t epoch = 0, t = r->job.first_step;
+    int stopped = 0;
+    if (r->o->stop) r->o->stop->training = 1;
+    while (t <= total) {
+        int64_t next;
+        int st = one_step(r, t, &epoch, &next, err);
         if (st != WR_EXIT_OK) return st;
-        if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
-            r->ex.ops->digests(r->ex.self, t);
-        if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
-        if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
-        if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
+        if (next == t + 1) after_step(r, t, epoch);
+        if (stop_requested(r)) {
+            wr_info("leaving the job after step %lld (signal)", (long long)r->st.steps);
+            stopped = 1;
+            break;
+        }
+        t = next;
     }
-    if (evaluating(r)) evaluate(r, (total + r->spe - 1) / r->spe, total);
+    // A stopped worker leaves at once: no final evaluation.
+    if (evaluating(r) && !stopped) evaluate(r, (total + r->spe - 1) / r->spe, total);
     r->st.seconds = wr_now() - r->t_train0;
     if (r->n_step_ms > 0) {
         qsort(r->step_ms, (size_t)r->n_step_ms, sizeof(float), cmp_float);
@@ -234,11 +307,13 @@ int wr_train_run(wr_exchange ex, const wr_train_opts *o, wr_train_stats *st, cha
     r->ex = ex;
     r->o = o;
     r->job.threads = o->threads;
+    r->job.first_step = 1;
     int status = ex.ops->config(ex.self, &r->job, err);
     if (status == WR_EXIT_OK) status = build(r, err);
     if (status == WR_EXIT_OK) status = ex.ops->join(ex.self, &r->job, err);
     if (status == WR_EXIT_OK) status = start(r, err);
     if (status == WR_EXIT_OK) status = train_steps(r, err);
+    if (o->stop) o->stop->training = 0;
     ex.ops->leave(ex.self, status, err, &r->st);
     if (status == WR_EXIT_OK) status = finish(r, err);
     if (status != WR_EXIT_OK) wr_error("%s", err);

@@ -1,6 +1,7 @@
 // train.h — the worker's training loop, one for every mode (exchange.h says
-// what differs between modes). For t = 1 .. total_steps: this worker's batch
-// (data.h: sharded by rank), forward/backward (model.h), the exchange's step
+// what differs between modes). For t = first_step .. total_steps: the
+// membership of step t (the exchange's members), this worker's batch (data.h:
+// split by its position among the members), forward/backward (model.h), the exchange's step
 // (gradient -> update applied to the replica), replica digests every
 // digest_every steps, a progress line every progress_every steps, test
 // evaluations on the schedule of eval / eval_every with the time-to-accuracy
@@ -8,6 +9,7 @@
 #ifndef WR_TRAIN_H
 #define WR_TRAIN_H
 
+#include <signal.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -28,15 +30,26 @@ typedef struct wr_train_job {
     int rank, n_workers;     // join: this worker's rank and the job's worker count
     int n_shards;            // join: shards of the job (0 without a cluster)
     int64_t total_steps;     // join: the job's optimizer steps (lr schedule, loop length)
+    int64_t first_step;      // join: the first step this worker trains (1; a joiner's T)
 } wr_train_job;
 
 // Steps per epoch of the job: floor(training-set size / batch), at least 1
 // (the synthetic model counts WR_FASHION_TRAIN examples).
 int64_t wr_train_steps_per_epoch(const wr_train_job *job);
 
+// A stop request from a signal handler (wren-worker: SIGTERM, SIGINT). The
+// loop sets `training` while it runs steps and checks `requested` after each
+// step: set, it ends the run as finished after that step (summary, the
+// exchange's leave with WR_EXIT_OK: ps sends STATS and LEAVE{s = the step}).
+typedef struct {
+    volatile sig_atomic_t requested;  // the signal number (0 = none)
+    volatile sig_atomic_t training;   // 1 while steps run
+} wr_train_stop;
+
 typedef struct {
     const char *summary_path;  // NULL = no summary file
     int threads;               // OpenBLAS threads (0 = OpenBLAS default)
+    wr_train_stop *stop;       // NULL = no stop requests
 } wr_train_opts;
 
 // Runs one worker's part of a job through ex, and frees ex. Blocking (the

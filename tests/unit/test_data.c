@@ -227,6 +227,92 @@ static wr_dataset fake_ds(int n) {
     return d;
 }
 
+// The ids (pixel 0) of the next batch of it, and its size.
+static int next_ids(wr_batch_iter *it, int *ids) {
+    const float *x;
+    const uint8_t *y;
+    wr_batch_iter_next(it, &x, &y, NULL, NULL);
+    for (int k = 0; k < it->local_batch; k++) ids[k] = (int)x[(size_t)k * 784];
+    return it->local_batch;
+}
+
+// Position i of n takes positions i, i+n, ... < B of each global batch, B
+// not divisible by n: every step's batches together are the global batch,
+// each example once, with (B - i + n - 1) / n examples at position i; n
+// dividing B gives B/n each, the split of a fixed worker count.
+static void check_positions(const wr_dataset *d, int B, int steps) {
+    char err[WR_ERR_LEN];
+    for (int n = 1; n <= 5; n++) {
+        wr_batch_iter one, part[5];
+        assert_int_equal(wr_batch_iter_init(&one, d, B, 0, 1, 7, err), WR_OK);
+        for (int i = 0; i < n; i++) assert_int_equal(wr_batch_iter_init(&part[i], d, B, i, n, 7, err), WR_OK);
+        int *glob = malloc(sizeof(int) * B), *loc = malloc(sizeof(int) * B);
+        for (int s = 0; s < steps; s++) {
+            assert_int_equal(next_ids(&one, glob), B);
+            int total = 0;
+            for (int i = 0; i < n; i++) {
+                int m = next_ids(&part[i], loc);
+                assert_int_equal(m, (B - i + n - 1) / n);
+                assert_int_equal(m, wr_batch_local_size(B, i, n));
+                if (B % n == 0) assert_int_equal(m, B / n);
+                for (int k = 0; k < m; k++) assert_int_equal(loc[k], glob[i + k * n]);
+                total += m;
+            }
+            assert_int_equal(total, B);  // whole, and (by the index rule) each position once
+        }
+        for (int i = 0; i < n; i++) wr_batch_iter_free(&part[i]);
+        wr_batch_iter_free(&one);
+        free(glob);
+        free(loc);
+    }
+}
+
+static void test_iterator_positions(void **st) {
+    (void)st;
+    wr_dataset d = fake_ds(1000);
+    check_positions(&d, 97, 25);  // 10 steps per epoch: crosses two epochs
+    check_positions(&d, 60, 20);  // divisible by 1..5
+    assert_int_equal(wr_batch_local_size(97, 5, 5), 0);
+    assert_int_equal(wr_batch_local_size(97, 0, 5), 20);
+    assert_int_equal(wr_batch_local_size(97, 4, 5), 19);
+    wr_dataset_free(&d);
+}
+
+// A split changed from a step on keeps the permutation and the step: the
+// batches afterwards are those of an iterator with the new split from the
+// start; a refused split changes nothing.
+static void test_iterator_split(void **st) {
+    (void)st;
+    char err[WR_ERR_LEN];
+    const int B = 97;
+    wr_dataset d = fake_ds(1000);
+    wr_batch_iter it, ref, ref2;
+    assert_int_equal(wr_batch_iter_init(&it, &d, B, 1, 2, 5, err), WR_OK);
+    assert_int_equal(wr_batch_iter_init(&ref, &d, B, 1, 2, 5, err), WR_OK);
+    assert_int_equal(wr_batch_iter_init(&ref2, &d, B, 2, 3, 5, err), WR_OK);
+    int a[97], b[97];
+    for (int s = 0; s < 7; s++) {
+        int m = next_ids(&it, a);
+        assert_int_equal(m, next_ids(&ref, b));
+        assert_memory_equal(a, b, sizeof(int) * m);
+    }
+    assert_int_equal(wr_batch_iter_split(&it, 3, 3, err), WR_ERR);
+    assert_int_equal(wr_batch_iter_split(&it, 0, 98, err), WR_ERR);
+    assert_int_equal(it.nranks, 2);
+    assert_int_equal(wr_batch_iter_split(&it, 2, 3, err), WR_OK);  // from step 7 (0-based) on
+    wr_batch_iter_seek(&ref2, 7);
+    for (int s = 7; s < 30; s++) {  // into the third epoch
+        int m = next_ids(&it, a);
+        assert_int_equal(m, 32);
+        assert_int_equal(next_ids(&ref2, b), m);
+        assert_memory_equal(a, b, sizeof(int) * m);
+    }
+    wr_batch_iter_free(&it);
+    wr_batch_iter_free(&ref);
+    wr_batch_iter_free(&ref2);
+    wr_dataset_free(&d);
+}
+
 static void test_iterator_sharding(void **st) {
     (void)st;
     char err[WR_ERR_LEN];
@@ -287,8 +373,8 @@ static void test_iterator_sharding(void **st) {
     assert_true(same < G / 2);
     // bad arguments
     wr_batch_iter bad;
-    assert_int_equal(wr_batch_iter_init(&bad, &d, 97, 0, 3, 1, err), WR_ERR);
-    assert_non_null(strstr(err, "multiple"));
+    assert_int_equal(wr_batch_iter_init(&bad, &d, 2, 0, 3, 1, err), WR_ERR);
+    assert_non_null(strstr(err, "smaller than the 3 workers"));
     assert_int_equal(wr_batch_iter_init(&bad, &d, 96, 3, 3, 1, err), WR_ERR);
     assert_int_equal(wr_batch_iter_init(&bad, &d, 2000, 0, 1, 1, err), WR_ERR);
     wr_batch_iter_free(&bad);
@@ -330,7 +416,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_real_files),        cmocka_unit_test(test_good_crafted),
         cmocka_unit_test(test_bad_files),         cmocka_unit_test(test_parse_buffer),
-        cmocka_unit_test(test_iterator_sharding), cmocka_unit_test(test_slice),
+        cmocka_unit_test(test_iterator_sharding), cmocka_unit_test(test_iterator_positions),
+        cmocka_unit_test(test_iterator_split),    cmocka_unit_test(test_slice),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

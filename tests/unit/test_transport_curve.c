@@ -3,7 +3,8 @@
 // with the allow-list's user on each message, refusals (unknown key, wrong
 // role, plain client at a CURVE endpoint) that the refused client reports
 // and the server counts, a client expecting another server key (counted,
-// not told), the connection cap (max_peers) without keys, and
+// not told), the connection cap (max_peers) without keys, the per-address
+// cap (max_peers_per_addr: tcp from two source addresses; ipc exempt), and
 // malformed keys.
 #include <setjmp.h>
 #include <stdarg.h>
@@ -289,6 +290,96 @@ static void test_max_peers(void **state) {
     wr_transport_ctx_free(ctx);
 }
 
+// Connects client i to addr (as given: it may name a source address) and sends "i".
+static wr_endpoint *client_send(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, int i) {
+    char err[WR_ERR_LEN], text[16];
+    wr_endpoint *c = NULL;
+    if (wr_connect(ctx, addr, o, &c, err) != WR_OK) fail_msg("connect %s: %s", addr, err);
+    snprintf(text, sizeof text, "%d", i);
+    assert_int_equal(send_text(c, text, NULL, 0), WR_OK);
+    return c;
+}
+
+// Waits until the server has seen as many closes as accepts but `open`.
+static void wait_open(wr_endpoint *srv, unsigned long *acc, unsigned long *closed, unsigned long open) {
+    char err[WR_ERR_LEN];
+    unsigned long a1, c1;
+    for (int i = 0; i < 500 && *acc - *closed != open; i++) {
+        int ready;
+        wr_poll(&srv, 1, &ready, 10, err);
+        assert_int_equal(wr_peer_events(srv, &a1, &c1), WR_OK);
+        *acc += a1, *closed += c1;
+    }
+    assert_int_equal(*acc - *closed, open);
+}
+
+#define N_PA 12  // 5 from 127.0.0.1, 2 from 127.0.0.2, then 3 from 127.0.0.1 again
+
+// max_peers_per_addr = 2 under max_peers = 10, no keys: of 5 clients from
+// 127.0.0.1, 2 get in and 3 are refused (over_cap, told as the cap);
+// meanwhile 2 from 127.0.0.2 get in; once the 127.0.0.1 ones closed, 2 of 3
+// new ones from 127.0.0.1 get in.
+static void test_max_peers_per_addr(void **state) {
+    (void)state;
+    char err[WR_ERR_LEN], a[256], from2[300];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    o.max_peers = 10;
+    o.max_peers_per_addr = 2;
+    o.linger_ms = 0;
+    wr_endpoint *srv, *cli[N_PA] = {0};
+    if (wr_bind(ctx, "tcp://127.0.0.1:0", &o, &srv, err) != WR_OK) fail_msg("bind: %s", err);
+    assert_int_equal(wr_last_endpoint(srv, a, sizeof a), WR_OK);
+    snprintf(from2, sizeof from2, "tcp://127.0.0.2:0;%s", a + 6);  // source address 127.0.0.2
+    int seen[N_PA] = {0};
+    unsigned long over = 0, acc = 0, closed = 0;
+    for (int i = 0; i < 5; i++) cli[i] = client_send(ctx, a, &o, i);
+    assert_int_equal(collect(srv, seen, N_PA, 1500, 0, &over), 2);
+    assert_true(over >= 3);
+    for (int i = 0; i < 5; i++) {
+        if (seen[i]) continue;
+        int rc = wr_recv(cli[i], &(wr_msg){0}, 3000, err);  // the refused client hears why
+        assert_int_equal(rc, WR_ECLOSED);
+        if (!strstr(err, "connection cap")) fail_msg("client %d: '%s'", i, err);
+    }
+    for (int i = 5; i < 7; i++) cli[i] = client_send(ctx, from2, &o, i);
+    assert_int_equal(collect(srv, seen, N_PA, 5000, 2, &over), 2);
+    assert_true(seen[5] && seen[6]);
+    for (int i = 0; i < 5; i++) wr_close(cli[i]), cli[i] = NULL;
+    wait_open(srv, &acc, &closed, 2);  // only the two from 127.0.0.2 are left
+    over = 0;
+    for (int i = 7; i < 10; i++) cli[i] = client_send(ctx, a, &o, i);
+    assert_int_equal(collect(srv, seen, N_PA, 5000, 2, &over), 2);
+    assert_int_equal(collect(srv, seen, N_PA, 500, 0, &over), 0);
+    assert_true(over >= 1);
+    for (int i = 0; i < N_PA; i++) wr_close(cli[i]);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
+// ipc peers are exempt from max_peers_per_addr (they are local users): 3 get in with 1.
+static void test_max_peers_per_addr_ipc(void **state) {
+    (void)state;
+    char err[WR_ERR_LEN], a[256];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    o.max_peers_per_addr = 1;
+    o.linger_ms = 0;
+    wr_endpoint *srv, *cli[3] = {0};
+    make_addr(1, a, sizeof a);
+    if (wr_bind(ctx, a, &o, &srv, err) != WR_OK) fail_msg("bind %s: %s", a, err);
+    int seen[3] = {0};
+    unsigned long over = 0;
+    for (int i = 0; i < 3; i++) cli[i] = client_send(ctx, a, &o, i);
+    assert_int_equal(collect(srv, seen, 3, 5000, 3, &over), 3);
+    assert_int_equal(over, 0);
+    for (int i = 0; i < 3; i++) wr_close(cli[i]);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
 static void expect_opts_error(wr_transport_ctx *ctx, const char *addr, int bind, const wr_endpoint_opts *o,
                               const char *want) {
     char err[WR_ERR_LEN] = "";
@@ -358,6 +449,8 @@ int main(void) {
         cmocka_unit_test(test_plain_client_refused),
         cmocka_unit_test(test_wrong_server_key),
         cmocka_unit_test(test_max_peers),
+        cmocka_unit_test(test_max_peers_per_addr),
+        cmocka_unit_test(test_max_peers_per_addr_ipc),
         cmocka_unit_test(test_bad_keys),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
