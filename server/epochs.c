@@ -152,7 +152,7 @@ static void forget(coord *c, int i, uint64_t epoch) {
     g->peer_len = n->peer_len;
     g->rank = n->index;
     g->epoch = epoch;
-    g->told = 0;
+    g->told = n->lost ? wr_now() : 0;  // told just below
     snprintf(g->why, sizeof g->why, "%s", n->lost ? "it was declared lost" : "it left");
     if (n->lost) {  // a paused process reads this when it resumes
         char r[WR_REASON_MAX];
@@ -216,6 +216,36 @@ static void refuse_late_joiners(coord *c, uint64_t T) {
     }
 }
 
+// "worker 1 removed (lost), worker 3 joined" for the commit's log line.
+static void describe_changes(const coord *c, char *out, size_t len) {
+    size_t at = 0;
+    out[0] = 0;
+    for (int i = 0; i < c->n_nodes && at < len; i++) {
+        const coord_node *n = &c->nodes[i];
+        if (!is_worker(n) || !(n->out || n->joining)) continue;
+        if (n->out && !n->member && !n->joining) continue;  // never in the job
+        int k = snprintf(out + at, len - at, "%sworker %d %s", at ? ", " : "", n->index,
+                         n->joining && !n->out ? "joined"
+                         : n->lost             ? "removed (lost)"
+                                               : "removed (left)");
+        if (k > 0) at += (size_t)k;
+    }
+}
+
+// "epoch 2 from step 151: workers 0, 2 (worker 1 removed (lost))".
+static void log_commit(const coord *c, uint64_t e, uint64_t T, const char *changes) {
+    char ranks[512];
+    size_t at = 0;
+    ranks[0] = 0;
+    for (int i = 0; i < c->map.n_workers && at < sizeof ranks; i++) {
+        int k = snprintf(ranks + at, sizeof ranks - at, "%s%d", i ? ", " : "", c->map.workers[i].rank);
+        if (k > 0) at += (size_t)k;
+    }
+    wr_info("epoch %llu from step %llu: worker%s %s%s%s%s (%.2f s to agree)", (unsigned long long)e,
+            (unsigned long long)T, c->map.n_workers == 1 ? "" : "s", ranks, changes[0] ? " (" : "", changes,
+            changes[0] ? ")" : "", wr_now() - c->change.t0);
+}
+
 // Every shard acknowledged the newest proposal: the epoch starts at T.
 static void commit(coord *c) {
     coord_change *ch = &c->change;
@@ -231,6 +261,8 @@ static void commit(coord *c) {
     f.epoch = e;
     f.step = T;
     for (int s = 0; s < c->cfg.shards; s++) coord_send_to(c, &c->nodes[c->shard_node[s]], &f);
+    char changes[512];
+    describe_changes(c, changes, sizeof changes);
     int n, *nodes = next_members(c, &n);
     c->epoch = e;
     for (int i = 0; i < n; i++) {
@@ -260,8 +292,7 @@ static void commit(coord *c) {
     ch->active = 0;
     ch->resume = 0;
     ch->below_since = 0;
-    wr_info("epoch %llu from step %llu: %d workers (%.2f s to agree)", (unsigned long long)e,
-            (unsigned long long)T, c->map.n_workers, wr_now() - ch->t0);
+    log_commit(c, e, T, changes);
 }
 
 static void try_commit(coord *c) {

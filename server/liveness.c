@@ -72,6 +72,12 @@ static int probe_nodes(coord *c) {
 // A worker of the formed job that is gone leaves it at the next epoch
 // (epochs.c); a shard that is gone stops the job.
 static void lost(coord *c, coord_node *n, const char *why) {
+    if (n->role == WR_ROLE_WORKER && c->formed && !n->member && !n->joining) {
+        // A worker that said hello to join and went away: nothing to change.
+        n->left = n->out = 1;
+        wr_info("%s (it had not joined the job yet)", why);
+        return;
+    }
     if (n->role == WR_ROLE_WORKER && c->formed) {
         coord_worker_lost(c, n, why);
         return;
@@ -140,7 +146,9 @@ static int check_silence(coord *c, double now) {
     const double bound = c->cfg.heartbeat_timeout + c->cfg.heartbeat_interval;
     for (int i = 0; i < c->n_nodes; i++) {
         coord_node *n = &c->nodes[i];
-        if (n->left) continue;
+        // Workers heartbeat once they have a rank and a map: one joining is
+        // watched by the connection probes until it is a member.
+        if (n->left || (n->role == WR_ROLE_WORKER && !n->member)) continue;
         double silent = now - n->last_seen;
         if (silent > bound) {
             char who[COORD_WHO_MAX], r[WR_ADDR_MAX + 256];

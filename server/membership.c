@@ -342,9 +342,6 @@ static coord_node *admit(coord *c, const coord_in *in) {
     if (wr_msg_peer_info(in->m, &pi) == WR_OK) snprintf(n->user, sizeof n->user, "%s", pi.user);
     n->group = h->group;
     n->index = -1;
-    // Silence counts from the hello: a worker joining a running job is
-    // checked by the liveness tick before it heartbeats.
-    n->last_seen = wr_now();
     if (h->role == WR_ROLE_SHARD) {
         shard_key(in->m, n);
         n->index = c->formed ? c->replace.shard : c->n_shards_reg++;

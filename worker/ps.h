@@ -39,7 +39,11 @@ typedef struct {
     wr_endpoint *ep;
     wr_ps_zc_buf push[2];  // alternating PUSH payload buffers (birder: bits; fp32: unused)
     int cur;
-    int pending;  // the reply this shard owes (PARAMS, BROADCAST) not yet taken
+    int pending;   // the reply this shard owes (PARAMS, BROADCAST) not yet taken
+    int lost;      // its connection was lost: the coordinator may replace it (ps_replace.c)
+    int replaced;  // a map named a replacement (next_addr, next_key): follow it
+    char next_addr[WR_ADDR_MAX];
+    char next_key[WR_CURVE_KEY_MAX];
 } wr_ps_shard;
 
 // A cluster map of a later epoch, held until its start step.
@@ -132,6 +136,23 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err);
 // After step t: when a shard's message carried an epoch later than any map
 // held, waits (up to step_timeout) for that map from the coordinator.
 int wr_ps_await_map(wr_ps *w, int64_t t, char *err);
+
+// ps_replace.c: a lost shard replaced (docs/ARCHITECTURE.md, "Shard restart")
+// (Re)connects the DEALER of shard s to w->sh[s].addr (its map key).
+int wr_ps_connect_shard(wr_ps *w, int s, char *err);
+// A map with 'rb' = 1 names shard h->shard's replacement: noted, followed by
+// wr_ps_follow_replacements at the next chance in the step.
+void wr_ps_note_replacement(wr_ps *w, const wr_pmsg *h);
+// The connection to shard s was lost: a fresh socket to the same address
+// (the replacement may come back there), and the wait goes on.
+int wr_ps_shard_lost(wr_ps *w, int s, int64_t t, char *err);
+// Follows the noted replacements during step t (pushed to the shards whose
+// `pending` is set; before any push of step t, pass t - 1): connects, offers
+// this replica of the range (PARAMS{the last step applied}), and takes the
+// reply: the broadcast of step t this worker missed, or (it had it, or the
+// shard had not completed t) its push of t sent again. Returns the number of
+// broadcasts of step t taken that way (>= 0), or -(exit status).
+int wr_ps_follow_replacements(wr_ps *w, int64_t t, char *err);
 
 // The membership op (exchange.h): takes the pending maps whose start step
 // is <= t.

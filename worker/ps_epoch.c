@@ -86,22 +86,18 @@ int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err) {
                               h->reason);
         return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep, h->reason);
     }
-    if (h->type == WR_MT_ERROR && h->code == WR_EC_REJECTED &&
+    if (h->type == WR_MT_ERROR && w->epoch >= 1 && h->code == WR_EC_REJECTED &&
         strncmp(h->reason, REMOVED_PREFIX, strlen(REMOVED_PREFIX)) == 0) {
-        // Without a rank (epoch 0) the tell is about the membership this
-        // worker already dropped: the coordinator tells a removed worker when
-        // it removes it and again when it speaks, so a second tell can arrive
-        // while it registers again.
-        if (w->epoch < 1) {
-            wr_debug("ignoring a tell of an earlier removal while registering: %s", h->reason);
-            return WR_EXIT_OK;
-        }
         wr_warn("coordinator: %s; registering again", h->reason);
         return WR_PS_REJOIN;
     }
     if (h->type == WR_MT_ERROR)
         return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
                           "coordinator refused: %s", h->reason);
+    if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1 && h->rebuild) {  // a shard replaced
+        wr_ps_note_replacement(w, h);
+        return WR_EXIT_OK;
+    }
     if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1 && h->epoch >= 1) return keep_map(w, h, err);
     return WR_EXIT_OK;
 }

@@ -135,7 +135,12 @@ static int wait_map(wr_ps *w, int formed, double timeout_s, int first, wr_pmsg *
                               "receiving from coordinator at %s: %s", w->o->coordinator, e2);
         wr_msg_release(&msg);
         if (map->type == WR_MT_CLUSTER_MAP && (formed ? map->epoch >= 1 : map->epoch == 0)) return WR_EXIT_OK;
-        int st = map->type == WR_MT_CLUSTER_MAP ? 0 : wr_ps_coord_message(w, map, err);
+        // A "removed from the job" notice while registering is an older copy
+        // of the one that made this worker register again (the coordinator
+        // repeats it when a removed worker speaks): not a refusal.
+        int stale = map->type == WR_MT_ERROR && map->code == WR_EC_REJECTED &&
+                    !strncmp(map->reason, "removed from the job", 20);
+        int st = map->type == WR_MT_CLUSTER_MAP || stale ? 0 : wr_ps_coord_message(w, map, err);
         if (st) {
             wr_pmsg_clear(map);
             return st;
@@ -301,10 +306,8 @@ static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     return WR_EXIT_OK;
 }
 
-// One DEALER per shard; the coordinator socket is polled last.
-static int connect_shards(wr_ps *w, char *err) {
-    if (!w->poll_eps) w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
-    if (!w->ready) w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
+// The DEALER of shard s (ps.h).
+int wr_ps_connect_shard(wr_ps *w, int s, char *err) {
     wr_endpoint_opts so;
     wr_endpoint_opts_default(&so);
     so.linger_ms = 2000;
@@ -314,24 +317,33 @@ static int connect_shards(wr_ps *w, char *err) {
     // connection. A dead shard still shows up as a closed connection (monitor),
     // a hung one as step_timeout, and liveness is the coordinator's heartbeats.
     so.heartbeat_ms = 0;
+    // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
+    // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
+    // a bigger one drops the connection instead of being allocated.
+    so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
+    // With keys, the shard is known by the public key the coordinator
+    // authenticated it with (its map entry).
+    if (w->o->keys.on && !w->sh[s].key[0])
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "shard %d (%s) has no key in the cluster map: this worker has keys, the "
+                          "coordinator runs without them",
+                          s, w->sh[s].addr);
+    wr_node_keys_opts(&w->o->keys, &so, w->sh[s].key, 0);
     char e2[WR_ERR_LEN];
+    if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
+                          w->sh[s].addr, e2);
+    w->poll_eps[s] = w->sh[s].ep;
+    return WR_EXIT_OK;
+}
+
+// One DEALER per shard; the coordinator socket is polled last.
+static int connect_shards(wr_ps *w, char *err) {
+    if (!w->poll_eps) w->poll_eps = wr_calloc((size_t)w->n_shards + 1, sizeof *w->poll_eps);
+    if (!w->ready) w->ready = wr_calloc((size_t)w->n_shards + 1, sizeof *w->ready);
     for (int s = 0; s < w->n_shards; s++) {
-        // Bound received frames (ZMQ_MAXMSGSIZE, applied at connect): the
-        // largest legitimate one is an fp32 PARAMS/BROADCAST of this range;
-        // a bigger one drops the connection instead of being allocated.
-        so.max_msg_size = wr_proto_data_frame_max(w->sh[s].hi - w->sh[s].lo);
-        // With keys, the shard is known by the public key the coordinator
-        // authenticated it with (its map entry).
-        if (w->o->keys.on && !w->sh[s].key[0])
-            return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                              "shard %d (%s) has no key in the cluster map: this worker has keys, the "
-                              "coordinator runs without them",
-                              s, w->sh[s].addr);
-        wr_node_keys_opts(&w->o->keys, &so, w->sh[s].key, 0);
-        if (wr_connect(w->ctx, w->sh[s].addr, &so, &w->sh[s].ep, e2) != WR_OK)
-            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "shard %d address %s: %s", s,
-                              w->sh[s].addr, e2);
-        w->poll_eps[s] = w->sh[s].ep;
+        int st = wr_ps_connect_shard(w, s, err);
+        if (st) return st;
     }
     w->poll_eps[w->n_shards] = w->coord;
     return WR_EXIT_OK;
@@ -563,7 +575,7 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
     char e2[WR_ERR_LEN];
     wr_pmsg h;
     wr_ps_hdr(w, &h, WR_MT_STATS);
-    h.step = (uint64_t)s->steps;
+    h.step = (uint64_t)s->last_step;
     double steps = s->steps > 0 ? (double)s->steps : 1;
     struct {
         const char *name;
@@ -585,7 +597,7 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
     if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("STATS: %s", e2);
     wr_ps_hdr(w, &h, WR_MT_LEAVE);
     snprintf(h.host, sizeof h.host, "%s", w->host);
-    h.step = (uint64_t)s->steps;
+    h.step = (uint64_t)s->last_step;
     if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK) wr_warn("LEAVE: %s", e2);
 }
 

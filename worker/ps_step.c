@@ -208,6 +208,11 @@ static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *s
         if (rc == WR_EPROTO)
             return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: from shard %d (%s): %s",
                                t, i, w->sh[i].addr, e2);
+        // A lost shard may be replaced (ps_replace.c): the wait goes on.
+        if (rc == WR_ECLOSED && !coord) {
+            int st2 = wr_ps_shard_lost(w, i, t, err);
+            return st2 ? -st2 : applied;
+        }
         if (rc != WR_OK && !coord)
             return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                                "step %lld: lost connection to shard %d (%s): %s", t, i, w->sh[i].addr, e2);
@@ -262,12 +267,18 @@ static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
             if (got < 0) return -got;
             left -= got;
         }
+        int got = wr_ps_follow_replacements(w, st->t, err);
+        if (got < 0) return -got;
+        left -= got;
     }
     return WR_EXIT_OK;
 }
 
 // Pushes every range and applies every broadcast of the step.
 static int step_once(wr_ps *w, wr_exchange_step *st, char *err) {
+    // A shard replaced between steps: rebuilt before this step's pushes.
+    int got = wr_ps_follow_replacements(w, st->t - 1, err);
+    if (got < 0) return -got;
     for (int s = 0; s < w->n_shards; s++) {
         int rc = push_range(w, s, st, err);
         if (rc) return rc;

@@ -38,6 +38,8 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     fprintf(f, "  \"shards\": %d,\n", n_shards);
     fprintf(f, "  \"batch\": %lld,\n", (long long)s->global_batch);
     fprintf(f, "  \"steps\": %lld,\n", (long long)s->steps);
+    fprintf(f, "  \"start_step\": %lld,\n", (long long)s->start_step);
+    fprintf(f, "  \"last_step\": %lld,\n", (long long)s->last_step);
     json_num(f, "accuracy", s->test_accuracy, 0);
     json_num(f, "test_accuracy", s->test_accuracy, 0);  // the same value, for readers that use this name
     json_num(f, "best_accuracy", s->best_accuracy, 0);

@@ -10,9 +10,11 @@
 #include "config.h"
 
 typedef struct {
-    double seconds;   // training wall time from the first step, evaluations included
-    int64_t steps;    // the last step done (a worker that joined late did fewer)
-    int64_t samples;  // examples of this worker's local batches over its steps
+    double seconds;      // training wall time from the first step, evaluations included
+    int64_t steps;       // steps this worker trained (a worker that joined late did fewer than the job)
+    int64_t start_step;  // the first of them (1, or a joiner's start step; after a rejoin, the latest)
+    int64_t last_step;   // the last step done (LEAVE's 's')
+    int64_t samples;     // examples of this worker's local batches over its steps
     int64_t global_batch;
     double test_accuracy;           // last evaluation (-1 if none)
     double best_accuracy;           // best evaluation (-1 if none)

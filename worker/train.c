@@ -80,6 +80,7 @@ static int start(run *r, char *err) {
     memset(&r->st, 0, sizeof r->st);
     r->st.test_accuracy = r->st.best_accuracy = r->st.tta88_seconds = -1;
     r->st.global_batch = j->cfg.batch;
+    r->st.start_step = j->first_step;
     r->keep = j->total_steps < WR_STEP_LOG ? j->total_steps : WR_STEP_LOG;
     r->step_ms = wr_malloc((size_t)(r->keep > 0 ? r->keep : 1) * sizeof(float));
     return WR_EXIT_OK;
@@ -122,6 +123,7 @@ static void rejoined(run *r, int64_t t) {
     wr_model_set_step(j->model, (uint64_t)(t - 1));
     if (j->data_model) wr_batch_iter_seek(&r->it, t - 1);
     r->position = r->n_members = -1;
+    r->st.start_step = t;
 }
 
 // ---- progress and evaluation ---------------------------------------------------
@@ -210,7 +212,8 @@ static int one_step(run *r, int64_t t, int64_t *epoch, int64_t *next, char *err)
         return WR_EXIT_OK;
     }
     double comp = ts1 - ts0, all = wr_now() - ts0;
-    r->st.steps = t;
+    r->st.steps++;
+    r->st.last_step = t;
     r->st.samples += r->local_batch;
     if (r->n_step_ms < r->keep) r->step_ms[r->n_step_ms++] = (float)(all * 1e3);
     r->st.t_compute += comp;
@@ -260,7 +263,7 @@ static int train_steps(run *r, char *err) {
         if (st != WR_EXIT_OK) return st;
         if (next == t + 1) after_step(r, t, epoch);
         if (stop_requested(r)) {
-            wr_info("leaving the job after step %lld (signal)", (long long)r->st.steps);
+            wr_info("leaving the job after step %lld (signal)", (long long)r->st.last_step);
             stopped = 1;
             break;
         }

@@ -5,15 +5,16 @@
 # HEARTBEATs as worker 0 and worker 1 every 100 ms (tests/tools/wren-flood
 # --attack heartbeat). The coordinator accepts a node's heartbeats only from
 # the address and key the node registered with, so it still declares the
-# worker dead: status 5 (node lost) within heartbeat_timeout + a few s, the
-# forged heartbeats counted as refused. (Without the check the job would wait
+# worker dead: status 5 (node lost) within heartbeat_timeout + register_timeout
+# (the job waits that long for a replacement: min_workers = workers) + a few s,
+# the forged heartbeats counted as refused. (Without the check the job would wait
 # for its step_timeout of 60 s.)
 source "$(dirname "$0")/lib/common.bash"
 
 [ -x "$BIN/wren-flood" ] || fail "$BIN/wren-flood is missing (make -j2 build-all)"
 mkdir -p "$T/logs"
 TMPDIR=$T "$ROOT/scripts/wren-local" --transport tcp --log-dir "$T/logs" -S 1 -n 2 model=synthetic:100000 \
-    steps=1000000 progress_every=200 heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=60 \
+    steps=1000000 progress_every=200 heartbeat_interval=0.5 heartbeat_timeout=3 step_timeout=60 register_timeout=4 \
     >"$T/job.out" 2>&1 &
 job=$!
 STARTED+=("$job")

@@ -817,7 +817,7 @@ static fake *run_epochs(enum scenario sc, int first_digest) {
     assert_int_equal(f->stats, 1);
     assert_int_equal(f->leaves, 1);
     assert_int_equal(f->leave_step, STEPS);
-    assert_int_equal(f->run_stats.steps, STEPS);
+    assert_int_equal(f->run_stats.last_step, STEPS);
     return f;
 }
 

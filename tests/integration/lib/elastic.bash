@@ -71,11 +71,8 @@ pid_of() { cat "$RUN/$1.pid" 2>/dev/null; }      # pid_of NAME (coordinator, sha
 status_of() { cat "$RUN/$1.status" 2>/dev/null; } # status_of NAME: its exit status, once ended
 
 # WORDING (today's): worker_rank NAME -> the rank that worker NAME logged in
-# "rank R (position P of N workers, epoch E)" (or the older "rank R of N
-# workers") of its first map.
-worker_rank() {
-    sed -nE 's/.*\[info\] rank ([0-9]+) (\(position [0-9]+ )?of [0-9]+ workers.*/\1/p' "$T/logs/$1.log" | head -n 1
-}
+# "rank R (position P of N workers, epoch E), ..." (its first map).
+worker_rank() { sed -nE 's/.*\[info\] rank ([0-9]+) \(position [0-9]+ of [0-9]+ workers.*/\1/p' "$T/logs/$1.log" | head -n 1; }
 
 has_rank() { [ -n "$(worker_rank "$1")" ]; }  # has_rank NAME: NAME logged its rank
 
