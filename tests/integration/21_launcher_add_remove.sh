@@ -8,7 +8,8 @@
 #     the others; `scale 3` SIGTERMs the highest-numbered live worker, then
 #     `remove` the one below, and `scale 2` has nothing to do; a worker killed with SIGKILL and the removed
 #     ones (exit 0) do not fail a job whose coordinator ends with 0;
-#     `restart-shard 0` kills shard0 and starts shard0-r1 with the same
+#     `restart-shard 0` kills shard0 and, once the coordinator's log says it
+#     waits for a shard to take its place, starts shard0-r1 with the same
 #     command line, and the killed shard does not fail the job either; nothing
 #     is left running and every NAME.status is written.
 #  2. an added worker that fails by itself (exit 1) fails the job even though
@@ -119,10 +120,17 @@ grep -q "worker2 (pid" <<<"$out" || fail "the second remove did not pick worker2
 out=$("$WL" scale --run-dir "$RUN" 2) || fail "scale 2 (of 2) failed: $out"
 grep -q '2 workers live already' <<<"$out" || fail "scale 2 of 2 live: $out"
 old_shard=$(pid_of shard0)
-out=$("$WL" restart-shard --run-dir "$RUN" 0) || fail "restart-shard 0 failed: $out"
+"$WL" restart-shard --run-dir "$RUN" 0 >"$T/restart.out" 2>&1 &
+rs=$!
+[ "$(wait_status shard0)" = 137 ] || fail "the restarted shard0's status: $(cat "$RUN/shard0.status")"
+sleep 0.5
+[ -f "$RUN/shard0-r1.pid" ] && fail "shard0-r1 started before the coordinator reported the loss"
+echo "00:00:00.000 coordinator [warn] shard 0 is dead; waiting up to 30 s (register_timeout) for a shard to take its place" \
+    >>"$RUN/coordinator.log"
+wait "$rs" || fail "restart-shard 0 failed: $(cat "$T/restart.out")"
+out=$(cat "$T/restart.out")
 grep -q "killed shard0 (pid $old_shard, SIGKILL); started shard0-r1 (pid $(pid_of shard0-r1)" <<<"$out" ||
     fail "restart-shard 0: $out"
-[ "$(wait_status shard0)" = 137 ] || fail "the restarted shard0's status: $(cat "$RUN/shard0.status")"
 for _ in $(seq 50); do [ -f "$CTL/argv.shard.$(pid_of shard0-r1)" ] && break; sleep 0.1; done
 [ "$(cat "$CTL/argv.shard.$(pid_of shard0-r1)")" = "$(cat "$CTL/argv.shard.$old_shard")" ] ||
     fail "shard0-r1's command line differs from shard0's"
