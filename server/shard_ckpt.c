@@ -22,9 +22,11 @@ static wr_ckpt_expect expect_of(const shard_node *s) {
     return (wr_ckpt_expect){WR_CKPT_SHARD, (uint32_t)s->index, s->cfg.job_id, wr_config_digest(&s->cfg)};
 }
 
-void shard_ckpt_after_step(shard_node *s) {
+void shard_ckpt_before_step(shard_node *s) {
     uint64_t t = wr_shard_core_step(s->core);
-    if (s->cfg.checkpoint_every <= 0 || t % (uint64_t)s->cfg.checkpoint_every != 0) return;
+    if (s->cfg.checkpoint_every <= 0 || t == 0 || t % (uint64_t)s->cfg.checkpoint_every != 0) return;
+    if (t == s->ckpt_step) return;  // written already (e.g. before an empty step)
+    s->ckpt_step = t;
     size_t bytes = wr_shard_core_n(s->core) * sizeof(float);
     wr_ckpt_section sec[3] = {{"x", WR_CKPT_FP32, wr_shard_core_params(s->core), bytes}};
     int n = 1;

@@ -229,6 +229,10 @@ void shard_answer_pulls(shard_node *s) {
 // With no contributor the step is empty: no update, nothing sent.
 // SHARD_GO_ON or a status.
 static int finish_step(shard_node *s, int *ranks) {
+    // The checkpoint of the last step is written now that every push of the
+    // next one is in: each worker wrote its own of that step before pushing
+    // (worker/ps_step.c), so a resume finds the whole set.
+    shard_ckpt_before_step(s);
     int k = wr_shard_core_contributors(s->core, ranks);
     wr_pbuf *buf;
     int st = bcast_buffer(s, k + 1, &buf);
@@ -258,7 +262,6 @@ static int finish_step(shard_node *s, int *ranks) {
         d.digest = wr_shard_core_digest(s->core);
         shard_send_coord(s, &d);
     }
-    shard_ckpt_after_step(s);
     shard_members_expect(s);
     shard_answer_pulls(s);
     return SHARD_GO_ON;
@@ -311,7 +314,9 @@ static int on_pull(shard_node *s, wr_msg *m, const wr_pmsg *h) {
         char err[WR_ERR_LEN];
         snprintf(err, sizeof err, "PULL for shard %d sent to shard %d", h->shard, s->index);
         refuse(s, m, WR_PERR_ROLE, err);
-    } else if (wr_shard_core_has_params(s->core) && wr_shard_core_step(s->core) >= h->step) {
+    } else if (wr_shard_core_has_params(s->core) && wr_shard_core_step(s->core) >= h->step &&
+               !s->mem.resume) {
+        // (while a resume is held, the step restored may not be the one the job goes on from)
         shard_send_params(s, m->peer, m->peer_len);
     } else if (pull_queued(s, m->peer, m->peer_len)) {
         refuse(s, m, WR_PERR_ROLE, "PULL from a connection whose earlier PULL is already queued");

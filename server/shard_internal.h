@@ -107,6 +107,7 @@ typedef struct {
     uint64_t empty_steps;             // steps completed with no push (every member gone)
     int64_t total_steps;              // the job's steps (the map's 'ts')
     uint64_t ckpt_written, ckpt_failures;
+    uint64_t ckpt_step;     // the step of the last checkpoint written
     double t_ckpt;          // seconds spent writing checkpoints
     double next_stall;      // when the next stall report is due (0: none)
     uint64_t auth_refused;  // messages refused as unauthenticated
@@ -180,9 +181,11 @@ void shard_members_expect(shard_node *s);
 void shard_members_free(shard_node *s);
 
 // shard_ckpt.c
-// A checkpoint when the step just completed is due (checkpoint_every); a
-// failed write is logged and counted, the job goes on.
-void shard_ckpt_after_step(shard_node *s);
+// Before completing step t + 1: the checkpoint of step t when it is due
+// (checkpoint_every). Then every worker has written its own of step t (it
+// does so before pushing t + 1). A failed write is logged and counted; the
+// job goes on.
+void shard_ckpt_before_step(shard_node *s);
 // Resume: restores the newest valid checkpoint of this shard (*step = its
 // step, 0 when there is none). WR_OK, or WR_ERR (every file refused).
 int shard_ckpt_load_newest(shard_node *s, uint64_t *step, char *err);

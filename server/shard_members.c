@@ -186,6 +186,7 @@ int shard_members_commit(shard_node *s, const wr_pmsg *h) {
     wr_info("epoch %llu from step %llu: %d workers (%d of them before it)", (unsigned long long)m->epoch,
             (unsigned long long)m->start, m->n_cur, m->n_before);
     shard_members_expect(s);
+    shard_answer_pulls(s);  // PULLs held during a resume
     return shard_advance(s);
 }
 

@@ -20,6 +20,7 @@
 #include "ps.h"
 #include "schedule.h"
 #include "train.h"
+#include "wckpt.h"
 #include "wr_common.h"
 
 void wr_ps_opts_default(wr_ps_opts *o) {
@@ -496,6 +497,22 @@ static void joined_line(const wr_ps *w, const wr_train_job *job) {
             c->hfp8 ? "on" : "off");
 }
 
+// Loads this rank's Birder state and loss scaler of the step before the
+// first (docs/ARCHITECTURE.md, "Checkpoints and resume").
+static int resume_state(wr_ps *w, wr_train_job *job, char *err) {
+    float scale;
+    int clean;
+    char e2[WR_ERR_LEN];
+    uint64_t step = (uint64_t)(job->first_step - 1);
+    if (wr_wckpt_load(&w->cfg, w->rank, step, w->m, w->b, w->d, &scale, &clean, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "resume at step %llu: %s",
+                          (unsigned long long)step, e2);
+    wr_model_set_scaler_state(job->model, scale, clean);
+    wr_info("resume: rank %d's state of step %llu loaded (loss scale %g)", w->rank, (unsigned long long)step,
+            (double)scale);
+    return WR_EXIT_OK;
+}
+
 static int ps_join(void *self, wr_train_job *job, char *err) {
     wr_ps *w = self;
     w->job = job;
@@ -507,6 +524,10 @@ static int ps_join(void *self, wr_train_job *job, char *err) {
     if (!st) wr_ps_step_init(w);
     if (!st) st = initial_params(w, err);
     if (st == WR_PS_REJOIN) return wr_ps_rejoin(w, err);
+    // resume = on: the job's first map starts after step 1; this rank's own
+    // state of the step before comes from its checkpoint (a joiner's starts
+    // at zero instead).
+    if (!st && w->cfg.resume && w->epoch == 1 && job->first_step > 1) st = resume_state(w, job, err);
     if (st) return st;
     joined_line(w, job);
     return WR_EXIT_OK;

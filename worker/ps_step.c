@@ -18,6 +18,7 @@
 #include "digest.h"
 #include "log.h"
 #include "ps.h"
+#include "wckpt.h"
 #include "train.h"
 #include "wr_common.h"
 
@@ -295,10 +296,24 @@ static int step_once(wr_ps *w, wr_exchange_step *st, char *err) {
     return wr_ps_await_map(w, st->t, err);
 }
 
+// This rank's own state every checkpoint_every steps (wckpt.h); a failed
+// write is logged, the job goes on.
+static void checkpoint(wr_ps *w, int64_t t) {
+    if (w->cfg.checkpoint_every <= 0 || t % w->cfg.checkpoint_every != 0) return;
+    wr_wckpt_state cs = {w->m, w->b, (size_t)w->d, 0, 0};
+    wr_model_scaler_state(w->job->model, &cs.scale, &cs.clean);
+    char e2[WR_ERR_LEN];
+    if (wr_wckpt_write(&w->cfg, w->rank, w->epoch, (uint64_t)t, &cs, e2) != WR_OK)
+        wr_error("checkpoint of step %lld not written: %s", (long long)t, e2);
+    else
+        wr_debug("checkpoint of step %lld written", (long long)t);
+}
+
 int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
     wr_ps *w = self;
     st->resume_at = 0;
     int rc = step_once(w, st, err);
+    if (rc == WR_EXIT_OK) checkpoint(w, st->t);
     if (rc != WR_PS_REJOIN) return rc;
     rc = wr_ps_rejoin(w, err);
     if (rc) return rc;
