@@ -7,7 +7,10 @@
 #     coordinator; `add 2` starts worker2 and worker3 with the same options as
 #     the others; `scale 3` SIGTERMs the highest-numbered live worker, then
 #     `remove` the one below, and `scale 2` has nothing to do; a worker killed with SIGKILL and the removed
-#     ones (exit 0) do not fail a job whose coordinator ends with 0; nothing
+#     ones (exit 0) do not fail a job whose coordinator ends with 0;
+#     `restart-shard 0` kills shard0 and, once the coordinator's log says it
+#     waits for a shard to take its place, starts shard0-r1 with the same
+#     command line, and the killed shard does not fail the job either; nothing
 #     is left running and every NAME.status is written.
 #  2. an added worker that fails by itself (exit 1) fails the job even though
 #     the coordinator ends with 0; the client's errors: a bad K or scale
@@ -116,19 +119,40 @@ grep -q "worker2 (pid" <<<"$out" || fail "the second remove did not pick worker2
 [ "$(wait_status worker2)" = 0 ] || fail "removed worker2 ended with $(cat "$RUN/worker2.status")"
 out=$("$WL" scale --run-dir "$RUN" 2) || fail "scale 2 (of 2) failed: $out"
 grep -q '2 workers live already' <<<"$out" || fail "scale 2 of 2 live: $out"
+old_shard=$(pid_of shard0)
+"$WL" restart-shard --run-dir "$RUN" 0 >"$T/restart.out" 2>&1 &
+rs=$!
+[ "$(wait_status shard0)" = 137 ] || fail "the restarted shard0's status: $(cat "$RUN/shard0.status")"
+sleep 0.5
+[ -f "$RUN/shard0-r1.pid" ] && fail "shard0-r1 started before the coordinator reported the loss"
+echo "00:00:00.000 coordinator [warn] shard 0 is dead; waiting up to 30 s (register_timeout) for a shard to take its place" \
+    >>"$RUN/coordinator.log"
+wait "$rs" || fail "restart-shard 0 failed: $(cat "$T/restart.out")"
+out=$(cat "$T/restart.out")
+grep -q "killed shard0 (pid $old_shard, SIGKILL); started shard0-r1 (pid $(pid_of shard0-r1)" <<<"$out" ||
+    fail "restart-shard 0: $out"
+for _ in $(seq 50); do [ -f "$CTL/argv.shard.$(pid_of shard0-r1)" ] && break; sleep 0.1; done
+[ "$(cat "$CTL/argv.shard.$(pid_of shard0-r1)")" = "$(cat "$CTL/argv.shard.$old_shard")" ] ||
+    fail "shard0-r1's command line differs from shard0's"
+"$WL" restart-shard --run-dir "$RUN" >/dev/null 2>&1
+rc=$?
+[ "$rc" = "$WR_EXIT_CONFIG" ] || fail "restart-shard without S: status $rc (expected 2)"
+"$WL" restart-shard --run-dir "$RUN" 3 >/dev/null 2>&1
+rc=$?
+[ "$rc" = "$WR_EXIT_FAILURE" ] || fail "restart-shard 3 (no such shard): status $rc (expected 1)"
 kill -KILL "$(pid_of worker1)"
 [ "$(wait_status worker1)" = 137 ] || fail "worker1 (SIGKILL) status: $(cat "$RUN/worker1.status")"
 finish 0
 [ "$RC" = "$WR_EXIT_OK" ] || fail "SIGKILL of a worker, 2 removed, coordinator 0: wren-local exited $RC (expected 0)"
 grep -q 'worker1 was killed by SIGKILL' "$T/one.out" || fail "wren-local did not say worker1 was killed"
-for n in coordinator shard0 worker0; do [ "$(cat "$RUN/$n.status")" = 0 ] || fail "$n.status is not 0"; done
+for n in coordinator shard0-r1 worker0; do [ "$(cat "$RUN/$n.status")" = 0 ] || fail "$n.status is not 0"; done
 [ -f "$RUN/launcher.pid" ] && fail "launcher.pid left after the end"
 no_leftovers
 "$WL" add --run-dir "$RUN" >"$T/late.out" 2>&1
 rc=$?
 [ "$rc" = "$WR_EXIT_FAILURE" ] || fail "add after the job ended: status $rc (expected 1)"
 grep -q 'no longer running' "$T/late.out" || fail "add after the end: $(cat "$T/late.out")"
-echo "  add 2, scale 3, remove, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
+echo "  add 2, scale 3, remove, restart-shard 0, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
 
 # ---- 2. an added worker failing by itself; client errors -----------------------------
 launch two -S 1 -n 1
