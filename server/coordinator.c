@@ -294,13 +294,14 @@ static void tick(coord *c) {
         coord_registration_tick(c, now);
     } else if (c->restart.active) {
         coord_rejoin_tick(c, now);
-        return;  // nodes not back are neither watched nor waited for meanwhile
     } else if (!c->change.active && coord_count_members(c, 0) > 0 && coord_members_running(c) == 0) {
         end_of_job(c, now);
     }
-    if (c->status == COORD_RUNNING && c->formed) coord_epochs_tick(c, now);
-    if (c->status == COORD_RUNNING && c->formed) coord_replace_tick(c, now);
-    if (c->status == COORD_RUNNING && c->formed) coord_liveness_tick(c, now);
+    // A restarted coordinator neither watches nor waits for nodes not back yet.
+    int watch = c->status == COORD_RUNNING && c->formed && !c->restart.active;
+    if (watch) coord_epochs_tick(c, now);
+    if (watch) coord_replace_tick(c, now);
+    if (watch) coord_liveness_tick(c, now);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
