@@ -527,6 +527,7 @@ static int run_worker(fake *f, const char *summary, char *err) {
     atomic_init(&f->map_sent, 0);
     atomic_init(&f->remove_due, 0);
     atomic_init(&f->shard_epoch, f->sc == SC_JOINER ? 3 : 1);
+    f->main_thread = pthread_self();  // before the threads that read it start
     pthread_create(&tc, NULL, coord_main, f);
     pthread_create(&ts, NULL, shards_main, f);
 
@@ -537,7 +538,6 @@ static int run_worker(fake *f, const char *summary, char *err) {
     o.connect_timeout = 5;
     wr_train_opts to = {.summary_path = summary, .threads = 1, .stop = &test_stop};
     memset(&test_stop, 0, sizeof test_stop);
-    f->main_thread = pthread_self();
     int st = wr_train_run(wr_exchange_ps(&o), &to, &f->run_stats, err);
     // The worker's last messages may still be on their way to the fake
     // coordinator: wait (up to 2 s) until it read the LEAVE or the ERROR.
