@@ -118,6 +118,10 @@ void coord_rejoin_tick(coord *c, double now) {
     rs->active = 0;
     rs->reform = 1;
     for (int i = 0; i < c->n_nodes; i++) c->nodes[i].last_seen = now;
+    // Past every epoch a node came back with (the lost coordinator may have
+    // committed or proposed one after its last state write): the proposal,
+    // this one or a lost worker's, is the next.
+    if (rs->epoch > c->epoch) c->epoch = rs->epoch;
     wr_info("%s after %.2f s: re-forming the job at epoch %llu",
             all ? "every node is back" : "register_timeout passed", now - rs->since,
             (unsigned long long)c->epoch + 1);

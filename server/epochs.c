@@ -84,12 +84,7 @@ static void propose(coord *c) {
     wr_info("epoch %llu proposed to the shards: %d workers", (unsigned long long)ch->epoch, n);
 }
 
-void coord_epochs_reform(coord *c) {
-    // Past every epoch a node came back with (the lost coordinator may have
-    // committed or proposed one after its last state write).
-    if (c->restart.epoch > c->epoch) c->epoch = c->restart.epoch;
-    propose(c);
-}
+void coord_epochs_reform(coord *c) { propose(c); }
 
 void coord_epochs_repropose(coord *c, int shard) {
     if (!c->change.active) return;
