@@ -104,6 +104,7 @@ sleep 1
 kill -KILL "$COORD"
 wait "$COORD" 2>/dev/null || true
 kill -KILL "${WPIDS[2]}"
+wait "${WPIDS[2]}" 2>/dev/null || true
 sleep 0.5
 start_coordinator "$D3/coord2.log"
 rc=0
