@@ -99,7 +99,7 @@ static int read_dump(int fd, int family, const wr_ip16 *local, int local_any, un
             wr_err(err, WR_ERR, "sock_diag answer: %s", got < 0 ? strerror(errno) : "connection closed");
             break;
         }
-        int len = (int)got;
+        unsigned int len = (unsigned int)got;  // NLMSG_OK compares it with the u32 nlmsg_len
         for (struct nlmsghdr *h = (struct nlmsghdr *)buf; !done && NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
             if (h->nlmsg_type == NLMSG_DONE) {
                 done = 1, rc = WR_OK;

@@ -327,6 +327,12 @@ static int zopen(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     if (watch && attach_monitor(ep, what, addr, router ? "wr-rmon" : "wr-mon", events,
                                 router ? &ep->rmon : &ep->mon, err) != WR_OK)
         return ep_destroy(ep), WR_ERR;
+    // A port given in the address is known before the bind: tell the ZAP
+    // handler now, or peers that know the address (a shard's, from the map)
+    // and connect at once are refused until set_per_addr_port below.
+    if (ep->pol && router && o->max_peers_per_addr > 0 && !strncmp(addr, "tcp://", 6) &&
+        wr_zap_set_tcp(ep->zc->zap, ep->pol, addr, err) != WR_OK)
+        err[0] = 0;  // tcp://*:0 and the like: known only after the bind
     if ((router ? zmq_bind(ep->sock, addr) : zmq_connect(ep->sock, addr)) != 0) {
         int e = errno;
         ep_destroy(ep);
