@@ -34,7 +34,10 @@ static size_t kind_size(uint32_t kind) {
 }
 
 static const char *role_name(uint32_t role) {
-    return role == WR_CKPT_SHARD ? "shard" : role == WR_CKPT_WORKER ? "worker" : "?";
+    return role == WR_CKPT_SHARD         ? "shard"
+           : role == WR_CKPT_WORKER      ? "worker"
+           : role == WR_CKPT_COORDINATOR ? "coordinator"
+                                         : "?";
 }
 
 static uint64_t data_digest(const void *p, uint64_t n) { return wr_digest64(n ? p : "", (size_t)n); }
@@ -65,7 +68,7 @@ static int check_section_arg(const wr_ckpt_section *s, int i, const char *prior[
 }
 
 static int check_meta(const wr_ckpt_meta *m, int n, char *err) {
-    if (m->role != WR_CKPT_SHARD && m->role != WR_CKPT_WORKER)
+    if (m->role < WR_CKPT_SHARD || m->role > WR_CKPT_COORDINATOR)
         return wr_err(err, WR_ERR, "checkpoint: unknown role %d", m->role);
     if (m->step > WR_CKPT_MAX_STEP)
         return wr_err(err, WR_ERR, "checkpoint: step %" PRIu64 " does not fit 12 digits", m->step);
@@ -127,7 +130,7 @@ static int parse_header(const uint8_t *b, size_t len, wr_ckpt_disk_header *h, ch
                       WR_CKPT_VERSION);
     if (wr_digest64(h, offsetof(wr_ckpt_disk_header, digest)) != h->digest)
         return wr_err(err, WR_ERR, "header checksum mismatch (file corrupt)");
-    if (h->role != WR_CKPT_SHARD && h->role != WR_CKPT_WORKER)
+    if (h->role < WR_CKPT_SHARD || h->role > WR_CKPT_COORDINATOR)
         return wr_err(err, WR_ERR, "unknown role %" PRIu32 " in the header", h->role);
     if (h->nsections > WR_CKPT_MAX_SECTIONS)
         return wr_err(err, WR_ERR, "section table does not add up: %" PRIu32 " sections (at most %d)",

@@ -26,7 +26,8 @@
 // corrupt one). Every other failure is WR_ERR.
 #define WR_CKPT_ENOENT -10
 
-enum wr_ckpt_role { WR_CKPT_SHARD = 1, WR_CKPT_WORKER = 2 };
+// The coordinator's file (server/coord_state.c) holds the job's map and epoch.
+enum wr_ckpt_role { WR_CKPT_SHARD = 1, WR_CKPT_WORKER = 2, WR_CKPT_COORDINATOR = 3 };
 // Element kind of a section; its length is a multiple of the element size.
 enum wr_ckpt_kind { WR_CKPT_FP32 = 1, WR_CKPT_U64 = 2, WR_CKPT_BYTES = 3 };
 

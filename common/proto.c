@@ -828,8 +828,8 @@ static const struct {
     uint32_t req, opt;
     check_fn check;
 } kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT),
-                        check_join},  // np, nt: a worker's d and data size
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT) | B(F_TK),
+                        check_join},  // np, nt: a worker's d and data size; tk: a rejoin
     [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | B(F_RB) | CRED,
                            check_map},
     [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},

@@ -99,6 +99,17 @@ typedef struct {
     char why[160];
 } coord_gone;
 
+// A coordinator restarted from its state file (coord_state.c,
+// docs/ARCHITECTURE.md "Coordinator restart"): the nodes of the map come back
+// (coord_rejoin.c), then a new epoch re-forms the job.
+typedef struct {
+    int active;       // waiting for the map's nodes to re-register
+    int reform;       // the re-forming epoch is proposed, not committed yet
+    double since;     // when this coordinator started
+    int back, nodes;  // nodes back of the map's nodes
+    uint64_t epoch;   // the highest epoch a node came back with
+} coord_restart;
+
 // The open barrier (one at a time).
 typedef struct {
     int active;
@@ -156,6 +167,8 @@ typedef struct {
     double next_probe;
     coord_blame blame;
     double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
+    coord_restart restart;
+    uint64_t state_seq;  // coord_state.c: the last state file written (its 'step')
 } coord;
 
 // One received message on its way to its handler.
@@ -246,6 +259,40 @@ void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int
 // to the workers, with 'rb' = 1 and 'sh' = shard (docs/PROTOCOL.md, "Shard
 // restart").
 void coord_send_map_replaced(coord *c, int shard, const int *nodes, int n);
+
+// coord_state.c: the job's map and epoch in checkpoint_dir ("coordinator-*.ckpt")
+// Writes the state of the formed job (ended = 1: the job is over, a
+// coordinator started again starts a new one). No-op without checkpoint_dir
+// or before epoch 1; a failed write is logged, the job goes on.
+void coord_state_save(coord *c, int ended);
+// At start: restores a running job of this job id from checkpoint_dir (the
+// map, epoch, node table, digest book; c->restart.active = 1). 1 when
+// restored, 0 for a fresh job (no file, an ended job, another job, or a file
+// that is refused: logged).
+int coord_state_load(coord *c);
+// A restored job none of whose nodes came back: forgotten, the coordinator
+// takes registrations for a new job.
+void coord_state_reset(coord *c);
+
+// coord_rejoin.c: the nodes of a restored job coming back
+// A REGISTER while c->restart.active or reform: a node of the map claiming
+// its shard index ('sh') or rank ('r' + 'tk') is bound to this connection and
+// gets the map of the epoch in force. 1 when handled here, 0 when the
+// caller handles it as a registration (the restored state may be reset).
+int coord_rejoin_register(coord *c, coord_in *in);
+// Every node back, or register_timeout passed (missing workers are lost, a
+// missing shard stops the job): proposes the re-forming epoch.
+void coord_rejoin_tick(coord *c, double now);
+// The re-forming epoch committed at T: digests below T are ignored.
+void coord_rejoin_committed(coord *c, uint64_t T);
+
+// epochs.c: proposes the next epoch with the members as they are (a
+// coordinator restart re-forms the job this way).
+void coord_epochs_reform(coord *c);
+
+// membership.c: CLUSTER_MAP of the epoch in force (with its 'sf') to node n
+// alone: a shard gets every member's credentials, a worker its own.
+void coord_send_current_map(coord *c, const coord_node *n);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);

@@ -121,6 +121,9 @@ static void on_digest(coord *c, coord_in *in) {
         coord_reply_error(c, in->m, WR_EC_PROTOCOL, "DIGEST before the cluster map");
         return;
     }
+    // After a coordinator restart the digests before the re-forming epoch's
+    // start are incomplete (some went to the lost coordinator): dropped.
+    if (c->restart.active || c->restart.reform) return;
     char report[2048];
     if (n->role == WR_ROLE_SHARD && h->shard != n->index) {
         snprintf(report, sizeof report, "DIGEST for shard %d from shard %d", h->shard, n->index);
@@ -200,6 +203,13 @@ static void dispatch(coord *c, coord_in *in) {
             snprintf(err, sizeof err, "%s for job %llu, which this coordinator does not run",
                      wr_msg_type_name(h->type), (unsigned long long)h->job_id);
         coord_refuse(c, in, WR_PERR_JOB, err);
+        return;
+    }
+    // A coordinator restart: a node's message sent before its REGISTER
+    // reached us (queued on its reconnected socket) is dropped, not refused.
+    if (!in->n && h->type != WR_MT_REGISTER && h->type != WR_MT_HEARTBEAT &&
+        (c->restart.active || c->restart.reform)) {
+        wr_debug("dropping %s from a peer not back yet", wr_msg_type_name(h->type));
         return;
     }
     // A removed worker's connection: told to register again (epochs.c).
@@ -283,12 +293,16 @@ static void tick(coord *c) {
         coord_stop_job(c, WR_EXIT_FAILURE, r);
     } else if (!c->formed) {
         coord_registration_tick(c, now);
+    } else if (c->restart.active) {
+        coord_rejoin_tick(c, now);
     } else if (!c->change.active && coord_count_members(c, 0) > 0 && coord_members_running(c) == 0) {
         end_of_job(c, now);
     }
-    if (c->status == COORD_RUNNING && c->formed) coord_epochs_tick(c, now);
-    if (c->status == COORD_RUNNING && c->formed) coord_replace_tick(c, now);
-    if (c->status == COORD_RUNNING && c->formed) coord_liveness_tick(c, now);
+    // A restarted coordinator neither watches nor waits for nodes not back yet.
+    int watch = c->status == COORD_RUNNING && c->formed && !c->restart.active;
+    if (watch) coord_epochs_tick(c, now);
+    if (watch) coord_replace_tick(c, now);
+    if (watch) coord_liveness_tick(c, now);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
@@ -439,11 +453,13 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     c->t_start = wr_now();
+    coord_state_load(c);
     while (c->status == COORD_RUNNING) {
         poll_once(c);
         if (c->status == COORD_RUNNING) tick(c);
     }
     finish_report(c);
+    coord_state_save(c, 1);  // a coordinator started again after this starts a new job
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);
     coord_free(c);

@@ -33,6 +33,8 @@ struct wr_digest_book {
     // Membership: slot r reports the steps from from[r] on while active[r].
     uint8_t *active;
     uint64_t *from;
+    uint64_t floor;    // steps below it are ignored (wr_digest_book_set_floor)
+    uint64_t ignored;  // digests ignored below the floor
 };
 
 // Whether slot reports step t (the master slot always does).
@@ -174,6 +176,10 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
         snprintf(report, report_len, "DIGEST from rank %d: the job has ranks 0..%d", slot, b->n_workers - 1);
         return -1;
     }
+    if (step < b->floor) {
+        b->ignored++;
+        return 3;
+    }
     if (!expected(b, slot, step)) {
         b->refused++;
         snprintf(report, report_len, "DIGEST for step %llu from rank %d, not a member at that step",
@@ -211,6 +217,15 @@ int wr_digest_book_member(wr_digest_book *b, int slot, int active, uint64_t from
     }
     return worst;
 }
+
+void wr_digest_book_set_floor(wr_digest_book *b, uint64_t floor) {
+    for (int i = 0; i < b->n; i++) dentry_free(&b->e[i]);
+    b->n = 0;
+    b->floor = floor;
+    if (floor > 0 && floor - 1 > b->last_done) b->last_done = floor - 1;
+}
+
+uint64_t wr_digest_book_ignored(const wr_digest_book *b) { return b->ignored; }
 
 uint64_t wr_digest_book_passed(const wr_digest_book *b) { return b->passed; }
 uint64_t wr_digest_book_failed(const wr_digest_book *b) { return b->failed; }

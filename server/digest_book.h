@@ -19,7 +19,7 @@ void wr_digest_book_free(wr_digest_book *b);
 // Records one digest. Returns 0 (recorded, (step, shard) still incomplete),
 // 1 (complete and all equal: one check passed), 2 (complete and different:
 // `report` describes who agrees and who differs), -1 (refused: shard or slot
-// out of range or a duplicate; report says why).
+// out of range or a duplicate; report says why), 3 (ignored: below the floor).
 int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, uint64_t digest, char *report,
                        size_t report_len);
 
@@ -42,6 +42,14 @@ int wr_digest_book_member(wr_digest_book *b, int slot, int active, uint64_t from
 #define WR_DIGEST_OPEN_PER_SHARD 8
 void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open);
 uint64_t wr_digest_book_refused(const wr_digest_book *b);
+
+// A coordinator restart (docs/ARCHITECTURE.md "Coordinator restart"): the
+// digests of steps before `floor` were partly sent to the lost coordinator.
+// Drops every open check and from now on ignores digests of steps < floor
+// (wr_digest_book_add returns 3, not a refusal; counted in _ignored); the
+// window is counted from floor - 1 until a later check completes.
+void wr_digest_book_set_floor(wr_digest_book *b, uint64_t floor);
+uint64_t wr_digest_book_ignored(const wr_digest_book *b);
 
 // Writes the open (incomplete) checks and who has not reported, for logs.
 void wr_digest_book_describe_open(const wr_digest_book *b, char *out, size_t len);

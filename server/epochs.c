@@ -84,6 +84,8 @@ static void propose(coord *c) {
     wr_info("epoch %llu proposed to the shards: %d workers", (unsigned long long)ch->epoch, n);
 }
 
+void coord_epochs_reform(coord *c) { propose(c); }
+
 void coord_epochs_repropose(coord *c, int shard) {
     if (!c->change.active) return;
     c->change.sent[shard] = c->change.acked[shard] = 0;
@@ -293,6 +295,8 @@ static void commit(coord *c) {
     ch->resume = 0;
     ch->below_since = 0;
     log_commit(c, e, T, changes);
+    coord_rejoin_committed(c, T);
+    coord_state_save(c, 0);
 }
 
 static void try_commit(coord *c) {
@@ -307,6 +311,11 @@ static void try_commit(coord *c) {
 void coord_on_fence(coord *c, coord_in *in) {
     coord_change *ch = &c->change;
     const coord_node *n = in->n;
+    if (n->role == WR_ROLE_SHARD && (c->restart.active || c->restart.reform) && in->h.epoch != ch->epoch) {
+        wr_debug("ignoring FENCE for epoch %llu from %s: the lost coordinator's proposal",
+                 (unsigned long long)in->h.epoch, in->who);
+        return;
+    }
     if (n->role != WR_ROLE_SHARD || !ch->active || in->h.epoch != ch->epoch) {
         coord_refuse(c, in, WR_PERR_ROLE, "FENCE without a pending epoch");
         return;

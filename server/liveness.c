@@ -41,6 +41,7 @@ void coord_on_heartbeat(coord *c, coord_in *in) {
                  h->role == WR_ROLE_SHARD ? h->shard : h->rank);
         return;
     }
+    if (!n->peer_len) return;  // a coordinator restart: not back yet (coord_rejoin.c)
     if (!from_node(n, in->m)) {
         char why[COORD_REASON_MAX];
         snprintf(why, sizeof why, "HEARTBEAT for %s %d from another address or key", coord_role_name(h->role),
@@ -62,7 +63,7 @@ static int probe_nodes(coord *c) {
     char err[WR_ERR_LEN];
     for (int i = 0; i < c->n_nodes; i++) {
         const coord_node *n = &c->nodes[i];
-        if (n->left) continue;
+        if (n->left || !n->peer_len) continue;
         int rc = wr_send_pmsg(c->ep, n->peer, n->peer_len, &h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
         if (rc == WR_ECLOSED) return i;
     }

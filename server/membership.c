@@ -117,8 +117,9 @@ static void set_credentials(const coord_node *n, wr_pmsg *h, uint32_t n_members,
 #define MAP_ALL_SHARDS (-1)
 #define MAP_NO_SHARD (-2)
 
+// To the workers when to_workers: every one of nodes[], or only `only` when set.
 static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int shards,
-                        int to_workers, int rebuild) {
+                        int to_workers, int rebuild, const coord_node *only) {
     wr_cluster view = c->map;  // shards from the map; workers: these
     view.epoch = epoch;
     view.start_step = sf;
@@ -153,6 +154,7 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
     // To the workers, rb = 1 names the replaced shard in 'sh'.
     for (int i = 0; i < n && to_workers; i++) {
         coord_node *w = &c->nodes[nodes[i]];
+        if (only && w != only) continue;
         h.shard = rebuild ? shards : -1;
         h.rank = w->index;
         set_credentials(w, &h, (uint32_t)n, tokens, idents);
@@ -166,11 +168,20 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
 
 void coord_send_map(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int to_shards,
                     int to_workers) {
-    send_map_to(c, epoch, sf, nodes, n, to_shards ? MAP_ALL_SHARDS : MAP_NO_SHARD, to_workers, 0);
+    send_map_to(c, epoch, sf, nodes, n, to_shards ? MAP_ALL_SHARDS : MAP_NO_SHARD, to_workers, 0, NULL);
+}
+
+void coord_send_current_map(coord *c, const coord_node *n) {
+    int k = c->map.n_workers, *nodes = wr_calloc((size_t)(k > 0 ? k : 1), sizeof *nodes);
+    for (int i = 0; i < k; i++) nodes[i] = c->worker_node[c->map.workers[i].rank];
+    int worker = n->role == WR_ROLE_WORKER;
+    send_map_to(c, c->epoch, c->map.start_step, nodes, k, worker ? MAP_NO_SHARD : n->index, worker, 0,
+                worker ? n : NULL);
+    free(nodes);
 }
 
 void coord_send_map_replaced(coord *c, int shard, const int *nodes, int n) {
-    send_map_to(c, c->epoch, c->map.start_step, nodes, n, shard, 1, 1);
+    send_map_to(c, c->epoch, c->map.start_step, nodes, n, shard, 1, 1, NULL);
 }
 
 // Sends the epoch-1 map to every node, each with its own shard index or rank.
@@ -202,6 +213,7 @@ static void form_job(coord *c) {
         S, W, (unsigned long long)c->d, (unsigned long long)c->map.total_steps,
         c->cfg.codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32",
         c->cfg.resume ? "proposed to the shards (resume)" : "sent");
+    coord_state_save(c, 0);
     for (int s = 0; s < S; s++) {
         const coord_node *n = &c->nodes[c->shard_node[s]];
         wr_info("  shard %d: [%llu, %llu) at %s (host %s)", s, (unsigned long long)c->map.shards[s].lo,
@@ -527,6 +539,20 @@ void coord_on_register(coord *c, coord_in *in) {
         char from[WR_PEER_ADDR_MAX];
         peer_from(in->m, &pi, from, sizeof from);
         refuse_stranger(c, in, from, WR_EC_REJECTED, r);
+        return;
+    }
+    if ((c->restart.active || c->restart.reform) && coord_rejoin_register(c, in)) return;
+    // A node of this job that lost its coordinator, and this one has not
+    // restored the job (docs/ARCHITECTURE.md "Coordinator restart").
+    if (!c->restart.active && !c->restart.reform && !in->n && h->job_id == c->cfg.job_id &&
+        (h->role == WR_ROLE_SHARD ? h->shard >= 0 : h->rank >= 0)) {
+        wr_peer_info pi;
+        char from[WR_PEER_ADDR_MAX];
+        peer_from(in->m, &pi, from, sizeof from);
+        refuse_stranger(
+            c, in, from, WR_EC_REJECTED,
+            "REGISTER to rejoin a running job after a coordinator restart: this coordinator has not "
+            "restored it (no state in checkpoint_dir, or the job ended)");
         return;
     }
     coord_node *n = in->n;

@@ -131,6 +131,11 @@ typedef struct {
     uint64_t send_failures;
     double t_first_step, bytes_out;
     double t_finish, t_send;  // seconds in aggregation+apply and in the n sends
+    // The coordinator lost while the job runs (shard_join.c): since when (0:
+    // not lost), when REGISTER was last sent, and whether the socket is down
+    // (not polled: it would report ready at once).
+    double coord_lost, coord_reg_t;
+    int coord_down;
 } shard_node;
 
 // The signal that stops the shard (0: none), set by its handler.
@@ -150,6 +155,11 @@ int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h);
 // pending CLUSTER_MAP, FENCE; others ignored). SHARD_GO_ON, SHARD_DONE or an
 // exit status.
 int shard_on_coord_ready(shard_node *s);
+// The coordinator lost while the job runs: REGISTER{'sh', its epoch and
+// step} every 0.5 s until a map or FENCE comes (docs/ARCHITECTURE.md
+// "Coordinator restart"), for up to register_timeout + connect_timeout.
+// SHARD_GO_ON or WR_EXIT_FAILURE.
+int shard_coord_tick(shard_node *s);
 // SHUTDOWN{failure} to the coordinator for the caught signal; the status.
 int shard_stop_by_signal(shard_node *s);
 

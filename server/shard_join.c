@@ -30,6 +30,10 @@
 
 void shard_send_coord(shard_node *s, wr_pmsg *h) {
     char err[WR_ERR_LEN];
+    if (s->coord_down) {  // the coordinator is lost: nobody to tell (shard_coord_tick)
+        wr_debug("%s not sent: the coordinator is lost", wr_msg_type_name(h->type));
+        return;
+    }
     h->job_id = s->cfg.job_id;
     h->epoch = !s->core ? 0 : s->mem.pend_epoch ? s->mem.pend_epoch : s->mem.epoch;
     h->shard = s->core ? s->index : -1;
@@ -86,12 +90,60 @@ static const coord_msg_handler coord_handlers[WR_MT_COUNT_] = {
     [WR_MT_FENCE] = on_coord_fence,
 };
 
+// Seconds between two REGISTERs to a lost coordinator.
+#define REREGISTER_S 0.5
+
+int shard_coord_tick(shard_node *s) {
+    if (!s->coord_lost) return SHARD_GO_ON;
+    double now = wr_now(), bound = s->cfg.register_timeout + s->o->connect_timeout;
+    if (now - s->coord_lost > bound) {
+        wr_error(
+            "lost the connection to the coordinator at %s and it did not take this shard back within %g s "
+            "(register_timeout + connect_timeout)",
+            s->o->coordinator, bound);
+        return WR_EXIT_FAILURE;
+    }
+    if (now - s->coord_reg_t < REREGISTER_S) return SHARD_GO_ON;
+    s->coord_reg_t = now;
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_REGISTER);
+    h.job_id = s->cfg.job_id;
+    h.epoch = s->mem.pend_epoch ? s->mem.pend_epoch : s->mem.epoch;
+    h.step = wr_shard_core_step(s->core);
+    h.role = WR_ROLE_SHARD;
+    h.shard = s->index;
+    snprintf(h.addr, sizeof h.addr, "%s", s->adv);
+    snprintf(h.host, sizeof h.host, "%s", s->host);
+    h.group = -1;
+    char err[WR_ERR_LEN];
+    if (wr_send_pmsg(s->coord, NULL, 0, &h, NULL, 0, NULL, NULL, 0, &s->scratch, err) == WR_OK)
+        s->coord_down = 0;  // connected again: its answer comes on the socket
+    else
+        wr_debug("REGISTER to the coordinator: %s", err);
+    return SHARD_GO_ON;
+}
+
+// The coordinator's connection closed while the job runs: the steps go on
+// (the data path does not need it) and shard_coord_tick registers again.
+static int coord_closed(shard_node *s, const char *err) {
+    s->coord_down = 1;
+    if (s->coord_lost) return SHARD_NOTHING;
+    s->coord_lost = wr_now();
+    s->coord_reg_t = 0;
+    wr_warn(
+        "lost the connection to the coordinator at %s (%s); training goes on, registering again every %g s "
+        "for up to %g s",
+        s->o->coordinator, err, REREGISTER_S, s->cfg.register_timeout + s->o->connect_timeout);
+    return SHARD_NOTHING;
+}
+
 int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
     wr_msg m;
     memset(&m, 0, sizeof m);
     char err[WR_ERR_LEN];
     int rc = wr_recv(s->coord, &m, timeout_ms, err);
     if (rc == WR_ETIMEDOUT) return SHARD_NOTHING;
+    if (rc == WR_ECLOSED && s->core) return coord_closed(s, err);
     if (rc == WR_ECLOSED) {
         wr_error("lost the connection to the coordinator at %s: %s", s->o->coordinator, err);
         return WR_EXIT_FAILURE;
@@ -106,6 +158,10 @@ int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
     if (rc != WR_OK) {
         wr_refused(&s->refused, perr, "the coordinator", err);
         return SHARD_NOTHING;
+    }
+    if (s->coord_lost && (h->type == WR_MT_CLUSTER_MAP || h->type == WR_MT_FENCE)) {
+        wr_info("the coordinator took this shard back after %.2f s", wr_now() - s->coord_lost);
+        s->coord_lost = 0;
     }
     coord_msg_handler fn = h->type > 0 && h->type < WR_MT_COUNT_ ? coord_handlers[h->type] : NULL;
     // Before the job formed, maps are for wait_map.

@@ -34,7 +34,7 @@ static int poll_once(shard_node *s) {
     wr_endpoint *eps[2] = {s->router, s->coord};
     int ready[2] = {0, 0};
     char err[WR_ERR_LEN];
-    int n = wr_poll(eps, 2, ready, SHARD_TICK_MS, err);
+    int n = wr_poll(eps, s->coord_down ? 1 : 2, ready, SHARD_TICK_MS, err);
     if (n < 0 && !shard_stop_signal) wr_debug("poll: %s", err);
     if (n <= 0) return SHARD_GO_ON;
     if (ready[0]) {
@@ -53,7 +53,8 @@ static int poll_once(shard_node *s) {
 static int tick(shard_node *s) {
     if (shard_stop_signal) return shard_stop_by_signal(s);
     shard_log_peer_events(s);
-    return shard_check_step_timeout(s);
+    int st = shard_coord_tick(s);
+    return st != SHARD_GO_ON ? st : shard_check_step_timeout(s);
 }
 
 static void end_report(const shard_node *s) {

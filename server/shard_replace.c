@@ -84,6 +84,7 @@ void coord_shard_replace(coord *c, coord_node *n) {
         wr_now() - c->replace.since, n->addr, n->host, (unsigned long long)c->map.shards[s].lo,
         (unsigned long long)c->map.shards[s].hi, k);
     c->replace.shard = -1;
+    coord_state_save(c, 0);  // the new shard's address for a coordinator restart
     coord_epochs_repropose(c, s);
 }
 

@@ -94,6 +94,10 @@ typedef struct {
     // exit status), 0 = nothing to send (the coordinator stopped the job, or
     // there is no one to tell).
     int ec;
+    // The coordinator lost while training (ps_recoord.c): since when (0: not
+    // lost), when REGISTER was last sent, whether its socket is down.
+    double coord_lost, coord_reg_t;
+    int coord_down;
 } wr_ps;
 
 // Formats the reason into err, records the WR_EC_* code for leave (0: send
@@ -128,6 +132,19 @@ int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_ms
 // arrays are taken from h); anything else -> 0. Before the first map only
 // SHUTDOWN and ERROR count.
 int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err);
+
+// ps_recoord.c: the coordinator lost while training (docs/ARCHITECTURE.md
+// "Coordinator restart"). Its connection closed at step t (`why`): before
+// the first map a failure (the status), after it 0: training goes on and
+// the worker registers again (wr_ps_coord_tick).
+int wr_ps_coord_closed(wr_ps *w, int64_t t, const char *why, char *err);
+// While lost: REGISTER{rank, token} every 0.5 s; past register_timeout +
+// connect_timeout the exit status, else 0.
+int wr_ps_coord_tick(wr_ps *w, int64_t t, char *err);
+// A cluster map came from the coordinator: it has this worker back.
+void wr_ps_coord_back(wr_ps *w);
+// Waits (polling the coordinator) until it has this worker back: 0 or a status.
+int wr_ps_coord_wait_back(wr_ps *w, int64_t t, char *err);
 
 // Polls the coordinator socket for up to timeout_ms and handles what is
 // there (wr_ps_coord_message). Returns 0, or a status (WR_PS_REJOIN too).

@@ -10,6 +10,7 @@
 // that sees an epoch it holds no map of waits for that map after the step.
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster.h"
 #include "log.h"
@@ -94,6 +95,7 @@ int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err) {
     if (h->type == WR_MT_ERROR)
         return wr_ps_fail(w, 0, h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE, err,
                           "coordinator refused: %s", h->reason);
+    if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1) wr_ps_coord_back(w);
     if (h->type == WR_MT_CLUSTER_MAP && w->epoch >= 1 && h->rebuild) {  // a shard replaced
         wr_ps_note_replacement(w, h);
         return WR_EXIT_OK;
@@ -106,6 +108,13 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err) {
     int ready = 0;
     char e2[WR_ERR_LEN];
     wr_endpoint *ce = w->coord;
+    int st0 = wr_ps_coord_tick(w, t, err);
+    if (st0) return st0;
+    if (w->coord_down) {  // not polled (ready at once): wait a little instead
+        struct timespec ts = {0, (long)WR_MIN(timeout_ms, 50) * 1000000L};
+        nanosleep(&ts, NULL);
+        return WR_EXIT_OK;
+    }
     if (wr_poll(&ce, 1, &ready, timeout_ms, e2) < 0)
         return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: poll: %s", (long long)t, e2);
     for (int k = 0; ready && k < 64; k++) {  // what is queued, boundedly
@@ -117,6 +126,7 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err) {
             wr_warn("from coordinator: %s", e2);
             continue;
         }
+        if (rc == WR_ECLOSED) return wr_ps_coord_closed(w, t, e2, err);
         if (rc != WR_OK)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                               "step %lld: lost connection to coordinator at %s: %s", (long long)t,

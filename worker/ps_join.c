@@ -598,6 +598,10 @@ static void send_stats_and_leave(wr_ps *w, const wr_train_stats *s) {
     wr_ps_hdr(w, &h, WR_MT_STATS);
     h.step = (uint64_t)s->last_step;
     double steps = s->steps > 0 ? (double)s->steps : 1;
+    // A lost coordinator: wait until a restarted one has this worker back,
+    // so that its LEAVE counts (bounded: wr_ps_coord_tick).
+    if (w->coord_lost && wr_ps_coord_wait_back(w, s->last_step + 1, e2) != WR_EXIT_OK)
+        wr_warn("STATS and LEAVE not sent: %s", e2);
     struct {
         const char *name;
         double v;

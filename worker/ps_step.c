@@ -221,6 +221,10 @@ static int drain(wr_ps *w, int i, const wr_proto_expect *ex, wr_exchange_step *s
         if (rc != WR_OK && !coord)
             return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                                "step %lld: lost connection to shard %d (%s): %s", t, i, w->sh[i].addr, e2);
+        if (rc == WR_ECLOSED) {  // the coordinator lost: training goes on (ps_recoord.c)
+            int st2 = wr_ps_coord_closed(w, t, e2, err);
+            return st2 ? -st2 : applied;
+        }
         if (rc != WR_OK)
             return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
                                "step %lld: lost connection to coordinator at %s: %s", t, w->o->coordinator,
@@ -264,7 +268,12 @@ static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
             next_report += w->cfg.stall_report;
         }
         double wait = WR_MIN(rem, next_report - el);
-        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(wait * 1000) + 1, e2) < 0)
+        int st2 = wr_ps_coord_tick(w, st->t, err);
+        if (st2) return st2;
+        // A lost coordinator's socket is not polled (it reports ready at once).
+        w->ready[w->n_shards] = 0;
+        if (w->coord_down) wait = WR_MIN(wait, 0.1);
+        if (wr_poll(w->poll_eps, w->n_shards + !w->coord_down, w->ready, (int)(wait * 1000) + 1, e2) < 0)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;
@@ -328,6 +337,7 @@ int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
 void wr_ps_digests(void *self, int64_t t) {
     wr_ps *w = self;
     char e2[WR_ERR_LEN];
+    if (w->coord_down) return;  // the coordinator is lost: a restarted one checks later steps
     for (int s = 0; s < w->n_shards; s++) {
         wr_pmsg h;
         wr_ps_hdr(w, &h, WR_MT_DIGEST);

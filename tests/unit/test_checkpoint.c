@@ -451,9 +451,9 @@ static void test_bad_arguments(void **state) {
     assert_int_equal(wr_ckpt_write(dir, "p", &m, NULL, 0, 1, err), WR_ERR);
     assert_err_has(err, "does not fit 12 digits");
     m = meta_at(1);
-    m.role = 3;
+    m.role = 4;  // 1 shard, 2 worker, 3 coordinator
     assert_int_equal(wr_ckpt_write(dir, "p", &m, NULL, 0, 1, err), WR_ERR);
-    assert_err_has(err, "unknown role 3");
+    assert_err_has(err, "unknown role 4");
     assert_false(exists(dir));  // nothing written, not even the dir
 }
 

@@ -130,6 +130,26 @@ static void test_book_members(void **state) {
     wr_digest_book_free(b);
 }
 
+// A coordinator restart: the floor drops the open checks, ignores digests of
+// earlier steps (not refusals), and the window follows the floor.
+static void test_book_floor(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(2, 1);
+    wr_digest_book_set_limits(b, 10, 4, 8);
+    char rep[512];
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 2, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 500, 0, 0, 5, rep, sizeof rep), -1);  // outside the window
+    wr_digest_book_set_floor(b, 501);
+    assert_int_equal(wr_digest_book_incomplete(b), 0);
+    assert_int_equal(wr_digest_book_add(b, 500, 0, 0, 5, rep, sizeof rep), 3);
+    assert_int_equal(wr_digest_book_ignored(b), 1);
+    assert_int_equal(wr_digest_book_refused(b), 1);
+    assert_int_equal(wr_digest_book_add(b, 510, 0, 2, 6, rep, sizeof rep), 0);  // in the window again
+    assert_int_equal(wr_digest_book_add(b, 510, 0, 0, 6, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 510, 0, 1, 6, rep, sizeof rep), 1);
+    wr_digest_book_free(b);
+}
+
 // The book only opens entries for digested steps near the completed ones and
 // at most max_open of them; refusals are counted and say why.
 static void test_limits(void **state) {
@@ -251,11 +271,12 @@ static void test_role_check(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),          cmocka_unit_test(test_book_members),
-        cmocka_unit_test(test_window_follows),  cmocka_unit_test(test_all_agree),
-        cmocka_unit_test(test_mismatch_report), cmocka_unit_test(test_refusals),
-        cmocka_unit_test(test_many_open),       cmocka_unit_test(test_majority),
-        cmocka_unit_test(test_host_set),        cmocka_unit_test(test_role_check),
+        cmocka_unit_test(test_limits),     cmocka_unit_test(test_book_members),
+        cmocka_unit_test(test_book_floor), cmocka_unit_test(test_window_follows),
+        cmocka_unit_test(test_all_agree),  cmocka_unit_test(test_mismatch_report),
+        cmocka_unit_test(test_refusals),   cmocka_unit_test(test_many_open),
+        cmocka_unit_test(test_majority),   cmocka_unit_test(test_host_set),
+        cmocka_unit_test(test_role_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
