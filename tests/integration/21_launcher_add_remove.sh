@@ -10,8 +10,11 @@
 #     ones (exit 0) do not fail a job whose coordinator ends with 0;
 #     `restart-shard 0` kills shard0 and, once the coordinator's log says it
 #     waits for a shard to take its place, starts shard0-r1 with the same
-#     command line, and the killed shard does not fail the job either; nothing
-#     is left running and every NAME.status is written.
+#     command line, and the killed shard does not fail the job either;
+#     `restart-coordinator` kills the coordinator (coordinator-k1.status 137)
+#     and starts it again with the same command line, its log continued, and
+#     the new one's status is the job's; nothing is left running and every
+#     NAME.status is written.
 #  2. an added worker that fails by itself (exit 1) fails the job even though
 #     the coordinator ends with 0; the client's errors: a bad K or scale
 #     without N (2), no running launcher (1), a job already over (1).
@@ -140,10 +143,26 @@ rc=$?
 "$WL" restart-shard --run-dir "$RUN" 3 >/dev/null 2>&1
 rc=$?
 [ "$rc" = "$WR_EXIT_FAILURE" ] || fail "restart-shard 3 (no such shard): status $rc (expected 1)"
+old_coord=$(pid_of coordinator)
+out=$("$WL" restart-coordinator --run-dir "$RUN") || fail "restart-coordinator failed: $out"
+new_coord=$(pid_of coordinator)
+[ "$new_coord" != "$old_coord" ] || fail "restart-coordinator: coordinator.pid still names pid $old_coord"
+grep -q "killed the coordinator (pid $old_coord, SIGKILL); started it again (pid $new_coord" <<<"$out" ||
+    fail "restart-coordinator: $out"
+[ "$(cat "$RUN/coordinator-k1.status")" = 137 ] || fail "the killed coordinator's status: $(cat "$RUN/coordinator-k1.status")"
+[ -f "$RUN/coordinator.status" ] && fail "coordinator.status written while the new coordinator runs"
+for _ in $(seq 50); do [ -f "$CTL/argv.coordinator.$new_coord" ] && break; sleep 0.1; done
+[ "$(cat "$CTL/argv.coordinator.$new_coord")" = "$(cat "$CTL/argv.coordinator.$old_coord")" ] ||
+    fail "the restarted coordinator's command line differs from the first one's"
+for _ in $(seq 50); do [ "$(grep -c 'listening on' "$RUN/coordinator.log")" = 2 ] && break; sleep 0.1; done
+[ "$(grep -c 'listening on' "$RUN/coordinator.log")" = 2 ] || fail "coordinator.log was not continued: $(cat "$RUN/coordinator.log")"
+"$WL" restart-coordinator --run-dir "$RUN" 1 >/dev/null 2>&1
+rc=$?
+[ "$rc" = "$WR_EXIT_CONFIG" ] || fail "restart-coordinator 1: status $rc (expected 2)"
 kill -KILL "$(pid_of worker1)"
 [ "$(wait_status worker1)" = 137 ] || fail "worker1 (SIGKILL) status: $(cat "$RUN/worker1.status")"
 finish 0
-[ "$RC" = "$WR_EXIT_OK" ] || fail "SIGKILL of a worker, 2 removed, coordinator 0: wren-local exited $RC (expected 0)"
+[ "$RC" = "$WR_EXIT_OK" ] || fail "SIGKILL of a worker, 2 removed, a killed coordinator, the new one 0: wren-local exited $RC (expected 0)"
 grep -q 'worker1 was killed by SIGKILL' "$T/one.out" || fail "wren-local did not say worker1 was killed"
 for n in coordinator shard0-r1 worker0; do [ "$(cat "$RUN/$n.status")" = 0 ] || fail "$n.status is not 0"; done
 [ -f "$RUN/launcher.pid" ] && fail "launcher.pid left after the end"
@@ -152,7 +171,7 @@ no_leftovers
 rc=$?
 [ "$rc" = "$WR_EXIT_FAILURE" ] || fail "add after the job ended: status $rc (expected 1)"
 grep -q 'no longer running' "$T/late.out" || fail "add after the end: $(cat "$T/late.out")"
-echo "  add 2, scale 3, remove, restart-shard 0, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
+echo "  add 2, scale 3, remove, restart-shard 0, restart-coordinator, SIGKILL of worker1, coordinator 0: wren-local 0, statuses recorded"
 
 # ---- 2. an added worker failing by itself; client errors -----------------------------
 launch two -S 1 -n 1
