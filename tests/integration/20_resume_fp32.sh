@@ -31,20 +31,9 @@ job() {
     done
 }
 
-# digests DIR: the shards' final master digests, sorted (one line).
-digests() { grep -ho "master copy digest [0-9a-f]*" "$1"/s*.log | sort | tr '\n' ' '; }
-
-# finish DIR: waits for the coordinator; it must end with 0.
-finish() {
-    local rc=0
-    wait "$COORD" || rc=$?
-    [ "$rc" = "$WR_EXIT_OK" ] || fail "$1: coordinator exited with $rc: $(tail -n 3 "$1/coord.log")"
-    wait
-}
-
 job "$T/ref"
-finish "$T/ref"
-ref=$(digests "$T/ref")
+finish_job "$T/ref"
+ref=$(shard_digests "$T/ref")
 [ -n "$ref" ] || fail "no shard digests in the uninterrupted run"
 
 # kill -9 everything once the step-1000 checkpoints are written
@@ -62,10 +51,10 @@ fi
 cp -r "$CK" "$T/ck-kept"
 
 job "$T/resumed" checkpoint_every=500 checkpoint_dir="$CK" resume=on
-finish "$T/resumed"
+finish_job "$T/resumed"
 grep -q "newest checkpoint every shard holds is step 1000" "$T/resumed/coord.log" ||
     fail "the resumed job did not go on from step 1000: $(grep resume "$T/resumed/coord.log")"
-got=$(digests "$T/resumed")
+got=$(shard_digests "$T/resumed")
 [ "$got" = "$ref" ] || fail "resumed digests '$got' differ from the uninterrupted run's '$ref'"
 
 # a corrupt newest checkpoint: refused by name, the one before is used
@@ -73,7 +62,7 @@ rm -rf "$CK"
 cp -r "$T/ck-kept" "$CK"
 printf '\x55' | dd of="$CK/shard0-000000001000.ckpt" bs=1 seek=5000 conv=notrunc 2>/dev/null
 job "$T/corrupt" checkpoint_every=500 checkpoint_dir="$CK" resume=on
-finish "$T/corrupt"
+finish_job "$T/corrupt"
 grep -q "checkpoint $CK/shard0-000000001000.ckpt: .*mismatch (file corrupt): using the previous one" \
     "$T"/corrupt/s*.log || fail "shard 0 did not refuse its corrupt checkpoint by name"
 grep -q "newest checkpoint every shard holds is step 500" "$T/corrupt/coord.log" ||
@@ -81,6 +70,6 @@ grep -q "newest checkpoint every shard holds is step 500" "$T/corrupt/coord.log"
 # (a shard's index follows its registration, not its --bind name)
 grep -q "resume: back to step 500 (.*shard1-000000000500.ckpt)" "$T"/corrupt/s*.log ||
     fail "shard 1 did not go back from step 1000 to step 500"
-got=$(digests "$T/corrupt")
+got=$(shard_digests "$T/corrupt")
 [ "$got" = "$ref" ] || fail "digests after the corrupt-checkpoint resume '$got' differ from '$ref'"
 pass "resume from step 1000 and, with a corrupt newest file, from step 500: digests equal the uninterrupted run ($ref)"

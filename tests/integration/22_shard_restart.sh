@@ -32,8 +32,6 @@ job() {
     done
 }
 
-digests() { grep -ho "master copy digest [0-9a-f]*" "$1"/s*.log | sort | tr '\n' ' '; }
-
 # kill_shard1 DIR: kill -9 the shard bound at s1 once the job ran a while.
 kill_shard1() {
     local d=$1
@@ -45,7 +43,7 @@ kill_shard1() {
 job "$T/ref" birder
 wait "$COORD" || fail "the uninterrupted run failed: $(tail -n 3 "$T/ref/coord.log")"
 wait
-ref=$(digests "$T/ref")
+ref=$(shard_digests "$T/ref")
 
 job "$T/kill" birder
 kill_shard1 "$T/kill"

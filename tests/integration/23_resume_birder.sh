@@ -29,18 +29,9 @@ job() {
     done
 }
 
-digests() { grep -ho "master copy digest [0-9a-f]*" "$1"/s*.log | sort | tr '\n' ' '; }
-
-finish() {
-    local rc=0
-    wait "$COORD" || rc=$?
-    [ "$rc" = "$WR_EXIT_OK" ] || fail "$1: coordinator exited with $rc: $(tail -n 3 "$1/coord.log")"
-    wait
-}
-
 job "$T/ref"
-finish "$T/ref"
-ref=$(digests "$T/ref")
+finish_job "$T/ref"
+ref=$(shard_digests "$T/ref")
 [ -n "$ref" ] || fail "no shard digests in the uninterrupted run"
 
 CK=$T/ck
@@ -56,12 +47,12 @@ wait 2>/dev/null
     fail "no step-200 checkpoints of every node in $CK: $(ls "$CK" 2>&1)"
 
 job "$T/resumed" checkpoint_every=100 checkpoint_dir="$CK" resume=on
-finish "$T/resumed"
+finish_job "$T/resumed"
 from=$(grep -o "the newest checkpoint every shard holds is step [0-9]*" "$T/resumed/coord.log" | awk '{print $NF}')
 if [ -z "$from" ] || [ "$from" -lt 200 ]; then
     fail "the resumed job did not go on from step >= 200: $(grep resume "$T/resumed/coord.log")"
 fi
 grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$T/resumed/coord.log" || fail "the resumed job's digests did not all pass"
-got=$(digests "$T/resumed")
+got=$(shard_digests "$T/resumed")
 [ "$got" = "$ref" ] || fail "resumed (from step $from) digests '$got' differ from the uninterrupted run's '$ref'"
 pass "killed after step 200, resumed from step $from: the final digests equal the uninterrupted run's"

@@ -73,3 +73,15 @@ check_digests() {
     # shellcheck disable=SC2034  # DIGESTS_PASSED is read by the test that sourced this file
     DIGESTS_PASSED=$n
 }
+
+# Jobs started by hand in DIR (coord.log, s<i>.log), COORD = the coordinator's pid:
+# shard_digests DIR -> the shards' final master-copy digests, sorted, one line.
+shard_digests() { grep -ho "master copy digest [0-9a-f]*" "$1"/s*.log | sort | tr '\n' ' '; }
+
+# finish_job DIR: waits for the coordinator, which must end with 0, then for the rest.
+finish_job() {
+    local rc=0
+    wait "$COORD" || rc=$?
+    [ "$rc" = "$WR_EXIT_OK" ] || fail "$1: coordinator exited with $rc: $(tail -n 3 "$1/coord.log")"
+    wait
+}
