@@ -219,6 +219,8 @@ void coord_worker_departs(coord *c, coord_node *n, uint64_t step);
 // A worker registered with the job's model while it runs: it gets a rank and
 // joins at the next epoch.
 void coord_worker_joins(coord *c, coord_node *n);
+// The shard-index and rank -> node tables after nodes moved in the table.
+void coord_reindex(coord *c);
 // Members of the epoch in force (next = 0) or of the next one (next = 1).
 int coord_count_members(const coord *c, int next);
 // Members of the epoch in force that have not finished.

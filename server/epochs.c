@@ -145,6 +145,16 @@ void coord_worker_joins(coord *c, coord_node *n) {
 
 // ---- the commit -----------------------------------------------------------------------
 
+// ERROR{rejected, "removed from the job ..."} to a removed worker's
+// connection (the prefix the worker recognises: worker/ps_epoch.c).
+static void tell(coord *c, coord_gone *g) {
+    char r[WR_REASON_MAX];
+    snprintf(r, sizeof r, "removed from the job at epoch %llu: %s; register again to rejoin",
+             (unsigned long long)g->epoch, g->why);
+    g->told = wr_now();
+    wr_send_error(c->ep, g->peer, g->peer_len, c->cfg.job_id, c->epoch, WR_EC_REJECTED, r, &c->scratch);
+}
+
 // A removed worker: remembered to tell it when it comes back, its rank's
 // digest slot closed, its node dropped from the table.
 static void forget(coord *c, int i, uint64_t epoch) {
@@ -154,14 +164,9 @@ static void forget(coord *c, int i, uint64_t epoch) {
     g->peer_len = n->peer_len;
     g->rank = n->index;
     g->epoch = epoch;
-    g->told = n->lost ? wr_now() : 0;  // told just below
+    g->told = 0;
     snprintf(g->why, sizeof g->why, "%s", n->lost ? "it was declared lost" : "it left");
-    if (n->lost) {  // a paused process reads this when it resumes
-        char r[WR_REASON_MAX];
-        snprintf(r, sizeof r, "removed from the job at epoch %llu: %s; register again to rejoin",
-                 (unsigned long long)epoch, g->why);
-        wr_send_error(c->ep, n->peer, n->peer_len, c->cfg.job_id, epoch, WR_EC_REJECTED, r, &c->scratch);
-    }
+    if (n->lost) tell(c, g);  // a paused process reads this when it resumes
     c->n_workers_reg--;
     c->n_workers_seen--;
     memmove(&c->nodes[i], &c->nodes[i + 1], (size_t)(c->n_nodes - i - 1) * sizeof *c->nodes);
@@ -169,7 +174,7 @@ static void forget(coord *c, int i, uint64_t epoch) {
 }
 
 // The rank and shard index tables after nodes moved.
-static void reindex(coord *c) {
+void coord_reindex(coord *c) {
     for (int r = 0; r < WR_MAX_WORKERS; r++) c->worker_node[r] = -1;
     for (int i = 0; i < c->n_nodes; i++) {
         const coord_node *n = &c->nodes[i];
@@ -289,7 +294,7 @@ static void commit(coord *c) {
             forget(c, i, e);
         else
             i++;
-    reindex(c);
+    coord_reindex(c);
     update_map(c, T);
     ch->active = 0;
     ch->resume = 0;
@@ -346,15 +351,10 @@ int coord_tell_removed(coord *c, const wr_msg *m, int rank) {
         coord_gone *g = &c->gone[i];
         int same = m ? g->peer_len == m->peer_len && !memcmp(g->peer, m->peer, m->peer_len) : g->rank == rank;
         if (!same) continue;
-        double now = wr_now();
-        if (now - g->told < GONE_TELL_S) return 1;
-        g->told = now;
-        char r[WR_REASON_MAX];
-        snprintf(r, sizeof r, "removed from the job at epoch %llu: %s; register again to rejoin",
-                 (unsigned long long)g->epoch, g->why);
+        if (wr_now() - g->told < GONE_TELL_S) return 1;
         wr_info("worker %d (removed at epoch %llu) is back: told to register again", g->rank,
                 (unsigned long long)g->epoch);
-        wr_send_error(c->ep, g->peer, g->peer_len, c->cfg.job_id, c->epoch, WR_EC_REJECTED, r, &c->scratch);
+        tell(c, g);
         return 1;
     }
     return 0;

@@ -409,17 +409,20 @@ int shard_on_worker_msg(void *arg, wr_msg *m) {
 
 // ---- housekeeping ---------------------------------------------------------------------
 
-// "2, 5 (worker ranks)" of the ranks the step still waits for.
-static void list_missing(const shard_node *s, char *out, size_t len) {
-    int miss[64];
-    int k = wr_shard_core_missing(s->core, miss, 64);
+void shard_format_ranks(const int *ranks, int n, char *out, size_t len) {
     size_t at = 0;
     out[0] = 0;
-    for (int i = 0; i < k && at < len; i++) {
-        int w = snprintf(out + at, len - at, "%s%d", i ? ", " : "", miss[i]);
+    for (int i = 0; i < n && at < len; i++) {
+        int w = snprintf(out + at, len - at, "%s%d", i ? ", " : "", ranks[i]);
         if (w > 0) at += (size_t)w;
     }
-    if (k == 0) snprintf(out, len, "none");
+    if (n == 0) snprintf(out, len, "none");
+}
+
+// The ranks the step still waits for, as "2, 5".
+static void list_missing(const shard_node *s, char *out, size_t len) {
+    int miss[64];
+    shard_format_ranks(miss, wr_shard_core_missing(s->core, miss, 64), out, len);
 }
 
 // A step waiting past stall_report: whom it waits for and since when,
@@ -450,16 +453,11 @@ int shard_check_step_timeout(shard_node *s) {
     if (pending == 0 || s->mem.hold || now - s->step_t0 <= s->cfg.step_timeout) return SHARD_GO_ON;
     char missing[512];
     list_missing(s, missing, sizeof missing);
-    wr_pmsg e;
-    wr_pmsg_init(&e, WR_MT_ERROR);
-    e.code = WR_EC_TIMEOUT;
-    snprintf(e.reason, sizeof e.reason,
-             "shard %d: step %llu incomplete after %g s (step_timeout): %d pushes in, waiting for rank(s) %s",
-             s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
-             missing);
-    wr_error("%s", e.reason);
-    shard_send_coord(s, &e);
-    return WR_EXIT_FAILURE;
+    return shard_fail(
+        s, WR_EC_TIMEOUT, WR_EXIT_FAILURE,
+        "shard %d: step %llu incomplete after %g s (step_timeout): %d pushes in, waiting for rank(s) %s",
+        s->index, (unsigned long long)(wr_shard_core_step(s->core) + 1), s->cfg.step_timeout, pending,
+        missing);
 }
 
 void shard_log_peer_events(shard_node *s) {

@@ -147,6 +147,12 @@ extern volatile sig_atomic_t shard_stop_signal;
 // SHARD_GO_ON or an exit status (logged).
 int shard_join(shard_node *s);
 void shard_send_coord(shard_node *s, wr_pmsg *h);
+// Logs the reason (printf-style) as an error, sends it to the coordinator
+// as ERROR{code} and returns status (the shard stops with it).
+int shard_fail(shard_node *s, int code, int status, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+// "2, 5, 7" of ranks[0..n) into out (cut at len); "none" when n is 0.
+void shard_format_ranks(const int *ranks, int n, char *out, size_t len);
 // Receives one coordinator message within timeout_ms and handles SHUTDOWN and
 // ERROR. SHARD_GO_ON (another message in *h, the caller clears it),
 // SHARD_NOTHING, SHARD_DONE or an exit status.

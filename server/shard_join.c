@@ -10,6 +10,7 @@
 #endif
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +41,19 @@ void shard_send_coord(shard_node *s, wr_pmsg *h) {
     h->role = WR_ROLE_SHARD;
     if (wr_send_pmsg(s->coord, NULL, 0, h, NULL, 0, NULL, NULL, 100, &s->scratch, err) != WR_OK)
         wr_warn("cannot send %s to the coordinator: %s", wr_msg_type_name(h->type), err);
+}
+
+int shard_fail(shard_node *s, int code, int status, const char *fmt, ...) {
+    wr_pmsg e;
+    wr_pmsg_init(&e, WR_MT_ERROR);
+    e.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.reason, sizeof e.reason, fmt, ap);
+    va_end(ap);
+    wr_error("%s", e.reason);
+    shard_send_coord(s, &e);
+    return status;
 }
 
 int shard_stop_by_signal(shard_node *s) {

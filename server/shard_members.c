@@ -124,15 +124,8 @@ int shard_members_resume(shard_node *s) {
     shard_members *m = &s->mem;
     uint64_t step;
     char err[WR_ERR_LEN];
-    if (shard_ckpt_load_newest(s, &step, err) != WR_OK) {
-        wr_pmsg e;
-        wr_pmsg_init(&e, WR_MT_ERROR);
-        e.code = WR_EC_CONFIG;
-        snprintf(e.reason, sizeof e.reason, "shard %d cannot resume: %s", s->index, err);
-        wr_error("%s", e.reason);
-        shard_send_coord(s, &e);
-        return WR_EXIT_CONFIG;
-    }
+    if (shard_ckpt_load_newest(s, &step, err) != WR_OK)
+        return shard_fail(s, WR_EC_CONFIG, WR_EXIT_CONFIG, "shard %d cannot resume: %s", s->index, err);
     m->pend = wr_calloc((size_t)(m->n_cur > 0 ? m->n_cur : 1), sizeof *m->pend);
     memcpy(m->pend, m->cur, (size_t)m->n_cur * sizeof *m->cur);
     m->n_pend = m->n_cur;
@@ -148,14 +141,8 @@ static int resume_to(shard_node *s, uint64_t step) {
     char err[WR_ERR_LEN];
     s->mem.resume = 0;
     if (shard_ckpt_load_step(s, step, err) == WR_OK) return SHARD_GO_ON;
-    wr_pmsg e;
-    wr_pmsg_init(&e, WR_MT_ERROR);
-    e.code = WR_EC_CONFIG;
-    snprintf(e.reason, sizeof e.reason, "shard %d cannot resume at step %llu: %s", s->index,
-             (unsigned long long)step, err);
-    wr_error("%s", e.reason);
-    shard_send_coord(s, &e);
-    return WR_EXIT_CONFIG;
+    return shard_fail(s, WR_EC_CONFIG, WR_EXIT_CONFIG, "shard %d cannot resume at step %llu: %s", s->index,
+                      (unsigned long long)step, err);
 }
 
 int shard_members_commit(shard_node *s, const wr_pmsg *h) {

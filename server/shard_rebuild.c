@@ -116,20 +116,13 @@ int shard_rebuild_offer(shard_node *s, wr_msg *m, const wr_pmsg *h) {
 
 int shard_rebuild_check_timeout(shard_node *s) {
     if (wr_now() - s->rb.t0 <= s->cfg.step_timeout) return SHARD_GO_ON;
-    char missing[512];
-    size_t at = 0;
-    missing[0] = 0;
-    for (int i = 0; i < s->mem.n_cur && at < sizeof missing; i++)
-        if (!s->rb.offered[s->mem.cur[i]]) {
-            int k = snprintf(missing + at, sizeof missing - at, "%s%d", at ? ", " : "", s->mem.cur[i]);
-            if (k > 0) at += (size_t)k;
-        }
-    wr_pmsg e;
-    wr_pmsg_init(&e, WR_MT_ERROR);
-    e.code = WR_EC_TIMEOUT;
-    snprintf(e.reason, sizeof e.reason, "shard %d: no replica from rank(s) %s within %g s (step_timeout)",
-             s->index, missing, s->cfg.step_timeout);
-    wr_error("%s", e.reason);
-    shard_send_coord(s, &e);
-    return WR_EXIT_FAILURE;
+    int *missing = wr_calloc((size_t)s->mem.n_cur + 1, sizeof *missing), k = 0;
+    for (int i = 0; i < s->mem.n_cur; i++)
+        if (!s->rb.offered[s->mem.cur[i]]) missing[k++] = s->mem.cur[i];
+    char list[512];
+    shard_format_ranks(missing, k, list, sizeof list);
+    free(missing);
+    return shard_fail(s, WR_EC_TIMEOUT, WR_EXIT_FAILURE,
+                      "shard %d: no replica from rank(s) %s within %g s (step_timeout)", s->index, list,
+                      s->cfg.step_timeout);
 }

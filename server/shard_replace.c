@@ -52,11 +52,7 @@ void coord_shard_forget_lost(coord *c) {
         c->n_nodes--;
         break;
     }
-    for (int i = 0; i < c->n_nodes; i++) {  // indices moved
-        const coord_node *n = &c->nodes[i];
-        if (n->role == WR_ROLE_SHARD) c->shard_node[n->index] = i;
-        if (n->role == WR_ROLE_WORKER && n->index >= 0 && n->member) c->worker_node[n->index] = i;
-    }
+    coord_reindex(c);  // indices moved
 }
 
 // The members of the epoch in force, as node indices in rank order.
