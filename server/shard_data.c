@@ -268,14 +268,12 @@ static int finish_step(shard_node *s, int *ranks) {
 }
 
 int shard_advance(shard_node *s) {
-    int *ranks = wr_malloc((size_t)s->n_workers * sizeof *ranks);
     int st = SHARD_GO_ON;
     while (st == SHARD_GO_ON && !s->mem.hold && wr_shard_core_ready(s->core)) {
-        st = finish_step(s, ranks);
+        st = finish_step(s, s->contrib);
         s->next_stall = 0;
         s->step_t0 = wr_now();
     }
-    free(ranks);
     return st;
 }
 
@@ -521,6 +519,7 @@ int shard_bind_data(shard_node *s, uint64_t n) {
 void shard_data_init(shard_node *s) {
     int n = s->n_workers;
     s->held = wr_calloc(SHARD_RANKS, sizeof *s->held);
+    s->contrib = wr_calloc((size_t)n, sizeof *s->contrib);
     s->peers = wr_calloc(SHARD_RANKS, sizeof *s->peers);
     // PULLs queued, and PARAMS replies in flight: two per worker and a few more.
     s->cap_pulls = 2 * n + 8;
@@ -537,7 +536,7 @@ void shard_data_init(shard_node *s) {
 void shard_data_free(shard_node *s) {
     wr_bufpool_free(s->pool);
     wr_bufpool_free(s->snaps);
-    void *arrays[] = {s->slots, s->held, s->peers, s->pulls};
+    void *arrays[] = {s->slots, s->held, s->peers, s->pulls, s->contrib};
     for (size_t i = 0; i < sizeof arrays / sizeof *arrays; i++) free(arrays[i]);
     shard_auth_free(s);
     shard_members_free(s);

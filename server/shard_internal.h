@@ -99,6 +99,7 @@ typedef struct {
     shard_members mem;
     shard_rebuild rb;
     wr_msg *held;       // [SHARD_RANKS] pushes of the current step (released after finish)
+    int *contrib;       // [n_workers] the ranks that pushed the step being finished (no allocation per step)
     shard_peer *peers;  // [SHARD_RANKS] where each rank's accepted (authenticated) push of the step came from
     shard_peer *bound;  // [SHARD_RANKS] each rank's bound routing id (shard_auth.c; len 0 = none yet)
     uint8_t (*tokens)[WR_TOKEN_LEN];  // [SHARD_RANKS] rank credentials of the members ('ta')
