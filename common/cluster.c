@@ -45,7 +45,7 @@ static int check_ranges(const wr_pmsg *m, char *err) {
                           (unsigned long long)m->n_params);
         at = si->hi;
     }
-    if (at != m->n_params)
+    if (m->n_shards > 0 && at != m->n_params)
         return wr_err(err, WR_ERR, "cluster map: shard ranges end at %llu, not d = %llu",
                       (unsigned long long)at, (unsigned long long)m->n_params);
     return WR_OK;
@@ -63,14 +63,28 @@ static int check_recipient(const wr_pmsg *m, int role, char *err) {
                   m->n_workers_map);
 }
 
+// A map without shards (mode=allreduce, to a worker): every member must say
+// where its data endpoint is, and the model must have a size.
+static int check_all_reduce(const wr_pmsg *m, char *err) {
+    if (m->n_params < 1) return wr_err(err, WR_ERR, "cluster map without shards: n_params is 0");
+    for (uint32_t i = 0; i < m->n_workers_map; i++)
+        if (m->workers[i].addr[0] == 0)
+            return wr_err(err, WR_ERR,
+                          "cluster map without shards: worker %d has no data address (not an all-reduce map)",
+                          m->workers[i].rank);
+    return WR_OK;
+}
+
 int wr_cluster_from_map(wr_cluster *c, wr_pmsg *m, int role, char *err) {
     memset(c, 0, sizeof *c);
     if (m->type != WR_MT_CLUSTER_MAP || m->epoch < 1)
         return wr_err(err, WR_ERR, "not a cluster map of a formed job (type %s, epoch %llu)",
                       wr_msg_type_name(m->type), (unsigned long long)m->epoch);
-    if (m->n_shards < 1 || m->n_workers_map < 1)
+    int all_reduce = m->n_shards == 0 && role == WR_ROLE_WORKER;  // mode=allreduce: no shards
+    if ((m->n_shards < 1 && !all_reduce) || m->n_workers_map < 1)
         return wr_err(err, WR_ERR, "cluster map: %u shards and %u workers (at least one of each)",
                       m->n_shards, m->n_workers_map);
+    if (all_reduce && check_all_reduce(m, err) != WR_OK) return WR_ERR;
     if (check_ranges(m, err) != WR_OK || check_recipient(m, role, err) != WR_OK) return WR_ERR;
     c->epoch = m->epoch;
     c->n_params = m->n_params;

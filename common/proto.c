@@ -27,9 +27,9 @@
 // Names in enum order (the enums count from 0 and 1 without gaps).
 static const char *const perr_names[] = {"none",  "malformed", "version", "type",  "missing", "field-type",
                                          "range", "payload",   "job",     "epoch", "step",    "role"};
-static const char *const type_names[] = {"UNKNOWN", "REGISTER",  "CLUSTER_MAP", "PUSH", "BROADCAST", "PULL",
-                                         "PARAMS",  "HEARTBEAT", "BARRIER",     "JOIN", "LEAVE",     "STATS",
-                                         "DIGEST",  "ERROR",     "SHUTDOWN",    "FENCE"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER",  "CLUSTER_MAP", "PUSH",  "BROADCAST", "PULL",
+                                         "PARAMS",  "HEARTBEAT", "BARRIER",     "JOIN",  "LEAVE",     "STATS",
+                                         "DIGEST",  "ERROR",     "SHUTDOWN",    "FENCE", "CHUNK"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -132,7 +132,7 @@ uint64_t wr_proto_payload_bytes(int codec, uint64_t n_elems, uint32_t n_workers)
 static int str_ok(const char *s, size_t max) { return memchr(s, 0, max) != NULL; }
 
 static int has_payload(int type) {
-    return type == WR_MT_PUSH || type == WR_MT_BROADCAST || type == WR_MT_PARAMS;
+    return type == WR_MT_PUSH || type == WR_MT_BROADCAST || type == WR_MT_PARAMS || type == WR_MT_CHUNK;
 }
 
 static int codec_ok(int type, int codec) {
@@ -140,6 +140,7 @@ static int codec_ok(int type, int codec) {
     case WR_MT_PUSH: return codec == WR_CODEC_BITS || codec == WR_CODEC_FP32;
     case WR_MT_BROADCAST: return codec == WR_CODEC_BITS || codec == WR_CODEC_PLANES || codec == WR_CODEC_FP32;
     case WR_MT_PARAMS: return codec == WR_CODEC_FP32;
+    case WR_MT_CHUNK: return codec == WR_CODEC_BITS || codec == WR_CODEC_PLANES || codec == WR_CODEC_FP32;
     default: return codec == WR_CODEC_NONE;
     }
 }
@@ -189,6 +190,9 @@ enum fid {
     F_WU,
     F_SF,
     F_RB,
+    F_GN,
+    F_LA,
+    F_SG,
     F_COUNT
 };
 
@@ -289,12 +293,15 @@ static const struct field {
     ARR(F_WU, "wu", "identities", n_idents, WR_MAX_WORKERS, idents, sizeof(char *), ident),
     FLD(F_SF, "sf", "start_step", FK_U64, start_step),
     FLD(F_RB, "rb", "rebuild", FK_U32, rebuild),
+    FLD(F_GN, "gn", "group_name", FK_STR, group_name),
+    FLD(F_LA, "la", "local_addr", FK_STR, local_addr),
+    FLD(F_SG, "sg", "stage", FK_UINT, stage),
 #undef ARR
 #undef FLD
 };
 
-#define B(f) (1u << (f))
-_Static_assert(F_COUNT <= 32, "field sets are uint32_t bit masks");
+#define B(f) (1ull << (f))
+_Static_assert(F_COUNT <= 64, "field sets are uint64_t bit masks");
 #define COMMON_REQ (B(F_V) | B(F_T) | B(F_J) | B(F_E) | B(F_S))
 #define COMMON_OPT (B(F_SH) | B(F_R))
 #define BULK (B(F_SH) | B(F_O) | B(F_N) | B(F_C) | B(F_PL))
@@ -403,17 +410,23 @@ static int decode_shard(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i
     return entry_str(c, F_SM, i, &t[2], m->shards[i].addr, WR_ADDR_MAX);
 }
 
+// [rank, host, group] or, in mode=allreduce, [rank, host, group, addr, laddr, key].
 static int decode_worker(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
-    const msgpack_object *t = tuple(e, 3);
+    const msgpack_object *t = tuple(e, 6);
+    if (!t) t = tuple(e, 3);
     wr_worker_info *w = &m->workers[i];
     int bad1 = 0, bad2 = 0;
     if (!t || obj_i32(&t[0], &w->rank, &bad1) != 0 || obj_i32(&t[2], &w->group, &bad2) != 0) {
         if (bad1 || bad2)
             return fail(c->perr, WR_PERR_RANGE, c->err,
                         "%s field 'wm' (workers) entry %u: rank or group does not fit in 32 bits", c->tn, i);
-        return bad_entry(c, F_WM, "[rank, host, group]", i);
+        return bad_entry(c, F_WM, "[rank, host, group(, addr, laddr, key)]", i);
     }
-    return entry_str(c, F_WM, i, &t[1], w->host, WR_HOST_MAX);
+    int rc = entry_str(c, F_WM, i, &t[1], w->host, WR_HOST_MAX);
+    if (rc == WR_OK && e->via.array.size == 6) rc = entry_str(c, F_WM, i, &t[3], w->addr, WR_ADDR_MAX);
+    if (rc == WR_OK && e->via.array.size == 6) rc = entry_str(c, F_WM, i, &t[4], w->laddr, WR_ADDR_MAX);
+    if (rc == WR_OK && e->via.array.size == 6) rc = entry_str(c, F_WM, i, &t[5], w->key, WR_CURVE_KEY_MAX);
+    return rc;
 }
 
 static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
@@ -525,10 +538,16 @@ static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
 }
 
 static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
-    msgpack_pack_array(pk, 3);
-    msgpack_pack_int32(pk, m->workers[i].rank);
-    pack_cstr(pk, m->workers[i].host);
-    msgpack_pack_int32(pk, m->workers[i].group);
+    const wr_worker_info *w = &m->workers[i];
+    int data = w->addr[0] != 0;  // mode=allreduce: where its data endpoints are
+    msgpack_pack_array(pk, data ? 6 : 3);
+    msgpack_pack_int32(pk, w->rank);
+    pack_cstr(pk, w->host);
+    msgpack_pack_int32(pk, w->group);
+    if (!data) return;
+    pack_cstr(pk, w->addr);
+    pack_cstr(pk, w->laddr);
+    pack_cstr(pk, w->key);
 }
 
 static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->config[i]); }
@@ -598,6 +617,9 @@ static int check_join(dctx *c, const wr_pmsg *m, uint64_t payload) {
     if (m->train_examples > WR_MAX_TRAIN_EXAMPLES)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'nt' (train_examples): %llu exceeds 2^40", tn,
                     (unsigned long long)m->train_examples);
+    if (!str_ok(m->group_name, WR_HOST_MAX) || !str_ok(m->local_addr, WR_ADDR_MAX))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'gn' or 'la': longer than %d / %d bytes", tn,
+                    WR_HOST_MAX - 1, WR_ADDR_MAX - 1);
     return WR_OK;
 }
 
@@ -671,6 +693,16 @@ static int check_map_workers(dctx *c, const wr_pmsg *m) {
             return fail(c->perr, WR_PERR_RANGE, c->err,
                         "CLUSTER_MAP field 'wm' (workers): entry %u group %d not in [-1, %d)", i, w->group,
                         WR_MAX_WORKERS);
+        if (!str_ok(w->addr, WR_ADDR_MAX) || !str_ok(w->laddr, WR_ADDR_MAX) ||
+            (w->addr[0] == 0 && (w->laddr[0] || w->key[0])))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): entry %u data addresses longer than %d bytes, or "
+                        "an intra-node address or key without an address",
+                        i, WR_ADDR_MAX - 1);
+        if (w->key[0] && !wr_key_z85_valid(w->key, strnlen(w->key, WR_CURVE_KEY_MAX)))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "CLUSTER_MAP field 'wm' (workers): entry %u key is not a 40-character Z85 public key",
+                        i);
     }
     return WR_OK;
 }
@@ -689,8 +721,9 @@ static int check_map_config(dctx *c, const wr_pmsg *m) {
     return WR_OK;
 }
 
-// Rank credentials: 'ta' and 'wu' hold one entry per worker of the map, and
-// only a shard's map (no recipient rank) carries other ranks' tokens.
+// Rank credentials: 'ta' and 'wu' hold one entry per worker of the map;
+// only a shard's map (no recipient rank) carries identities, and a worker's
+// map carries other ranks' tokens only in mode=allreduce (its peers').
 static int check_map_tokens(dctx *c, const wr_pmsg *m) {
     if ((m->n_tokens && m->n_tokens != m->n_workers_map) || (m->n_idents && m->n_idents != m->n_workers_map))
         return fail(c->perr, WR_PERR_RANGE, c->err,
@@ -698,10 +731,9 @@ static int check_map_tokens(dctx *c, const wr_pmsg *m) {
                     m->n_tokens, m->n_idents, m->n_workers_map);
     if ((m->n_tokens && !m->tokens) || (m->n_idents && !m->idents))
         return fail(c->perr, WR_PERR_RANGE, c->err, "CLUSTER_MAP: 'ta'/'wu' count set but array NULL");
-    if (m->rank >= 0 && (m->n_tokens || m->n_idents))
+    if (m->rank >= 0 && m->n_idents)
         return fail(c->perr, WR_PERR_RANGE, c->err,
-                    "CLUSTER_MAP to worker %d carries other ranks' tokens or identities ('ta'/'wu')",
-                    m->rank);
+                    "CLUSTER_MAP to worker %d carries other ranks' identities ('wu')", m->rank);
     for (uint32_t i = 0; i < m->n_idents; i++)
         if (!m->idents[i] || !str_ok(m->idents[i], WR_IDENT_MAX))
             return fail(c->perr, WR_PERR_RANGE, c->err,
@@ -724,13 +756,13 @@ static int check_map(dctx *c, const wr_pmsg *m, uint64_t payload) {
 static int check_range(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
     const char *tn = c->tn;
-    if (m->shard < 0)
+    if (m->shard < 0 && m->type != WR_MT_CHUNK)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'sh' (shard): %d, must name a shard", tn,
                     m->shard);
     if (m->type == WR_MT_PUSH && m->rank < 0)
         return fail(c->perr, WR_PERR_RANGE, c->err, "PUSH field 'r' (rank): %d, must name the sender",
                     m->rank);
-    if ((m->type == WR_MT_PUSH || m->type == WR_MT_PULL) && !m->has_token)
+    if ((m->type == WR_MT_PUSH || m->type == WR_MT_PULL || m->type == WR_MT_CHUNK) && !m->has_token)
         return fail(c->perr, WR_PERR_MISSING, c->err, "%s: missing field 'tk' (token)", tn);
     if (m->offset % 64)
         return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'o' (offset): %llu is not a multiple of 64", tn,
@@ -767,6 +799,28 @@ static int check_bulk(dctx *c, const wr_pmsg *m, uint64_t payload) {
         return fail(c->perr, WR_PERR_PAYLOAD, c->err, "%s payload frame: %llu bytes, header says %llu", tn,
                     (unsigned long long)payload, (unsigned long long)want);
     return WR_OK;
+}
+
+// CHUNK: a sender, a stage, a range and the payload its codec implies.
+static int check_chunk(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    if (m->rank < 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'r' (rank): %d, must name the sender",
+                    m->rank);
+    if (m->shard != -1)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'sh' (shard): %d, a chunk names no shard",
+                    m->shard);
+    if (m->stage < WR_AR_SCATTER || m->stage >= WR_AR_STAGE_COUNT_)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'sg' (stage): %d not in [%d, %d]", m->stage,
+                    WR_AR_SCATTER, WR_AR_STAGE_COUNT_ - 1);
+    int fp32 = m->stage == WR_AR_RING_REDUCE || m->stage == WR_AR_RING_GATHER;
+    int want = fp32 ? WR_CODEC_FP32 : m->stage == WR_AR_GATHER ? WR_CODEC_PLANES : WR_CODEC_BITS;
+    if (m->codec != want)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'c' (codec): %d (%s), stage %d sends %s",
+                    m->codec, codec_name(m->codec), m->stage, codec_name(want));
+    if (m->codec == WR_CODEC_PLANES && (m->n_workers < 1 || m->n_workers > WR_MAX_WORKERS))
+        return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'nw' (n_workers): %u not in [1, %d]",
+                    m->n_workers, WR_MAX_WORKERS);
+    return check_bulk(c, m, payload);
 }
 
 static int check_heartbeat(dctx *c, const wr_pmsg *m, uint64_t payload) {
@@ -825,11 +879,11 @@ typedef int (*check_fn)(dctx *c, const wr_pmsg *m, uint64_t payload);
 // the kind's own checks (NULL: none beyond the common ones). A key outside
 // req|opt is ignored like an unknown key; the encoder writes req|opt.
 static const struct {
-    uint32_t req, opt;
+    uint64_t req, opt;
     check_fn check;
 } kinds[WR_MT_COUNT_] = {
-    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT) | B(F_TK),
-                        check_join},  // np, nt: a worker's d and data size; tk: a rejoin
+    [WR_MT_REGISTER] = {B(F_RO) | B(F_A) | B(F_H), B(F_G) | B(F_NP) | B(F_NT) | B(F_TK) | B(F_GN) | B(F_LA),
+                        check_join},  // np, nt: a worker's d and data size; tk: a rejoin; gn, la: allreduce
     [WR_MT_CLUSTER_MAP] = {B(F_NP) | B(F_SM) | B(F_WM) | B(F_CF), B(F_TS) | B(F_SF) | B(F_RB) | CRED,
                            check_map},
     [WR_MT_PUSH] = {BULK | B(F_R) | B(F_TK), 0, check_bulk},
@@ -845,6 +899,8 @@ static const struct {
     [WR_MT_ERROR] = {B(F_EC) | B(F_RS), 0, check_stop},
     [WR_MT_SHUTDOWN] = {B(F_EC), B(F_RS), check_stop},
     [WR_MT_FENCE] = {0, 0, NULL},  // epoch and step only
+    // 'nw' only with PLANES; 'sh' is never set (check_chunk)
+    [WR_MT_CHUNK] = {B(F_R) | B(F_O) | B(F_N) | B(F_C) | B(F_PL) | B(F_TK) | B(F_SG), B(F_NW), check_chunk},
 };
 
 // Checks a whole message (a decoded one, or one about to be encoded) that
@@ -877,17 +933,20 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
     char why[WR_ERR_LEN];
     if (check_msg(m, has_payload(m->type) ? m->payload_len : 0, NULL, why) != WR_OK)
         return wr_err(err, WR_ERR, "refusing to encode: %s", why);
-    uint32_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
+    uint64_t set = COMMON_REQ | kinds[m->type].req | kinds[m->type].opt;
     if (m->shard >= 0) set |= B(F_SH);
     if (m->rank >= 0) set |= B(F_R);
     if (!m->has_token) set &= ~B(F_TK);
     if (!m->n_tokens) set &= ~B(F_TA);
+    if (!m->group_name[0]) set &= ~B(F_GN);
+    if (!m->local_addr[0]) set &= ~B(F_LA);
+    if (m->type == WR_MT_CHUNK && m->codec != WR_CODEC_PLANES) set &= ~B(F_NW);
     if (!m->n_idents) set &= ~B(F_WU);
 
     out->len = 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, buf_write);
-    msgpack_pack_map(&pk, (size_t)__builtin_popcount(set));
+    msgpack_pack_map(&pk, (size_t)__builtin_popcountll(set));
     for (int f = 0; f < F_COUNT; f++)
         if (set & B(f)) pack_field(&pk, m, (enum fid)f);
     return WR_OK;
@@ -1065,7 +1124,7 @@ static int unknown_dup(const msgpack_object_kv *kv, const uint32_t *unknown, uin
 
 // Indexes the header map's values by field id into val[]; refuses a map that
 // is not one, is too large, has a non-string key or a key twice.
-static int index_keys(const msgpack_object *root, const msgpack_object **val, uint32_t *present,
+static int index_keys(const msgpack_object *root, const msgpack_object **val, uint64_t *present,
                       enum wr_perr *perr, char *err) {
     if (root->type != MSGPACK_OBJECT_MAP)
         return fail(perr, WR_PERR_MALFORMED, err, "header is not a msgpack map");
@@ -1139,7 +1198,7 @@ static int check_expect(const dctx *c, const wr_pmsg *m, const wr_proto_expect *
 static int decode_map(const msgpack_object *root, size_t payload_len, const wr_proto_expect *expect,
                       wr_pmsg *m, enum wr_perr *perr, char *err) {
     const msgpack_object *val[F_COUNT] = {0};
-    uint32_t present;
+    uint64_t present;
     pthread_once(&key_once, key_ids_init);
     int rc = index_keys(root, val, &present, perr, err);
     if (rc != WR_OK) return rc;
@@ -1148,7 +1207,7 @@ static int decode_map(const msgpack_object *root, size_t payload_len, const wr_p
     m->shard = -1;  // *m is zeroed by wr_proto_decode
     m->rank = -1;
     if ((rc = decode_version_type(&c, val, m)) != WR_OK) return rc;
-    uint32_t req = COMMON_REQ | kinds[m->type].req, opt = COMMON_OPT | kinds[m->type].opt;
+    uint64_t req = COMMON_REQ | kinds[m->type].req, opt = COMMON_OPT | kinds[m->type].opt;
     for (int f = 0; f < F_COUNT; f++) {
         if (f == F_V || f == F_T) continue;
         if (!val[f]) {

@@ -64,7 +64,19 @@ enum wr_msg_type {
     WR_MT_FENCE,         // membership change (docs/PROTOCOL.md, "Epochs"): coordinator -> shard commits
                          // epoch e from step s; shard -> coordinator acknowledges the pending map of
                          // epoch e, s = its last completed step
+    WR_MT_CHUNK,         // worker -> worker (mode=allreduce): a part of a collective of step s, stage sg
     WR_MT_COUNT_
+};
+
+// The stages of a CHUNK (docs/PROTOCOL.md, "All-reduce"; ALGORITHMS.md 1.4).
+enum wr_ar_stage {
+    WR_AR_SCATTER = 1,  // hierarchical 2: a worker's bits of slice k, to local worker k (BITS)
+    WR_AR_NODES,   // hierarchical 4: a node's re-quantized bits of slice k, to local rank k elsewhere (BITS)
+    WR_AR_GATHER,  // hierarchical 5: the counts of slice k over the nodes, to the node (PLANES)
+    WR_AR_FLAT,    // flat: a worker's whole bit vector, to every other worker (BITS)
+    WR_AR_RING_REDUCE,  // ring_fp32: a partial sum of one chunk, to the next in the ring (FP32)
+    WR_AR_RING_GATHER,  // ring_fp32: a finished sum of one chunk, to the next in the ring (FP32)
+    WR_AR_STAGE_COUNT_
 };
 
 enum wr_role { WR_ROLE_COORDINATOR = 0, WR_ROLE_SHARD = 1, WR_ROLE_WORKER = 2 };
@@ -120,6 +132,12 @@ typedef struct {
     int32_t rank;
     char host[WR_HOST_MAX];
     int32_t group;
+    // mode=allreduce (docs/PROTOCOL.md, "All-reduce"): where the worker's data
+    // endpoint is reached ("" in mode=ps), its intra-node endpoint ("" = none:
+    // use addr) and its CURVE public key ("" without keys).
+    char addr[WR_ADDR_MAX];
+    char laddr[WR_ADDR_MAX];
+    char key[WR_CURVE_KEY_MAX];
 } wr_worker_info;
 
 typedef struct {
@@ -150,7 +168,9 @@ typedef struct {
     char addr[WR_ADDR_MAX];
     char host[WR_HOST_MAX];
     int32_t group;
-    uint64_t train_examples;  // REGISTER (optional 'nt'): a worker's training-set size, 0 = not reported
+    char group_name[WR_HOST_MAX];  // REGISTER (optional 'gn'): the node group this worker runs in
+    char local_addr[WR_ADDR_MAX];  // REGISTER (optional 'la'): a worker's intra-node data endpoint
+    uint64_t train_examples;       // REGISTER (optional 'nt'): a worker's training-set size, 0 = not reported
 
     // CLUSTER_MAP
     uint32_t n_shards;
@@ -175,6 +195,9 @@ typedef struct {
     uint8_t (*tokens)[WR_TOKEN_LEN];  // [n_tokens]
     uint32_t n_idents;                // 'wu': 0 or n_workers_map
     char **idents;                    // [n_idents] authenticated identity per rank ("" = none)
+
+    // CHUNK: the collective's stage (enum wr_ar_stage)
+    int stage;
 
     // BARRIER
     uint64_t barrier_id;

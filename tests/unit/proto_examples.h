@@ -58,9 +58,11 @@ static inline void fill(wr_pmsg *m, int type) {
         m->shards[1] = (wr_shard_info){.lo = 512, .hi = 1000, .addr = "ipc:///tmp/s1"};
         m->n_workers_map = 3;
         m->workers = calloc(3, sizeof *m->workers);
-        m->workers[0] = (wr_worker_info){0, "node-a", 0};
-        m->workers[1] = (wr_worker_info){2, "node-b", 1};
-        m->workers[2] = (wr_worker_info){1, "node-a", 0};
+        m->workers[0] = (wr_worker_info){.rank = 0, .host = "node-a", .group = 0};
+        // an all-reduce member: its data endpoints (the 6-entry form)
+        m->workers[1] = (wr_worker_info){
+            .rank = 2, .host = "node-b", .group = 1, .addr = "tcp://10.0.0.2:7100", .laddr = "ipc:///tmp/w2"};
+        m->workers[2] = (wr_worker_info){.rank = 1, .host = "node-a", .group = 0};
         m->n_config = 2;
         m->config = calloc(2, sizeof(char *));
         m->config[0] = strdup("lr=0.001");
@@ -114,6 +116,13 @@ static inline void fill(wr_pmsg *m, int type) {
     case WR_MT_SHUTDOWN:
         m->code = 0;
         strcpy(m->reason, "job done");
+        break;
+    case WR_MT_CHUNK:
+        bulk(m, -1, 1024, 4000, WR_CODEC_PLANES, 3);
+        m->stage = WR_AR_GATHER;
+        m->rank = 1;
+        m->has_token = 1;
+        token_of(m->token, 1);
         break;
     }
 }

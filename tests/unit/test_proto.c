@@ -780,7 +780,7 @@ static void test_expectations(void **state) {
     ex.check_step = 0;
     assert_int_equal(decode_perr(&b, plen(&m), &ex, err), WR_PERR_NONE);
     // ERROR and SHUTDOWN always get through epoch and step checks (not the job
-    // check); the step window applies to PUSH, BROADCAST and PARAMS only.
+    // check); the step window applies to the data kinds PUSH, BROADCAST, PARAMS, CHUNK.
     wr_proto_expect strict = {
         .job_id = 7, .check_epoch = 1, .epoch = 99, .check_step = 1, .step_min = 1000, .step_max = 1000};
     const int kinds_through[] = {WR_MT_ERROR, WR_MT_SHUTDOWN};
@@ -796,8 +796,8 @@ static void test_expectations(void **state) {
     for (int t = 1; t < WR_MT_COUNT_; t++) {
         fill(&m, t);
         assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
-        enum wr_perr want = (t == WR_MT_PUSH || t == WR_MT_BROADCAST || t == WR_MT_PARAMS) ? WR_PERR_STEP
-                                                                                           : WR_PERR_NONE;
+        int data = t == WR_MT_PUSH || t == WR_MT_BROADCAST || t == WR_MT_PARAMS || t == WR_MT_CHUNK;
+        enum wr_perr want = data ? WR_PERR_STEP : WR_PERR_NONE;
         assert_int_equal(decode_perr(&b, plen(&m), &strict, err), want);
         wr_pmsg_clear(&m);
     }
