@@ -184,6 +184,12 @@ int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *ove
     return ep_ops(ep)->peer_refusals ? ep_ops(ep)->peer_refusals(ep, bad_key, over_cap) : WR_OK;
 }
 
+int wr_endpoint_bytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received) {
+    *sent = *received = 0;
+    if (!ep || !ep_ops(ep)->bytes) return WR_ERR;
+    return ep_ops(ep)->bytes(ep, sent, received);
+}
+
 void wr_transport_tune_malloc(void) {
     // Message buffers (ZeroMQ allocates one per received frame, on its I/O
     // thread) should be reused warm instead of mapped, faulted in and unmapped

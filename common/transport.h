@@ -201,6 +201,9 @@ typedef struct wr_transport_ops {
 
     // peer_refusals (optional, NULL = counts 0): see wr_peer_refusals.
     int (*peer_refusals)(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap);
+
+    // bytes (optional, NULL = not counted): see wr_endpoint_bytes.
+    int (*bytes)(wr_endpoint *ep, uint64_t *sent, uint64_t *received);
 } wr_transport_ops;
 
 // A transport context: one per process. It holds, per transport, that
@@ -271,5 +274,12 @@ int wr_transport_set_allowlist(wr_transport_ctx *ctx, const wr_allowed_key *keys
 // max_peers. Never blocks. WR_ERR (counts 0) on a NULL endpoint; 0 counts on
 // endpoints that refuse nothing.
 int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap);
+
+// The bytes this endpoint moved since it was opened, as the transport counted
+// them: every frame of the messages wr_send accepted (header + payload; a
+// bound endpoint's routing id not included) and of those wr_recv returned
+// (dropped ones not included). Call from the endpoint's thread. WR_ERR
+// (counts 0) on a NULL endpoint or a transport without counters.
+int wr_endpoint_bytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received);
 
 #endif

@@ -65,6 +65,8 @@ struct wr_endpoint {
     int rcvtimeo;
     unsigned sends;  // DEALER: the monitor is read every 16 sends (and on trouble)
     int64_t max_msg;
+    uint64_t tx_bytes,
+        rx_bytes;  // header + payload bytes of the messages sent / received (wr_endpoint_bytes)
     char addr[256];
 };
 
@@ -598,7 +600,10 @@ static int zsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         give_back(pay);
         return send_errno(ep, e, msg, err);
     }
-    return has_pay ? send_payload(ep, msg, pay, err) : WR_OK;
+    size_t len = msg->header.len + (has_pay ? pay->len : 0);
+    rc = has_pay ? send_payload(ep, msg, pay, err) : WR_OK;
+    if (rc == WR_OK) ep->tx_bytes += len;
+    return rc;
 }
 
 // ---- recv -----------------------------------------------------------------------
@@ -761,6 +766,13 @@ static int zrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
         msg->payload.data = zmq_msg_data(&im->pay);
         msg->payload.len = zmq_msg_size(&im->pay);
     }
+    ep->rx_bytes += msg->header.len + msg->payload.len;
+    return WR_OK;
+}
+
+static int zbytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received) {
+    *sent = ep->tx_bytes;
+    *received = ep->rx_bytes;
     return WR_OK;
 }
 
@@ -861,4 +873,5 @@ static const wr_transport_ops zmq_ops = {
     .peer_info = zpeer_info,
     .set_allowlist = zset_allowlist,
     .peer_refusals = zpeer_refusals,
+    .bytes = zbytes,
 };

@@ -8,17 +8,12 @@
 //                                    Birder with n = 1, Adam or SGDM applied here
 //   ps     (ps_join.c, ps_step.c)    the cluster client of mode=ps: PUSH each
 //                                    shard's range, apply each shard's BROADCAST
-//   allreduce (to come: allreduce_join.c, allreduce_step.c beside the ps
-//                                    files) mode=allreduce (hierarchical 1-bit
-//                                    all-reduce, ALGORITHMS.md 1.4): config and
-//                                    join through the coordinator as ps does (the
-//                                    same cluster map, workers grouped by the
-//                                    `group` they register with); its step
-//                                    counts and requantizes bit-planes with the
-//                                    other workers (wr_birder_count_planes,
-//                                    wr_birder_requantize) and applies them
-//                                    itself; it needs no new operation, and
-//                                    main.c picks it by the config's mode
+//   allreduce (ar_mesh.c, ar_algo.c) mode=allreduce (ALGORITHMS.md 1.4): the ps
+//                                    exchange's coordinator part (config, join,
+//                                    heartbeat, leave: the mode comes with the
+//                                    config), no shards; each step exchanges
+//                                    CHUNKs with the other workers (hierarchical,
+//                                    flat or fp32 ring) and applies the result
 //
 // An exchange owns all state it needs (optimizer or Birder state, sockets,
 // threads); the loop owns the job (wr_train_job: config, model, data). Call
@@ -138,7 +133,10 @@ wr_exchange wr_exchange_local(const wr_job_config *cfg);
 typedef struct {
     const char *coordinator;  // address of the coordinator (tcp://host:port, ipc://path)
     const char *host;         // name this worker reports (NULL = gethostname)
-    int group;                // node group (for all-reduce topologies; reported only)
+    const char *group;        // the node (group) it runs on, for mode=allreduce and the map (NULL = host)
+    const char *data_bind;    // mode=allreduce: where its data endpoint listens (NULL = derived, allreduce.h)
+    const char *data_local;   // mode=allreduce over tcp: its ipc endpoint for its node (NULL = in /tmp,
+                              // "none" = the tcp one serves its node too)
     double connect_timeout;   // seconds to wait for the coordinator's first reply
     wr_node_keys keys;        // --key/--coordinator-key (keys.on = 0 without keys)
     int allow_insecure;       // --allow-insecure (for the endpoints a worker binds in later modes)

@@ -17,8 +17,9 @@
 #include "wr_common.h"
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: wren-worker --coordinator ADDR [--host NAME] [--group G] [--summary FILE]\n"
+    fprintf(f, "usage: wren-worker --coordinator ADDR [--host NAME] [--group NAME] [--summary FILE]\n"
                "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
+               "                   [--data-bind ADDR] [--data-local ADDR|none]\n"
                "                   [--key FILE --coordinator-key FILE] [--allow-insecure]\n"
                "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
                "                   [--log-level L] [--threads N]\n"
@@ -32,7 +33,13 @@ static void usage(FILE *f) {
                "\n"
                "  --coordinator ADDR     coordinator address (cluster mode)\n"
                "  --host NAME            host name to report (default: gethostname)\n"
-               "  --group G              node group, reported in the cluster map (default 0)\n"
+               "  --group NAME           the node this worker runs on: mode=allreduce reduces inside\n"
+               "                         each group first (default: the host name)\n"
+               "  --data-bind ADDR       mode=allreduce: where this worker's data endpoint listens\n"
+               "                         (default: beside an ipc coordinator, else tcp on loopback\n"
+               "                         or, for a remote coordinator, every interface, port picked)\n"
+               "  --data-local ADDR|none mode=allreduce over tcp: the ipc endpoint for the workers of\n"
+               "                         its group (default ipc:///tmp/wren-ar-UID-PID.sock)\n"
                "  --summary FILE         write a JSON summary of the run to FILE at the end\n"
                "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
                "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
@@ -107,7 +114,9 @@ enum {
     O_CONFIG,
     O_KEY,
     O_COORD_KEY,
-    O_INSECURE
+    O_INSECURE,
+    O_DATA_BIND,
+    O_DATA_LOCAL
 };
 
 static const struct option longopts[] = {
@@ -123,6 +132,8 @@ static const struct option longopts[] = {
     {"key", required_argument, NULL, O_KEY},
     {"coordinator-key", required_argument, NULL, O_COORD_KEY},
     {"allow-insecure", no_argument, NULL, O_INSECURE},
+    {"data-bind", required_argument, NULL, O_DATA_BIND},
+    {"data-local", required_argument, NULL, O_DATA_LOCAL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -140,7 +151,21 @@ static int take_option(cli *o, int c, char **argv) {
         o->ps.host = optarg;
         break;
     case O_GROUP:
-        if (parse_int("--group", optarg, 0, WR_MAX_WORKERS - 1, &o->ps.group)) return WR_EXIT_CONFIG;
+        if (!optarg[0] || strlen(optarg) >= WR_HOST_MAX) {
+            fprintf(stderr, "wren-worker: --group: '%s' is empty or longer than %d bytes\n", optarg,
+                    WR_HOST_MAX - 1);
+            return WR_EXIT_CONFIG;
+        }
+        o->ps.group = optarg;
+        break;
+    case O_DATA_BIND:
+    case O_DATA_LOCAL:
+        if (strlen(optarg) >= WR_ADDR_MAX) {
+            fprintf(stderr, "wren-worker: --%s: longer than %d bytes\n",
+                    c == O_DATA_BIND ? "data-bind" : "data-local", WR_ADDR_MAX - 1);
+            return WR_EXIT_CONFIG;
+        }
+        *(c == O_DATA_BIND ? &o->ps.data_bind : &o->ps.data_local) = optarg;
         break;
     case O_SUMMARY: o->train.summary_path = optarg; break;
     case O_LOG: {

@@ -8,6 +8,8 @@
 //               thread, initial parameters), leave (STATS/LEAVE or ERROR),
 //               free; the helpers below
 //   ps_step.c   one step (PUSH every range, apply every BROADCAST), digests
+//   ar_*.c      mode=allreduce (allreduce.h): the same coordinator part, no
+//               shards; the step exchanges with the other workers
 //   ps_epoch.c  membership epochs: cluster maps from the coordinator kept as
 //               pending and taken at their start step (members), the
 //               coordinator's messages during waits (SHUTDOWN, ERROR, maps,
@@ -61,7 +63,7 @@ typedef struct {
 // worker; it must register again and go on as a joiner (wr_ps_rejoin).
 #define WR_PS_REJOIN 0x100
 
-typedef struct {
+typedef struct wr_ps {
     const wr_ps_opts *o;
     char host[WR_HOST_MAX];
     wr_transport_ctx *ctx;
@@ -98,6 +100,7 @@ typedef struct {
     // lost), when REGISTER was last sent, whether its socket is down.
     double coord_lost, coord_reg_t;
     int coord_down;
+    struct wr_ar *ar;  // mode=allreduce: the data endpoints and peers (allreduce.h), else NULL
 } wr_ps;
 
 // Formats the reason into err, records the WR_EC_* code for leave (0: send

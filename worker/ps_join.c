@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "allreduce.h"
 #include "cluster.h"
 #include "log.h"
 #include "node.h"
@@ -25,7 +26,6 @@
 
 void wr_ps_opts_default(wr_ps_opts *o) {
     memset(o, 0, sizeof *o);
-    o->group = 0;
     o->connect_timeout = 10.0;
 }
 
@@ -49,7 +49,8 @@ void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type) {
     h->rank = w->rank;
     h->role = WR_ROLE_WORKER;
     // The shards accept a rank's data messages only with its credential.
-    if (w->rank >= 0 && (type == WR_MT_PUSH || type == WR_MT_PULL || type == WR_MT_PARAMS)) {
+    if (w->rank >= 0 &&
+        (type == WR_MT_PUSH || type == WR_MT_PULL || type == WR_MT_PARAMS || type == WR_MT_CHUNK)) {
         h->has_token = 1;
         memcpy(h->token, w->token, WR_TOKEN_LEN);
     }
@@ -101,7 +102,11 @@ static int send_register(wr_ps *w, uint64_t n_params, int64_t train_examples, ch
     wr_ps_hdr(w, &h, WR_MT_REGISTER);
     h.rank = -1;
     snprintf(h.host, sizeof h.host, "%s", w->host);
-    h.group = w->o->group;
+    snprintf(h.group_name, sizeof h.group_name, "%s", w->o->group && w->o->group[0] ? w->o->group : w->host);
+    if (w->ar) {  // mode=allreduce: where the peers reach this worker
+        snprintf(h.addr, sizeof h.addr, "%s", w->ar->bound[0]);
+        snprintf(h.local_addr, sizeof h.local_addr, "%s", w->ar->bound[1]);
+    }
     h.n_params = n_params;
     h.train_examples = train_examples > 0 ? (uint64_t)train_examples : 0;
     return wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, err);
@@ -196,9 +201,6 @@ static int ps_config(void *self, wr_train_job *job, char *err) {
         return WR_EXIT_CONFIG;
     }
     w->cfg_ok = 1;
-    if (w->cfg.mode != WR_MODE_PS)
-        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                          "mode: only mode=ps is supported by this worker");
     job->cfg = w->cfg;
     job->max_batch = w->cfg.batch > 1000 ? w->cfg.batch : 1000;  // evaluation batches too
     return WR_EXIT_OK;
@@ -259,7 +261,7 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         w->ec = WR_EC_PROTOCOL;
         return WR_EXIT_FAILURE;
     }
-    int st = take_shards(w, &c, err);
+    int st = w->ar ? WR_EXIT_OK : take_shards(w, &c, err);
     int pos = wr_cluster_position(&c, c.my_rank);
     if (!st && wr_batch_local_size(w->cfg.batch, pos, c.n_workers) < 1)
         st = wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "batch %d is smaller than the %d workers",
@@ -274,6 +276,7 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         job->first_step = (int64_t)c.start_step;
         w->pull_step = job->first_step - 1;
     }
+    if (!st && w->ar) st = wr_ar_take_map(w, &c, map, err);
     wr_cluster_free(&c);
     if (st) return st;
     char name[64];
@@ -287,6 +290,7 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
 static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     w->d = wr_model_num_params(job->model);
     int st = check_batch(w, err);
+    if (!st && w->cfg.mode == WR_MODE_ALLREDUCE && !w->ar) st = wr_ar_bind(w, err);
     if (st) return st;
     wr_info("model %s: d = %llu parameters; registering", w->cfg.model, (unsigned long long)w->d);
     char e2[WR_ERR_LEN];
@@ -513,12 +517,31 @@ static int resume_state(wr_ps *w, wr_train_job *job, char *err) {
     return WR_EXIT_OK;
 }
 
+// mode=allreduce: every member builds the same initial parameters from the
+// job's seed (the first digest check compares them); no shard to pull from.
+static int ar_join(wr_ps *w, wr_train_job *job, char *err) {
+    int st = start_heartbeat(w, err);
+    if (st) return st;
+    wr_ps_step_init(w);
+    wr_ar_step_init(w);
+    static const char *const algo[] = {"hierarchical", "flat", "ring_fp32"};
+    wr_info(
+        "rank %d (group %d, local rank %d; %d groups of %d), all-reduce %s, steps %lld..%lld, local batch %d, "
+        "data endpoint %s%s%s, hfp8 %s",
+        w->rank, w->ar->peers[w->ar->me].group, w->ar->peers[w->ar->me].local, w->ar->n_groups, w->ar->G,
+        algo[w->cfg.allreduce_algo], (long long)job->first_step, (long long)job->total_steps,
+        wr_batch_local_size(w->cfg.batch, w->position, w->n_workers), w->ar->bound[0],
+        w->ar->bound[1][0] ? ", node endpoint " : "", w->ar->bound[1], w->cfg.hfp8 ? "on" : "off");
+    return WR_EXIT_OK;
+}
+
 static int ps_join(void *self, wr_train_job *job, char *err) {
     wr_ps *w = self;
     w->job = job;
     w->x = wr_model_params(job->model);
     w->g = wr_model_grads(job->model);
     int st = register_model(w, job, err);
+    if (w->ar) return st ? st : ar_join(w, job, err);
     if (!st) st = connect_shards(w, err);
     if (!st) st = start_heartbeat(w, err);
     if (!st) wr_ps_step_init(w);
@@ -640,6 +663,7 @@ static void ps_leave(void *self, int status, const char *reason, const wr_train_
 static void ps_free(void *self) {
     wr_ps *w = self;
     wr_heartbeat_stop(w->hb);
+    wr_ar_free(w->ar);
     if (w->sh)
         for (int s = 0; s < w->n_shards; s++) wr_close(w->sh[s].ep);
     wr_close(w->coord);

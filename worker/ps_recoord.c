@@ -32,7 +32,7 @@ int wr_ps_coord_tick(wr_ps *w, int64_t t, char *err) {
     h.has_token = 1;
     memcpy(h.token, w->token, WR_TOKEN_LEN);
     snprintf(h.host, sizeof h.host, "%s", w->host);
-    h.group = w->o->group;
+    snprintf(h.group_name, sizeof h.group_name, "%s", w->o->group && w->o->group[0] ? w->o->group : w->host);
     char e2[WR_ERR_LEN];
     if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 0, NULL, e2) == WR_OK)
         w->coord_down = 0;  // connected again: the answer comes on the socket

@@ -17,6 +17,7 @@
 #include "birder.h"
 #include "digest.h"
 #include "log.h"
+#include "allreduce.h"
 #include "ps.h"
 #include "wckpt.h"
 #include "train.h"
@@ -325,6 +326,7 @@ static void checkpoint(wr_ps *w, int64_t t) {
 int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
     wr_ps *w = self;
     st->resume_at = 0;
+    if (w->ar) return wr_ar_step(w, st, err);
     int rc = step_once(w, st, err);
     if (rc == WR_EXIT_OK) checkpoint(w, st->t);
     if (rc != WR_PS_REJOIN) return rc;
@@ -338,6 +340,10 @@ void wr_ps_digests(void *self, int64_t t) {
     wr_ps *w = self;
     char e2[WR_ERR_LEN];
     if (w->coord_down) return;  // the coordinator is lost: a restarted one checks later steps
+    if (w->ar) {
+        wr_ar_digests(w, t);
+        return;
+    }
     for (int s = 0; s < w->n_shards; s++) {
         wr_pmsg h;
         wr_ps_hdr(w, &h, WR_MT_DIGEST);

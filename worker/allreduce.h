@@ -1,0 +1,108 @@
+// allreduce.h — private to the cluster exchange in mode=allreduce (the ps
+// exchange's files take the coordinator's part: config, registration,
+// heartbeat, leave; docs/ARCHITECTURE.md "mode=allreduce").
+//
+//   ar_mesh.c   the data endpoints: this worker's bound ones (tcp, and ipc
+//               for the workers of its node), one connection per peer,
+//               CHUNK messages out and in (an inbox for those that arrive
+//               before they are wanted), the topology (groups, local ranks)
+//   ar_algo.c   one step of each algorithm (ALGORITHMS.md 1.4 and 1.5):
+//               hierarchical, flat 1-bit all-gather, fp32 ring all-reduce
+//
+// Every member ends a step with the same update applied to the same
+// parameters: the Birder algorithms apply counts (bit-planes) that every
+// member holds identically; the ring sums each chunk once and passes the
+// finished sum on, so every member holds the same sums and runs the same
+// Adam (or SGDM) update.
+#ifndef WR_ALLREDUCE_H
+#define WR_ALLREDUCE_H
+
+#include <stdint.h>
+
+#include "cluster.h"
+#include "exchange.h"
+#include "proto.h"
+#include "ps.h"
+#include "transport.h"
+
+// One member of the job as this worker sees it.
+typedef struct {
+    int rank, group;
+    int local;  // its position in its group (rank order): the slice it owns
+    char addr[WR_ADDR_MAX], laddr[WR_ADDR_MAX], key[WR_CURVE_KEY_MAX];
+    uint8_t token[WR_TOKEN_LEN];
+    int same_node;    // in this worker's group: reached at laddr when there is one
+    wr_endpoint *ep;  // DEALER to its endpoint (NULL for this worker)
+} wr_ar_peer;
+
+// A CHUNK received before it was wanted, or being taken.
+typedef struct {
+    wr_msg msg;
+    wr_pmsg h;
+    int peer;  // index into peers
+} wr_ar_held;
+
+#define WR_AR_INBOX_MAX 512
+
+typedef struct wr_ar {
+    // endpoints: [0] tcp (or the only one), [1] ipc for the node (may be NULL)
+    wr_endpoint *in[2];
+    char bound[2][WR_ADDR_MAX];  // what each was bound at (advertised in REGISTER 'a', 'la')
+    wr_ar_peer *peers;           // every member in rank order, this worker included
+    int n, me;                   // members, this worker's index
+    int n_groups, G;             // groups (nodes) and workers per group (hierarchical: equal)
+    int *members_of;             // [n_groups * G]: peer indices of group g's local rank k (-1 when absent)
+    uint64_t *lo, *hi;           // [G] (hierarchical) or [n] (ring) slices of [0, d)
+    int n_slices;
+    wr_ar_held inbox[WR_AR_INBOX_MAX];
+    int n_held;
+    uint64_t d;
+    uint64_t *q, *q2, *planes, *scratch;              // bit buffers (sizes: ar_algo.c)
+    uint64_t **vecs;                                  // [max(n, G)] pointers for count_planes
+    float *acc;                                       // ring: the running sums (d floats)
+    float *v;                                         // ring: Adam's second moment (m is the ps state's)
+    uint64_t tx_inter, rx_inter, tx_intra, rx_intra;  // counted by the transport, all steps
+} wr_ar;
+
+// ar_mesh.c
+
+// Binds this worker's data endpoints before it registers: `bind` (tcp or
+// ipc; NULL = derived from the coordinator's address) and, for tcp, an ipc
+// endpoint for the workers of its node (`local`: NULL = a path in /tmp, ""
+// = none). Returns 0 or the exit status to stop with.
+int wr_ar_bind(wr_ps *w, char *err);
+
+// Takes the members from the job's map (every entry has a data address):
+// topology, tokens, keys; connects to every peer. Returns 0 or a status.
+int wr_ar_take_map(wr_ps *w, const wr_cluster *c, const wr_pmsg *map, char *err);
+
+// Sends a CHUNK of step t, stage sg, to peer p: n elements from offset o
+// (codec and nw as the stage needs), payload copied. Counts its bytes.
+int wr_ar_send(wr_ps *w, int p, int64_t t, int sg, uint64_t o, uint64_t n, int codec, uint32_t nw,
+               const void *payload, size_t len, char *err);
+
+// Waits (up to step_timeout, answering the coordinator meanwhile) for the
+// CHUNK of step t, stage sg, offset o from peer p, and copies its payload
+// into out (len bytes: must be the payload's size). Others that arrive are
+// kept. Returns 0 or the exit status to stop with.
+int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, char *err);
+
+// The transport's byte counts of the data endpoints since the last call,
+// split into intra-node (same group) and inter-node, added to *intra and
+// *inter (sent + received each). Also kept in ar->tx_*/rx_*.
+void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv);
+
+void wr_ar_free(wr_ar *ar);
+
+// ar_algo.c
+
+// Allocates the buffers of cfg.allreduce_algo once the members are known.
+void wr_ar_step_init(wr_ps *w);
+
+// The step exchange (exchange.h) in mode=allreduce.
+int wr_ar_step(wr_ps *w, wr_exchange_step *st, char *err);
+
+// DIGEST of the whole replica (shard 0 of the book) after step t.
+void wr_ar_digests(wr_ps *w, int64_t t);
+
+#endif

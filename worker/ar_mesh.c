@@ -1,0 +1,404 @@
+// ar_mesh.c — the data endpoints of mode=allreduce (allreduce.h): where a
+// worker listens for its peers' CHUNKs, its connections to them, and the
+// wait for one CHUNK with the others kept for later.
+//
+// Every worker binds a ROUTER (tcp, or ipc when the coordinator is reached
+// over ipc) and, with tcp, a second ROUTER on an ipc path for the workers
+// of its own node (group); it connects one DEALER to each peer (to the
+// peer's ipc endpoint when they share a group and it has one). A CHUNK is
+// accepted only from a member, with that member's token (the map's 'ta'),
+// of this job and epoch and of the current or next step: a peer may be one
+// step ahead (it finished step t once it had our last chunk of t).
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "allreduce.h"
+#include "bindaddr.h"
+#include "birder.h"
+#include "keys.h"
+#include "log.h"
+#include "node.h"
+#include "ps.h"
+#include "wr_common.h"
+
+// ---- binding ---------------------------------------------------------------------
+
+// The default data address: next to an ipc coordinator's socket, else tcp
+// on loopback when the coordinator is there, else every interface (which
+// wr_bind_policy then checks for keys or --allow-insecure).
+static void default_bind(const wr_ps *w, char *out, size_t len) {
+    const char *c = w->o->coordinator;
+    if (!strncmp(c, "ipc://", 6)) {
+        const char *slash = strrchr(c + 6, '/');
+        int dir = slash ? (int)(slash - (c + 6)) : 0;
+        snprintf(out, len, "ipc://%.*s/wren-ar-%d.sock", dir, c + 6, (int)getpid());
+    } else if (wr_addr_is_loopback(c)) {
+        snprintf(out, len, "tcp://127.0.0.1:0");
+    } else {
+        snprintf(out, len, "tcp://*:0");
+    }
+}
+
+static void data_opts(const wr_ps *w, wr_endpoint_opts *eo) {
+    wr_endpoint_opts_default(eo);
+    eo->linger_ms = 2000;
+    // As the shards' data sockets: no ZMTP heartbeats (a big frame on a busy
+    // machine would look like silence); liveness is the coordinator's.
+    eo->heartbeat_ms = 0;
+    eo->max_msg_size = wr_proto_data_frame_max(w->d);
+    eo->sndhwm = eo->rcvhwm = 256;  // a step's chunks from every peer, with room for the next step's
+}
+
+// Binds one ROUTER at addr; its real address (the port picked) into out.
+static int bind_one(wr_ps *w, const char *addr, int i, char *err) {
+    wr_endpoint_opts eo;
+    data_opts(w, &eo);
+    wr_node_keys_opts(&w->o->keys, &eo, NULL, 1u << WR_ROLE_WORKER);
+    char e2[WR_ERR_LEN];
+    if (wr_bind(w->ctx, addr, &eo, &w->ar->in[i], e2) != WR_OK)
+        return wr_ps_fail(w, 0, WR_EXIT_CONFIG, err, "data endpoint %s: %s", addr, e2);
+    if (wr_last_endpoint(w->ar->in[i], w->ar->bound[i], sizeof w->ar->bound[i]) != WR_OK)
+        snprintf(w->ar->bound[i], sizeof w->ar->bound[i], "%s", addr);
+    return WR_EXIT_OK;
+}
+
+int wr_ar_bind(wr_ps *w, char *err) {
+    if (!w->ar) w->ar = wr_calloc(1, sizeof *w->ar);
+    w->ar->d = w->d;
+    char want[WR_ADDR_MAX], addr[WR_ADDR_MAX], note[256], e2[WR_ERR_LEN];
+    if (w->o->data_bind && w->o->data_bind[0])
+        snprintf(want, sizeof want, "%s", w->o->data_bind);
+    else
+        default_bind(w, want, sizeof want);
+    if (wr_bind_policy(want, w->o->keys.on, w->o->allow_insecure, "--data-bind", addr, sizeof addr, note,
+                       sizeof note, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "%s", e2);
+    if (note[0]) wr_warn("%s", note);
+    int st = bind_one(w, addr, 0, err);
+    if (st || strncmp(addr, "tcp://", 6)) return st;
+    // tcp: the workers of this node reach this one over ipc.
+    const char *local = w->o->data_local;
+    if (local && (!local[0] || !strcmp(local, "none"))) return WR_EXIT_OK;
+    char lpath[WR_ADDR_MAX];
+    if (local)
+        snprintf(lpath, sizeof lpath, "%s", local);
+    else
+        snprintf(lpath, sizeof lpath, "ipc:///tmp/wren-ar-%d-%d.sock", (int)getuid(), (int)getpid());
+    return bind_one(w, lpath, 1, err);
+}
+
+// ---- the members -------------------------------------------------------------------
+
+static int by_rank(const void *a, const void *b) {
+    const wr_ar_peer *x = a, *y = b;
+    return (x->rank > y->rank) - (x->rank < y->rank);
+}
+
+// Groups, local ranks (position in the group by rank) and the table of
+// group g's local rank k.
+static int topology(wr_ps *w, char *err) {
+    wr_ar *ar = w->ar;
+    ar->n_groups = 0;
+    for (int i = 0; i < ar->n; i++) ar->n_groups = WR_MAX(ar->n_groups, ar->peers[i].group + 1);
+    int *size = wr_calloc((size_t)ar->n_groups, sizeof *size);
+    for (int i = 0; i < ar->n; i++) ar->peers[i].local = size[ar->peers[i].group]++;
+    ar->G = 0;
+    for (int g = 0; g < ar->n_groups; g++) ar->G = WR_MAX(ar->G, size[g]);
+    int uneven = 0;
+    for (int g = 0; g < ar->n_groups; g++) uneven |= size[g] != ar->G;
+    free(size);
+    if (uneven && w->cfg.allreduce_algo == WR_AR_HIER)
+        return wr_ps_fail(
+            w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+            "mode=allreduce, hierarchical: the map's groups are of unequal size (or numbered with "
+            "gaps): every group must have the same number of workers");
+    ar->members_of = wr_calloc((size_t)(ar->n_groups * ar->G), sizeof *ar->members_of);
+    for (int i = 0; i < ar->n_groups * ar->G; i++) ar->members_of[i] = -1;
+    for (int i = 0; i < ar->n; i++) ar->members_of[ar->peers[i].group * ar->G + ar->peers[i].local] = i;
+    return WR_EXIT_OK;
+}
+
+// Each slice (hierarchical: one per local rank; ring: one per worker) needs
+// a 64-element block of its own.
+static int check_size(wr_ps *w, char *err) {
+    int algo = w->cfg.allreduce_algo, k = algo == WR_AR_HIER ? w->ar->G : algo == WR_AR_RING ? w->ar->n : 1;
+    if ((uint64_t)k > wr_birder_words((size_t)w->d))
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "mode=allreduce: d = %llu parameters are fewer than 64 per slice for %d slices",
+                          (unsigned long long)w->d, k);
+    return WR_EXIT_OK;
+}
+
+// Copies the members (with their tokens, parallel to the map's entries) in
+// rank order and finds this worker among them.
+static int take_members(wr_ps *w, const wr_cluster *c, const wr_pmsg *map, char *err) {
+    wr_ar *ar = w->ar;
+    if (map->n_tokens != (uint32_t)c->n_workers)
+        return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                          "the all-reduce map carries %u tokens for %d workers ('ta'): coordinator too old?",
+                          map->n_tokens, c->n_workers);
+    ar->n = c->n_workers;
+    ar->peers = wr_calloc((size_t)ar->n, sizeof *ar->peers);
+    for (int i = 0; i < ar->n; i++) {
+        wr_ar_peer *p = &ar->peers[i];
+        const wr_worker_info *wi = &c->workers[i];
+        p->rank = wi->rank;
+        p->group = wi->group;
+        memcpy(p->addr, wi->addr, sizeof p->addr);
+        memcpy(p->laddr, wi->laddr, sizeof p->laddr);
+        memcpy(p->key, wi->key, sizeof p->key);
+        memcpy(p->token, map->tokens[i], WR_TOKEN_LEN);
+        if (p->group < 0)
+            return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                              "the all-reduce map gives worker %d no group", p->rank);
+        if (w->o->keys.on && !p->key[0])
+            return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                              "worker %d has no key in the cluster map: this worker has keys, the "
+                              "coordinator runs without them",
+                              p->rank);
+    }
+    qsort(ar->peers, (size_t)ar->n, sizeof *ar->peers, by_rank);
+    ar->me = -1;
+    for (int i = 0; i < ar->n; i++)
+        if (ar->peers[i].rank == w->rank) ar->me = i;
+    for (int i = 0; i < ar->n; i++) ar->peers[i].same_node = ar->peers[i].group == ar->peers[ar->me].group;
+    return WR_EXIT_OK;
+}
+
+// With keys: the peers' public keys are the only clients the data
+// endpoints admit.
+static int admit_peers(wr_ps *w, char *err) {
+    if (!w->o->keys.on) return WR_EXIT_OK;
+    wr_ar *ar = w->ar;
+    wr_allowed_key *a = wr_calloc((size_t)ar->n, sizeof *a);
+    for (int i = 0; i < ar->n; i++) {
+        memcpy(a[i].key, ar->peers[i].key, sizeof a[i].key);
+        a[i].role_bit = 1u << WR_ROLE_WORKER;
+        snprintf(a[i].user, sizeof a[i].user, "worker:%d", ar->peers[i].rank);
+    }
+    char e2[WR_ERR_LEN];
+    int rc = wr_transport_set_allowlist(w->ctx, a, ar->n, e2);
+    free(a);
+    if (rc != WR_OK) return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "data endpoint keys: %s", e2);
+    return WR_EXIT_OK;
+}
+
+static int connect_peer(wr_ps *w, wr_ar_peer *p, char *err) {
+    wr_endpoint_opts eo;
+    data_opts(w, &eo);
+    wr_node_keys_opts(&w->o->keys, &eo, p->key, 0);
+    const char *addr = p->same_node && p->laddr[0] ? p->laddr : p->addr;
+    char e2[WR_ERR_LEN];
+    if (wr_connect(w->ctx, addr, &eo, &p->ep, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "worker %d's data endpoint %s: %s",
+                          p->rank, addr, e2);
+    return WR_EXIT_OK;
+}
+
+int wr_ar_take_map(wr_ps *w, const wr_cluster *c, const wr_pmsg *map, char *err) {
+    if (w->ar->peers)
+        return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                          "a second all-reduce map (epoch %llu): mode=allreduce has a fixed membership",
+                          (unsigned long long)c->epoch);
+    int st = take_members(w, c, map, err);
+    if (!st && w->ar->me < 0)
+        st = wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err, "the all-reduce map does not name rank %d",
+                        w->rank);
+    if (!st) st = topology(w, err);
+    if (!st) st = check_size(w, err);
+    if (!st) st = admit_peers(w, err);
+    for (int i = 0; !st && i < w->ar->n; i++)
+        if (i != w->ar->me) st = connect_peer(w, &w->ar->peers[i], err);
+    return st;
+}
+
+// ---- sending ---------------------------------------------------------------------
+
+int wr_ar_send(wr_ps *w, int p, int64_t t, int sg, uint64_t o, uint64_t n, int codec, uint32_t nw,
+               const void *payload, size_t len, char *err) {
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_CHUNK);
+    h.step = (uint64_t)t;
+    h.stage = sg;
+    h.offset = o;
+    h.n_elems = n;
+    h.codec = codec;
+    h.n_workers = codec == WR_CODEC_PLANES ? nw : 0;
+    h.payload_len = len;
+    char e2[WR_ERR_LEN];
+    wr_ar_peer *pe = &w->ar->peers[p];
+    int rc = wr_ps_send(w, pe->ep, &h, payload, len, NULL, NULL, (int)(w->cfg.step_timeout * 1000), NULL, e2);
+    if (rc != WR_OK)
+        return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err,
+                          "step %lld: CHUNK (stage %d) to worker %d: %s", (long long)t, sg, pe->rank, e2);
+    return WR_EXIT_OK;
+}
+
+// ---- receiving -------------------------------------------------------------------
+
+static int peer_of_rank(const wr_ar *ar, int rank) {
+    int lo = 0, hi = ar->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (ar->peers[mid].rank == rank) return mid;
+        if (ar->peers[mid].rank < rank)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
+}
+
+// Who may send this CHUNK: a member other than us with its own token.
+// Returns the peer index, or -1 (reason in why).
+static int check_sender(const wr_ps *w, const wr_pmsg *h, char *why, size_t len) {
+    int p = peer_of_rank(w->ar, h->rank);
+    if (p < 0 || p == w->ar->me) {
+        snprintf(why, len, "CHUNK from rank %d, not a peer of this job", h->rank);
+        return -1;
+    }
+    if (!h->has_token || memcmp(h->token, w->ar->peers[p].token, WR_TOKEN_LEN) != 0) {
+        snprintf(why, len, "CHUNK from rank %d without that rank's token", h->rank);
+        return -1;
+    }
+    return p;
+}
+
+// Receives what endpoint i holds into the inbox. Returns 0 or a status.
+static int receive_into_inbox(wr_ps *w, int i, int64_t t, char *err) {
+    wr_ar *ar = w->ar;
+    wr_proto_expect ex = {.job_id = w->cfg.job_id, .check_epoch = 1, .epoch = w->epoch, .check_step = 1};
+    ex.step_min = (uint64_t)t;
+    ex.step_max = (uint64_t)t + 1;
+    for (int k = 0; k < 64; k++) {
+        wr_ar_held *hd = &ar->inbox[ar->n_held];
+        char e2[WR_ERR_LEN];
+        int rc = wr_ps_recv(ar->in[i], 0, &ex, &hd->msg, &hd->h, e2);
+        if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) return WR_EXIT_OK;
+        if (rc == WR_EPROTO) {
+            wr_warn("step %lld: data endpoint: %s", (long long)t, e2);
+            continue;
+        }
+        if (rc != WR_OK)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: data endpoint %s: %s",
+                              (long long)t, ar->bound[i], e2);
+        char why[128];
+        hd->peer = hd->h.type == WR_MT_CHUNK ? check_sender(w, &hd->h, why, sizeof why) : -1;
+        if (hd->h.type != WR_MT_CHUNK)
+            snprintf(why, sizeof why, "%s on a data endpoint", wr_msg_type_name(hd->h.type));
+        if (hd->peer < 0) {
+            wr_warn("step %lld: refused: %s", (long long)t, why);
+            wr_msg_release(&hd->msg);
+            wr_pmsg_clear(&hd->h);
+            continue;
+        }
+        if (++ar->n_held == WR_AR_INBOX_MAX)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                              "step %lld: %d chunks held that no stage took", (long long)t, WR_AR_INBOX_MAX);
+    }
+    return WR_EXIT_OK;
+}
+
+// The held CHUNK of (peer, step, stage, offset), or -1.
+static int find_held(const wr_ar *ar, int p, int64_t t, int sg, uint64_t o) {
+    for (int i = 0; i < ar->n_held; i++) {
+        const wr_ar_held *hd = &ar->inbox[i];
+        if (hd->peer == p && hd->h.step == (uint64_t)t && hd->h.stage == sg && hd->h.offset == o) return i;
+    }
+    return -1;
+}
+
+// Copies held chunk i's payload out (its size must be len) and drops it.
+static int take_held(wr_ps *w, int i, void *out, size_t len, char *err) {
+    wr_ar *ar = w->ar;
+    wr_ar_held *hd = &ar->inbox[i];
+    int st = WR_EXIT_OK;
+    if (hd->msg.payload.len != len)
+        st = wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                        "step %llu: CHUNK (stage %d, offset %llu) from worker %d has %zu bytes, %zu expected",
+                        (unsigned long long)hd->h.step, hd->h.stage, (unsigned long long)hd->h.offset,
+                        ar->peers[hd->peer].rank, hd->msg.payload.len, len);
+    else
+        memcpy(out, hd->msg.payload.data, len);
+    wr_msg_release(&hd->msg);
+    wr_pmsg_clear(&hd->h);
+    ar->inbox[i] = ar->inbox[--ar->n_held];
+    return st;
+}
+
+int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, char *err) {
+    wr_ar *ar = w->ar;
+    double t0 = wr_now();
+    wr_endpoint *eps[3] = {ar->in[0], ar->in[1] ? ar->in[1] : w->coord, w->coord};
+    int neps = ar->in[1] ? 3 : 2, ready[3];
+    for (;;) {
+        int i = find_held(ar, p, t, sg, o);
+        if (i >= 0) return take_held(w, i, out, len, err);
+        double left = w->cfg.step_timeout - (wr_now() - t0);
+        if (left <= 0)
+            return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
+                              "step %lld: no CHUNK (stage %d, offset %llu) from worker %d (%s) within %g s",
+                              (long long)t, sg, (unsigned long long)o, ar->peers[p].rank, ar->peers[p].addr,
+                              w->cfg.step_timeout);
+        char e2[WR_ERR_LEN];
+        int n = wr_poll(eps, neps, ready, (int)WR_MIN(left * 1000 + 1, 500), e2);
+        if (n < 0)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: poll: %s", (long long)t,
+                              e2);
+        for (int k = 0; k < neps - 1; k++) {
+            int st = ready[k] ? receive_into_inbox(w, k, t, err) : 0;
+            if (st) return st;
+        }
+        // The coordinator: SHUTDOWN (a peer was lost, the job stops), ERROR.
+        int st = wr_ps_poll_coordinator(w, t, 0, err);
+        if (st) return st;
+    }
+}
+
+// ---- counting and the end ---------------------------------------------------------
+
+void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv) {
+    wr_ar *ar = w->ar;
+    uint64_t tx_inter = 0, tx_intra = 0, rx = 0;
+    for (int i = 0; i < ar->n; i++) {
+        uint64_t s, r;
+        if (i == ar->me || wr_endpoint_bytes(ar->peers[i].ep, &s, &r) != WR_OK) continue;
+        *(ar->peers[i].same_node ? &tx_intra : &tx_inter) += s;
+    }
+    for (int i = 0; i < 2; i++) {
+        uint64_t s, r;
+        if (ar->in[i] && wr_endpoint_bytes(ar->in[i], &s, &r) == WR_OK) rx += r;
+    }
+    uint64_t rx_all = ar->rx_inter + ar->rx_intra;
+    *sent += (double)(tx_inter + tx_intra - ar->tx_inter - ar->tx_intra);
+    *recv += (double)(rx - rx_all);
+    ar->tx_inter = tx_inter;
+    ar->tx_intra = tx_intra;
+    ar->rx_inter = rx;  // received: not split by node (one endpoint may serve both)
+    ar->rx_intra = 0;
+}
+
+void wr_ar_free(wr_ar *ar) {
+    if (!ar) return;
+    for (int i = 0; i < ar->n_held; i++) {
+        wr_msg_release(&ar->inbox[i].msg);
+        wr_pmsg_clear(&ar->inbox[i].h);
+    }
+    for (int i = 0; i < ar->n; i++) wr_close(ar->peers[i].ep);
+    for (int i = 0; i < 2; i++) wr_close(ar->in[i]);
+    free(ar->peers);
+    free(ar->members_of);
+    free(ar->lo);
+    free(ar->hi);
+    free(ar->q);
+    free(ar->q2);
+    free(ar->planes);
+    free(ar->scratch);
+    free(ar->vecs);
+    free(ar->acc);
+    free(ar->v);
+    free(ar);
+}
