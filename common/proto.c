@@ -814,6 +814,7 @@ static int check_chunk(dctx *c, const wr_pmsg *m, uint64_t payload) {
                     WR_AR_SCATTER, WR_AR_STAGE_COUNT_ - 1);
     int fp32 = m->stage == WR_AR_RING_REDUCE || m->stage == WR_AR_RING_GATHER;
     int want = fp32 ? WR_CODEC_FP32 : m->stage == WR_AR_GATHER ? WR_CODEC_PLANES : WR_CODEC_BITS;
+    if (m->stage == WR_AR_DOWN && m->codec == WR_CODEC_PLANES) want = WR_CODEC_PLANES;  // either broadcast
     if (m->codec != want)
         return fail(c->perr, WR_PERR_RANGE, c->err, "CHUNK field 'c' (codec): %d (%s), stage %d sends %s",
                     m->codec, codec_name(m->codec), m->stage, codec_name(want));

@@ -76,6 +76,8 @@ enum wr_ar_stage {
     WR_AR_FLAT_BITS,    // flat: a worker's whole bit vector, to every other worker (BITS)
     WR_AR_RING_REDUCE,  // ring_fp32: a partial sum of one chunk, to the next in the ring (FP32)
     WR_AR_RING_GATHER,  // ring_fp32: a finished sum of one chunk, to the next in the ring (FP32)
+    WR_AR_UP,    // mode=ps, ps_node_aggregate: a worker's re-quantized slice, to its node's leader (BITS)
+    WR_AR_DOWN,  // mode=ps, ps_node_aggregate: a shard's BROADCAST, relayed by the leader (BITS, PLANES)
     WR_AR_STAGE_COUNT_
 };
 
