@@ -88,9 +88,9 @@ int wr_ar_send(wr_ps *w, int p, int64_t t, int sg, uint64_t o, uint64_t n, int c
 int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, char *err);
 
 // The transport's byte counts of the data endpoints since the last call,
-// split into intra-node (same group) and inter-node, added to *intra and
-// *inter (sent + received each). Also kept in ar->tx_*/rx_*.
-void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv);
+// added to *sent and *recv, and of *sent those to other groups to
+// *internode. The totals so far stay in ar->tx_* / rx_* (rx not split).
+void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv, double *internode);
 
 void wr_ar_free(wr_ar *ar);
 

@@ -255,7 +255,7 @@ int wr_ar_step(wr_ps *w, wr_exchange_step *st, char *err) {
         st->t_codec += wr_now() - t0;
         rc = algo == WR_AR_HIER ? hierarchical(w, st, err) : flat(w, st, err);
     }
-    wr_ar_count_bytes(w, &st->bytes_sent, &st->bytes_recv);
+    wr_ar_count_bytes(w, &st->bytes_sent, &st->bytes_recv, &st->bytes_internode);
     return rc;
 }
 

@@ -360,7 +360,7 @@ int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t
 
 // ---- counting and the end ---------------------------------------------------------
 
-void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv) {
+void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv, double *internode) {
     wr_ar *ar = w->ar;
     uint64_t tx_inter = 0, tx_intra = 0, rx = 0;
     for (int i = 0; i < ar->n; i++) {
@@ -374,6 +374,7 @@ void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv) {
     }
     uint64_t rx_all = ar->rx_inter + ar->rx_intra;
     *sent += (double)(tx_inter + tx_intra - ar->tx_inter - ar->tx_intra);
+    *internode += (double)(tx_inter - ar->tx_inter);
     *recv += (double)(rx - rx_all);
     ar->tx_inter = tx_inter;
     ar->tx_intra = tx_intra;

@@ -43,6 +43,7 @@ typedef struct {
     int overflow;                   // the loss scale overflowed: g is zero this step
     double t_codec;                 // out: seconds of codec work (encode + apply) within step
     double bytes_sent, bytes_recv;  // out: bytes of the step's messages (headers + payloads)
+    double bytes_internode;         // out: of bytes_sent, those to workers of other groups (allreduce)
     // out: 0, or the step this worker goes on from after it rejoined the job
     // during this step (ps: removed by the coordinator, registered again and
     // admitted as a joiner). Step t was not done; the parameters are the job's

@@ -48,6 +48,7 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
     json_num(f, "samples_per_s", wr_train_samples_per_s(s), 0);
     json_num(f, "bytes_sent_per_step", s->bytes_sent / steps, 0);
     json_num(f, "bytes_recv_per_step", s->bytes_recv / steps, 0);
+    json_num(f, "internode_bytes_sent_per_step", s->bytes_internode / steps, 0);
     json_num(f, "tta88_seconds", s->tta88_seconds, 0);
     fprintf(f, "  \"tta88_step\": %lld,\n", (long long)s->tta88_step);
     json_num(f, "step_ms", step_time / steps * 1e3, 0);

@@ -23,6 +23,7 @@ typedef struct {
     int64_t tta88_step;             // the step of that evaluation (0 if never)
     double final_loss;              // mean train loss over the last progress window
     double bytes_sent, bytes_recv;  // totals in the step path (headers + payloads)
+    double bytes_internode;         // of bytes_sent, to workers of other groups (mode=allreduce; else 0)
     double t_compute, t_encode, t_comm, t_eval;  // seconds spent in each part of the steps
     int64_t evals;                               // test evaluations done
     double step_ms_median;  // median step time (ms; steady state, unlike the mean); 0 = unknown
@@ -43,7 +44,8 @@ int wr_write_summary(const char *path, const char *mode, const wr_job_config *cf
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
 // steps, accuracy (last test accuracy, -1 = none), best_accuracy,
 // final_loss, seconds, samples_per_s (global, training steps only),
-// bytes_sent_per_step, bytes_recv_per_step, tta88_seconds (-1 = not
+// bytes_sent_per_step, bytes_recv_per_step, internode_bytes_sent_per_step
+// (mode=allreduce: to other groups, as the transport counted), tta88_seconds (-1 = not
 // reached), tta88_step, step_ms (mean), step_ms_median, compute_ms_per_step,
 // encode_ms_per_step, comm_ms_per_step, comm_share, eval_seconds. Non-finite
 // numbers are written as null.

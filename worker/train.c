@@ -221,6 +221,7 @@ static int one_step(run *r, int64_t t, int64_t *epoch, int64_t *next, char *err)
     r->st.t_comm += all - comp - s.t_codec;
     r->st.bytes_sent += s.bytes_sent;
     r->st.bytes_recv += s.bytes_recv;
+    r->st.bytes_internode += s.bytes_internode;
     window *w = &r->win;
     w->comp += comp;
     w->enc += s.t_codec;
@@ -290,8 +291,10 @@ static int finish(run *r, char *err) {
         s->bytes_recv / steps);
     if (!r->o->summary_path) return WR_EXIT_OK;
     const wr_train_job *j = &r->job;
-    if (wr_write_summary(r->o->summary_path, r->ex.ops->mode, &j->cfg, j->rank, j->n_workers, j->n_shards, s,
-                         err) != WR_OK)
+    // The cluster exchange serves both cluster modes: the summary names the job's.
+    const char *mode = j->cfg.mode == WR_MODE_ALLREDUCE ? "allreduce" : r->ex.ops->mode;
+    if (wr_write_summary(r->o->summary_path, mode, &j->cfg, j->rank, j->n_workers, j->n_shards, s, err) !=
+        WR_OK)
         return WR_EXIT_FAILURE;
     return WR_EXIT_OK;
 }
