@@ -389,7 +389,11 @@ void wr_ar_free(wr_ar *ar) {
         wr_pmsg_clear(&ar->inbox[i].h);
     }
     for (int i = 0; i < ar->n; i++) wr_close(ar->peers[i].ep);
-    for (int i = 0; i < 2; i++) wr_close(ar->in[i]);
+    for (int i = 0; i < 2; i++) {
+        wr_close(ar->in[i]);
+        // ZeroMQ leaves the socket file of a closed ipc listener behind
+        if (ar->in[i] && !strncmp(ar->bound[i], "ipc://", 6)) unlink(ar->bound[i] + 6);
+    }
     free(ar->peers);
     free(ar->members_of);
     free(ar->lo);
