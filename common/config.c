@@ -203,6 +203,8 @@ typedef struct {
 
 static const char *const kModeNames[] = {"ps", "allreduce"};
 static const int kModeVals[] = {WR_MODE_PS, WR_MODE_ALLREDUCE};
+static const char *const kAlgoNames[] = {"hierarchical", "flat", "ring_fp32"};
+static const int kAlgoVals[] = {WR_AR_HIER, WR_AR_ALLGATHER, WR_AR_RING};
 static const char *const kCodecNames[] = {"birder", "fp32"};
 static const int kCodecVals[] = {WR_JOB_CODEC_BIRDER, WR_JOB_CODEC_FP32};
 static const char *const kBcastNames[] = {"1bit", "exact"};
@@ -276,6 +278,7 @@ static int check_opt_path(const char *v, char *why, size_t why_len) {
 static const key_t_ kKeys[] = {
     U64("job_id", job_id, 1, "an integer >= 1"),
     ENUMK("mode", mode, "one of ps, allreduce", kMode),
+    ENUMK("allreduce_algo", allreduce_algo, "one of hierarchical, flat, ring_fp32", kAlgo),
     INT("shards", shards, 1, WR_MAX_SHARDS, "an integer in [1, 1024]"),
     INT("workers", workers, 1, WR_MAX_WORKERS, "an integer in [1, 4096]"),
     INT("min_workers", min_workers, 0, WR_MAX_WORKERS, "an integer in [0, 4096] (0 = workers)"),
@@ -573,9 +576,33 @@ int wr_config_load_file(wr_job_config *c, const char *path, char *err) {
     return rc;
 }
 
+// mode=allreduce: the codec the algorithm needs, no checkpoints, a fixed
+// membership (docs/CONFIG.md). WR_OK or WR_ERR naming the keys.
+static int validate_allreduce(const wr_job_config *c, char *err) {
+    static const char *const algo[] = {"hierarchical", "flat", "ring_fp32"};
+    int ring = c->allreduce_algo == WR_AR_RING;
+    int want = ring ? WR_JOB_CODEC_FP32 : WR_JOB_CODEC_BIRDER;
+    if (c->codec != want)
+        return wr_err(err, WR_ERR,
+                      "config keys 'mode', 'allreduce_algo' and 'codec': mode=allreduce with "
+                      "allreduce_algo=%s needs codec=%s, got codec=%s",
+                      algo[c->allreduce_algo], ring ? "fp32" : "birder", ring ? "birder" : "fp32");
+    if (c->checkpoint_every > 0 || c->resume)
+        return wr_err(err, WR_ERR,
+                      "config keys 'mode' and '%s': checkpoints and resume are not supported in "
+                      "mode=allreduce in this version",
+                      c->checkpoint_every > 0 ? "checkpoint_every" : "resume");
+    if ((c->min_workers && c->min_workers != c->workers) || (c->max_workers && c->max_workers != c->workers))
+        return wr_err(err, WR_ERR,
+                      "config keys 'mode', 'min_workers', 'max_workers' and 'workers': mode=allreduce has a "
+                      "fixed membership, so min_workers and max_workers must equal workers (%d) or be 0, got "
+                      "%d and %d",
+                      c->workers, c->min_workers, c->max_workers);
+    return WR_OK;
+}
+
 int wr_config_validate(const wr_job_config *c, char *err) {
-    if (c->mode == WR_MODE_ALLREDUCE)
-        return wr_err(err, WR_ERR, "config key 'mode': allreduce is not supported yet (use mode=ps)");
+    if (c->mode == WR_MODE_ALLREDUCE && validate_allreduce(c, err) != WR_OK) return WR_ERR;
     int lo = wr_config_min_workers(c), hi = wr_config_max_workers(c);
     if (lo > c->workers || hi < c->workers)
         return wr_err(err, WR_ERR,

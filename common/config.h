@@ -23,6 +23,10 @@
 #define WR_MAX_SYNTH_PARAMS 4294967295ull
 
 enum wr_job_mode { WR_MODE_PS = 0, WR_MODE_ALLREDUCE = 1 };
+// mode=allreduce: how the workers combine a step (ALGORITHMS.md 1.4; docs/CONFIG.md).
+// allreduce_algo = flat is WR_AR_ALLGATHER: WR_AR_FLAT was the CHUNK stage's
+// name (proto.h), now WR_AR_FLAT_BITS, so that neither meaning compiles by mistake.
+enum wr_allreduce_algo { WR_AR_HIER = 0, WR_AR_ALLGATHER, WR_AR_RING };
 enum wr_job_codec { WR_JOB_CODEC_BIRDER = 0, WR_JOB_CODEC_FP32 = 1 };
 enum wr_bcast { WR_BCAST_1BIT = 0, WR_BCAST_EXACT = 1 };
 enum wr_optimizer { WR_OPT_ADAM = 0, WR_OPT_SGDM = 1 };
@@ -30,7 +34,8 @@ enum wr_lr_schedule { WR_LR_CONSTANT = 0, WR_LR_COSINE = 1 };
 
 typedef struct {
     uint64_t job_id;                // job_id: tags every message (default 1)
-    int mode;                       // mode = ps | allreduce (allreduce is refused until that exchange exists)
+    int mode;                       // mode = ps | allreduce (allreduce: no shards, the workers combine)
+    int allreduce_algo;             // allreduce_algo = hierarchical | flat | ring_fp32 (mode=allreduce)
     int shards;                     // shards = S (>= 1)
     int workers;                    // workers = n (>= 1): the job forms with this many
     int min_workers;                // min_workers: below it the job waits for joiners (0 = workers)

@@ -73,7 +73,7 @@ enum wr_ar_stage {
     WR_AR_SCATTER = 1,  // hierarchical 2: a worker's bits of slice k, to local worker k (BITS)
     WR_AR_NODES,   // hierarchical 4: a node's re-quantized bits of slice k, to local rank k elsewhere (BITS)
     WR_AR_GATHER,  // hierarchical 5: the counts of slice k over the nodes, to the node (PLANES)
-    WR_AR_FLAT,    // flat: a worker's whole bit vector, to every other worker (BITS)
+    WR_AR_FLAT_BITS,    // flat: a worker's whole bit vector, to every other worker (BITS)
     WR_AR_RING_REDUCE,  // ring_fp32: a partial sum of one chunk, to the next in the ring (FP32)
     WR_AR_RING_GATHER,  // ring_fp32: a finished sum of one chunk, to the next in the ring (FP32)
     WR_AR_STAGE_COUNT_

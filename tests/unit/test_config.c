@@ -129,6 +129,67 @@ static void test_every_key_parses(void **state) {
     assert_int_equal(wr_config_set_kv(&c, "model=cnn", err), WR_OK);
     assert_int_equal(wr_config_set_kv(&c, "mode=allreduce", err), WR_OK);
     assert_int_equal(c.mode, WR_MODE_ALLREDUCE);
+    assert_int_equal(c.allreduce_algo, WR_AR_HIER);  // the default
+    assert_int_equal(wr_config_set_kv(&c, "allreduce_algo=flat", err), WR_OK);
+    assert_int_equal(c.allreduce_algo, WR_AR_ALLGATHER);
+    assert_int_equal(wr_config_set_kv(&c, "allreduce_algo=ring_fp32", err), WR_OK);
+    assert_int_equal(c.allreduce_algo, WR_AR_RING);
+    assert_int_equal(wr_config_set_kv(&c, "allreduce_algo=tree", err), WR_ERR);
+    assert_non_null(strstr(err, "allreduce_algo"));
+    assert_int_equal(c.allreduce_algo, WR_AR_RING);  // unchanged by the refusal
+}
+
+// mode=allreduce: the codec each algorithm needs, no checkpoints or resume,
+// a fixed membership; shards is ignored; the algorithm decides the numbers.
+static void test_validate_allreduce(void **state) {
+    (void)state;
+    wr_job_config c;
+    char err[WR_ERR_LEN];
+    wr_config_defaults(&c);
+    c.mode = WR_MODE_ALLREDUCE;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);  // hierarchical + birder
+    c.shards = 1024;                                       // ignored
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.allreduce_algo = WR_AR_ALLGATHER;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.codec = WR_JOB_CODEC_FP32;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'codec'"));
+    assert_non_null(strstr(err, "allreduce_algo=flat needs codec=birder"));
+    c.allreduce_algo = WR_AR_RING;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.optimizer = WR_OPT_SGDM;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.codec = WR_JOB_CODEC_BIRDER;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "allreduce_algo=ring_fp32 needs codec=fp32"));
+    wr_config_defaults(&c);
+    c.mode = WR_MODE_ALLREDUCE;
+    c.checkpoint_every = 10;
+    snprintf(c.checkpoint_dir, sizeof c.checkpoint_dir, "/tmp/x");
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'checkpoint_every'"));
+    assert_non_null(strstr(err, "not supported in mode=allreduce in this version"));
+    c.checkpoint_every = 0;
+    c.resume = 1;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'resume'"));
+    c.resume = 0;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);  // a checkpoint_dir alone is fine
+    c.min_workers = 2;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'min_workers'"));
+    assert_non_null(strstr(err, "fixed membership"));
+    c.min_workers = 4;  // = workers
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.max_workers = 8;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'max_workers'"));
+    c.max_workers = 0;
+    // the algorithm is part of the numeric config's digest
+    wr_job_config d = c;
+    d.allreduce_algo = WR_AR_ALLGATHER;
+    assert_true(wr_config_digest(&c) != wr_config_digest(&d));
 }
 
 // Bad values: refused, config untouched, message names the key and the value.
@@ -399,10 +460,6 @@ static void test_validate(void **state) {
     assert_int_equal(wr_config_min_workers(&c), 4);
     assert_int_equal(wr_config_max_workers(&c), 4);
     wr_config_defaults(&c);
-    c.mode = WR_MODE_ALLREDUCE;
-    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
-    assert_non_null(strstr(err, "'mode'"));
-    wr_config_defaults(&c);
     c.heartbeat_timeout = 1.0;
     assert_int_equal(wr_config_validate(&c, err), WR_ERR);
     assert_non_null(strstr(err, "heartbeat_timeout"));
@@ -476,17 +533,12 @@ static void test_every_key_documented(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),
-        cmocka_unit_test(test_every_key_parses),
-        cmocka_unit_test(test_bad_values),
-        cmocka_unit_test(test_unknown_key),
-        cmocka_unit_test(test_parse_buffer),
-        cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_load_file),
-        cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_validate),
-        cmocka_unit_test(test_schedule),
-        cmocka_unit_test(test_every_key_documented),
+        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_every_key_parses),
+        cmocka_unit_test(test_bad_values),   cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_parse_buffer), cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_load_file),    cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_validate),     cmocka_unit_test(test_validate_allreduce),
+        cmocka_unit_test(test_schedule),     cmocka_unit_test(test_every_key_documented),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
