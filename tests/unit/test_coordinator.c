@@ -201,6 +201,42 @@ static void test_window_follows(void **state) {
     wr_digest_book_free(b);
 }
 
+// mode=allreduce: no shard, the workers are compared with each other; a
+// check completes with every member, a removed one's open checks without it.
+static void test_book_no_master(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(3, 1);
+    wr_digest_book_no_master(b);
+    wr_digest_book_set_limits(b, 10, 4, 8);
+    char rep[512];
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 3, 5, rep, sizeof rep), -1);  // no master slot
+    assert_non_null(strstr(rep, "no shards"));
+    assert_int_equal(wr_digest_book_add(b, 10, 1, 0, 5, rep, sizeof rep), -1);  // sh = 0 only
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 2, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 0, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 1, 5, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_passed(b), 1);
+    // one worker differs: named, the lowest rank is the reference
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 0, 7, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 1, 8, rep, sizeof rep), 0);
+    wr_digest_book_describe_open(b, rep, sizeof rep);
+    assert_non_null(strstr(rep, "step 20, shard 0: missing worker 2)"));  // no "shard master"
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 2, 7, rep, sizeof rep), 2);
+    assert_non_null(strstr(rep, "step 20"));
+    assert_non_null(strstr(rep, "reference 0000000000000007 (worker 0)"));
+    assert_non_null(strstr(rep, "worker 0 agrees"));
+    assert_non_null(strstr(rep, "worker 1 DIFFERS"));
+    assert_non_null(strstr(rep, "worker 2 agrees"));
+    assert_int_equal(wr_digest_book_failed(b), 1);
+    // worker 0 reports, worker 1 and 2 never do: open until removed
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 0, 9, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_incomplete(b), 1);
+    assert_int_equal(wr_digest_book_member(b, 1, 0, 0, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_member(b, 2, 0, 0, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_incomplete(b), 0);
+    wr_digest_book_free(b);
+}
+
 static void test_majority(void **state) {
     (void)state;
     const wr_size_report odd_first[] = {{5, 60000}, {101770, 60000}, {101770, 60000}};
@@ -276,7 +312,7 @@ int main(void) {
         cmocka_unit_test(test_all_agree),  cmocka_unit_test(test_mismatch_report),
         cmocka_unit_test(test_refusals),   cmocka_unit_test(test_many_open),
         cmocka_unit_test(test_majority),   cmocka_unit_test(test_host_set),
-        cmocka_unit_test(test_role_check),
+        cmocka_unit_test(test_role_check), cmocka_unit_test(test_book_no_master),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
