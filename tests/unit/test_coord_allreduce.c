@@ -66,6 +66,7 @@ static void start(job *j, int workers, int algo, double register_timeout) {
     j->o.cfg.steps = STEPS;
     j->o.cfg.digest_every = 5;
     j->o.cfg.register_timeout = register_timeout;
+    j->o.cfg.heartbeat_interval = 0.2;  // probes: a closed connection is seen within 0.2 s
     snprintf(j->o.cfg.model, sizeof j->o.cfg.model, "synthetic:%d", D);
     char err[WR_ERR_LEN];
     assert_int_equal(wr_config_validate(&j->o.cfg, err), WR_OK);
@@ -372,11 +373,74 @@ static void test_ar_worker_departs(void **state) {
     cleanup(&j);
 }
 
+// 2 workers formed (ranks 0, 1) with fast probes.
+static void form_two(job *j, wr_endpoint **w, int port) {
+    wr_pmsg m;
+    for (int i = 0; i < 2; i++) {
+        w[i] = node(j);
+        char a[32];
+        snprintf(a, sizeof a, "tcp://*:%d", port + i);
+        join(j, w[i], a, "n", "");
+        usleep(20000);
+    }
+    for (int i = 0; i < 2; i++) {
+        recv_type(w[i], WR_MT_CLUSTER_MAP, 1, &m);
+        assert_int_equal(m.rank, i);
+        wr_pmsg_clear(&m);
+    }
+}
+
+// A worker whose connection closes is lost: the job stops (status 5).
+static void test_ar_worker_lost(void **state) {
+    (void)state;
+    job j;
+    start(&j, 2, WR_AR_ALLGATHER, 10);
+    wr_endpoint *w[2];
+    form_two(&j, w, 7700);
+    wr_close(w[1]);
+    wr_pmsg m;
+    recv_type(w[0], WR_MT_SHUTDOWN, 0, &m);
+    assert_int_equal(m.code, WR_EXIT_NODE_LOST);
+    assert_non_null(strstr(m.reason, "worker 1 on host host-x is dead"));
+    assert_non_null(strstr(m.reason, "mode=allreduce cannot go on without it"));
+    wr_pmsg_clear(&m);
+    assert_int_equal(finish(&j), WR_EXIT_NODE_LOST);
+    wr_close(w[0]);
+    cleanup(&j);
+}
+
+// A worker's ERROR (its peers are alive) stops the job with status 5.
+static void test_ar_worker_error(void **state) {
+    (void)state;
+    job j;
+    start(&j, 2, WR_AR_ALLGATHER, 10);
+    wr_endpoint *w[2];
+    form_two(&j, w, 7800);
+    wr_pmsg h, m;
+    wr_pmsg_init(&h, WR_MT_ERROR);
+    h.job_id = j.o.cfg.job_id;
+    h.epoch = 1;
+    h.rank = 1;
+    h.code = WR_EC_INTERNAL;
+    snprintf(h.reason, sizeof h.reason, "out of memory");
+    send_msg(&j, w[1], &h);
+    recv_type(w[0], WR_MT_SHUTDOWN, 0, &m);
+    assert_int_equal(m.code, WR_EXIT_NODE_LOST);
+    assert_non_null(strstr(m.reason, "worker 1 on host host-x reported an error (error): out of memory"));
+    assert_non_null(strstr(m.reason, "mode=allreduce cannot go on without it"));
+    wr_pmsg_clear(&m);
+    assert_int_equal(finish(&j), WR_EXIT_NODE_LOST);
+    wr_close(w[0]);
+    wr_close(w[1]);
+    cleanup(&j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ar_forms_and_ends), cmocka_unit_test(test_ar_digest_mismatch),
         cmocka_unit_test(test_ar_unequal_groups), cmocka_unit_test(test_ar_unequal_groups_flat),
         cmocka_unit_test(test_ar_bad_addresses),  cmocka_unit_test(test_ar_worker_departs),
+        cmocka_unit_test(test_ar_worker_lost),    cmocka_unit_test(test_ar_worker_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
