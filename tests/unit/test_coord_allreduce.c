@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "keys.h"
 #include "coordinator.h"
 #include "node.h"
 #include "proto.h"
@@ -55,8 +56,15 @@ static int free_port(void) {
     return ntohs(a.sin_port);
 }
 
+static void start_keyed(job *j, int workers, int algo, double register_timeout, const wr_node_keys *keys);
+
 static void start(job *j, int workers, int algo, double register_timeout) {
+    start_keyed(j, workers, algo, register_timeout, NULL);
+}
+
+static void start_keyed(job *j, int workers, int algo, double register_timeout, const wr_node_keys *keys) {
     memset(j, 0, sizeof *j);
+    if (keys) j->o.keys = *keys;
     snprintf(j->addr, sizeof j->addr, "tcp://127.0.0.1:%d", free_port());
     j->o.bind = j->addr;
     wr_config_defaults(&j->o.cfg);
@@ -87,15 +95,22 @@ static void cleanup(job *j) {
     wr_buf_free(&j->b);
 }
 
-static wr_endpoint *node(job *j) {
+// A worker's connection; with kp (CURVE keys) authenticated with that pair.
+static wr_endpoint *node_keyed(job *j, const wr_keys_pair *kp) {
     char err[WR_ERR_LEN];
     wr_endpoint_opts eo;
     wr_endpoint_opts_default(&eo);
     eo.linger_ms = 0;
+    if (kp) {
+        eo.curve = kp;
+        snprintf(eo.curve_server_key, sizeof eo.curve_server_key, "%s", j->o.keys.self.public_key);
+    }
     wr_endpoint *ep = NULL;
     assert_int_equal(wr_connect(j->ctx, j->addr, &eo, &ep, err), WR_OK);
     return ep;
 }
+
+static wr_endpoint *node(job *j) { return node_keyed(j, NULL); }
 
 static void send_msg(job *j, wr_endpoint *ep, const wr_pmsg *h) {
     char err[WR_ERR_LEN];
@@ -435,12 +450,49 @@ static void test_ar_worker_error(void **state) {
     cleanup(&j);
 }
 
+// With CURVE keys each map entry carries the key the worker's connection
+// was authenticated with.
+static void test_ar_keys(void **state) {
+    (void)state;
+    char err[WR_ERR_LEN];
+    wr_keys_pair wk[2];
+    wr_allow_entry allow[2];
+    wr_node_keys keys = {.on = 1};
+    assert_int_equal(wr_key_generate(&keys.self, err), WR_OK);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(wr_key_generate(&wk[i], err), WR_OK);
+        allow[i] = (wr_allow_entry){.role = WR_ROLE_WORKER, .line = i + 1};
+        memcpy(allow[i].key, wk[i].public_key, sizeof allow[i].key);
+    }
+    keys.allow = (wr_allowlist){.e = allow, .n = 2};
+    job j;
+    start_keyed(&j, 2, WR_AR_ALLGATHER, 10, &keys);
+    wr_endpoint *w[2];
+    wr_pmsg m;
+    for (int i = 0; i < 2; i++) {
+        w[i] = node_keyed(&j, &wk[i]);
+        join(&j, w[i], i ? "tcp://*:7901" : "tcp://*:7900", "n", "");
+        usleep(20000);
+    }
+    for (int i = 0; i < 2; i++) {
+        recv_type(w[i], WR_MT_CLUSTER_MAP, 1, &m);
+        assert_int_equal(m.rank, i);
+        for (int r = 0; r < 2; r++) assert_string_equal(m.workers[r].key, wk[r].public_key);
+        wr_pmsg_clear(&m);
+    }
+    for (int i = 0; i < 2; i++) send_simple(&j, w[i], WR_MT_LEAVE, i, STEPS, 0);
+    assert_int_equal(finish(&j), WR_EXIT_OK);
+    for (int i = 0; i < 2; i++) wr_close(w[i]);
+    cleanup(&j);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ar_forms_and_ends), cmocka_unit_test(test_ar_digest_mismatch),
         cmocka_unit_test(test_ar_unequal_groups), cmocka_unit_test(test_ar_unequal_groups_flat),
         cmocka_unit_test(test_ar_bad_addresses),  cmocka_unit_test(test_ar_worker_departs),
         cmocka_unit_test(test_ar_worker_lost),    cmocka_unit_test(test_ar_worker_error),
+        cmocka_unit_test(test_ar_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
