@@ -150,16 +150,23 @@ static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
     int g = ar->peers[ar->me].group, k = ar->peers[ar->me].local;
     uint64_t n = ar->hi[k] - ar->lo[k];
     uint64_t *qk = ar->q2, *node_planes = ar->q2 + words(n);
-    int rc = scatter(w, st->t, node_planes, err);
-    if (rc) return rc;
-    double t0 = wr_now();
-    wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
-    wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], qk);
-    st->t_codec += wr_now() - t0;
+    int rc = WR_EXIT_OK;
+    if (ar->G == 1) {
+        // A node of one: its average is its own q, and re-quantizing a count
+        // c of 1 worker keeps it (P(+1) = c / 1): the same bits, no work.
+        qk = ar->q;
+    } else {
+        rc = scatter(w, st->t, node_planes, err);
+        if (rc) return rc;
+        double t0 = wr_now();
+        wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
+        wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], qk);
+        st->t_codec += wr_now() - t0;
+    }
     rc = across_nodes(w, st->t, qk, err);
     if (!rc) rc = gather_counts(w, st->t, err);
     if (rc) return rc;
-    t0 = wr_now();
+    double t0 = wr_now();
     size_t P = (size_t)wr_birder_planes(ar->n_groups);
     for (int j = 0; j < ar->G; j++)
         wr_birder_apply_planes(w->x + ar->lo[j], ar->planes + P * ar->lo[j] / 64, ar->n_groups,
