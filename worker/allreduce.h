@@ -56,6 +56,7 @@ typedef struct wr_ar {
     int n_slices;
     wr_ar_held inbox[WR_AR_INBOX_MAX];
     int n_held;
+    uint64_t n_refused;  // messages dropped at the data endpoints (not a member, no token, malformed)
     uint64_t d;
     uint64_t *q, *q2, *planes, *scratch;              // bit buffers (sizes: ar_algo.c)
     uint64_t **vecs;                                  // [max(n, G)] pointers for count_planes

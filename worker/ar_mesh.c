@@ -297,6 +297,17 @@ static int check_sender(const wr_ps *w, const wr_pmsg *h, char *why, size_t len)
     return p;
 }
 
+// A message dropped at a data endpoint: the first ones are warnings, then
+// one in 1000 (anyone who reaches the port could fill the log otherwise).
+static void refused(wr_ar *ar, int64_t t, const char *why) {
+    uint64_t k = ar->n_refused++;
+    if (k < 10 || k % 1000 == 0)
+        wr_warn("step %lld: data endpoint refused a message (%llu so far): %s", (long long)t,
+                (unsigned long long)k + 1, why);
+    else
+        wr_debug("step %lld: data endpoint refused a message: %s", (long long)t, why);
+}
+
 // Receives what endpoint i holds into the inbox. Returns 0 or a status.
 static int receive_into_inbox(wr_ps *w, int i, int64_t t, char *err) {
     wr_ar *ar = w->ar;
@@ -309,7 +320,7 @@ static int receive_into_inbox(wr_ps *w, int i, int64_t t, char *err) {
         int rc = wr_ps_recv(ar->in[i], 0, &ex, &hd->msg, &hd->h, e2);
         if (rc == WR_ETIMEDOUT || rc == WR_EAGAIN) return WR_EXIT_OK;
         if (rc == WR_EPROTO) {
-            wr_warn("step %lld: data endpoint: %s", (long long)t, e2);
+            refused(ar, t, e2);
             continue;
         }
         if (rc != WR_OK)
@@ -320,7 +331,7 @@ static int receive_into_inbox(wr_ps *w, int i, int64_t t, char *err) {
         if (hd->h.type != WR_MT_CHUNK)
             snprintf(why, sizeof why, "%s on a data endpoint", wr_msg_type_name(hd->h.type));
         if (hd->peer < 0) {
-            wr_warn("step %lld: refused: %s", (long long)t, why);
+            refused(ar, t, why);
             wr_msg_release(&hd->msg);
             wr_pmsg_clear(&hd->h);
             continue;

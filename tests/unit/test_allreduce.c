@@ -25,6 +25,7 @@
 
 #include "allreduce.h"
 #include "birder.h"
+#include "node.h"
 #include "config.h"
 #include "optim.h"
 #include "ps.h"
@@ -337,11 +338,56 @@ static void test_ring(void **state) {
     }
 }
 
+// An outsider at worker 0's data endpoint: a CHUNK with another rank's
+// token, one from a rank outside the job, and bytes that are not a header.
+// Each is dropped and counted; the job's result is unchanged.
+static void test_outsider(void **state) {
+    (void)state;
+    fixture f;
+    setup_fixture(&f, WR_AR_HIER, 2, 2, 64 * 9);
+    char err[WR_ERR_LEN];
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    wr_endpoint *ep;
+    assert_int_equal(wr_connect(f.ctx, f.w[0]->ar->bound[0], &eo, &ep, err), WR_OK);
+    uint64_t bits[9] = {~0ull, ~0ull, ~0ull, ~0ull, ~0ull, ~0ull, ~0ull, ~0ull, ~0ull};
+    for (int k = 0; k < 2; k++) {
+        wr_pmsg h;
+        wr_pmsg_init(&h, WR_MT_CHUNK);
+        h.epoch = 1;
+        h.step = 1;
+        h.stage = WR_AR_SCATTER;
+        h.rank = k == 0 ? 2 : 9;  // rank 2 is a member: its token is not 0x55...
+        h.has_token = 1;
+        memset(h.token, 0x55, WR_TOKEN_LEN);
+        h.offset = 0;
+        h.n_elems = 64 * 5;
+        h.codec = WR_CODEC_BITS;
+        h.payload_len = 5 * 8;
+        wr_buf b = {0};
+        assert_int_equal(wr_send_pmsg(ep, NULL, 0, &h, bits, 5 * 8, NULL, NULL, 1000, &b, err), WR_OK);
+        wr_buf_free(&b);
+    }
+    wr_msg junk = {.header = {.data = "not msgpack", .len = 11}};
+    assert_int_equal(wr_send(ep, &junk, 1000, err), WR_OK);
+    usleep(200 * 1000);  // delivered to worker 0's endpoint before its first wait reads it
+    run_all(&f);
+    wr_close(ep);
+    float *ref = malloc(f.d * sizeof *ref);
+    memcpy(ref, f.x0, f.d * sizeof *ref);
+    birder_reference(&f, ref, 1);
+    check_replicas(&f, ref);
+    assert_int_equal(f.w[0]->ar->n_refused, 3);
+    free(ref);
+    teardown_fixture(&f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hierarchical),
         cmocka_unit_test(test_flat),
         cmocka_unit_test(test_ring),
+        cmocka_unit_test(test_outsider),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
