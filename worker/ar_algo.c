@@ -50,7 +50,7 @@ static uint64_t max_slice(const wr_ar *ar) {
 
 void wr_ar_step_init(wr_ps *w) {
     wr_ar *ar = w->ar;
-    int algo = w->cfg.allreduce_algo, n = ar->n;
+    int algo = wr_ar_algo(&w->cfg), n = ar->n;
     size_t wd = words(ar->d);
     if (algo == WR_AR_RING) {
         slices(ar, n);
@@ -145,7 +145,7 @@ static int gather_counts(wr_ps *w, int64_t t, char *err) {
     return WR_EXIT_OK;
 }
 
-static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
+int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, char *err) {
     wr_ar *ar = w->ar;
     int g = ar->peers[ar->me].group, k = ar->peers[ar->me].local;
     uint64_t n = ar->hi[k] - ar->lo[k];
@@ -156,10 +156,18 @@ static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
     wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
     wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], qk);
     st->t_codec += wr_now() - t0;
+    return WR_EXIT_OK;
+}
+
+static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
+    wr_ar *ar = w->ar;
+    int rc = wr_ar_node_slice(w, st, err);
+    if (rc) return rc;
+    const uint64_t *qk = ar->q2;
     rc = across_nodes(w, st->t, qk, err);
     if (!rc) rc = gather_counts(w, st->t, err);
     if (rc) return rc;
-    t0 = wr_now();
+    double t0 = wr_now();
     size_t P = (size_t)wr_birder_planes(ar->n_groups);
     for (int j = 0; j < ar->G; j++)
         wr_birder_apply_planes(w->x + ar->lo[j], ar->planes + P * ar->lo[j] / 64, ar->n_groups,
