@@ -6,6 +6,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -131,4 +132,89 @@ int wr_majority(const wr_size_report *r, int n, int slots) {
         if (2 * votes > slots) return i;
     }
     return -1;
+}
+
+// ---- mode=allreduce: data addresses and groups --------------------------------------
+
+// The host to put in place of a wildcard: the peer's IP as a URL host.
+static int peer_host(const char *peer, char *out, size_t len) {
+    uint8_t a[16];
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (!peer[0] || !strncmp(peer, "localhost:", 10)) return snprintf(out, len, "127.0.0.1");
+    if (!parse_ip(peer, a)) return -1;
+    if (!memcmp(a, mapped, 12)) return snprintf(out, len, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
+    return snprintf(out, len, strchr(peer, ':') ? "[%s]" : "%s", peer);
+}
+
+int wr_ar_data_addr(const char *addr, const char *peer_addr, char *out, size_t len, char *err) {
+    const char *sep = strstr(addr, "://");
+    if (!addr[0] || !sep || sep == addr)
+        return wr_err(err, WR_ERR, "data address '%s' is not scheme://host:port (REGISTER field 'a')", addr);
+    const char *host = sep + 3, *colon = strrchr(host, ':');
+    size_t hlen = colon ? (size_t)(colon - host) : strlen(host);
+    int wild = (hlen == 1 && host[0] == '*') || (hlen == 7 && !strncmp(host, "0.0.0.0", 7)) ||
+               (hlen == 4 && !strncmp(host, "[::]", 4));
+    int k;
+    if (!wild) {
+        k = snprintf(out, len, "%s", addr);
+    } else {
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || !end || *end || port < 1 || port > 65535)
+            return wr_err(err, WR_ERR, "data address '%s': a wildcard host needs the bound port (1..65535)",
+                          addr);
+        char ph[64];
+        if (peer_host(peer_addr, ph, sizeof ph) < 0)
+            return wr_err(err, WR_ERR, "data address '%s': the connection's address '%s' is not an IP", addr,
+                          peer_addr);
+        k = snprintf(out, len, "%.*s%s:%ld", (int)(host - addr), addr, ph, port);
+    }
+    if (k < 0 || (size_t)k >= len)
+        return wr_err(err, WR_ERR, "data address '%s' is longer than %zu bytes", addr, len - 1);
+    return WR_OK;
+}
+
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int wr_ar_group_index(const char *const *names, int n, int *group) {
+    const char **sorted = wr_calloc((size_t)(n > 0 ? n : 1), sizeof *sorted);
+    memcpy(sorted, names, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_name);
+    int g = 0;  // distinct names, in place
+    for (int i = 0; i < n; i++)
+        if (g == 0 || strcmp(sorted[g - 1], sorted[i])) sorted[g++] = sorted[i];
+    for (int i = 0; i < n; i++) {
+        int lo = 0, hi = g - 1;
+        while (lo < hi) {  // binary search: the names are distinct and sorted
+            int mid = (lo + hi) / 2;
+            if (strcmp(sorted[mid], names[i]) < 0)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        group[i] = lo;
+    }
+    free(sorted);
+    return g;
+}
+
+int wr_ar_groups_equal(const char *const *names, const int *group, int n, int n_groups, int *size, char *why,
+                       size_t why_len) {
+    int *count = wr_calloc((size_t)(n_groups > 0 ? n_groups : 1), sizeof *count);
+    const char **name = wr_calloc((size_t)(n_groups > 0 ? n_groups : 1), sizeof *name);
+    for (int i = 0; i < n; i++) count[group[i]]++, name[group[i]] = names[i];
+    int equal = 1;
+    for (int g = 1; g < n_groups; g++) equal &= count[g] == count[0];
+    *size = n_groups > 0 && equal ? count[0] : 0;
+    size_t at = 0;
+    if (why_len) why[0] = 0;
+    for (int g = 0; g < n_groups && !equal && at < why_len; g++) {
+        int k = snprintf(why + at, why_len - at, "%s%s %d", g ? ", " : "", name[g], count[g]);
+        if (k > 0) at += (size_t)k;
+    }
+    free(count);
+    free(name);
+    return equal ? WR_OK : WR_ERR;
 }

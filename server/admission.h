@@ -52,4 +52,26 @@ typedef struct {
 // majority of the slots.
 int wr_majority(const wr_size_report *r, int n, int slots);
 
+// mode=allreduce (docs/ARCHITECTURE.md "mode=allreduce"): a worker's data
+// endpoint as its peers reach it. A wildcard host ("scheme://*:P",
+// "scheme://0.0.0.0:P", "scheme://[::]:P") is replaced by the address the
+// coordinator sees the worker's connection come from (peer_addr as
+// wr_msg_peer_info gives it: an IPv4-mapped IPv6 address becomes its IPv4
+// form, IPv6 goes in brackets, an ipc or inproc peer, on this machine, is
+// 127.0.0.1); any other address is kept as given. WR_OK, or WR_ERR with err
+// naming the address (empty, no "scheme://", a wildcard without a port or
+// with port 0, or a result longer than len - 1).
+int wr_ar_data_addr(const char *addr, const char *peer_addr, char *out, size_t len, char *err);
+
+// The group index of each of n workers from their group names: the distinct
+// names sorted by strcmp are groups 0..G-1; group[i] is names[i]'s. Returns G.
+int wr_ar_group_index(const char *const *names, int n, int *group);
+
+// allreduce_algo = hierarchical needs every group to have the same number of
+// workers. WR_OK (*size = that number), or WR_ERR with why = "node-a 2,
+// node-b 1" (every group in index order with its size). group[] as
+// wr_ar_group_index filled it, n_groups its result.
+int wr_ar_groups_equal(const char *const *names, const int *group, int n, int n_groups, int *size, char *why,
+                       size_t why_len);
+
 #endif

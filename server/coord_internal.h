@@ -8,6 +8,8 @@
 //   liveness.c     heartbeats, connection probes, dead nodes, who to blame
 //                  for a reported ERROR
 //   digest_book.c  the replica digest checks (pure)
+//   coord_allreduce.c  mode=allreduce: no shards, data addresses, groups, a
+//                  fixed membership
 #ifndef WR_COORD_INTERNAL_H
 #define WR_COORD_INTERNAL_H
 
@@ -61,6 +63,11 @@ typedef struct {
     int member, joining, out, lost;
     int finished;    // sent LEAVE after the last step
     uint64_t start;  // the first step it pushes (1, or a joiner's start step)
+    // mode=allreduce (coord_allreduce.c): addr is the worker's data endpoint
+    // (a wildcard host replaced), key its CURVE key; its intra-node endpoint
+    // and group name ('gn', else its host)
+    char laddr[WR_ADDR_MAX];
+    char gname[WR_HOST_MAX];
 } coord_node;
 
 // A pending membership change (epochs.c, docs/ARCHITECTURE.md "Membership
@@ -295,6 +302,26 @@ void coord_epochs_reform(coord *c);
 // membership.c: CLUSTER_MAP of the epoch in force (with its 'sf') to node n
 // alone: a shard gets every member's credentials, a worker its own.
 void coord_send_current_map(coord *c, const coord_node *n);
+
+// coord_allreduce.c: mode=allreduce (docs/ARCHITECTURE.md "mode=allreduce")
+static inline int coord_allreduce(const coord *c) { return c->cfg.mode == WR_MODE_ALLREDUCE; }
+// Whether a new registrant is refused in mode=allreduce (a shard; anyone
+// once the job formed): 1 with why set, else 0.
+int coord_ar_refuse(const coord *c, const wr_pmsg *h, char *why, size_t len);
+// A worker's REGISTER with d: its data address (field 'a', required; a
+// wildcard host replaced by the address its connection comes from, unique
+// among the workers), intra-node address, group name and CURVE key into n.
+// WR_OK, or WR_ERR with why (the caller refuses it with ERROR{config}).
+int coord_ar_report(coord *c, const coord_in *in, coord_node *n, char *why, size_t len);
+// Every worker is in (total steps set): groups, the map without shards to
+// every worker (with every member's token and data address), the digest
+// book without a master. Stops the job (status 2) on unequal groups with
+// allreduce_algo = hierarchical.
+void coord_ar_form(coord *c);
+// A worker lost or departing before the end stops the job (status 5).
+void coord_ar_lost(coord *c, coord_node *n, const char *why);
+// JOIN: refused in mode=allreduce (fixed membership), unexpected otherwise.
+void coord_on_join(coord *c, coord_in *in);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);

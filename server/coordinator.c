@@ -184,6 +184,7 @@ static const struct {
     [WR_MT_STATS] = {on_stats, NEED_JOB | NEED_PEER},
     [WR_MT_LEAVE] = {coord_on_leave, NEED_JOB | NEED_PEER},
     [WR_MT_FENCE] = {coord_on_fence, NEED_JOB | NEED_PEER},
+    [WR_MT_JOIN] = {coord_on_join, 0},
 };
 
 // Checks what the type needs, then hands the message to its handler; a type
@@ -278,8 +279,9 @@ static void end_of_job(coord *c, double now) {
         // Shards, and workers still waiting to join, are done.
         for (int i = 0; i < c->n_nodes; i++)
             if (!c->nodes[i].left) coord_send_to(c, &c->nodes[i], &h);
-        wr_info("all %d workers done after %.1f s (epoch %llu); shards shut down", coord_count_members(c, 0),
-                now - c->t_start, (unsigned long long)c->epoch);
+        wr_info("all %d workers done after %.1f s (epoch %llu); %s", coord_count_members(c, 0),
+                now - c->t_start, (unsigned long long)c->epoch,
+                coord_allreduce(c) ? "mode=allreduce job done" : "shards shut down");
         coord_end(c, WR_EXIT_OK);
     }
 }
@@ -362,8 +364,12 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     if (c->o->keys.on)
         wr_info("CURVE keys: only the %d keys of the allow-list (shards and workers) can connect",
                 c->o->keys.allow.n);
-    wr_info("job %llu: waiting up to %g s for %d shards and %d workers", (unsigned long long)c->cfg.job_id,
-            c->cfg.register_timeout, c->cfg.shards, c->cfg.workers);
+    if (coord_allreduce(c))
+        wr_info("job %llu: mode=allreduce, waiting up to %g s for %d workers (no shards)",
+                (unsigned long long)c->cfg.job_id, c->cfg.register_timeout, c->cfg.workers);
+    else
+        wr_info("job %llu: waiting up to %g s for %d shards and %d workers",
+                (unsigned long long)c->cfg.job_id, c->cfg.register_timeout, c->cfg.shards, c->cfg.workers);
     return WR_OK;
 }
 
@@ -422,6 +428,8 @@ int wr_coordinator_run(const wr_coord_opts *o) {
     memset(c, 0, sizeof *c);
     c->o = o;
     c->cfg = o->cfg;
+    // mode=allreduce: the job has no shards (the key is ignored; c->kv keeps it as given)
+    if (coord_allreduce(c)) c->cfg.shards = 0;
     c->status = COORD_RUNNING;
     c->replace.shard = -1;
     char err[WR_ERR_LEN];
@@ -442,7 +450,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         wr_transport_ctx_free(ctx);
         return WR_EXIT_FAILURE;
     }
-    wr_config_to_kv(&c->cfg, &c->kv, &c->n_kv);
+    wr_config_to_kv(&o->cfg, &c->kv, &c->n_kv);
     c->max_nodes = c->cfg.shards + COORD_WORKER_ROOM * wr_config_max_workers(&c->cfg);
     c->nodes = wr_calloc((size_t)c->max_nodes, sizeof *c->nodes);
     wr_reply_gate_init(&c->gate, COORD_STRANGER_TABLE, COORD_STRANGER_REPLIES);

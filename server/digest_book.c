@@ -35,11 +35,13 @@ struct wr_digest_book {
     uint64_t *from;
     uint64_t floor;    // steps below it are ignored (wr_digest_book_set_floor)
     uint64_t ignored;  // digests ignored below the floor
+    int no_master;     // mode=allreduce: workers only, compared with each other
 };
 
 // Whether slot reports step t (the master slot always does).
 static int expected(const wr_digest_book *b, int slot, uint64_t t) {
-    return slot == b->n_workers || (b->active[slot] && b->from[slot] <= t);
+    if (slot == b->n_workers) return !b->no_master;
+    return b->active[slot] && b->from[slot] <= t;
 }
 
 wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
@@ -52,6 +54,8 @@ wr_digest_book *wr_digest_book_new(int n_workers, int n_shards) {
     for (int r = 0; r < n_workers; r++) b->active[r] = 1, b->from[r] = 1;
     return b;
 }
+
+void wr_digest_book_no_master(wr_digest_book *b) { b->no_master = 1; }
 
 void wr_digest_book_set_limits(wr_digest_book *b, uint64_t every, uint64_t window, int max_open) {
     b->every = every;
@@ -128,10 +132,20 @@ static int find_or_open(wr_digest_book *b, uint64_t step, int shard, char *repor
     return b->n++;
 }
 
-// Compares everyone with the shard's master copy: 1 all agree, 2 (report
+// The reference of a complete entry: the shard's master copy, or without a
+// master (mode=allreduce) the lowest reporting worker slot.
+static int ref_slot(const wr_digest_book *b, const dentry *d) {
+    if (!b->no_master) return b->n_workers;
+    int s = 0;
+    while (s < b->n_workers && !d->got[s]) s++;
+    return s;
+}
+
+// Compares everyone with the reference (ref_slot): 1 all agree, 2 (report
 // names who differs) otherwise.
 static int compare(wr_digest_book *b, const dentry *d, char *report, size_t report_len) {
-    uint64_t ref = d->vals[b->n_workers];
+    int rs = ref_slot(b, d);
+    uint64_t ref = d->vals[rs];
     int bad = 0;
     for (int s = 0; s < b->n_workers; s++) bad += d->got[s] && d->vals[s] != ref;
     if (!bad) {
@@ -139,9 +153,12 @@ static int compare(wr_digest_book *b, const dentry *d, char *report, size_t repo
         return 1;
     }
     b->failed++;
-    int w = snprintf(report, report_len,
-                     "replica digest mismatch at step %llu, shard %d: shard master %016llx",
-                     (unsigned long long)d->step, d->shard, (unsigned long long)ref);
+    char nm[32];
+    int w = snprintf(report, report_len, "replica digest mismatch at step %llu, shard %d: %s %016llx",
+                     (unsigned long long)d->step, d->shard, b->no_master ? "reference" : "shard master",
+                     (unsigned long long)ref);
+    if (b->no_master && w > 0 && (size_t)w < report_len)
+        w += snprintf(report + w, report_len - (size_t)w, " (%s)", slot_name(b, rs, nm, sizeof nm));
     size_t at = w > 0 ? (size_t)w : 0;
     for (int s = 0; s < b->n_workers && at < report_len; s++) {
         if (!d->got[s]) continue;
@@ -156,7 +173,8 @@ static int compare(wr_digest_book *b, const dentry *d, char *report, size_t repo
 // and closed. 0 still open, 1 passed, 2 mismatch (report says who).
 static int close_if_complete(wr_digest_book *b, int i, char *report, size_t report_len) {
     dentry *d = &b->e[i];
-    if (!d->got[b->n_workers]) return 0;
+    if (!b->no_master && !d->got[b->n_workers]) return 0;
+    if (d->have == 0) return 0;  // no master: a check closes with at least one replica
     for (int s = 0; s < b->n_workers; s++)
         if (!d->got[s] && expected(b, s, d->step)) return 0;
     if (d->step > b->last_done) b->last_done = d->step;
@@ -172,8 +190,10 @@ int wr_digest_book_add(wr_digest_book *b, uint64_t step, int shard, int slot, ui
         snprintf(report, report_len, "DIGEST for shard %d: the job has shards 0..%d", shard, b->n_shards - 1);
         return -1;
     }
-    if (slot < 0 || slot > b->n_workers) {
-        snprintf(report, report_len, "DIGEST from rank %d: the job has ranks 0..%d", slot, b->n_workers - 1);
+    if (slot < 0 || slot > b->n_workers || (b->no_master && slot == b->n_workers)) {
+        snprintf(report, report_len, "DIGEST from %s %d: the job has ranks 0..%d%s",
+                 slot == b->n_workers ? "shard slot" : "rank", slot, b->n_workers - 1,
+                 b->no_master ? " and no shards" : "");
         return -1;
     }
     if (step < b->floor) {

@@ -14,6 +14,12 @@ typedef struct wr_digest_book wr_digest_book;
 // A book for n_workers workers and n_shards shards, with no limits on new
 // entries (any step >= 1) until wr_digest_book_set_limits. Never NULL.
 wr_digest_book *wr_digest_book_new(int n_workers, int n_shards);
+
+// mode=allreduce (no shards): no master slot. A check completes when every
+// expected worker slot reported, and the workers are compared with each
+// other (the lowest reporting slot is the reference); a DIGEST for slot
+// n_workers is refused. Call before the first wr_digest_book_add.
+void wr_digest_book_no_master(wr_digest_book *b);
 void wr_digest_book_free(wr_digest_book *b);
 
 // Records one digest. Returns 0 (recorded, (step, shard) still incomplete),

@@ -116,6 +116,10 @@ void coord_epochs_resume(coord *c) {
 
 void coord_worker_lost(coord *c, coord_node *n, const char *why) {
     if (n->out) return;
+    if (coord_allreduce(c)) {  // a fixed membership: no epoch without it
+        coord_ar_lost(c, n, why);
+        return;
+    }
     n->out = n->lost = 1;
     n->left = 1;  // not watched any more
     wr_warn("%s; it leaves the job at the next epoch", why);
@@ -126,6 +130,12 @@ void coord_worker_lost(coord *c, coord_node *n, const char *why) {
 void coord_worker_departs(coord *c, coord_node *n, uint64_t step) {
     char who[COORD_WHO_MAX], why[COORD_REASON_MAX];
     coord_describe(n, who, sizeof who);
+    if (coord_allreduce(c)) {
+        snprintf(why, sizeof why, "%s left the job after step %llu of %lld", who, (unsigned long long)step,
+                 (long long)c->map.total_steps);
+        coord_ar_lost(c, n, why);
+        return;
+    }
     n->out = 1;
     n->left = 1;
     wr_info("%s leaves the job after step %llu", who, (unsigned long long)step);

@@ -125,6 +125,13 @@ void coord_on_error(coord *c, coord_in *in) {
     }
     in->n->left = 1;
     int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
+    // mode=allreduce: a worker that stops takes the collective with it,
+    // unless the probes find another node gone first (below).
+    if (coord_allreduce(c) && c->formed && status != WR_EXIT_CONFIG) {
+        status = WR_EXIT_NODE_LOST;
+        size_t at = strlen(r);
+        snprintf(r + at, sizeof r - at, "; mode=allreduce cannot go on without it");
+    }
     // A dead shard is the cause (node lost); dead workers leave the job
     // (epochs.c) and the ERROR still decides.
     int gone;

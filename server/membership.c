@@ -100,16 +100,18 @@ static int build_map(coord *c) {
     return WR_OK;
 }
 
-// A worker's map carries its own token only; a shard's every member's token
+// A worker's map carries its own token ('tk'), and in mode=allreduce every
+// member's ('ta': its peers check each CHUNK); a shard's every member's token
 // and identity, parallel to the map's worker list (docs/PROTOCOL.md, "Rank
 // credentials").
 static void set_credentials(const coord_node *n, wr_pmsg *h, uint32_t n_members,
-                            uint8_t (*tokens)[WR_TOKEN_LEN], char **idents) {
+                            uint8_t (*tokens)[WR_TOKEN_LEN], char **idents, int allreduce) {
     int shard = n->role == WR_ROLE_SHARD;
     h->has_token = !shard;
     if (!shard) memcpy(h->token, n->token, WR_TOKEN_LEN);
-    h->n_tokens = h->n_idents = shard ? n_members : 0;
-    h->tokens = shard ? tokens : NULL;
+    h->n_tokens = shard || allreduce ? n_members : 0;
+    h->n_idents = shard ? n_members : 0;
+    h->tokens = shard || allreduce ? tokens : NULL;
     h->idents = shard ? idents : NULL;
 }
 
@@ -132,6 +134,11 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
         view.workers[i].rank = w->index;
         snprintf(view.workers[i].host, sizeof view.workers[i].host, "%s", w->host);
         view.workers[i].group = w->group;
+        if (coord_allreduce(c)) {  // where its peers reach it
+            snprintf(view.workers[i].addr, sizeof view.workers[i].addr, "%s", w->addr);
+            snprintf(view.workers[i].laddr, sizeof view.workers[i].laddr, "%s", w->laddr);
+            memcpy(view.workers[i].key, w->key, sizeof view.workers[i].key);
+        }
         memcpy(tokens[i], w->token, WR_TOKEN_LEN);
         idents[i] = w->user;
     }
@@ -147,7 +154,7 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
         coord_node *sh = &c->nodes[c->shard_node[s]];
         h.shard = s;
         h.rank = -1;
-        set_credentials(sh, &h, (uint32_t)n, tokens, idents);
+        set_credentials(sh, &h, (uint32_t)n, tokens, idents, 0);
         if (epoch == 1) sh->last_seen = now;
         coord_send_to(c, sh, &h);
     }
@@ -157,7 +164,7 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
         if (only && w != only) continue;
         h.shard = rebuild ? shards : -1;
         h.rank = w->index;
-        set_credentials(w, &h, (uint32_t)n, tokens, idents);
+        set_credentials(w, &h, (uint32_t)n, tokens, idents, coord_allreduce(c));
         if (epoch == 1 || w->joining) w->last_seen = now;
         coord_send_to(c, w, &h);
     }
@@ -197,7 +204,12 @@ static void send_map(coord *c) {
 // map, open the digest book.
 static void form_job(coord *c) {
     int S = c->cfg.shards, W = c->cfg.workers;
-    if (set_total_steps(c) != WR_OK || build_map(c) != WR_OK) return;
+    if (set_total_steps(c) != WR_OK) return;
+    if (coord_allreduce(c)) {
+        coord_ar_form(c);
+        return;
+    }
+    if (build_map(c) != WR_OK) return;
     c->formed = 1;
     c->book = wr_digest_book_new(WR_MAX_WORKERS, S);
     wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
@@ -300,6 +312,10 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     const wr_pmsg *h = &in->h;
     int shard = h->role == WR_ROLE_SHARD;
     char r[WR_REASON_MAX];
+    if (coord_allreduce(c) && coord_ar_refuse(c, h, r, sizeof r)) {
+        refuse_stranger(c, in, from, WR_EC_REJECTED, r);
+        return 1;
+    }
     const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
     // Workers may join a running job (up to max_workers, epochs.c).
     int room = COORD_WORKER_ROOM * (c->formed ? wr_config_max_workers(&c->cfg) : c->cfg.workers);
@@ -502,6 +518,14 @@ static int join_report(coord *c, coord_node *n) {
 // follow the majority (decide_size, settle). WR_OK, or WR_ERR with the job
 // stopped. n may be dropped from the table: not to be used after.
 static int on_report(coord *c, const coord_in *in, coord_node *n) {
+    char why[WR_REASON_MAX];
+    if (coord_allreduce(c) && coord_ar_report(c, in, n, why, sizeof why) != WR_OK) {
+        char who[COORD_WHO_MAX];
+        describe_reg(n, who, sizeof who);
+        wr_warn("refused %s: %s", who, why);
+        drop_node(c, (int)(n - c->nodes), WR_EC_CONFIG, why);
+        return WR_OK;
+    }
     n->d = in->h.n_params;
     n->nt = in->h.train_examples;
     n->reported = 1;

@@ -201,6 +201,93 @@ static void test_window_follows(void **state) {
     wr_digest_book_free(b);
 }
 
+// mode=allreduce: no shard, the workers are compared with each other; a
+// check completes with every member, a removed one's open checks without it.
+static void test_book_no_master(void **state) {
+    (void)state;
+    wr_digest_book *b = wr_digest_book_new(3, 1);
+    wr_digest_book_no_master(b);
+    wr_digest_book_set_limits(b, 10, 4, 8);
+    char rep[512];
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 3, 5, rep, sizeof rep), -1);  // no master slot
+    assert_non_null(strstr(rep, "no shards"));
+    assert_int_equal(wr_digest_book_add(b, 10, 1, 0, 5, rep, sizeof rep), -1);  // sh = 0 only
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 2, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 0, 5, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 10, 0, 1, 5, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_passed(b), 1);
+    // one worker differs: named, the lowest rank is the reference
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 0, 7, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 1, 8, rep, sizeof rep), 0);
+    wr_digest_book_describe_open(b, rep, sizeof rep);
+    assert_non_null(strstr(rep, "step 20, shard 0: missing worker 2)"));  // no "shard master"
+    assert_int_equal(wr_digest_book_add(b, 20, 0, 2, 7, rep, sizeof rep), 2);
+    assert_non_null(strstr(rep, "step 20"));
+    assert_non_null(strstr(rep, "reference 0000000000000007 (worker 0)"));
+    assert_non_null(strstr(rep, "worker 0 agrees"));
+    assert_non_null(strstr(rep, "worker 1 DIFFERS"));
+    assert_non_null(strstr(rep, "worker 2 agrees"));
+    assert_int_equal(wr_digest_book_failed(b), 1);
+    // worker 0 reports, worker 1 and 2 never do: open until removed
+    assert_int_equal(wr_digest_book_add(b, 30, 0, 0, 9, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_incomplete(b), 1);
+    assert_int_equal(wr_digest_book_member(b, 1, 0, 0, rep, sizeof rep), 0);
+    assert_int_equal(wr_digest_book_member(b, 2, 0, 0, rep, sizeof rep), 1);
+    assert_int_equal(wr_digest_book_incomplete(b), 0);
+    wr_digest_book_free(b);
+}
+
+// mode=allreduce: wildcard data addresses take the connection's address.
+static void test_ar_data_addr(void **state) {
+    (void)state;
+    char out[WR_ADDR_MAX], err[WR_ERR_LEN];
+    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://10.0.0.7:7100");
+    assert_int_equal(wr_ar_data_addr("tcp://0.0.0.0:7100", "::ffff:10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://10.0.0.7:7100");
+    assert_int_equal(wr_ar_data_addr("tcp://[::]:7100", "fe80::1", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://[fe80::1]:7100");
+    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "localhost:1000:1000:42", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://127.0.0.1:7100");  // an ipc peer is on this machine
+    // concrete addresses as given
+    assert_int_equal(wr_ar_data_addr("tcp://10.1.1.1:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://10.1.1.1:7100");
+    assert_int_equal(wr_ar_data_addr("ipc:///tmp/w3", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "ipc:///tmp/w3");
+    // refusals name the address
+    assert_int_equal(wr_ar_data_addr("", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_non_null(strstr(err, "'a'"));
+    assert_int_equal(wr_ar_data_addr("10.0.0.7:7100", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_ar_data_addr("tcp://*:0", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_non_null(strstr(err, "'tcp://*:0'"));
+    assert_non_null(strstr(err, "port"));
+    assert_int_equal(wr_ar_data_addr("tcp://*", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "not-an-ip", out, sizeof out, err), WR_ERR);
+    char small[16];
+    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "10.200.200.200", small, sizeof small, err), WR_ERR);
+    assert_non_null(strstr(err, "longer"));
+}
+
+// Groups: sorted names give the indices; hierarchical needs equal sizes.
+static void test_ar_groups(void **state) {
+    (void)state;
+    const char *names[] = {"node-b", "node-a", "node-b", "node-a", "node-c", "node-c"};
+    int g[6], size = -1;
+    char why[256];
+    assert_int_equal(wr_ar_group_index(names, 6, g), 3);
+    const int want[] = {1, 0, 1, 0, 2, 2};
+    assert_memory_equal(g, want, sizeof want);
+    assert_int_equal(wr_ar_groups_equal(names, g, 6, 3, &size, why, sizeof why), WR_OK);
+    assert_int_equal(size, 2);
+    assert_int_equal(wr_ar_group_index(names, 3, g), 2);  // node-b x 2, node-a x 1
+    assert_int_equal(wr_ar_groups_equal(names, g, 3, 2, &size, why, sizeof why), WR_ERR);
+    assert_string_equal(why, "node-a 1, node-b 2");
+    assert_int_equal(wr_ar_group_index(names, 1, g), 1);
+    assert_int_equal(g[0], 0);
+    assert_int_equal(wr_ar_groups_equal(names, g, 1, 1, &size, why, sizeof why), WR_OK);
+    assert_int_equal(size, 1);
+}
+
 static void test_majority(void **state) {
     (void)state;
     const wr_size_report odd_first[] = {{5, 60000}, {101770, 60000}, {101770, 60000}};
@@ -271,12 +358,13 @@ static void test_role_check(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits),     cmocka_unit_test(test_book_members),
-        cmocka_unit_test(test_book_floor), cmocka_unit_test(test_window_follows),
-        cmocka_unit_test(test_all_agree),  cmocka_unit_test(test_mismatch_report),
-        cmocka_unit_test(test_refusals),   cmocka_unit_test(test_many_open),
-        cmocka_unit_test(test_majority),   cmocka_unit_test(test_host_set),
-        cmocka_unit_test(test_role_check),
+        cmocka_unit_test(test_limits),       cmocka_unit_test(test_book_members),
+        cmocka_unit_test(test_book_floor),   cmocka_unit_test(test_window_follows),
+        cmocka_unit_test(test_all_agree),    cmocka_unit_test(test_mismatch_report),
+        cmocka_unit_test(test_refusals),     cmocka_unit_test(test_many_open),
+        cmocka_unit_test(test_majority),     cmocka_unit_test(test_host_set),
+        cmocka_unit_test(test_role_check),   cmocka_unit_test(test_book_no_master),
+        cmocka_unit_test(test_ar_data_addr), cmocka_unit_test(test_ar_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
