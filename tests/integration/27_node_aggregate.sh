@@ -8,11 +8,15 @@
 #    without aggregation (both stated).
 # 2. The same job without aggregation: each shard received 4 pushes per step,
 #    and twice the push bytes per step of the aggregated job (+- 2 %).
-# 3. Refusals: groups of unequal size (3 workers in 2 groups) stop the job
+# 3. A follower (rank 3: never its node's leader) killed mid-job: the
+#    membership is fixed, so the job stops with status 5 and the coordinator
+#    names it; no process is left behind.
+# 4. Refusals: groups of unequal size (3 workers in 2 groups) stop the job
 #    at formation (exit 2, the coordinator names the groups and sizes); a
 #    config the aggregation cannot honour (codec=fp32) is refused (exit 2,
 #    the message names the keys).
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/elastic.bash"
 
 MLP=(model=mlp batch=128 lr=0.001 eval=end progress_every=100 hfp8=on codec=birder broadcast=1bit)
 STEPS=300
@@ -60,7 +64,20 @@ acc_plain=$(json_get "$T/sum/worker-0.json" accuracy)
 python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) - 0.05 else 1)' "$acc_agg" "$acc_plain" ||
     fail "aggregated accuracy $acc_agg is more than 0.05 below the plain job's $acc_plain"
 
-# ---- 3. refusals ------------------------------------------------------------------------
+# ---- 3. a follower killed -------------------------------------------------------------
+start_job killed -S 2 -n 4 --groups 2 --transport tcp ps_node_aggregate=on steps=2000 digest_every=0 \
+    heartbeat_interval=0.5 heartbeat_timeout=3 "${MLP[@]}"
+for n in worker0 worker1 worker2 worker3; do wait_for 60 "$n's rank" has_rank $n; done
+victim=$(worker_of_rank 3) || fail "no worker logged rank 3"
+wait_for 60 "step 50 in $victim's log" reached "$victim" 50
+kill -KILL "$(pid_of "$victim")" || fail "cannot kill $victim"
+wait_job 60
+[ "$RC" = "$WR_EXIT_NODE_LOST" ] || fail "a follower killed: wren-local exited $RC (expected $WR_EXIT_NODE_LOST)"
+grep -q "ps_node_aggregate cannot go on without it" "$T/logs/coordinator.log" ||
+    fail "the coordinator does not say the job cannot go on without the lost worker"
+check_no_leftovers
+
+# ---- 4. refusals ------------------------------------------------------------------------
 run_local uneven -S 2 -n 3 --groups 2 --transport tcp ps_node_aggregate=on steps=20 "${MLP[@]}"
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "unequal groups: wren-local exited with $RC (expected $WR_EXIT_CONFIG)"
 grep -q "ps_node_aggregate: groups of unequal size: node0 2, node1 1" "$T/logs/coordinator.log" ||
@@ -72,4 +89,5 @@ grep -rq "config keys 'ps_node_aggregate' and 'codec'" "$T"/fp32.out "$T"/logs |
     fail "the codec=fp32 refusal does not name the keys"
 
 pass "2 nodes x 2 workers: $agg_digests digest checks, 2 pushes per shard per step (4 without), accuracy" \
-    "$acc_agg (without aggregation: $acc_plain); unequal groups and codec=fp32 refused"
+    "$acc_agg (without aggregation: $acc_plain); a lost follower stops the job (5); unequal groups and" \
+    "codec=fp32 refused"
