@@ -118,8 +118,8 @@ int wr_config_max_workers(const wr_job_config *c) { return c->max_workers ? c->m
 // keeps up to 2 x workers candidates); to a shard one per worker, doubled
 // for reconnects whose old connection is not yet gone.
 void wr_config_conn_caps(const wr_job_config *c, int coordinator, int *total, int *per_addr) {
-    long w = wr_config_max_workers(c);
-    long own = coordinator ? 2L * (c->shards + 2L * w) : 2L * w;
+    long w = wr_config_max_workers(c), shards = c->mode == WR_MODE_ALLREDUCE ? 0 : c->shards;
+    long own = coordinator ? 2L * (shards + 2L * w) : 2L * w;
     *per_addr = (int)(own + WR_CONN_SLACK);
     long t = c->max_connections ? c->max_connections : own + WR_CONN_SLACK;
     if (!c->max_connections && t < WR_CONN_CAP_MIN) t = WR_CONN_CAP_MIN;
@@ -662,12 +662,13 @@ int wr_config_validate(const wr_job_config *c, char *err) {
                       "config keys 'batch' and 'steps': batch %d is larger than the 60000 "
                       "training images, so an epoch has no steps",
                       c->batch);
-    long own = 2L * (c->shards + 2L * hi);
+    int shards = c->mode == WR_MODE_ALLREDUCE ? 0 : c->shards;  // ignored in mode=allreduce
+    long own = 2L * (shards + 2L * hi);
     if (c->max_connections && c->max_connections < own)
         return wr_err(err, WR_ERR,
                       "config key 'max_connections': %d is below the %ld connections the job's own %d shards "
                       "and %d workers may hold at the coordinator (2 per node, room for 2 x workers)",
-                      c->max_connections, own, c->shards, hi);
+                      c->max_connections, own, shards, hi);
     return WR_OK;
 }
 

@@ -107,8 +107,9 @@ static inline int wr_ar_algo(const wr_job_config *c) {
 // ps_node_aggregate: this worker's bits of step st->t (ar->q, the whole
 // vector) scattered over its node, its slice k counted over the G and
 // re-quantized (key: seed, 0xA0000000 + group, step; global index) into
-// ar->q2: the node's q'_k of [lo_k, hi_k). Returns 0 or the exit status.
-int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, char *err);
+// *qk: the node's q'_k of [lo_k, hi_k) (ar->q2; a node of one worker: ar->q
+// itself, the same bits). Returns 0 or the exit status.
+int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, const uint64_t **qk, char *err);
 
 // Allocates the buffers of cfg.allreduce_algo once the members are known.
 void wr_ar_step_init(wr_ps *w);

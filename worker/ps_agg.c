@@ -39,12 +39,12 @@ static int local_peer(const wr_ps *w, int j) {
 
 int wr_agg_leader(const wr_ps *w) { return !w->cfg.ps_node_aggregate || !w->ar || local_rank(w) == 0; }
 
-// The leader: the node's whole q' in qn, from its own slice 0 (ar->q2) and
+// The leader: the node's whole q' in qn, from its own slice 0 (qk) and
 // the UP slices of local ranks 1..G-1. Slice j starts at lo_j, a multiple
 // of 64, so it is words lo_j / 64 onwards.
-static int collect_up(wr_ps *w, int64_t t, uint64_t *qn, char *err) {
+static int collect_up(wr_ps *w, int64_t t, const uint64_t *qk, uint64_t *qn, char *err) {
     wr_ar *ar = w->ar;
-    memcpy(qn + ar->lo[0] / 64, ar->q2, words(ar->hi[0] - ar->lo[0]) * 8);
+    memcpy(qn + ar->lo[0] / 64, qk, words(ar->hi[0] - ar->lo[0]) * 8);
     for (int j = 1; j < ar->G; j++) {
         uint64_t n = ar->hi[j] - ar->lo[j];
         int st = wr_ar_take(w, local_peer(w, j), t, WR_AR_UP, ar->lo[j], qn + ar->lo[j] / 64, words(n) * 8,
@@ -115,20 +115,22 @@ static int take_down(wr_ps *w, int s, wr_exchange_step *st, char *err) {
 // The leader's part of step t after the node's slices: the whole q', one
 // PUSH per shard, every BROADCAST applied and relayed (wr_agg_relay, from
 // ps_step.c's take_broadcast).
-static int lead(wr_ps *w, wr_exchange_step *st, char *err) {
+static int lead(wr_ps *w, wr_exchange_step *st, const uint64_t *qk, char *err) {
     // ar->planes: room for the whole vector's words (and more), unused by
     // the leader otherwise.
+    // A node of one: qk is the whole vector already.
     uint64_t *qn = w->ar->planes;
-    int rc = collect_up(w, st->t, qn, err);
-    for (int s = 0; !rc && s < w->n_shards; s++) rc = push_node(w, s, qn, st, err);
+    int rc = w->ar->G == 1 ? WR_EXIT_OK : collect_up(w, st->t, qk, qn, err);
+    const uint64_t *q = w->ar->G == 1 ? qk : qn;
+    for (int s = 0; !rc && s < w->n_shards; s++) rc = push_node(w, s, q, st, err);
     return rc ? rc : wr_ps_apply_broadcasts(w, st, err);
 }
 
-static int follow(wr_ps *w, wr_exchange_step *st, char *err) {
+static int follow(wr_ps *w, wr_exchange_step *st, const uint64_t *qk, char *err) {
     wr_ar *ar = w->ar;
     int k = local_rank(w);
     uint64_t n = ar->hi[k] - ar->lo[k];
-    int rc = wr_ar_send(w, local_peer(w, 0), st->t, WR_AR_UP, ar->lo[k], n, WR_CODEC_BITS, 0, ar->q2,
+    int rc = wr_ar_send(w, local_peer(w, 0), st->t, WR_AR_UP, ar->lo[k], n, WR_CODEC_BITS, 0, qk,
                         words(n) * 8, err);
     for (int s = 0; !rc && s < w->n_shards; s++) rc = take_down(w, s, st, err);
     return rc;
@@ -140,8 +142,9 @@ int wr_agg_step(wr_ps *w, wr_exchange_step *st, char *err) {
     wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
     wr_birder_encode(w->g, w->m, w->b, (size_t)ar->d, w->cfg.beta, key, 0, ar->q);
     st->t_codec += wr_now() - t0;
-    int rc = wr_ar_node_slice(w, st, err);
-    if (!rc) rc = local_rank(w) == 0 ? lead(w, st, err) : follow(w, st, err);
+    const uint64_t *qk = NULL;
+    int rc = wr_ar_node_slice(w, st, &qk, err);
+    if (!rc) rc = local_rank(w) == 0 ? lead(w, st, qk, err) : follow(w, st, qk, err);
     wr_ar_count_bytes(w, &st->bytes_sent, &st->bytes_recv, &st->bytes_internode);
     return rc;
 }

@@ -11,8 +11,13 @@
 // --source IP connects to a tcp coordinator from that local address (an
 // outsider on 127.0.0.2); a refused registration ends the process (2 for
 // ERROR{config}, else 1) after logging the ERROR's job id field.
+// mode=allreduce (the welcome's config says so): the coordinator's side only
+// (run_allreduce): it binds a data endpoint and registers it as tcp://*:PORT
+// with --group NAME, checks the map without shards, heartbeats, sends the
+// DIGESTs of a vector every replica computes alike, and LEAVEs (exit 0); no CHUNK is
+// exchanged. --corrupt-at and --die-at work there too.
 //
-//   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--corrupt-at T]
+//   wren_fake_worker --coordinator ADDR --d D [--host NAME] [--group NAME] [--corrupt-at T]
 //                    [--die-at T] [--bad-push] [--source IP] [--log-level L]
 // Exit: 0 ok; the SHUTDOWN status when the coordinator stops the job; 1 error;
 // 6 coordinator unreachable.
@@ -209,17 +214,131 @@ static int follow_shard_moves(const wr_pmsg *map, sh_t *sh, int S, float *x, int
     return 0;
 }
 
+// ---- mode=allreduce: the coordinator's side only ------------------------------------
+
+// The second REGISTER of an all-reduce worker: d, nt, its data endpoint as a
+// wildcard (the coordinator puts in the address it sees) and its group.
+static int ar_register(wr_endpoint **data, const char *host, const char *group, uint64_t d, uint64_t nt) {
+    char err[WR_ERR_LEN], bound[WR_ADDR_MAX];
+    wr_endpoint_opts eo;
+    wr_endpoint_opts_default(&eo);
+    if (wr_bind(g_ctx, "tcp://127.0.0.1:0", &eo, data, err) != WR_OK ||
+        wr_last_endpoint(*data, bound, sizeof bound) != WR_OK) {
+        wr_error("cannot bind a data endpoint: %s", err);
+        return WR_EXIT_FAILURE;
+    }
+    const char *port = strrchr(bound, ':');
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_REGISTER);
+    snprintf(h.host, sizeof h.host, "%s", host);
+    snprintf(h.addr, sizeof h.addr, "tcp://*%s", port ? port : ":0");
+    if (group) snprintf(h.group_name, sizeof h.group_name, "%s", group);
+    h.n_params = d;
+    h.train_examples = nt;
+    send_c(&h, NULL, 0);
+    return WR_OK;
+}
+
+// The map of an all-reduce job: no shards, every member with a data
+// address, every member's token. Logs this worker's view. WR_OK or WR_ERR.
+static int ar_check_map(const wr_pmsg *h) {
+    int ok = h->n_shards == 0 && h->has_token && h->n_tokens == h->n_workers_map;
+    for (uint32_t i = 0; i < h->n_workers_map && ok; i++) ok = h->workers[i].addr[0] != 0;
+    if (!ok) {
+        wr_error("not an all-reduce map: %u shards, %u workers, %u tokens", h->n_shards, h->n_workers_map,
+                 h->n_tokens);
+        return WR_ERR;
+    }
+    for (uint32_t i = 0; i < h->n_workers_map; i++)
+        wr_info("member rank %d: group %d, host %s, data %s", h->workers[i].rank, h->workers[i].group,
+                h->workers[i].host, h->workers[i].addr);
+    return WR_OK;
+}
+
+// Steps 1..total without data: a DIGEST{sh 0} every digest_every steps of a
+// value every replica shares (changed from corrupt_at on), then LEAVE. The
+// coordinator's SHUTDOWN stops it (its status).
+static int ar_steps(int64_t total, long corrupt_at, long die_at) {
+    for (int64_t t = 1; t <= total; t++) {
+        if (die_at == t) {
+            wr_info("dying before step %lld as asked", (long long)t);
+            _exit(FAKE_EXIT_DIED);
+        }
+        wr_pmsg h;
+        int st = recv_one(g_cep, 5, &h, NULL, 0);  // a step's time; SHUTDOWN ends the run
+        if (st > 0) return st == 256 ? 0 : st;
+        if (st == 0) wr_pmsg_clear(&h);
+        if (g_cfg.digest_every > 0 && t % g_cfg.digest_every == 0) {
+            uint64_t v[2] = {g_cfg.seed, (uint64_t)t + (corrupt_at >= 0 && t >= corrupt_at ? 1000003u : 0)};
+            wr_pmsg_init(&h, WR_MT_DIGEST);
+            h.epoch = 1;
+            h.step = (uint64_t)t;
+            h.shard = 0;
+            h.digest = wr_digest64(v, sizeof v);
+            send_c(&h, NULL, 0);
+        }
+    }
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_LEAVE);
+    h.epoch = 1;
+    h.step = (uint64_t)total;
+    send_c(&h, NULL, 0);  // the coordinator sends no SHUTDOWN to those who left
+    return 0;
+}
+
+// A whole all-reduce run after the welcome. The exit status.
+static int run_allreduce(const char *host, const char *group, uint64_t d, uint64_t nt, long corrupt_at,
+                         long die_at) {
+    wr_endpoint *data = NULL;
+    wr_pmsg h;
+    int st = ar_register(&data, host, group, d, nt);
+    if (st == WR_OK) st = wait_coord(WR_MT_CLUSTER_MAP, 1, g_cfg.register_timeout + 10, &h);
+    if (st) {
+        wr_close(data);
+        return st < 0 ? 1 : st == 256 ? 0 : st;
+    }
+    g_rank = h.rank;
+    int64_t total = (int64_t)h.total_steps;
+    int ok = ar_check_map(&h) == WR_OK && total > 0;
+    wr_pmsg_clear(&h);
+    char name[32], err[WR_ERR_LEN];
+    snprintf(name, sizeof name, "fakeworker %d", g_rank);
+    wr_log_set_name(name);
+    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
+    h.job_id = g_cfg.job_id;
+    h.epoch = 1;
+    h.rank = g_rank;
+    h.role = WR_ROLE_WORKER;
+    snprintf(h.host, sizeof h.host, "%s", host);
+    wr_heartbeat *hb = ok ? wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, NULL, err)
+                          : NULL;
+    st = ok ? ar_steps(total, corrupt_at, die_at) : WR_EXIT_FAILURE;
+    wr_heartbeat_stop(hb);
+    wr_close(data);
+    return st;
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
-        {"coordinator", required_argument, NULL, 'C'}, {"d", required_argument, NULL, 'd'},
-        {"host", required_argument, NULL, 'H'},        {"corrupt-at", required_argument, NULL, 'x'},
-        {"die-at", required_argument, NULL, 'k'},      {"bad-push", no_argument, NULL, 'b'},
-        {"fixed-grad", no_argument, NULL, 'f'},        {"barrier", no_argument, NULL, 'B'},
-        {"log-level", required_argument, NULL, 'l'},   {"nt", required_argument, NULL, 'n'},
-        {"pull-flood", required_argument, NULL, 'P'},  {"big-frame", required_argument, NULL, 'F'},
-        {"bad-digest", no_argument, NULL, 'D'},        {"skip-last-digest", no_argument, NULL, 'S'},
-        {"late-digest", required_argument, NULL, 'L'}, {"stall-reads", no_argument, NULL, 'R'},
-        {"source", required_argument, NULL, 's'},      {NULL, 0, NULL, 0},
+        {"coordinator", required_argument, NULL, 'C'},
+        {"d", required_argument, NULL, 'd'},
+        {"host", required_argument, NULL, 'H'},
+        {"corrupt-at", required_argument, NULL, 'x'},
+        {"die-at", required_argument, NULL, 'k'},
+        {"bad-push", no_argument, NULL, 'b'},
+        {"fixed-grad", no_argument, NULL, 'f'},
+        {"barrier", no_argument, NULL, 'B'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"nt", required_argument, NULL, 'n'},
+        {"pull-flood", required_argument, NULL, 'P'},
+        {"big-frame", required_argument, NULL, 'F'},
+        {"bad-digest", no_argument, NULL, 'D'},
+        {"skip-last-digest", no_argument, NULL, 'S'},
+        {"late-digest", required_argument, NULL, 'L'},
+        {"stall-reads", no_argument, NULL, 'R'},
+        {"source", required_argument, NULL, 's'},
+        {"group", required_argument, NULL, 'G'},
+        {NULL, 0, NULL, 0},
     };
     uint64_t nt = 60000;
     long pull_flood = 0, big_frame_mib = 0;
@@ -228,6 +347,7 @@ int main(int argc, char **argv) {
     uint64_t d = 0;
     const char *host = "fakehost";
     const char *source = NULL;  // tcp: connect to the coordinator from this local IP
+    const char *group = NULL;   // mode=allreduce: REGISTER 'gn'
     long corrupt_at = -1, die_at = -1;
     int bad_push = 0, fixed_grad = 0, barrier = 0, c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -249,6 +369,7 @@ int main(int argc, char **argv) {
         case 'L': late_digest = atof(optarg); break;
         case 'R': stall_reads = 1; break;
         case 's': source = optarg; break;
+        case 'G': group = optarg; break;
         default:
             fprintf(stderr, "usage: wren_fake_worker --coordinator ADDR --d D [...]\n");
             return WR_EXIT_CONFIG;
@@ -290,6 +411,13 @@ int main(int argc, char **argv) {
             return WR_EXIT_CONFIG;
         }
     wr_pmsg_clear(&h);
+    if (g_cfg.mode == WR_MODE_ALLREDUCE) {
+        st = run_allreduce(host, group, d, nt, corrupt_at, die_at);
+        wr_close(g_cep);
+        wr_transport_ctx_free(g_ctx);
+        wr_buf_free(&g_hb);
+        return st;
+    }
     wr_pmsg_init(&h, WR_MT_REGISTER);
     snprintf(h.host, sizeof h.host, "%s", host);
     h.n_params = d;

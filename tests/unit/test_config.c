@@ -186,6 +186,14 @@ static void test_validate_allreduce(void **state) {
     assert_int_equal(wr_config_validate(&c, err), WR_ERR);
     assert_non_null(strstr(err, "'max_workers'"));
     c.max_workers = 0;
+    // shards count for no connections: 2 x (2 x 4 workers) = 16 suffice
+    c.max_connections = 16;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    c.mode = WR_MODE_PS;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);  // + 2 x 2 shards
+    assert_non_null(strstr(err, "'max_connections'"));
+    c.mode = WR_MODE_ALLREDUCE;
+    c.max_connections = 0;
     // the algorithm is part of the numeric config's digest
     wr_job_config d = c;
     d.allreduce_algo = WR_AR_ALLGATHER;
