@@ -186,6 +186,35 @@ static int admit_peers(wr_ps *w, char *err) {
     return WR_EXIT_OK;
 }
 
+// With keys, a peer that connects before this worker admitted its key is
+// refused for good (libzmq does not retry a refused handshake): every
+// member first admits all the others, then a BARRIER at the coordinator
+// (released once every member entered) lets them connect.
+static int admitted_barrier(wr_ps *w, char *err) {
+    if (!w->o->keys.on) return WR_EXIT_OK;
+    wr_pmsg h;
+    wr_ps_hdr(w, &h, WR_MT_BARRIER);
+    h.barrier_id = 1;
+    char e2[WR_ERR_LEN];
+    if (wr_ps_send(w, w->coord, &h, NULL, 0, NULL, NULL, 1000, NULL, e2) != WR_OK)
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "BARRIER to the coordinator: %s", e2);
+    double t0 = wr_now(), bound = w->cfg.register_timeout + w->cfg.step_timeout;
+    while (wr_now() - t0 < bound) {
+        wr_msg msg;
+        int rc = wr_ps_recv(w->coord, 500, NULL, &msg, &h, e2);
+        if (rc == WR_ETIMEDOUT || rc == WR_EPROTO) continue;
+        if (rc != WR_OK)
+            return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "waiting for the peers' keys: %s", e2);
+        wr_msg_release(&msg);
+        int released = h.type == WR_MT_BARRIER && h.barrier_id == 1;
+        int st = released ? 0 : wr_ps_coord_message(w, &h, err);
+        wr_pmsg_clear(&h);
+        if (st || released) return st;
+    }
+    return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
+                      "the other workers did not all admit this one's key within %g s", bound);
+}
+
 static int connect_peer(wr_ps *w, wr_ar_peer *p, char *err) {
     wr_endpoint_opts eo;
     data_opts(w, &eo);
@@ -210,6 +239,7 @@ int wr_ar_take_map(wr_ps *w, const wr_cluster *c, const wr_pmsg *map, char *err)
     if (!st) st = topology(w, err);
     if (!st) st = check_size(w, err);
     if (!st) st = admit_peers(w, err);
+    if (!st) st = admitted_barrier(w, err);
     for (int i = 0; !st && i < w->ar->n; i++)
         if (i != w->ar->me) st = connect_peer(w, &w->ar->peers[i], err);
     return st;

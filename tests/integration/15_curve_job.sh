@@ -6,7 +6,9 @@
 # and a shard presenting a worker's key (refused: its key's role is worker,
 # exit 2). Then the job must still form and end with status 0 and passing
 # replica digest checks, the shard and the workers talking over CURVE with the
-# keys the cluster map carries.
+# keys the cluster map carries. Then the same keys run a mode=allreduce job:
+# the workers' data endpoints are CURVE servers with their own keys, admit
+# only the map's members, and the job ends with status 0 and agreeing digests.
 source "$(dirname "$0")/lib/common.bash"
 
 S=$BIN/wren-server
@@ -76,4 +78,27 @@ grep -q 'CURVE keys: only the 3 keys of the allow-list' "$T/logs/coordinator.log
 grep -q 'connections refused: key not on the allow-list' "$T/logs/coordinator.log" ||
     fail "the coordinator did not count the refused key"
 grep -q 'shard 0' "$T/logs/coordinator.log" || fail "the coordinator never named shard 0"
-pass "a job with CURVE keys finished (exit 0, $DIGESTS_PASSED digest checks agreed); a key off the list, no key and a worker key posing as a shard were refused"
+ps_digests=$DIGESTS_PASSED
+
+# 5. mode=allreduce with the same keys: worker-to-worker data over CURVE.
+mv "$T/logs/coordinator.log" "$T/logs/coordinator-ps.log"
+CADDR="tcp://127.0.0.1:$(free_port)"
+"$S" coordinator --bind "$CADDR" --key "$K/coordinator.key" --allow "$K/allow.txt" mode=allreduce \
+    workers=2 model=synthetic:100000 steps=60 digest_every=10 progress_every=0 \
+    register_timeout=60 >"$T/logs/coordinator.log" 2>&1 &
+COORD=$!
+STARTED+=("$COORD")
+for _ in $(seq 50); do grep -q 'listening on' "$T/logs/coordinator.log" && break; sleep 0.1; done
+for w in 0 1; do
+    "$BIN/wren-worker" --coordinator "$CADDR" --key "$K/w$w.key" "${CK[@]}" --connect-timeout 30 \
+        --group "node$w" >"$T/logs/ar-worker$w.log" 2>&1 &
+    STARTED+=("$!")
+done
+for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$COORD" 2>/dev/null && fail "the all-reduce job did not finish within 60 s"
+wait "$COORD"
+rc=$?
+[ "$rc" = "$WR_EXIT_OK" ] || fail "the all-reduce job with keys ended with status $rc (expected $WR_EXIT_OK)"
+check_digests
+pass "a job with CURVE keys finished (exit 0, $ps_digests digest checks agreed); a key off the list, no key and a" \
+    "worker key posing as a shard were refused; mode=allreduce with keys: $DIGESTS_PASSED digest checks agreed"
