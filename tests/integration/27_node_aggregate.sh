@@ -11,7 +11,10 @@
 # 3. A follower (rank 3: never its node's leader) killed mid-job: the
 #    membership is fixed, so the job stops with status 5 and the coordinator
 #    names it; no process is left behind.
-# 4. Refusals: groups of unequal size (3 workers in 2 groups) stop the job
+# 4. With CURVE keys (keygen, an allow-list, processes started by hand): the
+#    same 2 x 2 shape over tcp ends with status 0, digests agree, each shard
+#    got 2 pushes per step (the workers' data endpoints admit the peers' keys).
+# 5. Refusals: groups of unequal size (3 workers in 2 groups) stop the job
 #    at formation (exit 2, the coordinator names the groups and sizes); a
 #    config the aggregation cannot honour (codec=fp32) is refused (exit 2,
 #    the message names the keys).
@@ -77,7 +80,41 @@ grep -q "ps_node_aggregate cannot go on without it" "$T/logs/coordinator.log" ||
     fail "the coordinator does not say the job cannot go on without the lost worker"
 check_no_leftovers
 
-# ---- 4. refusals ------------------------------------------------------------------------
+# ---- 4. with CURVE keys -----------------------------------------------------------------
+SRV=$BIN/wren-server
+K=$T/keys
+mkdir -p "$K" "$T/keyed"
+chmod 700 "$K"
+"$SRV" keygen --dir "$K" coordinator >/dev/null 2>&1 || fail "keygen coordinator failed"
+for n in s0:shard w0:worker w1:worker w2:worker w3:worker; do
+    "$SRV" keygen --dir "$K" --role "${n#*:}" "${n%:*}" >>"$K/allow.txt" 2>/dev/null || fail "keygen $n failed"
+done
+CADDR="tcp://127.0.0.1:$(free_port)"
+CK=(--coordinator-key "$K/coordinator.pub")
+"$SRV" coordinator --bind "$CADDR" --key "$K/coordinator.key" --allow "$K/allow.txt" shards=1 workers=4 \
+    ps_node_aggregate=on model=synthetic:100000 steps=60 digest_every=10 progress_every=0 register_timeout=60 \
+    >"$T/keyed/coordinator.log" 2>&1 &
+COORD=$!
+STARTED+=("$COORD")
+"$SRV" shard --coordinator "$CADDR" --key "$K/s0.key" "${CK[@]}" --allow "$K/allow.txt" \
+    --bind tcp://127.0.0.1:0 --connect-timeout 30 >"$T/keyed/shard0.log" 2>&1 &
+STARTED+=("$!")
+for w in 0 1 2 3; do
+    "$BIN/wren-worker" --coordinator "$CADDR" --key "$K/w$w.key" "${CK[@]}" --group "node$((w % 2))" \
+        --connect-timeout 30 >"$T/keyed/worker$w.log" 2>&1 &
+    STARTED+=("$!")
+done
+for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$COORD" 2>/dev/null && fail "the keyed job did not finish within 60 s"
+wait "$COORD"
+rc=$?
+[ "$rc" = "$WR_EXIT_OK" ] || fail "the keyed job ended with status $rc (expected $WR_EXIT_OK)"
+grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$T/keyed/coordinator.log" ||
+    fail "the keyed job's digest checks did not all pass"
+p=$(shard_pushes "$T/keyed/shard0.log")
+[ "$p" = "2.00" ] || fail "keyed: the shard received '$p' pushes per step (2.00 expected)"
+
+# ---- 5. refusals ------------------------------------------------------------------------
 run_local uneven -S 2 -n 3 --groups 2 --transport tcp ps_node_aggregate=on steps=20 "${MLP[@]}"
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "unequal groups: wren-local exited with $RC (expected $WR_EXIT_CONFIG)"
 grep -q "ps_node_aggregate: groups of unequal size: node0 2, node1 1" "$T/logs/coordinator.log" ||
@@ -89,5 +126,5 @@ grep -rq "config keys 'ps_node_aggregate' and 'codec'" "$T"/fp32.out "$T"/logs |
     fail "the codec=fp32 refusal does not name the keys"
 
 pass "2 nodes x 2 workers: $agg_digests digest checks, 2 pushes per shard per step (4 without), accuracy" \
-    "$acc_agg (without aggregation: $acc_plain); a lost follower stops the job (5); unequal groups and" \
-    "codec=fp32 refused"
+    "$acc_agg (without aggregation: $acc_plain); a lost follower stops the job (5); with keys too;" \
+    "unequal groups and codec=fp32 refused"
