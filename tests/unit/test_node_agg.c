@@ -152,7 +152,8 @@ static void *shards_main(void *arg) {
     for (int s = 0; s < S; s++) {
         ss[s].core = wr_shard_core_new(&f->cfg, s, f->lo[s], f->hi[s], f->n_groups, STEPS, err);
         if (!ss[s].core) return shard_fail(f, "core", err), NULL;
-        ss[s].out = aligned_alloc(64, wr_shard_core_bcast_bytes(ss[s].core) + 64);
+        // aligned_alloc wants a multiple of the alignment
+        ss[s].out = aligned_alloc(64, (wr_shard_core_bcast_bytes(ss[s].core) / 64 + 1) * 64);
         shard_params(f, s, &ss[s]);
     }
     while (!atomic_load(&f->stop)) {
