@@ -137,11 +137,11 @@ asan: deps
 # The threaded tests built with ThreadSanitizer: the transport (ZeroMQ I/O
 # threads, zero-copy frees), the cluster client against fake nodes in threads
 # (test_exchange_ps; test_ps_client until it is renamed), the shard, the node
-# plumbing, the heartbeat thread and the all-reduce mesh. libzmq is not instrumented: tests/tsan.supp
+# plumbing, the heartbeat thread, the all-reduce mesh and node aggregation. libzmq is not instrumented: tests/tsan.supp
 # silences reports whose frames are inside libzmq only; a race in wren code fails.
 TSAN_BUILD = $(BUILD)/tsan
 TSAN_CLIENT = $(firstword $(wildcard tests/unit/test_exchange_ps.c tests/unit/test_ps_client.c))
-TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce
+TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce test_node_agg
 TSAN_SRC   = $(TSAN_CLIENT) $(wildcard $(patsubst %,tests/unit/%.c,$(TSAN_WANT)))
 TSAN_BIN   = $(patsubst tests/unit/%.c,$(TSAN_BUILD)/tests/%,$(TSAN_SRC))
 TSAN_MISSING = $(if $(TSAN_CLIENT),,test_exchange_ps) \

@@ -279,6 +279,7 @@ static const key_t_ kKeys[] = {
     U64("job_id", job_id, 1, "an integer >= 1"),
     ENUMK("mode", mode, "one of ps, allreduce", kMode),
     ENUMK("allreduce_algo", allreduce_algo, "one of hierarchical, flat, ring_fp32", kAlgo),
+    ENUMK("ps_node_aggregate", ps_node_aggregate, "one of on, off", kOnOff),
     INT("shards", shards, 1, WR_MAX_SHARDS, "an integer in [1, 1024]"),
     INT("workers", workers, 1, WR_MAX_WORKERS, "an integer in [1, 4096]"),
     INT("min_workers", min_workers, 0, WR_MAX_WORKERS, "an integer in [0, 4096] (0 = workers)"),
@@ -601,8 +602,34 @@ static int validate_allreduce(const wr_job_config *c, char *err) {
     return WR_OK;
 }
 
+// ps_node_aggregate = on: the workers of a node combine their bits before
+// one push per node (docs/ARCHITECTURE.md "Node aggregation (mode=ps)"), so
+// mode=ps, the Birder codec and a fixed membership without resume.
+static int validate_node_aggregate(const wr_job_config *c, char *err) {
+    if (c->mode != WR_MODE_PS)
+        return wr_err(err, WR_ERR,
+                      "config keys 'ps_node_aggregate' and 'mode': ps_node_aggregate = on needs mode=ps");
+    if (c->codec != WR_JOB_CODEC_BIRDER)
+        return wr_err(
+            err, WR_ERR,
+            "config keys 'ps_node_aggregate' and 'codec': ps_node_aggregate = on needs codec=birder "
+            "(the node combines 1-bit pushes)");
+    if (c->resume)
+        return wr_err(err, WR_ERR,
+                      "config keys 'ps_node_aggregate' and 'resume': resume is not supported with "
+                      "ps_node_aggregate = on in this version");
+    if ((c->min_workers && c->min_workers != c->workers) || (c->max_workers && c->max_workers != c->workers))
+        return wr_err(err, WR_ERR,
+                      "config keys 'ps_node_aggregate', 'min_workers', 'max_workers' and 'workers': "
+                      "ps_node_aggregate = on has a fixed membership, so min_workers and max_workers must "
+                      "equal workers (%d) or be 0, got %d and %d",
+                      c->workers, c->min_workers, c->max_workers);
+    return WR_OK;
+}
+
 int wr_config_validate(const wr_job_config *c, char *err) {
     if (c->mode == WR_MODE_ALLREDUCE && validate_allreduce(c, err) != WR_OK) return WR_ERR;
+    if (c->ps_node_aggregate && validate_node_aggregate(c, err) != WR_OK) return WR_ERR;
     int lo = wr_config_min_workers(c), hi = wr_config_max_workers(c);
     if (lo > c->workers || hi < c->workers)
         return wr_err(err, WR_ERR,

@@ -36,6 +36,7 @@ typedef struct {
     uint64_t job_id;                // job_id: tags every message (default 1)
     int mode;                       // mode = ps | allreduce (allreduce: no shards, the workers combine)
     int allreduce_algo;             // allreduce_algo = hierarchical | flat | ring_fp32 (mode=allreduce)
+    int ps_node_aggregate;          // ps_node_aggregate = on | off (mode=ps: one push per node and shard)
     int shards;                     // shards = S (>= 1)
     int workers;                    // workers = n (>= 1): the job forms with this many
     int min_workers;                // min_workers: below it the job waits for joiners (0 = workers)

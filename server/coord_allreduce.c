@@ -48,19 +48,21 @@ int coord_ar_report(coord *c, const coord_in *in, coord_node *n, char *why, size
     char addr[WR_ADDR_MAX], err[WR_ERR_LEN];
     if (!h->addr[0]) {
         snprintf(why, len,
-                 "mode=allreduce: the REGISTER with the model size carries no data address (field 'a'): "
-                 "the worker must bind its data endpoint and say where it is");
+                 "%s: the REGISTER with the model size carries no data address (field 'a'): "
+                 "the worker must bind its data endpoint and say where it is",
+                 coord_fixed_name(c));
         return WR_ERR;
     }
     if (wr_ar_data_addr(h->addr, n->from, addr, sizeof addr, err) != WR_OK) {
-        snprintf(why, len, "mode=allreduce: %s", err);
+        snprintf(why, len, "%s: %s", coord_fixed_name(c), err);
         return WR_ERR;
     }
     const coord_node *dup = worker_with_addr(c, n, addr);
     if (dup) {
         char who[COORD_WHO_MAX];
         coord_describe(dup, who, sizeof who);
-        snprintf(why, len, "mode=allreduce: data address %s is taken by %s (from %s)", addr, who, dup->from);
+        snprintf(why, len, "%s: data address %s is taken by %s (from %s)", coord_fixed_name(c), addr, who,
+                 dup->from);
         return WR_ERR;
     }
     snprintf(n->addr, sizeof n->addr, "%s", addr);
@@ -72,10 +74,7 @@ int coord_ar_report(coord *c, const coord_in *in, coord_node *n, char *why, size
     return WR_OK;
 }
 
-// Group indices from the names (sorted), into each node; for hierarchical
-// every group the same size. WR_OK (*n_groups, *size: 0 when unequal), or
-// WR_ERR with the job stopped (status 2, every group and its size).
-static int assign_groups(coord *c, int *n_groups, int *size) {
+int coord_ar_assign_groups(coord *c, int *n_groups, int *size) {
     int W = c->cfg.workers;
     const char **names = wr_calloc((size_t)W, sizeof *names);
     int *group = wr_calloc((size_t)W, sizeof *group);
@@ -86,12 +85,12 @@ static int assign_groups(coord *c, int *n_groups, int *size) {
     int equal = wr_ar_groups_equal(names, group, W, *n_groups, size, sizes, sizeof sizes) == WR_OK;
     free(names);
     free(group);
-    if (equal || c->cfg.allreduce_algo != WR_AR_HIER) return WR_OK;
+    if (equal || (coord_allreduce(c) && c->cfg.allreduce_algo != WR_AR_HIER)) return WR_OK;
     char why[COORD_REASON_MAX + 1024];
     snprintf(why, sizeof why,
-             "mode=allreduce, hierarchical: groups of unequal size: %s; start the same number of workers on "
-             "every node or use allreduce_algo=flat",
-             sizes);
+             "%s: groups of unequal size: %s; start the same number of workers on every node%s",
+             coord_allreduce(c) ? "mode=allreduce, hierarchical" : "ps_node_aggregate", sizes,
+             coord_allreduce(c) ? " or use allreduce_algo=flat" : "");
     coord_stop_job(c, WR_EXIT_CONFIG, why);
     return WR_ERR;
 }
@@ -144,7 +143,7 @@ void coord_ar_form(coord *c) {
         if (c->nodes[i].role == WR_ROLE_WORKER && c->nodes[i].index >= 0)
             c->worker_node[c->nodes[i].index] = i;
     int n_groups, size;
-    if (assign_groups(c, &n_groups, &size) != WR_OK) return;
+    if (coord_ar_assign_groups(c, &n_groups, &size) != WR_OK) return;
     build_map(c);
     c->formed = 1;
     // Workers send DIGEST{sh = 0} of the whole vector, compared with each other.
@@ -164,7 +163,7 @@ void coord_ar_form(coord *c) {
 void coord_ar_lost(coord *c, coord_node *n, const char *why) {
     n->left = 1;
     char r[COORD_REASON_MAX + 64];
-    snprintf(r, sizeof r, "%s; mode=allreduce cannot go on without it", why);
+    snprintf(r, sizeof r, "%s; %s cannot go on without it", why, coord_fixed_name(c));
     coord_stop_job(c, WR_EXIT_NODE_LOST, r);
 }
 

@@ -313,6 +313,11 @@ int coord_ar_refuse(const coord *c, const wr_pmsg *h, char *why, size_t len);
 // among the workers), intra-node address, group name and CURVE key into n.
 // WR_OK, or WR_ERR with why (the caller refuses it with ERROR{config}).
 int coord_ar_report(coord *c, const coord_in *in, coord_node *n, char *why, size_t len);
+// Group indices from the names (sorted with strcmp), into each worker's
+// node; for hierarchical (and ps_node_aggregate) every group the same size.
+// WR_OK (*n_groups, *size: 0 when unequal), or WR_ERR with the job stopped
+// (status 2, every group and its size).
+int coord_ar_assign_groups(coord *c, int *n_groups, int *size);
 // Every worker is in (total steps set): groups, the map without shards to
 // every worker (with every member's token and data address), the digest
 // book without a master. Stops the job (status 2) on unequal groups with
@@ -322,6 +327,26 @@ void coord_ar_form(coord *c);
 void coord_ar_lost(coord *c, coord_node *n, const char *why);
 // JOIN: refused in mode=allreduce (fixed membership), unexpected otherwise.
 void coord_on_join(coord *c, coord_in *in);
+
+// coord_node_agg.c: ps_node_aggregate = on (docs/ARCHITECTURE.md "Node
+// aggregation (mode=ps)"): the workers' maps as in mode=allreduce (data
+// addresses, groups, 'ta'), the shards' maps list the leaders only.
+static inline int coord_node_agg(const coord *c) {
+    return c->cfg.mode == WR_MODE_PS && c->cfg.ps_node_aggregate;
+}
+// A fixed membership (mode=allreduce, ps_node_aggregate): a lost or
+// departing worker stops the job; its name for messages.
+static inline int coord_fixed(const coord *c) { return coord_allreduce(c) || coord_node_agg(c); }
+static inline const char *coord_fixed_name(const coord *c) {
+    return coord_allreduce(c) ? "mode=allreduce" : "ps_node_aggregate";
+}
+// The leaders among the workers nodes[0..n) (node indices in rank order):
+// the lowest rank of each group, into out (room for n) in rank order. Their count.
+int coord_agg_leaders(const coord *c, const int *nodes, int n, int *out);
+// Once the ps map is built (ranks known): the groups (equal sizes) into the
+// nodes and the map, logged with their leaders. WR_OK, or WR_ERR with the
+// job stopped.
+int coord_agg_form(coord *c);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);

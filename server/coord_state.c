@@ -60,8 +60,9 @@ static wr_ckpt_expect state_expect(const coord *c) {
 }
 
 void coord_state_save(coord *c, int ended) {
-    // mode=allreduce keeps no state: a restarted coordinator starts a new job
-    if (!c->cfg.checkpoint_dir[0] || !c->formed || c->epoch < 1 || coord_allreduce(c)) return;
+    // mode=allreduce and ps_node_aggregate keep no state: a restarted
+    // coordinator starts a new job (a fixed membership cannot be re-formed)
+    if (!c->cfg.checkpoint_dir[0] || !c->formed || c->epoch < 1 || coord_fixed(c)) return;
     char err[WR_ERR_LEN];
     wr_buf map = {0};
     if (encode_map(c, &map, err) != WR_OK) {
@@ -197,7 +198,7 @@ static int restore(coord *c, const wr_ckpt *ck, const uint64_t *meta, char *err)
 }
 
 int coord_state_load(coord *c) {
-    if (!c->cfg.checkpoint_dir[0] || coord_allreduce(c)) return 0;
+    if (!c->cfg.checkpoint_dir[0] || coord_fixed(c)) return 0;
     char err[WR_ERR_LEN];
     wr_ckpt ck;
     wr_ckpt_expect ex = state_expect(c);

@@ -116,7 +116,7 @@ void coord_epochs_resume(coord *c) {
 
 void coord_worker_lost(coord *c, coord_node *n, const char *why) {
     if (n->out) return;
-    if (coord_allreduce(c)) {  // a fixed membership: no epoch without it
+    if (coord_fixed(c)) {  // a fixed membership: no epoch without it
         coord_ar_lost(c, n, why);
         return;
     }
@@ -130,7 +130,7 @@ void coord_worker_lost(coord *c, coord_node *n, const char *why) {
 void coord_worker_departs(coord *c, coord_node *n, uint64_t step) {
     char who[COORD_WHO_MAX], why[COORD_REASON_MAX];
     coord_describe(n, who, sizeof who);
-    if (coord_allreduce(c)) {
+    if (coord_fixed(c)) {
         snprintf(why, sizeof why, "%s left the job after step %llu of %lld", who, (unsigned long long)step,
                  (long long)c->map.total_steps);
         coord_ar_lost(c, n, why);

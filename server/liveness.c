@@ -127,10 +127,10 @@ void coord_on_error(coord *c, coord_in *in) {
     int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
     // mode=allreduce: a worker that stops takes the collective with it,
     // unless the probes find another node gone first (below).
-    if (coord_allreduce(c) && c->formed && status != WR_EXIT_CONFIG) {
+    if (coord_fixed(c) && c->formed && status != WR_EXIT_CONFIG && in->n->role == WR_ROLE_WORKER) {
         status = WR_EXIT_NODE_LOST;
         size_t at = strlen(r);
-        snprintf(r + at, sizeof r - at, "; mode=allreduce cannot go on without it");
+        snprintf(r + at, sizeof r - at, "; %s cannot go on without it", coord_fixed_name(c));
     }
     // A dead shard is the cause (node lost); dead workers leave the job
     // (epochs.c) and the ERROR still decides.

@@ -122,6 +122,13 @@ static void set_credentials(const coord_node *n, wr_pmsg *h, uint32_t n_members,
 // To the workers when to_workers: every one of nodes[], or only `only` when set.
 static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes, int n, int shards,
                         int to_workers, int rebuild, const coord_node *only) {
+    int *lead = wr_calloc((size_t)(n > 0 ? n : 1), sizeof *lead), k = 0;
+    if (coord_node_agg(c) && shards != MAP_NO_SHARD) k = coord_agg_leaders(c, nodes, n, lead);
+    if (k > 0 && k < n) {  // the shards see the nodes' leaders only (coord_node_agg.c)
+        send_map_to(c, epoch, sf, lead, k, shards, 0, rebuild, NULL);
+        shards = MAP_NO_SHARD;
+    }
+    free(lead);
     wr_cluster view = c->map;  // shards from the map; workers: these
     view.epoch = epoch;
     view.start_step = sf;
@@ -134,7 +141,7 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
         view.workers[i].rank = w->index;
         snprintf(view.workers[i].host, sizeof view.workers[i].host, "%s", w->host);
         view.workers[i].group = w->group;
-        if (coord_allreduce(c)) {  // where its peers reach it
+        if (coord_fixed(c)) {  // where its peers reach it
             snprintf(view.workers[i].addr, sizeof view.workers[i].addr, "%s", w->addr);
             snprintf(view.workers[i].laddr, sizeof view.workers[i].laddr, "%s", w->laddr);
             memcpy(view.workers[i].key, w->key, sizeof view.workers[i].key);
@@ -164,7 +171,7 @@ static void send_map_to(coord *c, uint64_t epoch, uint64_t sf, const int *nodes,
         if (only && w != only) continue;
         h.shard = rebuild ? shards : -1;
         h.rank = w->index;
-        set_credentials(w, &h, (uint32_t)n, tokens, idents, coord_allreduce(c));
+        set_credentials(w, &h, (uint32_t)n, tokens, idents, coord_fixed(c));
         if (epoch == 1 || w->joining) w->last_seen = now;
         coord_send_to(c, w, &h);
     }
@@ -210,6 +217,7 @@ static void form_job(coord *c) {
         return;
     }
     if (build_map(c) != WR_OK) return;
+    if (coord_node_agg(c) && coord_agg_form(c) != WR_OK) return;
     c->formed = 1;
     c->book = wr_digest_book_new(WR_MAX_WORKERS, S);
     wr_digest_book_set_limits(c->book, c->cfg.digest_every > 0 ? (uint64_t)c->cfg.digest_every : 0,
@@ -519,7 +527,7 @@ static int join_report(coord *c, coord_node *n) {
 // stopped. n may be dropped from the table: not to be used after.
 static int on_report(coord *c, const coord_in *in, coord_node *n) {
     char why[WR_REASON_MAX];
-    if (coord_allreduce(c) && coord_ar_report(c, in, n, why, sizeof why) != WR_OK) {
+    if (coord_fixed(c) && coord_ar_report(c, in, n, why, sizeof why) != WR_OK) {
         char who[COORD_WHO_MAX];
         describe_reg(n, who, sizeof who);
         wr_warn("refused %s: %s", who, why);

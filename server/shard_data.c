@@ -339,6 +339,8 @@ static int on_push(shard_node *s, wr_msg *m, const wr_pmsg *h) {
         return SHARD_GO_ON;
     }
     // Accepted: the core references the payload; keep the frames until the step is done.
+    s->pushes_in++;
+    s->bytes_in += (double)(m->header.len + m->payload.len);
     s->held[h->rank] = *m;
     memset(m, 0, sizeof *m);
     // The step's BROADCAST goes where this authenticated push came from (a

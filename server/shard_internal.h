@@ -131,6 +131,8 @@ typedef struct {
     wr_peer_watch watch;  // data connections; memory returned after floods
     uint64_t send_failures;
     double t_first_step, bytes_out;
+    uint64_t pushes_in;  // pushes accepted, and their bytes (end report: contributors per step)
+    double bytes_in;
     double t_finish, t_send;  // seconds in aggregation+apply and in the n sends
     // The coordinator lost while the job runs (shard_join.c): since when (0:
     // not lost), when REGISTER was last sent, and whether the socket is down

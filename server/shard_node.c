@@ -68,6 +68,10 @@ static void end_report(const shard_node *s) {
             (unsigned long long)s->refused.total, (unsigned long long)s->auth_refused,
             (unsigned long long)s->send_failures, wr_peak_rss_mib(),
             (unsigned long long)wr_shard_core_digest(s->core));
+    // Inbound traffic: with ps_node_aggregate one push per node, not per worker.
+    wr_info("pushes received: %llu (%.2f per step), %.1f MB (%.0f bytes per step)",
+            (unsigned long long)s->pushes_in, steps ? (double)s->pushes_in / (double)steps : 0.0,
+            s->bytes_in / 1e6, steps ? s->bytes_in / (double)steps : 0.0);
     // Every step of the job is completed exactly once (membership changes
     // included): tests compare the count with the total.
     wr_info("completed steps 1..%llu of %lld (%llu with no push), epoch %llu", (unsigned long long)steps,

@@ -24,6 +24,7 @@ static const char *no_replacement(const coord *c) {
     if (c->cfg.codec != WR_JOB_CODEC_BIRDER)
         return "the fp32 codec's optimizer state was on it (start the job again with resume = on)";
     if (c->replace.shard >= 0) return "another shard is already waiting for a replacement";
+    if (coord_node_agg(c)) return "ps_node_aggregate has a fixed membership (no shard rebuild)";
     return NULL;
 }
 

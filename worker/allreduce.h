@@ -95,7 +95,22 @@ void wr_ar_count_bytes(wr_ps *w, double *sent, double *recv, double *internode);
 
 void wr_ar_free(wr_ar *ar);
 
+// The slices and buffers this worker uses: cfg.allreduce_algo's in
+// mode=allreduce; mode=ps with ps_node_aggregate uses the hierarchical ones
+// (one slice per local rank).
+static inline int wr_ar_algo(const wr_job_config *c) {
+    return c->mode == WR_MODE_ALLREDUCE ? c->allreduce_algo : WR_AR_HIER;
+}
+
 // ar_algo.c
+
+// Stages 2-3 of the hierarchical all-reduce (ALGORITHMS.md 1.4), shared with
+// ps_node_aggregate: this worker's bits of step st->t (ar->q, the whole
+// vector) scattered over its node, its slice k counted over the G and
+// re-quantized (key: seed, 0xA0000000 + group, step; global index) into
+// *qk: the node's q'_k of [lo_k, hi_k) (ar->q2; a node of one worker: ar->q
+// itself, the same bits). Returns 0 or the exit status.
+int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, const uint64_t **qk, char *err);
 
 // Allocates the buffers of cfg.allreduce_algo once the members are known.
 void wr_ar_step_init(wr_ps *w);
@@ -105,5 +120,21 @@ int wr_ar_step(wr_ps *w, wr_exchange_step *st, char *err);
 
 // DIGEST of the whole replica (shard 0 of the book) after step t.
 void wr_ar_digests(wr_ps *w, int64_t t);
+
+// ps_agg.c: node aggregation in mode=ps (ps_node_aggregate = on;
+// docs/ARCHITECTURE.md "Node aggregation (mode=ps)")
+
+// Whether this worker talks to the shards: without node aggregation every
+// worker, with it the leader of each node (its local rank 0) only.
+int wr_agg_leader(const wr_ps *w);
+
+// The step exchange with node aggregation: the node's q' (stages 2-3 of
+// 1.4), one PUSH per node to each shard from the leader, each BROADCAST
+// applied by the leader and relayed to its node (CHUNK stage DOWN).
+int wr_agg_step(wr_ps *w, wr_exchange_step *st, char *err);
+
+// The leader relays shard s's BROADCAST of step t (header h, payload of
+// len bytes) to every other worker of its node. Returns 0 or the exit status.
+int wr_agg_relay(wr_ps *w, int s, const wr_pmsg *h, const void *payload, size_t len, int64_t t, char *err);
 
 #endif

@@ -50,7 +50,7 @@ static uint64_t max_slice(const wr_ar *ar) {
 
 void wr_ar_step_init(wr_ps *w) {
     wr_ar *ar = w->ar;
-    int algo = w->cfg.allreduce_algo, n = ar->n;
+    int algo = wr_ar_algo(&w->cfg), n = ar->n;
     size_t wd = words(ar->d);
     if (algo == WR_AR_RING) {
         slices(ar, n);
@@ -145,24 +145,32 @@ static int gather_counts(wr_ps *w, int64_t t, char *err) {
     return WR_EXIT_OK;
 }
 
-static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
+int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, const uint64_t **qk, char *err) {
     wr_ar *ar = w->ar;
     int g = ar->peers[ar->me].group, k = ar->peers[ar->me].local;
     uint64_t n = ar->hi[k] - ar->lo[k];
-    uint64_t *qk = ar->q2, *node_planes = ar->q2 + words(n);
-    int rc = WR_EXIT_OK;
+    uint64_t *node_planes = ar->q2 + words(n);
     if (ar->G == 1) {
         // A node of one: its average is its own q, and re-quantizing a count
         // c of 1 worker keeps it (P(+1) = c / 1): the same bits, no work.
-        qk = ar->q;
-    } else {
-        rc = scatter(w, st->t, node_planes, err);
-        if (rc) return rc;
-        double t0 = wr_now();
-        wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
-        wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], qk);
-        st->t_codec += wr_now() - t0;
+        *qk = ar->q;
+        return WR_EXIT_OK;
     }
+    *qk = ar->q2;
+    int rc = scatter(w, st->t, node_planes, err);
+    if (rc) return rc;
+    double t0 = wr_now();
+    wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
+    wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], ar->q2);
+    st->t_codec += wr_now() - t0;
+    return WR_EXIT_OK;
+}
+
+static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {
+    wr_ar *ar = w->ar;
+    const uint64_t *qk;
+    int rc = wr_ar_node_slice(w, st, &qk, err);
+    if (rc) return rc;
     rc = across_nodes(w, st->t, qk, err);
     if (!rc) rc = gather_counts(w, st->t, err);
     if (rc) return rc;

@@ -110,11 +110,11 @@ static int topology(wr_ps *w, char *err) {
     int uneven = 0;
     for (int g = 0; g < ar->n_groups; g++) uneven |= size[g] != ar->G;
     free(size);
-    if (uneven && w->cfg.allreduce_algo == WR_AR_HIER)
-        return wr_ps_fail(
-            w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-            "mode=allreduce, hierarchical: the map's groups are of unequal size (or numbered with "
-            "gaps): every group must have the same number of workers");
+    if (uneven && wr_ar_algo(&w->cfg) == WR_AR_HIER)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                          "%s: the map's groups are of unequal size (or numbered with gaps): every group "
+                          "must have the same number of workers",
+                          w->cfg.mode == WR_MODE_PS ? "ps_node_aggregate" : "mode=allreduce, hierarchical");
     ar->members_of = wr_calloc((size_t)(ar->n_groups * ar->G), sizeof *ar->members_of);
     for (int i = 0; i < ar->n_groups * ar->G; i++) ar->members_of[i] = -1;
     for (int i = 0; i < ar->n; i++) ar->members_of[ar->peers[i].group * ar->G + ar->peers[i].local] = i;
@@ -124,7 +124,7 @@ static int topology(wr_ps *w, char *err) {
 // Each slice (hierarchical: one per local rank; ring: one per worker) needs
 // a 64-element block of its own.
 static int check_size(wr_ps *w, char *err) {
-    int algo = w->cfg.allreduce_algo, k = algo == WR_AR_HIER ? w->ar->G : algo == WR_AR_RING ? w->ar->n : 1;
+    int algo = wr_ar_algo(&w->cfg), k = algo == WR_AR_HIER ? w->ar->G : algo == WR_AR_RING ? w->ar->n : 1;
     if ((uint64_t)k > wr_birder_words((size_t)w->d))
         return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
                           "mode=allreduce: d = %llu parameters are fewer than 64 per slice for %d slices",

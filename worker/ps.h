@@ -188,6 +188,10 @@ int wr_ps_rejoin(wr_ps *w, char *err);
 // The step exchange and digests (ps_step.c).
 int wr_ps_step(void *self, wr_exchange_step *s, char *err);
 void wr_ps_digests(void *self, int64_t t);
+// Waits for every pending shard's broadcast of step st->t, applying each as
+// it arrives. Bounded by step_timeout + register_timeout: a membership
+// change may hold the step while the job waits for joiners. 0 or a status.
+int wr_ps_apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err);
 // Allocates the Birder state and push buffers once the ranges are known.
 void wr_ps_step_init(wr_ps *w);
 

@@ -261,7 +261,7 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
         w->ec = WR_EC_PROTOCOL;
         return WR_EXIT_FAILURE;
     }
-    int st = w->ar ? WR_EXIT_OK : take_shards(w, &c, err);
+    int st = w->cfg.mode == WR_MODE_ALLREDUCE ? WR_EXIT_OK : take_shards(w, &c, err);
     int pos = wr_cluster_position(&c, c.my_rank);
     if (!st && wr_batch_local_size(w->cfg.batch, pos, c.n_workers) < 1)
         st = wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "batch %d is smaller than the %d workers",
@@ -290,7 +290,9 @@ static int take_map(wr_ps *w, wr_pmsg *map, wr_train_job *job, char *err) {
 static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     w->d = wr_model_num_params(job->model);
     int st = check_batch(w, err);
-    if (!st && w->cfg.mode == WR_MODE_ALLREDUCE && !w->ar) st = wr_ar_bind(w, err);
+    // mode=allreduce and ps_node_aggregate: where the peers reach this worker, in its REGISTER
+    if (!st && (w->cfg.mode == WR_MODE_ALLREDUCE || w->cfg.ps_node_aggregate) && !w->ar)
+        st = wr_ar_bind(w, err);
     if (st) return st;
     wr_info("model %s: d = %llu parameters; registering", w->cfg.model, (unsigned long long)w->d);
     char e2[WR_ERR_LEN];
@@ -541,11 +543,18 @@ static int ps_join(void *self, wr_train_job *job, char *err) {
     w->x = wr_model_params(job->model);
     w->g = wr_model_grads(job->model);
     int st = register_model(w, job, err);
-    if (w->ar) return st ? st : ar_join(w, job, err);
-    if (!st) st = connect_shards(w, err);
+    if (w->cfg.mode == WR_MODE_ALLREDUCE) return st ? st : ar_join(w, job, err);
+    // ps_node_aggregate: only the leaders talk to the shards; the others'
+    // parameters are built from the job's seed like rank 0's (digests check).
+    int lead = st || wr_agg_leader(w);
+    if (!st && lead) st = connect_shards(w, err);
     if (!st) st = start_heartbeat(w, err);
     if (!st) wr_ps_step_init(w);
-    if (!st) st = initial_params(w, err);
+    if (!st && w->ar) wr_ar_step_init(w);
+    if (!st && lead) st = initial_params(w, err);
+    if (st == WR_PS_REJOIN && w->cfg.ps_node_aggregate)
+        return wr_ps_fail(w, 0, WR_EXIT_NODE_LOST, err,
+                          "removed from the job while joining, and ps_node_aggregate has a fixed membership");
     if (st == WR_PS_REJOIN) return wr_ps_rejoin(w, err);
     // resume = on: the job's first map starts after step 1; this rank's own
     // state of the step before comes from its checkpoint (a joiner's starts
@@ -553,6 +562,12 @@ static int ps_join(void *self, wr_train_job *job, char *err) {
     if (!st && w->cfg.resume && w->epoch == 1 && job->first_step > 1) st = resume_state(w, job, err);
     if (st) return st;
     joined_line(w, job);
+    if (w->ar)
+        wr_info("node aggregation: group %d, local rank %d of %d (%s), %d nodes push to the shards; data "
+                "endpoint %s%s%s",
+                w->ar->peers[w->ar->me].group, w->ar->peers[w->ar->me].local, w->ar->G,
+                lead ? "the node's leader" : "applies the leader's relayed broadcasts", w->ar->n_groups,
+                w->ar->bound[0], w->ar->bound[1][0] ? ", node endpoint " : "", w->ar->bound[1]);
     return WR_EXIT_OK;
 }
 

@@ -176,6 +176,10 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
                            wr_msg_type_name(h->type), i, sc->addr, (unsigned long long)h->offset,
                            (unsigned long long)h->n_elems);
     st->bytes_recv += (double)(msg->header.len + msg->payload.len);
+    if (w->cfg.ps_node_aggregate) {  // the leader's node applies it too (ps_agg.c)
+        int rs = wr_agg_relay(w, i, h, msg->payload.data, msg->payload.len, st->t, err);
+        if (rs) return -rs;
+    }
     double t0 = wr_now();
     int birder = w->cfg.codec == WR_JOB_CODEC_BIRDER;
     float *x = w->x + sc->lo;
@@ -246,10 +250,7 @@ static void stall_report(const wr_ps *w, int64_t t, double since) {
                     w->sh[s].addr, since);
 }
 
-// Waits for every shard's broadcast of the step, applying each as it
-// arrives. Bounded by step_timeout + register_timeout: a membership change
-// may hold the step while the job waits for joiners.
-static int apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
+int wr_ps_apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
     // Any epoch (checked per message: >= ours), this step only.
     wr_proto_expect ex = {
         .job_id = w->cfg.job_id, .check_step = 1, .step_min = (uint64_t)st->t, .step_max = (uint64_t)st->t};
@@ -298,7 +299,7 @@ static int step_once(wr_ps *w, wr_exchange_step *st, char *err) {
         int rc = push_range(w, s, st, err);
         if (rc) return rc;
     }
-    int rc = apply_broadcasts(w, st, err);
+    int rc = wr_ps_apply_broadcasts(w, st, err);
     if (rc) return rc;
     // fp32 pushes point into g, which the next model step overwrites: their
     // frames must be gone. (Every shard has answered, so it has read our push:
@@ -326,8 +327,12 @@ static void checkpoint(wr_ps *w, int64_t t) {
 int wr_ps_step(void *self, wr_exchange_step *st, char *err) {
     wr_ps *w = self;
     st->resume_at = 0;
-    if (w->ar) return wr_ar_step(w, st, err);
-    int rc = step_once(w, st, err);
+    if (w->cfg.mode == WR_MODE_ALLREDUCE) return wr_ar_step(w, st, err);
+    int rc = w->cfg.ps_node_aggregate ? wr_agg_step(w, st, err) : step_once(w, st, err);
+    if (rc == WR_PS_REJOIN && w->cfg.ps_node_aggregate)  // fixed membership: no rejoining
+        return wr_ps_fail(w, 0, WR_EXIT_NODE_LOST, err,
+                          "step %lld: removed from the job, and ps_node_aggregate has a fixed membership",
+                          (long long)st->t);
     if (rc == WR_EXIT_OK) checkpoint(w, st->t);
     if (rc != WR_PS_REJOIN) return rc;
     rc = wr_ps_rejoin(w, err);
@@ -340,7 +345,7 @@ void wr_ps_digests(void *self, int64_t t) {
     wr_ps *w = self;
     char e2[WR_ERR_LEN];
     if (w->coord_down) return;  // the coordinator is lost: a restarted one checks later steps
-    if (w->ar) {
+    if (w->cfg.mode == WR_MODE_ALLREDUCE) {
         wr_ar_digests(w, t);
         return;
     }

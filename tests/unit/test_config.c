@@ -200,6 +200,43 @@ static void test_validate_allreduce(void **state) {
     assert_true(wr_config_digest(&c) != wr_config_digest(&d));
 }
 
+// ps_node_aggregate = on: mode=ps, codec=birder, a fixed membership, no
+// resume (each refusal names its keys); part of the numeric config.
+static void test_validate_node_aggregate(void **state) {
+    (void)state;
+    wr_job_config c;
+    char err[WR_ERR_LEN];
+    wr_config_defaults(&c);
+    assert_int_equal(c.ps_node_aggregate, 0);  // the default: off
+    assert_int_equal(wr_config_set_kv(&c, "ps_node_aggregate=on", err), WR_OK);
+    assert_int_equal(c.ps_node_aggregate, 1);
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    wr_job_config off = c;
+    off.ps_node_aggregate = 0;
+    assert_true(wr_config_digest(&c) != wr_config_digest(&off));
+    c.mode = WR_MODE_ALLREDUCE;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'ps_node_aggregate' and 'mode'"));
+    c.mode = WR_MODE_PS;
+    c.codec = WR_JOB_CODEC_FP32;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'ps_node_aggregate' and 'codec'"));
+    c.codec = WR_JOB_CODEC_BIRDER;
+    c.resume = 1;
+    snprintf(c.checkpoint_dir, sizeof c.checkpoint_dir, "/tmp/x");
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'ps_node_aggregate' and 'resume'"));
+    c.resume = 0;
+    c.max_workers = c.workers + 1;
+    assert_int_equal(wr_config_validate(&c, err), WR_ERR);
+    assert_non_null(strstr(err, "'max_workers'"));
+    assert_non_null(strstr(err, "fixed membership"));
+    c.max_workers = c.workers;
+    assert_int_equal(wr_config_validate(&c, err), WR_OK);
+    assert_int_equal(wr_config_set_kv(&c, "ps_node_aggregate=maybe", err), WR_ERR);
+    assert_non_null(strstr(err, "ps_node_aggregate"));
+}
+
 // Bad values: refused, config untouched, message names the key and the value.
 static void test_bad_values(void **state) {
     (void)state;
@@ -541,12 +578,19 @@ static void test_every_key_documented(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_defaults),     cmocka_unit_test(test_every_key_parses),
-        cmocka_unit_test(test_bad_values),   cmocka_unit_test(test_unknown_key),
-        cmocka_unit_test(test_parse_buffer), cmocka_unit_test(test_file_errors),
-        cmocka_unit_test(test_load_file),    cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_validate),     cmocka_unit_test(test_validate_allreduce),
-        cmocka_unit_test(test_schedule),     cmocka_unit_test(test_every_key_documented),
+        cmocka_unit_test(test_defaults),
+        cmocka_unit_test(test_every_key_parses),
+        cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_unknown_key),
+        cmocka_unit_test(test_parse_buffer),
+        cmocka_unit_test(test_file_errors),
+        cmocka_unit_test(test_load_file),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_validate_allreduce),
+        cmocka_unit_test(test_validate_node_aggregate),
+        cmocka_unit_test(test_schedule),
+        cmocka_unit_test(test_every_key_documented),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
