@@ -6,7 +6,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "aes_soft.h"
 #include "cpu.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 #define WR_BIRDER_MAX_WORKERS 65535
@@ -107,17 +109,32 @@ static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, siz
     return c;
 }
 
+// The requantize generator (rng_aes.h) in portable C: the S-box and round keys once
+// per call, then for each 16 elements one stream-0 block (hi8) and two stream-1
+// blocks (lo16); the 64-aligned first_index keeps the blocks whole.
 void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                               uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     if (nw) memset(bits_out, 0, nw * sizeof(uint64_t));
-    for (size_t j = 0; j < n; j++) {
-        uint64_t c = plane_count(planes, P, nw, j);
-        uint64_t r = birder_r24(key, first_index, j);
-        uint64_t bit = r * (uint64_t)n_workers < (c << 24);
-        bits_out[j / 64] |= bit << (j % 64);
+    uint8_t sbox[256];
+    wr_aes_sbox_make(sbox);
+    wr_rng_aes_keys k;
+    wr_rng_aes_keys_make(key, &k);
+    for (size_t j0 = 0; j0 < n; j0 += 16) {
+        uint32_t ctr = (uint32_t)(first_index + j0);
+        uint8_t hi[16], lo[32];
+        wr_rng_aes_block_ref(&k, 0, ctr >> 4, sbox, hi);
+        wr_rng_aes_block_ref(&k, 1, ctr >> 3, sbox, lo);
+        wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, sbox, lo + 16);
+        for (size_t j = j0; j < WR_MIN(n, j0 + 16); j++) {
+            size_t e = j - j0;
+            uint64_t r = (uint64_t)hi[e] << 16 | (uint64_t)lo[2 * e + 1] << 8 | lo[2 * e];
+            uint64_t c = plane_count(planes, P, nw, j);
+            uint64_t bit = r * (uint64_t)n_workers < (c << 24);
+            bits_out[j / 64] |= bit << (j % 64);
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include "birder.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 // wr_rng_u32(key, base + lane) >> 8 for 16 lanes, with base a multiple of 16 (so
@@ -180,7 +181,8 @@ void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, s
 
 // Counts of the 64 elements of word w as four vectors of 16 uint32: one masked
 // byte add (P <= 8) or two word adds per plane cover all 64 elements, then widen.
-static inline void counts64(const uint64_t *planes, int P, size_t nw, size_t w, __m512i c[4]) {
+static inline __attribute__((always_inline)) void counts64(const uint64_t *planes, int P, size_t nw, size_t w,
+                                                           __m512i c[4]) {
     if (P <= 8) {
         __m512i c8 = _mm512_setzero_si512();
         for (int p = 0; p < P; p++)
@@ -217,42 +219,145 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
     return (__mmask16)((unsigned)lo | (unsigned)hi << 8);
 }
 
-void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
-                                 uint64_t first_index, uint64_t *bits_out) {
-    WR_CHECK(first_index % 64 == 0);
+// ---- requantize: the rng_aes.h generator with VAES, 4 blocks per zmm -----------
+// Functions that use VAES / VBMI carry the target attribute; the dispatcher only
+// calls wr_birder_requantize_avx512 when the CPU has both (cpu.h).
+#define WR_RQ_TARGET __attribute__((target("vaes,avx512vbmi")))
+
+typedef struct {
+    __m512i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in all four 128-bit lanes
+    __m512i pat[2];                     // per stream: lane L's block index offset L, domain d
+    uint32_t T[128];                    // threshold T(c) = ceil(c * 2^24 / n), c < 128
+} rq_ctx;
+
+static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
+    wr_rng_aes_keys k;
+    wr_rng_aes_keys_make(key, &k);
+    for (int r = 0; r <= WR_RNG_AES_ROUNDS; r++)
+        x->rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)k.rk[r]));
+    for (int d = 0; d < 2; d++) x->pat[d] = _mm512_setr_epi32(0, d, 0, 0, 1, d, 0, 0, 2, d, 0, 0, 3, d, 0, 0);
+    for (uint32_t c = 0; c < 128; c++)
+        x->T[c] = c >= (uint32_t)n_workers
+                      ? 1u << 24
+                      : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+}
+
+// block(d, idx + L) in 128-bit lane L (rng_aes.h).
+WR_RQ_TARGET static inline __m512i rq_blocks(const rq_ctx *x, int d, uint32_t idx) {
+    __m512i v = _mm512_add_epi32(_mm512_maskz_set1_epi32(0x1111, (int)idx), x->pat[d]);
+    v = _mm512_xor_si512(v, x->rk[0]);
+#pragma GCC unroll 8
+    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) v = _mm512_aesenc_epi128(v, x->rk[r]);
+    return v;
+}
+
+// Counts of the 64 elements of word w as bytes (P <= 7).
+static inline __attribute__((always_inline)) __m512i counts_u8(const uint64_t *planes, const int P, size_t nw,
+                                                               size_t w) {
+    __m512i c8 = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int p = 0; p < P; p++)
+        c8 = _mm512_mask_add_epi8(c8, _cvtu64_mask64(planes[(size_t)p * nw + w]), c8,
+                                  _mm512_set1_epi8((char)(1 << p)));
+    return c8;
+}
+
+// The elements of `tie` (hi8 == T >> 16) settled by lo16 < T & 0xffff. Rare (2^-8
+// per element), so scalar after two more zmm of AES.
+WR_RQ_TARGET static uint64_t rq_ties(const rq_ctx *x, uint64_t tie, __m512i c8, uint32_t ctr) {
+    uint16_t lo[64];
+    uint8_t cnt[64];
+    _mm512_storeu_si512(lo, rq_blocks(x, 1, ctr >> 3));
+    _mm512_storeu_si512(lo + 32, rq_blocks(x, 1, (ctr >> 3) + 4));
+    _mm512_storeu_si512(cnt, c8);
+    uint64_t bits = 0;
+    for (; tie; tie &= tie - 1) {
+        int i = __builtin_ctzll(tie);
+        bits |= (uint64_t)(lo[i] < (x->T[cnt[i]] & 0xffff)) << i;
+    }
+    return bits;
+}
+
+// n_workers <= 127: every count is a byte, its threshold's top byte one vpermi2b away;
+// 64 elements are decided by one zmm of hi8 bytes. Words with ties are listed and
+// settled by rq_ties after each chunk of words: a branch per word would mispredict
+// on the ~22% of words that have one.
+#define WR_RQ_CHUNK 256
+WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const uint64_t *planes, int n_workers,
+                                                                        const int P, size_t n,
+                                                                        const rq_ctx *x, uint64_t first_index,
+                                                                        uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n);
+    uint8_t thi[128];
+    for (int c = 0; c < 128; c++) thi[c] = (uint8_t)(c >= n_workers ? 0 : x->T[c] >> 16);
+    const __m512i tlo = _mm512_loadu_si512(thi), thh = _mm512_loadu_si512(thi + 64);
+    const __m512i nm1 = _mm512_set1_epi8((char)(n_workers - 1));
+    uint64_t last = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
+    for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
+        size_t w1 = WR_MIN(nw, w0 + WR_RQ_CHUNK), nt = 0;
+        uint32_t tie_w[WR_RQ_CHUNK];
+        uint64_t tie_m[WR_RQ_CHUNK];
+        for (size_t w = w0; w < w1; w++) {
+            uint32_t ctr = (uint32_t)(first_index + w * 64);
+            __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+            __m512i c8 = counts_u8(planes, P, nw, w);
+            __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
+            uint64_t valid = w == nw - 1 ? last : ~0ull;
+            uint64_t always = _mm512_cmpgt_epu8_mask(c8, nm1);  // c >= n: T = 2^24
+            bits_out[w] = (_mm512_cmplt_epu8_mask(hi8, th) | always) & valid;
+            tie_w[nt] = (uint32_t)(w - w0);
+            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th) & ~always & valid;
+            nt += tie_m[nt] != 0;
+        }
+        for (size_t i = 0; i < nt; i++) {
+            size_t w = w0 + tie_w[i];
+            bits_out[w] |= rq_ties(x, tie_m[i], counts_u8(planes, P, nw, w),
+                                   (uint32_t)(first_index + w * 64));
+        }
+    }
+}
+
+// Any n_workers: the full r24 of all 64 elements and the 64-bit product test.
+WR_RQ_TARGET static void rq_any(const uint64_t *planes, int n_workers, size_t n, const rq_ctx *x,
+                                uint64_t first_index, uint64_t *bits_out) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    // For n <= 31 the threshold is a 32-entry table: r24 < ceil(c * 2^24 / n) is the
-    // same predicate as r24 * n < c << 24 for integer r24. Counts past n (not produced
-    // by count_planes) get 2^24 + 1, i.e. always +1, as in the reference.
-    int small = n_workers <= 31;
-    uint32_t tab[32];
-    for (uint32_t c = 0; c < 32; c++)
-        tab[c] = c >= (uint32_t)n_workers
-                     ? (1u << 24) + (c > (uint32_t)n_workers)
-                     : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
-    const __m512i tlo = _mm512_loadu_si512(tab), thi = _mm512_loadu_si512(tab + 16);
-    const rng16 rng = rng16_make(key);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
+        __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+        __m512i lo[2] = {rq_blocks(x, 1, ctr >> 3), rq_blocks(x, 1, (ctr >> 3) + 4)};
         __m512i c[4];
         counts64(planes, P, nw, w, c);
         uint64_t word = 0;
-        if (small) {
-            for (int q = 0; q < 4; q++) {
-                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
-                __m512i T = _mm512_permutex2var_epi32(tlo, c[q], thi);
-                word |= (uint64_t)_mm512_cmplt_epu32_mask(r, T) << (16 * q);
-            }
-        } else {
-            for (int q = 0; q < 4; q++) {
-                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
-                word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
-            }
+        for (int q = 0; q < 4; q++) {
+            __m512i h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 0));
+            if (q == 1) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 1));
+            if (q == 2) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 2));
+            if (q == 3) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 3));
+            __m256i l16 = q & 1 ? _mm512_extracti64x4_epi64(lo[q / 2], 1) : _mm512_castsi512_si256(lo[q / 2]);
+            __m512i r = _mm512_or_si512(_mm512_slli_epi32(h, 16), _mm512_cvtepu16_epi32(l16));
+            word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
         }
         if (w == nw - 1 && n % 64) word &= (1ull << (n % 64)) - 1;
         bits_out[w] = word;
     }
+}
+
+WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                              uint64_t first_index, uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    rq_ctx x;
+    rq_ctx_make(&x, key, n_workers);
+    // One instance per plane count for n_workers <= 127 (P <= 7), so P is a constant.
+    // clang-format off
+    switch (wr_birder_planes(n_workers)) {
+#define WR_CASE(P) \
+    case P: rq_small(planes, n_workers, P, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
+#undef WR_CASE
+    default: rq_any(planes, n_workers, n, &x, first_index, bits_out);
+    }
+    // clang-format on
 }
 
 static inline __m512 apply16(__m512 x, __m512 u, __m512 vlr, __m512 vwd) {

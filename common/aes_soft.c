@@ -1,0 +1,51 @@
+// aes_soft.c — portable AES round (aes_soft.h): GF(2^8) arithmetic from the
+// definitions, no lookup tables copied from anywhere.
+#include "aes_soft.h"
+
+// Multiplication by x modulo the AES polynomial 0x11b.
+static uint8_t xtime(uint8_t a) { return (uint8_t)((a << 1) ^ ((a >> 7) * 0x1b)); }
+
+static uint8_t gf_mul(uint8_t a, uint8_t b) {
+    uint8_t p = 0;
+    while (b) {
+        if (b & 1) p ^= a;
+        a = xtime(a);
+        b >>= 1;
+    }
+    return p;
+}
+
+// a^254 = a^-1 for a != 0, and 0 for 0 (the S-box's convention).
+static uint8_t gf_inv(uint8_t a) {
+    uint8_t r = 1, base = a;
+    for (unsigned e = 254; e; e >>= 1) {
+        if (e & 1) r = gf_mul(r, base);
+        base = gf_mul(base, base);
+    }
+    return r;
+}
+
+static uint8_t rotl8(uint8_t x, int k) { return (uint8_t)((x << k) | (x >> (8 - k))); }
+
+void wr_aes_sbox_make(uint8_t sbox[256]) {
+    for (int a = 0; a < 256; a++) {
+        uint8_t b = gf_inv((uint8_t)a);
+        sbox[a] = (uint8_t)(b ^ rotl8(b, 1) ^ rotl8(b, 2) ^ rotl8(b, 3) ^ rotl8(b, 4) ^ 0x63);
+    }
+}
+
+void wr_aes_enc_round(uint8_t state[16], const uint8_t rk[16], const uint8_t sbox[256]) {
+    uint8_t t[16];
+    // ShiftRows + SubBytes: row r of column c comes from column (c + r) mod 4.
+    for (int c = 0; c < 4; c++)
+        for (int r = 0; r < 4; r++) t[r + 4 * c] = sbox[state[r + 4 * ((c + r) & 3)]];
+    // MixColumns: each column times {02 03 01 01} circulant, then AddRoundKey.
+    for (int c = 0; c < 4; c++) {
+        uint8_t a0 = t[4 * c], a1 = t[4 * c + 1], a2 = t[4 * c + 2], a3 = t[4 * c + 3];
+        uint8_t all = a0 ^ a1 ^ a2 ^ a3;
+        state[4 * c] = a0 ^ all ^ xtime(a0 ^ a1) ^ rk[4 * c];
+        state[4 * c + 1] = a1 ^ all ^ xtime(a1 ^ a2) ^ rk[4 * c + 1];
+        state[4 * c + 2] = a2 ^ all ^ xtime(a2 ^ a3) ^ rk[4 * c + 2];
+        state[4 * c + 3] = a3 ^ all ^ xtime(a3 ^ a0) ^ rk[4 * c + 3];
+    }
+}
