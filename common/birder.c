@@ -202,9 +202,35 @@ void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint
     wr_birder_counts_ref(bits, n_workers, n, counts);
 }
 
+// The requantize kernels also need AES instructions (rng_aes.h): AVX-512 with VAES
+// and VBMI, AVX2 with VAES, AVX2 with AES-NI on xmm, else the portable reference.
+static enum wr_birder_rq_variant rq_pick(void) {
+    enum wr_isa lvl = wr_cpu_level();
+    if (lvl == WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi()) return WR_BIRDER_RQ_AVX512;
+    if (lvl >= WR_ISA_AVX2 && wr_cpu_has_vaes()) return WR_BIRDER_RQ_AVX2;
+    if (lvl >= WR_ISA_AVX2 && wr_cpu_has_aes()) return WR_BIRDER_RQ_AESNI;
+    return WR_BIRDER_RQ_REF;
+}
+
+const char *wr_birder_requantize_variant(void) {
+    static const char *const names[] = {"scalar", "avx2+aesni", "avx2+vaes", "avx512+vaes"};
+    return names[rq_pick()];
+}
+
 void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                           uint64_t first_index, uint64_t *bits_out) {
-    WR_BIRDER_PICK(wr_birder_requantize, planes, n_workers, n, key, first_index, bits_out);
+    switch (rq_pick()) {
+    case WR_BIRDER_RQ_AVX512:
+        wr_birder_requantize_avx512(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    case WR_BIRDER_RQ_AVX2:
+        wr_birder_requantize_avx2(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    case WR_BIRDER_RQ_AESNI:
+        wr_birder_requantize_aesni(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    default: wr_birder_requantize_ref(planes, n_workers, n, key, first_index, bits_out); return;
+    }
 }
 
 void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd) {

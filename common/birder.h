@@ -112,9 +112,25 @@ void wr_birder_decode_planes(const uint64_t *planes, int n_workers, size_t n, fl
     void wr_birder_decode_bits##sfx(const uint64_t *bits, size_t n, float *u);                            \
     void wr_birder_decode_planes##sfx(const uint64_t *planes, int n_workers, size_t n, float *u);
 
+// Kernels whose inputs and outputs together pass this many bytes write their output
+// with non-temporal (streaming) stores: it would not stay cached for the next kernel
+// anyway, and streaming skips the read-for-ownership of every output line.
+#define WR_BIRDER_STREAM_BYTES ((size_t)16 << 20)
+static inline int wr_birder_stream_out(size_t bytes_touched) {
+    return bytes_touched >= WR_BIRDER_STREAM_BYTES;
+}
+
 WR_BIRDER_VARIANTS(_ref)
 WR_BIRDER_VARIANTS(_avx2)
 WR_BIRDER_VARIANTS(_avx512)
 void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts);
+// Requantize needs AES instructions on top of the level: _avx512 also needs VAES and
+// AVX512-VBMI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
+void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                uint64_t first_index, uint64_t *bits_out);
+enum wr_birder_rq_variant { WR_BIRDER_RQ_REF, WR_BIRDER_RQ_AESNI, WR_BIRDER_RQ_AVX2, WR_BIRDER_RQ_AVX512 };
+// Which requantize kernel wr_birder_requantize runs here (wr_cpu_level() and the AES
+// instructions): "scalar", "avx2+aesni", "avx2+vaes" or "avx512+vaes" (benchmarks, logs).
+const char *wr_birder_requantize_variant(void);
 
 #endif

@@ -3,6 +3,7 @@
 #include <immintrin.h>
 
 #include "birder.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 // wr_rng_u32(key, base + lane) >> 8 for 8 lanes, base a multiple of 8 (so base + lane
@@ -222,40 +223,187 @@ static inline uint64_t requant8(__m256i r, __m256i c, int n_workers) {
     return ml | mh << 4;
 }
 
-void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
-                               uint64_t first_index, uint64_t *bits_out) {
-    WR_CHECK(first_index % 64 == 0);
+// ---- requantize: the rng_aes.h generator, 2 blocks per ymm -------------------
+// VAES does a ymm (two blocks) per instruction; without it (AES-NI only) the same
+// rounds run on the two xmm halves. Both entry points are compiled with "aes,vaes";
+// the AES-NI one runs no VEX.256 AES instruction (`vaes` is 0 in all its inlined
+// code), so it only needs AES-NI + AVX2 (cpu.h).
+#define WR_RQ_TARGET __attribute__((target("aes,vaes")))
+#define WR_RQ_INLINE WR_RQ_TARGET static inline __attribute__((always_inline))
+
+typedef struct {
+    __m256i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in both 128-bit lanes
+    __m256i pat[2];                     // per stream: lane L's block index offset L, domain d
+    uint32_t T[32];                     // threshold T(c) = ceil(c * 2^24 / n), c < 32
+} rq8_ctx;
+
+static inline void rq8_ctx_make(rq8_ctx *x, wr_rng_key key, int n_workers) {
+    wr_rng_aes_keys k;
+    wr_rng_aes_keys_make(key, &k);
+    for (int r = 0; r <= WR_RNG_AES_ROUNDS; r++)
+        x->rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k.rk[r]));
+    for (int d = 0; d < 2; d++) x->pat[d] = _mm256_setr_epi32(0, d, 0, 0, 1, d, 0, 0);
+    for (uint32_t c = 0; c < 32; c++)
+        x->T[c] = c >= (uint32_t)n_workers
+                      ? 1u << 24
+                      : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+}
+
+// block(d, idx + L) in 128-bit lane L (rng_aes.h).
+WR_RQ_INLINE __m256i rq8_blocks(const rq8_ctx *x, const int vaes, int d, uint32_t idx) {
+    __m256i v = _mm256_add_epi32(
+        _mm256_blend_epi32(_mm256_setzero_si256(), _mm256_set1_epi32((int)idx), 0x11), x->pat[d]);
+    v = _mm256_xor_si256(v, x->rk[0]);
+    if (vaes) {
+#pragma GCC unroll 8
+        for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) v = _mm256_aesenc_epi128(v, x->rk[r]);
+        return v;
+    }
+    __m128i lo = _mm256_castsi256_si128(v), hi = _mm256_extracti128_si256(v, 1);
+#pragma GCC unroll 8
+    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) {
+        lo = _mm_aesenc_si128(lo, _mm256_castsi256_si128(x->rk[r]));
+        hi = _mm_aesenc_si128(hi, _mm256_castsi256_si128(x->rk[r]));
+    }
+    return _mm256_setr_m128i(lo, hi);
+}
+
+// Counts of 32 elements (plane bits `shift` .. shift+31 of word w) as bytes, P <= 7.
+WR_RQ_INLINE __m256i counts_u8_32(const uint64_t *planes, const int P, size_t nw, size_t w, int shift) {
+    __m256i c8 = _mm256_setzero_si256();
+#pragma GCC unroll 16
+    for (int p = P - 1; p >= 0; p--) {  // Horner: c = 2c + bit (a set byte is -1)
+        __m256i m = bits_to_bytes((uint32_t)(planes[(size_t)p * nw + w] >> shift));
+        c8 = _mm256_sub_epi8(_mm256_add_epi8(c8, c8), m);
+    }
+    return c8;
+}
+
+// Tie elements settled by lo16 < T & 0xffff (rare: see the AVX-512 version).
+WR_RQ_TARGET static uint64_t rq8_ties(const rq8_ctx *x, const int vaes, uint64_t tie, __m256i c_lo,
+                                      __m256i c_hi, uint32_t ctr) {
+    uint16_t lo[64];
+    uint8_t cnt[64];
+    for (int k = 0; k < 4; k++)
+        _mm256_storeu_si256((__m256i *)(lo + 16 * k), rq8_blocks(x, vaes, 1, (ctr >> 3) + 2 * (uint32_t)k));
+    _mm256_storeu_si256((__m256i *)cnt, c_lo);
+    _mm256_storeu_si256((__m256i *)(cnt + 32), c_hi);
+    uint64_t bits = 0;
+    for (; tie; tie &= tie - 1) {
+        int i = __builtin_ctzll(tie);
+        bits |= (uint64_t)(lo[i] < (x->T[cnt[i]] & 0xffff)) << i;
+    }
+    return bits;
+}
+
+// 32 elements: hi8 < T(c) >> 16 (as bytes), ties, c >= n (always +1).
+typedef struct {
+    uint32_t lt, tie;
+} rq8_half;
+
+WR_RQ_INLINE rq8_half rq8_decide(__m256i hi8, __m256i c8, __m256i tab_lo, __m256i tab_hi, __m256i nm1) {
+    // c <= 31: pshufb looks up c & 15 in both 16-entry halves, bit 4 picks one.
+    __m256i th = _mm256_blendv_epi8(_mm256_shuffle_epi8(tab_lo, c8), _mm256_shuffle_epi8(tab_hi, c8),
+                                    _mm256_slli_epi16(c8, 3));
+    __m256i always = _mm256_cmpgt_epi8(c8, nm1);
+    __m256i eq = _mm256_cmpeq_epi8(hi8, th);
+    __m256i ge = _mm256_cmpeq_epi8(_mm256_max_epu8(hi8, th), hi8);  // hi8 >= th
+    rq8_half h;
+    h.lt = ~(uint32_t)_mm256_movemask_epi8(_mm256_andnot_si256(always, ge));
+    h.tie = (uint32_t)_mm256_movemask_epi8(_mm256_andnot_si256(always, eq));
+    return h;
+}
+
+// n_workers <= 31, as the AVX-512 rq_small: one word = 2 ymm of hi8 bytes, ties
+// listed per chunk and settled after it.
+#define WR_RQ_CHUNK 256
+WR_RQ_INLINE void rq8_small(const uint64_t *planes, int n_workers, const int P, const int vaes, size_t n,
+                            const rq8_ctx *x, uint64_t first_index, uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n);
+    uint8_t thi[32];
+    for (int c = 0; c < 32; c++) thi[c] = (uint8_t)(c >= n_workers ? 0 : x->T[c] >> 16);
+    const __m256i tab_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)thi));
+    const __m256i tab_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(thi + 16)));
+    const __m256i nm1 = _mm256_set1_epi8((char)(n_workers - 1));
+    uint64_t last = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
+    for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
+        size_t w1 = WR_MIN(nw, w0 + WR_RQ_CHUNK), nt = 0;
+        uint32_t tie_w[WR_RQ_CHUNK];
+        uint64_t tie_m[WR_RQ_CHUNK];
+        for (size_t w = w0; w < w1; w++) {
+            uint32_t ctr = (uint32_t)(first_index + w * 64);
+            rq8_half a = rq8_decide(rq8_blocks(x, vaes, 0, ctr >> 4), counts_u8_32(planes, P, nw, w, 0),
+                                    tab_lo, tab_hi, nm1);
+            rq8_half b = rq8_decide(rq8_blocks(x, vaes, 0, (ctr >> 4) + 2),
+                                    counts_u8_32(planes, P, nw, w, 32), tab_lo, tab_hi, nm1);
+            uint64_t valid = w == nw - 1 ? last : ~0ull;
+            bits_out[w] = ((uint64_t)a.lt | (uint64_t)b.lt << 32) & valid;
+            tie_w[nt] = (uint32_t)(w - w0);
+            tie_m[nt] = ((uint64_t)a.tie | (uint64_t)b.tie << 32) & valid;
+            nt += tie_m[nt] != 0;
+        }
+        for (size_t i = 0; i < nt; i++) {
+            size_t w = w0 + tie_w[i];
+            bits_out[w] |= rq8_ties(x, vaes, tie_m[i], counts_u8_32(planes, P, nw, w, 0),
+                                    counts_u8_32(planes, P, nw, w, 32), (uint32_t)(first_index + w * 64));
+        }
+    }
+}
+
+// Any n_workers: the full r24 of all 64 elements and the 64-bit product test.
+WR_RQ_INLINE void rq8_any(const uint64_t *planes, int n_workers, const int vaes, size_t n, const rq8_ctx *x,
+                          uint64_t first_index, uint64_t *bits_out) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    const rng8 rng = rng8_make(key);
-    // For n <= 7 the threshold is an 8-entry table: r24 < ceil(c * 2^24 / n) is the same
-    // predicate as r24 * n < c << 24 for integer r24; counts past n always give +1.
-    int small = n_workers <= 7;
-    uint32_t tab[8];
-    for (uint32_t c = 0; c < 8; c++)
-        tab[c] = c >= (uint32_t)n_workers
-                     ? (1u << 24) + 1
-                     : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
-    const __m256i tv = _mm256_loadu_si256((const __m256i *)tab);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
+        uint8_t hi[64];
+        uint16_t lo[64];
+        for (int k = 0; k < 2; k++)
+            _mm256_storeu_si256((__m256i *)(hi + 32 * k),
+                                rq8_blocks(x, vaes, 0, (ctr >> 4) + 2 * (uint32_t)k));
+        for (int k = 0; k < 4; k++)
+            _mm256_storeu_si256((__m256i *)(lo + 16 * k),
+                                rq8_blocks(x, vaes, 1, (ctr >> 3) + 2 * (uint32_t)k));
         __m256i c[8];
         counts64(planes, P, nw, w, c);
         uint64_t word = 0;
         for (int q = 0; q < 8; q++) {
-            __m256i r = r24_8(&rng, ctr + 8 * (uint32_t)q);
-            uint64_t k;
-            if (small) {
-                __m256i lt = _mm256_cmpgt_epi32(_mm256_permutevar8x32_epi32(tv, c[q]), r);
-                k = (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(lt));
-            } else {
-                k = requant8(r, c[q], n_workers);
-            }
-            word |= k << (8 * q);
+            __m256i h = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(hi + 8 * q)));
+            __m256i l = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(lo + 8 * q)));
+            __m256i r = _mm256_or_si256(_mm256_slli_epi32(h, 16), l);
+            word |= requant8(r, c[q], n_workers) << (8 * q);
         }
         if (w == nw - 1 && n % 64) word &= (1ull << (n % 64)) - 1;
         bits_out[w] = word;
     }
+}
+
+WR_RQ_INLINE void rq8_run(const uint64_t *planes, int n_workers, const int vaes, size_t n, wr_rng_key key,
+                          uint64_t first_index, uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    rq8_ctx x;
+    rq8_ctx_make(&x, key, n_workers);
+    // One instance per plane count for n_workers <= 31 (P <= 5), so P is a constant.
+    // clang-format off
+    switch (n_workers <= 31 ? wr_birder_planes(n_workers) : 0) {
+#define WR_CASE(P) \
+    case P: rq8_small(planes, n_workers, P, vaes, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5)
+#undef WR_CASE
+    default: rq8_any(planes, n_workers, vaes, n, &x, first_index, bits_out);
+    }
+    // clang-format on
+}
+
+WR_RQ_TARGET void wr_birder_requantize_avx2(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                            uint64_t first_index, uint64_t *bits_out) {
+    rq8_run(planes, n_workers, 1, n, key, first_index, bits_out);
+}
+
+WR_RQ_TARGET void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                             uint64_t first_index, uint64_t *bits_out) {
+    rq8_run(planes, n_workers, 0, n, key, first_index, bits_out);
 }
 
 static inline __m256 apply8(__m256 x, __m256 u, __m256 vlr, __m256 vwd) {

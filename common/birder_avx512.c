@@ -104,7 +104,8 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
 
 static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
                                                               const int P, size_t nw, size_t w, int masked,
-                                                              __mmask8 k, __m512i valid, uint64_t *planes) {
+                                                              const int nt, __mmask8 k, __m512i valid,
+                                                              uint64_t *planes) {
     __m512i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
     for (int i = 0; i < n_workers; i += 7) {
@@ -143,6 +144,8 @@ static inline __attribute__((always_inline)) void count_block(const uint64_t *co
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
+        else if (nt)
+            _mm512_stream_si512((__m512i *)(planes + (size_t)p * nw + w), acc[p]);
         else
             _mm512_storeu_si512(planes + (size_t)p * nw + w, acc[p]);
     }
@@ -153,14 +156,21 @@ static inline __attribute__((always_inline)) void count_planes_p(const uint64_t 
     size_t nw = wr_birder_words(n);
     size_t full = n / 512 * 8;  // words in blocks of 8 with no tail bits
     const __m512i ones = _mm512_set1_epi64(-1);
-    for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 0xff, ones, planes);
+    // Large outputs go around the caches (see wr_birder_stream_out): aligned planes only.
+    if (wr_birder_stream_out((size_t)(n_workers + P) * nw * 8) && (uintptr_t)planes % 64 == 0 &&
+        nw % 8 == 0) {
+        for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 1, 0xff, ones, planes);
+        _mm_sfence();
+    } else {
+        for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 0, 0xff, ones, planes);
+    }
     if (full < nw) {
         size_t cnt = nw - full;
         __m512i valid = ones;
         if (n % 64)
             valid = _mm512_mask_set1_epi64(ones, (__mmask8)(1u << (cnt - 1)),
                                            (long long)((1ull << (n % 64)) - 1));
-        count_block(bits, n_workers, P, nw, full, 1, (__mmask8)((1u << cnt) - 1), valid, planes);
+        count_block(bits, n_workers, P, nw, full, 1, 0, (__mmask8)((1u << cnt) - 1), valid, planes);
     }
 }
 

@@ -66,3 +66,17 @@ enum wr_isa wr_cpu_level(void) {
 }
 
 void wr_cpu_force_level(int level) { store(&g_force, level); }
+
+// CPUID leaf 1 ECX bit 25 (AES-NI); leaf 7 subleaf 0 ECX bits 9 (VAES) and 1 (VBMI).
+int wr_cpu_has_aes(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && ((c >> 25) & 1);
+}
+
+static int leaf7_ecx_bit(int bit) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> bit) & 1);
+}
+
+int wr_cpu_has_vaes(void) { return leaf7_ecx_bit(9); }
+int wr_cpu_has_avx512vbmi(void) { return leaf7_ecx_bit(1); }
