@@ -103,17 +103,25 @@ static inline __m256i first_lanes64(size_t cnt) {
         (sum) = _mm256_xor_si256(ab_, c_);                                                \
     } while (0)
 
+#ifndef WR_BIRDER_PF
+#define WR_BIRDER_PF 512  // prefetch distance in words (4 KiB) per input vector, into L2
+#endif
+
 static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *const *bits, int n_workers,
                                                                 int i, size_t w, int masked, __m256i k,
                                                                 __m256i valid) {
     if (i >= n_workers) return _mm256_setzero_si256();
-    if (!masked) return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
+    if (!masked) {
+        if (w % 8 == 0) _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T1);
+        return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
+    }
     return _mm256_and_si256(_mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
 }
 
 static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits, int n_workers,
                                                                const int P, size_t nw, size_t w, int masked,
-                                                               __m256i k, __m256i valid, uint64_t *planes) {
+                                                               const int nt, __m256i k, __m256i valid,
+                                                               uint64_t *planes) {
     __m256i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
     for (int i = 0; i < n_workers; i += 7) {
@@ -137,6 +145,8 @@ static inline __attribute__((always_inline)) void count_block4(const uint64_t *c
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
+        else if (nt)
+            _mm256_stream_si256((__m256i *)(planes + (size_t)p * nw + w), acc[p]);
         else
             _mm256_storeu_si256((__m256i *)(planes + (size_t)p * nw + w), acc[p]);
     }
@@ -147,12 +157,21 @@ static inline __attribute__((always_inline)) void count_planes_p4(const uint64_t
     size_t nw = wr_birder_words(n);
     size_t full = n / 256 * 4;  // words in blocks of 4 with no tail bits
     const __m256i ones = _mm256_set1_epi64x(-1);
-    for (size_t w = 0; w < full; w += 4) count_block4(bits, n_workers, P, nw, w, 0, ones, ones, planes);
+    // Large outputs go around the caches (see wr_birder_stream_out): aligned planes only.
+    if (wr_birder_stream_out((size_t)(n_workers + P) * nw * 8) && (uintptr_t)planes % 32 == 0 &&
+        nw % 4 == 0) {
+        for (size_t w = 0; w < full; w += 4)
+            count_block4(bits, n_workers, P, nw, w, 0, 1, ones, ones, planes);
+        _mm_sfence();
+    } else {
+        for (size_t w = 0; w < full; w += 4)
+            count_block4(bits, n_workers, P, nw, w, 0, 0, ones, ones, planes);
+    }
     if (full < nw) {
         size_t cnt = nw - full;
         long long v[4] = {-1, -1, -1, -1};
         if (n % 64) v[cnt - 1] = (long long)((1ull << (n % 64)) - 1);
-        count_block4(bits, n_workers, P, nw, full, 1, first_lanes64(cnt),
+        count_block4(bits, n_workers, P, nw, full, 1, 0, first_lanes64(cnt),
                      _mm256_loadu_si256((const __m256i *)v), planes);
     }
 }

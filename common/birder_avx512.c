@@ -86,7 +86,7 @@ void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float
 // count, which a ripple of full adders adds into the P accumulator planes. P is a
 // compile-time constant in each instance so the planes stay in registers.
 #ifndef WR_BIRDER_PF
-#define WR_BIRDER_PF 64
+#define WR_BIRDER_PF 512
 #endif
 #define XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
 #define MAJ3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0xE8)
@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
                                                                __m512i valid) {
     if (i >= n_workers) return _mm512_setzero_si512();
     if (!masked) {
-        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T0);
+        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T1);
         return _mm512_loadu_si512(bits[i] + w);
     }
     return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
@@ -288,10 +288,19 @@ WR_RQ_TARGET static uint64_t rq_ties(const rq_ctx *x, uint64_t tie, __m512i c8, 
     return bits;
 }
 
+// Copies a finished chunk of output words to dst: streaming stores (past the caches)
+// when `stream` and dst is 64-byte aligned, plain ones otherwise.
+static inline void rq_flush(uint64_t *dst, const uint64_t *buf, size_t cnt, int stream) {
+    size_t i = 0;
+    if (stream && (uintptr_t)dst % 64 == 0)
+        for (; i + 8 <= cnt; i += 8) _mm512_stream_si512((__m512i *)(dst + i), _mm512_loadu_si512(buf + i));
+    for (; i < cnt; i++) dst[i] = buf[i];
+}
+
 // n_workers <= 127: every count is a byte, its threshold's top byte one vpermi2b away;
 // 64 elements are decided by one zmm of hi8 bytes. Words with ties are listed and
-// settled by rq_ties after each chunk of words: a branch per word would mispredict
-// on the ~22% of words that have one.
+// settled by rq_ties after each chunk of words (a branch per word would mispredict
+// on the ~22% of words that have one), then the chunk is written out.
 #define WR_RQ_CHUNK 256
 WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const uint64_t *planes, int n_workers,
                                                                         const int P, size_t n,
@@ -302,29 +311,32 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
     for (int c = 0; c < 128; c++) thi[c] = (uint8_t)(c >= n_workers ? 0 : x->T[c] >> 16);
     const __m512i tlo = _mm512_loadu_si512(thi), thh = _mm512_loadu_si512(thi + 64);
     const __m512i nm1 = _mm512_set1_epi8((char)(n_workers - 1));
-    uint64_t last = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
+    int stream = wr_birder_stream_out((size_t)(P + 1) * nw * 8);
     for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
-        size_t w1 = WR_MIN(nw, w0 + WR_RQ_CHUNK), nt = 0;
+        size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
         uint32_t tie_w[WR_RQ_CHUNK];
-        uint64_t tie_m[WR_RQ_CHUNK];
-        for (size_t w = w0; w < w1; w++) {
+        uint64_t tie_m[WR_RQ_CHUNK], buf[WR_RQ_CHUNK];
+        for (size_t i = 0; i < cnt; i++) {
+            size_t w = w0 + i;
             uint32_t ctr = (uint32_t)(first_index + w * 64);
             __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
             __m512i c8 = counts_u8(planes, P, nw, w);
             __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
-            uint64_t valid = w == nw - 1 ? last : ~0ull;
             uint64_t always = _mm512_cmpgt_epu8_mask(c8, nm1);  // c >= n: T = 2^24
-            bits_out[w] = (_mm512_cmplt_epu8_mask(hi8, th) | always) & valid;
-            tie_w[nt] = (uint32_t)(w - w0);
-            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th) & ~always & valid;
+            buf[i] = _mm512_cmplt_epu8_mask(hi8, th) | always;
+            tie_w[nt] = (uint32_t)i;
+            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th) & ~always;
             nt += tie_m[nt] != 0;
         }
-        for (size_t i = 0; i < nt; i++) {
-            size_t w = w0 + tie_w[i];
-            bits_out[w] |= rq_ties(x, tie_m[i], counts_u8(planes, P, nw, w),
-                                   (uint32_t)(first_index + w * 64));
+        for (size_t t = 0; t < nt; t++) {
+            size_t w = w0 + tie_w[t];
+            buf[tie_w[t]] |= rq_ties(x, tie_m[t], counts_u8(planes, P, nw, w),
+                                     (uint32_t)(first_index + w * 64));
         }
+        if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+        rq_flush(bits_out + w0, buf, cnt, stream);
     }
+    if (stream) _mm_sfence();
 }
 
 // Any n_workers: the full r24 of all 64 elements and the 64-bit product test.
