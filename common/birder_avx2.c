@@ -124,19 +124,33 @@ static inline __attribute__((always_inline)) void count_block4(const uint64_t *c
                                                                uint64_t *planes) {
     __m256i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
-    for (int i = 0; i < n_workers; i += 7) {
-        __m256i x[7];
-        for (int t = 0; t < 7; t++) x[t] = load_bits4(bits, n_workers, i + t, w, masked, k, valid);
+    int i = 0;
+    // Whole groups of 7, each input loaded where the tree consumes it (fewer live
+    // registers: AVX2 has 16).
+    for (; i + 7 <= n_workers; i += 7) {
         __m256i s1, c1, s2, c2, b0, c3, b1, b2;
-        FULL_ADD(x[0], x[1], x[2], s1, c1);
-        FULL_ADD(s1, x[3], x[4], s2, c2);
-        FULL_ADD(s2, x[5], x[6], b0, c3);
+        FULL_ADD(load_bits4(bits, n_workers, i, w, masked, k, valid),
+                 load_bits4(bits, n_workers, i + 1, w, masked, k, valid),
+                 load_bits4(bits, n_workers, i + 2, w, masked, k, valid), s1, c1);
+        FULL_ADD(s1, load_bits4(bits, n_workers, i + 3, w, masked, k, valid),
+                 load_bits4(bits, n_workers, i + 4, w, masked, k, valid), s2, c2);
+        FULL_ADD(s2, load_bits4(bits, n_workers, i + 5, w, masked, k, valid),
+                 load_bits4(bits, n_workers, i + 6, w, masked, k, valid), b0, c3);
         FULL_ADD(c1, c2, c3, b1, b2);
         __m256i carry = _mm256_and_si256(acc[0], b0);
         acc[0] = _mm256_xor_si256(acc[0], b0);
         if (P > 1) FULL_ADD(acc[1], b1, carry, acc[1], carry);
         if (P > 2) FULL_ADD(acc[2], b2, carry, acc[2], carry);
         for (int p = 3; p < P; p++) {
+            __m256i t = _mm256_and_si256(acc[p], carry);
+            acc[p] = _mm256_xor_si256(acc[p], carry);
+            carry = t;
+        }
+    }
+    // The last n_workers % 7 one at a time (half-adder ripple).
+    for (; i < n_workers; i++) {
+        __m256i carry = load_bits4(bits, n_workers, i, w, masked, k, valid);
+        for (int p = 0; p < P; p++) {
             __m256i t = _mm256_and_si256(acc[p], carry);
             acc[p] = _mm256_xor_si256(acc[p], carry);
             carry = t;
@@ -253,7 +267,8 @@ static inline uint64_t requant8(__m256i r, __m256i c, int n_workers) {
 typedef struct {
     __m256i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in both 128-bit lanes
     __m256i pat[2];                     // per stream: lane L's block index offset L, domain d
-    uint32_t T[32];                     // threshold T(c) = ceil(c * 2^24 / n), c < 32
+    uint32_t T[32];                     // threshold T(c) = ceil(c * 2^24 / n), c < 32; 2^24 for c >= n
+    uint8_t thi[32];                    // its top byte T(c) >> 16; 255 for c >= n (see rq8_ties)
 } rq8_ctx;
 
 static inline void rq8_ctx_make(rq8_ctx *x, wr_rng_key key, int n_workers) {
@@ -262,10 +277,12 @@ static inline void rq8_ctx_make(rq8_ctx *x, wr_rng_key key, int n_workers) {
     for (int r = 0; r <= WR_RNG_AES_ROUNDS; r++)
         x->rk[r] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)k.rk[r]));
     for (int d = 0; d < 2; d++) x->pat[d] = _mm256_setr_epi32(0, d, 0, 0, 1, d, 0, 0);
-    for (uint32_t c = 0; c < 32; c++)
+    for (uint32_t c = 0; c < 32; c++) {
         x->T[c] = c >= (uint32_t)n_workers
                       ? 1u << 24
                       : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+        x->thi[c] = (uint8_t)(c >= (uint32_t)n_workers ? 255 : x->T[c] >> 16);
+    }
 }
 
 // block(d, idx + L) in 128-bit lane L (rng_aes.h).
@@ -298,7 +315,8 @@ WR_RQ_INLINE __m256i counts_u8_32(const uint64_t *planes, const int P, size_t nw
     return c8;
 }
 
-// Tie elements settled by lo16 < T & 0xffff (rare: see the AVX-512 version).
+// Tie elements settled by r24 = thi[c] << 16 | lo16 < T(c) (rare; c >= n always +1:
+// see the AVX-512 version).
 WR_RQ_TARGET static uint64_t rq8_ties(const rq8_ctx *x, const int vaes, uint64_t tie, __m256i c_lo,
                                       __m256i c_hi, uint32_t ctr) {
     uint16_t lo[64];
@@ -310,63 +328,71 @@ WR_RQ_TARGET static uint64_t rq8_ties(const rq8_ctx *x, const int vaes, uint64_t
     uint64_t bits = 0;
     for (; tie; tie &= tie - 1) {
         int i = __builtin_ctzll(tie);
-        bits |= (uint64_t)(lo[i] < (x->T[cnt[i]] & 0xffff)) << i;
+        bits |= (uint64_t)(((uint32_t)x->thi[cnt[i]] << 16 | lo[i]) < x->T[cnt[i]]) << i;
     }
     return bits;
 }
 
-// 32 elements: hi8 < T(c) >> 16 (as bytes), ties, c >= n (always +1).
+// 32 elements: hi8 < thi[c] (unsigned bytes) and the ties hi8 == thi[c].
 typedef struct {
     uint32_t lt, tie;
 } rq8_half;
 
-WR_RQ_INLINE rq8_half rq8_decide(__m256i hi8, __m256i c8, __m256i tab_lo, __m256i tab_hi, __m256i nm1) {
+WR_RQ_INLINE rq8_half rq8_decide(__m256i hi8, __m256i c8, __m256i tab_lo, __m256i tab_hi) {
     // c <= 31: pshufb looks up c & 15 in both 16-entry halves, bit 4 picks one.
     __m256i th = _mm256_blendv_epi8(_mm256_shuffle_epi8(tab_lo, c8), _mm256_shuffle_epi8(tab_hi, c8),
                                     _mm256_slli_epi16(c8, 3));
-    __m256i always = _mm256_cmpgt_epi8(c8, nm1);
-    __m256i eq = _mm256_cmpeq_epi8(hi8, th);
     __m256i ge = _mm256_cmpeq_epi8(_mm256_max_epu8(hi8, th), hi8);  // hi8 >= th
     rq8_half h;
-    h.lt = ~(uint32_t)_mm256_movemask_epi8(_mm256_andnot_si256(always, ge));
-    h.tie = (uint32_t)_mm256_movemask_epi8(_mm256_andnot_si256(always, eq));
+    h.lt = ~(uint32_t)_mm256_movemask_epi8(ge);
+    h.tie = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi8, th));
     return h;
 }
 
+// Copies a finished chunk of output words to dst: streaming stores (past the caches)
+// when `stream` and dst is 32-byte aligned, plain ones otherwise.
+static inline void rq8_flush(uint64_t *dst, const uint64_t *buf, size_t cnt, int stream) {
+    size_t i = 0;
+    if (stream && (uintptr_t)dst % 32 == 0)
+        for (; i + 4 <= cnt; i += 4)
+            _mm256_stream_si256((__m256i *)(dst + i), _mm256_loadu_si256((const __m256i *)(buf + i)));
+    for (; i < cnt; i++) dst[i] = buf[i];
+}
+
 // n_workers <= 31, as the AVX-512 rq_small: one word = 2 ymm of hi8 bytes, ties
-// listed per chunk and settled after it.
+// listed per chunk and settled after it, then the chunk is written out.
 #define WR_RQ_CHUNK 256
 WR_RQ_INLINE void rq8_small(const uint64_t *planes, int n_workers, const int P, const int vaes, size_t n,
                             const rq8_ctx *x, uint64_t first_index, uint64_t *bits_out) {
     size_t nw = wr_birder_words(n);
-    uint8_t thi[32];
-    for (int c = 0; c < 32; c++) thi[c] = (uint8_t)(c >= n_workers ? 0 : x->T[c] >> 16);
-    const __m256i tab_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)thi));
-    const __m256i tab_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(thi + 16)));
-    const __m256i nm1 = _mm256_set1_epi8((char)(n_workers - 1));
-    uint64_t last = n % 64 ? (1ull << (n % 64)) - 1 : ~0ull;
+    const __m256i tab_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x->thi));
+    const __m256i tab_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->thi + 16)));
+    int stream = wr_birder_stream_out((size_t)(P + 1) * nw * 8);
     for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
-        size_t w1 = WR_MIN(nw, w0 + WR_RQ_CHUNK), nt = 0;
+        size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
         uint32_t tie_w[WR_RQ_CHUNK];
-        uint64_t tie_m[WR_RQ_CHUNK];
-        for (size_t w = w0; w < w1; w++) {
+        uint64_t tie_m[WR_RQ_CHUNK], buf[WR_RQ_CHUNK];
+        for (size_t i = 0; i < cnt; i++) {
+            size_t w = w0 + i;
             uint32_t ctr = (uint32_t)(first_index + w * 64);
             rq8_half a = rq8_decide(rq8_blocks(x, vaes, 0, ctr >> 4), counts_u8_32(planes, P, nw, w, 0),
-                                    tab_lo, tab_hi, nm1);
+                                    tab_lo, tab_hi);
             rq8_half b = rq8_decide(rq8_blocks(x, vaes, 0, (ctr >> 4) + 2),
-                                    counts_u8_32(planes, P, nw, w, 32), tab_lo, tab_hi, nm1);
-            uint64_t valid = w == nw - 1 ? last : ~0ull;
-            bits_out[w] = ((uint64_t)a.lt | (uint64_t)b.lt << 32) & valid;
-            tie_w[nt] = (uint32_t)(w - w0);
-            tie_m[nt] = ((uint64_t)a.tie | (uint64_t)b.tie << 32) & valid;
+                                    counts_u8_32(planes, P, nw, w, 32), tab_lo, tab_hi);
+            buf[i] = (uint64_t)a.lt | (uint64_t)b.lt << 32;
+            tie_w[nt] = (uint32_t)i;
+            tie_m[nt] = (uint64_t)a.tie | (uint64_t)b.tie << 32;
             nt += tie_m[nt] != 0;
         }
-        for (size_t i = 0; i < nt; i++) {
-            size_t w = w0 + tie_w[i];
-            bits_out[w] |= rq8_ties(x, vaes, tie_m[i], counts_u8_32(planes, P, nw, w, 0),
-                                    counts_u8_32(planes, P, nw, w, 32), (uint32_t)(first_index + w * 64));
+        for (size_t t = 0; t < nt; t++) {
+            size_t w = w0 + tie_w[t];
+            buf[tie_w[t]] |= rq8_ties(x, vaes, tie_m[t], counts_u8_32(planes, P, nw, w, 0),
+                                      counts_u8_32(planes, P, nw, w, 32), (uint32_t)(first_index + w * 64));
         }
+        if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+        rq8_flush(bits_out + w0, buf, cnt, stream);
     }
+    if (stream) _mm_sfence();
 }
 
 // Any n_workers: the full r24 of all 64 elements and the 64-bit product test.

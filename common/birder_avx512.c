@@ -237,7 +237,8 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
 typedef struct {
     __m512i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in all four 128-bit lanes
     __m512i pat[2];                     // per stream: lane L's block index offset L, domain d
-    uint32_t T[128];                    // threshold T(c) = ceil(c * 2^24 / n), c < 128
+    uint32_t T[128];                    // threshold T(c) = ceil(c * 2^24 / n), c < 128; 2^24 for c >= n
+    uint8_t thi[128];                   // its top byte T(c) >> 16; 255 for c >= n (see rq_ties)
 } rq_ctx;
 
 static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
@@ -246,10 +247,12 @@ static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
     for (int r = 0; r <= WR_RNG_AES_ROUNDS; r++)
         x->rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)k.rk[r]));
     for (int d = 0; d < 2; d++) x->pat[d] = _mm512_setr_epi32(0, d, 0, 0, 1, d, 0, 0, 2, d, 0, 0, 3, d, 0, 0);
-    for (uint32_t c = 0; c < 128; c++)
+    for (uint32_t c = 0; c < 128; c++) {
         x->T[c] = c >= (uint32_t)n_workers
                       ? 1u << 24
                       : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+        x->thi[c] = (uint8_t)(c >= (uint32_t)n_workers ? 255 : x->T[c] >> 16);
+    }
 }
 
 // block(d, idx + L) in 128-bit lane L (rng_aes.h).
@@ -272,8 +275,10 @@ static inline __attribute__((always_inline)) __m512i counts_u8(const uint64_t *p
     return c8;
 }
 
-// The elements of `tie` (hi8 == T >> 16) settled by lo16 < T & 0xffff. Rare (2^-8
-// per element), so scalar after two more zmm of AES.
+// The elements of `tie` (hi8 == thi[c]) settled by the full test r24 < T(c), with
+// r24 = thi[c] << 16 | lo16: for c < n that is lo16 < T & 0xffff; for c >= n
+// (thi 255, T = 2^24) always +1, so the byte compare needs no case for it. Rare
+// (2^-8 per element), so scalar after two more zmm of AES.
 WR_RQ_TARGET static uint64_t rq_ties(const rq_ctx *x, uint64_t tie, __m512i c8, uint32_t ctr) {
     uint16_t lo[64];
     uint8_t cnt[64];
@@ -283,7 +288,7 @@ WR_RQ_TARGET static uint64_t rq_ties(const rq_ctx *x, uint64_t tie, __m512i c8, 
     uint64_t bits = 0;
     for (; tie; tie &= tie - 1) {
         int i = __builtin_ctzll(tie);
-        bits |= (uint64_t)(lo[i] < (x->T[cnt[i]] & 0xffff)) << i;
+        bits |= (uint64_t)(((uint32_t)x->thi[cnt[i]] << 16 | lo[i]) < x->T[cnt[i]]) << i;
     }
     return bits;
 }
@@ -307,10 +312,7 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
                                                                         const rq_ctx *x, uint64_t first_index,
                                                                         uint64_t *bits_out) {
     size_t nw = wr_birder_words(n);
-    uint8_t thi[128];
-    for (int c = 0; c < 128; c++) thi[c] = (uint8_t)(c >= n_workers ? 0 : x->T[c] >> 16);
-    const __m512i tlo = _mm512_loadu_si512(thi), thh = _mm512_loadu_si512(thi + 64);
-    const __m512i nm1 = _mm512_set1_epi8((char)(n_workers - 1));
+    const __m512i tlo = _mm512_loadu_si512(x->thi), thh = _mm512_loadu_si512(x->thi + 64);
     int stream = wr_birder_stream_out((size_t)(P + 1) * nw * 8);
     for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
         size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
@@ -322,10 +324,9 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
             __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
             __m512i c8 = counts_u8(planes, P, nw, w);
             __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
-            uint64_t always = _mm512_cmpgt_epu8_mask(c8, nm1);  // c >= n: T = 2^24
-            buf[i] = _mm512_cmplt_epu8_mask(hi8, th) | always;
+            buf[i] = _mm512_cmplt_epu8_mask(hi8, th);
             tie_w[nt] = (uint32_t)i;
-            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th) & ~always;
+            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th);
             nt += tie_m[nt] != 0;
         }
         for (size_t t = 0; t < nt; t++) {
