@@ -110,8 +110,10 @@ static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, siz
 }
 
 // The requantize generator (rng_aes.h) in portable C: the S-box and round keys once
-// per call, then for each 16 elements one stream-0 block (hi8) and two stream-1
-// blocks (lo16); the 64-aligned first_index keeps the blocks whole.
+// per call, then per 16 elements one stream-0 block (hi8). r24 lies in
+// [hi8 << 16, hi8 << 16 | 0xffff] and the test r24 * n < c << 24 is monotone in r24,
+// so the two ends settle it unless the threshold falls inside (probability 2^-8);
+// only then are the two stream-1 blocks (lo16) of the 16 elements computed.
 void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                               uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
@@ -122,17 +124,25 @@ void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, w
     wr_aes_sbox_make(sbox);
     wr_rng_aes_keys k;
     wr_rng_aes_keys_make(key, &k);
+    const uint64_t nv = (uint64_t)n_workers;
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         uint32_t ctr = (uint32_t)(first_index + j0);
         uint8_t hi[16], lo[32];
+        int have_lo = 0;
         wr_rng_aes_block_ref(&k, 0, ctr >> 4, sbox, hi);
-        wr_rng_aes_block_ref(&k, 1, ctr >> 3, sbox, lo);
-        wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, sbox, lo + 16);
         for (size_t j = j0; j < WR_MIN(n, j0 + 16); j++) {
             size_t e = j - j0;
-            uint64_t r = (uint64_t)hi[e] << 16 | (uint64_t)lo[2 * e + 1] << 8 | lo[2 * e];
-            uint64_t c = plane_count(planes, P, nw, j);
-            uint64_t bit = r * (uint64_t)n_workers < (c << 24);
+            uint64_t c = (uint64_t)plane_count(planes, P, nw, j) << 24, r = (uint64_t)hi[e] << 16;
+            uint64_t bit = (r | 0xffff) * nv < c;  // every r24 with this hi8 is below
+            if (!bit && r * nv < c) {              // the threshold is inside: lo16 decides
+                if (!have_lo) {
+                    wr_rng_aes_block_ref(&k, 1, ctr >> 3, sbox, lo);
+                    wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, sbox, lo + 16);
+                    have_lo = 1;
+                }
+                r |= (uint64_t)lo[2 * e + 1] << 8 | lo[2 * e];
+                bit = r * nv < c;
+            }
             bits_out[j / 64] |= bit << (j % 64);
         }
     }
