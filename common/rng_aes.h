@@ -19,8 +19,10 @@
 //   cipher      x = x ^ rk[0];  x = AESENC(x, rk[r]) for r = 1..R   (R = WR_RNG_AES_ROUNDS)
 // AESENC is one full AES round (ShiftRows, SubBytes, MixColumns, AddRoundKey: the
 // x86 instruction; aes_soft.h in C). Two rounds already make every output bit depend
-// on every input bit; R = 5 is the ARS-5 strength of Salmon et al. (SC'11, "Parallel
-// random numbers: as easy as 1, 2, 3"), which passes TestU01's BigCrush.
+// on every input bit; R = 5 follows ARS-5 (Salmon et al., SC'11 "Parallel random
+// numbers: as easy as 1, 2, 3"; also Intel MKL's ARS5), which its authors report
+// passing TestU01's BigCrush. This is not ARS-5 itself: the round keys come from a
+// splitmix64 chain instead of a Weyl sequence, and the last round keeps MixColumns.
 // The shard's element ranges start at multiples of 64, so a 64-element word uses
 // whole blocks: 4 of stream 0 and 8 of stream 1.
 #ifndef WR_RNG_AES_H
