@@ -49,3 +49,24 @@ void wr_aes_enc_round(uint8_t state[16], const uint8_t rk[16], const uint8_t sbo
         state[4 * c + 3] = a3 ^ all ^ xtime(a3 ^ a0) ^ rk[4 * c + 3];
     }
 }
+
+void wr_aes_table_make(const uint8_t sbox[256], uint32_t table[256]) {
+    for (int a = 0; a < 256; a++) {
+        uint32_t v = sbox[a], v2 = xtime(sbox[a]);
+        table[a] = v2 | v << 8 | v << 16 | (v2 ^ v) << 24;
+    }
+}
+
+static uint32_t rotl32(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+void wr_aes_enc_round_table(uint8_t state[16], const uint8_t rk[16], const uint32_t table[256]) {
+    uint32_t col[4];
+    // Column c takes row r from column (c + r) mod 4 (ShiftRows); row r's share of
+    // MixColumns is the row-0 column rotated down r rows.
+    for (int c = 0; c < 4; c++)
+        col[c] = table[state[4 * c]] ^ rotl32(table[state[1 + 4 * ((c + 1) & 3)]], 8) ^
+                 rotl32(table[state[2 + 4 * ((c + 2) & 3)]], 16) ^
+                 rotl32(table[state[3 + 4 * ((c + 3) & 3)]], 24);
+    for (int c = 0; c < 4; c++)
+        for (int r = 0; r < 4; r++) state[r + 4 * c] = (uint8_t)(col[c] >> (8 * r)) ^ rk[r + 4 * c];
+}

@@ -109,8 +109,8 @@ static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, siz
     return c;
 }
 
-// The requantize generator (rng_aes.h) in portable C: the S-box and round keys once
-// per call, then per 16 elements one stream-0 block (hi8). r24 lies in
+// The requantize generator (rng_aes.h) in portable C: the S-box, its column table and
+// the round keys once per call, then per 16 elements one stream-0 block (hi8). r24 lies in
 // [hi8 << 16, hi8 << 16 | 0xffff] and the test r24 * n < c << 24 is monotone in r24,
 // so the two ends settle it unless the threshold falls inside (probability 2^-8);
 // only then are the two stream-1 blocks (lo16) of the 16 elements computed.
@@ -121,7 +121,9 @@ void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, w
     size_t nw = wr_birder_words(n);
     if (nw) memset(bits_out, 0, nw * sizeof(uint64_t));
     uint8_t sbox[256];
+    uint32_t table[256];
     wr_aes_sbox_make(sbox);
+    wr_aes_table_make(sbox, table);
     wr_rng_aes_keys k;
     wr_rng_aes_keys_make(key, &k);
     const uint64_t nv = (uint64_t)n_workers;
@@ -129,15 +131,15 @@ void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, w
         uint32_t ctr = (uint32_t)(first_index + j0);
         uint8_t hi[16], lo[32];
         int have_lo = 0;
-        wr_rng_aes_block_ref(&k, 0, ctr >> 4, sbox, hi);
+        wr_rng_aes_block_ref(&k, 0, ctr >> 4, table, hi);
         for (size_t j = j0; j < WR_MIN(n, j0 + 16); j++) {
             size_t e = j - j0;
             uint64_t c = (uint64_t)plane_count(planes, P, nw, j) << 24, r = (uint64_t)hi[e] << 16;
             uint64_t bit = (r | 0xffff) * nv < c;  // every r24 with this hi8 is below
             if (!bit && r * nv < c) {              // the threshold is inside: lo16 decides
                 if (!have_lo) {
-                    wr_rng_aes_block_ref(&k, 1, ctr >> 3, sbox, lo);
-                    wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, sbox, lo + 16);
+                    wr_rng_aes_block_ref(&k, 1, ctr >> 3, table, lo);
+                    wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, table, lo + 16);
                     have_lo = 1;
                 }
                 r |= (uint64_t)lo[2 * e + 1] << 8 | lo[2 * e];

@@ -19,14 +19,24 @@ void wr_rng_aes_keys_make(wr_rng_key key, wr_rng_aes_keys *out) {
     }
 }
 
-void wr_rng_aes_block_ref(const wr_rng_aes_keys *k, uint32_t domain, uint32_t index, const uint8_t sbox[256],
-                          uint8_t out[16]) {
+void wr_rng_aes_block_ref(const wr_rng_aes_keys *k, uint32_t domain, uint32_t index,
+                          const uint32_t table[256], uint8_t out[16]) {
     uint8_t x[16] = {0};
     put_le32(x, index);
     put_le32(x + 4, domain);
     for (int i = 0; i < 16; i++) x[i] ^= k->rk[0][i];
-    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) wr_aes_enc_round(x, k->rk[r], sbox);
+    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) wr_aes_enc_round_table(x, k->rk[r], table);
     for (int i = 0; i < 16; i++) out[i] = x[i];
+}
+
+// Byte-wise rounds (wr_aes_enc_round), not the table: the definition on its own.
+static void block_bytewise(const wr_rng_aes_keys *k, uint32_t domain, uint32_t index, const uint8_t sbox[256],
+                           uint8_t x[16]) {
+    for (int i = 0; i < 16; i++) x[i] = 0;
+    put_le32(x, index);
+    put_le32(x + 4, domain);
+    for (int i = 0; i < 16; i++) x[i] ^= k->rk[0][i];
+    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) wr_aes_enc_round(x, k->rk[r], sbox);
 }
 
 uint32_t wr_rng_aes_r24(wr_rng_key key, uint32_t ctr) {
@@ -34,8 +44,8 @@ uint32_t wr_rng_aes_r24(wr_rng_key key, uint32_t ctr) {
     wr_aes_sbox_make(sbox);
     wr_rng_aes_keys k;
     wr_rng_aes_keys_make(key, &k);
-    wr_rng_aes_block_ref(&k, 0, ctr >> 4, sbox, a);
-    wr_rng_aes_block_ref(&k, 1, ctr >> 3, sbox, b);
+    block_bytewise(&k, 0, ctr >> 4, sbox, a);
+    block_bytewise(&k, 1, ctr >> 3, sbox, b);
     unsigned j = 2 * (ctr & 7);
     return (uint32_t)a[ctr & 15] << 16 | (uint32_t)b[j] | (uint32_t)b[j + 1] << 8;
 }

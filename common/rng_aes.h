@@ -41,10 +41,10 @@ typedef struct {
 // Expands key into the round keys above (a dozen splitmix64 calls).
 void wr_rng_aes_keys_make(wr_rng_key key, wr_rng_aes_keys *out);
 
-// block(domain, index) into out[16] in the portable reference, sbox from
-// wr_aes_sbox_make (aes_soft.h). Slow: for *_ref and tests.
-void wr_rng_aes_block_ref(const wr_rng_aes_keys *k, uint32_t domain, uint32_t index, const uint8_t sbox[256],
-                          uint8_t out[16]);
+// block(domain, index) into out[16] in the portable reference, table from
+// wr_aes_table_make (aes_soft.h). Slow next to AES-NI: for *_ref and tests.
+void wr_rng_aes_block_ref(const wr_rng_aes_keys *k, uint32_t domain, uint32_t index,
+                          const uint32_t table[256], uint8_t out[16]);
 
 // r24 of one counter from scratch (builds the S-box each call): tests and debugging.
 uint32_t wr_rng_aes_r24(wr_rng_key key, uint32_t ctr);
