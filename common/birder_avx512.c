@@ -239,6 +239,7 @@ typedef struct {
     __m512i pat[2];                     // per stream: lane L's block index offset L, domain d
     uint32_t T[128];                    // threshold T(c) = ceil(c * 2^24 / n), c < 128; 2^24 for c >= n
     uint8_t thi[128];                   // its top byte T(c) >> 16; 255 for c >= n (see rq_ties)
+    __m512i tlo[4];                     // its low 16 bits, c = 0..127 (32 per vector)
 } rq_ctx;
 
 static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
@@ -253,6 +254,9 @@ static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
                       : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
         x->thi[c] = (uint8_t)(c >= (uint32_t)n_workers ? 255 : x->T[c] >> 16);
     }
+    uint16_t tl[128];
+    for (int c = 0; c < 128; c++) tl[c] = (uint16_t)x->T[c];
+    for (int q = 0; q < 4; q++) x->tlo[q] = _mm512_loadu_si512(tl + 32 * q);
 }
 
 // block(d, idx + L) in 128-bit lane L (rng_aes.h).
@@ -276,21 +280,25 @@ static inline __attribute__((always_inline)) __m512i counts_u8(const uint64_t *p
 }
 
 // The elements of `tie` (hi8 == thi[c]) settled by the full test r24 < T(c), with
-// r24 = thi[c] << 16 | lo16: for c < n that is lo16 < T & 0xffff; for c >= n
-// (thi 255, T = 2^24) always +1, so the byte compare needs no case for it. Rare
-// (2^-8 per element), so scalar after two more zmm of AES.
-WR_RQ_TARGET static uint64_t rq_ties(const rq_ctx *x, uint64_t tie, __m512i c8, uint32_t ctr) {
-    uint16_t lo[64];
-    uint8_t cnt[64];
-    _mm512_storeu_si512(lo, rq_blocks(x, 1, ctr >> 3));
-    _mm512_storeu_si512(lo + 32, rq_blocks(x, 1, (ctr >> 3) + 4));
-    _mm512_storeu_si512(cnt, c8);
-    uint64_t bits = 0;
-    for (; tie; tie &= tie - 1) {
-        int i = __builtin_ctzll(tie);
-        bits |= (uint64_t)(((uint32_t)x->thi[cnt[i]] << 16 | lo[i]) < x->T[cnt[i]]) << i;
+// r24 = thi[c] << 16 | lo16: for c < n that is lo16 < T(c) & 0xffff (tlo[c]); for
+// c >= n (thi 255, T = 2^24) it always holds. Two more zmm of AES give the 64 lo16;
+// counts widen to 16 bits and pick tlo with vpermi2w (64 entries a pair, a second
+// pair for counts 64..127 when P = 7). No per-element branch.
+WR_RQ_TARGET static inline __attribute__((always_inline)) uint64_t
+rq_ties(const rq_ctx *x, const int P, int n_workers, uint64_t tie, __m512i c8, uint32_t ctr) {
+    __m512i lo[2] = {rq_blocks(x, 1, ctr >> 3), rq_blocks(x, 1, (ctr >> 3) + 4)};
+    __m512i c16[2] = {_mm512_cvtepu8_epi16(_mm512_castsi512_si256(c8)),
+                      _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(c8, 1))};
+    uint64_t bits = _mm512_cmpgt_epu8_mask(c8, _mm512_set1_epi8((char)(n_workers - 1)));  // c >= n
+    for (int h = 0; h < 2; h++) {
+        __m512i t = _mm512_permutex2var_epi16(x->tlo[0], c16[h], x->tlo[1]);
+        if (P >= 7) {
+            __mmask32 up = _mm512_cmpge_epu16_mask(c16[h], _mm512_set1_epi16(64));
+            t = _mm512_mask_mov_epi16(t, up, _mm512_permutex2var_epi16(x->tlo[2], c16[h], x->tlo[3]));
+        }
+        bits |= (uint64_t)_mm512_cmplt_epu16_mask(lo[h], t) << (32 * h);
     }
-    return bits;
+    return bits & tie;
 }
 
 // Copies a finished chunk of output words to dst: streaming stores (past the caches)
@@ -331,7 +339,7 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
         }
         for (size_t t = 0; t < nt; t++) {
             size_t w = w0 + tie_w[t];
-            buf[tie_w[t]] |= rq_ties(x, tie_m[t], counts_u8(planes, P, nw, w),
+            buf[tie_w[t]] |= rq_ties(x, P, n_workers, tie_m[t], counts_u8(planes, P, nw, w),
                                      (uint32_t)(first_index + w * 64));
         }
         if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;
