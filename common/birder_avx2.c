@@ -304,27 +304,31 @@ WR_RQ_INLINE __m256i rq8_blocks(const rq8_ctx *x, const int vaes, int d, uint32_
     return _mm256_setr_m128i(lo, hi);
 }
 
-// Counts of 32 elements (plane bits `shift` .. shift+31 of word w) as bytes, P <= 7.
-WR_RQ_INLINE __m256i counts_u8_32(const uint64_t *planes, const int P, size_t nw, size_t w, int shift) {
-    __m256i c8 = _mm256_setzero_si256();
+// Counts of the 64 elements of word w as bytes (P <= 7): c[0] elements 0..31, c[1]
+// 32..63. One broadcast of each plane word serves both halves.
+WR_RQ_INLINE void counts_u8_64(const uint64_t *planes, const int P, size_t nw, size_t w, __m256i c[2]) {
+    const __m256i pick_lo = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
+                                             2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i pick_hi = _mm256_add_epi8(pick_lo, _mm256_set1_epi8(4));
+    const __m256i sel = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    c[0] = c[1] = _mm256_setzero_si256();
 #pragma GCC unroll 16
     for (int p = P - 1; p >= 0; p--) {  // Horner: c = 2c + bit (a set byte is -1)
-        __m256i m = bits_to_bytes((uint32_t)(planes[(size_t)p * nw + w] >> shift));
-        c8 = _mm256_sub_epi8(_mm256_add_epi8(c8, c8), m);
+        __m256i v = _mm256_set1_epi64x((long long)planes[(size_t)p * nw + w]);
+        __m256i m0 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, pick_lo), sel), sel);
+        __m256i m1 = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(v, pick_hi), sel), sel);
+        c[0] = _mm256_sub_epi8(_mm256_add_epi8(c[0], c[0]), m0);
+        c[1] = _mm256_sub_epi8(_mm256_add_epi8(c[1], c[1]), m1);
     }
-    return c8;
 }
 
 // Tie elements settled by r24 = thi[c] << 16 | lo16 < T(c) (rare; c >= n always +1:
 // see the AVX-512 version).
-WR_RQ_TARGET static uint64_t rq8_ties(const rq8_ctx *x, const int vaes, uint64_t tie, __m256i c_lo,
-                                      __m256i c_hi, uint32_t ctr) {
+WR_RQ_TARGET static uint64_t rq8_ties(const rq8_ctx *x, const int vaes, uint64_t tie, const uint8_t *cnt,
+                                      uint32_t ctr) {
     uint16_t lo[64];
-    uint8_t cnt[64];
     for (int k = 0; k < 4; k++)
         _mm256_storeu_si256((__m256i *)(lo + 16 * k), rq8_blocks(x, vaes, 1, (ctr >> 3) + 2 * (uint32_t)k));
-    _mm256_storeu_si256((__m256i *)cnt, c_lo);
-    _mm256_storeu_si256((__m256i *)(cnt + 32), c_hi);
     uint64_t bits = 0;
     for (; tie; tie &= tie - 1) {
         int i = __builtin_ctzll(tie);
@@ -372,23 +376,25 @@ WR_RQ_INLINE void rq8_small(const uint64_t *planes, int n_workers, const int P, 
         size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
         uint32_t tie_w[WR_RQ_CHUNK];
         uint64_t tie_m[WR_RQ_CHUNK], buf[WR_RQ_CHUNK];
+        uint8_t tie_c[WR_RQ_CHUNK][64];  // the counts of each listed word, kept for its ties
         for (size_t i = 0; i < cnt; i++) {
             size_t w = w0 + i;
             uint32_t ctr = (uint32_t)(first_index + w * 64);
-            rq8_half a = rq8_decide(rq8_blocks(x, vaes, 0, ctr >> 4), counts_u8_32(planes, P, nw, w, 0),
-                                    tab_lo, tab_hi);
-            rq8_half b = rq8_decide(rq8_blocks(x, vaes, 0, (ctr >> 4) + 2),
-                                    counts_u8_32(planes, P, nw, w, 32), tab_lo, tab_hi);
+            __m256i c[2];
+            counts_u8_64(planes, P, nw, w, c);
+            rq8_half a = rq8_decide(rq8_blocks(x, vaes, 0, ctr >> 4), c[0], tab_lo, tab_hi);
+            rq8_half b = rq8_decide(rq8_blocks(x, vaes, 0, (ctr >> 4) + 2), c[1], tab_lo, tab_hi);
             buf[i] = (uint64_t)a.lt | (uint64_t)b.lt << 32;
+            // Written to slot nt every word; the slot only advances past a word with ties.
+            _mm256_storeu_si256((__m256i *)tie_c[nt], c[0]);
+            _mm256_storeu_si256((__m256i *)(tie_c[nt] + 32), c[1]);
             tie_w[nt] = (uint32_t)i;
             tie_m[nt] = (uint64_t)a.tie | (uint64_t)b.tie << 32;
             nt += tie_m[nt] != 0;
         }
-        for (size_t t = 0; t < nt; t++) {
-            size_t w = w0 + tie_w[t];
-            buf[tie_w[t]] |= rq8_ties(x, vaes, tie_m[t], counts_u8_32(planes, P, nw, w, 0),
-                                      counts_u8_32(planes, P, nw, w, 32), (uint32_t)(first_index + w * 64));
-        }
+        for (size_t t = 0; t < nt; t++)
+            buf[tie_w[t]] |= rq8_ties(x, vaes, tie_m[t], tie_c[t],
+                                      (uint32_t)(first_index + (w0 + tie_w[t]) * 64));
         if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;
         rq8_flush(bits_out + w0, buf, cnt, stream);
     }
