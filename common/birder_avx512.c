@@ -1,6 +1,8 @@
 // birder_avx512.c — AVX-512 versions of the Birder codec (16 lanes). Each op mirrors
 // the scalar reference in birder.c exactly (no FMA, true division), so results are
 // bit-identical; a compare into a __mmask16 gives 16 packed bits directly.
+// requantize runs the rng_aes.h generator on VAES (4 AES blocks per zmm) and looks
+// thresholds up with VBMI byte permutes: it is only called where the CPU has both.
 #include <immintrin.h>
 
 #include "birder.h"
