@@ -105,18 +105,13 @@ static inline __m256i first_lanes64(size_t cnt) {
         (sum) = _mm256_xor_si256(ab_, c_);                                                \
     } while (0)
 
-#ifndef WR_BIRDER_PF
-#define WR_BIRDER_PF 512  // prefetch distance in words (4 KiB) per input vector, into L2
-#endif
-
 static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *const *bits, int n_workers,
                                                                 int i, size_t w, int masked, __m256i k,
                                                                 __m256i valid) {
     if (i >= n_workers) return _mm256_setzero_si256();
-    if (!masked) {
-        if (w % 8 == 0) _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T1);
-        return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
-    }
+    // No software prefetch: measured slower here than the hardware's alone (5.4 vs
+    // 5.75 G elem/s at n = 16, 64M elements), unlike the AVX-512 loop.
+    if (!masked) return _mm256_loadu_si256((const __m256i *)(bits[i] + w));
     return _mm256_and_si256(_mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
 }
 
