@@ -214,11 +214,12 @@ void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint
     wr_birder_counts_ref(bits, n_workers, n, counts);
 }
 
-// The requantize kernels also need AES instructions (rng_aes.h): AVX-512 with VAES
-// and VBMI, AVX2 with VAES, AVX2 with AES-NI on xmm, else the portable reference.
+// The requantize kernels also need AES instructions (rng_aes.h): AVX-512 with VAES,
+// VBMI and GFNI, AVX2 with VAES, AVX2 with AES-NI on xmm, else the portable reference.
 static enum wr_birder_rq_variant rq_pick(void) {
     enum wr_isa lvl = wr_cpu_level();
-    if (lvl == WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi()) return WR_BIRDER_RQ_AVX512;
+    if (lvl == WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() && wr_cpu_has_gfni())
+        return WR_BIRDER_RQ_AVX512;
     if (lvl >= WR_ISA_AVX2 && wr_cpu_has_vaes()) return WR_BIRDER_RQ_AVX2;
     if (lvl >= WR_ISA_AVX2 && wr_cpu_has_aes()) return WR_BIRDER_RQ_AESNI;
     return WR_BIRDER_RQ_REF;

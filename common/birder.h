@@ -130,8 +130,8 @@ WR_BIRDER_VARIANTS(_ref)
 WR_BIRDER_VARIANTS(_avx2)
 WR_BIRDER_VARIANTS(_avx512)
 void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts);
-// Requantize needs AES instructions on top of the level: _avx512 also needs VAES and
-// AVX512-VBMI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
+// Requantize needs AES instructions on top of the level: _avx512 also needs VAES,
+// AVX512-VBMI and GFNI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
 void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                                 uint64_t first_index, uint64_t *bits_out);
 enum wr_birder_rq_variant { WR_BIRDER_RQ_REF, WR_BIRDER_RQ_AESNI, WR_BIRDER_RQ_AVX2, WR_BIRDER_RQ_AVX512 };

@@ -1,8 +1,9 @@
 // birder_avx512.c — AVX-512 versions of the Birder codec (16 lanes). Each op mirrors
 // the scalar reference in birder.c exactly (no FMA, true division), so results are
 // bit-identical; a compare into a __mmask16 gives 16 packed bits directly.
-// requantize runs the rng_aes.h generator on VAES (4 AES blocks per zmm) and looks
-// thresholds up with VBMI byte permutes: it is only called where the CPU has both.
+// requantize runs the rng_aes.h generator on VAES (4 AES blocks per zmm), turns
+// planes into byte counts with GFNI and looks thresholds up with VBMI byte permutes:
+// it is only called where the CPU has all three.
 #include <immintrin.h>
 
 #include "birder.h"
@@ -232,9 +233,9 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
 }
 
 // ---- requantize: the rng_aes.h generator with VAES, 4 blocks per zmm -----------
-// Functions that use VAES / VBMI carry the target attribute; the dispatcher only
+// Functions that use VAES / VBMI / GFNI carry the target attribute; the dispatcher only
 // calls wr_birder_requantize_avx512 when the CPU has both (cpu.h).
-#define WR_RQ_TARGET __attribute__((target("vaes,avx512vbmi")))
+#define WR_RQ_TARGET __attribute__((target("vaes,avx512vbmi,gfni")))
 
 typedef struct {
     __m512i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in all four 128-bit lanes
@@ -270,15 +271,27 @@ WR_RQ_TARGET static inline __m512i rq_blocks(const rq_ctx *x, int d, uint32_t id
     return v;
 }
 
-// Counts of the 64 elements of word w as bytes (P <= 7).
-static inline __attribute__((always_inline)) __m512i counts_u8(const uint64_t *planes, const int P, size_t nw,
-                                                               size_t w) {
-    __m512i c8 = _mm512_setzero_si512();
+// Counts of the 64 elements of word w as bytes (P <= 7), by bit-matrix transposes:
+// qword k of q holds byte k of plane p at byte 7 - p (rq_count_index), and GFNI's
+// affine map with the matrix q and the unit bytes 1 << e moves bit e of those P
+// bytes into byte e: its bit p is bit e of plane p's byte k.
+WR_RQ_TARGET static inline __attribute__((always_inline)) __m512i
+counts_u8(const uint64_t *planes, const int P, size_t nw, size_t w, __m512i index) {
+    __m512i s = _mm512_setzero_si512();  // qword p = plane p's word w (P <= 7: qword 7 stays 0)
 #pragma GCC unroll 16
     for (int p = 0; p < P; p++)
-        c8 = _mm512_mask_add_epi8(c8, _cvtu64_mask64(planes[(size_t)p * nw + w]), c8,
-                                  _mm512_set1_epi8((char)(1 << p)));
-    return c8;
+        s = _mm512_mask_set1_epi64(s, (__mmask8)(1u << p), (long long)planes[(size_t)p * nw + w]);
+    __m512i q = _mm512_permutexvar_epi8(index, s);
+    return _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64((long long)0x8040201008040201ull), q, 0);
+}
+
+// The byte permutation counts_u8 needs for P planes: output byte 8k + 7 - p takes byte
+// 8p + k (plane p, byte k); bytes of absent planes take byte 63 (zero).
+static inline __m512i rq_count_index(int P) {
+    uint8_t idx[64];
+    for (int k = 0; k < 8; k++)
+        for (int p = 0; p < 8; p++) idx[8 * k + 7 - p] = (uint8_t)(p < P ? 8 * p + k : 63);
+    return _mm512_loadu_si512(idx);
 }
 
 // The elements of `tie` (hi8 == thi[c]) settled by the full test r24 < T(c), with
@@ -323,6 +336,7 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
                                                                         uint64_t *bits_out) {
     size_t nw = wr_birder_words(n);
     const __m512i tlo = _mm512_loadu_si512(x->thi), thh = _mm512_loadu_si512(x->thi + 64);
+    const __m512i index = rq_count_index(P);
     int stream = wr_birder_stream_out((size_t)(P + 1) * nw * 8);
     for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
         size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
@@ -332,7 +346,7 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
             size_t w = w0 + i;
             uint32_t ctr = (uint32_t)(first_index + w * 64);
             __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
-            __m512i c8 = counts_u8(planes, P, nw, w);
+            __m512i c8 = counts_u8(planes, P, nw, w, index);
             __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
             buf[i] = _mm512_cmplt_epu8_mask(hi8, th);
             tie_w[nt] = (uint32_t)i;
@@ -341,7 +355,7 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const ui
         }
         for (size_t t = 0; t < nt; t++) {
             size_t w = w0 + tie_w[t];
-            buf[tie_w[t]] |= rq_ties(x, P, n_workers, tie_m[t], counts_u8(planes, P, nw, w),
+            buf[tie_w[t]] |= rq_ties(x, P, n_workers, tie_m[t], counts_u8(planes, P, nw, w, index),
                                      (uint32_t)(first_index + w * 64));
         }
         if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;

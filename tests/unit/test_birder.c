@@ -693,7 +693,8 @@ static void test_requantize_kernels_equal_ref(void **state) {
         int ok;
     } ks[3] = {
         {"avx512", wr_birder_requantize_avx512,
-         wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi()},
+         wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() &&
+             wr_cpu_has_gfni()},
         {"avx2", wr_birder_requantize_avx2, wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_vaes()},
         {"aesni", wr_birder_requantize_aesni, wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_aes()},
     };
