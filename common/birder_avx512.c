@@ -234,7 +234,7 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
 
 // ---- requantize: the rng_aes.h generator with VAES, 4 blocks per zmm -----------
 // Functions that use VAES / VBMI / GFNI carry the target attribute; the dispatcher only
-// calls wr_birder_requantize_avx512 when the CPU has both (cpu.h).
+// calls wr_birder_requantize_avx512 when the CPU has all three (cpu.h).
 #define WR_RQ_TARGET __attribute__((target("vaes,avx512vbmi,gfni")))
 
 typedef struct {
