@@ -70,3 +70,29 @@ void wr_aes_enc_round_table(uint8_t state[16], const uint8_t rk[16], const uint3
     for (int c = 0; c < 4; c++)
         for (int r = 0; r < 4; r++) state[r + 4 * c] = (uint8_t)(col[c] >> (8 * r)) ^ rk[r + 4 * c];
 }
+
+static uint32_t le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+// One column of the table round: rows 0..3 from columns a, b, c, d (ShiftRows).
+static inline uint32_t tcol(const uint32_t *t, uint32_t a, uint32_t b, uint32_t c, uint32_t d) {
+    return t[a & 0xff] ^ rotl32(t[(b >> 8) & 0xff], 8) ^ rotl32(t[(c >> 16) & 0xff], 16) ^
+           rotl32(t[d >> 24], 24);
+}
+
+void wr_aes_enc_rounds_table(uint8_t state[16], const uint8_t (*rk)[16], int rounds,
+                             const uint32_t table[256]) {
+    // Four named column words (not an array) so they stay in registers across rounds.
+    uint32_t c0 = le32(state), c1 = le32(state + 4), c2 = le32(state + 8), c3 = le32(state + 12);
+    for (int r = 0; r < rounds; r++) {
+        uint32_t n0 = tcol(table, c0, c1, c2, c3) ^ le32(rk[r]);
+        uint32_t n1 = tcol(table, c1, c2, c3, c0) ^ le32(rk[r] + 4);
+        uint32_t n2 = tcol(table, c2, c3, c0, c1) ^ le32(rk[r] + 8);
+        uint32_t n3 = tcol(table, c3, c0, c1, c2) ^ le32(rk[r] + 12);
+        c0 = n0, c1 = n1, c2 = n2, c3 = n3;
+    }
+    uint32_t col[4] = {c0, c1, c2, c3};
+    for (int c = 0; c < 4; c++)
+        for (int b = 0; b < 4; b++) state[4 * c + b] = (uint8_t)(col[c] >> (8 * b));
+}

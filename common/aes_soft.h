@@ -24,5 +24,10 @@ void wr_aes_enc_round(uint8_t state[16], const uint8_t rk[16], const uint8_t sbo
 // S-box by wr_aes_table_make; the other three rows are rotations of it.
 void wr_aes_table_make(const uint8_t sbox[256], uint32_t table[256]);
 void wr_aes_enc_round_table(uint8_t state[16], const uint8_t rk[16], const uint32_t table[256]);
+// `rounds` table rounds in a row with round keys rk[0..rounds-1], the state kept as
+// four column words between rounds: the same as calling wr_aes_enc_round_table for
+// each, without the byte round trips.
+void wr_aes_enc_rounds_table(uint8_t state[16], const uint8_t (*rk)[16], int rounds,
+                             const uint32_t table[256]);
 
 #endif

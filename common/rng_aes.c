@@ -25,7 +25,7 @@ void wr_rng_aes_block_ref(const wr_rng_aes_keys *k, uint32_t domain, uint32_t in
     put_le32(x, index);
     put_le32(x + 4, domain);
     for (int i = 0; i < 16; i++) x[i] ^= k->rk[0][i];
-    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) wr_aes_enc_round_table(x, k->rk[r], table);
+    wr_aes_enc_rounds_table(x, (const uint8_t(*)[16])k->rk + 1, WR_RNG_AES_ROUNDS, table);
     for (int i = 0; i < 16; i++) out[i] = x[i];
 }
 

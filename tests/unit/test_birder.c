@@ -628,6 +628,17 @@ static void test_aes_round_fips197(void **state) {
         wr_aes_enc_round_table(b, rk, table);
         assert_memory_equal(a, b, 16);
     }
+    // Several table rounds in a row == that many single rounds.
+    for (int t = 0; t < 200; t++) {
+        uint8_t a[16], b[16], rk[5][16];
+        for (int i = 0; i < 16; i++) a[i] = (uint8_t)xs64();
+        for (int r = 0; r < 5; r++)
+            for (int i = 0; i < 16; i++) rk[r][i] = (uint8_t)xs64();
+        memcpy(b, a, 16);
+        for (int r = 0; r < 5; r++) wr_aes_enc_round(a, rk[r], sbox);
+        wr_aes_enc_rounds_table(b, (const uint8_t(*)[16])rk, 5, table);
+        assert_memory_equal(a, b, 16);
+    }
     if (!wr_cpu_has_aes()) {
         print_message("no AES-NI: hardware comparison skipped\n");
         return;
