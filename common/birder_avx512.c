@@ -371,16 +371,14 @@ WR_RQ_TARGET static void rq_any(const uint64_t *planes, int n_workers, size_t n,
     size_t nw = wr_birder_words(n);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
-        __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+        uint8_t hi8[64];
+        _mm512_storeu_si512(hi8, rq_blocks(x, 0, ctr >> 4));
         __m512i lo[2] = {rq_blocks(x, 1, ctr >> 3), rq_blocks(x, 1, (ctr >> 3) + 4)};
         __m512i c[4];
         counts64(planes, P, nw, w, c);
         uint64_t word = 0;
         for (int q = 0; q < 4; q++) {
-            __m512i h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 0));
-            if (q == 1) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 1));
-            if (q == 2) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 2));
-            if (q == 3) h = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(hi8, 3));
+            __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(hi8 + 16 * q)));
             __m256i l16 = q & 1 ? _mm512_extracti64x4_epi64(lo[q / 2], 1) : _mm512_castsi512_si256(lo[q / 2]);
             __m512i r = _mm512_or_si512(_mm512_slli_epi32(h, 16), _mm512_cvtepu16_epi32(l16));
             word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
