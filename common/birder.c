@@ -6,7 +6,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "aes_soft.h"
 #include "cpu.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 #define WR_BIRDER_MAX_WORKERS 65535
@@ -107,17 +109,44 @@ static inline uint32_t plane_count(const uint64_t *planes, int P, size_t nw, siz
     return c;
 }
 
+// The requantize generator (rng_aes.h) in portable C: the S-box, its column table and
+// the round keys once per call, then per 16 elements one stream-0 block (hi8). r24 lies in
+// [hi8 << 16, hi8 << 16 | 0xffff] and the test r24 * n < c << 24 is monotone in r24,
+// so the two ends settle it unless the threshold falls inside (probability 2^-8);
+// only then are the two stream-1 blocks (lo16) of the 16 elements computed.
 void wr_birder_requantize_ref(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                               uint64_t first_index, uint64_t *bits_out) {
     WR_CHECK(first_index % 64 == 0);
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
     if (nw) memset(bits_out, 0, nw * sizeof(uint64_t));
-    for (size_t j = 0; j < n; j++) {
-        uint64_t c = plane_count(planes, P, nw, j);
-        uint64_t r = birder_r24(key, first_index, j);
-        uint64_t bit = r * (uint64_t)n_workers < (c << 24);
-        bits_out[j / 64] |= bit << (j % 64);
+    uint8_t sbox[256];
+    uint32_t table[256];
+    wr_aes_sbox_make(sbox);
+    wr_aes_table_make(sbox, table);
+    wr_rng_aes_keys k;
+    wr_rng_aes_keys_make(key, &k);
+    const uint64_t nv = (uint64_t)n_workers;
+    for (size_t j0 = 0; j0 < n; j0 += 16) {
+        uint32_t ctr = (uint32_t)(first_index + j0);
+        uint8_t hi[16], lo[32];
+        int have_lo = 0;
+        wr_rng_aes_block_ref(&k, 0, ctr >> 4, table, hi);
+        for (size_t j = j0; j < WR_MIN(n, j0 + 16); j++) {
+            size_t e = j - j0;
+            uint64_t c = (uint64_t)plane_count(planes, P, nw, j) << 24, r = (uint64_t)hi[e] << 16;
+            uint64_t bit = (r | 0xffff) * nv < c;  // every r24 with this hi8 is below
+            if (!bit && r * nv < c) {              // the threshold is inside: lo16 decides
+                if (!have_lo) {
+                    wr_rng_aes_block_ref(&k, 1, ctr >> 3, table, lo);
+                    wr_rng_aes_block_ref(&k, 1, (ctr >> 3) + 1, table, lo + 16);
+                    have_lo = 1;
+                }
+                r |= (uint64_t)lo[2 * e + 1] << 8 | lo[2 * e];
+                bit = r * nv < c;
+            }
+            bits_out[j / 64] |= bit << (j % 64);
+        }
     }
 }
 
@@ -185,9 +214,36 @@ void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint
     wr_birder_counts_ref(bits, n_workers, n, counts);
 }
 
+// The requantize kernels also need AES instructions (rng_aes.h): AVX-512 with VAES,
+// VBMI and GFNI, AVX2 with VAES, AVX2 with AES-NI on xmm, else the portable reference.
+static enum wr_birder_rq_variant rq_pick(void) {
+    enum wr_isa lvl = wr_cpu_level();
+    if (lvl == WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() && wr_cpu_has_gfni())
+        return WR_BIRDER_RQ_AVX512;
+    if (lvl >= WR_ISA_AVX2 && wr_cpu_has_vaes()) return WR_BIRDER_RQ_AVX2;
+    if (lvl >= WR_ISA_AVX2 && wr_cpu_has_aes()) return WR_BIRDER_RQ_AESNI;
+    return WR_BIRDER_RQ_REF;
+}
+
+const char *wr_birder_requantize_variant(void) {
+    static const char *const names[] = {"scalar", "avx2+aesni", "avx2+vaes", "avx512+vaes"};
+    return names[rq_pick()];
+}
+
 void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                           uint64_t first_index, uint64_t *bits_out) {
-    WR_BIRDER_PICK(wr_birder_requantize, planes, n_workers, n, key, first_index, bits_out);
+    switch (rq_pick()) {
+    case WR_BIRDER_RQ_AVX512:
+        wr_birder_requantize_avx512(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    case WR_BIRDER_RQ_AVX2:
+        wr_birder_requantize_avx2(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    case WR_BIRDER_RQ_AESNI:
+        wr_birder_requantize_aesni(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    default: wr_birder_requantize_ref(planes, n_workers, n, key, first_index, bits_out); return;
+    }
 }
 
 void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd) {

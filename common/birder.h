@@ -4,7 +4,8 @@
 // straight from either broadcast encoding.
 //
 // Pure kernels: no allocation, no I/O, no errors to report. Each public function
-// dispatches at run time (wr_cpu_level()) to an AVX-512, AVX2 or scalar version;
+// dispatches at run time (wr_cpu_level()) to an AVX-512, AVX2 or scalar version
+// (requantize also needs AES instructions: see wr_birder_requantize_variant);
 // the `*_ref` scalar twins define the results, and every version gives exactly
 // the same bits and floats (replicas on CPUs with different ISA levels must stay
 // bit-identical). Arguments are trusted (sizes come from the caller's own
@@ -33,10 +34,14 @@
 // u from a count (`exact`):  u = (float)(2c - n) / (float)n   (both operands
 //     exact integers in fp32, one correctly rounded division).
 // requantize (`1bit`): P(+1) = c/n with an integer threshold, no float:
-//     r24 = wr_rng_u32(key, (uint32_t)(first_index + j)) >> 8
+//     r24 = wr_rng_aes_r24(key, (uint32_t)(first_index + j))    (rng_aes.h)
 //     bit = (uint64_t)r24 * n < (uint64_t)c << 24
 //     i.e. P(+1) = ceil(c * 2^24 / n) / 2^24, within 2^-24 of c/n; c = n always
 //     gives +1, c = 0 always -1. (E[Q(u)] = u for u = (2c-n)/n.)
+//     r24 = hi8 << 16 | lo16 comes from AES rounds on counter blocks (rng_aes.h), not
+//     from wr_rng_u32: hi8 from one block per 16 elements, lo16 from one per 8. The
+//     kernels compare hi8 with T(c) >> 16, T(c) = ceil(c * 2^24 / n), and read lo16
+//     only on a tie (2^-8 per element): the same predicate, so the same bits.
 // apply (decoupled weight decay), per element with u as above:
 //     t = wd * x;  t = u + t;  t = lr * t;  x = x - t      four separate fp32 ops
 // Counters are 32-bit (rng.h): element indices wrap modulo 2^32.
@@ -49,6 +54,7 @@
 #include <stdint.h>
 
 #include "rng.h"
+#include "rng_aes.h"
 
 // Number of 64-bit words holding n bits.
 static inline size_t wr_birder_words(size_t n) { return (n + 63) / 64; }
@@ -112,9 +118,25 @@ void wr_birder_decode_planes(const uint64_t *planes, int n_workers, size_t n, fl
     void wr_birder_decode_bits##sfx(const uint64_t *bits, size_t n, float *u);                            \
     void wr_birder_decode_planes##sfx(const uint64_t *planes, int n_workers, size_t n, float *u);
 
+// Kernels whose inputs and outputs together pass this many bytes write their output
+// with non-temporal (streaming) stores: it would not stay cached for the next kernel
+// anyway, and streaming skips the read-for-ownership of every output line.
+#define WR_BIRDER_STREAM_BYTES ((size_t)16 << 20)
+static inline int wr_birder_stream_out(size_t bytes_touched) {
+    return bytes_touched >= WR_BIRDER_STREAM_BYTES;
+}
+
 WR_BIRDER_VARIANTS(_ref)
 WR_BIRDER_VARIANTS(_avx2)
 WR_BIRDER_VARIANTS(_avx512)
 void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, uint16_t *counts);
+// Requantize needs AES instructions on top of the level: _avx512 also needs VAES,
+// AVX512-VBMI and GFNI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
+void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                uint64_t first_index, uint64_t *bits_out);
+enum wr_birder_rq_variant { WR_BIRDER_RQ_REF, WR_BIRDER_RQ_AESNI, WR_BIRDER_RQ_AVX2, WR_BIRDER_RQ_AVX512 };
+// Which requantize kernel wr_birder_requantize runs here (wr_cpu_level() and the AES
+// instructions): "scalar", "avx2+aesni", "avx2+vaes" or "avx512+vaes" (benchmarks, logs).
+const char *wr_birder_requantize_variant(void);
 
 #endif

@@ -1,9 +1,13 @@
 // birder_avx512.c — AVX-512 versions of the Birder codec (16 lanes). Each op mirrors
 // the scalar reference in birder.c exactly (no FMA, true division), so results are
 // bit-identical; a compare into a __mmask16 gives 16 packed bits directly.
+// requantize runs the rng_aes.h generator on VAES (4 AES blocks per zmm), turns
+// planes into byte counts with GFNI and looks thresholds up with VBMI byte permutes:
+// it is only called where the CPU has all three.
 #include <immintrin.h>
 
 #include "birder.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 // wr_rng_u32(key, base + lane) >> 8 for 16 lanes, with base a multiple of 16 (so
@@ -85,7 +89,7 @@ void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float
 // count, which a ripple of full adders adds into the P accumulator planes. P is a
 // compile-time constant in each instance so the planes stay in registers.
 #ifndef WR_BIRDER_PF
-#define WR_BIRDER_PF 64
+#define WR_BIRDER_PF 512
 #endif
 #define XOR3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0x96)
 #define MAJ3(a, b, c) _mm512_ternarylogic_epi64((a), (b), (c), 0xE8)
@@ -95,7 +99,7 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
                                                                __m512i valid) {
     if (i >= n_workers) return _mm512_setzero_si512();
     if (!masked) {
-        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T0);
+        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T1);
         return _mm512_loadu_si512(bits[i] + w);
     }
     return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
@@ -103,7 +107,8 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
 
 static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
                                                               const int P, size_t nw, size_t w, int masked,
-                                                              __mmask8 k, __m512i valid, uint64_t *planes) {
+                                                              const int nt, __mmask8 k, __m512i valid,
+                                                              uint64_t *planes) {
     __m512i acc[16];
     for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
     for (int i = 0; i < n_workers; i += 7) {
@@ -142,6 +147,8 @@ static inline __attribute__((always_inline)) void count_block(const uint64_t *co
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
+        else if (nt)
+            _mm512_stream_si512((__m512i *)(planes + (size_t)p * nw + w), acc[p]);
         else
             _mm512_storeu_si512(planes + (size_t)p * nw + w, acc[p]);
     }
@@ -152,14 +159,21 @@ static inline __attribute__((always_inline)) void count_planes_p(const uint64_t 
     size_t nw = wr_birder_words(n);
     size_t full = n / 512 * 8;  // words in blocks of 8 with no tail bits
     const __m512i ones = _mm512_set1_epi64(-1);
-    for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 0xff, ones, planes);
+    // Large outputs go around the caches (see wr_birder_stream_out): aligned planes only.
+    if (wr_birder_stream_out((size_t)(n_workers + P) * nw * 8) && (uintptr_t)planes % 64 == 0 &&
+        nw % 8 == 0) {
+        for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 1, 0xff, ones, planes);
+        _mm_sfence();
+    } else {
+        for (size_t w = 0; w < full; w += 8) count_block(bits, n_workers, P, nw, w, 0, 0, 0xff, ones, planes);
+    }
     if (full < nw) {
         size_t cnt = nw - full;
         __m512i valid = ones;
         if (n % 64)
             valid = _mm512_mask_set1_epi64(ones, (__mmask8)(1u << (cnt - 1)),
                                            (long long)((1ull << (n % 64)) - 1));
-        count_block(bits, n_workers, P, nw, full, 1, (__mmask8)((1u << cnt) - 1), valid, planes);
+        count_block(bits, n_workers, P, nw, full, 1, 0, (__mmask8)((1u << cnt) - 1), valid, planes);
     }
 }
 
@@ -180,7 +194,8 @@ void wr_birder_count_planes_avx512(const uint64_t *const *bits, int n_workers, s
 
 // Counts of the 64 elements of word w as four vectors of 16 uint32: one masked
 // byte add (P <= 8) or two word adds per plane cover all 64 elements, then widen.
-static inline void counts64(const uint64_t *planes, int P, size_t nw, size_t w, __m512i c[4]) {
+static inline __attribute__((always_inline)) void counts64(const uint64_t *planes, int P, size_t nw, size_t w,
+                                                           __m512i c[4]) {
     if (P <= 8) {
         __m512i c8 = _mm512_setzero_si512();
         for (int p = 0; p < P; p++)
@@ -217,42 +232,177 @@ static inline __mmask16 requant_cmp64(__m512i r, __m512i c, int n_workers) {
     return (__mmask16)((unsigned)lo | (unsigned)hi << 8);
 }
 
-void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
-                                 uint64_t first_index, uint64_t *bits_out) {
-    WR_CHECK(first_index % 64 == 0);
+// ---- requantize: the rng_aes.h generator with VAES, 4 blocks per zmm -----------
+// Functions that use VAES / VBMI / GFNI carry the target attribute; the dispatcher only
+// calls wr_birder_requantize_avx512 when the CPU has all three (cpu.h).
+#define WR_RQ_TARGET __attribute__((target("vaes,avx512vbmi,gfni")))
+
+typedef struct {
+    __m512i rk[WR_RNG_AES_ROUNDS + 1];  // each round key in all four 128-bit lanes
+    __m512i pat[2];                     // per stream: lane L's block index offset L, domain d
+    uint32_t T[128];                    // threshold T(c) = ceil(c * 2^24 / n), c < 128; 2^24 for c >= n
+    uint8_t thi[128];                   // its top byte T(c) >> 16; 255 for c >= n (see rq_ties)
+    __m512i tlo[4];                     // its low 16 bits, c = 0..127 (32 per vector)
+} rq_ctx;
+
+static inline void rq_ctx_make(rq_ctx *x, wr_rng_key key, int n_workers) {
+    wr_rng_aes_keys k;
+    wr_rng_aes_keys_make(key, &k);
+    for (int r = 0; r <= WR_RNG_AES_ROUNDS; r++)
+        x->rk[r] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)k.rk[r]));
+    for (int d = 0; d < 2; d++) x->pat[d] = _mm512_setr_epi32(0, d, 0, 0, 1, d, 0, 0, 2, d, 0, 0, 3, d, 0, 0);
+    for (uint32_t c = 0; c < 128; c++) {
+        x->T[c] = c >= (uint32_t)n_workers
+                      ? 1u << 24
+                      : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
+        x->thi[c] = (uint8_t)(c >= (uint32_t)n_workers ? 255 : x->T[c] >> 16);
+    }
+    uint16_t tl[128];
+    for (int c = 0; c < 128; c++) tl[c] = (uint16_t)x->T[c];
+    for (int q = 0; q < 4; q++) x->tlo[q] = _mm512_loadu_si512(tl + 32 * q);
+}
+
+// block(d, idx + L) in 128-bit lane L (rng_aes.h).
+WR_RQ_TARGET static inline __m512i rq_blocks(const rq_ctx *x, int d, uint32_t idx) {
+    __m512i v = _mm512_add_epi32(_mm512_maskz_set1_epi32(0x1111, (int)idx), x->pat[d]);
+    v = _mm512_xor_si512(v, x->rk[0]);
+#pragma GCC unroll 8
+    for (int r = 1; r <= WR_RNG_AES_ROUNDS; r++) v = _mm512_aesenc_epi128(v, x->rk[r]);
+    return v;
+}
+
+// Counts of the 64 elements of word w as bytes (P <= 7), by bit-matrix transposes:
+// qword k of q holds byte k of plane p at byte 7 - p (rq_count_index), and GFNI's
+// affine map with the matrix q and the unit bytes 1 << e moves bit e of those P
+// bytes into byte e: its bit p is bit e of plane p's byte k.
+WR_RQ_TARGET static inline __attribute__((always_inline)) __m512i
+counts_u8(const uint64_t *planes, const int P, size_t nw, size_t w, __m512i index) {
+    __m512i s = _mm512_setzero_si512();  // qword p = plane p's word w (P <= 7: qword 7 stays 0)
+#pragma GCC unroll 16
+    for (int p = 0; p < P; p++)
+        s = _mm512_mask_set1_epi64(s, (__mmask8)(1u << p), (long long)planes[(size_t)p * nw + w]);
+    __m512i q = _mm512_permutexvar_epi8(index, s);
+    return _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64((long long)0x8040201008040201ull), q, 0);
+}
+
+// The byte permutation counts_u8 needs for P planes: output byte 8k + 7 - p takes byte
+// 8p + k (plane p, byte k); bytes of absent planes take byte 63 (zero).
+static inline __m512i rq_count_index(int P) {
+    uint8_t idx[64];
+    for (int k = 0; k < 8; k++)
+        for (int p = 0; p < 8; p++) idx[8 * k + 7 - p] = (uint8_t)(p < P ? 8 * p + k : 63);
+    return _mm512_loadu_si512(idx);
+}
+
+// The elements of `tie` (hi8 == thi[c]) settled by the full test r24 < T(c), with
+// r24 = thi[c] << 16 | lo16: for c < n that is lo16 < T(c) & 0xffff (tlo[c]); for
+// c >= n (thi 255, T = 2^24) it always holds. Two more zmm of AES give the 64 lo16;
+// counts widen to 16 bits and pick tlo with vpermi2w (64 entries a pair, a second
+// pair for counts 64..127 when P = 7). No per-element branch.
+WR_RQ_TARGET static inline __attribute__((always_inline)) uint64_t
+rq_ties(const rq_ctx *x, const int P, int n_workers, uint64_t tie, __m512i c8, uint32_t ctr) {
+    __m512i lo[2] = {rq_blocks(x, 1, ctr >> 3), rq_blocks(x, 1, (ctr >> 3) + 4)};
+    __m512i c16[2] = {_mm512_cvtepu8_epi16(_mm512_castsi512_si256(c8)),
+                      _mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(c8, 1))};
+    uint64_t bits = _mm512_cmpgt_epu8_mask(c8, _mm512_set1_epi8((char)(n_workers - 1)));  // c >= n
+    for (int h = 0; h < 2; h++) {
+        __m512i t = _mm512_permutex2var_epi16(x->tlo[0], c16[h], x->tlo[1]);
+        if (P >= 7) {
+            __mmask32 up = _mm512_cmpge_epu16_mask(c16[h], _mm512_set1_epi16(64));
+            t = _mm512_mask_mov_epi16(t, up, _mm512_permutex2var_epi16(x->tlo[2], c16[h], x->tlo[3]));
+        }
+        bits |= (uint64_t)_mm512_cmplt_epu16_mask(lo[h], t) << (32 * h);
+    }
+    return bits & tie;
+}
+
+// Copies a finished chunk of output words to dst: streaming stores (past the caches)
+// when `stream` and dst is 64-byte aligned, plain ones otherwise.
+static inline void rq_flush(uint64_t *dst, const uint64_t *buf, size_t cnt, int stream) {
+    size_t i = 0;
+    if (stream && (uintptr_t)dst % 64 == 0)
+        for (; i + 8 <= cnt; i += 8) _mm512_stream_si512((__m512i *)(dst + i), _mm512_loadu_si512(buf + i));
+    for (; i < cnt; i++) dst[i] = buf[i];
+}
+
+// n_workers <= 127: every count is a byte, its threshold's top byte one vpermi2b away;
+// 64 elements are decided by one zmm of hi8 bytes. Words with ties are listed and
+// settled by rq_ties after each chunk of words (a branch per word would mispredict
+// on the ~22% of words that have one), then the chunk is written out.
+#define WR_RQ_CHUNK 256
+WR_RQ_TARGET static inline __attribute__((always_inline)) void rq_small(const uint64_t *planes, int n_workers,
+                                                                        const int P, size_t n,
+                                                                        const rq_ctx *x, uint64_t first_index,
+                                                                        uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n);
+    const __m512i tlo = _mm512_loadu_si512(x->thi), thh = _mm512_loadu_si512(x->thi + 64);
+    const __m512i index = rq_count_index(P);
+    int stream = wr_birder_stream_out((size_t)(P + 1) * nw * 8);
+    for (size_t w0 = 0; w0 < nw; w0 += WR_RQ_CHUNK) {
+        size_t cnt = WR_MIN(nw - w0, WR_RQ_CHUNK), nt = 0;
+        uint32_t tie_w[WR_RQ_CHUNK];
+        uint64_t tie_m[WR_RQ_CHUNK], buf[WR_RQ_CHUNK];
+        for (size_t i = 0; i < cnt; i++) {
+            size_t w = w0 + i;
+            uint32_t ctr = (uint32_t)(first_index + w * 64);
+            __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+            __m512i c8 = counts_u8(planes, P, nw, w, index);
+            __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
+            buf[i] = _mm512_cmplt_epu8_mask(hi8, th);
+            tie_w[nt] = (uint32_t)i;
+            tie_m[nt] = _mm512_cmpeq_epi8_mask(hi8, th);
+            nt += tie_m[nt] != 0;
+        }
+        for (size_t t = 0; t < nt; t++) {
+            size_t w = w0 + tie_w[t];
+            buf[tie_w[t]] |= rq_ties(x, P, n_workers, tie_m[t], counts_u8(planes, P, nw, w, index),
+                                     (uint32_t)(first_index + w * 64));
+        }
+        if (w0 + cnt == nw && n % 64) buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+        rq_flush(bits_out + w0, buf, cnt, stream);
+    }
+    if (stream) _mm_sfence();
+}
+
+// Any n_workers: the full r24 of all 64 elements and the 64-bit product test.
+WR_RQ_TARGET static void rq_any(const uint64_t *planes, int n_workers, size_t n, const rq_ctx *x,
+                                uint64_t first_index, uint64_t *bits_out) {
     int P = wr_birder_planes(n_workers);
     size_t nw = wr_birder_words(n);
-    // For n <= 31 the threshold is a 32-entry table: r24 < ceil(c * 2^24 / n) is the
-    // same predicate as r24 * n < c << 24 for integer r24. Counts past n (not produced
-    // by count_planes) get 2^24 + 1, i.e. always +1, as in the reference.
-    int small = n_workers <= 31;
-    uint32_t tab[32];
-    for (uint32_t c = 0; c < 32; c++)
-        tab[c] = c >= (uint32_t)n_workers
-                     ? (1u << 24) + (c > (uint32_t)n_workers)
-                     : (uint32_t)((((uint64_t)c << 24) + (uint64_t)n_workers - 1) / (uint64_t)n_workers);
-    const __m512i tlo = _mm512_loadu_si512(tab), thi = _mm512_loadu_si512(tab + 16);
-    const rng16 rng = rng16_make(key);
     for (size_t w = 0; w < nw; w++) {
         uint32_t ctr = (uint32_t)(first_index + w * 64);
+        uint8_t hi8[64];
+        _mm512_storeu_si512(hi8, rq_blocks(x, 0, ctr >> 4));
+        __m512i lo[2] = {rq_blocks(x, 1, ctr >> 3), rq_blocks(x, 1, (ctr >> 3) + 4)};
         __m512i c[4];
         counts64(planes, P, nw, w, c);
         uint64_t word = 0;
-        if (small) {
-            for (int q = 0; q < 4; q++) {
-                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
-                __m512i T = _mm512_permutex2var_epi32(tlo, c[q], thi);
-                word |= (uint64_t)_mm512_cmplt_epu32_mask(r, T) << (16 * q);
-            }
-        } else {
-            for (int q = 0; q < 4; q++) {
-                __m512i r = r24_16(&rng, ctr + 16 * (uint32_t)q);
-                word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
-            }
+        for (int q = 0; q < 4; q++) {
+            __m512i h = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(hi8 + 16 * q)));
+            __m256i l16 = q & 1 ? _mm512_extracti64x4_epi64(lo[q / 2], 1) : _mm512_castsi512_si256(lo[q / 2]);
+            __m512i r = _mm512_or_si512(_mm512_slli_epi32(h, 16), _mm512_cvtepu16_epi32(l16));
+            word |= (uint64_t)requant_cmp64(r, c[q], n_workers) << (16 * q);
         }
         if (w == nw - 1 && n % 64) word &= (1ull << (n % 64)) - 1;
         bits_out[w] = word;
     }
+}
+
+WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
+                                              uint64_t first_index, uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    rq_ctx x;
+    rq_ctx_make(&x, key, n_workers);
+    // One instance per plane count for n_workers <= 127 (P <= 7), so P is a constant.
+    // clang-format off
+    switch (wr_birder_planes(n_workers)) {
+#define WR_CASE(P) \
+    case P: rq_small(planes, n_workers, P, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
+#undef WR_CASE
+    default: rq_any(planes, n_workers, n, &x, first_index, bits_out);
+    }
+    // clang-format on
 }
 
 static inline __m512 apply16(__m512 x, __m512 u, __m512 vlr, __m512 vwd) {

@@ -66,3 +66,29 @@ enum wr_isa wr_cpu_level(void) {
 }
 
 void wr_cpu_force_level(int level) { store(&g_force, level); }
+
+// CPUID leaf 1 ECX bit 25 (AES-NI); leaf 7 subleaf 0 ECX bits 9 (VAES), 1 (VBMI), 8 (GFNI).
+// Cached like the level: CPUID traps to the hypervisor in a VM (tens of
+// microseconds), and the requantize dispatch asks on every call.
+static atomic_int g_ext = -1;  // bit 0 AES-NI, bit 1 VAES, bit 2 VBMI, bit 3 GFNI
+enum { EXT_AES = 1, EXT_VAES = 2, EXT_VBMI = 4, EXT_GFNI = 8 };
+
+static int ext_flags(void) {
+    if (load(&g_ext) < 0) {
+        unsigned a, b, c, d;
+        int f = 0;
+        if (__get_cpuid(1, &a, &b, &c, &d) && ((c >> 25) & 1)) f |= EXT_AES;
+        if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+            if ((c >> 9) & 1) f |= EXT_VAES;
+            if ((c >> 1) & 1) f |= EXT_VBMI;
+            if ((c >> 8) & 1) f |= EXT_GFNI;
+        }
+        store(&g_ext, f);
+    }
+    return load(&g_ext);
+}
+
+int wr_cpu_has_aes(void) { return (ext_flags() & EXT_AES) != 0; }
+int wr_cpu_has_vaes(void) { return (ext_flags() & EXT_VAES) != 0; }
+int wr_cpu_has_avx512vbmi(void) { return (ext_flags() & EXT_VBMI) != 0; }
+int wr_cpu_has_gfni(void) { return (ext_flags() & EXT_GFNI) != 0; }

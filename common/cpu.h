@@ -16,4 +16,12 @@ enum wr_isa wr_cpu_max_level(void);
 void wr_cpu_force_level(int level);
 const char *wr_isa_name(enum wr_isa isa);
 
+// Instruction sets outside the levels, from CPUID, whatever the level or WREN_SIMD:
+// AES-NI, VAES (AES on ymm/zmm), AVX512-VBMI (byte permutes) and GFNI (bit-matrix
+// transposes). The requantize kernels (birder.h) need them on top of their level.
+int wr_cpu_has_aes(void);
+int wr_cpu_has_vaes(void);
+int wr_cpu_has_avx512vbmi(void);
+int wr_cpu_has_gfni(void);
+
 #endif

@@ -12,6 +12,9 @@
 // multiplies, so AVX2/AVX-512 kernels compute 8/16 lanes at once with
 // vpmulld. SIMD kernels must reproduce wr_rng_u32 exactly (tests compare).
 // Counters are 32 bits: element indices up to 2^32-1 per key.
+// The shard's re-quantization draws from a second counter generator built from
+// AES rounds (rng_aes.h), keyed by the same wr_rng_key: cheaper per element on
+// AES-NI / VAES; everything else uses wr_rng_u32.
 #ifndef WR_RNG_H
 #define WR_RNG_H
 

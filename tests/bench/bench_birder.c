@@ -13,7 +13,9 @@
 //   birder_encode_scalar_gelems_{1M,16M,110M}, birder_encode_avx2_gelems_16M
 //   birder_stream_only_gelems_{...}: the same memory traffic without the codec's
 //       arithmetic; birder_encode_vs_stream_{...} = encode / stream-only (vector)
-//   birder_aggregate_n4_gelems, birder_aggregate_n16_gelems (+ _scalar)
+//   birder_aggregate_n4_gelems, birder_aggregate_n16_gelems (+ _avx2 where the vector
+//       level is above AVX2, + _scalar; the requantize kernel each level runs is printed),
+//   birder_count_planes_n{4,16}_gelems, birder_requantize_n{4,16}_gelems: the halves (vector)
 //   birder_apply_bits_gelems, birder_apply_bits_bw_fraction,
 //   birder_apply_planes_n16_gelems, birder_apply_planes_n16_bw_fraction (+ _scalar)
 #include <immintrin.h>
@@ -60,6 +62,18 @@ __attribute__((target("avx2"))) static void run_stream_only(void *p) {
 static void run_aggregate(void *p) {
     bench_arg *a = p;
     wr_birder_count_planes(a->vecs, a->n_workers, a->n, a->planes);
+    wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0,
+                         a->out);
+}
+
+static void run_count(void *p) {
+    bench_arg *a = p;
+    wr_birder_count_planes(a->vecs, a->n_workers, a->n, a->planes);
+}
+
+// Requantizes the planes the last run_count / run_aggregate left.
+static void run_requantize(void *p) {
+    bench_arg *a = p;
     wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0,
                          a->out);
 }
@@ -182,20 +196,34 @@ int main(void) {
     a.out = wr_alloc_vec(nw * 8);
     a.x = wr_alloc_vec(n * 4);
     for (size_t j = 0; j < n; j++) a.x[j] = rnd_float();
+    printf("requantize kernel here: %s\n", wr_birder_requantize_variant());
     for (int k = 0; k < 2; k++) {
         a.n_workers = workers[k];
         int P = wr_birder_planes(a.n_workers);
         // bytes: read n vectors, write + read P planes, write the 1-bit output
         double bytes = (a.n_workers + 2.0 * P + 1.0) / 8.0;
-        for (int lvl = vec; lvl >= 0; lvl -= (vec > 0 ? vec : 1)) {
-            double ge = gelems(run_aggregate, &a, lvl, lvl == vec ? 10 : 2);
-            printf("aggregate n=%-2d %-7s %6.3f Gelem/s  (%.2f of copy bw at %.3f B/elem)\n", a.n_workers,
-                   wr_isa_name(lvl), ge, ge * bytes / bw, bytes);
+        // The vector level, AVX2 when the vector level is above it, scalar.
+        int lvls[3] = {vec, WR_ISA_AVX2, WR_ISA_SCALAR};
+        for (int li = 0; li < 3; li++) {
+            int lvl = lvls[li];
+            if (li > 0 && lvl >= vec) continue;
+            double ge = gelems(run_aggregate, &a, lvl, lvl == vec ? 10 : lvl == WR_ISA_AVX2 ? 5 : 1);
+            wr_cpu_force_level(lvl);
+            printf("aggregate n=%-2d %-7s %6.3f Gelem/s  (%.2f of copy bw at %.3f B/elem; requantize %s)\n",
+                   a.n_workers, wr_isa_name(lvl), ge, ge * bytes / bw, bytes, wr_birder_requantize_variant());
+            wr_cpu_force_level(-1);
             char name[96];
-            snprintf(name, sizeof name, "birder_aggregate_n%d%s_gelems", a.n_workers,
-                     lvl == vec ? "" : "_scalar");
+            snprintf(name, sizeof name, "birder_aggregate_n%d%s%s_gelems", a.n_workers, lvl == vec ? "" : "_",
+                     lvl == vec ? "" : wr_isa_name(lvl));
             wr_figure(name, ge, "Gelem/s");
-            if (lvl == 0) break;
+            if (lvl != vec) continue;
+            // The two halves apart, at the vector level.
+            double gc = gelems(run_count, &a, lvl, 10), gr = gelems(run_requantize, &a, lvl, 10);
+            printf("  count_planes %6.3f Gelem/s, requantize %6.3f Gelem/s\n", gc, gr);
+            snprintf(name, sizeof name, "birder_count_planes_n%d_gelems", a.n_workers);
+            wr_figure(name, gc, "Gelem/s");
+            snprintf(name, sizeof name, "birder_requantize_n%d_gelems", a.n_workers);
+            wr_figure(name, gr, "Gelem/s");
         }
     }
     // apply: planes of n = 16 (from the last aggregate), bits = its requantized output

@@ -11,8 +11,12 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <wmmintrin.h>
+
+#include "aes_soft.h"
 #include "birder.h"
 #include "cpu.h"
+#include "rng_aes.h"
 #include "wr_common.h"
 
 static int quick(void) {
@@ -566,6 +570,178 @@ static void test_aggregation_roundtrip_all_levels(void **state) {
         }
 }
 
+// ---- the requantize generator (rng_aes.h) -------------------------------------------
+
+static void hex16(const char *hex, uint8_t out[16]) {
+    for (int i = 0; i < 16; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        out[i] = (uint8_t)v;
+    }
+}
+
+__attribute__((target("aes"))) static void aesenc_hw(uint8_t s[16], const uint8_t rk[16]) {
+    __m128i x = _mm_aesenc_si128(_mm_loadu_si128((const __m128i *)s), _mm_loadu_si128((const __m128i *)rk));
+    _mm_storeu_si128((__m128i *)s, x);
+}
+
+// FIPS-197: S-box values (5.1.1: {53} -> {ed}) and rounds 1 and 2 of the Appendix B
+// cipher example (state at the start of round r, round key r -> start of round r+1),
+// for the byte-wise and the table round; the two agree on random states, and the
+// byte-wise one agrees with AES-NI where the CPU has it.
+static void test_aes_round_fips197(void **state) {
+    (void)state;
+    uint8_t sbox[256];
+    wr_aes_sbox_make(sbox);
+    assert_int_equal(sbox[0x00], 0x63);
+    assert_int_equal(sbox[0x01], 0x7c);
+    assert_int_equal(sbox[0x53], 0xed);
+    assert_int_equal(sbox[0xff], 0x16);
+    static const char *const vec[2][3] = {
+        {"193de3bea0f4e22b9ac68d2ae9f84808", "a0fafe1788542cb123a339392a6c7605",
+         "a49c7ff2689f352b6b5bea43026a5049"},
+        {"a49c7ff2689f352b6b5bea43026a5049", "f2c295f27a96b9435935807a7359f67f",
+         "aa8f5f0361dde3ef82d24ad26832469a"},
+    };
+    uint32_t table[256];
+    wr_aes_table_make(sbox, table);
+    for (int r = 0; r < 2; r++) {
+        uint8_t st[16], st2[16], rk[16], want[16];
+        hex16(vec[r][0], st);
+        hex16(vec[r][1], rk);
+        hex16(vec[r][2], want);
+        memcpy(st2, st, 16);
+        wr_aes_enc_round(st, rk, sbox);
+        assert_memory_equal(st, want, 16);
+        wr_aes_enc_round_table(st2, rk, table);
+        assert_memory_equal(st2, want, 16);
+    }
+    // The table round == the byte-wise one on random states.
+    for (int t = 0; t < 2000; t++) {
+        uint8_t a[16], b[16], rk[16];
+        for (int i = 0; i < 16; i++) {
+            a[i] = (uint8_t)xs64();
+            rk[i] = (uint8_t)xs64();
+        }
+        memcpy(b, a, 16);
+        wr_aes_enc_round(a, rk, sbox);
+        wr_aes_enc_round_table(b, rk, table);
+        assert_memory_equal(a, b, 16);
+    }
+    // Several table rounds in a row == that many single rounds.
+    for (int t = 0; t < 200; t++) {
+        uint8_t a[16], b[16], rk[5][16];
+        for (int i = 0; i < 16; i++) a[i] = (uint8_t)xs64();
+        for (int r = 0; r < 5; r++)
+            for (int i = 0; i < 16; i++) rk[r][i] = (uint8_t)xs64();
+        memcpy(b, a, 16);
+        for (int r = 0; r < 5; r++) wr_aes_enc_round(a, rk[r], sbox);
+        wr_aes_enc_rounds_table(b, (const uint8_t(*)[16])rk, 5, table);
+        assert_memory_equal(a, b, 16);
+    }
+    if (!wr_cpu_has_aes()) {
+        print_message("no AES-NI: hardware comparison skipped\n");
+        return;
+    }
+    for (int t = 0; t < 2000; t++) {
+        uint8_t a[16], b[16], rk[16];
+        for (int i = 0; i < 16; i++) {
+            a[i] = (uint8_t)xs64();
+            rk[i] = (uint8_t)xs64();
+        }
+        memcpy(b, a, 16);
+        wr_aes_enc_round(a, rk, sbox);
+        aesenc_hw(b, rk);
+        assert_memory_equal(a, b, 16);
+    }
+}
+
+// The generator's values are pinned (a change would silently change every replica's
+// 1-bit broadcast), and requantize_ref follows the rng_aes.h definition element by
+// element, including counters that wrap past 2^32.
+static void test_rng_aes_definition(void **state) {
+    (void)state;
+    wr_rng_key key = wr_rng_key_make(1, 0xB0000000u, 7);
+    static const uint32_t golden[8] = {0x038811u, 0x6271e7u, 0x822f62u, 0x4cb1f8u,
+                                       0xea97e0u, 0x2a65fau, 0xe95ff8u, 0x244577u};
+    static const uint32_t ctrs[8] = {0, 1, 15, 16, 63, 64, 0x12345678u, 0xffffffffu};
+    for (int i = 0; i < 8; i++)
+        if (wr_rng_aes_r24(key, ctrs[i]) != golden[i])
+            fail_msg("r24 of counter %#x: %#x, pinned %#x", ctrs[i], wr_rng_aes_r24(key, ctrs[i]), golden[i]);
+    static const uint64_t firsts[] = {0, 64, (1ull << 32) - 128, (1ull << 32) + 192, 1ull << 40};
+    static const int workers[] = {5, 16, 1000};
+    size_t n = 197;
+    for (size_t f = 0; f < sizeof firsts / sizeof firsts[0]; f++)
+        for (size_t k = 0; k < 3; k++) {
+            int nwk = workers[k], P = wr_birder_planes(nwk);
+            size_t nw = wr_birder_words(n);
+            uint64_t *planes = wr_alloc_vec((size_t)P * nw * 8), out[4];
+            for (size_t i = 0; i < (size_t)P * nw; i++) planes[i] = xs64();
+            wr_birder_requantize_ref(planes, nwk, n, key, firsts[f], out);
+            for (size_t j = 0; j < n; j++) {
+                uint64_t c = 0;
+                for (int p = 0; p < P; p++) c |= (uint64_t)get_bit(planes + (size_t)p * nw, j) << p;
+                uint64_t r = wr_rng_aes_r24(key, (uint32_t)(firsts[f] + j));
+                int want = r * (uint64_t)nwk < c << 24;
+                if (get_bit(out, j) != want)
+                    fail_msg("first %#llx n_workers %d element %zu: bit %d, definition %d",
+                             (unsigned long long)firsts[f], nwk, j, get_bit(out, j), want);
+            }
+            free(planes);
+        }
+}
+
+typedef void (*requant_fn)(const uint64_t *, int, size_t, wr_rng_key, uint64_t, uint64_t *);
+
+// Every requantize kernel this CPU can run == the reference, bit for bit: random
+// planes (counts past n_workers included), n_workers around every path boundary,
+// lengths with tails and across chunk boundaries, counters that wrap past 2^32.
+static void test_requantize_kernels_equal_ref(void **state) {
+    (void)state;
+    struct {
+        const char *name;
+        requant_fn fn;
+        int ok;
+    } ks[3] = {
+        {"avx512", wr_birder_requantize_avx512,
+         wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() &&
+             wr_cpu_has_gfni()},
+        {"avx2", wr_birder_requantize_avx2, wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_vaes()},
+        {"aesni", wr_birder_requantize_aesni, wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_aes()},
+    };
+    for (int k = 0; k < 3; k++)
+        if (!ks[k].ok) print_message("requantize_%s: not supported here, not tested\n", ks[k].name);
+    static const int workers[] = {1,  2,  3,  4,  5,   7,   8,   9,   15,  16,  17,   31,
+                                  32, 33, 63, 64, 100, 127, 128, 129, 255, 256, 1000, 65535};
+    static const size_t lens[] = {1, 13, 64, 65, 1000, 16384, 16447, 70001};
+    static const uint64_t firsts[] = {0, 64, 4096, (1ull << 32) - 640, 5ull << 32};
+    for (size_t w = 0; w < sizeof workers / sizeof workers[0]; w++)
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+            int nwk = workers[w], P = wr_birder_planes(nwk);
+            size_t n = lens[l], nw = wr_birder_words(n);
+            if (quick() && n > 20000) continue;
+            uint64_t first = firsts[(w + l) % 5];
+            wr_rng_key key = wr_rng_key_make(xs64(), 0xB0000000u + w, l);
+            uint64_t *planes = wr_alloc_vec((size_t)P * nw * 8);
+            for (size_t i = 0; i < (size_t)P * nw; i++) planes[i] = xs64() & xs64();  // skewed to low counts
+            uint64_t *want = wr_alloc_vec(nw * 8), *got = wr_alloc_vec(nw * 8);
+            wr_birder_requantize_ref(planes, nwk, n, key, first, want);
+            for (int k = 0; k < 3; k++) {
+                if (!ks[k].ok) continue;
+                memset(got, 0xa5, nw * 8);
+                ks[k].fn(planes, nwk, n, key, first, got);
+                for (size_t i = 0; i < nw; i++)
+                    if (got[i] != want[i])
+                        fail_msg("requantize_%s n_workers %d n %zu first %#llx word %zu: %#llx, ref %#llx",
+                                 ks[k].name, nwk, n, (unsigned long long)first, i, (unsigned long long)got[i],
+                                 (unsigned long long)want[i]);
+            }
+            free(planes);
+            free(want);
+            free(got);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_planes_count),
@@ -579,6 +755,9 @@ int main(void) {
         cmocka_unit_test(test_empty),
         cmocka_unit_test(test_encode_vector_equals_scalar),
         cmocka_unit_test(test_aggregation_roundtrip_all_levels),
+        cmocka_unit_test(test_aes_round_fips197),
+        cmocka_unit_test(test_rng_aes_definition),
+        cmocka_unit_test(test_requantize_kernels_equal_ref),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
