@@ -577,6 +577,19 @@ int wr_config_load_file(wr_job_config *c, const char *path, char *err) {
     return rc;
 }
 
+// A fixed membership, which `what` (set by config key `key`) needs:
+// min_workers and max_workers equal workers or are 0. WR_OK or WR_ERR
+// naming the keys.
+static int validate_fixed_membership(const wr_job_config *c, const char *key, const char *what, char *err) {
+    if ((!c->min_workers || c->min_workers == c->workers) &&
+        (!c->max_workers || c->max_workers == c->workers))
+        return WR_OK;
+    return wr_err(err, WR_ERR,
+                  "config keys '%s', 'min_workers', 'max_workers' and 'workers': %s has a fixed membership, "
+                  "so min_workers and max_workers must equal workers (%d) or be 0, got %d and %d",
+                  key, what, c->workers, c->min_workers, c->max_workers);
+}
+
 // mode=allreduce: the codec the algorithm needs, no checkpoints, a fixed
 // membership (docs/CONFIG.md). WR_OK or WR_ERR naming the keys.
 static int validate_allreduce(const wr_job_config *c, char *err) {
@@ -593,13 +606,7 @@ static int validate_allreduce(const wr_job_config *c, char *err) {
                       "config keys 'mode' and '%s': checkpoints and resume are not supported in "
                       "mode=allreduce in this version",
                       c->checkpoint_every > 0 ? "checkpoint_every" : "resume");
-    if ((c->min_workers && c->min_workers != c->workers) || (c->max_workers && c->max_workers != c->workers))
-        return wr_err(err, WR_ERR,
-                      "config keys 'mode', 'min_workers', 'max_workers' and 'workers': mode=allreduce has a "
-                      "fixed membership, so min_workers and max_workers must equal workers (%d) or be 0, got "
-                      "%d and %d",
-                      c->workers, c->min_workers, c->max_workers);
-    return WR_OK;
+    return validate_fixed_membership(c, "mode", "mode=allreduce", err);
 }
 
 // ps_node_aggregate = on: the workers of a node combine their bits before
@@ -618,13 +625,7 @@ static int validate_node_aggregate(const wr_job_config *c, char *err) {
         return wr_err(err, WR_ERR,
                       "config keys 'ps_node_aggregate' and 'resume': resume is not supported with "
                       "ps_node_aggregate = on in this version");
-    if ((c->min_workers && c->min_workers != c->workers) || (c->max_workers && c->max_workers != c->workers))
-        return wr_err(err, WR_ERR,
-                      "config keys 'ps_node_aggregate', 'min_workers', 'max_workers' and 'workers': "
-                      "ps_node_aggregate = on has a fixed membership, so min_workers and max_workers must "
-                      "equal workers (%d) or be 0, got %d and %d",
-                      c->workers, c->min_workers, c->max_workers);
-    return WR_OK;
+    return validate_fixed_membership(c, "ps_node_aggregate", "ps_node_aggregate = on", err);
 }
 
 int wr_config_validate(const wr_job_config *c, char *err) {

@@ -286,6 +286,26 @@ static int ar_steps(int64_t total, long corrupt_at, long die_at) {
     return 0;
 }
 
+// The log named after the rank, once the map gave it.
+static void name_log(void) {
+    char name[32];
+    snprintf(name, sizeof name, "fakeworker %d", g_rank);
+    wr_log_set_name(name);
+}
+
+// The HEARTBEATs of this worker (rank g_rank on `host`) to the coordinator;
+// NULL with err when they cannot start.
+static wr_heartbeat *start_heartbeats(const char *host, char *err) {
+    wr_pmsg h;
+    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
+    h.job_id = g_cfg.job_id;
+    h.epoch = 1;
+    h.rank = g_rank;
+    h.role = WR_ROLE_WORKER;
+    snprintf(h.host, sizeof h.host, "%s", host);
+    return wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, NULL, err);
+}
+
 // A whole all-reduce run after the welcome. The exit status.
 static int run_allreduce(const char *host, const char *group, uint64_t d, uint64_t nt, long corrupt_at,
                          long die_at) {
@@ -301,17 +321,9 @@ static int run_allreduce(const char *host, const char *group, uint64_t d, uint64
     int64_t total = (int64_t)h.total_steps;
     int ok = ar_check_map(&h) == WR_OK && total > 0;
     wr_pmsg_clear(&h);
-    char name[32], err[WR_ERR_LEN];
-    snprintf(name, sizeof name, "fakeworker %d", g_rank);
-    wr_log_set_name(name);
-    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
-    h.job_id = g_cfg.job_id;
-    h.epoch = 1;
-    h.rank = g_rank;
-    h.role = WR_ROLE_WORKER;
-    snprintf(h.host, sizeof h.host, "%s", host);
-    wr_heartbeat *hb = ok ? wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, NULL, err)
-                          : NULL;
+    char err[WR_ERR_LEN];
+    name_log();
+    wr_heartbeat *hb = ok ? start_heartbeats(host, err) : NULL;
     st = ok ? ar_steps(total, corrupt_at, die_at) : WR_EXIT_FAILURE;
     wr_heartbeat_stop(hb);
     wr_close(data);
@@ -448,17 +460,8 @@ int main(int argc, char **argv) {
     // fake worker has no state of its own but x, which it pulls).
     uint64_t first = h.start_step ? h.start_step : 1;
     wr_pmsg_clear(&h);
-    char name[32];
-    snprintf(name, sizeof name, "fakeworker %d", g_rank);
-    wr_log_set_name(name);
-    // heartbeats
-    wr_pmsg_init(&h, WR_MT_HEARTBEAT);
-    h.job_id = g_cfg.job_id;
-    h.epoch = 1;
-    h.rank = g_rank;
-    h.role = WR_ROLE_WORKER;
-    snprintf(h.host, sizeof h.host, "%s", host);
-    wr_heartbeat *hb = wr_heartbeat_start(g_ctx, g_coord, &h, g_cfg.heartbeat_interval, NULL, err);
+    name_log();
+    wr_heartbeat *hb = start_heartbeats(host, err);
 
     float *x = wr_alloc_vec(d * 4), *m = wr_alloc_vec(d * 4), *b = wr_alloc_vec(d * 4),
           *g = wr_alloc_vec(d * 4);
