@@ -246,6 +246,12 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
     }
 }
 
+void wr_birder_aggregate(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                         uint64_t first_index, uint64_t *planes, uint64_t *bits_out) {
+    wr_birder_count_planes(bits, n_workers, n, planes);
+    wr_birder_requantize(planes, n_workers, n, key, first_index, bits_out);
+}
+
 void wr_birder_apply_bits(float *x, const uint64_t *bits, size_t n, float lr, float wd) {
     WR_BIRDER_PICK(wr_birder_apply_bits, x, bits, n, lr, wd);
 }

@@ -90,6 +90,15 @@ void wr_birder_counts(const uint64_t *const *bits, int n_workers, size_t n, uint
 void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                           uint64_t first_index, uint64_t *bits_out);
 
+// The `1bit` aggregation of the shards and of a node in the hierarchical
+// all-reduce: wr_birder_count_planes into planes (wr_birder_planes(n_workers)
+// * wr_birder_words(n) words, left holding the counts), then
+// wr_birder_requantize of them into bits_out. (Doing the two block by block
+// while the counts sit in L1/L2 was measured and was not faster here: count
+// is bound by reading the n_workers streams, requantize by its arithmetic.)
+void wr_birder_aggregate(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                         uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
+
 // x -= lr * (u + wd * x) from the broadcast encoding without materialising u.
 // In place; identical floats at every ISA level (the formula in the header comment).
 // apply_bits: u = +1 where the bit is set, -1 elsewhere.

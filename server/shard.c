@@ -307,9 +307,8 @@ static void aggregate(wr_shard_core *c, uint64_t t, int k, void *out, wr_pmsg *b
             bh->codec = WR_CODEC_PLANES;
         } else {
             uint64_t *ob = out;
-            wr_birder_count_planes(bits, k, c->n, c->planes_buf);
             wr_rng_key key = wr_rng_key_make(c->cfg.seed, 0xB0000000ull + (uint64_t)c->shard, t);
-            wr_birder_requantize(c->planes_buf, k, c->n, key, c->lo, ob);
+            wr_birder_aggregate(bits, k, c->n, key, c->lo, c->planes_buf, ob);
             wr_birder_apply_bits(c->x, ob, c->n, lr_t, c->cfg.wd);
             bh->codec = WR_CODEC_BITS;
         }

@@ -75,27 +75,32 @@ void wr_ar_step_init(wr_ps *w) {
 // ---- hierarchical ------------------------------------------------------------------
 
 // Stage 2: slice j of q to each local peer j; count slice k over the node
-// into planes (wr_birder_planes(G) planes of slice k's words, at scratch).
-static int scatter(wr_ps *w, int64_t t, uint64_t *node_planes, char *err) {
+// and re-quantize slice k over the node into q2 (node_planes: scratch).
+static int scatter(wr_ps *w, wr_exchange_step *step, uint64_t *node_planes, char *err) {
+    int64_t t = step->t;
     wr_ar *ar = w->ar;
     int g = ar->peers[ar->me].group, k = ar->peers[ar->me].local;
     for (int j = 0; j < ar->G; j++) {
         int p = ar->members_of[g * ar->G + j];
         if (j == k) continue;
         uint64_t n = ar->hi[j] - ar->lo[j];
-        int st = wr_ar_send(w, p, t, WR_AR_SCATTER, ar->lo[j], n, WR_CODEC_BITS, 0, ar->q + ar->lo[j] / 64,
+        int rc = wr_ar_send(w, p, t, WR_AR_SCATTER, ar->lo[j], n, WR_CODEC_BITS, 0, ar->q + ar->lo[j] / 64,
                             words(n) * 8, err);
-        if (st) return st;
+        if (rc) return rc;
     }
     uint64_t n = ar->hi[k] - ar->lo[k];
     for (int j = 0; j < ar->G; j++) {
         ar->vecs[j] = j == k ? ar->q + ar->lo[k] / 64 : ar->scratch + (size_t)j * words(n);
         if (j == k) continue;
-        int st = wr_ar_take(w, ar->members_of[g * ar->G + j], t, WR_AR_SCATTER, ar->lo[k], ar->vecs[j],
+        int rc = wr_ar_take(w, ar->members_of[g * ar->G + j], t, WR_AR_SCATTER, ar->lo[k], ar->vecs[j],
                             words(n) * 8, err);
-        if (st) return st;
+        if (rc) return rc;
     }
-    wr_birder_count_planes((const uint64_t *const *)ar->vecs, ar->G, (size_t)n, node_planes);
+    double t0 = wr_now();
+    wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)t);
+    wr_birder_aggregate((const uint64_t *const *)ar->vecs, ar->G, (size_t)n, key, ar->lo[k], node_planes,
+                        ar->q2);
+    step->t_codec += wr_now() - t0;
     return WR_EXIT_OK;
 }
 
@@ -147,7 +152,7 @@ static int gather_counts(wr_ps *w, int64_t t, char *err) {
 
 int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, const uint64_t **qk, char *err) {
     wr_ar *ar = w->ar;
-    int g = ar->peers[ar->me].group, k = ar->peers[ar->me].local;
+    int k = ar->peers[ar->me].local;
     uint64_t n = ar->hi[k] - ar->lo[k];
     uint64_t *node_planes = ar->q2 + words(n);
     if (ar->G == 1) {
@@ -157,13 +162,7 @@ int wr_ar_node_slice(wr_ps *w, wr_exchange_step *st, const uint64_t **qk, char *
         return WR_EXIT_OK;
     }
     *qk = ar->q2;
-    int rc = scatter(w, st->t, node_planes, err);
-    if (rc) return rc;
-    double t0 = wr_now();
-    wr_rng_key key = wr_rng_key_make(w->cfg.seed, AR_NODE_STREAM + (uint64_t)g, (uint64_t)st->t);
-    wr_birder_requantize(node_planes, ar->G, (size_t)n, key, ar->lo[k], ar->q2);
-    st->t_codec += wr_now() - t0;
-    return WR_EXIT_OK;
+    return scatter(w, st, node_planes, err);
 }
 
 static int hierarchical(wr_ps *w, wr_exchange_step *st, char *err) {

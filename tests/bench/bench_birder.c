@@ -59,11 +59,11 @@ __attribute__((target("avx2"))) static void run_stream_only(void *p) {
     }
 }
 
+// The shard's `1bit` aggregation: count, then re-quantize.
 static void run_aggregate(void *p) {
     bench_arg *a = p;
-    wr_birder_count_planes(a->vecs, a->n_workers, a->n, a->planes);
-    wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0,
-                         a->out);
+    wr_birder_aggregate(a->vecs, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0, a->planes,
+                        a->out);
 }
 
 static void run_count(void *p) {
@@ -232,7 +232,7 @@ int main(void) {
     for (int lvl = vec; lvl >= 0; lvl -= (vec > 0 ? vec : 1)) {
         const char *suf = lvl == vec ? "" : "_scalar";
         char name[96];
-        double ge = gelems(run_apply_bits, &a, lvl, lvl == vec ? 10 : 2);
+        double ge = gelems(run_apply_bits, &a, lvl, lvl >= WR_ISA_AVX2 ? 10 : 2);
         double fr = ge * 8.125 / bw;
         printf("apply_bits      %-7s %6.3f Gelem/s  %.2f of copy bw (8.125 B/elem)\n", wr_isa_name(lvl), ge,
                fr);
@@ -240,7 +240,7 @@ int main(void) {
         wr_figure(name, ge, "Gelem/s");
         snprintf(name, sizeof name, "birder_apply_bits%s_bw_fraction", suf);
         defer_fraction(name, ge * 8.125);
-        ge = gelems(run_apply_planes, &a, lvl, lvl == vec ? 10 : 2);
+        ge = gelems(run_apply_planes, &a, lvl, lvl >= WR_ISA_AVX2 ? 10 : 2);
         double bpe = 8.0 + wr_birder_planes(16) / 8.0;
         fr = ge * bpe / bw;
         printf("apply_planes n=16 %-7s %6.3f Gelem/s  %.2f of copy bw (%.3f B/elem)\n", wr_isa_name(lvl), ge,

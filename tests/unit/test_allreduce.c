@@ -165,6 +165,7 @@ static void test_outsider(void **state) {
     for (int k = 0; k < 2; k++) {
         wr_pmsg h;
         wr_pmsg_init(&h, WR_MT_CHUNK);
+        h.job_id = f.w[0]->cfg.job_id;
         h.epoch = 1;
         h.step = 1;
         h.stage = WR_AR_SCATTER;

@@ -368,6 +368,7 @@ static void test_empty(void **state) {
         wr_birder_count_planes(NULL, 3, 0, NULL);
         wr_birder_counts(NULL, 3, 0, NULL);
         wr_birder_requantize(NULL, 3, 0, wr_rng_key_make(1, 1, 1), 0, NULL);
+        wr_birder_aggregate(NULL, 3, 0, wr_rng_key_make(1, 1, 1), 0, NULL, NULL);
         wr_birder_apply_bits(NULL, NULL, 0, 0.1f, 0.1f);
         wr_birder_apply_planes(NULL, NULL, 3, 0, 0.1f, 0.1f);
         wr_birder_decode_bits(NULL, 0, NULL);
@@ -742,6 +743,42 @@ static void test_requantize_kernels_equal_ref(void **state) {
         }
 }
 
+// wr_birder_aggregate equals count_planes + the scalar requantize bit for
+// bit at every level: tails, offsets, worker counts from 1 to 1025.
+static void test_aggregate_equals_count_requantize(void **state) {
+    (void)state;
+    const size_t lens[] = {1, 63, 64, 5000, 16384, 16385, 3 * 16384 - 17};
+    const int workers[] = {1, 2, 3, 16, 100, 1025};
+    int levels[3], nl = levels_available(levels);
+    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
+        for (size_t wi = 0; wi < sizeof workers / sizeof *workers; wi++) {
+            size_t n = lens[li], nw = wr_birder_words(n);
+            int k = workers[wi];
+            if (k > 64 && n > 5000) continue;  // keeps the test short; the block logic is the same
+            uint64_t **v = calloc((size_t)k, sizeof *v);
+            for (int i = 0; i < k; i++) v[i] = random_bits(n, 1);
+            size_t pw = (size_t)wr_birder_planes(k) * nw;
+            uint64_t *planes = wr_alloc_vec(pw * 8), *want = wr_alloc_vec(nw * 8),
+                     *got = wr_alloc_vec(nw * 8);
+            wr_rng_key key = wr_rng_key_make(5, 0xB0000003u, 11 + li);
+            uint64_t first = 64 * (uint64_t)(wi * 1000 + 7);
+            wr_birder_count_planes((const uint64_t *const *)v, k, n, planes);
+            wr_birder_requantize_ref(planes, k, n, key, first, want);
+            for (int l = 0; l < nl; l++) {
+                wr_cpu_force_level(levels[l]);
+                memset(got, 0xA5, nw * 8);
+                wr_birder_aggregate((const uint64_t *const *)v, k, n, key, first, planes, got);
+                wr_cpu_force_level(-1);
+                assert_memory_equal(got, want, nw * 8);
+            }
+            for (int i = 0; i < k; i++) free(v[i]);
+            free(v);
+            free(planes);
+            free(want);
+            free(got);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_planes_count),
@@ -758,6 +795,7 @@ int main(void) {
         cmocka_unit_test(test_aes_round_fips197),
         cmocka_unit_test(test_rng_aes_definition),
         cmocka_unit_test(test_requantize_kernels_equal_ref),
+        cmocka_unit_test(test_aggregate_equals_count_requantize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
