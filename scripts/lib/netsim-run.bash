@@ -110,11 +110,12 @@ start() {
 }
 
 start_coordinator() {
-    local i
+    local i n=()
     COORD_ADDR=tcp://$(addr_of "$COORD_HOST"):$COORD_PORT
+    [ "$MODE" = allreduce ] || n=("shards=${#SHARD_HOSTS[@]}")  # the key is [1, 1024], ignored there
     start coordinator "$COORD_HOST" "$BIN/wren-server" coordinator --bind "$COORD_ADDR" \
         --advertise "$COORD_ADDR" --allow-insecure "${LL[@]+"${LL[@]}"}" "${CFG[@]+"${CFG[@]}"}" \
-        "${KV[@]+"${KV[@]}"}" allow_insecure=on "shards=${#SHARD_HOSTS[@]}" "workers=${#WORKER_HOSTS[@]}"
+        "${KV[@]+"${KV[@]}"}" allow_insecure=on "${n[@]+"${n[@]}"}" "workers=${#WORKER_HOSTS[@]}"
     COORD_PID=${PIDS[0]}
     for i in $(seq 50); do  # up to 5 s to listen (or fail, e.g. a bad config)
         grep -q 'listening on' "$OUT/logs/coordinator.log" 2>/dev/null && return 0
