@@ -103,10 +103,11 @@ addr_of() { echo "$SUBNET.$(($1 + 1))"; }
 start() {
     local name=$1 h=$2
     shift 2
-    ip netns exec "$NAME-h$h" "$@" >"$OUT/logs/$name.log" 2>&1 &
+    # Without the lock's descriptor: a process outliving a killed run must not hold the lock.
+    ip netns exec "$NAME-h$h" "$@" >"$OUT/logs/$name.log" 2>&1 {LOCK_FD}>&- &
     PIDS+=($!)
     PNAMES+=("$name")
-    printf '%s\thost %s-h%s\t%s\n' "$name" "$NAME" "$h" "$*" >>"$OUT/netsim.txt"
+    printf '%s\tpid %s\thost %s-h%s\t%s\n' "$name" "$!" "$NAME" "$h" "$*" >>"$OUT/netsim.txt"
 }
 
 start_coordinator() {
@@ -211,9 +212,10 @@ stop_all() {
 
 # ---- measuring ---------------------------------------------------------------------
 # sampler: every SAMPLE seconds `t host tx rx` of every host into link.tsv
-# (t from T0). Runs in the background until killed.
+# (t from T0). Runs in the background until killed, or until the run (pid
+# $$ in this subshell too) or the net is gone, so a SIGKILLed run leaves no loop.
 sampler() {
-    while :; do
+    while kill -0 $$ 2>/dev/null && [ -e "/run/netns/$NAME-sw" ]; do
         counters "$NAME" | awk -v t="$EPOCHREALTIME" -v t0="$T0" \
             '{printf "%.3f %s %s %s\n", t - t0, $1, $2, $3}' >>"$OUT/link.tsv"
         sleep "$SAMPLE"
@@ -327,7 +329,7 @@ netsim_run() {
     echo "netsim: $NAME up ($HOSTS hosts, $RATE); coordinator on h$COORD_HOST, shards on [${SHARD_HOSTS[*]-}], workers on [${WORKER_HOSTS[*]}]; output in $OUT" >&2
     counters "$NAME" >"$OUT/.c0"
     T0=$EPOCHREALTIME
-    sampler &
+    sampler {LOCK_FD}>&- &
     SAMPLER_PID=$!
     if start_coordinator; then start_nodes; fi
     wait_job
