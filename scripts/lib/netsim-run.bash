@@ -17,6 +17,7 @@ SAMPLE=0.5
 THREADS=1
 LOG_LEVEL=""
 CONFIG=""
+DEFAULT_ADV=0  # 1: shards bind tcp://*:PORT and advertise what wren picks (no --advertise)
 KV=()
 
 run_parse() {
@@ -31,6 +32,7 @@ run_parse() {
             --threads) need_arg "$@"; THREADS=$2; shift 2 ;;
             --log-level) need_arg "$@"; LOG_LEVEL=$2; shift 2 ;;
             --config) need_arg "$@"; CONFIG=$2; shift 2 ;;
+            --default-advertise) DEFAULT_ADV=1; shift ;;
             --) shift ;;
             *=*) KV+=("$1"); shift ;;
             *) die "run: unknown argument '$1' (try --help)" ;;
@@ -63,7 +65,7 @@ host_list() {
 
 # run_plan: checks the options and places every process (SHARD_HOSTS, WORKER_HOSTS).
 run_plan() {
-    local mode i
+    local mode i hs
     check_net_opts
     { is_uint "$COORD_HOST" && [ "$COORD_HOST" -lt "$HOSTS" ]; } ||
         die "run: --coordinator-host: '$COORD_HOST' is not a host index in [0, $((HOSTS - 1))]"
@@ -83,8 +85,10 @@ run_plan() {
         for ((i = 0; i < HOSTS; i++)); do [ "$i" = "$COORD_HOST" ] || WORKER_LIST+="${WORKER_LIST:+,}$i"; done
         WORKER_LIST=${WORKER_LIST:-0}
     fi
-    read -r -a SHARD_HOSTS <<<"$(host_list --shards "$SHARD_LIST")" || exit "$WR_EXIT_CONFIG"
-    read -r -a WORKER_HOSTS <<<"$(host_list --workers "$WORKER_LIST")" || exit "$WR_EXIT_CONFIG"
+    hs=$(host_list --shards "$SHARD_LIST") || exit "$WR_EXIT_CONFIG"
+    read -r -a SHARD_HOSTS <<<"$hs"
+    hs=$(host_list --workers "$WORKER_LIST") || exit "$WR_EXIT_CONFIG"
+    read -r -a WORKER_HOSTS <<<"$hs"
     [ ${#WORKER_HOSTS[@]} -ge 1 ] || die "run: --workers: give at least one host"
     [ -n "$OUT" ] || OUT=$BUILD/netsim/$NAME-$(date +%Y%m%d-%H%M%S)
     for b in wren-server wren-worker; do
@@ -131,13 +135,16 @@ start_nodes() {
     for s in "${!SHARD_HOSTS[@]}"; do
         h=${SHARD_HOSTS[$s]}
         a=tcp://$(addr_of "$h"):$((SHARD_PORT0 + s))
-        start "shard$s" "$h" "$BIN/wren-server" shard --coordinator "$COORD_ADDR" --bind "$a" \
-            --advertise "$a" --allow-insecure --host "$NAME-h$h" "${LL[@]+"${LL[@]}"}"
+        ar=(--bind "$a" --advertise "$a")
+        [ "$DEFAULT_ADV" = 0 ] || ar=(--bind "tcp://*:$((SHARD_PORT0 + s))")
+        start "shard$s" "$h" "$BIN/wren-server" shard --coordinator "$COORD_ADDR" "${ar[@]}" \
+            --allow-insecure --host "$NAME-h$h" "${LL[@]+"${LL[@]}"}"
     done
     for i in "${!WORKER_HOSTS[@]}"; do
         h=${WORKER_HOSTS[$i]}
         ar=()
-        [ "$MODE" = allreduce ] && ar=(--group "$NAME-h$h" --data-bind "tcp://$(addr_of "$h"):0")
+        [ "$MODE" = allreduce ] && ar=(--group "$NAME-h$h")
+        [ "$MODE" = allreduce ] && [ "$DEFAULT_ADV" = 0 ] && ar+=(--data-bind "tcp://$(addr_of "$h"):0")
         start "worker$i" "$h" "$BIN/wren-worker" --coordinator "$COORD_ADDR" --host "$NAME-h$h" \
             --allow-insecure --threads "$THREADS" --summary "$OUT/sum/worker-$i.json" \
             "${ar[@]+"${ar[@]}"}" "${LL[@]+"${LL[@]}"}"
@@ -344,6 +351,10 @@ netsim_run() {
     run_cleanup
     trap - EXIT INT TERM HUP
     echo "netsim: job ended with status $st after $(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.1f", b - a}') s${REASON:+ ($REASON)}; net '$NAME' removed; output in $OUT" >&2
-    [ "$st" = "$WR_EXIT_OK" ] || sed -n '2,$p' "$OUT/status" | sed 's/^/netsim: /' >&2
+    if [ "$st" != "$WR_EXIT_OK" ]; then
+        sed -n '2,$p' "$OUT/status" | sed 's/^/netsim: /' >&2
+        echo "netsim: the coordinator's last lines ($OUT/logs/coordinator.log):" >&2
+        tail -n 3 "$OUT/logs/coordinator.log" | sed 's/^/    /' >&2
+    fi
     exit "$st"
 }
