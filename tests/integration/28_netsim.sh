@@ -27,6 +27,7 @@ N=wt28x$$
 RATE_BPS=100000000
 cleanup_netsim() {
     "$NETSIM" down --name "$N" >/dev/null 2>&1
+    rm -f "/run/wren-netsim/$N.lock"  # a name of its own each time: do not pile them up
     cleanup_test
 }
 trap cleanup_netsim EXIT
