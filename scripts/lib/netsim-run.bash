@@ -336,6 +336,7 @@ netsim_run() {
     echo "netsim: $NAME up ($HOSTS hosts, $RATE); coordinator on h$COORD_HOST, shards on [${SHARD_HOSTS[*]-}], workers on [${WORKER_HOSTS[*]}]; output in $OUT" >&2
     counters "$NAME" >"$OUT/.c0"
     T0=$EPOCHREALTIME
+    echo "start $T0 (Unix time of t = 0 in link.tsv)" >>"$OUT/netsim.txt"
     sampler {LOCK_FD}>&- &
     SAMPLER_PID=$!
     if start_coordinator; then start_nodes; fi
