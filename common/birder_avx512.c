@@ -105,11 +105,10 @@ static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *c
     return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
 }
 
-static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
-                                                              const int P, size_t nw, size_t w, int masked,
-                                                              const int nt, __mmask8 k, __m512i valid,
-                                                              uint64_t *planes) {
-    __m512i acc[16];
+// The counts of words w..w+7 (those in mask k when `masked`) into acc[0..P-1].
+static inline __attribute__((always_inline)) void count_acc(const uint64_t *const *bits, int n_workers,
+                                                            const int P, size_t w, int masked, __mmask8 k,
+                                                            __m512i valid, __m512i acc[16]) {
     for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
     for (int i = 0; i < n_workers; i += 7) {
         __m512i x0 = load_bits(bits, n_workers, i, w, masked, k, valid);
@@ -144,6 +143,14 @@ static inline __attribute__((always_inline)) void count_block(const uint64_t *co
             carry = t;
         }
     }
+}
+
+static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
+                                                              const int P, size_t nw, size_t w, int masked,
+                                                              const int nt, __mmask8 k, __m512i valid,
+                                                              uint64_t *planes) {
+    __m512i acc[16];
+    count_acc(bits, n_workers, P, w, masked, k, valid, acc);
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
@@ -401,6 +408,150 @@ WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_work
         WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
 #undef WR_CASE
     default: rq_any(planes, n_workers, n, &x, first_index, bits_out);
+    }
+    // clang-format on
+}
+
+// ---- aggregate: count and requantize fused, 8 words (512 elements) a group -------
+// count_planes reads n_workers streams and is bound by memory, requantize by its
+// arithmetic; done one after the other the two times add up. Here each group's
+// counts go from count_acc's registers through a 64-byte-per-plane stack copy (L1)
+// straight into rq_small's per-word test, so the out-of-order core overlaps the
+// stream loads of one group with the AES rounds of the last, and no plane goes
+// to memory. Tie words keep their byte counts for rq_ties after each chunk.
+#define WR_AG_CHUNK 128
+// The counts of words w..w+7 as counts_u8 wants them: out[e] holds, in qword p, plane
+// p's word w + e (qwords P..7 zero). An 8x8 qword transpose of the P plane registers:
+// 64-bit unpacks, then two rounds of 128-bit lane shuffles (24 shuffles, fewer for
+// small P as the compiler folds the zero planes).
+WR_RQ_TARGET static inline __attribute__((always_inline)) void
+ag_group(const uint64_t *const *bits, int n_workers, const int P, size_t w, int masked, __mmask8 k,
+         __m512i valid, __m512i out[8]) {
+    __m512i a[16], b[8], c[8];
+    count_acc(bits, n_workers, P, w, masked, k, valid, a);
+    for (int p = P; p < 8; p++) a[p] = _mm512_setzero_si512();
+    for (int i = 0; i < 4; i++) {  // b[2i]: words 0,2,4,6 of planes 2i, 2i+1; b[2i+1]: 1,3,5,7
+        b[2 * i] = _mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]);
+        b[2 * i + 1] = _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) {  // c[4h + 2o + r]: planes 4h..4h+3 of words {o + 2r, o + 2r + 4}
+        for (int o = 0; o < 2; o++) {
+            c[4 * h + 2 * o] = _mm512_shuffle_i64x2(b[4 * h + o], b[4 * h + 2 + o], 0x88);
+            c[4 * h + 2 * o + 1] = _mm512_shuffle_i64x2(b[4 * h + o], b[4 * h + 2 + o], 0xDD);
+        }
+    }
+    for (int o = 0; o < 2; o++)
+        for (int r = 0; r < 2; r++) {
+            out[o + 2 * r] = _mm512_shuffle_i64x2(c[2 * o + r], c[4 + 2 * o + r], 0x88);
+            out[o + 2 * r + 4] = _mm512_shuffle_i64x2(c[2 * o + r], c[4 + 2 * o + r], 0xDD);
+        }
+}
+
+// counts_u8 of one transposed word.
+WR_RQ_TARGET static inline __m512i counts_u8_reg(__m512i s, __m512i index) {
+    __m512i q = _mm512_permutexvar_epi8(index, s);
+    return _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64((long long)0x8040201008040201ull), q, 0);
+}
+
+// One chunk of output words in the making: the words decided by hi8, and the tie
+// words with their tie masks and byte counts for rq_ties.
+typedef struct {
+    size_t nt;
+    uint32_t tie_w[WR_AG_CHUNK];
+    uint64_t tie_m[WR_AG_CHUNK], buf[WR_AG_CHUNK];
+    __m512i tie_c[WR_AG_CHUNK];
+} ag_chunk;
+
+// rq_small's hi8 test of words w..w+7 (transposed counts pl) into ch at g = w % chunk.
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_rq8(const rq_ctx *x, __m512i tlo, __m512i thh,
+                                                                      __m512i index, const __m512i pl[8],
+                                                                      uint64_t first_index, size_t w, size_t g,
+                                                                      ag_chunk *ch) {
+#pragma GCC unroll 8
+    for (size_t e = 0; e < 8; e++) {
+        uint32_t ctr = (uint32_t)(first_index + (w + e) * 64);
+        __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+        __m512i c8 = counts_u8_reg(pl[e], index);
+        __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
+        ch->buf[g + e] = _mm512_cmplt_epu8_mask(hi8, th);
+        ch->tie_w[ch->nt] = (uint32_t)(g + e);
+        ch->tie_m[ch->nt] = _mm512_cmpeq_epi8_mask(hi8, th);
+        ch->tie_c[ch->nt] = c8;
+        ch->nt += ch->tie_m[ch->nt] != 0;
+    }
+}
+
+// Settles the chunk's ties and writes its cnt words at w0; empties the chunk.
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_flush(const rq_ctx *x, const int P, int n_workers,
+                                                                        size_t n, uint64_t first_index, size_t w0,
+                                                                        size_t cnt, int stream, ag_chunk *ch,
+                                                                        uint64_t *bits_out) {
+    for (size_t t = 0; t < ch->nt; t++)
+        ch->buf[ch->tie_w[t]] |= rq_ties(x, P, n_workers, ch->tie_m[t], ch->tie_c[t],
+                                         (uint32_t)(first_index + (w0 + ch->tie_w[t]) * 64));
+    if (w0 + cnt == wr_birder_words(n) && n % 64) ch->buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+    rq_flush(bits_out + w0, ch->buf, cnt, stream);
+    ch->nt = 0;
+}
+
+// Software-pipelined: the loads and counts of group g + 1 come before the arithmetic
+// of group g in program order, so a group waiting on memory does not hold up the
+// AES rounds of the one before it (count first, then test, left the two serial).
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_small(const uint64_t *const *bits,
+                                                                        int n_workers, const int P, size_t n,
+                                                                        const rq_ctx *x, uint64_t first_index,
+                                                                        uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n), full = n / 512 * 8;  // full: words in groups with no tail bits
+    if (!nw) return;
+    const __m512i tlo = _mm512_loadu_si512(x->thi), thh = _mm512_loadu_si512(x->thi + 64);
+    const __m512i index = rq_count_index(P), ones = _mm512_set1_epi64(-1);
+    __m512i valid = ones;  // the last group's valid bits (count_planes_p)
+    if (n % 64)
+        valid = _mm512_mask_set1_epi64(ones, (__mmask8)(1u << ((nw - full) - 1)),
+                                       (long long)((1ull << (n % 64)) - 1));
+    int stream = wr_birder_stream_out((size_t)(n_workers + 1) * nw * 8);
+    ag_chunk ch;
+    ch.nt = 0;
+    __m512i cur[8], nxt[8];
+    for (size_t w = 0; w < nw; w += 8) {
+        for (int pass = w == 0 ? 0 : 1; pass < 2; pass++) {  // pass 0: the first group, once
+            size_t c = w + 8 * (size_t)pass;
+            __m512i *out = pass ? nxt : cur;
+            if (c + 8 <= full)
+                ag_group(bits, n_workers, P, c, 0, 0xff, ones, out);
+            else if (c < nw)  // the last words: masked loads; words past nw count 0, never written
+                ag_group(bits, n_workers, P, c, 1, (__mmask8)((1u << WR_MIN(nw - c, 8)) - 1), valid, out);
+        }
+        ag_rq8(x, tlo, thh, index, cur, first_index, w, w % WR_AG_CHUNK, &ch);
+        if ((w + 8) % WR_AG_CHUNK == 0 || w + 8 >= nw) {
+            size_t w0 = w / WR_AG_CHUNK * WR_AG_CHUNK;
+            ag_flush(x, P, n_workers, n, first_index, w0, WR_MIN(nw - w0, WR_AG_CHUNK), stream, &ch, bits_out);
+        }
+        for (int e = 0; e < 8; e++) cur[e] = nxt[e];
+    }
+    if (stream) _mm_sfence();
+}
+
+WR_RQ_TARGET void wr_birder_aggregate_avx512(const uint64_t *const *bits, int n_workers, size_t n,
+                                             wr_rng_key key, uint64_t first_index, uint64_t *planes,
+                                             uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    int P = wr_birder_planes(n_workers);
+    if (P > 7) {  // counts past a byte: the two kernels, planes as the go-between
+        wr_birder_count_planes_avx512(bits, n_workers, n, planes);
+        wr_birder_requantize_avx512(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    }
+    rq_ctx x;
+    rq_ctx_make(&x, key, n_workers);
+    // One instance per plane count, so P is a constant.
+    // clang-format off
+    switch (P) {
+#define WR_CASE(P) \
+    case P: ag_small(bits, n_workers, P, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
+#undef WR_CASE
+    default: WR_CHECK(0);
     }
     // clang-format on
 }
