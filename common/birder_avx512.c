@@ -424,9 +424,10 @@ WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_work
 // p's word w + e (qwords P..7 zero). An 8x8 qword transpose of the P plane registers:
 // 64-bit unpacks, then two rounds of 128-bit lane shuffles (24 shuffles, fewer for
 // small P as the compiler folds the zero planes).
-WR_RQ_TARGET static inline __attribute__((always_inline)) void
-ag_group(const uint64_t *const *bits, int n_workers, const int P, size_t w, int masked, __mmask8 k,
-         __m512i valid, __m512i out[8]) {
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_group(const uint64_t *const *bits,
+                                                                        int n_workers, const int P, size_t w,
+                                                                        int masked, __mmask8 k, __m512i valid,
+                                                                        __m512i out[8]) {
     __m512i a[16], b[8], c[8];
     count_acc(bits, n_workers, P, w, masked, k, valid, a);
     for (int p = P; p < 8; p++) a[p] = _mm512_setzero_si512();
@@ -463,10 +464,9 @@ typedef struct {
 } ag_chunk;
 
 // rq_small's hi8 test of words w..w+7 (transposed counts pl) into ch at g = w % chunk.
-WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_rq8(const rq_ctx *x, __m512i tlo, __m512i thh,
-                                                                      __m512i index, const __m512i pl[8],
-                                                                      uint64_t first_index, size_t w, size_t g,
-                                                                      ag_chunk *ch) {
+WR_RQ_TARGET static inline __attribute__((always_inline)) void
+ag_rq8(const rq_ctx *x, __m512i tlo, __m512i thh, __m512i index, const __m512i pl[8], uint64_t first_index,
+       size_t w, size_t g, ag_chunk *ch) {
 #pragma GCC unroll 8
     for (size_t e = 0; e < 8; e++) {
         uint32_t ctr = (uint32_t)(first_index + (w + e) * 64);
@@ -482,10 +482,9 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_rq8(const rq_c
 }
 
 // Settles the chunk's ties and writes its cnt words at w0; empties the chunk.
-WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_flush(const rq_ctx *x, const int P, int n_workers,
-                                                                        size_t n, uint64_t first_index, size_t w0,
-                                                                        size_t cnt, int stream, ag_chunk *ch,
-                                                                        uint64_t *bits_out) {
+WR_RQ_TARGET static inline __attribute__((always_inline)) void
+ag_flush(const rq_ctx *x, const int P, int n_workers, size_t n, uint64_t first_index, size_t w0, size_t cnt,
+         int stream, ag_chunk *ch, uint64_t *bits_out) {
     for (size_t t = 0; t < ch->nt; t++)
         ch->buf[ch->tie_w[t]] |= rq_ties(x, P, n_workers, ch->tie_m[t], ch->tie_c[t],
                                          (uint32_t)(first_index + (w0 + ch->tie_w[t]) * 64));
@@ -525,7 +524,8 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_small(const ui
         ag_rq8(x, tlo, thh, index, cur, first_index, w, w % WR_AG_CHUNK, &ch);
         if ((w + 8) % WR_AG_CHUNK == 0 || w + 8 >= nw) {
             size_t w0 = w / WR_AG_CHUNK * WR_AG_CHUNK;
-            ag_flush(x, P, n_workers, n, first_index, w0, WR_MIN(nw - w0, WR_AG_CHUNK), stream, &ch, bits_out);
+            ag_flush(x, P, n_workers, n, first_index, w0, WR_MIN(nw - w0, WR_AG_CHUNK), stream, &ch,
+                     bits_out);
         }
         for (int e = 0; e < 8; e++) cur[e] = nxt[e];
     }
