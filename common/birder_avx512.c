@@ -419,45 +419,24 @@ WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_work
 // counts go from count_acc's registers through a 64-byte-per-plane stack copy (L1)
 // straight into rq_small's per-word test, so the out-of-order core overlaps the
 // stream loads of one group with the AES rounds of the last, and no plane goes
-// to memory. Tie words keep their byte counts for rq_ties after each chunk.
+// to memory (the caller's planes are not touched). Tie words keep their byte
+// counts for rq_ties after each chunk.
 #define WR_AG_CHUNK 128
 // The fused kernel's prefetch distance in words: shorter than count_planes' (measured
 // on Zen 4: 32..256 all ~10% faster than 512 here, where the loop runs slower).
 #ifndef WR_AG_PF
 #define WR_AG_PF 128
 #endif
-// The counts of words w..w+7 as counts_u8 wants them: out[e] holds, in qword p, plane
-// p's word w + e (qwords P..7 zero). An 8x8 qword transpose of the P plane registers:
-// 64-bit unpacks, then two rounds of 128-bit lane shuffles (24 shuffles, fewer for
-// small P as the compiler folds the zero planes).
+// The counts of words w..w+7 as planes in pl[p * 8 + e] (plane p, word w + e), the
+// layout counts_u8 reads with nw = 8. (An 8x8 qword transpose in registers instead
+// measured ~12% slower: 24 lane shuffles per group against 8P broadcast loads.)
 WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_group(const uint64_t *const *bits,
                                                                         int n_workers, const int P, size_t w,
                                                                         int masked, __mmask8 k, __m512i valid,
-                                                                        __m512i out[8]) {
-    __m512i a[16], b[8], c[8];
-    count_acc(bits, n_workers, P, w, masked, k, valid, WR_AG_PF, a);
-    for (int p = P; p < 8; p++) a[p] = _mm512_setzero_si512();
-    for (int i = 0; i < 4; i++) {  // b[2i]: words 0,2,4,6 of planes 2i, 2i+1; b[2i+1]: 1,3,5,7
-        b[2 * i] = _mm512_unpacklo_epi64(a[2 * i], a[2 * i + 1]);
-        b[2 * i + 1] = _mm512_unpackhi_epi64(a[2 * i], a[2 * i + 1]);
-    }
-    for (int h = 0; h < 2; h++) {  // c[4h + 2o + r]: planes 4h..4h+3 of words {o + 2r, o + 2r + 4}
-        for (int o = 0; o < 2; o++) {
-            c[4 * h + 2 * o] = _mm512_shuffle_i64x2(b[4 * h + o], b[4 * h + 2 + o], 0x88);
-            c[4 * h + 2 * o + 1] = _mm512_shuffle_i64x2(b[4 * h + o], b[4 * h + 2 + o], 0xDD);
-        }
-    }
-    for (int o = 0; o < 2; o++)
-        for (int r = 0; r < 2; r++) {
-            out[o + 2 * r] = _mm512_shuffle_i64x2(c[2 * o + r], c[4 + 2 * o + r], 0x88);
-            out[o + 2 * r + 4] = _mm512_shuffle_i64x2(c[2 * o + r], c[4 + 2 * o + r], 0xDD);
-        }
-}
-
-// counts_u8 of one transposed word.
-WR_RQ_TARGET static inline __m512i counts_u8_reg(__m512i s, __m512i index) {
-    __m512i q = _mm512_permutexvar_epi8(index, s);
-    return _mm512_gf2p8affine_epi64_epi8(_mm512_set1_epi64((long long)0x8040201008040201ull), q, 0);
+                                                                        uint64_t *pl) {
+    __m512i acc[16];
+    count_acc(bits, n_workers, P, w, masked, k, valid, WR_AG_PF, acc);
+    for (int p = 0; p < P; p++) _mm512_store_si512((__m512i *)(pl + 8 * p), acc[p]);
 }
 
 // One chunk of output words in the making: the words decided by hi8, and the tie
@@ -469,22 +448,25 @@ typedef struct {
     __m512i tie_c[WR_AG_CHUNK];
 } ag_chunk;
 
-// rq_small's hi8 test of words w..w+7 (transposed counts pl) into ch at g = w % chunk.
+// rq_small's hi8 test of words w..w+7 (their planes pl, ag_group) into ch at g = w % chunk.
 WR_RQ_TARGET static inline __attribute__((always_inline)) void
-ag_rq8(const rq_ctx *x, __m512i tlo, __m512i thh, __m512i index, const __m512i pl[8], uint64_t first_index,
-       size_t w, size_t g, ag_chunk *ch) {
+ag_rq8(const int P, const rq_ctx *x, __m512i tlo, __m512i thh, __m512i index, const uint64_t *pl,
+       uint64_t first_index, size_t w, size_t g, ag_chunk *ch) {
+    size_t nt = ch->nt;  // in a register: ch's stores would otherwise reload it every word
 #pragma GCC unroll 8
     for (size_t e = 0; e < 8; e++) {
         uint32_t ctr = (uint32_t)(first_index + (w + e) * 64);
         __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
-        __m512i c8 = counts_u8_reg(pl[e], index);
+        __m512i c8 = counts_u8(pl, P, 8, e, index);
         __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
+        uint64_t tie = _mm512_cmpeq_epi8_mask(hi8, th);
         ch->buf[g + e] = _mm512_cmplt_epu8_mask(hi8, th);
-        ch->tie_w[ch->nt] = (uint32_t)(g + e);
-        ch->tie_m[ch->nt] = _mm512_cmpeq_epi8_mask(hi8, th);
-        ch->tie_c[ch->nt] = c8;
-        ch->nt += ch->tie_m[ch->nt] != 0;
+        ch->tie_w[nt] = (uint32_t)(g + e);
+        ch->tie_m[nt] = tie;
+        ch->tie_c[nt] = c8;
+        nt += tie != 0;
     }
+    ch->nt = nt;
 }
 
 // Settles the chunk's ties and writes its cnt words at w0; empties the chunk.
@@ -517,17 +499,17 @@ WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_small(const ui
     int stream = wr_birder_stream_out((size_t)(n_workers + 1) * nw * 8);
     ag_chunk ch;
     ch.nt = 0;
-    __m512i grp[2][8];  // the transposed counts of groups g and g + 1 (L1, not registers: too many)
+    _Alignas(64) uint64_t grp[2][8 * 8];  // the planes of groups g and g + 1 (L1)
     for (size_t w = 0; w < nw; w += 8) {
         for (int pass = w == 0 ? 0 : 1; pass < 2; pass++) {  // pass 0: the first group, once
             size_t c = w + 8 * (size_t)pass;
-            __m512i *out = grp[(c / 8) & 1];
+            uint64_t *out = grp[(c / 8) & 1];
             if (c + 8 <= full)
                 ag_group(bits, n_workers, P, c, 0, 0xff, ones, out);
             else if (c < nw)  // the last words: masked loads; words past nw count 0, never written
                 ag_group(bits, n_workers, P, c, 1, (__mmask8)((1u << WR_MIN(nw - c, 8)) - 1), valid, out);
         }
-        ag_rq8(x, tlo, thh, index, grp[(w / 8) & 1], first_index, w, w % WR_AG_CHUNK, &ch);
+        ag_rq8(P, x, tlo, thh, index, grp[(w / 8) & 1], first_index, w, w % WR_AG_CHUNK, &ch);
         if ((w + 8) % WR_AG_CHUNK == 0 || w + 8 >= nw) {
             size_t w0 = w / WR_AG_CHUNK * WR_AG_CHUNK;
             ag_flush(x, P, n_workers, n, first_index, w0, WR_MIN(nw - w0, WR_AG_CHUNK), stream, &ch,
