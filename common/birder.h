@@ -143,12 +143,14 @@ void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, 
 // AVX512-VBMI and GFNI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
 void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                                 uint64_t first_index, uint64_t *bits_out);
-// Aggregate variants: _ref is count_planes_ref + requantize_ref; _avx512 (same
-// CPU needs as requantize_avx512) fuses the two for n_workers <= 127.
+// Aggregate variants: _ref is count_planes_ref + requantize_ref; _avx512 and _avx2
+// (the CPU needs of requantize_avx512 / _avx2) fuse the two for n_workers <= 127 / 31.
 void wr_birder_aggregate_ref(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
                              uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
 void wr_birder_aggregate_avx512(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
                                 uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
+void wr_birder_aggregate_avx2(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                              uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
 enum wr_birder_rq_variant { WR_BIRDER_RQ_REF, WR_BIRDER_RQ_AESNI, WR_BIRDER_RQ_AVX2, WR_BIRDER_RQ_AVX512 };
 // Which requantize kernel wr_birder_requantize runs here (wr_cpu_level() and the AES
 // instructions): "scalar", "avx2+aesni", "avx2+vaes" or "avx512+vaes" (benchmarks, logs).

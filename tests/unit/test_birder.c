@@ -755,14 +755,17 @@ static void aggregate_case(int k, size_t n, uint64_t first, const int *levels, i
              *got = wr_alloc_vec(nw * 8 + 8);
     wr_rng_key key = wr_rng_key_make(5, 0xB0000003u, (uint64_t)k * 131 + n);
     wr_birder_aggregate_ref(cv, k, n, key, first, planes, want);
-    int fused = wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() &&
-                wr_cpu_has_gfni();
-    for (int l = -1; l < nl; l++) {
-        if (l < 0 && !fused) continue;
+    int f512 = wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() &&
+               wr_cpu_has_gfni();
+    int f2 = wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_vaes();
+    for (int l = -2; l < nl; l++) {
+        if ((l == -2 && !f512) || (l == -1 && !f2)) continue;
         memset(planes, 0x5A, pw * 8 + 8);
         memset(got, 0xA5, nw * 8 + 8);
-        if (l < 0) {
+        if (l == -2) {
             wr_birder_aggregate_avx512(cv, k, n, key, first, planes, got);
+        } else if (l == -1) {
+            wr_birder_aggregate_avx2(cv, k, n, key, first, planes, got);
         } else {
             wr_cpu_force_level(levels[l]);
             wr_birder_aggregate(cv, k, n, key, first, planes, got);
@@ -771,8 +774,11 @@ static void aggregate_case(int k, size_t n, uint64_t first, const int *levels, i
         for (size_t i = 0; i < nw; i++)
             if (got[i] != want[i])
                 fail_msg("aggregate (%s) n_workers %d n %zu first %#llx word %zu: %#llx, ref %#llx",
-                         l < 0 ? "avx512 fused" : wr_isa_name(levels[l]), k, n, (unsigned long long)first, i,
-                         (unsigned long long)got[i], (unsigned long long)want[i]);
+                         l == -2   ? "avx512 fused"
+                         : l == -1 ? "avx2 fused"
+                                   : wr_isa_name(levels[l]),
+                         k, n, (unsigned long long)first, i, (unsigned long long)got[i],
+                         (unsigned long long)want[i]);
         assert_true(got[nw] == 0xA5A5A5A5A5A5A5A5ull);  // nothing written past the output
     }
     for (int i = 0; i < k; i++) free(v[i]);
