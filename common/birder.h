@@ -94,8 +94,8 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
 // all-reduce: the bits of wr_birder_count_planes then wr_birder_requantize into
 // bits_out (wr_birder_words(n) words, tail zero). planes (wr_birder_planes(n_workers)
 // * wr_birder_words(n) words) is scratch: its contents afterwards are unspecified
-// (the fused AVX-512 kernel, n_workers <= 127, keeps the counts in registers and
-// leaves it untouched).
+// (the fused AVX-512 and AVX2+VAES kernels keep the counts in registers and leave
+// it untouched).
 void wr_birder_aggregate(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
                          uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
 

@@ -1,7 +1,8 @@
 // birder_avx2.c — AVX2 versions of the Birder codec (8 lanes). Each op mirrors the
 // scalar reference in birder.c exactly (no FMA, true division); movemask packs 8 bits.
 // requantize runs the rng_aes.h generator on VAES (2 AES blocks per ymm) or, without
-// VAES, on AES-NI xmm halves (wr_birder_requantize_aesni).
+// VAES, on AES-NI xmm halves (wr_birder_requantize_aesni). aggregate fuses count_planes
+// and requantize 256 elements at a time where VAES is there (n_workers <= 31).
 #include <immintrin.h>
 
 #include "birder.h"
