@@ -467,6 +467,7 @@ WR_RQ_TARGET void wr_birder_requantize_aesni(const uint64_t *planes, int n_worke
 // registers through an L1 copy straight into rq8_small's per-word test, the loads of
 // group g + 1 before the arithmetic of group g; planes are not touched. n_workers <= 31.
 #define WR_AG8_CHUNK 128
+_Static_assert(WR_AG8_CHUNK % 4 == 0, "chunks of whole 4-word groups");
 typedef struct {
     size_t nt;
     uint32_t tie_w[WR_AG8_CHUNK];

@@ -423,6 +423,7 @@ WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_work
 // to memory (the caller's planes are not touched). Tie words keep their byte
 // counts for rq_ties after each chunk.
 #define WR_AG_CHUNK 128
+_Static_assert(WR_AG_CHUNK % 8 == 0, "chunks of whole 8-word groups");
 // The fused kernel's prefetch distance in words: shorter than count_planes' (measured
 // on Zen 4: 32..256 all ~10% faster than 512 here, where the loop runs slower).
 #ifndef WR_AG_PF
