@@ -484,8 +484,9 @@ ag_flush(const rq_ctx *x, const int P, int n_workers, size_t n, uint64_t first_i
 }
 
 // Software-pipelined: the loads and counts of group g + 1 come before the arithmetic
-// of group g in program order, so a group waiting on memory does not hold up the
-// AES rounds of the one before it (count first, then test, left the two serial).
+// of group g in program order, so a group waiting on memory need not hold up the
+// AES rounds of the one before it. (On the Zen 4 VM this measured the same as
+// count-then-test per group; the prefetch distance and the L1 copy were the gains.)
 WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_small(const uint64_t *const *bits,
                                                                         int n_workers, const int P, size_t n,
                                                                         const rq_ctx *x, uint64_t first_index,
