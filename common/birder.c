@@ -246,8 +246,25 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
     }
 }
 
+void wr_birder_aggregate_ref(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                             uint64_t first_index, uint64_t *planes, uint64_t *bits_out) {
+    wr_birder_count_planes_ref(bits, n_workers, n, planes);
+    wr_birder_requantize_ref(planes, n_workers, n, key, first_index, bits_out);
+}
+
+// The fused kernels where requantize runs its AVX-512 or AVX2+VAES code; elsewhere
+// the two steps.
 void wr_birder_aggregate(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
                          uint64_t first_index, uint64_t *planes, uint64_t *bits_out) {
+    switch (rq_pick()) {
+    case WR_BIRDER_RQ_AVX512:
+        wr_birder_aggregate_avx512(bits, n_workers, n, key, first_index, planes, bits_out);
+        return;
+    case WR_BIRDER_RQ_AVX2:
+        wr_birder_aggregate_avx2(bits, n_workers, n, key, first_index, planes, bits_out);
+        return;
+    default: break;
+    }
     wr_birder_count_planes(bits, n_workers, n, planes);
     wr_birder_requantize(planes, n_workers, n, key, first_index, bits_out);
 }

@@ -91,11 +91,11 @@ void wr_birder_requantize(const uint64_t *planes, int n_workers, size_t n, wr_rn
                           uint64_t first_index, uint64_t *bits_out);
 
 // The `1bit` aggregation of the shards and of a node in the hierarchical
-// all-reduce: wr_birder_count_planes into planes (wr_birder_planes(n_workers)
-// * wr_birder_words(n) words, left holding the counts), then
-// wr_birder_requantize of them into bits_out. (Doing the two block by block
-// while the counts sit in L1/L2 was measured and was not faster here: count
-// is bound by reading the n_workers streams, requantize by its arithmetic.)
+// all-reduce: the bits of wr_birder_count_planes then wr_birder_requantize into
+// bits_out (wr_birder_words(n) words, tail zero). planes (wr_birder_planes(n_workers)
+// * wr_birder_words(n) words) is scratch: its contents afterwards are unspecified
+// (the fused AVX-512 and AVX2+VAES kernels keep the counts in registers and leave
+// it untouched).
 void wr_birder_aggregate(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
                          uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
 
@@ -143,6 +143,14 @@ void wr_birder_counts_ref(const uint64_t *const *bits, int n_workers, size_t n, 
 // AVX512-VBMI and GFNI, _avx2 VAES; _aesni is the AVX2 code with AES-NI on xmm (AVX2 + AES-NI).
 void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                                 uint64_t first_index, uint64_t *bits_out);
+// Aggregate variants: _ref is count_planes_ref + requantize_ref; _avx512 and _avx2
+// (the CPU needs of requantize_avx512 / _avx2) fuse the two for n_workers <= 127 / 31.
+void wr_birder_aggregate_ref(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                             uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
+void wr_birder_aggregate_avx512(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                                uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
+void wr_birder_aggregate_avx2(const uint64_t *const *bits, int n_workers, size_t n, wr_rng_key key,
+                              uint64_t first_index, uint64_t *planes, uint64_t *bits_out);
 enum wr_birder_rq_variant { WR_BIRDER_RQ_REF, WR_BIRDER_RQ_AESNI, WR_BIRDER_RQ_AVX2, WR_BIRDER_RQ_AVX512 };
 // Which requantize kernel wr_birder_requantize runs here (wr_cpu_level() and the AES
 // instructions): "scalar", "avx2+aesni", "avx2+vaes" or "avx512+vaes" (benchmarks, logs).

@@ -1,7 +1,8 @@
 // birder_avx2.c — AVX2 versions of the Birder codec (8 lanes). Each op mirrors the
 // scalar reference in birder.c exactly (no FMA, true division); movemask packs 8 bits.
 // requantize runs the rng_aes.h generator on VAES (2 AES blocks per ymm) or, without
-// VAES, on AES-NI xmm halves (wr_birder_requantize_aesni).
+// VAES, on AES-NI xmm halves (wr_birder_requantize_aesni). aggregate fuses count_planes
+// and requantize 256 elements at a time where VAES is there (n_workers <= 31).
 #include <immintrin.h>
 
 #include "birder.h"
@@ -115,11 +116,10 @@ static inline __attribute__((always_inline)) __m256i load_bits4(const uint64_t *
     return _mm256_and_si256(_mm256_maskload_epi64((const long long *)(bits[i] + w), k), valid);
 }
 
-static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits, int n_workers,
-                                                               const int P, size_t nw, size_t w, int masked,
-                                                               const int nt, __m256i k, __m256i valid,
-                                                               uint64_t *planes) {
-    __m256i acc[16];
+// The counts of words w..w+3 (lanes k when `masked`) into acc[0..P-1].
+static inline __attribute__((always_inline)) void count_acc4(const uint64_t *const *bits, int n_workers,
+                                                             const int P, size_t w, int masked, __m256i k,
+                                                             __m256i valid, __m256i acc[16]) {
     for (int p = 0; p < P; p++) acc[p] = _mm256_setzero_si256();
     int i = 0;
     // Whole groups of 7, each input loaded where the tree consumes it (fewer live
@@ -153,6 +153,14 @@ static inline __attribute__((always_inline)) void count_block4(const uint64_t *c
             carry = t;
         }
     }
+}
+
+static inline __attribute__((always_inline)) void count_block4(const uint64_t *const *bits, int n_workers,
+                                                               const int P, size_t nw, size_t w, int masked,
+                                                               const int nt, __m256i k, __m256i valid,
+                                                               uint64_t *planes) {
+    __m256i acc[16];
+    count_acc4(bits, n_workers, P, w, masked, k, valid, acc);
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm256_maskstore_epi64((long long *)(planes + (size_t)p * nw + w), k, acc[p]);
@@ -452,6 +460,109 @@ WR_RQ_TARGET void wr_birder_requantize_avx2(const uint64_t *planes, int n_worker
 WR_RQ_TARGET void wr_birder_requantize_aesni(const uint64_t *planes, int n_workers, size_t n, wr_rng_key key,
                                              uint64_t first_index, uint64_t *bits_out) {
     rq8_run(planes, n_workers, 0, n, key, first_index, bits_out);
+}
+
+// ---- aggregate: count and requantize fused, 4 words (256 elements) a group -------
+// As the AVX-512 version (birder_avx512.c): each group's counts go from count_acc4's
+// registers through an L1 copy straight into rq8_small's per-word test, the loads of
+// group g + 1 before the arithmetic of group g; planes are not touched. n_workers <= 31.
+#define WR_AG8_CHUNK 128
+_Static_assert(WR_AG8_CHUNK % 4 == 0, "chunks of whole 4-word groups");
+typedef struct {
+    size_t nt;
+    uint32_t tie_w[WR_AG8_CHUNK];
+    uint64_t tie_m[WR_AG8_CHUNK], buf[WR_AG8_CHUNK];
+    uint8_t tie_c[WR_AG8_CHUNK][64];
+} ag8_chunk;
+
+// rq8_small's hi8 test of words w..w+3 (planes pl[p * 4 + e]) into ch at g = w % chunk.
+WR_RQ_INLINE void ag8_rq4(const int P, const int vaes, const rq8_ctx *x, __m256i tab_lo, __m256i tab_hi,
+                          const uint64_t *pl, uint64_t first_index, size_t w, size_t g, ag8_chunk *ch) {
+    size_t nt = ch->nt;
+#pragma GCC unroll 4
+    for (size_t e = 0; e < 4; e++) {
+        uint32_t ctr = (uint32_t)(first_index + (w + e) * 64);
+        __m256i c[2];
+        counts_u8_64(pl, P, 4, e, c);
+        rq8_half a = rq8_decide(rq8_blocks(x, vaes, 0, ctr >> 4), c[0], tab_lo, tab_hi);
+        rq8_half b = rq8_decide(rq8_blocks(x, vaes, 0, (ctr >> 4) + 2), c[1], tab_lo, tab_hi);
+        uint64_t tie = (uint64_t)a.tie | (uint64_t)b.tie << 32;
+        ch->buf[g + e] = (uint64_t)a.lt | (uint64_t)b.lt << 32;
+        _mm256_storeu_si256((__m256i *)ch->tie_c[nt], c[0]);
+        _mm256_storeu_si256((__m256i *)(ch->tie_c[nt] + 32), c[1]);
+        ch->tie_w[nt] = (uint32_t)(g + e);
+        ch->tie_m[nt] = tie;
+        nt += tie != 0;
+    }
+    ch->nt = nt;
+}
+
+// Settles the chunk's ties, writes its cnt words at w0 and empties it.
+WR_RQ_INLINE void ag8_flush(const rq8_ctx *x, const int vaes, size_t n, uint64_t first_index, size_t w0,
+                            size_t cnt, int stream, ag8_chunk *ch, uint64_t *bits_out) {
+    for (size_t t = 0; t < ch->nt; t++)
+        ch->buf[ch->tie_w[t]] |= rq8_ties(x, vaes, ch->tie_m[t], ch->tie_c[t],
+                                          (uint32_t)(first_index + (w0 + ch->tie_w[t]) * 64));
+    if (w0 + cnt == wr_birder_words(n) && n % 64) ch->buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+    rq8_flush(bits_out + w0, ch->buf, cnt, stream);
+    ch->nt = 0;
+}
+
+WR_RQ_INLINE void ag8_small(const uint64_t *const *bits, int n_workers, const int P, size_t n,
+                            const rq8_ctx *x, uint64_t first_index, uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n), full = n / 256 * 4;  // full: words in groups with no tail bits
+    const __m256i tab_lo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)x->thi));
+    const __m256i tab_hi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->thi + 16)));
+    const __m256i ones = _mm256_set1_epi64x(-1);
+    long long v[4] = {-1, -1, -1, -1};  // the last group's valid bits (count_planes_p4)
+    if (n % 64) v[(nw - full) - 1] = (long long)((1ull << (n % 64)) - 1);
+    const __m256i valid = _mm256_loadu_si256((const __m256i *)v);
+    int stream = wr_birder_stream_out((size_t)(n_workers + 1) * nw * 8);
+    ag8_chunk ch;
+    ch.nt = 0;
+    _Alignas(32) uint64_t grp[2][8 * 4];  // the planes of groups g and g + 1 (L1)
+    for (size_t w = 0; w < nw; w += 4) {
+        for (int pass = w == 0 ? 0 : 1; pass < 2; pass++) {  // pass 0: the first group, once
+            size_t c = w + 4 * (size_t)pass;
+            uint64_t *out = grp[(c / 4) & 1];
+            __m256i acc[16];
+            if (c + 4 <= full)
+                count_acc4(bits, n_workers, P, c, 0, ones, ones, acc);
+            else if (c < nw)  // the last words: masked loads; words past nw count 0, never written
+                count_acc4(bits, n_workers, P, c, 1, first_lanes64(nw - c), valid, acc);
+            else
+                continue;
+            for (int p = 0; p < P; p++) _mm256_store_si256((__m256i *)(out + 4 * p), acc[p]);
+        }
+        ag8_rq4(P, 1, x, tab_lo, tab_hi, grp[(w / 4) & 1], first_index, w, w % WR_AG8_CHUNK, &ch);
+        if ((w + 4) % WR_AG8_CHUNK == 0 || w + 4 >= nw) {
+            size_t w0 = w / WR_AG8_CHUNK * WR_AG8_CHUNK;
+            ag8_flush(x, 1, n, first_index, w0, WR_MIN(nw - w0, WR_AG8_CHUNK), stream, &ch, bits_out);
+        }
+    }
+    if (stream) _mm_sfence();
+}
+
+WR_RQ_TARGET void wr_birder_aggregate_avx2(const uint64_t *const *bits, int n_workers, size_t n,
+                                           wr_rng_key key, uint64_t first_index, uint64_t *planes,
+                                           uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    if (n_workers > 31) {  // counts past rq8_small's table: the two kernels
+        wr_birder_count_planes_avx2(bits, n_workers, n, planes);
+        wr_birder_requantize_avx2(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    }
+    rq8_ctx x;
+    rq8_ctx_make(&x, key, n_workers);
+    // clang-format off
+    switch (wr_birder_planes(n_workers)) {
+#define WR_CASE(P) \
+    case P: ag8_small(bits, n_workers, P, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5)
+#undef WR_CASE
+    default: WR_CHECK(0);
+    }
+    // clang-format on
 }
 
 static inline __m256 apply8(__m256 x, __m256 u, __m256 vlr, __m256 vwd) {

@@ -3,7 +3,8 @@
 // bit-identical; a compare into a __mmask16 gives 16 packed bits directly.
 // requantize runs the rng_aes.h generator on VAES (4 AES blocks per zmm), turns
 // planes into byte counts with GFNI and looks thresholds up with VBMI byte permutes:
-// it is only called where the CPU has all three.
+// it is only called where the CPU has all three. aggregate fuses count_planes and
+// requantize 512 elements at a time on the same instructions (n_workers <= 127).
 #include <immintrin.h>
 
 #include "birder.h"
@@ -96,29 +97,29 @@ void wr_birder_encode_avx512(const float *g, float *m, float *b, size_t n, float
 
 static inline __attribute__((always_inline)) __m512i load_bits(const uint64_t *const *bits, int n_workers,
                                                                int i, size_t w, int masked, __mmask8 k,
-                                                               __m512i valid) {
+                                                               __m512i valid, const size_t pf) {
     if (i >= n_workers) return _mm512_setzero_si512();
     if (!masked) {
-        _mm_prefetch((const char *)(bits[i] + w + WR_BIRDER_PF), _MM_HINT_T1);
+        _mm_prefetch((const char *)(bits[i] + w + pf), _MM_HINT_T1);
         return _mm512_loadu_si512(bits[i] + w);
     }
     return _mm512_and_si512(_mm512_maskz_loadu_epi64(k, bits[i] + w), valid);
 }
 
-static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
-                                                              const int P, size_t nw, size_t w, int masked,
-                                                              const int nt, __mmask8 k, __m512i valid,
-                                                              uint64_t *planes) {
-    __m512i acc[16];
+// The counts of words w..w+7 (those in mask k when `masked`) into acc[0..P-1];
+// unmasked loads prefetch pf words ahead.
+static inline __attribute__((always_inline)) void count_acc(const uint64_t *const *bits, int n_workers,
+                                                            const int P, size_t w, int masked, __mmask8 k,
+                                                            __m512i valid, const size_t pf, __m512i acc[16]) {
     for (int p = 0; p < P; p++) acc[p] = _mm512_setzero_si512();
     for (int i = 0; i < n_workers; i += 7) {
-        __m512i x0 = load_bits(bits, n_workers, i, w, masked, k, valid);
-        __m512i x1 = load_bits(bits, n_workers, i + 1, w, masked, k, valid);
-        __m512i x2 = load_bits(bits, n_workers, i + 2, w, masked, k, valid);
-        __m512i x3 = load_bits(bits, n_workers, i + 3, w, masked, k, valid);
-        __m512i x4 = load_bits(bits, n_workers, i + 4, w, masked, k, valid);
-        __m512i x5 = load_bits(bits, n_workers, i + 5, w, masked, k, valid);
-        __m512i x6 = load_bits(bits, n_workers, i + 6, w, masked, k, valid);
+        __m512i x0 = load_bits(bits, n_workers, i, w, masked, k, valid, pf);
+        __m512i x1 = load_bits(bits, n_workers, i + 1, w, masked, k, valid, pf);
+        __m512i x2 = load_bits(bits, n_workers, i + 2, w, masked, k, valid, pf);
+        __m512i x3 = load_bits(bits, n_workers, i + 3, w, masked, k, valid, pf);
+        __m512i x4 = load_bits(bits, n_workers, i + 4, w, masked, k, valid, pf);
+        __m512i x5 = load_bits(bits, n_workers, i + 5, w, masked, k, valid, pf);
+        __m512i x6 = load_bits(bits, n_workers, i + 6, w, masked, k, valid, pf);
         __m512i s1 = XOR3(x0, x1, x2), c1 = MAJ3(x0, x1, x2);
         __m512i s2 = XOR3(s1, x3, x4), c2 = MAJ3(s1, x3, x4);
         __m512i b0 = XOR3(s2, x5, x6), c3 = MAJ3(s2, x5, x6);
@@ -144,6 +145,14 @@ static inline __attribute__((always_inline)) void count_block(const uint64_t *co
             carry = t;
         }
     }
+}
+
+static inline __attribute__((always_inline)) void count_block(const uint64_t *const *bits, int n_workers,
+                                                              const int P, size_t nw, size_t w, int masked,
+                                                              const int nt, __mmask8 k, __m512i valid,
+                                                              uint64_t *planes) {
+    __m512i acc[16];
+    count_acc(bits, n_workers, P, w, masked, k, valid, WR_BIRDER_PF, acc);
     for (int p = 0; p < P; p++) {
         if (masked)
             _mm512_mask_storeu_epi64(planes + (size_t)p * nw + w, k, acc[p]);
@@ -401,6 +410,138 @@ WR_RQ_TARGET void wr_birder_requantize_avx512(const uint64_t *planes, int n_work
         WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
 #undef WR_CASE
     default: rq_any(planes, n_workers, n, &x, first_index, bits_out);
+    }
+    // clang-format on
+}
+
+// ---- aggregate: count and requantize fused, 8 words (512 elements) a group -------
+// count_planes reads n_workers streams and is bound by memory, requantize by its
+// arithmetic; done one after the other the two times add up. Here each group's
+// counts go from count_acc's registers through a 64-byte-per-plane stack copy (L1)
+// straight into rq_small's per-word test, so the out-of-order core overlaps the
+// stream loads of one group with the AES rounds of the last, and no plane goes
+// to memory (the caller's planes are not touched). Tie words keep their byte
+// counts for rq_ties after each chunk.
+#define WR_AG_CHUNK 128
+_Static_assert(WR_AG_CHUNK % 8 == 0, "chunks of whole 8-word groups");
+// The fused kernel's prefetch distance in words: shorter than count_planes' (measured
+// on Zen 4: 32..256 all ~10% faster than 512 here, where the loop runs slower).
+#ifndef WR_AG_PF
+#define WR_AG_PF 128
+#endif
+// The counts of words w..w+7 as planes in pl[p * 8 + e] (plane p, word w + e), the
+// layout counts_u8 reads with nw = 8. (An 8x8 qword transpose in registers instead
+// measured ~12% slower: 24 lane shuffles per group against 8P broadcast loads.)
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_group(const uint64_t *const *bits,
+                                                                        int n_workers, const int P, size_t w,
+                                                                        int masked, __mmask8 k, __m512i valid,
+                                                                        uint64_t *pl) {
+    __m512i acc[16];
+    count_acc(bits, n_workers, P, w, masked, k, valid, WR_AG_PF, acc);
+    for (int p = 0; p < P; p++) _mm512_store_si512((__m512i *)(pl + 8 * p), acc[p]);
+}
+
+// One chunk of output words in the making: the words decided by hi8, and the tie
+// words with their tie masks and byte counts for rq_ties.
+typedef struct {
+    size_t nt;
+    uint32_t tie_w[WR_AG_CHUNK];
+    uint64_t tie_m[WR_AG_CHUNK], buf[WR_AG_CHUNK];
+    __m512i tie_c[WR_AG_CHUNK];
+} ag_chunk;
+
+// rq_small's hi8 test of words w..w+7 (their planes pl, ag_group) into ch at g = w % chunk.
+WR_RQ_TARGET static inline __attribute__((always_inline)) void
+ag_rq8(const int P, const rq_ctx *x, __m512i tlo, __m512i thh, __m512i index, const uint64_t *pl,
+       uint64_t first_index, size_t w, size_t g, ag_chunk *ch) {
+    size_t nt = ch->nt;  // in a register: ch's stores would otherwise reload it every word
+#pragma GCC unroll 8
+    for (size_t e = 0; e < 8; e++) {
+        uint32_t ctr = (uint32_t)(first_index + (w + e) * 64);
+        __m512i hi8 = rq_blocks(x, 0, ctr >> 4);
+        __m512i c8 = counts_u8(pl, P, 8, e, index);
+        __m512i th = _mm512_permutex2var_epi8(tlo, c8, thh);
+        uint64_t tie = _mm512_cmpeq_epi8_mask(hi8, th);
+        ch->buf[g + e] = _mm512_cmplt_epu8_mask(hi8, th);
+        ch->tie_w[nt] = (uint32_t)(g + e);
+        ch->tie_m[nt] = tie;
+        ch->tie_c[nt] = c8;
+        nt += tie != 0;
+    }
+    ch->nt = nt;
+}
+
+// Settles the chunk's ties and writes its cnt words at w0; empties the chunk.
+WR_RQ_TARGET static inline __attribute__((always_inline)) void
+ag_flush(const rq_ctx *x, const int P, int n_workers, size_t n, uint64_t first_index, size_t w0, size_t cnt,
+         int stream, ag_chunk *ch, uint64_t *bits_out) {
+    for (size_t t = 0; t < ch->nt; t++)
+        ch->buf[ch->tie_w[t]] |= rq_ties(x, P, n_workers, ch->tie_m[t], ch->tie_c[t],
+                                         (uint32_t)(first_index + (w0 + ch->tie_w[t]) * 64));
+    if (w0 + cnt == wr_birder_words(n) && n % 64) ch->buf[cnt - 1] &= (1ull << (n % 64)) - 1;
+    rq_flush(bits_out + w0, ch->buf, cnt, stream);
+    ch->nt = 0;
+}
+
+// Software-pipelined: the loads and counts of group g + 1 come before the arithmetic
+// of group g in program order, so a group waiting on memory need not hold up the
+// AES rounds of the one before it. (On the Zen 4 VM this measured the same as
+// count-then-test per group; the prefetch distance and the L1 copy were the gains.)
+WR_RQ_TARGET static inline __attribute__((always_inline)) void ag_small(const uint64_t *const *bits,
+                                                                        int n_workers, const int P, size_t n,
+                                                                        const rq_ctx *x, uint64_t first_index,
+                                                                        uint64_t *bits_out) {
+    size_t nw = wr_birder_words(n), full = n / 512 * 8;  // full: words in groups with no tail bits
+    if (!nw) return;
+    const __m512i tlo = _mm512_loadu_si512(x->thi), thh = _mm512_loadu_si512(x->thi + 64);
+    const __m512i index = rq_count_index(P), ones = _mm512_set1_epi64(-1);
+    __m512i valid = ones;  // the last group's valid bits (count_planes_p)
+    if (n % 64)
+        valid = _mm512_mask_set1_epi64(ones, (__mmask8)(1u << ((nw - full) - 1)),
+                                       (long long)((1ull << (n % 64)) - 1));
+    int stream = wr_birder_stream_out((size_t)(n_workers + 1) * nw * 8);
+    ag_chunk ch;
+    ch.nt = 0;
+    _Alignas(64) uint64_t grp[2][8 * 8];  // the planes of groups g and g + 1 (L1)
+    for (size_t w = 0; w < nw; w += 8) {
+        for (int pass = w == 0 ? 0 : 1; pass < 2; pass++) {  // pass 0: the first group, once
+            size_t c = w + 8 * (size_t)pass;
+            uint64_t *out = grp[(c / 8) & 1];
+            if (c + 8 <= full)
+                ag_group(bits, n_workers, P, c, 0, 0xff, ones, out);
+            else if (c < nw)  // the last words: masked loads; words past nw count 0, never written
+                ag_group(bits, n_workers, P, c, 1, (__mmask8)((1u << WR_MIN(nw - c, 8)) - 1), valid, out);
+        }
+        ag_rq8(P, x, tlo, thh, index, grp[(w / 8) & 1], first_index, w, w % WR_AG_CHUNK, &ch);
+        if ((w + 8) % WR_AG_CHUNK == 0 || w + 8 >= nw) {
+            size_t w0 = w / WR_AG_CHUNK * WR_AG_CHUNK;
+            ag_flush(x, P, n_workers, n, first_index, w0, WR_MIN(nw - w0, WR_AG_CHUNK), stream, &ch,
+                     bits_out);
+        }
+    }
+    if (stream) _mm_sfence();
+}
+
+WR_RQ_TARGET void wr_birder_aggregate_avx512(const uint64_t *const *bits, int n_workers, size_t n,
+                                             wr_rng_key key, uint64_t first_index, uint64_t *planes,
+                                             uint64_t *bits_out) {
+    WR_CHECK(first_index % 64 == 0);
+    int P = wr_birder_planes(n_workers);
+    if (P > 7) {  // counts past a byte: the two kernels, planes as the go-between
+        wr_birder_count_planes_avx512(bits, n_workers, n, planes);
+        wr_birder_requantize_avx512(planes, n_workers, n, key, first_index, bits_out);
+        return;
+    }
+    rq_ctx x;
+    rq_ctx_make(&x, key, n_workers);
+    // One instance per plane count, so P is a constant.
+    // clang-format off
+    switch (P) {
+#define WR_CASE(P) \
+    case P: ag_small(bits, n_workers, P, n, &x, first_index, bits_out); break;
+        WR_CASE(1) WR_CASE(2) WR_CASE(3) WR_CASE(4) WR_CASE(5) WR_CASE(6) WR_CASE(7)
+#undef WR_CASE
+    default: WR_CHECK(0);
     }
     // clang-format on
 }

@@ -33,7 +33,7 @@ struct wr_shard_core {
     uint8_t want[WR_MAX_WORKERS];  // ranks expected this step (wr_shard_core_set_expected)
     int n_want, n_missing;         // expected ranks; those not yet pushed
     const void **dense;            // [n_workers] the contributors' payloads in rank order (finish)
-    uint64_t *planes_buf;          // 1bit: counts before requantization
+    uint64_t *planes_buf;          // 1bit: wr_birder_aggregate's scratch
     // fp32 codec state
     float *m, *v;  // adam moments (or sgdm momentum in m)
 };

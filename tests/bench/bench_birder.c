@@ -71,7 +71,7 @@ static void run_count(void *p) {
     wr_birder_count_planes(a->vecs, a->n_workers, a->n, a->planes);
 }
 
-// Requantizes the planes the last run_count / run_aggregate left.
+// Requantizes the planes the last run_count left (run_aggregate may leave none: they are its scratch).
 static void run_requantize(void *p) {
     bench_arg *a = p;
     wr_birder_requantize(a->planes, a->n_workers, a->n, wr_rng_key_make(1, 0xB0000000u, a->step++), 0,

@@ -743,40 +743,69 @@ static void test_requantize_kernels_equal_ref(void **state) {
         }
 }
 
-// wr_birder_aggregate equals count_planes + the scalar requantize bit for
-// bit at every level: tails, offsets, worker counts from 1 to 1025.
+// One aggregate case: n_workers k, n elements from counter `first`, every variant
+// this CPU runs (the fused kernel directly, the dispatch at every level) == the
+// scalar reference bit for bit. planes is scratch: filled with garbage beforehand.
+static void aggregate_case(int k, size_t n, uint64_t first, const int *levels, int nl) {
+    size_t nw = wr_birder_words(n), pw = (size_t)wr_birder_planes(k) * nw;
+    uint64_t **v = calloc((size_t)k, sizeof *v);
+    for (int i = 0; i < k; i++) v[i] = random_bits(n, 1);
+    const uint64_t *const *cv = (const uint64_t *const *)v;
+    uint64_t *planes = wr_alloc_vec(pw * 8 + 8), *want = wr_alloc_vec(nw * 8 + 8),
+             *got = wr_alloc_vec(nw * 8 + 8);
+    wr_rng_key key = wr_rng_key_make(5, 0xB0000003u, (uint64_t)k * 131 + n);
+    wr_birder_aggregate_ref(cv, k, n, key, first, planes, want);
+    int f512 = wr_cpu_max_level() >= WR_ISA_AVX512 && wr_cpu_has_vaes() && wr_cpu_has_avx512vbmi() &&
+               wr_cpu_has_gfni();
+    int f2 = wr_cpu_max_level() >= WR_ISA_AVX2 && wr_cpu_has_vaes();
+    for (int l = -2; l < nl; l++) {
+        if ((l == -2 && !f512) || (l == -1 && !f2)) continue;
+        memset(planes, 0x5A, pw * 8 + 8);
+        memset(got, 0xA5, nw * 8 + 8);
+        if (l == -2) {
+            wr_birder_aggregate_avx512(cv, k, n, key, first, planes, got);
+        } else if (l == -1) {
+            wr_birder_aggregate_avx2(cv, k, n, key, first, planes, got);
+        } else {
+            wr_cpu_force_level(levels[l]);
+            wr_birder_aggregate(cv, k, n, key, first, planes, got);
+            wr_cpu_force_level(-1);
+        }
+        for (size_t i = 0; i < nw; i++)
+            if (got[i] != want[i])
+                fail_msg("aggregate (%s) n_workers %d n %zu first %#llx word %zu: %#llx, ref %#llx",
+                         l == -2   ? "avx512 fused"
+                         : l == -1 ? "avx2 fused"
+                                   : wr_isa_name(levels[l]),
+                         k, n, (unsigned long long)first, i, (unsigned long long)got[i],
+                         (unsigned long long)want[i]);
+        assert_true(got[nw] == 0xA5A5A5A5A5A5A5A5ull);  // nothing written past the output
+    }
+    for (int i = 0; i < k; i++) free(v[i]);
+    free(v);
+    free(planes);
+    free(want);
+    free(got);
+}
+
+// wr_birder_aggregate (every variant) equals count_planes_ref + requantize_ref bit
+// for bit: n_workers 1..100, 127, 128, 1025; lengths with tails, around the fused
+// kernel's 8-word groups and 128-word chunks; offsets and counters wrapping 2^32.
 static void test_aggregate_equals_count_requantize(void **state) {
     (void)state;
-    const size_t lens[] = {1, 63, 64, 5000, 16384, 16385, 3 * 16384 - 17};
-    const int workers[] = {1, 2, 3, 16, 100, 1025};
     int levels[3], nl = levels_available(levels);
-    for (size_t li = 0; li < sizeof lens / sizeof *lens; li++)
-        for (size_t wi = 0; wi < sizeof workers / sizeof *workers; wi++) {
-            size_t n = lens[li], nw = wr_birder_words(n);
-            int k = workers[wi];
-            if (k > 64 && n > 5000) continue;  // keeps the test short; the block logic is the same
-            uint64_t **v = calloc((size_t)k, sizeof *v);
-            for (int i = 0; i < k; i++) v[i] = random_bits(n, 1);
-            size_t pw = (size_t)wr_birder_planes(k) * nw;
-            uint64_t *planes = wr_alloc_vec(pw * 8), *want = wr_alloc_vec(nw * 8),
-                     *got = wr_alloc_vec(nw * 8);
-            wr_rng_key key = wr_rng_key_make(5, 0xB0000003u, 11 + li);
-            uint64_t first = 64 * (uint64_t)(wi * 1000 + 7);
-            wr_birder_count_planes((const uint64_t *const *)v, k, n, planes);
-            wr_birder_requantize_ref(planes, k, n, key, first, want);
-            for (int l = 0; l < nl; l++) {
-                wr_cpu_force_level(levels[l]);
-                memset(got, 0xA5, nw * 8);
-                wr_birder_aggregate((const uint64_t *const *)v, k, n, key, first, planes, got);
-                wr_cpu_force_level(-1);
-                assert_memory_equal(got, want, nw * 8);
-            }
-            for (int i = 0; i < k; i++) free(v[i]);
-            free(v);
-            free(planes);
-            free(want);
-            free(got);
+    const size_t lens[] = {1, 63, 64, 65, 511, 512, 513, 8192 + 448, 3 * 8192 + 5, 70001};
+    const uint64_t firsts[] = {0, 64, 4096 + 640, (1ull << 32) - 8192 - 64, 7ull << 32};
+    const int extra[] = {127, 128, 1025};
+    for (int ki = 1; ki <= 103; ki++) {
+        int k = ki <= 100 ? ki : extra[ki - 101];
+        for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
+            size_t n = lens[li];
+            if ((n > 20000 && k % 5 != 1) || (k > 200 && n > 5000) || (quick() && n > 20000))
+                continue;  // keeps the test short: the long case for a fifth of the worker counts
+            aggregate_case(k, n, firsts[((size_t)ki * 3 + li) % 5], levels, nl);
         }
+    }
 }
 
 int main(void) {
