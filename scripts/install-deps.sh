@@ -14,7 +14,7 @@ PACKAGES=(
   clang libclang-rt-dev
   shellcheck clang-format
   dataset-fashion-mnist
-  iproute2 python3
+  iproute2 python3 gnuplot-nox
 )
 
 missing=()
