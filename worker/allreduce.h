@@ -42,7 +42,11 @@ typedef struct {
     int peer;  // index into peers
 } wr_ar_held;
 
-#define WR_AR_INBOX_MAX 512
+// What a taken CHUNK's header said of its payload (wr_ar_take_ex).
+typedef struct {
+    int codec;
+    uint32_t n_workers;
+} wr_ar_chunk_hdr;
 
 typedef struct wr_ar {
     // endpoints: [0] tcp (or the only one), [1] ipc for the node (may be NULL)
@@ -54,8 +58,8 @@ typedef struct wr_ar {
     int *members_of;             // [n_groups * G]: peer indices of group g's local rank k (-1 when absent)
     uint64_t *lo, *hi;           // [G] (hierarchical) or [n] (ring) slices of [0, d)
     int n_slices;
-    wr_ar_held inbox[WR_AR_INBOX_MAX];
-    int n_held;
+    wr_ar_held *inbox;  // [inbox_cap] (allocated with the members: its size follows the topology)
+    int n_held, inbox_cap;
     uint64_t n_refused;  // messages dropped at the data endpoints (not a member, no token, malformed)
     uint64_t d;
     uint64_t *q, *q2, *planes, *scratch;              // bit buffers (sizes: ar_algo.c)
@@ -87,6 +91,10 @@ int wr_ar_send(wr_ps *w, int p, int64_t t, int sg, uint64_t o, uint64_t n, int c
 // into out (len bytes: must be the payload's size). Others that arrive are
 // kept. Returns 0 or the exit status to stop with.
 int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, char *err);
+// The same with its own bound (seconds) and, when hdr is not NULL, the
+// chunk's codec and nw (a relayed BROADCAST: applied as the leader did).
+int wr_ar_take_ex(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, double timeout,
+                  wr_ar_chunk_hdr *hdr, char *err);
 
 // The transport's byte counts of the data endpoints since the last call,
 // added to *sent and *recv, and of *sent those to other groups to

@@ -33,8 +33,10 @@ static void default_bind(const wr_ps *w, char *out, size_t len) {
     const char *c = w->o->coordinator;
     if (!strncmp(c, "ipc://", 6)) {
         const char *slash = strrchr(c + 6, '/');
-        int dir = slash ? (int)(slash - (c + 6)) : 0;
-        snprintf(out, len, "ipc://%.*s/wren-ar-%d.sock", dir, c + 6, (int)getpid());
+        if (!slash)  // a relative path: beside it, in the same directory
+            snprintf(out, len, "ipc://wren-ar-%d.sock", (int)getpid());
+        else
+            snprintf(out, len, "ipc://%.*s/wren-ar-%d.sock", (int)(slash - (c + 6)), c + 6, (int)getpid());
     } else if (wr_addr_is_loopback(c)) {
         snprintf(out, len, "tcp://127.0.0.1:0");
     } else {
@@ -121,15 +123,30 @@ static int topology(wr_ps *w, char *err) {
     return WR_EXIT_OK;
 }
 
-// Each slice (hierarchical: one per local rank; ring: one per worker) needs
-// a 64-element block of its own.
+// The slices (hierarchical: one per local rank; ring: one per worker) must
+// be cuttable as wr_shard_ranges cuts (each a 64-element block at least, at
+// most 2^32 elements, at most 1024 of them): a config error here, not an
+// abort in wr_ar_step_init.
 static int check_size(wr_ps *w, char *err) {
     int algo = wr_ar_algo(&w->cfg), k = algo == WR_AR_HIER ? w->ar->G : algo == WR_AR_RING ? w->ar->n : 1;
-    if ((uint64_t)k > wr_birder_words((size_t)w->d))
-        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
-                          "mode=allreduce: d = %llu parameters are fewer than 64 per slice for %d slices",
-                          (unsigned long long)w->d, k);
+    uint64_t *lo = wr_calloc((size_t)k, sizeof *lo), *hi = wr_calloc((size_t)k, sizeof *hi);
+    char e2[WR_ERR_LEN];
+    int rc = wr_shard_ranges(w->d, k, lo, hi, e2);  // the slices wr_ar_step_init will cut
+    free(lo);
+    free(hi);
+    if (rc != WR_OK)
+        return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err, "%s: cannot cut d = %llu into %d slices: %s",
+                          w->cfg.mode == WR_MODE_ALLREDUCE ? "mode=allreduce" : "ps_node_aggregate",
+                          (unsigned long long)w->d, k, e2);
     return WR_EXIT_OK;
+}
+
+// Room for every chunk that can wait to be taken: while one peer's is
+// awaited, the others of this step and of the next (flat, ring: up to 2n;
+// hierarchical and node aggregation: 2 (2G + N) per step window), with margin.
+static void alloc_inbox(wr_ar *ar) {
+    ar->inbox_cap = 2 * (ar->n + 2 * ar->G + ar->n_groups) + 64;
+    ar->inbox = wr_calloc((size_t)ar->inbox_cap, sizeof *ar->inbox);
 }
 
 // Copies the members (with their tokens, parallel to the map's entries) in
@@ -238,6 +255,7 @@ int wr_ar_take_map(wr_ps *w, const wr_cluster *c, const wr_pmsg *map, char *err)
                         w->rank);
     if (!st) st = topology(w, err);
     if (!st) st = check_size(w, err);
+    if (!st) alloc_inbox(w->ar);
     if (!st) st = admit_peers(w, err);
     if (!st) st = admitted_barrier(w, err);
     for (int i = 0; !st && i < w->ar->n; i++)
@@ -336,9 +354,9 @@ static int receive_into_inbox(wr_ps *w, int i, int64_t t, char *err) {
             wr_pmsg_clear(&hd->h);
             continue;
         }
-        if (++ar->n_held == WR_AR_INBOX_MAX)
+        if (++ar->n_held == ar->inbox_cap)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
-                              "step %lld: %d chunks held that no stage took", (long long)t, WR_AR_INBOX_MAX);
+                              "step %lld: %d chunks held that no stage took", (long long)t, ar->inbox_cap);
     }
     return WR_EXIT_OK;
 }
@@ -352,11 +370,13 @@ static int find_held(const wr_ar *ar, int p, int64_t t, int sg, uint64_t o) {
     return -1;
 }
 
-// Copies held chunk i's payload out (its size must be len) and drops it.
-static int take_held(wr_ps *w, int i, void *out, size_t len, char *err) {
+// Copies held chunk i's payload out (its size must be len), its codec and
+// nw into *hdr (when not NULL), and drops it.
+static int take_held(wr_ps *w, int i, void *out, size_t len, wr_ar_chunk_hdr *hdr, char *err) {
     wr_ar *ar = w->ar;
     wr_ar_held *hd = &ar->inbox[i];
     int st = WR_EXIT_OK;
+    if (hdr) *hdr = (wr_ar_chunk_hdr){hd->h.codec, hd->h.n_workers};
     if (hd->msg.payload.len != len)
         st = wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
                         "step %llu: CHUNK (stage %d, offset %llu) from worker %d has %zu bytes, %zu expected",
@@ -371,25 +391,34 @@ static int take_held(wr_ps *w, int i, void *out, size_t len, char *err) {
 }
 
 int wr_ar_take(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, char *err) {
+    return wr_ar_take_ex(w, p, t, sg, o, out, len, w->cfg.step_timeout, NULL, err);
+}
+
+int wr_ar_take_ex(wr_ps *w, int p, int64_t t, int sg, uint64_t o, void *out, size_t len, double timeout,
+                  wr_ar_chunk_hdr *hdr, char *err) {
     wr_ar *ar = w->ar;
     double t0 = wr_now();
-    wr_endpoint *eps[3] = {ar->in[0], ar->in[1] ? ar->in[1] : w->coord, w->coord};
-    int neps = ar->in[1] ? 3 : 2, ready[3];
     for (;;) {
         int i = find_held(ar, p, t, sg, o);
-        if (i >= 0) return take_held(w, i, out, len, err);
-        double left = w->cfg.step_timeout - (wr_now() - t0);
+        if (i >= 0) return take_held(w, i, out, len, hdr, err);
+        double left = timeout - (wr_now() - t0);
         if (left <= 0)
             return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
                               "step %lld: no CHUNK (stage %d, offset %llu) from worker %d (%s) within %g s",
                               (long long)t, sg, (unsigned long long)o, ar->peers[p].rank, ar->peers[p].addr,
-                              w->cfg.step_timeout);
+                              timeout);
+        // The coordinator's socket is polled too, unless it is lost: then it
+        // reads ready at once and the wait would spin.
+        wr_endpoint *eps[3] = {ar->in[0], ar->in[1], w->coord_down ? NULL : w->coord};
+        int neps = 0, ready[3];
+        for (int k = 0; k < 3; k++)
+            if (eps[k]) eps[neps++] = eps[k];
         char e2[WR_ERR_LEN];
         int n = wr_poll(eps, neps, ready, (int)WR_MIN(left * 1000 + 1, 500), e2);
         if (n < 0)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: poll: %s", (long long)t,
                               e2);
-        for (int k = 0; k < neps - 1; k++) {
+        for (int k = 0; k < 2 && ar->in[k]; k++) {
             int st = ready[k] ? receive_into_inbox(w, k, t, err) : 0;
             if (st) return st;
         }
@@ -435,6 +464,7 @@ void wr_ar_free(wr_ar *ar) {
         // ZeroMQ leaves the socket file of a closed ipc listener behind
         if (ar->in[i] && !strncmp(ar->bound[i], "ipc://", 6)) unlink(ar->bound[i] + 6);
     }
+    free(ar->inbox);
     free(ar->peers);
     free(ar->members_of);
     free(ar->lo);

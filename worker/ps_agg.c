@@ -100,12 +100,25 @@ static int take_down(wr_ps *w, int s, wr_exchange_step *st, char *err) {
     uint64_t n = sc->hi - sc->lo;
     int exact = w->cfg.broadcast == WR_BCAST_EXACT, N = ar->n_groups;
     size_t len = (exact ? (size_t)wr_birder_planes(N) : 1) * words(n) * 8;
-    // ar->planes holds planes for max(G, N) counts of the whole vector.
-    int rc = wr_ar_take(w, local_peer(w, 0), st->t, WR_AR_DOWN, sc->lo, ar->planes, len, err);
+    // ar->planes holds planes for max(G, N) counts of the whole vector. The
+    // leader waits for a shard's broadcast up to step_timeout +
+    // register_timeout (ps_step.c): so does its node.
+    wr_ar_chunk_hdr hd;
+    int rc = wr_ar_take_ex(w, local_peer(w, 0), st->t, WR_AR_DOWN, sc->lo, ar->planes, len,
+                           w->cfg.step_timeout + w->cfg.register_timeout, &hd, err);
     if (rc) return rc;
+    // Applied exactly as the leader applied it: the broadcast's own codec
+    // and contributor count (the payload size was checked against len).
+    int planes_ok = hd.codec == WR_CODEC_PLANES && hd.n_workers >= 1 && hd.n_workers <= WR_MAX_WORKERS &&
+                    wr_birder_planes((int)hd.n_workers) == wr_birder_planes(N);
+    if (exact ? !planes_ok : hd.codec != WR_CODEC_BITS)
+        return wr_ps_fail(w, WR_EC_PROTOCOL, WR_EXIT_FAILURE, err,
+                          "step %lld: the leader relayed shard %d's broadcast as codec %d (nw %u); this node "
+                          "expects %s",
+                          (long long)st->t, s, hd.codec, hd.n_workers, exact ? "PLANES" : "BITS");
     double t0 = wr_now();
     if (exact)
-        wr_birder_apply_planes(w->x + sc->lo, ar->planes, N, (size_t)n, st->lr, w->cfg.wd);
+        wr_birder_apply_planes(w->x + sc->lo, ar->planes, (int)hd.n_workers, (size_t)n, st->lr, w->cfg.wd);
     else
         wr_birder_apply_bits(w->x + sc->lo, ar->planes, (size_t)n, st->lr, w->cfg.wd);
     st->t_codec += wr_now() - t0;
