@@ -67,11 +67,7 @@ for w in 0 1; do
         >"$T/logs/worker$w.log" 2>&1 &
     STARTED+=("$!")
 done
-for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$COORD" 2>/dev/null && fail "the job did not finish within 60 s"
-wait "$COORD"
-rc=$?
-[ "$rc" = "$WR_EXIT_OK" ] || fail "the job with keys ended with status $rc (expected $WR_EXIT_OK)"
+await_coordinator "the job"
 check_digests
 grep -q 'CURVE keys: only the 3 keys of the allow-list' "$T/logs/coordinator.log" ||
     fail "the coordinator did not say it runs with keys"
@@ -94,11 +90,7 @@ for w in 0 1; do
         --group "node$w" >"$T/logs/ar-worker$w.log" 2>&1 &
     STARTED+=("$!")
 done
-for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$COORD" 2>/dev/null && fail "the all-reduce job did not finish within 60 s"
-wait "$COORD"
-rc=$?
-[ "$rc" = "$WR_EXIT_OK" ] || fail "the all-reduce job with keys ended with status $rc (expected $WR_EXIT_OK)"
+await_coordinator "the all-reduce job"
 check_digests
 pass "a job with CURVE keys finished (exit 0, $ps_digests digest checks agreed); a key off the list, no key and a" \
     "worker key posing as a shard were refused; mode=allreduce with keys: $DIGESTS_PASSED digest checks agreed"

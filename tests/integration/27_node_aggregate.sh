@@ -104,11 +104,7 @@ for w in 0 1 2 3; do
         --connect-timeout 30 >"$T/keyed/worker$w.log" 2>&1 &
     STARTED+=("$!")
 done
-for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$COORD" 2>/dev/null && fail "the keyed job did not finish within 60 s"
-wait "$COORD"
-rc=$?
-[ "$rc" = "$WR_EXIT_OK" ] || fail "the keyed job ended with status $rc (expected $WR_EXIT_OK)"
+await_coordinator "the keyed job"
 grep -q "digest checks: [1-9][0-9]* passed, 0 failed" "$T/keyed/coordinator.log" ||
     fail "the keyed job's digest checks did not all pass"
 p=$(shard_pushes "$T/keyed/shard0.log")

@@ -78,6 +78,16 @@ check_digests() {
 # shard_digests DIR -> the shards' final master-copy digests, sorted, one line.
 shard_digests() { grep -ho "master copy digest [0-9a-f]*" "$1"/s*.log | sort | tr '\n' ' '; }
 
+# await_coordinator WHAT: waits up to 60 s for the coordinator ($COORD) to
+# end, which must be with status 0; WHAT names the job in the failure.
+await_coordinator() {
+    local rc=0
+    for _ in $(seq 600); do kill -0 "$COORD" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$COORD" 2>/dev/null && fail "$1 did not finish within 60 s"
+    wait "$COORD" || rc=$?
+    [ "$rc" = "$WR_EXIT_OK" ] || fail "$1 ended with status $rc (expected $WR_EXIT_OK)"
+}
+
 # finish_job DIR: waits for the coordinator, which must end with 0, then for the rest.
 finish_job() {
     local rc=0
