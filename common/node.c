@@ -71,26 +71,6 @@ void wr_hostname(char *buf, size_t len) {
     buf[len - 1] = 0;
 }
 
-static void host_ipv4(char *out, size_t len) {
-    char host[256];
-    wr_hostname(host, sizeof host);
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_INET;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(out, len, "127.0.0.1");
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res) return;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        const struct sockaddr_in *sin = (const struct sockaddr_in *)a->ai_addr;
-        char ip[INET_ADDRSTRLEN];
-        if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip)) {
-            snprintf(out, len, "%s", ip);
-            break;
-        }
-    }
-    freeaddrinfo(res);
-}
-
 void wr_advertised_addr(const char *bound, const char *advertise, char *out, size_t len) {
     if (advertise && advertise[0]) {
         snprintf(out, len, "%s", advertise);
@@ -105,13 +85,9 @@ void wr_advertised_addr(const char *bound, const char *advertise, char *out, siz
     size_t hl = colon ? (size_t)(colon - hp) : strlen(hp);
     int wild = (hl == 1 && hp[0] == '*') || (hl == 7 && !strncmp(hp, "0.0.0.0", 7)) ||
                (hl == 4 && !strncmp(hp, "[::]", 4)) || (hl == 3 && !strncmp(hp, "::", 3));
-    if (!wild) {
-        snprintf(out, len, "%s", bound);
-        return;
-    }
-    char ip[64];
-    host_ipv4(ip, sizeof ip);
-    snprintf(out, len, "tcp://%s%s", ip, colon ? colon : "");
+    // The coordinator knows this host's address as the others see it; the
+    // host name here may resolve to 127.0.1.1 (Debian's /etc/hosts).
+    snprintf(out, len, wild ? "tcp://*%s" : "%s", wild ? (colon ? colon : "") : bound);
 }
 
 void wr_watch_handshakes(wr_endpoint *ep, const char *what, unsigned long *bad_key, unsigned long *over_cap) {

@@ -30,9 +30,11 @@ double wr_peak_rss_mib(void);
 void wr_hostname(char *buf, size_t len);
 
 // The address peers should use for a bound endpoint: `advertise` when given,
-// else `bound` (as reported by wr_last_endpoint) with a wildcard host (*,
-// 0.0.0.0, [::]) replaced by this host's IPv4 address, or 127.0.0.1 when the
-// host name does not resolve. ipc:// and inproc:// are returned as they are.
+// else `bound` (as reported by wr_last_endpoint), a wildcard host (*,
+// 0.0.0.0, [::]) written "tcp://*:P": the coordinator replaces it by the
+// address it sees the node connect from (docs/PROTOCOL.md, REGISTER 'a'),
+// which, unlike this host's name (127.0.1.1 on Debian), the others reach.
+// ipc:// and inproc:// are returned as they are.
 void wr_advertised_addr(const char *bound, const char *advertise, char *out, size_t len);
 
 // Counts refused messages per reason and logs the first of each kind at warn

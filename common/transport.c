@@ -190,6 +190,11 @@ int wr_endpoint_bytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received) {
     return ep_ops(ep)->bytes(ep, sent, received);
 }
 
+int wr_endpoint_reached(wr_endpoint *ep) {
+    if (!ep || !ep_ops(ep)->reached) return -1;
+    return ep_ops(ep)->reached(ep);
+}
+
 void wr_transport_tune_malloc(void) {
     // Message buffers (ZeroMQ allocates one per received frame, on its I/O
     // thread) should be reused warm instead of mapped, faulted in and unmapped

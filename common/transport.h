@@ -204,6 +204,9 @@ typedef struct wr_transport_ops {
 
     // bytes (optional, NULL = not counted): see wr_endpoint_bytes.
     int (*bytes)(wr_endpoint *ep, uint64_t *sent, uint64_t *received);
+
+    // reached (optional, NULL = cannot say): see wr_endpoint_reached.
+    int (*reached)(wr_endpoint *ep);
 } wr_transport_ops;
 
 // A transport context: one per process. It holds, per transport, that
@@ -281,5 +284,14 @@ int wr_peer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *ove
 // (dropped ones not included). Call from the endpoint's thread. WR_ERR
 // (counts 0) on a NULL endpoint or a transport without counters.
 int wr_endpoint_bytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received);
+
+// Whether a connected endpoint ever reached its peer: 1 once a connection
+// completed its handshake (even if lost since: recv and send report that),
+// 0 while none has (address unreachable, nobody listening, handshake
+// refused), -1 when the transport cannot say (bound or inproc endpoints, a
+// transport without the operation, NULL). Never blocks; reads pending
+// connection events. Call from the endpoint's thread. Lets a node name an
+// advertised address it cannot reach instead of waiting out a step timeout.
+int wr_endpoint_reached(wr_endpoint *ep);
 
 #endif

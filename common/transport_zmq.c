@@ -416,6 +416,12 @@ static void drain_monitor(wr_endpoint *ep) {
     }
 }
 
+static int zreached(wr_endpoint *ep) {
+    if (ep->router || !ep->mon) return -1;  // bound, or inproc (no monitor)
+    drain_monitor(ep);
+    return ep->peer_state == PEER_UP || ep->peer_state == PEER_LOST;
+}
+
 // A connected endpoint that cannot deliver: its connection was lost or refused.
 static int peer_down(const wr_endpoint *ep) {
     return ep->peer_state == PEER_LOST || ep->peer_state == PEER_REFUSED;
@@ -874,4 +880,5 @@ static const wr_transport_ops zmq_ops = {
     .set_allowlist = zset_allowlist,
     .peer_refusals = zpeer_refusals,
     .bytes = zbytes,
+    .reached = zreached,
 };

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "bindaddr.h"
 #include "proto.h"
 
 // Parses an IPv4 or IPv6 address into 16 bytes (IPv4 as ::ffff:a.b.c.d).
@@ -134,7 +135,7 @@ int wr_majority(const wr_size_report *r, int n, int slots) {
     return -1;
 }
 
-// ---- mode=allreduce: data addresses and groups --------------------------------------
+// ---- advertised addresses --------------------------------------------------------------
 
 // The host to put in place of a wildcard: the peer's IP as a URL host.
 static int peer_host(const char *peer, char *out, size_t len) {
@@ -146,10 +147,10 @@ static int peer_host(const char *peer, char *out, size_t len) {
     return snprintf(out, len, strchr(peer, ':') ? "[%s]" : "%s", peer);
 }
 
-int wr_ar_data_addr(const char *addr, const char *peer_addr, char *out, size_t len, char *err) {
+int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t len, char *err) {
     const char *sep = strstr(addr, "://");
     if (!addr[0] || !sep || sep == addr)
-        return wr_err(err, WR_ERR, "data address '%s' is not scheme://host:port (REGISTER field 'a')", addr);
+        return wr_err(err, WR_ERR, "address '%s' is not scheme://host:port (REGISTER field 'a')", addr);
     const char *host = sep + 3, *colon = strrchr(host, ':');
     size_t hlen = colon ? (size_t)(colon - host) : strlen(host);
     int wild = (hlen == 1 && host[0] == '*') || (hlen == 7 && !strncmp(host, "0.0.0.0", 7)) ||
@@ -161,17 +162,40 @@ int wr_ar_data_addr(const char *addr, const char *peer_addr, char *out, size_t l
         char *end = NULL;
         long port = colon ? strtol(colon + 1, &end, 10) : 0;
         if (!colon || !end || *end || port < 1 || port > 65535)
-            return wr_err(err, WR_ERR, "data address '%s': a wildcard host needs the bound port (1..65535)",
-                          addr);
+            return wr_err(err, WR_ERR, "address '%s': a wildcard host needs the bound port (1..65535)", addr);
         char ph[64];
         if (peer_host(peer_addr, ph, sizeof ph) < 0)
-            return wr_err(err, WR_ERR, "data address '%s': the connection's address '%s' is not an IP", addr,
+            return wr_err(err, WR_ERR, "address '%s': the connection's address '%s' is not an IP", addr,
                           peer_addr);
         k = snprintf(out, len, "%.*s%s:%ld", (int)(host - addr), addr, ph, port);
     }
     if (k < 0 || (size_t)k >= len)
-        return wr_err(err, WR_ERR, "data address '%s' is longer than %zu bytes", addr, len - 1);
+        return wr_err(err, WR_ERR, "address '%s' is longer than %zu bytes", addr, len - 1);
     return WR_OK;
+}
+
+int wr_peer_is_local(const char *peer_addr) {
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    static const uint8_t v6_loopback[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    uint8_t a[16];
+    if (!peer_addr[0] || !strncmp(peer_addr, "localhost:", 10)) return 1;
+    if (!parse_ip(peer_addr, a)) return 0;
+    return (!memcmp(a, mapped, 12) && a[12] == 127) || !memcmp(a, v6_loopback, 16);
+}
+
+int wr_addr_unreachable_loopback(const char *addr, const char *peer_addr, const char *role, char *why,
+                                 size_t len) {
+    uint8_t ip[16];
+    // Only an IP the connection came from can show another host ("inproc",
+    // "?": this process, or the transport cannot say).
+    if (!wr_addr_is_loopback(addr) || !parse_ip(peer_addr, ip) || wr_peer_is_local(peer_addr)) return 0;
+    const char *colon = strrchr(addr, ':');
+    const char *port = colon && colon > strstr(addr, "://") ? colon : "";
+    snprintf(why, len,
+             "%s from %s advertises %s, loopback, which other hosts cannot reach: give --advertise "
+             "tcp://<its address>%s, or --bind tcp://*%s without --advertise (then %s is used)",
+             role, peer_addr, addr, port, port, peer_addr);
+    return 1;
 }
 
 static int cmp_name(const void *a, const void *b) {

@@ -52,16 +52,29 @@ typedef struct {
 // majority of the slots.
 int wr_majority(const wr_size_report *r, int n, int slots);
 
-// mode=allreduce (docs/ARCHITECTURE.md "mode=allreduce"): a worker's data
-// endpoint as its peers reach it. A wildcard host ("scheme://*:P",
+// A node's advertised endpoint as its peers reach it (a shard's address, an
+// all-reduce worker's data endpoint): a wildcard host ("scheme://*:P",
 // "scheme://0.0.0.0:P", "scheme://[::]:P") is replaced by the address the
-// coordinator sees the worker's connection come from (peer_addr as
+// coordinator sees the node's connection come from (peer_addr as
 // wr_msg_peer_info gives it: an IPv4-mapped IPv6 address becomes its IPv4
 // form, IPv6 goes in brackets, an ipc or inproc peer, on this machine, is
 // 127.0.0.1); any other address is kept as given. WR_OK, or WR_ERR with err
 // naming the address (empty, no "scheme://", a wildcard without a port or
 // with port 0, or a result longer than len - 1).
-int wr_ar_data_addr(const char *addr, const char *peer_addr, char *out, size_t len, char *err);
+int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t len, char *err);
+
+// Whether a peer address (as wr_msg_peer_info gives it) is this machine:
+// ipc or inproc ("localhost:..." or ""), 127.0.0.0/8 or ::1. 1 or 0.
+int wr_peer_is_local(const char *peer_addr);
+
+// A node that advertises a loopback tcp address (127.0.0.0/8, ::1,
+// localhost) while its connection comes from another host (an IP that is
+// not loopback; anything else is not judged) cannot be reached by the others. 1 with why = the refusal naming both addresses and
+// the options that fix it (role names the node, "shard"), else 0.
+int wr_addr_unreachable_loopback(const char *addr, const char *peer_addr, const char *role, char *why,
+                                 size_t len);
+
+// mode=allreduce: groups ------------------------------------------------------
 
 // The group index of each of n workers from their group names: the distinct
 // names sorted by strcmp are groups 0..G-1; group[i] is names[i]'s. Returns G.

@@ -22,8 +22,11 @@ static coord_node *claimed(coord *c, const coord_in *in, const wr_peer_info *pi,
     if (h->role == WR_ROLE_SHARD) {
         if (h->shard < 0 || h->shard >= c->cfg.shards) return snprintf(why, len, "no such shard"), NULL;
         coord_node *n = &c->nodes[c->shard_node[h->shard]];
-        if (strcmp(n->addr, h->addr) != 0)
-            return snprintf(why, len, "shard %d is at %s, not %s", h->shard, n->addr, h->addr), NULL;
+        char addr[WR_ADDR_MAX], err[WR_ERR_LEN];
+        if (wr_addr_from_peer(h->addr, pi->addr, addr, sizeof addr, err) != WR_OK)
+            return snprintf(why, len, "%s", err), NULL;
+        if (strcmp(n->addr, addr) != 0)
+            return snprintf(why, len, "shard %d is at %s, not %s", h->shard, n->addr, addr), NULL;
         if (n->key[0] && (strncmp(pi->user, "shard:", 6) != 0 || strcmp(pi->user + 6, n->key) != 0))
             return snprintf(why, len, "shard %d's key differs", h->shard), NULL;
         return n;

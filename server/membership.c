@@ -314,9 +314,27 @@ static const coord_node *shard_with_addr(const coord *c, const char *addr) {
     return NULL;
 }
 
+// A shard's address as the workers will reach it (docs/ARCHITECTURE.md
+// "Registration"): a wildcard host becomes the address its connection comes
+// from; a loopback address from another host is refused. WR_OK with addr
+// set, or WR_ERR refused (ERROR{config}: the fix is an option).
+static int shard_address(coord *c, const coord_in *in, const char *from, char *addr, size_t len) {
+    wr_peer_info pi;
+    char why[WR_REASON_MAX], err[WR_ERR_LEN];
+    const char *peer = wr_msg_peer_info(in->m, &pi) == WR_OK ? pi.addr : "?";
+    if (wr_addr_from_peer(in->h.addr, peer, addr, len, err) != WR_OK) {
+        snprintf(why, sizeof why, "shard address: %s", err);
+    } else if (!wr_addr_unreachable_loopback(addr, peer, "shard", why, sizeof why)) {
+        return WR_OK;
+    }
+    refuse_stranger(c, in, from, WR_EC_CONFIG, why);
+    return WR_ERR;
+}
+
 // Whether a new registrant must be refused (job running or full, shard
-// address taken); refuses it then. 1 refused, 0 not.
-static int refuse_admission(coord *c, const coord_in *in, const char *from) {
+// address taken); refuses it then. addr: a shard's address (shard_address).
+// 1 refused, 0 not.
+static int refuse_admission(coord *c, const coord_in *in, const char *from, const char *addr) {
     const wr_pmsg *h = &in->h;
     int shard = h->role == WR_ROLE_SHARD;
     char r[WR_REASON_MAX];
@@ -324,7 +342,7 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
         refuse_stranger(c, in, from, WR_EC_REJECTED, r);
         return 1;
     }
-    const coord_node *dup = shard ? shard_with_addr(c, h->addr) : NULL;
+    const coord_node *dup = shard ? shard_with_addr(c, addr) : NULL;
     // Workers may join a running job (up to max_workers, epochs.c).
     int room = COORD_WORKER_ROOM * (c->formed ? wr_config_max_workers(&c->cfg) : c->cfg.workers);
     // A shard may join a running job only in place of a lost one
@@ -338,8 +356,9 @@ static int refuse_admission(coord *c, const coord_in *in, const char *from) {
     } else if (dup) {
         char who[COORD_WHO_MAX];
         describe_reg(dup, who, sizeof who);
-        wr_warn("shard from %s (host %s) claims address %s of %s", from, h->host, h->addr, who);
-        snprintf(r, sizeof r, "shard address %s is taken by another shard", h->addr);
+        wr_warn("shard from %s (host %s) claims address %s of %s", from, h->host, addr, who);
+        snprintf(r, sizeof r, "shard address %s is taken by %s: give each shard its own --advertise address",
+                 addr, who);
     } else {
         return 0;
     }
@@ -365,8 +384,10 @@ static int issue_credential(coord *c, coord_node *n) {
 // the job stopped).
 static coord_node *admit(coord *c, const coord_in *in) {
     const wr_pmsg *h = &in->h;
-    char from[WR_PEER_ADDR_MAX];
-    if (screen(c, in, from, sizeof from) != WR_OK || refuse_admission(c, in, from)) return NULL;
+    char from[WR_PEER_ADDR_MAX], addr[WR_ADDR_MAX] = "";
+    if (screen(c, in, from, sizeof from) != WR_OK) return NULL;
+    if (h->role == WR_ROLE_SHARD && shard_address(c, in, from, addr, sizeof addr) != WR_OK) return NULL;
+    if (refuse_admission(c, in, from, addr)) return NULL;
     if (h->role == WR_ROLE_SHARD && c->formed) coord_shard_forget_lost(c);  // its slot is reused
     WR_CHECK(c->n_nodes < c->max_nodes);
     coord_node *n = &c->nodes[c->n_nodes++];
@@ -375,7 +396,7 @@ static coord_node *admit(coord *c, const coord_in *in) {
     memcpy(n->peer, in->m->peer, in->m->peer_len);
     n->peer_len = in->m->peer_len;
     snprintf(n->host, sizeof n->host, "%s", h->host[0] ? h->host : "?");
-    snprintf(n->addr, sizeof n->addr, "%s", h->addr);
+    snprintf(n->addr, sizeof n->addr, "%s", h->role == WR_ROLE_SHARD ? addr : h->addr);
     snprintf(n->from, sizeof n->from, "%s", from);
     wr_peer_info pi;
     if (wr_msg_peer_info(in->m, &pi) == WR_OK) snprintf(n->user, sizeof n->user, "%s", pi.user);

@@ -80,8 +80,9 @@ static int on_coord_shutdown(shard_node *s, wr_pmsg *h) {
 // A refused registration or config ends the shard; other refusals are logged.
 static int on_coord_error(shard_node *s, wr_pmsg *h) {
     (void)s;
-    wr_error("coordinator refused a message: %s", h->reason);
-    return h->code == WR_EC_REJECTED || h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : SHARD_NOTHING;
+    int fatal = h->code == WR_EC_REJECTED || h->code == WR_EC_CONFIG;
+    wr_error("the coordinator refused %s: %s", fatal ? "this shard" : "a message", h->reason);
+    return fatal ? WR_EXIT_CONFIG : SHARD_NOTHING;
 }
 
 // A map of a newer epoch once the job runs (before it, read_map takes the
@@ -306,7 +307,12 @@ static int find_data_address(shard_node *s) {
         wait_ipc_gone(s->bind_addr);
     }
     wr_advertised_addr(s->bind_addr, s->o->advertise, s->adv, sizeof s->adv);
-    wr_info("listening on %s", s->adv);
+    if (!strncmp(s->adv, "tcp://*", 7))
+        wr_info("listening on %s; advertised with the address the coordinator sees this shard connect from "
+                "(--advertise sets another)",
+                s->bind_addr);
+    else
+        wr_info("listening on %s", s->adv);
     return SHARD_GO_ON;
 }
 
@@ -397,9 +403,9 @@ static int take_range(shard_node *s, const wr_cluster *cl) {
     shard_data_init(s);
     shard_members_init(s, cl);
     int birder = s->cfg.codec == WR_JOB_CODEC_BIRDER;
-    wr_info("range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s",
-            (unsigned long long)lo, (unsigned long long)hi, (unsigned long long)(hi - lo), cl->n_workers,
-            (long long)total, birder ? "birder" : "fp32",
+    wr_info("at %s, range [%llu, %llu) (%llu parameters), %d workers, %lld steps, codec %s%s",
+            cl->shards[s->index].addr, (unsigned long long)lo, (unsigned long long)hi,
+            (unsigned long long)(hi - lo), cl->n_workers, (long long)total, birder ? "birder" : "fp32",
             !birder                              ? ""
             : s->cfg.broadcast == WR_BCAST_EXACT ? " (exact)"
                                                  : " (1bit)");

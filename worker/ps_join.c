@@ -460,6 +460,21 @@ static int recv_initial(wr_ps *w, int i, const wr_proto_expect *ex, char *err) {
     return got;
 }
 
+// A shard this worker has not reached connect_timeout after it started
+// connecting: its advertised address is wrong for this host (a config error
+// the coordinator stops the job with, naming the shard), rather than a wait
+// of step_timeout that ends by blaming nobody. 0, or the exit status.
+static int check_reached(wr_ps *w, char *err) {
+    for (int s = 0; s < w->n_shards; s++)
+        if (w->sh[s].pending && wr_endpoint_reached(w->sh[s].ep) == 0)
+            return wr_ps_fail(w, WR_EC_CONFIG, WR_EXIT_CONFIG, err,
+                              "cannot reach shard %d at %s from this host within %g s (connect_timeout): "
+                              "the shard advertises an address this host does not reach; start it with "
+                              "--advertise and an address the workers reach",
+                              s, w->sh[s].addr, w->o->connect_timeout);
+    return WR_EXIT_OK;
+}
+
 // Returns 0, or the exit status to stop with (err says why).
 static int initial_params(wr_ps *w, char *err) {
     int st = send_initial(w, err);
@@ -467,16 +482,21 @@ static int initial_params(wr_ps *w, char *err) {
     wr_proto_expect ex = {.job_id = w->cfg.job_id};  // any epoch: take_params checks >= ours
     // Rank 0 may still be building its model: allow the registration timeout too.
     double timeout = w->cfg.step_timeout + w->cfg.register_timeout;
-    double t0 = wr_now();
+    double t0 = wr_now(), reach_by = t0 + w->o->connect_timeout;
     char e2[WR_ERR_LEN];
     for (int left = w->n_shards; left > 0;) {
-        double rem = timeout - (wr_now() - t0);
+        double now = wr_now(), rem = timeout - (now - t0);
         for (int s = 0; s < w->n_shards && rem <= 0; s++)
             if (w->sh[s].pending)
                 return wr_ps_fail(w, WR_EC_TIMEOUT, WR_EXIT_FAILURE, err,
                                   "no initial parameters from shard %d (%s) within %g s", s, w->sh[s].addr,
                                   timeout);
-        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(rem * 1000) + 1, e2) < 0)
+        if (reach_by > 0 && now >= reach_by) {
+            if ((st = check_reached(w, err))) return st;
+            reach_by = 0;  // once: a connection that came up is the transport's to watch
+        }
+        double wait = reach_by > 0 && reach_by - now < rem ? reach_by - now : rem;
+        if (wr_poll(w->poll_eps, w->n_shards + 1, w->ready, (int)(wait * 1000) + 1, e2) < 0)
             return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "poll: %s", e2);
         for (int i = 0; i <= w->n_shards; i++) {
             if (!w->ready[i]) continue;

@@ -331,8 +331,8 @@ netsim_run() {
     trap 'run_signal hangup 129' HUP
     trap run_cleanup EXIT
     net_up "$NAME" "$HOSTS" "$BPS" || { echo "netsim: building the net '$NAME' failed" >&2; exit "$WR_EXIT_FAILURE"; }
-    printf 'net %s: %s hosts, %s each way (tbf burst %s B), mode %s\n' "$NAME" "$HOSTS" "$RATE" \
-        "$(burst_bytes "$BPS")" "$MODE" >"$OUT/netsim.txt"
+    printf 'net %s: %s hosts, %s each way (tbf burst %s B, queue %s B), mode %s\n' "$NAME" "$HOSTS" \
+        "$RATE" "$(burst_bytes "$BPS")" "$(queue_bytes "$BPS")" "$MODE" >"$OUT/netsim.txt"
     echo "netsim: $NAME up ($HOSTS hosts, $RATE); coordinator on h$COORD_HOST, shards on [${SHARD_HOSTS[*]-}], workers on [${WORKER_HOSTS[*]}]; output in $OUT" >&2
     counters "$NAME" >"$OUT/.c0"
     T0=$EPOCHREALTIME

@@ -237,34 +237,66 @@ static void test_book_no_master(void **state) {
     wr_digest_book_free(b);
 }
 
-// mode=allreduce: wildcard data addresses take the connection's address.
+// A loopback address is refused only when the connection shows another host.
+static void test_loopback_advertise(void **state) {
+    (void)state;
+    char why[WR_REASON_MAX];
+    assert_int_equal(wr_peer_is_local("127.0.0.1"), 1);
+    assert_int_equal(wr_peer_is_local("::ffff:127.0.1.1"), 1);
+    assert_int_equal(wr_peer_is_local("::1"), 1);
+    assert_int_equal(wr_peer_is_local("localhost:1000:1000:42"), 1);  // ipc
+    assert_int_equal(wr_peer_is_local(""), 1);                        // inproc
+    assert_int_equal(wr_peer_is_local("198.18.0.2"), 0);
+    assert_int_equal(wr_peer_is_local("::ffff:10.0.0.7"), 0);
+    // from another host: refused, naming both addresses and the option
+    assert_int_equal(
+        wr_addr_unreachable_loopback("tcp://127.0.1.1:7100", "::ffff:198.18.0.2", "shard", why, sizeof why),
+        1);
+    assert_non_null(strstr(why, "tcp://127.0.1.1:7100"));
+    assert_non_null(strstr(why, "198.18.0.2"));
+    assert_non_null(strstr(why, "--advertise tcp://<its address>:7100"));
+    assert_int_equal(
+        wr_addr_unreachable_loopback("tcp://localhost:7100", "10.0.0.7", "shard", why, sizeof why), 1);
+    // same machine, a routable address, or a peer the transport cannot name: fine
+    assert_int_equal(
+        wr_addr_unreachable_loopback("tcp://127.0.0.1:7100", "127.0.0.1", "shard", why, sizeof why), 0);
+    assert_int_equal(
+        wr_addr_unreachable_loopback("tcp://127.0.0.1:7100", "localhost:1:1:1", "shard", why, sizeof why), 0);
+    assert_int_equal(
+        wr_addr_unreachable_loopback("tcp://10.0.0.7:7100", "10.0.0.8", "shard", why, sizeof why), 0);
+    assert_int_equal(wr_addr_unreachable_loopback("tcp://127.0.0.1:7100", "?", "shard", why, sizeof why), 0);
+    assert_int_equal(wr_addr_unreachable_loopback("ipc:///tmp/s0", "10.0.0.7", "shard", why, sizeof why), 0);
+}
+
+// Wildcard advertised addresses take the connection's address.
 static void test_ar_data_addr(void **state) {
     (void)state;
     char out[WR_ADDR_MAX], err[WR_ERR_LEN];
-    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://10.0.0.7:7100");
-    assert_int_equal(wr_ar_data_addr("tcp://0.0.0.0:7100", "::ffff:10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://0.0.0.0:7100", "::ffff:10.0.0.7", out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://10.0.0.7:7100");
-    assert_int_equal(wr_ar_data_addr("tcp://[::]:7100", "fe80::1", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://[::]:7100", "fe80::1", out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://[fe80::1]:7100");
-    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "localhost:1000:1000:42", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "localhost:1000:1000:42", out, sizeof out, err),
+                     WR_OK);
     assert_string_equal(out, "tcp://127.0.0.1:7100");  // an ipc peer is on this machine
     // concrete addresses as given
-    assert_int_equal(wr_ar_data_addr("tcp://10.1.1.1:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://10.1.1.1:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://10.1.1.1:7100");
-    assert_int_equal(wr_ar_data_addr("ipc:///tmp/w3", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("ipc:///tmp/w3", "10.0.0.7", out, sizeof out, err), WR_OK);
     assert_string_equal(out, "ipc:///tmp/w3");
     // refusals name the address
-    assert_int_equal(wr_ar_data_addr("", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("", "10.0.0.7", out, sizeof out, err), WR_ERR);
     assert_non_null(strstr(err, "'a'"));
-    assert_int_equal(wr_ar_data_addr("10.0.0.7:7100", "10.0.0.7", out, sizeof out, err), WR_ERR);
-    assert_int_equal(wr_ar_data_addr("tcp://*:0", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("10.0.0.7:7100", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:0", "10.0.0.7", out, sizeof out, err), WR_ERR);
     assert_non_null(strstr(err, "'tcp://*:0'"));
     assert_non_null(strstr(err, "port"));
-    assert_int_equal(wr_ar_data_addr("tcp://*", "10.0.0.7", out, sizeof out, err), WR_ERR);
-    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "not-an-ip", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "not-an-ip", out, sizeof out, err), WR_ERR);
     char small[16];
-    assert_int_equal(wr_ar_data_addr("tcp://*:7100", "10.200.200.200", small, sizeof small, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.200.200.200", small, sizeof small, err), WR_ERR);
     assert_non_null(strstr(err, "longer"));
 }
 
@@ -364,7 +396,8 @@ int main(void) {
         cmocka_unit_test(test_refusals),     cmocka_unit_test(test_many_open),
         cmocka_unit_test(test_majority),     cmocka_unit_test(test_host_set),
         cmocka_unit_test(test_role_check),   cmocka_unit_test(test_book_no_master),
-        cmocka_unit_test(test_ar_data_addr), cmocka_unit_test(test_ar_groups),
+        cmocka_unit_test(test_ar_data_addr), cmocka_unit_test(test_loopback_advertise),
+        cmocka_unit_test(test_ar_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

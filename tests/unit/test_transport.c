@@ -870,6 +870,50 @@ static void test_peer_events(void **state) {
     }
 }
 
+// wr_endpoint_reached: 0 while nobody listens at a connected endpoint's
+// address, 1 once a connection completed (and still 1 after it dropped);
+// -1 for bound and inproc endpoints.
+static void test_reached(void **state) {
+    (void)state;
+    char err[WR_ERR_LEN];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    assert_non_null(ctx);
+    for (int k = K_IPC; k < K_COUNT; k++) {
+        // Addresses nobody listens at: a fresh ipc path (bound below, so the
+        // reconnect finds it), tcp port 1 (not an ephemeral port: a connect
+        // to one of those may meet itself).
+        char addr[128];
+        make_addr(k, addr, sizeof addr);
+        if (k == K_TCP) snprintf(addr, sizeof addr, "tcp://127.0.0.1:1");
+        wr_endpoint *cli = NULL, *srv = NULL;
+        assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
+        usleep(50000);
+        assert_int_equal(wr_endpoint_reached(cli), 0);
+        wr_close(cli);
+        if (k == K_TCP) make_addr(k, addr, sizeof addr);
+        assert_int_equal(wr_bind(ctx, addr, NULL, &srv, err), WR_OK);
+        assert_int_equal(wr_last_endpoint(srv, addr, sizeof addr), WR_OK);
+        assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
+        int r = 0;
+        for (int i = 0; i < 5000 && r != 1; i++) {
+            r = wr_endpoint_reached(cli);
+            if (r != 1) usleep(1000);
+        }
+        assert_int_equal(r, 1);
+        assert_int_equal(wr_endpoint_reached(srv), -1);
+        wr_close(srv);
+        usleep(50000);
+        assert_int_equal(wr_endpoint_reached(cli), 1);  // reached once: a lost connection is recv's to report
+        wr_close(cli);
+    }
+    wr_transport_ctx_free(ctx);
+    pair_t p;
+    pair_open(&p, K_INPROC, NULL);
+    assert_int_equal(wr_endpoint_reached(p.cli), -1);
+    pair_close(&p);
+    assert_int_equal(wr_endpoint_reached(NULL), -1);
+}
+
 static void test_defaults_and_malloc(void **state) {
     (void)state;
     wr_endpoint_opts o;
@@ -920,6 +964,7 @@ int main(void) {
         cmocka_unit_test(test_max_msg_size),
         cmocka_unit_test(test_poll_many),
         cmocka_unit_test(test_peer_events),
+        cmocka_unit_test(test_reached),
         cmocka_unit_test(test_defaults_and_malloc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
