@@ -27,7 +27,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 0
 fi
 NETSIM=$ROOT/scripts/netsim
-SBATCH=$ROOT/deploy/slurm/wren.sbatch
+SBATCH=${WREN_SBATCH:-$ROOT/deploy/slurm/wren.sbatch}  # another script to test: WREN_SBATCH
 NET=wslurm$$              # the namespaces NET-h0 .. NET-h2
 NHOSTS=3
 CTLD_PORT=${SLURM_TEST_CTLD_PORT:-16817}
@@ -57,8 +57,8 @@ install_slurm() {
     [ -z "$missing" ] && return 0
     echo "== installing slurm-wlm and munge (missing:$missing)"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -q slurm-wlm munge >"$T/apt.log" 2>&1 ||
-        { apt-get update -q >>"$T/apt.log" 2>&1 && apt-get install -y -q slurm-wlm munge >>"$T/apt.log" 2>&1; } ||
+    apt-get install -y -q --no-install-recommends slurm-wlm munge >"$T/apt.log" 2>&1 ||
+        { apt-get update -q >>"$T/apt.log" 2>&1 && apt-get install -y -q --no-install-recommends slurm-wlm munge >>"$T/apt.log" 2>&1; } ||
         fail "apt-get install slurm-wlm munge failed ($T/apt.log: $(tail -n 3 "$T/apt.log"))"
 }
 
