@@ -212,6 +212,7 @@ left_running() {
     for ((i = 0; i < NHOSTS; i++)); do
         for p in $(ip netns pids "$NET-h$i" 2>/dev/null); do
             c=$(cat "/proc/$p/comm" 2>/dev/null)
+            [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = Z ] && continue  # exited; init reaps it
             case $c in wren-* | slurmstepd | srun) echo "h$i:$c($p)" ;; esac
         done
     done
