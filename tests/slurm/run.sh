@@ -144,7 +144,7 @@ submit() {
     while [ $# -gt 0 ] && [ "$1" != -- ]; do opts+=("$1") && shift; done
     shift
     rm -f "$T/jobs/$name.out"
-    JOBID=$(WREN_BIN=$BIN client sbatch --parsable --chdir="$T/jobs" --output="$T/jobs/$name.out" \
+    JOBID=$(WREN_BIN=$BIN WREN_GRACE=${WREN_GRACE:-15} client sbatch --parsable --chdir="$T/jobs" --output="$T/jobs/$name.out" \
         --time=2 --overcommit "${opts[@]}" "$SBATCH" "$@") || fail "sbatch of job '$name' failed: $JOBID"
     JOBID=${JOBID%%;*}
     JOB_OUT=$T/jobs/$name.out
@@ -262,7 +262,7 @@ test_node_lost() {
     grep -q 'job formed' "$JOB_OUT" || job_fail "did not form within 30 s"
     step=$(client squeue -h -s -j "$JOBID" -o '%i %j' | awk '$2 == "wren-workers" {print $1}')
     [ -n "$step" ] || job_fail "no step named wren-workers: $(client squeue -h -s -j "$JOBID" -o '%i %j')"
-    client scancel --signal=KILL "$step"
+    client scancel --signal=KILL "$step" 2>>"$T/scancel.err"  # "No error" when the step ends at once
     wait_job
     expect_sacct FAILED "$WR_EXIT_NODE_LOST"
     for ((i = 0; i < 50; i++)); do
@@ -272,6 +272,32 @@ test_node_lost() {
     done
     [ -z "$left" ] || job_fail "left running after the job: $left"
     ok "workers' step $step killed: job $JOBID FAILED 5:0 (a node died), nothing left running"
+}
+
+# The coordinator's step killed mid-job: the script exits with srun's status
+# for it (128 + 9), stops the shards and workers left after WREN_GRACE, and
+# nothing is left.
+test_coordinator_killed() {
+    local i step left
+    WREN_GRACE=2 submit nocoord --nodes=3 --ntasks-per-node=1 -- "${JOB[@]}" steps=10000000
+    for ((i = 0; i < 300; i++)); do
+        grep -q 'job formed' "$JOB_OUT" 2>/dev/null && break
+        sleep 0.1
+    done
+    grep -q 'job formed' "$JOB_OUT" || job_fail "did not form within 30 s"
+    step=$(client squeue -h -s -j "$JOBID" -o '%i %j' | awk '$2 == "wren-coordinator" {print $1}')
+    [ -n "$step" ] || job_fail "no step named wren-coordinator: $(client squeue -h -s -j "$JOBID" -o '%i %j')"
+    client scancel --signal=KILL "$step" 2>>"$T/scancel.err"  # "No error" when the step ends at once
+    wait_job
+    expect_sacct FAILED 137
+    grep -q 'still running after 2 s: stopping it' "$JOB_OUT" || job_fail "no step was stopped after WREN_GRACE"
+    for ((i = 0; i < 50; i++)); do
+        left=$(left_running)
+        [ -z "$left" ] && break
+        sleep 0.2
+    done
+    [ -z "$left" ] || job_fail "left running after the job: $left"
+    ok "coordinator's step $step killed: job $JOBID FAILED 137:0, shards and workers stopped after WREN_GRACE, nothing left running"
 }
 
 # ---- main ----------------------------------------------------------------------
@@ -286,5 +312,6 @@ test_one_node
 test_three_nodes
 test_batch_refused
 test_node_lost
+test_coordinator_killed
 echo "== slurm: $((SECONDS - T0)) s in all"
 echo "$PASSED passed, 0 failed"
