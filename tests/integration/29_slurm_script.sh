@@ -11,7 +11,8 @@
 #    lingering steps stopped after WREN_GRACE.
 # 3. refusals before anything starts (exit 2, no srun): batch= smaller than
 #    the tasks (argument, and in --config FILE), workers= given, no task count,
-#    a node at a loopback address in a multi-node job, WREN_SHARDS too large.
+#    a node at a loopback address in a multi-node job, WREN_SHARDS too large,
+#    a WREN_KEY_DIR that exists (the script would remove it at the end).
 # 4. one node at 127.0.0.1 runs (loopback is fine on one host); the batch
 #    node whose name maps to 127.0.1.1 (Debian's /etc/hosts) advertises the
 #    first address of `hostname -I` instead.
@@ -174,7 +175,11 @@ FAKE_ADDR_n1=127.0.1.1 run_job n0,n1 2
 refused "loopback node" "node n1: address 127.0.1.1 is loopback"
 WREN_SHARDS=3 run_job n0,n1 2
 refused "WREN_SHARDS=3 on 2 nodes" "WREN_SHARDS=3: give 1 .. 2"
-pass "refused before any step: small batch (argument, config file), workers=, no task count, loopback node, WREN_SHARDS"
+mkdir "$T/mine" && echo keep >"$T/mine/f"
+WREN_KEY_DIR=$T/mine run_job n0 2
+refused "an existing WREN_KEY_DIR" "key directory $T/mine exists: give WREN_KEY_DIR a new path"
+[ -f "$T/mine/f" ] || fail "an existing WREN_KEY_DIR: its files were removed"
+pass "refused before any step: small batch (argument, config file), workers=, no task count, loopback node, WREN_SHARDS, an existing key directory"
 
 # ---- 4. loopback on one node; the batch node's name at 127.0.1.1 ---------------------------
 FAKE_ADDR_n0=127.0.0.1 FAKE_PER_NODE=2 run_job n0 2

@@ -16,6 +16,8 @@
 #      the script's message
 #   4. three nodes, the workers' step killed mid-job: the coordinator's status
 #      5 (a node died): FAILED 5:0, and no wren process or job step is left
+#   5. three nodes, the coordinator's step killed: FAILED 137:0 (srun's status
+#      for SIGKILL), the shards and workers stopped after WREN_GRACE, nothing left
 # Always tears down (trap): jobs, daemons, namespaces, temp dir.
 # Every sbatch, scontrol and sacct runs under `timeout`; every job has --time.
 # Needs root (network namespaces, apt-get): skipped otherwise.
