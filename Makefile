@@ -201,6 +201,12 @@ fuzz-smoke: deps $(FUZZ_BIN)
 test-integration: all
 	@set -e; for t in $(ITEST); do echo "== $$t"; BUILD=$(BUILD) bash $$t; done
 
+# deploy/slurm/wren.sbatch under a real Slurm on three netsim hosts (root;
+# installs slurm-wlm and munge with apt-get when missing; ~20 s).
+.PHONY: test-slurm
+test-slurm: all
+	@BUILD=$(BUILD) bash tests/slurm/run.sh
+
 test: all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory asan
