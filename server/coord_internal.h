@@ -17,6 +17,7 @@
 
 #include "admission.h"
 #include "cluster.h"
+#include "coord_view.h"
 #include "coordinator.h"
 #include "digest_book.h"
 #include "node.h"
@@ -176,6 +177,7 @@ typedef struct {
     double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
     coord_restart restart;
     uint64_t state_seq;  // coord_state.c: the last state file written (its 'step')
+    coord_view *view;    // coord_progress.c: the workers' reports (NULL until the first)
 } coord;
 
 // One received message on its way to its handler.
@@ -350,6 +352,17 @@ int coord_agg_form(coord *c);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);
+
+// coord_progress.c: one view of the job (PROGRESS, the cluster progress
+// line, the final STATS kept) and coord_summary.c (--summary)
+void coord_on_progress(coord *c, coord_in *in);
+// A worker's STATS: kept for the summary.
+void coord_progress_stats(coord *c, const coord_in *in);
+// Once formed: the cluster progress line when it is due (never waits).
+void coord_progress_tick(coord *c, double now);
+void coord_progress_free(coord *c);
+// At the end: the summary JSON to --summary FILE (a failure is logged).
+void coord_summary_write(coord *c);
 
 // liveness.c
 void coord_on_heartbeat(coord *c, coord_in *in);
