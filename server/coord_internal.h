@@ -358,8 +358,9 @@ void coord_on_barrier(coord *c, coord_in *in);
 void coord_on_progress(coord *c, coord_in *in);
 // A worker's STATS: kept for the summary.
 void coord_progress_stats(coord *c, const coord_in *in);
-// Once formed: the cluster progress line when it is due (never waits).
-void coord_progress_tick(coord *c, double now);
+// Once formed: the cluster progress line when it is due (never waits);
+// last = 1 at the end of the job: the line of whatever arrived since.
+void coord_progress_tick(coord *c, double now, int last);
 void coord_progress_free(coord *c);
 // At the end: the summary JSON to --summary FILE (a failure is logged).
 void coord_summary_write(coord *c);

@@ -57,7 +57,7 @@ static const char *rank_host(const coord *c, int r) {
     return r >= 0 && r < WR_MAX_WORKERS && c->view->rank[r] ? c->view->rank[r]->host : NULL;
 }
 
-void coord_progress_tick(coord *c, double now) {
+void coord_progress_tick(coord *c, double now, int last) {
     coord_view *v = c->view;
     int every = c->cfg.progress_every;
     if (!v || every <= 0 || !v->fresh) return;  // nothing new since the last line
@@ -69,7 +69,7 @@ void coord_progress_tick(coord *c, double now) {
     uint64_t next = (v->last_line / (uint64_t)every + 1) * (uint64_t)every;
     int64_t total = c->map.total_steps;
     int due = (l.reported == l.ranks && (l.step >= next || (total > 0 && l.step >= (uint64_t)total))) ||
-              now - v->t_line >= COORD_LINE_MAX_WAIT;
+              now - v->t_line >= COORD_LINE_MAX_WAIT || last;
     if (!due) return;
     char line[512];
     coord_view_format(&l, total, rank_host(c, l.slow_rank), line, sizeof line);

@@ -306,7 +306,7 @@ static void tick(coord *c) {
     if (watch) coord_epochs_tick(c, now);
     if (watch) coord_replace_tick(c, now);
     if (watch) coord_liveness_tick(c, now);
-    if (watch) coord_progress_tick(c, now);
+    if (watch) coord_progress_tick(c, now, 0);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
@@ -469,6 +469,7 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         poll_once(c);
         if (c->status == COORD_RUNNING) tick(c);
     }
+    if (c->formed) coord_progress_tick(c, wr_now(), 1);
     finish_report(c);
     coord_summary_write(c);
     coord_state_save(c, 1);  // a coordinator started again after this starts a new job
