@@ -27,10 +27,10 @@
 // Names in enum order (the enums count from 0 and 1 without gaps).
 static const char *const perr_names[] = {"none",  "malformed", "version", "type",  "missing", "field-type",
                                          "range", "payload",   "job",     "epoch", "step",    "role"};
-static const char *const type_names[] = {"UNKNOWN", "REGISTER",  "CLUSTER_MAP", "PUSH",  "BROADCAST", "PULL",
-                                         "PARAMS",  "HEARTBEAT", "BARRIER",     "JOIN",  "LEAVE",     "STATS",
-                                         "DIGEST",  "ERROR",     "SHUTDOWN",    "FENCE", "CHUNK",
-                                         "PROGRESS"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
+                                         "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
+                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN",
+                                         "FENCE",   "CHUNK",    "PROGRESS"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -581,7 +581,9 @@ static void pack_bin(msgpack_packer *pk, const uint8_t *b) {
 
 static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_bin(pk, m->tokens[i]); }
 static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->idents[i]); }
-static void pack_wait(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { msgpack_pack_uint64(pk, m->waits[i]); }
+static void pack_wait(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_uint64(pk, m->waits[i]);
+}
 
 // Writes field f of m as key and value.
 static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
@@ -884,12 +886,12 @@ static int check_progress(dctx *c, const wr_pmsg *m, uint64_t payload) {
                     m->rank);
     if (m->n_waits > WR_MAX_SHARDS || (m->n_waits && !m->waits))
         return fail(c->perr, WR_PERR_RANGE, c->err,
-                    "PROGRESS field 'sw' (shard_waits): %u entries (at most %d), or the array NULL", m->n_waits,
-                    WR_MAX_SHARDS);
+                    "PROGRESS field 'sw' (shard_waits): %u entries (at most %d), or the array NULL",
+                    m->n_waits, WR_MAX_SHARDS);
     for (uint32_t i = 0; i < m->n_waits; i++)
         if (m->waits[i] > WR_MAX_WAIT_US)
-            return fail(c->perr, WR_PERR_RANGE, c->err, "PROGRESS field 'sw' (shard_waits) entry %u: exceeds 2^53",
-                        i);
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "PROGRESS field 'sw' (shard_waits) entry %u: exceeds 2^53", i);
     return check_stats(c, m, payload);
 }
 

@@ -26,7 +26,7 @@
 #define WR_REASON_MAX 256
 #define WR_MAX_STATS 64
 #define WR_MAX_WAIT_US (1ULL << 53)  // PROGRESS 'sw' entries: microseconds, exact in a double
-#define WR_MAX_CONFIG 256  // key=value pairs carried in a cluster map
+#define WR_MAX_CONFIG 256            // key=value pairs carried in a cluster map
 // Wire limits (see docs/PROTOCOL.md):
 #define WR_CONFIG_STR_MAX 512           // bytes of one "key=value" string, NUL included
 #define WR_STAT_NAME_MAX 48             // bytes of a stat name, NUL included (= sizeof wr_stat.name)

@@ -58,10 +58,17 @@ static void write_rank(FILE *f, int r, const coord_rank_view *e, int last) {
     const struct {
         const char *k;
         double v;
-    } nums[] = {{"steps", e->steps},         {"samples", e->samples},    {"seconds", e->seconds},
-                {"loss", e->loss},           {"acc", e->acc},            {"compute_s", e->t_compute},
-                {"encode_s", e->t_encode},   {"comm_s", e->t_comm},      {"bytes_sent", e->sent},
-                {"bytes_recv", e->recv},     {"samples_per_s", e->seconds > 0 ? e->samples / e->seconds : 0}};
+    } nums[] = {{"steps", e->steps},
+                {"samples", e->samples},
+                {"seconds", e->seconds},
+                {"loss", e->loss},
+                {"acc", e->acc},
+                {"compute_s", e->t_compute},
+                {"encode_s", e->t_encode},
+                {"comm_s", e->t_comm},
+                {"bytes_sent", e->sent},
+                {"bytes_recv", e->recv},
+                {"samples_per_s", e->seconds > 0 ? e->samples / e->seconds : 0}};
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) kv_num(f, in, nums[i].k, nums[i].v, ",\n");
     fprintf(f, "%s\"shard_wait_ms_per_step\": [", in);
     for (uint32_t s = 0; s < e->n_waits; s++) {
@@ -95,7 +102,8 @@ static void job_figures(const coord_view *v, double *tta, double *acc) {
 
 static void write_job(FILE *f, const coord *c) {
     const wr_job_config *g = &c->cfg;
-    uint64_t p = c->book ? wr_digest_book_passed(c->book) : 0, x = c->book ? wr_digest_book_failed(c->book) : 0;
+    uint64_t p = c->book ? wr_digest_book_passed(c->book) : 0,
+             x = c->book ? wr_digest_book_failed(c->book) : 0;
     int open = c->book ? wr_digest_book_incomplete(c->book) : 0;
     double tta, acc;
     job_figures(c->view, &tta, &acc);
@@ -114,7 +122,8 @@ static void write_job(FILE *f, const coord *c) {
     kv_num(f, "  ", "accuracy", acc, ",\n");
     kv_num(f, "  ", "tta88_seconds", tta, ",\n");
     fprintf(f, "  \"digests\": {\"passed\": %llu, \"failed\": %llu, \"incomplete\": %d, \"agree\": %s},\n",
-            (unsigned long long)p, (unsigned long long)x, open, p > 0 && x == 0 && open == 0 ? "true" : "false");
+            (unsigned long long)p, (unsigned long long)x, open,
+            p > 0 && x == 0 && open == 0 ? "true" : "false");
 }
 
 // Writes the summary to c->o->summary (when set). A failure is logged; the

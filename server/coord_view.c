@@ -14,11 +14,11 @@ static const struct {
     const char *name;
     size_t off;
 } figure_names[] = {
-    {"steps", offsetof(coord_rank_view, steps)},         {"samples", offsetof(coord_rank_view, samples)},
-    {"seconds", offsetof(coord_rank_view, seconds)},     {"loss", offsetof(coord_rank_view, loss)},
-    {"acc", offsetof(coord_rank_view, acc)},             {"compute_s", offsetof(coord_rank_view, t_compute)},
-    {"encode_s", offsetof(coord_rank_view, t_encode)},   {"comm_s", offsetof(coord_rank_view, t_comm)},
-    {"bytes_sent", offsetof(coord_rank_view, sent)},     {"bytes_recv", offsetof(coord_rank_view, recv)},
+    {"steps", offsetof(coord_rank_view, steps)},       {"samples", offsetof(coord_rank_view, samples)},
+    {"seconds", offsetof(coord_rank_view, seconds)},   {"loss", offsetof(coord_rank_view, loss)},
+    {"acc", offsetof(coord_rank_view, acc)},           {"compute_s", offsetof(coord_rank_view, t_compute)},
+    {"encode_s", offsetof(coord_rank_view, t_encode)}, {"comm_s", offsetof(coord_rank_view, t_comm)},
+    {"bytes_sent", offsetof(coord_rank_view, sent)},   {"bytes_recv", offsetof(coord_rank_view, recv)},
 };
 
 static coord_rank_view *rank_entry(coord_view *v, int rank, const char *host) {
@@ -38,7 +38,8 @@ static void read_figures(coord_rank_view *e, const wr_pmsg *h) {
         *(double *)((char *)e + figure_names[f].off) = strcmp(figure_names[f].name, "acc") ? 0 : -1;
     e->epoch = 0;
     for (uint32_t i = 0; i < h->n_stats; i++) {
-        if (!strcmp(h->stats[i].name, "epoch") && h->stats[i].value >= 0) e->epoch = (uint64_t)h->stats[i].value;
+        if (!strcmp(h->stats[i].name, "epoch") && h->stats[i].value >= 0)
+            e->epoch = (uint64_t)h->stats[i].value;
         for (size_t f = 0; f < sizeof figure_names / sizeof *figure_names; f++)
             if (!strcmp(h->stats[i].name, figure_names[f].name))
                 *(double *)((char *)e + figure_names[f].off) = h->stats[i].value;
@@ -140,11 +141,12 @@ void coord_view_format(const coord_view_line *l, int64_t total_steps, const char
                  l->slow_ms, l->slow_rank, host);
     else if (l->slow_rank >= 0)
         snprintf(slow, sizeof slow, "rank %d on host %s (comm %.1f ms/step)", l->slow_rank, host, l->slow_ms);
-    snprintf(buf, len,
-             "progress step %llu/%lld epoch %llu%s | %.1f steps/s %.0f samples/s | in %.1f MB/s out %.1f MB/s "
-             "| loss %.4f acc %s | slowest: %s",
-             (unsigned long long)l->step, (long long)total_steps, (unsigned long long)l->epoch, who, l->steps_s,
-             l->samples_s, l->in_bps / 1e6, l->out_bps / 1e6, l->loss, acc, slow);
+    snprintf(
+        buf, len,
+        "progress step %llu/%lld epoch %llu%s | %.1f steps/s %.0f samples/s | in %.1f MB/s out %.1f MB/s "
+        "| loss %.4f acc %s | slowest: %s",
+        (unsigned long long)l->step, (long long)total_steps, (unsigned long long)l->epoch, who, l->steps_s,
+        l->samples_s, l->in_bps / 1e6, l->out_bps / 1e6, l->loss, acc, slow);
 }
 
 void coord_view_free(coord_view *v) {

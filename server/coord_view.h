@@ -41,13 +41,13 @@ typedef struct {
 
 // The cluster's figures for one line, over the ranks asked for.
 typedef struct {
-    int ranks, reported;         // ranks asked for, and those of them with a report
-    uint64_t step, epoch;        // the lowest step (and its epoch) among those reported
-    double steps_s, samples_s;   // steps/s: the slowest rank's; samples/s: summed over the ranks
-    double in_bps, out_bps;      // bytes/s received and sent by the workers, summed
-    double loss, acc;            // mean train loss over the ranks; the best test accuracy (-1: none)
-    int slow_rank, slow_shard;   // the rank and shard with the longest wait per step (-1: none),
-    double slow_ms;              // without shards the rank with the most comm time per step
+    int ranks, reported;        // ranks asked for, and those of them with a report
+    uint64_t step, epoch;       // the lowest step (and its epoch) among those reported
+    double steps_s, samples_s;  // steps/s: the slowest rank's; samples/s: summed over the ranks
+    double in_bps, out_bps;     // bytes/s received and sent by the workers, summed
+    double loss, acc;           // mean train loss over the ranks; the best test accuracy (-1: none)
+    int slow_rank, slow_shard;  // the rank and shard with the longest wait per step (-1: none),
+    double slow_ms;             // without shards the rank with the most comm time per step
 } coord_view_line;
 
 // Takes a decoded PROGRESS of rank h->rank from `host` at time now.

@@ -63,11 +63,11 @@ typedef struct {
 // A worker's figures every progress_every steps (the loop fills the inputs;
 // totals count from this worker's first step).
 typedef struct {
-    int64_t step, epoch;           // the last step done, and the data epoch it belongs to (from 1)
-    int64_t steps, samples;        // steps done, examples of its local batches
-    double seconds;                // training wall time since its first step
-    double loss;                   // mean train loss since the last report
-    double acc;                    // the last test accuracy, -1 = none yet
+    int64_t step, epoch;                 // the last step done, and the data epoch it belongs to (from 1)
+    int64_t steps, samples;              // steps done, examples of its local batches
+    double seconds;                      // training wall time since its first step
+    double loss;                         // mean train loss since the last report
+    double acc;                          // the last test accuracy, -1 = none yet
     double t_compute, t_encode, t_comm;  // seconds in each part of the steps
     double bytes_sent, bytes_recv;       // bytes of the step messages
     // out (the exchange): the shard whose broadcasts this worker waited for

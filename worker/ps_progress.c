@@ -51,10 +51,17 @@ static void figures(wr_pmsg *h, const wr_exchange_progress *p) {
         const char *name;
         double v;
     } kv[] = {
-        {"epoch", (double)p->epoch},       {"steps", (double)p->steps},   {"samples", (double)p->samples},
-        {"seconds", p->seconds},           {"loss", p->loss},             {"acc", p->acc},
-        {"compute_s", p->t_compute},       {"encode_s", p->t_encode},     {"comm_s", p->t_comm},
-        {"bytes_sent", p->bytes_sent},     {"bytes_recv", p->bytes_recv},
+        {"epoch", (double)p->epoch},
+        {"steps", (double)p->steps},
+        {"samples", (double)p->samples},
+        {"seconds", p->seconds},
+        {"loss", p->loss},
+        {"acc", p->acc},
+        {"compute_s", p->t_compute},
+        {"encode_s", p->t_encode},
+        {"comm_s", p->t_comm},
+        {"bytes_sent", p->bytes_sent},
+        {"bytes_recv", p->bytes_recv},
     };
     h->n_stats = 0;
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {

@@ -169,14 +169,15 @@ static void progress_line(run *r, int64_t t, int64_t epoch) {
     if (p.slow_shard >= 0)
         snprintf(slow, sizeof slow, " | slowest shard %d wait %.2f ms", p.slow_shard, p.slow_wait_ms);
     // Position 0 speaks for the job; the others' lines are there at debug level.
-    wr_log(r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
-           "progress epoch %lld step %lld/%lld loss %.4f acc %.4f samples/s %.0f "
-           "sent %.0f B/step recv %.0f B/step scale %g step %.2f ms = compute %.2f + encode %.2f + comm %.2f%s",
-           (long long)epoch, (long long)t, (long long)r->job.total_steps, w->loss / n,
-           w->samples ? (double)w->correct / (double)w->samples : 0,
-           el > 0 ? (double)r->job.cfg.batch * n / el : 0, (r->st.bytes_sent - w->sent0) / n,
-           (r->st.bytes_recv - w->recv0) / n, (double)wr_model_loss_scale(r->job.model),
-           (comp + enc + comm) * 1e3, comp * 1e3, enc * 1e3, comm * 1e3, slow);
+    wr_log(
+        r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
+        "progress epoch %lld step %lld/%lld loss %.4f acc %.4f samples/s %.0f "
+        "sent %.0f B/step recv %.0f B/step scale %g step %.2f ms = compute %.2f + encode %.2f + comm %.2f%s",
+        (long long)epoch, (long long)t, (long long)r->job.total_steps, w->loss / n,
+        w->samples ? (double)w->correct / (double)w->samples : 0,
+        el > 0 ? (double)r->job.cfg.batch * n / el : 0, (r->st.bytes_sent - w->sent0) / n,
+        (r->st.bytes_recv - w->recv0) / n, (double)wr_model_loss_scale(r->job.model),
+        (comp + enc + comm) * 1e3, comp * 1e3, enc * 1e3, comm * 1e3, slow);
     r->st.final_loss = w->loss / n;
     memset(w, 0, sizeof *w);
     w->t0 = now;
