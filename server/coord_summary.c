@@ -58,17 +58,12 @@ static void write_rank(FILE *f, int r, const coord_rank_view *e, int last) {
     const struct {
         const char *k;
         double v;
-    } nums[] = {{"steps", e->steps},
-                {"samples", e->samples},
-                {"seconds", e->seconds},
-                {"loss", e->loss},
-                {"acc", e->acc},
-                {"compute_s", e->t_compute},
-                {"encode_s", e->t_encode},
-                {"comm_s", e->t_comm},
-                {"bytes_sent", e->sent},
-                {"bytes_recv", e->recv},
-                {"samples_per_s", e->seconds > 0 ? e->samples / e->seconds : 0}};
+    } nums[] = {{"steps", e->steps},         {"samples", e->samples},
+                {"seconds", e->seconds},     {"loss", e->loss},
+                {"train_acc", e->train_acc}, {"acc", e->acc},
+                {"compute_s", e->t_compute}, {"encode_s", e->t_encode},
+                {"comm_s", e->t_comm},       {"bytes_sent", e->sent},
+                {"bytes_recv", e->recv},     {"samples_per_s", e->seconds > 0 ? e->samples / e->seconds : 0}};
     for (size_t i = 0; i < sizeof nums / sizeof *nums; i++) kv_num(f, in, nums[i].k, nums[i].v, ",\n");
     fprintf(f, "%s\"shard_wait_ms_per_step\": [", in);
     for (uint32_t s = 0; s < e->n_waits; s++) {

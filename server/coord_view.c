@@ -14,11 +14,17 @@ static const struct {
     const char *name;
     size_t off;
 } figure_names[] = {
-    {"steps", offsetof(coord_rank_view, steps)},       {"samples", offsetof(coord_rank_view, samples)},
-    {"seconds", offsetof(coord_rank_view, seconds)},   {"loss", offsetof(coord_rank_view, loss)},
-    {"acc", offsetof(coord_rank_view, acc)},           {"compute_s", offsetof(coord_rank_view, t_compute)},
-    {"encode_s", offsetof(coord_rank_view, t_encode)}, {"comm_s", offsetof(coord_rank_view, t_comm)},
-    {"bytes_sent", offsetof(coord_rank_view, sent)},   {"bytes_recv", offsetof(coord_rank_view, recv)},
+    {"steps", offsetof(coord_rank_view, steps)},
+    {"samples", offsetof(coord_rank_view, samples)},
+    {"seconds", offsetof(coord_rank_view, seconds)},
+    {"loss", offsetof(coord_rank_view, loss)},
+    {"acc", offsetof(coord_rank_view, acc)},
+    {"train_acc", offsetof(coord_rank_view, train_acc)},
+    {"compute_s", offsetof(coord_rank_view, t_compute)},
+    {"encode_s", offsetof(coord_rank_view, t_encode)},
+    {"comm_s", offsetof(coord_rank_view, t_comm)},
+    {"bytes_sent", offsetof(coord_rank_view, sent)},
+    {"bytes_recv", offsetof(coord_rank_view, recv)},
 };
 
 static coord_rank_view *rank_entry(coord_view *v, int rank, const char *host) {
@@ -109,6 +115,7 @@ static void add_rank(coord_view_line *l, const coord_rank_view *e, int rank) {
     l->in_bps += e->recv_s;
     l->out_bps += e->sent_s;
     l->loss += e->loss;
+    l->train_acc += e->train_acc;
     if (e->acc > l->acc) l->acc = e->acc;
     double ms = e->slow_shard >= 0 ? e->slow_ms : e->comm_ms;
     if (l->slow_rank < 0 || ms > l->slow_ms) {
@@ -127,7 +134,7 @@ void coord_view_sum(const coord_view *v, const int *ranks, int n, coord_view_lin
         int r = ranks[i];
         if (r >= 0 && r < WR_MAX_WORKERS && v->rank[r] && v->rank[r]->seen) add_rank(out, v->rank[r], r);
     }
-    if (out->reported) out->loss /= out->reported;
+    if (out->reported) out->loss /= out->reported, out->train_acc /= out->reported;
 }
 
 void coord_view_format(const coord_view_line *l, int64_t total_steps, const char *slow_host, char *buf,
@@ -144,9 +151,9 @@ void coord_view_format(const coord_view_line *l, int64_t total_steps, const char
     snprintf(
         buf, len,
         "progress step %llu/%lld epoch %llu%s | %.1f steps/s %.0f samples/s | in %.1f MB/s out %.1f MB/s "
-        "| loss %.4f acc %s | slowest: %s",
+        "| loss %.4f acc %.4f test %s | slowest: %s",
         (unsigned long long)l->step, (long long)total_steps, (unsigned long long)l->epoch, who, l->steps_s,
-        l->samples_s, l->in_bps / 1e6, l->out_bps / 1e6, l->loss, acc, slow);
+        l->samples_s, l->in_bps / 1e6, l->out_bps / 1e6, l->loss, l->train_acc, acc, slow);
 }
 
 void coord_view_free(coord_view *v) {

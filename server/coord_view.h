@@ -17,7 +17,7 @@ typedef struct {
     int seen;  // a PROGRESS arrived
     char host[WR_HOST_MAX];
     uint64_t step, epoch;  // the last step reported and its data epoch (from 1)
-    double steps, samples, seconds, loss, acc;
+    double steps, samples, seconds, loss, train_acc, acc;
     double t_compute, t_encode, t_comm, sent, recv;
     double steps_s, samples_s, sent_s, recv_s;  // per second over the last interval
     double comm_ms;                             // comm time per step over the last interval
@@ -45,7 +45,8 @@ typedef struct {
     uint64_t step, epoch;       // the lowest step (and its epoch) among those reported
     double steps_s, samples_s;  // steps/s: the slowest rank's; samples/s: summed over the ranks
     double in_bps, out_bps;     // bytes/s received and sent by the workers, summed
-    double loss, acc;           // mean train loss over the ranks; the best test accuracy (-1: none)
+    double loss, train_acc;     // means over the ranks of the last interval's train loss, accuracy
+    double acc;                 // the best test accuracy reported (-1: none)
     int slow_rank, slow_shard;  // the rank and shard with the longest wait per step (-1: none),
     double slow_ms;             // without shards the rank with the most comm time per step
 } coord_view_line;
@@ -65,7 +66,7 @@ void coord_view_final(coord_view *v, int rank, const char *host, const wr_pmsg *
 void coord_view_sum(const coord_view *v, const int *ranks, int n, coord_view_line *out);
 
 // The line, e.g. "progress step 120/400 epoch 2 | 10.3 steps/s 1318
-// samples/s | in 12.1 MB/s out 12.0 MB/s | loss 0.4200 acc 0.8600 |
+// samples/s | in 12.1 MB/s out 12.0 MB/s | loss 0.4200 acc 0.8600 test 0.8512 |
 // slowest: shard 1 (wait 41.0 ms/step, rank 3 on host X)". slow_host names
 // the slow rank's host (NULL: unknown).
 void coord_view_format(const coord_view_line *l, int64_t total_steps, const char *slow_host, char *buf,

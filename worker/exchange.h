@@ -67,6 +67,7 @@ typedef struct {
     int64_t steps, samples;              // steps done, examples of its local batches
     double seconds;                      // training wall time since its first step
     double loss;                         // mean train loss since the last report
+    double train_acc;                    // training accuracy of the batches since the last report
     double acc;                          // the last test accuracy, -1 = none yet
     double t_compute, t_encode, t_comm;  // seconds in each part of the steps
     double bytes_sent, bytes_recv;       // bytes of the step messages

@@ -56,6 +56,7 @@ static void figures(wr_pmsg *h, const wr_exchange_progress *p) {
         {"samples", (double)p->samples},
         {"seconds", p->seconds},
         {"loss", p->loss},
+        {"train_acc", p->train_acc},
         {"acc", p->acc},
         {"compute_s", p->t_compute},
         {"encode_s", p->t_encode},

@@ -148,6 +148,7 @@ static void report(run *r, int64_t t, wr_exchange_progress *p) {
         .samples = s->samples,
         .seconds = wr_now() - r->t_train0,
         .loss = r->win.steps ? r->win.loss / (double)r->win.steps : 0,
+        .train_acc = r->win.samples ? (double)r->win.correct / (double)r->win.samples : 0,
         .acc = s->test_accuracy,
         .t_compute = s->t_compute,
         .t_encode = s->t_encode,

@@ -77,7 +77,7 @@ static void test_two_ranks(void **state) {
     assert_non_null(strstr(line, "progress step 20/400 epoch 2 |"));
     assert_non_null(strstr(line, "20.0 steps/s 2560 samples/s"));
     assert_non_null(strstr(line, "in 0.1 MB/s out 0.0 MB/s"));
-    assert_non_null(strstr(line, "acc -"));
+    assert_non_null(strstr(line, "acc 0.0000 test -"));
     assert_non_null(strstr(line, "slowest: shard 0 (wait 4.0 ms/step, rank 1 on host host1)"));
     // A rank that has not reported: the line says how many did.
     int three[] = {0, 1, 7};
