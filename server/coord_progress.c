@@ -23,6 +23,8 @@ static coord_view *view_of(coord *c) {
     return c->view;
 }
 
+// Refusals are counted and logged, never answered: a worker takes any ERROR
+// from the coordinator as the end of its run, and a report must not stop one.
 void coord_on_progress(coord *c, coord_in *in) {
     const coord_node *n = in->n;
     char why[COORD_REASON_MAX];
@@ -30,11 +32,11 @@ void coord_on_progress(coord *c, coord_in *in) {
     if (!c->formed || n->role != WR_ROLE_WORKER || n->index < 0 || in->h.rank != n->index || !n->member) {
         snprintf(why, sizeof why, "PROGRESS for rank %d from %s, which is not that member of the job",
                  in->h.rank, in->who);
-        coord_refuse(c, in, WR_PERR_ROLE, why);
+        wr_refused(&c->refused, WR_PERR_ROLE, in->who, why);
         return;
     }
     if (coord_view_take(view_of(c), &in->h, n->host, c->cfg.shards, wr_now(), why, sizeof why) != WR_OK)
-        coord_refuse(c, in, WR_PERR_RANGE, why);
+        wr_refused(&c->refused, WR_PERR_RANGE, in->who, why);
 }
 
 void coord_progress_stats(coord *c, const coord_in *in) {
