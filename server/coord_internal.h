@@ -10,6 +10,8 @@
 //   digest_book.c  the replica digest checks (pure)
 //   coord_allreduce.c  mode=allreduce: no shards, data addresses, groups, a
 //                  fixed membership
+//   coord_progress.c, coord_view.c, coord_summary.c  the workers' PROGRESS,
+//                  the cluster progress line, the job's summary JSON
 #ifndef WR_COORD_INTERNAL_H
 #define WR_COORD_INTERNAL_H
 
