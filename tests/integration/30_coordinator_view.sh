@@ -9,7 +9,12 @@
 # 2. Started by hand on one host: a coordinator and a shard, 2 workers with
 #    --summary "$T/run-{rank}.json": each rank writes its own file
 #    (run-0.json, run-1.json, each with its own rank), nothing is overwritten.
+# 3. A slow shard is named: shard 0 (pushed first, normally the quicker one)
+#    stopped for 1 s mid-job (SIGSTOP, well under heartbeat_timeout): a
+#    coordinator line names shard 0 with a wait of at least 10 ms/step (1 s
+#    over a 50-step interval is 20), and the job still ends with status 0.
 source "$(dirname "$0")/lib/common.bash"
+source "$(dirname "$0")/lib/elastic.bash"
 
 JOB=(model=synthetic:200000 steps=60 progress_every=10 digest_every=20)
 
@@ -66,4 +71,17 @@ for r in 0 1; do
     [ "$(json_get "$D/run-$r.json" rank)" = "$r" ] || fail "run-$r.json does not hold rank $r's summary"
 done
 [ -e "$D/run-{rank}.json" ] && fail "a worker wrote the pattern's name literally"
-pass "$n_lines coordinator progress lines (steps $steps), its summary has ranks 0-2; run-{rank}.json gave one file per rank"
+# ---- 3. a slow shard named ---------------------------------------------------------------
+start_job slow -S 2 -n 2 model=synthetic:200000 steps=3000 progress_every=50 digest_every=0
+wait_for 60 "step 200 in worker0's log" reached worker0 200
+shard0=$(pid_of shard0)
+kill -STOP "$shard0" || fail "cannot stop shard0"
+sleep 1
+kill -CONT "$shard0"
+wait_job 120
+[ "$RC" = "$WR_EXIT_OK" ] || fail "the job with a paused shard ended with $RC (expected $WR_EXIT_OK)"
+worst=$(sed -nE 's/.*coordinator \[info\] progress step .*slowest: shard 0 \(wait ([0-9.]+) ms\/step.*/\1/p' \
+    "$T/logs/coordinator.log" | sort -g | tail -n 1)
+fge "${worst:-0}" 10 || fail "no coordinator line names shard 0 with a wait >= 10 ms/step after its 1 s pause (worst '$worst')"
+
+pass "shard 0 paused 1 s: named at ${worst} ms/step; $n_lines coordinator progress lines (steps $steps), its summary has ranks 0-2; run-{rank}.json gave one file per rank"
