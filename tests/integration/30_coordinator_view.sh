@@ -13,6 +13,8 @@
 #    stopped for 1 s mid-job (SIGSTOP, well under heartbeat_timeout): a
 #    coordinator line names shard 0 with a wait of at least 10 ms/step (1 s
 #    over a 50-step interval is 20), and the job still ends with status 0.
+# 4. mode=allreduce (no shards): the same lines, naming the rank with the most
+#    comm time per step; the summary lists both ranks with no shard waits.
 source "$(dirname "$0")/lib/common.bash"
 source "$(dirname "$0")/lib/elastic.bash"
 
@@ -84,4 +86,18 @@ worst=$(sed -nE 's/.*coordinator \[info\] progress step .*slowest: shard 0 \(wai
     "$T/logs/coordinator.log" | sort -g | tail -n 1)
 fge "${worst:-0}" 10 || fail "no coordinator line names shard 0 with a wait >= 10 ms/step after its 1 s pause (worst '$worst')"
 
-pass "shard 0 paused 1 s: named at ${worst} ms/step; $n_lines coordinator progress lines (steps $steps), its summary has ranks 0-2; run-{rank}.json gave one file per rank"
+# ---- 4. mode=allreduce -------------------------------------------------------------------
+run_local ar -n 2 mode=allreduce "${JOB[@]}"
+[ "$RC" = "$WR_EXIT_OK" ] || fail "mode=allreduce: wren-local exited with $RC (expected $WR_EXIT_OK)"
+n_ar=$(grep -c 'coordinator \[info\] progress step .*slowest: rank [01] on host .* (comm [0-9.]* ms/step)' \
+    "$T/logs/coordinator.log")
+[ "$n_ar" -ge 2 ] || fail "mode=allreduce: $n_ar coordinator lines name the slowest rank (2+ expected)"
+python3 - "$T/sum/coordinator.json" <<'EOF' || fail "mode=allreduce: the coordinator's summary is not what it should be"
+import json, sys
+j = json.load(open(sys.argv[1]))
+assert j["mode"] == "allreduce" and j["exit_status"] == 0, j
+assert sorted(r["rank"] for r in j["ranks"]) == [0, 1], j["ranks"]
+assert all(r["shard_wait_ms_per_step"] == [] and r["step"] == 60 for r in j["ranks"]), j["ranks"]
+EOF
+
+pass "mode=allreduce: $n_ar lines; shard 0 paused 1 s: named at ${worst} ms/step; $n_lines coordinator progress lines (steps $steps), its summary has ranks 0-2; run-{rank}.json gave one file per rank"
