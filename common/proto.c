@@ -27,9 +27,10 @@
 // Names in enum order (the enums count from 0 and 1 without gaps).
 static const char *const perr_names[] = {"none",  "malformed", "version", "type",  "missing", "field-type",
                                          "range", "payload",   "job",     "epoch", "step",    "role"};
-static const char *const type_names[] = {"UNKNOWN", "REGISTER",  "CLUSTER_MAP", "PUSH",  "BROADCAST", "PULL",
-                                         "PARAMS",  "HEARTBEAT", "BARRIER",     "JOIN",  "LEAVE",     "STATS",
-                                         "DIGEST",  "ERROR",     "SHUTDOWN",    "FENCE", "CHUNK"};
+static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
+                                         "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
+                                         "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN",
+                                         "FENCE",   "CHUNK",    "PROGRESS"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -106,6 +107,7 @@ void wr_pmsg_clear(wr_pmsg *m) {
         free(m->config);
     }
     free(m->tokens);
+    free(m->waits);
     if (m->idents) {
         for (uint32_t i = 0; i < m->n_idents; i++) free(m->idents[i]);
         free(m->idents);
@@ -193,6 +195,7 @@ enum fid {
     F_GN,
     F_LA,
     F_SG,
+    F_SW,
     F_COUNT
 };
 
@@ -226,12 +229,14 @@ static int decode_config(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t 
 static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_token(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_ident(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_wait(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_wait(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 
 static const struct field {
     const char *key;  // on the wire
@@ -296,6 +301,7 @@ static const struct field {
     FLD(F_GN, "gn", "group_name", FK_STR, group_name),
     FLD(F_LA, "la", "local_addr", FK_STR, local_addr),
     FLD(F_SG, "sg", "stage", FK_UINT, stage),
+    ARR(F_SW, "sw", "shard_waits", n_waits, WR_MAX_SHARDS, waits, sizeof(uint64_t), wait),
 #undef ARR
 #undef FLD
 };
@@ -479,6 +485,16 @@ static int decode_ident(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i
     return entry_str(c, F_WU, i, e, m->idents[i], WR_IDENT_MAX);
 }
 
+// PROGRESS: microseconds of waiting for one shard, an unsigned integer.
+static int decode_wait(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    if (e->type != MSGPACK_OBJECT_POSITIVE_INTEGER) return ftype(c, F_SW, "unsigned integers");
+    if (e->via.u64 > WR_MAX_WAIT_US)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'sw' (shard_waits) entry %u: %llu exceeds 2^53",
+                    c->tn, i, (unsigned long long)e->via.u64);
+    m->waits[i] = e->via.u64;
+    return WR_OK;
+}
+
 // An array field: the count, the storage for the entries, then each entry.
 static int decode_array(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
     const struct field *fd = &fields[f];
@@ -565,6 +581,9 @@ static void pack_bin(msgpack_packer *pk, const uint8_t *b) {
 
 static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_bin(pk, m->tokens[i]); }
 static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) { pack_cstr(pk, m->idents[i]); }
+static void pack_wait(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    msgpack_pack_uint64(pk, m->waits[i]);
+}
 
 // Writes field f of m as key and value.
 static void pack_field(msgpack_packer *pk, const wr_pmsg *m, enum fid f) {
@@ -845,18 +864,35 @@ static int check_leave(dctx *c, const wr_pmsg *m, uint64_t payload) {
 static int check_stats(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
     if (m->n_stats > WR_MAX_STATS)
-        return fail(c->perr, WR_PERR_RANGE, c->err, "STATS field 'st' (stats): %u entries, at most %d",
+        return fail(c->perr, WR_PERR_RANGE, c->err, "%s field 'st' (stats): %u entries, at most %d", c->tn,
                     m->n_stats, WR_MAX_STATS);
     for (uint32_t i = 0; i < m->n_stats; i++) {
         if (!str_ok(m->stats[i].name, WR_STAT_NAME_MAX) || m->stats[i].name[0] == 0)
             return fail(c->perr, WR_PERR_RANGE, c->err,
-                        "STATS field 'st' (stats): entry %u name empty or longer than %d bytes", i,
+                        "%s field 'st' (stats): entry %u name empty or longer than %d bytes", c->tn, i,
                         WR_STAT_NAME_MAX - 1);
         if (!isfinite(m->stats[i].value))
             return fail(c->perr, WR_PERR_RANGE, c->err,
-                        "STATS field 'st' (stats): entry %u ('%s') value is not finite", i, m->stats[i].name);
+                        "%s field 'st' (stats): entry %u ('%s') value is not finite", c->tn, i,
+                        m->stats[i].name);
     }
     return WR_OK;
+}
+
+// PROGRESS: a worker's figures (named, as STATS) and its wait per shard.
+static int check_progress(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    if (m->rank < 0)
+        return fail(c->perr, WR_PERR_RANGE, c->err, "PROGRESS field 'r' (rank): %d, must name the sender",
+                    m->rank);
+    if (m->n_waits > WR_MAX_SHARDS || (m->n_waits && !m->waits))
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "PROGRESS field 'sw' (shard_waits): %u entries (at most %d), or the array NULL",
+                    m->n_waits, WR_MAX_SHARDS);
+    for (uint32_t i = 0; i < m->n_waits; i++)
+        if (m->waits[i] > WR_MAX_WAIT_US)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "PROGRESS field 'sw' (shard_waits) entry %u: exceeds 2^53", i);
+    return check_stats(c, m, payload);
 }
 
 // ERROR and SHUTDOWN: a code (error code or exit status) and a reason.
@@ -902,6 +938,7 @@ static const struct {
     [WR_MT_FENCE] = {0, 0, NULL},  // epoch and step only
     // 'nw' only with PLANES; 'sh' is never set (check_chunk)
     [WR_MT_CHUNK] = {B(F_R) | B(F_O) | B(F_N) | B(F_C) | B(F_PL) | B(F_TK) | B(F_SG), B(F_NW), check_chunk},
+    [WR_MT_PROGRESS] = {B(F_R) | B(F_ST), B(F_SW), check_progress},
 };
 
 // Checks a whole message (a decoded one, or one about to be encoded) that
@@ -943,6 +980,7 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
     if (!m->local_addr[0]) set &= ~B(F_LA);
     if (m->type == WR_MT_CHUNK && m->codec != WR_CODEC_PLANES) set &= ~B(F_NW);
     if (!m->n_idents) set &= ~B(F_WU);
+    if (!m->n_waits) set &= ~B(F_SW);
 
     out->len = 0;
     msgpack_packer pk;

@@ -25,7 +25,8 @@
 #define WR_HOST_MAX 64
 #define WR_REASON_MAX 256
 #define WR_MAX_STATS 64
-#define WR_MAX_CONFIG 256  // key=value pairs carried in a cluster map
+#define WR_MAX_WAIT_US (1ULL << 53)  // PROGRESS 'sw' entries: microseconds, exact in a double
+#define WR_MAX_CONFIG 256            // key=value pairs carried in a cluster map
 // Wire limits (see docs/PROTOCOL.md):
 #define WR_CONFIG_STR_MAX 512           // bytes of one "key=value" string, NUL included
 #define WR_STAT_NAME_MAX 48             // bytes of a stat name, NUL included (= sizeof wr_stat.name)
@@ -65,6 +66,7 @@ enum wr_msg_type {
                          // epoch e from step s; shard -> coordinator acknowledges the pending map of
                          // epoch e, s = its last completed step
     WR_MT_CHUNK,         // worker -> worker (mode=allreduce): a part of a collective of step s, stage sg
+    WR_MT_PROGRESS,      // worker -> coordinator: its figures after step s, every progress_every steps
     WR_MT_COUNT_
 };
 
@@ -200,6 +202,11 @@ typedef struct {
 
     // CHUNK: the collective's stage (enum wr_ar_stage)
     int stage;
+
+    // PROGRESS (optional 'sw'): per shard, the microseconds this worker waited
+    // for its broadcasts since it started (docs/PROTOCOL.md, "PROGRESS")
+    uint32_t n_waits;
+    uint64_t *waits;  // [n_waits]
 
     // BARRIER
     uint64_t barrier_id;

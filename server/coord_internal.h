@@ -10,6 +10,8 @@
 //   digest_book.c  the replica digest checks (pure)
 //   coord_allreduce.c  mode=allreduce: no shards, data addresses, groups, a
 //                  fixed membership
+//   coord_progress.c, coord_view.c, coord_summary.c  the workers' PROGRESS,
+//                  the cluster progress line, the job's summary JSON
 #ifndef WR_COORD_INTERNAL_H
 #define WR_COORD_INTERNAL_H
 
@@ -17,6 +19,7 @@
 
 #include "admission.h"
 #include "cluster.h"
+#include "coord_view.h"
 #include "coordinator.h"
 #include "digest_book.h"
 #include "node.h"
@@ -176,6 +179,7 @@ typedef struct {
     double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
     coord_restart restart;
     uint64_t state_seq;  // coord_state.c: the last state file written (its 'step')
+    coord_view *view;    // coord_progress.c: the workers' reports (NULL until the first)
 } coord;
 
 // One received message on its way to its handler.
@@ -350,6 +354,18 @@ int coord_agg_form(coord *c);
 
 // barrier.c
 void coord_on_barrier(coord *c, coord_in *in);
+
+// coord_progress.c: one view of the job (PROGRESS, the cluster progress
+// line, the final STATS kept) and coord_summary.c (--summary)
+void coord_on_progress(coord *c, coord_in *in);
+// A worker's STATS: kept for the summary.
+void coord_progress_stats(coord *c, const coord_in *in);
+// Once formed: the cluster progress line when it is due (never waits);
+// last = 1 at the end of the job: the line of whatever arrived since.
+void coord_progress_tick(coord *c, double now, int last);
+void coord_progress_free(coord *c);
+// At the end: the summary JSON to --summary FILE (a failure is logged).
+void coord_summary_write(coord *c);
 
 // liveness.c
 void coord_on_heartbeat(coord *c, coord_in *in);

@@ -145,7 +145,7 @@ static void on_digest(coord *c, coord_in *in) {
 }
 
 static void on_stats(coord *c, coord_in *in) {
-    (void)c;
+    coord_progress_stats(c, in);
     char line[2048];
     size_t at = 0;
     line[0] = 0;
@@ -185,6 +185,7 @@ static const struct {
     [WR_MT_LEAVE] = {coord_on_leave, NEED_JOB | NEED_PEER},
     [WR_MT_FENCE] = {coord_on_fence, NEED_JOB | NEED_PEER},
     [WR_MT_JOIN] = {coord_on_join, 0},
+    [WR_MT_PROGRESS] = {coord_on_progress, NEED_JOB | NEED_PEER},
 };
 
 // Checks what the type needs, then hands the message to its handler; a type
@@ -305,6 +306,7 @@ static void tick(coord *c) {
     if (watch) coord_epochs_tick(c, now);
     if (watch) coord_replace_tick(c, now);
     if (watch) coord_liveness_tick(c, now);
+    if (watch) coord_progress_tick(c, now, 0);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
@@ -420,6 +422,7 @@ static void coord_free(coord *c) {
     free(c->barrier.in);
     wr_reply_gate_free(&c->gate);
     free(c->hosts);
+    coord_progress_free(c);
     coord_membership_free(c);
 }
 
@@ -466,7 +469,9 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         poll_once(c);
         if (c->status == COORD_RUNNING) tick(c);
     }
+    if (c->formed) coord_progress_tick(c, wr_now(), 1);
     finish_report(c);
+    coord_summary_write(c);
     coord_state_save(c, 1);  // a coordinator started again after this starts a new job
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

@@ -31,7 +31,8 @@ static void usage_main(FILE *f) {
 static void usage_coordinator(FILE *f) {
     fprintf(f, "usage: wren-server coordinator [--config FILE] [--bind ADDR] [--advertise ADDR]\n"
                "                               [--key FILE --allow FILE] [--allow-insecure]\n"
-               "                               [--log-level L] [--print-config] [key=value ...]\n"
+               "                               [--log-level L] [--print-config] [--summary FILE]\n"
+               "                               [key=value ...]\n"
                "\n"
                "  --config FILE     job config file (`key = value` lines; docs/CONFIG.md)\n"
                "  --bind ADDR       address to listen on (default tcp://*:7000; ipc:///path works too).\n"
@@ -47,6 +48,8 @@ static void usage_coordinator(FILE *f) {
                "  --log-level L     error | warn | info | debug (default info, or $WREN_LOG)\n"
                "  --io-threads N    transport I/O threads (default 1)\n"
                "  --print-config    print the effective job config and exit\n"
+               "  --summary FILE    write the job's summary JSON (every rank's figures, tta, digests)\n"
+               "                    to FILE at the end\n"
                "  key=value         overrides applied after the file, in order\n"
                "  -h, --help        this text\n");
 }
@@ -133,6 +136,7 @@ static int run_coordinator(int argc, char **argv) {
         {"key", required_argument, NULL, 'k'},
         {"allow", required_argument, NULL, 'A'},
         {"allow-insecure", no_argument, NULL, 'I'},
+        {"summary", required_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -162,6 +166,8 @@ static int run_coordinator(int argc, char **argv) {
             allow = optarg;
         else if (c == 'I')
             co.allow_insecure = 1;
+        else if (c == 'S')
+            co.summary = optarg;
         else {
             usage_coordinator(c == 'h' ? stdout : stderr);
             return c == 'h' ? WR_EXIT_OK : WR_EXIT_CONFIG;

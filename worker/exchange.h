@@ -60,6 +60,23 @@ typedef struct {
     uint64_t epoch;  // the membership's epoch (0: no cluster)
 } wr_exchange_members;
 
+// A worker's figures every progress_every steps (the loop fills the inputs;
+// totals count from this worker's first step).
+typedef struct {
+    int64_t step, epoch;                 // the last step done, and the data epoch it belongs to (from 1)
+    int64_t steps, samples;              // steps done, examples of its local batches
+    double seconds;                      // training wall time since its first step
+    double loss;                         // mean train loss since the last report
+    double train_acc;                    // training accuracy of the batches since the last report
+    double acc;                          // the last test accuracy, -1 = none yet
+    double t_compute, t_encode, t_comm;  // seconds in each part of the steps
+    double bytes_sent, bytes_recv;       // bytes of the step messages
+    // out (the exchange): the shard whose broadcasts this worker waited for
+    // longest since its last report (-1: no shards), that wait per step (ms)
+    int slow_shard;
+    double slow_wait_ms;
+} wr_exchange_progress;
+
 typedef struct {
     const char *mode;  // the summary's "mode": "standalone", "ps"
 
@@ -107,6 +124,12 @@ typedef struct {
     // loop calls it every digest_every steps). Best effort: a send that fails
     // is logged. NULL when there are no replicas to compare (local).
     void (*digests)(void *self, int64_t t);
+
+    // progress: reports p to whoever watches the job (ps: PROGRESS to the
+    // coordinator; docs/PROTOCOL.md) and fills its out fields. Best effort,
+    // never blocks for long: a send that fails is logged at debug level.
+    // NULL: nobody to report to (local).
+    void (*progress)(void *self, wr_exchange_progress *p);
 
     // leave: status WR_EXIT_OK: the run finished; st holds its figures (ps:
     // STATS, then LEAVE). Otherwise the run stops with that status and reason

@@ -42,6 +42,7 @@ static void usage(FILE *f) {
             "  --data-local ADDR|none mode=allreduce over tcp: the ipc endpoint for the workers of\n"
             "                         its group (default ipc:///tmp/wren-ar-UID-PID.sock)\n"
             "  --summary FILE         write a JSON summary of the run to FILE at the end\n"
+            "                         (\"{rank}\" in FILE becomes the worker's rank)\n"
             "  --log-level L          error | warn | info | debug (default info, or WREN_LOG)\n"
             "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS default)\n"
             "  --connect-timeout S    seconds to wait for the coordinator's reply, and for a connection to\n"

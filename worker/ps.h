@@ -101,6 +101,13 @@ typedef struct wr_ps {
     double coord_lost, coord_reg_t;
     int coord_down;
     struct wr_ar *ar;  // mode=allreduce: the data endpoints and peers (allreduce.h), else NULL
+    // Progress (ps_progress.c): per shard, microseconds from the end of the
+    // step's pushes to its broadcast, summed over the steps ([n_shards], NULL
+    // until the first broadcast wait); their values and the step count at
+    // the last report, for the window's slowest shard.
+    double wait_t0;
+    uint64_t *wait_us, *wait_us_last;
+    int64_t prog_steps;
 } wr_ps;
 
 // Formats the reason into err, records the WR_EC_* code for leave (0: send
@@ -194,5 +201,13 @@ void wr_ps_digests(void *self, int64_t t);
 int wr_ps_apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err);
 // Allocates the Birder state and push buffers once the ranges are known.
 void wr_ps_step_init(wr_ps *w);
+
+// ps_progress.c: the progress op (exchange.h): PROGRESS{figures, wait per
+// shard} to the coordinator, and the window's slowest shard into p.
+void wr_ps_progress(void *self, wr_exchange_progress *p);
+// Adds the wait for shard s's broadcast (now - w->wait_t0) to its total.
+void wr_ps_wait_done(wr_ps *w, int s);
+// Frees the wait totals.
+void wr_ps_progress_free(wr_ps *w);
 
 #endif

@@ -716,6 +716,7 @@ static void ps_free(void *self) {
     free(w->m);
     free(w->b);
     free(w->align_scratch);
+    wr_ps_progress_free(w);
     wr_buf_free(&w->hbuf);
     free(w);
 }
@@ -727,6 +728,7 @@ static const wr_exchange_ops ps_ops = {
     .members = wr_ps_members,
     .step = wr_ps_step,
     .digests = wr_ps_digests,
+    .progress = wr_ps_progress,
     .leave = ps_leave,
     .free = ps_free,
 };

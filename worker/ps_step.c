@@ -196,6 +196,7 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
                            birder ? "birder" : "fp32");
     st->t_codec += wr_now() - t0;
     sc->pending = 0;
+    wr_ps_wait_done(w, i);
     if (h->epoch > w->seen_epoch) w->seen_epoch = h->epoch;
     return 1;
 }
@@ -256,6 +257,7 @@ int wr_ps_apply_broadcasts(wr_ps *w, wr_exchange_step *st, char *err) {
         .job_id = w->cfg.job_id, .check_step = 1, .step_min = (uint64_t)st->t, .step_max = (uint64_t)st->t};
     const double bound = w->cfg.step_timeout + w->cfg.register_timeout;
     double t_start = wr_now(), next_report = w->cfg.stall_report;
+    w->wait_t0 = t_start;  // each shard's wait runs from here to its broadcast (progress)
     char e2[WR_ERR_LEN];
     for (int left = w->n_shards; left > 0;) {
         double el = wr_now() - t_start, rem = bound - el;

@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "wr_common.h"
@@ -10,6 +11,26 @@
 double wr_train_samples_per_s(const wr_train_stats *s) {
     double t = s->seconds - s->t_eval;
     return t > 0 && s->steps > 0 ? (double)s->global_batch * (double)s->steps / t : 0;
+}
+
+int wr_summary_path(const char *pattern, int rank, char *out, size_t len, char *err) {
+    static const char key[] = "{rank}";
+    size_t at = 0;
+    for (const char *p = pattern; *p;) {
+        int k;
+        if (!strncmp(p, key, sizeof key - 1)) {
+            k = snprintf(out + at, len - at, "%d", rank);
+            p += sizeof key - 1;
+        } else {
+            k = snprintf(out + at, len - at, "%c", *p++);
+        }
+        if (k < 0 || (size_t)k >= len - at)
+            return wr_err(err, WR_ERR, "summary path %s: longer than %zu bytes with the rank in it", pattern,
+                          len - 1);
+        at += (size_t)k;
+    }
+    if (len) out[at] = 0;
+    return WR_OK;
 }
 
 static void json_num(FILE *f, const char *key, double v, int last) {

@@ -5,6 +5,7 @@
 #ifndef WR_SUMMARY_H
 #define WR_SUMMARY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -40,6 +41,11 @@ double wr_train_samples_per_s(const wr_train_stats *s);
 // shards). Blocking file I/O. WR_OK or WR_ERR naming the path.
 int wr_write_summary(const char *path, const char *mode, const wr_job_config *cfg, int rank, int n_workers,
                      int n_shards, const wr_train_stats *s, char *err);
+
+// The summary's path for a worker of rank `rank`: pattern with every
+// "{rank}" replaced by the rank (so workers sharing a host write one file
+// each). WR_OK, or WR_ERR when the result does not fit in len bytes.
+int wr_summary_path(const char *pattern, int rank, char *out, size_t len, char *err);
 
 // Keys: mode, model, codec, broadcast, hfp8, rank, workers, shards, batch,
 // steps, accuracy (last test accuracy, -1 = none), best_accuracy,

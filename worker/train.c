@@ -44,19 +44,28 @@ int64_t wr_train_steps_per_epoch(const wr_train_job *job) {
 // ---- before the first step -----------------------------------------------------
 
 // Builds the model of the config and loads its data, so that whatever is wrong
-// with the config shows up before the job forms.
+// with the config shows up before the job forms. Says what it loads and how
+// long each part took (loading takes seconds; a silent worker looks hung).
 static int build(run *r, char *err) {
     wr_train_job *j = &r->job;
     const wr_job_config *c = &j->cfg;
     wr_model_opts mo = {c->hfp8, c->fp8_first_last, c->loss_scale, j->max_batch, c->seed, j->threads};
     char e2[WR_ERR_LEN];
+    wr_info("loading model %s (hfp8 %s)", c->model, c->hfp8 ? "on" : "off");
+    double t0 = wr_now();
     if (wr_model_create(c->model, &mo, &j->model, e2) != WR_OK)
         return wr_err(err, WR_EXIT_CONFIG, "model: %s", e2);
+    wr_info("model %s: %zu parameters (%.1f MiB fp32) in %.2f s", c->model, wr_model_num_params(j->model),
+            (double)wr_model_num_params(j->model) * 4 / (1 << 20), wr_now() - t0);
     j->data_model = strcmp(wr_model_kind(j->model), "synthetic") != 0;
     if (!j->data_model) return WR_EXIT_OK;
+    int test = c->eval_every_epoch >= 0;
+    wr_info("loading Fashion-MNIST from %s (training set%s)", c->data_dir, test ? " and test set" : "");
+    t0 = wr_now();
     if (wr_dataset_load(c->data_dir, 1, &j->train, err) != WR_OK) return WR_EXIT_CONFIG;
-    if (c->eval_every_epoch >= 0 && wr_dataset_load(c->data_dir, 0, &j->test, err) != WR_OK)
-        return WR_EXIT_CONFIG;
+    if (test && wr_dataset_load(c->data_dir, 0, &j->test, err) != WR_OK) return WR_EXIT_CONFIG;
+    wr_info("data %s: %d training and %d test examples in %.2f s", c->data_dir, j->train.n,
+            test ? j->test.n : 0, wr_now() - t0);
     if ((int64_t)c->batch > (int64_t)j->train.n)
         return wr_err(err, WR_EXIT_CONFIG, "batch %d exceeds the %d training examples in %s", c->batch,
                       j->train.n, c->data_dir);
@@ -128,19 +137,48 @@ static void rejoined(run *r, int64_t t) {
 
 // ---- progress and evaluation ---------------------------------------------------
 
+// The window's figures to the exchange (the cluster's view on the
+// coordinator); it names the shard this worker waited for longest.
+static void report(run *r, int64_t t, wr_exchange_progress *p) {
+    const wr_train_stats *s = &r->st;
+    *p = (wr_exchange_progress){
+        .step = t,
+        .epoch = (t + r->spe - 1) / r->spe,
+        .steps = s->steps,
+        .samples = s->samples,
+        .seconds = wr_now() - r->t_train0,
+        .loss = r->win.steps ? r->win.loss / (double)r->win.steps : 0,
+        .train_acc = r->win.samples ? (double)r->win.correct / (double)r->win.samples : 0,
+        .acc = s->test_accuracy,
+        .t_compute = s->t_compute,
+        .t_encode = s->t_encode,
+        .t_comm = s->t_comm,
+        .bytes_sent = s->bytes_sent,
+        .bytes_recv = s->bytes_recv,
+        .slow_shard = -1,
+    };
+    if (r->ex.ops->progress) r->ex.ops->progress(r->ex.self, p);
+}
+
 static void progress_line(run *r, int64_t t, int64_t epoch) {
     window *w = &r->win;
+    wr_exchange_progress p;
+    report(r, t, &p);
     double now = wr_now(), el = now - w->t0, n = (double)w->steps;
     double comp = w->comp / n, enc = w->enc / n, comm = (w->all - w->comp - w->enc) / n;
+    char slow[64] = "";
+    if (p.slow_shard >= 0)
+        snprintf(slow, sizeof slow, " | slowest shard %d wait %.2f ms", p.slow_shard, p.slow_wait_ms);
     // Position 0 speaks for the job; the others' lines are there at debug level.
-    wr_log(r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
-           "progress epoch %lld step %lld/%lld loss %.4f acc %.4f samples/s %.0f "
-           "sent %.0f B/step recv %.0f B/step scale %g step %.2f ms = compute %.2f + encode %.2f + comm %.2f",
-           (long long)epoch, (long long)t, (long long)r->job.total_steps, w->loss / n,
-           w->samples ? (double)w->correct / (double)w->samples : 0,
-           el > 0 ? (double)r->job.cfg.batch * n / el : 0, (r->st.bytes_sent - w->sent0) / n,
-           (r->st.bytes_recv - w->recv0) / n, (double)wr_model_loss_scale(r->job.model),
-           (comp + enc + comm) * 1e3, comp * 1e3, enc * 1e3, comm * 1e3);
+    wr_log(
+        r->position == 0 ? WR_LOG_INFO : WR_LOG_DEBUG,
+        "progress epoch %lld step %lld/%lld loss %.4f acc %.4f samples/s %.0f "
+        "sent %.0f B/step recv %.0f B/step scale %g step %.2f ms = compute %.2f + encode %.2f + comm %.2f%s",
+        (long long)epoch, (long long)t, (long long)r->job.total_steps, w->loss / n,
+        w->samples ? (double)w->correct / (double)w->samples : 0,
+        el > 0 ? (double)r->job.cfg.batch * n / el : 0, (r->st.bytes_sent - w->sent0) / n,
+        (r->st.bytes_recv - w->recv0) / n, (double)wr_model_loss_scale(r->job.model),
+        (comp + enc + comm) * 1e3, comp * 1e3, enc * 1e3, comm * 1e3, slow);
     r->st.final_loss = w->loss / n;
     memset(w, 0, sizeof *w);
     w->t0 = now;
@@ -293,8 +331,10 @@ static int finish(run *r, char *err) {
     const wr_train_job *j = &r->job;
     // The cluster exchange serves both cluster modes: the summary names the job's.
     const char *mode = j->cfg.mode == WR_MODE_ALLREDUCE ? "allreduce" : r->ex.ops->mode;
-    if (wr_write_summary(r->o->summary_path, mode, &j->cfg, j->rank, j->n_workers, j->n_shards, s, err) !=
-        WR_OK)
+    // "{rank}" in the path: one file per worker when several share a host.
+    char path[WR_PATH_MAX];
+    if (wr_summary_path(r->o->summary_path, j->rank, path, sizeof path, err) != WR_OK ||
+        wr_write_summary(path, mode, &j->cfg, j->rank, j->n_workers, j->n_shards, s, err) != WR_OK)
         return WR_EXIT_FAILURE;
     return WR_EXIT_OK;
 }

@@ -35,9 +35,10 @@ static void same_or_die(const wr_pmsg *a, const wr_pmsg *b) {
     for (uint32_t i = 0; ok && i < a->n_stats; i++)
         ok = !strcmp(a->stats[i].name, b->stats[i].name) && a->stats[i].value == b->stats[i].value;
     ok = ok && a->has_token == b->has_token && !memcmp(a->token, b->token, WR_TOKEN_LEN) &&
-         a->n_tokens == b->n_tokens && a->n_idents == b->n_idents;
+         a->n_tokens == b->n_tokens && a->n_idents == b->n_idents && a->n_waits == b->n_waits;
     for (uint32_t i = 0; ok && i < a->n_tokens; i++) ok = !memcmp(a->tokens[i], b->tokens[i], WR_TOKEN_LEN);
     for (uint32_t i = 0; ok && i < a->n_idents; i++) ok = !strcmp(a->idents[i], b->idents[i]);
+    for (uint32_t i = 0; ok && i < a->n_waits; i++) ok = a->waits[i] == b->waits[i];
     if (!ok) abort();
 }
 

@@ -124,6 +124,20 @@ static inline void fill(wr_pmsg *m, int type) {
         m->has_token = 1;
         token_of(m->token, 1);
         break;
+    case WR_MT_PROGRESS:
+        m->rank = 2;
+        m->n_stats = 3;
+        strcpy(m->stats[0].name, "steps");
+        m->stats[0].value = 12;
+        strcpy(m->stats[1].name, "loss");
+        m->stats[1].value = 0.42;
+        strcpy(m->stats[2].name, "acc");
+        m->stats[2].value = -1;
+        m->n_waits = 2;  // microseconds waited for shard 0 and shard 1
+        m->waits = calloc(2, sizeof *m->waits);
+        m->waits[0] = 1500;
+        m->waits[1] = WR_MAX_WAIT_US;
+        break;
     }
 }
 

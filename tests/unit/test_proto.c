@@ -62,6 +62,8 @@ static void assert_same(const wr_pmsg *a, const wr_pmsg *b) {
     for (uint32_t i = 0; i < a->n_tokens; i++) assert_memory_equal(a->tokens[i], b->tokens[i], WR_TOKEN_LEN);
     assert_int_equal(a->n_idents, b->n_idents);
     for (uint32_t i = 0; i < a->n_idents; i++) assert_string_equal(a->idents[i], b->idents[i]);
+    assert_int_equal(a->n_waits, b->n_waits);
+    for (uint32_t i = 0; i < a->n_waits; i++) assert_true(a->waits[i] == b->waits[i]);
 }
 
 static int is_zero(const wr_pmsg *m) {
@@ -994,6 +996,67 @@ static void test_array_maxima(void **state) {
     expect_mut(WR_MT_CLUSTER_MAP, "cf", REPLACE, v_config_long, WR_PERR_RANGE, "config");
 }
 
+static void v_waits_many(msgpack_packer *pk) {
+    msgpack_pack_array(pk, WR_MAX_SHARDS + 1);
+    for (int i = 0; i <= WR_MAX_SHARDS; i++) msgpack_pack_uint64(pk, 1);
+}
+static void v_waits_big(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 2);
+    msgpack_pack_uint64(pk, 1);
+    msgpack_pack_uint64(pk, WR_MAX_WAIT_US + 1);
+}
+static void v_waits_neg(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int64(pk, -5);
+}
+static void v_waits_str(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    pk_key(pk, "10");
+}
+static void v_waits_float(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_double(pk, 1.5);
+}
+
+// PROGRESS (worker -> coordinator): a sender rank, figures as STATS are
+// checked, and 'sw' a bounded array of unsigned microseconds; without 'sw'
+// (mode=allreduce: no shards) it decodes with no waits.
+static void test_progress(void **state) {
+    (void)state;
+    expect_mut(WR_MT_PROGRESS, "r", DROP, NULL, WR_PERR_MISSING, "'r'");
+    expect_mut(WR_MT_PROGRESS, "st", DROP, NULL, WR_PERR_MISSING, "'st'");
+    expect_mut(WR_MT_PROGRESS, "r", REPLACE, v_m1, WR_PERR_RANGE, "must name the sender");
+    expect_mut(WR_MT_PROGRESS, "st", REPLACE, v_stat_nan, WR_PERR_RANGE, "PROGRESS field 'st'");
+    expect_mut(WR_MT_PROGRESS, "st", REPLACE, v_many_stats, WR_PERR_RANGE, "at most 64");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_waits_many, WR_PERR_RANGE, "at most 1024");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_waits_big, WR_PERR_RANGE, "exceeds 2^53");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_waits_neg, WR_PERR_FIELD_TYPE, "shard_waits");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_waits_str, WR_PERR_FIELD_TYPE, "shard_waits");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_waits_float, WR_PERR_FIELD_TYPE, "shard_waits");
+    expect_mut(WR_MT_PROGRESS, "sw", REPLACE, v_str, WR_PERR_FIELD_TYPE, "shard_waits");
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg m, d;
+    fill(&m, WR_MT_PROGRESS);
+    m.waits[0] = WR_MAX_WAIT_US + 1;  // the encoder refuses what the decoder would
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    assert_non_null(strstr(err, "shard_waits"));
+    free(m.waits);
+    m.waits = NULL;  // a count without its array
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    m.n_waits = 0;  // no shards: no 'sw' on the wire
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_int_equal(d.n_waits, 0);
+    assert_null(d.waits);
+    assert_same(&m, &d);
+    wr_pmsg_clear(&d);
+    m.rank = -1;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    wr_pmsg_clear(&m);
+    wr_buf_free(&b);
+}
+
 // Encoder refuses what the decoder would refuse (so a sender learns first).
 static void test_encode_refuses(void **state) {
     (void)state;
@@ -1111,6 +1174,7 @@ int main(void) {
         cmocka_unit_test(test_array_maxima),
         cmocka_unit_test(test_encode_refuses),
         cmocka_unit_test(test_random_mutations),
+        cmocka_unit_test(test_progress),
         cmocka_unit_test(test_map_shard_key),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -129,11 +129,30 @@ static void test_summary_bad_path(void **state) {
     assert_non_null(strstr(err, "/nonexistent-dir/x/summary.json"));
 }
 
+// "{rank}" in a summary path becomes the rank, every time it appears; a
+// path without it is kept; a result that does not fit is refused.
+static void test_summary_path_rank(void **state) {
+    (void)state;
+    char out[64], err[WR_ERR_LEN];
+    assert_int_equal(wr_summary_path("run-{rank}.json", 12, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "run-12.json");
+    assert_int_equal(wr_summary_path("d{rank}/w{rank}", 3, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "d3/w3");
+    assert_int_equal(wr_summary_path("run.json", 5, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "run.json");
+    assert_int_equal(wr_summary_path("{ran}{rank", 5, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "{ran}{rank");
+    char small[8];
+    assert_int_equal(wr_summary_path("abc-{rank}.json", 1, small, sizeof small, err), WR_ERR);
+    assert_non_null(strstr(err, "abc-{rank}.json"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_summary_keys_and_values),
         cmocka_unit_test(test_summary_non_finite_is_null),
         cmocka_unit_test(test_summary_bad_path),
+        cmocka_unit_test(test_summary_path_rank),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
