@@ -119,7 +119,7 @@ start_coordinator() {
     COORD_ADDR=tcp://$(addr_of "$COORD_HOST"):$COORD_PORT
     [ "$MODE" = allreduce ] || n=("shards=${#SHARD_HOSTS[@]}")  # the key is [1, 1024], ignored there
     start coordinator "$COORD_HOST" "$BIN/wren-server" coordinator --bind "$COORD_ADDR" \
-        --advertise "$COORD_ADDR" --allow-insecure "${LL[@]+"${LL[@]}"}" "${CFG[@]+"${CFG[@]}"}" \
+        --advertise "$COORD_ADDR" --summary "$OUT/sum/coordinator.json" --allow-insecure "${LL[@]+"${LL[@]}"}" "${CFG[@]+"${CFG[@]}"}" \
         "${KV[@]+"${KV[@]}"}" allow_insecure=on "${n[@]+"${n[@]}"}" "workers=${#WORKER_HOSTS[@]}"
     COORD_PID=${PIDS[0]}
     for i in $(seq 50); do  # up to 5 s to listen (or fail, e.g. a bad config)
