@@ -212,6 +212,27 @@ test: all
 	@$(MAKE) --no-print-directory test-integration
 	@echo "== make test: all passed"
 
+# ---- install (deploy/README.md, "systemd") ----------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the programs to
+# PREFIX/bin; the systemd units, with @PREFIX@ replaced, to
+# PREFIX/lib/systemd/system; their start helper wren-unit and exit-status.sh
+# to PREFIX/lib/wren; the env, job.conf and sysusers examples and deploy's
+# README to PREFIX/share/wren. Builds the programs if needed.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL_EXAMPLES = $(wildcard deploy/systemd/*.env.example) deploy/job.conf.example deploy/README.md
+.PHONY: install
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/wren $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/wren
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 deploy/systemd/wren-unit $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 scripts/lib/exit-status.sh $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 $(INSTALL_EXAMPLES) $(DESTDIR)$(PREFIX)/share/wren/
+	set -e; for f in deploy/systemd/*.service deploy/systemd/wren.sysusers.conf; do \
+	  case $$f in *.service) d=$(DESTDIR)$(UNITDIR) ;; *) d=$(DESTDIR)$(PREFIX)/share/wren ;; esac; \
+	  sed 's|@PREFIX@|$(PREFIX)|g' $$f > $$d/$$(basename $$f); chmod 0644 $$d/$$(basename $$f); done
+
 # ---- benchmarks ------------------------------------------------------------
 bench: all
 	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
