@@ -222,7 +222,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 INSTALL_EXAMPLES = $(wildcard deploy/systemd/*.env.example) deploy/job.conf.example deploy/README.md
-.PHONY: install
+.PHONY: install test-systemd
 install: $(PROGRAMS)
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/wren $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/wren
 	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
@@ -232,6 +232,12 @@ install: $(PROGRAMS)
 	set -e; for f in deploy/systemd/*.service deploy/systemd/wren.sysusers.conf; do \
 	  case $$f in *.service) d=$(DESTDIR)$(UNITDIR) ;; *) d=$(DESTDIR)$(PREFIX)/share/wren ;; esac; \
 	  sed 's|@PREFIX@|$(PREFIX)|g' $$f > $$d/$$(basename $$f); chmod 0644 $$d/$$(basename $$f); done
+# The systemd checks alone (both are also in test-integration): 29 install,
+# systemd-analyze, the units' command lines; 30 the units under a real
+# systemd booted in namespaces (about 80 s).
+test-systemd: all
+	@set -e; for t in tests/integration/29_systemd_units.sh tests/integration/30_systemd_boot.sh; do \
+	  echo "== $$t"; BUILD=$(BUILD) bash $$t; done
 
 # ---- benchmarks ------------------------------------------------------------
 bench: all
