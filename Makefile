@@ -218,6 +218,33 @@ test: all
 	@$(MAKE) --no-print-directory test-integration
 	@echo "== make test: all passed"
 
+# ---- install (deploy/README.md, "systemd") ----------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the programs to
+# PREFIX/bin; the systemd units, with @PREFIX@ replaced, to
+# PREFIX/lib/systemd/system; their start helper wren-unit and exit-status.sh
+# to PREFIX/lib/wren; the env, job.conf and sysusers examples and deploy's
+# README to PREFIX/share/wren. Builds the programs if needed.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL_EXAMPLES = $(wildcard deploy/systemd/*.env.example) deploy/job.conf.example deploy/README.md
+.PHONY: install test-systemd
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/wren $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/wren
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 deploy/systemd/wren-unit $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 scripts/lib/exit-status.sh $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 $(INSTALL_EXAMPLES) $(DESTDIR)$(PREFIX)/share/wren/
+	set -e; for f in deploy/systemd/*.service deploy/systemd/wren.sysusers.conf; do \
+	  case $$f in *.service) d=$(DESTDIR)$(UNITDIR) ;; *) d=$(DESTDIR)$(PREFIX)/share/wren ;; esac; \
+	  sed 's|@PREFIX@|$(PREFIX)|g' $$f > $$d/$$(basename $$f); chmod 0644 $$d/$$(basename $$f); done
+# The systemd checks alone (both are also in test-integration): 29 install,
+# systemd-analyze, the units' command lines; 30 the units under a real
+# systemd booted in namespaces (about 80 s).
+test-systemd: all
+	@set -e; for t in tests/integration/31_systemd_units.sh tests/integration/32_systemd_boot.sh; do \
+	  echo "== $$t"; BUILD=$(BUILD) bash $$t; done
+
 # ---- benchmarks ------------------------------------------------------------
 bench: all
 	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
