@@ -67,11 +67,20 @@ static void usage(FILE *f) {
 static wr_train_stop g_stop;
 
 static void on_stop_signal(int sig) {
-    if (g_stop.requested || !g_stop.training) _exit(128 + sig);
+    if (g_stop.requested) {
+        wr_log_signal(WR_LOG_ERROR, sig, "a second signal while leaving: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    if (!g_stop.training) {
+        wr_log_signal(WR_LOG_ERROR, sig, "not training yet: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    wr_log_signal(WR_LOG_INFO, sig, "finishing the step in progress, then leaving the job", -1);
     g_stop.requested = sig;
 }
 
 static void install_stop_handler(void) {
+    wr_log_signal_prepare();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
