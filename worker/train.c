@@ -321,7 +321,10 @@ int wr_train_run(wr_exchange ex, const wr_train_opts *o, wr_train_stats *st, cha
     if (status == WR_EXIT_OK) status = train_steps(r, err);
     if (o->stop) o->stop->training = 0;
     ex.ops->leave(ex.self, status, err, &r->st);
-    if (status == WR_EXIT_OK) status = finish(r, err);
+    if (status == WR_EXCHANGE_JOB_DONE)
+        status = WR_EXIT_OK;  // the job is over without this worker: nothing to finish
+    else if (status == WR_EXIT_OK)
+        status = finish(r, err);
     if (status != WR_EXIT_OK) wr_error("%s", err);
     if (st) *st = r->st;
     run_free(r);
