@@ -244,7 +244,8 @@ static void after_step(run *r, int64_t t, int64_t epoch) {
     const int64_t total = r->job.total_steps;
     if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
         r->ex.ops->digests(r->ex.self, t);
-    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
+    // Epochs are counted from 1 in what people read (progress and eval lines).
+    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch + 1);
     if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
     if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
 }
