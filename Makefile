@@ -90,6 +90,18 @@ $(BUILD)/%.o: %.c
 	$(Q)$(CC) $(ALL_CFLAGS) $(call inc_for,$<) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
 	$(if $(Q),@echo "  CC    $@")
 
+# The version --version prints: `git describe` at build time, "unknown"
+# outside a git checkout. Only common/version.c gets it, and it is rebuilt
+# when the version changes ($(BUILD)/version.stamp changes only then).
+WREN_VERSION := $(or $(shell git -C $(CURDIR) describe --always --dirty 2>/dev/null),unknown)
+.PHONY: FORCE
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(WREN_VERSION)' | cmp -s - $@ || echo '$(WREN_VERSION)' >$@
+$(BUILD)/common/version.o: common/version.c $(BUILD)/version.stamp
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(INC_common) -DWR_VERSION='"$(WREN_VERSION)"' -MMD -MP -c $< -o $@
+	$(if $(Q),@echo "  CC    $@")
+
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
 	$(if $(Q),@echo "  AR    $@")
@@ -219,7 +231,9 @@ bench: all
 bench-cluster: all
 	@scripts/bench-cluster
 
-demo: all
+# Only the two programs the demo runs (not the tests and benchmarks).
+demo: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) $(PROGRAMS)
 	@scripts/wren-local --demo
 
 clean:

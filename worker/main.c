@@ -14,6 +14,7 @@
 #include "proto.h"
 #include "exchange.h"
 #include "train.h"
+#include "version.h"
 #include "wr_common.h"
 
 static void usage(FILE *f) {
@@ -51,6 +52,7 @@ static void usage(FILE *f) {
                "                         without keys (anyone who reaches them can join)\n"
                "  --standalone           single-process training, no cluster\n"
                "  --config FILE          job config file (standalone mode)\n"
+               "  --version              the version and the kernels' ISA level\n"
                "  -h, --help             this text\n"
                "\n"
                "SIGTERM or SIGINT while training: finish the step in progress, write the summary,\n"
@@ -125,7 +127,8 @@ enum {
     O_COORD_KEY,
     O_INSECURE,
     O_DATA_BIND,
-    O_DATA_LOCAL
+    O_DATA_LOCAL,
+    O_VERSION
 };
 
 static const struct option longopts[] = {
@@ -143,6 +146,7 @@ static const struct option longopts[] = {
     {"allow-insecure", no_argument, NULL, O_INSECURE},
     {"data-bind", required_argument, NULL, O_DATA_BIND},
     {"data-local", required_argument, NULL, O_DATA_LOCAL},
+    {"version", no_argument, NULL, O_VERSION},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -207,6 +211,7 @@ static int take_option(cli *o, int c, char **argv) {
     case O_COORD_KEY: o->coordinator_key_path = optarg; break;
     case O_INSECURE: o->ps.allow_insecure = 1; break;
     case 'h': usage(stdout); return WR_EXIT_OK;
+    case O_VERSION: wr_version_print(stdout, "wren-worker"); return WR_EXIT_OK;
     default:
         if (optopt && optopt < 256)
             fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);

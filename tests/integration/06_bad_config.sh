@@ -34,4 +34,10 @@ rc=$?
 rc=$?
 [ "$rc" = "$WR_EXIT_OK" ] || fail "a valid standalone run gave status $rc: $(tail -n 3 "$T/ok.err")"
 [ "$(json_get "$T/ok.json" steps)" = 5 ] || fail "the standalone summary does not say 5 steps"
-pass "unknown key, bad value, standalone key, missing data and unknown option refused clearly"
+# --version: the build's version and the kernels' ISA level, exit 0.
+for p in wren-server wren-worker; do
+    v=$("$BIN/$p" --version) || fail "$p --version exited $?"
+    re="^$p [^ ]+, kernels (scalar|avx2|avx512) \\(this CPU: "
+    [[ $v =~ $re ]] || fail "$p --version printed '$v'"
+done
+pass "unknown key, bad value, standalone key, missing data and unknown option refused clearly; --version"
