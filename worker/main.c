@@ -77,7 +77,7 @@ static void on_stop_signal(int sig) {
         wr_log_signal(WR_LOG_ERROR, sig, "not training yet: exiting at once", 128 + sig);
         _exit(128 + sig);
     }
-    wr_log_signal(WR_LOG_INFO, sig, "finishing the step in progress, then leaving the job", -1);
+    wr_log_signal(WR_LOG_INFO, sig, "this worker leaves the job after the step in progress", -1);
     g_stop.requested = sig;
 }
 
