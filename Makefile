@@ -41,7 +41,7 @@ inc_for    = $(or $(INC_$(firstword $(subst /, ,$(1)))),$(INC_ALL))
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 Q = $(if $(V),,@)
-LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
 
