@@ -280,3 +280,10 @@ char *wr_metrics_render(wr_metrics *m, size_t *len) {
     *len = t.len;
     return t.p;
 }
+
+const double *wr_metrics_step_bounds(int *n) {
+    // 1 ms to 10 s: a small model's step on one host up to a big one over a slow link.
+    static const double b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+    *n = (int)(sizeof b / sizeof *b);
+    return b;
+}

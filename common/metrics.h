@@ -80,6 +80,17 @@ wr_metrics_server *wr_metrics_serve(wr_metrics *m, const char *addr, char *bound
 // Stops the thread and closes the socket (NULL: nothing).
 void wr_metrics_server_stop(wr_metrics_server *s);
 
+// --metrics ADDR of a node: a new registry in *m and its endpoint in *srv,
+// logged ("metrics at http://HOST:PORT/metrics"). addr NULL: *m and *srv
+// NULL, WR_OK (every update is then a no-op). WR_ERR with err on failure.
+int wr_metrics_start(const char *addr, wr_metrics **m, wr_metrics_server **srv, char *err);
+// Stops the endpoint, then frees the registry (either may be NULL).
+void wr_metrics_end(wr_metrics *m, wr_metrics_server *srv);
+
+// The step-time histogram's bounds in seconds (wren_step_duration_seconds);
+// their count in *n.
+const double *wr_metrics_step_bounds(int *n);
+
 // Splits "PORT", ":PORT", "HOST:PORT", "[V6]:PORT" into host (default
 // 127.0.0.1) and port. WR_OK, or WR_ERR naming what is wrong.
 int wr_metrics_parse_addr(const char *addr, char *host, size_t host_len, int *port, char *err);

@@ -2,6 +2,7 @@
 // own polling thread answers GET /metrics with the registry rendered at that
 // moment. The node's threads never wait for it (metrics.c: atomics).
 #include "metrics.h"
+#include "log.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -142,4 +143,25 @@ void wr_metrics_server_stop(wr_metrics_server *s) {
     if (!s) return;
     MHD_stop_daemon(s->d);
     free(s);
+}
+
+int wr_metrics_start(const char *addr, wr_metrics **m, wr_metrics_server **srv, char *err) {
+    *m = NULL;
+    *srv = NULL;
+    if (!addr) return WR_OK;
+    char bound[WR_METRICS_LABELS_MAX];
+    *m = wr_metrics_new();
+    *srv = wr_metrics_serve(*m, addr, bound, sizeof bound, err);
+    if (!*srv) {
+        wr_metrics_free(*m);
+        *m = NULL;
+        return WR_ERR;
+    }
+    wr_info("metrics at http://%s/metrics", bound);
+    return WR_OK;
+}
+
+void wr_metrics_end(wr_metrics *m, wr_metrics_server *srv) {
+    wr_metrics_server_stop(srv);
+    wr_metrics_free(m);
 }
