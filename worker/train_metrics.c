@@ -27,7 +27,8 @@ void wr_train_metrics_open(wr_train_metrics *tm, wr_metrics *m, int rank, int cl
         tm->recv = wr_metrics_add(m, WR_METRIC_COUNTER, "wren_bytes_total", help, in);
         tm->sent = wr_metrics_add(m, WR_METRIC_COUNTER, "wren_bytes_total", help, out);
     }
-    tm->epoch = wr_metrics_add(m, WR_METRIC_GAUGE, "wren_epoch", "The data epoch of the last step (from 1).", NULL);
+    tm->epoch = wr_metrics_add(m, WR_METRIC_GAUGE, "wren_epoch", "The data epoch of the last step (from 1).",
+                               NULL);
     tm->loss = wr_metrics_add(m, WR_METRIC_GAUGE, "wren_loss", "Train loss of the last step.", NULL);
     const char *ah = "Accuracy: train (the last step's batch) and test (the last evaluation; -1: none yet).";
     tm->train_acc = wr_metrics_add(m, WR_METRIC_GAUGE, "wren_accuracy", ah, "set=\"train\"");
