@@ -12,6 +12,7 @@
 #include "keygen.h"
 #include "log.h"
 #include "shard.h"
+#include "status.h"
 #include "transport.h"
 
 static void usage_main(FILE *f) {
@@ -22,6 +23,7 @@ static void usage_main(FILE *f) {
                "                checks replica digests and liveness\n"
                "  shard         owns a key range of the parameters; aggregates and broadcasts\n"
                "  keygen        writes a CURVE key pair (NAME.key, NAME.pub) for --key\n"
+               "  status        the running job at a glance, asked of its coordinator\n"
                "\n"
                "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
                "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
@@ -309,7 +311,8 @@ int main(int argc, char **argv) {
     if (!strcmp(role, "coordinator")) return run_coordinator(argc - 1, argv + 1);
     if (!strcmp(role, "shard")) return run_shard(argc - 1, argv + 1);
     if (!strcmp(role, "keygen")) return wr_keygen_main(argc - 1, argv + 1);
-    fprintf(stderr, "wren-server: unknown role '%s' (coordinator, shard or keygen)\n", role);
+    if (!strcmp(role, "status")) return wr_status_main(argc - 1, argv + 1);
+    fprintf(stderr, "wren-server: unknown role '%s' (coordinator, shard, keygen or status)\n", role);
     usage_main(stderr);
     return WR_EXIT_CONFIG;
 }
