@@ -35,8 +35,8 @@ static void usage(FILE *f) {
                "  --coordinator-key FILE  the coordinator's public key (its NAME.pub)\n"
                "  -h, --help            this text\n"
                "\n"
-               "Exit status: 0 ok; 1 the coordinator answered with an error; 2 bad command line;\n"
-               "6 no answer within --timeout.\n");
+               "Exit status: 0 ok; 1 the coordinator refused (an ERROR, or our key is not on its\n"
+               "allow-list); 2 bad command line or key files; 6 no answer within --timeout.\n");
 }
 
 static int positive(const char *opt, const char *v, double *out) {

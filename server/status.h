@@ -10,7 +10,8 @@
 // Runs the status command with its arguments (argv[0] = "status"). Returns
 // the exit status: WR_EXIT_OK; WR_EXIT_CONFIG (bad command line or key
 // files); WR_EXIT_NO_COORDINATOR (no reply within --timeout); WR_EXIT_FAILURE
-// (the coordinator answered with ERROR, or the transport failed).
+// (the coordinator answered with ERROR, refused our CURVE key, or the
+// transport failed).
 int wr_status_main(int argc, char **argv);
 
 // Prints a STATUS reply h from the coordinator at addr: text for people
