@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +108,22 @@ static void http_get(int port, const char *path, char *buf, size_t len) {
     close(fd);
 }
 
+// The owner's side while scrapes run: updates without a pause (the race
+// detector's run, make tsan, checks them against the HTTP thread's reads).
+typedef struct {
+    wr_metric *g, *h;
+    atomic_int stop;
+} updater;
+
+static void *update_loop(void *arg) {
+    updater *u = arg;
+    for (long i = 0; !atomic_load(&u->stop); i++) {
+        wr_metric_set(u->g, (double)i);
+        wr_metric_observe(u->h, (double)(i % 100) / 1000);
+    }
+    return NULL;
+}
+
 static void test_serve(void **state) {
     (void)state;
     wr_metrics *m = wr_metrics_new();
@@ -116,6 +134,12 @@ static void test_serve(void **state) {
     assert_true(!strncmp(bound, "127.0.0.1:", 10));
     int port = atoi(bound + 10);
     assert_true(port > 0);
+    int nb;
+    const double *b = wr_metrics_step_bounds(&nb);
+    updater u = {wr_metrics_add(m, WR_METRIC_GAUGE, "wren_epoch", "Epoch.", NULL),
+                 wr_metrics_histogram(m, "wren_step_duration_seconds", "Step.", NULL, b, nb), 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, update_loop, &u), 0);
     static char buf[1 << 16];
     for (int i = 0; i < 3; i++) {
         wr_metric_add(c, 1);
@@ -126,6 +150,9 @@ static void test_serve(void **state) {
         snprintf(want, sizeof want, "\nwren_steps_total %d\n", i + 1);
         assert_non_null(strstr(buf, want));
     }
+    atomic_store(&u.stop, 1);
+    pthread_join(th, NULL);
+    assert_non_null(strstr(buf, "wren_step_duration_seconds_bucket{le=\"+Inf\"} "));
     http_get(port, "/other", buf, sizeof buf);
     assert_non_null(strstr(buf, " 404 "));
     // The same port again is refused, naming the address.
