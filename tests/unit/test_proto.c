@@ -1146,6 +1146,7 @@ static void test_status(void **state) {
     assert_same(&m, &d);
     assert_string_equal(d.members[0].addr, "tcp://10.0.0.1:7001");
     assert_true(d.members[1].step == 118);
+    wr_pmsg_clear(&d);
     assert_int_equal(wr_proto_decode(b.data, b.len, 8, NULL, &d, NULL, err), WR_EPROTO);  // no payload
     wr_pmsg_clear(&m);
     wr_buf_free(&b);
