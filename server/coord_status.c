@@ -11,7 +11,7 @@
 
 #include "log.h"
 
-static void stat(wr_pmsg *h, const char *name, double v) {
+static void put_stat(wr_pmsg *h, const char *name, double v) {
     if (h->n_stats >= WR_MAX_STATS) return;
     snprintf(h->stats[h->n_stats].name, sizeof h->stats[0].name, "%s", name);
     h->stats[h->n_stats++].value = v;
@@ -25,28 +25,28 @@ static void figures(coord *c, wr_pmsg *h) {
     int shards = 0;
     for (int i = 0; i < c->n_nodes; i++)
         shards += c->nodes[i].role == WR_ROLE_SHARD && c->nodes[i].registered && !c->nodes[i].left;
-    stat(h, "formed", c->formed);
-    stat(h, "mode_allreduce", coord_allreduce(c));
-    stat(h, "shards_expected", c->cfg.shards);
-    stat(h, "workers_expected", c->cfg.workers);
-    stat(h, "shards", shards);
-    stat(h, "workers", c->formed ? coord_count_members(c, 0) : c->n_workers_reg);
-    stat(h, "total_steps", c->formed ? (double)c->map.total_steps : 0);
-    stat(h, "uptime_s", wr_now() - c->t_start);
-    stat(h, "reported", reported ? l.reported : 0);
-    stat(h, "step", (double)l.step);
-    stat(h, "top_step", (double)top);
-    stat(h, "lag_steps", reported ? (double)(top - l.step) : 0);
-    stat(h, "steps_s", l.steps_s);
-    stat(h, "samples_s", l.samples_s);
-    stat(h, "in_Bps", l.in_bps);
-    stat(h, "out_Bps", l.out_bps);
-    stat(h, "loss", l.loss);
-    stat(h, "train_acc", l.train_acc);
-    stat(h, "test_acc", reported ? l.acc : -1);
-    stat(h, "slow_rank", reported ? l.slow_rank : -1);
-    stat(h, "slow_shard", reported ? l.slow_shard : -1);
-    stat(h, "slow_ms", l.slow_ms);
+    put_stat(h, "formed", c->formed);
+    put_stat(h, "mode_allreduce", coord_allreduce(c));
+    put_stat(h, "shards_expected", c->cfg.shards);
+    put_stat(h, "workers_expected", c->cfg.workers);
+    put_stat(h, "shards", shards);
+    put_stat(h, "workers", c->formed ? coord_count_members(c, 0) : c->n_workers_reg);
+    put_stat(h, "total_steps", c->formed ? (double)c->map.total_steps : 0);
+    put_stat(h, "uptime_s", wr_now() - c->t_start);
+    put_stat(h, "reported", reported ? l.reported : 0);
+    put_stat(h, "step", (double)l.step);
+    put_stat(h, "top_step", (double)top);
+    put_stat(h, "lag_steps", reported ? (double)(top - l.step) : 0);
+    put_stat(h, "steps_s", l.steps_s);
+    put_stat(h, "samples_s", l.samples_s);
+    put_stat(h, "in_Bps", l.in_bps);
+    put_stat(h, "out_Bps", l.out_bps);
+    put_stat(h, "loss", l.loss);
+    put_stat(h, "train_acc", l.train_acc);
+    put_stat(h, "test_acc", reported ? l.acc : -1);
+    put_stat(h, "slow_rank", reported ? l.slow_rank : -1);
+    put_stat(h, "slow_shard", reported ? l.slow_shard : -1);
+    put_stat(h, "slow_ms", l.slow_ms);
 }
 
 // Every shard and worker still in the table (registered or registering).

@@ -213,7 +213,7 @@ static void dispatch(coord *c, coord_in *in) {
     }
     // A coordinator restart: a node's message sent before its REGISTER
     // reached us (queued on its reconnected socket) is dropped, not refused.
-    if (!in->n && h->type != WR_MT_REGISTER && h->type != WR_MT_HEARTBEAT &&
+    if (!in->n && h->type != WR_MT_REGISTER && h->type != WR_MT_HEARTBEAT && h->type != WR_MT_STATUS &&
         (c->restart.active || c->restart.reform)) {
         wr_debug("dropping %s from a peer not back yet", wr_msg_type_name(h->type));
         return;
