@@ -25,7 +25,7 @@ static void usage(FILE *f) {
             "                   [--key FILE --coordinator-key FILE] [--allow-insecure]\n"
             "                   [--metrics ADDR]\n"
             "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
-            "                   [--log-level L] [--threads N]\n"
+            "                   [--log-level L] [--threads N] [--metrics ADDR]\n"
             "\n"
             "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
             "ipc:///path), receives the job config and its rank in the cluster map, and\n"
