@@ -1,10 +1,12 @@
 # wren — one build. Outputs go under build/ (git-ignored).
 #
 #   make            libwren, wren-server, wren-worker, unit tests, benches
-#   make demo       the main job on a local cluster (2 shards, 4 workers)
+#   make demo       the main job on a local cluster (2 shards, 4 workers); builds only
+#                   wren-server and wren-worker
 #   make test       deps, unit tests, the ASan+UBSan run, the TSan run of the
 #                   threaded tests, the layering and shellcheck checks, fuzz
-#                   smoke, integration
+#                   smoke, integration: one line per phase, logs in build/test-logs/
+#                   (V=1: the whole output too)
 #   make bench      kernel and transport benchmarks (FIGURE lines)
 #   make fuzz       every fuzz target for FUZZ_RUNS (default 1,000,000) executions each
 #
@@ -88,6 +90,18 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(call inc_for,$<) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(if $(Q),@echo "  CC    $@")
+
+# The version --version prints: `git describe` at build time, "unknown"
+# outside a git checkout. Only common/version.c gets it, and it is rebuilt
+# when the version changes ($(BUILD)/version.stamp changes only then).
+WREN_VERSION := $(or $(shell git -C $(CURDIR) describe --always --dirty 2>/dev/null),unknown)
+.PHONY: FORCE
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(WREN_VERSION)' | cmp -s - $@ || echo '$(WREN_VERSION)' >$@
+$(BUILD)/common/version.o: common/version.c $(BUILD)/version.stamp
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(INC_common) -DWR_VERSION='"$(WREN_VERSION)"' -MMD -MP -c $< -o $@
 	$(if $(Q),@echo "  CC    $@")
 
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
@@ -198,8 +212,14 @@ fuzz-smoke: deps $(FUZZ_BIN)
 	@BUILD=$(BUILD) scripts/run-fuzz --seconds 10
 
 # ---- integration tests (real processes, real sockets) --------------------
+# make test and make test-integration print one line per phase (passed or
+# FAILED, with its seconds: scripts/run-phase); a phase's output goes to
+# $(BUILD)/test-logs/PHASE.log and a failed phase's log is printed. V=1
+# streams every phase's output too.
+TEST_LOGS = $(BUILD)/test-logs
+PHASE = TEST_LOGS=$(TEST_LOGS) scripts/run-phase $(if $(V),-v)
 test-integration: all
-	@set -e; for t in $(ITEST); do echo "== $$t"; BUILD=$(BUILD) bash $$t; done
+	@set -e; for t in $(ITEST); do $(PHASE) "integration $$(basename $$t .sh)" env BUILD=$(BUILD) bash $$t; done
 
 # deploy/slurm/wren.sbatch under a real Slurm on three netsim hosts (root;
 # installs slurm-wlm and munge with apt-get when missing; ~20 s).
@@ -208,15 +228,44 @@ test-slurm: all
 	@BUILD=$(BUILD) bash tests/slurm/run.sh
 
 test: all
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory asan
-	@$(MAKE) --no-print-directory tsan
-	@$(MAKE) --no-print-directory check-layering
-	@$(MAKE) --no-print-directory check-shell
-	@$(MAKE) --no-print-directory check-format
-	@$(MAKE) --no-print-directory fuzz-smoke
+	@rm -rf $(TEST_LOGS)
+	@$(PHASE) unit $(MAKE) --no-print-directory unit
+	@$(PHASE) asan $(MAKE) --no-print-directory asan
+	@$(PHASE) tsan $(MAKE) --no-print-directory tsan
+	@$(PHASE) check-layering $(MAKE) --no-print-directory check-layering
+	@$(PHASE) check-shell $(MAKE) --no-print-directory check-shell
+	@$(PHASE) check-format $(MAKE) --no-print-directory check-format
+	@$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-integration
-	@echo "== make test: all passed"
+	@$(PHASE) slurm $(MAKE) --no-print-directory test-slurm
+	@echo "== make test: all passed (logs in $(TEST_LOGS)/)"
+
+# ---- install (deploy/README.md, "systemd") ----------------------------------
+# make install [PREFIX=/usr/local] [DESTDIR=/staging]: the programs to
+# PREFIX/bin; the systemd units, with @PREFIX@ replaced, to
+# PREFIX/lib/systemd/system; their start helper wren-unit and exit-status.sh
+# to PREFIX/lib/wren; the env, job.conf and sysusers examples and deploy's
+# README to PREFIX/share/wren. Builds the programs if needed.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL_EXAMPLES = $(wildcard deploy/systemd/*.env.example) deploy/job.conf.example deploy/README.md
+.PHONY: install test-systemd
+install: $(PROGRAMS)
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/wren $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/wren
+	install -m 0755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 deploy/systemd/wren-unit $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 scripts/lib/exit-status.sh $(DESTDIR)$(PREFIX)/lib/wren/
+	install -m 0644 $(INSTALL_EXAMPLES) $(DESTDIR)$(PREFIX)/share/wren/
+	set -e; for f in deploy/systemd/*.service deploy/systemd/wren.sysusers.conf; do \
+	  case $$f in *.service) d=$(DESTDIR)$(UNITDIR) ;; *) d=$(DESTDIR)$(PREFIX)/share/wren ;; esac; \
+	  sed 's|@PREFIX@|$(PREFIX)|g' $$f > $$d/$$(basename $$f); chmod 0644 $$d/$$(basename $$f); done
+# The systemd checks alone (both are also in test-integration): 29 install,
+# systemd-analyze, the units' command lines; 30 the units under a real
+# systemd booted in namespaces (about 80 s).
+test-systemd: all
+	@set -e; for t in tests/integration/31_systemd_units.sh tests/integration/32_systemd_boot.sh; do \
+	  echo "== $$t"; BUILD=$(BUILD) bash $$t; done
 
 # ---- benchmarks ------------------------------------------------------------
 bench: all
@@ -225,7 +274,9 @@ bench: all
 bench-cluster: all
 	@scripts/bench-cluster
 
-demo: all
+# Only the two programs the demo runs (not the tests and benchmarks).
+demo: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) $(PROGRAMS)
 	@scripts/wren-local --demo
 
 clean:

@@ -16,6 +16,7 @@ PACKAGES=(
   shellcheck clang-format
   dataset-fashion-mnist
   iproute2 python3 gnuplot-nox
+  systemd  # systemd-analyze: tests/integration/31_systemd_units.sh
 )
 
 missing=()

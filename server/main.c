@@ -14,6 +14,7 @@
 #include "shard.h"
 #include "status.h"
 #include "transport.h"
+#include "version.h"
 
 static void usage_main(FILE *f) {
     fprintf(f, "usage: wren-server ROLE [options]\n"
@@ -25,7 +26,8 @@ static void usage_main(FILE *f) {
                "  keygen        writes a CURVE key pair (NAME.key, NAME.pub) for --key\n"
                "  status        the running job at a glance, asked of its coordinator\n"
                "\n"
-               "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
+               "`wren-server ROLE --help` lists the role's options; `wren-server --version` the\n"
+               "version and the kernels' ISA level. Exit codes: 0 ok, 1 runtime\n"
                "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
                "mismatch, 5 a node died, 6 coordinator unreachable.\n");
 }
@@ -306,6 +308,10 @@ int main(int argc, char **argv) {
     const char *role = argv[1];
     if (!strcmp(role, "-h") || !strcmp(role, "--help") || !strcmp(role, "help")) {
         usage_main(stdout);
+        return WR_EXIT_OK;
+    }
+    if (!strcmp(role, "--version") || !strcmp(role, "version")) {
+        wr_version_print(stdout, "wren-server");
         return WR_EXIT_OK;
     }
     if (!strcmp(role, "coordinator")) return run_coordinator(argc - 1, argv + 1);

@@ -15,6 +15,7 @@
 #include "proto.h"
 #include "exchange.h"
 #include "train.h"
+#include "version.h"
 #include "wr_common.h"
 
 static void usage(FILE *f) {
@@ -58,6 +59,7 @@ static void usage(FILE *f) {
             "                         HOST:PORT; loopback unless HOST is given; docs/RUNNING.md)\n"
             "  --standalone           single-process training, no cluster\n"
             "  --config FILE          job config file (standalone mode)\n"
+            "  --version              the version and the kernels' ISA level\n"
             "  -h, --help             this text\n"
             "\n"
             "SIGTERM or SIGINT while training: finish the step in progress, write the summary,\n"
@@ -74,11 +76,20 @@ static void usage(FILE *f) {
 static wr_train_stop g_stop;
 
 static void on_stop_signal(int sig) {
-    if (g_stop.requested || !g_stop.training) _exit(128 + sig);
+    if (g_stop.requested) {
+        wr_log_signal(WR_LOG_ERROR, sig, "a second signal while leaving: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    if (!g_stop.training) {
+        wr_log_signal(WR_LOG_ERROR, sig, "not training yet: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    wr_log_signal(WR_LOG_INFO, sig, "this worker leaves the job after the step in progress", -1);
     g_stop.requested = sig;
 }
 
 static void install_stop_handler(void) {
+    wr_log_signal_prepare();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -125,6 +136,7 @@ enum {
     O_INSECURE,
     O_DATA_BIND,
     O_DATA_LOCAL,
+    O_VERSION,
     O_METRICS
 };
 
@@ -143,6 +155,7 @@ static const struct option longopts[] = {
     {"allow-insecure", no_argument, NULL, O_INSECURE},
     {"data-bind", required_argument, NULL, O_DATA_BIND},
     {"data-local", required_argument, NULL, O_DATA_LOCAL},
+    {"version", no_argument, NULL, O_VERSION},
     {"metrics", required_argument, NULL, O_METRICS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -209,6 +222,7 @@ static int take_option(cli *o, int c, char **argv) {
     case O_INSECURE: o->ps.allow_insecure = 1; break;
     case O_METRICS: o->metrics = optarg; break;
     case 'h': usage(stdout); return WR_EXIT_OK;
+    case O_VERSION: wr_version_print(stdout, "wren-worker"); return WR_EXIT_OK;
     default:
         if (optopt && optopt < 256)
             fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);

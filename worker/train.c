@@ -289,7 +289,8 @@ static void after_step(run *r, int64_t t, int64_t epoch) {
     const int64_t total = r->job.total_steps;
     if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
         r->ex.ops->digests(r->ex.self, t);
-    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
+    // Epochs are counted from 1 in what people read (progress and eval lines).
+    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch + 1);
     if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
     if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
 }
@@ -368,7 +369,10 @@ int wr_train_run(wr_exchange ex, const wr_train_opts *o, wr_train_stats *st, cha
     if (status == WR_EXIT_OK) status = train_steps(r, err);
     if (o->stop) o->stop->training = 0;
     ex.ops->leave(ex.self, status, err, &r->st);
-    if (status == WR_EXIT_OK) status = finish(r, err);
+    if (status == WR_EXCHANGE_JOB_DONE)
+        status = WR_EXIT_OK;  // the job is over without this worker: nothing to finish
+    else if (status == WR_EXIT_OK)
+        status = finish(r, err);
     if (status != WR_EXIT_OK) wr_error("%s", err);
     if (st) *st = r->st;
     run_free(r);
