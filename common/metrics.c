@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "version.h"
+
 struct wr_metric {
     enum wr_metric_type type;
     char name[96];
@@ -256,7 +258,9 @@ static void put_process(text *t, const char *base) {
     put(t, " %.0f\n", resident_bytes());
     put(t,
         "# HELP wren_build_info The build's version (value 1).\n# TYPE wren_build_info gauge\nwren_build_info");
-    put_labels(t, base, "version=\"" WR_METRICS_VERSION "\"", NULL);
+    char v[96], label[128];
+    snprintf(label, sizeof label, "version=\"%s\"", wr_metrics_escape(wr_version(), v, sizeof v));
+    put_labels(t, base, label, NULL);
     put(t, " 1\n");
 }
 

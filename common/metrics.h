@@ -16,11 +16,6 @@
 
 #include "wr_common.h"
 
-// The build's version in wren_build_info{version=...}.
-#ifndef WR_METRICS_VERSION
-#define WR_METRICS_VERSION "0.1.0"
-#endif
-
 #define WR_METRICS_LABELS_MAX 160  // bytes of one series' label text, NUL included
 #define WR_METRICS_BUCKETS_MAX 16  // histogram bounds at most (+Inf is implied)
 
@@ -59,7 +54,8 @@ void wr_metric_observe(wr_metric *s, double v);
 double wr_metric_value(const wr_metric *s);
 
 // The whole registry in the text format 0.0.4, with the process's
-// process_resident_memory_bytes (/proc/self/statm) and wren_build_info.
+// process_resident_memory_bytes (/proc/self/statm) and
+// wren_build_info{version=wr_version()} (version.h).
 // A malloc'ed string (its length in *len); the caller frees it.
 char *wr_metrics_render(wr_metrics *m, size_t *len);
 
