@@ -43,7 +43,7 @@ inc_for    = $(or $(INC_$(firstword $(subst /, ,$(1)))),$(INC_ALL))
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 Q = $(if $(V),,@)
-LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
 
@@ -155,7 +155,7 @@ asan: deps
 # silences reports whose frames are inside libzmq only; a race in wren code fails.
 TSAN_BUILD = $(BUILD)/tsan
 TSAN_CLIENT = $(firstword $(wildcard tests/unit/test_exchange_ps.c tests/unit/test_ps_client.c))
-TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce test_node_agg
+TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce test_node_agg test_metrics
 TSAN_SRC   = $(TSAN_CLIENT) $(wildcard $(patsubst %,tests/unit/%.c,$(TSAN_WANT)))
 TSAN_BIN   = $(patsubst tests/unit/%.c,$(TSAN_BUILD)/tests/%,$(TSAN_SRC))
 TSAN_MISSING = $(if $(TSAN_CLIENT),,test_exchange_ps) \

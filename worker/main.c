@@ -11,6 +11,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 #include "exchange.h"
 #include "train.h"
@@ -23,8 +24,9 @@ static void usage(FILE *f) {
             "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
             "                   [--data-bind ADDR] [--data-local ADDR|none]\n"
             "                   [--key FILE --coordinator-key FILE] [--allow-insecure]\n"
+            "                   [--metrics ADDR]\n"
             "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
-            "                   [--log-level L] [--threads N]\n"
+            "                   [--log-level L] [--threads N] [--metrics ADDR]\n"
             "\n"
             "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
             "ipc:///path), receives the job config and its rank in the cluster map, and\n"
@@ -53,6 +55,8 @@ static void usage(FILE *f) {
             "  --coordinator-key FILE the coordinator's public key (its NAME.pub)\n"
             "  --allow-insecure       endpoints this worker binds may listen beyond loopback\n"
             "                         without keys (anyone who reaches them can join)\n"
+            "  --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics (PORT, :PORT or\n"
+            "                         HOST:PORT; loopback unless HOST is given; docs/RUNNING.md)\n"
             "  --standalone           single-process training, no cluster\n"
             "  --config FILE          job config file (standalone mode)\n"
             "  --version              the version and the kernels' ISA level\n"
@@ -115,6 +119,7 @@ typedef struct {
     int standalone;
     const char *config_path;
     const char *key_path, *coordinator_key_path;  // --key, --coordinator-key
+    const char *metrics;                          // --metrics ADDR
 } cli;
 
 enum {
@@ -131,7 +136,8 @@ enum {
     O_INSECURE,
     O_DATA_BIND,
     O_DATA_LOCAL,
-    O_VERSION
+    O_VERSION,
+    O_METRICS
 };
 
 static const struct option longopts[] = {
@@ -150,6 +156,7 @@ static const struct option longopts[] = {
     {"data-bind", required_argument, NULL, O_DATA_BIND},
     {"data-local", required_argument, NULL, O_DATA_LOCAL},
     {"version", no_argument, NULL, O_VERSION},
+    {"metrics", required_argument, NULL, O_METRICS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -213,6 +220,7 @@ static int take_option(cli *o, int c, char **argv) {
     case O_KEY: o->key_path = optarg; break;
     case O_COORD_KEY: o->coordinator_key_path = optarg; break;
     case O_INSECURE: o->ps.allow_insecure = 1; break;
+    case O_METRICS: o->metrics = optarg; break;
     case 'h': usage(stdout); return WR_EXIT_OK;
     case O_VERSION: wr_version_print(stdout, "wren-worker"); return WR_EXIT_OK;
     default:
@@ -284,6 +292,17 @@ int main(int argc, char **argv) {
     int st = parse_options(&o, argc, argv);
     if (st >= 0) return st;
     install_stop_handler();
-    if (o.standalone) return run_standalone(&o, argv + optind, argc - optind);
-    return run_cluster(&o, argv + optind, argc - optind);
+    // --metrics: the endpoint serves from its own thread for the whole run.
+    wr_metrics_server *msrv;
+    char err[WR_ERR_LEN];
+    if (wr_metrics_start(o.metrics, &o.train.metrics, &msrv, err) != WR_OK) {
+        fprintf(stderr, "wren-worker: %s\n", err);
+        return WR_EXIT_CONFIG;
+    }
+    if (o.standalone)
+        st = run_standalone(&o, argv + optind, argc - optind);
+    else
+        st = run_cluster(&o, argv + optind, argc - optind);
+    wr_metrics_end(o.train.metrics, msrv);
+    return st;
 }
