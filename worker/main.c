@@ -84,8 +84,9 @@ static void on_stop_signal(int sig) {
         wr_log_signal(WR_LOG_ERROR, sig, "not training yet: exiting at once", 128 + sig);
         _exit(128 + sig);
     }
-    wr_log_signal(WR_LOG_INFO, sig, "this worker leaves the job after the step in progress", -1);
+    // Set before the log line: a second signal is then "a second signal".
     g_stop.requested = sig;
+    wr_log_signal(WR_LOG_INFO, sig, "this worker leaves the job after the step in progress", -1);
 }
 
 static void install_stop_handler(void) {
@@ -93,7 +94,11 @@ static void install_stop_handler(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
+    // One handler at a time: a SIGINT right after a SIGTERM waits until the
+    // first handler has recorded the request, and then exits at once.
     sigemptyset(&sa.sa_mask);
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGINT);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
