@@ -59,20 +59,18 @@ typedef struct {
     float *y;         // (max_batch, out_size) output, owned
     float *dx;        // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
-    float *col;    // conv, fp32 path: im2col of the input
-    float *dz;     // (max_batch, out_size) error after the ReLU mask
-    float *dcol;   // conv: gradient w.r.t. col, in col's memory (fp32) or
-                   // cx's (fp8): the backward reads it for dW first
-    int32_t *arg;  // pool: input offset of each output's max
+    float *col;      // conv: im2col of conv_chunk images, then the dX GEMM's output
+    int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
+    float *dz;       // (max_batch, out_size) error after the ReLU mask
+    int32_t *arg;    // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
-    uint8_t *colc;              // conv: im2col of xc (max_batch * OH * OW, k*k*C)
     uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)
     uint8_t *dzc;               // E5M2 codes of dz (max_batch, out_size)
     float sx, sw;               // power-of-two scales of xc and wc
-    int fp8_cache;              // 1 (init): decode each operand once per step
-    uint64_t fwd_gen, bwd_gen;  // generations of xc/colc + wc, and of dzc
-    wr_fp8_cache cx, cw, cdz;   // decoded X (conv: colc), W, dZ
+    int fp8_cache;              // linear: 1 (init) decodes each operand once per step
+    uint64_t fwd_gen, bwd_gen;  // generations of xc + wc, and of dzc
+    wr_fp8_cache cx, cw, cdz;   // decoded X, W, dZ
 } wr_layer;
 
 // Initialisers: validate the geometry (WR_CHECK: these come from the model's
