@@ -18,6 +18,7 @@
 #include "fp8_gemm.h"
 #include "hfp8.h"
 #include "layers.h"
+#include "layers_internal.h"
 #include "rng.h"
 #include "wr_common.h"
 
@@ -96,9 +97,11 @@ static double ref_loss(const geom *g, const double *xd, const double *wd, const 
 
 // L = sum(R . y). Checks y against the double reference and dw, db, dx against
 // central differences of the double reference (h = 1e-6).
-static void grad_check(const geom *g, int B) {
+// chunk > 0 sets a conv's images per im2col + GEMM (several chunks per batch).
+static void grad_check_chunk(const geom *g, int B, int chunk) {
     wr_layer l;
     make_layer(&l, g, 0, 1, B);
+    if (chunk > 0 && chunk < l.conv_chunk) l.conv_chunk = chunk;
     size_t np = l.n_w + l.n_b, nx = (size_t)B * l.in_size, ny = (size_t)B * l.out_size;
     float *p = wr_alloc_vec((np + 1) * 4), *gr = wr_alloc_vec((np + 1) * 4);
     float *x = wr_alloc_vec(nx * 4), *R = wr_alloc_vec(ny * 4), *dy = wr_alloc_vec(ny * 4);
@@ -147,6 +150,8 @@ static void grad_check(const geom *g, int B) {
     free(p), free(gr), free(x), free(R), free(dy), free(xd), free(pd), free(yd);
 }
 
+static void grad_check(const geom *g, int B) { grad_check_chunk(g, B, 0); }
+
 static void test_grad_linear(void **st) {
     (void)st;
     geom a = {WR_LAYER_LINEAR, 13, 7, 0, 0, 0, 0, 0, 0, 0};
@@ -163,6 +168,9 @@ static void test_grad_conv(void **st) {
     grad_check(&b, 2);
     geom c = {WR_LAYER_CONV, 0, 0, 6, 6, 1, 2, 3, 0, 0};  // no padding: 4x4 output
     grad_check(&c, 3);
+    // chunks of 1 and 2 images: dW summed over chunks, dx folded per chunk
+    grad_check_chunk(&a, 3, 1);
+    grad_check_chunk(&b, 3, 2);
 }
 
 static void test_grad_pool(void **st) {
@@ -277,12 +285,11 @@ static void hfp8_vs_fp32(const geom *g, int B) {
     for (size_t i = 0; i < ny; i++) dy[i] *= S;
     wr_layer_forward(&a, x, B);
     wr_layer_forward(&q, x, B);
-    // conv: keep the fp32 im2col (the backward reuses its memory for dcol)
+    // conv: the fp32 im2col of the whole batch (the layer keeps one chunk)
     float *col = NULL;
     if (g->kind == WR_LAYER_CONV) {
-        size_t nc = (size_t)B * a.OH * a.OW * g->k * g->k * g->C;
-        col = malloc(nc * 4);
-        memcpy(col, a.col, nc * 4);
+        col = malloc((size_t)B * a.OH * a.OW * g->k * g->k * g->C * 4);
+        wr_conv_im2col(&a, x, col, B);
     }
     assert_int_equal(wr_layer_backward(&a, dy, B, S), 0);
     assert_int_equal(wr_layer_backward(&q, dy, B, S), 0);
@@ -502,7 +509,10 @@ static void cache_case(const geom *g, int B) {
         assert_memory_equal(ga, gc, np * 4);
         assert_memory_equal(a.dx, c.dx, nx * 4);
         assert_true(c.cx.decodes == d0[0] + 1 && c.cw.decodes == d0[1] + 1 && c.cdz.decodes == d0[2] + 1);
-        assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
+        if (g->kind == WR_LAYER_LINEAR)
+            assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
+        else  // a conv always decodes into its caches (its chunks read them)
+            assert_true(a.cx.decodes == c.cx.decodes && a.cdz.decodes == c.cdz.decodes);
     }
     // A smaller batch changes the X/dZ shapes: decoded again, still equal.
     wr_layer_forward(&a, x, B - 1);
@@ -519,6 +529,46 @@ static void test_fp8_cache(void **st) {
     cache_case(&a, 11);
     geom b = {WR_LAYER_CONV, 0, 0, 8, 7, 3, 4, 3, 1, 1};
     cache_case(&b, 3);
+}
+
+// Chunked conv (fp32 and HFP8): chunks of 1 and 2 images give the outputs of
+// one whole-batch chunk within fp32 summation error (the rows of y and dx are
+// the same dot products; dW sums the chunks' partial products in order).
+static void conv_chunks_case(int fp8) {
+    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 1};
+    const int B = 5;
+    wr_layer l[3];
+    for (int i = 0; i < 3; i++) make_layer(&l[i], &g, fp8, 1, B);
+    assert_int_equal(l[0].conv_chunk, B);
+    l[1].conv_chunk = 1;
+    l[2].conv_chunk = 2;
+    size_t np = l[0].n_w + l[0].n_b, nx = (size_t)B * l[0].in_size, ny = (size_t)B * l[0].out_size;
+    float *p = wr_alloc_vec(np * 4), *gr[3], *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, nx, -1.0f, 2.0f);
+    fill(dy, ny, -50.0f, 50.0f);
+    for (int i = 0; i < 3; i++) {
+        gr[i] = wr_alloc_vec(np * 4);
+        wr_layer_bind(&l[i], p, gr[i]);
+        wr_layer_forward(&l[i], x, B);
+        assert_int_equal(wr_layer_backward(&l[i], dy, B, 64.0f), 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        for (size_t j = 0; j < ny; j++)
+            assert_true(fabsf(l[i].y[j] - l[0].y[j]) <= 1e-5f * (1 + fabsf(l[0].y[j])));
+        for (size_t j = 0; j < nx; j++)
+            assert_true(fabsf(l[i].dx[j] - l[0].dx[j]) <= 1e-5f * (1 + fabsf(l[0].dx[j])));
+        for (size_t j = 0; j < np; j++)
+            assert_true(fabsf(gr[i][j] - gr[0][j]) <= 1e-5f * (1 + fabsf(gr[0][j])));
+    }
+    for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
+    free(p), free(x), free(dy);
+}
+
+static void test_conv_chunks(void **st) {
+    (void)st;
+    conv_chunks_case(0);
+    conv_chunks_case(1);
 }
 
 static void test_overflow(void **st) {
@@ -557,6 +607,7 @@ int main(void) {
         cmocka_unit_test(test_matches_fp8_gemm),
         cmocka_unit_test(test_conv_fp8_matches_emulation),
         cmocka_unit_test(test_fp8_cache),
+        cmocka_unit_test(test_conv_chunks),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
