@@ -190,41 +190,6 @@ WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y
     }
 }
 
-static void pool_forward(wr_layer *l, const float *x, int B) {
-    const int C = l->C, W = l->W;
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * l->in_size;
-        float *yb = l->y + (size_t)b * l->out_size;
-        int32_t *ab = l->arg + (size_t)b * l->out_size;
-        for (int oh = 0; oh < l->OH; oh++)
-            for (int ow = 0; ow < l->OW; ow++)
-                for (int c = 0; c < C; c++) {
-                    int32_t o00 = (int32_t)(((2 * oh) * W + 2 * ow) * C + c);
-                    int32_t offs[4] = {o00, o00 + C, o00 + W * C, o00 + W * C + C};
-                    int32_t best = offs[0];
-                    float v = xb[best];
-                    for (int i = 1; i < 4; i++)
-                        if (xb[offs[i]] > v) {  // first maximum wins; NaN never wins
-                            v = xb[offs[i]];
-                            best = offs[i];
-                        }
-                    size_t o = ((size_t)oh * l->OW + ow) * C + c;
-                    yb[o] = v;
-                    ab[o] = best;
-                }
-    }
-}
-
-static void pool_backward(wr_layer *l, const float *dy, int B) {
-    memset(l->dx, 0, sizeof(float) * (size_t)B * l->in_size);
-    for (int b = 0; b < B; b++) {
-        float *xb = l->dx + (size_t)b * l->in_size;
-        const float *db = dy + (size_t)b * l->out_size;
-        const int32_t *ab = l->arg + (size_t)b * l->out_size;
-        for (int o = 0; o < l->out_size; o++) xb[ab[o]] += db[o];
-    }
-}
-
 // The HFP8 forward: codes of sw*w and sx*x, the scales in alpha. Linear: one
 // FP8 GEMM. Conv: both operands decoded once (into cx, cw; the backward reuses
 // them), then the chunked im2col + sgemm of the fp32 path on those values.
@@ -251,7 +216,7 @@ void wr_layer_forward(wr_layer *l, const float *x, int B) {
     WR_CHECK(B >= 1 && B <= l->max_batch);
     l->x = x;
     if (l->kind == WR_LAYER_POOL) {
-        pool_forward(l, x, B);
+        wr_pool_forward(l, x, B);
         return;
     }
     if (l->fp8) {
@@ -291,7 +256,7 @@ static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K,
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     WR_CHECK(B >= 1 && B <= l->max_batch);
     if (l->kind == WR_LAYER_POOL) {
-        if (l->need_dx) pool_backward(l, dy, B);
+        if (l->need_dx) wr_pool_backward(l, dy, B);
         return 0;
     }
     const int cols = l->kind == WR_LAYER_LINEAR ? l->out_size : l->O;

@@ -33,4 +33,11 @@ void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, i
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
                       float alpha_x, int B);
 
+// Max-pool 2x2 stride 2 (layers_pool.c): l->y, l->arg from x; l->dx from dy
+// and l->arg. The plain versions are vectorized and give the bits of the *_ref.
+void wr_pool_forward(wr_layer *l, const float *x, int B);
+void wr_pool_forward_ref(wr_layer *l, const float *x, int B);
+void wr_pool_backward(wr_layer *l, const float *dy, int B);
+void wr_pool_backward_ref(wr_layer *l, const float *dy, int B);
+
 #endif

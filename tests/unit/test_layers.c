@@ -571,6 +571,43 @@ static void test_conv_chunks(void **st) {
     conv_chunks_case(1);
 }
 
+// Max-pool: the vectorized forward/backward give the bits of the scalar
+// references (y, arg, dx) on ties, NaN, +-0 and odd sizes, for several C.
+static void pool_case(int H, int W, int C, int B) {
+    wr_layer v, r;
+    wr_layer_pool_init(&v, H, W, C, 1, B);
+    wr_layer_pool_init(&r, H, W, C, 1, B);
+    size_t nx = (size_t)B * v.in_size, ny = (size_t)B * v.out_size;
+    float *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    for (size_t i = 0; i < nx; i++) {
+        float u = urand(0.0f, 1.0f);
+        x[i] = u < 0.3f ? (float)(int)urand(-2.0f, 2.0f) : urand(-1.0f, 1.0f);  // many ties
+        if (u > 0.97f) x[i] = NAN;
+        if (u > 0.95f && u <= 0.97f) x[i] = -0.0f;
+    }
+    for (size_t i = 0; i < ny; i++) dy[i] = urand(0.0f, 1.0f) < 0.05f ? -0.0f : urand(-3.0f, 3.0f);
+    wr_pool_forward(&v, x, B);
+    wr_pool_forward_ref(&r, x, B);
+    assert_memory_equal(v.y, r.y, ny * 4);
+    assert_memory_equal(v.arg, r.arg, ny * 4);
+    memset(v.dx, 0x7f, nx * 4);  // garbage: the backward must overwrite all of dx
+    wr_pool_backward(&v, dy, B);
+    wr_pool_backward_ref(&r, dy, B);
+    assert_memory_equal(v.dx, r.dx, nx * 4);
+    wr_layer_free(&v);
+    wr_layer_free(&r);
+    free(x), free(dy);
+}
+
+static void test_pool_vs_ref(void **st) {
+    (void)st;
+    pool_case(28, 28, 16, 3);
+    pool_case(14, 14, 32, 2);
+    pool_case(6, 4, 3, 2);
+    pool_case(5, 7, 1, 3);
+    pool_case(9, 8, 17, 2);
+}
+
 static void test_overflow(void **st) {
     (void)st;
     const int B = 4, IN = 8, OUT = 5;
@@ -608,6 +645,7 @@ int main(void) {
         cmocka_unit_test(test_conv_fp8_matches_emulation),
         cmocka_unit_test(test_fp8_cache),
         cmocka_unit_test(test_conv_chunks),
+        cmocka_unit_test(test_pool_vs_ref),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
