@@ -8,10 +8,14 @@
 // in L2, multiplied at once, and (backward) the same buffer takes the dX
 // GEMM's output, which col2im folds into the chunk's own dx images. Bias and
 // ReLU are applied to the chunk's output rows while they are in cache.
+// Shapes with few taps and 16 or 32 channels (the cnn's first conv: K = 25,
+// O = 16) use the thin GEMMs of layers_thin.h for the forward and dW products
+// instead of sgemm, which is slow on them.
 #include <cblas.h>
 #include <string.h>
 
 #include "layers_internal.h"
+#include "layers_thin.h"
 #include "wr_common.h"
 
 // col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside) for
@@ -70,27 +74,33 @@ WR_VEC void wr_conv_col2im(const wr_layer *l, const float *restrict dcol, float 
 }
 
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
+    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, thin = wr_thin_ok(O, K);
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
         int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
         float *y = l->y + (size_t)b0 * l->out_size;
         wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, O, K, alpha, l->col, K, w, O, 0.0f, y,
-                    O);
+        if (thin)
+            wr_thin_nn(rows, O, K, alpha, l->col, K, w, y);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, O, K, alpha, l->col, K, w, O, 0.0f,
+                        y, O);
         wr_layer_bias_act(y, l->b, (size_t)rows, O, l->relu);
     }
 }
 
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
                       float alpha_x, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
+    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, thin = wr_thin_ok(O, K);
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
         int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
         const float *dzb = dz + (size_t)b0 * l->out_size;
         wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
         // dW (+)= alpha_w col^T dZ: chunks accumulate in order (beta 1 after the first)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, rows, alpha_w, l->col, K, dzb, O,
-                    b0 ? 1.0f : 0.0f, l->dw, O);
+        if (thin)
+            wr_thin_tn(rows, O, K, alpha_w, l->col, K, dzb, b0 ? 1.0f : 0.0f, l->dw);
+        else
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, rows, alpha_w, l->col, K, dzb, O,
+                        b0 ? 1.0f : 0.0f, l->dw, O);
         if (!l->need_dx) continue;
         // dcol = alpha_x dZ W^T, into col (dW has read it), folded into dx
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, O, alpha_x, dzb, O, w, O, 0.0f, l->col,
