@@ -61,6 +61,8 @@ typedef struct {
     // work buffers (owned; NULL where unused)
     float *col;      // conv: im2col of conv_chunk images, then the dX GEMM's output
     int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
+    float *xpad;     // conv, thin shapes: conv_chunk zero-padded input images (direct conv)
+    int *offs;       // conv, thin shapes: tap offsets into xpad (layers_thin.h)
     float *dz;       // (max_batch, out_size) error after the ReLU mask
     int32_t *arg;    // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha

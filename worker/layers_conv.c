@@ -8,9 +8,9 @@
 // in L2, multiplied at once, and (backward) the same buffer takes the dX
 // GEMM's output, which col2im folds into the chunk's own dx images. Bias and
 // ReLU are applied to the chunk's output rows while they are in cache.
-// Shapes with few taps and 16 or 32 channels (the cnn's first conv: K = 25,
-// O = 16) use the thin GEMMs of layers_thin.h for the forward and dW products
-// instead of sgemm, which is slow on them.
+// Layers with 16 or 32 output channels (both of the cnn's) run the forward as
+// the direct conv of layers_thin.h on a zero-padded copy of the chunk (no
+// im2col), and the dW product too when the taps are few (the first conv).
 #include <cblas.h>
 #include <string.h>
 
@@ -73,34 +73,57 @@ WR_VEC void wr_conv_col2im(const wr_layer *l, const float *restrict dcol, float 
     }
 }
 
+// Copies n images of x into the interiors of l->xpad (the borders are 0).
+static void conv_pad(const wr_layer *l, const float *x, int n) {
+    const int Hp = l->H + 2 * l->pad, Wp = l->W + 2 * l->pad, C = l->C;
+    for (int b = 0; b < n; b++)
+        for (int h = 0; h < l->H; h++)
+            memcpy(l->xpad + (((size_t)b * Hp + h + l->pad) * Wp + l->pad) * C,
+                   x + ((size_t)b * l->H + h) * l->W * C, sizeof(float) * (size_t)l->W * C);
+}
+
+static wr_dconv_geom conv_geom(const wr_layer *l, int n) {
+    wr_dconv_geom g = {n,    l->OH,  l->OW, l->H + 2 * l->pad, l->W + 2 * l->pad, l->C, l->k * l->k * l->C,
+                       l->O, l->offs};
+    return g;
+}
+
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, thin = wr_thin_ok(O, K);
+    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, direct = l->xpad && wr_thin_ok(O, K);
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
         int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
         float *y = l->y + (size_t)b0 * l->out_size;
-        wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
-        if (thin)
-            wr_thin_nn(rows, O, K, alpha, l->col, K, w, y);
-        else
+        if (direct) {
+            wr_dconv_geom g = conv_geom(l, n);
+            conv_pad(l, x + (size_t)b0 * l->in_size, n);
+            wr_dconv_fwd(&g, l->xpad, w, alpha, y);
+        } else {
+            wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, O, K, alpha, l->col, K, w, O, 0.0f,
                         y, O);
+        }
         wr_layer_bias_act(y, l->b, (size_t)rows, O, l->relu);
     }
 }
 
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
                       float alpha_x, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, thin = wr_thin_ok(O, K);
+    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
+    // With many taps the direct dW passes over the chunk K/KB times: sgemm is faster there.
+    const int direct = l->xpad && wr_thin_ok(O, K) && K <= WR_DCONV_DW_MAX_K;
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
         int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
         const float *dzb = dz + (size_t)b0 * l->out_size;
-        wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
         // dW (+)= alpha_w col^T dZ: chunks accumulate in order (beta 1 after the first)
-        if (thin)
-            wr_thin_tn(rows, O, K, alpha_w, l->col, K, dzb, b0 ? 1.0f : 0.0f, l->dw);
-        else
+        if (direct) {
+            wr_dconv_geom g = conv_geom(l, n);
+            conv_pad(l, x + (size_t)b0 * l->in_size, n);
+            wr_dconv_dw(&g, l->xpad, dzb, alpha_w, b0 ? 1.0f : 0.0f, l->dw);
+        } else {
+            wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, rows, alpha_w, l->col, K, dzb, O,
                         b0 ? 1.0f : 0.0f, l->dw, O);
+        }
         if (!l->need_dx) continue;
         // dcol = alpha_x dZ W^T, into col (dW has read it), folded into dx
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, O, alpha_x, dzb, O, w, O, 0.0f, l->col,

@@ -1,4 +1,4 @@
-// layers_thin.c — thin GEMM references and dispatch (layers_thin.h).
+// layers_thin.c — direct conv dispatch and the scalar references (layers_thin.h).
 #include "layers_thin.h"
 
 #include <math.h>
@@ -7,7 +7,7 @@
 #include "cpu.h"
 #include "wr_common.h"
 
-#define THIN_MAX_K 64
+#define THIN_MAX_K 1024
 
 int wr_thin_ok(int N, int K) {
     return wr_cpu_level() >= WR_ISA_AVX2 && (N == 16 || N == 32) && K >= 1 && K <= THIN_MAX_K;
@@ -33,19 +33,19 @@ void wr_thin_tn_ref(int M, int N, int K, float alpha, const float *A, int lda, c
         }
 }
 
-void wr_thin_nn(int M, int N, int K, float alpha, const float *A, int lda, const float *B, float *C) {
-    WR_CHECK(wr_thin_ok(N, K));
+void wr_dconv_fwd(const wr_dconv_geom *g, const float *xp, const float *w, float alpha, float *y) {
+    WR_CHECK(wr_thin_ok(g->N, g->K));
     if (wr_cpu_level() == WR_ISA_AVX512)
-        wr_thin_nn_avx512(M, N, K, alpha, A, lda, B, C);
+        wr_dconv_fwd_avx512(g, xp, w, alpha, y);
     else
-        wr_thin_nn_avx2(M, N, K, alpha, A, lda, B, C);
+        wr_dconv_fwd_avx2(g, xp, w, alpha, y);
 }
 
-void wr_thin_tn(int M, int N, int K, float alpha, const float *A, int lda, const float *D, float beta,
-                float *C) {
-    WR_CHECK(wr_thin_ok(N, K));
+void wr_dconv_dw(const wr_dconv_geom *g, const float *xp, const float *dz, float alpha, float beta,
+                 float *dw) {
+    WR_CHECK(wr_thin_ok(g->N, g->K));
     if (wr_cpu_level() == WR_ISA_AVX512)
-        wr_thin_tn_avx512(M, N, K, alpha, A, lda, D, beta, C);
+        wr_dconv_dw_avx512(g, xp, dz, alpha, beta, dw);
     else
-        wr_thin_tn_avx2(M, N, K, alpha, A, lda, D, beta, C);
+        wr_dconv_dw_avx2(g, xp, dz, alpha, beta, dw);
 }

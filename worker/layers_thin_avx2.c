@@ -1,6 +1,6 @@
-// layers_thin_avx2.c — thin GEMMs with AVX2 + FMA (layers_thin.h): one ymm per
-// 8 output columns; nn in blocks of 4 (N = 16) or 2 (N = 32) rows, tn in
-// blocks of 6 or 3 k's (12 accumulators of the 16 registers).
+// layers_thin_avx2.c — the direct conv with AVX2 + FMA (layers_thin.h): one ymm
+// per 8 output channels; the forward in blocks of 4 (N = 16) or 2 (N = 32)
+// pixels, dW in blocks of 6 or 3 taps (12 accumulators of the 16 registers).
 #include <immintrin.h>
 
 #include "layers_thin.h"
@@ -16,17 +16,17 @@
 #define V_ADD(a, b) _mm256_add_ps(a, b)
 #include "layers_thin_kernel.h"
 
-void wr_thin_nn_avx2(int M, int N, int K, float alpha, const float *A, int lda, const float *B, float *C) {
-    if (N == 16)
-        thin_nn_shape(M, K, alpha, A, lda, B, C, 16, 4, 2);
+void wr_dconv_fwd_avx2(const wr_dconv_geom *g, const float *xp, const float *w, float alpha, float *y) {
+    if (g->N == 16)
+        dconv_fwd_shape(g, xp, w, alpha, y, 4, 2);
     else
-        thin_nn_shape(M, K, alpha, A, lda, B, C, 32, 2, 4);
+        dconv_fwd_shape(g, xp, w, alpha, y, 2, 4);
 }
 
-void wr_thin_tn_avx2(int M, int N, int K, float alpha, const float *A, int lda, const float *D, float beta,
-                     float *C) {
-    if (N == 16)
-        thin_tn_shape(M, K, alpha, A, lda, D, beta, C, 16, 6, 2);
+void wr_dconv_dw_avx2(const wr_dconv_geom *g, const float *xp, const float *dz, float alpha, float beta,
+                      float *dw) {
+    if (g->N == 16)
+        dconv_dw_shape(g, xp, dz, alpha, beta, dw, 6, 2);
     else
-        thin_tn_shape(M, K, alpha, A, lda, D, beta, C, 32, 3, 4);
+        dconv_dw_shape(g, xp, dz, alpha, beta, dw, 3, 4);
 }

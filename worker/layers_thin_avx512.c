@@ -1,6 +1,6 @@
-// layers_thin_avx512.c — thin GEMMs with AVX-512 (layers_thin.h): one zmm per
-// 16 output columns; nn in blocks of 8 rows, tn in blocks of 24 (N = 16) or
-// 12 (N = 32) k's.
+// layers_thin_avx512.c — the direct conv with AVX-512 (layers_thin.h): one zmm
+// per 16 output channels; the forward in blocks of 8 pixels, dW in blocks of
+// 24 (N = 16) or 12 (N = 32) taps.
 #include <immintrin.h>
 
 #include "layers_thin.h"
@@ -16,17 +16,17 @@
 #define V_ADD(a, b) _mm512_add_ps(a, b)
 #include "layers_thin_kernel.h"
 
-void wr_thin_nn_avx512(int M, int N, int K, float alpha, const float *A, int lda, const float *B, float *C) {
-    if (N == 16)
-        thin_nn_shape(M, K, alpha, A, lda, B, C, 16, 8, 1);
+void wr_dconv_fwd_avx512(const wr_dconv_geom *g, const float *xp, const float *w, float alpha, float *y) {
+    if (g->N == 16)
+        dconv_fwd_shape(g, xp, w, alpha, y, 8, 1);
     else
-        thin_nn_shape(M, K, alpha, A, lda, B, C, 32, 8, 2);
+        dconv_fwd_shape(g, xp, w, alpha, y, 8, 2);
 }
 
-void wr_thin_tn_avx512(int M, int N, int K, float alpha, const float *A, int lda, const float *D, float beta,
-                       float *C) {
-    if (N == 16)
-        thin_tn_shape(M, K, alpha, A, lda, D, beta, C, 16, 24, 1);
+void wr_dconv_dw_avx512(const wr_dconv_geom *g, const float *xp, const float *dz, float alpha, float beta,
+                        float *dw) {
+    if (g->N == 16)
+        dconv_dw_shape(g, xp, dz, alpha, beta, dw, 24, 1);
     else
-        thin_tn_shape(M, K, alpha, A, lda, D, beta, C, 32, 12, 2);
+        dconv_dw_shape(g, xp, dz, alpha, beta, dw, 12, 2);
 }

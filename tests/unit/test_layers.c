@@ -171,6 +171,14 @@ static void test_grad_conv(void **st) {
     // chunks of 1 and 2 images: dW summed over chunks, dx folded per chunk
     grad_check_chunk(&a, 3, 1);
     grad_check_chunk(&b, 3, 2);
+    // 16 / 32 channels: the direct conv (layers_thin.h) on AVX2 / AVX-512 CPUs;
+    // K = 27 and 50 also take its dW, K = 100 only its forward
+    geom d = {WR_LAYER_CONV, 0, 0, 6, 5, 3, 16, 3, 1, 1};
+    grad_check_chunk(&d, 3, 2);
+    geom e = {WR_LAYER_CONV, 0, 0, 5, 5, 2, 32, 5, 2, 0};
+    grad_check(&e, 2);
+    geom f = {WR_LAYER_CONV, 0, 0, 4, 4, 4, 16, 5, 2, 1};
+    grad_check_chunk(&f, 2, 1);
 }
 
 static void test_grad_pool(void **st) {
@@ -534,8 +542,8 @@ static void test_fp8_cache(void **st) {
 // Chunked conv (fp32 and HFP8): chunks of 1 and 2 images give the outputs of
 // one whole-batch chunk within fp32 summation error (the rows of y and dx are
 // the same dot products; dW sums the chunks' partial products in order).
-static void conv_chunks_case(int fp8) {
-    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 1};
+static void conv_chunks_case(int fp8, int O) {
+    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, O, 3, 1, 1};
     const int B = 5;
     wr_layer l[3];
     for (int i = 0; i < 3; i++) make_layer(&l[i], &g, fp8, 1, B);
@@ -567,8 +575,10 @@ static void conv_chunks_case(int fp8) {
 
 static void test_conv_chunks(void **st) {
     (void)st;
-    conv_chunks_case(0);
-    conv_chunks_case(1);
+    conv_chunks_case(0, 5);  // im2col + sgemm
+    conv_chunks_case(1, 5);
+    conv_chunks_case(0, 16);  // the direct conv where the CPU has AVX2
+    conv_chunks_case(1, 32);
 }
 
 // Max-pool: the vectorized forward/backward give the bits of the scalar
