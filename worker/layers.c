@@ -88,19 +88,6 @@ void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int n
     if (fp8) fp8_init(l, B, (size_t)in);
 }
 
-// The direct conv's zero-padded chunk (borders stay 0: only interiors are
-// written) and its tap offsets, for shapes the thin kernels take.
-static void conv_direct_init(wr_layer *l) {
-    const int Hp = l->H + 2 * l->pad, Wp = l->W + 2 * l->pad, C = l->C, k = l->k;
-    size_t n = (size_t)l->conv_chunk * Hp * Wp * C;
-    l->xpad = alloc_f(n);
-    memset(l->xpad, 0, n * sizeof(float));
-    l->offs = wr_alloc_vec((size_t)k * k * C * sizeof(int));
-    for (int kh = 0, i = 0; kh < k; kh++)
-        for (int kw = 0; kw < k; kw++)
-            for (int c = 0; c < C; c++) l->offs[i++] = (kh * Wp + kw) * C + c;
-}
-
 void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
                         int need_dx, int max_batch) {
     WR_CHECK(H > 0 && W > 0 && C > 0 && O > 0 && k > 0 && pad >= 0);
@@ -125,7 +112,7 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     // Chunk: as many images as fit ~CONV_CHUNK_FLOATS of col (at least one).
     l->conv_chunk = (int)WR_MAX((size_t)1, WR_MIN((size_t)max_batch, CONV_CHUNK_FLOATS / (per * K)));
     l->col = alloc_f((size_t)l->conv_chunk * per * K);
-    if ((O == 16 || O == 32) && K <= 1024) conv_direct_init(l);
+    wr_conv_direct_init(l);
     // fp8: X is decoded whole (B x in_size) once per step, im2col reads that
     if (fp8) fp8_init(l, (size_t)max_batch, (size_t)l->in_size);
 }
@@ -152,6 +139,9 @@ void wr_layer_free(wr_layer *l) {
     free(l->col);
     free(l->xpad);
     free(l->offs);
+    free(l->dzpad);
+    free(l->offs_t);
+    free(l->wt);
     free(l->dz);
     free(l->arg);
     free(l->xc);

@@ -63,6 +63,9 @@ typedef struct {
     int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
     float *xpad;     // conv, thin shapes: conv_chunk zero-padded input images (direct conv)
     int *offs;       // conv, thin shapes: tap offsets into xpad (layers_thin.h)
+    float *dzpad;    // conv, direct dX: conv_chunk zero-padded dz images
+    int *offs_t;     // conv, direct dX: tap offsets into dzpad
+    float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
     float *dz;       // (max_batch, out_size) error after the ReLU mask
     int32_t *arg;    // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha

@@ -73,19 +73,73 @@ WR_VEC void wr_conv_col2im(const wr_layer *l, const float *restrict dcol, float 
     }
 }
 
-// Copies n images of x into the interiors of l->xpad (the borders are 0).
-static void conv_pad(const wr_layer *l, const float *x, int n) {
-    const int Hp = l->H + 2 * l->pad, Wp = l->W + 2 * l->pad, C = l->C;
+// Tap offsets of a k x k kernel over C channels in padded rows of Wp pixels.
+static int *tap_offsets(int k, int Wp, int C) {
+    int *offs = wr_alloc_vec((size_t)k * k * C * sizeof(int));
+    for (int kh = 0, i = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++)
+            for (int c = 0; c < C; c++) offs[i++] = (kh * Wp + kw) * C + c;
+    return offs;
+}
+
+static float *zeroed(size_t n) {
+    float *p = wr_alloc_vec(n * sizeof(float));
+    memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+// The padded buffers' borders stay 0 (only interiors are written). dX is the
+// forward conv of dz padded by k-1-pad with the flipped, transposed weights.
+void wr_conv_direct_init(wr_layer *l) {
+    const int k = l->k, K = k * k * l->C, Kt = k * k * l->O, pt = k - 1 - l->pad;
+    if (!((l->O == 16 || l->O == 32) && K <= 1024)) return;
+    const int Hp = l->H + 2 * l->pad, Wp = l->W + 2 * l->pad;
+    l->xpad = zeroed((size_t)l->conv_chunk * Hp * Wp * l->C);
+    l->offs = tap_offsets(k, Wp, l->C);
+    if (!l->need_dx || !(l->C == 16 || l->C == 32) || pt < 0 || Kt > 1024) return;
+    const int Hq = l->OH + 2 * pt, Wq = l->OW + 2 * pt;
+    l->dzpad = zeroed((size_t)l->conv_chunk * Hq * Wq * l->O);
+    l->offs_t = tap_offsets(k, Wq, l->O);
+    l->wt = wr_alloc_vec((size_t)Kt * l->C * sizeof(float));
+}
+
+// Copies n images (H x W x C) of src into the interiors of dst (padded by p).
+static void pad_images(const float *src, float *dst, int n, int H, int W, int C, int p) {
+    const int Hp = H + 2 * p, Wp = W + 2 * p;
     for (int b = 0; b < n; b++)
-        for (int h = 0; h < l->H; h++)
-            memcpy(l->xpad + (((size_t)b * Hp + h + l->pad) * Wp + l->pad) * C,
-                   x + ((size_t)b * l->H + h) * l->W * C, sizeof(float) * (size_t)l->W * C);
+        for (int h = 0; h < H; h++)
+            memcpy(dst + (((size_t)b * Hp + h + p) * Wp + p) * C, src + ((size_t)b * H + h) * W * C,
+                   sizeof(float) * (size_t)W * C);
+}
+
+static void conv_pad(const wr_layer *l, const float *x, int n) {
+    pad_images(x, l->xpad, n, l->H, l->W, l->C, l->pad);
 }
 
 static wr_dconv_geom conv_geom(const wr_layer *l, int n) {
     wr_dconv_geom g = {n,    l->OH,  l->OW, l->H + 2 * l->pad, l->W + 2 * l->pad, l->C, l->k * l->k * l->C,
                        l->O, l->offs};
     return g;
+}
+
+// wt[(kh, kw, o), c] = w[(k-1-kh, k-1-kw, c), o]: dX's weights.
+static void flip_weights(const wr_layer *l, const float *w) {
+    const int k = l->k, C = l->C, O = l->O;
+    for (int kh = 0; kh < k; kh++)
+        for (int kw = 0; kw < k; kw++)
+            for (int o = 0; o < O; o++)
+                for (int c = 0; c < C; c++)
+                    l->wt[(((size_t)kh * k + kw) * O + o) * C + c] =
+                        w[(((size_t)(k - 1 - kh) * k + (k - 1 - kw)) * C + c) * O + o];
+}
+
+// dx of n images = alpha_x * the direct conv of their padded dz with wt.
+static void conv_dx_direct(wr_layer *l, const float *dz, float alpha_x, float *dx, int n) {
+    const int pt = l->k - 1 - l->pad;
+    pad_images(dz, l->dzpad, n, l->OH, l->OW, l->O, pt);
+    wr_dconv_geom g = {n,    l->H,     l->W, l->OH + 2 * pt, l->OW + 2 * pt, l->O, l->k * l->k * l->O,
+                       l->C, l->offs_t};
+    wr_dconv_fwd(&g, l->dzpad, l->wt, alpha_x, dx);
 }
 
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
@@ -111,6 +165,8 @@ void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float 
     const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
     // With many taps the direct dW passes over the chunk K/KB times: sgemm is faster there.
     const int direct = l->xpad && wr_thin_ok(O, K) && K <= WR_DCONV_DW_MAX_K;
+    const int direct_dx = l->need_dx && l->dzpad && wr_thin_ok(l->C, l->k * l->k * O);
+    if (direct_dx) flip_weights(l, w);
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
         int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
         const float *dzb = dz + (size_t)b0 * l->out_size;
@@ -125,6 +181,10 @@ void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float 
                         b0 ? 1.0f : 0.0f, l->dw, O);
         }
         if (!l->need_dx) continue;
+        if (direct_dx) {
+            conv_dx_direct(l, dzb, alpha_x, l->dx + (size_t)b0 * l->in_size, n);
+            continue;
+        }
         // dcol = alpha_x dZ W^T, into col (dW has read it), folded into dx
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, O, alpha_x, dzb, O, w, O, 0.0f, l->col,
                     K);

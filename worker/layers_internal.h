@@ -25,6 +25,9 @@ void wr_layer_bias_act(float *y, const float *b, size_t rows, int cols, int relu
 // its adjoint, overwriting the n images of dx.
 void wr_conv_im2col(const wr_layer *l, const float *x, float *col, int n);
 void wr_conv_col2im(const wr_layer *l, const float *dcol, float *dx, int n);
+// Allocates the direct conv's buffers (layers_thin.h) where the shape allows
+// it: xpad/offs for O = 16 or 32, and dzpad/offs_t/wt for dX where C = 16 or 32.
+void wr_conv_direct_init(wr_layer *l);
 // l->y = act(alpha x * w + b) for B images, l->conv_chunk images per im2col +
 // sgemm. x, w: fp32 values (an fp8 layer passes its decoded codes).
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B);

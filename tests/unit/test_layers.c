@@ -179,6 +179,11 @@ static void test_grad_conv(void **st) {
     grad_check(&e, 2);
     geom f = {WR_LAYER_CONV, 0, 0, 4, 4, 4, 16, 5, 2, 1};
     grad_check_chunk(&f, 2, 1);
+    // 16 input channels: dX as the direct conv of the padded dz (pad 1 and 0)
+    geom h = {WR_LAYER_CONV, 0, 0, 4, 5, 16, 16, 3, 1, 0};
+    grad_check_chunk(&h, 2, 1);
+    geom i = {WR_LAYER_CONV, 0, 0, 5, 4, 16, 32, 3, 0, 1};
+    grad_check(&i, 1);
 }
 
 static void test_grad_pool(void **st) {
