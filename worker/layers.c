@@ -142,6 +142,10 @@ void wr_layer_free(wr_layer *l) {
     free(l->dzpad);
     free(l->offs_t);
     free(l->wt);
+    free(l->xpad16);
+    free(l->dzpad16);
+    free(l->w16);
+    free(l->wt16);
     free(l->dz);
     free(l->arg);
     free(l->xc);
@@ -209,7 +213,7 @@ static void fp8_forward(wr_layer *l, const float *x, int B) {
         const int K = l->k * l->k * l->C;
         const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, l->O, l->O);
         const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
-        wr_conv_forward(l, xq, wq, alpha, B);
+        wr_conv_forward_fp8(l, xq, wq, alpha, B);
         return;
     }
     wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
@@ -247,7 +251,7 @@ static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K,
         const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
         const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, cols, cols);
         const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
-        wr_conv_backward(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
+        wr_conv_backward_fp8(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
         return;
     }
     wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;

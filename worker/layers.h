@@ -66,8 +66,9 @@ typedef struct {
     float *dzpad;    // conv, direct dX: conv_chunk zero-padded dz images
     int *offs_t;     // conv, direct dX: tap offsets into dzpad
     float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
-    float *dz;       // (max_batch, out_size) error after the ReLU mask
-    int32_t *arg;    // pool: input offset of each output's max
+    uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
+    float *dz;                                // (max_batch, out_size) error after the ReLU mask
+    int32_t *arg;                             // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
     uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)

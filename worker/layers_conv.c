@@ -90,7 +90,7 @@ static float *zeroed(size_t n) {
 
 // The padded buffers' borders stay 0 (only interiors are written). dX is the
 // forward conv of dz padded by k-1-pad with the flipped, transposed weights.
-void wr_conv_direct_init(wr_layer *l) {
+static void conv_direct_alloc(wr_layer *l) {
     const int k = l->k, K = k * k * l->C, Kt = k * k * l->O, pt = k - 1 - l->pad;
     if (!((l->O == 16 || l->O == 32) && K <= 1024)) return;
     const int Hp = l->H + 2 * l->pad, Wp = l->W + 2 * l->pad;
@@ -103,6 +103,28 @@ void wr_conv_direct_init(wr_layer *l) {
     l->wt = wr_alloc_vec((size_t)Kt * l->C * sizeof(float));
 }
 
+static uint16_t *zeroed16(size_t n) {
+    uint16_t *p = wr_alloc_vec(n * sizeof(uint16_t));
+    memset(p, 0, n * sizeof(uint16_t));
+    return p;
+}
+
+// bf16 twins of the padded chunks and weights for an fp8 layer (C, O even).
+static void conv_bf16_init(wr_layer *l) {
+    const int k = l->k, pt = k - 1 - l->pad;
+    if (!l->fp8 || !l->xpad || l->C % 2) return;
+    l->xpad16 = zeroed16((size_t)l->conv_chunk * (l->H + 2 * l->pad) * (l->W + 2 * l->pad) * l->C);
+    l->w16 = wr_alloc_vec((size_t)k * k * l->C * l->O * sizeof(uint16_t));
+    if (!l->dzpad) return;
+    l->dzpad16 = zeroed16((size_t)l->conv_chunk * (l->OH + 2 * pt) * (l->OW + 2 * pt) * l->O);
+    l->wt16 = wr_alloc_vec((size_t)k * k * l->O * l->C * sizeof(uint16_t));
+}
+
+void wr_conv_direct_init(wr_layer *l) {
+    conv_direct_alloc(l);
+    conv_bf16_init(l);
+}
+
 // Copies n images (H x W x C) of src into the interiors of dst (padded by p).
 static void pad_images(const float *src, float *dst, int n, int H, int W, int C, int p) {
     const int Hp = H + 2 * p, Wp = W + 2 * p;
@@ -110,6 +132,15 @@ static void pad_images(const float *src, float *dst, int n, int H, int W, int C,
         for (int h = 0; h < H; h++)
             memcpy(dst + (((size_t)b * Hp + h + p) * Wp + p) * C, src + ((size_t)b * H + h) * W * C,
                    sizeof(float) * (size_t)W * C);
+}
+
+// The same into a bf16 buffer (the top halves: exact for FP8 values).
+static void pad_images16(const float *src, uint16_t *dst, int n, int H, int W, int C, int p) {
+    const int Hp = H + 2 * p, Wp = W + 2 * p;
+    for (int b = 0; b < n; b++)
+        for (int h = 0; h < H; h++)
+            wr_bf16_from_f32(src + ((size_t)b * H + h) * W * C, dst + (((size_t)b * Hp + h + p) * Wp + p) * C,
+                             (size_t)W * C);
 }
 
 static void conv_pad(const wr_layer *l, const float *x, int n) {
@@ -133,61 +164,110 @@ static void flip_weights(const wr_layer *l, const float *w) {
                         w[(((size_t)(k - 1 - kh) * k + (k - 1 - kw)) * C + c) * O + o];
 }
 
-// dx of n images = alpha_x * the direct conv of their padded dz with wt.
-static void conv_dx_direct(wr_layer *l, const float *dz, float alpha_x, float *dx, int n) {
+// dx of n images = alpha_x * the direct conv of their padded dz with wt
+// (bf16: the BF16 kernel on bf16 copies, wt16 packed by the caller).
+static void conv_dx_direct(wr_layer *l, const float *dz, float alpha_x, float *dx, int n, int bf16) {
     const int pt = l->k - 1 - l->pad;
-    pad_images(dz, l->dzpad, n, l->OH, l->OW, l->O, pt);
     wr_dconv_geom g = {n,    l->H,     l->W, l->OH + 2 * pt, l->OW + 2 * pt, l->O, l->k * l->k * l->O,
                        l->C, l->offs_t};
+    if (bf16) {
+        pad_images16(dz, l->dzpad16, n, l->OH, l->OW, l->O, pt);
+        wr_dconv_fwd_bf16(&g, l->dzpad16, l->wt16, alpha_x, dx);
+        return;
+    }
+    pad_images(dz, l->dzpad, n, l->OH, l->OW, l->O, pt);
     wr_dconv_fwd(&g, l->dzpad, l->wt, alpha_x, dx);
 }
 
-void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW, direct = l->xpad && wr_thin_ok(O, K);
+// One chunk's forward product into y: BF16 direct, fp32 direct or im2col + sgemm.
+static void conv_chunk_fwd(wr_layer *l, const float *x, const float *w, float alpha, float *y, int n,
+                           int mode) {
+    const int K = l->k * l->k * l->C, O = l->O;
+    wr_dconv_geom g = conv_geom(l, n);
+    if (mode == 2) {
+        pad_images16(x, l->xpad16, n, l->H, l->W, l->C, l->pad);
+        wr_dconv_fwd_bf16(&g, l->xpad16, l->w16, alpha, y);
+    } else if (mode == 1) {
+        conv_pad(l, x, n);
+        wr_dconv_fwd(&g, l->xpad, w, alpha, y);
+    } else {
+        wr_conv_im2col(l, x, l->col, n);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n * l->OH * l->OW, O, K, alpha, l->col, K, w,
+                    O, 0.0f, y, O);
+    }
+}
+
+// bf16: the operands are an fp8 layer's decoded values (exact in bf16).
+static void conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B, int bf16) {
+    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
+    int mode = l->xpad && wr_thin_ok(O, K) ? 1 : 0;
+    if (bf16 && l->xpad16 && wr_dconv_bf16_ok(O, K, l->C)) {
+        mode = 2;
+        wr_bf16_pack_w(w, K, O, l->w16);
+    }
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
-        int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
+        int n = WR_MIN(l->conv_chunk, B - b0);
         float *y = l->y + (size_t)b0 * l->out_size;
-        if (direct) {
-            wr_dconv_geom g = conv_geom(l, n);
-            conv_pad(l, x + (size_t)b0 * l->in_size, n);
-            wr_dconv_fwd(&g, l->xpad, w, alpha, y);
-        } else {
-            wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, O, K, alpha, l->col, K, w, O, 0.0f,
-                        y, O);
+        conv_chunk_fwd(l, x + (size_t)b0 * l->in_size, w, alpha, y, n, mode);
+        wr_layer_bias_act(y, l->b, (size_t)n * per, O, l->relu);
+    }
+}
+
+void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
+    conv_forward(l, x, w, alpha, B, 0);
+}
+
+void wr_conv_forward_fp8(wr_layer *l, const float *xq, const float *wq, float alpha, int B) {
+    conv_forward(l, xq, wq, alpha, B, 1);
+}
+
+// One chunk's dW product, accumulated into l->dw (beta 1 after the first chunk).
+static void conv_chunk_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int n, int first,
+                          int direct) {
+    const int K = l->k * l->k * l->C, O = l->O;
+    if (direct) {
+        wr_dconv_geom g = conv_geom(l, n);
+        conv_pad(l, x, n);
+        wr_dconv_dw(&g, l->xpad, dz, alpha_w, first ? 0.0f : 1.0f, l->dw);
+        return;
+    }
+    wr_conv_im2col(l, x, l->col, n);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, n * l->OH * l->OW, alpha_w, l->col, K, dz, O,
+                first ? 0.0f : 1.0f, l->dw, O);
+}
+
+static void conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
+                          float alpha_x, int B, int bf16) {
+    const int K = l->k * l->k * l->C, O = l->O, Kt = l->k * l->k * O;
+    // With many taps the direct dW passes over the chunk K/KB times: sgemm is faster there.
+    const int direct = l->xpad && wr_thin_ok(O, K) && K <= WR_DCONV_DW_MAX_K;
+    const int direct_dx = l->need_dx && l->dzpad && wr_thin_ok(l->C, Kt);
+    const int bf16_dx = direct_dx && bf16 && l->dzpad16 && wr_dconv_bf16_ok(l->C, Kt, O);
+    if (direct_dx) flip_weights(l, w);
+    if (bf16_dx) wr_bf16_pack_w(l->wt, Kt, l->C, l->wt16);
+    for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
+        int n = WR_MIN(l->conv_chunk, B - b0);
+        const float *dzb = dz + (size_t)b0 * l->out_size;
+        float *dxb = l->need_dx ? l->dx + (size_t)b0 * l->in_size : NULL;
+        conv_chunk_dw(l, x + (size_t)b0 * l->in_size, dzb, alpha_w, n, b0 == 0, direct);
+        if (!l->need_dx) continue;
+        if (direct_dx) {
+            conv_dx_direct(l, dzb, alpha_x, dxb, n, bf16_dx);
+            continue;
         }
-        wr_layer_bias_act(y, l->b, (size_t)rows, O, l->relu);
+        // dcol = alpha_x dZ W^T, into col (dW has read it), folded into dx
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n * l->OH * l->OW, K, O, alpha_x, dzb, O, w, O,
+                    0.0f, l->col, K);
+        wr_conv_col2im(l, l->col, dxb, n);
     }
 }
 
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
                       float alpha_x, int B) {
-    const int K = l->k * l->k * l->C, O = l->O, per = l->OH * l->OW;
-    // With many taps the direct dW passes over the chunk K/KB times: sgemm is faster there.
-    const int direct = l->xpad && wr_thin_ok(O, K) && K <= WR_DCONV_DW_MAX_K;
-    const int direct_dx = l->need_dx && l->dzpad && wr_thin_ok(l->C, l->k * l->k * O);
-    if (direct_dx) flip_weights(l, w);
-    for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
-        int n = WR_MIN(l->conv_chunk, B - b0), rows = n * per;
-        const float *dzb = dz + (size_t)b0 * l->out_size;
-        // dW (+)= alpha_w col^T dZ: chunks accumulate in order (beta 1 after the first)
-        if (direct) {
-            wr_dconv_geom g = conv_geom(l, n);
-            conv_pad(l, x + (size_t)b0 * l->in_size, n);
-            wr_dconv_dw(&g, l->xpad, dzb, alpha_w, b0 ? 1.0f : 0.0f, l->dw);
-        } else {
-            wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, rows, alpha_w, l->col, K, dzb, O,
-                        b0 ? 1.0f : 0.0f, l->dw, O);
-        }
-        if (!l->need_dx) continue;
-        if (direct_dx) {
-            conv_dx_direct(l, dzb, alpha_x, l->dx + (size_t)b0 * l->in_size, n);
-            continue;
-        }
-        // dcol = alpha_x dZ W^T, into col (dW has read it), folded into dx
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, K, O, alpha_x, dzb, O, w, O, 0.0f, l->col,
-                    K);
-        wr_conv_col2im(l, l->col, l->dx + (size_t)b0 * l->in_size, n);
-    }
+    conv_backward(l, x, dz, w, alpha_w, alpha_x, B, 0);
+}
+
+void wr_conv_backward_fp8(wr_layer *l, const float *xq, const float *dzq, const float *wq, float alpha_w,
+                          float alpha_x, int B) {
+    conv_backward(l, xq, dzq, wq, alpha_w, alpha_x, B, 1);
 }

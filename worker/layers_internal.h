@@ -31,6 +31,11 @@ void wr_conv_direct_init(wr_layer *l);
 // l->y = act(alpha x * w + b) for B images, l->conv_chunk images per im2col +
 // sgemm. x, w: fp32 values (an fp8 layer passes its decoded codes).
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B);
+// The same for an fp8 layer's decoded values (all exact in bf16): the BF16
+// kernel where the CPU has it (and the backward's direct dX likewise).
+void wr_conv_forward_fp8(wr_layer *l, const float *xq, const float *wq, float alpha, int B);
+void wr_conv_backward_fp8(wr_layer *l, const float *xq, const float *dzq, const float *wq, float alpha_w,
+                          float alpha_x, int B);
 // l->dw = alpha_w col(x)^T dz (summed over chunks in order) and, if
 // l->need_dx, l->dx = col2im(alpha_x dz w^T). l->db is the caller's.
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,

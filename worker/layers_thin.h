@@ -19,6 +19,9 @@
 #ifndef WR_LAYERS_THIN_H
 #define WR_LAYERS_THIN_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 // The direct dW kernel passes over the pixels once per block of KB taps: past
 // this many taps sgemm on the im2col is faster (measured on the cnn's second
 // conv, K = 400), and the layer uses the direct conv for its forward only.
@@ -50,5 +53,28 @@ void wr_dconv_dw_avx512(const wr_dconv_geom *g, const float *xp, const float *dz
 void wr_thin_nn_ref(int M, int N, int K, float alpha, const float *A, int lda, const float *B, float *C);
 void wr_thin_tn_ref(int M, int N, int K, float alpha, const float *A, int lda, const float *D, float beta,
                     float *C);
+
+// ---- BF16 forward (AVX-512 BF16) ------------------------------------------------
+// For operands whose every value is exact in bf16 (the decoded FP8 values of
+// an HFP8 layer: 4 or 3 significant bits): xp and the weights as bf16 (the
+// top 16 bits of the fp32 values), the weights packed in tap pairs
+// (wr_bf16_pack_w). y = alpha * acc, acc summed over tap pairs p in order as
+// VDPBF16PS does: acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p] (each product
+// exact in fp32, each add rounded to nearest even). The CPU may round the pair
+// once instead (the instruction allows it): the results equal the reference
+// wherever the sums are exact and are within the fp32 summation bound
+// otherwise.
+// 1 if the BF16 kernel takes this shape here: AVX-512 level with AVX512_BF16,
+// N 16 or 32, C even, K <= 1024.
+int wr_dconv_bf16_ok(int N, int K, int C);
+// wp[(p N + j) 2 + e] = bf16 of w[(2p + e) N + j] (K even).
+void wr_bf16_pack_w(const float *w, int K, int N, uint16_t *wp);
+// The top 16 bits of each of n floats (exact for values with <= 8 significant bits).
+void wr_bf16_from_f32(const float *x, uint16_t *out, size_t n);
+void wr_dconv_fwd_bf16(const wr_dconv_geom *g, const uint16_t *xp, const uint16_t *wp, float alpha, float *y);
+void wr_dconv_fwd_bf16_avx512(const wr_dconv_geom *g, const uint16_t *xp, const uint16_t *wp, float alpha,
+                              float *y);
+void wr_dconv_fwd_bf16_ref(const wr_dconv_geom *g, const uint16_t *xp, const uint16_t *wp, float alpha,
+                           float *y);
 
 #endif

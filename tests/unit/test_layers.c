@@ -397,6 +397,9 @@ static void test_hfp8_conv(void **st) {
     hfp8_vs_fp32(&a, 3);
     a.relu = 1;
     hfp8_vs_fp32(&a, 3);
+    // 16 channels in and out: the direct conv (BF16 forward and dX where the CPU has it)
+    geom b = {WR_LAYER_CONV, 0, 0, 6, 6, 16, 16, 3, 1, 0};
+    hfp8_vs_fp32(&b, 2);
 }
 
 // The layer's codes are the E4M3-b11 / E5M2 encodings of sx x, sw w and dz, and
@@ -463,9 +466,7 @@ static void test_matches_fp8_gemm(void **st) {
 
 // conv HFP8 forward (im2col on the codes, padding = code 0) against the double
 // product of the fake-quantized input and weights, within fp32 summation error.
-static void test_conv_fp8_matches_emulation(void **st) {
-    (void)st;
-    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 0};
+static void conv_fp8_emulation_case(geom g) {
     const int B = 2;
     wr_layer l;
     make_layer(&l, &g, 1, 1, B);
@@ -494,6 +495,13 @@ static void test_conv_fp8_matches_emulation(void **st) {
     wr_layer_free(&l);
     free(p), free(gr), free(x), free(xq), free(wq), free(xd), free(wd), free(bd), free(yd), free(ad),
         free(one);
+}
+
+static void test_conv_fp8_matches_emulation(void **st) {
+    (void)st;
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 0});    // im2col + sgemm
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 7, 6, 3, 16, 3, 1, 0});   // fp32 direct conv
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 9, 8, 16, 32, 5, 2, 0});  // BF16 direct conv
 }
 
 // The decoded-operand caches: two steps with new weights and new inputs in
@@ -547,8 +555,8 @@ static void test_fp8_cache(void **st) {
 // Chunked conv (fp32 and HFP8): chunks of 1 and 2 images give the outputs of
 // one whole-batch chunk within fp32 summation error (the rows of y and dx are
 // the same dot products; dW sums the chunks' partial products in order).
-static void conv_chunks_case(int fp8, int O) {
-    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, O, 3, 1, 1};
+static void conv_chunks_case(int fp8, int O, int C) {
+    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, C, O, 3, 1, 1};
     const int B = 5;
     wr_layer l[3];
     for (int i = 0; i < 3; i++) make_layer(&l[i], &g, fp8, 1, B);
@@ -580,10 +588,12 @@ static void conv_chunks_case(int fp8, int O) {
 
 static void test_conv_chunks(void **st) {
     (void)st;
-    conv_chunks_case(0, 5);  // im2col + sgemm
-    conv_chunks_case(1, 5);
-    conv_chunks_case(0, 16);  // the direct conv where the CPU has AVX2
-    conv_chunks_case(1, 32);
+    conv_chunks_case(0, 5, 3);  // im2col + sgemm
+    conv_chunks_case(1, 5, 3);
+    conv_chunks_case(0, 16, 3);  // the direct conv where the CPU has AVX2
+    conv_chunks_case(1, 32, 3);
+    conv_chunks_case(1, 16, 16);  // HFP8: BF16 forward and dX where the CPU has AVX512_BF16
+    conv_chunks_case(0, 32, 16);  // fp32: direct dX
 }
 
 // Max-pool: the vectorized forward/backward give the bits of the scalar
