@@ -6,17 +6,19 @@
 // row-major, of a conv layer (k*k*C, O) with rows ordered (kh, kw, c).
 //
 // Kinds: linear (+ optional fused ReLU), conv2d k x k stride 1 zero padding
-// `pad` (im2col + one GEMM for the whole batch, + optional fused ReLU), max-pool
-// 2x2 stride 2. Softmax + cross-entropy and a stand-alone ReLU are functions.
+// `pad` (in chunks of images: im2col + sgemm, or the direct conv of
+// layers_thin.h for 16 / 32 channels; layers_conv.c; + optional fused ReLU),
+// max-pool 2x2 stride 2 (layers_pool.c). Softmax + cross-entropy and a
+// stand-alone ReLU are functions.
 //
-// HFP8 (fp8 = 1): every GEMM of the layer (forward, dW, dX) is a
+// HFP8 (fp8 = 1): every GEMM of a linear layer (forward, dW, dX) is a
 // common/fp8_gemm.h wr_fp8_gemm(_cached) call on uint8 FP8 codes, with fp32
-// accumulation and output. A forward GEMM input t (weights once per forward,
+// accumulation and output; a conv layer decodes its codes once per step
+// (wr_fp8_cache_get) and runs its fp32 conv on the decoded values. A forward GEMM input t (weights once per forward,
 // activations) is multiplied by a power-of-two s_t = 2^k chosen from its amax
 // so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its min subnormal
 // 2^-13, so unscaled weights of ~1e-2 would sit near the bottom of the range),
-// then encoded to E4M3-b11 (RNE, saturating): codes xc, wc (conv: im2col runs
-// on the codes, 0x00 being 0.0, into colc). The backward error dZ (already
+// then encoded to E4M3-b11 (RNE, saturating): codes xc, wc. The backward error dZ (already
 // multiplied by the loss scale S) is encoded to E5M2 unscaled: codes dzc. The
 // scales are folded into alpha: Y = 1/(s_x s_w) Xq Wq; dW = 1/(S s_x) Xq^T dZq;
 // dX = 1/s_w dZq Wq^T, the transposes through the GEMM's trans flags. Every
@@ -26,7 +28,8 @@
 // owns one wr_fp8_cache per operand (X, W, dZ), keyed by a generation bumped
 // at every re-encode (fwd_gen by the forward, bwd_gen by the backward), so W's
 // forward decoding serves dX, X's serves dW, dZ's dW decoding serves dX. Set
-// fp8_cache = 0 after init to decode in every call instead (same bits).
+// fp8_cache = 0 after init to decode in every call instead (same bits; a
+// conv layer always decodes into its caches).
 // Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
 // pre-activation), pooling and the loss are fp32.
 //
