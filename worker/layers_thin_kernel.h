@@ -4,6 +4,8 @@
 // V_FMA (a * b + c, one rounding), V_MUL, V_ADD. Accumulator blocks have
 // compile-time sizes (RB pixels or KB taps times NV vectors, after inlining)
 // so that they live in registers.
+// Without V (included on its own, e.g. by scripts/check-layering) it is empty.
+#ifdef V
 #include <stddef.h>
 
 #define THIN_INLINE static inline __attribute__((always_inline))
@@ -102,3 +104,5 @@ THIN_INLINE void dconv_dw_shape(const wr_dconv_geom *g, const float *xp, const f
         dconv_dw_block(g, g->offs + k, xp, dz, alpha, beta, dw + (size_t)k * g->N, KB, NV);
     for (; k < g->K; k++) dconv_dw_block(g, g->offs + k, xp, dz, alpha, beta, dw + (size_t)k * g->N, 1, NV);
 }
+
+#endif  // V
