@@ -42,7 +42,8 @@ void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float 
                       float alpha_x, int B);
 
 // Max-pool 2x2 stride 2 (layers_pool.c): l->y, l->arg from x; l->dx from dy
-// and l->arg. The plain versions are vectorized and give the bits of the *_ref.
+// and l->arg. wr_pool_forward is vectorized and gives the bits of its *_ref;
+// wr_pool_backward is its *_ref (the scatter is the fastest).
 void wr_pool_forward(wr_layer *l, const float *x, int B);
 void wr_pool_forward_ref(wr_layer *l, const float *x, int B);
 void wr_pool_backward(wr_layer *l, const float *dy, int B);

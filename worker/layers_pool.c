@@ -1,9 +1,9 @@
 // layers_pool.c — 2x2 stride-2 max-pool, forward and backward (layers.h).
 //
-// The vector versions run over the C channels of one window (NHWC: each of
-// the window's four pixels is C contiguous floats) with selects instead of
-// branches, so gcc vectorizes them; they give the bits of the scalar *_ref
-// versions (same comparisons, same first-maximum rule, same sums).
+// The forward runs over the C channels of one window (NHWC: each of the
+// window's four pixels is C contiguous floats) with selects instead of
+// branches, so gcc vectorizes it; it gives the bits of the scalar
+// wr_pool_forward_ref (same comparisons, same first-maximum rule).
 #include <string.h>
 
 #include "layers_internal.h"
@@ -80,33 +80,7 @@ void wr_pool_backward_ref(wr_layer *l, const float *dy, int B) {
     }
 }
 
-// Windows do not overlap: each input element gets dy or 0 by a select. The
-// selected value is 0.0f + d, the reference's sum into zeroed dx (-0.0 -> +0.0).
-WR_VEC static void unpool_window(float *restrict p00, float *restrict p01, float *restrict p10,
-                                 float *restrict p11, const float *restrict d, const int32_t *restrict a,
-                                 int32_t o00, int32_t C, int32_t WC) {
-    for (int32_t c = 0; c < C; c++) {
-        float g = 0.0f + d[c];
-        int32_t k = a[c] - o00 - c;  // 0, C, WC or WC + C
-        p00[c] = k == 0 ? g : 0.0f;
-        p01[c] = k == C ? g : 0.0f;
-        p10[c] = k == WC ? g : 0.0f;
-        p11[c] = k == WC + C ? g : 0.0f;
-    }
-}
-
-void wr_pool_backward(wr_layer *l, const float *dy, int B) {
-    const int C = l->C, W = l->W;
-    // odd H or W: the last row / column is in no window
-    if ((l->H | l->W) & 1) memset(l->dx, 0, sizeof(float) * (size_t)B * l->in_size);
-    for (int b = 0; b < B; b++) {
-        float *xb = l->dx + (size_t)b * l->in_size;
-        for (int oh = 0; oh < l->OH; oh++)
-            for (int ow = 0; ow < l->OW; ow++) {
-                int32_t o00 = (int32_t)(((2 * oh) * W + 2 * ow) * C);
-                size_t o = (size_t)b * l->out_size + ((size_t)oh * l->OW + ow) * C;
-                unpool_window(xb + o00, xb + o00 + C, xb + o00 + W * C, xb + o00 + W * C + C, dy + o,
-                              l->arg + o, o00, C, W * C);
-            }
-    }
-}
+// The scatter above is the fastest here: a select version writing each
+// window's four inputs measured slower (0.8 vs 0.66 ms for the cnn's first
+// pool at B = 128), memset being cheap.
+void wr_pool_backward(wr_layer *l, const float *dy, int B) { wr_pool_backward_ref(l, dy, B); }
