@@ -72,6 +72,7 @@ static void common_init(wr_layer *l, int kind, int relu, int fp8, int need_dx, i
     l->need_dx = need_dx;
     l->max_batch = max_batch;
     l->sx = l->sw = 1.0f;
+    l->threads = 1;
 }
 
 void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx, int max_batch) {

@@ -633,6 +633,53 @@ static void test_pool_vs_ref(void **st) {
     pool_case(9, 8, 17, 2);
 }
 
+// Threads of the direct conv: 2 and 3 threads give the bits of one (forward y,
+// dW, dx), fp32 (direct forward, dW, dX) and HFP8 (BF16 where the CPU has it).
+static void conv_threads_case(int fp8) {
+    geom g = {WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1};
+    const int B = 7;
+    wr_layer l[3];
+    size_t np = 0, nx = 0, ny = 0;
+    float *gr[3], *p = NULL, *x = NULL, *dy = NULL;
+    for (int i = 0; i < 3; i++) {
+        make_layer(&l[i], &g, fp8, 1, B);
+        l[i].conv_chunk = 2;  // 4 chunks
+        wr_layer_set_threads(&l[i], i + 1);
+    }
+    assert_int_equal(l[2].threads, 3);
+    np = l[0].n_w + l[0].n_b, nx = (size_t)B * l[0].in_size, ny = (size_t)B * l[0].out_size;
+    p = wr_alloc_vec(np * 4), x = wr_alloc_vec(nx * 4), dy = wr_alloc_vec(ny * 4);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, nx, -1.0f, 2.0f);
+    fill(dy, ny, -50.0f, 50.0f);
+    for (int i = 0; i < 3; i++) {
+        gr[i] = wr_alloc_vec(np * 4);
+        wr_layer_bind(&l[i], p, gr[i]);
+        wr_layer_forward(&l[i], x, B);
+        assert_int_equal(wr_layer_backward(&l[i], dy, B, 64.0f), 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        assert_memory_equal(l[i].y, l[0].y, ny * 4);
+        assert_memory_equal(gr[i], gr[0], np * 4);
+        assert_memory_equal(l[i].dx, l[0].dx, nx * 4);
+    }
+    for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
+    free(p), free(x), free(dy);
+}
+
+static void test_conv_threads(void **st) {
+    (void)st;
+    conv_threads_case(0);
+    conv_threads_case(1);
+    wr_layer l;  // clamped
+    make_layer(&l, &(geom){WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1}, 0, 1, 2);
+    wr_layer_set_threads(&l, 99);
+    assert_int_equal(l.threads, WR_LAYER_MAX_THREADS);
+    wr_layer_set_threads(&l, 0);
+    assert_int_equal(l.threads, 1);
+    wr_layer_free(&l);
+}
+
 static void test_overflow(void **st) {
     (void)st;
     const int B = 4, IN = 8, OUT = 5;
@@ -671,6 +718,7 @@ int main(void) {
         cmocka_unit_test(test_fp8_cache),
         cmocka_unit_test(test_conv_chunks),
         cmocka_unit_test(test_pool_vs_ref),
+        cmocka_unit_test(test_conv_threads),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
