@@ -84,9 +84,7 @@ void wr_fp8_cache_free(wr_fp8_cache *c) {
 
 void wr_fp8_cache_invalidate(wr_fp8_cache *c) { c->valid = 0; }
 
-// Returns the dense decoding (rows x cols) of the stored operand, from the
-// cache when its key matches, else decoding into it first.
-static const float *cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen, enum wr_fp8_format f,
+const float *wr_fp8_cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen, enum wr_fp8_format f,
                               int rows, int cols, int ld) {
     if (c->valid && c->src == src && c->gen == gen && c->fmt == (int)f && c->rows == rows &&
         c->cols == cols && c->ld == ld)
@@ -161,9 +159,11 @@ void wr_fp8_gemm_cached(int trans_a, int trans_b, int M, int N, int K, float alp
     // blocks point into them; only the others go through the scratch.
     const float *fa_all = NULL, *fb_all = NULL;
     if (ca)
-        fa_all = trans_a ? cache_get(ca, A, gen_a, fa, K, M, lda) : cache_get(ca, A, gen_a, fa, M, K, lda);
+        fa_all = trans_a ? wr_fp8_cache_get(ca, A, gen_a, fa, K, M, lda)
+                         : wr_fp8_cache_get(ca, A, gen_a, fa, M, K, lda);
     if (cb)
-        fb_all = trans_b ? cache_get(cb, B, gen_b, fb, N, K, ldb) : cache_get(cb, B, gen_b, fb, K, N, ldb);
+        fb_all = trans_b ? wr_fp8_cache_get(cb, B, gen_b, fb, N, K, ldb)
+                         : wr_fp8_cache_get(cb, B, gen_b, fb, K, N, ldb);
 
     // Block sizes: everything at once if the uncached operands fit the budget;
     // otherwise full K (unless K alone is huge), an N panel of half the budget,

@@ -61,6 +61,13 @@ void wr_fp8_cache_init(wr_fp8_cache *c, size_t floats);
 void wr_fp8_cache_free(wr_fp8_cache *c);
 // Forgets what c holds (the next use decodes).
 void wr_fp8_cache_invalidate(wr_fp8_cache *c);
+// The dense decoding (rows x cols floats, row stride cols) of the codes src
+// (rows x cols, row stride ld, format f): c->buf as is when c holds the key
+// (src, gen, f, rows, cols, ld), else decoded into c first (growing c->buf if
+// it is too small; counts in c->decodes). For callers that multiply decoded
+// operands themselves (the conv layer's chunked GEMMs); same contract on gen.
+const float *wr_fp8_cache_get(wr_fp8_cache *c, const uint8_t *src, uint64_t gen, enum wr_fp8_format f,
+                              int rows, int cols, int ld);
 
 // wr_fp8_gemm with optional caches for A and B: ca (cb) NULL decodes A (B) into
 // scratch as wr_fp8_gemm does; otherwise the stored A (K x M if trans_a, else

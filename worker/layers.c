@@ -7,20 +7,13 @@
 
 #include "fp8_gemm.h"
 #include "hfp8.h"
+#include "layers_internal.h"
 #include "wr_common.h"
 
-// The element loops here are plain C written so that gcc vectorizes them
-// (restrict, no branches); -O2's default "very cheap" cost model refuses loops
-// that need a remainder, hence the attribute. Vectorized or not, every element
-// gets the same fp32 operations, so results do not depend on it. (clang has no
-// such attribute and vectorizes these at -O2 anyway.)
-#if defined(__clang__)
-#define WR_VEC
-#else
-#define WR_VEC __attribute__((optimize("tree-vectorize", "vect-cost-model=dynamic")))
-#endif
-
 #define QCHUNK 4096  // scale + round in L1-sized pieces: one pass over memory
+// A conv's im2col chunk (floats): a 1 MiB column buffer stays in L2 between
+// im2col and the GEMMs that read it.
+#define CONV_CHUNK_FLOATS ((size_t)256 * 1024)
 
 static float *alloc_f(size_t n) { return wr_alloc_vec((n ? n : 1) * sizeof(float)); }
 
@@ -58,13 +51,12 @@ float wr_layer_encode_e4m3(const float *x, uint8_t *codes, size_t n) {
 }
 
 // Codes, caches (sized for the largest operands: no allocation per step) of an
-// fp8 layer whose X operand (x, or conv's col) has xrows x K entries.
+// fp8 layer whose X operand has xrows x K entries.
 static void fp8_init(wr_layer *l, size_t xrows, size_t K) {
     size_t B = (size_t)l->max_batch;
     l->xc = wr_alloc_vec(B * l->in_size);
     l->wc = wr_alloc_vec(l->n_w);
     l->dzc = wr_alloc_vec(B * l->out_size);
-    if (l->kind == WR_LAYER_CONV) l->colc = wr_alloc_vec(xrows * K);
     l->fp8_cache = 1;
     wr_fp8_cache_init(&l->cx, xrows * K);
     wr_fp8_cache_init(&l->cw, l->n_w);
@@ -80,6 +72,7 @@ static void common_init(wr_layer *l, int kind, int relu, int fp8, int need_dx, i
     l->need_dx = need_dx;
     l->max_batch = max_batch;
     l->sx = l->sw = 1.0f;
+    l->threads = 1;
 }
 
 void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int need_dx, int max_batch) {
@@ -111,22 +104,18 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     l->OW = W + 2 * pad - k + 1;
     l->in_size = H * W * C;
     l->out_size = l->OH * l->OW * O;
-    size_t K = (size_t)k * k * C, rows = (size_t)max_batch * l->OH * l->OW;
+    size_t K = (size_t)k * k * C, per = (size_t)l->OH * l->OW;
     l->n_w = K * O;
     l->n_b = (size_t)O;
     l->y = alloc_f((size_t)max_batch * l->out_size);
     l->dz = alloc_f((size_t)max_batch * l->out_size);
     if (need_dx) l->dx = alloc_f((size_t)max_batch * l->in_size);
-    if (!fp8) {
-        l->col = alloc_f(rows * K);
-        l->dcol = l->col;  // dW has consumed col by the time dX overwrites it
-    } else {
-        fp8_init(l, rows, K);
-        // The decoded col (cache cx, sized rows x K for max_batch, never
-        // regrown) has served the dW GEMM by the time dX is written: dcol
-        // reuses its memory, and the backward then invalidates cx.
-        l->dcol = l->cx.buf;
-    }
+    // Chunk: as many images as fit ~CONV_CHUNK_FLOATS of col (at least one).
+    l->conv_chunk = (int)WR_MAX((size_t)1, WR_MIN((size_t)max_batch, CONV_CHUNK_FLOATS / (per * K)));
+    l->col = alloc_f((size_t)l->conv_chunk * per * K);
+    wr_conv_direct_init(l);
+    // fp8: X is decoded whole (B x in_size) once per step, im2col reads that
+    if (fp8) fp8_init(l, (size_t)max_batch, (size_t)l->in_size);
 }
 
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch) {
@@ -149,10 +138,18 @@ void wr_layer_free(wr_layer *l) {
     free(l->y);
     free(l->dx);
     free(l->col);
+    free(l->xpad);
+    free(l->offs);
+    free(l->dzpad);
+    free(l->offs_t);
+    free(l->wt);
+    free(l->xpad16);
+    free(l->dzpad16);
+    free(l->w16);
+    free(l->wt16);
     free(l->dz);
     free(l->arg);
     free(l->xc);
-    free(l->colc);
     free(l->wc);
     free(l->dzc);
     wr_fp8_cache_free(&l->cx);
@@ -170,8 +167,8 @@ size_t wr_layer_bind(wr_layer *l, float *params, float *grads) {
     return l->n_w + l->n_b;
 }
 
-// y[r, j] = y[r, j] + b[j], then ReLU if asked.
-WR_VEC static void bias_act(float *restrict y, const float *restrict b, size_t rows, int cols, int relu) {
+// y[r, j] = y[r, j] + b[j], then ReLU if asked (layers_internal.h).
+WR_VEC void wr_layer_bias_act(float *restrict y, const float *restrict b, size_t rows, int cols, int relu) {
     for (size_t r = 0; r < rows; r++) {
         float *restrict yr = y + r * (size_t)cols;
         if (relu) {
@@ -204,149 +201,73 @@ WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y
     }
 }
 
-// col[(b,oh,ow), (kh,kw,c)] = x[b, oh+kh-pad, ow+kw-pad, c] (0 outside). In NHWC
-// the k*C values of one kernel row are one contiguous span of x (clipped at the
-// borders), so each (row, kh) is one short copy. One body for fp32 values and
-// for FP8 codes (the code 0x00 is 0.0 in both formats).
-#define WR_IM2COL(NAME, T)                                                                     \
-    WR_VEC static void NAME(const wr_layer *l, const T *restrict x, T *restrict col, int B) {  \
-        const int C = l->C, k = l->k, pad = l->pad, kC = k * C;                                \
-        const size_t K = (size_t)k * kC;                                                       \
-        T *restrict dst = col;                                                                 \
-        for (int b = 0; b < B; b++) {                                                          \
-            const T *xb = x + (size_t)b * l->in_size;                                          \
-            for (int oh = 0; oh < l->OH; oh++)                                                 \
-                for (int ow = 0; ow < l->OW; ow++, dst += K) {                                 \
-                    int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);           \
-                    for (int kh = 0; kh < k; kh++) {                                           \
-                        T *restrict d = dst + (size_t)kh * kC;                                 \
-                        int ih = oh + kh - pad;                                                \
-                        if (ih < 0 || ih >= l->H || kw1 <= kw0) {                              \
-                            for (int i = 0; i < kC; i++) d[i] = 0;                             \
-                            continue;                                                          \
-                        }                                                                      \
-                        const T *restrict s = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C; \
-                        for (int i = 0; i < kw0 * C; i++) d[i] = 0;                            \
-                        int n = (kw1 - kw0) * C;                                               \
-                        for (int i = 0; i < n; i++) d[kw0 * C + i] = s[i];                     \
-                        for (int i = kw1 * C; i < kC; i++) d[i] = 0;                           \
-                    }                                                                          \
-                }                                                                              \
-        }                                                                                      \
-    }
-WR_IM2COL(im2col, float)
-WR_IM2COL(im2col_u8, uint8_t)
-#undef WR_IM2COL
-
-// dx = sum of the col entries that read each input element (the adjoint of im2col).
-WR_VEC static void col2im(const wr_layer *l, const float *restrict dcol, float *restrict dx, int B) {
-    const int C = l->C, k = l->k, pad = l->pad, kC = k * C;
-    const size_t K = (size_t)k * kC;
-    memset(dx, 0, sizeof(float) * (size_t)B * l->in_size);
-    const float *restrict src = dcol;
-    for (int b = 0; b < B; b++) {
-        float *xb = dx + (size_t)b * l->in_size;
-        for (int oh = 0; oh < l->OH; oh++)
-            for (int ow = 0; ow < l->OW; ow++, src += K) {
-                int kw0 = WR_MAX(0, pad - ow), kw1 = WR_MIN(k, l->W + pad - ow);
-                if (kw1 <= kw0) continue;
-                int n = (kw1 - kw0) * C;
-                for (int kh = 0; kh < k; kh++) {
-                    int ih = oh + kh - pad;
-                    if (ih < 0 || ih >= l->H) continue;
-                    const float *restrict s = src + (size_t)kh * kC + kw0 * C;
-                    float *restrict d = xb + ((size_t)ih * l->W + (ow + kw0 - pad)) * C;
-                    for (int i = 0; i < n; i++) d[i] = d[i] + s[i];
-                }
-            }
-    }
-}
-
-static void pool_forward(wr_layer *l, const float *x, int B) {
-    const int C = l->C, W = l->W;
-    for (int b = 0; b < B; b++) {
-        const float *xb = x + (size_t)b * l->in_size;
-        float *yb = l->y + (size_t)b * l->out_size;
-        int32_t *ab = l->arg + (size_t)b * l->out_size;
-        for (int oh = 0; oh < l->OH; oh++)
-            for (int ow = 0; ow < l->OW; ow++)
-                for (int c = 0; c < C; c++) {
-                    int32_t o00 = (int32_t)(((2 * oh) * W + 2 * ow) * C + c);
-                    int32_t offs[4] = {o00, o00 + C, o00 + W * C, o00 + W * C + C};
-                    int32_t best = offs[0];
-                    float v = xb[best];
-                    for (int i = 1; i < 4; i++)
-                        if (xb[offs[i]] > v) {  // first maximum wins; NaN never wins
-                            v = xb[offs[i]];
-                            best = offs[i];
-                        }
-                    size_t o = ((size_t)oh * l->OW + ow) * C + c;
-                    yb[o] = v;
-                    ab[o] = best;
-                }
-    }
-}
-
-static void pool_backward(wr_layer *l, const float *dy, int B) {
-    memset(l->dx, 0, sizeof(float) * (size_t)B * l->in_size);
-    for (int b = 0; b < B; b++) {
-        float *xb = l->dx + (size_t)b * l->in_size;
-        const float *db = dy + (size_t)b * l->out_size;
-        const int32_t *ab = l->arg + (size_t)b * l->out_size;
-        for (int o = 0; o < l->out_size; o++) xb[ab[o]] += db[o];
-    }
-}
-
-// The HFP8 forward: codes of sw*w and sx*x (conv: im2col of the codes), one
-// FP8 GEMM with the scales in alpha.
+// The HFP8 forward: codes of sw*w and sx*x, the scales in alpha. Linear: one
+// FP8 GEMM. Conv: both operands decoded once (into cx, cw; the backward reuses
+// them), then the chunked im2col + sgemm of the fp32 path on those values.
 static void fp8_forward(wr_layer *l, const float *x, int B) {
     l->fwd_gen++;
     l->sw = wr_layer_encode_e4m3(l->w, l->wc, l->n_w);
     l->sx = wr_layer_encode_e4m3(x, l->xc, (size_t)B * l->in_size);
     const float alpha = 1.0f / (l->sx * l->sw);
-    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
     const enum wr_fp8_format E4 = WR_FP8_E4M3B11;
-    if (l->kind == WR_LAYER_LINEAR) {
-        wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen,
-                           l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
-        bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
-    } else {
-        int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
-        im2col_u8(l, l->xc, l->colc, B);
-        wr_fp8_gemm_cached(0, 0, rows, l->O, K, alpha, l->colc, E4, K, cx, l->fwd_gen, l->wc, E4, l->O, cw,
-                           l->fwd_gen, 0.0f, l->y, l->O);
-        bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
+    if (l->kind == WR_LAYER_CONV) {
+        const int K = l->k * l->k * l->C;
+        const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, l->O, l->O);
+        const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
+        wr_conv_forward_fp8(l, xq, wq, alpha, B);
+        return;
     }
+    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
+    wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen, l->wc,
+                       E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
+    wr_layer_bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
 }
 
 void wr_layer_forward(wr_layer *l, const float *x, int B) {
     WR_CHECK(B >= 1 && B <= l->max_batch);
     l->x = x;
     if (l->kind == WR_LAYER_POOL) {
-        pool_forward(l, x, B);
+        wr_pool_forward(l, x, B);
         return;
     }
     if (l->fp8) {
         fp8_forward(l, x, B);
         return;
     }
-    if (l->kind == WR_LAYER_LINEAR) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f, x,
-                    l->in_size, l->w, l->out_size, 0.0f, l->y, l->out_size);
-        bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
-    } else {
-        int rows = B * l->OH * l->OW, K = l->k * l->k * l->C;
-        im2col(l, x, l->col, B);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, l->O, K, 1.0f, l->col, K, l->w, l->O,
-                    0.0f, l->y, l->O);
-        bias_act(l->y, l->b, (size_t)rows, l->O, l->relu);
+    if (l->kind == WR_LAYER_CONV) {
+        wr_conv_forward(l, x, l->w, 1.0f, B);
+        return;
     }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f, x, l->in_size,
+                l->w, l->out_size, 0.0f, l->y, l->out_size);
+    wr_layer_bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
+}
+
+// The HFP8 backward's GEMMs on the E5M2 codes of dz (encoded by the caller).
+// Linear: dW = 1/(S sx) Xq^T dZq, dX = 1/sw dZq Wq^T as FP8 GEMMs. Conv: dZq
+// decoded once, then the chunked fp32 backward on Xq, Wq decoded by the forward.
+static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K, float inv_s) {
+    const enum wr_fp8_format E4 = WR_FP8_E4M3B11, E5 = WR_FP8_E5M2;
+    if (l->kind == WR_LAYER_CONV) {
+        const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
+        const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, cols, cols);
+        const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
+        wr_conv_backward_fp8(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
+        return;
+    }
+    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
+    wr_fp8_cache *cdz = l->fp8_cache ? &l->cdz : NULL;
+    wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, l->xc, E4, K, cx, l->fwd_gen, l->dzc, E5,
+                       cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
+    if (!l->need_dx) return;
+    wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz, l->bwd_gen, l->wc, E4,
+                       cols, cw, l->fwd_gen, 0.0f, l->dx, K);
 }
 
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     WR_CHECK(B >= 1 && B <= l->max_batch);
     if (l->kind == WR_LAYER_POOL) {
-        if (l->need_dx) pool_backward(l, dy, B);
+        if (l->need_dx) wr_pool_backward(l, dy, B);
         return 0;
     }
     const int cols = l->kind == WR_LAYER_LINEAR ? l->out_size : l->O;
@@ -354,7 +275,6 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     const size_t rows = (size_t)B * l->out_size / (size_t)cols;
     const float inv_s = 1.0f / loss_scale;
     float *dz = l->dz, *db = l->db;
-    float *dst = l->kind == WR_LAYER_LINEAR ? l->dx : l->dcol;  // dX GEMM output
     mask_colsum(dy, l->y, dz, db, rows, cols, l->relu);
     for (int j = 0; j < cols; j++) db[j] *= inv_s;
     if (l->fp8) {
@@ -363,29 +283,19 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
         if (!(amax <= WR_FP8_E5M2_MAX)) return 1;  // overflow, inf or NaN
         l->bwd_gen++;
         wr_fp8_encode_array(dz, l->dzc, n, WR_FP8_E5M2);
-        wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
-        wr_fp8_cache *cdz = l->fp8_cache ? &l->cdz : NULL;
-        const enum wr_fp8_format E4 = WR_FP8_E4M3B11, E5 = WR_FP8_E5M2;
-        const uint8_t *xin = l->kind == WR_LAYER_CONV ? l->colc : l->xc;
-        // dW = 1/(S sx) Xq^T dZq (K x cols), over the `rows` rows.
-        wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, xin, E4, K, cx, l->fwd_gen, l->dzc, E5,
-                           cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
-        if (!l->need_dx) return 0;
-        // dX = 1/sw dZq Wq^T (rows x K)
-        wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz, l->bwd_gen, l->wc,
-                           E4, cols, cw, l->fwd_gen, 0.0f, dst, K);
-    } else {
-        const float *xin = l->kind == WR_LAYER_CONV ? l->col : l->x;
-        // dW = X^T dZ (K x cols), over the `rows` rows.
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, xin, K, dz, cols,
-                    0.0f, l->dw, cols);
-        if (!l->need_dx) return 0;
-        // dX = dZ W^T (rows x K)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols, l->w, cols,
-                    0.0f, dst, K);
+        fp8_backward_gemms(l, B, rows, cols, K, inv_s);
+        return 0;
     }
-    if (l->fp8 && l->kind == WR_LAYER_CONV) wr_fp8_cache_invalidate(&l->cx);  // dcol wrote it
-    if (l->kind == WR_LAYER_CONV) col2im(l, l->dcol, l->dx, B);               // fold the columns back
+    if (l->kind == WR_LAYER_CONV) {
+        wr_conv_backward(l, l->x, dz, l->w, inv_s, 1.0f, B);
+        return 0;
+    }
+    // dW = X^T dZ (K x cols) over the `rows` rows; dX = dZ W^T (rows x K)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, l->x, K, dz, cols, 0.0f,
+                l->dw, cols);
+    if (!l->need_dx) return 0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols, l->w, cols, 0.0f,
+                l->dx, K);
     return 0;
 }
 

@@ -6,17 +6,19 @@
 // row-major, of a conv layer (k*k*C, O) with rows ordered (kh, kw, c).
 //
 // Kinds: linear (+ optional fused ReLU), conv2d k x k stride 1 zero padding
-// `pad` (im2col + one GEMM for the whole batch, + optional fused ReLU), max-pool
-// 2x2 stride 2. Softmax + cross-entropy and a stand-alone ReLU are functions.
+// `pad` (in chunks of images: im2col + sgemm, or the direct conv of
+// layers_thin.h for 16 / 32 channels; layers_conv.c; + optional fused ReLU),
+// max-pool 2x2 stride 2 (layers_pool.c). Softmax + cross-entropy and a
+// stand-alone ReLU are functions.
 //
-// HFP8 (fp8 = 1): every GEMM of the layer (forward, dW, dX) is a
+// HFP8 (fp8 = 1): every GEMM of a linear layer (forward, dW, dX) is a
 // common/fp8_gemm.h wr_fp8_gemm(_cached) call on uint8 FP8 codes, with fp32
-// accumulation and output. A forward GEMM input t (weights once per forward,
+// accumulation and output; a conv layer decodes its codes once per step
+// (wr_fp8_cache_get) and runs its fp32 conv on the decoded values. A forward GEMM input t (weights once per forward,
 // activations) is multiplied by a power-of-two s_t = 2^k chosen from its amax
 // so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its min subnormal
 // 2^-13, so unscaled weights of ~1e-2 would sit near the bottom of the range),
-// then encoded to E4M3-b11 (RNE, saturating): codes xc, wc (conv: im2col runs
-// on the codes, 0x00 being 0.0, into colc). The backward error dZ (already
+// then encoded to E4M3-b11 (RNE, saturating): codes xc, wc. The backward error dZ (already
 // multiplied by the loss scale S) is encoded to E5M2 unscaled: codes dzc. The
 // scales are folded into alpha: Y = 1/(s_x s_w) Xq Wq; dW = 1/(S s_x) Xq^T dZq;
 // dX = 1/s_w dZq Wq^T, the transposes through the GEMM's trans flags. Every
@@ -26,7 +28,8 @@
 // owns one wr_fp8_cache per operand (X, W, dZ), keyed by a generation bumped
 // at every re-encode (fwd_gen by the forward, bwd_gen by the backward), so W's
 // forward decoding serves dX, X's serves dW, dZ's dW decoding serves dX. Set
-// fp8_cache = 0 after init to decode in every call instead (same bits).
+// fp8_cache = 0 after init to decode in every call instead (same bits; a
+// conv layer always decodes into its caches).
 // Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
 // pre-activation), pooling and the loss are fp32.
 //
@@ -59,20 +62,26 @@ typedef struct {
     float *y;         // (max_batch, out_size) output, owned
     float *dx;        // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
-    float *col;    // conv, fp32 path: im2col of the input
+    float *col;      // conv: im2col of conv_chunk images, then the dX GEMM's output
+    int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
+    float *xpad;     // conv, thin shapes: conv_chunk zero-padded input images (direct conv)
+    int *offs;       // conv, thin shapes: tap offsets into xpad (layers_thin.h)
+    float *dzpad;    // conv, direct dX: conv_chunk zero-padded dz images
+    int *offs_t;     // conv, direct dX: tap offsets into dzpad
+    float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
+    uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
+    size_t xpad_n, dzpad_n;                   // conv: elements of one thread's xpad(16) / dzpad(16)
+    int threads;   // conv: threads of the direct conv (wr_layer_set_threads; 1 at init)
     float *dz;     // (max_batch, out_size) error after the ReLU mask
-    float *dcol;   // conv: gradient w.r.t. col, in col's memory (fp32) or
-                   // cx's (fp8): the backward reads it for dW first
     int32_t *arg;  // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
-    uint8_t *colc;              // conv: im2col of xc (max_batch * OH * OW, k*k*C)
     uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)
     uint8_t *dzc;               // E5M2 codes of dz (max_batch, out_size)
     float sx, sw;               // power-of-two scales of xc and wc
-    int fp8_cache;              // 1 (init): decode each operand once per step
-    uint64_t fwd_gen, bwd_gen;  // generations of xc/colc + wc, and of dzc
-    wr_fp8_cache cx, cw, cdz;   // decoded X (conv: colc), W, dZ
+    int fp8_cache;              // linear: 1 (init) decodes each operand once per step
+    uint64_t fwd_gen, bwd_gen;  // generations of xc + wc, and of dzc
+    wr_fp8_cache cx, cw, cdz;   // decoded X, W, dZ
 } wr_layer;
 
 // Initialisers: validate the geometry (WR_CHECK: these come from the model's
@@ -82,6 +91,13 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
                         int need_dx, int max_batch);
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);
 void wr_layer_free(wr_layer *l);
+
+// Threads for a conv layer's direct kernels (clamped to [1, WR_LAYER_MAX_THREADS];
+// other layers ignore it): the forward and dX split the chunks of images, the
+// direct dW its taps, so every output is computed as with one thread (same
+// bits). The im2col + sgemm paths stay on the calling thread (OpenBLAS has its own).
+#define WR_LAYER_MAX_THREADS 4
+void wr_layer_set_threads(wr_layer *l, int threads);
 
 // Points the layer's w, b at params and dw, db at grads (w first, then b).
 // Returns the number of floats used (n_w + n_b).

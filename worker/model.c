@@ -194,6 +194,7 @@ int wr_model_create(const char *spec, const wr_model_opts *o, wr_model **out, ch
                                o->max_batch);
         else
             wr_layer_pool_init(l, s[i].a, s[i].b, s[i].c, need_dx, o->max_batch);
+        wr_layer_set_threads(l, o->threads > 0 ? o->threads : 1);
         size_t used = wr_layer_bind(l, m->x + off, m->g + off);
         if (used) init_layer(l, li++, o->seed);
         off += used;

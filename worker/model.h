@@ -40,7 +40,9 @@
 // inf/NaN, or a non-finite gradient.
 //
 // Threads: opts->threads > 0 calls openblas_set_num_threads(threads) (a process-
-// wide setting); 0 leaves OpenBLAS as it is.
+// wide setting); 0 leaves OpenBLAS as it is. The conv layers' direct kernels
+// use that many threads too (wr_layer_set_threads; 1 for 0), with the same
+// results as one thread.
 //
 // Not thread-safe: one model per thread.
 #ifndef WR_MODEL_H

@@ -1,6 +1,7 @@
 // bench_model.c — samples/s of wr_model_step (forward + backward) on one core:
 // mlp at B = 64 with HFP8 on (first/last fp32, and all layers FP8) and off, B =
-// 128 HFP8, the cnn at B = 64 with HFP8 on and off, and the synthetic:110000000
+// 128 HFP8, the cnn at B = 64 with HFP8 on and off and at B = 128 (the batch of
+// scripts/bench-vs-pytorch) with HFP8 on, and the synthetic:110000000
 // gradient pass. Data: real Fashion-MNIST batches from the sharded iterator,
 // fetched outside the timed region. OpenBLAS threads = 1.
 // The machine is shared and noisy: all cases are built first, then measured in
@@ -49,6 +50,7 @@ int main(int argc, char **argv) {
         {"mlp", "mlp_step_samples_per_s_b128_hfp8", 1, 0, 128, 20, NULL, NULL, NULL, 0, NULL},
         {"cnn", "cnn_step_samples_per_s_b64_hfp8", 1, 0, 64, 3, NULL, NULL, NULL, 0, NULL},
         {"cnn", "cnn_step_samples_per_s_b64_fp32", 0, 0, 64, 3, NULL, NULL, NULL, 0, NULL},
+        {"cnn", "cnn_step_samples_per_s_b128_hfp8", 1, 0, 128, 2, NULL, NULL, NULL, 0, NULL},
         {"synthetic:110000000", "synthetic_110M_step_ms", 0, 0, 1, 1, NULL, NULL, NULL, 0, NULL},
     };
     const int nc = (int)(sizeof cs / sizeof *cs);

@@ -18,6 +18,7 @@
 #include "fp8_gemm.h"
 #include "hfp8.h"
 #include "layers.h"
+#include "layers_internal.h"
 #include "rng.h"
 #include "wr_common.h"
 
@@ -96,9 +97,11 @@ static double ref_loss(const geom *g, const double *xd, const double *wd, const 
 
 // L = sum(R . y). Checks y against the double reference and dw, db, dx against
 // central differences of the double reference (h = 1e-6).
-static void grad_check(const geom *g, int B) {
+// chunk > 0 sets a conv's images per im2col + GEMM (several chunks per batch).
+static void grad_check_chunk(const geom *g, int B, int chunk) {
     wr_layer l;
     make_layer(&l, g, 0, 1, B);
+    if (chunk > 0 && chunk < l.conv_chunk) l.conv_chunk = chunk;
     size_t np = l.n_w + l.n_b, nx = (size_t)B * l.in_size, ny = (size_t)B * l.out_size;
     float *p = wr_alloc_vec((np + 1) * 4), *gr = wr_alloc_vec((np + 1) * 4);
     float *x = wr_alloc_vec(nx * 4), *R = wr_alloc_vec(ny * 4), *dy = wr_alloc_vec(ny * 4);
@@ -147,6 +150,8 @@ static void grad_check(const geom *g, int B) {
     free(p), free(gr), free(x), free(R), free(dy), free(xd), free(pd), free(yd);
 }
 
+static void grad_check(const geom *g, int B) { grad_check_chunk(g, B, 0); }
+
 static void test_grad_linear(void **st) {
     (void)st;
     geom a = {WR_LAYER_LINEAR, 13, 7, 0, 0, 0, 0, 0, 0, 0};
@@ -163,6 +168,22 @@ static void test_grad_conv(void **st) {
     grad_check(&b, 2);
     geom c = {WR_LAYER_CONV, 0, 0, 6, 6, 1, 2, 3, 0, 0};  // no padding: 4x4 output
     grad_check(&c, 3);
+    // chunks of 1 and 2 images: dW summed over chunks, dx folded per chunk
+    grad_check_chunk(&a, 3, 1);
+    grad_check_chunk(&b, 3, 2);
+    // 16 / 32 channels: the direct conv (layers_thin.h) on AVX2 / AVX-512 CPUs;
+    // K = 27 and 50 also take its dW, K = 100 only its forward
+    geom d = {WR_LAYER_CONV, 0, 0, 6, 5, 3, 16, 3, 1, 1};
+    grad_check_chunk(&d, 3, 2);
+    geom e = {WR_LAYER_CONV, 0, 0, 5, 5, 2, 32, 5, 2, 0};
+    grad_check(&e, 2);
+    geom f = {WR_LAYER_CONV, 0, 0, 4, 4, 4, 16, 5, 2, 1};
+    grad_check_chunk(&f, 2, 1);
+    // 16 input channels: dX as the direct conv of the padded dz (pad 1 and 0)
+    geom h = {WR_LAYER_CONV, 0, 0, 4, 5, 16, 16, 3, 1, 0};
+    grad_check_chunk(&h, 2, 1);
+    geom i = {WR_LAYER_CONV, 0, 0, 5, 4, 16, 32, 3, 0, 1};
+    grad_check(&i, 1);
 }
 
 static void test_grad_pool(void **st) {
@@ -277,12 +298,11 @@ static void hfp8_vs_fp32(const geom *g, int B) {
     for (size_t i = 0; i < ny; i++) dy[i] *= S;
     wr_layer_forward(&a, x, B);
     wr_layer_forward(&q, x, B);
-    // conv: keep the fp32 im2col (the backward reuses its memory for dcol)
+    // conv: the fp32 im2col of the whole batch (the layer keeps one chunk)
     float *col = NULL;
     if (g->kind == WR_LAYER_CONV) {
-        size_t nc = (size_t)B * a.OH * a.OW * g->k * g->k * g->C;
-        col = malloc(nc * 4);
-        memcpy(col, a.col, nc * 4);
+        col = malloc((size_t)B * a.OH * a.OW * g->k * g->k * g->C * 4);
+        wr_conv_im2col(&a, x, col, B);
     }
     assert_int_equal(wr_layer_backward(&a, dy, B, S), 0);
     assert_int_equal(wr_layer_backward(&q, dy, B, S), 0);
@@ -377,6 +397,9 @@ static void test_hfp8_conv(void **st) {
     hfp8_vs_fp32(&a, 3);
     a.relu = 1;
     hfp8_vs_fp32(&a, 3);
+    // 16 channels in and out: the direct conv (BF16 forward and dX where the CPU has it)
+    geom b = {WR_LAYER_CONV, 0, 0, 6, 6, 16, 16, 3, 1, 0};
+    hfp8_vs_fp32(&b, 2);
 }
 
 // The layer's codes are the E4M3-b11 / E5M2 encodings of sx x, sw w and dz, and
@@ -443,9 +466,7 @@ static void test_matches_fp8_gemm(void **st) {
 
 // conv HFP8 forward (im2col on the codes, padding = code 0) against the double
 // product of the fake-quantized input and weights, within fp32 summation error.
-static void test_conv_fp8_matches_emulation(void **st) {
-    (void)st;
-    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 0};
+static void conv_fp8_emulation_case(geom g) {
     const int B = 2;
     wr_layer l;
     make_layer(&l, &g, 1, 1, B);
@@ -476,6 +497,13 @@ static void test_conv_fp8_matches_emulation(void **st) {
         free(one);
 }
 
+static void test_conv_fp8_matches_emulation(void **st) {
+    (void)st;
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 7, 6, 3, 5, 3, 1, 0});    // im2col + sgemm
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 7, 6, 3, 16, 3, 1, 0});   // fp32 direct conv
+    conv_fp8_emulation_case((geom){WR_LAYER_CONV, 0, 0, 9, 8, 16, 32, 5, 2, 0});  // BF16 direct conv
+}
+
 // The decoded-operand caches: two steps with new weights and new inputs in
 // between give the same bits with fp8_cache on and off (so stale decodings are
 // never used), and each operand (X or col, W, dZ) is decoded once per step.
@@ -502,7 +530,10 @@ static void cache_case(const geom *g, int B) {
         assert_memory_equal(ga, gc, np * 4);
         assert_memory_equal(a.dx, c.dx, nx * 4);
         assert_true(c.cx.decodes == d0[0] + 1 && c.cw.decodes == d0[1] + 1 && c.cdz.decodes == d0[2] + 1);
-        assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
+        if (g->kind == WR_LAYER_LINEAR)
+            assert_true(a.cx.decodes == 0 && a.cw.decodes == 0 && a.cdz.decodes == 0);
+        else  // a conv always decodes into its caches (its chunks read them)
+            assert_true(a.cx.decodes == c.cx.decodes && a.cdz.decodes == c.cdz.decodes);
     }
     // A smaller batch changes the X/dZ shapes: decoded again, still equal.
     wr_layer_forward(&a, x, B - 1);
@@ -519,6 +550,134 @@ static void test_fp8_cache(void **st) {
     cache_case(&a, 11);
     geom b = {WR_LAYER_CONV, 0, 0, 8, 7, 3, 4, 3, 1, 1};
     cache_case(&b, 3);
+}
+
+// Chunked conv (fp32 and HFP8): chunks of 1 and 2 images give the outputs of
+// one whole-batch chunk within fp32 summation error (the rows of y and dx are
+// the same dot products; dW sums the chunks' partial products in order).
+static void conv_chunks_case(int fp8, int O, int C) {
+    geom g = {WR_LAYER_CONV, 0, 0, 7, 6, C, O, 3, 1, 1};
+    const int B = 5;
+    wr_layer l[3];
+    for (int i = 0; i < 3; i++) make_layer(&l[i], &g, fp8, 1, B);
+    assert_int_equal(l[0].conv_chunk, B);
+    l[1].conv_chunk = 1;
+    l[2].conv_chunk = 2;
+    size_t np = l[0].n_w + l[0].n_b, nx = (size_t)B * l[0].in_size, ny = (size_t)B * l[0].out_size;
+    float *p = wr_alloc_vec(np * 4), *gr[3], *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, nx, -1.0f, 2.0f);
+    fill(dy, ny, -50.0f, 50.0f);
+    for (int i = 0; i < 3; i++) {
+        gr[i] = wr_alloc_vec(np * 4);
+        wr_layer_bind(&l[i], p, gr[i]);
+        wr_layer_forward(&l[i], x, B);
+        assert_int_equal(wr_layer_backward(&l[i], dy, B, 64.0f), 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        for (size_t j = 0; j < ny; j++)
+            assert_true(fabsf(l[i].y[j] - l[0].y[j]) <= 1e-5f * (1 + fabsf(l[0].y[j])));
+        for (size_t j = 0; j < nx; j++)
+            assert_true(fabsf(l[i].dx[j] - l[0].dx[j]) <= 1e-5f * (1 + fabsf(l[0].dx[j])));
+        for (size_t j = 0; j < np; j++)
+            assert_true(fabsf(gr[i][j] - gr[0][j]) <= 1e-5f * (1 + fabsf(gr[0][j])));
+    }
+    for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
+    free(p), free(x), free(dy);
+}
+
+static void test_conv_chunks(void **st) {
+    (void)st;
+    conv_chunks_case(0, 5, 3);  // im2col + sgemm
+    conv_chunks_case(1, 5, 3);
+    conv_chunks_case(0, 16, 3);  // the direct conv where the CPU has AVX2
+    conv_chunks_case(1, 32, 3);
+    conv_chunks_case(1, 16, 16);  // HFP8: BF16 forward and dX where the CPU has AVX512_BF16
+    conv_chunks_case(0, 32, 16);  // fp32: direct dX
+}
+
+// Max-pool: the vectorized forward/backward give the bits of the scalar
+// references (y, arg, dx) on ties, NaN, +-0 and odd sizes, for several C.
+static void pool_case(int H, int W, int C, int B) {
+    wr_layer v, r;
+    wr_layer_pool_init(&v, H, W, C, 1, B);
+    wr_layer_pool_init(&r, H, W, C, 1, B);
+    size_t nx = (size_t)B * v.in_size, ny = (size_t)B * v.out_size;
+    float *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
+    for (size_t i = 0; i < nx; i++) {
+        float u = urand(0.0f, 1.0f);
+        x[i] = u < 0.3f ? (float)(int)urand(-2.0f, 2.0f) : urand(-1.0f, 1.0f);  // many ties
+        if (u > 0.97f) x[i] = NAN;
+        if (u > 0.95f && u <= 0.97f) x[i] = -0.0f;
+    }
+    for (size_t i = 0; i < ny; i++) dy[i] = urand(0.0f, 1.0f) < 0.05f ? -0.0f : urand(-3.0f, 3.0f);
+    wr_pool_forward(&v, x, B);
+    wr_pool_forward_ref(&r, x, B);
+    assert_memory_equal(v.y, r.y, ny * 4);
+    assert_memory_equal(v.arg, r.arg, ny * 4);
+    memset(v.dx, 0x7f, nx * 4);  // garbage: the backward must overwrite all of dx
+    wr_pool_backward(&v, dy, B);
+    wr_pool_backward_ref(&r, dy, B);
+    assert_memory_equal(v.dx, r.dx, nx * 4);
+    wr_layer_free(&v);
+    wr_layer_free(&r);
+    free(x), free(dy);
+}
+
+static void test_pool_vs_ref(void **st) {
+    (void)st;
+    pool_case(28, 28, 16, 3);
+    pool_case(14, 14, 32, 2);
+    pool_case(6, 4, 3, 2);
+    pool_case(5, 7, 1, 3);
+    pool_case(9, 8, 17, 2);
+}
+
+// Threads of the direct conv: 2 and 3 threads give the bits of one (forward y,
+// dW, dx), fp32 (direct forward, dW, dX) and HFP8 (BF16 where the CPU has it).
+static void conv_threads_case(int fp8) {
+    geom g = {WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1};
+    const int B = 7;
+    wr_layer l[3];
+    size_t np = 0, nx = 0, ny = 0;
+    float *gr[3], *p = NULL, *x = NULL, *dy = NULL;
+    for (int i = 0; i < 3; i++) {
+        make_layer(&l[i], &g, fp8, 1, B);
+        l[i].conv_chunk = 2;  // 4 chunks
+        wr_layer_set_threads(&l[i], i + 1);
+    }
+    assert_int_equal(l[2].threads, 3);
+    np = l[0].n_w + l[0].n_b, nx = (size_t)B * l[0].in_size, ny = (size_t)B * l[0].out_size;
+    p = wr_alloc_vec(np * 4), x = wr_alloc_vec(nx * 4), dy = wr_alloc_vec(ny * 4);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, nx, -1.0f, 2.0f);
+    fill(dy, ny, -50.0f, 50.0f);
+    for (int i = 0; i < 3; i++) {
+        gr[i] = wr_alloc_vec(np * 4);
+        wr_layer_bind(&l[i], p, gr[i]);
+        wr_layer_forward(&l[i], x, B);
+        assert_int_equal(wr_layer_backward(&l[i], dy, B, 64.0f), 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        assert_memory_equal(l[i].y, l[0].y, ny * 4);
+        assert_memory_equal(gr[i], gr[0], np * 4);
+        assert_memory_equal(l[i].dx, l[0].dx, nx * 4);
+    }
+    for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
+    free(p), free(x), free(dy);
+}
+
+static void test_conv_threads(void **st) {
+    (void)st;
+    conv_threads_case(0);
+    conv_threads_case(1);
+    wr_layer l;  // clamped
+    make_layer(&l, &(geom){WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1}, 0, 1, 2);
+    wr_layer_set_threads(&l, 99);
+    assert_int_equal(l.threads, WR_LAYER_MAX_THREADS);
+    wr_layer_set_threads(&l, 0);
+    assert_int_equal(l.threads, 1);
+    wr_layer_free(&l);
 }
 
 static void test_overflow(void **st) {
@@ -557,6 +716,9 @@ int main(void) {
         cmocka_unit_test(test_matches_fp8_gemm),
         cmocka_unit_test(test_conv_fp8_matches_emulation),
         cmocka_unit_test(test_fp8_cache),
+        cmocka_unit_test(test_conv_chunks),
+        cmocka_unit_test(test_pool_vs_ref),
+        cmocka_unit_test(test_conv_threads),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
