@@ -207,6 +207,13 @@ test-integration: all
 test-slurm: all
 	@BUILD=$(BUILD) bash tests/slurm/run.sh
 
+# The container image (deploy/container) built with podman and a job run from
+# it as deploy/k8s runs it (root; installs podman, mmdebstrap and runc when
+# missing; ~6 min, most of it the image build): not in `make test`.
+.PHONY: test-container
+test-container: all
+	@BUILD=$(BUILD) bash tests/container/run.sh
+
 test: all
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory asan
