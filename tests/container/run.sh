@@ -176,11 +176,14 @@ POD_OPTS=(-v "$T/job:/etc/wren/job:ro") POD_IMG=("$IMG")
 POD_TAIL=(steps=40 digest_every=10 progress_every=10 register_timeout=120)
 start_pod coordinator "$SUB.10" coordinator.yaml coordinator "$T/keys/coordinator"
 if [ $METRICS = 1 ]; then
+    # `podman healthcheck run`: exit 0 and no output when healthy, 1 and
+    # "unhealthy" when not.
+    healthy=0
     for ((i = 0; i < 50; i++)); do
-        "${P[@]}" healthcheck run "$NET-coordinator" >"$T/health.out" 2>&1 && break
+        "${P[@]}" healthcheck run "$NET-coordinator" >"$T/health.out" 2>&1 && healthy=1 && break
         sleep 0.2
     done
-    grep -q healthy "$T/health.out" || fail "the coordinator's health check: $(cat "$T/health.out")"
+    [ $healthy = 1 ] || fail "the coordinator's health check: $(cat "$T/health.out")"
     "$PY" -c 'import sys, urllib.request as u; sys.stdout.write(u.urlopen(sys.argv[1], timeout=5).read().decode())' \
         "http://$SUB.10:9100/metrics" >"$T/coord-metrics.txt" || fail "GET http://$SUB.10:9100/metrics failed"
     grep -q '^wren_' "$T/coord-metrics.txt" || fail "the coordinator's /metrics has no wren_ line"
