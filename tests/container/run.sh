@@ -152,7 +152,7 @@ start_pod() {
     mkdir -p "$d/run" "$d/state"
     chown 10001:10001 "$d/run" "$d/state"
     local sec=(--user 10001:10001 --read-only --cap-drop ALL --security-opt no-new-privileges
-        --no-healthcheck -v "$secret:/etc/wren/secret:ro" -v "$d/run:/run/wren")
+        -v "$secret:/etc/wren/secret:ro" -v "$d/run:/run/wren")
     pod_argv "$file" key "POD_NAME=$name" "POD_IP=$ip" "$@"
     "${RUN[@]}" --rm --network none "${sec[@]}" "${env[@]}" "${FS[@]}" "${ARGV[@]}" >"$d/key.out" 2>&1 ||
         fail "$name: the init container (${ARGV[*]}): $(cat "$d/key.out")"
