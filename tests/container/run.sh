@@ -21,6 +21,9 @@
 source "$(dirname "$0")/../integration/lib/common.bash"
 
 [ "$(id -u)" = 0 ] || fail "run as root (podman with the vfs driver)"
+# One at a time: the network name and its addresses are fixed.
+exec 9>/run/lock/wren-test-container.lock
+flock -n 9 || fail "another make test-container is running (lock /run/lock/wren-test-container.lock)"
 need=()
 for p in podman mmdebstrap runc python3-yaml; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
