@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""k8s-check.py: checks deploy/k8s/*.yaml offline, for tests/integration/34_k8s_manifests.sh.
+"""k8s-check.py: checks deploy/k8s/*.yaml offline, for tests/integration/35_k8s_manifests.sh.
 
 Usage: k8s-check.py --bin DIR --config-doc docs/CONFIG.md --out DIR FILE.yaml...
 
