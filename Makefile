@@ -1,10 +1,12 @@
 # wren — one build. Outputs go under build/ (git-ignored).
 #
 #   make            libwren, wren-server, wren-worker, unit tests, benches
-#   make demo       the main job on a local cluster (2 shards, 4 workers)
+#   make demo       the main job on a local cluster (2 shards, 4 workers); builds only
+#                   wren-server and wren-worker
 #   make test       deps, unit tests, the ASan+UBSan run, the TSan run of the
 #                   threaded tests, the layering and shellcheck checks, fuzz
-#                   smoke, integration
+#                   smoke, integration: one line per phase, logs in build/test-logs/
+#                   (V=1: the whole output too)
 #   make bench      kernel and transport benchmarks (FIGURE lines)
 #   make fuzz       every fuzz target for FUZZ_RUNS (default 1,000,000) executions each
 #
@@ -41,7 +43,7 @@ inc_for    = $(or $(INC_$(firstword $(subst /, ,$(1)))),$(INC_ALL))
 CFLAGS  ?=
 ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
 Q = $(if $(V),,@)
-LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lz -lm -lpthread
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
 
@@ -88,6 +90,18 @@ deps:
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(call inc_for,$<) $(if $(findstring _avx512,$<),$(AVX512_FLAGS),$(if $(findstring _avx2,$<),$(AVX2_FLAGS))) -MMD -MP -c $< -o $@
+	$(if $(Q),@echo "  CC    $@")
+
+# The version --version prints: `git describe` at build time, "unknown"
+# outside a git checkout. Only common/version.c gets it, and it is rebuilt
+# when the version changes ($(BUILD)/version.stamp changes only then).
+WREN_VERSION := $(or $(shell git -C $(CURDIR) describe --always --dirty 2>/dev/null),unknown)
+.PHONY: FORCE
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(WREN_VERSION)' | cmp -s - $@ || echo '$(WREN_VERSION)' >$@
+$(BUILD)/common/version.o: common/version.c $(BUILD)/version.stamp
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(ALL_CFLAGS) $(INC_common) -DWR_VERSION='"$(WREN_VERSION)"' -MMD -MP -c $< -o $@
 	$(if $(Q),@echo "  CC    $@")
 
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
@@ -141,7 +155,7 @@ asan: deps
 # silences reports whose frames are inside libzmq only; a race in wren code fails.
 TSAN_BUILD = $(BUILD)/tsan
 TSAN_CLIENT = $(firstword $(wildcard tests/unit/test_exchange_ps.c tests/unit/test_ps_client.c))
-TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce test_node_agg
+TSAN_WANT  = test_transport test_transport_curve test_shard test_node test_heartbeat test_allreduce test_node_agg test_metrics
 TSAN_SRC   = $(TSAN_CLIENT) $(wildcard $(patsubst %,tests/unit/%.c,$(TSAN_WANT)))
 TSAN_BIN   = $(patsubst tests/unit/%.c,$(TSAN_BUILD)/tests/%,$(TSAN_SRC))
 TSAN_MISSING = $(if $(TSAN_CLIENT),,test_exchange_ps) \
@@ -198,8 +212,14 @@ fuzz-smoke: deps $(FUZZ_BIN)
 	@BUILD=$(BUILD) scripts/run-fuzz --seconds 10
 
 # ---- integration tests (real processes, real sockets) --------------------
+# make test and make test-integration print one line per phase (passed or
+# FAILED, with its seconds: scripts/run-phase); a phase's output goes to
+# $(BUILD)/test-logs/PHASE.log and a failed phase's log is printed. V=1
+# streams every phase's output too.
+TEST_LOGS = $(BUILD)/test-logs
+PHASE = TEST_LOGS=$(TEST_LOGS) scripts/run-phase $(if $(V),-v)
 test-integration: all
-	@set -e; for t in $(ITEST); do echo "== $$t"; BUILD=$(BUILD) bash $$t; done
+	@set -e; for t in $(ITEST); do $(PHASE) "integration $$(basename $$t .sh)" env BUILD=$(BUILD) bash $$t; done
 
 # deploy/slurm/wren.sbatch under a real Slurm on three netsim hosts (root;
 # installs slurm-wlm and munge with apt-get when missing; ~20 s).
@@ -215,15 +235,17 @@ test-container: all
 	@BUILD=$(BUILD) bash tests/container/run.sh
 
 test: all
-	@$(MAKE) --no-print-directory unit
-	@$(MAKE) --no-print-directory asan
-	@$(MAKE) --no-print-directory tsan
-	@$(MAKE) --no-print-directory check-layering
-	@$(MAKE) --no-print-directory check-shell
-	@$(MAKE) --no-print-directory check-format
-	@$(MAKE) --no-print-directory fuzz-smoke
+	@rm -rf $(TEST_LOGS)
+	@$(PHASE) unit $(MAKE) --no-print-directory unit
+	@$(PHASE) asan $(MAKE) --no-print-directory asan
+	@$(PHASE) tsan $(MAKE) --no-print-directory tsan
+	@$(PHASE) check-layering $(MAKE) --no-print-directory check-layering
+	@$(PHASE) check-shell $(MAKE) --no-print-directory check-shell
+	@$(PHASE) check-format $(MAKE) --no-print-directory check-format
+	@$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-integration
-	@echo "== make test: all passed"
+	@$(PHASE) slurm $(MAKE) --no-print-directory test-slurm
+	@echo "== make test: all passed (logs in $(TEST_LOGS)/)"
 
 # ---- install (deploy/README.md, "systemd") ----------------------------------
 # make install [PREFIX=/usr/local] [DESTDIR=/staging]: the programs to
@@ -259,7 +281,9 @@ bench: all
 bench-cluster: all
 	@scripts/bench-cluster
 
-demo: all
+# Only the two programs the demo runs (not the tests and benchmarks).
+demo: deps
+	@$(MAKE) --no-print-directory -j$(JOBS) $(PROGRAMS)
 	@scripts/wren-local --demo
 
 clean:

@@ -418,6 +418,23 @@ static int set_key(wr_job_config *c, const key_t_ *k, const char *value, char *e
     return wr_err(err, WR_ERR, "config key '%s': internal error", k->name);
 }
 
+// The shortest "%.Ng" of a float value that reads back (as set_key reads
+// it: strtod, then to float) as the same float: 0.001, not 0.00100000005.
+// 9 digits always do for a float, 17 for a double.
+// An exponent only where the full form has one too: 30, not 3e+01.
+static void format_shortest(char *buf, size_t cap, double v, int is_float) {
+    int max = is_float ? 9 : 17;
+    char full[64];
+    snprintf(full, sizeof full, "%.*g", max, v);
+    int exp_ok = strchr(full, 'e') != NULL;
+    for (int p = 1; p < max; p++) {
+        snprintf(buf, cap, "%.*g", p, v);
+        double back = strtod(buf, NULL);
+        if ((is_float ? (float)back == (float)v : back == v) && (exp_ok || !strchr(buf, 'e'))) return;
+    }
+    snprintf(buf, cap, "%s", full);
+}
+
 // Formats key k's value of c into buf.
 static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_t cap) {
     const void *field = (const char *)c + k->off;
@@ -431,10 +448,10 @@ static void format_key(const wr_job_config *c, const key_t_ *k, char *buf, size_
         if (k->kind == K_LOSS_SCALE && f == 0.0f)
             snprintf(buf, cap, "dynamic");
         else
-            snprintf(buf, cap, "%.9g", (double)f);  // 9 digits round-trip any float
+            format_shortest(buf, cap, (double)f, 1);
         return;
     }
-    case K_DOUBLE: snprintf(buf, cap, "%.17g", *(const double *)field); return;
+    case K_DOUBLE: format_shortest(buf, cap, *(const double *)field, 0); return;
     case K_ENUM: {
         int v = *(const int *)field;
         for (int i = 0; i < k->n_names; i++)

@@ -2,6 +2,7 @@
 // from several processes sharing a terminal do not interleave mid-line).
 #include "log.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,5 +47,80 @@ void wr_log(enum wr_log_level lvl, const char *fmt, ...) {
     if ((size_t)n >= sizeof line - 1) n = (int)sizeof line - 2;
     line[n++] = '\n';
     ssize_t w = write(2, line, (size_t)n);
+    (void)w;
+}
+
+// ---- the signal-handler line --------------------------------------------------------
+
+static long g_utc_offset;  // seconds east of UTC, for wr_log_signal's clock
+
+void wr_log_signal_prepare(void) {
+    if (g_level < 0) {
+        int parsed = wr_log_parse_level(getenv("WREN_LOG"));
+        g_level = parsed >= 0 ? parsed : WR_LOG_INFO;
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    if (localtime_r(&now, &tm)) g_utc_offset = tm.tm_gmtoff;
+}
+
+// Appends the decimal v (>= 0) to buf at *at, zero-padded to `width` digits.
+static void put_uint(char *buf, size_t cap, size_t *at, unsigned long v, int width) {
+    char d[24];
+    int n = 0;
+    do {
+        d[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v && n < (int)sizeof d);
+    while (n < width && n < (int)sizeof d) d[n++] = '0';
+    while (n > 0 && *at + 1 < cap) buf[(*at)++] = d[--n];
+}
+
+static void put_str(char *buf, size_t cap, size_t *at, const char *s) {
+    while (*s && *at + 1 < cap) buf[(*at)++] = *s++;
+}
+
+static const char *signal_name(int sig) {
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    default: return "signal";
+    }
+}
+
+void wr_log_signal(enum wr_log_level lvl, int sig, const char *what, int status) {
+    if ((int)lvl > g_level && g_level >= 0) return;
+    char line[512];
+    size_t at = 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long day = (long)((ts.tv_sec + g_utc_offset) % 86400);
+    if (day < 0) day += 86400;
+    put_uint(line, sizeof line, &at, (unsigned long)(day / 3600), 2);
+    put_str(line, sizeof line, &at, ":");
+    put_uint(line, sizeof line, &at, (unsigned long)(day / 60 % 60), 2);
+    put_str(line, sizeof line, &at, ":");
+    put_uint(line, sizeof line, &at, (unsigned long)(day % 60), 2);
+    put_str(line, sizeof line, &at, ".");
+    put_uint(line, sizeof line, &at, (unsigned long)(ts.tv_nsec / 1000000), 3);
+    put_str(line, sizeof line, &at, " ");
+    put_str(line, sizeof line, &at, g_name);
+    put_str(line, sizeof line, &at, " [");
+    put_str(line, sizeof line, &at, level_names[lvl]);
+    put_str(line, sizeof line, &at, "] signal ");
+    put_uint(line, sizeof line, &at, (unsigned long)(sig > 0 ? sig : 0), 1);
+    put_str(line, sizeof line, &at, " (");
+    put_str(line, sizeof line, &at, signal_name(sig));
+    put_str(line, sizeof line, &at, "): ");
+    put_str(line, sizeof line, &at, what);
+    if (status >= 0) {
+        put_str(line, sizeof line, &at, " (exit status ");
+        put_uint(line, sizeof line, &at, (unsigned long)status, 1);
+        put_str(line, sizeof line, &at, ")");
+    }
+    line[at++] = '\n';
+    ssize_t w = write(2, line, at);
     (void)w;
 }

@@ -12,6 +12,14 @@ int wr_log_parse_level(const char *name);
 void wr_log_set_name(const char *name);
 void wr_log(enum wr_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+// For signal handlers (async-signal-safe: no stdio, no locale): one line
+// "signal N (SIGNAME): what", plus " (exit status S)" when status >= 0, with
+// the usual time, name and level prefix. The local time's UTC offset and the
+// level are taken when wr_log_signal_prepare() runs (call it where the
+// handler is installed, after the level is set).
+void wr_log_signal_prepare(void);
+void wr_log_signal(enum wr_log_level lvl, int sig, const char *what, int status);
+
 #define wr_error(...) wr_log(WR_LOG_ERROR, __VA_ARGS__)
 #define wr_warn(...) wr_log(WR_LOG_WARN, __VA_ARGS__)
 #define wr_info(...) wr_log(WR_LOG_INFO, __VA_ARGS__)

@@ -47,6 +47,15 @@ typedef struct {
 } wr_refusals;
 void wr_refused(wr_refusals *r, int kind, const char *who, const char *reason);
 
+// The refusals as wren_messages_refused_total{reason="<wr_perr_name>"} in m
+// (metrics.h): one series per kind but "none" into out[WR_PERR_KINDS]
+// (all NULL when m is NULL); wr_refusals_publish copies the counts (the
+// owner's tick).
+struct wr_metrics;
+struct wr_metric;
+void wr_refusals_metrics(struct wr_metrics *m, struct wr_metric **out);
+void wr_refusals_publish(const wr_refusals *r, struct wr_metric **series);
+
 // Refusal replies to peers a server does not know, bounded: each peer id gets
 // at most `per_peer` ERROR replies, the rest are withheld (a peer that sends
 // bad messages and never reads cannot fill its send queue with replies).

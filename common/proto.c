@@ -30,7 +30,7 @@ static const char *const perr_names[] = {"none",  "malformed", "version", "type"
 static const char *const type_names[] = {"UNKNOWN", "REGISTER", "CLUSTER_MAP", "PUSH",    "BROADCAST",
                                          "PULL",    "PARAMS",   "HEARTBEAT",   "BARRIER", "JOIN",
                                          "LEAVE",   "STATS",    "DIGEST",      "ERROR",   "SHUTDOWN",
-                                         "FENCE",   "CHUNK",    "PROGRESS"};
+                                         "FENCE",   "CHUNK",    "PROGRESS",    "STATUS"};
 _Static_assert(sizeof perr_names / sizeof *perr_names == WR_PERR_KINDS, "a name per wr_perr");
 _Static_assert(sizeof type_names / sizeof *type_names == WR_MT_COUNT_, "a name per wr_msg_type");
 
@@ -108,6 +108,7 @@ void wr_pmsg_clear(wr_pmsg *m) {
     }
     free(m->tokens);
     free(m->waits);
+    free(m->members);
     if (m->idents) {
         for (uint32_t i = 0; i < m->n_idents; i++) free(m->idents[i]);
         free(m->idents);
@@ -196,6 +197,7 @@ enum fid {
     F_LA,
     F_SG,
     F_SW,
+    F_MB,
     F_COUNT
 };
 
@@ -230,6 +232,7 @@ static int decode_stat(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i)
 static int decode_token(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_ident(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static int decode_wait(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
+static int decode_member(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i);
 static void pack_shard(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_worker(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_config(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
@@ -237,6 +240,7 @@ static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_token(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_ident(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 static void pack_wait(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
+static void pack_member(msgpack_packer *pk, const wr_pmsg *m, uint32_t i);
 
 static const struct field {
     const char *key;  // on the wire
@@ -302,6 +306,7 @@ static const struct field {
     FLD(F_LA, "la", "local_addr", FK_STR, local_addr),
     FLD(F_SG, "sg", "stage", FK_UINT, stage),
     ARR(F_SW, "sw", "shard_waits", n_waits, WR_MAX_SHARDS, waits, sizeof(uint64_t), wait),
+    ARR(F_MB, "mb", "members", n_members, WR_MAX_MEMBERS, members, sizeof(wr_member_info), member),
 #undef ARR
 #undef FLD
 };
@@ -495,6 +500,23 @@ static int decode_wait(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i)
     return WR_OK;
 }
 
+// STATUS: a member [role, index, host, addr, step] (ranges: check_status).
+static int decode_member(dctx *c, const msgpack_object *e, wr_pmsg *m, uint32_t i) {
+    const msgpack_object *t = tuple(e, 5);
+    wr_member_info *b = &m->members[i];
+    int bad1 = 0, bad2 = 0;
+    if (!t || obj_i32(&t[0], &b->role, &bad1) != 0 || obj_i32(&t[1], &b->index, &bad2) != 0 ||
+        t[4].type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
+        if (bad1 || bad2)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "%s field 'mb' (members) entry %u: role or index does not fit in 32 bits", c->tn, i);
+        return bad_entry(c, F_MB, "[role, index, host, addr, step]", i);
+    }
+    b->step = t[4].via.u64;
+    int rc = entry_str(c, F_MB, i, &t[2], b->host, WR_HOST_MAX);
+    return rc == WR_OK ? entry_str(c, F_MB, i, &t[3], b->addr, WR_ADDR_MAX) : rc;
+}
+
 // An array field: the count, the storage for the entries, then each entry.
 static int decode_array(dctx *c, enum fid f, const msgpack_object *o, wr_pmsg *m) {
     const struct field *fd = &fields[f];
@@ -572,6 +594,16 @@ static void pack_stat(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
     msgpack_pack_array(pk, 2);
     pack_cstr(pk, m->stats[i].name);
     msgpack_pack_double(pk, m->stats[i].value);
+}
+
+static void pack_member(msgpack_packer *pk, const wr_pmsg *m, uint32_t i) {
+    const wr_member_info *b = &m->members[i];
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_int32(pk, b->role);
+    msgpack_pack_int32(pk, b->index);
+    pack_cstr(pk, b->host);
+    pack_cstr(pk, b->addr);
+    msgpack_pack_uint64(pk, b->step);
 }
 
 static void pack_bin(msgpack_packer *pk, const uint8_t *b) {
@@ -895,6 +927,34 @@ static int check_progress(dctx *c, const wr_pmsg *m, uint64_t payload) {
     return check_stats(c, m, payload);
 }
 
+// STATUS: the request carries nothing of its own; the reply the job's
+// figures (as STATS) and its members (shards and workers, each its index).
+static int check_status(dctx *c, const wr_pmsg *m, uint64_t payload) {
+    if (m->n_members > WR_MAX_MEMBERS || (m->n_members && !m->members))
+        return fail(c->perr, WR_PERR_RANGE, c->err,
+                    "STATUS field 'mb' (members): %u entries (at most %d), or the array NULL", m->n_members,
+                    WR_MAX_MEMBERS);
+    for (uint32_t i = 0; i < m->n_members; i++) {
+        const wr_member_info *b = &m->members[i];
+        if (b->role != WR_ROLE_SHARD && b->role != WR_ROLE_WORKER)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATUS field 'mb' (members) entry %u: role %d is neither shard (1) nor worker (2)",
+                        i, b->role);
+        int max = b->role == WR_ROLE_SHARD ? WR_MAX_SHARDS : WR_MAX_WORKERS;
+        if (b->index < -1 || b->index >= max)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATUS field 'mb' (members) entry %u: index %d not in [-1, %d)", i, b->index, max);
+        if (!str_ok(b->host, WR_HOST_MAX) || !str_ok(b->addr, WR_ADDR_MAX))
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATUS field 'mb' (members) entry %u: host or address too long", i);
+        if (b->step > WR_MAX_TOTAL_STEPS)
+            return fail(c->perr, WR_PERR_RANGE, c->err,
+                        "STATUS field 'mb' (members) entry %u: step %llu exceeds 2^48", i,
+                        (unsigned long long)b->step);
+    }
+    return check_stats(c, m, payload);
+}
+
 // ERROR and SHUTDOWN: a code (error code or exit status) and a reason.
 static int check_stop(dctx *c, const wr_pmsg *m, uint64_t payload) {
     (void)payload;
@@ -939,6 +999,7 @@ static const struct {
     // 'nw' only with PLANES; 'sh' is never set (check_chunk)
     [WR_MT_CHUNK] = {B(F_R) | B(F_O) | B(F_N) | B(F_C) | B(F_PL) | B(F_TK) | B(F_SG), B(F_NW), check_chunk},
     [WR_MT_PROGRESS] = {B(F_R) | B(F_ST), B(F_SW), check_progress},
+    [WR_MT_STATUS] = {0, B(F_ST) | B(F_MB), check_status},  // request: neither; reply: both
 };
 
 // Checks a whole message (a decoded one, or one about to be encoded) that
@@ -981,6 +1042,8 @@ int wr_proto_encode(const wr_pmsg *m, wr_buf *out, char *err) {
     if (m->type == WR_MT_CHUNK && m->codec != WR_CODEC_PLANES) set &= ~B(F_NW);
     if (!m->n_idents) set &= ~B(F_WU);
     if (!m->n_waits) set &= ~B(F_SW);
+    if (m->type == WR_MT_STATUS && !m->n_stats) set &= ~B(F_ST);
+    if (!m->n_members) set &= ~B(F_MB);
 
     out->len = 0;
     msgpack_packer pk;

@@ -67,6 +67,8 @@ enum wr_msg_type {
                          // epoch e, s = its last completed step
     WR_MT_CHUNK,         // worker -> worker (mode=allreduce): a part of a collective of step s, stage sg
     WR_MT_PROGRESS,      // worker -> coordinator: its figures after step s, every progress_every steps
+    WR_MT_STATUS,        // any -> coordinator: asks for the job's view; coordinator -> it: the view
+                         // (the job's figures in 'st', its members in 'mb'; `wren-server status`)
     WR_MT_COUNT_
 };
 
@@ -149,6 +151,16 @@ typedef struct {
     double value;
 } wr_stat;
 
+// A member of the job in a STATUS reply ('mb'): [role, index, host, addr, step].
+#define WR_MAX_MEMBERS (WR_MAX_SHARDS + WR_MAX_WORKERS)
+typedef struct {
+    int32_t role;   // enum wr_role (shard or worker)
+    int32_t index;  // shard index or worker rank (-1: none yet)
+    char host[WR_HOST_MAX];
+    char addr[WR_ADDR_MAX];  // shard: its advertised address; worker: where it connects from
+    uint64_t step;           // worker: the last step it reported (0: none); shard: 0
+} wr_member_info;
+
 // A decoded (or to-be-encoded) message header. Fields that a kind does not
 // use are zero. Arrays are heap-allocated by the decoder; wr_pmsg_clear frees them.
 typedef struct {
@@ -207,6 +219,10 @@ typedef struct {
     // for its broadcasts since it started (docs/PROTOCOL.md, "PROGRESS")
     uint32_t n_waits;
     uint64_t *waits;  // [n_waits]
+
+    // STATUS reply (optional 'mb'): the job's members
+    uint32_t n_members;
+    wr_member_info *members;  // [n_members]
 
     // BARRIER
     uint64_t barrier_id;

@@ -11,6 +11,7 @@ PACKAGES=(
   libzmq3-dev libmsgpack-dev libopenblas-dev
   libibverbs-dev librdmacm-dev
   libcmocka-dev zlib1g-dev
+  libmicrohttpd-dev prometheus curl
   clang libclang-rt-dev
   shellcheck clang-format
   dataset-fashion-mnist

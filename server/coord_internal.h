@@ -136,6 +136,9 @@ typedef struct {
     char reason[COORD_REASON_MAX];
 } coord_blame;
 
+// coord_metrics.c: --metrics (the series; NULL without)
+typedef struct coord_metrics coord_metrics;
+
 typedef struct {
     const wr_coord_opts *o;
     wr_job_config cfg;
@@ -178,8 +181,9 @@ typedef struct {
     coord_blame blame;
     double end_wait_t0;  // when the wait for the last digest checks began (0: not waiting)
     coord_restart restart;
-    uint64_t state_seq;  // coord_state.c: the last state file written (its 'step')
-    coord_view *view;    // coord_progress.c: the workers' reports (NULL until the first)
+    uint64_t state_seq;      // coord_state.c: the last state file written (its 'step')
+    coord_view *view;        // coord_progress.c: the workers' reports (NULL until the first)
+    coord_metrics *metrics;  // coord_metrics.c: --metrics (NULL without)
 } coord;
 
 // One received message on its way to its handler.
@@ -364,6 +368,25 @@ void coord_progress_stats(coord *c, const coord_in *in);
 // last = 1 at the end of the job: the line of whatever arrived since.
 void coord_progress_tick(coord *c, double now, int last);
 void coord_progress_free(coord *c);
+// The job's figures now over the members of the epoch in force into *l, and
+// the highest step any of them reported into *top. 1 when a member reported,
+// else 0 (*l zeroed, reported = 0).
+int coord_progress_figures(coord *c, coord_view_line *l, uint64_t *top);
+
+// coord_metrics.c: --metrics ADDR (docs/RUNNING.md "Metrics")
+// Starts the endpoint (nothing without --metrics). WR_OK or WR_ERR (logged).
+int coord_metrics_start(coord *c);
+// Control bytes to (out = 1) or from node n (NULL: an unregistered peer).
+void coord_metrics_bytes(coord *c, const coord_node *n, int out, size_t bytes);
+// An ERROR received with this code.
+void coord_metrics_error(coord *c, int code);
+// From the tick: the job's figures, members, refusals, digest checks.
+void coord_metrics_tick(coord *c);
+void coord_metrics_stop(coord *c);
+
+// coord_status.c: STATUS (docs/PROTOCOL.md): the reply with the job's view
+// to any peer that asks (with CURVE keys only allow-listed keys connect).
+void coord_on_status(coord *c, coord_in *in);
 // At the end: the summary JSON to --summary FILE (a failure is logged).
 void coord_summary_write(coord *c);
 

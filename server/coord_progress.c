@@ -82,6 +82,21 @@ void coord_progress_tick(coord *c, double now, int last) {
     v->lines++;
 }
 
+int coord_progress_figures(coord *c, coord_view_line *l, uint64_t *top) {
+    memset(l, 0, sizeof *l);
+    *top = 0;
+    if (!c->view) return 0;
+    int *ranks = wr_calloc((size_t)c->n_nodes + 1, sizeof *ranks);
+    int n = member_ranks(c, ranks);
+    coord_view_sum(c->view, ranks, n, l);
+    for (int i = 0; i < n; i++) {
+        const coord_rank_view *r = c->view->rank[ranks[i]];
+        if (r && r->seen && r->step > *top) *top = r->step;
+    }
+    free(ranks);
+    return l->reported > 0;
+}
+
 void coord_progress_free(coord *c) {
     if (!c->view) return;
     coord_view_free(c->view);

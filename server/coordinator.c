@@ -69,6 +69,7 @@ void coord_init_hdr(const coord *c, wr_pmsg *h, int type) {
 int coord_send_to(coord *c, const coord_node *n, const wr_pmsg *h) {
     char err[WR_ERR_LEN];
     int rc = wr_send_pmsg(c->ep, n->peer, n->peer_len, h, NULL, 0, NULL, NULL, 0, &c->scratch, err);
+    if (rc == WR_OK) coord_metrics_bytes(c, n, 1, c->scratch.len);
     if (rc != WR_OK) {
         char who[COORD_WHO_MAX];
         coord_describe(n, who, sizeof who);
@@ -87,11 +88,13 @@ void coord_send_shutdown_all(coord *c, int status, const char *reason) {
 }
 
 void coord_reply_error(coord *c, const wr_msg *m, int code, const char *reason) {
-    int known = coord_find_peer(c, m) != NULL;
+    const coord_node *n = coord_find_peer(c, m);
+    int known = n != NULL;
     if (!known && !wr_reply_gate_allow(&c->gate, m->peer, m->peer_len, "an unregistered peer")) return;
     // An unregistered peer learns nothing of the job: its own job id back, epoch 0.
     wr_send_error(c->ep, m->peer, m->peer_len, known ? c->cfg.job_id : c->stranger_job,
                   known && c->formed ? c->epoch : 0, code, reason, &c->scratch);
+    coord_metrics_bytes(c, n, 1, c->scratch.len);
 }
 
 void coord_refuse(coord *c, const coord_in *in, int kind, const char *reason) {
@@ -186,6 +189,7 @@ static const struct {
     [WR_MT_FENCE] = {coord_on_fence, NEED_JOB | NEED_PEER},
     [WR_MT_JOIN] = {coord_on_join, 0},
     [WR_MT_PROGRESS] = {coord_on_progress, NEED_JOB | NEED_PEER},
+    [WR_MT_STATUS] = {coord_on_status, 0},  // any peer, any job id (docs/PROTOCOL.md, STATUS)
 };
 
 // Checks what the type needs, then hands the message to its handler; a type
@@ -209,7 +213,7 @@ static void dispatch(coord *c, coord_in *in) {
     }
     // A coordinator restart: a node's message sent before its REGISTER
     // reached us (queued on its reconnected socket) is dropped, not refused.
-    if (!in->n && h->type != WR_MT_REGISTER && h->type != WR_MT_HEARTBEAT &&
+    if (!in->n && h->type != WR_MT_REGISTER && h->type != WR_MT_HEARTBEAT && h->type != WR_MT_STATUS &&
         (c->restart.active || c->restart.reform)) {
         wr_debug("dropping %s from a peer not back yet", wr_msg_type_name(h->type));
         return;
@@ -235,6 +239,7 @@ static void dispatch(coord *c, coord_in *in) {
 static int on_message(void *arg, wr_msg *m) {
     coord *c = arg;
     coord_in in = {.m = m, .n = coord_find_peer(c, m)};
+    coord_metrics_bytes(c, in.n, 0, m->header.len + m->payload.len);
     if (in.n)
         coord_describe(in.n, in.who, sizeof in.who);
     else
@@ -307,6 +312,7 @@ static void tick(coord *c) {
     if (watch) coord_replace_tick(c, now);
     if (watch) coord_liveness_tick(c, now);
     if (watch) coord_progress_tick(c, now, 0);
+    coord_metrics_tick(c);
     unsigned long acc = 0, closed = 0;
     wr_peer_events(c->ep, &acc, &closed);
     wr_peer_watch_tick(&c->conns, acc, closed, c->refused.total, now);
@@ -424,6 +430,7 @@ static void coord_free(coord *c) {
     free(c->hosts);
     coord_progress_free(c);
     coord_membership_free(c);
+    coord_metrics_stop(c);
 }
 
 int wr_coordinator_run(const wr_coord_opts *o) {
@@ -452,6 +459,12 @@ int wr_coordinator_run(const wr_coord_opts *o) {
         free(c->hosts);
         wr_transport_ctx_free(ctx);
         return WR_EXIT_FAILURE;
+    }
+    if (coord_metrics_start(c) != WR_OK) {
+        free(c->hosts);
+        wr_close(c->ep);
+        wr_transport_ctx_free(ctx);
+        return WR_EXIT_CONFIG;
     }
     wr_config_to_kv(&o->cfg, &c->kv, &c->n_kv);
     c->max_nodes = c->cfg.shards + COORD_WORKER_ROOM * wr_config_max_workers(&c->cfg);

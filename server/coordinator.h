@@ -16,6 +16,7 @@ typedef struct {
     wr_node_keys keys;      // --key/--allow (keys.on = 0 without keys)
     int allow_insecure;     // --allow-insecure (or the config's allow_insecure = on)
     const char *summary;    // --summary FILE: the job's summary JSON at the end (NULL = none)
+    const char *metrics;    // --metrics ADDR: serve Prometheus metrics there (NULL = none)
 } wr_coord_opts;
 
 // Runs the coordinator until the job ends. Blocking (the whole job). Returns

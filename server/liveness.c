@@ -114,6 +114,7 @@ void coord_probe_now(coord *c) {
 void coord_on_error(coord *c, coord_in *in) {
     const wr_pmsg *h = &in->h;
     char r[COORD_REASON_MAX];
+    coord_metrics_error(c, h->code);
     snprintf(r, sizeof r, "%s reported an error (%s): %s", in->who,
              h->code == WR_EC_CONFIG    ? "config"
              : h->code == WR_EC_TIMEOUT ? "timeout"

@@ -12,7 +12,9 @@
 #include "keygen.h"
 #include "log.h"
 #include "shard.h"
+#include "status.h"
 #include "transport.h"
+#include "version.h"
 
 static void usage_main(FILE *f) {
     fprintf(f, "usage: wren-server ROLE [options]\n"
@@ -22,8 +24,10 @@ static void usage_main(FILE *f) {
                "                checks replica digests and liveness\n"
                "  shard         owns a key range of the parameters; aggregates and broadcasts\n"
                "  keygen        writes a CURVE key pair (NAME.key, NAME.pub) for --key\n"
+               "  status        the running job at a glance, asked of its coordinator\n"
                "\n"
-               "`wren-server ROLE --help` lists the role's options. Exit codes: 0 ok, 1 runtime\n"
+               "`wren-server ROLE --help` lists the role's options; `wren-server --version` the\n"
+               "version and the kernels' ISA level. Exit codes: 0 ok, 1 runtime\n"
                "error, 2 bad command line or config, 3 registration timeout, 4 replica digest\n"
                "mismatch, 5 a node died, 6 coordinator unreachable.\n");
 }
@@ -32,6 +36,7 @@ static void usage_coordinator(FILE *f) {
     fprintf(f, "usage: wren-server coordinator [--config FILE] [--bind ADDR] [--advertise ADDR]\n"
                "                               [--key FILE --allow FILE] [--allow-insecure]\n"
                "                               [--log-level L] [--print-config] [--summary FILE]\n"
+               "                               [--metrics ADDR]\n"
                "                               [key=value ...]\n"
                "\n"
                "  --config FILE     job config file (`key = value` lines; docs/CONFIG.md)\n"
@@ -50,6 +55,8 @@ static void usage_coordinator(FILE *f) {
                "  --print-config    print the effective job config and exit\n"
                "  --summary FILE    write the job's summary JSON (every rank's figures, tta, digests)\n"
                "                    to FILE at the end\n"
+               "  --metrics ADDR    serve Prometheus metrics at http://ADDR/metrics (PORT, :PORT or\n"
+               "                    HOST:PORT; loopback unless HOST is given; docs/RUNNING.md)\n"
                "  key=value         overrides applied after the file, in order\n"
                "  -h, --help        this text\n");
 }
@@ -59,6 +66,7 @@ static void usage_shard(FILE *f) {
             "usage: wren-server shard --coordinator ADDR [--bind ADDR] [--advertise ADDR]\n"
             "                         [--host NAME] [--connect-timeout S] [--log-level L]\n"
             "                         [--key FILE --coordinator-key FILE --allow FILE] [--allow-insecure]\n"
+            "                         [--metrics ADDR]\n"
             "\n"
             "  --coordinator ADDR    the coordinator's address (required)\n"
             "  --bind ADDR           address the workers connect to (default tcp://*:0 = any port).\n"
@@ -75,6 +83,8 @@ static void usage_shard(FILE *f) {
             "  --connect-timeout S   seconds to wait for the coordinator's first reply (default 30; exit 6)\n"
             "  --log-level L         error | warn | info | debug\n"
             "  --io-threads N        transport I/O threads (default 2)\n"
+            "  --metrics ADDR        serve Prometheus metrics at http://ADDR/metrics (PORT, :PORT or\n"
+            "                        HOST:PORT; loopback unless HOST is given; docs/RUNNING.md)\n"
             "  -h, --help            this text\n");
 }
 
@@ -137,6 +147,7 @@ static int run_coordinator(int argc, char **argv) {
         {"allow", required_argument, NULL, 'A'},
         {"allow-insecure", no_argument, NULL, 'I'},
         {"summary", required_argument, NULL, 'S'},
+        {"metrics", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -168,6 +179,8 @@ static int run_coordinator(int argc, char **argv) {
             co.allow_insecure = 1;
         else if (c == 'S')
             co.summary = optarg;
+        else if (c == 'M')
+            co.metrics = optarg;
         else {
             usage_coordinator(c == 'h' ? stdout : stderr);
             return c == 'h' ? WR_EXIT_OK : WR_EXIT_CONFIG;
@@ -213,6 +226,7 @@ static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
         {"coordinator-key", required_argument, NULL, 'K'},
         {"allow", required_argument, NULL, 'A'},
         {"allow-insecure", no_argument, NULL, 'I'},
+        {"metrics", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -239,6 +253,8 @@ static int parse_shard(int argc, char **argv, wr_shard_opts *so) {
             allow = optarg;
         else if (c == 'I')
             so->allow_insecure = 1;
+        else if (c == 'M')
+            so->metrics = optarg;
         else if (c == 't') {
             if (parse_positive("--connect-timeout", optarg, 0.001, 86400, &so->connect_timeout))
                 return WR_EXIT_CONFIG;
@@ -294,10 +310,15 @@ int main(int argc, char **argv) {
         usage_main(stdout);
         return WR_EXIT_OK;
     }
+    if (!strcmp(role, "--version") || !strcmp(role, "version")) {
+        wr_version_print(stdout, "wren-server");
+        return WR_EXIT_OK;
+    }
     if (!strcmp(role, "coordinator")) return run_coordinator(argc - 1, argv + 1);
     if (!strcmp(role, "shard")) return run_shard(argc - 1, argv + 1);
     if (!strcmp(role, "keygen")) return wr_keygen_main(argc - 1, argv + 1);
-    fprintf(stderr, "wren-server: unknown role '%s' (coordinator, shard or keygen)\n", role);
+    if (!strcmp(role, "status")) return wr_status_main(argc - 1, argv + 1);
+    fprintf(stderr, "wren-server: unknown role '%s' (coordinator, shard, keygen or status)\n", role);
     usage_main(stderr);
     return WR_EXIT_CONFIG;
 }

@@ -140,6 +140,7 @@ typedef struct {
     int io_threads;           // transport I/O threads (0 = 1)
     wr_node_keys keys;        // --key/--coordinator-key/--allow (keys.on = 0 without keys)
     int allow_insecure;       // --allow-insecure: listen on other interfaces without keys
+    const char *metrics;      // --metrics ADDR: serve Prometheus metrics there (NULL = none)
 } wr_shard_opts;
 
 void wr_shard_opts_default(wr_shard_opts *o);

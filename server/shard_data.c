@@ -271,6 +271,7 @@ int shard_advance(shard_node *s) {
     int st = SHARD_GO_ON;
     while (st == SHARD_GO_ON && !s->mem.hold && wr_shard_core_ready(s->core)) {
         st = finish_step(s, s->contrib);
+        shard_metrics_step(s, wr_now());
         s->next_stall = 0;
         s->step_t0 = wr_now();
     }

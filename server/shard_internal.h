@@ -16,6 +16,7 @@
 #include "bufpool.h"
 #include "cluster.h"
 #include "heartbeat.h"
+#include "metrics.h"
 #include "node.h"
 #include "shard.h"
 #include "transport.h"
@@ -139,6 +140,14 @@ typedef struct {
     // (not polled: it would report ready at once).
     double coord_lost, coord_reg_t;
     int coord_down;
+    // --metrics (shard_metrics.c): the registry, its endpoint, the series
+    // (NULL handles until the shard has its index, or without --metrics)
+    wr_metrics *metrics;
+    wr_metrics_server *msrv;
+    wr_metric *m_steps, *m_step_time, *m_in, *m_out, *m_waiting, *m_epoch, *m_err_send, *m_err_auth,
+        *m_err_ckpt;
+    wr_metric *m_refused[WR_PERR_KINDS];
+    double m_t_step;  // when the last step completed (0: none yet)
 } shard_node;
 
 // The signal that stops the shard (0: none), set by its handler.
@@ -183,6 +192,15 @@ void shard_auth_free(shard_node *s);
 // rank is then bound to m->peer. 0 when refused: counted, logged
 // (rate-limited), answered with ERROR{job 0, "not authorized for rank r"}.
 int shard_auth_check(shard_node *s, const wr_msg *m, const wr_pmsg *h);
+
+// shard_metrics.c: --metrics (docs/RUNNING.md, "Metrics")
+// Starts the endpoint. SHARD_GO_ON, or WR_EXIT_CONFIG (logged).
+int shard_metrics_start(shard_node *s);
+// From the tick: the series once the index is known, then the counts.
+void shard_metrics_tick(shard_node *s);
+// A step completed (its time since the previous one into the histogram).
+void shard_metrics_step(shard_node *s, double now);
+void shard_metrics_stop(shard_node *s);
 
 // shard_members.c: membership epochs at the shard
 // The epoch-1 members (ranks of the map, start step 1).

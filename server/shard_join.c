@@ -116,7 +116,7 @@ int shard_coord_tick(shard_node *s) {
             "lost the connection to the coordinator at %s and it did not take this shard back within %g s "
             "(register_timeout + connect_timeout)",
             s->o->coordinator, bound);
-        return WR_EXIT_FAILURE;
+        return WR_EXIT_NO_COORDINATOR;
     }
     if (now - s->coord_reg_t < REREGISTER_S) return SHARD_GO_ON;
     s->coord_reg_t = now;
@@ -161,7 +161,7 @@ int shard_recv_coord(shard_node *s, int timeout_ms, wr_pmsg *h) {
     if (rc == WR_ECLOSED && s->core) return coord_closed(s, err);
     if (rc == WR_ECLOSED) {
         wr_error("lost the connection to the coordinator at %s: %s", s->o->coordinator, err);
-        return WR_EXIT_FAILURE;
+        return WR_EXIT_NO_COORDINATOR;
     }
     if (rc != WR_OK) {
         wr_warn("from the coordinator: %s", err);
@@ -213,7 +213,7 @@ static int wait_map(shard_node *s, uint64_t epoch, double timeout_s, wr_pmsg *h)
         if (left <= 0) {
             wr_error("no cluster map from the coordinator at %s within %g s after registering",
                      s->o->coordinator, timeout_s);
-            return WR_EXIT_FAILURE;
+            return WR_EXIT_NO_COORDINATOR;
         }
         int rc = shard_recv_coord(s, left > 0.1 ? 100 : (int)(left * 1000) + 1, h);
         if (rc == SHARD_NOTHING) continue;

@@ -54,6 +54,7 @@ static int tick(shard_node *s) {
     if (shard_stop_signal) return shard_stop_by_signal(s);
     shard_log_peer_events(s);
     int st = shard_coord_tick(s);
+    shard_metrics_tick(s);
     return st != SHARD_GO_ON ? st : shard_check_step_timeout(s);
 }
 
@@ -87,6 +88,7 @@ static void shard_free(shard_node *s) {
     shard_data_free(s);  // after the context: every free callback has run
     wr_shard_core_free(s->core);
     wr_buf_free(&s->scratch);
+    shard_metrics_stop(s);
 }
 
 int wr_shard_run(const wr_shard_opts *o) {
@@ -103,7 +105,8 @@ int wr_shard_run(const wr_shard_opts *o) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
-    int st = shard_join(s);
+    int st = shard_metrics_start(s);
+    if (st == SHARD_GO_ON) st = shard_join(s);
     while (st == SHARD_GO_ON) {
         st = poll_once(s);
         if (st == SHARD_GO_ON) st = tick(s);

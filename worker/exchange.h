@@ -34,6 +34,11 @@
 #include "keys.h"
 #include "summary.h"
 
+// Not an exit status: config, join or step saw the job end with status 0
+// without this worker (ps: SHUTDOWN{0, "job done"} to a worker still
+// waiting to join). The loop stops and the process exits 0, no summary.
+#define WR_EXCHANGE_JOB_DONE 0x200
+
 // The job a worker takes part in (train.h).
 typedef struct wr_train_job wr_train_job;
 

@@ -11,9 +11,11 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "proto.h"
 #include "exchange.h"
 #include "train.h"
+#include "version.h"
 #include "wr_common.h"
 
 static void usage(FILE *f) {
@@ -22,8 +24,9 @@ static void usage(FILE *f) {
             "                   [--log-level L] [--threads N] [--connect-timeout S]\n"
             "                   [--data-bind ADDR] [--data-local ADDR|none]\n"
             "                   [--key FILE --coordinator-key FILE] [--allow-insecure]\n"
+            "                   [--metrics ADDR]\n"
             "       wren-worker --standalone [--config FILE] [key=value ...] [--summary FILE]\n"
-            "                   [--log-level L] [--threads N]\n"
+            "                   [--log-level L] [--threads N] [--metrics ADDR]\n"
             "\n"
             "Cluster mode: registers with the coordinator at ADDR (tcp://host:port or\n"
             "ipc:///path), receives the job config and its rank in the cluster map, and\n"
@@ -52,8 +55,11 @@ static void usage(FILE *f) {
             "  --coordinator-key FILE the coordinator's public key (its NAME.pub)\n"
             "  --allow-insecure       endpoints this worker binds may listen beyond loopback\n"
             "                         without keys (anyone who reaches them can join)\n"
+            "  --metrics ADDR         serve Prometheus metrics at http://ADDR/metrics (PORT, :PORT or\n"
+            "                         HOST:PORT; loopback unless HOST is given; docs/RUNNING.md)\n"
             "  --standalone           single-process training, no cluster\n"
             "  --config FILE          job config file (standalone mode)\n"
+            "  --version              the version and the kernels' ISA level\n"
             "  -h, --help             this text\n"
             "\n"
             "SIGTERM or SIGINT while training: finish the step in progress, write the summary,\n"
@@ -70,11 +76,20 @@ static void usage(FILE *f) {
 static wr_train_stop g_stop;
 
 static void on_stop_signal(int sig) {
-    if (g_stop.requested || !g_stop.training) _exit(128 + sig);
+    if (g_stop.requested) {
+        wr_log_signal(WR_LOG_ERROR, sig, "a second signal while leaving: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    if (!g_stop.training) {
+        wr_log_signal(WR_LOG_ERROR, sig, "not training yet: exiting at once", 128 + sig);
+        _exit(128 + sig);
+    }
+    wr_log_signal(WR_LOG_INFO, sig, "this worker leaves the job after the step in progress", -1);
     g_stop.requested = sig;
 }
 
 static void install_stop_handler(void) {
+    wr_log_signal_prepare();
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
@@ -104,6 +119,7 @@ typedef struct {
     int standalone;
     const char *config_path;
     const char *key_path, *coordinator_key_path;  // --key, --coordinator-key
+    const char *metrics;                          // --metrics ADDR
 } cli;
 
 enum {
@@ -119,7 +135,9 @@ enum {
     O_COORD_KEY,
     O_INSECURE,
     O_DATA_BIND,
-    O_DATA_LOCAL
+    O_DATA_LOCAL,
+    O_VERSION,
+    O_METRICS
 };
 
 static const struct option longopts[] = {
@@ -137,6 +155,8 @@ static const struct option longopts[] = {
     {"allow-insecure", no_argument, NULL, O_INSECURE},
     {"data-bind", required_argument, NULL, O_DATA_BIND},
     {"data-local", required_argument, NULL, O_DATA_LOCAL},
+    {"version", no_argument, NULL, O_VERSION},
+    {"metrics", required_argument, NULL, O_METRICS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -200,7 +220,9 @@ static int take_option(cli *o, int c, char **argv) {
     case O_KEY: o->key_path = optarg; break;
     case O_COORD_KEY: o->coordinator_key_path = optarg; break;
     case O_INSECURE: o->ps.allow_insecure = 1; break;
+    case O_METRICS: o->metrics = optarg; break;
     case 'h': usage(stdout); return WR_EXIT_OK;
+    case O_VERSION: wr_version_print(stdout, "wren-worker"); return WR_EXIT_OK;
     default:
         if (optopt && optopt < 256)
             fprintf(stderr, "wren-worker: unknown option or missing argument: -%c\n", optopt);
@@ -270,6 +292,17 @@ int main(int argc, char **argv) {
     int st = parse_options(&o, argc, argv);
     if (st >= 0) return st;
     install_stop_handler();
-    if (o.standalone) return run_standalone(&o, argv + optind, argc - optind);
-    return run_cluster(&o, argv + optind, argc - optind);
+    // --metrics: the endpoint serves from its own thread for the whole run.
+    wr_metrics_server *msrv;
+    char err[WR_ERR_LEN];
+    if (wr_metrics_start(o.metrics, &o.train.metrics, &msrv, err) != WR_OK) {
+        fprintf(stderr, "wren-worker: %s\n", err);
+        return WR_EXIT_CONFIG;
+    }
+    if (o.standalone)
+        st = run_standalone(&o, argv + optind, argc - optind);
+    else
+        st = run_cluster(&o, argv + optind, argc - optind);
+    wr_metrics_end(o.train.metrics, msrv);
+    return st;
 }

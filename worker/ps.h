@@ -137,7 +137,7 @@ int wr_ps_recv(wr_endpoint *ep, int timeout_ms, const wr_proto_expect *ex, wr_ms
 
 // A message from the coordinator while in a job (ps_epoch.c): SHUTDOWN or
 // ERROR -> the exit status to stop with (err says why; nothing is sent
-// back); ERROR{rejected, "removed from the job..."} -> WR_PS_REJOIN; a
+// back), SHUTDOWN{0} -> WR_EXCHANGE_JOB_DONE; ERROR{rejected, "removed from the job..."} -> WR_PS_REJOIN; a
 // CLUSTER_MAP of a later epoch naming this worker is kept as pending (its
 // arrays are taken from h); anything else -> 0. Before the first map only
 // SHUTDOWN and ERROR count.

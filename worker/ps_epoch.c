@@ -85,7 +85,11 @@ int wr_ps_coord_message(wr_ps *w, wr_pmsg *h, char *err) {
         if (st)
             return wr_ps_fail(w, 0, st, err, "coordinator shut the job down with status %d%s%s", st, sep,
                               h->reason);
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "coordinator shut the job down%s%s", sep, h->reason);
+        // The job ended well without this worker (it was still joining):
+        // the coordinator's status, 0, is this worker's too.
+        wr_info("coordinator: the job ended with status 0 (%s) before this worker took part",
+                h->reason[0] ? h->reason : "job done");
+        return wr_ps_fail(w, 0, WR_EXCHANGE_JOB_DONE, err, "the job ended");
     }
     if (h->type == WR_MT_ERROR && w->epoch >= 1 && h->code == WR_EC_REJECTED &&
         strncmp(h->reason, REMOVED_PREFIX, strlen(REMOVED_PREFIX)) == 0) {

@@ -123,7 +123,7 @@ static int wait_map(wr_ps *w, int formed, double timeout_s, int first, wr_pmsg *
             return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err,
                               "no reply from coordinator at %s within %g s", w->o->coordinator, timeout_s);
         if (left <= 0)
-            return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err,
+            return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err,
                               "no cluster map from coordinator at %s within %g s after registering",
                               w->o->coordinator, timeout_s);
         wr_msg msg;
@@ -137,8 +137,8 @@ static int wait_map(wr_ps *w, int formed, double timeout_s, int first, wr_pmsg *
         // Before the welcome, a connection the coordinator refuses (a key it
         // does not admit) means it cannot be reached as this worker.
         if (rc != WR_OK)
-            return wr_ps_fail(w, 0, first ? WR_EXIT_NO_COORDINATOR : WR_EXIT_FAILURE, err,
-                              "receiving from coordinator at %s: %s", w->o->coordinator, e2);
+            return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err, "receiving from coordinator at %s: %s",
+                              w->o->coordinator, e2);
         wr_msg_release(&msg);
         if (map->type == WR_MT_CLUSTER_MAP && (formed ? map->epoch >= 1 : map->epoch == 0)) return WR_EXIT_OK;
         // A "removed from the job" notice while registering is an older copy
@@ -297,8 +297,8 @@ static int register_model(wr_ps *w, wr_train_job *job, char *err) {
     wr_info("model %s: d = %llu parameters; registering", w->cfg.model, (unsigned long long)w->d);
     char e2[WR_ERR_LEN];
     if (send_register(w, w->d, job->data_model ? job->train.n : 0, e2) != WR_OK)
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s", w->o->coordinator,
-                          e2);
+        return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err, "cannot send REGISTER to %s: %s",
+                          w->o->coordinator, e2);
     // The coordinator waits up to register_timeout for everyone, then either
     // sends the map or SHUTDOWN{3}; leave it some slack beyond that.
     wr_pmsg map;
@@ -452,7 +452,7 @@ static int recv_initial(wr_ps *w, int i, const wr_proto_expect *ex, char *err) {
                            "lost connection to shard %d (%s) while waiting for initial parameters: %s", i,
                            w->sh[i].addr, e2);
     if (rc != WR_OK)
-        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+        return -wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_NO_COORDINATOR, err,
                            "lost connection to coordinator at %s: %s", w->o->coordinator, e2);
     int got = i == w->n_shards ? -wr_ps_coord_message(w, &h, err) : take_params(w, i, &h, &msg, err);
     wr_msg_release(&msg);
@@ -615,8 +615,8 @@ static void drop_membership(wr_ps *w) {
 static int register_again(wr_ps *w, char *err) {
     char e2[WR_ERR_LEN];
     if (send_register(w, 0, 0, e2) != WR_OK)
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err, "cannot send REGISTER to %s: %s", w->o->coordinator,
-                          e2);
+        return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err, "cannot send REGISTER to %s: %s",
+                          w->o->coordinator, e2);
     wr_pmsg map;
     int st = wait_map(w, 0, w->o->connect_timeout, 0, &map, err);
     if (st) return st;

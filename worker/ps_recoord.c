@@ -20,7 +20,7 @@ int wr_ps_coord_tick(wr_ps *w, int64_t t, char *err) {
     if (!w->coord_lost) return WR_EXIT_OK;
     double now = wr_now(), bound = w->cfg.register_timeout + w->o->connect_timeout;
     if (now - w->coord_lost > bound)
-        return wr_ps_fail(w, 0, WR_EXIT_FAILURE, err,
+        return wr_ps_fail(w, 0, WR_EXIT_NO_COORDINATOR, err,
                           "step %lld: lost the connection to the coordinator at %s and it did not take this "
                           "worker back within %g s (register_timeout + connect_timeout)",
                           (long long)t, w->o->coordinator, bound);
@@ -43,7 +43,7 @@ int wr_ps_coord_tick(wr_ps *w, int64_t t, char *err) {
 
 int wr_ps_coord_closed(wr_ps *w, int64_t t, const char *why, char *err) {
     if (w->epoch < 1)
-        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+        return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_NO_COORDINATOR, err,
                           "step %lld: lost connection to coordinator at %s: %s", (long long)t,
                           w->o->coordinator, why);
     w->coord_down = 1;

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "schedule.h"
+#include "train_metrics.h"
 #include "wr_common.h"
 
 // Steps whose durations are kept for the median step time (4 MiB at most).
@@ -33,6 +34,7 @@ typedef struct {
     float *step_ms;   // duration of each step (the first WR_STEP_LOG), for the median
     int64_t n_step_ms, keep;
     window win;
+    wr_train_metrics tm;  // --metrics (handles NULL without)
 } run;
 
 int64_t wr_train_steps_per_epoch(const wr_train_job *job) {
@@ -92,6 +94,9 @@ static int start(run *r, char *err) {
     r->st.start_step = j->first_step;
     r->keep = j->total_steps < WR_STEP_LOG ? j->total_steps : WR_STEP_LOG;
     r->step_ms = wr_malloc((size_t)(r->keep > 0 ? r->keep : 1) * sizeof(float));
+    int cluster = strcmp(r->ex.ops->mode, "standalone") != 0;
+    const char *peer = !cluster ? NULL : j->cfg.mode == WR_MODE_ALLREDUCE ? "worker" : "shard";
+    wr_train_metrics_open(&r->tm, r->o->metrics, j->rank, cluster, peer);
     return WR_EXIT_OK;
 }
 
@@ -268,6 +273,8 @@ static int one_step(run *r, int64_t t, int64_t *epoch, int64_t *next, char *err)
     w->correct += correct;
     w->samples += r->local_batch;
     w->steps++;
+    wr_train_metrics_step(&r->tm, &r->st, (t + r->spe - 1) / r->spe, all, loss,
+                          r->local_batch ? (double)correct / r->local_batch : 0, s.overflow);
     return WR_EXIT_OK;
 }
 
@@ -282,7 +289,8 @@ static void after_step(run *r, int64_t t, int64_t epoch) {
     const int64_t total = r->job.total_steps;
     if (c->digest_every > 0 && t % c->digest_every == 0 && r->ex.ops->digests)
         r->ex.ops->digests(r->ex.self, t);
-    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch);
+    // Epochs are counted from 1 in what people read (progress and eval lines).
+    if (c->progress_every > 0 && (t % c->progress_every == 0 || t == total)) progress_line(r, t, epoch + 1);
     if (r->win.steps) r->st.final_loss = r->win.loss / (double)r->win.steps;
     if (eval_due(r, t)) evaluate(r, (t + r->spe - 1) / r->spe, t);
 }
@@ -361,7 +369,10 @@ int wr_train_run(wr_exchange ex, const wr_train_opts *o, wr_train_stats *st, cha
     if (status == WR_EXIT_OK) status = train_steps(r, err);
     if (o->stop) o->stop->training = 0;
     ex.ops->leave(ex.self, status, err, &r->st);
-    if (status == WR_EXIT_OK) status = finish(r, err);
+    if (status == WR_EXCHANGE_JOB_DONE)
+        status = WR_EXIT_OK;  // the job is over without this worker: nothing to finish
+    else if (status == WR_EXIT_OK)
+        status = finish(r, err);
     if (status != WR_EXIT_OK) wr_error("%s", err);
     if (st) *st = r->st;
     run_free(r);

@@ -47,9 +47,10 @@ typedef struct {
 } wr_train_stop;
 
 typedef struct {
-    const char *summary_path;  // NULL = no summary file
-    int threads;               // OpenBLAS threads (0 = OpenBLAS default)
-    wr_train_stop *stop;       // NULL = no stop requests
+    const char *summary_path;    // NULL = no summary file
+    int threads;                 // OpenBLAS threads (0 = OpenBLAS default)
+    wr_train_stop *stop;         // NULL = no stop requests
+    struct wr_metrics *metrics;  // --metrics: the registry the loop publishes to (NULL = none)
 } wr_train_opts;
 
 // Runs one worker's part of a job through ex, and frees ex. Blocking (the

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Bad configuration is refused with status 2 (WR_EXIT_CONFIG) and a message naming the key:
-# an unknown key and a bad value through wren-local (the coordinator checks),
+# an unknown key and a bad value through wren-local (the coordinator's check,
+# before wren-local starts any process: one line of output),
 # and the same through wren-worker --standalone; missing data files name the file.
 source "$(dirname "$0")/lib/common.bash"
 
 run_local unknown -S 1 -n 1 no_such_key=1 register_timeout=5
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "unknown key: wren-local exited with $RC (expected $WR_EXIT_CONFIG)"
 grep -q "no_such_key" "$T/unknown.out" || fail "unknown key: the message does not name 'no_such_key'"
+# wren-local checks the config before it starts anything: the one message.
+[ "$(wc -l <"$T/unknown.out")" = 1 ] ||
+    fail "unknown key: wren-local printed more than the one message (processes started?): $(head -n 5 "$T/unknown.out")"
 
 run_local badval -S 1 -n 1 lr=abc register_timeout=5
 [ "$RC" = "$WR_EXIT_CONFIG" ] || fail "bad value: wren-local exited with $RC (expected $WR_EXIT_CONFIG)"
@@ -30,4 +34,10 @@ rc=$?
 rc=$?
 [ "$rc" = "$WR_EXIT_OK" ] || fail "a valid standalone run gave status $rc: $(tail -n 3 "$T/ok.err")"
 [ "$(json_get "$T/ok.json" steps)" = 5 ] || fail "the standalone summary does not say 5 steps"
-pass "unknown key, bad value, standalone key, missing data and unknown option refused clearly"
+# --version: the build's version and the kernels' ISA level, exit 0.
+for p in wren-server wren-worker; do
+    v=$("$BIN/$p" --version) || fail "$p --version exited $?"
+    re="^$p [^ ]+, kernels (scalar|avx2|avx512) \\(this CPU: "
+    [[ $v =~ $re ]] || fail "$p --version printed '$v'"
+done
+pass "unknown key, bad value, standalone key, missing data and unknown option refused clearly; --version"

@@ -25,9 +25,11 @@ FAKE=$T/fakebin
 CTL=$T/ctl
 mkdir -p "$FAKE" "$CTL"
 export FAKE_CTL=$CTL
-# wren-server coordinator|shard ...: ends with the status in $CTL/coord-exit.
+# wren-server coordinator|shard ...: ends with the status in $CTL/coord-exit
+# (the launcher's config check, --print-config, passes at once).
 cat >"$FAKE/wren-server" <<'EOF'
 #!/usr/bin/env bash
+case " $* " in *" --print-config "*) exit 0 ;; esac
 role=$1
 echo "$*" >"$FAKE_CTL/argv.$role.$$"
 [ "$role" = coordinator ] && echo "00:00:00.000 coordinator [info] listening on $3" >&2

@@ -132,6 +132,12 @@ echo "ok   A: the job ended with 0 in all 4 units, none restarted; one dynamic u
 # ---- B. the coordinator killed ----------------------------------------------------
 scenario "steps=10000 checkpoint_every=200"
 await_formed
+# The restart takes the job back from the coordinator's state file: kill only
+# once it is written (a loaded machine may take more than a second).
+for _ in $(seq 100); do
+    sdbox sh -c "ls $CKPT/coordinator* >/dev/null 2>&1" && break
+    sleep 0.1
+done
 sleep 1
 coord_signal KILL
 await_settled 90 "${UNITS[@]}"

@@ -180,6 +180,7 @@ static inline void arf_close(ar_fixture *f) {
     for (int r = 0; r < f->n; r++) {
         wr_ps *w = f->w[r];
         wr_ar_free(w->ar);
+        wr_ps_progress_free(w);  // the shard waits a leader's steps recorded
         wr_close(w->coord);
         wr_buf_free(&w->hbuf);
         free(w->m);

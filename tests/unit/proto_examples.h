@@ -138,6 +138,17 @@ static inline void fill(wr_pmsg *m, int type) {
         m->waits[0] = 1500;
         m->waits[1] = WR_MAX_WAIT_US;
         break;
+    case WR_MT_STATUS:  // the coordinator's reply (a request carries neither 'st' nor 'mb')
+        m->n_stats = 2;
+        strcpy(m->stats[0].name, "step");
+        m->stats[0].value = 120;
+        strcpy(m->stats[1].name, "steps_s");
+        m->stats[1].value = 10.5;
+        m->n_members = 2;
+        m->members = calloc(2, sizeof *m->members);
+        m->members[0] = (wr_member_info){WR_ROLE_SHARD, 0, "a", "tcp://10.0.0.1:7001", 0};
+        m->members[1] = (wr_member_info){WR_ROLE_WORKER, 3, "b", "10.0.0.2", 118};
+        break;
     }
 }
 

@@ -1,6 +1,7 @@
 // test_common.c — the shared basics: exit statuses (the C enum and the
 // shell scripts' scripts/lib/exit-status.sh agree), state allocation on huge
-// pages (zeroed, aligned), error formatting.
+// pages (zeroed, aligned), error formatting, the signal handler's log line
+// (wr_log_signal) and the --version line.
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,11 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "version.h"
 #include "wr_common.h"
 
 // Reads NAME=VALUE lines of the shell file; returns how many it found and
@@ -78,12 +84,72 @@ static void test_err(void **state) {
     assert_int_equal(wr_err(NULL, WR_ERR, "ignored"), WR_ERR);
 }
 
+// Captures what fn writes to fd 2 (stderr) into buf.
+static void capture_stderr(void (*fn)(void), char *buf, size_t cap) {
+    char path[] = "/tmp/wren-test-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    int saved = dup(2);
+    assert_true(dup2(fd, 2) >= 0);
+    fn();
+    assert_true(dup2(saved, 2) >= 0);
+    close(saved);
+    ssize_t n = pread(fd, buf, cap - 1, 0);
+    assert_true(n >= 0);
+    buf[n] = 0;
+    close(fd);
+    unlink(path);
+}
+
+static void log_term(void) {
+    wr_log_set_name("worker 3");
+    wr_log_signal_prepare();
+    wr_log_signal(WR_LOG_ERROR, SIGTERM, "not training yet: exiting at once", 143);
+    wr_log_signal(WR_LOG_DEBUG, SIGINT, "below the level: not written", -1);
+    wr_log_signal(WR_LOG_INFO, SIGINT, "leaving", -1);
+}
+
+// The signal handler's line: the usual prefix (HH:MM:SS.mmm, name, level),
+// the signal's number and name, the status when given; levels apply.
+static void test_log_signal(void **state) {
+    (void)state;
+    wr_log_set_level(WR_LOG_INFO);
+    char buf[1024];
+    capture_stderr(log_term, buf, sizeof buf);
+    int hh, mm, ss, ms;
+    char rest[512];
+    assert_int_equal(sscanf(buf, "%2d:%2d:%2d.%3d %511[^\n]", &hh, &mm, &ss, &ms, rest), 5);
+    assert_true(hh < 24 && mm < 60 && ss < 61 && ms < 1000);
+    assert_string_equal(rest, "worker 3 [error] signal 15 (SIGTERM): not training yet: exiting at once (exit "
+                              "status 143)");
+    const char *second = strchr(buf, '\n') + 1;
+    assert_non_null(strstr(second, " worker 3 [info] signal 2 (SIGINT): leaving\n"));
+    assert_null(strstr(buf, "below the level"));
+    assert_null(strchr(strchr(second, '\n') + 1, '\n'));  // two lines only
+}
+
+// --version: "PROGRAM VERSION, kernels ISA (this CPU: ISA...)".
+static void test_version_line(void **state) {
+    (void)state;
+    assert_true(strlen(wr_version()) > 0);
+    char buf[256];
+    FILE *f = fmemopen(buf, sizeof buf, "w");
+    wr_version_print(f, "wren-x");
+    fclose(f);
+    char want[128];
+    snprintf(want, sizeof want, "wren-x %s, kernels ", wr_version());
+    assert_memory_equal(buf, want, strlen(want));
+    assert_non_null(strstr(buf, "(this CPU: "));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exit_status_shell_agrees),
         cmocka_unit_test(test_exit_names),
         cmocka_unit_test(test_alloc_huge),
         cmocka_unit_test(test_err),
+        cmocka_unit_test(test_log_signal),
+        cmocka_unit_test(test_version_line),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -478,7 +478,12 @@ static void test_roundtrip(void **state) {
     FILE *f = fmemopen(buf, sizeof buf, "w");
     wr_config_print(f, &c);
     fclose(f);
-    assert_non_null(strstr(buf, "lr = 0.100000001\n"));
+    // Floats print in the shortest form that reads back as the same value.
+    assert_non_null(strstr(buf, "lr = 0.1\n"));
+    assert_non_null(strstr(buf, "wd = 3.3333334e-05\n"));
+    assert_non_null(strstr(buf, "beta = 0.99999994\n"));
+    assert_non_null(strstr(buf, "adam_eps = 1.1754944e-38\n"));
+    assert_non_null(strstr(buf, "heartbeat_interval = 0.3\n"));
     assert_non_null(strstr(buf, "heartbeat_timeout = 10\n"));
 }
 

@@ -55,7 +55,8 @@ enum scenario {
     SC_EPOCH2_LATE,  // the same, the map sent 300 ms after the shards switched
     SC_JOINER,       // the worker joins as rank 5 of epoch 3 (ranks 2, 5) at step 8
     SC_REMOVED,      // step 6's push is refused, the worker removed; it rejoins as rank 1 at step 9
-    SC_STOP          // a stop request (as from SIGTERM) arrives during step STOP_AT
+    SC_STOP,         // a stop request (as from SIGTERM) arrives during step STOP_AT
+    SC_DONE_JOINING  // the second REGISTER is answered SHUTDOWN{0, "job done"}: the job ended
 };
 
 // Membership-change scenarios (the fake's script).
@@ -272,7 +273,14 @@ static void *coord_main(void *arg) {
             f->wpeer.peer_len = msg.peer_len;
             if (h.n_params == 0)
                 answer_welcome(f, &msg, kv, nkv);
-            else
+            else if (f->sc == SC_DONE_JOINING) {
+                wr_pmsg r;
+                wr_pmsg_init(&r, WR_MT_SHUTDOWN);
+                r.job_id = f->cfg.job_id;
+                r.code = WR_EXIT_OK;
+                snprintf(r.reason, sizeof r.reason, "job done");
+                send_to(f, f->coord_ep, &msg, &r, NULL, 0);
+            } else
                 answer_register(f, ++f->registers_full, kv, nkv);
         } else if (h.type == WR_MT_DIGEST) {
             if (h.step <= STEPS && h.shard >= 0 && h.shard < N_SHARDS) {
@@ -646,6 +654,19 @@ static void test_shutdown_stops_with_status(void **state) {
     free(f);
 }
 
+// A worker still joining when the job ends well exits with the job's 0,
+// silently: no ERROR, no LEAVE (issue 13: one status per cause).
+static void test_shutdown_ok_while_joining(void **state) {
+    (void)state;
+    fake *f = new_fake(SC_DONE_JOINING, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
+    char err[WR_ERR_LEN] = "";
+    int st = run_worker(f, NULL, err);
+    assert_int_equal(st, WR_EXIT_OK);
+    assert_int_equal(f->errors, 0);
+    assert_int_equal(f->leaves, 0);
+    free(f);
+}
+
 static void test_wrong_step_refused(void **state) {
     (void)state;
     fake *f = new_fake(SC_WRONG_STEP, WR_JOB_CODEC_BIRDER, WR_BCAST_1BIT);
@@ -888,6 +909,7 @@ int main(void) {
         cmocka_unit_test(test_fp32_replicas_agree),
         cmocka_unit_test(test_silent_shard_is_named),
         cmocka_unit_test(test_shutdown_stops_with_status),
+        cmocka_unit_test(test_shutdown_ok_while_joining),
         cmocka_unit_test(test_wrong_step_refused),
         cmocka_unit_test(test_nparams_mismatch),
         cmocka_unit_test(test_silent_shard_reports_timeout),

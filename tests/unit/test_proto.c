@@ -64,6 +64,14 @@ static void assert_same(const wr_pmsg *a, const wr_pmsg *b) {
     for (uint32_t i = 0; i < a->n_idents; i++) assert_string_equal(a->idents[i], b->idents[i]);
     assert_int_equal(a->n_waits, b->n_waits);
     for (uint32_t i = 0; i < a->n_waits; i++) assert_true(a->waits[i] == b->waits[i]);
+    assert_int_equal(a->n_members, b->n_members);
+    for (uint32_t i = 0; i < a->n_members; i++) {
+        assert_int_equal(a->members[i].role, b->members[i].role);
+        assert_int_equal(a->members[i].index, b->members[i].index);
+        assert_string_equal(a->members[i].host, b->members[i].host);
+        assert_string_equal(a->members[i].addr, b->members[i].addr);
+        assert_true(a->members[i].step == b->members[i].step);
+    }
 }
 
 static int is_zero(const wr_pmsg *m) {
@@ -1057,6 +1065,94 @@ static void test_progress(void **state) {
     wr_buf_free(&b);
 }
 
+static void v_member_role0(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_int32(pk, 0);  // the coordinator is no member
+    msgpack_pack_int32(pk, 0);
+    pk_key(pk, "h");
+    pk_key(pk, "a");
+    msgpack_pack_uint64(pk, 0);
+}
+static void v_member_rank(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_int32(pk, WR_ROLE_WORKER);
+    msgpack_pack_int32(pk, WR_MAX_WORKERS);
+    pk_key(pk, "h");
+    pk_key(pk, "a");
+    msgpack_pack_uint64(pk, 0);
+}
+static void v_member_step(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_int32(pk, WR_ROLE_WORKER);
+    msgpack_pack_int32(pk, 1);
+    pk_key(pk, "h");
+    pk_key(pk, "a");
+    msgpack_pack_uint64(pk, (1ULL << 48) + 1);
+}
+static void v_member_short(msgpack_packer *pk) {
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 4);
+    msgpack_pack_int32(pk, WR_ROLE_WORKER);
+    msgpack_pack_int32(pk, 1);
+    pk_key(pk, "h");
+    pk_key(pk, "a");
+}
+static void v_member_hostlong(msgpack_packer *pk) {
+    char h[WR_HOST_MAX + 1];
+    memset(h, 'h', WR_HOST_MAX);
+    h[WR_HOST_MAX] = 0;
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, 5);
+    msgpack_pack_int32(pk, WR_ROLE_SHARD);
+    msgpack_pack_int32(pk, 1);
+    pk_key(pk, h);
+    pk_key(pk, "a");
+    msgpack_pack_uint64(pk, 0);
+}
+
+// STATUS: the request is the bare header (any job id); the reply's members
+// are strict tuples with role, index and step in range.
+static void test_status(void **state) {
+    (void)state;
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_member_role0, WR_PERR_RANGE, "neither shard");
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_member_rank, WR_PERR_RANGE, "index 4096");
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_member_step, WR_PERR_RANGE, "exceeds 2^48");
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_member_short, WR_PERR_FIELD_TYPE,
+               "[role, index, host, addr, step]");
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_member_hostlong, WR_PERR_RANGE, "'mb' (members) entry 0");
+    expect_mut(WR_MT_STATUS, "mb", REPLACE, v_str, WR_PERR_FIELD_TYPE, "members");
+    expect_mut(WR_MT_STATUS, "st", REPLACE, v_stat_nan, WR_PERR_RANGE, "STATUS field 'st'");
+    wr_buf b = {0};
+    char err[WR_ERR_LEN];
+    wr_pmsg m, d;
+    wr_pmsg_init(&m, WR_MT_STATUS);  // the request: no job id, no figures, no members
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_int_equal(d.type, WR_MT_STATUS);
+    assert_int_equal(d.n_members, 0);
+    assert_int_equal(d.n_stats, 0);
+    assert_true(d.job_id == 0);
+    wr_pmsg_clear(&d);
+    fill(&m, WR_MT_STATUS);
+    m.members[1].role = WR_ROLE_COORDINATOR;  // the encoder refuses what the decoder would
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_ERR);
+    assert_non_null(strstr(err, "neither shard"));
+    m.members[1].role = WR_ROLE_WORKER;
+    assert_int_equal(wr_proto_encode(&m, &b, err), WR_OK);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 0, NULL, &d, NULL, err), WR_OK);
+    assert_same(&m, &d);
+    assert_string_equal(d.members[0].addr, "tcp://10.0.0.1:7001");
+    assert_true(d.members[1].step == 118);
+    wr_pmsg_clear(&d);
+    assert_int_equal(wr_proto_decode(b.data, b.len, 8, NULL, &d, NULL, err), WR_EPROTO);  // no payload
+    wr_pmsg_clear(&m);
+    wr_buf_free(&b);
+    assert_string_equal(wr_msg_type_name(WR_MT_STATUS), "STATUS");
+}
+
 // Encoder refuses what the decoder would refuse (so a sender learns first).
 static void test_encode_refuses(void **state) {
     (void)state;
@@ -1168,6 +1264,7 @@ int main(void) {
         cmocka_unit_test(test_credentials),
         cmocka_unit_test(test_payload_mismatch),
         cmocka_unit_test(test_expectations),
+        cmocka_unit_test(test_status),
         cmocka_unit_test(test_truncation_every_byte),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_duplicates_unknown_keys),
