@@ -229,7 +229,7 @@ test-slurm: all
 
 # The container image (deploy/container) built with podman and a job run from
 # it as deploy/k8s runs it (root; installs podman, mmdebstrap and runc when
-# missing; ~6 min, most of it the image build): not in `make test`.
+# missing; ~3 min, most of it the image build; one run at a time): not in `make test`.
 .PHONY: test-container
 test-container: all
 	@BUILD=$(BUILD) bash tests/container/run.sh

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-container`: wren's container image built and a job run from it,
 # the way deploy/k8s runs it (root; podman with the vfs storage driver and
-# runc; installs podman, mmdebstrap and runc when missing; 5-6 min, most of
+# runc; installs podman, mmdebstrap and runc when missing; about 3 min, most of
 # it the image build):
 # 1. deploy/container/build.sh builds the image (the Debian 12 base made
 #    offline by mmdebstrap when missing).
@@ -16,8 +16,9 @@
 #    volume with fsGroup (root:10001, 0440): every container exits 0, the
 #    digests agree, each shard is dialled at its pod IP. The Secret's key
 #    file used directly is refused (why the init container copies it).
-# Until --metrics is merged (issue 14 item 1) step 4 drops the option and
-# does not check the health of the live job; it says so.
+# 5. With --metrics (issue 14 item 1), the coordinator's container is
+#    healthy (podman healthcheck run) and serves /metrics at its pod IP. A
+#    wren-server without the option: step 4 drops it and skips this, saying so.
 source "$(dirname "$0")/../integration/lib/common.bash"
 
 [ "$(id -u)" = 0 ] || fail "run as root (podman with the vfs driver)"
