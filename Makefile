@@ -227,6 +227,13 @@ test-integration: all
 test-slurm: all
 	@BUILD=$(BUILD) bash tests/slurm/run.sh
 
+# The container image (deploy/container) built with podman and a job run from
+# it as deploy/k8s runs it (root; installs podman, mmdebstrap and runc when
+# missing; ~3 min, most of it the image build; one run at a time): not in `make test`.
+.PHONY: test-container
+test-container: all
+	@BUILD=$(BUILD) bash tests/container/run.sh
+
 test: all
 	@rm -rf $(TEST_LOGS)
 	@$(PHASE) unit $(MAKE) --no-print-directory unit

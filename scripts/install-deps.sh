@@ -17,6 +17,7 @@ PACKAGES=(
   dataset-fashion-mnist
   iproute2 python3 gnuplot-nox
   systemd  # systemd-analyze: tests/integration/31_systemd_units.sh
+  python3-kubernetes python3-yaml  # deploy/k8s schemas: tests/integration/35_k8s_manifests.sh
 )
 
 missing=()
