@@ -72,6 +72,25 @@ static void open_node_series(coord_metrics *cm) {
     cm->digests[1] = add(cm, WR_METRIC_COUNTER, "wren_digest_checks_total", dh, "result=\"failed\"");
 }
 
+// wren_job_info{mode, algo, codec, broadcast, ps_node_aggregate} 1: what the
+// bytes per step depend on, for dashboards to group by (deploy/grafana).
+static void job_info(coord_metrics *cm, const wr_job_config *cfg) {
+    static const char *const algo[] = {"hierarchical", "flat", "ring_fp32"};
+    int ar = cfg->mode == WR_MODE_ALLREDUCE, birder = cfg->codec == WR_JOB_CODEC_BIRDER;
+    char l[200];
+    snprintf(l, sizeof l, "mode=\"%s\",algo=\"%s\",codec=\"%s\",broadcast=\"%s\",ps_node_aggregate=\"%s\"",
+             ar ? "allreduce" : "ps",
+             ar && cfg->allreduce_algo >= 0 && cfg->allreduce_algo <= 2 ? algo[cfg->allreduce_algo] : "none",
+             birder ? "birder" : "fp32",
+             !birder                            ? "none"
+             : cfg->broadcast == WR_BCAST_EXACT ? "exact"
+                                                : "1bit",
+             cfg->ps_node_aggregate ? "on" : "off");
+    wr_metric_set(add(cm, WR_METRIC_GAUGE, "wren_job_info",
+                      "The job's mode, all-reduce algorithm, codec and broadcast (value 1).", l),
+                  1);
+}
+
 int coord_metrics_start(coord *c) {
     if (!c->o->metrics) return WR_OK;
     char err[WR_ERR_LEN];
@@ -84,6 +103,7 @@ int coord_metrics_start(coord *c) {
     wr_metrics_set_labels(cm->m, "role=\"coordinator\"");
     open_job_series(cm);
     open_node_series(cm);
+    job_info(cm, &c->cfg);
     c->metrics = cm;
     return WR_OK;
 }

@@ -14,6 +14,8 @@
 #    prometheus.yml scraping the 4 endpoints every 1 s) has all 4 targets up
 #    and answers /api/v1/query?query=wren_steps_total with a value that grows
 #    between two queries. Stopped after.
+#    The Grafana dashboard (deploy/grafana/wren-dashboard.json) parses, names
+#    only series the endpoints export, and each of its queries has an answer.
 # 4. A bad --metrics address is refused at start with status 2, naming it.
 source "$(dirname "$0")/lib/common.bash"
 
@@ -128,6 +130,12 @@ gt "$v2" "$v1" || fail "wren_steps_total did not grow between queries ($v1, then
 n_series=$(curl -sf --get "$API" --data-urlencode 'query=count(wren_steps_total)' |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["result"][0]["value"][1])')
 [ "$n_series" = 4 ] || fail "Prometheus holds $n_series wren_steps_total series, expected 4 (one per process)"
+# The Grafana dashboard (deploy/grafana): parses, names only exported series, and
+# every query it makes has an answer from this job.
+for p in "${!EP[@]}"; do curl -sf "http://${EP[$p]}/metrics" >"$T/$p.prom"; done
+python3 "$ROOT/tests/integration/lib/dashboard-check.py" "$ROOT/deploy/grafana/wren-dashboard.json" "$API" \
+    "$T"/*.prom >"$T/dashboard.out" 2>&1 || fail "the Grafana dashboard does not fit the metrics: $(cat "$T/dashboard.out")"
+dash=$(tail -n 1 "$T/dashboard.out")
 kill -TERM "$PROM"
 wait "$PROM" 2>/dev/null
 kill -TERM "$COORD"
@@ -139,4 +147,4 @@ rc=0
 [ "$rc" = "$WR_EXIT_CONFIG" ] || fail "--metrics nohost:99999 ended with $rc (expected $WR_EXIT_CONFIG)"
 grep -q "nohost:99999" "$T/bad.out" || fail "the refusal does not name the address: $(cat "$T/bad.out")"
 
-pass "promtool accepts the 4 endpoints (loopback only); Prometheus scraped them, wren_steps_total $v1 -> $v2"
+pass "promtool accepts the 4 endpoints (loopback only); Prometheus scraped them, wren_steps_total $v1 -> $v2; $dash"
