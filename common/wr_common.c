@@ -88,3 +88,17 @@ const char *wr_exit_name(int status) {
     if (status < 0 || status >= WR_EXIT_STATUSES) return "unknown";
     return names[status];
 }
+
+void wr_json_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}

@@ -77,4 +77,8 @@ double wr_now(void);
 #define WR_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define WR_DIV_UP(a, b) (((a) + (b)-1) / (b))
 
+// Writes s to f as a JSON string: quotes, backslashes and control bytes
+// escaped (host names and reasons in summaries come from the wire).
+void wr_json_str(FILE *f, const char *s);
+
 #endif

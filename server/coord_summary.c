@@ -12,22 +12,6 @@
 
 #include "log.h"
 
-// A JSON string: quotes, backslashes and control bytes escaped (host names
-// come from the wire).
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 static void json_num(FILE *f, double v) {
     if (isfinite(v))
         fprintf(f, "%.10g", v);
@@ -52,7 +36,7 @@ static double final_of(const coord_rank_view *e, const char *name) {
 static void write_rank(FILE *f, int r, const coord_rank_view *e, int last) {
     const char *in = "      ";
     fprintf(f, "    {\n%s\"rank\": %d,\n%s\"host\": ", in, r, in);
-    json_str(f, e->host);
+    wr_json_str(f, e->host);
     fprintf(f, ",\n%s\"step\": %llu,\n%s\"epoch\": %llu,\n", in, (unsigned long long)e->step, in,
             (unsigned long long)e->epoch);
     const struct {
@@ -75,7 +59,7 @@ static void write_rank(FILE *f, int r, const coord_rank_view *e, int last) {
     fprintf(f, "%s\"final\": {", in);
     for (uint32_t i = 0; i < e->n_final; i++) {
         fputs(i ? ", " : "", f);
-        json_str(f, e->final[i].name);
+        wr_json_str(f, e->final[i].name);
         fputs(": ", f);
         json_num(f, e->final[i].value);
     }
@@ -104,7 +88,7 @@ static void write_job(FILE *f, const coord *c) {
     job_figures(c->view, &tta, &acc);
     fprintf(f, "{\n  \"role\": \"coordinator\",\n  \"job_id\": %llu,\n", (unsigned long long)g->job_id);
     fprintf(f, "  \"mode\": \"%s\",\n  \"model\": ", coord_allreduce(c) ? "allreduce" : "ps");
-    json_str(f, g->model);
+    wr_json_str(f, g->model);
     fprintf(f, ",\n  \"codec\": \"%s\",\n", g->codec == WR_JOB_CODEC_BIRDER ? "birder" : "fp32");
     fprintf(f, "  \"broadcast\": \"%s\",\n", g->broadcast == WR_BCAST_EXACT ? "exact" : "1bit");
     fprintf(f, "  \"hfp8\": %d,\n  \"workers\": %d,\n  \"shards\": %d,\n  \"batch\": %d,\n", g->hfp8 ? 1 : 0,

@@ -13,38 +13,23 @@ static double fig(const wr_pmsg *h, const char *name, double dflt) {
 
 static const char *role_word(int role) { return role == WR_ROLE_SHARD ? "shard" : "worker"; }
 
-// s as a JSON string (quotes, backslashes and control characters escaped).
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            fprintf(f, "\\%c", ch);
-        else if (ch < 0x20)
-            fprintf(f, "\\u%04x", ch);
-        else
-            fputc(ch, f);
-    }
-    fputc('"', f);
-}
-
 static void print_json(FILE *f, const char *addr, const wr_pmsg *h) {
     fprintf(f, "{\"coordinator\":");
-    json_str(f, addr);
+    wr_json_str(f, addr);
     fprintf(f, ",\"job_id\":%llu,\"epoch\":%llu", (unsigned long long)h->job_id,
             (unsigned long long)h->epoch);
     for (uint32_t i = 0; i < h->n_stats; i++) {
         fputc(',', f);
-        json_str(f, h->stats[i].name);
+        wr_json_str(f, h->stats[i].name);
         fprintf(f, ":%.10g", h->stats[i].value);
     }
     fprintf(f, ",\"members\":[");
     for (uint32_t i = 0; i < h->n_members; i++) {
         const wr_member_info *b = &h->members[i];
         fprintf(f, "%s{\"role\":\"%s\",\"index\":%d,\"host\":", i ? "," : "", role_word(b->role), b->index);
-        json_str(f, b->host);
+        wr_json_str(f, b->host);
         fprintf(f, ",\"addr\":");
-        json_str(f, b->addr);
+        wr_json_str(f, b->addr);
         fprintf(f, ",\"step\":%llu}", (unsigned long long)b->step);
     }
     fprintf(f, "]}\n");
