@@ -61,6 +61,7 @@ struct wr_endpoint {
     uint32_t refusal;              // PEER_REFUSED: ZAP status (400, 500) or ZMTP protocol error
     int router;                    // bound (ROUTER) vs connected (DEALER)
     int peer_state;                // DEALER with monitor: PEER_*
+    int ever_up;                   // DEALER with monitor: a handshake has completed once
     int sndtimeo;                  // values last set on the socket (avoid a setsockopt per call)
     int rcvtimeo;
     unsigned sends;  // DEALER: the monitor is read every 16 sends (and on trouble)
@@ -405,6 +406,7 @@ static void drain_monitor(wr_endpoint *ep) {
     for (int event; (event = next_monitor_event(ep->mon, &value)) >= 0;) {
         if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             ep->peer_state = PEER_UP;
+            ep->ever_up = 1;
         } else if (event == ZMQ_EVENT_DISCONNECTED && ep->peer_state == PEER_UP) {
             ep->peer_state = PEER_LOST;
         } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH ||
@@ -419,7 +421,7 @@ static void drain_monitor(wr_endpoint *ep) {
 static int zreached(wr_endpoint *ep) {
     if (ep->router || !ep->mon) return -1;  // bound, or inproc (no monitor)
     drain_monitor(ep);
-    return ep->peer_state == PEER_UP || ep->peer_state == PEER_LOST;
+    return ep->ever_up;  // a refusal after a completed handshake is recv's to report
 }
 
 // A connected endpoint that cannot deliver: its connection was lost or refused.

@@ -137,17 +137,20 @@ int wr_majority(const wr_size_report *r, int n, int slots) {
 
 // ---- advertised addresses --------------------------------------------------------------
 
-// The host to put in place of a wildcard: the peer's IP as a URL host.
-static int peer_host(const char *peer, char *out, size_t len) {
+// The host to put in place of a wildcard: the peer's IP as a URL host; for a
+// peer on this machine local_host when given, else 127.0.0.1.
+static int peer_host(const char *peer, const char *local_host, char *out, size_t len) {
     uint8_t a[16];
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (local_host && local_host[0] && wr_peer_is_local(peer)) return snprintf(out, len, "%s", local_host);
     if (!peer[0] || !strncmp(peer, "localhost:", 10)) return snprintf(out, len, "127.0.0.1");
     if (!parse_ip(peer, a)) return -1;
     if (!memcmp(a, mapped, 12)) return snprintf(out, len, "%u.%u.%u.%u", a[12], a[13], a[14], a[15]);
     return snprintf(out, len, strchr(peer, ':') ? "[%s]" : "%s", peer);
 }
 
-int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t len, char *err) {
+int wr_addr_from_peer(const char *addr, const char *peer_addr, const char *local_host, char *out, size_t len,
+                      char *err) {
     const char *sep = strstr(addr, "://");
     if (!addr[0] || !sep || sep == addr)
         return wr_err(err, WR_ERR, "address '%s' is not scheme://host:port (REGISTER field 'a')", addr);
@@ -163,8 +166,8 @@ int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t
         long port = colon ? strtol(colon + 1, &end, 10) : 0;
         if (!colon || !end || *end || port < 1 || port > 65535)
             return wr_err(err, WR_ERR, "address '%s': a wildcard host needs the bound port (1..65535)", addr);
-        char ph[64];
-        if (peer_host(peer_addr, ph, sizeof ph) < 0)
+        char ph[WR_ADDR_MAX];
+        if (peer_host(peer_addr, local_host, ph, sizeof ph) < 0)
             return wr_err(err, WR_ERR, "address '%s': the connection's address '%s' is not an IP", addr,
                           peer_addr);
         k = snprintf(out, len, "%.*s%s:%ld", (int)(host - addr), addr, ph, port);
@@ -172,6 +175,16 @@ int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t
     if (k < 0 || (size_t)k >= len)
         return wr_err(err, WR_ERR, "address '%s' is longer than %zu bytes", addr, len - 1);
     return WR_OK;
+}
+
+void wr_addr_public_host(const char *addr, char *host, size_t len) {
+    host[0] = 0;
+    if (strncmp(addr, "tcp://", 6) != 0 || wr_addr_is_loopback(addr)) return;
+    const char *h = addr + 6, *colon = strrchr(h, ':');
+    size_t hl = colon ? (size_t)(colon - h) : strlen(h);
+    int wild = (hl == 1 && h[0] == '*') || (hl == 7 && !strncmp(h, "0.0.0.0", 7)) ||
+               (hl == 4 && !strncmp(h, "[::]", 4)) || (hl == 2 && !strncmp(h, "::", 2));
+    if (!wild && hl > 0 && hl < len) snprintf(host, len, "%.*s", (int)hl, h);
 }
 
 int wr_peer_is_local(const char *peer_addr) {

@@ -58,10 +58,16 @@ int wr_majority(const wr_size_report *r, int n, int slots);
 // coordinator sees the node's connection come from (peer_addr as
 // wr_msg_peer_info gives it: an IPv4-mapped IPv6 address becomes its IPv4
 // form, IPv6 goes in brackets, an ipc or inproc peer, on this machine, is
-// 127.0.0.1); any other address is kept as given. WR_OK, or WR_ERR with err
-// naming the address (empty, no "scheme://", a wildcard without a port or
-// with port 0, or a result longer than len - 1).
-int wr_addr_from_peer(const char *addr, const char *peer_addr, char *out, size_t len, char *err);
+// 127.0.0.1, or local_host when given: the coordinator's own advertised host,
+// which the other hosts reach); any other address is kept as given. WR_OK,
+// or WR_ERR with err naming the address (empty, no "scheme://", a wildcard
+// without a port or with port 0, or a result longer than len - 1).
+int wr_addr_from_peer(const char *addr, const char *peer_addr, const char *local_host, char *out, size_t len,
+                      char *err);
+
+// The host of a tcp:// address when the others can reach it (not a
+// wildcard, not loopback) into host, else "" (also for ipc:// and inproc://).
+void wr_addr_public_host(const char *addr, char *host, size_t len);
 
 // Whether a peer address (as wr_msg_peer_info gives it) is this machine:
 // ipc or inproc ("localhost:..." or ""), 127.0.0.0/8 or ::1. 1 or 0.

@@ -53,7 +53,7 @@ int coord_ar_report(coord *c, const coord_in *in, coord_node *n, char *why, size
                  coord_fixed_name(c));
         return WR_ERR;
     }
-    if (wr_addr_from_peer(h->addr, n->from, addr, sizeof addr, err) != WR_OK) {
+    if (wr_addr_from_peer(h->addr, n->from, c->adv_host, addr, sizeof addr, err) != WR_OK) {
         snprintf(why, len, "%s: data %s", coord_fixed_name(c), err);
         return WR_ERR;
     }

@@ -146,11 +146,19 @@ typedef struct {
     wr_endpoint *ep;
     wr_buf scratch;
     char adv[WR_ADDR_MAX];
+    // adv's host when others reach it (not wildcard or loopback), else "":
+    // the host a node on this machine is advertised with (wr_addr_from_peer).
+    char adv_host[WR_ADDR_MAX];
     char **kv;  // the job config as key=value, sent in every map
     uint32_t n_kv;
     double t_start;
     wr_refusals refused;
-    wr_reply_gate gate;   // ERROR replies to unregistered peers, bounded per peer
+    wr_reply_gate gate;  // ERROR replies to unregistered peers, bounded per peer
+    // STATUS replies to unregistered peers: a token bucket (coord_status.c),
+    // so a flood of 20-byte requests cannot make the loop build and queue
+    // replies without bound.
+    double status_tokens, status_t;
+    unsigned long status_withheld;
     wr_peer_watch conns;  // connections to the ROUTER; memory returned after floods
     // CURVE handshakes refused (wr_watch_handshakes)
     unsigned long hs_bad_key, hs_over_cap;

@@ -130,7 +130,9 @@ void coord_metrics_tick(coord *c) {
     coord_view_line l;
     uint64_t top;
     if (coord_progress_figures(c, &l, &top)) {
-        wr_metric_set(cm->steps, (double)l.step);
+        // A counter never goes down (Prometheus would read a reset): a joiner
+        // that reports a lower step leaves it where it was.
+        if ((double)l.step > wr_metric_value(cm->steps)) wr_metric_set(cm->steps, (double)l.step);
         wr_metric_set(cm->steps_s, l.steps_s);
         wr_metric_set(cm->samples_s, l.samples_s);
         wr_metric_set(cm->slow_s, l.slow_ms / 1e3);

@@ -23,7 +23,7 @@ static coord_node *claimed(coord *c, const coord_in *in, const wr_peer_info *pi,
         if (h->shard < 0 || h->shard >= c->cfg.shards) return snprintf(why, len, "no such shard"), NULL;
         coord_node *n = &c->nodes[c->shard_node[h->shard]];
         char addr[WR_ADDR_MAX], err[WR_ERR_LEN];
-        if (wr_addr_from_peer(h->addr, pi->addr, addr, sizeof addr, err) != WR_OK)
+        if (wr_addr_from_peer(h->addr, pi->addr, c->adv_host, addr, sizeof addr, err) != WR_OK)
             return snprintf(why, len, "%s", err), NULL;
         if (strcmp(n->addr, addr) != 0)
             return snprintf(why, len, "shard %d is at %s, not %s", h->shard, n->addr, addr), NULL;

@@ -6,13 +6,23 @@
 // `wren-server status` (status.c) is the client.
 #include "coord_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "log.h"
 
+// STATUS replies to peers that are not members: at most STATUS_RATE per
+// second over all of them (a burst of STATUS_BURST), enough for a few
+// `status --watch` clients; the rest go unanswered (counted).
+#define STATUS_RATE 10.0
+#define STATUS_BURST 10.0
+
+// A non-finite figure (a member's report of a zero interval) would make the
+// whole reply unencodable: it goes out as 0.
 static void put_stat(wr_pmsg *h, const char *name, double v) {
     if (h->n_stats >= WR_MAX_STATS) return;
+    if (!isfinite(v)) v = 0;
     snprintf(h->stats[h->n_stats].name, sizeof h->stats[0].name, "%s", name);
     h->stats[h->n_stats++].value = v;
 }
@@ -68,6 +78,22 @@ static void members(coord *c, wr_pmsg *h) {
     }
 }
 
+// One reply's worth from the bucket: 1, or 0 (withheld; the first logged).
+static int status_token(coord *c) {
+    double now = wr_now();
+    if (c->status_t <= 0) c->status_tokens = STATUS_BURST;
+    c->status_tokens += (now - (c->status_t > 0 ? c->status_t : now)) * STATUS_RATE;
+    if (c->status_tokens > STATUS_BURST) c->status_tokens = STATUS_BURST;
+    c->status_t = now;
+    if (c->status_tokens >= 1) {
+        c->status_tokens -= 1;
+        return 1;
+    }
+    if (c->status_withheld++ == 0)
+        wr_warn("STATUS requests from non-members beyond %.0f per second go unanswered", STATUS_RATE);
+    return 0;
+}
+
 void coord_on_status(coord *c, coord_in *in) {
     // A reply to a reply (or a STATUS carrying a view) is not a request.
     if (in->h.n_stats || in->h.n_members) {
@@ -75,6 +101,7 @@ void coord_on_status(coord *c, coord_in *in) {
                    "STATUS with a view: the coordinator only answers requests");
         return;
     }
+    if (!in->n && !status_token(c)) return;
     wr_pmsg h;
     coord_init_hdr(c, &h, WR_MT_STATUS);
     h.step = 0;

@@ -56,7 +56,9 @@ static void read_figures(coord_rank_view *e, const wr_pmsg *h) {
 static void interval(coord_rank_view *e, const coord_rank_view *p, const wr_pmsg *h) {
     int fresh = !p->seen || e->steps < p->steps;  // a rejoin starts the totals again
     double dt = e->seconds - (fresh ? 0 : p->seconds), ds = e->steps - (fresh ? 0 : p->steps);
-    if (dt > 0) {
+    // A report over less than a millisecond (or a member's made-up figures)
+    // gives no rate rather than an infinite one.
+    if (dt >= 1e-3) {
         e->steps_s = ds / dt;
         e->samples_s = (e->samples - (fresh ? 0 : p->samples)) / dt;
         e->sent_s = (e->sent - (fresh ? 0 : p->sent)) / dt;

@@ -368,6 +368,7 @@ static int open_endpoint(coord *c, wr_transport_ctx *ctx) {
     if (wr_last_endpoint(c->ep, bound, sizeof bound) != WR_OK)
         snprintf(bound, sizeof bound, "%s", c->o->bind);
     wr_advertised_addr(bound, c->o->advertise, c->adv, sizeof c->adv);
+    wr_addr_public_host(c->adv, c->adv_host, sizeof c->adv_host);
     wr_info("listening on %s", c->adv);
     if (c->o->keys.on)
         wr_info("CURVE keys: only the %d keys of the allow-list (shards and workers) can connect",

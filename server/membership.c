@@ -322,7 +322,7 @@ static int shard_address(coord *c, const coord_in *in, const char *from, char *a
     wr_peer_info pi;
     char why[WR_REASON_MAX], err[WR_ERR_LEN];
     const char *peer = wr_msg_peer_info(in->m, &pi) == WR_OK ? pi.addr : "?";
-    if (wr_addr_from_peer(in->h.addr, peer, addr, len, err) != WR_OK) {
+    if (wr_addr_from_peer(in->h.addr, peer, c->adv_host, addr, len, err) != WR_OK) {
         snprintf(why, sizeof why, "shard address: %s", err);
     } else if (!wr_addr_unreachable_loopback(addr, peer, "shard", why, sizeof why)) {
         return WR_OK;

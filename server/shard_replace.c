@@ -40,9 +40,15 @@ void coord_shard_lost(coord *c, coord_node *n, const char *why) {
     c->replace.shard = n->index;
     c->replace.since = wr_now();
     snprintf(c->replace.why, sizeof c->replace.why, "%s", why);
+    // A wildcard bind without --advertise: the address is this host's, as the shard reaches it.
+    char hint[WR_ADDR_MAX + 32];
+    if (!strncmp(c->adv, "tcp://*", 7))
+        snprintf(hint, sizeof hint, "tcp://<this host>%s", c->adv + 7);
+    else
+        snprintf(hint, sizeof hint, "%s", c->adv);
     wr_warn("%s; waiting up to %g s (register_timeout) for a shard to take its place "
             "(start `wren-server shard --coordinator %s`); it rebuilds the range from the workers",
-            why, c->cfg.register_timeout, c->adv);
+            why, c->cfg.register_timeout, hint);
 }
 
 void coord_shard_forget_lost(coord *c) {

@@ -62,7 +62,8 @@ static void print_members(FILE *f, const wr_pmsg *h) {
         char step[24] = "-", behind[24] = "-";
         if (b->role == WR_ROLE_WORKER && b->step > 0) {
             snprintf(step, sizeof step, "%llu", (unsigned long long)b->step);
-            snprintf(behind, sizeof behind, "%llu", (unsigned long long)(top - b->step));
+            // A member outside the epoch in force may be ahead of `top`: "-".
+            if (b->step <= top) snprintf(behind, sizeof behind, "%llu", (unsigned long long)(top - b->step));
         }
         fprintf(f, "  %-7s %5d  %-20s %-32s %8s %7s\n", role_word(b->role), b->index, b->host, b->addr, step,
                 behind);

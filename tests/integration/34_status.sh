@@ -9,6 +9,8 @@
 #    step <= top_step, steps/s > 0 and the job's total steps.
 # 3. --watch 0.3 --json prints an answer per refresh with steps that do not
 #    go back; text --watch redraws in place (the clear-screen sequence).
+#    40 clients at once: at most 10 + 10 per second are answered (non-members),
+#    the coordinator says it withheld the rest, and answers again after.
 # 4. No coordinator: exit 6 after --timeout, naming the address.
 # 5. With CURVE keys: a key on the coordinator's allow-list gets the answer;
 #    a key not on it gets none: the handshake is refused, status 1 saying so.
@@ -91,6 +93,21 @@ assert steps == sorted(steps) and steps[-1] > steps[0], steps
 EOF
 timeout 0.8 "$S" status --coordinator "ipc://$D/coord" --watch 0.3 >"$T/watch.out" 2>&1
 [ "$(grep -c $'\033\[H\033\[2J' "$T/watch.out")" -ge 2 ] || fail "text --watch does not redraw in place"
+# A flood: 40 clients at once. Replies to non-members are bounded (10 per
+# second, a burst of 10), the rest go unanswered and say so; the job goes on.
+pids=()
+for i in $(seq 40); do
+    "$S" status --coordinator "ipc://$D/coord" --json --timeout 1 >"$T/flood.$i" 2>&1 &
+    pids+=($!)
+done
+answered=0
+for p in "${pids[@]}"; do wait "$p" && answered=$((answered + 1)); done
+[ "$answered" -ge 1 ] && [ "$answered" -le 30 ] ||
+    fail "40 status clients at once: $answered answered (expected 1..30: 10 at once, 10 per second)"
+grep -q "STATUS requests from non-members beyond 10 per second go unanswered" "$D/coord.log" ||
+    fail "the coordinator did not say it withheld STATUS replies"
+out=$("$S" status --coordinator "ipc://$D/coord" --timeout 3 2>&1) || fail "status after the flood failed: $out"
+kill -0 "$COORD" 2>/dev/null || fail "the coordinator did not survive the flood"
 kill -TERM "$COORD"
 wait "$COORD" 2>/dev/null
 

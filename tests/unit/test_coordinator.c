@@ -272,31 +272,48 @@ static void test_loopback_advertise(void **state) {
 static void test_ar_data_addr(void **state) {
     (void)state;
     char out[WR_ADDR_MAX], err[WR_ERR_LEN];
-    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    // a peer on the coordinator's machine gets the coordinator's own advertised host
+    char host[WR_ADDR_MAX];
+    wr_addr_public_host("tcp://hostA.example:7000", host, sizeof host);
+    assert_string_equal(host, "hostA.example");
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "127.0.0.1", host, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://hostA.example:7100");
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "localhost:1:1:1", host, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://hostA.example:7100");
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.0.0.7", host, out, sizeof out, err), WR_OK);
+    assert_string_equal(out, "tcp://10.0.0.7:7100");  // a remote peer: its own address
+    const char *none[] = {"tcp://*:7000", "tcp://127.0.0.1:7000", "ipc:///tmp/c", "tcp://0.0.0.0:7000"};
+    for (int i = 0; i < 4; i++) {
+        wr_addr_public_host(none[i], host, sizeof host);
+        assert_string_equal(host, "");
+    }
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.0.0.7", NULL, out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://10.0.0.7:7100");
-    assert_int_equal(wr_addr_from_peer("tcp://0.0.0.0:7100", "::ffff:10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://0.0.0.0:7100", "::ffff:10.0.0.7", NULL, out, sizeof out, err),
+                     WR_OK);
     assert_string_equal(out, "tcp://10.0.0.7:7100");
-    assert_int_equal(wr_addr_from_peer("tcp://[::]:7100", "fe80::1", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://[::]:7100", "fe80::1", NULL, out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://[fe80::1]:7100");
-    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "localhost:1000:1000:42", out, sizeof out, err),
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "localhost:1000:1000:42", NULL, out, sizeof out, err),
                      WR_OK);
     assert_string_equal(out, "tcp://127.0.0.1:7100");  // an ipc peer is on this machine
     // concrete addresses as given
-    assert_int_equal(wr_addr_from_peer("tcp://10.1.1.1:7100", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("tcp://10.1.1.1:7100", "10.0.0.7", NULL, out, sizeof out, err), WR_OK);
     assert_string_equal(out, "tcp://10.1.1.1:7100");
-    assert_int_equal(wr_addr_from_peer("ipc:///tmp/w3", "10.0.0.7", out, sizeof out, err), WR_OK);
+    assert_int_equal(wr_addr_from_peer("ipc:///tmp/w3", "10.0.0.7", NULL, out, sizeof out, err), WR_OK);
     assert_string_equal(out, "ipc:///tmp/w3");
     // refusals name the address
-    assert_int_equal(wr_addr_from_peer("", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("", "10.0.0.7", NULL, out, sizeof out, err), WR_ERR);
     assert_non_null(strstr(err, "'a'"));
-    assert_int_equal(wr_addr_from_peer("10.0.0.7:7100", "10.0.0.7", out, sizeof out, err), WR_ERR);
-    assert_int_equal(wr_addr_from_peer("tcp://*:0", "10.0.0.7", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("10.0.0.7:7100", "10.0.0.7", NULL, out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:0", "10.0.0.7", NULL, out, sizeof out, err), WR_ERR);
     assert_non_null(strstr(err, "'tcp://*:0'"));
     assert_non_null(strstr(err, "port"));
-    assert_int_equal(wr_addr_from_peer("tcp://*", "10.0.0.7", out, sizeof out, err), WR_ERR);
-    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "not-an-ip", out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*", "10.0.0.7", NULL, out, sizeof out, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "not-an-ip", NULL, out, sizeof out, err), WR_ERR);
     char small[16];
-    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.200.200.200", small, sizeof small, err), WR_ERR);
+    assert_int_equal(wr_addr_from_peer("tcp://*:7100", "10.200.200.200", NULL, small, sizeof small, err),
+                     WR_ERR);
     assert_non_null(strstr(err, "longer"));
 }
 
