@@ -46,5 +46,7 @@ step "passed 2: ibv_rc_pingpong (RC queue pair, 200 iterations)"
 
 pair rping "rping -s -a $addr -C 20 -v" "rping -c -a $addr -C 20 -v" ||
     { step "FAILED 3: rping over rdma_cm at $addr"; exit 3; }
+n=$(grep -c '^ping data: rdma-ping-' /tmp/rping-client.log)
+[ "$n" -eq 20 ] || { step "FAILED 3: rping client saw $n of 20 ping data lines"; exit 3; }
 step "passed 3: rping (rdma_cm, 20 ping-pongs)"
 exit 0

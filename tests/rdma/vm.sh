@@ -113,12 +113,14 @@ KVER=${KPKG#linux-image-}
 # shellcheck disable=SC2086 # PKGS is a list of names
 VERSIONS=$(pkg_versions "$KPKG" $PKGS)
 KEY=$( {
-    echo "$VERSIONS"
+    echo "$VERSIONS" "$MODULES" "$BINS"
     cat "$HERE/init.sh" "$HERE/verbs-test.sh" "$HERE/vm-image.bash"
 } | sha256sum | cut -c1-16)
 IMG=$VMDIR/$KEY
 if [ ! -f "$IMG/base.cpio.gz" ]; then
     echo "vm.sh: building the image $IMG (kernel $KVER)"
+    # Images of other package versions or scripts are stale: drop them.
+    find "$VMDIR" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended -regex '.*/[0-9a-f]{16}' -exec rm -rf {} +
     # shellcheck disable=SC2086 # one package=version per word
     build_image "$IMG" $VERSIONS
 fi
