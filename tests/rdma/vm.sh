@@ -77,13 +77,18 @@ kernel_pkg() {
         sed -n 's/^ *Depends: \(linux-image-[0-9].*\)$/\1/p' | head -n 1
 }
 
-# pkg_versions PKG...: "name=version" per package, the candidate apt installs.
+# pkg_versions PKG...: "name=version" per package, the candidate apt installs
+# (one apt-cache call: each costs most of a second).
 pkg_versions() {
-    local p v
+    local out p v
+    out=$(apt-cache policy "$@" | awk '/^[^ ].*:$/ { sub(/:$/, ""); n = $0 }
+        /^ *Candidate: / { print n "=" $2 }')
     for p in "$@"; do
-        v=$(apt-cache policy "$p" | sed -n 's/^ *Candidate: //p')
-        [ -n "$v" ] && [ "$v" != "(none)" ] && echo "$p=$v" && continue
-        die "apt has no candidate for package '$p' (apt-get update?)"
+        v=$(sed -n "s/^$p=//p" <<<"$out" | head -n 1)
+        if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+            die "apt has no candidate for package '$p' (apt-get update?)"
+        fi
+        echo "$p=$v"
     done
 }
 
