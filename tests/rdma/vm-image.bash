@@ -144,6 +144,8 @@ overlay() {
 # timeout, 2 when the VM ended without a result line.
 run_vm() {
     local img=$1 ov=$VMDIR/run.$$ rc code t0 log=$VMDIR/console.log
+    # shellcheck disable=SC2064 # ov is fixed now
+    trap "rm -rf '$ov' '$ov.cpio.gz' '$ov.initrd'" EXIT
     overlay "$img" "$ov"
     cat "$img/base.cpio.gz" "$ov.cpio.gz" >"$ov.initrd"
     t0=$(date +%s%N)
@@ -155,7 +157,6 @@ run_vm() {
     rc=${PIPESTATUS[0]}
     set -e
     echo "vm.sh: qemu exited $rc after $((($(date +%s%N) - t0) / 1000000)) ms (console: $log)"
-    rm -rf "$ov" "$ov.cpio.gz" "$ov.initrd"
     if [ "$rc" -eq 124 ]; then
         echo "vm.sh: FAILED: the VM did not finish within $TIMEOUT s" >&2
         exit 124
