@@ -112,6 +112,7 @@ fetch_and_extract() {
 source "$HERE/vm-image.bash"
 
 check_host
+mkdir -p "$VMDIR"
 KPKG=$(kernel_pkg)
 [ -n "$KPKG" ] || die "no linux-image package behind linux-image-amd64 (apt-get update?)"
 KVER=${KPKG#linux-image-}
