@@ -111,6 +111,7 @@ build_image() {
     done
     install -m 0755 "$HERE/init.sh" "$root/init"
     install -m 0755 "$HERE/verbs-test.sh" "$root/usr/bin/wren-verbs-test"
+    install -m 0755 "$HERE/ib-write-bw.sh" "$root/usr/bin/wren-ib-write-bw"
     cp "$stage/boot/vmlinuz-$KVER" "$img/vmlinuz"
     cp "$stage/bin/busybox" "$img/busybox"
     IMGBUSYBOX=$root/usr/bin/busybox pack "$root" "$img/base.cpio.gz.tmp"

@@ -120,7 +120,7 @@ KVER=${KPKG#linux-image-}
 VERSIONS=$(pkg_versions "$KPKG" $PKGS)
 KEY=$( {
     echo "$VERSIONS" "$MODULES" "$BINS"
-    cat "$HERE/init.sh" "$HERE/verbs-test.sh" "$HERE/vm-image.bash"
+    cat "$HERE/init.sh" "$HERE/verbs-test.sh" "$HERE/ib-write-bw.sh" "$HERE/vm-image.bash"
 } | sha256sum | cut -c1-16)
 IMG=$VMDIR/$KEY
 if [ ! -f "$IMG/base.cpio.gz" ]; then
