@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # vm-image.bash — sourced by tests/rdma/vm.sh: builds the initramfs of the
 # Soft-RoCE VM and boots it. Uses vm.sh's die, fetch_and_extract, HERE,
-# VMDIR, KVER, MODULES, BINS, RUN_CMD, ADD_FILES, TIMEOUT.
+# VMDIR, KVER, MODULES, BINS, RUN_CMD, ADD_FILES, TIMEOUT, CPUS.
 #
 # The image is merged-/usr like Debian (bin, sbin, lib, lib64 are links into
 # usr/), so a library ldd found at /lib/x86_64-linux-gnu lands in
@@ -151,7 +151,7 @@ run_vm() {
     cat "$img/base.cpio.gz" "$ov.cpio.gz" >"$ov.initrd"
     t0=$(date +%s%N)
     set +e
-    timeout "$TIMEOUT" qemu-system-x86_64 -m 1024 -cpu max -nographic -no-reboot -nic none \
+    timeout "$TIMEOUT" qemu-system-x86_64 -m 1024 -cpu max -smp "$CPUS" -nographic -no-reboot -nic none \
         -kernel "$img/vmlinuz" -initrd "$ov.initrd" \
         -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
         -device isa-debug-exit,iobase=0xf4,iosize=0x04 </dev/null 2>&1 | tee "$log"

@@ -2,7 +2,7 @@
 # vm.sh — boots Debian's own kernel under qemu (TCG, no KVM needed) with an
 # initramfs root that has Soft-RoCE (rdma_rxe) set up, and runs a test there.
 #
-#   tests/rdma/vm.sh [--run 'CMD'] [--add FILE]... [--timeout SEC]
+#   tests/rdma/vm.sh [--run 'CMD'] [--add FILE]... [--timeout SEC] [--cpus N]
 #
 # Without --run the test is tests/rdma/verbs-test.sh (ibv_devices/ibv_devinfo
 # show rxe0, ibv_rc_pingpong and rping between two processes succeed). --run
@@ -28,6 +28,7 @@ BUILD=${BUILD:-$ROOT/build}
 case $BUILD in /*) ;; *) BUILD=$ROOT/$BUILD ;; esac
 VMDIR=$BUILD/rdma-vm
 TIMEOUT=${WR_VM_TIMEOUT:-240}
+CPUS=${WR_VM_CPUS:-1}
 # rdma_ucm (with rdma_cm, iw_cm) is what rdma_cm programs (rping) open.
 MODULES="crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe dummy rdma_ucm"
 # Packages whose files go into the image (the kernel package is added below).
@@ -56,6 +57,7 @@ while [ $# -gt 0 ]; do
     --run) RUN_CMD=${2:?--run needs a command}; shift 2 ;;
     --add) ADD_FILES+=("${2:?--add needs a file}"); shift 2 ;;
     --timeout) TIMEOUT=${2:?--timeout needs seconds}; shift 2 ;;
+    --cpus) CPUS=${2:?--cpus needs a count}; shift 2 ;;
     -h | --help) usage ;;
     *) echo "vm.sh: unknown argument '$1'" >&2; usage ;;
     esac
