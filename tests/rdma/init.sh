@@ -14,6 +14,7 @@
 # A step that fails reports code 100 + step so the host can name it.
 
 /bin/busybox --install -s /bin
+echo # the firmware leaves the console mid-line
 export PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin
 mkdir -p /proc /sys /dev /tmp /run
 mount -t proc proc /proc

@@ -141,7 +141,7 @@ overlay() {
 
 # run_vm IMG: boots IMG's kernel with base + a per-run overlay under qemu
 # (TCG) within TIMEOUT seconds; the console goes to stdout and
-# $VMDIR/console.log. Exits with the test's code (0 passed), 124 on the
+# $VMDIR/console.log, without the firmware's terminal resets and colours. Exits with the test's code (0 passed), 124 on the
 # timeout, 2 when the VM ended without a result line.
 run_vm() {
     local img=$1 ov=$VMDIR/run.$$ rc code t0 log=$VMDIR/console.log
@@ -154,7 +154,8 @@ run_vm() {
     timeout "$TIMEOUT" qemu-system-x86_64 -m 1024 -cpu max -smp "$CPUS" -nographic -no-reboot -nic none \
         -kernel "$img/vmlinuz" -initrd "$ov.initrd" \
         -append "console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init" \
-        -device isa-debug-exit,iobase=0xf4,iosize=0x04 </dev/null 2>&1 | tee "$log"
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04 </dev/null 2>&1 |
+        sed -u -e 's/\x1b\[[0-9;?]*[a-zA-Z]//g' -e 's/\x1b[a-zA-Z]//g' -e 's/\r$//' | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e
     echo "vm.sh: qemu exited $rc after $((($(date +%s%N) - t0) / 1000000)) ms (console: $log)"
