@@ -15,7 +15,8 @@
 # (linux-image of the running release, busybox-static, rdma-core,
 # ibverbs-providers, ibverbs-utils, rdmacm-utils, iproute2 and the libraries)
 # and cached under $BUILD/rdma-vm/<key>, the key a hash of the package
-# versions and of init.sh/verbs-test.sh, so a second run only boots.
+# versions, the module and binary lists and the image scripts, so a second
+# run only boots (docs/RDMA.md, "How the Soft-RoCE test works").
 # Exit status: the test's (0 passed), 124 the timeout, 2 no result from the
 # VM, 3 a host-side problem (named on stderr).
 # Host needs: apt-get, dpkg-deb, objcopy, ldd, gzip, timeout,
@@ -94,18 +95,27 @@ pkg_versions() {
     done
 }
 
-# fetch_and_extract DIR PKG=VER...: apt-get download each package into
-# $VMDIR/debs (kept), and dpkg-deb -x it into DIR.
+# deb_of PKG=VER: the downloaded .deb of that version in $VMDIR/debs, or "".
+deb_of() {
+    local name=${1%%=*} ver=${1#*=}
+    find "$VMDIR/debs" -name "${name}_*.deb" | grep -F "_${ver//:/%3a}_" | head -n 1
+}
+
+# fetch_and_extract DIR PKG=VER...: apt-get download the packages not yet in
+# $VMDIR/debs (kept across images), and dpkg-deb -x each into DIR.
 fetch_and_extract() {
-    local dir=$1 pv
+    local dir=$1 pv deb missing=()
     shift
     mkdir -p "$VMDIR/debs" "$dir"
-    (cd "$VMDIR/debs" && apt-get download -q "$@" >/dev/null 2>"$VMDIR/apt.log") ||
-        die "apt-get download failed (see $VMDIR/apt.log)"
     for pv in "$@"; do
-        local name=${pv%%=*} ver=${pv#*=}
-        local deb
-        deb=$(find "$VMDIR/debs" -name "${name}_*.deb" | grep -F "_${ver//:/%3a}_" | head -n 1)
+        [ -n "$(deb_of "$pv")" ] || missing+=("$pv")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        (cd "$VMDIR/debs" && apt-get download -q "${missing[@]}" >/dev/null 2>"$VMDIR/apt.log") ||
+            die "apt-get download failed (see $VMDIR/apt.log)"
+    fi
+    for pv in "$@"; do
+        deb=$(deb_of "$pv")
         [ -n "$deb" ] || die "downloaded .deb of $pv not found in $VMDIR/debs"
         dpkg-deb -x "$deb" "$dir"
     done
