@@ -79,7 +79,7 @@ pack() {
 # the root (busybox, verbs tools and providers with their libraries, the rxe
 # modules, /init) and writes IMG/vmlinuz and IMG/base.cpio.gz.
 build_image() {
-    local img=$1 stage root moddir ko b
+    local img=$1 stage root moddir order ko b
     shift
     stage=$img/stage root=$img/root
     rm -rf "$stage" "$root"
@@ -103,8 +103,10 @@ build_image() {
         usr/lib/x86_64-linux-gnu/libgcc_s.so.1
     moddir=$stage/lib/modules/$KVER
     : >"$root/etc/wren-modules"
+    # An assignment, so that module_order's die stops the build (set -e).
     # shellcheck disable=SC2086 # MODULES is a list of names
-    for ko in $(module_order "$moddir" $MODULES); do
+    order=$(module_order "$moddir" $MODULES)
+    for ko in $order; do
         mkdir -p "$root/usr/lib/modules/$(dirname "$ko")"
         cp "$moddir/$ko" "$root/usr/lib/modules/$ko"
         echo "/lib/modules/$ko" >>"$root/etc/wren-modules"
