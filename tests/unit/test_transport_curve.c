@@ -296,7 +296,10 @@ static wr_endpoint *client_send(wr_transport_ctx *ctx, const char *addr, const w
     wr_endpoint *c = NULL;
     if (wr_connect(ctx, addr, o, &c, err) != WR_OK) fail_msg("connect %s: %s", addr, err);
     snprintf(text, sizeof text, "%d", i);
-    assert_int_equal(send_text(c, text, NULL, 0), WR_OK);
+    // A client over the cap may hear its refusal before it sends (a loaded
+    // machine): WR_ECLOSED then, and the server simply never sees it.
+    int rc = send_text(c, text, NULL, 0);
+    if (rc != WR_OK && rc != WR_ECLOSED) fail_msg("client %d: send returned %d", i, rc);
     return c;
 }
 
