@@ -18,19 +18,9 @@
 # Needs root: skipped (with a line saying so) otherwise.
 source "$(dirname "$0")/lib/common.bash"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP $TEST_NAME: needs root (network namespaces, tc)"
-    exit 0
-fi
-NETSIM=$ROOT/scripts/netsim
-N=wt28x$$
+source "$(dirname "$0")/lib/netsim.bash"
+netsim_test_init wt28x
 RATE_BPS=100000000
-cleanup_netsim() {
-    "$NETSIM" down --name "$N" >/dev/null 2>&1
-    rm -f "/run/wren-netsim/$N.lock"  # a name of its own each time: do not pile them up
-    cleanup_test
-}
-trap cleanup_netsim EXIT
 
 left_ns() { ip netns list | awk -v p="^$N-" '$1 ~ p {print $1}' | tr '\n' ' '; }
 # job_pids DIR: the pids of the processes a run started (its netsim.txt)

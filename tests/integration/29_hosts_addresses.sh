@@ -15,18 +15,8 @@
 # Needs root: skipped (with a line saying so) otherwise.
 source "$(dirname "$0")/lib/common.bash"
 
-if [ "$(id -u)" != 0 ]; then
-    echo "SKIP $TEST_NAME: needs root (network namespaces, tc)"
-    exit 0
-fi
-NETSIM=$ROOT/scripts/netsim
-N=wt29x$$
-cleanup_netsim() {
-    "$NETSIM" down --name "$N" >/dev/null 2>&1
-    rm -f "/run/wren-netsim/$N.lock"
-    cleanup_test
-}
-trap cleanup_netsim EXIT
+source "$(dirname "$0")/lib/netsim.bash"
+netsim_test_init wt29x
 mkdir -p "$T/logs"
 
 # in_host I NAME cmd...: runs cmd in host I in the background, output in $T/logs/NAME.log.
