@@ -86,7 +86,9 @@ await_settled() {
     done
 }
 # journal_has UNIT TEXT: the unit's journal since this scenario began says TEXT
-journal_has() { sdbox journalctl --no-pager -o cat -u "$1" --since "@$SINCE" | grep -q -- "$2"; }
+# (grep reads it all: `grep -q` quits at the first match, journalctl then dies of
+# SIGPIPE, and under pipefail a found line read as missing.)
+journal_has() { sdbox journalctl --no-pager -o cat -u "$1" --since "@$SINCE" | grep -- "$2" >/dev/null; }
 # expect_ok WHAT: every unit ended with 0 (Result success)
 expect_ok() {
     local u
@@ -112,7 +114,30 @@ await_formed() {
     done
     fail "the job did not form within 10 s"
 }
-coord_signal() { sdbox kill "-$1" "$(prop wren-coordinator MainPID)"; }
+# await_checkpoint WHAT: the job is under way: the coordinator's state file and a
+# shard checkpoint after step 0 (step checkpoint_every of 10000) exist. A signal a
+# fixed time after "job formed" may come before that checkpoint on a loaded
+# machine (C would then resume from step 0) or after the job on a fast one.
+await_checkpoint() {
+    for _ in $(seq 300); do
+        sdbox sh -c "ls $CKPT/coordinator* && ls $CKPT/shard0-* | grep -v 'shard0-0*\.ckpt'" >/dev/null 2>&1 &&
+            return 0
+        sleep 0.1
+    done
+    fail "$1: no coordinator state and shard checkpoint in $CKPT within 30 s"
+}
+# coord_signal SIG: SIG to the running coordinator (a fail when it is not running)
+coord_signal() {
+    local pid
+    pid=$(prop wren-coordinator MainPID)
+    [ "${pid:-0}" != 0 ] || fail "the coordinator is not running (it ended before the signal): $(coord_journal)"
+    sdbox kill "-$1" "$pid"
+}
+# coord_journal: the coordinator's last journal lines of this scenario (for failures)
+coord_journal() {
+    sdbox journalctl --no-pager -o cat -u wren-coordinator --since "@$SINCE" | grep -v "stats from\|left (" |
+        tail -n 30
+}
 
 # ---- A. a job that ends -------------------------------------------------------
 scenario "steps=3000 checkpoint_every=500"
@@ -132,28 +157,24 @@ echo "ok   A: the job ended with 0 in all 4 units, none restarted; one dynamic u
 # ---- B. the coordinator killed ----------------------------------------------------
 scenario "steps=10000 checkpoint_every=200"
 await_formed
-# The restart takes the job back from the coordinator's state file: kill only
-# once it is written (a loaded machine may take more than a second).
-for _ in $(seq 100); do
-    sdbox sh -c "ls $CKPT/coordinator* >/dev/null 2>&1" && break
-    sleep 0.1
-done
-sleep 1
+await_checkpoint "B"
 coord_signal KILL
 await_settled 90 "${UNITS[@]}"
 expect_ok "B"
-journal_has wren-coordinator "takes the running job back" || fail "B: wren-unit did not allow the restart"
+journal_has wren-coordinator "takes the running job back" ||
+    fail "B: wren-unit did not allow the restart; the coordinator's journal: $(coord_journal)"
 journal_has wren-coordinator "coordinator restarted: job 1" || fail "B: the coordinator did not take the job back"
 echo "ok   B: SIGKILL mid-job: systemd restarted the coordinator, it took the job back, all ended with 0"
 
 # ---- C. the coordinator ends with 1, resume = on ------------------------------------
 scenario "steps=10000 checkpoint_every=200"
 await_formed
-sleep 1.5
+await_checkpoint "C"
 coord_signal TERM
 await_settled 120 "${UNITS[@]}"
 expect_ok "C"
-journal_has wren-coordinator "resumes from the newest checkpoint" || fail "C: wren-unit did not allow the restart"
+journal_has wren-coordinator "resumes from the newest checkpoint" ||
+    fail "C: wren-unit did not allow the restart; the coordinator's journal: $(coord_journal)"
 journal_has wren-coordinator "the newest checkpoint every shard holds is step [1-9]" ||
     fail "C: the new job did not resume from a checkpoint after step 0"
 for u in wren-shard@0 wren-worker@0; do
