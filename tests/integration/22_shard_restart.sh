@@ -54,7 +54,8 @@ STARTED+=("$!")
 rc=0
 wait "$COORD" || rc=$?
 wait 2>/dev/null
-[ "$rc" = "$WR_EXIT_OK" ] || fail "coordinator exited with $rc after the shard restart: $(tail -n 3 "$T/kill/coord.log")"
+[ "$rc" = "$WR_EXIT_OK" ] ||
+    fail "coordinator exited with $rc after the shard restart: $(grep -E "\[(error|warn)\]" "$T/kill/coord.log" | tail -n 8)"
 grep -q "replaced after" "$T/kill/coord.log" || fail "no replacement in the coordinator's log"
 line=$(grep -o "rebuilt at step [0-9]* from 3 replicas ([0-9]* of that step, identical" "$T/kill/s1-new.log") ||
     fail "the new shard did not rebuild from the 3 workers' replicas: $(tail -n 3 "$T/kill/s1-new.log")"

@@ -31,6 +31,12 @@ fail() {
         echo "---- last lines of $f" >&2
         tail -n 15 "$f" >&2
     done
+    # Tests that start processes by hand keep their logs in subdirectories:
+    # their error lines (the CI shows only the output, not $T).
+    find "$T" -mindepth 2 -maxdepth 3 -type f -not -path "$T/logs/*" \( -name '*.log' -o -name '*.err' \) 2>/dev/null |
+        sort | while read -r f; do
+        grep -H -m 4 -E '\[(error|warn)\]' "$f" >&2
+    done
     exit 1
 }
 pass() { echo "PASS $TEST_NAME: $*"; }
