@@ -41,13 +41,23 @@ INC_worker = -Icommon -Iworker
 INC_ALL    = -Icommon -Iserver -Iworker
 inc_for    = $(or $(INC_$(firstword $(subst /, ,$(1)))),$(INC_ALL))
 CFLAGS  ?=
-ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = $(CFLAGS_BASE) $(if $(RDMA_ON),-DWR_HAVE_RDMA) $(CFLAGS) $(EXTRA_CFLAGS)
 Q = $(if $(V),,@)
-LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread $(if $(RDMA_ON),-libverbs)
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
 
-COMMON_SRC := $(wildcard common/*.c)
+# The RDMA transport (common/transport_rdma.c, rdma_*.c; docs/RDMA.md):
+# RDMA=auto (default) builds it when <infiniband/verbs.h> is there, RDMA=1
+# requires it, RDMA=0 leaves it out (rdma:// then says so and names tcp://).
+RDMA ?= auto
+RDMA_HDR := $(wildcard /usr/include/infiniband/verbs.h)
+RDMA_ON := $(if $(filter 0,$(RDMA)),,$(if $(filter 1,$(RDMA)),1,$(if $(RDMA_HDR),1,)))
+ifeq ($(RDMA)$(RDMA_HDR),auto)
+$(info RDMA transport not built (libibverbs-dev missing): rdma:// will say so)
+endif
+RDMA_SRC := $(wildcard common/transport_rdma*.c common/rdma_*.c)
+COMMON_SRC := $(filter-out $(if $(RDMA_ON),,$(RDMA_SRC)),$(wildcard common/*.c))
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -103,6 +113,11 @@ $(BUILD)/common/version.o: common/version.c $(BUILD)/version.stamp
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(INC_common) -DWR_VERSION='"$(WREN_VERSION)"' -MMD -MP -c $< -o $@
 	$(if $(Q),@echo "  CC    $@")
+
+# transport.c's scheme table depends on RDMA: rebuild it when RDMA_ON changes.
+$(BUILD)/rdma.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(RDMA_ON)' | cmp -s - $@ || echo '$(RDMA_ON)' >$@
+$(BUILD)/common/transport.o: $(BUILD)/rdma.stamp
 
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^

@@ -8,10 +8,14 @@
 #include "transport.h"
 
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "transport_zmq.h"
+#ifdef WR_HAVE_RDMA
+#include "transport_rdma.h"
+#endif
 
 // The scheme table: which transport serves which address prefix. A new
 // transport adds its lines here and nothing else outside its own file.
@@ -22,6 +26,9 @@ static const struct {
     {"tcp://", wr_transport_zmq},
     {"ipc://", wr_transport_zmq},
     {"inproc://", wr_transport_zmq},
+#ifdef WR_HAVE_RDMA
+    {"rdma://", wr_transport_rdma},
+#endif
 };
 
 #define N_SCHEMES (sizeof schemes / sizeof *schemes)
@@ -86,9 +93,11 @@ const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
     if (!addr || !*addr) return wr_err(err, WR_ERR, "empty address"), NULL;
     for (size_t i = 0; i < N_SCHEMES; i++)
         if (!strncmp(addr, schemes[i].prefix, strlen(schemes[i].prefix))) return schemes[i].ops();
-    if (!strncmp(addr, "rdma://", 7)) {
+    if (!strncmp(addr, "rdma://", 7)) {  // only reached in a build without the RDMA transport
         wr_err(err, WR_ERR,
-               "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
+               "address '%.128s': this build has no RDMA transport (built with RDMA=0, or without "
+               "libibverbs-dev); use tcp://",
+               addr);
         return NULL;
     }
     const char *sep = strstr(addr, "://");
@@ -134,13 +143,61 @@ void wr_msg_release(wr_msg *msg) {
     (*(const wr_transport_ops *const *)msg->impl)->msg_release(msg);
 }
 
+#define MIXED_POLL_MAX 256  // endpoints of a mixed poll (a worker: one per shard + coordinator)
+#define MIXED_FDS_PER_EP 4
+#define MIXED_SLICE_MS 100
+
+// One non-blocking pass over mixed endpoints (each transport's poll with
+// timeout 0 on its own endpoints, which also arms them for wait_fds). Returns
+// the number ready or WR_ERR.
+static int mixed_pass(wr_endpoint **eps, int n, int *ready, char *err) {
+    wr_endpoint *grp[MIXED_POLL_MAX];
+    int idx[MIXED_POLL_MAX], r[MIXED_POLL_MAX], done[MIXED_POLL_MAX] = {0}, nready = 0;
+    for (int i = 0; i < n; i++) {
+        if (done[i]) continue;
+        const wr_transport_ops *t = ep_ops(eps[i]);
+        int k = 0;
+        for (int j = i; j < n; j++)
+            if (!done[j] && ep_ops(eps[j]) == t) grp[k] = eps[j], idx[k++] = j, done[j] = 1;
+        int rc = t->poll(grp, k, r, 0, err);
+        if (rc < 0) return rc;
+        for (int j = 0; j < k; j++) ready[idx[j]] = r[j], nready += r[j];
+    }
+    return nready;
+}
+
+// Mixed transports: pass, then poll(2) on every endpoint's wait_fds.
+static int poll_mixed(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    if (n > MIXED_POLL_MAX)
+        return wr_err(err, WR_ERR, "poll: %d endpoints of mixed transports (max %d)", n, MIXED_POLL_MAX);
+    for (int i = 0; i < n; i++)
+        if (!ep_ops(eps[i])->wait_fds)
+            return wr_err(err, WR_ERR, "poll: transport %s cannot be polled beside another",
+                          ep_ops(eps[i])->name);
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    for (;;) {
+        int rc = mixed_pass(eps, n, ready, err);
+        if (rc != 0 || timeout_ms == 0) return rc;
+        int left = timeout_ms < 0 ? MIXED_SLICE_MS : (int)((deadline - wr_now()) * 1e3) + 1;
+        if (timeout_ms > 0 && wr_now() >= deadline) return 0;
+        struct pollfd pf[MIXED_POLL_MAX * MIXED_FDS_PER_EP];
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            int fds[MIXED_FDS_PER_EP];
+            int m = ep_ops(eps[i])->wait_fds(eps[i], fds, MIXED_FDS_PER_EP);
+            if (m < 0)
+                return wr_err(err, WR_ERR, "poll: %s endpoint has no fd to wait on", ep_ops(eps[i])->name);
+            for (int j = 0; j < m; j++) pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
+        }
+        poll(pf, (nfds_t)k, WR_MIN(left, MIXED_SLICE_MS));
+    }
+}
+
 int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
     if (n <= 0) return wr_err(err, WR_ERR, "poll: no endpoints");
     const wr_transport_ops *t = ep_ops(eps[0]);
     for (int i = 1; i < n; i++)
-        if (ep_ops(eps[i]) != t)
-            return wr_err(err, WR_ERR, "poll: endpoints of different transports (%s, %s)", t->name,
-                          ep_ops(eps[i])->name);
+        if (ep_ops(eps[i]) != t) return poll_mixed(eps, n, ready, timeout_ms, err);
     return t->poll(eps, n, ready, timeout_ms, err);
 }
 

@@ -1,0 +1,911 @@
+// transport_rdma.c — the RDMA transport behind wr_transport_ops, for
+// rdma://host:port (design in docs/RDMA.md, wire in docs/PROTOCOL.md):
+//
+// - Set-up over a ZeroMQ side channel at tcp://host:port, opened with the
+//   caller's wr_endpoint_opts (CURVE, allow-list, max_peers, heartbeats):
+//   the client sends HELLO (QPN, PSN, GID, LID, MTU, its receive ring), the
+//   bound side answers WELCOME with its own, or REFUSE with a reason. A bound
+//   endpoint's peer id is the side channel's routing id. BYE ends a peer.
+// - Data: one RC queue pair per peer. Each side has a registered receive
+//   ring of slots x slot_bytes per peer, and a staging area of the peer's
+//   ring shape. A message is the stream [prefix][header][payload] cut into
+//   slot-sized chunks; each chunk is one RDMA WRITE WITH IMMEDIATE from a
+//   staging slot into the next ring slot (imm: slot, first, last).
+// - Credits: a sender may have as many chunks in flight as the peer's ring
+//   has slots; the receiver copies chunks out and gives slots back with a
+//   zero-length WRITE WITH IMMEDIATE (imm: credit flag + count) after each
+//   pass over its completions.
+// - Waiting: poll the CQs, arm them (ibv_req_notify_cq), poll again, then
+//   sleep in poll(2) on the completion channel fd and the side channel's fds.
+// No thread of its own: progress happens inside send, recv and poll.
+#include <errno.h>
+#include <fcntl.h>
+#include <infiniband/verbs.h>
+#include <arpa/inet.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "transport_rdma.h"
+
+#define WAIT_SLICE_MS 100  // longest sleep between checks of the side channel's state
+#define MAX_FDS 8
+
+typedef struct rmsg {  // a received message (msg->impl)
+    const wr_transport_ops *ops;
+    struct rmsg *next;
+    uint8_t *hdr, *pay;
+    size_t hlen, plen;
+    uint8_t peer[WR_PEER_ID_MAX];
+    size_t peer_len;
+    wr_peer_info info;
+} rmsg;
+
+typedef struct rpeer {
+    struct rpeer *next;
+    uint8_t id[WR_PEER_ID_MAX];  // bound: the side channel's routing id
+    size_t id_len;
+    wr_peer_info info;
+    struct ibv_cq *cq;
+    struct ibv_qp *qp;
+    uint32_t psn;
+    uint8_t *ring;  // ours: slots x slot_bytes, the peer writes into it
+    struct ibv_mr *ring_mr;
+    uint8_t *stage;  // the peer's shape: chunks are copied here, then written
+    struct ibv_mr *stage_mr;
+    uint8_t *stage_busy;  // per staging slot: its write has not completed
+    uint32_t rslots, rslot_bytes, rkey;
+    uint64_t raddr;
+    uint32_t credits;  // free slots in the peer's ring
+    uint64_t tx_seq, rx_seq;
+    uint32_t consumed;  // our slots read since the last credit return
+    int sq_inflight, sq_max;
+    rmsg *asm_msg;  // message being reassembled
+    size_t asm_off, asm_total;
+    int up, closed;
+    char reason[WR_ERR_LEN];
+} rpeer;
+
+struct wr_endpoint {
+    const wr_transport_ops *ops;  // first: transport.c dispatches through it
+    wr_endpoint *side;            // the ZeroMQ side channel
+    int bound;
+    char addr[256], host[128], port[16];
+    wr_endpoint_opts o;
+    wr_rdma_dev dev;
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *ch;
+    uint32_t slots, slot_bytes;
+    rpeer *peers;  // bound: every peer; connected: the one
+    rmsg *q_head, *q_tail;
+    double t_reached;  // connected: when the side channel first reached the peer
+    uint64_t tx_bytes, rx_bytes;
+    unsigned long bad_hello;  // malformed or refused handshakes, not yet reported
+};
+
+static const wr_transport_ops rdma_ops;
+
+const wr_transport_ops *wr_transport_rdma(void) { return &rdma_ops; }
+
+static int rctx_init(int io_threads, void **state, char *err) {
+    (void)io_threads, (void)err;
+    *state = wr_calloc(1, 1);  // no shared state: each endpoint opens its device
+    return WR_OK;
+}
+
+static void rctx_free(void *state) { free(state); }
+
+// ---- peers: queue pair, ring, staging ------------------------------------------
+
+// Ends p (first reason wins): sends fail with WR_ECLOSED and this reason,
+// a connected endpoint's recv and poll report it.
+static void peer_fail(rpeer *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void peer_fail(rpeer *p, const char *fmt, ...) {
+    if (p->closed) return;
+    p->closed = 1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->reason, sizeof p->reason, fmt, ap);
+    va_end(ap);
+}
+
+static void peer_free(wr_endpoint *ep, rpeer *p) {
+    if (p->qp) ibv_destroy_qp(p->qp);
+    if (p->cq) ibv_destroy_cq(p->cq);  // channel events are acked as they are read
+    if (p->ring_mr) ibv_dereg_mr(p->ring_mr);
+    if (p->stage_mr) ibv_dereg_mr(p->stage_mr);
+    free(p->ring);
+    free(p->stage);
+    free(p->stage_busy);
+    if (p->asm_msg) free(p->asm_msg->hdr), free(p->asm_msg->pay), free(p->asm_msg);
+    free(p);
+    (void)ep;
+}
+
+static int post_recvs(rpeer *p, int n, char *err) {
+    for (int i = 0; i < n; i++) {
+        struct ibv_recv_wr wr = {.wr_id = 0, .sg_list = NULL, .num_sge = 0}, *bad;
+        int rc = ibv_post_recv(p->qp, &wr, &bad);
+        if (rc) return wr_err(err, WR_ERR, "ibv_post_recv: %s", strerror(rc));
+    }
+    return WR_OK;
+}
+
+static int qp_init(wr_endpoint *ep, rpeer *p, char *err) {
+    struct ibv_qp_init_attr qa = {.send_cq = p->cq,
+                                  .recv_cq = p->cq,
+                                  .qp_type = IBV_QPT_RC,
+                                  .cap = {.max_send_wr = 2 * ep->slots + 16,
+                                          .max_recv_wr = 2 * ep->slots + 16,
+                                          .max_send_sge = 1,
+                                          .max_recv_sge = 1}};
+    p->qp = ibv_create_qp(ep->pd, &qa);
+    if (!p->qp) return wr_err(err, WR_ERR, "%s: ibv_create_qp: %s", ep->addr, strerror(errno));
+    p->sq_max = (int)qa.cap.max_send_wr;
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT,
+                            .port_num = (uint8_t)ep->dev.port,
+                            .pkey_index = 0,
+                            .qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE};
+    int rc = ibv_modify_qp(p->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
+    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(INIT): %s", ep->addr, strerror(rc));
+    return post_recvs(p, (int)(2 * ep->slots + 16), err);
+}
+
+// A new peer with its CQ (on the endpoint's channel), QP in INIT with receive
+// WRs posted, and its registered receive ring. NULL with the reason.
+static rpeer *peer_new(wr_endpoint *ep, char *err) {
+    rpeer *p = wr_calloc(1, sizeof *p);
+    size_t ring = (size_t)ep->slots * ep->slot_bytes;
+    p->psn = (uint32_t)lrand48() & 0xffffff;
+    p->cq = ibv_create_cq(ep->dev.ctx, (int)(4 * ep->slots + 64), p, ep->ch, 0);
+    if (!p->cq) {
+        wr_err(err, WR_ERR, "%s: ibv_create_cq: %s", ep->addr, strerror(errno));
+    } else if (posix_memalign((void **)&p->ring, 4096, ring) != 0) {
+        wr_err(err, WR_ERR, "%s: no memory for a %zu-byte ring", ep->addr, ring);
+    } else if (!(p->ring_mr = ibv_reg_mr(ep->pd, p->ring, ring,
+                                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE))) {
+        wr_err(err, WR_ERR, "%s: ibv_reg_mr(%zu bytes): %s (RLIMIT_MEMLOCK? see docs/RDMA.md)", ep->addr,
+               ring, strerror(errno));
+    } else if (qp_init(ep, p, err) == WR_OK) {
+        ibv_req_notify_cq(p->cq, 0);
+        return p;
+    }
+    peer_free(ep, p);
+    return NULL;
+}
+
+static int qp_rtr_rts(wr_endpoint *ep, rpeer *p, const wr_rdma_hs *h, char *err) {
+    struct ibv_qp_attr a = {.qp_state = IBV_QPS_RTR,
+                            .path_mtu = (enum ibv_mtu)WR_MIN((int)h->mtu, ep->dev.mtu),
+                            .dest_qp_num = h->qpn,
+                            .rq_psn = h->psn,
+                            .max_dest_rd_atomic = 1,
+                            .min_rnr_timer = 12,
+                            .ah_attr = {.is_global = 1,
+                                        .dlid = h->lid,
+                                        .port_num = (uint8_t)ep->dev.port,
+                                        .grh = {.hop_limit = 64, .sgid_index = (uint8_t)ep->dev.gid_index}}};
+    memcpy(a.ah_attr.grh.dgid.raw, h->gid, 16);
+    int rc = ibv_modify_qp(p->qp, &a,
+                           IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                               IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
+    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(RTR): %s", ep->addr, strerror(rc));
+    // timeout 16 (~0.27 s) x retry_cnt 7: a peer that vanished is an error
+    // completion within ~2 s, not a hang; rnr_retry 7 = wait for receive WRs.
+    struct ibv_qp_attr s = {.qp_state = IBV_QPS_RTS,
+                            .timeout = 16,
+                            .retry_cnt = 7,
+                            .rnr_retry = 7,
+                            .sq_psn = p->psn,
+                            .max_rd_atomic = 1};
+    rc = ibv_modify_qp(p->qp, &s,
+                       IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
+                           IBV_QP_MAX_QP_RD_ATOMIC);
+    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(RTS): %s", ep->addr, strerror(rc));
+    return WR_OK;
+}
+
+// Connects p to the peer described by h (HELLO or WELCOME): staging of the
+// peer's ring shape, QP to RTS, all of the peer's slots as credits.
+static int peer_connect(wr_endpoint *ep, rpeer *p, const wr_rdma_hs *h, char *err) {
+    size_t n = (size_t)h->slots * h->slot_bytes;
+    p->rslots = h->slots;
+    p->rslot_bytes = h->slot_bytes;
+    p->raddr = h->ring_addr;
+    p->rkey = h->ring_rkey;
+    p->credits = h->slots;
+    if (posix_memalign((void **)&p->stage, 4096, n) != 0)
+        return wr_err(err, WR_ERR, "%s: no memory for %zu bytes of staging", ep->addr, n);
+    p->stage_busy = wr_calloc(h->slots, 1);
+    p->stage_mr = ibv_reg_mr(ep->pd, p->stage, n, IBV_ACCESS_LOCAL_WRITE);
+    if (!p->stage_mr)
+        return wr_err(err, WR_ERR, "%s: ibv_reg_mr(staging, %zu bytes): %s (RLIMIT_MEMLOCK?)", ep->addr, n,
+                      strerror(errno));
+    if (qp_rtr_rts(ep, p, h, err) != WR_OK) return WR_ERR;
+    p->up = 1;
+    return WR_OK;
+}
+
+// Our half of a handshake for p.
+static void hs_of(wr_endpoint *ep, rpeer *p, int type, uint8_t out[WR_RDMA_HS_LEN]) {
+    wr_rdma_hs h = {.type = (uint16_t)type,
+                    .qpn = p->qp->qp_num,
+                    .psn = p->psn,
+                    .lid = ep->dev.lid,
+                    .mtu = (uint16_t)ep->dev.mtu,
+                    .slots = ep->slots,
+                    .slot_bytes = ep->slot_bytes,
+                    .ring_addr = (uint64_t)(uintptr_t)p->ring,
+                    .ring_rkey = p->ring_mr->rkey};
+    memcpy(h.gid, ep->dev.gid, 16);
+    wr_rdma_hs_encode(&h, out);
+}
+
+// ---- the side channel ------------------------------------------------------------
+
+// Sends a handshake message (and, for REFUSE, the reason as payload) to peer
+// id (bound) or the one peer. Best effort: the side channel reports losses.
+static void side_send(wr_endpoint *ep, const uint8_t *id, size_t id_len, const uint8_t hs[WR_RDMA_HS_LEN],
+                      const char *reason) {
+    wr_msg m = {0};
+    if (id_len) memcpy(m.peer, id, id_len), m.peer_len = id_len;
+    m.header = (wr_frame){.data = (void *)hs, .len = WR_RDMA_HS_LEN};
+    if (reason) m.payload = (wr_frame){.data = (void *)reason, .len = strlen(reason)};
+    char e[WR_ERR_LEN];
+    wr_send(ep->side, &m, 100, e);
+}
+
+static void side_send_type(wr_endpoint *ep, const uint8_t *id, size_t id_len, int type, const char *reason) {
+    uint8_t hs[WR_RDMA_HS_LEN];
+    wr_rdma_hs h = {.type = (uint16_t)type};
+    wr_rdma_hs_encode(&h, hs);
+    side_send(ep, id, id_len, hs, reason);
+}
+
+static rpeer *peer_by_id(wr_endpoint *ep, const uint8_t *id, size_t len) {
+    for (rpeer *p = ep->peers; p; p = p->next)
+        if (p->id_len == len && !memcmp(p->id, id, len)) return p;
+    return NULL;
+}
+
+// Bound side: a HELLO from routing id m->peer: a new peer with its QP
+// connected to the client's, answered with WELCOME; REFUSE with the reason
+// when the client's fields or our resources do not allow it.
+static void on_hello(wr_endpoint *ep, const wr_msg *m, const wr_rdma_hs *h) {
+    char err[WR_ERR_LEN];
+    if (peer_by_id(ep, m->peer, m->peer_len)) {
+        side_send_type(ep, m->peer, m->peer_len, WR_RDMA_REFUSE, "a second HELLO on one connection");
+        ep->bad_hello++;
+        return;
+    }
+    rpeer *p = NULL;
+    int rc = wr_rdma_check_memlock(
+        ep->addr, (size_t)ep->slots * ep->slot_bytes + (size_t)h->slots * h->slot_bytes, err);
+    if (rc == WR_OK) rc = (p = peer_new(ep, err)) ? WR_OK : WR_ERR;
+    if (rc == WR_OK) rc = peer_connect(ep, p, h, err);
+    if (rc != WR_OK) {
+        side_send_type(ep, m->peer, m->peer_len, WR_RDMA_REFUSE, err);
+        fprintf(stderr, "wren rdma: refused a peer at %s: %s\n", ep->addr, err);
+        if (p) peer_free(ep, p);
+        return;
+    }
+    memcpy(p->id, m->peer, m->peer_len);
+    p->id_len = m->peer_len;
+    wr_msg_peer_info(m, &p->info);
+    p->next = ep->peers;
+    ep->peers = p;
+    uint8_t out[WR_RDMA_HS_LEN];
+    hs_of(ep, p, WR_RDMA_WELCOME, out);
+    side_send(ep, p->id, p->id_len, out, NULL);
+}
+
+// Connected side: the server's answer to our HELLO.
+static void on_answer(wr_endpoint *ep, const wr_msg *m, const wr_rdma_hs *h) {
+    rpeer *p = ep->peers;
+    char err[WR_ERR_LEN];
+    if (p->closed) return;
+    if (h->type == WR_RDMA_WELCOME && !p->up) {
+        if (peer_connect(ep, p, h, err) != WR_OK) peer_fail(p, "%s", err);
+    } else if (h->type == WR_RDMA_REFUSE) {
+        char why[160];
+        snprintf(why, sizeof why, "%.*s", (int)WR_MIN(m->payload.len, sizeof why - 1),
+                 m->payload.data ? (const char *)m->payload.data : "");
+        peer_fail(p, "%s: the server refused the RDMA handshake: %s", ep->addr, why);
+    } else if (h->type == WR_RDMA_BYE) {
+        peer_fail(p, "%s: the peer closed its endpoint", ep->addr);
+    }
+}
+
+static void on_side_msg(wr_endpoint *ep, wr_msg *m) {
+    wr_rdma_hs h;
+    char err[WR_ERR_LEN];
+    int rc = wr_rdma_hs_decode(m->header.data, m->header.len, &h, err);
+    if (ep->bound) {
+        if (rc != WR_OK) {
+            ep->bad_hello++;
+            side_send_type(ep, m->peer, m->peer_len, WR_RDMA_REFUSE, err);
+        } else if (h.type == WR_RDMA_HELLO) {
+            on_hello(ep, m, &h);
+        } else if (h.type == WR_RDMA_BYE) {
+            rpeer *p = peer_by_id(ep, m->peer, m->peer_len);
+            if (p) peer_fail(p, "peer %s closed its endpoint", p->info.addr);
+        }
+    } else if (rc != WR_OK) {
+        peer_fail(ep->peers, "%s: bad handshake answer: %s", ep->addr, err);
+    } else {
+        on_answer(ep, m, &h);
+    }
+}
+
+// Reads every waiting side channel message. A connected endpoint whose side
+// channel was lost or refused ends its peer with that reason, and one whose
+// peer never answers the HELLO within connect_timeout_ms after the side
+// channel reached it ends it too (not a hang).
+static void side_progress(wr_endpoint *ep) {
+    for (;;) {
+        wr_msg m = {0};
+        char err[WR_ERR_LEN];
+        int rc = wr_recv(ep->side, &m, 0, err);
+        if (rc == WR_OK) {
+            on_side_msg(ep, &m);
+            wr_msg_release(&m);
+            continue;
+        }
+        if (rc == WR_EPROTO) continue;
+        if (!ep->bound && (rc == WR_ECLOSED || rc == WR_ERR))
+            peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
+        break;
+    }
+    if (ep->bound || ep->peers->up || ep->peers->closed) return;
+    if (ep->t_reached == 0 && wr_endpoint_reached(ep->side) == 1) ep->t_reached = wr_now();
+    if (ep->t_reached > 0 && (wr_now() - ep->t_reached) * 1e3 > ep->o.connect_timeout_ms) {
+        peer_fail(ep->peers,
+                  "%s: no RDMA handshake answer within %d ms of reaching the peer's side channel "
+                  "(is an rdma:// endpoint bound there?)",
+                  ep->addr, ep->o.connect_timeout_ms);
+    }
+}
+
+// ---- completions: chunks in, credits back --------------------------------------
+
+static void rmsg_free(rmsg *r) {
+    if (!r) return;
+    free(r->hdr);
+    free(r->pay);
+    free(r);
+}
+
+// Copies chunk bytes [off, off + n) of the reassembled stream (after the
+// prefix) into the message's header and payload buffers.
+static void asm_copy(rpeer *p, const uint8_t *src, size_t n) {
+    rmsg *r = p->asm_msg;
+    size_t off = p->asm_off;
+    if (off < r->hlen) {
+        size_t k = WR_MIN(n, r->hlen - off);
+        memcpy(r->hdr + off, src, k);
+        src += k, n -= k, off += k;
+    }
+    if (n) memcpy(r->pay + (off - r->hlen), src, n);
+    p->asm_off = off + n;
+}
+
+// Starts a message from its first chunk's prefix; returns the prefix size or
+// -1 (peer failed) when the prefix is malformed or over max_msg_size.
+static int asm_start(wr_endpoint *ep, rpeer *p, const uint8_t *c) {
+    uint32_t magic, hlen;
+    uint64_t plen;
+    memcpy(&magic, c, 4), memcpy(&hlen, c + 4, 4), memcpy(&plen, c + 8, 8);
+    magic = le32toh(magic), hlen = le32toh(hlen), plen = le64toh(plen);
+    int64_t max = ep->o.max_msg_size > 0 ? ep->o.max_msg_size : INT64_MAX;
+    if (magic != WR_RDMA_MSG_MAGIC || p->asm_msg || (int64_t)hlen > max || plen > (uint64_t)max) {
+        peer_fail(p, "protocol: bad message prefix from peer %s (magic, order or over max_msg_size)",
+                  p->info.addr);
+        return -1;
+    }
+    rmsg *r = wr_calloc(1, sizeof *r);
+    r->ops = &rdma_ops;
+    r->hlen = hlen, r->plen = plen;
+    r->hdr = wr_malloc(hlen ? hlen : 1);
+    if (plen && posix_memalign((void **)&r->pay, 64, plen) != 0) WR_CHECK(!"out of memory");
+    memcpy(r->peer, p->id, p->id_len);
+    r->peer_len = p->id_len;
+    r->info = p->info;
+    p->asm_msg = r, p->asm_off = 0, p->asm_total = hlen + plen;
+    return WR_RDMA_MSG_PREFIX;
+}
+
+static void enqueue(wr_endpoint *ep, rmsg *r) {
+    if (ep->q_tail)
+        ep->q_tail->next = r;
+    else
+        ep->q_head = r;
+    ep->q_tail = r;
+}
+
+// A data chunk landed in our ring: copy it out, count the slot as consumed.
+static void on_chunk(wr_endpoint *ep, rpeer *p, uint32_t imm) {
+    uint32_t slot = imm & WR_RDMA_IMM_SLOT, want = (uint32_t)(p->rx_seq % ep->slots);
+    if (slot != want) {
+        return peer_fail(p, "protocol: chunk in ring slot %u, expected %u (peer %s)", slot, want,
+                         p->info.addr);
+    }
+    const uint8_t *c = p->ring + (size_t)slot * ep->slot_bytes;
+    size_t room = ep->slot_bytes;
+    if (imm & WR_RDMA_IMM_FIRST) {
+        int k = asm_start(ep, p, c);
+        if (k < 0) return;
+        c += k, room -= (size_t)k;
+    } else if (!p->asm_msg) {
+        return peer_fail(p, "protocol: continuation chunk without a first one (peer %s)", p->info.addr);
+    }
+    size_t n = WR_MIN(room, p->asm_total - p->asm_off);
+    asm_copy(p, c, n);
+    p->rx_seq++;
+    p->consumed++;
+    if (!(imm & WR_RDMA_IMM_LAST)) return;
+    if (p->asm_off != p->asm_total)
+        return peer_fail(p, "protocol: last chunk before the message's end (peer %s)", p->info.addr);
+    ep->rx_bytes += p->asm_total;
+    enqueue(ep, p->asm_msg);
+    p->asm_msg = NULL;
+}
+
+// Gives the consumed slots back to the sender (zero-length write with a
+// credit immediate), unless the send queue is full: then the next pass does.
+static void return_credits(rpeer *p) {
+    if (!p->consumed || !p->up || p->closed || p->sq_inflight >= p->sq_max) return;
+    struct ibv_send_wr wr = {.wr_id = UINT64_MAX,
+                             .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
+                             .send_flags = IBV_SEND_SIGNALED,
+                             .imm_data = htonl(WR_RDMA_IMM_CREDIT | p->consumed),
+                             .wr.rdma = {.remote_addr = p->raddr, .rkey = p->rkey}},
+                       *bad;
+    int rc = ibv_post_send(p->qp, &wr, &bad);
+    if (rc) return peer_fail(p, "ibv_post_send(credit): %s", strerror(rc));
+    p->sq_inflight++;
+    p->consumed = 0;
+}
+
+static void on_wc(wr_endpoint *ep, rpeer *p, const struct ibv_wc *wc) {
+    char e[WR_ERR_LEN];
+    if (wc->status != IBV_WC_SUCCESS) {
+        if (!(wc->opcode & IBV_WC_RECV)) p->sq_inflight--;
+        return peer_fail(p, "RDMA completion error from peer %s: %s (peer exited or unreachable)",
+                         p->info.addr[0] ? p->info.addr : ep->addr, ibv_wc_status_str(wc->status));
+    }
+    if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
+        if (post_recvs(p, 1, e) != WR_OK) return peer_fail(p, "%s", e);
+        uint32_t imm = ntohl(wc->imm_data);
+        if (!(imm & WR_RDMA_IMM_CREDIT)) return on_chunk(ep, p, imm);
+        p->credits += imm & 0xffff;
+        if (p->credits > p->rslots)
+            peer_fail(p, "protocol: peer %s returned more credits than slots", p->info.addr);
+        return;
+    }
+    p->sq_inflight--;
+    if (wc->wr_id != UINT64_MAX && wc->wr_id < p->rslots) p->stage_busy[wc->wr_id] = 0;
+}
+
+// Reads every completion of p's CQ, then returns credits. Returns the count.
+static int drain_peer(wr_endpoint *ep, rpeer *p) {
+    struct ibv_wc wc[16];
+    int total = 0, n;
+    while ((n = ibv_poll_cq(p->cq, 16, wc)) > 0) {
+        for (int i = 0; i < n; i++) on_wc(ep, p, &wc[i]);
+        total += n;
+    }
+    return_credits(p);
+    return total;
+}
+
+// Bound side: frees peers that ended (their messages stay queued).
+static void reap_peers(wr_endpoint *ep) {
+    for (rpeer **pp = &ep->peers; *pp;) {
+        rpeer *p = *pp;
+        if (p->closed && p->sq_inflight <= 0) {
+            *pp = p->next;
+            peer_free(ep, p);
+        } else {
+            pp = &p->next;
+        }
+    }
+}
+
+// One pass: channel events acked, every CQ drained and re-armed then drained
+// again (a completion between the drain and the arming is not lost), and,
+// with side, the side channel read. Leaves the CQs armed for a sleep.
+static int progress(wr_endpoint *ep, int side) {
+    struct ibv_cq *cq;
+    void *cq_ctx;
+    int n = 0;
+    while (ibv_get_cq_event(ep->ch, &cq, &cq_ctx) == 0) ibv_ack_cq_events(cq, 1);
+    if (side) side_progress(ep);
+    for (rpeer *p = ep->peers; p; p = p->next) {
+        if (!p->qp) continue;
+        n += drain_peer(ep, p);
+        ibv_req_notify_cq(p->cq, 0);
+        n += drain_peer(ep, p);
+    }
+    if (ep->bound) reap_peers(ep);
+    return n;
+}
+
+// The fds a wait sleeps on: the completion channel and the side channel's.
+static int rwait_fds(wr_endpoint *ep, int *fds, int max) {
+    if (max < 1) return -1;
+    fds[0] = ep->ch->fd;
+    int k = ep->side->ops->wait_fds ? ep->side->ops->wait_fds(ep->side, fds + 1, max - 1) : 0;
+    return k < 0 ? -1 : 1 + k;
+}
+
+// Sleeps up to ms (at most WAIT_SLICE_MS) until a completion or side channel
+// activity. Call after progress (which armed the CQs).
+static void sleep_events(wr_endpoint **eps, int n, int ms) {
+    struct pollfd pf[64];
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int fds[MAX_FDS];
+        int m = k + MAX_FDS <= 64 ? rwait_fds(eps[i], fds, MAX_FDS) : 0;
+        for (int j = 0; j < m; j++) pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
+    }
+    poll(pf, (nfds_t)k, ms < 0 || ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : ms);
+}
+
+static int left_ms(double deadline, int timeout_ms) {
+    if (timeout_ms < 0) return -1;
+    double l = (deadline - wr_now()) * 1e3;
+    return l <= 0 ? 0 : (int)l + 1;
+}
+
+// ---- send ------------------------------------------------------------------------
+
+// Copies bytes [off, off + n) of the stream [prefix][header][payload] to dst.
+static void stream_copy(uint8_t *dst, size_t off, size_t n, const uint8_t *prefix, const wr_msg *m) {
+    const uint8_t *seg[3] = {prefix, m->header.data, m->payload.data};
+    size_t len[3] = {WR_RDMA_MSG_PREFIX, m->header.len, m->payload.len};
+    for (int i = 0; i < 3 && n; i++) {
+        if (off >= len[i]) {
+            off -= len[i];
+            continue;
+        }
+        size_t k = WR_MIN(n, len[i] - off);
+        memcpy(dst, seg[i] + off, k);
+        dst += k, n -= k, off = 0;
+    }
+}
+
+// Waits until p may write `need` chunks (credits and free staging slots), p
+// ends, or the deadline passes. WR_OK, WR_ECLOSED, WR_ETIMEDOUT.
+static int wait_room(wr_endpoint *ep, rpeer *p, uint32_t need, double deadline, int timeout_ms, char *err) {
+    for (int pass = 0;; pass++) {
+        if (p->closed) return wr_err(err, WR_ECLOSED, "send on %s: %s", ep->addr, p->reason);
+        if (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots]) return WR_OK;
+        progress(ep, pass > 0 || !p->up);
+        if (p->closed || (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots])) continue;
+        int left = left_ms(deadline, timeout_ms);
+        if (left == 0)
+            return wr_err(err, WR_ETIMEDOUT, "send on %s: %s within %d ms", ep->addr,
+                          p->up ? "the peer's ring stayed full (no credits)"
+                                : "the RDMA handshake did not finish",
+                          timeout_ms);
+        sleep_events(&ep, 1, left);
+    }
+}
+
+static int post_chunk(wr_endpoint *ep, rpeer *p, size_t len, uint32_t flags, char *err) {
+    uint32_t slot = (uint32_t)(p->tx_seq % p->rslots);
+    struct ibv_sge sge = {.addr = (uintptr_t)(p->stage + (size_t)slot * p->rslot_bytes),
+                          .length = (uint32_t)len,
+                          .lkey = p->stage_mr->lkey};
+    struct ibv_send_wr wr = {.wr_id = slot,
+                             .sg_list = &sge,
+                             .num_sge = 1,
+                             .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
+                             .send_flags = IBV_SEND_SIGNALED,
+                             .imm_data = htonl(flags | slot),
+                             .wr.rdma = {.remote_addr = p->raddr + (uint64_t)slot * p->rslot_bytes,
+                                         .rkey = p->rkey}},
+                       *bad;
+    int rc = ibv_post_send(p->qp, &wr, &bad);
+    if (rc) {
+        peer_fail(p, "ibv_post_send: %s", strerror(rc));
+        return wr_err(err, WR_ECLOSED, "send on %s: ibv_post_send: %s", ep->addr, strerror(rc));
+    }
+    p->stage_busy[slot] = 1;
+    p->sq_inflight++;
+    p->credits--;
+    p->tx_seq++;
+    return WR_OK;
+}
+
+// Writes the message chunk by chunk. The timeout applies before the first
+// chunk (room for the whole message, or the whole ring when it is larger);
+// once started, a message is finished unless the peer ends.
+static int send_chunks(wr_endpoint *ep, rpeer *p, const wr_msg *m, int timeout_ms, char *err) {
+    uint8_t prefix[WR_RDMA_MSG_PREFIX];
+    uint32_t magic = htole32(WR_RDMA_MSG_MAGIC), hlen = htole32((uint32_t)m->header.len);
+    uint64_t plen = htole64((uint64_t)m->payload.len);
+    memcpy(prefix, &magic, 4), memcpy(prefix + 4, &hlen, 4), memcpy(prefix + 8, &plen, 8);
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    int rc = wait_room(ep, p, 1, deadline, timeout_ms, err);  // handshake done: the shape is known
+    if (rc != WR_OK) return rc;
+    size_t total = WR_RDMA_MSG_PREFIX + m->header.len + m->payload.len, S = p->rslot_bytes;
+    uint32_t chunks = (uint32_t)WR_DIV_UP(total, S);
+    rc = wait_room(ep, p, WR_MIN(chunks, p->rslots), deadline, timeout_ms, err);
+    for (uint32_t c = 0; rc == WR_OK && c < chunks; c++) {
+        if (c > 0) rc = wait_room(ep, p, 1, 0, -1, err);
+        if (rc != WR_OK) break;
+        size_t off = (size_t)c * S, len = WR_MIN(S, total - off);
+        stream_copy(p->stage + (p->tx_seq % p->rslots) * S, off, len, prefix, m);
+        uint32_t flags = (c == 0 ? WR_RDMA_IMM_FIRST : 0) | (c + 1 == chunks ? WR_RDMA_IMM_LAST : 0);
+        rc = post_chunk(ep, p, len, flags, err);
+    }
+    return rc;
+}
+
+static void give_back(wr_frame *f) {
+    if (f->free_fn) f->free_fn(f->data, f->hint);
+    f->free_fn = NULL;
+}
+
+static int rsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    wr_frame pay = msg->payload;
+    int64_t max = ep->o.max_msg_size > 0 ? ep->o.max_msg_size : INT64_MAX;
+    int rc = WR_OK;
+    rpeer *p = ep->bound ? peer_by_id(ep, msg->peer, msg->peer_len) : ep->peers;
+    if (pay.len > 0 && !pay.data)
+        rc = wr_err(err, WR_ERR, "send on %s: payload of %zu bytes with NULL data", ep->addr, pay.len);
+    else if ((int64_t)msg->header.len > max || (int64_t)pay.len > max || msg->header.len > UINT32_MAX)
+        rc = wr_err(err, WR_ERR, "send on %s: frame of %zu bytes exceeds max_msg_size %lld", ep->addr,
+                    WR_MAX(msg->header.len, pay.len), (long long)max);
+    else if (ep->bound && (msg->peer_len == 0 || msg->peer_len > WR_PEER_ID_MAX))
+        rc = wr_err(err, WR_ERR, "send on %s: bound endpoint needs a peer id (got %zu bytes)", ep->addr,
+                    msg->peer_len);
+    else if (!p || (ep->bound && p->closed))
+        rc = wr_err(err, WR_ECLOSED, "send on %s: %s", ep->addr,
+                    p ? p->reason : "no such peer (never connected, or gone)");
+    if (rc == WR_OK) {
+        wr_msg m = *msg;
+        if (!pay.len) m.payload.data = NULL;
+        rc = send_chunks(ep, p, &m, timeout_ms, err);
+        if (rc == WR_OK) ep->tx_bytes += msg->header.len + pay.len;
+    }
+    give_back(&pay);
+    return rc;
+}
+
+// ---- recv and poll -------------------------------------------------------------------
+
+static void rmsg_release(wr_msg *msg) {
+    if (!msg || !msg->impl) return;
+    rmsg_free(msg->impl);
+    msg->impl = NULL;
+    memset(&msg->header, 0, sizeof msg->header);
+    memset(&msg->payload, 0, sizeof msg->payload);
+}
+
+// 1 when ep has something for recv: a message, or (connected) a peer that ended.
+static int has_event(wr_endpoint *ep) { return ep->q_head || (!ep->bound && ep->peers->closed); }
+
+static int rrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    msg->impl = NULL;
+    msg->peer_len = 0;
+    memset(&msg->header, 0, sizeof msg->header);
+    memset(&msg->payload, 0, sizeof msg->payload);
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    for (;;) {
+        if (!ep->q_head) progress(ep, 1);
+        rmsg *r = ep->q_head;
+        if (r) {
+            ep->q_head = r->next;
+            if (!ep->q_head) ep->q_tail = NULL;
+            msg->impl = r;
+            memcpy(msg->peer, r->peer, r->peer_len);
+            msg->peer_len = ep->bound ? r->peer_len : 0;
+            msg->header = (wr_frame){.data = r->hdr, .len = r->hlen};
+            if (r->plen) msg->payload = (wr_frame){.data = r->pay, .len = r->plen};
+            return WR_OK;
+        }
+        if (!ep->bound && ep->peers->closed)
+            return wr_err(err, WR_ECLOSED, "recv on %s: %s", ep->addr, ep->peers->reason);
+        int left = left_ms(deadline, timeout_ms);
+        if (left == 0)
+            return wr_err(err, WR_ETIMEDOUT, "recv on %s: nothing within %d ms", ep->addr, timeout_ms);
+        sleep_events(&ep, 1, left);
+    }
+}
+
+static int rpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    if (n <= 0) return wr_err(err, WR_ERR, "poll: %d endpoints (need at least 1)", n);
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    for (;;) {
+        int nready = 0;
+        for (int i = 0; i < n; i++) {
+            if (!eps[i]->q_head) progress(eps[i], 1);
+            ready[i] = has_event(eps[i]);
+            nready += ready[i];
+        }
+        int left = left_ms(deadline, timeout_ms);
+        if (nready || left == 0) return nready;
+        sleep_events(eps, n, left);
+    }
+}
+
+// ---- bind, connect, close ------------------------------------------------------------
+
+// Splits rdma://host:port into ep->host and ep->port.
+static int parse_addr(wr_endpoint *ep, const char *addr, char *err) {
+    const char *hp = addr + strlen("rdma://"), *colon = strrchr(hp, ':');
+    if (strncmp(addr, "rdma://", 7) || !colon || colon == hp || !colon[1] ||
+        (size_t)(colon - hp) >= sizeof ep->host || strlen(colon + 1) >= sizeof ep->port ||
+        strlen(addr) >= sizeof ep->addr)
+        return wr_err(err, WR_ERR, "address '%.128s': expected rdma://host:port", addr);
+    snprintf(ep->addr, sizeof ep->addr, "%s", addr);
+    snprintf(ep->host, sizeof ep->host, "%.*s", (int)(colon - hp), hp);
+    snprintf(ep->port, sizeof ep->port, "%s", colon + 1);
+    return WR_OK;
+}
+
+static void ep_destroy(wr_endpoint *ep) {
+    while (ep->peers) {
+        rpeer *p = ep->peers;
+        ep->peers = p->next;
+        peer_free(ep, p);
+    }
+    while (ep->q_head) {
+        rmsg *r = ep->q_head;
+        ep->q_head = r->next;
+        rmsg_free(r);
+    }
+    if (ep->ch) {
+        struct ibv_cq *cq;
+        void *c;
+        while (ibv_get_cq_event(ep->ch, &cq, &c) == 0) ibv_ack_cq_events(cq, 1);
+    }
+    if (ep->pd) ibv_dealloc_pd(ep->pd);
+    if (ep->ch) ibv_destroy_comp_channel(ep->ch);
+    if (ep->dev.ctx) ibv_close_device(ep->dev.ctx);
+    wr_close(ep->side);
+    free(ep);
+}
+
+// Checks and opens what every endpoint needs: a device (else the message
+// naming tcp://), the memlock limit, the device/port/GID, PD, channel.
+static wr_endpoint *ep_open(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, int bound,
+                            char *err) {
+    if (!wr_transport_state(ctx, &rdma_ops, err)) return NULL;
+    wr_endpoint_opts dflt;
+    if (!o) wr_endpoint_opts_default(&dflt), o = &dflt;
+    wr_endpoint *ep = wr_calloc(1, sizeof *ep);
+    ep->ops = &rdma_ops;
+    ep->bound = bound;
+    ep->o = *o;
+    ep->o.curve = NULL;  // read at bind/connect only (the side channel gets the caller's)
+    int rc = parse_addr(ep, addr, err);
+    if (rc == WR_OK) rc = wr_rdma_any_device(addr, ep->host, ep->port, err);
+    if (rc == WR_OK) rc = wr_rdma_ring_shape(&ep->slots, &ep->slot_bytes, err);
+    if (rc == WR_OK) rc = wr_rdma_check_memlock(addr, 2 * (size_t)ep->slots * ep->slot_bytes, err);
+    if (rc == WR_OK) rc = wr_rdma_dev_open(addr, ep->host, &ep->dev, err);
+    if (rc == WR_OK && !(ep->pd = ibv_alloc_pd(ep->dev.ctx)))
+        rc = wr_err(err, WR_ERR, "%s: ibv_alloc_pd(%s): %s", addr, ep->dev.name, strerror(errno));
+    if (rc == WR_OK && !(ep->ch = ibv_create_comp_channel(ep->dev.ctx)))
+        rc = wr_err(err, WR_ERR, "%s: ibv_create_comp_channel(%s): %s", addr, ep->dev.name, strerror(errno));
+    if (rc == WR_OK && fcntl(ep->ch->fd, F_SETFL, fcntl(ep->ch->fd, F_GETFL) | O_NONBLOCK) != 0)
+        rc = wr_err(err, WR_ERR, "%s: completion channel O_NONBLOCK: %s", addr, strerror(errno));
+    if (rc != WR_OK) return ep_destroy(ep), NULL;
+    return ep;
+}
+
+// The side channel's options: the caller's (keys, admit, caps, heartbeats),
+// with small frames (handshakes are 64 bytes, refusals a line).
+static wr_endpoint_opts side_opts(const wr_endpoint_opts *o) {
+    wr_endpoint_opts s = *o;
+    s.max_msg_size = 4096;
+    return s;
+}
+
+static int rbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                 char *err) {
+    *out = NULL;
+    wr_endpoint *ep = ep_open(ctx, addr, o, 1, err);
+    if (!ep) return WR_ERR;
+    char side[300];
+    snprintf(side, sizeof side, "tcp://%s:%s", ep->host, ep->port);
+    wr_endpoint_opts so = side_opts(o ? o : &ep->o);
+    if (wr_bind(ctx, side, &so, &ep->side, err) != WR_OK) return ep_destroy(ep), WR_ERR;
+    *out = ep;
+    return WR_OK;
+}
+
+static int rconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *o, wr_endpoint **out,
+                    char *err) {
+    *out = NULL;
+    wr_endpoint *ep = ep_open(ctx, addr, o, 0, err);
+    if (!ep) return WR_ERR;
+    char side[300];
+    snprintf(side, sizeof side, "tcp://%s:%s", ep->host, ep->port);
+    wr_endpoint_opts so = side_opts(o ? o : &ep->o);
+    if (wr_connect(ctx, side, &so, &ep->side, err) != WR_OK || !(ep->peers = peer_new(ep, err)))
+        return ep_destroy(ep), WR_ERR;
+    uint8_t hs[WR_RDMA_HS_LEN];
+    hs_of(ep, ep->peers, WR_RDMA_HELLO, hs);
+    side_send(ep, NULL, 0, hs, NULL);  // queued by ZeroMQ until the connection is made
+    *out = ep;
+    return WR_OK;
+}
+
+// Waits (up to linger_ms) for p's writes to complete, so they reach the peer.
+static void flush_peer(wr_endpoint *ep, rpeer *p) {
+    double deadline = wr_now() + WR_MAX(ep->o.linger_ms, 0) * 1e-3;
+    while (p->up && !p->closed && p->sq_inflight > 0 && wr_now() < deadline) {
+        progress(ep, 0);
+        if (p->sq_inflight > 0) sleep_events(&ep, 1, left_ms(deadline, 1));
+    }
+}
+
+static void rclose(wr_endpoint *ep) {
+    if (!ep) return;
+    for (rpeer *p = ep->peers; p; p = p->next) {
+        flush_peer(ep, p);
+        if (!p->closed) side_send_type(ep, p->id, p->id_len, WR_RDMA_BYE, NULL);
+    }
+    ep_destroy(ep);
+}
+
+static int rlast_endpoint(wr_endpoint *ep, char *buf, size_t len) {
+    char side[256];
+    if (wr_last_endpoint(ep->side, side, sizeof side) != WR_OK) return WR_ERR;
+    const char *hp = strncmp(side, "tcp://", 6) ? side : side + 6;
+    int n = snprintf(buf, len, "rdma://%s", hp);
+    return n < 0 || (size_t)n >= len ? WR_ERR : WR_OK;
+}
+
+static int rpeer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
+    return wr_peer_events(ep->side, accepted, closed);
+}
+
+static int rpeer_info(const wr_msg *msg, wr_peer_info *out) {
+    *out = ((const rmsg *)msg->impl)->info;
+    return WR_OK;
+}
+
+static int rpeer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap) {
+    int rc = wr_peer_refusals(ep->side, bad_key, over_cap);
+    *bad_key += ep->bad_hello;
+    ep->bad_hello = 0;
+    return rc;
+}
+
+static int rbytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received) {
+    *sent = ep->tx_bytes;
+    *received = ep->rx_bytes;
+    return WR_OK;
+}
+
+static int rreached(wr_endpoint *ep) {
+    if (ep->bound) return -1;
+    if (!ep->peers->up && !ep->peers->closed) progress(ep, 1);
+    return ep->peers->up ? 1 : 0;
+}
+
+static const wr_transport_ops rdma_ops = {
+    .name = "rdma",
+    .ctx_init = rctx_init,
+    .ctx_free = rctx_free,
+    .bind = rbind,
+    .connect = rconnect,
+    .send = rsend,
+    .recv = rrecv,
+    .msg_release = rmsg_release,
+    .poll = rpoll,
+    .last_endpoint = rlast_endpoint,
+    .close = rclose,
+    .peer_events = rpeer_events,
+    .peer_info = rpeer_info,
+    .peer_refusals = rpeer_refusals,
+    .bytes = rbytes,
+    .reached = rreached,
+    .wait_fds = rwait_fds,
+};
