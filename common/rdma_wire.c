@@ -69,7 +69,7 @@ int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
         return wr_err(err, WR_EPROTO, "handshake version %u (this build speaks %d)", version,
                       WR_RDMA_WIRE_VERSION);
     h->type = get16(p + 6);
-    if (h->type < WR_RDMA_HELLO || h->type > WR_RDMA_BYE)
+    if (h->type < WR_RDMA_HELLO || h->type > WR_RDMA_PING)
         return wr_err(err, WR_EPROTO, "handshake message type %u unknown", h->type);
     h->qpn = get32(p + 8);
     h->psn = get32(p + 12);

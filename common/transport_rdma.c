@@ -81,6 +81,7 @@ struct wr_endpoint {
     rpeer *peers;  // bound: every peer; connected: the one
     rmsg *q_head, *q_tail;
     double t_reached;  // connected: when the side channel first reached the peer
+    double t_probe;    // bound: when the peers' side channels were last probed
     uint64_t tx_bytes, rx_bytes;
     unsigned long bad_hello;  // malformed or refused handshakes, not yet reported
 };
@@ -339,6 +340,27 @@ static void on_side_msg(wr_endpoint *ep, wr_msg *m) {
     }
 }
 
+// Bound side: a peer whose side channel is gone (ROUTER_MANDATORY makes a
+// send to its routing id fail) has exited or missed heartbeats: it ends, so
+// sends to it say WR_ECLOSED even when no RDMA write of ours is in flight to
+// time out. Every 500 ms, one 64-byte PING per peer.
+static void probe_peers(wr_endpoint *ep) {
+    double now = wr_now();
+    if (now - ep->t_probe < 0.5) return;
+    ep->t_probe = now;
+    uint8_t hs[WR_RDMA_HS_LEN];
+    wr_rdma_hs h = {.type = WR_RDMA_PING};
+    wr_rdma_hs_encode(&h, hs);
+    for (rpeer *p = ep->peers; p; p = p->next) {
+        if (p->closed) continue;
+        wr_msg m = {.peer_len = p->id_len, .header = {.data = hs, .len = WR_RDMA_HS_LEN}};
+        memcpy(m.peer, p->id, p->id_len);
+        char err[WR_ERR_LEN];
+        if (wr_send(ep->side, &m, 0, err) == WR_ECLOSED)
+            peer_fail(p, "peer %s: its side channel is gone (exited, or missed heartbeats)", p->info.addr);
+    }
+}
+
 // Reads every waiting side channel message. A connected endpoint whose side
 // channel was lost or refused ends its peer with that reason, and one whose
 // peer never answers the HELLO within connect_timeout_ms after the side
@@ -358,6 +380,7 @@ static void side_progress(wr_endpoint *ep) {
             peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
         break;
     }
+    if (ep->bound) probe_peers(ep);
     if (ep->bound || ep->peers->up || ep->peers->closed) return;
     if (ep->t_reached == 0 && wr_endpoint_reached(ep->side) == 1) ep->t_reached = wr_now();
     if (ep->t_reached > 0 && (wr_now() - ep->t_reached) * 1e3 > ep->o.connect_timeout_ms) {

@@ -52,7 +52,8 @@ int wr_rdma_dev_open(const char *addr, const char *host, wr_rdma_dev *d, char *e
 
 // ---- rdma_wire.c: the handshake messages of the side channel ----------------
 
-enum { WR_RDMA_HELLO = 1, WR_RDMA_WELCOME = 2, WR_RDMA_REFUSE = 3, WR_RDMA_BYE = 4 };
+// PING: the bound side's liveness probe of a peer's side channel (ignored by the client).
+enum { WR_RDMA_HELLO = 1, WR_RDMA_WELCOME = 2, WR_RDMA_REFUSE = 3, WR_RDMA_BYE = 4, WR_RDMA_PING = 5 };
 #define WR_RDMA_WIRE_VERSION 1
 #define WR_RDMA_HS_LEN 64  // bytes of an encoded handshake message
 

@@ -488,6 +488,7 @@ static void test_memlock_low(void **state) {
 
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
+    if (getenv("WR_TEST_FILTER")) cmocka_set_test_filter(getenv("WR_TEST_FILTER"));  // e.g. "test_mixed*"
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_device),
 #ifdef WR_HAVE_RDMA
