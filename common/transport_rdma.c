@@ -23,6 +23,7 @@
 #include <infiniband/verbs.h>
 #include <arpa/inet.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,7 +85,18 @@ struct wr_endpoint {
     double t_probe;    // bound: when the peers' side channels were last probed
     uint64_t tx_bytes, rx_bytes;
     unsigned long bad_hello;  // malformed or refused handshakes, not yet reported
+    pthread_mutex_t mu;       // held by every operation on the endpoint
+    wr_endpoint *reg_next;    // the process's list of open rdma endpoints
 };
+
+// Every open rdma endpoint of the process. A thread that waits in one
+// endpoint also moves the others on (progress_others): answers their HELLOs,
+// copies out their chunks and returns their credits. Without that, two
+// processes that each send to the other (the all-reduce mesh: a bound
+// in-endpoint, connected out-endpoints) would wait forever for handshakes
+// and credits that only the other endpoint of the waiting thread can give.
+static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
+static wr_endpoint *reg_head;
 
 static const wr_transport_ops rdma_ops;
 
@@ -555,6 +567,39 @@ static int progress(wr_endpoint *ep, int side) {
     return n;
 }
 
+static void reg_add(wr_endpoint *ep) {
+    pthread_mutex_lock(&reg_mu);
+    ep->reg_next = reg_head;
+    reg_head = ep;
+    pthread_mutex_unlock(&reg_mu);
+}
+
+static void reg_remove(wr_endpoint *ep) {
+    pthread_mutex_lock(&reg_mu);
+    for (wr_endpoint **pp = &reg_head; *pp; pp = &(*pp)->reg_next)
+        if (*pp == ep) {
+            *pp = ep->reg_next;
+            break;
+        }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+// Moves on every other endpoint no thread is using now (trylock: the ones
+// this thread holds are skipped too), and adds their completion channel fds
+// to pf (up to cap). Returns the new count.
+static int progress_others(struct pollfd *pf, int k, int cap) {
+    pthread_mutex_lock(&reg_mu);
+    for (wr_endpoint *e = reg_head; e; e = e->reg_next) {
+        if (pthread_mutex_trylock(&e->mu) == 0) {
+            progress(e, 1);
+            pthread_mutex_unlock(&e->mu);
+        }
+        if (k < cap) pf[k++] = (struct pollfd){.fd = e->ch->fd, .events = POLLIN};
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return k;
+}
+
 // The fds a wait sleeps on: the completion channel and the side channel's.
 static int rwait_fds(wr_endpoint *ep, int *fds, int max) {
     if (max < 1) return -1;
@@ -566,13 +611,14 @@ static int rwait_fds(wr_endpoint *ep, int *fds, int max) {
 // Sleeps up to ms (at most WAIT_SLICE_MS) until a completion or side channel
 // activity. Call after progress (which armed the CQs).
 static void sleep_events(wr_endpoint **eps, int n, int ms) {
-    struct pollfd pf[64];
+    struct pollfd pf[128];
     int k = 0;
     for (int i = 0; i < n; i++) {
         int fds[MAX_FDS];
         int m = k + MAX_FDS <= 64 ? rwait_fds(eps[i], fds, MAX_FDS) : 0;
         for (int j = 0; j < m; j++) pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
     }
+    k = progress_others(pf, k, 128);
     poll(pf, (nfds_t)k, ms < 0 || ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : ms);
 }
 
@@ -673,7 +719,7 @@ static void give_back(wr_frame *f) {
     f->free_fn = NULL;
 }
 
-static int rsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+static int rsend_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     wr_frame pay = msg->payload;
     int64_t max = ep->o.max_msg_size > 0 ? ep->o.max_msg_size : INT64_MAX;
     int rc = WR_OK;
@@ -712,7 +758,7 @@ static void rmsg_release(wr_msg *msg) {
 // 1 when ep has something for recv: a message, or (connected) a peer that ended.
 static int has_event(wr_endpoint *ep) { return ep->q_head || (!ep->bound && ep->peers->closed); }
 
-static int rrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+static int rrecv_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     msg->impl = NULL;
     msg->peer_len = 0;
     memset(&msg->header, 0, sizeof msg->header);
@@ -740,7 +786,7 @@ static int rrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     }
 }
 
-static int rpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+static int rpoll_locked(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
     if (n <= 0) return wr_err(err, WR_ERR, "poll: %d endpoints (need at least 1)", n);
     double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
     for (;;) {
@@ -791,6 +837,7 @@ static void ep_destroy(wr_endpoint *ep) {
     if (ep->ch) ibv_destroy_comp_channel(ep->ch);
     if (ep->dev.ctx) ibv_close_device(ep->dev.ctx);
     wr_close(ep->side);
+    pthread_mutex_destroy(&ep->mu);
     free(ep);
 }
 
@@ -804,6 +851,7 @@ static wr_endpoint *ep_open(wr_transport_ctx *ctx, const char *addr, const wr_en
     wr_endpoint *ep = wr_calloc(1, sizeof *ep);
     ep->ops = &rdma_ops;
     ep->bound = bound;
+    pthread_mutex_init(&ep->mu, NULL);
     ep->o = *o;
     ep->o.curve = NULL;  // read at bind/connect only (the side channel gets the caller's)
     int rc = parse_addr(ep, addr, err);
@@ -838,6 +886,7 @@ static int rbind(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts
     snprintf(side, sizeof side, "tcp://%s:%s", ep->host, ep->port);
     wr_endpoint_opts so = side_opts(o ? o : &ep->o);
     if (wr_bind(ctx, side, &so, &ep->side, err) != WR_OK) return ep_destroy(ep), WR_ERR;
+    reg_add(ep);
     *out = ep;
     return WR_OK;
 }
@@ -855,6 +904,7 @@ static int rconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_o
     uint8_t hs[WR_RDMA_HS_LEN];
     hs_of(ep, ep->peers, WR_RDMA_HELLO, hs);
     side_send(ep, NULL, 0, hs, NULL);  // queued by ZeroMQ until the connection is made
+    reg_add(ep);
     *out = ep;
     return WR_OK;
 }
@@ -870,6 +920,9 @@ static void flush_peer(wr_endpoint *ep, rpeer *p) {
 
 static void rclose(wr_endpoint *ep) {
     if (!ep) return;
+    reg_remove(ep);
+    pthread_mutex_lock(&ep->mu);  // another thread's progress_others may be inside it
+    pthread_mutex_unlock(&ep->mu);
     for (rpeer *p = ep->peers; p; p = p->next) {
         flush_peer(ep, p);
         if (!p->closed) side_send_type(ep, p->id, p->id_len, WR_RDMA_BYE, NULL);
@@ -886,7 +939,10 @@ static int rlast_endpoint(wr_endpoint *ep, char *buf, size_t len) {
 }
 
 static int rpeer_events(wr_endpoint *ep, unsigned long *accepted, unsigned long *closed) {
-    return wr_peer_events(ep->side, accepted, closed);
+    pthread_mutex_lock(&ep->mu);
+    int rc = wr_peer_events(ep->side, accepted, closed);
+    pthread_mutex_unlock(&ep->mu);
+    return rc;
 }
 
 static int rpeer_info(const wr_msg *msg, wr_peer_info *out) {
@@ -895,22 +951,52 @@ static int rpeer_info(const wr_msg *msg, wr_peer_info *out) {
 }
 
 static int rpeer_refusals(wr_endpoint *ep, unsigned long *bad_key, unsigned long *over_cap) {
+    pthread_mutex_lock(&ep->mu);
     int rc = wr_peer_refusals(ep->side, bad_key, over_cap);
     *bad_key += ep->bad_hello;
     ep->bad_hello = 0;
+    pthread_mutex_unlock(&ep->mu);
     return rc;
 }
 
 static int rbytes(wr_endpoint *ep, uint64_t *sent, uint64_t *received) {
+    pthread_mutex_lock(&ep->mu);
     *sent = ep->tx_bytes;
     *received = ep->rx_bytes;
+    pthread_mutex_unlock(&ep->mu);
     return WR_OK;
 }
 
 static int rreached(wr_endpoint *ep) {
     if (ep->bound) return -1;
+    pthread_mutex_lock(&ep->mu);
     if (!ep->peers->up && !ep->peers->closed) progress(ep, 1);
-    return ep->peers->up ? 1 : 0;
+    int up = ep->peers->up;
+    pthread_mutex_unlock(&ep->mu);
+    return up ? 1 : 0;
+}
+
+// ---- the operations, each under the endpoint's lock ---------------------------------
+
+static int rsend(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    pthread_mutex_lock(&ep->mu);
+    int rc = rsend_locked(ep, msg, timeout_ms, err);
+    pthread_mutex_unlock(&ep->mu);
+    return rc;
+}
+
+static int rrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
+    pthread_mutex_lock(&ep->mu);
+    int rc = rrecv_locked(ep, msg, timeout_ms, err);
+    pthread_mutex_unlock(&ep->mu);
+    return rc;
+}
+
+static int rpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    for (int i = 0; i < n; i++) pthread_mutex_lock(&eps[i]->mu);
+    int rc = rpoll_locked(eps, n, ready, timeout_ms, err);
+    for (int i = n; i-- > 0;) pthread_mutex_unlock(&eps[i]->mu);
+    return rc;
 }
 
 static const wr_transport_ops rdma_ops = {
