@@ -253,9 +253,13 @@ test-container: all
 # from an initramfs with rdma_rxe on dummy0; verbs tests run inside (needs
 # qemu-system-x86 and apt-get download; image cached under $(BUILD)/rdma-vm;
 # ~12 s a boot once cached; docs/RDMA.md): not in `make test`.
-.PHONY: test-rdma-vm
+.PHONY: test-rdma-vm test-rdma
 test-rdma-vm:
 	@BUILD=$(BUILD) bash tests/rdma/check.sh
+# The RDMA transport on Soft-RoCE in one VM boot: its unit tests with a
+# device, a ps job and an all-reduce job over rdma:// (tests/rdma/run-tests.sh).
+test-rdma: all
+	@BUILD=$(BUILD) bash tests/rdma/run-tests.sh
 
 test: all
 	@rm -rf $(TEST_LOGS)

@@ -567,7 +567,18 @@ static int progress(wr_endpoint *ep, int side) {
     return n;
 }
 
+// A forked child must not touch its parent's endpoints (their ZeroMQ sockets
+// and verbs resources belong to the parent): it starts with an empty list.
+static void reg_forget(void) {
+    pthread_mutex_init(&reg_mu, NULL);
+    reg_head = NULL;
+}
+
+static void reg_atfork(void) { pthread_atfork(NULL, NULL, reg_forget); }
+
 static void reg_add(wr_endpoint *ep) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, reg_atfork);
     pthread_mutex_lock(&reg_mu);
     ep->reg_next = reg_head;
     reg_head = ep;
