@@ -5,7 +5,8 @@
 #                   wren-server and wren-worker
 #   make test       deps, unit tests, the ASan+UBSan run, the TSan run of the
 #                   threaded tests, the layering and shellcheck checks, fuzz
-#                   smoke, integration: one line per phase, logs in build/test-logs/
+#                   smoke, integration, the RDMA transport in a Soft-RoCE VM (test-rdma):
+#                   one line per phase, logs in build/test-logs/
 #                   (V=1: the whole output too)
 #   make bench      kernel and transport benchmarks (FIGURE lines)
 #   make fuzz       every fuzz target for FUZZ_RUNS (default 1,000,000) executions each
@@ -252,7 +253,7 @@ test-container: all
 # The Soft-RoCE VM harness (issue 9): Debian's kernel booted under qemu (TCG)
 # from an initramfs with rdma_rxe on dummy0; verbs tests run inside (needs
 # qemu-system-x86 and apt-get download; image cached under $(BUILD)/rdma-vm;
-# ~12 s a boot once cached; docs/RDMA.md): not in `make test`.
+# ~12 s a boot once cached; docs/RDMA.md): not in `make test` (test-rdma is).
 .PHONY: test-rdma-vm test-rdma
 test-rdma-vm:
 	@BUILD=$(BUILD) bash tests/rdma/check.sh
@@ -272,6 +273,7 @@ test: all
 	@$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-integration
 	@$(PHASE) slurm $(MAKE) --no-print-directory test-slurm
+	$(if $(RDMA_ON),@$(PHASE) rdma $(MAKE) --no-print-directory test-rdma,@echo "== rdma: skipped (built without the RDMA transport)")
 	@echo "== make test: all passed (logs in $(TEST_LOGS)/)"
 
 # ---- install (deploy/README.md, "systemd") ----------------------------------
@@ -304,6 +306,12 @@ test-systemd: all
 # ---- benchmarks ------------------------------------------------------------
 bench: all
 	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
+
+# The RDMA transport beside ib_write_bw and the ZeroMQ transport in the
+# Soft-RoCE VM (tests/rdma/bench.sh): FIGURE rdma_vs_ib_write_bw, rdma_vs_zmq_in_vm.
+.PHONY: bench-rdma
+bench-rdma: all
+	@BUILD=$(BUILD) bash tests/rdma/bench.sh
 
 bench-cluster: all
 	@scripts/bench-cluster
