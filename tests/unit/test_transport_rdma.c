@@ -32,14 +32,6 @@
 
 static const char *dev_addr(void) { return getenv("WR_RDMA_ADDR"); }
 
-// Skips a device test on a host without WR_RDMA_ADDR (the reason printed).
-static int need_device(void) {
-    if (dev_addr() && *dev_addr()) return 1;
-    print_message("skipped: WR_RDMA_ADDR unset (no RDMA device here; `make test-rdma` runs this "
-                  "in the Soft-RoCE VM)\n");
-    return 0;
-}
-
 static void test_no_device(void **state) {
     (void)state;
     if (dev_addr()) skip();  // a device is there: the VM
@@ -62,6 +54,14 @@ static void test_no_device(void **state) {
 }
 
 #ifdef WR_HAVE_RDMA
+// Skips a device test on a host without WR_RDMA_ADDR (the reason printed).
+static int need_device(void) {
+    if (dev_addr() && *dev_addr()) return 1;
+    print_message("skipped: WR_RDMA_ADDR unset (no RDMA device here; `make test-rdma` runs this "
+                  "in the Soft-RoCE VM)\n");
+    return 0;
+}
+
 static void test_handshake_codec(void **state) {
     (void)state;
     char err[WR_ERR_LEN];
