@@ -28,7 +28,8 @@ int wr_rdma_ring_shape(uint32_t *slots, uint32_t *slot_bytes, char *err) {
     if (bad || n < 2 || n > 4096 || (n & 1))
         return wr_err(err, WR_ERR, "WREN_RDMA_SLOTS='%s': need an even count in 2..4096",
                       getenv("WREN_RDMA_SLOTS"));
-    long s = env_long("WREN_RDMA_SLOT_BYTES", 1 << 20, &bad);
+    // Default 1 MiB + 4 KiB: a 1 MiB payload with its header and prefix is one chunk, one write.
+    long s = env_long("WREN_RDMA_SLOT_BYTES", (1 << 20) + 4096, &bad);
     if (bad || s < 4096 || s > (64L << 20))
         return wr_err(err, WR_ERR, "WREN_RDMA_SLOT_BYTES='%s': need 4096..67108864 bytes",
                       getenv("WREN_RDMA_SLOT_BYTES"));

@@ -31,7 +31,7 @@ typedef struct {
 } wr_rdma_dev;
 
 // Ring shape: slots x slot_bytes per peer and direction (env WREN_RDMA_SLOTS,
-// WREN_RDMA_SLOT_BYTES; defaults 16 x 1 MiB). WR_ERR naming the variable when
+// WREN_RDMA_SLOT_BYTES, rounded up to whole pages; defaults 16 x (1 MiB + 4 KiB)). WR_ERR naming the variable when
 // a value is out of range (slots 2..4096 even, slot_bytes 4 KiB..64 MiB).
 int wr_rdma_ring_shape(uint32_t *slots, uint32_t *slot_bytes, char *err);
 
