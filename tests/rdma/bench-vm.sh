@@ -46,6 +46,7 @@ awk -v ib="$ib_gbps" -v r="$(echo "$r" | awk '{ print $3 }')" -v z="$(echo "$z" 
     -v rl="$(echo "$rl" | awk '{ print $3 }')" -v zl="$(echo "$zl" | awk '{ print $3 }')" 'BEGIN {
     printf "FIGURE rdma_vs_ib_write_bw %.3f  (goal >= 0.5; wren rdma %.3f Gb/s, ib_write_bw %.3f Gb/s, 1 MiB)\n", r * 8 / ib, r * 8, ib
     printf "FIGURE rdma_vs_zmq_in_vm %.3f  (goal > 1; wren rdma %.3f GB/s, wren zmq tcp %.3f GB/s, 1 MiB)\n", r / z, r, z
+    printf "FIGURE ib_write_bw_vs_zmq_in_vm %.3f  (the bound of rdma_vs_zmq_in_vm here: Soft-RoCE itself against loopback tcp)\n", ib / 8 / z
     printf "FIGURE rdma_lat64_us %.1f  (wren rdma, 64 B round trip; zmq tcp beside it: %.1f us)\n", rl, zl
     printf "FIGURE zmq_in_vm_lat64_us %.1f  (wren zmq tcp, 64 B round trip)\n", zl
 }'
