@@ -6,7 +6,8 @@
 // test-rdma`: WR_RDMA_ADDR set): round trips both ways, a message several
 // times the ring, credits with a slow receiver, several clients by peer id, a
 // peer that exits, a mixed zmq + rdma wr_poll, a malformed handshake on the
-// side channel, and a memlock limit too low. Without WR_RDMA_ADDR the device
+// side channel, a side channel that never answers, CURVE on the side
+// channel, and a memlock limit too low. Without WR_RDMA_ADDR the device
 // tests are reported as skipped (they must not pass silently).
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <linux/capability.h>
+#include <zmq.h>
 
 #include "transport.h"
 #ifdef WR_HAVE_RDMA
@@ -471,6 +473,84 @@ static void test_malformed_handshake(void **state) {
     rpair_close(&p);
 }
 
+// A side channel that answers no HELLO (a plain ZeroMQ endpoint there): the
+// send fails after connect_timeout_ms with the reason, it does not hang.
+static void test_handshake_timeout(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char err[WR_ERR_LEN], tcp[128], rdma[128];
+    int port = port_seq++;
+    snprintf(tcp, sizeof tcp, "tcp://%s:%d", dev_addr(), port);
+    snprintf(rdma, sizeof rdma, "rdma://%s:%d", dev_addr(), port);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *plain, *cli;
+    assert_int_equal(wr_bind(ctx, tcp, NULL, &plain, err), WR_OK);
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    o.connect_timeout_ms = 500;
+    assert_int_equal(wr_connect(ctx, rdma, &o, &cli, err), WR_OK);
+    wr_msg m = {.header = {.data = "x", .len = 1}};
+    int rc = wr_send(cli, &m, 10000, err);
+    assert_int_equal(rc, WR_ECLOSED);
+    assert_non_null(strstr(err, "no RDMA handshake answer within 500 ms"));
+    assert_int_equal(wr_endpoint_reached(cli), 0);
+    wr_close(cli);
+    wr_close(plain);
+    wr_transport_ctx_free(ctx);
+}
+
+// The side channel takes the endpoint's CURVE options: an allow-listed
+// client's handshake goes through, a stranger's is refused by the ZAP
+// handler before any RDMA resource is made for it.
+static void test_curve_side_channel(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char err[WR_ERR_LEN], addr[128];
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    wr_curve_keypair srv_k, cli_k, bad_k;
+    assert_int_equal(zmq_curve_keypair(srv_k.public_key, srv_k.secret_key), 0);
+    assert_int_equal(zmq_curve_keypair(cli_k.public_key, cli_k.secret_key), 0);
+    assert_int_equal(zmq_curve_keypair(bad_k.public_key, bad_k.secret_key), 0);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_allowed_key a = {.role_bit = 1, .user = "worker"};
+    memcpy(a.key, cli_k.public_key, sizeof a.key);
+    assert_int_equal(wr_transport_set_allowlist(ctx, &a, 1, err), WR_OK);
+    wr_endpoint_opts so, co;
+    wr_endpoint_opts_default(&so);
+    so.curve = &srv_k, so.admit = 1;
+    wr_endpoint *srv, *cli, *bad;
+    assert_int_equal(wr_bind(ctx, addr, &so, &srv, err), WR_OK);
+    wr_endpoint_opts_default(&co);
+    co.curve = &cli_k;
+    memcpy(co.curve_server_key, srv_k.public_key, sizeof co.curve_server_key);
+    assert_int_equal(wr_connect(ctx, addr, &co, &cli, err), WR_OK);
+    pump_until_up(srv, cli);
+    send_ok(cli, NULL, 0, "k", 1, NULL, 0);
+    wr_msg m = {0};
+    recv_ok(srv, &m);
+    wr_peer_info info;
+    assert_int_equal(wr_msg_peer_info(&m, &info), WR_OK);
+    assert_non_null(strstr(info.user, "worker"));
+    wr_msg_release(&m);
+    co.curve = &bad_k;
+    assert_int_equal(wr_connect(ctx, addr, &co, &bad, err), WR_OK);
+    int rc = WR_OK, ready;
+    for (int i = 0; i < 200 && rc != WR_ECLOSED; i++) {
+        wr_poll(&srv, 1, &ready, 10, err);
+        wr_msg b = {.header = {.data = "b", .len = 1}};
+        rc = wr_send(bad, &b, 10, err);
+    }
+    assert_int_equal(rc, WR_ECLOSED);
+    assert_non_null(strstr(err, "refused our key"));
+    unsigned long bk, oc;
+    assert_int_equal(wr_peer_refusals(srv, &bk, &oc), WR_OK);
+    assert_true(bk >= 1);
+    wr_close(bad);
+    wr_close(cli);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
 // RLIMIT_MEMLOCK below the rings' need (and no CAP_IPC_LOCK): the message
 // names the limit and the fixes. In a child, which drops its capabilities.
 static void test_memlock_low(void **state) {
@@ -508,11 +588,20 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_device),
 #ifdef WR_HAVE_RDMA
-        cmocka_unit_test(test_handshake_codec),     cmocka_unit_test(test_roundtrip),
-        cmocka_unit_test(test_larger_than_ring),    cmocka_unit_test(test_credits_slow_receiver),
-        cmocka_unit_test(test_several_clients),     cmocka_unit_test(test_peer_exits),
-        cmocka_unit_test(test_client_exits),        cmocka_unit_test(test_mixed_poll),
-        cmocka_unit_test(test_malformed_handshake), cmocka_unit_test(test_memlock_low),
+        // clang-format off
+        cmocka_unit_test(test_handshake_codec),
+        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_larger_than_ring),
+        cmocka_unit_test(test_credits_slow_receiver),
+        cmocka_unit_test(test_several_clients),
+        cmocka_unit_test(test_peer_exits),
+        cmocka_unit_test(test_client_exits),
+        cmocka_unit_test(test_mixed_poll),
+        cmocka_unit_test(test_malformed_handshake),
+        cmocka_unit_test(test_handshake_timeout),
+        cmocka_unit_test(test_curve_side_channel),
+        cmocka_unit_test(test_memlock_low),
+    // clang-format on
 #endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
