@@ -17,7 +17,8 @@
 //   pass over its completions.
 // - Waiting: poll the CQs, arm them (ibv_req_notify_cq), poll again, then
 //   sleep in poll(2) on the completion channel fd and the side channel's fds.
-// No thread of its own: progress happens inside send, recv and poll.
+// No thread of its own: progress happens inside send, recv and poll. A
+// peer's queue pair, ring and completions are in rdma_peer.c.
 #include <errno.h>
 #include <fcntl.h>
 #include <infiniband/verbs.h>
@@ -29,65 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "transport_rdma.h"
+#include "rdma_peer.h"
 
 #define WAIT_SLICE_MS 100  // longest sleep between checks of the side channel's state
 #define MAX_FDS 8
-
-typedef struct rmsg {  // a received message (msg->impl)
-    const wr_transport_ops *ops;
-    struct rmsg *next;
-    uint8_t *hdr, *pay;
-    size_t hlen, plen;
-    uint8_t peer[WR_PEER_ID_MAX];
-    size_t peer_len;
-    wr_peer_info info;
-} rmsg;
-
-typedef struct rpeer {
-    struct rpeer *next;
-    uint8_t id[WR_PEER_ID_MAX];  // bound: the side channel's routing id
-    size_t id_len;
-    wr_peer_info info;
-    struct ibv_cq *cq;
-    struct ibv_qp *qp;
-    uint32_t psn;
-    uint8_t *ring;  // ours: slots x slot_bytes, the peer writes into it
-    struct ibv_mr *ring_mr;
-    uint8_t *stage;  // the peer's shape: chunks are copied here, then written
-    struct ibv_mr *stage_mr;
-    uint8_t *stage_busy;  // per staging slot: its write has not completed
-    uint32_t rslots, rslot_bytes, rkey;
-    uint64_t raddr;
-    uint32_t credits;  // free slots in the peer's ring
-    uint64_t tx_seq, rx_seq;
-    uint32_t consumed;  // our slots read since the last credit return
-    int sq_inflight, sq_max;
-    rmsg *asm_msg;  // message being reassembled
-    size_t asm_off, asm_total;
-    int up, closed;
-    char reason[WR_ERR_LEN];
-} rpeer;
-
-struct wr_endpoint {
-    const wr_transport_ops *ops;  // first: transport.c dispatches through it
-    wr_endpoint *side;            // the ZeroMQ side channel
-    int bound;
-    char addr[256], host[128], port[16];
-    wr_endpoint_opts o;
-    wr_rdma_dev dev;
-    struct ibv_pd *pd;
-    struct ibv_comp_channel *ch;
-    uint32_t slots, slot_bytes;
-    rpeer *peers;  // bound: every peer; connected: the one
-    rmsg *q_head, *q_tail;
-    double t_reached;  // connected: when the side channel first reached the peer
-    double t_probe;    // bound: when the peers' side channels were last probed
-    uint64_t tx_bytes, rx_bytes;
-    unsigned long bad_hello;  // malformed or refused handshakes, not yet reported
-    pthread_mutex_t mu;       // held by every operation on the endpoint
-    wr_endpoint *reg_next;    // the process's list of open rdma endpoints
-};
 
 // Every open rdma endpoint of the process. A thread that waits in one
 // endpoint also moves the others on (progress_others): answers their HELLOs,
@@ -109,152 +55,6 @@ static int rctx_init(int io_threads, void **state, char *err) {
 }
 
 static void rctx_free(void *state) { free(state); }
-
-// ---- peers: queue pair, ring, staging ------------------------------------------
-
-// Ends p (first reason wins): sends fail with WR_ECLOSED and this reason,
-// a connected endpoint's recv and poll report it.
-static void peer_fail(rpeer *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void peer_fail(rpeer *p, const char *fmt, ...) {
-    if (p->closed) return;
-    p->closed = 1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(p->reason, sizeof p->reason, fmt, ap);
-    va_end(ap);
-}
-
-static void peer_free(wr_endpoint *ep, rpeer *p) {
-    if (p->qp) ibv_destroy_qp(p->qp);
-    if (p->cq) ibv_destroy_cq(p->cq);  // channel events are acked as they are read
-    if (p->ring_mr) ibv_dereg_mr(p->ring_mr);
-    if (p->stage_mr) ibv_dereg_mr(p->stage_mr);
-    free(p->ring);
-    free(p->stage);
-    free(p->stage_busy);
-    if (p->asm_msg) free(p->asm_msg->hdr), free(p->asm_msg->pay), free(p->asm_msg);
-    free(p);
-    (void)ep;
-}
-
-static int post_recvs(rpeer *p, int n, char *err) {
-    for (int i = 0; i < n; i++) {
-        struct ibv_recv_wr wr = {.wr_id = 0, .sg_list = NULL, .num_sge = 0}, *bad;
-        int rc = ibv_post_recv(p->qp, &wr, &bad);
-        if (rc) return wr_err(err, WR_ERR, "ibv_post_recv: %s", strerror(rc));
-    }
-    return WR_OK;
-}
-
-static int qp_init(wr_endpoint *ep, rpeer *p, char *err) {
-    struct ibv_qp_init_attr qa = {.send_cq = p->cq,
-                                  .recv_cq = p->cq,
-                                  .qp_type = IBV_QPT_RC,
-                                  .cap = {.max_send_wr = 2 * ep->slots + 16,
-                                          .max_recv_wr = 2 * ep->slots + 16,
-                                          .max_send_sge = 1,
-                                          .max_recv_sge = 1}};
-    p->qp = ibv_create_qp(ep->pd, &qa);
-    if (!p->qp) return wr_err(err, WR_ERR, "%s: ibv_create_qp: %s", ep->addr, strerror(errno));
-    p->sq_max = (int)qa.cap.max_send_wr;
-    struct ibv_qp_attr a = {.qp_state = IBV_QPS_INIT,
-                            .port_num = (uint8_t)ep->dev.port,
-                            .pkey_index = 0,
-                            .qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_LOCAL_WRITE};
-    int rc = ibv_modify_qp(p->qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS);
-    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(INIT): %s", ep->addr, strerror(rc));
-    return post_recvs(p, (int)(2 * ep->slots + 16), err);
-}
-
-// A new peer with its CQ (on the endpoint's channel), QP in INIT with receive
-// WRs posted, and its registered receive ring. NULL with the reason.
-static rpeer *peer_new(wr_endpoint *ep, char *err) {
-    rpeer *p = wr_calloc(1, sizeof *p);
-    size_t ring = (size_t)ep->slots * ep->slot_bytes;
-    p->psn = (uint32_t)lrand48() & 0xffffff;
-    p->cq = ibv_create_cq(ep->dev.ctx, (int)(4 * ep->slots + 64), p, ep->ch, 0);
-    if (!p->cq) {
-        wr_err(err, WR_ERR, "%s: ibv_create_cq: %s", ep->addr, strerror(errno));
-    } else if (posix_memalign((void **)&p->ring, 4096, ring) != 0) {
-        wr_err(err, WR_ERR, "%s: no memory for a %zu-byte ring", ep->addr, ring);
-    } else if (!(p->ring_mr = ibv_reg_mr(ep->pd, p->ring, ring,
-                                         IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE))) {
-        wr_err(err, WR_ERR, "%s: ibv_reg_mr(%zu bytes): %s (RLIMIT_MEMLOCK? see docs/RDMA.md)", ep->addr,
-               ring, strerror(errno));
-    } else if (qp_init(ep, p, err) == WR_OK) {
-        ibv_req_notify_cq(p->cq, 0);
-        return p;
-    }
-    peer_free(ep, p);
-    return NULL;
-}
-
-static int qp_rtr_rts(wr_endpoint *ep, rpeer *p, const wr_rdma_hs *h, char *err) {
-    struct ibv_qp_attr a = {.qp_state = IBV_QPS_RTR,
-                            .path_mtu = (enum ibv_mtu)WR_MIN((int)h->mtu, ep->dev.mtu),
-                            .dest_qp_num = h->qpn,
-                            .rq_psn = h->psn,
-                            .max_dest_rd_atomic = 1,
-                            .min_rnr_timer = 12,
-                            .ah_attr = {.is_global = 1,
-                                        .dlid = h->lid,
-                                        .port_num = (uint8_t)ep->dev.port,
-                                        .grh = {.hop_limit = 64, .sgid_index = (uint8_t)ep->dev.gid_index}}};
-    memcpy(a.ah_attr.grh.dgid.raw, h->gid, 16);
-    int rc = ibv_modify_qp(p->qp, &a,
-                           IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                               IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER);
-    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(RTR): %s", ep->addr, strerror(rc));
-    // timeout 16 (~0.27 s) x retry_cnt 7: a peer that vanished is an error
-    // completion within ~2 s, not a hang; rnr_retry 7 = wait for receive WRs.
-    struct ibv_qp_attr s = {.qp_state = IBV_QPS_RTS,
-                            .timeout = 16,
-                            .retry_cnt = 7,
-                            .rnr_retry = 7,
-                            .sq_psn = p->psn,
-                            .max_rd_atomic = 1};
-    rc = ibv_modify_qp(p->qp, &s,
-                       IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
-                           IBV_QP_MAX_QP_RD_ATOMIC);
-    if (rc) return wr_err(err, WR_ERR, "%s: ibv_modify_qp(RTS): %s", ep->addr, strerror(rc));
-    return WR_OK;
-}
-
-// Connects p to the peer described by h (HELLO or WELCOME): staging of the
-// peer's ring shape, QP to RTS, all of the peer's slots as credits.
-static int peer_connect(wr_endpoint *ep, rpeer *p, const wr_rdma_hs *h, char *err) {
-    size_t n = (size_t)h->slots * h->slot_bytes;
-    p->rslots = h->slots;
-    p->rslot_bytes = h->slot_bytes;
-    p->raddr = h->ring_addr;
-    p->rkey = h->ring_rkey;
-    p->credits = h->slots;
-    if (posix_memalign((void **)&p->stage, 4096, n) != 0)
-        return wr_err(err, WR_ERR, "%s: no memory for %zu bytes of staging", ep->addr, n);
-    p->stage_busy = wr_calloc(h->slots, 1);
-    p->stage_mr = ibv_reg_mr(ep->pd, p->stage, n, IBV_ACCESS_LOCAL_WRITE);
-    if (!p->stage_mr)
-        return wr_err(err, WR_ERR, "%s: ibv_reg_mr(staging, %zu bytes): %s (RLIMIT_MEMLOCK?)", ep->addr, n,
-                      strerror(errno));
-    if (qp_rtr_rts(ep, p, h, err) != WR_OK) return WR_ERR;
-    p->up = 1;
-    return WR_OK;
-}
-
-// Our half of a handshake for p.
-static void hs_of(wr_endpoint *ep, rpeer *p, int type, uint8_t out[WR_RDMA_HS_LEN]) {
-    wr_rdma_hs h = {.type = (uint16_t)type,
-                    .qpn = p->qp->qp_num,
-                    .psn = p->psn,
-                    .lid = ep->dev.lid,
-                    .mtu = (uint16_t)ep->dev.mtu,
-                    .slots = ep->slots,
-                    .slot_bytes = ep->slot_bytes,
-                    .ring_addr = (uint64_t)(uintptr_t)p->ring,
-                    .ring_rkey = p->ring_mr->rkey};
-    memcpy(h.gid, ep->dev.gid, 16);
-    wr_rdma_hs_encode(&h, out);
-}
 
 // ---- the side channel ------------------------------------------------------------
 
@@ -296,12 +96,12 @@ static void on_hello(wr_endpoint *ep, const wr_msg *m, const wr_rdma_hs *h) {
     rpeer *p = NULL;
     int rc = wr_rdma_check_memlock(
         ep->addr, (size_t)ep->slots * ep->slot_bytes + (size_t)h->slots * h->slot_bytes, err);
-    if (rc == WR_OK) rc = (p = peer_new(ep, err)) ? WR_OK : WR_ERR;
-    if (rc == WR_OK) rc = peer_connect(ep, p, h, err);
+    if (rc == WR_OK) rc = (p = wr_rdma_peer_new(ep, err)) ? WR_OK : WR_ERR;
+    if (rc == WR_OK) rc = wr_rdma_peer_connect(ep, p, h, err);
     if (rc != WR_OK) {
         side_send_type(ep, m->peer, m->peer_len, WR_RDMA_REFUSE, err);
         fprintf(stderr, "wren rdma: refused a peer at %s: %s\n", ep->addr, err);
-        if (p) peer_free(ep, p);
+        if (p) wr_rdma_peer_free(ep, p);
         return;
     }
     memcpy(p->id, m->peer, m->peer_len);
@@ -310,7 +110,7 @@ static void on_hello(wr_endpoint *ep, const wr_msg *m, const wr_rdma_hs *h) {
     p->next = ep->peers;
     ep->peers = p;
     uint8_t out[WR_RDMA_HS_LEN];
-    hs_of(ep, p, WR_RDMA_WELCOME, out);
+    wr_rdma_hs_of(ep, p, WR_RDMA_WELCOME, out);
     side_send(ep, p->id, p->id_len, out, NULL);
 }
 
@@ -320,14 +120,14 @@ static void on_answer(wr_endpoint *ep, const wr_msg *m, const wr_rdma_hs *h) {
     char err[WR_ERR_LEN];
     if (p->closed) return;
     if (h->type == WR_RDMA_WELCOME && !p->up) {
-        if (peer_connect(ep, p, h, err) != WR_OK) peer_fail(p, "%s", err);
+        if (wr_rdma_peer_connect(ep, p, h, err) != WR_OK) wr_rdma_peer_fail(p, "%s", err);
     } else if (h->type == WR_RDMA_REFUSE) {
         char why[160];
         snprintf(why, sizeof why, "%.*s", (int)WR_MIN(m->payload.len, sizeof why - 1),
                  m->payload.data ? (const char *)m->payload.data : "");
-        peer_fail(p, "%s: the server refused the RDMA handshake: %s", ep->addr, why);
+        wr_rdma_peer_fail(p, "%s: the server refused the RDMA handshake: %s", ep->addr, why);
     } else if (h->type == WR_RDMA_BYE) {
-        peer_fail(p, "%s: the peer closed its endpoint", ep->addr);
+        wr_rdma_peer_fail(p, "%s: the peer closed its endpoint", ep->addr);
     }
 }
 
@@ -343,10 +143,10 @@ static void on_side_msg(wr_endpoint *ep, wr_msg *m) {
             on_hello(ep, m, &h);
         } else if (h.type == WR_RDMA_BYE) {
             rpeer *p = peer_by_id(ep, m->peer, m->peer_len);
-            if (p) peer_fail(p, "peer %s closed its endpoint", p->info.addr);
+            if (p) wr_rdma_peer_fail(p, "peer %s closed its endpoint", p->info.addr);
         }
     } else if (rc != WR_OK) {
-        peer_fail(ep->peers, "%s: bad handshake answer: %s", ep->addr, err);
+        wr_rdma_peer_fail(ep->peers, "%s: bad handshake answer: %s", ep->addr, err);
     } else {
         on_answer(ep, m, &h);
     }
@@ -369,7 +169,8 @@ static void probe_peers(wr_endpoint *ep) {
         memcpy(m.peer, p->id, p->id_len);
         char err[WR_ERR_LEN];
         if (wr_send(ep->side, &m, 0, err) == WR_ECLOSED)
-            peer_fail(p, "peer %s: its side channel is gone (exited, or missed heartbeats)", p->info.addr);
+            wr_rdma_peer_fail(p, "peer %s: its side channel is gone (exited, or missed heartbeats)",
+                              p->info.addr);
     }
 }
 
@@ -389,150 +190,18 @@ static void side_progress(wr_endpoint *ep) {
         }
         if (rc == WR_EPROTO) continue;
         if (!ep->bound && (rc == WR_ECLOSED || rc == WR_ERR))
-            peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
+            wr_rdma_peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
         break;
     }
     if (ep->bound) probe_peers(ep);
     if (ep->bound || ep->peers->up || ep->peers->closed) return;
     if (ep->t_reached == 0 && wr_endpoint_reached(ep->side) == 1) ep->t_reached = wr_now();
     if (ep->t_reached > 0 && (wr_now() - ep->t_reached) * 1e3 > ep->o.connect_timeout_ms) {
-        peer_fail(ep->peers,
-                  "%s: no RDMA handshake answer within %d ms of reaching the peer's side channel "
-                  "(is an rdma:// endpoint bound there?)",
-                  ep->addr, ep->o.connect_timeout_ms);
+        wr_rdma_peer_fail(ep->peers,
+                          "%s: no RDMA handshake answer within %d ms of reaching the peer's side channel "
+                          "(is an rdma:// endpoint bound there?)",
+                          ep->addr, ep->o.connect_timeout_ms);
     }
-}
-
-// ---- completions: chunks in, credits back --------------------------------------
-
-static void rmsg_free(rmsg *r) {
-    if (!r) return;
-    free(r->hdr);
-    free(r->pay);
-    free(r);
-}
-
-// Copies chunk bytes [off, off + n) of the reassembled stream (after the
-// prefix) into the message's header and payload buffers.
-static void asm_copy(rpeer *p, const uint8_t *src, size_t n) {
-    rmsg *r = p->asm_msg;
-    size_t off = p->asm_off;
-    if (off < r->hlen) {
-        size_t k = WR_MIN(n, r->hlen - off);
-        memcpy(r->hdr + off, src, k);
-        src += k, n -= k, off += k;
-    }
-    if (n) memcpy(r->pay + (off - r->hlen), src, n);
-    p->asm_off = off + n;
-}
-
-// Starts a message from its first chunk's prefix; returns the prefix size or
-// -1 (peer failed) when the prefix is malformed or over max_msg_size.
-static int asm_start(wr_endpoint *ep, rpeer *p, const uint8_t *c) {
-    uint32_t magic, hlen;
-    uint64_t plen;
-    memcpy(&magic, c, 4), memcpy(&hlen, c + 4, 4), memcpy(&plen, c + 8, 8);
-    magic = le32toh(magic), hlen = le32toh(hlen), plen = le64toh(plen);
-    int64_t max = ep->o.max_msg_size > 0 ? ep->o.max_msg_size : INT64_MAX;
-    if (magic != WR_RDMA_MSG_MAGIC || p->asm_msg || (int64_t)hlen > max || plen > (uint64_t)max) {
-        peer_fail(p, "protocol: bad message prefix from peer %s (magic, order or over max_msg_size)",
-                  p->info.addr);
-        return -1;
-    }
-    rmsg *r = wr_calloc(1, sizeof *r);
-    r->ops = &rdma_ops;
-    r->hlen = hlen, r->plen = plen;
-    r->hdr = wr_malloc(hlen ? hlen : 1);
-    if (plen && posix_memalign((void **)&r->pay, 64, plen) != 0) WR_CHECK(!"out of memory");
-    memcpy(r->peer, p->id, p->id_len);
-    r->peer_len = p->id_len;
-    r->info = p->info;
-    p->asm_msg = r, p->asm_off = 0, p->asm_total = hlen + plen;
-    return WR_RDMA_MSG_PREFIX;
-}
-
-static void enqueue(wr_endpoint *ep, rmsg *r) {
-    if (ep->q_tail)
-        ep->q_tail->next = r;
-    else
-        ep->q_head = r;
-    ep->q_tail = r;
-}
-
-// A data chunk landed in our ring: copy it out, count the slot as consumed.
-static void on_chunk(wr_endpoint *ep, rpeer *p, uint32_t imm) {
-    uint32_t slot = imm & WR_RDMA_IMM_SLOT, want = (uint32_t)(p->rx_seq % ep->slots);
-    if (slot != want) {
-        return peer_fail(p, "protocol: chunk in ring slot %u, expected %u (peer %s)", slot, want,
-                         p->info.addr);
-    }
-    const uint8_t *c = p->ring + (size_t)slot * ep->slot_bytes;
-    size_t room = ep->slot_bytes;
-    if (imm & WR_RDMA_IMM_FIRST) {
-        int k = asm_start(ep, p, c);
-        if (k < 0) return;
-        c += k, room -= (size_t)k;
-    } else if (!p->asm_msg) {
-        return peer_fail(p, "protocol: continuation chunk without a first one (peer %s)", p->info.addr);
-    }
-    size_t n = WR_MIN(room, p->asm_total - p->asm_off);
-    asm_copy(p, c, n);
-    p->rx_seq++;
-    p->consumed++;
-    if (!(imm & WR_RDMA_IMM_LAST)) return;
-    if (p->asm_off != p->asm_total)
-        return peer_fail(p, "protocol: last chunk before the message's end (peer %s)", p->info.addr);
-    ep->rx_bytes += p->asm_total;
-    enqueue(ep, p->asm_msg);
-    p->asm_msg = NULL;
-}
-
-// Gives the consumed slots back to the sender (zero-length write with a
-// credit immediate), unless the send queue is full: then the next pass does.
-static void return_credits(rpeer *p) {
-    if (!p->consumed || !p->up || p->closed || p->sq_inflight >= p->sq_max) return;
-    struct ibv_send_wr wr = {.wr_id = UINT64_MAX,
-                             .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
-                             .send_flags = IBV_SEND_SIGNALED,
-                             .imm_data = htonl(WR_RDMA_IMM_CREDIT | p->consumed),
-                             .wr.rdma = {.remote_addr = p->raddr, .rkey = p->rkey}},
-                       *bad;
-    int rc = ibv_post_send(p->qp, &wr, &bad);
-    if (rc) return peer_fail(p, "ibv_post_send(credit): %s", strerror(rc));
-    p->sq_inflight++;
-    p->consumed = 0;
-}
-
-static void on_wc(wr_endpoint *ep, rpeer *p, const struct ibv_wc *wc) {
-    char e[WR_ERR_LEN];
-    if (wc->status != IBV_WC_SUCCESS) {
-        if (!(wc->opcode & IBV_WC_RECV)) p->sq_inflight--;
-        return peer_fail(p, "RDMA completion error from peer %s: %s (peer exited or unreachable)",
-                         p->info.addr[0] ? p->info.addr : ep->addr, ibv_wc_status_str(wc->status));
-    }
-    if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-        if (post_recvs(p, 1, e) != WR_OK) return peer_fail(p, "%s", e);
-        uint32_t imm = ntohl(wc->imm_data);
-        if (!(imm & WR_RDMA_IMM_CREDIT)) return on_chunk(ep, p, imm);
-        p->credits += imm & 0xffff;
-        if (p->credits > p->rslots)
-            peer_fail(p, "protocol: peer %s returned more credits than slots", p->info.addr);
-        return;
-    }
-    p->sq_inflight--;
-    if (wc->wr_id != UINT64_MAX && wc->wr_id < p->rslots) p->stage_busy[wc->wr_id] = 0;
-}
-
-// Reads every completion of p's CQ, then returns credits. Returns the count.
-static int drain_peer(wr_endpoint *ep, rpeer *p) {
-    struct ibv_wc wc[16];
-    int total = 0, n;
-    while ((n = ibv_poll_cq(p->cq, 16, wc)) > 0) {
-        for (int i = 0; i < n; i++) on_wc(ep, p, &wc[i]);
-        total += n;
-    }
-    return_credits(p);
-    return total;
 }
 
 // Bound side: frees peers that ended (their messages stay queued).
@@ -541,7 +210,7 @@ static void reap_peers(wr_endpoint *ep) {
         rpeer *p = *pp;
         if (p->closed && p->sq_inflight <= 0) {
             *pp = p->next;
-            peer_free(ep, p);
+            wr_rdma_peer_free(ep, p);
         } else {
             pp = &p->next;
         }
@@ -559,9 +228,9 @@ static int progress(wr_endpoint *ep, int side) {
     if (side) side_progress(ep);
     for (rpeer *p = ep->peers; p; p = p->next) {
         if (!p->qp) continue;
-        n += drain_peer(ep, p);
+        n += wr_rdma_drain_peer(ep, p);
         ibv_req_notify_cq(p->cq, 0);
-        n += drain_peer(ep, p);
+        n += wr_rdma_drain_peer(ep, p);
     }
     if (ep->bound) reap_peers(ep);
     return n;
@@ -690,7 +359,7 @@ static int post_chunk(wr_endpoint *ep, rpeer *p, size_t len, uint32_t flags, cha
                        *bad;
     int rc = ibv_post_send(p->qp, &wr, &bad);
     if (rc) {
-        peer_fail(p, "ibv_post_send: %s", strerror(rc));
+        wr_rdma_peer_fail(p, "ibv_post_send: %s", strerror(rc));
         return wr_err(err, WR_ECLOSED, "send on %s: ibv_post_send: %s", ep->addr, strerror(rc));
     }
     p->stage_busy[slot] = 1;
@@ -760,7 +429,7 @@ static int rsend_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err)
 
 static void rmsg_release(wr_msg *msg) {
     if (!msg || !msg->impl) return;
-    rmsg_free(msg->impl);
+    wr_rdma_msg_free(msg->impl);
     msg->impl = NULL;
     memset(&msg->header, 0, sizeof msg->header);
     memset(&msg->payload, 0, sizeof msg->payload);
@@ -832,12 +501,12 @@ static void ep_destroy(wr_endpoint *ep) {
     while (ep->peers) {
         rpeer *p = ep->peers;
         ep->peers = p->next;
-        peer_free(ep, p);
+        wr_rdma_peer_free(ep, p);
     }
     while (ep->q_head) {
         rmsg *r = ep->q_head;
         ep->q_head = r->next;
-        rmsg_free(r);
+        wr_rdma_msg_free(r);
     }
     if (ep->ch) {
         struct ibv_cq *cq;
@@ -910,10 +579,10 @@ static int rconnect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_o
     char side[300];
     snprintf(side, sizeof side, "tcp://%s:%s", ep->host, ep->port);
     wr_endpoint_opts so = side_opts(o ? o : &ep->o);
-    if (wr_connect(ctx, side, &so, &ep->side, err) != WR_OK || !(ep->peers = peer_new(ep, err)))
+    if (wr_connect(ctx, side, &so, &ep->side, err) != WR_OK || !(ep->peers = wr_rdma_peer_new(ep, err)))
         return ep_destroy(ep), WR_ERR;
     uint8_t hs[WR_RDMA_HS_LEN];
-    hs_of(ep, ep->peers, WR_RDMA_HELLO, hs);
+    wr_rdma_hs_of(ep, ep->peers, WR_RDMA_HELLO, hs);
     side_send(ep, NULL, 0, hs, NULL);  // queued by ZeroMQ until the connection is made
     reg_add(ep);
     *out = ep;
