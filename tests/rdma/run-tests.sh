@@ -25,7 +25,7 @@ if grep 'SKIPPED \]' /tmp/unit.log | grep -v test_no_device | grep -q 'test_'; t
     echo 'test-rdma: FAILED: device tests were skipped'; exit 11
 fi
 echo \"test-rdma: unit passed (\$(grep -c '^\[       OK \]' /tmp/unit.log) tests)\"
-sh $HERE/cluster.sh $BUILD/bin ps 30 || exit 12
+sh $HERE/cluster.sh $BUILD/bin ps 30 curve || exit 12
 sh $HERE/cluster.sh $BUILD/bin allreduce 30 || exit 13
 exit 0"
 "$HERE/vm.sh" --timeout "${WR_VM_TIMEOUT:-300}" --add "$BUILD/tests/test_transport_rdma" \

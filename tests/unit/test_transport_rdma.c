@@ -27,6 +27,7 @@
 #include <linux/capability.h>
 #include <zmq.h>
 
+#include "bindaddr.h"
 #include "transport.h"
 #ifdef WR_HAVE_RDMA
 #include "transport_rdma.h"
@@ -53,6 +54,28 @@ static void test_no_device(void **state) {
     assert_int_equal(wr_connect(ctx, "rdma://10.1.2.3:7000", NULL, &ep, err), WR_ERR);
     assert_non_null(strstr(err, "use tcp://"));
     wr_transport_ctx_free(ctx);
+}
+
+// rdma:// listens on a tcp side channel at the same host:port, so the
+// loopback-only default without keys holds for it as for tcp://.
+static void test_bind_policy(void **state) {
+    (void)state;
+    char out[128], note[WR_ERR_LEN], err[WR_ERR_LEN];
+    assert_int_equal(wr_bind_policy("rdma://*:7000", 0, 0, "--bind", out, sizeof out, note, sizeof note, err),
+                     WR_OK);
+    assert_string_equal(out, "rdma://127.0.0.1:7000");
+    assert_int_equal(
+        wr_bind_policy("rdma://10.0.0.1:7000", 0, 0, "--bind", out, sizeof out, note, sizeof note, err),
+        WR_ERR);
+    assert_non_null(strstr(err, "--allow-insecure"));
+    assert_int_equal(
+        wr_bind_policy("rdma://10.0.0.1:7000", 1, 0, "--bind", out, sizeof out, note, sizeof note, err),
+        WR_OK);
+    assert_string_equal(out, "rdma://10.0.0.1:7000");
+    assert_int_equal(
+        wr_bind_policy("rdma://10.0.0.1:7000", 0, 1, "--bind", out, sizeof out, note, sizeof note, err),
+        WR_OK);
+    assert_non_null(strstr(note, "without keys"));
 }
 
 #ifdef WR_HAVE_RDMA
@@ -587,6 +610,7 @@ int main(void) {
     if (getenv("WR_TEST_FILTER")) cmocka_set_test_filter(getenv("WR_TEST_FILTER"));  // e.g. "test_mixed*"
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_device),
+        cmocka_unit_test(test_bind_policy),
 #ifdef WR_HAVE_RDMA
         // clang-format off
         cmocka_unit_test(test_handshake_codec),
