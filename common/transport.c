@@ -143,54 +143,70 @@ void wr_msg_release(wr_msg *msg) {
     (*(const wr_transport_ops *const *)msg->impl)->msg_release(msg);
 }
 
-#define MIXED_POLL_MAX 256  // endpoints of a mixed poll (a worker: one per shard + coordinator)
 #define MIXED_FDS_PER_EP 4
 #define MIXED_SLICE_MS 100
+
+// Scratch arrays of one mixed poll (allocated once per wr_poll call).
+typedef struct {
+    wr_endpoint **grp;
+    int *idx, *r, *done;
+    struct pollfd *pf;
+} mixed_scratch;
 
 // One non-blocking pass over mixed endpoints (each transport's poll with
 // timeout 0 on its own endpoints, which also arms them for wait_fds). Returns
 // the number ready or WR_ERR.
-static int mixed_pass(wr_endpoint **eps, int n, int *ready, char *err) {
-    wr_endpoint *grp[MIXED_POLL_MAX];
-    int idx[MIXED_POLL_MAX], r[MIXED_POLL_MAX], done[MIXED_POLL_MAX] = {0}, nready = 0;
+static int mixed_pass(wr_endpoint **eps, int n, int *ready, mixed_scratch *m, char *err) {
+    int nready = 0;
+    memset(m->done, 0, (size_t)n * sizeof *m->done);
     for (int i = 0; i < n; i++) {
-        if (done[i]) continue;
+        if (m->done[i]) continue;
         const wr_transport_ops *t = ep_ops(eps[i]);
         int k = 0;
         for (int j = i; j < n; j++)
-            if (!done[j] && ep_ops(eps[j]) == t) grp[k] = eps[j], idx[k++] = j, done[j] = 1;
-        int rc = t->poll(grp, k, r, 0, err);
+            if (!m->done[j] && ep_ops(eps[j]) == t) m->grp[k] = eps[j], m->idx[k++] = j, m->done[j] = 1;
+        int rc = t->poll(m->grp, k, m->r, 0, err);
         if (rc < 0) return rc;
-        for (int j = 0; j < k; j++) ready[idx[j]] = r[j], nready += r[j];
+        for (int j = 0; j < k; j++) ready[m->idx[j]] = m->r[j], nready += m->r[j];
     }
     return nready;
 }
 
-// Mixed transports: pass, then poll(2) on every endpoint's wait_fds.
+// Sleeps in poll(2) on every endpoint's wait_fds, at most `left` ms.
+static int mixed_sleep(wr_endpoint **eps, int n, mixed_scratch *m, int left, char *err) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int fds[MIXED_FDS_PER_EP];
+        int c = ep_ops(eps[i])->wait_fds(eps[i], fds, MIXED_FDS_PER_EP);
+        if (c < 0) return wr_err(err, WR_ERR, "poll: %s endpoint has no fd to wait on", ep_ops(eps[i])->name);
+        for (int j = 0; j < c; j++) m->pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
+    }
+    poll(m->pf, (nfds_t)k, WR_MIN(left, MIXED_SLICE_MS));
+    return WR_OK;
+}
+
+// Mixed transports: pass, then sleep on every endpoint's wait_fds; again.
 static int poll_mixed(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
-    if (n > MIXED_POLL_MAX)
-        return wr_err(err, WR_ERR, "poll: %d endpoints of mixed transports (max %d)", n, MIXED_POLL_MAX);
     for (int i = 0; i < n; i++)
         if (!ep_ops(eps[i])->wait_fds)
             return wr_err(err, WR_ERR, "poll: transport %s cannot be polled beside another",
                           ep_ops(eps[i])->name);
+    mixed_scratch m = {.grp = wr_malloc((size_t)n * sizeof *m.grp),
+                       .idx = wr_malloc((size_t)n * sizeof *m.idx),
+                       .r = wr_malloc((size_t)n * sizeof *m.r),
+                       .done = wr_malloc((size_t)n * sizeof *m.done),
+                       .pf = wr_malloc((size_t)n * MIXED_FDS_PER_EP * sizeof *m.pf)};
     double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    int rc;
     for (;;) {
-        int rc = mixed_pass(eps, n, ready, err);
-        if (rc != 0 || timeout_ms == 0) return rc;
+        rc = mixed_pass(eps, n, ready, &m, err);
+        if (rc != 0 || timeout_ms == 0) break;
+        if (timeout_ms > 0 && wr_now() >= deadline) break;
         int left = timeout_ms < 0 ? MIXED_SLICE_MS : (int)((deadline - wr_now()) * 1e3) + 1;
-        if (timeout_ms > 0 && wr_now() >= deadline) return 0;
-        struct pollfd pf[MIXED_POLL_MAX * MIXED_FDS_PER_EP];
-        int k = 0;
-        for (int i = 0; i < n; i++) {
-            int fds[MIXED_FDS_PER_EP];
-            int m = ep_ops(eps[i])->wait_fds(eps[i], fds, MIXED_FDS_PER_EP);
-            if (m < 0)
-                return wr_err(err, WR_ERR, "poll: %s endpoint has no fd to wait on", ep_ops(eps[i])->name);
-            for (int j = 0; j < m; j++) pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
-        }
-        poll(pf, (nfds_t)k, WR_MIN(left, MIXED_SLICE_MS));
+        if ((rc = mixed_sleep(eps, n, &m, left, err)) != WR_OK) break;
     }
+    free(m.grp), free(m.idx), free(m.r), free(m.done), free(m.pf);
+    return rc;
 }
 
 int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {

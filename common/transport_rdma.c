@@ -33,7 +33,7 @@
 #include "rdma_peer.h"
 
 #define WAIT_SLICE_MS 100  // longest sleep between checks of the side channel's state
-#define MAX_FDS 8
+#define MAX_FDS 4
 
 // Every open rdma endpoint of the process. A thread that waits in one
 // endpoint also moves the others on (progress_others): answers their HELLOs,
@@ -43,6 +43,7 @@
 // and credits that only the other endpoint of the waiting thread can give.
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
 static wr_endpoint *reg_head;
+static int reg_count;
 
 static const wr_transport_ops rdma_ops;
 
@@ -241,6 +242,7 @@ static int progress(wr_endpoint *ep, int side) {
 static void reg_forget(void) {
     pthread_mutex_init(&reg_mu, NULL);
     reg_head = NULL;
+    reg_count = 0;
 }
 
 static void reg_atfork(void) { pthread_atfork(NULL, NULL, reg_forget); }
@@ -251,6 +253,7 @@ static void reg_add(wr_endpoint *ep) {
     pthread_mutex_lock(&reg_mu);
     ep->reg_next = reg_head;
     reg_head = ep;
+    reg_count++;
     pthread_mutex_unlock(&reg_mu);
 }
 
@@ -259,6 +262,7 @@ static void reg_remove(wr_endpoint *ep) {
     for (wr_endpoint **pp = &reg_head; *pp; pp = &(*pp)->reg_next)
         if (*pp == ep) {
             *pp = ep->reg_next;
+            reg_count--;
             break;
         }
     pthread_mutex_unlock(&reg_mu);
@@ -291,15 +295,20 @@ static int rwait_fds(wr_endpoint *ep, int *fds, int max) {
 // Sleeps up to ms (at most WAIT_SLICE_MS) until a completion or side channel
 // activity. Call after progress (which armed the CQs).
 static void sleep_events(wr_endpoint **eps, int n, int ms) {
-    struct pollfd pf[128];
+    struct pollfd stack[128], *pf = stack;
+    pthread_mutex_lock(&reg_mu);
+    int cap = n * MAX_FDS + reg_count + 8;  // others may register meanwhile: they are left out
+    pthread_mutex_unlock(&reg_mu);
+    if (cap > 128) pf = wr_malloc((size_t)cap * sizeof *pf);  // a worker polling hundreds of shards
     int k = 0;
     for (int i = 0; i < n; i++) {
         int fds[MAX_FDS];
-        int m = k + MAX_FDS <= 64 ? rwait_fds(eps[i], fds, MAX_FDS) : 0;
+        int m = rwait_fds(eps[i], fds, MAX_FDS);
         for (int j = 0; j < m; j++) pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
     }
-    k = progress_others(pf, k, 128);
+    k = progress_others(pf, k, cap);
     poll(pf, (nfds_t)k, ms < 0 || ms > WAIT_SLICE_MS ? WAIT_SLICE_MS : ms);
+    if (pf != stack) free(pf);
 }
 
 static int left_ms(double deadline, int timeout_ms) {
