@@ -7,7 +7,7 @@
 // times the ring, credits with a slow receiver, several clients by peer id, a
 // peer that exits, a mixed zmq + rdma wr_poll, a malformed handshake on the
 // side channel, a side channel that never answers, CURVE on the side
-// channel, and a memlock limit too low. Without WR_RDMA_ADDR the device
+// channel, a wrong device or GID index, and a memlock limit too low. Without WR_RDMA_ADDR the device
 // tests are reported as skipped (they must not pass silently).
 #include <setjmp.h>
 #include <stdarg.h>
@@ -574,6 +574,31 @@ static void test_curve_side_channel(void **state) {
     wr_transport_ctx_free(ctx);
 }
 
+// A wrong device or GID index fails at bind with what to fix; without
+// either variable the device and GID are found from the address (sysfs).
+static void test_wrong_device_gid(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char err[WR_ERR_LEN], addr[128], saved[32] = "";
+    if (getenv("WREN_RDMA_GID_INDEX")) snprintf(saved, sizeof saved, "%s", getenv("WREN_RDMA_GID_INDEX"));
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *ep = NULL;
+    setenv("WREN_RDMA_DEVICE", "nosuch0", 1);
+    assert_int_equal(wr_bind(ctx, addr, NULL, &ep, err), WR_ERR);
+    assert_non_null(strstr(err, "WREN_RDMA_DEVICE=nosuch0 is not a device here (have: "));
+    unsetenv("WREN_RDMA_DEVICE");
+    setenv("WREN_RDMA_GID_INDEX", "200", 1);
+    assert_int_equal(wr_bind(ctx, addr, NULL, &ep, err), WR_ERR);
+    assert_non_null(strstr(err, "has no GID at index 200"));
+    assert_non_null(strstr(err, "WREN_RDMA_GID_INDEX"));
+    unsetenv("WREN_RDMA_GID_INDEX");  // found from 10.0.0.1's RoCE v2 GID
+    assert_int_equal(wr_bind(ctx, addr, NULL, &ep, err), WR_OK);
+    wr_close(ep);
+    if (saved[0]) setenv("WREN_RDMA_GID_INDEX", saved, 1);
+    wr_transport_ctx_free(ctx);
+}
+
 // RLIMIT_MEMLOCK below the rings' need (and no CAP_IPC_LOCK): the message
 // names the limit and the fixes. In a child, which drops its capabilities.
 static void test_memlock_low(void **state) {
@@ -624,6 +649,7 @@ int main(void) {
         cmocka_unit_test(test_malformed_handshake),
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_curve_side_channel),
+        cmocka_unit_test(test_wrong_device_gid),
         cmocka_unit_test(test_memlock_low),
     // clang-format on
 #endif
