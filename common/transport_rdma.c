@@ -506,6 +506,18 @@ static int parse_addr(wr_endpoint *ep, const char *addr, char *err) {
     return WR_OK;
 }
 
+// A bound endpoint needs one concrete address (after the device check, so
+// that a host without RDMA hears that first).
+static int check_bind_host(const wr_endpoint *ep, const char *addr, char *err) {
+    const char *h = ep->host;
+    if (ep->bound && (!strcmp(h, "*") || !strcmp(h, "0.0.0.0") || !strcmp(h, "[::]") || !strcmp(h, "::")))
+        return wr_err(err, WR_ERR,
+                      "%s: an rdma:// endpoint binds one address: give the IP of the RDMA NIC's interface "
+                      "(e.g. rdma://10.0.0.1:%s); it selects the device and GID and is what peers connect to",
+                      addr, ep->port);
+    return WR_OK;
+}
+
 static void ep_destroy(wr_endpoint *ep) {
     while (ep->peers) {
         rpeer *p = ep->peers;
@@ -545,6 +557,7 @@ static wr_endpoint *ep_open(wr_transport_ctx *ctx, const char *addr, const wr_en
     ep->o.curve = NULL;  // read at bind/connect only (the side channel gets the caller's)
     int rc = parse_addr(ep, addr, err);
     if (rc == WR_OK) rc = wr_rdma_any_device(addr, ep->host, ep->port, err);
+    if (rc == WR_OK) rc = check_bind_host(ep, addr, err);
     if (rc == WR_OK) rc = wr_rdma_ring_shape(&ep->slots, &ep->slot_bytes, err);
     if (rc == WR_OK) rc = wr_rdma_check_memlock(addr, 2 * (size_t)ep->slots * ep->slot_bytes, err);
     if (rc == WR_OK) rc = wr_rdma_dev_open(addr, ep->host, &ep->dev, err);

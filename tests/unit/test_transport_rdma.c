@@ -581,9 +581,12 @@ static void test_wrong_device_gid(void **state) {
     if (!need_device()) skip();
     char err[WR_ERR_LEN], addr[128], saved[32] = "";
     if (getenv("WREN_RDMA_GID_INDEX")) snprintf(saved, sizeof saved, "%s", getenv("WREN_RDMA_GID_INDEX"));
-    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
     wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
     wr_endpoint *ep = NULL;
+    snprintf(addr, sizeof addr, "rdma://*:%d", port_seq);
+    assert_int_equal(wr_bind(ctx, addr, NULL, &ep, err), WR_ERR);
+    assert_non_null(strstr(err, "binds one address: give the IP of the RDMA NIC's interface"));
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
     setenv("WREN_RDMA_DEVICE", "nosuch0", 1);
     assert_int_equal(wr_bind(ctx, addr, NULL, &ep, err), WR_ERR);
     assert_non_null(strstr(err, "WREN_RDMA_DEVICE=nosuch0 is not a device here (have: "));
