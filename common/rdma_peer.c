@@ -26,7 +26,13 @@ void wr_rdma_peer_fail(rpeer *p, const char *fmt, ...) {
 
 void wr_rdma_peer_free(wr_endpoint *ep, rpeer *p) {
     if (p->qp) ibv_destroy_qp(p->qp);
-    if (p->cq) ibv_destroy_cq(p->cq);  // channel events are acked as they are read
+    // ibv_destroy_cq waits until every event the kernel queued for the CQ on
+    // the channel was read and acked: read them all first (no new ones come
+    // once the QP is gone).
+    struct ibv_cq *cq;
+    void *cq_ctx;
+    while (ep->ch && ibv_get_cq_event(ep->ch, &cq, &cq_ctx) == 0) ibv_ack_cq_events(cq, 1);
+    if (p->cq) ibv_destroy_cq(p->cq);
     if (p->ring_mr) ibv_dereg_mr(p->ring_mr);
     if (p->stage_mr) ibv_dereg_mr(p->stage_mr);
     free(p->ring);
@@ -34,7 +40,6 @@ void wr_rdma_peer_free(wr_endpoint *ep, rpeer *p) {
     free(p->stage_busy);
     if (p->asm_msg) free(p->asm_msg->hdr), free(p->asm_msg->pay), free(p->asm_msg);
     free(p);
-    (void)ep;
 }
 
 static int post_recvs(rpeer *p, int n, char *err) {

@@ -288,7 +288,9 @@ static int progress_others(struct pollfd *pf, int k, int cap) {
 static int rwait_fds(wr_endpoint *ep, int *fds, int max) {
     if (max < 1) return -1;
     fds[0] = ep->ch->fd;
-    int k = ep->side->ops->wait_fds ? ep->side->ops->wait_fds(ep->side, fds + 1, max - 1) : 0;
+    // The side channel is the ZeroMQ transport's endpoint: its ops come first (transport.h).
+    const wr_transport_ops *zops = *(const wr_transport_ops *const *)ep->side;
+    int k = zops->wait_fds ? zops->wait_fds(ep->side, fds + 1, max - 1) : 0;
     return k < 0 ? -1 : 1 + k;
 }
 
