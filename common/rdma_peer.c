@@ -42,9 +42,13 @@ void wr_rdma_peer_free(wr_endpoint *ep, rpeer *p) {
     free(p);
 }
 
+// wr_id of receive WRs: a failed completion's opcode is undefined, so the
+// wr_id tells receives from sends (a ring slot, or UINT64_MAX for credits).
+#define RECV_ID (UINT64_MAX - 1)
+
 static int post_recvs(rpeer *p, int n, char *err) {
     for (int i = 0; i < n; i++) {
-        struct ibv_recv_wr wr = {.wr_id = 0, .sg_list = NULL, .num_sge = 0}, *bad;
+        struct ibv_recv_wr wr = {.wr_id = RECV_ID, .sg_list = NULL, .num_sge = 0}, *bad;
         int rc = ibv_post_recv(p->qp, &wr, &bad);
         if (rc) return wr_err(err, WR_ERR, "ibv_post_recv: %s", strerror(rc));
     }
@@ -221,8 +225,9 @@ static void enqueue(wr_endpoint *ep, rmsg *r) {
 static void on_chunk(wr_endpoint *ep, rpeer *p, uint32_t imm) {
     uint32_t slot = imm & WR_RDMA_IMM_SLOT, want = (uint32_t)(p->rx_seq % ep->slots);
     if (slot != want) {
-        return wr_rdma_peer_fail(p, "protocol: chunk in ring slot %u, expected %u (peer %s)", slot, want,
-                                 p->info.addr);
+        wr_rdma_peer_fail(p, "protocol: chunk in ring slot %u, expected %u (peer %s)", slot, want,
+                          p->info.addr);
+        return;
     }
     const uint8_t *c = p->ring + (size_t)slot * ep->slot_bytes;
     size_t room = ep->slot_bytes;
@@ -231,16 +236,18 @@ static void on_chunk(wr_endpoint *ep, rpeer *p, uint32_t imm) {
         if (k < 0) return;
         c += k, room -= (size_t)k;
     } else if (!p->asm_msg) {
-        return wr_rdma_peer_fail(p, "protocol: continuation chunk without a first one (peer %s)",
-                                 p->info.addr);
+        wr_rdma_peer_fail(p, "protocol: continuation chunk without a first one (peer %s)", p->info.addr);
+        return;
     }
     size_t n = WR_MIN(room, p->asm_total - p->asm_off);
     asm_copy(p, c, n);
     p->rx_seq++;
     p->consumed++;
     if (!(imm & WR_RDMA_IMM_LAST)) return;
-    if (p->asm_off != p->asm_total)
-        return wr_rdma_peer_fail(p, "protocol: last chunk before the message's end (peer %s)", p->info.addr);
+    if (p->asm_off != p->asm_total) {
+        wr_rdma_peer_fail(p, "protocol: last chunk before the message's end (peer %s)", p->info.addr);
+        return;
+    }
     ep->rx_bytes += p->asm_total;
     enqueue(ep, p->asm_msg);
     p->asm_msg = NULL;
@@ -257,7 +264,10 @@ static void return_credits(rpeer *p) {
                              .wr.rdma = {.remote_addr = p->raddr, .rkey = p->rkey}},
                        *bad;
     int rc = ibv_post_send(p->qp, &wr, &bad);
-    if (rc) return wr_rdma_peer_fail(p, "ibv_post_send(credit): %s", strerror(rc));
+    if (rc) {
+        wr_rdma_peer_fail(p, "ibv_post_send(credit): %s", strerror(rc));
+        return;
+    }
     p->sq_inflight++;
     p->consumed = 0;
 }
@@ -265,14 +275,21 @@ static void return_credits(rpeer *p) {
 static void on_wc(wr_endpoint *ep, rpeer *p, const struct ibv_wc *wc) {
     char e[WR_ERR_LEN];
     if (wc->status != IBV_WC_SUCCESS) {
-        if (!(wc->opcode & IBV_WC_RECV)) p->sq_inflight--;
-        return wr_rdma_peer_fail(p, "RDMA completion error from peer %s: %s (peer exited or unreachable)",
-                                 p->info.addr[0] ? p->info.addr : ep->addr, ibv_wc_status_str(wc->status));
+        if (wc->wr_id != RECV_ID) p->sq_inflight--;
+        wr_rdma_peer_fail(p, "RDMA completion error from peer %s: %s (peer exited or unreachable)",
+                          p->info.addr[0] ? p->info.addr : ep->addr, ibv_wc_status_str(wc->status));
+        return;
     }
     if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM) {
-        if (post_recvs(p, 1, e) != WR_OK) return wr_rdma_peer_fail(p, "%s", e);
+        if (post_recvs(p, 1, e) != WR_OK) {
+            wr_rdma_peer_fail(p, "%s", e);
+            return;
+        }
         uint32_t imm = ntohl(wc->imm_data);
-        if (!(imm & WR_RDMA_IMM_CREDIT)) return on_chunk(ep, p, imm);
+        if (!(imm & WR_RDMA_IMM_CREDIT)) {
+            on_chunk(ep, p, imm);
+            return;
+        }
         p->credits += imm & 0xffff;
         if (p->credits > p->rslots)
             wr_rdma_peer_fail(p, "protocol: peer %s returned more credits than slots", p->info.addr);
