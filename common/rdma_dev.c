@@ -45,11 +45,11 @@ int wr_rdma_any_device(const char *addr, const char *host, const char *port, cha
     int e = errno;
     if (list) ibv_free_device_list(list);
     if (list && n > 0) return WR_OK;
+    // Short, with the alternative first: callers prefix it with their own context.
     return wr_err(err, WR_ERR,
-                  "%s: no RDMA device (ibv_get_device_list found none%s%s; load the NIC's driver, or "
-                  "rdma_rxe for Soft-RoCE, and check that libibverbs finds its provider in "
-                  "/etc/libibverbs.d); use tcp://%s:%s instead",
-                  addr, e ? ": " : "", e ? strerror(e) : "", host, port);
+                  "%s: no RDMA device; use tcp://%s:%s instead (or load the NIC's driver, rdma_rxe for "
+                  "Soft-RoCE, and its libibverbs provider)%s%s",
+                  addr, host, port, e && e != ENOSYS ? ": " : "", e && e != ENOSYS ? strerror(e) : "");
 }
 
 // 1 when the effective capabilities hold CAP_IPC_LOCK (bit 14): then the
