@@ -5,7 +5,8 @@
 #                   wren-server and wren-worker
 #   make test       deps, unit tests, the ASan+UBSan run, the TSan run of the
 #                   threaded tests, the layering and shellcheck checks, fuzz
-#                   smoke, integration: one line per phase, logs in build/test-logs/
+#                   smoke, integration, the RDMA transport in a Soft-RoCE VM (test-rdma):
+#                   one line per phase, logs in build/test-logs/
 #                   (V=1: the whole output too)
 #   make bench      kernel and transport benchmarks (FIGURE lines)
 #   make fuzz       every fuzz target for FUZZ_RUNS (default 1,000,000) executions each
@@ -41,13 +42,23 @@ INC_worker = -Icommon -Iworker
 INC_ALL    = -Icommon -Iserver -Iworker
 inc_for    = $(or $(INC_$(firstword $(subst /, ,$(1)))),$(INC_ALL))
 CFLAGS  ?=
-ALL_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) $(EXTRA_CFLAGS)
+ALL_CFLAGS = $(CFLAGS_BASE) $(if $(RDMA_ON),-DWR_HAVE_RDMA) $(CFLAGS) $(EXTRA_CFLAGS)
 Q = $(if $(V),,@)
-LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread
+LDLIBS_ALL = -lzmq -lmsgpackc -lopenblas -lmicrohttpd -lz -lm -lpthread $(if $(RDMA_ON),-libverbs)
 AVX2_FLAGS   = -mavx2 -mfma -mf16c -mbmi -mbmi2 -mpopcnt
 AVX512_FLAGS = $(AVX2_FLAGS) -mavx512f -mavx512bw -mavx512dq -mavx512vl -mavx512vpopcntdq
 
-COMMON_SRC := $(wildcard common/*.c)
+# The RDMA transport (common/transport_rdma.c, rdma_*.c; docs/RDMA.md):
+# RDMA=auto (default) builds it when <infiniband/verbs.h> is there, RDMA=1
+# requires it, RDMA=0 leaves it out (rdma:// then says so and names tcp://).
+RDMA ?= auto
+RDMA_HDR := $(wildcard /usr/include/infiniband/verbs.h)
+RDMA_ON := $(if $(filter 0,$(RDMA)),,$(if $(filter 1,$(RDMA)),1,$(if $(RDMA_HDR),1,)))
+ifeq ($(RDMA)$(RDMA_HDR),auto)
+$(info RDMA transport not built (libibverbs-dev missing): rdma:// will say so)
+endif
+RDMA_SRC := $(wildcard common/transport_rdma*.c common/rdma_*.c)
+COMMON_SRC := $(filter-out $(if $(RDMA_ON),,$(RDMA_SRC)),$(wildcard common/*.c))
 SERVER_SRC := $(filter-out server/main.c,$(wildcard server/*.c))
 WORKER_SRC := $(filter-out worker/main.c,$(wildcard worker/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -103,6 +114,11 @@ $(BUILD)/common/version.o: common/version.c $(BUILD)/version.stamp
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(ALL_CFLAGS) $(INC_common) -DWR_VERSION='"$(WREN_VERSION)"' -MMD -MP -c $< -o $@
 	$(if $(Q),@echo "  CC    $@")
+
+# transport.c's scheme table depends on RDMA: rebuild it when RDMA_ON changes.
+$(BUILD)/rdma.stamp: FORCE
+	@mkdir -p $(dir $@); echo '$(RDMA_ON)' | cmp -s - $@ || echo '$(RDMA_ON)' >$@
+$(BUILD)/common/transport.o: $(BUILD)/rdma.stamp
 
 $(LIBWREN): $(call objs,$(BUILD),$(COMMON_SRC))
 	@mkdir -p $(dir $@); rm -f $@; ar rcs $@ $^
@@ -237,10 +253,14 @@ test-container: all
 # The Soft-RoCE VM harness (issue 9): Debian's kernel booted under qemu (TCG)
 # from an initramfs with rdma_rxe on dummy0; verbs tests run inside (needs
 # qemu-system-x86 and apt-get download; image cached under $(BUILD)/rdma-vm;
-# ~12 s a boot once cached; docs/RDMA.md): not in `make test`.
-.PHONY: test-rdma-vm
+# ~12 s a boot once cached; docs/RDMA.md): not in `make test` (test-rdma is).
+.PHONY: test-rdma-vm test-rdma
 test-rdma-vm:
 	@BUILD=$(BUILD) bash tests/rdma/check.sh
+# The RDMA transport on Soft-RoCE in one VM boot: its unit tests with a
+# device, a ps job and an all-reduce job over rdma:// (tests/rdma/run-tests.sh).
+test-rdma: all
+	@BUILD=$(BUILD) bash tests/rdma/run-tests.sh
 
 test: all
 	@rm -rf $(TEST_LOGS)
@@ -253,6 +273,7 @@ test: all
 	@$(PHASE) fuzz-smoke $(MAKE) --no-print-directory fuzz-smoke
 	@$(MAKE) --no-print-directory test-integration
 	@$(PHASE) slurm $(MAKE) --no-print-directory test-slurm
+	$(if $(RDMA_ON),@$(PHASE) rdma $(MAKE) --no-print-directory test-rdma,@echo "== rdma: skipped (built without the RDMA transport)")
 	@echo "== make test: all passed (logs in $(TEST_LOGS)/)"
 
 # ---- install (deploy/README.md, "systemd") ----------------------------------
@@ -285,6 +306,12 @@ test-systemd: all
 # ---- benchmarks ------------------------------------------------------------
 bench: all
 	@set -e; for b in $(BENCH_BIN); do echo "== $$b"; $$b; done
+
+# The RDMA transport beside ib_write_bw and the ZeroMQ transport in the
+# Soft-RoCE VM (tests/rdma/bench.sh): FIGURE rdma_vs_ib_write_bw, rdma_vs_zmq_in_vm.
+.PHONY: bench-rdma
+bench-rdma: all
+	@BUILD=$(BUILD) bash tests/rdma/bench.sh
 
 bench-cluster: all
 	@scripts/bench-cluster

@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <string.h>
 
-// The host part of a tcp:// address: [*h, *h + *hl); the port part starts
-// at *port (":P" or ""). 0 when addr is not tcp://.
+// The host part of a tcp:// or rdma:// address (rdma:// listens on a tcp
+// side channel at the same host:port, so the same policy holds): [*h, *h +
+// *hl); the port part starts at *port (":P" or ""). 0 for other schemes.
 static int tcp_host(const char *addr, const char **h, size_t *hl, const char **port) {
-    if (strncmp(addr, "tcp://", 6) != 0) return 0;
-    const char *hp = addr + 6;
+    size_t skip = !strncmp(addr, "tcp://", 6) ? 6 : !strncmp(addr, "rdma://", 7) ? 7 : 0;
+    if (!skip) return 0;
+    const char *hp = addr + skip;
     // a source address (tcp://src;dst) is not used by wren: the last part binds
     const char *semi = strrchr(hp, ';');
     if (semi) hp = semi + 1;
@@ -49,7 +51,7 @@ int wr_bind_policy(const char *addr, int keys, int insecure, const char *what, c
         return WR_OK;
     }
     if (wildcard(h, hl)) {
-        snprintf(out, len, "tcp://127.0.0.1%s", port);
+        snprintf(out, len, "%.*s127.0.0.1%s", (int)(h - addr), addr, port);
         snprintf(note, note_len,
                  "no keys: listening on 127.0.0.1 only; give --key/--allow (docs/SECURITY.md) or "
                  "--allow-insecure to listen on other interfaces");

@@ -5,8 +5,9 @@
 // tcp://0.0.0.0:P, tcp://[::]:P) becomes tcp://127.0.0.1:P, and an explicit
 // address of another interface is refused. With keys (--key/--allow) or with
 // allow_insecure (--allow-insecure, config allow_insecure = on) the address is
-// used as given. ipc:// and inproc:// are local to the machine and never
-// change. The advertised address follows the bound one (wr_advertised_addr
+// used as given. rdma://host:port is held to the same rule (its set-up side
+// channel is tcp://host:port). ipc:// and inproc:// are local to the machine
+// and never change. The advertised address follows the bound one (wr_advertised_addr
 // of the rewritten address is 127.0.0.1).
 #ifndef WR_BINDADDR_H
 #define WR_BINDADDR_H
@@ -15,7 +16,7 @@
 
 #include "wr_common.h"
 
-// 1 when the host of a tcp:// address is loopback (127.0.0.0/8, ::1,
+// 1 when the host of a tcp:// (or rdma://) address is loopback (127.0.0.0/8, ::1,
 // localhost, the interface lo), else 0 (also for other schemes).
 int wr_addr_is_loopback(const char *addr);
 

@@ -8,10 +8,14 @@
 #include "transport.h"
 
 #include <malloc.h>
+#include <poll.h>
 #include <pthread.h>
 #include <string.h>
 
 #include "transport_zmq.h"
+#ifdef WR_HAVE_RDMA
+#include "transport_rdma.h"
+#endif
 
 // The scheme table: which transport serves which address prefix. A new
 // transport adds its lines here and nothing else outside its own file.
@@ -22,6 +26,9 @@ static const struct {
     {"tcp://", wr_transport_zmq},
     {"ipc://", wr_transport_zmq},
     {"inproc://", wr_transport_zmq},
+#ifdef WR_HAVE_RDMA
+    {"rdma://", wr_transport_rdma},
+#endif
 };
 
 #define N_SCHEMES (sizeof schemes / sizeof *schemes)
@@ -86,9 +93,11 @@ const wr_transport_ops *wr_transport_for(const char *addr, char *err) {
     if (!addr || !*addr) return wr_err(err, WR_ERR, "empty address"), NULL;
     for (size_t i = 0; i < N_SCHEMES; i++)
         if (!strncmp(addr, schemes[i].prefix, strlen(schemes[i].prefix))) return schemes[i].ops();
-    if (!strncmp(addr, "rdma://", 7)) {
+    if (!strncmp(addr, "rdma://", 7)) {  // only reached in a build without the RDMA transport
         wr_err(err, WR_ERR,
-               "address '%.128s': RDMA transport not built in this version; use tcp:// or ipc://", addr);
+               "address '%.128s': this build has no RDMA transport (built with RDMA=0, or without "
+               "libibverbs-dev); use tcp://",
+               addr);
         return NULL;
     }
     const char *sep = strstr(addr, "://");
@@ -134,13 +143,77 @@ void wr_msg_release(wr_msg *msg) {
     (*(const wr_transport_ops *const *)msg->impl)->msg_release(msg);
 }
 
+#define MIXED_FDS_PER_EP 4
+#define MIXED_SLICE_MS 100
+
+// Scratch arrays of one mixed poll (allocated once per wr_poll call).
+typedef struct {
+    wr_endpoint **grp;
+    int *idx, *r, *done;
+    struct pollfd *pf;
+} mixed_scratch;
+
+// One non-blocking pass over mixed endpoints (each transport's poll with
+// timeout 0 on its own endpoints, which also arms them for wait_fds). Returns
+// the number ready or WR_ERR.
+static int mixed_pass(wr_endpoint **eps, int n, int *ready, mixed_scratch *m, char *err) {
+    int nready = 0;
+    memset(m->done, 0, (size_t)n * sizeof *m->done);
+    for (int i = 0; i < n; i++) {
+        if (m->done[i]) continue;
+        const wr_transport_ops *t = ep_ops(eps[i]);
+        int k = 0;
+        for (int j = i; j < n; j++)
+            if (!m->done[j] && ep_ops(eps[j]) == t) m->grp[k] = eps[j], m->idx[k++] = j, m->done[j] = 1;
+        int rc = t->poll(m->grp, k, m->r, 0, err);
+        if (rc < 0) return rc;
+        for (int j = 0; j < k; j++) ready[m->idx[j]] = m->r[j], nready += m->r[j];
+    }
+    return nready;
+}
+
+// Sleeps in poll(2) on every endpoint's wait_fds, at most `left` ms.
+static int mixed_sleep(wr_endpoint **eps, int n, mixed_scratch *m, int left, char *err) {
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        int fds[MIXED_FDS_PER_EP];
+        int c = ep_ops(eps[i])->wait_fds(eps[i], fds, MIXED_FDS_PER_EP);
+        if (c < 0) return wr_err(err, WR_ERR, "poll: %s endpoint has no fd to wait on", ep_ops(eps[i])->name);
+        for (int j = 0; j < c; j++) m->pf[k++] = (struct pollfd){.fd = fds[j], .events = POLLIN};
+    }
+    poll(m->pf, (nfds_t)k, WR_MIN(left, MIXED_SLICE_MS));
+    return WR_OK;
+}
+
+// Mixed transports: pass, then sleep on every endpoint's wait_fds; again.
+static int poll_mixed(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
+    for (int i = 0; i < n; i++)
+        if (!ep_ops(eps[i])->wait_fds)
+            return wr_err(err, WR_ERR, "poll: transport %s cannot be polled beside another",
+                          ep_ops(eps[i])->name);
+    mixed_scratch m = {.grp = wr_malloc((size_t)n * sizeof *m.grp),
+                       .idx = wr_malloc((size_t)n * sizeof *m.idx),
+                       .r = wr_malloc((size_t)n * sizeof *m.r),
+                       .done = wr_malloc((size_t)n * sizeof *m.done),
+                       .pf = wr_malloc((size_t)n * MIXED_FDS_PER_EP * sizeof *m.pf)};
+    double deadline = timeout_ms > 0 ? wr_now() + timeout_ms * 1e-3 : 0;
+    int rc;
+    for (;;) {
+        rc = mixed_pass(eps, n, ready, &m, err);
+        if (rc != 0 || timeout_ms == 0) break;
+        if (timeout_ms > 0 && wr_now() >= deadline) break;
+        int left = timeout_ms < 0 ? MIXED_SLICE_MS : (int)((deadline - wr_now()) * 1e3) + 1;
+        if ((rc = mixed_sleep(eps, n, &m, left, err)) != WR_OK) break;
+    }
+    free(m.grp), free(m.idx), free(m.r), free(m.done), free(m.pf);
+    return rc;
+}
+
 int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
     if (n <= 0) return wr_err(err, WR_ERR, "poll: no endpoints");
     const wr_transport_ops *t = ep_ops(eps[0]);
     for (int i = 1; i < n; i++)
-        if (ep_ops(eps[i]) != t)
-            return wr_err(err, WR_ERR, "poll: endpoints of different transports (%s, %s)", t->name,
-                          ep_ops(eps[i])->name);
+        if (ep_ops(eps[i]) != t) return poll_mixed(eps, n, ready, timeout_ms, err);
     return t->poll(eps, n, ready, timeout_ms, err);
 }
 

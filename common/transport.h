@@ -5,7 +5,7 @@
 // The implementation is chosen from the address scheme (the scheme table in
 // transport.c):
 //   tcp://host:port, ipc:///path, inproc://name   -> ZeroMQ (transport_zmq.c)
-//   rdma://host:port                              -> RDMA (later; fails clearly now)
+//   rdma://host:port                              -> RDMA (transport_rdma.c; docs/RDMA.md)
 // A new transport is its own file plus its lines in the scheme table. It
 // provides a wr_transport_ops (below); keeps its per-process state in the
 // wr_transport_ctx (ctx_init/ctx_free; its endpoints fetch it with
@@ -207,6 +207,16 @@ typedef struct wr_transport_ops {
 
     // reached (optional, NULL = cannot say): see wr_endpoint_reached.
     int (*reached)(wr_endpoint *ep);
+
+    // wait_fds (optional, NULL = this transport's endpoints cannot be polled
+    // beside another transport's): writes up to max file descriptors that
+    // become readable (poll(2) POLLIN) when ep may have become ready, and
+    // returns their count (-1 on error). Valid after a poll of ep with
+    // timeout 0, which leaves ep armed: a ZeroMQ socket's ZMQ_FD is
+    // edge-like and is readable again only after new activity, an RDMA
+    // endpoint's completion channel only after its CQs were re-armed.
+    // wr_poll of mixed endpoints relies on that (see wr_poll).
+    int (*wait_fds)(wr_endpoint *ep, int *fds, int max);
 } wr_transport_ops;
 
 // A transport context: one per process. It holds, per transport, that
@@ -242,6 +252,12 @@ int wr_connect(wr_transport_ctx *ctx, const char *addr, const wr_endpoint_opts *
 int wr_send(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 int wr_recv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err);
 void wr_msg_release(wr_msg *msg);
+// wr_poll: as the ops' poll. Endpoints of different transports (a shard's
+// rdma:// data endpoint beside its tcp:// coordinator endpoint) are polled in
+// one call: a non-blocking poll of each transport's endpoints, then, when
+// none is ready, one poll(2) on every endpoint's wait_fds for the rest of the
+// timeout (in slices of at most 100 ms, so that a missed edge costs a slice,
+// not the timeout), and again. WR_ERR when a transport has no wait_fds.
 int wr_poll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err);
 int wr_last_endpoint(wr_endpoint *ep, char *buf, size_t len);
 void wr_close(wr_endpoint *ep);

@@ -865,6 +865,19 @@ static int zpeer_info(const wr_msg *msg, wr_peer_info *out) {
     return WR_OK;
 }
 
+// ZMQ_FD of the socket and of its monitor, for a poll beside another
+// transport (wr_poll): readable after new activity only, so the caller polls
+// without blocking first (zpoll with timeout 0), as ZeroMQ's ZMQ_FD rules ask.
+static int zwait_fds(wr_endpoint *ep, int *fds, int max) {
+    void *socks[3] = {ep->sock, ep->mon, ep->rmon};
+    int k = 0;
+    for (int i = 0; i < 3 && k < max; i++) {
+        size_t n = sizeof fds[k];
+        if (socks[i] && zmq_getsockopt(socks[i], ZMQ_FD, &fds[k], &n) == 0) k++;
+    }
+    return k > 0 ? k : -1;
+}
+
 static const wr_transport_ops zmq_ops = {
     .name = "zmq",
     .ctx_init = zctx_init,
@@ -883,4 +896,5 @@ static const wr_transport_ops zmq_ops = {
     .peer_refusals = zpeer_refusals,
     .bytes = zbytes,
     .reached = zreached,
+    .wait_fds = zwait_fds,
 };

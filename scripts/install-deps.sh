@@ -10,6 +10,7 @@ PACKAGES=(
   build-essential pkg-config
   libzmq3-dev libmsgpack-dev libopenblas-dev
   libibverbs-dev librdmacm-dev
+  qemu-system-x86  # the Soft-RoCE VM of make test-rdma (tests/rdma/vm.sh)
   libcmocka-dev zlib1g-dev
   libmicrohttpd-dev prometheus curl
   clang libclang-rt-dev

@@ -31,7 +31,8 @@ VMDIR=$BUILD/rdma-vm
 TIMEOUT=${WR_VM_TIMEOUT:-240}
 CPUS=${WR_VM_CPUS:-1}
 # rdma_ucm (with rdma_cm, iw_cm) is what rdma_cm programs (rping) open.
-MODULES="crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe dummy rdma_ucm"
+# inet_diag, tcp_diag: sock_diag, which a coordinator's and shard's per-address cap reads.
+MODULES="crc32_generic udp_tunnel ip6_udp_tunnel ib_core ib_uverbs rdma_rxe dummy rdma_ucm inet_diag tcp_diag"
 # Packages whose files go into the image (the kernel package is added below).
 PKGS="busybox-static rdma-core ibverbs-providers libibverbs1 librdmacm1
 ibverbs-utils rdmacm-utils libnl-3-200 libnl-route-3-200 iproute2 libmnl0

@@ -6,6 +6,7 @@
 //   wren-perf lat-server ADDR [--raw]            bind, echo until the client ends it
 //   wren-perf lat-client ADDR SIZE COUNT [--raw] connect, COUNT round trips, print mean us
 //   wren-perf selftest [--quick]                 both sides in one process (two threads)
+// ADDR may be rdma://host:port (wren only; tests/rdma/bench.sh runs it in the Soft-RoCE VM).
 //                                                over inproc, ipc and tcp, wren and raw
 // Common options: --raw (raw ZeroMQ instead of wren's transport+protocol),
 // --io-threads N (ZeroMQ I/O threads, default 1), --no-malloc-tune (skip
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
                "       wren-perf lat-client ADDR SIZE COUNT [--raw]\n"
                "       wren-perf selftest [--quick]\n"
                "options: --raw  --io-threads N  --no-malloc-tune  --help\n"
-               "ADDR: tcp://host:port, ipc:///path (inproc only inside selftest)\n"
+               "ADDR: tcp://host:port, ipc:///path, rdma://host:port (inproc only inside selftest)\n"
                "SIZE: bytes, or with KiB/MiB suffix (1KiB .. 64MiB), a multiple of 4\n");
 }
 
@@ -53,6 +54,7 @@ static const char *scheme_of(const char *addr) {
     if (!strncmp(addr, "tcp://", 6)) return "tcp";
     if (!strncmp(addr, "ipc://", 6)) return "ipc";
     if (!strncmp(addr, "inproc://", 9)) return "inproc";
+    if (!strncmp(addr, "rdma://", 7)) return "rdma";
     return "other";
 }
 

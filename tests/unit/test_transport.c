@@ -87,8 +87,6 @@ static void test_scheme_dispatch(void **state) {
     assert_ptr_equal(wr_transport_for("tcp://127.0.0.1:5", err), wr_transport_zmq());
     assert_ptr_equal(wr_transport_for("ipc:///tmp/x", err), wr_transport_zmq());
     assert_ptr_equal(wr_transport_for("inproc://x", err), wr_transport_zmq());
-    assert_null(wr_transport_for("rdma://10.0.0.1:7000", err));
-    assert_non_null(strstr(err, "RDMA transport not built in this version; use tcp:// or ipc://"));
     assert_null(wr_transport_for("udp://x:1", err));
     assert_non_null(strstr(err, "unknown scheme 'udp'"));
     assert_null(wr_transport_for("localhost:5555", err));
@@ -100,7 +98,7 @@ static void test_scheme_dispatch(void **state) {
     assert_int_equal(wr_bind(ctx, "rdma://0.0.0.0:1", NULL, &ep, err), WR_ERR);
     assert_null(ep);
     assert_int_equal(wr_connect(ctx, "rdma://h:1", NULL, &ep, err), WR_ERR);
-    assert_non_null(strstr(err, "use tcp:// or ipc://"));
+    assert_non_null(strstr(err, "use tcp://"));  // no device here, or no RDMA build (test_transport_rdma.c)
     wr_transport_ctx_free(ctx);
 }
 
