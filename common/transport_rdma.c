@@ -205,11 +205,13 @@ static void side_progress(wr_endpoint *ep) {
     }
 }
 
-// Bound side: frees peers that ended (their messages stay queued).
+// Bound side: frees peers that ended (their messages stay queued), except
+// a pinned one: a send waiting on it or a close flushing it reads it after
+// the progress pass that ended it.
 static void reap_peers(wr_endpoint *ep) {
     for (rpeer **pp = &ep->peers; *pp;) {
         rpeer *p = *pp;
-        if (p->closed && p->sq_inflight <= 0) {
+        if (p->closed && p->sq_inflight <= 0 && !p->pinned) {
             *pp = p->next;
             wr_rdma_peer_free(ep, p);
         } else {
@@ -429,7 +431,9 @@ static int rsend_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err)
     if (rc == WR_OK) {
         wr_msg m = *msg;
         if (!pay.len) m.payload.data = NULL;
+        p->pinned++;  // wait_room's progress passes may end p: it stays until we return
         rc = send_chunks(ep, p, &m, timeout_ms, err);
+        p->pinned--;
         if (rc == WR_OK) ep->tx_bytes += msg->header.len + pay.len;
     }
     give_back(&pay);
@@ -628,7 +632,9 @@ static void rclose(wr_endpoint *ep) {
     pthread_mutex_lock(&ep->mu);  // another thread's progress_others may be inside it
     pthread_mutex_unlock(&ep->mu);
     for (rpeer *p = ep->peers; p; p = p->next) {
+        p->pinned++;  // flush_peer's progress passes reap ended peers, not this one
         flush_peer(ep, p);
+        p->pinned--;
         if (!p->closed) side_send_type(ep, p->id, p->id_len, WR_RDMA_BYE, NULL);
     }
     ep_destroy(ep);

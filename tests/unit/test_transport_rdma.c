@@ -428,6 +428,47 @@ static void test_client_exits(void **state) {
     wr_transport_ctx_free(ctx);
 }
 
+// A bound side waiting for credits (the client reads nothing) when the
+// client exits: the send ends in WR_ECLOSED naming the peer. The progress
+// pass that ends the peer used to free it under the waiting send (a
+// use-after-free that ASan reports; the peer is pinned while a send waits).
+static void test_peer_exits_while_send_waits(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char addr[128], err[WR_ERR_LEN];
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *srv;
+    assert_int_equal(wr_bind(ctx, addr, NULL, &srv, err), WR_OK);
+    pid_t child = fork();
+    if (child == 0) {  // a client with a 2-slot ring that never reads
+        setenv("WREN_RDMA_SLOTS", "2", 1);
+        setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+        wr_transport_ctx *c2 = wr_transport_ctx_new(1, err);
+        wr_endpoint *cli;
+        if (wr_connect(c2, addr, NULL, &cli, err) != WR_OK) _exit(2);
+        wr_msg m = {.header = {.data = "hi", .len = 2}};
+        if (wr_send(cli, &m, 20000, err) != WR_OK) _exit(3);
+        sleep(1);
+        _exit(0);  // no close
+    }
+    wr_msg m = {0};
+    recv_ok(srv, &m);
+    wr_msg s = {.peer_len = m.peer_len, .header = {.data = "x", .len = 1}};
+    memcpy(s.peer, m.peer, m.peer_len);
+    wr_msg_release(&m);
+    int rc = WR_OK, sent = 0;
+    while (rc == WR_OK && sent < 10) rc = wr_send(srv, &s, 15000, err), sent += rc == WR_OK;
+    assert_int_equal(rc, WR_ECLOSED);
+    assert_int_equal(sent, 2);  // the ring's 2 slots, then the wait the exit ends
+    print_message("peer gone while waiting: %s\n", err);
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), 0);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
 // One wr_poll over a zmq and an rdma endpoint: each wakes it.
 static void test_mixed_poll(void **state) {
     (void)state;
@@ -648,6 +689,7 @@ int main(void) {
         cmocka_unit_test(test_several_clients),
         cmocka_unit_test(test_peer_exits),
         cmocka_unit_test(test_client_exits),
+        cmocka_unit_test(test_peer_exits_while_send_waits),
         cmocka_unit_test(test_mixed_poll),
         cmocka_unit_test(test_malformed_handshake),
         cmocka_unit_test(test_handshake_timeout),
