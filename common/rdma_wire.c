@@ -52,8 +52,13 @@ static int check_fields(const wr_rdma_hs *h, char *err) {
     if (h->mtu < 1 || h->mtu > 5) return wr_err(err, WR_EPROTO, "handshake: MTU code %u not 1..5", h->mtu);
     if (h->slots < 2 || h->slots > 4096 || (h->slots & 1))
         return wr_err(err, WR_EPROTO, "handshake: %u ring slots (need an even count in 2..4096)", h->slots);
-    if (h->slot_bytes < 4096 || h->slot_bytes > (64u << 20))
-        return wr_err(err, WR_EPROTO, "handshake: slot of %u bytes (need 4 KiB..64 MiB)", h->slot_bytes);
+    if (h->slot_bytes < 4096 || h->slot_bytes > (64u << 20) || h->slot_bytes % 4096)
+        return wr_err(err, WR_EPROTO, "handshake: slot of %u bytes (need whole pages, 4 KiB..64 MiB)",
+                      h->slot_bytes);
+    // Both bounds above allow 256 GiB; the peer's ring is our pinned staging.
+    if ((uint64_t)h->slots * h->slot_bytes > WR_RDMA_RING_MAX)
+        return wr_err(err, WR_EPROTO, "handshake: ring of %u x %u bytes (at most %llu MiB)", h->slots,
+                      h->slot_bytes, WR_RDMA_RING_MAX >> 20);
     if (h->ring_addr == 0) return wr_err(err, WR_EPROTO, "handshake: ring address 0");
     return WR_OK;
 }

@@ -122,6 +122,24 @@ static void test_handshake_codec(void **state) {
     wr_rdma_hs_encode(&bad, b2);
     assert_int_equal(wr_rdma_hs_decode(b2, sizeof b2, &d, err), WR_EPROTO);
     assert_non_null(strstr(err, "3 ring slots"));
+    bad = h, bad.slots = 4096, bad.slot_bytes = 64u << 20;  // 256 GiB of staging to pin
+    wr_rdma_hs_encode(&bad, b2);
+    assert_int_equal(wr_rdma_hs_decode(b2, sizeof b2, &d, err), WR_EPROTO);
+    assert_non_null(strstr(err, "ring of 4096 x 67108864 bytes (at most 1024 MiB)"));
+    bad = h, bad.slots = 1024, bad.slot_bytes = 1u << 20;  // exactly the cap
+    wr_rdma_hs_encode(&bad, b2);
+    assert_int_equal(wr_rdma_hs_decode(b2, sizeof b2, &d, err), WR_OK);
+    bad = h, bad.slot_bytes = 4096 + 100;  // not whole pages
+    wr_rdma_hs_encode(&bad, b2);
+    assert_int_equal(wr_rdma_hs_decode(b2, sizeof b2, &d, err), WR_EPROTO);
+    assert_non_null(strstr(err, "whole pages"));
+    setenv("WREN_RDMA_SLOTS", "4096", 1);
+    setenv("WREN_RDMA_SLOT_BYTES", "67108864", 1);
+    uint32_t sl, sb;
+    assert_int_equal(wr_rdma_ring_shape(&sl, &sb, err), WR_ERR);
+    assert_non_null(strstr(err, "at most 1024 MiB"));
+    unsetenv("WREN_RDMA_SLOTS");
+    unsetenv("WREN_RDMA_SLOT_BYTES");
     bad = h, bad.qpn = 1u << 24;
     wr_rdma_hs_encode(&bad, b2);
     assert_int_equal(wr_rdma_hs_decode(b2, sizeof b2, &d, err), WR_EPROTO);
