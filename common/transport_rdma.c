@@ -338,14 +338,21 @@ static void stream_copy(uint8_t *dst, size_t off, size_t n, const uint8_t *prefi
     }
 }
 
-// Waits until p may write `need` chunks (credits and free staging slots), p
-// ends, or the deadline passes. WR_OK, WR_ECLOSED, WR_ETIMEDOUT.
+// 1 when p may write the next chunk with `need` credits: handshake done,
+// credits, the staging slot free, and room in the send queue (sized for our
+// ring: a peer with a bigger ring gives more credits than it holds).
+static int can_write(const rpeer *p, uint32_t need) {
+    return p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots] && p->sq_inflight < p->sq_max;
+}
+
+// Waits until p may write `need` chunks (can_write), p ends, or the deadline
+// passes. WR_OK, WR_ECLOSED, WR_ETIMEDOUT.
 static int wait_room(wr_endpoint *ep, rpeer *p, uint32_t need, double deadline, int timeout_ms, char *err) {
     for (int pass = 0;; pass++) {
         if (p->closed) return wr_err(err, WR_ECLOSED, "send on %s: %s", ep->addr, p->reason);
-        if (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots]) return WR_OK;
+        if (can_write(p, need)) return WR_OK;
         progress(ep, pass > 0 || !p->up);
-        if (p->closed || (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots])) continue;
+        if (p->closed || can_write(p, need)) continue;
         int left = left_ms(deadline, timeout_ms);
         if (left == 0)
             return wr_err(err, WR_ETIMEDOUT, "send on %s: %s within %d ms", ep->addr,

@@ -487,6 +487,44 @@ static void test_peer_exits_while_send_waits(void **state) {
     wr_transport_ctx_free(ctx);
 }
 
+// Ring shapes differ: the bound side has 2 slots (a send queue of ~20
+// writes), the client 512 slots of 4 KiB. A message of 400 chunks to the
+// client has 512 credits but must not post more writes than the send queue
+// holds (ibv_post_send ENOMEM used to end the peer).
+static void test_peer_ring_bigger_than_send_queue(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char addr[128], err[WR_ERR_LEN];
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *srv, *cli;
+    setenv("WREN_RDMA_SLOTS", "2", 1);
+    setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+    assert_int_equal(wr_bind(ctx, addr, NULL, &srv, err), WR_OK);
+    setenv("WREN_RDMA_SLOTS", "512", 1);
+    assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
+    unsetenv("WREN_RDMA_SLOTS");
+    unsetenv("WREN_RDMA_SLOT_BYTES");
+    pump_until_up(srv, cli);
+    send_ok(cli, NULL, 0, "hi", 2, NULL, 0);
+    wr_msg m = {0};
+    recv_ok(srv, &m);
+    uint8_t id[WR_PEER_ID_MAX];
+    size_t idl = m.peer_len;
+    memcpy(id, m.peer, idl);
+    wr_msg_release(&m);
+    static uint8_t big[400 * 4096 - 100];
+    for (size_t i = 0; i < sizeof big; i++) big[i] = (uint8_t)(i * 7);
+    send_ok(srv, id, idl, "big", 3, big, sizeof big);
+    recv_ok(cli, &m);
+    assert_int_equal(m.payload.len, sizeof big);
+    assert_memory_equal(m.payload.data, big, sizeof big);
+    wr_msg_release(&m);
+    wr_close(cli);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
 // One wr_poll over a zmq and an rdma endpoint: each wakes it.
 static void test_mixed_poll(void **state) {
     (void)state;
@@ -708,6 +746,7 @@ int main(void) {
         cmocka_unit_test(test_peer_exits),
         cmocka_unit_test(test_client_exits),
         cmocka_unit_test(test_peer_exits_while_send_waits),
+        cmocka_unit_test(test_peer_ring_bigger_than_send_queue),
         cmocka_unit_test(test_mixed_poll),
         cmocka_unit_test(test_malformed_handshake),
         cmocka_unit_test(test_handshake_timeout),
