@@ -176,10 +176,8 @@ static void probe_peers(wr_endpoint *ep) {
 }
 
 // Reads every waiting side channel message. A connected endpoint whose side
-// channel was lost or refused ends its peer with that reason, and one whose
-// peer never answers the HELLO within connect_timeout_ms after the side
-// channel reached it ends it too (not a hang).
-static void side_progress(wr_endpoint *ep) {
+// channel was lost or refused ends its peer with that reason.
+static void side_read(wr_endpoint *ep) {
     for (;;) {
         wr_msg m = {0};
         char err[WR_ERR_LEN];
@@ -194,7 +192,26 @@ static void side_progress(wr_endpoint *ep) {
             wr_rdma_peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
         break;
     }
+}
+
+// The side channel's pass: probes (bound), every waiting message read, and a
+// connected endpoint whose peer never answers the HELLO within
+// connect_timeout_ms after the side channel reached it ends it (not a hang).
+static void side_progress(wr_endpoint *ep) {
     if (ep->bound) probe_peers(ep);
+    // sleep_events waits on the side channel's ZMQ_FDs (rwait_fds), which
+    // are readable again only after new activity once ZeroMQ has looked at
+    // the socket: a zero-timeout poll drains its monitors (else a pending
+    // monitor event keeps an fd readable and every wait spins) and reads
+    // ZMQ_EVENTS (a send may have taken a message's wake-up): read again
+    // when it says a message is there.
+    for (int pass = 0; pass < 4; pass++) {
+        side_read(ep);
+        int ready = 0;
+        char err[WR_ERR_LEN];
+        if (ep->peers && !ep->bound && ep->peers->closed) break;  // a lost side channel stays ready
+        if (wr_poll(&ep->side, 1, &ready, 0, err) <= 0 || !ready) break;
+    }
     if (ep->bound || ep->peers->up || ep->peers->closed) return;
     if (ep->t_reached == 0 && wr_endpoint_reached(ep->side) == 1) ep->t_reached = wr_now();
     if (ep->t_reached > 0 && (wr_now() - ep->t_reached) * 1e3 > ep->o.connect_timeout_ms) {

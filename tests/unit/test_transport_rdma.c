@@ -525,6 +525,41 @@ static void test_peer_ring_bigger_than_send_queue(void **state) {
     wr_transport_ctx_free(ctx);
 }
 
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
+// A bound endpoint whose side channel counts connections (peer_events): the
+// client's connect leaves a monitor event, and a monitor's ZMQ_FD stays
+// readable until someone reads it. The wait used to poll(2) on it, return
+// at once and go round again: a 1 s recv burnt 1 s of CPU. It must sleep.
+static void test_idle_wait_sleeps(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    char addr[128], err[WR_ERR_LEN];
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    o.peer_events = 1;
+    wr_endpoint *srv, *cli;
+    assert_int_equal(wr_bind(ctx, addr, &o, &srv, err), WR_OK);
+    assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
+    pump_until_up(srv, cli);
+    wr_msg m = {0};
+    double c0 = cpu_seconds();
+    assert_int_equal(wr_recv(srv, &m, 1000, err), WR_ETIMEDOUT);
+    double used = cpu_seconds() - c0;
+    print_message("CPU in a 1 s idle recv: %.3f s\n", used);
+    assert_true(used < 0.3);
+    wr_close(cli);
+    wr_close(srv);
+    wr_transport_ctx_free(ctx);
+}
+
 // One wr_poll over a zmq and an rdma endpoint: each wakes it.
 static void test_mixed_poll(void **state) {
     (void)state;
@@ -747,6 +782,7 @@ int main(void) {
         cmocka_unit_test(test_client_exits),
         cmocka_unit_test(test_peer_exits_while_send_waits),
         cmocka_unit_test(test_peer_ring_bigger_than_send_queue),
+        cmocka_unit_test(test_idle_wait_sleeps),
         cmocka_unit_test(test_mixed_poll),
         cmocka_unit_test(test_malformed_handshake),
         cmocka_unit_test(test_handshake_timeout),
