@@ -63,9 +63,8 @@ static int check_fields(const wr_rdma_hs *h, char *err) {
     return WR_OK;
 }
 
-int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
+static int decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
     const uint8_t *p = buf;
-    memset(h, 0, sizeof *h);
     if (len != WR_RDMA_HS_LEN)
         return wr_err(err, WR_EPROTO, "handshake of %zu bytes (expected %d)", len, WR_RDMA_HS_LEN);
     if (memcmp(p, hs_magic, 4)) return wr_err(err, WR_EPROTO, "handshake without the WRHS magic");
@@ -87,4 +86,11 @@ int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
     h->ring_rkey = get32(p + 56);
     if (h->type == WR_RDMA_HELLO || h->type == WR_RDMA_WELCOME) return check_fields(h, err);
     return WR_OK;
+}
+
+int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
+    memset(h, 0, sizeof *h);
+    int rc = decode(buf, len, h, err);
+    if (rc != WR_OK) memset(h, 0, sizeof *h);  // nothing half-checked is left for the caller
+    return rc;
 }

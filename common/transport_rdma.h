@@ -76,7 +76,7 @@ void wr_rdma_hs_encode(const wr_rdma_hs *h, uint8_t out[WR_RDMA_HS_LEN]);
 // Reads and validates one handshake message: WR_EPROTO with the reason for a
 // wrong size, magic, version or type, or a HELLO/WELCOME with impossible
 // fields (ring shape out of range, slot_bytes not whole pages, a ring over
-// WR_RDMA_RING_MAX, QPN 0 or above 2^24, MTU not 1..5).
+// WR_RDMA_RING_MAX, QPN 0 or above 2^24, MTU not 1..5); *h is then zeroed.
 int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err);
 
 // Immediate data of a ring write (host order; sent big-endian).
