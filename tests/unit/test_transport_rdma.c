@@ -490,7 +490,9 @@ static void test_peer_exits_while_send_waits(void **state) {
 // Ring shapes differ: the bound side has 2 slots (a send queue of ~20
 // writes), the client 512 slots of 4 KiB. A message of 400 chunks to the
 // client has 512 credits but must not post more writes than the send queue
-// holds (ibv_post_send ENOMEM used to end the peer).
+// (or the CQ) holds: on hardware ibv_post_send failed with ENOMEM and ended
+// the peer. Soft-RoCE frees a queue entry without our poll, so there this
+// checks only that the mismatched shapes work.
 static void test_peer_ring_bigger_than_send_queue(void **state) {
     (void)state;
     if (!need_device()) skip();
@@ -545,16 +547,24 @@ static void test_idle_wait_sleeps(void **state) {
     wr_endpoint_opts o;
     wr_endpoint_opts_default(&o);
     o.peer_events = 1;
-    wr_endpoint *srv, *cli;
+    wr_endpoint *srv, *cli, *cli2;
     assert_int_equal(wr_bind(ctx, addr, &o, &srv, err), WR_OK);
     assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
     pump_until_up(srv, cli);
+    // The first event of a never-read monitor does not wake its fd; once read
+    // (a shard's tick reads them), the next one does, until read again.
+    unsigned long acc = 0, closed = 0;
+    assert_int_equal(wr_peer_events(srv, &acc, &closed), WR_OK);
+    assert_true(acc >= 1);
+    assert_int_equal(wr_connect(ctx, addr, NULL, &cli2, err), WR_OK);
+    pump_until_up(srv, cli2);
     wr_msg m = {0};
     double c0 = cpu_seconds();
     assert_int_equal(wr_recv(srv, &m, 1000, err), WR_ETIMEDOUT);
     double used = cpu_seconds() - c0;
     print_message("CPU in a 1 s idle recv: %.3f s\n", used);
     assert_true(used < 0.3);
+    wr_close(cli2);
     wr_close(cli);
     wr_close(srv);
     wr_transport_ctx_free(ctx);
