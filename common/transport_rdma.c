@@ -237,13 +237,17 @@ static void reap_peers(wr_endpoint *ep) {
     }
 }
 
-// One pass: channel events acked, every CQ drained and re-armed then drained
-// again (a completion between the drain and the arming is not lost), and,
-// with side, the side channel read. Leaves the CQs armed for a sleep.
+// One pass: ended peers freed (bound), channel events acked, every CQ
+// drained and re-armed then drained again (a completion between the drain
+// and the arming is not lost), and, with side, the side channel read.
+// Leaves the CQs armed for a sleep.
 static int progress(wr_endpoint *ep, int side) {
     struct ibv_cq *cq;
     void *cq_ctx;
     int n = 0;
+    // First: freeing a peer reads every CQ's pending channel events, which
+    // after the arming below would take a wake-up the sleep needs.
+    if (ep->bound) reap_peers(ep);
     while (ibv_get_cq_event(ep->ch, &cq, &cq_ctx) == 0) ibv_ack_cq_events(cq, 1);
     if (side) side_progress(ep);
     for (rpeer *p = ep->peers; p; p = p->next) {
@@ -252,7 +256,6 @@ static int progress(wr_endpoint *ep, int side) {
         ibv_req_notify_cq(p->cq, 0);
         n += wr_rdma_drain_peer(ep, p);
     }
-    if (ep->bound) reap_peers(ep);
     return n;
 }
 
