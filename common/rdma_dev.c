@@ -33,8 +33,12 @@ int wr_rdma_ring_shape(uint32_t *slots, uint32_t *slot_bytes, char *err) {
     if (bad || s < 4096 || s > (64L << 20))
         return wr_err(err, WR_ERR, "WREN_RDMA_SLOT_BYTES='%s': need 4096..67108864 bytes",
                       getenv("WREN_RDMA_SLOT_BYTES"));
+    s = (s + 4095) & ~4095L;                           // page-aligned slots
+    if ((uint64_t)n * (uint64_t)s > WR_RDMA_RING_MAX)  // peers refuse a bigger ring (rdma_wire.c)
+        return wr_err(err, WR_ERR, "WREN_RDMA_SLOTS x WREN_RDMA_SLOT_BYTES = %ld x %ld: at most %llu MiB", n,
+                      s, WR_RDMA_RING_MAX >> 20);
     *slots = (uint32_t)n;
-    *slot_bytes = (uint32_t)((s + 4095) & ~4095L);  // page-aligned slots
+    *slot_bytes = (uint32_t)s;
     return WR_OK;
 }
 

@@ -204,8 +204,13 @@ static int asm_start(wr_endpoint *ep, rpeer *p, const uint8_t *c) {
     rmsg *r = wr_calloc(1, sizeof *r);
     r->ops = wr_transport_rdma();
     r->hlen = hlen, r->plen = plen;
-    r->hdr = wr_malloc(hlen ? hlen : 1);
-    if (plen && posix_memalign((void **)&r->pay, 64, plen) != 0) WR_CHECK(!"out of memory");
+    // The sizes are the peer's word: no memory for them ends the peer, not the process.
+    if (!(r->hdr = malloc(hlen ? hlen : 1)) || (plen && posix_memalign((void **)&r->pay, 64, plen) != 0)) {
+        wr_rdma_msg_free(r);
+        wr_rdma_peer_fail(p, "no memory for a message of %u + %llu bytes from peer %s (max_msg_size %lld)",
+                          hlen, (unsigned long long)plen, p->info.addr, (long long)max);
+        return -1;
+    }
     memcpy(r->peer, p->id, p->id_len);
     r->peer_len = p->id_len;
     r->info = p->info;

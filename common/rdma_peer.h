@@ -49,6 +49,7 @@ typedef struct rpeer {
     rmsg *asm_msg;  // message being reassembled
     size_t asm_off, asm_total;
     int up, closed;
+    int pinned;  // a send or close holds a pointer to it: reap_peers leaves it
     char reason[WR_ERR_LEN];
 } rpeer;
 

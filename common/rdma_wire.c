@@ -52,15 +52,19 @@ static int check_fields(const wr_rdma_hs *h, char *err) {
     if (h->mtu < 1 || h->mtu > 5) return wr_err(err, WR_EPROTO, "handshake: MTU code %u not 1..5", h->mtu);
     if (h->slots < 2 || h->slots > 4096 || (h->slots & 1))
         return wr_err(err, WR_EPROTO, "handshake: %u ring slots (need an even count in 2..4096)", h->slots);
-    if (h->slot_bytes < 4096 || h->slot_bytes > (64u << 20))
-        return wr_err(err, WR_EPROTO, "handshake: slot of %u bytes (need 4 KiB..64 MiB)", h->slot_bytes);
+    if (h->slot_bytes < 4096 || h->slot_bytes > (64u << 20) || h->slot_bytes % 4096)
+        return wr_err(err, WR_EPROTO, "handshake: slot of %u bytes (need whole pages, 4 KiB..64 MiB)",
+                      h->slot_bytes);
+    // Both bounds above allow 256 GiB; the peer's ring is our pinned staging.
+    if ((uint64_t)h->slots * h->slot_bytes > WR_RDMA_RING_MAX)
+        return wr_err(err, WR_EPROTO, "handshake: ring of %u x %u bytes (at most %llu MiB)", h->slots,
+                      h->slot_bytes, WR_RDMA_RING_MAX >> 20);
     if (h->ring_addr == 0) return wr_err(err, WR_EPROTO, "handshake: ring address 0");
     return WR_OK;
 }
 
-int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
+static int decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
     const uint8_t *p = buf;
-    memset(h, 0, sizeof *h);
     if (len != WR_RDMA_HS_LEN)
         return wr_err(err, WR_EPROTO, "handshake of %zu bytes (expected %d)", len, WR_RDMA_HS_LEN);
     if (memcmp(p, hs_magic, 4)) return wr_err(err, WR_EPROTO, "handshake without the WRHS magic");
@@ -82,4 +86,11 @@ int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
     h->ring_rkey = get32(p + 56);
     if (h->type == WR_RDMA_HELLO || h->type == WR_RDMA_WELCOME) return check_fields(h, err);
     return WR_OK;
+}
+
+int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err) {
+    memset(h, 0, sizeof *h);
+    int rc = decode(buf, len, h, err);
+    if (rc != WR_OK) memset(h, 0, sizeof *h);  // nothing half-checked is left for the caller
+    return rc;
 }

@@ -176,10 +176,8 @@ static void probe_peers(wr_endpoint *ep) {
 }
 
 // Reads every waiting side channel message. A connected endpoint whose side
-// channel was lost or refused ends its peer with that reason, and one whose
-// peer never answers the HELLO within connect_timeout_ms after the side
-// channel reached it ends it too (not a hang).
-static void side_progress(wr_endpoint *ep) {
+// channel was lost or refused ends its peer with that reason.
+static void side_read(wr_endpoint *ep) {
     for (;;) {
         wr_msg m = {0};
         char err[WR_ERR_LEN];
@@ -194,7 +192,26 @@ static void side_progress(wr_endpoint *ep) {
             wr_rdma_peer_fail(ep->peers, "%s: side channel: %s", ep->addr, err);
         break;
     }
+}
+
+// The side channel's pass: probes (bound), every waiting message read, and a
+// connected endpoint whose peer never answers the HELLO within
+// connect_timeout_ms after the side channel reached it ends it (not a hang).
+static void side_progress(wr_endpoint *ep) {
     if (ep->bound) probe_peers(ep);
+    // sleep_events waits on the side channel's ZMQ_FDs (rwait_fds), which
+    // are readable again only after new activity once ZeroMQ has looked at
+    // the socket: a zero-timeout poll drains its monitors (else a pending
+    // monitor event keeps an fd readable and every wait spins) and reads
+    // ZMQ_EVENTS (a send may have taken a message's wake-up): read again
+    // when it says a message is there.
+    for (int pass = 0; pass < 4; pass++) {
+        side_read(ep);
+        int ready = 0;
+        char err[WR_ERR_LEN];
+        if (ep->peers && !ep->bound && ep->peers->closed) break;  // a lost side channel stays ready
+        if (wr_poll(&ep->side, 1, &ready, 0, err) <= 0 || !ready) break;
+    }
     if (ep->bound || ep->peers->up || ep->peers->closed) return;
     if (ep->t_reached == 0 && wr_endpoint_reached(ep->side) == 1) ep->t_reached = wr_now();
     if (ep->t_reached > 0 && (wr_now() - ep->t_reached) * 1e3 > ep->o.connect_timeout_ms) {
@@ -205,11 +222,13 @@ static void side_progress(wr_endpoint *ep) {
     }
 }
 
-// Bound side: frees peers that ended (their messages stay queued).
+// Bound side: frees peers that ended (their messages stay queued), except
+// a pinned one: a send waiting on it or a close flushing it reads it after
+// the progress pass that ended it.
 static void reap_peers(wr_endpoint *ep) {
     for (rpeer **pp = &ep->peers; *pp;) {
         rpeer *p = *pp;
-        if (p->closed && p->sq_inflight <= 0) {
+        if (p->closed && p->sq_inflight <= 0 && !p->pinned) {
             *pp = p->next;
             wr_rdma_peer_free(ep, p);
         } else {
@@ -218,13 +237,17 @@ static void reap_peers(wr_endpoint *ep) {
     }
 }
 
-// One pass: channel events acked, every CQ drained and re-armed then drained
-// again (a completion between the drain and the arming is not lost), and,
-// with side, the side channel read. Leaves the CQs armed for a sleep.
+// One pass: ended peers freed (bound), channel events acked, every CQ
+// drained and re-armed then drained again (a completion between the drain
+// and the arming is not lost), and, with side, the side channel read.
+// Leaves the CQs armed for a sleep.
 static int progress(wr_endpoint *ep, int side) {
     struct ibv_cq *cq;
     void *cq_ctx;
     int n = 0;
+    // First: freeing a peer reads every CQ's pending channel events, which
+    // after the arming below would take a wake-up the sleep needs.
+    if (ep->bound) reap_peers(ep);
     while (ibv_get_cq_event(ep->ch, &cq, &cq_ctx) == 0) ibv_ack_cq_events(cq, 1);
     if (side) side_progress(ep);
     for (rpeer *p = ep->peers; p; p = p->next) {
@@ -233,7 +256,6 @@ static int progress(wr_endpoint *ep, int side) {
         ibv_req_notify_cq(p->cq, 0);
         n += wr_rdma_drain_peer(ep, p);
     }
-    if (ep->bound) reap_peers(ep);
     return n;
 }
 
@@ -336,14 +358,21 @@ static void stream_copy(uint8_t *dst, size_t off, size_t n, const uint8_t *prefi
     }
 }
 
-// Waits until p may write `need` chunks (credits and free staging slots), p
-// ends, or the deadline passes. WR_OK, WR_ECLOSED, WR_ETIMEDOUT.
+// 1 when p may write the next chunk with `need` credits: handshake done,
+// credits, the staging slot free, and room in the send queue (sized for our
+// ring: a peer with a bigger ring gives more credits than it holds).
+static int can_write(const rpeer *p, uint32_t need) {
+    return p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots] && p->sq_inflight < p->sq_max;
+}
+
+// Waits until p may write `need` chunks (can_write), p ends, or the deadline
+// passes. WR_OK, WR_ECLOSED, WR_ETIMEDOUT.
 static int wait_room(wr_endpoint *ep, rpeer *p, uint32_t need, double deadline, int timeout_ms, char *err) {
     for (int pass = 0;; pass++) {
         if (p->closed) return wr_err(err, WR_ECLOSED, "send on %s: %s", ep->addr, p->reason);
-        if (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots]) return WR_OK;
+        if (can_write(p, need)) return WR_OK;
         progress(ep, pass > 0 || !p->up);
-        if (p->closed || (p->up && p->credits >= need && !p->stage_busy[p->tx_seq % p->rslots])) continue;
+        if (p->closed || can_write(p, need)) continue;
         int left = left_ms(deadline, timeout_ms);
         if (left == 0)
             return wr_err(err, WR_ETIMEDOUT, "send on %s: %s within %d ms", ep->addr,
@@ -429,7 +458,9 @@ static int rsend_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err)
     if (rc == WR_OK) {
         wr_msg m = *msg;
         if (!pay.len) m.payload.data = NULL;
+        p->pinned++;  // wait_room's progress passes may end p: it stays until we return
         rc = send_chunks(ep, p, &m, timeout_ms, err);
+        p->pinned--;
         if (rc == WR_OK) ep->tx_bytes += msg->header.len + pay.len;
     }
     give_back(&pay);
@@ -628,7 +659,9 @@ static void rclose(wr_endpoint *ep) {
     pthread_mutex_lock(&ep->mu);  // another thread's progress_others may be inside it
     pthread_mutex_unlock(&ep->mu);
     for (rpeer *p = ep->peers; p; p = p->next) {
+        p->pinned++;  // flush_peer's progress passes reap ended peers, not this one
         flush_peer(ep, p);
+        p->pinned--;
         if (!p->closed) side_send_type(ep, p->id, p->id_len, WR_RDMA_BYE, NULL);
     }
     ep_destroy(ep);

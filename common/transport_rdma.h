@@ -32,7 +32,9 @@ typedef struct {
 
 // Ring shape: slots x slot_bytes per peer and direction (env WREN_RDMA_SLOTS,
 // WREN_RDMA_SLOT_BYTES, rounded up to whole pages; defaults 16 x (1 MiB + 4 KiB)). WR_ERR naming the variable when
-// a value is out of range (slots 2..4096 even, slot_bytes 4 KiB..64 MiB).
+// a value is out of range (slots 2..4096 even, slot_bytes 4 KiB..64 MiB, the
+// product at most WR_RDMA_RING_MAX).
+#define WR_RDMA_RING_MAX (1ull << 30)  // bytes of one ring: a peer's shape is our staging, pinned
 int wr_rdma_ring_shape(uint32_t *slots, uint32_t *slot_bytes, char *err);
 
 // WR_OK when at least one RDMA device is present; otherwise WR_ERR with the
@@ -73,7 +75,8 @@ void wr_rdma_hs_encode(const wr_rdma_hs *h, uint8_t out[WR_RDMA_HS_LEN]);
 
 // Reads and validates one handshake message: WR_EPROTO with the reason for a
 // wrong size, magic, version or type, or a HELLO/WELCOME with impossible
-// fields (ring shape out of range, QPN 0 or above 2^24, MTU not 1..5).
+// fields (ring shape out of range, slot_bytes not whole pages, a ring over
+// WR_RDMA_RING_MAX, QPN 0 or above 2^24, MTU not 1..5); *h is then zeroed.
 int wr_rdma_hs_decode(const void *buf, size_t len, wr_rdma_hs *h, char *err);
 
 // Immediate data of a ring write (host order; sent big-endian).
