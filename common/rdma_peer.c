@@ -224,6 +224,19 @@ static void enqueue(wr_endpoint *ep, rmsg *r) {
     else
         ep->q_head = r;
     ep->q_tail = r;
+    ep->q_len++;
+}
+
+// Whether ep's queue of complete messages is at its bound: rcvhwm messages
+// per peer (ZeroMQ's per-connection queue; 0 = no bound). Credits are then
+// held back, so senders wait in wr_send and a reader that is slow or idle
+// (while its endpoints are moved on by other calls) does not pile up
+// messages in memory; they go back once recv has emptied the queue.
+static int queue_full(const wr_endpoint *ep) {
+    if (ep->o.rcvhwm <= 0) return 0;
+    size_t peers = 0;
+    for (const rpeer *q = ep->peers; q; q = q->next) peers++;
+    return ep->q_len >= (size_t)ep->o.rcvhwm * (peers ? peers : 1);
 }
 
 // A data chunk landed in our ring: copy it out, count the slot as consumed.
@@ -259,9 +272,10 @@ static void on_chunk(wr_endpoint *ep, rpeer *p, uint32_t imm) {
 }
 
 // Gives the consumed slots back to the sender (zero-length write with a
-// credit immediate), unless the send queue is full: then the next pass does.
-static void return_credits(rpeer *p) {
-    if (!p->consumed || !p->up || p->closed || p->sq_inflight >= p->sq_max) return;
+// credit immediate), unless the send queue is full or ep's message queue is
+// at its bound (queue_full): then a later pass does.
+static void return_credits(wr_endpoint *ep, rpeer *p) {
+    if (!p->consumed || !p->up || p->closed || p->sq_inflight >= p->sq_max || queue_full(ep)) return;
     struct ibv_send_wr wr = {.wr_id = UINT64_MAX,
                              .opcode = IBV_WR_RDMA_WRITE_WITH_IMM,
                              .send_flags = IBV_SEND_SIGNALED,
@@ -312,6 +326,6 @@ int wr_rdma_drain_peer(wr_endpoint *ep, rpeer *p) {
         for (int i = 0; i < n; i++) on_wc(ep, p, &wc[i]);
         total += n;
     }
-    return_credits(p);
+    return_credits(ep, p);
     return total;
 }

@@ -65,6 +65,7 @@ struct wr_endpoint {
     uint32_t slots, slot_bytes;
     rpeer *peers;  // bound: every peer; connected: the one
     rmsg *q_head, *q_tail;
+    size_t q_len;      // messages in the queue (credits are held back at its bound)
     double t_reached;  // connected: when the side channel first reached the peer
     double t_probe;    // bound: when the peers' side channels were last probed
     uint64_t tx_bytes, rx_bytes;

@@ -492,6 +492,7 @@ static int rrecv_locked(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err)
         if (r) {
             ep->q_head = r->next;
             if (!ep->q_head) ep->q_tail = NULL;
+            ep->q_len--;
             msg->impl = r;
             memcpy(msg->peer, r->peer, r->peer_len);
             msg->peer_len = ep->bound ? r->peer_len : 0;
@@ -560,6 +561,7 @@ static void ep_destroy(wr_endpoint *ep) {
     while (ep->q_head) {
         rmsg *r = ep->q_head;
         ep->q_head = r->next;
+        ep->q_len--;
         wr_rdma_msg_free(r);
     }
     if (ep->ch) {

@@ -331,6 +331,57 @@ static void test_credits_slow_receiver(void **state) {
     unsetenv("WREN_RDMA_SLOT_BYTES");
 }
 
+// A receiver that keeps its endpoint moving (wr_poll) but does not read:
+// complete messages queue up to rcvhwm, then its credits are held back and
+// sends time out; without the bound every message would be taken. The
+// child's count of what it read at the end is its exit status.
+static void test_rcvhwm_bounds_queue(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    setenv("WREN_RDMA_SLOTS", "4", 1);
+    setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+    char addr[128], err[WR_ERR_LEN];
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    pid_t child = fork();
+    if (child == 0) {
+        wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+        wr_endpoint_opts o;
+        wr_endpoint_opts_default(&o);
+        o.rcvhwm = 3;
+        wr_endpoint *srv;
+        wr_msg m = {0};
+        if (wr_bind(ctx, addr, &o, &srv, err) != WR_OK || wr_recv(srv, &m, 20000, err) != WR_OK) _exit(200);
+        wr_msg_release(&m);
+        int ready;
+        for (double t0 = wr_now(); wr_now() - t0 < 3;)
+            wr_poll(&srv, 1, &ready, 50, err);  // moved on, not read
+        int n = 0;
+        while (wr_recv(srv, &m, 3000, err) == WR_OK) n++, wr_msg_release(&m);
+        _exit(n);
+    }
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint *cli;
+    assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
+    send_ok(cli, NULL, 0, "h", 1, NULL, 0);
+    static uint8_t pay[1000];
+    int sent = 0, rc = WR_OK;
+    while (sent < 60) {
+        wr_msg m = {.header = {.data = "c", .len = 1}, .payload = {.data = pay, .len = sizeof pay}};
+        rc = wr_send(cli, &m, 500, err);
+        if (rc != WR_OK) break;
+        sent++;
+    }
+    assert_int_equal(rc, WR_ETIMEDOUT);
+    assert_in_range(sent, 3, 3 + 4);  // the queue's bound, plus at most the ring's slots in flight
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_int_equal(WEXITSTATUS(status), sent);  // every message sent arrived once the child read
+    wr_close(cli);
+    wr_transport_ctx_free(ctx);
+    unsetenv("WREN_RDMA_SLOTS");
+    unsetenv("WREN_RDMA_SLOT_BYTES");
+}
+
 static void test_several_clients(void **state) {
     (void)state;
     if (!need_device()) skip();
@@ -787,6 +838,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_larger_than_ring),
         cmocka_unit_test(test_credits_slow_receiver),
+        cmocka_unit_test(test_rcvhwm_bounds_queue),
         cmocka_unit_test(test_several_clients),
         cmocka_unit_test(test_peer_exits),
         cmocka_unit_test(test_client_exits),
