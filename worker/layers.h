@@ -71,9 +71,11 @@ typedef struct {
     float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
     uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
     size_t xpad_n, dzpad_n;                   // conv: elements of one thread's xpad(16) / dzpad(16)
-    int threads;   // conv: threads of the direct conv (wr_layer_set_threads; 1 at init)
-    float *dz;     // (max_batch, out_size) error after the ReLU mask
-    int32_t *arg;  // pool: input offset of each output's max
+    int threads;  // conv: threads of the direct conv; linear: of the sparse GEMMs (wr_layer_set_threads; 1 at init)
+    struct wr_linear_sparse *sp;  // linear with an output or input width that is a multiple of 16: the
+                                  // sparse GEMMs' lists and W^T (layers_internal.h), owned; else NULL
+    float *dz;                    // (max_batch, out_size) error after the ReLU mask
+    int32_t *arg;                 // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
     uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)
@@ -92,10 +94,12 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);
 void wr_layer_free(wr_layer *l);
 
-// Threads for a conv layer's direct kernels (clamped to [1, WR_LAYER_MAX_THREADS];
-// other layers ignore it): the forward and dX split the chunks of images, the
-// direct dW its taps, so every output is computed as with one thread (same
-// bits). The im2col + sgemm paths stay on the calling thread (OpenBLAS has its own).
+// Threads for a conv layer's direct kernels and a linear layer's sparse GEMMs
+// (clamped to [1, WR_LAYER_MAX_THREADS]; pool layers ignore it): the conv's
+// forward and dX split the chunks of images, the direct dW its taps; a linear
+// layer's sparse GEMMs split the rows of their output; so every output is
+// computed as with one thread (same bits). The im2col + sgemm paths and the
+// linear layers' sgemm calls stay on the calling thread (OpenBLAS has its own).
 #define WR_LAYER_MAX_THREADS 4
 void wr_layer_set_threads(wr_layer *l, int threads);
 

@@ -20,8 +20,8 @@ void wr_sprows_alloc(wr_sprows *s, int max_rows, int max_cols) {
     s->max_cols = max_cols;
     s->max_nkb = max_cols;  // kb >= 1
     s->cap_entries = (size_t)max_rows * (size_t)max_cols;
-    s->idx = wr_alloc_vec(s->cap_entries * sizeof(int32_t));
-    s->val = wr_alloc_vec(s->cap_entries * sizeof(float));
+    s->idx = wr_alloc_vec((s->cap_entries + 16) * sizeof(int32_t));
+    s->val = wr_alloc_vec((s->cap_entries + 16) * sizeof(float));
     s->bstart = wr_alloc_vec((size_t)max_rows * (size_t)(s->max_nkb + 1) * sizeof(int32_t));
     s->cnt = wr_alloc_vec((size_t)max_rows * sizeof(int32_t));
 }
@@ -92,13 +92,42 @@ void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, 
     s->nkb = WR_MAX(1, WR_DIV_UP(cols, kb));
     if (trans)
         build_trans(s, A, lda);
+    else if (wr_cpu_level() == WR_ISA_AVX512 && kb % 16 == 0)
+        wr_sprows_rows_avx512(s, A, lda);
     else
         build_rows(s, A, lda);
 }
 
+void wr_sprows_transpose(const wr_sprows *src, wr_sprows *dst, int kb) {
+    const int rows = src->cols, cols = src->rows;
+    WR_CHECK(rows <= dst->max_rows && cols <= dst->max_cols && kb >= 1);
+    dst->rows = rows;
+    dst->cols = cols;
+    dst->kb = kb;
+    dst->nkb = WR_MAX(1, WR_DIV_UP(cols, kb));
+    const int nkb = dst->nkb;
+    memset(dst->cnt, 0, (size_t)rows * sizeof(int32_t));
+    for (int c = 0; c < cols; c++) {  // src's row c = column c of op(A)
+        if (c % kb == 0)
+            for (int r = 0; r < rows; r++)
+                dst->bstart[(size_t)r * (nkb + 1) + c / kb] = (int32_t)((size_t)r * cols) + dst->cnt[r];
+        const int32_t *sb = src->bstart + (size_t)c * (src->nkb + 1);
+        for (int32_t e = sb[0]; e < sb[src->nkb]; e++) {
+            const int r = src->idx[e];
+            const size_t at = (size_t)r * cols + (size_t)dst->cnt[r]++;
+            dst->idx[at] = c;
+            dst->val[at] = src->val[e];
+        }
+    }
+    for (int r = 0; r < rows; r++) {
+        int32_t *bs = dst->bstart + (size_t)r * (nkb + 1);
+        for (int b = WR_DIV_UP(cols, kb); b <= nkb; b++) bs[b] = (int32_t)((size_t)r * cols) + dst->cnt[r];
+    }
+}
+
 void wr_spmm(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
              int r1) {
-    WR_CHECK(wr_spmm_ok(N) && r0 >= 0 && r1 <= s->rows);
+    WR_CHECK(wr_spmm_ok(N) && s->kb <= wr_spmm_kb() && r0 >= 0 && r1 <= s->rows);
     if (wr_cpu_level() == WR_ISA_AVX512)
         wr_spmm_avx512(s, B, ldb, N, alpha, C, ldc, r0, r1);
     else
@@ -121,6 +150,10 @@ void wr_spmm_ref(int trans, int rows, int cols, const float *A, int lda, const f
 #define TT 32  // transpose tile: 32 x 32 floats read and written per tile
 
 void wr_transpose(const float *a, int M, int N, float *t) {
+    if (wr_cpu_level() >= WR_ISA_AVX2) {
+        wr_transpose_avx2(a, M, N, t);
+        return;
+    }
     for (int i0 = 0; i0 < M; i0 += TT)
         for (int j0 = 0; j0 < N; j0 += TT) {
             int i1 = WR_MIN(M, i0 + TT), j1 = WR_MIN(N, j0 + TT);

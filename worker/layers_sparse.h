@@ -22,13 +22,13 @@
 #include <stdint.h>
 
 typedef struct {
-    int rows, cols;     // op(A) as last built
-    int kb, nkb;        // column blocks: nkb = max(1, ceil(cols / kb))
-    int32_t *bstart;    // rows x (nkb + 1): row r's entries of block b are [bstart[r (nkb+1) + b], .. + 1)
-    int32_t *idx;       // column of each entry (row r's slot starts at r * cols)
-    float *val;         // value of each entry
-    int32_t *cnt;       // scratch: entries per row while building the transposed list
-    size_t cap_entries; // max_rows * max_cols
+    int rows, cols;      // op(A) as last built
+    int kb, nkb;         // column blocks: nkb = max(1, ceil(cols / kb))
+    int32_t *bstart;     // rows x (nkb + 1): row r's entries of block b are [bstart[r (nkb+1) + b], .. + 1)
+    int32_t *idx;        // column of each entry (row r's slot starts at r * cols)
+    float *val;          // value of each entry
+    int32_t *cnt;        // scratch: entries per row while building the transposed list
+    size_t cap_entries;  // max_rows * max_cols
     int max_rows, max_cols, max_nkb;
 } wr_sprows;
 
@@ -37,10 +37,14 @@ typedef struct {
 // choice of path does not depend on which of the two the CPU has). Elsewhere
 // a linear layer uses OpenBLAS sgemm.
 int wr_spmm_ok(int N);
-// The column block of the lists for this CPU's kernel (48 at AVX-512, 96 at AVX2).
+// The column block of the lists for this CPU's kernel (48 at AVX-512, 96 at
+// AVX2): a block of B's rows, 8 vectors wide, copied densely, is 24 KiB (L1).
 int wr_spmm_kb(void);
+#define WR_SPMM_PACK_FLOATS \
+    (96 * 64)  // the kernels' copy of a block (any kb <= 48 at AVX-512, <= 96 at AVX2)
 
-// Allocates lists for op(A) up to max_rows x max_cols (any kb >= 1). Aborts on
+// Allocates lists for op(A) up to max_rows x max_cols (any kb >= 1; 16 entries
+// of padding for the vector lister). Aborts on
 // out-of-memory (wr_alloc_vec). wr_sprows_free frees and zeroes (NULL allowed).
 void wr_sprows_alloc(wr_sprows *s, int max_rows, int max_cols);
 void wr_sprows_free(wr_sprows *s);
@@ -50,7 +54,14 @@ void wr_sprows_free(wr_sprows *s);
 // lda. rows, cols within the allocation; kb >= 1.
 void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, int trans, int kb);
 
-// C rows r0..r1-1 = alpha * op(A) B as above (s built with kb = wr_spmm_kb()).
+// The lists of op(A) = A^T from the lists of A (src, built with trans = 0):
+// dst's row k lists A's column k in row order, cut into blocks of kb; the
+// same lists as wr_sprows_build(dst, A, lda, src->cols, src->rows, 1, kb).
+void wr_sprows_transpose(const wr_sprows *src, wr_sprows *dst, int kb);
+// wr_sprows_build's rows (trans = 0) with AVX-512 compress (kb a multiple of 16).
+void wr_sprows_rows_avx512(wr_sprows *s, const float *A, int lda);
+
+// C rows r0..r1-1 = alpha * op(A) B as above (s built with kb <= wr_spmm_kb()).
 // Requires wr_spmm_ok(N). Dispatches on wr_cpu_level().
 void wr_spmm(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
              int r1);
@@ -67,5 +78,6 @@ void wr_spmm_ref(int trans, int rows, int cols, const float *A, int lda, const f
 // t (N x M, row stride M) = the transpose of a (M x N, row stride N), in
 // cache-sized tiles (dX = dZ W^T reads W^T by rows).
 void wr_transpose(const float *a, int M, int N, float *t);
+void wr_transpose_avx2(const float *a, int M, int N, float *t);
 
 #endif

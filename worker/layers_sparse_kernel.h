@@ -9,13 +9,22 @@
 #include <stddef.h>
 
 #define SPMM_INLINE static inline __attribute__((always_inline))
+#define WR_SPMM_MINI(a, b) ((a) < (b) ? (a) : (b))
 
-// Rows r0..r1-1, columns j0..j0+NV*VW-1 of C.
-SPMM_INLINE void spmm_cols(const wr_sprows *s, const float *B, int ldb, float alpha, float *C, int ldc, int r0,
-                           int r1, int j0, const int NV) {
-    const int nkb = s->nkb;
+// Rows r0..r1-1, columns j0..j0+NV*VW-1 of C. Each column block of B (kb
+// rows x NV vectors) is first copied to a dense buffer: B's own row stride
+// (2 KiB for 512 columns) would map its rows to a few L1 sets.
+SPMM_INLINE void spmm_cols(const wr_sprows *s, const float *B, int ldb, float alpha, float *C, int ldc,
+                           int r0, int r1, int j0, float *pk, const int NV) {
+    const int nkb = s->nkb, kb = s->kb, W = NV * VW;
     const V al = V_BCAST(alpha);
     for (int b = 0; b < nkb; b++) {
+        const int k0 = b * kb, k1 = WR_SPMM_MINI(s->cols, k0 + kb);
+        for (int k = k0; k < k1; k++)
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++)
+                V_STORE(pk + (size_t)(k - k0) * W + v * VW, V_LOAD(B + (size_t)k * ldb + j0 + v * VW));
+        const float *pb = pk - (size_t)k0 * W;  // entry k reads pb + k W
         for (int r = r0; r < r1; r++) {
             const int32_t *bs = s->bstart + (size_t)r * (nkb + 1) + b;
             const int e1 = bs[1];
@@ -25,7 +34,7 @@ SPMM_INLINE void spmm_cols(const wr_sprows *s, const float *B, int ldb, float al
             for (int v = 0; v < NV; v++) acc[v] = b == 0 ? V_ZERO() : V_LOAD(c + v * VW);
             for (int e = bs[0]; e < e1; e++) {
                 const V av = V_BCAST(s->val[e]);
-                const float *bk = B + (size_t)s->idx[e] * ldb + j0;
+                const float *bk = pb + (size_t)s->idx[e] * W;
 #pragma GCC unroll 8
                 for (int v = 0; v < NV; v++) acc[v] = V_FMA(av, V_LOAD(bk + v * VW), acc[v]);
             }
@@ -41,16 +50,17 @@ SPMM_INLINE void spmm_cols(const wr_sprows *s, const float *B, int ldb, float al
 // All of C's columns (N a multiple of VW): blocks of 8 vectors, then the rest.
 SPMM_INLINE void spmm_all(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc,
                           int r0, int r1) {
+    float pk[WR_SPMM_PACK_FLOATS] __attribute__((aligned(64)));
     int j = 0;
-    for (; j + 8 * VW <= N; j += 8 * VW) spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 8);
+    for (; j + 8 * VW <= N; j += 8 * VW) spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 8);
     switch ((N - j) / VW) {
-    case 7: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 7); break;
-    case 6: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 6); break;
-    case 5: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 5); break;
-    case 4: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 4); break;
-    case 3: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 3); break;
-    case 2: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 2); break;
-    case 1: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, 1); break;
+    case 7: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 7); break;
+    case 6: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 6); break;
+    case 5: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 5); break;
+    case 4: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 4); break;
+    case 3: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 3); break;
+    case 2: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 2); break;
+    case 1: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 1); break;
     default: break;
     }
 }

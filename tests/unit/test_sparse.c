@@ -43,7 +43,8 @@ static void one_case(int trans, int rows, int cols, int N, float d, int kb, int 
     wr_sprows s;
     wr_sprows_alloc(&s, rows + 3, cols + 1);
     wr_sprows_build(&s, A, lda, rows, cols, trans, kb);
-    for (int p = 0; p < parts; p++) wr_spmm(&s, B, ldb, N, alpha, C, ldc, rows * p / parts, rows * (p + 1) / parts);
+    for (int p = 0; p < parts; p++)
+        wr_spmm(&s, B, ldb, N, alpha, C, ldc, rows * p / parts, rows * (p + 1) / parts);
     for (int r = 0; r < rows; r++)
         if (memcmp(C + (size_t)r * ldc, R + (size_t)r * ldc, sizeof(float) * N) != 0)
             fail_msg("%s trans %d %dx%d N %d d %.2f kb %d: row %d differs from the reference",
