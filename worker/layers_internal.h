@@ -12,11 +12,15 @@
 // layers with fp8_cache on, on the decoded caches).
 //   forward  y  = alpha X W       lists of X's rows        (N = out)
 //   dW       dW = alpha X^T dZ    lists of X^T's rows      (N = out)
+//        or  dW^T = alpha dZ^T X  lists of dZ^T's rows     (N = in; then transposed)
+//            whichever of X and dZ has fewer non-zeros: the same bits (each dW
+//            element is the chain over the batch of its non-zero products)
 //   dX       dX = alpha dZ W^T    lists of dZ's rows, W^T  (N = in)
 typedef struct wr_linear_sparse {
-    wr_sprows x, xt, dz;
+    wr_sprows x, xt, dz, dzt;
     const float *x_src;  // the x whose lists x holds (the forward's; the backward's dW reuses them)
     float *xtd;          // X^T dense (in x max_batch): dW's lists come from its rows
+    float *dztd, *dwt;   // dZ^T dense (out x max_batch) and dW^T (out x in): dW from dZ^T's lists
     float *wt;           // W^T (out x in), written by the backward
 } wr_linear_sparse;
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l);

@@ -98,33 +98,6 @@ void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, 
         build_rows(s, A, lda);
 }
 
-void wr_sprows_transpose(const wr_sprows *src, wr_sprows *dst, int kb) {
-    const int rows = src->cols, cols = src->rows;
-    WR_CHECK(rows <= dst->max_rows && cols <= dst->max_cols && kb >= 1);
-    dst->rows = rows;
-    dst->cols = cols;
-    dst->kb = kb;
-    dst->nkb = WR_MAX(1, WR_DIV_UP(cols, kb));
-    const int nkb = dst->nkb;
-    memset(dst->cnt, 0, (size_t)rows * sizeof(int32_t));
-    for (int c = 0; c < cols; c++) {  // src's row c = column c of op(A)
-        if (c % kb == 0)
-            for (int r = 0; r < rows; r++)
-                dst->bstart[(size_t)r * (nkb + 1) + c / kb] = (int32_t)((size_t)r * cols) + dst->cnt[r];
-        const int32_t *sb = src->bstart + (size_t)c * (src->nkb + 1);
-        for (int32_t e = sb[0]; e < sb[src->nkb]; e++) {
-            const int r = src->idx[e];
-            const size_t at = (size_t)r * cols + (size_t)dst->cnt[r]++;
-            dst->idx[at] = c;
-            dst->val[at] = src->val[e];
-        }
-    }
-    for (int r = 0; r < rows; r++) {
-        int32_t *bs = dst->bstart + (size_t)r * (nkb + 1);
-        for (int b = WR_DIV_UP(cols, kb); b <= nkb; b++) bs[b] = (int32_t)((size_t)r * cols) + dst->cnt[r];
-    }
-}
-
 void wr_spmm(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
              int r1) {
     WR_CHECK(wr_spmm_ok(N) && s->kb <= wr_spmm_kb() && r0 >= 0 && r1 <= s->rows);

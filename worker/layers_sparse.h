@@ -54,10 +54,6 @@ void wr_sprows_free(wr_sprows *s);
 // lda. rows, cols within the allocation; kb >= 1.
 void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, int trans, int kb);
 
-// The lists of op(A) = A^T from the lists of A (src, built with trans = 0):
-// dst's row k lists A's column k in row order, cut into blocks of kb; the
-// same lists as wr_sprows_build(dst, A, lda, src->cols, src->rows, 1, kb).
-void wr_sprows_transpose(const wr_sprows *src, wr_sprows *dst, int kb);
 // wr_sprows_build's rows (trans = 0) with AVX-512 compress (kb a multiple of 16).
 void wr_sprows_rows_avx512(wr_sprows *s, const float *A, int lda);
 
