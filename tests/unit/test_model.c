@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "data.h"
+#include "cpu.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -464,13 +465,15 @@ static void test_optim_ref(void **st) {
     }
     g[3] = 0.0f;
     g[4] = 1e-30f;
-    for (int t = 1; t <= 5; t++) {
+    for (int t = 1; t <= 6; t++) {  // every ISA level the CPU has (SSE2, AVX2, AVX-512 kernels), twice
+        wr_cpu_force_level((t - 1) % 3 <= (int)wr_cpu_max_level() ? (t - 1) % 3 : -1);
         wr_adam_update(x1, m1, v1, g, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
         wr_adam_update_ref(x2, m2, v2, g, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
         assert_memory_equal(x1, x2, n * 4);
         assert_memory_equal(m1, m2, n * 4);
         assert_memory_equal(v1, v2, n * 4);
     }
+    wr_cpu_force_level(-1);
     // semantics: first Adam step moves by lr * g/(|g| + eps) (+ decoupled decay)
     float x = 0.5f, m = 0, v = 0, gg = 0.2f;
     wr_adam_update(&x, &m, &v, &gg, 1, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f);
