@@ -278,16 +278,13 @@ static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K,
         wr_conv_backward_fp8(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
         return;
     }
-    if (l->fp8_cache && l->sp) {  // the sparse GEMMs on the decoded values where they take the shape
+    int dw_done = 0;
+    if (l->fp8_cache && l->sp && wr_spmm_ok(cols)) {  // the sparse dW on the decoded values
         const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, K, K);
-        const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, cols, cols);
         const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
-        int dw_done = wr_linear_sparse_dw(l, xq, dzq, inv_s / l->sx, B);
-        int dx_done = !l->need_dx || wr_linear_sparse_dx(l, dzq, wq, 1.0f / l->sw, B);
-        fp8_gemms_left(l, rows, cols, K, inv_s, !dw_done, !dx_done);
-        return;
+        dw_done = wr_linear_sparse_dw(l, xq, dzq, inv_s / l->sx, B);
     }
-    fp8_gemms_left(l, rows, cols, K, inv_s, 1, l->need_dx);
+    fp8_gemms_left(l, rows, cols, K, inv_s, !dw_done, l->need_dx);
 }
 
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
@@ -320,7 +317,7 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     if (!wr_linear_sparse_dw(l, l->x, dz, inv_s, B))
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, l->x, K, dz, cols,
                     0.0f, l->dw, cols);
-    if (!l->need_dx || wr_linear_sparse_dx(l, dz, l->w, 1.0f, B)) return 0;
+    if (!l->need_dx) return 0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols, l->w, cols, 0.0f,
                 l->dx, K);
     return 0;

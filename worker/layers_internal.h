@@ -12,26 +12,19 @@
 // layers with fp8_cache on, on the decoded caches).
 //   forward  y  = alpha X W       lists of X's rows        (N = out)
 //   dW       dW = alpha X^T dZ    lists of X^T's rows      (N = out)
-//        or  dW^T = alpha dZ^T X  lists of dZ^T's rows     (N = in; then transposed)
-//            whichever of X and dZ has fewer non-zeros: the same bits (each dW
-//            element is the chain over the batch of its non-zero products)
 //   dX       dX = alpha dZ W^T    lists of dZ's rows, W^T  (N = in)
 typedef struct wr_linear_sparse {
-    wr_sprows x, xt, dz, dzt;
-    const float *x_src;  // the x whose lists x holds (the forward's; the backward's dW reuses them)
-    float *xtd;          // X^T dense (in x max_batch): dW's lists come from its rows
-    float *dztd, *dwt;   // dZ^T dense (out x max_batch) and dW^T (out x in): dW from dZ^T's lists
-    float *wt;           // W^T (out x in), written by the backward
+    wr_sprows x, xt, dz;
+    float *xtd;  // X^T dense (in x max_batch): dW's lists come from its rows
+    float *wt;   // W^T (out x in), written by the backward
 } wr_linear_sparse;
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l);
 void wr_linear_sparse_free(wr_linear_sparse *sp);
 // The forward product into l->y (bias and ReLU are the caller's): 1 if the
 // sparse path took it, 0 if the caller must run its sgemm. x: fp32 values.
 int wr_linear_sparse_fwd(wr_layer *l, const float *x, const float *w, float alpha, int B);
-// dW into l->dw (alpha_w X^T dZ) and, if l->need_dx, dX into l->dx
-// (alpha_x dZ W^T); each returns 1 if taken, else 0 (the caller's sgemm).
+// dW into l->dw (alpha_w X^T dZ): 1 if taken, else 0 (the caller's sgemm).
 int wr_linear_sparse_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B);
-int wr_linear_sparse_dx(wr_layer *l, const float *dz, const float *w, float alpha_x, int B);
 
 // A parallel region: job t (t < T <= WR_LAYER_MAX_THREADS) of `jobs` (each
 // `size` bytes) on thread t, job 0 on the caller (layers_conv.c).

@@ -1,6 +1,5 @@
 // layers_linear.c — a linear layer's sparse GEMMs (layers_internal.h): the
-// lists of the left operand, W^T for dX, and the output rows split over the
-// layer's threads.
+// lists of the left operand and the output rows split over the layer's threads.
 #include <stdlib.h>
 
 #include "layers_internal.h"
@@ -12,20 +11,11 @@
 
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l) {
     const int in = l->in_size, out = l->out_size, B = l->max_batch;
-    if (out % 16 != 0 && !(l->need_dx && in % 16 == 0)) return NULL;
+    if (out % 16 != 0) return NULL;
     wr_linear_sparse *sp = wr_calloc(1, sizeof *sp);
     wr_sprows_alloc(&sp->x, B, in);
     wr_sprows_alloc(&sp->xt, in, B);
     sp->xtd = wr_alloc_vec((size_t)in * B * sizeof(float));
-    if (in % 16 == 0) {
-        wr_sprows_alloc(&sp->dzt, out, B);
-        sp->dztd = wr_alloc_vec((size_t)out * B * sizeof(float));
-        sp->dwt = wr_alloc_vec((size_t)in * out * sizeof(float));
-    }
-    if (l->need_dx) {
-        wr_sprows_alloc(&sp->dz, B, out);
-        sp->wt = wr_alloc_vec((size_t)in * out * sizeof(float));
-    }
     return sp;
 }
 
@@ -33,12 +23,7 @@ void wr_linear_sparse_free(wr_linear_sparse *sp) {
     if (!sp) return;
     wr_sprows_free(&sp->x);
     wr_sprows_free(&sp->xt);
-    wr_sprows_free(&sp->dz);
-    free(sp->wt);
     free(sp->xtd);
-    wr_sprows_free(&sp->dzt);
-    free(sp->dztd);
-    free(sp->dwt);
     free(sp);
 }
 
@@ -72,55 +57,18 @@ int wr_linear_sparse_fwd(wr_layer *l, const float *x, const float *w, float alph
     const int in = l->in_size, out = l->out_size;
     if (!sp || !wr_spmm_ok(out)) return 0;
     wr_sprows_build(&sp->x, x, in, B, in, 0, wr_spmm_kb());
-    sp->x_src = x;
     spmm_threads(l, &sp->x, w, out, alpha, l->y);
     return 1;
-}
-
-// Non-zero entries of n floats.
-static size_t count_nz(const float *a, size_t n) {
-    size_t c = 0;
-    for (size_t i = 0; i < n; i++) c += a[i] != 0.0f;
-    return c;
-}
-
-// Entries in the lists of rows 0..rows-1 of s.
-static size_t listed(const wr_sprows *s) {
-    size_t c = 0;
-    for (int r = 0; r < s->rows; r++) {
-        const int32_t *bs = s->bstart + (size_t)r * (s->nkb + 1);
-        c += (size_t)(bs[s->nkb] - bs[0]);
-    }
-    return c;
 }
 
 int wr_linear_sparse_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B) {
     wr_linear_sparse *sp = l->sp;
     const int in = l->in_size, out = l->out_size;
     if (!sp || !wr_spmm_ok(out)) return 0;
-    // dZ^T's lists when dZ is the sparser (X's count from the forward's lists of this x)
-    if (sp->dwt && wr_spmm_ok(in) && sp->x_src == x && sp->x.rows == B &&
-        count_nz(dz, (size_t)B * out) < listed(&sp->x)) {
-        wr_transpose(dz, B, out, sp->dztd);
-        wr_sprows_build(&sp->dzt, sp->dztd, B, out, B, 0, wr_spmm_kb());
-        spmm_threads(l, &sp->dzt, x, in, alpha_w, sp->dwt);
-        wr_transpose(sp->dwt, out, in, l->dw);
-        return 1;
-    }
     // X^T's lists: the rows of X transposed (a dense transpose and the vector lister are
     // faster than moving X's lists entry by entry)
     wr_transpose(x, B, in, sp->xtd);
     wr_sprows_build(&sp->xt, sp->xtd, B, in, B, 0, wr_spmm_kb());
     spmm_threads(l, &sp->xt, dz, out, alpha_w, l->dw);
-    return 1;
-}
-
-int wr_linear_sparse_dx(wr_layer *l, const float *dz, const float *w, float alpha_x, int B) {
-    wr_linear_sparse *sp = l->sp;
-    const int in = l->in_size, out = l->out_size;
-    if (!sp || !sp->wt || !wr_spmm_ok(in)) return 0;
-    wr_sprows_build(&sp->dz, dz, out, B, out, 0, wr_spmm_kb());
-    wr_transpose(w, in, out, sp->wt);
-    spmm_threads(l, &sp->dz, sp->wt, in, alpha_x, l->dx);
     return 1;
 }

@@ -18,31 +18,46 @@ void wr_spmm_avx2(const wr_sprows *s, const float *B, int ldb, int N, float alph
     spmm_all(s, B, ldb, N, alpha, C, ldc, r0, r1);
 }
 
-// 8 x 8 tiles through registers (unpack, shuffle, lane permute); the edges scalar.
+// One 8 x 8 tile: rows i..i+7, columns j..j+7 of a (row stride N) into rows
+// j..j+7, columns i..i+7 of t (row stride M), through registers.
+static inline void tile8(const float *a, int M, int N, float *t, int i, int j) {
+    const float *p = a + (size_t)i * N + j;
+    __m256 r[8], u[8], s[8];
+    for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(p + (size_t)k * N);
+    for (int k = 0; k < 8; k += 2) {
+        u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        s[k] = _mm256_shuffle_ps(u[k], u[k + 2], 0x44);
+        s[k + 1] = _mm256_shuffle_ps(u[k], u[k + 2], 0xEE);
+        s[k + 2] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0x44);
+        s[k + 3] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0xEE);
+    }
+    float *q = t + (size_t)j * M + i;
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_ps(q + (size_t)k * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x20));
+        _mm256_storeu_ps(q + (size_t)(k + 4) * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x31));
+    }
+}
+
+// Strips of 16 rows, so each store pair fills t's 64-byte lines whole (a
+// half-written line would be fetched again after the strip evicted it: the
+// row strides are powers of two, few L1 sets); the edges scalar.
 void wr_transpose_avx2(const float *a, int M, int N, float *t) {
     int i = 0;
-    for (; i + 8 <= M; i += 8) {
+    for (; i + 16 <= M; i += 16) {
         int j = 0;
         for (; j + 8 <= N; j += 8) {
-            const float *p = a + (size_t)i * N + j;
-            __m256 r[8], u[8], s[8];
-            for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(p + (size_t)k * N);
-            for (int k = 0; k < 8; k += 2) {
-                u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
-                u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
-            }
-            for (int k = 0; k < 8; k += 4) {
-                s[k] = _mm256_shuffle_ps(u[k], u[k + 2], 0x44);
-                s[k + 1] = _mm256_shuffle_ps(u[k], u[k + 2], 0xEE);
-                s[k + 2] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0x44);
-                s[k + 3] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0xEE);
-            }
-            float *q = t + (size_t)j * M + i;
-            for (int k = 0; k < 4; k++) {
-                _mm256_storeu_ps(q + (size_t)k * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x20));
-                _mm256_storeu_ps(q + (size_t)(k + 4) * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x31));
-            }
+            tile8(a, M, N, t, i, j);
+            tile8(a, M, N, t, i + 8, j);
         }
+        for (; j < N; j++)
+            for (int k = 0; k < 16; k++) t[(size_t)j * M + i + k] = a[(size_t)(i + k) * N + j];
+    }
+    for (; i + 8 <= M; i += 8) {
+        int j = 0;
+        for (; j + 8 <= N; j += 8) tile8(a, M, N, t, i, j);
         for (; j < N; j++)
             for (int k = 0; k < 8; k++) t[(size_t)j * M + i + k] = a[(size_t)(i + k) * N + j];
     }

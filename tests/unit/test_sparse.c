@@ -109,13 +109,19 @@ static void test_sprows_layout(void **st) {
 
 static void test_transpose(void **st) {
     (void)st;
-    const int M = 70, N = 45;
-    float *a = malloc(sizeof(float) * M * N), *t = malloc(sizeof(float) * M * N);
-    for (int i = 0; i < M * N; i++) a[i] = (float)i;
-    wr_transpose(a, M, N, t);
-    for (int i = 0; i < M; i++)
-        for (int j = 0; j < N; j++) assert_true(t[j * M + i] == a[i * N + j]);
-    free(a), free(t);
+    static const int shapes[][2] = {{70, 45}, {88, 45}, {16, 8}, {512, 256}, {3, 5}};
+    for (int lvl = 0; lvl <= (int)wr_cpu_max_level(); lvl++)
+        for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+            wr_cpu_force_level(lvl);
+            const int M = shapes[c][0], N = shapes[c][1];
+            float *a = malloc(sizeof(float) * M * N), *t = malloc(sizeof(float) * M * N);
+            for (int i = 0; i < M * N; i++) a[i] = (float)i;
+            wr_transpose(a, M, N, t);
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) assert_true(t[j * M + i] == a[i * N + j]);
+            free(a), free(t);
+        }
+    wr_cpu_force_level(-1);
 }
 
 static void test_spmm_ok(void **st) {
