@@ -11,9 +11,12 @@
 // max-pool 2x2 stride 2 (layers_pool.c). Softmax + cross-entropy and a
 // stand-alone ReLU are functions.
 //
-// HFP8 (fp8 = 1): every GEMM of a linear layer (forward, dW, dX) is a
-// common/fp8_gemm.h wr_fp8_gemm(_cached) call on uint8 FP8 codes, with fp32
-// accumulation and output; a conv layer decodes its codes once per step
+// HFP8 (fp8 = 1): a linear layer's GEMMs run on uint8 FP8 codes with fp32
+// accumulation and output: forward and dW as the sparse GEMM of
+// layers_sparse.h on the decoded caches where it takes the shape (out a
+// multiple of 16, AVX2), else and for dX a common/fp8_gemm.h
+// wr_fp8_gemm(_cached) call (fp32 layers likewise: sparse GEMM or sgemm);
+// a conv layer decodes its codes once per step
 // (wr_fp8_cache_get) and runs its fp32 conv on the decoded values. A forward GEMM input t (weights once per forward,
 // activations) is multiplied by a power-of-two s_t = 2^k chosen from its amax
 // so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its min subnormal
