@@ -31,8 +31,9 @@
 // owns one wr_fp8_cache per operand (X, W, dZ), keyed by a generation bumped
 // at every re-encode (fwd_gen by the forward, bwd_gen by the backward), so W's
 // forward decoding serves dX, X's serves dW, dZ's dW decoding serves dX. Set
-// fp8_cache = 0 after init to decode in every call instead (same bits; a
-// conv layer always decodes into its caches).
+// fp8_cache = 0 after init to decode in every call instead (no sparse GEMMs
+// then: the same bits where the layer has none; a conv layer always decodes
+// into its caches).
 // Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
 // pre-activation), pooling and the loss are fp32.
 //
@@ -102,7 +103,8 @@ void wr_layer_free(wr_layer *l);
 // forward and dX split the chunks of images, the direct dW its taps; a linear
 // layer's sparse GEMMs split the rows of their output; so every output is
 // computed as with one thread (same bits). The im2col + sgemm paths and the
-// linear layers' sgemm calls stay on the calling thread (OpenBLAS has its own).
+// linear layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
+// model.h sets them to one).
 #define WR_LAYER_MAX_THREADS 4
 void wr_layer_set_threads(wr_layer *l, int threads);
 
