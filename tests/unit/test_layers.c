@@ -729,15 +729,18 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
 
 static void test_linear_sparse(void **st) {
     (void)st;
-    if (wr_cpu_max_level() < WR_ISA_AVX2) skip();
+    int ran = 0;
     for (int lvl = WR_ISA_AVX2; lvl <= (int)wr_cpu_max_level(); lvl++) {
         wr_cpu_force_level(lvl);
+        if ((int)wr_cpu_level() != lvl) continue;  // WREN_SIMD caps it lower
+        ran++;
         for (int fp8 = 0; fp8 < 2; fp8++) {
             linear_sparse_case(fp8, 0.5f, 0.1f);
             linear_sparse_case(fp8, 0.1f, 0.7f);
         }
     }
     wr_cpu_force_level(-1);
+    if (!ran) skip();
 }
 
 static void test_overflow(void **st) {

@@ -73,6 +73,7 @@ static void test_spmm_vs_ref(void **st) {
     int ran = 0;
     for (int lvl = WR_ISA_AVX2; lvl <= (int)wr_cpu_max_level(); lvl++) {
         wr_cpu_force_level(lvl);
+        if ((int)wr_cpu_level() != lvl) continue;  // WREN_SIMD caps it lower
         all_cases();
         ran++;
     }
