@@ -1,7 +1,7 @@
 // layers_sparse.h — GEMMs of a linear layer whose left operand is mostly
-// zeros: the images (half of Fashion-MNIST's pixels are 0), ReLU outputs and
-// ReLU-masked errors. Only the non-zero entries of the left operand are
-// multiplied, so the work follows the density instead of the dense shape.
+// zeros: the images (half of Fashion-MNIST's pixels are 0) and ReLU outputs,
+// in the forward (X W) and dW (X^T dZ). Only the non-zero entries of the left
+// operand are multiplied, so the work follows the density, not the shape.
 //
 // The left operand op(A) (rows x cols) is first listed (wr_sprows_build): per
 // row its non-zero entries (column, value) in increasing column order, cut
