@@ -87,6 +87,7 @@ void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int n
     l->dz = alloc_f(B * out);
     if (need_dx) l->dx = alloc_f(B * in);
     if (fp8) fp8_init(l, B, (size_t)in);
+    l->sp = wr_linear_sparse_new(l);
 }
 
 void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
@@ -155,6 +156,7 @@ void wr_layer_free(wr_layer *l) {
     wr_fp8_cache_free(&l->cx);
     wr_fp8_cache_free(&l->cw);
     wr_fp8_cache_free(&l->cdz);
+    wr_linear_sparse_free(l->sp);
     memset(l, 0, sizeof *l);
 }
 
@@ -218,8 +220,14 @@ static void fp8_forward(wr_layer *l, const float *x, int B) {
         return;
     }
     wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
-    wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen, l->wc,
-                       E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
+    if (!(cx && l->sp && wr_spmm_ok(l->out_size)))
+        wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen,
+                           l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
+    else {  // the sparse GEMM on the decoded values (exact products: the same sums as sgemm's, in order)
+        const float *xq = wr_fp8_cache_get(cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
+        const float *wq = wr_fp8_cache_get(cw, l->wc, l->fwd_gen, E4, l->in_size, l->out_size, l->out_size);
+        wr_linear_sparse_fwd(l, xq, wq, alpha, B);
+    }
     wr_layer_bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
 }
 
@@ -238,9 +246,24 @@ void wr_layer_forward(wr_layer *l, const float *x, int B) {
         wr_conv_forward(l, x, l->w, 1.0f, B);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f, x, l->in_size,
-                l->w, l->out_size, 0.0f, l->y, l->out_size);
+    if (!wr_linear_sparse_fwd(l, x, l->w, 1.0f, B))
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, l->out_size, l->in_size, 1.0f, x,
+                    l->in_size, l->w, l->out_size, 0.0f, l->y, l->out_size);
     wr_layer_bias_act(l->y, l->b, (size_t)B, l->out_size, l->relu);
+}
+
+// The HFP8 backward's FP8 GEMMs (wr_fp8_gemm_cached) that the sparse path did
+// not take: dW if do_dw, dX if do_dx.
+static void fp8_gemms_left(wr_layer *l, size_t rows, int cols, int K, float inv_s, int do_dw, int do_dx) {
+    const enum wr_fp8_format E4 = WR_FP8_E4M3B11, E5 = WR_FP8_E5M2;
+    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
+    wr_fp8_cache *cdz = l->fp8_cache ? &l->cdz : NULL;
+    if (do_dw)
+        wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, l->xc, E4, K, cx, l->fwd_gen, l->dzc, E5,
+                           cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
+    if (do_dx)
+        wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz, l->bwd_gen, l->wc,
+                           E4, cols, cw, l->fwd_gen, 0.0f, l->dx, K);
 }
 
 // The HFP8 backward's GEMMs on the E5M2 codes of dz (encoded by the caller).
@@ -255,13 +278,13 @@ static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K,
         wr_conv_backward_fp8(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
         return;
     }
-    wr_fp8_cache *cx = l->fp8_cache ? &l->cx : NULL, *cw = l->fp8_cache ? &l->cw : NULL;
-    wr_fp8_cache *cdz = l->fp8_cache ? &l->cdz : NULL;
-    wr_fp8_gemm_cached(1, 0, K, cols, (int)rows, inv_s / l->sx, l->xc, E4, K, cx, l->fwd_gen, l->dzc, E5,
-                       cols, cdz, l->bwd_gen, 0.0f, l->dw, cols);
-    if (!l->need_dx) return;
-    wr_fp8_gemm_cached(0, 1, (int)rows, K, cols, 1.0f / l->sw, l->dzc, E5, cols, cdz, l->bwd_gen, l->wc, E4,
-                       cols, cw, l->fwd_gen, 0.0f, l->dx, K);
+    int dw_done = 0;
+    if (l->fp8_cache && l->sp && wr_spmm_ok(cols)) {  // the sparse dW on the decoded values
+        const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, K, K);
+        const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
+        dw_done = wr_linear_sparse_dw(l, xq, dzq, inv_s / l->sx, B);
+    }
+    fp8_gemms_left(l, rows, cols, K, inv_s, !dw_done, l->need_dx);
 }
 
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
@@ -291,8 +314,9 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
         return 0;
     }
     // dW = X^T dZ (K x cols) over the `rows` rows; dX = dZ W^T (rows x K)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, l->x, K, dz, cols, 0.0f,
-                l->dw, cols);
+    if (!wr_linear_sparse_dw(l, l->x, dz, inv_s, B))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, cols, (int)rows, inv_s, l->x, K, dz, cols,
+                    0.0f, l->dw, cols);
     if (!l->need_dx) return 0;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, K, cols, 1.0f, dz, cols, l->w, cols, 0.0f,
                 l->dx, K);

@@ -11,9 +11,12 @@
 // max-pool 2x2 stride 2 (layers_pool.c). Softmax + cross-entropy and a
 // stand-alone ReLU are functions.
 //
-// HFP8 (fp8 = 1): every GEMM of a linear layer (forward, dW, dX) is a
-// common/fp8_gemm.h wr_fp8_gemm(_cached) call on uint8 FP8 codes, with fp32
-// accumulation and output; a conv layer decodes its codes once per step
+// HFP8 (fp8 = 1): a linear layer's GEMMs run on uint8 FP8 codes with fp32
+// accumulation and output: forward and dW as the sparse GEMM of
+// layers_sparse.h on the decoded caches where it takes the shape (out a
+// multiple of 16, AVX2), else and for dX a common/fp8_gemm.h
+// wr_fp8_gemm(_cached) call (fp32 layers likewise: sparse GEMM or sgemm);
+// a conv layer decodes its codes once per step
 // (wr_fp8_cache_get) and runs its fp32 conv on the decoded values. A forward GEMM input t (weights once per forward,
 // activations) is multiplied by a power-of-two s_t = 2^k chosen from its amax
 // so that amax*s_t lies in [8, 16) (E4M3-b11's max is 30 and its min subnormal
@@ -28,8 +31,9 @@
 // owns one wr_fp8_cache per operand (X, W, dZ), keyed by a generation bumped
 // at every re-encode (fwd_gen by the forward, bwd_gen by the backward), so W's
 // forward decoding serves dX, X's serves dW, dZ's dW decoding serves dX. Set
-// fp8_cache = 0 after init to decode in every call instead (same bits; a
-// conv layer always decodes into its caches).
+// fp8_cache = 0 after init to decode in every call instead (no sparse GEMMs
+// then: the same bits where the layer has none; a conv layer always decodes
+// into its caches).
 // Biases, their gradients (from the unrounded dZ), ReLU masks (from the fp32
 // pre-activation), pooling and the loss are fp32.
 //
@@ -71,9 +75,11 @@ typedef struct {
     float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
     uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
     size_t xpad_n, dzpad_n;                   // conv: elements of one thread's xpad(16) / dzpad(16)
-    int threads;   // conv: threads of the direct conv (wr_layer_set_threads; 1 at init)
-    float *dz;     // (max_batch, out_size) error after the ReLU mask
-    int32_t *arg;  // pool: input offset of each output's max
+    int threads;  // conv: threads of the direct conv; linear: of the sparse GEMMs (wr_layer_set_threads; 1 at init)
+    struct wr_linear_sparse *sp;  // linear with an output or input width that is a multiple of 16: the
+                                  // sparse GEMMs' lists and W^T (layers_internal.h), owned; else NULL
+    float *dz;                    // (max_batch, out_size) error after the ReLU mask
+    int32_t *arg;                 // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha
     uint8_t *xc;                // E4M3-b11 codes of sx * x (max_batch, in_size)
     uint8_t *wc;                // E4M3-b11 codes of sw * w (n_w)
@@ -92,10 +98,13 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);
 void wr_layer_free(wr_layer *l);
 
-// Threads for a conv layer's direct kernels (clamped to [1, WR_LAYER_MAX_THREADS];
-// other layers ignore it): the forward and dX split the chunks of images, the
-// direct dW its taps, so every output is computed as with one thread (same
-// bits). The im2col + sgemm paths stay on the calling thread (OpenBLAS has its own).
+// Threads for a conv layer's direct kernels and a linear layer's sparse GEMMs
+// (clamped to [1, WR_LAYER_MAX_THREADS]; pool layers ignore it): the conv's
+// forward and dX split the chunks of images, the direct dW its taps; a linear
+// layer's sparse GEMMs split the rows of their output; so every output is
+// computed as with one thread (same bits). The im2col + sgemm paths and the
+// linear layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
+// model.h sets them to one).
 #define WR_LAYER_MAX_THREADS 4
 void wr_layer_set_threads(wr_layer *l, int threads);
 

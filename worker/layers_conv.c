@@ -170,7 +170,7 @@ void wr_layer_set_threads(wr_layer *l, int threads) {
 
 // A parallel region: job t (t < T) of `jobs` (each `size` bytes) on thread t,
 // job 0 on the caller. A thread that cannot be started runs inline after.
-static void run_jobs(void *(*fn)(void *), void *jobs, size_t size, int T) {
+void wr_layer_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int T) {
     pthread_t th[WR_LAYER_MAX_THREADS];
     int started[WR_LAYER_MAX_THREADS] = {0};
     for (int t = 1; t < T; t++) started[t] = pthread_create(&th[t], NULL, fn, (char *)jobs + t * size) == 0;
@@ -234,7 +234,7 @@ static void conv_forward(wr_layer *l, const float *x, const float *w, float alph
     int T = mode ? WR_MIN(l->threads, WR_DIV_UP(B, l->conv_chunk)) : 1;
     conv_job jobs[WR_LAYER_MAX_THREADS];
     for (int t = 0; t < T; t++) jobs[t] = (conv_job){l, x, w, NULL, alpha, B, mode, t, T, 0, 0};
-    run_jobs(fwd_job, jobs, sizeof *jobs, WR_MAX(T, 1));
+    wr_layer_run_jobs(fwd_job, jobs, sizeof *jobs, WR_MAX(T, 1));
 }
 
 void wr_conv_forward(wr_layer *l, const float *x, const float *w, float alpha, int B) {
@@ -271,7 +271,7 @@ static void conv_dw(wr_layer *l, const float *x, const float *dz, float alpha_w,
         conv_job jobs[WR_LAYER_MAX_THREADS];
         for (int t = 0; t < T; t++)
             jobs[t] = (conv_job){l, x, NULL, dz, alpha_w, B, 1, t, T, K * t / T, K * (t + 1) / T};
-        run_jobs(dw_job, jobs, sizeof *jobs, T);
+        wr_layer_run_jobs(dw_job, jobs, sizeof *jobs, T);
         return;
     }
     for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
@@ -328,7 +328,7 @@ static void conv_backward(wr_layer *l, const float *x, const float *dz, const fl
     int T = mode ? WR_MIN(l->threads, WR_DIV_UP(B, l->conv_chunk)) : 1;
     conv_job jobs[WR_LAYER_MAX_THREADS];
     for (int t = 0; t < T; t++) jobs[t] = (conv_job){l, NULL, w, dz, alpha_x, B, mode, t, T, 0, 0};
-    run_jobs(dx_job, jobs, sizeof *jobs, WR_MAX(T, 1));
+    wr_layer_run_jobs(dx_job, jobs, sizeof *jobs, WR_MAX(T, 1));
 }
 
 void wr_conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,

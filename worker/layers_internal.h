@@ -5,6 +5,30 @@
 #include <stddef.h>
 
 #include "layers.h"
+#include "layers_sparse.h"
+
+// A linear layer's sparse GEMMs (layers_sparse.h; layers_linear.c): used for
+// each GEMM whose output width N passes wr_spmm_ok (fp32 layers, and HFP8
+// layers with fp8_cache on, on the decoded caches).
+//   forward  y  = alpha X W       lists of X's rows        (N = out)
+//   dW       dW = alpha X^T dZ    lists of X^T's rows      (N = out)
+//   dX       dX = alpha dZ W^T    lists of dZ's rows, W^T  (N = in)
+typedef struct wr_linear_sparse {
+    wr_sprows x, xt, dz;
+    float *xtd;  // X^T dense (in x max_batch): dW's lists come from its rows
+    float *wt;   // W^T (out x in), written by the backward
+} wr_linear_sparse;
+wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l);
+void wr_linear_sparse_free(wr_linear_sparse *sp);
+// The forward product into l->y (bias and ReLU are the caller's): 1 if the
+// sparse path took it, 0 if the caller must run its sgemm. x: fp32 values.
+int wr_linear_sparse_fwd(wr_layer *l, const float *x, const float *w, float alpha, int B);
+// dW into l->dw (alpha_w X^T dZ): 1 if taken, else 0 (the caller's sgemm).
+int wr_linear_sparse_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B);
+
+// A parallel region: job t (t < T <= WR_LAYER_MAX_THREADS) of `jobs` (each
+// `size` bytes) on thread t, job 0 on the caller (layers_conv.c).
+void wr_layer_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int T);
 
 // The element loops of the layers are plain C written so that gcc vectorizes
 // them (restrict, no branches); -O2's default "very cheap" cost model refuses

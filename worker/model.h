@@ -39,10 +39,12 @@
 // input whose scaled magnitude reaches past the E5M2 max (57344) or is
 // inf/NaN, or a non-finite gradient.
 //
-// Threads: opts->threads > 0 calls openblas_set_num_threads(threads) (a process-
-// wide setting); 0 leaves OpenBLAS as it is. The conv layers' direct kernels
-// use that many threads too (wr_layer_set_threads; 1 for 0), with the same
-// results as one thread.
+// Threads: the layers use opts->threads (wr_layer_set_threads; 1 for 0): the
+// conv's direct kernels and the linear layers' sparse GEMMs, with the same
+// results as one thread. opts->threads > 0 also sets OpenBLAS to one thread
+// (openblas_set_num_threads, a process-wide setting: its spinning workers
+// competed with the layers' threads, and its threads changed the cnn's sgemm
+// sums); 0 leaves OpenBLAS as it is.
 //
 // Not thread-safe: one model per thread.
 #ifndef WR_MODEL_H
@@ -61,7 +63,7 @@ typedef struct {
     float loss_scale;    // > 0 fixed, 0 = dynamic
     int max_batch;       // largest B passed to wr_model_step / used by evaluate (> 0)
     uint64_t seed;       // initialisation (and synthetic gradient noise)
-    int threads;         // OpenBLAS threads (0 = leave as is)
+    int threads;         // the layers' threads; > 0 also sets OpenBLAS to 1 (0 = leave it as is)
 } wr_model_opts;
 
 // Builds the model and its buffers (all memory is allocated here; steps do not

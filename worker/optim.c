@@ -7,6 +7,8 @@
 #include <emmintrin.h>
 #include <math.h>
 
+#include "cpu.h"
+
 static void adam_consts(int64_t t, float beta1, float beta2, float *ic1, float *ic2) {
     if (t < 1) t = 1;
     *ic1 = (float)(1.0 / (1.0 - pow((double)beta1, (double)t)));
@@ -37,6 +39,12 @@ void wr_adam_update(float *x, float *m, float *v, const float *g, size_t n, int6
     float ic1, ic2;
     adam_consts(t, beta1, beta2, &ic1, &ic2);
     const float ob1 = 1.0f - beta1, ob2 = 1.0f - beta2;
+    const wr_adam_consts c = {beta1, beta2, ob1, ob2, ic1, ic2, eps, wd, lr};
+    const enum wr_isa isa = wr_cpu_level();
+    size_t done = isa == WR_ISA_AVX512 ? wr_adam_core_avx512(x, m, v, g, n, &c)
+                  : isa == WR_ISA_AVX2 ? wr_adam_core_avx2(x, m, v, g, n, &c)
+                                       : 0;
+    x += done, m += done, v += done, g += done, n -= done;
     const __m128 B1 = _mm_set1_ps(beta1), B2 = _mm_set1_ps(beta2), OB1 = _mm_set1_ps(ob1),
                  OB2 = _mm_set1_ps(ob2), IC1 = _mm_set1_ps(ic1), IC2 = _mm_set1_ps(ic2),
                  EPS = _mm_set1_ps(eps), WD = _mm_set1_ps(wd), LR = _mm_set1_ps(lr);

@@ -23,7 +23,7 @@
 typedef struct wr_train_job {
     wr_job_config cfg;       // config: the job config
     int max_batch;           // config: the model's largest batch (evaluation batches too)
-    int threads;             // the loop: OpenBLAS threads (0 = leave as is)
+    int threads;             // the loop: compute threads (model.h; the local exchange's update too)
     wr_model *model;         // the loop, between config and join: the model of cfg->model
     int data_model;          // the loop: 1 = Fashion-MNIST model, 0 = synthetic:D
     wr_dataset train, test;  // the loop: the data (test only when evaluation is on)
@@ -48,7 +48,7 @@ typedef struct {
 
 typedef struct {
     const char *summary_path;    // NULL = no summary file
-    int threads;                 // OpenBLAS threads (0 = OpenBLAS default)
+    int threads;                 // compute threads (model.h; 0 = OpenBLAS default, layers 1)
     wr_train_stop *stop;         // NULL = no stop requests
     struct wr_metrics *metrics;  // --metrics: the registry the loop publishes to (NULL = none)
 } wr_train_opts;

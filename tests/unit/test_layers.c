@@ -17,7 +17,9 @@
 
 #include "fp8_gemm.h"
 #include "hfp8.h"
+#include "cpu.h"
 #include "layers.h"
+#include "layers_sparse.h"
 #include "layers_internal.h"
 #include "rng.h"
 #include "wr_common.h"
@@ -680,6 +682,67 @@ static void test_conv_threads(void **st) {
     wr_layer_free(&l);
 }
 
+// Linear layers on the sparse GEMMs (layers_sparse.h; N = 48, a multiple of
+// 16): fp32 y and dW equal the scalar reference's chains bit for bit at every
+// vector level the CPU has (dense and sparse X and dZ), dX is sgemm's; 2 and 3
+// threads give the bits of one (fp32 and HFP8).
+static void linear_sparse_case(int fp8, float zx, float zdz) {
+    const int B = 64, IN = 64, OUT = 48;
+    const float S = 64.0f;
+    wr_layer l[3];
+    size_t np = (size_t)IN * OUT + OUT;
+    float *p = wr_alloc_vec(np * 4), *x = wr_alloc_vec((size_t)B * IN * 4), *dy = wr_alloc_vec(B * OUT * 4);
+    float *gr[3], *ref = malloc(sizeof(float) * IN * OUT);
+    fill(p, np, -0.3f, 0.3f);
+    memset(p + IN * OUT, 0, OUT * 4);  // zero biases: y is the product
+    fill(x, (size_t)B * IN, 0.0f, 2.0f);
+    fill(dy, (size_t)B * OUT, -50.0f, 50.0f);
+    for (int i = 0; i < B * IN; i++) x[i] = (i * 2654435761u) % 1000 < zx * 1000 ? 0.0f : x[i];
+    for (int i = 0; i < B * OUT; i++) dy[i] = (i * 2246822519u) % 1000 < zdz * 1000 ? 0.0f : dy[i];
+    for (int i = 0; i < 3; i++) {
+        wr_layer_linear_init(&l[i], IN, OUT, 0, fp8, 1, B);
+        assert_non_null(l[i].sp);
+        wr_layer_set_threads(&l[i], i + 1);
+        gr[i] = wr_alloc_vec(np * 4);
+        wr_layer_bind(&l[i], p, gr[i]);
+        wr_layer_forward(&l[i], x, B);
+        assert_int_equal(wr_layer_backward(&l[i], dy, B, S), 0);
+    }
+    for (int i = 1; i < 3; i++) {
+        assert_memory_equal(l[i].y, l[0].y, sizeof(float) * B * OUT);
+        assert_memory_equal(gr[i], gr[0], np * 4);
+        assert_memory_equal(l[i].dx, l[0].dx, sizeof(float) * B * IN);
+    }
+    if (!fp8) {
+        float *y = malloc(sizeof(float) * B * OUT), *dx = malloc(sizeof(float) * B * IN);
+        wr_spmm_ref(0, B, IN, x, IN, p, OUT, OUT, 1.0f, y, OUT);
+        wr_spmm_ref(1, IN, B, x, IN, dy, OUT, OUT, 1.0f / S, ref, OUT);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, IN, OUT, 1.0f, dy, OUT, p, OUT, 0.0f, dx, IN);
+        assert_memory_equal(y, l[0].y, sizeof(float) * B * OUT);
+        assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
+        assert_memory_equal(dx, l[0].dx, sizeof(float) * B * IN);
+        free(y), free(dx);
+    }
+    for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
+    free(p), free(x), free(dy), free(ref);
+}
+
+static void test_linear_sparse(void **st) {
+    (void)st;
+    int ran = 0;
+    for (int lvl = WR_ISA_AVX2; lvl <= (int)wr_cpu_max_level(); lvl++) {
+        wr_cpu_force_level(lvl);
+        if ((int)wr_cpu_level() != lvl) continue;  // WREN_SIMD caps it lower
+        ran++;
+        for (int fp8 = 0; fp8 < 2; fp8++) {
+            linear_sparse_case(fp8, 0.5f, 0.1f);
+            linear_sparse_case(fp8, 0.1f, 0.7f);
+        }
+    }
+    wr_cpu_force_level(-1);
+    if (!ran) skip();
+}
+
 static void test_overflow(void **st) {
     (void)st;
     const int B = 4, IN = 8, OUT = 5;
@@ -719,6 +782,7 @@ int main(void) {
         cmocka_unit_test(test_conv_chunks),
         cmocka_unit_test(test_pool_vs_ref),
         cmocka_unit_test(test_conv_threads),
+        cmocka_unit_test(test_linear_sparse),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

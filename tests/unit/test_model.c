@@ -14,6 +14,7 @@
 
 #include "config.h"
 #include "data.h"
+#include "cpu.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -452,6 +453,46 @@ static void test_synthetic(void **st) {
     wr_model_free(b);
 }
 
+// --threads N: 1, 2 and 3 threads give the same parameters after a few steps
+// with Adam, mlp and cnn, HFP8 on and off (the layers split no sum; OpenBLAS
+// stays at one thread, whose threads did change the cnn's sgemm sums).
+static void test_threads_identical(void **st) {
+    (void)st;
+    char err[WR_ERR_LEN];
+    const char *specs[] = {"mlp", "cnn"};
+    const int B = 64, steps = 3;
+    for (int s = 0; s < 2; s++)
+        for (int hfp8 = 0; hfp8 <= 1; hfp8++) {
+            float *x0 = NULL;
+            size_t d = 0;
+            for (int th = 1; th <= 3; th++) {
+                wr_model *m;
+                wr_model_opts o = opts(hfp8, B);
+                o.threads = th;
+                assert_int_equal(wr_model_create(specs[s], &o, &m, err), WR_OK);
+                d = wr_model_num_params(m);
+                float *mm = calloc(d, 4), *vv = calloc(d, 4);
+                for (int t = 1; t <= steps; t++) {
+                    const size_t off = (size_t)(t - 1) * B;
+                    assert_int_equal(wr_model_step(m, g_train.images + off * g_train.dim,
+                                                   g_train.labels + off, B, NULL, NULL, NULL, err),
+                                     WR_OK);
+                    wr_adam_update(wr_model_params(m), mm, vv, wr_model_grads(m), d, t, 1e-3f, 0.9f, 0.999f,
+                                   1e-8f, 0.0f);
+                }
+                if (th == 1) {
+                    x0 = malloc(d * 4);
+                    memcpy(x0, wr_model_params(m), d * 4);
+                } else if (memcmp(x0, wr_model_params(m), d * 4) != 0) {
+                    fail_msg("%s hfp8 %d: %d threads give other parameters than 1", specs[s], hfp8, th);
+                }
+                free(mm), free(vv);
+                wr_model_free(m);
+            }
+            free(x0);
+        }
+}
+
 static void test_optim_ref(void **st) {
     (void)st;
     const size_t n = 1027;
@@ -464,13 +505,15 @@ static void test_optim_ref(void **st) {
     }
     g[3] = 0.0f;
     g[4] = 1e-30f;
-    for (int t = 1; t <= 5; t++) {
+    for (int t = 1; t <= 6; t++) {  // every ISA level the CPU has (SSE2, AVX2, AVX-512 kernels), twice
+        wr_cpu_force_level((t - 1) % 3 <= (int)wr_cpu_max_level() ? (t - 1) % 3 : -1);
         wr_adam_update(x1, m1, v1, g, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
         wr_adam_update_ref(x2, m2, v2, g, n, t, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f);
         assert_memory_equal(x1, x2, n * 4);
         assert_memory_equal(m1, m2, n * 4);
         assert_memory_equal(v1, v2, n * 4);
     }
+    wr_cpu_force_level(-1);
     // semantics: first Adam step moves by lr * g/(|g| + eps) (+ decoupled decay)
     float x = 0.5f, m = 0, v = 0, gg = 0.2f;
     wr_adam_update(&x, &m, &v, &gg, 1, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f);
@@ -593,12 +636,19 @@ static void test_standalone(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_specs),        cmocka_unit_test(test_step_errors),
-        cmocka_unit_test(test_determinism),  cmocka_unit_test(test_model_gradient),
-        cmocka_unit_test(test_mlp_trains),   cmocka_unit_test(test_evaluate_matches_step),
-        cmocka_unit_test(test_loss_scaling), cmocka_unit_test(test_hfp8_grad_close),
-        cmocka_unit_test(test_synthetic),    cmocka_unit_test(test_optim_ref),
-        cmocka_unit_test(test_standalone),   cmocka_unit_test(test_sharded_gradient_average),
+        cmocka_unit_test(test_specs),
+        cmocka_unit_test(test_step_errors),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_model_gradient),
+        cmocka_unit_test(test_mlp_trains),
+        cmocka_unit_test(test_evaluate_matches_step),
+        cmocka_unit_test(test_loss_scaling),
+        cmocka_unit_test(test_hfp8_grad_close),
+        cmocka_unit_test(test_synthetic),
+        cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_optim_ref),
+        cmocka_unit_test(test_standalone),
+        cmocka_unit_test(test_sharded_gradient_average),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

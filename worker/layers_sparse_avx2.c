@@ -1,0 +1,66 @@
+// layers_sparse_avx2.c — the sparse-left-operand GEMM with AVX2 + FMA: ymm, blocks of 64 columns (layers_sparse.h).
+#include <immintrin.h>
+
+#include "layers_sparse.h"
+
+#define V __m256
+#define VW 8
+#define V_ZERO() _mm256_setzero_ps()
+#define V_LOAD(p) _mm256_loadu_ps(p)
+#define V_STORE(p, v) _mm256_storeu_ps(p, v)
+#define V_BCAST(x) _mm256_set1_ps(x)
+#define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define V_MUL(a, b) _mm256_mul_ps(a, b)
+#include "layers_sparse_kernel.h"
+
+void wr_spmm_avx2(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
+                  int r1) {
+    spmm_all(s, B, ldb, N, alpha, C, ldc, r0, r1);
+}
+
+// One 8 x 8 tile: rows i..i+7, columns j..j+7 of a (row stride N) into rows
+// j..j+7, columns i..i+7 of t (row stride M), through registers.
+static inline void tile8(const float *a, int M, int N, float *t, int i, int j) {
+    const float *p = a + (size_t)i * N + j;
+    __m256 r[8], u[8], s[8];
+    for (int k = 0; k < 8; k++) r[k] = _mm256_loadu_ps(p + (size_t)k * N);
+    for (int k = 0; k < 8; k += 2) {
+        u[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+        u[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+    }
+    for (int k = 0; k < 8; k += 4) {
+        s[k] = _mm256_shuffle_ps(u[k], u[k + 2], 0x44);
+        s[k + 1] = _mm256_shuffle_ps(u[k], u[k + 2], 0xEE);
+        s[k + 2] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0x44);
+        s[k + 3] = _mm256_shuffle_ps(u[k + 1], u[k + 3], 0xEE);
+    }
+    float *q = t + (size_t)j * M + i;
+    for (int k = 0; k < 4; k++) {
+        _mm256_storeu_ps(q + (size_t)k * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x20));
+        _mm256_storeu_ps(q + (size_t)(k + 4) * M, _mm256_permute2f128_ps(s[k], s[k + 4], 0x31));
+    }
+}
+
+// Strips of 16 rows, so each store pair fills t's 64-byte lines whole (a
+// half-written line would be fetched again after the strip evicted it: the
+// row strides are powers of two, few L1 sets); the edges scalar.
+void wr_transpose_avx2(const float *a, int M, int N, float *t) {
+    int i = 0;
+    for (; i + 16 <= M; i += 16) {
+        int j = 0;
+        for (; j + 8 <= N; j += 8) {
+            tile8(a, M, N, t, i, j);
+            tile8(a, M, N, t, i + 8, j);
+        }
+        for (; j < N; j++)
+            for (int k = 0; k < 16; k++) t[(size_t)j * M + i + k] = a[(size_t)(i + k) * N + j];
+    }
+    for (; i + 8 <= M; i += 8) {
+        int j = 0;
+        for (; j + 8 <= N; j += 8) tile8(a, M, N, t, i, j);
+        for (; j < N; j++)
+            for (int k = 0; k < 8; k++) t[(size_t)j * M + i + k] = a[(size_t)(i + k) * N + j];
+    }
+    for (; i < M; i++)
+        for (int j = 0; j < N; j++) t[(size_t)j * M + i] = a[(size_t)i * N + j];
+}
