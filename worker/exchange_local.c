@@ -10,13 +10,13 @@
 // --threads N: the update runs on N threads, each on a 64-aligned range of the
 // vector (every element's arithmetic and Birder counter are those of one
 // thread, so the same bits).
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "birder.h"
 #include "log.h"
 #include "optim.h"
+#include "parallel.h"
 #include "schedule.h"
 #include "train.h"
 #include "wr_common.h"
@@ -29,19 +29,11 @@ typedef struct {
     float *s1, *s2;     // Adam m, v / SGDM momentum / Birder m, b
     uint64_t *bits;     // Birder: this step's sign bits
     int64_t overflows;  // steps skipped so far
-    int threads;        // the update's threads (the job's --threads, 1..WR_LOCAL_MAX_THREADS)
+    int threads;        // the update's threads (the job's --threads; parallel.h clamps it)
 } local;
 
-#define WR_LOCAL_MAX_THREADS 4
 // Below this many elements per thread the update stays on one thread.
 #define WR_LOCAL_MIN_PER_THREAD ((size_t)1 << 16)
-
-// One thread's part of a step's update: elements [lo, hi) (lo a multiple of 64).
-typedef struct {
-    local *l;
-    const wr_exchange_step *s;
-    size_t lo, hi;
-} update_part;
 
 static void local_free(void *self) {
     local *l = self;
@@ -73,7 +65,7 @@ static int local_join(void *self, wr_train_job *job, char *err) {
     l->s1 = wr_alloc_vec(l->d * sizeof(float));
     l->s2 = wr_alloc_vec(l->d * sizeof(float));
     if (c->codec == WR_JOB_CODEC_BIRDER) l->bits = wr_alloc_vec(wr_birder_words(l->d) * sizeof(uint64_t));
-    l->threads = (int)WR_MAX(1, WR_MIN(job->threads, WR_LOCAL_MAX_THREADS));
+    l->threads = job->threads;
     job->rank = 0;
     job->n_workers = 1;
     job->n_shards = 0;
@@ -96,12 +88,18 @@ static int local_join(void *self, wr_train_job *job, char *err) {
     return WR_EXIT_OK;
 }
 
-static void *update_run(void *arg) {
-    const update_part *p = arg;
-    local *l = p->l;
+// One range of a step's update (parallel.h: the same bits on any thread count).
+typedef struct {
+    local *l;
+    const wr_exchange_step *s;
+} update_job;
+
+static void update_range(void *ctx, size_t lo, size_t hi) {
+    const update_job *u = ctx;
+    local *l = u->l;
     const wr_job_config *c = &l->cfg;
-    const wr_exchange_step *s = p->s;
-    const size_t lo = p->lo, n = p->hi - p->lo;
+    const wr_exchange_step *s = u->s;
+    const size_t n = hi - lo;
     if (c->codec == WR_JOB_CODEC_BIRDER) {
         wr_birder_encode(l->g + lo, l->s1 + lo, l->s2 + lo, n, c->beta,
                          wr_rng_key_make(c->seed, 0, (uint64_t)s->t), lo, l->bits + lo / 64);
@@ -112,29 +110,11 @@ static void *update_run(void *arg) {
     } else {
         wr_sgdm_update(l->x + lo, l->s1 + lo, l->g + lo, n, s->lr, c->momentum, c->wd);
     }
-    return NULL;
 }
 
-// The update over l->threads 64-aligned ranges, range 0 on the caller (a
-// thread that cannot be started runs its range here after).
 static void update(local *l, const wr_exchange_step *s) {
-    int T = (int)WR_MIN((size_t)l->threads, WR_MAX((size_t)1, l->d / WR_LOCAL_MIN_PER_THREAD));
-    update_part parts[WR_LOCAL_MAX_THREADS];
-    pthread_t th[WR_LOCAL_MAX_THREADS];
-    int started[WR_LOCAL_MAX_THREADS] = {0};
-    const size_t words = wr_birder_words(l->d);
-    for (int t = 0; t < T; t++) {
-        size_t lo = words * (size_t)t / (size_t)T * 64, hi = words * (size_t)(t + 1) / (size_t)T * 64;
-        parts[t] = (update_part){l, s, WR_MIN(lo, l->d), WR_MIN(hi, l->d)};
-    }
-    for (int t = 1; t < T; t++) started[t] = pthread_create(&th[t], NULL, update_run, &parts[t]) == 0;
-    update_run(&parts[0]);
-    for (int t = 1; t < T; t++) {
-        if (started[t])
-            pthread_join(th[t], NULL);
-        else
-            update_run(&parts[t]);
-    }
+    update_job u = {l, s};
+    wr_par_ranges(l->threads, l->d, WR_LOCAL_MIN_PER_THREAD, update_range, &u);
 }
 
 static int local_step(void *self, wr_exchange_step *s, char *err) {

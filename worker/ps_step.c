@@ -17,6 +17,7 @@
 #include "birder.h"
 #include "digest.h"
 #include "log.h"
+#include "parallel.h"
 #include "allreduce.h"
 #include "ps.h"
 #include "wckpt.h"
@@ -90,6 +91,49 @@ static int wait_released(wr_ps *w, atomic_int *busy, int64_t t, const char *what
 // ---- pushing -------------------------------------------------------------------------
 
 // PUSH of shard s's range of step t: Birder bits from a free push buffer, or
+
+// ---- the codec on the job's threads (common/parallel.h: the same bits) ------------
+
+// Below this many elements a slice is encoded or applied on one thread.
+#define PS_PAR_MIN ((size_t)1 << 16)
+
+typedef struct {
+    wr_ps *w;
+    size_t base;  // the slice's first element in the whole vector (a multiple of 64)
+    wr_rng_key key;
+    uint64_t *bits;  // the slice's bits
+} encode_job;
+
+static void encode_range(void *ctx, size_t lo, size_t hi) {
+    const encode_job *e = ctx;
+    size_t at = e->base + lo;
+    wr_birder_encode(e->w->g + at, e->w->m + at, e->w->b + at, hi - lo, e->w->cfg.beta, e->key, at,
+                     e->bits + lo / 64);
+}
+
+// Birder's encode of elements [base, base + n) into bits (the PUSH payload).
+static void encode_slice(wr_ps *w, size_t base, size_t n, wr_rng_key key, uint64_t *bits) {
+    encode_job e = {w, base, key, bits};
+    wr_par_ranges(w->job->threads, n, PS_PAR_MIN, encode_range, &e);
+}
+
+typedef struct {
+    float *x;
+    const uint64_t *bits;
+    float lr, wd;
+} apply_job;
+
+static void apply_range(void *ctx, size_t lo, size_t hi) {
+    const apply_job *a = ctx;
+    wr_birder_apply_bits(a->x + lo, a->bits + lo / 64, hi - lo, a->lr, a->wd);
+}
+
+// A BROADCAST's bits applied to the slice x (n elements).
+static void apply_slice(wr_ps *w, float *x, const uint64_t *bits, size_t n, float lr) {
+    apply_job a = {x, bits, lr, w->cfg.wd};
+    wr_par_ranges(w->job->threads, n, PS_PAR_MIN, apply_range, &a);
+}
+
 // the fp32 gradient range itself. Both zero-copy.
 static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
     wr_ps_shard *sc = &w->sh[s];
@@ -111,7 +155,7 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         if (ws) return ws;
         double t0 = wr_now();
         wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
-        wr_birder_encode(w->g + sc->lo, w->m + sc->lo, w->b + sc->lo, n, w->cfg.beta, key, sc->lo, zb->data);
+        encode_slice(w, sc->lo, n, key, zb->data);
         st->t_codec += wr_now() - t0;
         h.codec = WR_CODEC_BITS;
         if (sc->lost) {  // its replacement gets these bits once it is rebuilt (ps_replace.c)
@@ -184,7 +228,7 @@ static int take_broadcast(wr_ps *w, int i, const wr_pmsg *h, const wr_msg *msg, 
     int birder = w->cfg.codec == WR_JOB_CODEC_BIRDER;
     float *x = w->x + sc->lo;
     if (birder && h->codec == WR_CODEC_BITS)
-        wr_birder_apply_bits(x, aligned_words(w, msg->payload.data, msg->payload.len), n, st->lr, w->cfg.wd);
+        apply_slice(w, x, aligned_words(w, msg->payload.data, msg->payload.len), n, st->lr);
     else if (birder && h->codec == WR_CODEC_PLANES && h->n_workers >= 1 && h->n_workers <= 65535)
         wr_birder_apply_planes(x, aligned_words(w, msg->payload.data, msg->payload.len), (int)h->n_workers, n,
                                st->lr, w->cfg.wd);
