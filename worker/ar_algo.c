@@ -265,7 +265,7 @@ int wr_ar_step(wr_ps *w, wr_exchange_step *st, char *err) {
     } else {
         double t0 = wr_now();
         wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
-        wr_birder_encode(w->g, w->m, w->b, (size_t)ar->d, w->cfg.beta, key, 0, ar->q);
+        wr_ps_encode(w, 0, (size_t)ar->d, key, ar->q);
         st->t_codec += wr_now() - t0;
         rc = algo == WR_AR_HIER ? hierarchical(w, st, err) : flat(w, st, err);
     }

@@ -23,6 +23,7 @@
 #include "exchange.h"
 #include "heartbeat.h"
 #include "proto.h"
+#include "rng.h"
 #include "transport.h"
 
 // A zero-copy send buffer: the transport calls its free callback once it no
@@ -122,6 +123,11 @@ int wr_ps_ec_of(int rc);
 // A header of `type` from this worker (job id once the config is known,
 // the epoch in force and rank once a map is).
 void wr_ps_hdr(const wr_ps *w, wr_pmsg *h, int type);
+
+// Birder's encode of the worker's elements [base, base + n) (base a multiple
+// of 64) into bits (wr_birder_words(n) words), updating w->m and w->b, on the
+// job's --threads (common/parallel.h: the bits of one thread). ps_step.c.
+void wr_ps_encode(wr_ps *w, size_t base, size_t n, wr_rng_key key, uint64_t *bits);
 
 // Sends h (with an optional payload, zero-copy when free_fn is set: see
 // wr_send_pmsg) on ep; adds the bytes sent to *bytes when not NULL. Returns

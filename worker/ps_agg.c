@@ -153,7 +153,7 @@ int wr_agg_step(wr_ps *w, wr_exchange_step *st, char *err) {
     wr_ar *ar = w->ar;
     double t0 = wr_now();
     wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
-    wr_birder_encode(w->g, w->m, w->b, (size_t)ar->d, w->cfg.beta, key, 0, ar->q);
+    wr_ps_encode(w, 0, (size_t)ar->d, key, ar->q);
     st->t_codec += wr_now() - t0;
     const uint64_t *qk = NULL;
     int rc = wr_ar_node_slice(w, st, &qk, err);

@@ -111,8 +111,7 @@ static void encode_range(void *ctx, size_t lo, size_t hi) {
                      e->bits + lo / 64);
 }
 
-// Birder's encode of elements [base, base + n) into bits (the PUSH payload).
-static void encode_slice(wr_ps *w, size_t base, size_t n, wr_rng_key key, uint64_t *bits) {
+void wr_ps_encode(wr_ps *w, size_t base, size_t n, wr_rng_key key, uint64_t *bits) {
     encode_job e = {w, base, key, bits};
     wr_par_ranges(w->job->threads, n, PS_PAR_MIN, encode_range, &e);
 }
@@ -155,7 +154,7 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         if (ws) return ws;
         double t0 = wr_now();
         wr_rng_key key = wr_rng_key_make(w->cfg.seed, (uint64_t)w->rank, (uint64_t)st->t);
-        encode_slice(w, sc->lo, n, key, zb->data);
+        wr_ps_encode(w, sc->lo, n, key, zb->data);
         st->t_codec += wr_now() - t0;
         h.codec = WR_CODEC_BITS;
         if (sc->lost) {  // its replacement gets these bits once it is rebuilt (ps_replace.c)
