@@ -739,6 +739,12 @@ static void test_linear_sparse(void **st) {
             linear_sparse_case(fp8, 0.1f, 0.7f);
         }
     }
+    // below AVX2 no lists are allocated (they would never be used): sgemm
+    wr_cpu_force_level(WR_ISA_SCALAR);
+    wr_layer ls;
+    wr_layer_linear_init(&ls, 64, 48, 0, 0, 1, 8);
+    assert_null(ls.sp);
+    wr_layer_free(&ls);
     wr_cpu_force_level(-1);
     if (!ran) skip();
 }
