@@ -722,6 +722,14 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
         assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
         assert_memory_equal(dx, l[0].dx, sizeof(float) * B * IN);
         free(y), free(dx);
+    } else {  // HFP8: y and dW are the reference chains on the decoded caches, alphas as the layer's
+        float *y = malloc(sizeof(float) * B * OUT);
+        assert_true(l[0].cx.valid && l[0].cw.valid && l[0].cdz.valid);
+        wr_spmm_ref(0, B, IN, l[0].cx.buf, IN, l[0].cw.buf, OUT, OUT, 1.0f / (l[0].sx * l[0].sw), y, OUT);
+        wr_spmm_ref(1, IN, B, l[0].cx.buf, IN, l[0].cdz.buf, OUT, OUT, (1.0f / S) / l[0].sx, ref, OUT);
+        assert_memory_equal(y, l[0].y, sizeof(float) * B * OUT);
+        assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
+        free(y);
     }
     for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
     free(p), free(x), free(dy), free(ref);
