@@ -223,7 +223,7 @@ static void fp8_forward(wr_layer *l, const float *x, int B) {
     if (!(cx && l->sp && wr_spmm_ok(l->out_size)))
         wr_fp8_gemm_cached(0, 0, B, l->out_size, l->in_size, alpha, l->xc, E4, l->in_size, cx, l->fwd_gen,
                            l->wc, E4, l->out_size, cw, l->fwd_gen, 0.0f, l->y, l->out_size);
-    else {  // the sparse GEMM on the decoded values (exact products: the same sums as sgemm's, in order)
+    else {  // the sparse GEMM on the decoded values (exact products; sums in k order, not sgemm's)
         const float *xq = wr_fp8_cache_get(cx, l->xc, l->fwd_gen, E4, B, l->in_size, l->in_size);
         const float *wq = wr_fp8_cache_get(cw, l->wc, l->fwd_gen, E4, l->in_size, l->out_size, l->out_size);
         wr_linear_sparse_fwd(l, xq, wq, alpha, B);

@@ -76,8 +76,7 @@ typedef struct {
     uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
     size_t xpad_n, dzpad_n;                   // conv: elements of one thread's xpad(16) / dzpad(16)
     int threads;  // conv: threads of the direct conv; linear: of the sparse GEMMs (wr_layer_set_threads; 1 at init)
-    struct wr_linear_sparse *sp;  // linear with an output or input width that is a multiple of 16: the
-                                  // sparse GEMMs' lists and W^T (layers_internal.h), owned; else NULL
+    struct wr_linear_sparse *sp;  // linear, out % 16 == 0, AVX2+ at init: sparse lists (owned), else NULL
     float *dz;                    // (max_batch, out_size) error after the ReLU mask
     int32_t *arg;                 // pool: input offset of each output's max
     // fp8 only: codes (owned) and the scales folded into alpha

@@ -9,15 +9,15 @@
 
 // A linear layer's sparse GEMMs (layers_sparse.h; layers_linear.c): used for
 // each GEMM whose output width N passes wr_spmm_ok (fp32 layers, and HFP8
-// layers with fp8_cache on, on the decoded caches).
+// layers with fp8_cache on, on the decoded caches); dX stays sgemm's.
 //   forward  y  = alpha X W       lists of X's rows        (N = out)
 //   dW       dW = alpha X^T dZ    lists of X^T's rows      (N = out)
-//   dX       dX = alpha dZ W^T    lists of dZ's rows, W^T  (N = in)
 typedef struct wr_linear_sparse {
-    wr_sprows x, xt, dz;
+    wr_sprows x, xt;
     float *xtd;  // X^T dense (in x max_batch): dW's lists come from its rows
-    float *wt;   // W^T (out x in), written by the backward
 } wr_linear_sparse;
+// The lists for a linear layer with out a multiple of 16 on an AVX2 or
+// AVX-512 CPU (wr_cpu_level() at init), else NULL (the layer runs sgemm).
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l);
 void wr_linear_sparse_free(wr_linear_sparse *sp);
 // The forward product into l->y (bias and ReLU are the caller's): 1 if the

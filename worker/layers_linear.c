@@ -2,6 +2,7 @@
 // lists of the left operand and the output rows split over the layer's threads.
 #include <stdlib.h>
 
+#include "cpu.h"
 #include "layers_internal.h"
 #include "wr_common.h"
 
@@ -11,7 +12,9 @@
 
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l) {
     const int in = l->in_size, out = l->out_size, B = l->max_batch;
-    if (out % 16 != 0) return NULL;
+    // No lists where the kernels cannot run (below AVX2, WREN_SIMD=scalar):
+    // they hold ~28 bytes per X entry of a max_batch (1000 in cluster mode).
+    if (out % 16 != 0 || wr_cpu_level() < WR_ISA_AVX2) return NULL;
     wr_linear_sparse *sp = wr_calloc(1, sizeof *sp);
     wr_sprows_alloc(&sp->x, B, in);
     wr_sprows_alloc(&sp->xt, in, B);

@@ -10,9 +10,12 @@
 //   C[r, j] = alpha * acc,  acc = fma(op(A)[r, k], B[k, j], acc)
 // over the row's non-zero k in increasing order from acc = +0 (B: cols x N,
 // row stride ldb; C: rows x N, row stride ldc). A term whose A entry is +-0 is
-// skipped: it would add +-0 to an accumulator that is never -0, which changes
-// nothing, unless B[k, j] is inf or NaN (then the dense product is NaN; such a
-// B means the step overflowed). Every element is one fixed chain of fused
+// skipped (by the reference too). Against the dense chain that changes
+// nothing except (1) where B[k, j] is inf or NaN: the dense term is NaN (an
+// HFP8 dZ like that is an overflow caught before the GEMM; an fp32 dZ or a W
+// like that means the step already diverged), and (2) the sign of a zero:
+// an accumulator that an underflowing product made -0 stays -0 where the
+// dense chain's +0 * (B >= 0) term would make it +0. Every element is one fixed chain of fused
 // multiply-adds, so the AVX2 and AVX-512 kernels and the scalar reference
 // wr_spmm_ref (fmaf) give the same bits, whatever the row split.
 #ifndef WR_LAYERS_SPARSE_H

@@ -722,6 +722,14 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
         assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
         assert_memory_equal(dx, l[0].dx, sizeof(float) * B * IN);
         free(y), free(dx);
+    } else {  // HFP8: y and dW are the reference chains on the decoded caches, alphas as the layer's
+        float *y = malloc(sizeof(float) * B * OUT);
+        assert_true(l[0].cx.valid && l[0].cw.valid && l[0].cdz.valid);
+        wr_spmm_ref(0, B, IN, l[0].cx.buf, IN, l[0].cw.buf, OUT, OUT, 1.0f / (l[0].sx * l[0].sw), y, OUT);
+        wr_spmm_ref(1, IN, B, l[0].cx.buf, IN, l[0].cdz.buf, OUT, OUT, (1.0f / S) / l[0].sx, ref, OUT);
+        assert_memory_equal(y, l[0].y, sizeof(float) * B * OUT);
+        assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
+        free(y);
     }
     for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
     free(p), free(x), free(dy), free(ref);
@@ -739,6 +747,12 @@ static void test_linear_sparse(void **st) {
             linear_sparse_case(fp8, 0.1f, 0.7f);
         }
     }
+    // below AVX2 no lists are allocated (they would never be used): sgemm
+    wr_cpu_force_level(WR_ISA_SCALAR);
+    wr_layer ls;
+    wr_layer_linear_init(&ls, 64, 48, 0, 0, 1, 8);
+    assert_null(ls.sp);
+    wr_layer_free(&ls);
     wr_cpu_force_level(-1);
     if (!ran) skip();
 }

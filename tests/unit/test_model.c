@@ -495,7 +495,7 @@ static void test_threads_identical(void **st) {
 
 static void test_optim_ref(void **st) {
     (void)st;
-    const size_t n = 1027;
+    const size_t n = 1037;  // tails: AVX-512 1024 + SSE2 12 + 1, AVX2 1032 + SSE2 4 + 1
     float *x1 = malloc(n * 4), *m1 = calloc(n, 4), *v1 = calloc(n, 4), *g = malloc(n * 4);
     float *x2 = malloc(n * 4), *m2 = calloc(n, 4), *v2 = calloc(n, 4);
     wr_rng_key k = wr_rng_key_make(3, 3, 3);
@@ -549,6 +549,49 @@ static char *slurp(const char *path) {
 static int run_local(const wr_job_config *c, const char *summary, wr_train_stats *st, char *err) {
     wr_train_opts o = {.summary_path = summary, .threads = 1};
     return wr_train_run(wr_exchange_local(c), &o, st, err);
+}
+
+// The standalone run's final loss (the summary's "final_loss" line) after 12
+// steps of codec/optimizer at `threads` (model and local update), eval off.
+static char *standalone_loss(const char *codec, const char *opt, int threads, const char *path) {
+    char err[WR_ERR_LEN];
+    wr_job_config c;
+    wr_config_defaults(&c);
+    assert_int_equal(wr_config_set(&c, "codec", codec, err), WR_OK);
+    assert_int_equal(wr_config_set(&c, "optimizer", opt, err), WR_OK);
+    c.steps = 12;
+    c.batch = 64;
+    c.progress_every = 1000;
+    c.eval_every_epoch = -1;
+    wr_train_opts o = {.summary_path = path, .threads = threads};
+    assert_int_equal(wr_train_run(wr_exchange_local(&c), &o, NULL, err), WR_EXIT_OK);
+    char *j = slurp(path);
+    assert_non_null(j);
+    char *p = strstr(j, "\"final_loss\": ");
+    assert_non_null(p);
+    char *line = strndup(p, strcspn(p, "\n"));
+    free(j);
+    return line;
+}
+
+// --threads 3 in the standalone loop: the local exchange splits the update
+// over 64-aligned ranges (the mlp's 536k parameters: 3 ranges), the layers
+// split their rows; the run's loss is the one-thread run's to the last bit.
+static void test_standalone_threads(void **st) {
+    (void)st;
+    char path[] = "/tmp/wren_standalone_th_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *runs[][2] = {{"fp32", "adam"}, {"fp32", "sgdm"}, {"birder", "adam"}};
+    for (int i = 0; i < 3; i++) {
+        char *one = standalone_loss(runs[i][0], runs[i][1], 1, path);
+        char *three = standalone_loss(runs[i][0], runs[i][1], 3, path);
+        if (strcmp(one, three) != 0)
+            fail_msg("codec %s optimizer %s: 1 thread %s, 3 threads %s", runs[i][0], runs[i][1], one, three);
+        free(one), free(three);
+    }
+    unlink(path);
 }
 
 static void test_standalone(void **st) {
@@ -648,6 +691,7 @@ int main(void) {
         cmocka_unit_test(test_threads_identical),
         cmocka_unit_test(test_optim_ref),
         cmocka_unit_test(test_standalone),
+        cmocka_unit_test(test_standalone_threads),
         cmocka_unit_test(test_sharded_gradient_average),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
