@@ -97,6 +97,10 @@ static int wait_released(wr_ps *w, atomic_int *busy, int64_t t, const char *what
 // Below this many elements a slice is encoded or applied on one thread.
 #define PS_PAR_MIN ((size_t)1 << 16)
 
+// The job's --threads (1 before the loop has given the exchange its job:
+// tests that drive the exchange by hand).
+static int codec_threads(const wr_ps *w) { return w->job ? w->job->threads : 1; }
+
 typedef struct {
     wr_ps *w;
     size_t base;  // the slice's first element in the whole vector (a multiple of 64)
@@ -113,7 +117,7 @@ static void encode_range(void *ctx, size_t lo, size_t hi) {
 
 void wr_ps_encode(wr_ps *w, size_t base, size_t n, wr_rng_key key, uint64_t *bits) {
     encode_job e = {w, base, key, bits};
-    wr_par_ranges(w->job->threads, n, PS_PAR_MIN, encode_range, &e);
+    wr_par_ranges(codec_threads(w), n, PS_PAR_MIN, encode_range, &e);
 }
 
 typedef struct {
@@ -130,7 +134,7 @@ static void apply_range(void *ctx, size_t lo, size_t hi) {
 // A BROADCAST's bits applied to the slice x (n elements).
 static void apply_slice(wr_ps *w, float *x, const uint64_t *bits, size_t n, float lr) {
     apply_job a = {x, bits, lr, w->cfg.wd};
-    wr_par_ranges(w->job->threads, n, PS_PAR_MIN, apply_range, &a);
+    wr_par_ranges(codec_threads(w), n, PS_PAR_MIN, apply_range, &a);
 }
 
 // the fp32 gradient range itself. Both zero-copy.
