@@ -281,105 +281,129 @@ static void test_larger_than_ring(void **state) {
     unsetenv("WREN_RDMA_SLOT_BYTES");
 }
 
-// A receiver that does not read (a child process, asleep after the first
-// message): sends stop with WR_ETIMEDOUT once its ring is full, and go on
-// after it read. (In one process a waiting thread moves the other endpoints
-// on, so the receiver must be another process.)
+// ---- a receiver in a child process (in one process a waiting thread moves
+// the other endpoints on, so a receiver that holds back must be another one) --
+
+// A 4 x 4 KiB ring (WREN_RDMA_* are read at bind and connect), or back to the default.
+static void small_ring(int on) {
+    if (on) {
+        setenv("WREN_RDMA_SLOTS", "4", 1);
+        setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+    } else {
+        unsetenv("WREN_RDMA_SLOTS");
+        unsetenv("WREN_RDMA_SLOT_BYTES");
+    }
+}
+
+// Forks a child that binds addr (rcvhwm 0 = the default), takes one message,
+// then exits with hold(srv) (the test's part: how it holds back, and its
+// count of what it read after).
+static pid_t fork_receiver(const char *addr, int rcvhwm, int (*hold)(wr_endpoint *srv)) {
+    pid_t child = fork();
+    if (child != 0) return child;
+    char err[WR_ERR_LEN];
+    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
+    wr_endpoint_opts o;
+    wr_endpoint_opts_default(&o);
+    if (rcvhwm) o.rcvhwm = rcvhwm;
+    wr_endpoint *srv;
+    wr_msg m = {0};
+    if (wr_bind(ctx, addr, &o, &srv, err) != WR_OK || wr_recv(srv, &m, 20000, err) != WR_OK) _exit(200);
+    wr_msg_release(&m);
+    _exit(hold(srv));
+}
+
+// The messages srv holds, read until none comes within 3 s.
+static int read_all(wr_endpoint *srv) {
+    char err[WR_ERR_LEN];
+    wr_msg m = {0};
+    int n = 0;
+    while (wr_recv(srv, &m, 3000, err) == WR_OK) n++, wr_msg_release(&m);
+    return n;
+}
+
+// Sends 1000-byte messages to cli, each with `timeout_ms`, until one fails
+// (its status in *rc, reason in err) or `max` went out; returns how many did.
+static int send_until_refused(wr_endpoint *cli, int max, int timeout_ms, int *rc, char *err) {
+    static uint8_t pay[1000];
+    int sent = 0;
+    *rc = WR_OK;
+    while (sent < max) {
+        wr_msg m = {.header = {.data = "c", .len = 1}, .payload = {.data = pay, .len = sizeof pay}};
+        *rc = wr_send(cli, &m, timeout_ms, err);
+        if (*rc != WR_OK) break;
+        sent++;
+    }
+    return sent;
+}
+
+// The child's exit status once it ended.
+static int child_status(pid_t child) {
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    return WEXITSTATUS(status);
+}
+
+// Asleep after the first message (no credits returned), then reads.
+static int hold_asleep(wr_endpoint *srv) {
+    sleep(3);
+    return read_all(srv);
+}
+
+// A receiver that does not read: sends stop with WR_ETIMEDOUT once its ring
+// is full, and go on after it read.
 static void test_credits_slow_receiver(void **state) {
     (void)state;
     if (!need_device()) skip();
-    setenv("WREN_RDMA_SLOTS", "4", 1);
-    setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+    small_ring(1);
     char addr[128], err[WR_ERR_LEN];
     snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
-    pid_t child = fork();
-    if (child == 0) {
-        wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
-        wr_endpoint *srv;
-        wr_msg m = {0};
-        if (wr_bind(ctx, addr, NULL, &srv, err) != WR_OK || wr_recv(srv, &m, 20000, err) != WR_OK) _exit(2);
-        wr_msg_release(&m);
-        sleep(3);  // the slow part: nothing read, no credits returned
-        int n = 0;
-        while (wr_recv(srv, &m, 3000, err) == WR_OK) n++, wr_msg_release(&m);
-        _exit(n == 5 ? 0 : 10 + n);
-    }
+    pid_t child = fork_receiver(addr, 0, hold_asleep);
     wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
     wr_endpoint *cli;
     assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
     send_ok(cli, NULL, 0, "h", 1, NULL, 0);
     usleep(500000);  // the child reads it and gives its slot back
-    static uint8_t pay[3000];
-    int sent = 0, rc = WR_OK;
-    while (sent < 50) {
-        wr_msg m = {.header = {.data = "c", .len = 1}, .payload = {.data = pay, .len = sizeof pay}};
-        rc = wr_send(cli, &m, 200, err);
-        if (rc != WR_OK) break;
-        sent++;
-    }
+    int rc, sent = send_until_refused(cli, 50, 200, &rc, err);
     assert_int_equal(rc, WR_ETIMEDOUT);
     assert_non_null(strstr(err, "no credits"));
-    assert_int_equal(sent, 4);  // one slot per message, 4 slots
-    wr_msg m = {.header = {.data = "d", .len = 1}, .payload = {.data = pay, .len = sizeof pay}};
-    assert_int_equal(wr_send(cli, &m, 20000, err), WR_OK);  // goes on once the child reads
-    int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
-    assert_int_equal(WEXITSTATUS(status), 0);
+    assert_int_equal(sent, 4);                                         // one slot per message, 4 slots
+    assert_int_equal(send_until_refused(cli, 1, 20000, &rc, err), 1);  // goes on once the child reads
+    assert_int_equal(child_status(child), sent + 1);
     wr_close(cli);
     wr_transport_ctx_free(ctx);
-    unsetenv("WREN_RDMA_SLOTS");
-    unsetenv("WREN_RDMA_SLOT_BYTES");
+    small_ring(0);
 }
 
-// A receiver that keeps its endpoint moving (wr_poll) but does not read:
-// complete messages queue up to rcvhwm, then its credits are held back and
-// sends time out; without the bound every message would be taken. The
-// child's count of what it read at the end is its exit status.
+// Keeps its endpoint moving (wr_poll) for 3 s without reading, then reads.
+static int hold_polling(wr_endpoint *srv) {
+    char err[WR_ERR_LEN];
+    int ready;
+    for (double t0 = wr_now(); wr_now() - t0 < 3;) wr_poll(&srv, 1, &ready, 50, err);
+    return read_all(srv);
+}
+
+// A receiver that moves its endpoint on but does not read: complete messages
+// queue up to rcvhwm, then its credits are held back and sends time out;
+// without the bound every message would be taken.
 static void test_rcvhwm_bounds_queue(void **state) {
     (void)state;
     if (!need_device()) skip();
-    setenv("WREN_RDMA_SLOTS", "4", 1);
-    setenv("WREN_RDMA_SLOT_BYTES", "4096", 1);
+    small_ring(1);
     char addr[128], err[WR_ERR_LEN];
     snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
-    pid_t child = fork();
-    if (child == 0) {
-        wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
-        wr_endpoint_opts o;
-        wr_endpoint_opts_default(&o);
-        o.rcvhwm = 3;
-        wr_endpoint *srv;
-        wr_msg m = {0};
-        if (wr_bind(ctx, addr, &o, &srv, err) != WR_OK || wr_recv(srv, &m, 20000, err) != WR_OK) _exit(200);
-        wr_msg_release(&m);
-        int ready;
-        for (double t0 = wr_now(); wr_now() - t0 < 3;)
-            wr_poll(&srv, 1, &ready, 50, err);  // moved on, not read
-        int n = 0;
-        while (wr_recv(srv, &m, 3000, err) == WR_OK) n++, wr_msg_release(&m);
-        _exit(n);
-    }
+    pid_t child = fork_receiver(addr, 3, hold_polling);
     wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
     wr_endpoint *cli;
     assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
     send_ok(cli, NULL, 0, "h", 1, NULL, 0);
-    static uint8_t pay[1000];
-    int sent = 0, rc = WR_OK;
-    while (sent < 60) {
-        wr_msg m = {.header = {.data = "c", .len = 1}, .payload = {.data = pay, .len = sizeof pay}};
-        rc = wr_send(cli, &m, 500, err);
-        if (rc != WR_OK) break;
-        sent++;
-    }
+    int rc, sent = send_until_refused(cli, 60, 500, &rc, err);
     assert_int_equal(rc, WR_ETIMEDOUT);
     assert_in_range(sent, 3, 3 + 4);  // the queue's bound, plus at most the ring's slots in flight
-    int status;
-    assert_int_equal(waitpid(child, &status, 0), child);
-    assert_int_equal(WEXITSTATUS(status), sent);  // every message sent arrived once the child read
+    assert_int_equal(child_status(child), sent);  // every message sent arrived once the child read
     wr_close(cli);
     wr_transport_ctx_free(ctx);
-    unsetenv("WREN_RDMA_SLOTS");
-    unsetenv("WREN_RDMA_SLOT_BYTES");
+    small_ring(0);
 }
 
 static void test_several_clients(void **state) {
