@@ -731,10 +731,32 @@ static int rrecv(wr_endpoint *ep, wr_msg *msg, int timeout_ms, char *err) {
     return rc;
 }
 
+static int ep_addr_cmp(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t) * (wr_endpoint *const *)a, y = (uintptr_t) * (wr_endpoint *const *)b;
+    return (x > y) - (x < y);
+}
+
+// Locks (lock = 1) or unlocks every distinct endpoint of eps once, in address
+// order: a poll that lists an endpoint twice, or two threads polling
+// overlapping sets in different orders, cannot deadlock.
+static void lock_set(wr_endpoint **eps, int n, int lock) {
+    wr_endpoint *stack[64], **s = n <= 64 ? stack : wr_malloc((size_t)n * sizeof *s);
+    memcpy(s, eps, (size_t)n * sizeof *s);
+    qsort(s, (size_t)n, sizeof *s, ep_addr_cmp);
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && s[i] == s[i - 1]) continue;
+        if (lock)
+            pthread_mutex_lock(&s[i]->mu);
+        else
+            pthread_mutex_unlock(&s[i]->mu);
+    }
+    if (s != stack) free(s);
+}
+
 static int rpoll(wr_endpoint **eps, int n, int *ready, int timeout_ms, char *err) {
-    for (int i = 0; i < n; i++) pthread_mutex_lock(&eps[i]->mu);
+    lock_set(eps, n, 1);
     int rc = rpoll_locked(eps, n, ready, timeout_ms, err);
-    for (int i = n; i-- > 0;) pthread_mutex_unlock(&eps[i]->mu);
+    lock_set(eps, n, 0);
     return rc;
 }
 

@@ -406,6 +406,25 @@ static void test_rcvhwm_bounds_queue(void **state) {
     small_ring(0);
 }
 
+// A poll that lists an endpoint twice returns (each endpoint is locked once)
+// and marks both entries when a message waits.
+static void test_poll_same_endpoint_twice(void **state) {
+    (void)state;
+    if (!need_device()) skip();
+    rpair p;
+    rpair_open(&p);
+    char err[WR_ERR_LEN];
+    wr_endpoint *eps[3] = {p.srv, p.srv, p.srv};
+    int ready[3] = {1, 1, 1};
+    assert_int_equal(wr_poll(eps, 3, ready, 50, err), 0);  // nothing yet: a timeout, not a hang
+    send_ok(p.cli, NULL, 0, "x", 1, NULL, 0);
+    int n = 0;
+    for (int i = 0; i < 200 && n == 0; i++) n = wr_poll(eps, 3, ready, 50, err);
+    assert_int_equal(n, 3);
+    assert_true(ready[0] && ready[1] && ready[2]);
+    rpair_close(&p);
+}
+
 static void test_several_clients(void **state) {
     (void)state;
     if (!need_device()) skip();
@@ -863,6 +882,7 @@ int main(void) {
         cmocka_unit_test(test_larger_than_ring),
         cmocka_unit_test(test_credits_slow_receiver),
         cmocka_unit_test(test_rcvhwm_bounds_queue),
+        cmocka_unit_test(test_poll_same_endpoint_twice),
         cmocka_unit_test(test_several_clients),
         cmocka_unit_test(test_peer_exits),
         cmocka_unit_test(test_client_exits),
