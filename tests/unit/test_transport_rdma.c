@@ -344,6 +344,33 @@ static int child_status(pid_t child) {
     return WEXITSTATUS(status);
 }
 
+// A client of a receiver child: a 4-slot ring, the child forked with rcvhwm
+// and hold, connected, and its first message sent.
+typedef struct {
+    wr_transport_ctx *ctx;
+    wr_endpoint *cli;
+    pid_t child;
+} rclient;
+
+static void rclient_open(rclient *r, int rcvhwm, int (*hold)(wr_endpoint *srv)) {
+    char addr[128], err[WR_ERR_LEN];
+    small_ring(1);
+    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
+    r->child = fork_receiver(addr, rcvhwm, hold);
+    r->ctx = wr_transport_ctx_new(1, err);
+    assert_int_equal(wr_connect(r->ctx, addr, NULL, &r->cli, err), WR_OK);
+    send_ok(r->cli, NULL, 0, "h", 1, NULL, 0);
+}
+
+// Closes the client and returns the child's exit status.
+static int rclient_close(rclient *r) {
+    int st = child_status(r->child);
+    wr_close(r->cli);
+    wr_transport_ctx_free(r->ctx);
+    small_ring(0);
+    return st;
+}
+
 // Asleep after the first message (no credits returned), then reads.
 static int hold_asleep(wr_endpoint *srv) {
     sleep(3);
@@ -355,24 +382,16 @@ static int hold_asleep(wr_endpoint *srv) {
 static void test_credits_slow_receiver(void **state) {
     (void)state;
     if (!need_device()) skip();
-    small_ring(1);
-    char addr[128], err[WR_ERR_LEN];
-    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
-    pid_t child = fork_receiver(addr, 0, hold_asleep);
-    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
-    wr_endpoint *cli;
-    assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
-    send_ok(cli, NULL, 0, "h", 1, NULL, 0);
-    usleep(500000);  // the child reads it and gives its slot back
-    int rc, sent = send_until_refused(cli, 50, 200, &rc, err);
+    rclient r;
+    rclient_open(&r, 0, hold_asleep);
+    usleep(500000);  // the child reads the first message and gives its slot back
+    char err[WR_ERR_LEN];
+    int rc, sent = send_until_refused(r.cli, 50, 200, &rc, err);
     assert_int_equal(rc, WR_ETIMEDOUT);
     assert_non_null(strstr(err, "no credits"));
-    assert_int_equal(sent, 4);                                         // one slot per message, 4 slots
-    assert_int_equal(send_until_refused(cli, 1, 20000, &rc, err), 1);  // goes on once the child reads
-    assert_int_equal(child_status(child), sent + 1);
-    wr_close(cli);
-    wr_transport_ctx_free(ctx);
-    small_ring(0);
+    assert_int_equal(sent, 4);                                           // one slot per message, 4 slots
+    assert_int_equal(send_until_refused(r.cli, 1, 20000, &rc, err), 1);  // goes on once the child reads
+    assert_int_equal(rclient_close(&r), sent + 1);
 }
 
 // Keeps its endpoint moving (wr_poll) for 3 s without reading, then reads.
@@ -389,21 +408,13 @@ static int hold_polling(wr_endpoint *srv) {
 static void test_rcvhwm_bounds_queue(void **state) {
     (void)state;
     if (!need_device()) skip();
-    small_ring(1);
-    char addr[128], err[WR_ERR_LEN];
-    snprintf(addr, sizeof addr, "rdma://%s:%d", dev_addr(), port_seq++);
-    pid_t child = fork_receiver(addr, 3, hold_polling);
-    wr_transport_ctx *ctx = wr_transport_ctx_new(1, err);
-    wr_endpoint *cli;
-    assert_int_equal(wr_connect(ctx, addr, NULL, &cli, err), WR_OK);
-    send_ok(cli, NULL, 0, "h", 1, NULL, 0);
-    int rc, sent = send_until_refused(cli, 60, 500, &rc, err);
+    rclient r;
+    rclient_open(&r, 3, hold_polling);
+    char err[WR_ERR_LEN];
+    int rc, sent = send_until_refused(r.cli, 60, 500, &rc, err);
     assert_int_equal(rc, WR_ETIMEDOUT);
-    assert_in_range(sent, 3, 3 + 4);  // the queue's bound, plus at most the ring's slots in flight
-    assert_int_equal(child_status(child), sent);  // every message sent arrived once the child read
-    wr_close(cli);
-    wr_transport_ctx_free(ctx);
-    small_ring(0);
+    assert_in_range(sent, 3, 3 + 4);            // the queue's bound, plus at most the ring's slots in flight
+    assert_int_equal(rclient_close(&r), sent);  // every message sent arrived once the child read
 }
 
 // A poll that lists an endpoint twice returns (each endpoint is locked once)
