@@ -10,8 +10,8 @@
 
 int wr_spmm_ok(int N) { return wr_cpu_level() >= WR_ISA_AVX2 && N > 0 && N % 16 == 0; }
 
-// A column block of B's rows at 8 vectors per row stays near 24 KiB (L1).
-int wr_spmm_kb(void) { return wr_cpu_level() == WR_ISA_AVX512 ? 48 : 96; }
+// A column block of B's rows at 8 vectors per row stays in L1 (layers_sparse.h).
+int wr_spmm_kb(void) { return wr_cpu_level() == WR_ISA_AVX512 ? 64 : 96; }
 
 void wr_sprows_alloc(wr_sprows *s, int max_rows, int max_cols) {
     memset(s, 0, sizeof *s);

@@ -47,21 +47,26 @@ SPMM_INLINE void spmm_cols(const wr_sprows *s, const float *B, int ldb, float al
     }
 }
 
-// All of C's columns (N a multiple of VW): blocks of 8 vectors, then the rest.
+// All of C's columns (N a multiple of VW) in the fewest blocks of at most 8
+// vectors, of widths differing by at most one (784 columns at AVX-512: 7
+// blocks of 7, not 6 of 8 and a 1-vector block that costs as much as one of 8).
 SPMM_INLINE void spmm_all(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc,
                           int r0, int r1) {
     float pk[WR_SPMM_PACK_FLOATS] __attribute__((aligned(64)));
-    int j = 0;
-    for (; j + 8 * VW <= N; j += 8 * VW) spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 8);
-    switch ((N - j) / VW) {
-    case 7: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 7); break;
-    case 6: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 6); break;
-    case 5: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 5); break;
-    case 4: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 4); break;
-    case 3: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 3); break;
-    case 2: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 2); break;
-    case 1: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 1); break;
-    default: break;
+    const int nvec = N / VW, nblk = (nvec + 7) / 8;
+    for (int i = 0, j = 0; i < nblk; i++) {
+        const int nv = nvec / nblk + (i < nvec % nblk);
+        switch (nv) {
+        case 8: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 8); break;
+        case 7: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 7); break;
+        case 6: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 6); break;
+        case 5: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 5); break;
+        case 4: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 4); break;
+        case 3: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 3); break;
+        case 2: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 2); break;
+        default: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 1); break;
+        }
+        j += nv * VW;
     }
 }
 

@@ -54,7 +54,7 @@ static void one_case(int trans, int rows, int cols, int N, float d, int kb, int 
 }
 
 static void all_cases(void) {
-    static const int Ns[] = {16, 32, 48, 128, 144, 256, 528};
+    static const int Ns[] = {16, 32, 48, 128, 144, 256, 528, 784};
     static const float ds[] = {0.0f, 0.1f, 0.5f, 1.0f};
     for (int t = 0; t < 2; t++)
         for (size_t n = 0; n < sizeof Ns / sizeof Ns[0]; n++)
