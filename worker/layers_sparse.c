@@ -94,6 +94,8 @@ void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, 
         build_trans(s, A, lda);
     else if (wr_cpu_level() == WR_ISA_AVX512 && kb % 16 == 0)
         wr_sprows_rows_avx512(s, A, lda);
+    else if (wr_cpu_level() >= WR_ISA_AVX2 && kb % 8 == 0)
+        wr_sprows_rows_avx2(s, A, lda);
     else
         build_rows(s, A, lda);
 }

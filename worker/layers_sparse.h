@@ -50,7 +50,7 @@ int wr_spmm_kb(void);
     (64 * 128)  // the kernels' copy of a block (any kb <= 64 at AVX-512, <= 128 at AVX2)
 
 // Allocates lists for op(A) up to max_rows x max_cols (any kb >= 1; 16 entries
-// of padding for the vector lister). Aborts on
+// of padding for the vector listers). Aborts on
 // out-of-memory (wr_alloc_vec). wr_sprows_free frees and zeroes (NULL allowed).
 void wr_sprows_alloc(wr_sprows *s, int max_rows, int max_cols);
 void wr_sprows_free(wr_sprows *s);
@@ -60,8 +60,10 @@ void wr_sprows_free(wr_sprows *s);
 // lda. rows, cols within the allocation; kb >= 1.
 void wr_sprows_build(wr_sprows *s, const float *A, int lda, int rows, int cols, int trans, int kb);
 
-// wr_sprows_build's rows (trans = 0) with AVX-512 compress (kb a multiple of 16).
+// wr_sprows_build's rows (trans = 0) with AVX-512 compress (kb a multiple of
+// 16) or an AVX2 permute (kb a multiple of 8): the lists of the scalar lister.
 void wr_sprows_rows_avx512(wr_sprows *s, const float *A, int lda);
+void wr_sprows_rows_avx2(wr_sprows *s, const float *A, int lda);
 
 // C rows r0..r1-1 = alpha * op(A) B as above (s built with kb <= wr_spmm_kb()).
 // Requires wr_spmm_ok(N). Dispatches on wr_cpu_level().

@@ -1,5 +1,6 @@
 // layers_sparse_avx2.c — the sparse-left-operand GEMM with AVX2 + FMA: ymm, blocks of 64 columns (layers_sparse.h).
 #include <immintrin.h>
+#include <stdint.h>
 
 #include "layers_sparse.h"
 
@@ -16,6 +17,50 @@
 void wr_spmm_avx2(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
                   int r1) {
     spmm_all(s, B, ldb, N, alpha, C, ldc, r0, r1);
+}
+
+// The lane numbers of the set bits of an 8-bit mask, packed to the front as
+// 32-bit indices for a permute: the byte numbers 0..7 kept by pext under the
+// mask spread to whole bytes (BMI2 is part of the AVX2 level, cpu.h).
+static inline __m256i compress_perm(unsigned mask) {
+    const uint64_t bytes = _pdep_u64(mask, 0x0101010101010101ull) * 0xFF;
+    const uint64_t lanes = _pext_u64(0x0706050403020100ull, bytes);
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)lanes));
+}
+
+// wr_sprows_rows_avx512's lister 8 columns at a time (kb a multiple of 8):
+// the non-zero lanes (NaN included: unordered compare) permuted to the front
+// and the full vector stored, so up to 7 entries past the count are scratch
+// (the next row's slot, rewritten when that row is listed, or the padding).
+void wr_sprows_rows_avx2(wr_sprows *s, const float *A, int lda) {
+    const int cols = s->cols, nkb = s->nkb, kb = s->kb;
+    for (int r = 0; r < s->rows; r++) {
+        const float *a = A + (size_t)r * lda;
+        const int32_t base = (int32_t)((size_t)r * cols);
+        int32_t *idx = s->idx + base, *bs = s->bstart + (size_t)r * (nkb + 1);
+        float *val = s->val + base;
+        int n = 0;
+        for (int b = 0; b < nkb; b++) {
+            bs[b] = base + n;
+            const int c1 = cols < (b + 1) * kb ? cols : (b + 1) * kb;
+            int c = b * kb;
+            for (; c + 8 <= c1; c += 8) {
+                const __m256 v = _mm256_loadu_ps(a + c);
+                const unsigned nz = (unsigned)_mm256_movemask_ps(
+                    _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
+                const __m256i perm = compress_perm(nz);
+                _mm256_storeu_ps(val + n, _mm256_permutevar8x32_ps(v, perm));
+                _mm256_storeu_si256((__m256i *)(idx + n), _mm256_add_epi32(_mm256_set1_epi32(c), perm));
+                n += __builtin_popcount(nz);
+            }
+            for (; c < c1; c++) {  // the last block's tail
+                idx[n] = c;
+                val[n] = a[c];
+                n += a[c] != 0.0f;
+            }
+        }
+        bs[nkb] = base + n;
+    }
 }
 
 // One 8 x 8 tile: rows i..i+7, columns j..j+7 of a (row stride N) into rows

@@ -126,15 +126,17 @@ static void test_sprows_layout(void **st) {
     }
 }
 
-// The AVX-512 lister (wr_sprows_rows_avx512, kb a multiple of 16) against
-// the scalar one (AVX2 level): the same block starts and the same listed
-// entries, NaN and inf kept and +-0 dropped, columns not a multiple of 16, and
-// lists allocated to the exact shape (the full-vector stores past a row's
-// count land in the next row's slot or the allocation's padding: ASan).
-static void test_lister_avx512(void **st) {
+// The vector listers (wr_sprows_rows_avx2, kb a multiple of 8, and
+// wr_sprows_rows_avx512, kb a multiple of 16) against the scalar one at every
+// level the CPU has: the same block starts and the same listed entries, NaN
+// and inf kept and +-0 dropped, columns not a multiple of 8 or 16, and lists
+// allocated to the exact shape (the full-vector stores past a row's count
+// land in the next row's slot or the allocation's padding: ASan).
+static void test_vector_listers(void **st) {
     (void)st;
-    if (wr_cpu_max_level() < WR_ISA_AVX512 || wr_cpu_level() < WR_ISA_AVX512) skip();
-    static const int shapes[][3] = {{5, 37, 16}, {3, 100, 48}, {4, 16, 16}, {2, 7, 32}};
+    if (wr_cpu_max_level() < WR_ISA_AVX2 || wr_cpu_level() < WR_ISA_AVX2) skip();
+    static const int shapes[][3] = {{5, 37, 16}, {3, 100, 48}, {4, 16, 16}, {2, 7, 32},
+                                    {6, 45, 8},  {3, 96, 24},  {2, 5, 8},   {4, 130, 64}};
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         const int rows = shapes[c][0], cols = shapes[c][1], kb = shapes[c][2], lda = cols + 1;
         float *A = malloc(sizeof(float) * (size_t)rows * lda);
@@ -142,23 +144,27 @@ static void test_lister_avx512(void **st) {
             float u = urand(0, 1);
             A[i] = u < 0.3f ? 0.0f : u < 0.5f ? -0.0f : u < 0.55f ? NAN : u < 0.6f ? -INFINITY : urand(-2, 2);
         }
-        wr_sprows s[2];
-        for (int lvl = 0; lvl < 2; lvl++) {
-            wr_cpu_force_level(lvl ? WR_ISA_AVX512 : WR_ISA_AVX2);
+        wr_sprows s[3];
+        const int top = (int)wr_cpu_level();  // the highest level WREN_SIMD allows
+        for (int lvl = WR_ISA_SCALAR; lvl <= top; lvl++) {
+            wr_cpu_force_level(lvl);
+            assert_int_equal(wr_cpu_level(), lvl);
             wr_sprows_alloc(&s[lvl], rows, cols);
             wr_sprows_build(&s[lvl], A, lda, rows, cols, 0, kb);
         }
         wr_cpu_force_level(-1);
         const int nb = s[0].nkb + 1;
-        assert_int_equal(s[1].nkb, s[0].nkb);
-        assert_memory_equal(s[1].bstart, s[0].bstart, sizeof(int32_t) * rows * nb);
-        for (int r = 0; r < rows; r++) {
-            const int e0 = s[0].bstart[r * nb], e1 = s[0].bstart[r * nb + nb - 1];
-            assert_memory_equal(s[1].idx + e0, s[0].idx + e0, sizeof(int32_t) * (e1 - e0));
-            assert_memory_equal(s[1].val + e0, s[0].val + e0, sizeof(float) * (e1 - e0));
-            for (int e = e0; e < e1; e++) assert_false(s[0].val[e] == 0.0f);
+        for (int lvl = WR_ISA_AVX2; lvl <= top; lvl++) {
+            assert_int_equal(s[lvl].nkb, s[0].nkb);
+            assert_memory_equal(s[lvl].bstart, s[0].bstart, sizeof(int32_t) * rows * nb);
+            for (int r = 0; r < rows; r++) {
+                const int e0 = s[0].bstart[r * nb], e1 = s[0].bstart[r * nb + nb - 1];
+                assert_memory_equal(s[lvl].idx + e0, s[0].idx + e0, sizeof(int32_t) * (e1 - e0));
+                assert_memory_equal(s[lvl].val + e0, s[0].val + e0, sizeof(float) * (e1 - e0));
+                for (int e = e0; e < e1; e++) assert_false(s[0].val[e] == 0.0f);
+            }
         }
-        wr_sprows_free(&s[0]), wr_sprows_free(&s[1]);
+        for (int lvl = WR_ISA_SCALAR; lvl <= top; lvl++) wr_sprows_free(&s[lvl]);
         free(A);
     }
 }
@@ -192,9 +198,9 @@ static void test_spmm_ok(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_spmm_vs_ref),   cmocka_unit_test(test_sprows_layout),
-        cmocka_unit_test(test_lister_avx512), cmocka_unit_test(test_transpose),
-        cmocka_unit_test(test_spmm_ok),       cmocka_unit_test(test_spmm_negative_zero),
+        cmocka_unit_test(test_spmm_vs_ref),    cmocka_unit_test(test_sprows_layout),
+        cmocka_unit_test(test_vector_listers), cmocka_unit_test(test_transpose),
+        cmocka_unit_test(test_spmm_ok),        cmocka_unit_test(test_spmm_negative_zero),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
