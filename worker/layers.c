@@ -7,6 +7,7 @@
 
 #include "fp8_gemm.h"
 #include "hfp8.h"
+#include "layers_bf16.h"
 #include "layers_internal.h"
 #include "wr_common.h"
 
@@ -88,6 +89,11 @@ void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int n
     if (need_dx) l->dx = alloc_f(B * in);
     if (fp8) fp8_init(l, B, (size_t)in);
     l->sp = wr_linear_sparse_new(l);
+    if (fp8 && need_dx && wr_bf16_nt_ok(in, out)) {  // the BF16 dX's pairs (2 bytes per value)
+        l->dz2 = wr_alloc_vec(B * (size_t)(out / 2) * sizeof(uint32_t));
+        l->w2 = wr_alloc_vec(l->n_w / 2 * sizeof(uint32_t));
+        l->w2t = wr_alloc_vec(l->n_w / 2 * sizeof(uint32_t));
+    }
 }
 
 void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad, int relu, int fp8,
@@ -148,6 +154,9 @@ void wr_layer_free(wr_layer *l) {
     free(l->dzpad16);
     free(l->w16);
     free(l->wt16);
+    free(l->dz2);
+    free(l->w2);
+    free(l->w2t);
     free(l->dz);
     free(l->arg);
     free(l->xc);
@@ -278,13 +287,19 @@ static void fp8_backward_gemms(wr_layer *l, int B, size_t rows, int cols, int K,
         wr_conv_backward_fp8(l, xq, dzq, wq, inv_s / l->sx, 1.0f / l->sw, B);
         return;
     }
-    int dw_done = 0;
+    int dw_done = 0, dx_done = 0;
     if (l->fp8_cache && l->sp && wr_spmm_ok(cols)) {  // the sparse dW on the decoded values
         const float *xq = wr_fp8_cache_get(&l->cx, l->xc, l->fwd_gen, E4, B, K, K);
         const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
         dw_done = wr_linear_sparse_dw(l, xq, dzq, inv_s / l->sx, B);
     }
-    fp8_gemms_left(l, rows, cols, K, inv_s, !dw_done, l->need_dx);
+    if (l->need_dx && l->fp8_cache && l->dz2 && wr_bf16_nt_ok(K, cols)) {  // dX with BF16 dot products
+        const float *dzq = wr_fp8_cache_get(&l->cdz, l->dzc, l->bwd_gen, E5, (int)rows, cols, cols);
+        const float *wq = wr_fp8_cache_get(&l->cw, l->wc, l->fwd_gen, E4, K, cols, cols);
+        wr_linear_bf16_dx(l, dzq, wq, 1.0f / l->sw, B);
+        dx_done = 1;
+    }
+    fp8_gemms_left(l, rows, cols, K, inv_s, !dw_done, l->need_dx && !dx_done);
 }
 
 int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {

@@ -74,7 +74,8 @@ typedef struct {
     int *offs_t;     // conv, direct dX: tap offsets into dzpad
     float *wt;       // conv, direct dX: the flipped, transposed weights (k k O x C)
     uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
-    size_t xpad_n, dzpad_n;                   // conv: elements of one thread's xpad(16) / dzpad(16)
+    uint32_t *dz2, *w2, *w2t;  // fp8 linear, BF16 dX (layers_bf16.h): dZq's, Wq's and packed Wq's bf16 pairs
+    size_t xpad_n, dzpad_n;    // conv: elements of one thread's xpad(16) / dzpad(16)
     int threads;  // conv: threads of the direct conv; linear: of the sparse GEMMs (wr_layer_set_threads; 1 at init)
     struct wr_linear_sparse *sp;  // linear, out % 16 == 0, AVX2+ at init: sparse lists (owned), else NULL
     float *dz;                    // (max_batch, out_size) error after the ReLU mask

@@ -26,6 +26,11 @@ int wr_linear_sparse_fwd(wr_layer *l, const float *x, const float *w, float alph
 // dW into l->dw (alpha_w X^T dZ): 1 if taken, else 0 (the caller's sgemm).
 int wr_linear_sparse_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B);
 
+// An HFP8 linear layer's dX = alpha dZq Wq^T (decoded values, B x in) with
+// BF16 dot products (layers_bf16.h), rows split over the layer's threads.
+// The caller checks l->dz2 and wr_bf16_nt_ok(in, out).
+void wr_linear_bf16_dx(wr_layer *l, const float *dzq, const float *wq, float alpha, int B);
+
 // A parallel region: job t (t < T <= WR_LAYER_MAX_THREADS) of `jobs` (each
 // `size` bytes) on thread t, job 0 on the caller (layers_conv.c).
 void wr_layer_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int T);

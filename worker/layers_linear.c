@@ -3,11 +3,12 @@
 #include <stdlib.h>
 
 #include "cpu.h"
+#include "layers_bf16.h"
 #include "layers_internal.h"
 #include "wr_common.h"
 
 // Fewer output rows than this per thread: one thread (a thread start costs
-// about what 16 rows of the mlp's smallest GEMM do).
+// about what 16 rows of the mlp's smallest GEMM do; the BF16 dX's too).
 #define SPARSE_MIN_ROWS 16
 
 wr_linear_sparse *wr_linear_sparse_new(const wr_layer *l) {
@@ -74,4 +75,28 @@ int wr_linear_sparse_dw(wr_layer *l, const float *x, const float *dz, float alph
     wr_sprows_build(&sp->xt, sp->xtd, B, in, B, 0, wr_spmm_kb());
     spmm_threads(l, &sp->xt, dz, out, alpha_w, l->dw);
     return 1;
+}
+
+typedef struct {
+    const wr_layer *l;
+    float alpha;
+    int r0, r1;
+} bf16_job;
+
+static void *bf16_dx_run(void *arg) {
+    const bf16_job *j = arg;
+    const wr_layer *l = j->l;
+    wr_bf16_gemm_nt(l->in_size, l->out_size, j->alpha, l->dz2, l->w2t, l->dx, l->in_size, j->r0, j->r1);
+    return NULL;
+}
+
+void wr_linear_bf16_dx(wr_layer *l, const float *dzq, const float *wq, float alpha, int B) {
+    const int in = l->in_size, out = l->out_size;
+    wr_bf16_pairs(dzq, B, out, out, l->dz2);
+    wr_bf16_pack_nt(wq, in, out, out, l->w2, l->w2t);
+    const int T = WR_MAX(1, WR_MIN(l->threads, B / SPARSE_MIN_ROWS));
+    bf16_job jobs[WR_LAYER_MAX_THREADS];
+    for (int t = 0; t < T; t++)
+        jobs[t] = (bf16_job){l, alpha, (int)((long)B * t / T), (int)((long)B * (t + 1) / T)};
+    wr_layer_run_jobs(bf16_dx_run, jobs, sizeof jobs[0], T);
 }

@@ -19,6 +19,7 @@
 #include "hfp8.h"
 #include "cpu.h"
 #include "layers.h"
+#include "layers_bf16.h"
 #include "layers_sparse.h"
 #include "layers_internal.h"
 #include "rng.h"
@@ -684,8 +685,10 @@ static void test_conv_threads(void **st) {
 
 // Linear layers on the sparse GEMMs (layers_sparse.h; N = 48, a multiple of
 // 16): fp32 y and dW equal the scalar reference's chains bit for bit at every
-// vector level the CPU has (dense and sparse X and dZ), dX is sgemm's; 2 and 3
-// threads give the bits of one (fp32 and HFP8).
+// vector level the CPU has (dense and sparse X and dZ), dX is sgemm's (fp32),
+// or for HFP8 on an AVX512_BF16 CPU at the AVX-512 level the BF16 GEMM's
+// (layers_bf16.h, against its reference); 2 and 3 threads give the bits of
+// one (fp32 and HFP8).
 static void linear_sparse_case(int fp8, float zx, float zdz) {
     const int B = 64, IN = 64, OUT = 48;
     const float S = 64.0f;
@@ -729,6 +732,22 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
         wr_spmm_ref(1, IN, B, l[0].cx.buf, IN, l[0].cdz.buf, OUT, OUT, (1.0f / S) / l[0].sx, ref, OUT);
         assert_memory_equal(y, l[0].y, sizeof(float) * B * OUT);
         assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
+        if (wr_bf16_nt_ok(IN, OUT)) {  // dX with BF16 dot products: its reference, within the bound
+            float *dx = malloc(sizeof(float) * B * IN);
+            assert_non_null(l[0].dz2);
+            wr_bf16_gemm_nt_ref(B, IN, OUT, 1.0f / l[0].sw, l[0].cdz.buf, OUT, l[0].cw.buf, OUT, dx, IN);
+            for (int r = 0; r < B; r++)
+                for (int c = 0; c < IN; c++) {
+                    double mag = 0;
+                    for (int k = 0; k < OUT; k++)
+                        mag += fabs((double)l[0].cdz.buf[r * OUT + k] * l[0].cw.buf[c * OUT + k]);
+                    assert_true(fabs(dx[r * IN + c] - l[0].dx[r * IN + c]) <=
+                                (OUT + 2) * 0x1p-24 * mag / l[0].sw);
+                }
+            free(dx);
+        } else {
+            assert_null(l[0].dz2);
+        }
         free(y);
     }
     for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
