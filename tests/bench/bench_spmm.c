@@ -1,17 +1,20 @@
-// bench_spmm.c — the sparse-left-operand GEMM (worker/layers_sparse.h) on the
-// mlp's shapes at batch 128, beside OpenBLAS sgemm on the same dense shapes
+// bench_spmm.c — the mlp's GEMMs: the sparse-left-operand GEMM
+// (worker/layers_sparse.h) on the mlp's shapes at batch 128, beside OpenBLAS sgemm on the same dense shapes
 // (the bound it chases: the dense GEMM a framework would run instead).
 // Left operands have half their entries zero (Fashion-MNIST pixels; ReLU
 // outputs at init). The lists are built as the layer builds them (X^T: a
 // dense transpose, then the row lister) and timed apart. Figures: useful
 // GFLOP/s (2 x non-zeros x N / time) and the time ratio sgemm / (spmm +
-// lists): > 1 when the sparse GEMM beats the dense one.
+// lists): > 1 when the sparse GEMM beats the dense one. Then the HFP8 layer's
+// dX as a BF16 GEMM (layers_bf16.h; CPUs with AVX512_BF16) beside sgemm on
+// the same FP8-valued operands, packing included.
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "bench_common.h"
 #include "cpu.h"
+#include "layers_bf16.h"
 #include "layers_sparse.h"
 #include "wr_common.h"
 
@@ -53,6 +56,51 @@ static float *random_matrix(size_t n, float density, uint64_t *st) {
         m[i] = u < density ? u + 0.25f : 0.0f;
     }
     return m;
+}
+
+typedef struct {
+    int M, N, K;  // dX = dZ (M x K) W^T, W N x K
+    const float *dz, *w;
+    float *c;
+    uint32_t *aw, *tmp, *bp;
+} nt_case;
+
+static void run_bf16(void *p) {
+    nt_case *h = p;
+    wr_bf16_pairs(h->dz, h->M, h->K, h->K, h->aw);
+    wr_bf16_pack_nt(h->w, h->N, h->K, h->K, h->tmp, h->bp);
+    wr_bf16_gemm_nt(h->N, h->K, 1.0f, h->aw, h->bp, h->c, h->N, 0, h->M);
+}
+
+static void run_sgemm_nt(void *p) {
+    nt_case *h = p;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, h->M, h->N, h->K, 1.0f, h->dz, h->K, h->w, h->K,
+                0.0f, h->c, h->N);
+}
+
+// The mlp's second-layer dX (128 x 256 x 512) on values with 4 significant bits.
+static void bench_bf16_dx(uint64_t *st) {
+    nt_case h = {128, 512, 256, NULL, NULL, NULL, NULL, NULL, NULL};
+    if (!wr_bf16_nt_ok(h.N, h.K)) {
+        printf("  bf16 dX: this CPU has no AVX512_BF16 (or runs below AVX-512): sgemm runs\n");
+        return;
+    }
+    float *dz = random_matrix((size_t)h.M * h.K, 1.0f, st), *w = random_matrix((size_t)h.N * h.K, 1.0f, st);
+    for (size_t i = 0; i < (size_t)h.M * h.K; i++) dz[i] = (float)(int)(dz[i] * 16.0f) / 16.0f;
+    for (size_t i = 0; i < (size_t)h.N * h.K; i++) w[i] = (float)(int)(w[i] * 16.0f) / 16.0f;
+    h.dz = dz, h.w = w;
+    h.c = wr_alloc_vec((size_t)h.M * h.N * sizeof(float));
+    h.aw = wr_alloc_vec((size_t)h.M * h.K / 2 * 4);
+    h.tmp = wr_alloc_vec((size_t)h.N * h.K / 2 * 4);
+    h.bp = wr_alloc_vec((size_t)h.N * h.K / 2 * 4);
+    double t_bf = wr_bench_best(run_bf16, &h, 50), t_bl = wr_bench_best(run_sgemm_nt, &h, 50);
+    double gf = 2.0 * h.M * h.N * h.K / t_bf / 1e9;
+    printf("  bf16 dX 128x256 -> 512: %6.1f us (%5.1f GFLOP/s, packing included); sgemm %6.1f us (%5.1f); "
+           "sgemm/bf16 %.2f\n",
+           t_bf * 1e6, gf, t_bl * 1e6, 2.0 * h.M * h.N * h.K / t_bl / 1e9, t_bl / t_bf);
+    wr_figure("bf16_dx_gflops", gf, "GFLOP/s");
+    wr_figure("bf16_dx_vs_sgemm", t_bl / t_bf, "x");
+    free(dz), free(w), free(h.c), free(h.aw), free(h.tmp), free(h.bp);
 }
 
 int main(void) {
@@ -97,5 +145,6 @@ int main(void) {
         snprintf(nm, sizeof nm, "spmm_%s_vs_sgemm", h->name);
         wr_figure(nm, t_bl / (t_sp + t_list), "x");
     }
+    bench_bf16_dx(&st);
     return 0;
 }
