@@ -227,6 +227,16 @@ static int collect(wr_endpoint *srv, int *seen, int n, int ms, int until, unsign
     return fresh;
 }
 
+// Collects (as collect) for at least 500 polls of 20 ms and on until the
+// server has counted min_over refusals (a loaded machine connects late), at
+// most ~10 s; fails if they never come. Returns the messages that came.
+static int settle_refusals(wr_endpoint *srv, int *seen, int n, unsigned long min_over, unsigned long *over) {
+    int fresh = collect(srv, seen, n, 500, 0, over);
+    for (int i = 0; i < 95 && *over < min_over; i++) fresh += collect(srv, seen, n, 100, 0, over);
+    if (*over < min_over) fail_msg("%lu refusals counted, expected >= %lu", *over, min_over);
+    return fresh;
+}
+
 #define N_CAP 8  // 5 at first, 3 more once all left
 
 // max_peers = 2 without keys (ZAP for the NULL mechanism): 5 clients, 2 get
@@ -250,8 +260,8 @@ static void test_max_peers(void **state) {
         snprintf(text, sizeof text, "%d", i);
         assert_int_equal(send_text(cli[i], text, NULL, 0), WR_OK);
     }
-    assert_int_equal(collect(srv, seen, N_CAP, 1500, 0, &over), 2);
-    assert_true(over >= 3);
+    assert_int_equal(collect(srv, seen, N_CAP, 5000, 2, &over), 2);
+    assert_int_equal(settle_refusals(srv, seen, N_CAP, 3, &over), 0);  // no third one gets through
     int n_in = 0;
     for (int i = 0; i < 5; i++) {
         if (seen[i]) {
@@ -338,8 +348,8 @@ static void test_max_peers_per_addr(void **state) {
     int seen[N_PA] = {0};
     unsigned long over = 0, acc = 0, closed = 0;
     for (int i = 0; i < 5; i++) cli[i] = client_send(ctx, a, &o, i);
-    assert_int_equal(collect(srv, seen, N_PA, 1500, 0, &over), 2);
-    assert_true(over >= 3);
+    assert_int_equal(collect(srv, seen, N_PA, 5000, 2, &over), 2);
+    assert_int_equal(settle_refusals(srv, seen, N_PA, 3, &over), 0);  // no third one gets through
     for (int i = 0; i < 5; i++) {
         if (seen[i]) continue;
         int rc = wr_recv(cli[i], &(wr_msg){0}, 3000, err);  // the refused client hears why
@@ -354,8 +364,7 @@ static void test_max_peers_per_addr(void **state) {
     over = 0;
     for (int i = 7; i < 10; i++) cli[i] = client_send(ctx, a, &o, i);
     assert_int_equal(collect(srv, seen, N_PA, 5000, 2, &over), 2);
-    assert_int_equal(collect(srv, seen, N_PA, 500, 0, &over), 0);
-    assert_true(over >= 1);
+    assert_int_equal(settle_refusals(srv, seen, N_PA, 1, &over), 0);
     for (int i = 0; i < N_PA; i++) wr_close(cli[i]);
     wr_close(srv);
     wr_transport_ctx_free(ctx);
