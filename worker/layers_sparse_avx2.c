@@ -12,6 +12,9 @@
 #define V_BCAST(x) _mm256_set1_ps(x)
 #define V_FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define V_MUL(a, b) _mm256_mul_ps(a, b)
+#define LIST_W 8
+#define LIST_CHUNK list8
+static inline int list8(const float *a, int c, int m, float *val, int32_t *idx);
 #include "layers_sparse_kernel.h"
 
 void wr_spmm_avx2(const wr_sprows *s, const float *B, int ldb, int N, float alpha, float *C, int ldc, int r0,
@@ -28,40 +31,21 @@ static inline __m256i compress_perm(unsigned mask) {
     return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)lanes));
 }
 
-// wr_sprows_rows_avx512's lister 8 columns at a time (kb a multiple of 8):
-// the non-zero lanes (NaN included: unordered compare) permuted to the front
-// and the full vector stored, so up to 7 entries past the count are scratch
-// (the next row's slot, rewritten when that row is listed, or the padding).
-void wr_sprows_rows_avx2(wr_sprows *s, const float *A, int lda) {
-    const int cols = s->cols, nkb = s->nkb, kb = s->kb;
-    for (int r = 0; r < s->rows; r++) {
-        const float *a = A + (size_t)r * lda;
-        const int32_t base = (int32_t)((size_t)r * cols);
-        int32_t *idx = s->idx + base, *bs = s->bstart + (size_t)r * (nkb + 1);
-        float *val = s->val + base;
-        int n = 0;
-        for (int b = 0; b < nkb; b++) {
-            bs[b] = base + n;
-            const int c1 = cols < (b + 1) * kb ? cols : (b + 1) * kb;
-            int c = b * kb;
-            for (; c + 8 <= c1; c += 8) {
-                const __m256 v = _mm256_loadu_ps(a + c);
-                const unsigned nz = (unsigned)_mm256_movemask_ps(
-                    _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ));
-                const __m256i perm = compress_perm(nz);
-                _mm256_storeu_ps(val + n, _mm256_permutevar8x32_ps(v, perm));
-                _mm256_storeu_si256((__m256i *)(idx + n), _mm256_add_epi32(_mm256_set1_epi32(c), perm));
-                n += __builtin_popcount(nz);
-            }
-            for (; c < c1; c++) {  // the last block's tail
-                idx[n] = c;
-                val[n] = a[c];
-                n += a[c] != 0.0f;
-            }
-        }
-        bs[nkb] = base + n;
-    }
+// The non-zero lanes among m <= 8 columns (unordered compare: NaN kept),
+// permuted to the front; the full vectors are stored.
+static inline int list8(const float *a, int c, int m, float *val, int32_t *idx) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i in = _mm256_cmpgt_epi32(_mm256_set1_epi32(m), lane);
+    const __m256 v = _mm256_maskload_ps(a + c, in);
+    const unsigned nz = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)) &
+                        ((1u << m) - 1);
+    const __m256i perm = compress_perm(nz);
+    _mm256_storeu_ps(val, _mm256_permutevar8x32_ps(v, perm));
+    _mm256_storeu_si256((__m256i *)idx, _mm256_add_epi32(_mm256_set1_epi32(c), perm));
+    return __builtin_popcount(nz);
 }
+
+void wr_sprows_rows_avx2(wr_sprows *s, const float *A, int lda) { sprows_rows(s, A, lda); }
 
 // One 8 x 8 tile: rows i..i+7, columns j..j+7 of a (row stride N) into rows
 // j..j+7, columns i..i+7 of t (row stride M), through registers.

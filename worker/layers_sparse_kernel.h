@@ -1,7 +1,7 @@
 // layers_sparse_kernel.h — the sparse-left-operand GEMM (layers_sparse.h),
 // written once over a vector type and included by layers_sparse_avx2.c and
 // layers_sparse_avx512.c, which define V, VW, V_ZERO, V_LOAD, V_STORE,
-// V_BCAST, V_FMA, V_MUL. A block of NV <= 8 vectors of C's row stays in
+// V_BCAST, V_FMA, V_MUL, and the row lister's LIST_W and LIST_CHUNK. A block of NV <= 8 vectors of C's row stays in
 // registers while the row's entries of one column block of A stream by; the
 // partial sums go through C between blocks (exact: a store and a load).
 // Without V (included on its own, e.g. by scripts/check-layering) it is empty.
@@ -67,6 +67,30 @@ SPMM_INLINE void spmm_all(const wr_sprows *s, const float *B, int ldb, int N, fl
         default: spmm_cols(s, B, ldb, alpha, C, ldc, r0, r1, j, pk, 1); break;
         }
         j += nv * VW;
+    }
+}
+
+// wr_sprows_build's rows (trans = 0), LIST_W columns per step: the including
+// file's LIST_CHUNK(a, c, m, val, idx) lists the non-zero values among
+// a[c..c+m) (m <= LIST_W; NaN is not zero: kept) with their columns at val
+// and idx, writes LIST_W entries (those past the count are scratch: the next
+// row's slot, rewritten when that row is listed, or the allocation's padding)
+// and returns the count.
+SPMM_INLINE void sprows_rows(wr_sprows *s, const float *A, int lda) {
+    const int cols = s->cols, nkb = s->nkb, kb = s->kb;
+    for (int r = 0; r < s->rows; r++) {
+        const float *a = A + (size_t)r * lda;
+        const int32_t base = (int32_t)((size_t)r * cols);
+        int32_t *idx = s->idx + base, *bs = s->bstart + (size_t)r * (nkb + 1);
+        float *val = s->val + base;
+        int n = 0;
+        for (int b = 0; b < nkb; b++) {
+            bs[b] = base + n;
+            const int c1 = WR_SPMM_MINI(cols, (b + 1) * kb);
+            for (int c = b * kb; c < c1; c += LIST_W)
+                n += LIST_CHUNK(a, c, WR_SPMM_MINI(LIST_W, c1 - c), val + n, idx + n);
+        }
+        bs[nkb] = base + n;
     }
 }
 
