@@ -39,10 +39,10 @@ void wr_bf16_pack_nt(const float *B, int N, int K, int ldb, uint32_t *tmp, uint3
     wr_transpose((const float *)tmp, N, K / 2, (float *)bp);
 }
 
-void wr_bf16_gemm_nt(int N, int K, float alpha, const uint32_t *aw, const uint32_t *bp, float *C, int ldc,
-                     int r0, int r1) {
+void wr_bf16_gemm_nt(int N, int K, float alpha, const uint32_t *aw, const uint32_t *bp, float *C, int r0,
+                     int r1) {
     WR_CHECK(wr_bf16_nt_ok(N, K) && r0 >= 0 && r0 <= r1);
-    wr_bf16_gemm_nt_avx512(N, K, alpha, aw, bp, C, ldc, r0, r1);
+    wr_bf16_gemm_nt_avx512(N, K, alpha, aw, bp, C, r0, r1);
 }
 
 static float bf16_value(float x) {  // the top 16 bits as a float

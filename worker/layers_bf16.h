@@ -3,7 +3,7 @@
 // (3 or 4 significant bits), exact in bf16, so every product is exact in fp32
 // and VDPBF16PS does twice the multiply-adds of an fp32 FMA per instruction.
 //
-//   C (rows r0..r1-1 of M x N, row stride ldc) = alpha A B^T
+//   C (rows r0..r1-1 of M x N, row stride N) = alpha A B^T
 //   A: M x K fp32 (row stride lda), B: N x K fp32 (row stride ldb), K even.
 //
 // Both operands are first packed into 32-bit words, each the bf16 pair (top
@@ -34,10 +34,10 @@ void wr_bf16_pack_nt(const float *B, int N, int K, int ldb, uint32_t *tmp, uint3
 
 // C rows r0..r1-1 (see above) from A's pairs aw (row stride K/2 words) and
 // B's packed pairs bp. Requires wr_bf16_nt_ok(N, K).
-void wr_bf16_gemm_nt(int N, int K, float alpha, const uint32_t *aw, const uint32_t *bp, float *C, int ldc,
-                     int r0, int r1);
+void wr_bf16_gemm_nt(int N, int K, float alpha, const uint32_t *aw, const uint32_t *bp, float *C, int r0,
+                     int r1);
 void wr_bf16_gemm_nt_avx512(int N, int K, float alpha, const uint32_t *aw, const uint32_t *bp, float *C,
-                            int ldc, int r0, int r1);
+                            int r0, int r1);
 // The scalar reference on the fp32 operands (any N, K even).
 void wr_bf16_gemm_nt_ref(int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                          float *C, int ldc);

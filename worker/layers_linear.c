@@ -86,7 +86,7 @@ typedef struct {
 static void *bf16_dx_run(void *arg) {
     const bf16_job *j = arg;
     const wr_layer *l = j->l;
-    wr_bf16_gemm_nt(l->in_size, l->out_size, j->alpha, l->dz2, l->w2t, l->dx, l->in_size, j->r0, j->r1);
+    wr_bf16_gemm_nt(l->in_size, l->out_size, j->alpha, l->dz2, l->w2t, l->dx, j->r0, j->r1);
     return NULL;
 }
 

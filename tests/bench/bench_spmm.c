@@ -69,7 +69,7 @@ static void run_bf16(void *p) {
     nt_case *h = p;
     wr_bf16_pairs(h->dz, h->M, h->K, h->K, h->aw);
     wr_bf16_pack_nt(h->w, h->N, h->K, h->K, h->tmp, h->bp);
-    wr_bf16_gemm_nt(h->N, h->K, 1.0f, h->aw, h->bp, h->c, h->N, 0, h->M);
+    wr_bf16_gemm_nt(h->N, h->K, 1.0f, h->aw, h->bp, h->c, 0, h->M);
 }
 
 static void run_sgemm_nt(void *p) {
