@@ -10,12 +10,14 @@
 // 16 bits of the fp32 values) of columns 2p (low half) and 2p + 1:
 // wr_bf16_pairs (row-major: A's rows) and wr_bf16_pack_nt (B transposed to K/2
 // x N words, 16 columns per vector). Every output is then acc summed over the
-// pairs p in order from +0 as VDPBF16PS does: acc += a[2p+1] b[2p+1]; acc +=
-// a[2p] b[2p] (each product exact, each add rounded to nearest even; the CPU
-// may round a pair's two adds once: the instruction allows it), then alpha *
-// acc. The reference wr_bf16_gemm_nt_ref does the two rounded adds: the
-// kernel equals it wherever the sums are exact and stays within the fp32
-// summation bound elsewhere. The row split (threads) does not change a bit.
+// pairs p in order from +0 as Intel documents VDPBF16PS: acc += a[2p+1]
+// b[2p+1]; acc += a[2p] b[2p] (each product exact, each add rounded to nearest
+// even; denormal inputs read as zero and denormal sums flushed, which decoded
+// FP8 values, all normal, never meet), then alpha * acc. The reference
+// wr_bf16_gemm_nt_ref does the two rounded adds; the tests hold the kernel to
+// it bit for bit where the sums are exact and within the fp32 summation bound
+// elsewhere (room for a CPU that rounds a pair once), for normal inputs. The
+// row split (threads) does not change a bit.
 #ifndef WR_LAYERS_BF16_H
 #define WR_LAYERS_BF16_H
 

@@ -14,10 +14,11 @@
 
 // RB pixels ow.. of one output row; pair p of taps (2p, 2p+1) is read as one
 // 32-bit word at a0[i rs + offs[2p]] (C even: a pair never straddles a tap).
-// Without offs, at a0[i rs + 2p]: RB rows of a plain matrix (the NT GEMM).
+// With plain (a constant at each call), at a0[i rs + 2p] and offs unused: RB
+// rows of a plain matrix (the NT GEMM).
 // wp: K/2 rows of N words; C: row stride N.
 BF16_INLINE void bf16_rows(const uint16_t *a0, int rs, const int *offs, const uint16_t *wp, int K,
-                           float alpha, float *C, int N, const int RB, const int NV) {
+                           float alpha, float *C, int N, const int RB, const int NV, const int plain) {
     __m512 acc[8][2];
 #pragma GCC unroll 8
     for (int i = 0; i < RB; i++)
@@ -25,7 +26,7 @@ BF16_INLINE void bf16_rows(const uint16_t *a0, int rs, const int *offs, const ui
         for (int v = 0; v < NV; v++) acc[i][v] = _mm512_setzero_ps();
     for (int p = 0; p < K / 2; p++) {
         __m512i b[2];
-        const uint16_t *a = a0 + (offs ? offs[2 * p] : 2 * p);
+        const uint16_t *a = a0 + (plain ? 2 * p : offs[2 * p]);
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) b[v] = _mm512_loadu_si512(wp + ((size_t)p * N + v * 16) * 2);
 #pragma GCC unroll 8
@@ -55,13 +56,13 @@ BF16_INLINE void bf16_shape(const wr_dconv_geom *g, const uint16_t *xp, const ui
             float *yr = y + ((size_t)b * g->OH + oh) * g->OW * N;
             if (g->OW < RB) {
                 for (int ow = 0; ow < g->OW; ow++)
-                    bf16_rows(a0 + (size_t)ow * C, C, g->offs, wp, g->K, alpha, yr + (size_t)ow * N, N, 1,
-                              NV);
+                    bf16_rows(a0 + (size_t)ow * C, C, g->offs, wp, g->K, alpha, yr + (size_t)ow * N, N, 1, NV,
+                              0);
                 continue;
             }
             for (int ow = 0; ow < g->OW; ow += RB) {  // a partial last block is recomputed
                 int o = ow + RB <= g->OW ? ow : g->OW - RB;
-                bf16_rows(a0 + (size_t)o * C, C, g->offs, wp, g->K, alpha, yr + (size_t)o * N, N, RB, NV);
+                bf16_rows(a0 + (size_t)o * C, C, g->offs, wp, g->K, alpha, yr + (size_t)o * N, N, RB, NV, 0);
             }
         }
 }
@@ -83,17 +84,17 @@ BF16_INLINE void nt_cols(int N, int K, float alpha, const uint32_t *aw, const ui
     int r = r0;
     for (; r + 8 <= r1; r += 8)
         bf16_rows((const uint16_t *)(aw + (size_t)r * P), K, NULL, b, K, alpha, C + (size_t)r * N + j, N, 8,
-                  NV);
+                  NV, 1);
     const uint16_t *a = (const uint16_t *)(aw + (size_t)r * P);
     float *c = C + (size_t)r * N + j;
     switch (r1 - r) {
-    case 7: bf16_rows(a, K, NULL, b, K, alpha, c, N, 7, NV); break;
-    case 6: bf16_rows(a, K, NULL, b, K, alpha, c, N, 6, NV); break;
-    case 5: bf16_rows(a, K, NULL, b, K, alpha, c, N, 5, NV); break;
-    case 4: bf16_rows(a, K, NULL, b, K, alpha, c, N, 4, NV); break;
-    case 3: bf16_rows(a, K, NULL, b, K, alpha, c, N, 3, NV); break;
-    case 2: bf16_rows(a, K, NULL, b, K, alpha, c, N, 2, NV); break;
-    case 1: bf16_rows(a, K, NULL, b, K, alpha, c, N, 1, NV); break;
+    case 7: bf16_rows(a, K, NULL, b, K, alpha, c, N, 7, NV, 1); break;
+    case 6: bf16_rows(a, K, NULL, b, K, alpha, c, N, 6, NV, 1); break;
+    case 5: bf16_rows(a, K, NULL, b, K, alpha, c, N, 5, NV, 1); break;
+    case 4: bf16_rows(a, K, NULL, b, K, alpha, c, N, 4, NV, 1); break;
+    case 3: bf16_rows(a, K, NULL, b, K, alpha, c, N, 3, NV, 1); break;
+    case 2: bf16_rows(a, K, NULL, b, K, alpha, c, N, 2, NV, 1); break;
+    case 1: bf16_rows(a, K, NULL, b, K, alpha, c, N, 1, NV, 1); break;
     default: break;
     }
 }

@@ -43,11 +43,11 @@ int wr_spmm_ok(int N);
 // The column block of the lists for this CPU's kernel (64 at AVX-512, 96 at
 // AVX2): a block of B's rows, 8 vectors wide, copied densely, is 32 or 24 KiB
 // (L1). The kernel's fixed cost per row and block (~55 cycles on Zen 4) is
-// spread over more entries the longer the block: 64 measured ~3% faster than
+// spread over more entries the longer the block: 64 measured 3-4% faster than
 // 48 at AVX-512 on Zen 4 (32 KiB L1), 96 and 128 slower (the copy leaves L1).
 int wr_spmm_kb(void);
 #define WR_SPMM_PACK_FLOATS \
-    (64 * 128)  // the kernels' copy of a block (any kb <= 64 at AVX-512, <= 128 at AVX2)
+    (64 * 128)  // the kernels' copy of a block (kb <= wr_spmm_kb(): 64 at AVX-512, 96 at AVX2)
 
 // Allocates lists for op(A) up to max_rows x max_cols (any kb >= 1; 16 entries
 // of padding for the vector listers). Aborts on

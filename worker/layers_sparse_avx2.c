@@ -22,13 +22,23 @@ void wr_spmm_avx2(const wr_sprows *s, const float *B, int ldb, int N, float alph
     spmm_all(s, B, ldb, N, alpha, C, ldc, r0, r1);
 }
 
-// The lane numbers of the set bits of an 8-bit mask, packed to the front as
-// 32-bit indices for a permute: the byte numbers 0..7 kept by pext under the
-// mask spread to whole bytes (BMI2 is part of the AVX2 level, cpu.h).
+// For each 8-bit mask, the lane numbers of its set bits packed to the front,
+// one byte each (a table, not pdep/pext: those are microcoded and slow on Zen
+// 1 and 2, AVX2 CPUs too). Filled once before main.
+static uint64_t compress_lut[256];
+
+__attribute__((constructor)) static void compress_lut_init(void) {
+    for (unsigned m = 0; m < 256; m++) {
+        uint64_t lanes = 0;
+        for (unsigned l = 0, n = 0; l < 8; l++)
+            if (m >> l & 1) lanes |= (uint64_t)l << (8 * n++);
+        compress_lut[m] = lanes;
+    }
+}
+
+// The permutation that moves mask's lanes to the front, as 32-bit indices.
 static inline __m256i compress_perm(unsigned mask) {
-    const uint64_t bytes = _pdep_u64(mask, 0x0101010101010101ull) * 0xFF;
-    const uint64_t lanes = _pext_u64(0x0706050403020100ull, bytes);
-    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)lanes));
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&compress_lut[mask]));
 }
 
 // The non-zero lanes among m <= 8 columns (unordered compare: NaN kept),

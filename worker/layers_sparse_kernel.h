@@ -76,6 +76,7 @@ SPMM_INLINE void spmm_all(const wr_sprows *s, const float *B, int ldb, int N, fl
 // and idx, writes LIST_W entries (those past the count are scratch: the next
 // row's slot, rewritten when that row is listed, or the allocation's padding)
 // and returns the count.
+_Static_assert(LIST_W <= 16, "wr_sprows_alloc pads the lists by 16 entries for the full-vector stores");
 SPMM_INLINE void sprows_rows(wr_sprows *s, const float *A, int lda) {
     const int cols = s->cols, nkb = s->nkb, kb = s->kb;
     for (int r = 0; r < s->rows; r++) {

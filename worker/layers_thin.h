@@ -60,10 +60,9 @@ void wr_thin_tn_ref(int M, int N, int K, float alpha, const float *A, int lda, c
 // top 16 bits of the fp32 values), the weights packed in tap pairs
 // (wr_bf16_pack_w). y = alpha * acc, acc summed over tap pairs p in order as
 // VDPBF16PS does: acc += x[2p+1] w[2p+1]; acc += x[2p] w[2p] (each product
-// exact in fp32, each add rounded to nearest even). The CPU may round the pair
-// once instead (the instruction allows it): the results equal the reference
-// wherever the sums are exact and are within the fp32 summation bound
-// otherwise.
+// exact in fp32, each add rounded to nearest even, as Intel documents it). The
+// tests hold the kernel to it where the sums are exact and to the fp32
+// summation bound otherwise (room for a CPU that rounds a pair once).
 // 1 if the BF16 kernel takes this shape here: AVX-512 level with AVX512_BF16,
 // N 16 or 32, C even, K <= 1024.
 int wr_dconv_bf16_ok(int N, int K, int C);

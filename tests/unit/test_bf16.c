@@ -2,7 +2,7 @@
 // layer's dX: the pair packing's layout; the AVX-512 BF16 kernel bit for bit
 // against its reference where every partial sum is exact (small integers
 // times powers of two) and within the fp32 summation bound on FP8-like values
-// of any scale (the CPU may round a pair's two adds once); row ranges
+// of any scale (room for a CPU that rounds a pair's two adds once); row ranges
 // (threads) give the same bits; the reference against a double-precision sum;
 // wr_bf16_nt_ok's rule. The kernel parts skip where the CPU has no AVX512_BF16.
 #include <setjmp.h>

@@ -683,6 +683,21 @@ static void test_conv_threads(void **st) {
     wr_layer_free(&l);
 }
 
+// The layer's dX is the BF16 kernel's on its decoded caches, bit for bit (so
+// the layer took that path, not the FP8 GEMM, whose sums stay within the same
+// bound).
+static void bf16_dx_is_kernel(const wr_layer *l, int B) {
+    const int IN = l->in_size, OUT = l->out_size;
+    uint32_t *aw = malloc(4 * (size_t)B * OUT / 2), *tmp = malloc(4 * (size_t)IN * OUT / 2),
+             *bp = malloc(4 * (size_t)IN * OUT / 2);
+    float *dx = malloc(sizeof(float) * B * IN);
+    wr_bf16_pairs(l->cdz.buf, B, OUT, OUT, aw);
+    wr_bf16_pack_nt(l->cw.buf, IN, OUT, OUT, tmp, bp);
+    wr_bf16_gemm_nt(IN, OUT, 1.0f / l->sw, aw, bp, dx, 0, B);
+    assert_memory_equal(dx, l->dx, sizeof(float) * B * IN);
+    free(aw), free(tmp), free(bp), free(dx);
+}
+
 // Linear layers on the sparse GEMMs (layers_sparse.h; N = 48, a multiple of
 // 16): fp32 y and dW equal the scalar reference's chains bit for bit at every
 // vector level the CPU has (dense and sparse X and dZ), dX is sgemm's (fp32),
@@ -732,9 +747,10 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
         wr_spmm_ref(1, IN, B, l[0].cx.buf, IN, l[0].cdz.buf, OUT, OUT, (1.0f / S) / l[0].sx, ref, OUT);
         assert_memory_equal(y, l[0].y, sizeof(float) * B * OUT);
         assert_memory_equal(ref, gr[0], sizeof(float) * IN * OUT);
-        if (wr_bf16_nt_ok(IN, OUT)) {  // dX with BF16 dot products: its reference, within the bound
+        if (wr_bf16_nt_ok(IN, OUT)) {  // dX with BF16 dot products: the kernel's bits, its reference's bound
             float *dx = malloc(sizeof(float) * B * IN);
             assert_non_null(l[0].dz2);
+            bf16_dx_is_kernel(&l[0], B);
             wr_bf16_gemm_nt_ref(B, IN, OUT, 1.0f / l[0].sw, l[0].cdz.buf, OUT, l[0].cw.buf, OUT, dx, IN);
             for (int r = 0; r < B; r++)
                 for (int c = 0; c < IN; c++) {
@@ -752,6 +768,42 @@ static void linear_sparse_case(int fp8, float zx, float zdz) {
     }
     for (int i = 0; i < 3; i++) wr_layer_free(&l[i]), free(gr[i]);
     free(p), free(x), free(dy), free(ref);
+}
+
+// An HFP8 layer whose shape takes the BF16 dX one way only (N = in = 32 a
+// multiple of 16, K = out = 250 even; not the other way round): at the AVX-512
+// level of an AVX512_BF16 CPU its dX is the kernel's, elsewhere no pairs are
+// allocated and the FP8 GEMM runs. The sums are long enough that sgemm's
+// order gives other bits (checked), so the FP8 GEMM's dX could not pass.
+static void test_bf16_dx_layer(void **st) {
+    (void)st;
+    const int B = 19, IN = 32, OUT = 250;
+    wr_layer l;
+    wr_layer_linear_init(&l, IN, OUT, 1, 1, 1, B);
+    size_t np = (size_t)IN * OUT + OUT;
+    float *p = wr_alloc_vec(np * 4), *g = wr_alloc_vec(np * 4), *x = wr_alloc_vec(B * IN * 4);
+    float *dy = wr_alloc_vec(B * OUT * 4);
+    fill(p, np, -0.3f, 0.3f);
+    fill(x, (size_t)B * IN, 0.0f, 2.0f);
+    fill(dy, (size_t)B * OUT, -40.0f, 40.0f);
+    wr_layer_bind(&l, p, g);
+    wr_layer_forward(&l, x, B);
+    assert_int_equal(wr_layer_backward(&l, dy, B, 64.0f), 0);
+    const int on = wr_bf16_nt_ok(IN, OUT);
+    assert_false(wr_bf16_nt_ok(OUT, IN));
+    if (on) {
+        bf16_dx_is_kernel(&l, B);
+        float *alt = malloc(sizeof(float) * B * IN);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, IN, OUT, 1.0f / l.sw, l.cdz.buf, OUT,
+                    l.cw.buf, OUT, 0.0f, alt, IN);
+        assert_true(memcmp(alt, l.dx, sizeof(float) * B * IN) != 0);
+        free(alt);
+    } else {
+        assert_null(l.dz2);
+    }
+    wr_layer_free(&l);
+    free(p), free(g), free(x), free(dy);
+    if (!on) skip();
 }
 
 static void test_linear_sparse(void **st) {
@@ -816,6 +868,7 @@ int main(void) {
         cmocka_unit_test(test_pool_vs_ref),
         cmocka_unit_test(test_conv_threads),
         cmocka_unit_test(test_linear_sparse),
+        cmocka_unit_test(test_bf16_dx_layer),
         cmocka_unit_test(test_overflow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,7 @@
 // test_sparse.c — the sparse-left-operand GEMM (worker/layers_sparse.h) at
 // every ISA level this CPU has (AVX2, AVX-512), bit for bit against the scalar
 // reference on the dense operand: plain and transposed operands, densities
-// from 0 to 1 (+-0 entries skipped), N of 16 to 528 (column tails), column
+// from 0 to 1 (+-0 entries skipped), N of 16 to 784 (column tails), column
 // blocks cut at odd places, row ranges (threads), strides, alpha; the lists'
 // layout; the transpose; wr_spmm_ok's rule.
 #include <setjmp.h>

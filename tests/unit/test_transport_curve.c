@@ -227,7 +227,7 @@ static int collect(wr_endpoint *srv, int *seen, int n, int ms, int until, unsign
     return fresh;
 }
 
-// Collects (as collect) for at least 500 polls of 20 ms and on until the
+// Collects (as collect) for ~500 ms (25 polls of 20 ms) and on until the
 // server has counted min_over refusals (a loaded machine connects late), at
 // most ~10 s; fails if they never come. Returns the messages that came.
 static int settle_refusals(wr_endpoint *srv, int *seen, int n, unsigned long min_over, unsigned long *over) {
