@@ -174,6 +174,10 @@ static int push_range(wr_ps *w, int s, wr_exchange_step *st, char *err) {
         rc = wr_ps_send(w, sc->ep, &h, w->g + sc->lo, n * 4, fp32_release, &w->fp32_busy, timeout,
                         &st->bytes_sent, e2);
     }
+    if (rc == WR_ECLOSED) {  // the shard went away under this PUSH: as a connection lost on recv,
+        sc->pending = 1;     // its replacement gets this step's bits (ps_replace.c; fp32: the job stops)
+        return wr_ps_shard_lost(w, s, st->t, err);
+    }
     if (rc != WR_OK)
         return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err, "step %lld: PUSH to shard %d (%s): %s",
                           (long long)st->t, s, sc->addr, e2);

@@ -704,8 +704,12 @@ int main(int argc, char **argv) {
             memcpy(sh[s].last, pl, len);
             sh[s].last_len = len;
             push_hdr = p;
-            if (wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000, &g_hb,
-                             err) != WR_OK) {
+            int sr = wr_send_pmsg(stall_reads ? pep[s] : sh[s].ep, NULL, 0, &p, pl, len, NULL, NULL, 5000,
+                                  &g_hb, err);
+            if (sr == WR_ECLOSED && !stall_reads) {  // the shard went away under the PUSH: as on recv
+                wr_warn("step %lld: PUSH to shard %d: %s; waiting for the coordinator", (long long)t, s, err);
+                sh[s].down = 1;
+            } else if (sr != WR_OK) {
                 wr_error("PUSH to shard %d: %s", s, err);
                 status = 1;
             }
