@@ -8,15 +8,16 @@
 #include "layers_sparse.h"
 #include "wr_common.h"
 
-int wr_bf16_nt_ok(int N, int K) {
+int wr_bf16_level(void) {
     // CPUID does not change (a racing first call stores the same value); the
     // level is checked every time (tests force it)
     static atomic_int has = -1;
     if (atomic_load_explicit(&has, memory_order_relaxed) < 0)
         atomic_store_explicit(&has, __builtin_cpu_supports("avx512bf16") ? 1 : 0, memory_order_relaxed);
-    return atomic_load_explicit(&has, memory_order_relaxed) && wr_cpu_level() == WR_ISA_AVX512 && N > 0 &&
-           N % 16 == 0 && K > 0 && K % 2 == 0;
+    return atomic_load_explicit(&has, memory_order_relaxed) && wr_cpu_level() == WR_ISA_AVX512;
 }
+
+int wr_bf16_nt_ok(int N, int K) { return wr_bf16_level() && N > 0 && N % 16 == 0 && K > 0 && K % 2 == 0; }
 
 static uint32_t top16(float x) {
     uint32_t u;

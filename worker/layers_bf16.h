@@ -24,6 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// 1 where the BF16 kernels (this GEMM, the conv's, layers_thin.h) can run: the
+// AVX-512 level on a CPU with AVX512_BF16.
+int wr_bf16_level(void);
 // 1 if the kernel takes this shape here: AVX-512 level on a CPU with
 // AVX512_BF16 (Zen 4/5; not Zen 3), N a positive multiple of 16, K even and > 0.
 int wr_bf16_nt_ok(int N, int K);

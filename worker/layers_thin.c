@@ -2,11 +2,11 @@
 #include "layers_thin.h"
 
 #include <math.h>
-#include <stdatomic.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "cpu.h"
+#include "layers_bf16.h"
 #include "wr_common.h"
 
 #define THIN_MAX_K 1024
@@ -53,13 +53,7 @@ void wr_dconv_dw(const wr_dconv_geom *g, const float *xp, const float *dz, float
 }
 
 int wr_dconv_bf16_ok(int N, int K, int C) {
-    // CPUID does not change (a racing first call stores the same value); the
-    // level is checked every time (tests force it)
-    static atomic_int has = -1;
-    if (atomic_load_explicit(&has, memory_order_relaxed) < 0)
-        atomic_store_explicit(&has, __builtin_cpu_supports("avx512bf16") ? 1 : 0, memory_order_relaxed);
-    return atomic_load_explicit(&has, memory_order_relaxed) && wr_cpu_level() == WR_ISA_AVX512 &&
-           (N == 16 || N == 32) && C % 2 == 0 && K >= 2 && K <= THIN_MAX_K;
+    return wr_bf16_level() && (N == 16 || N == 32) && C % 2 == 0 && K >= 2 && K <= THIN_MAX_K;
 }
 
 static float bf16_to_f32(uint16_t h) {
