@@ -106,6 +106,17 @@ void coord_probe_now(coord *c) {
     while (c->status == COORD_RUNNING && (gone = probe_nodes(c)) >= 0) node_gone(c, gone, NULL);
 }
 
+// No other node was found gone: the ERROR's node takes the blame. Its
+// status is WR_EXIT_NODE_LOST only in a fixed membership (a worker stopped).
+static void stop_blamed(coord *c) {
+    char r[COORD_REASON_MAX + 64];
+    if (c->blame.status == WR_EXIT_NODE_LOST)
+        snprintf(r, sizeof r, "%s; %s cannot go on without it", c->blame.reason, coord_fixed_name(c));
+    else
+        snprintf(r, sizeof r, "%s", c->blame.reason);
+    coord_stop_job(c, c->blame.status, r);
+}
+
 // A node reports an ERROR and stops on its own. Often the cause is another
 // node that died (a worker losing its shard), and the error can arrive before
 // that node's connection is seen closed: name that one (node lost) if the
@@ -126,20 +137,18 @@ void coord_on_error(coord *c, coord_in *in) {
     }
     in->n->left = 1;
     int status = h->code == WR_EC_CONFIG ? WR_EXIT_CONFIG : WR_EXIT_FAILURE;
-    // mode=allreduce: a worker that stops takes the collective with it,
-    // unless the probes find another node gone first (below).
-    if (coord_fixed(c) && c->formed && status != WR_EXIT_CONFIG && in->n->role == WR_ROLE_WORKER) {
-        status = WR_EXIT_NODE_LOST;
-        size_t at = strlen(r);
-        snprintf(r + at, sizeof r - at, "; %s cannot go on without it", coord_fixed_name(c));
-    }
     // A dead shard is the cause (node lost); dead workers leave the job
-    // (epochs.c) and the ERROR still decides.
+    // (epochs.c) and the ERROR still decides. (mode=allreduce names the
+    // dead node and says it cannot go on: coord_ar_lost.)
     int gone;
     while (c->formed && (gone = probe_nodes(c)) >= 0) {
         node_gone(c, gone, r);
         if (c->status != COORD_RUNNING) return;
     }
+    // mode=allreduce: a worker that stops takes the collective with it,
+    // unless another node is found gone first (blame, below).
+    if (coord_fixed(c) && c->formed && status != WR_EXIT_CONFIG && in->n->role == WR_ROLE_WORKER)
+        status = WR_EXIT_NODE_LOST;
     if (!c->formed || status == WR_EXIT_CONFIG)
         coord_stop_job(c, status, r);
     else if (!c->blame.status) {
@@ -187,5 +196,5 @@ void coord_liveness_tick(coord *c, double now) {
             if (c->blame.status) break;  // the ERROR's node is found: it decides below
         }
     }
-    if (c->blame.status && now >= c->blame.until) coord_stop_job(c, c->blame.status, c->blame.reason);
+    if (c->blame.status && now >= c->blame.until) stop_blamed(c);
 }

@@ -165,6 +165,13 @@ int wr_ps_coord_wait_back(wr_ps *w, int64_t t, char *err);
 // Polls the coordinator socket for up to timeout_ms and handles what is
 // there (wr_ps_coord_message). Returns 0, or a status (WR_PS_REJOIN too).
 int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err);
+// A peer's connection closed under this worker's send (a worker in
+// mode=allreduce, a shard under ps_node_aggregate): that loss is the
+// coordinator's to judge; it stops such a job with WR_EXIT_NODE_LOST and one
+// reason for every process. Waits for its word up to heartbeat_timeout +
+// heartbeat_interval + 1 s (its bound for seeing a death) and returns its
+// status; without a word, fails with `what` (the send's error).
+int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err);
 
 // After step t: when a shard's message carried an epoch later than any map
 // held, waits (up to step_timeout) for that map from the coordinator.

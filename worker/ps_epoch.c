@@ -143,6 +143,17 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err) {
     return WR_EXIT_OK;
 }
 
+int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err) {
+    wr_warn("step %lld: %s; waiting for the coordinator's word on it", (long long)t, what);
+    double bound = w->cfg.heartbeat_timeout + w->cfg.heartbeat_interval + 1.0, t0 = wr_now();
+    while (!w->coord_down && wr_now() - t0 < bound) {
+        int st = wr_ps_poll_coordinator(w, t, 100, err);
+        if (st) return st;
+    }
+    return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: %s (the coordinator said nothing "
+                      "within %g s)", (long long)t, what, bound);
+}
+
 int wr_ps_await_map(wr_ps *w, int64_t t, char *err) {
     if (w->seen_epoch <= newest_epoch(w)) return WR_EXIT_OK;
     wr_debug("step %lld: a shard is at epoch %llu: waiting for its cluster map", (long long)t,

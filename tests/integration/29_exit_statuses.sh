@@ -6,6 +6,9 @@
 #  2. ps_node_aggregate (2 groups of 2): the same for a killed shard.
 #  3. mode=allreduce (3 workers): a worker killed: the coordinator and the
 #     other workers exit 5.
+#     In 2 and 3 the coordinator is held (SIGSTOP) for 1.5 s across the
+#     kill: a node leader or worker whose send to the dead node fails waits
+#     for the coordinator's word (status 5), it does not exit 1 on its own.
 #  4. The coordinator killed (-9) and never restarted: the shard and the
 #     worker exit 6 (WR_EXIT_NO_COORDINATOR) once register_timeout +
 #     connect_timeout have passed, each saying so.
@@ -28,14 +31,25 @@ expect_all() {
     done
 }
 
-# kill_and_wait CASE VICTIM: SIGKILL to the run's VICTIM once training runs,
-# then the job's end; wren-local must exit 5 too.
+# kill_and_wait CASE VICTIM [held]: SIGKILL to the run's VICTIM once
+# training runs, then the job's end; wren-local must exit 5 too. With
+# "held", the coordinator is stopped (SIGSTOP) across the kill and 1.5 s
+# after (less than heartbeat_timeout): the workers see the loss first (a send
+# to the dead node fails, or its data never comes) and must wait for the
+# coordinator's word, not fail on their own: a race that a fast coordinator
+# usually wins.
 kill_and_wait() {
-    wait_for 60 "progress in $1" grep -q 'progress epoch' "$T/logs/worker0.log"
-    kill -KILL "$(pid_of "$2")"
+    local case=$1 victim=$2 held=${3:-}
+    wait_for 60 "progress in $case" grep -q 'progress epoch' "$T/logs/worker0.log"
+    [ -z "$held" ] || kill -STOP "$(pid_of coordinator)"
+    kill -KILL "$(pid_of "$victim")"
+    if [ -n "$held" ]; then
+        sleep 1.5
+        kill -CONT "$(pid_of coordinator)"
+    fi
     wait_job 60
-    [ "$RC" = "$WR_EXIT_NODE_LOST" ] || fail "$1: wren-local exited $RC (expected $WR_EXIT_NODE_LOST)"
-    [ "$(status_of "$2")" = 137 ] || fail "$1: $2 exited $(status_of "$2"), not SIGKILL's 137"
+    [ "$RC" = "$WR_EXIT_NODE_LOST" ] || fail "$case: wren-local exited $RC (expected $WR_EXIT_NODE_LOST)"
+    [ "$(status_of "$victim")" = 137 ] || fail "$case: $victim exited $(status_of "$victim"), not SIGKILL's 137"
     check_no_leftovers
 }
 
@@ -47,13 +61,13 @@ echo "  mode=ps, shard1 killed: coordinator, shard0, worker0, worker1 exit $WR_E
 
 # 2. ps_node_aggregate
 start_job agg -S 2 -n 4 --groups 2 ps_node_aggregate=on "${SYN[@]}"
-kill_and_wait "ps_node_aggregate" shard0
+kill_and_wait "ps_node_aggregate" shard0 held
 expect_all "$WR_EXIT_NODE_LOST" "is dead" coordinator shard1 worker0 worker1 worker2 worker3
 echo "  ps_node_aggregate, shard0 killed: coordinator, shard1, 4 workers exit $WR_EXIT_NODE_LOST"
 
 # 3. mode=allreduce
 start_job ar -n 3 mode=allreduce "${SYN[@]}"
-kill_and_wait "mode=allreduce" worker2
+kill_and_wait "mode=allreduce" worker2 held
 expect_all "$WR_EXIT_NODE_LOST" "cannot go on without it" coordinator worker0 worker1
 echo "  mode=allreduce, worker2 killed: coordinator, worker0, worker1 exit $WR_EXIT_NODE_LOST"
 
