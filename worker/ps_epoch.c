@@ -150,8 +150,10 @@ int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err) {
         int st = wr_ps_poll_coordinator(w, t, 100, err);
         if (st) return st;
     }
-    return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err, "step %lld: %s (the coordinator said nothing "
-                      "within %g s)", (long long)t, what, bound);
+    return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
+                      "step %lld: %s (the coordinator said nothing "
+                      "within %g s)",
+                      (long long)t, what, bound);
 }
 
 int wr_ps_await_map(wr_ps *w, int64_t t, char *err) {
