@@ -119,8 +119,12 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     if (need_dx) l->dx = alloc_f((size_t)max_batch * l->in_size);
     // Chunk: as many images as fit ~CONV_CHUNK_FLOATS of col (at least one).
     l->conv_chunk = (int)WR_MAX((size_t)1, WR_MIN((size_t)max_batch, CONV_CHUNK_FLOATS / (per * K)));
-    l->col = alloc_f((size_t)l->conv_chunk * per * K);
+    l->col_n = (size_t)l->conv_chunk * per * K;
     wr_conv_direct_init(l);
+    // im2col + sgemm dW: a col per thread and the groups' partial sums (layers_conv.c)
+    int grouped = !wr_conv_dw_direct(l);
+    l->col = alloc_f(l->col_n * (grouped ? WR_LAYER_MAX_THREADS : 1));
+    if (grouped) l->dw_part = alloc_f((size_t)WR_CONV_DW_GROUPS * l->n_w);
     // fp8: X is decoded whole (B x in_size) once per step, im2col reads that
     if (fp8) fp8_init(l, (size_t)max_batch, (size_t)l->in_size);
 }
@@ -145,6 +149,7 @@ void wr_layer_free(wr_layer *l) {
     free(l->y);
     free(l->dx);
     free(l->col);
+    free(l->dw_part);
     free(l->xpad);
     free(l->offs);
     free(l->dzpad);

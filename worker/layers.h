@@ -67,6 +67,9 @@ typedef struct {
     float *dx;        // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
     float *col;      // conv: im2col of conv_chunk images, then the dX GEMM's output
+                     // (one per thread, col_n floats each, where dW is im2col + sgemm)
+    size_t col_n;    // conv: floats of one col
+    float *dw_part;  // conv, im2col + sgemm dW: WR_CONV_DW_GROUPS partial sums of dW
     int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
     float *xpad;     // conv, thin shapes: conv_chunk zero-padded input images (direct conv)
     int *offs;       // conv, thin shapes: tap offsets into xpad (layers_thin.h)
@@ -102,8 +105,10 @@ void wr_layer_free(wr_layer *l);
 // (clamped to [1, WR_LAYER_MAX_THREADS]; pool layers ignore it): the conv's
 // forward and dX split the chunks of images, the direct dW its taps; a linear
 // layer's sparse GEMMs split the rows of their output; so every output is
-// computed as with one thread (same bits). The im2col + sgemm paths and the
-// linear layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
+// computed as with one thread (same bits); the im2col + sgemm dW sums fixed
+// groups of images, one group per thread in turn, and adds the groups in
+// order (same bits again). The other im2col + sgemm paths and the linear
+// layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
 // model.h sets them to one).
 #define WR_LAYER_MAX_THREADS 4
 void wr_layer_set_threads(wr_layer *l, int threads);

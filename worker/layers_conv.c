@@ -262,24 +262,64 @@ static void *dw_job(void *p) {
     return NULL;
 }
 
-// dW (+)= alpha_w col^T dZ over the chunks: direct (taps split over threads) or
-// im2col + sgemm per chunk.
-static void conv_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B, int direct) {
+int wr_conv_dw_direct(const wr_layer *l) {
+    const int K = l->k * l->k * l->C;
+    return l->xpad && wr_thin_ok(l->O, K) && K <= WR_DCONV_DW_MAX_K;
+}
+
+// Group g's images: [B g / G, B (g + 1) / G) (empty ones only when B < G).
+static int group_start(int B, int g) { return (int)((int64_t)B * g / WR_CONV_DW_GROUPS); }
+
+// Thread t of the grouped dW: groups t, t + T, ..., each the sum over its
+// chunks of alpha_w col^T dZ (im2col + sgemm in thread t's col) into its
+// partial.
+static void *dw_groups_job(void *p) {
+    const conv_job *j = p;
+    wr_layer *l = j->l;
     const int K = l->k * l->k * l->C, O = l->O;
-    if (direct) {
+    float *col = l->col + (size_t)j->t * l->col_n;
+    for (int g = j->t; g < WR_CONV_DW_GROUPS; g += j->T) {
+        const int g0 = group_start(j->B, g), g1 = group_start(j->B, g + 1);
+        for (int b0 = g0; b0 < g1; b0 += l->conv_chunk) {
+            int n = WR_MIN(l->conv_chunk, g1 - b0);
+            wr_conv_im2col(l, j->x + (size_t)b0 * l->in_size, col, n);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, n * l->OH * l->OW, j->alpha, col, K,
+                        j->dz + (size_t)b0 * l->out_size, O, b0 > g0 ? 1.0f : 0.0f,
+                        l->dw_part + (size_t)g * K * O, O);
+        }
+    }
+    return NULL;
+}
+
+// dw = the groups' partials added in group order.
+WR_VEC static void sum_groups(const wr_layer *l, int B, size_t n) {
+    float *restrict dw = l->dw;
+    memset(dw, 0, n * sizeof(float));
+    for (int g = 0; g < WR_CONV_DW_GROUPS; g++) {
+        if (group_start(B, g) == group_start(B, g + 1)) continue;
+        const float *restrict part = l->dw_part + (size_t)g * n;
+        for (size_t i = 0; i < n; i++) dw[i] = dw[i] + part[i];
+    }
+}
+
+// dW (+)= alpha_w col^T dZ: direct (taps split over threads), or im2col +
+// sgemm per chunk in WR_CONV_DW_GROUPS fixed groups of images spread over
+// the threads and added in group order: the groups, not the threads, fix
+// the sums, so every thread count gives the same bits.
+static void conv_dw(wr_layer *l, const float *x, const float *dz, float alpha_w, int B) {
+    const int K = l->k * l->k * l->C, O = l->O;
+    conv_job jobs[WR_LAYER_MAX_THREADS];
+    if (wr_conv_dw_direct(l)) {
         int T = WR_MIN(l->threads, K);
-        conv_job jobs[WR_LAYER_MAX_THREADS];
         for (int t = 0; t < T; t++)
             jobs[t] = (conv_job){l, x, NULL, dz, alpha_w, B, 1, t, T, K * t / T, K * (t + 1) / T};
         wr_layer_run_jobs(dw_job, jobs, sizeof *jobs, T);
         return;
     }
-    for (int b0 = 0; b0 < B; b0 += l->conv_chunk) {
-        int n = WR_MIN(l->conv_chunk, B - b0);
-        wr_conv_im2col(l, x + (size_t)b0 * l->in_size, l->col, n);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, O, n * l->OH * l->OW, alpha_w, l->col, K,
-                    dz + (size_t)b0 * l->out_size, O, b0 ? 1.0f : 0.0f, l->dw, O);
-    }
+    int T = WR_MIN(l->threads, WR_CONV_DW_GROUPS);
+    for (int t = 0; t < T; t++) jobs[t] = (conv_job){l, x, NULL, dz, alpha_w, B, 0, t, T, 0, 0};
+    wr_layer_run_jobs(dw_groups_job, jobs, sizeof *jobs, T);
+    sum_groups(l, B, (size_t)K * O);
 }
 
 // dx of one chunk: the direct conv of its padded dz with the flipped weights
@@ -315,9 +355,8 @@ static void *dx_job(void *p) {
 
 static void conv_backward(wr_layer *l, const float *x, const float *dz, const float *w, float alpha_w,
                           float alpha_x, int B, int bf16) {
-    const int K = l->k * l->k * l->C, O = l->O, Kt = l->k * l->k * O;
-    // With many taps the direct dW passes over the chunk K/KB times: sgemm is faster there.
-    conv_dw(l, x, dz, alpha_w, B, l->xpad && wr_thin_ok(O, K) && K <= WR_DCONV_DW_MAX_K);
+    const int O = l->O, Kt = l->k * l->k * O;
+    conv_dw(l, x, dz, alpha_w, B);
     if (!l->need_dx) return;
     int mode = l->dzpad && wr_thin_ok(l->C, Kt) ? 1 : 0;
     if (mode) flip_weights(l, w);

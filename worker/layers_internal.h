@@ -54,6 +54,12 @@ void wr_layer_bias_act(float *y, const float *b, size_t rows, int cols, int relu
 // its adjoint, overwriting the n images of dx.
 void wr_conv_im2col(const wr_layer *l, const float *x, float *col, int n);
 void wr_conv_col2im(const wr_layer *l, const float *dcol, float *dx, int n);
+// 1 where the conv's dW is the direct kernel's (few taps, thin shapes: with
+// many taps it passes over each chunk K/KB times and sgemm is faster), else
+// im2col + sgemm in WR_CONV_DW_GROUPS fixed groups of images.
+int wr_conv_dw_direct(const wr_layer *l);
+#define WR_CONV_DW_GROUPS 4
+_Static_assert(WR_CONV_DW_GROUPS >= WR_LAYER_MAX_THREADS, "a dW group for every thread");
 // Allocates the direct conv's buffers (layers_thin.h) where the shape allows
 // it: xpad/offs for O = 16 or 32, and dzpad/offs_t/wt for dX where C = 16 or 32.
 void wr_conv_direct_init(wr_layer *l);
