@@ -199,22 +199,45 @@ WR_VEC void wr_layer_bias_act(float *restrict y, const float *restrict b, size_t
 }
 
 // dz = dy masked by the ReLU (y > 0 iff the pre-activation was > 0), and the
-// column sums of dz into db (zeroed here).
+// column sums of dz into db (zeroed here), for columns [c0, c1).
 WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y, float *restrict dz,
-                               float *restrict db, size_t rows, int cols, int relu) {
-    for (int j = 0; j < cols; j++) db[j] = 0.0f;
+                               float *restrict db, size_t rows, int cols, int c0, int c1, int relu) {
+    for (int j = c0; j < c1; j++) db[j] = 0.0f;
     for (size_t r = 0; r < rows; r++) {
         const float *restrict dyr = dy + r * (size_t)cols, *restrict yr = y + r * (size_t)cols;
         float *restrict dzr = dz + r * (size_t)cols;
         if (relu)
-            for (int j = 0; j < cols; j++) {
+            for (int j = c0; j < c1; j++) {
                 float d = dyr[j];  // loaded unconditionally: a select, not a branch
                 dzr[j] = yr[j] > 0.0f ? d : 0.0f;
             }
         else
-            for (int j = 0; j < cols; j++) dzr[j] = dyr[j];
-        for (int j = 0; j < cols; j++) db[j] = db[j] + dzr[j];
+            for (int j = c0; j < c1; j++) dzr[j] = dyr[j];
+        for (int j = c0; j < c1; j++) db[j] = db[j] + dzr[j];
     }
+}
+
+typedef struct {
+    const wr_layer *l;
+    const float *dy;
+    size_t rows;
+    int cols, c0, c1;
+} colsum_job;
+
+static void *colsum_run(void *p) {
+    const colsum_job *j = p;
+    mask_colsum(j->dy, j->l->y, j->l->dz, j->l->db, j->rows, j->cols, j->c0, j->c1, j->l->relu);
+    return NULL;
+}
+
+// mask_colsum on the layer's threads by column ranges (each column's sum stays
+// one thread's, in row order: the bits of one thread); only where dz is large
+// (the convs') does a thread pay for itself.
+static void mask_colsum_threads(const wr_layer *l, const float *dy, size_t rows, int cols) {
+    const int T = rows * (size_t)cols >= ((size_t)1 << 18) ? WR_MAX(1, WR_MIN(l->threads, cols)) : 1;
+    colsum_job jobs[WR_LAYER_MAX_THREADS];
+    for (int t = 0; t < T; t++) jobs[t] = (colsum_job){l, dy, rows, cols, cols * t / T, cols * (t + 1) / T};
+    wr_layer_run_jobs(colsum_run, jobs, sizeof *jobs, T);
 }
 
 // The HFP8 forward: codes of sw*w and sx*x, the scales in alpha. Linear: one
@@ -318,7 +341,7 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     const size_t rows = (size_t)B * l->out_size / (size_t)cols;
     const float inv_s = 1.0f / loss_scale;
     float *dz = l->dz, *db = l->db;
-    mask_colsum(dy, l->y, dz, db, rows, cols, l->relu);
+    mask_colsum_threads(l, dy, rows, cols);
     for (int j = 0; j < cols; j++) db[j] *= inv_s;
     if (l->fp8) {
         size_t n = rows * (size_t)cols;

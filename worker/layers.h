@@ -101,13 +101,13 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
 void wr_layer_pool_init(wr_layer *l, int H, int W, int C, int need_dx, int max_batch);
 void wr_layer_free(wr_layer *l);
 
-// Threads for a conv layer's direct kernels and a linear layer's sparse GEMMs
-// (clamped to [1, WR_LAYER_MAX_THREADS]; pool layers ignore it): the conv's
+// Threads of a layer (clamped to [1, WR_LAYER_MAX_THREADS]): the conv's
 // forward and dX split the chunks of images, the direct dW its taps; a linear
-// layer's sparse GEMMs split the rows of their output; so every output is
-// computed as with one thread (same bits); the im2col + sgemm dW sums fixed
-// groups of images, one group per thread in turn, and adds the groups in
-// order (same bits again). The other im2col + sgemm paths and the linear
+// layer's sparse GEMMs split the rows of their output; a pool splits the
+// images, and the ReLU mask with the bias gradient of a large dz (the convs')
+// its columns; so every output is computed as with one thread (same bits);
+// the im2col + sgemm dW sums fixed groups of images, one group per thread in
+// turn, and adds the groups in order (same bits again). The other im2col + sgemm paths and the linear
 // layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
 // model.h sets them to one).
 #define WR_LAYER_MAX_THREADS 4

@@ -600,10 +600,12 @@ static void test_conv_chunks(void **st) {
 }
 
 // Max-pool: the vectorized forward/backward give the bits of the scalar
-// references (y, arg, dx) on ties, NaN, +-0 and odd sizes, for several C.
+// references (y, arg, dx) on ties, NaN, +-0 and odd sizes, for several C,
+// on 3 threads (ranges of images).
 static void pool_case(int H, int W, int C, int B) {
     wr_layer v, r;
     wr_layer_pool_init(&v, H, W, C, 1, B);
+    wr_layer_set_threads(&v, 3);
     wr_layer_pool_init(&r, H, W, C, 1, B);
     size_t nx = (size_t)B * v.in_size, ny = (size_t)B * v.out_size;
     float *x = wr_alloc_vec(nx * 4), *dy = wr_alloc_vec(ny * 4);
