@@ -164,10 +164,18 @@ void coord_ar_form(coord *c) {
     log_formed(c, n_groups, size);
 }
 
+void coord_fixed_verdict(const coord *c, const char *why, char *out, size_t len) {
+    char verdict[64];
+    int v = snprintf(verdict, sizeof verdict, "; %s cannot go on without it", coord_fixed_name(c));
+    // the verdict survives the SHUTDOWN's cut at WR_REASON_MAX: `why` gives way
+    int room = WR_MAX(0, (int)WR_MIN(len, (size_t)WR_REASON_MAX) - 1 - v);
+    snprintf(out, len, "%.*s%s", room, why, verdict);
+}
+
 void coord_ar_lost(coord *c, coord_node *n, const char *why) {
     n->left = 1;
-    char r[COORD_REASON_MAX + 64];
-    snprintf(r, sizeof r, "%s; %s cannot go on without it", why, coord_fixed_name(c));
+    char r[WR_REASON_MAX];
+    coord_fixed_verdict(c, why, r, sizeof r);
     coord_stop_job(c, WR_EXIT_NODE_LOST, r);
 }
 

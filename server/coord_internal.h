@@ -341,6 +341,9 @@ int coord_ar_assign_groups(coord *c, int *n_groups, int *size);
 void coord_ar_form(coord *c);
 // A worker lost or departing before the end stops the job (status 5).
 void coord_ar_lost(coord *c, coord_node *n, const char *why);
+// out = "<why>; <mode> cannot go on without it", `why` cut so that the whole
+// fits in a SHUTDOWN's reason (WR_REASON_MAX) with the verdict at its end.
+void coord_fixed_verdict(const coord *c, const char *why, char *out, size_t len);
 // JOIN: refused in mode=allreduce (fixed membership), unexpected otherwise.
 void coord_on_join(coord *c, coord_in *in);
 

@@ -109,12 +109,13 @@ void coord_probe_now(coord *c) {
 // No other node was found gone: the ERROR's node takes the blame. Its
 // status is WR_EXIT_NODE_LOST only in a fixed membership (a worker stopped).
 static void stop_blamed(coord *c) {
-    char r[COORD_REASON_MAX + 64];
-    if (c->blame.status == WR_EXIT_NODE_LOST)
-        snprintf(r, sizeof r, "%s; %s cannot go on without it", c->blame.reason, coord_fixed_name(c));
-    else
-        snprintf(r, sizeof r, "%s", c->blame.reason);
-    coord_stop_job(c, c->blame.status, r);
+    char r[WR_REASON_MAX];
+    if (c->blame.status == WR_EXIT_NODE_LOST) {
+        coord_fixed_verdict(c, c->blame.reason, r, sizeof r);
+        coord_stop_job(c, c->blame.status, r);
+    } else {
+        coord_stop_job(c, c->blame.status, c->blame.reason);
+    }
 }
 
 // A node reports an ERROR and stops on its own. Often the cause is another

@@ -83,6 +83,7 @@ void wr_layer_linear_init(wr_layer *l, int in, int out, int relu, int fp8, int n
     l->out_size = out;
     l->n_w = (size_t)in * out;
     l->n_b = (size_t)out;
+    l->db_part = alloc_f(WR_COLSUM_GROUPS * l->n_b);
     size_t B = (size_t)max_batch;
     l->y = alloc_f(B * out);
     l->dz = alloc_f(B * out);
@@ -114,17 +115,18 @@ void wr_layer_conv_init(wr_layer *l, int H, int W, int C, int O, int k, int pad,
     size_t K = (size_t)k * k * C, per = (size_t)l->OH * l->OW;
     l->n_w = K * O;
     l->n_b = (size_t)O;
+    l->db_part = alloc_f(WR_COLSUM_GROUPS * l->n_b);
     l->y = alloc_f((size_t)max_batch * l->out_size);
     l->dz = alloc_f((size_t)max_batch * l->out_size);
     if (need_dx) l->dx = alloc_f((size_t)max_batch * l->in_size);
     // Chunk: as many images as fit ~CONV_CHUNK_FLOATS of col (at least one).
     l->conv_chunk = (int)WR_MAX((size_t)1, WR_MIN((size_t)max_batch, CONV_CHUNK_FLOATS / (per * K)));
     l->col_n = (size_t)l->conv_chunk * per * K;
+    // a col per thread and the groups' partial sums for the im2col + sgemm dW
+    // (layers_conv.c): any conv may take it (the direct dW depends on the CPU level)
+    l->col = alloc_f(l->col_n * WR_LAYER_MAX_THREADS);
+    l->dw_part = alloc_f((size_t)WR_CONV_DW_GROUPS * l->n_w);
     wr_conv_direct_init(l);
-    // im2col + sgemm dW: a col per thread and the groups' partial sums (layers_conv.c)
-    int grouped = !wr_conv_dw_direct(l);
-    l->col = alloc_f(l->col_n * (grouped ? WR_LAYER_MAX_THREADS : 1));
-    if (grouped) l->dw_part = alloc_f((size_t)WR_CONV_DW_GROUPS * l->n_w);
     // fp8: X is decoded whole (B x in_size) once per step, im2col reads that
     if (fp8) fp8_init(l, (size_t)max_batch, (size_t)l->in_size);
 }
@@ -150,6 +152,7 @@ void wr_layer_free(wr_layer *l) {
     free(l->dx);
     free(l->col);
     free(l->dw_part);
+    free(l->db_part);
     free(l->xpad);
     free(l->offs);
     free(l->dzpad);
@@ -198,46 +201,60 @@ WR_VEC void wr_layer_bias_act(float *restrict y, const float *restrict b, size_t
     }
 }
 
-// dz = dy masked by the ReLU (y > 0 iff the pre-activation was > 0), and the
-// column sums of dz into db (zeroed here), for columns [c0, c1).
+// dz = dy masked by the ReLU (y > 0 iff the pre-activation was > 0) for rows
+// [r0, r1), and their column sums into db (overwritten).
 WR_VEC static void mask_colsum(const float *restrict dy, const float *restrict y, float *restrict dz,
-                               float *restrict db, size_t rows, int cols, int c0, int c1, int relu) {
-    for (int j = c0; j < c1; j++) db[j] = 0.0f;
-    for (size_t r = 0; r < rows; r++) {
+                               float *restrict db, size_t r0, size_t r1, int cols, int relu) {
+    for (int j = 0; j < cols; j++) db[j] = 0.0f;
+    for (size_t r = r0; r < r1; r++) {
         const float *restrict dyr = dy + r * (size_t)cols, *restrict yr = y + r * (size_t)cols;
         float *restrict dzr = dz + r * (size_t)cols;
         if (relu)
-            for (int j = c0; j < c1; j++) {
+            for (int j = 0; j < cols; j++) {
                 float d = dyr[j];  // loaded unconditionally: a select, not a branch
                 dzr[j] = yr[j] > 0.0f ? d : 0.0f;
             }
         else
-            for (int j = c0; j < c1; j++) dzr[j] = dyr[j];
-        for (int j = c0; j < c1; j++) db[j] = db[j] + dzr[j];
+            for (int j = 0; j < cols; j++) dzr[j] = dyr[j];
+        for (int j = 0; j < cols; j++) db[j] = db[j] + dzr[j];
     }
 }
+
+// Rows of group g of WR_COLSUM_GROUPS: [rows g / G, rows (g + 1) / G).
+static size_t colsum_row(size_t rows, int g) { return rows * (size_t)g / WR_COLSUM_GROUPS; }
 
 typedef struct {
     const wr_layer *l;
     const float *dy;
     size_t rows;
-    int cols, c0, c1;
+    int cols, t, T;
 } colsum_job;
 
 static void *colsum_run(void *p) {
     const colsum_job *j = p;
-    mask_colsum(j->dy, j->l->y, j->l->dz, j->l->db, j->rows, j->cols, j->c0, j->c1, j->l->relu);
+    const wr_layer *l = j->l;
+    for (int g = j->t; g < WR_COLSUM_GROUPS; g += j->T)
+        mask_colsum(j->dy, l->y, l->dz, l->db_part + (size_t)g * j->cols, colsum_row(j->rows, g),
+                    colsum_row(j->rows, g + 1), j->cols, l->relu);
     return NULL;
 }
 
-// mask_colsum on the layer's threads by column ranges (each column's sum stays
-// one thread's, in row order: the bits of one thread); only where dz is large
-// (the convs') does a thread pay for itself.
-static void mask_colsum_threads(const wr_layer *l, const float *dy, size_t rows, int cols) {
-    const int T = rows * (size_t)cols >= ((size_t)1 << 18) ? WR_MAX(1, WR_MIN(l->threads, cols)) : 1;
+// dz and db. A large dz (the convs': 10^5 rows of 16 or 32 channels) in
+// WR_COLSUM_GROUPS fixed groups of rows, spread over the layer's threads,
+// the groups' sums added in group order: the groups, not the threads, fix
+// db's sums (the bits of one thread); a small one on the calling thread.
+static void mask_and_db(const wr_layer *l, const float *dy, size_t rows, int cols) {
+    if (rows * (size_t)cols < ((size_t)1 << 18) || rows < WR_COLSUM_GROUPS) {
+        mask_colsum(dy, l->y, l->dz, l->db, 0, rows, cols, l->relu);
+        return;
+    }
+    const int T = WR_MIN(l->threads, WR_COLSUM_GROUPS);
     colsum_job jobs[WR_LAYER_MAX_THREADS];
-    for (int t = 0; t < T; t++) jobs[t] = (colsum_job){l, dy, rows, cols, cols * t / T, cols * (t + 1) / T};
+    for (int t = 0; t < T; t++) jobs[t] = (colsum_job){l, dy, rows, cols, t, T};
     wr_layer_run_jobs(colsum_run, jobs, sizeof *jobs, T);
+    for (int j = 0; j < cols; j++) l->db[j] = l->db_part[j];
+    for (int g = 1; g < WR_COLSUM_GROUPS; g++)
+        for (int j = 0; j < cols; j++) l->db[j] = l->db[j] + l->db_part[(size_t)g * cols + j];
 }
 
 // The HFP8 forward: codes of sw*w and sx*x, the scales in alpha. Linear: one
@@ -341,7 +358,7 @@ int wr_layer_backward(wr_layer *l, const float *dy, int B, float loss_scale) {
     const size_t rows = (size_t)B * l->out_size / (size_t)cols;
     const float inv_s = 1.0f / loss_scale;
     float *dz = l->dz, *db = l->db;
-    mask_colsum_threads(l, dy, rows, cols);
+    mask_and_db(l, dy, rows, cols);
     for (int j = 0; j < cols; j++) db[j] *= inv_s;
     if (l->fp8) {
         size_t n = rows * (size_t)cols;

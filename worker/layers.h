@@ -67,9 +67,10 @@ typedef struct {
     float *dx;        // (max_batch, in_size) backward output (need_dx), owned
     // work buffers (owned; NULL where unused)
     float *col;      // conv: im2col of conv_chunk images, then the dX GEMM's output
-                     // (one per thread, col_n floats each, where dW is im2col + sgemm)
+                     // (WR_LAYER_MAX_THREADS of col_n floats: the grouped dW's threads)
     size_t col_n;    // conv: floats of one col
     float *dw_part;  // conv, im2col + sgemm dW: WR_CONV_DW_GROUPS partial sums of dW
+    float *db_part;  // conv, linear: WR_COLSUM_GROUPS partial sums of db (a large dz's row groups)
     int conv_chunk;  // conv: images per im2col + GEMM (init: col ~1 MiB; tests may lower it)
     float *xpad;     // conv, thin shapes: conv_chunk zero-padded input images (direct conv)
     int *offs;       // conv, thin shapes: tap offsets into xpad (layers_thin.h)
@@ -79,7 +80,7 @@ typedef struct {
     uint16_t *xpad16, *dzpad16, *w16, *wt16;  // fp8 conv: bf16 copies for the BF16 kernel
     uint32_t *dz2, *w2, *w2t;  // fp8 linear, BF16 dX (layers_bf16.h): dZq's, Wq's and packed Wq's bf16 pairs
     size_t xpad_n, dzpad_n;    // conv: elements of one thread's xpad(16) / dzpad(16)
-    int threads;  // conv: threads of the direct conv; linear: of the sparse GEMMs (wr_layer_set_threads; 1 at init)
+    int threads;               // the layer's threads (wr_layer_set_threads; 1 at init): see there
     struct wr_linear_sparse *sp;  // linear, out % 16 == 0, AVX2+ at init: sparse lists (owned), else NULL
     float *dz;                    // (max_batch, out_size) error after the ReLU mask
     int32_t *arg;                 // pool: input offset of each output's max
@@ -104,10 +105,11 @@ void wr_layer_free(wr_layer *l);
 // Threads of a layer (clamped to [1, WR_LAYER_MAX_THREADS]): the conv's
 // forward and dX split the chunks of images, the direct dW its taps; a linear
 // layer's sparse GEMMs split the rows of their output; a pool splits the
-// images, and the ReLU mask with the bias gradient of a large dz (the convs')
-// its columns; so every output is computed as with one thread (same bits);
-// the im2col + sgemm dW sums fixed groups of images, one group per thread in
-// turn, and adds the groups in order (same bits again). The other im2col + sgemm paths and the linear
+// images; so every output is computed as with one thread (same bits). The
+// im2col + sgemm dW sums fixed groups of images, and the ReLU mask with the
+// bias gradient of a large dz (>= 2^18 elements: the convs') fixed groups of
+// rows, one group per thread in turn, the groups added in order (same bits
+// again; 4 groups: 3 threads speed these up as 2 do). The other im2col + sgemm paths and the linear
 // layers' sgemm calls stay on the calling thread (OpenBLAS's threads:
 // model.h sets them to one).
 #define WR_LAYER_MAX_THREADS 4

@@ -183,8 +183,9 @@ void wr_layer_run_jobs(void *(*fn)(void *), void *jobs, size_t size, int T) {
     }
 }
 
-// What one thread of a conv region does: chunks t, t + T, ... (forward, dX) or
-// taps [k0, k1) over all chunks (dW), with thread t's padded buffers.
+// What one thread of a conv region does: chunks t, t + T, ... (forward, dX),
+// taps [k0, k1) over all chunks (direct dW) or image groups t, t + T, ...
+// (im2col + sgemm dW), with thread t's padded buffers or col.
 typedef struct {
     wr_layer *l;
     const float *x, *w, *dz;

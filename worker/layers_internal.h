@@ -59,6 +59,9 @@ void wr_conv_col2im(const wr_layer *l, const float *dcol, float *dx, int n);
 // im2col + sgemm in WR_CONV_DW_GROUPS fixed groups of images.
 int wr_conv_dw_direct(const wr_layer *l);
 #define WR_CONV_DW_GROUPS 4
+// Row groups of a large dz's ReLU mask and bias gradient (layers.c).
+#define WR_COLSUM_GROUPS 4
+_Static_assert(WR_COLSUM_GROUPS >= WR_LAYER_MAX_THREADS, "a row group for every thread");
 _Static_assert(WR_CONV_DW_GROUPS >= WR_LAYER_MAX_THREADS, "a dW group for every thread");
 // Allocates the direct conv's buffers (layers_thin.h) where the shape allows
 // it: xpad/offs for O = 16 or 32, and dzpad/offs_t/wt for dX where C = 16 or 32.

@@ -70,34 +70,37 @@ static void pool_forward_range(wr_layer *l, const float *x, int b0, int b1) {
     }
 }
 
-// One thread's images: [b0, b1) of the batch, forward (dy NULL) or backward.
+// One thread's images: [b0, b1) of the batch; src is x (forward) or dy.
 typedef struct {
     wr_layer *l;
-    const float *x, *dy;
+    const float *src;
     int b0, b1;
 } pool_job;
 
 static void pool_backward_range(wr_layer *l, const float *dy, int b0, int b1);
 
-static void *pool_job_run(void *p) {
+static void *pool_forward_job(void *p) {
     const pool_job *j = p;
-    if (j->dy)
-        pool_backward_range(j->l, j->dy, j->b0, j->b1);
-    else
-        pool_forward_range(j->l, j->x, j->b0, j->b1);
+    pool_forward_range(j->l, j->src, j->b0, j->b1);
+    return NULL;
+}
+
+static void *pool_backward_job(void *p) {
+    const pool_job *j = p;
+    pool_backward_range(j->l, j->src, j->b0, j->b1);
     return NULL;
 }
 
 // The layer's threads take equal ranges of images: each output is one
 // thread's, as with one thread.
-static void pool_threads(wr_layer *l, const float *x, const float *dy, int B) {
+static void pool_threads(wr_layer *l, void *(*fn)(void *), const float *src, int B) {
     const int T = WR_MAX(1, WR_MIN(l->threads, B));
     pool_job jobs[WR_LAYER_MAX_THREADS];
-    for (int t = 0; t < T; t++) jobs[t] = (pool_job){l, x, dy, B * t / T, B * (t + 1) / T};
-    wr_layer_run_jobs(pool_job_run, jobs, sizeof *jobs, T);
+    for (int t = 0; t < T; t++) jobs[t] = (pool_job){l, src, B * t / T, B * (t + 1) / T};
+    wr_layer_run_jobs(fn, jobs, sizeof *jobs, T);
 }
 
-void wr_pool_forward(wr_layer *l, const float *x, int B) { pool_threads(l, x, NULL, B); }
+void wr_pool_forward(wr_layer *l, const float *x, int B) { pool_threads(l, pool_forward_job, x, B); }
 
 // Images [b0, b1) of dx = dy routed to each window's arg (0 elsewhere).
 static void pool_backward_range(wr_layer *l, const float *dy, int b0, int b1) {
@@ -116,4 +119,4 @@ void wr_pool_backward_ref(wr_layer *l, const float *dy, int B) { pool_backward_r
 // The scatter above is the fastest here: a select version writing each
 // window's four inputs measured slower (0.8 vs 0.66 ms for the cnn's first
 // pool at B = 128), memset being cheap. On the layer's threads by images.
-void wr_pool_backward(wr_layer *l, const float *dy, int B) { pool_threads(l, NULL, dy, B); }
+void wr_pool_backward(wr_layer *l, const float *dy, int B) { pool_threads(l, pool_backward_job, dy, B); }

@@ -40,8 +40,9 @@
 // inf/NaN, or a non-finite gradient.
 //
 // Threads: the layers use opts->threads (wr_layer_set_threads; 1 for 0): the
-// conv's direct kernels and the linear layers' sparse GEMMs, with the same
-// results as one thread. opts->threads > 0 also sets OpenBLAS to one thread
+// conv's direct kernels and grouped im2col + sgemm dW, the linear layers'
+// sparse GEMMs, the pools and a large dz's ReLU mask and bias gradient, with
+// the same results as one thread. opts->threads > 0 also sets OpenBLAS to one thread
 // (openblas_set_num_threads, a process-wide setting: its spinning workers
 // competed with the layers' threads, and its threads changed the cnn's sgemm
 // sums); 0 leaves OpenBLAS as it is.

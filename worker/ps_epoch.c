@@ -145,15 +145,18 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err) {
 
 int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err) {
     wr_warn("step %lld: %s; waiting for the coordinator's word on it", (long long)t, what);
-    double bound = w->cfg.heartbeat_timeout + w->cfg.heartbeat_interval + 1.0, t0 = wr_now();
-    while (!w->coord_down && wr_now() - t0 < bound) {
+    const double bound = w->cfg.heartbeat_timeout + w->cfg.heartbeat_interval + 1.0;
+    double t0 = wr_now();
+    for (;;) {
+        // A lost coordinator has its own bound (status 6, wr_ps_coord_tick);
+        // once it took this worker back it has the whole of this one.
+        if (w->coord_lost) t0 = wr_now();
+        if (wr_now() - t0 >= bound) break;
         int st = wr_ps_poll_coordinator(w, t, 100, err);
         if (st) return st;
     }
     return wr_ps_fail(w, WR_EC_INTERNAL, WR_EXIT_FAILURE, err,
-                      "step %lld: %s (the coordinator said nothing "
-                      "within %g s)",
-                      (long long)t, what, bound);
+                      "step %lld: %s (the coordinator said nothing within %g s)", (long long)t, what, bound);
 }
 
 int wr_ps_await_map(wr_ps *w, int64_t t, char *err) {

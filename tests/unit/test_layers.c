@@ -638,17 +638,18 @@ static void test_pool_vs_ref(void **st) {
     pool_case(9, 8, 17, 2);
 }
 
-// Threads of the direct conv: 2 and 3 threads give the bits of one (forward y,
-// dW, dx), fp32 (direct forward, dX; dW as im2col + sgemm in groups: K = 144)
-// and HFP8 (BF16 where the CPU has it). B = 3: one of the dW groups is empty.
-static void conv_threads_case(int fp8, int B) {
+// A conv's threads: 2 and 3 threads give the bits of one (forward y, dW, dx),
+// fp32 (direct forward, dX; dW as im2col + sgemm in 4 groups of images: K =
+// 144) and HFP8 (BF16 where the CPU has it). B = 3: one of the dW groups is
+// empty; B = 16 in chunks of 1: each group sums 4 chunks.
+static void conv_threads_case(int fp8, int B, int chunk) {
     geom g = {WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1};
     wr_layer l[3];
     size_t np = 0, nx = 0, ny = 0;
     float *gr[3], *p = NULL, *x = NULL, *dy = NULL;
     for (int i = 0; i < 3; i++) {
         make_layer(&l[i], &g, fp8, 1, B);
-        l[i].conv_chunk = 2;  // 4 chunks
+        l[i].conv_chunk = chunk;
         wr_layer_set_threads(&l[i], i + 1);
     }
     assert_int_equal(l[2].threads, 3);
@@ -675,10 +676,11 @@ static void conv_threads_case(int fp8, int B) {
 
 static void test_conv_threads(void **st) {
     (void)st;
-    conv_threads_case(0, 7);
-    conv_threads_case(1, 7);
-    conv_threads_case(0, 3);
-    conv_threads_case(1, 3);
+    conv_threads_case(0, 7, 2);
+    conv_threads_case(1, 7, 2);
+    conv_threads_case(0, 3, 2);
+    conv_threads_case(1, 3, 2);
+    conv_threads_case(0, 16, 1);
     wr_layer l;  // clamped
     make_layer(&l, &(geom){WR_LAYER_CONV, 0, 0, 6, 7, 16, 16, 3, 1, 1}, 0, 1, 2);
     wr_layer_set_threads(&l, 99);
@@ -861,6 +863,8 @@ static void test_overflow(void **st) {
 }
 
 int main(void) {
+    // as the worker runs the layers (model.h): their threads call sgemm at once
+    openblas_set_num_threads(1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grad_linear),
         cmocka_unit_test(test_grad_conv),

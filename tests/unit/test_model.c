@@ -454,8 +454,9 @@ static void test_synthetic(void **st) {
 }
 
 // --threads N: 1, 2 and 3 threads give the same parameters after a few steps
-// with Adam, mlp and cnn, HFP8 on and off (the layers split no sum; OpenBLAS
-// stays at one thread, whose threads did change the cnn's sgemm sums).
+// with Adam, mlp and cnn, HFP8 on and off (the layers split no sum but into
+// fixed groups of images or rows; OpenBLAS stays at one thread, whose threads
+// did change the cnn's sgemm sums).
 static void test_threads_identical(void **st) {
     (void)st;
     char err[WR_ERR_LEN];
