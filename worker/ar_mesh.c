@@ -279,11 +279,8 @@ int wr_ar_send(wr_ps *w, int p, int64_t t, int sg, uint64_t o, uint64_t n, int c
     char e2[WR_ERR_LEN];
     wr_ar_peer *pe = &w->ar->peers[p];
     int rc = wr_ps_send(w, pe->ep, &h, payload, len, NULL, NULL, (int)(w->cfg.step_timeout * 1000), NULL, e2);
-    if (rc == WR_ECLOSED) {
-        char what[WR_ERR_LEN + 64];
-        snprintf(what, sizeof what, "CHUNK (stage %d) to worker %d: %s", sg, pe->rank, e2);
-        return wr_ps_peer_lost(w, t, what, err);
-    }
+    if (rc == WR_ECLOSED)
+        return wr_ps_peer_lost(w, t, err, "CHUNK (stage %d) to worker %d: %s", sg, pe->rank, e2);
     if (rc != WR_OK)
         return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err,
                           "step %lld: CHUNK (stage %d) to worker %d: %s", (long long)t, sg, pe->rank, e2);

@@ -170,8 +170,9 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err);
 // coordinator's to judge; it stops such a job with WR_EXIT_NODE_LOST and one
 // reason for every process. Waits for its word up to heartbeat_timeout +
 // heartbeat_interval + 1 s (its bound for seeing a death) and returns its
-// status; without a word, fails with `what` (the send's error).
-int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err);
+// status; without a word, fails with the send's error (fmt, ...).
+int wr_ps_peer_lost(wr_ps *w, int64_t t, char *err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 // After step t: when a shard's message carried an epoch later than any map
 // held, waits (up to step_timeout) for that map from the coordinator.

@@ -72,11 +72,8 @@ static int push_node(wr_ps *w, int s, const uint64_t *qn, wr_exchange_step *st, 
                         (int)(w->cfg.step_timeout * 1000), &sent, e2);
     st->bytes_sent += sent;
     st->bytes_internode += sent;
-    if (rc == WR_ECLOSED) {
-        char what[WR_ERR_LEN + WR_ADDR_MAX + 64];
-        snprintf(what, sizeof what, "node PUSH to shard %d (%s): %s", s, sc->addr, e2);
-        return wr_ps_peer_lost(w, st->t, what, err);
-    }
+    if (rc == WR_ECLOSED)
+        return wr_ps_peer_lost(w, st->t, err, "node PUSH to shard %d (%s): %s", s, sc->addr, e2);
     if (rc != WR_OK)
         return wr_ps_fail(w, wr_ps_ec_of(rc), WR_EXIT_FAILURE, err,
                           "step %lld: node PUSH to shard %d (%s): %s", (long long)st->t, s, sc->addr, e2);

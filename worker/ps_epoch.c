@@ -8,6 +8,7 @@
 // (members). A shard switches at the commit, before the map reaches the
 // workers, so every BROADCAST of step sf - 1 carries the new epoch: a worker
 // that sees an epoch it holds no map of waits for that map after the step.
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -143,7 +144,12 @@ int wr_ps_poll_coordinator(wr_ps *w, int64_t t, int timeout_ms, char *err) {
     return WR_EXIT_OK;
 }
 
-int wr_ps_peer_lost(wr_ps *w, int64_t t, const char *what, char *err) {
+int wr_ps_peer_lost(wr_ps *w, int64_t t, char *err, const char *fmt, ...) {
+    char what[WR_ERR_LEN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
     wr_warn("step %lld: %s; waiting for the coordinator's word on it", (long long)t, what);
     const double bound = w->cfg.heartbeat_timeout + w->cfg.heartbeat_interval + 1.0;
     double t0 = wr_now();
